@@ -1,0 +1,236 @@
+// Package config is the contract between the control plane and the edge nodes:
+// the configuration snapshot an edge serves requests from, the versioned
+// changes that update it, and the messages of the config stream and of the
+// edge reports.
+//
+// # Config stream
+//
+// An edge holds one long-lived HTTP request to the control plane:
+//
+//	GET /v1/edges/config?epoch=<epoch>&version=<n>
+//	Authorization: Bearer <edge token>
+//
+// The response is a stream of newline-delimited JSON [Message] values
+// (Content-Type: application/x-ndjson). The first message is either a full
+// [Snapshot] (type "snapshot") or the changes since the edge's version (type
+// "changes"), then every later change is streamed as it commits. A "ping"
+// message carrying the current version is sent every few seconds so that both
+// sides detect a dead peer. The control plane answers with a full snapshot
+// whenever the edge's epoch differs from its own (the control plane was
+// restarted) or when it no longer holds every change since the edge's version,
+// so a revocation is never lost.
+//
+// Versions are monotonic within an epoch. Each [Change] carries the version it
+// produced; an edge applies a batch of changes and swaps in the new state
+// atomically.
+//
+// # Reports
+//
+// Edges report to the control plane with
+//
+//	POST /v1/edges/report
+//	Authorization: Bearer <edge token>
+//
+// carrying a [Report] (applied version, agent connection events, access logs,
+// counters).
+package config
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Message types of the config stream.
+const (
+	MsgSnapshot = "snapshot"
+	MsgChanges  = "changes"
+	MsgPing     = "ping"
+)
+
+// Change operations.
+const (
+	OpUpsert = "upsert"
+	OpDelete = "delete"
+)
+
+// Kinds of configuration objects.
+const (
+	KindShare    = "share"
+	KindService  = "service"
+	KindAgent    = "agent"
+	KindEdge     = "edge"
+	KindPlugin   = "plugin"
+	KindSettings = "settings"
+)
+
+// MaxMessageBytes bounds one line of the config stream. A snapshot of 100,000
+// shares is well below it.
+const MaxMessageBytes = 512 << 20
+
+// Message is one line of the config stream.
+type Message struct {
+	Type     string    `json:"type"`
+	Epoch    string    `json:"epoch"`
+	Version  int64     `json:"version"`
+	Snapshot *Snapshot `json:"snapshot,omitempty"`
+	Changes  []Change  `json:"changes,omitempty"`
+}
+
+// Snapshot is the complete configuration an edge needs to serve requests.
+type Snapshot struct {
+	Epoch    string    `json:"epoch"`
+	Version  int64     `json:"version"`
+	Shares   []Share   `json:"shares"`
+	Services []Service `json:"services"`
+	Agents   []Agent   `json:"agents"`
+	Edges    []Edge    `json:"edges"`
+	Plugins  []Plugin  `json:"plugins"`
+	Settings Settings  `json:"settings"`
+}
+
+// Change is one versioned update. Exactly one of the object fields is set for
+// an upsert; a delete carries only Kind and ID.
+type Change struct {
+	Version  int64     `json:"version"`
+	Op       string    `json:"op"`
+	Kind     string    `json:"kind"`
+	ID       string    `json:"id"`
+	Share    *Share    `json:"share,omitempty"`
+	Service  *Service  `json:"service,omitempty"`
+	Agent    *Agent    `json:"agent,omitempty"`
+	Edge     *Edge     `json:"edge,omitempty"`
+	Plugin   *Plugin   `json:"plugin,omitempty"`
+	Settings *Settings `json:"settings,omitempty"`
+}
+
+// Share is what the edge knows of a share link. The token itself never leaves
+// the control plane: the edge looks shares up by the SHA-256 of the token.
+type Share struct {
+	ID              string             `json:"id"`
+	WorkspaceID     string             `json:"workspaceId"`
+	ServiceID       string             `json:"serviceId"`
+	Name            string             `json:"name"`
+	TokenHash       string             `json:"tokenHash"` // hex SHA-256 of the token
+	ExpiresAt       *time.Time         `json:"expiresAt,omitempty"`
+	Revoked         bool               `json:"revoked,omitempty"`
+	AllowedPaths    []string           `json:"allowedPaths,omitempty"`
+	AllowedMethods  []string           `json:"allowedMethods,omitempty"`
+	AllowedIPs      []string           `json:"allowedIps,omitempty"`
+	PasswordHash    string             `json:"passwordHash,omitempty"`
+	RateLimitPerMin int                `json:"rateLimitPerMin,omitempty"`
+	MaxUses         int64              `json:"maxUses,omitempty"`
+	Plugins         []PluginAttachment `json:"plugins,omitempty"`
+}
+
+// PluginAttachment is one extra plugin of a share's policy chain.
+type PluginAttachment struct {
+	PluginID string          `json:"pluginId"`
+	Config   json.RawMessage `json:"config,omitempty"`
+}
+
+// Service is one exposed target of an agent.
+type Service struct {
+	ID          string `json:"id"`
+	WorkspaceID string `json:"workspaceId"`
+	AgentID     string `json:"agentId"`
+	Name        string `json:"name"`
+	Protocol    string `json:"protocol"` // auto|tcp|http|https
+	TargetHost  string `json:"targetHost"`
+	TargetPort  int    `json:"targetPort"`
+	TunnelPort  int    `json:"tunnelPort,omitempty"`
+	Paused      bool   `json:"paused,omitempty"`
+	IsPublic    bool   `json:"isPublic,omitempty"`
+	Subdomain   string `json:"subdomain,omitempty"`
+}
+
+// Agent carries what the edge needs to authenticate an agent's tunnel.
+type Agent struct {
+	ID             string    `json:"id"`
+	WorkspaceID    string    `json:"workspaceId"`
+	Name           string    `json:"name,omitempty"`
+	TokenHash      string    `json:"tokenHash"` // hex SHA-256 of the agent token
+	TokenExpiresAt time.Time `json:"tokenExpiresAt"`
+	Revoked        bool      `json:"revoked,omitempty"`
+}
+
+// Edge is another edge node, so agents learn every edge to dial.
+type Edge struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	PublicURL  string `json:"publicUrl"`
+	TunnelAddr string `json:"tunnelAddr"`
+}
+
+// Plugin is an uploaded Wasm module the edge fetches by SHA-256 from
+// GET /v1/edges/plugins/<sha256> and caches.
+type Plugin struct {
+	ID               string `json:"id"`
+	Name             string `json:"name"`
+	SHA256           string `json:"sha256"`
+	FailOpen         bool   `json:"failOpen,omitempty"`
+	TimeoutMs        int    `json:"timeoutMs,omitempty"`
+	MemoryLimitBytes uint64 `json:"memoryLimitBytes,omitempty"`
+}
+
+// Settings are global data-plane settings.
+type Settings struct {
+	// ShareRateLimitPerMin is the default per-share request limit (0 = none).
+	ShareRateLimitPerMin int `json:"shareRateLimitPerMin,omitempty"`
+	// ShareDomain is the domain under which <token>.<domain> reaches a share.
+	ShareDomain string `json:"shareDomain,omitempty"`
+	// PublicDomain is the domain under which <subdomain>.<domain> reaches a
+	// public service.
+	PublicDomain string `json:"publicDomain,omitempty"`
+}
+
+// Report is what an edge posts to the control plane.
+type Report struct {
+	EdgeVersion   string        `json:"edgeVersion,omitempty"` // software version
+	ConfigEpoch   string        `json:"configEpoch"`
+	ConfigVersion int64         `json:"configVersion"`
+	Agents        []string      `json:"agents"` // agents connected now (full list)
+	Events        []AgentEvent  `json:"events,omitempty"`
+	AccessLogs    []AccessLog   `json:"accessLogs,omitempty"`
+	Dropped       int64         `json:"dropped,omitempty"` // access logs dropped since the last report
+	CommandResult []CommandDone `json:"commandResults,omitempty"`
+}
+
+// Agent connection event types.
+const (
+	EventConnected    = "CONNECTED"
+	EventDisconnected = "DISCONNECTED"
+	EventRejected     = "REJECTED"
+)
+
+// AgentEvent is an agent connection event seen by an edge.
+type AgentEvent struct {
+	AgentID string    `json:"agentId"`
+	Event   string    `json:"event"`
+	IP      string    `json:"ip"`
+	Details string    `json:"details,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// AccessLog is one request through a share.
+type AccessLog struct {
+	ShareID    string    `json:"shareId"`
+	At         time.Time `json:"at"`
+	IP         string    `json:"ip"`
+	UserAgent  string    `json:"userAgent,omitempty"`
+	Method     string    `json:"method"`
+	Path       string    `json:"path"`
+	StatusCode int       `json:"statusCode"`
+	LatencyMs  float64   `json:"latencyMs"`
+	BytesOut   int64     `json:"bytesOut"`
+	Decision   string    `json:"decision"` // allowed|denied
+	DeniedBy   string    `json:"deniedBy,omitempty"`
+}
+
+// CommandDone is the result of an agent command, relayed by the edge.
+type CommandDone struct {
+	CommandID string          `json:"commandId"`
+	AgentID   string          `json:"agentId"`
+	OK        bool            `json:"ok"`
+	Result    json.RawMessage `json:"result,omitempty"`
+	Error     string          `json:"error,omitempty"`
+}
