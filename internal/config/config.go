@@ -69,7 +69,10 @@ const MaxMessageBytes = 512 << 20
 
 // Message is one line of the config stream.
 type Message struct {
-	Type     string    `json:"type"`
+	Type string `json:"type"`
+	// EdgeID is the id of the edge holding the stream; set on the first
+	// message so an edge learns its own identity from its token.
+	EdgeID   string    `json:"edgeId,omitempty"`
 	Epoch    string    `json:"epoch"`
 	Version  int64     `json:"version"`
 	Snapshot *Snapshot `json:"snapshot,omitempty"`

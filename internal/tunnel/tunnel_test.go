@@ -61,8 +61,14 @@ func TestDecodeErrors(t *testing.T) {
 		{"server hello id too long", append(append([]byte(Magic), 1), append(make([]byte, NonceSize), 200)...), func(b []byte) error { _, err := ReadServerHello(bytes.NewReader(b)); return err }, ErrTooLong},
 		{"client hello future version", append(append([]byte(Magic), 9), make([]byte, 16+MACSize+1)...), func(b []byte) error { _, err := ReadClientHello(bytes.NewReader(b)); return err }, ErrVersion},
 		{"client hello version zero", append(append([]byte(Magic), 0), make([]byte, 16+MACSize+1)...), func(b []byte) error { _, err := ReadClientHello(bytes.NewReader(b)); return err }, ErrVersion},
-		{"stream header bad version", []byte{9, 2}, func(b []byte) error { _, err := ReadStreamHeader(bytes.NewReader(append(b, make([]byte, 17)...))); return err }, ErrVersion},
-		{"stream header bad kind", []byte{1, 77}, func(b []byte) error { _, err := ReadStreamHeader(bytes.NewReader(append(b, make([]byte, 17)...))); return err }, ErrBadKind},
+		{"stream header bad version", []byte{9, 2}, func(b []byte) error {
+			_, err := ReadStreamHeader(bytes.NewReader(append(b, make([]byte, 17)...)))
+			return err
+		}, ErrVersion},
+		{"stream header bad kind", []byte{1, 77}, func(b []byte) error {
+			_, err := ReadStreamHeader(bytes.NewReader(append(b, make([]byte, 17)...)))
+			return err
+		}, ErrBadKind},
 		{"stream header ip too long", append([]byte{1, 2}, append(make([]byte, 16), 100)...), func(b []byte) error { _, err := ReadStreamHeader(bytes.NewReader(b)); return err }, ErrTooLong},
 		{"result too long", []byte{0, 0xff, 0xff}, func(b []byte) error { _, err := ReadResult(bytes.NewReader(b)); return err }, ErrTooLong},
 		{"control too big", []byte{0xff, 0, 0, 0}, func(b []byte) error { _, err := ReadControl(bufio.NewReader(bytes.NewReader(b))); return err }, ErrFrameTooBig},

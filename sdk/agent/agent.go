@@ -2,12 +2,25 @@
 // to every edge it is given and serves the services registered for it. The
 // `connect expose` and `connect up` commands are thin wrappers around it, and
 // a Go program can embed an agent the same way.
+//
+// The agent never dials a target it was not told about: every stream names a
+// service id, and the agent dials only the targets of the services its edges
+// listed for it on the control stream.
 package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
 )
 
 // Config configures an Agent.
@@ -25,24 +38,64 @@ type Config struct {
 	PinSHA256 string
 	// InsecureSkipVerify disables verification of the edge certificate (dev only).
 	InsecureSkipVerify bool
+	// UpstreamTLSVerify makes the agent verify the certificates of https
+	// services it dials (off by default, as with ngrok: private services
+	// often use internal certificates).
+	UpstreamTLSVerify bool
+	// DialTimeout bounds connecting to an edge or a target (default 10 s).
+	DialTimeout time.Duration
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 	// OnEvent, when set, is called for connection events (connected,
 	// disconnected, rejected) so a CLI can print them.
 	OnEvent func(Event)
+	// Software is reported in the handshake (default "pc-agent").
+	Software string
+
+	// Backoff bounds for reconnects (defaults 250 ms and 30 s).
+	MinBackoff, MaxBackoff time.Duration
 }
+
+// Event kinds.
+const (
+	EventConnected    = "connected"
+	EventDisconnected = "disconnected"
+	EventRejected     = "rejected"
+	EventError        = "error"
+)
 
 // Event is a connection event of the agent.
 type Event struct {
-	Kind    string // "connected", "disconnected", "rejected", "edges"
+	Kind    string // EventConnected, EventDisconnected, EventRejected, EventError
 	Edge    string // tunnel address
+	EdgeID  string
 	Message string
 	Err     error
 }
 
 // Agent is a running connector.
 type Agent struct {
-	cfg Config
+	cfg     Config
+	id      uuid.UUID
+	log     *slog.Logger
+	tlsConf *tls.Config
+
+	mu       sync.Mutex
+	services map[uuid.UUID]target
+	svcCond  *sync.Cond
+	edges    map[string]context.CancelFunc // tunnel addr → stop
+	sessions map[string]*edgeConn          // tunnel addr → live session
+	runCtx   context.Context
+	wg       sync.WaitGroup
+
+
+}
+
+type target struct {
+	name     string
+	protocol string
+	addr     string
+	host     string
 }
 
 // New validates cfg and returns an Agent.
@@ -50,15 +103,171 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.AgentID == "" || cfg.Token == "" {
 		return nil, errors.New("agent: AgentID and Token are required")
 	}
+	id, err := uuid.Parse(cfg.AgentID)
+	if err != nil {
+		return nil, fmt.Errorf("agent: AgentID: %w", err)
+	}
 	if len(cfg.Edges) == 0 {
 		return nil, errors.New("agent: at least one edge is required")
 	}
-	return &Agent{cfg: cfg}, nil
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 250 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.Software == "" {
+		cfg.Software = "pc-agent"
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &Agent{cfg: cfg, id: id, log: log, services: map[uuid.UUID]target{},
+		edges: map[string]context.CancelFunc{}, sessions: map[string]*edgeConn{}}
+	a.svcCond = sync.NewCond(&a.mu)
+	tc, err := a.edgeTLSConfig()
+	if err != nil {
+		return nil, err
+	}
+	a.tlsConf = tc
+	return a, nil
 }
 
-// Run connects to every edge and serves until ctx is done. It reconnects with
-// exponential backoff and jitter; it returns nil when ctx is cancelled, or an
-// error when every edge rejects the agent's credentials.
+// ID returns the agent id.
+func (a *Agent) ID() string { return a.cfg.AgentID }
+
+// Run connects to every edge and serves until ctx is done. It reconnects
+// with exponential backoff and jitter, and returns nil when ctx is cancelled.
 func (a *Agent) Run(ctx context.Context) error {
-	return errors.New("agent: not implemented yet")
+	a.mu.Lock()
+	a.runCtx = ctx
+	for _, e := range a.cfg.Edges {
+		a.addEdgeLocked(e)
+	}
+	a.mu.Unlock()
+	<-ctx.Done()
+	a.mu.Lock()
+	for _, s := range a.sessions {
+		s.close()
+	}
+	a.svcCond.Broadcast()
+	a.mu.Unlock()
+	a.wg.Wait()
+	return nil
+}
+
+// Connected returns the tunnel addresses of the edges the agent holds a live
+// session with.
+func (a *Agent) Connected() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]string, 0, len(a.sessions))
+	for addr := range a.sessions {
+		out = append(out, addr)
+	}
+	return out
+}
+
+// addEdgeLocked starts maintaining a tunnel to addr unless one exists.
+func (a *Agent) addEdgeLocked(addr string) {
+	if _, ok := a.edges[addr]; ok || a.runCtx == nil || a.runCtx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(a.runCtx)
+	a.edges[addr] = cancel
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.maintain(ctx, addr)
+	}()
+}
+
+// setEdges reconciles the edges to hold tunnels to with the list an edge
+// sent. Edges from the static configuration are always kept.
+func (a *Agent) setEdges(list []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	want := map[string]bool{}
+	for _, e := range a.cfg.Edges {
+		want[e] = true
+	}
+	for _, e := range list {
+		if e != "" {
+			want[e] = true
+		}
+	}
+	for addr, cancel := range a.edges {
+		if !want[addr] {
+			cancel()
+			delete(a.edges, addr)
+			if s := a.sessions[addr]; s != nil {
+				s.close()
+			}
+		}
+	}
+	for addr := range want {
+		a.addEdgeLocked(addr)
+	}
+}
+
+// maintain keeps one edge connected until ctx ends.
+func (a *Agent) maintain(ctx context.Context, addr string) {
+	backoff := a.cfg.MinBackoff
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := a.session(ctx, addr)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > 10*time.Second {
+			backoff = a.cfg.MinBackoff // it was up for a while: reconnect fast
+		}
+		var rej *RejectedError
+		if errors.As(err, &rej) {
+			a.emit(Event{Kind: EventRejected, Edge: addr, Message: rej.Message, Err: err})
+			a.log.Warn("edge rejected the agent", "edge", addr, "reason", rej.Message)
+		} else if err != nil {
+			a.emit(Event{Kind: EventError, Edge: addr, Err: err, Message: err.Error()})
+			a.log.Debug("tunnel ended", "edge", addr, "err", err)
+		}
+		// Full jitter in [backoff/2, backoff].
+		d := backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+		backoff *= 2
+		if backoff > a.cfg.MaxBackoff {
+			backoff = a.cfg.MaxBackoff
+		}
+	}
+}
+
+func (a *Agent) emit(e Event) {
+	if a.cfg.OnEvent != nil {
+		a.cfg.OnEvent(e)
+	}
+}
+
+// RejectedError is returned when an edge refuses the agent's credentials.
+type RejectedError struct {
+	Status  byte
+	Message string
+}
+
+func (e *RejectedError) Error() string { return "agent: edge rejected the agent: " + e.Message }
+
+// dial connects to an edge, over TLS for tls:// addresses.
+func (a *Agent) dial(ctx context.Context, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: a.cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	if rest, ok := strings.CutPrefix(addr, "tls://"); ok {
+		td := tls.Dialer{NetDialer: &d, Config: a.tlsConfigFor(rest)}
+		return td.DialContext(ctx, "tcp", rest)
+	}
+	return d.DialContext(ctx, "tcp", strings.TrimPrefix(addr, "tcp://"))
 }

@@ -1,0 +1,322 @@
+// Package routes is the edge's immutable routing table: the configuration
+// snapshot indexed for the request path (share by token hash, service by id,
+// agent key by id, public service by subdomain). A Table is never modified
+// after it is built; updates build a new Table and the edge swaps it in with
+// one atomic pointer store, so a request sees one consistent state.
+package routes
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"time"
+
+	"github.com/privateconnect/pc/internal/config"
+)
+
+// Share is a share as the edge serves it.
+type Share struct {
+	config.Share
+	Prefixes []netip.Prefix // parsed AllowedIPs
+}
+
+// Agent is an agent's handshake key and validity.
+type Agent struct {
+	ID          string
+	WorkspaceID string
+	Name        string
+	Key         [32]byte // SHA-256 of the token, the handshake HMAC key
+	ExpiresAt   time.Time
+	Revoked     bool
+}
+
+// Table is one immutable routing state.
+type Table struct {
+	Epoch    string
+	Version  int64
+	Settings config.Settings
+
+	shares     map[[32]byte]*Share // by token hash
+	shareByID  map[string][32]byte
+	services   map[string]*config.Service
+	subdomains map[string]string // subdomain → service id
+	agents     map[string]*Agent
+	edges      map[string]config.Edge
+	plugins    map[string]config.Plugin
+	agentSvcs  map[string][]string // agent id → service ids (derived)
+}
+
+// Empty returns a table with nothing in it.
+func Empty() *Table {
+	return &Table{shares: map[[32]byte]*Share{}, shareByID: map[string][32]byte{},
+		services: map[string]*config.Service{}, subdomains: map[string]string{},
+		agents: map[string]*Agent{}, edges: map[string]config.Edge{},
+		plugins: map[string]config.Plugin{}, agentSvcs: map[string][]string{}}
+}
+
+// Build indexes a full snapshot. It rejects a snapshot that is internally
+// inconsistent, so a bad update never replaces a good table.
+func Build(s *config.Snapshot) (*Table, error) {
+	t := Empty()
+	t.Epoch, t.Version, t.Settings = s.Epoch, s.Version, s.Settings
+	for i := range s.Services {
+		if err := t.putService(&s.Services[i]); err != nil {
+			return nil, err
+		}
+	}
+	for i := range s.Shares {
+		if err := t.putShare(&s.Shares[i]); err != nil {
+			return nil, err
+		}
+	}
+	for i := range s.Agents {
+		if err := t.putAgent(&s.Agents[i]); err != nil {
+			return nil, err
+		}
+	}
+	for _, e := range s.Edges {
+		t.edges[e.ID] = e
+	}
+	for _, p := range s.Plugins {
+		t.plugins[p.ID] = p
+	}
+	t.reindexAgents()
+	return t, nil
+}
+
+// Apply returns a new table with the changes applied; t is unchanged. Only
+// the indexes a change touches are copied.
+func (t *Table) Apply(version int64, changes []config.Change) (*Table, error) {
+	n := *t
+	n.Version = version
+	copied := map[string]bool{}
+	cow := func(name string) {
+		if copied[name] {
+			return
+		}
+		copied[name] = true
+		switch name {
+		case config.KindShare:
+			n.shares = maps.Clone(t.shares)
+			n.shareByID = maps.Clone(t.shareByID)
+		case config.KindService:
+			n.services = maps.Clone(t.services)
+			n.subdomains = maps.Clone(t.subdomains)
+		case config.KindAgent:
+			n.agents = maps.Clone(t.agents)
+		case config.KindEdge:
+			n.edges = maps.Clone(t.edges)
+		case config.KindPlugin:
+			n.plugins = maps.Clone(t.plugins)
+		}
+	}
+	for i := range changes {
+		c := &changes[i]
+		cow(c.Kind)
+		var err error
+		switch c.Kind {
+		case config.KindShare:
+			if h, ok := n.shareByID[c.ID]; ok {
+				delete(n.shares, h)
+				delete(n.shareByID, c.ID)
+			}
+			if c.Op == config.OpUpsert {
+				if c.Share == nil {
+					return nil, fmt.Errorf("routes: change %d: upsert share without share", c.Version)
+				}
+				err = n.putShare(c.Share)
+			}
+		case config.KindService:
+			if old, ok := n.services[c.ID]; ok {
+				if old.Subdomain != "" && n.subdomains[old.Subdomain] == c.ID {
+					delete(n.subdomains, old.Subdomain)
+				}
+				delete(n.services, c.ID)
+			}
+			if c.Op == config.OpUpsert {
+				if c.Service == nil {
+					return nil, fmt.Errorf("routes: change %d: upsert service without service", c.Version)
+				}
+				err = n.putService(c.Service)
+			}
+		case config.KindAgent:
+			delete(n.agents, c.ID)
+			if c.Op == config.OpUpsert {
+				if c.Agent == nil {
+					return nil, fmt.Errorf("routes: change %d: upsert agent without agent", c.Version)
+				}
+				err = n.putAgent(c.Agent)
+			}
+		case config.KindEdge:
+			delete(n.edges, c.ID)
+			if c.Op == config.OpUpsert && c.Edge != nil {
+				n.edges[c.ID] = *c.Edge
+			}
+		case config.KindPlugin:
+			delete(n.plugins, c.ID)
+			if c.Op == config.OpUpsert && c.Plugin != nil {
+				n.plugins[c.ID] = *c.Plugin
+			}
+		case config.KindSettings:
+			if c.Settings != nil {
+				n.Settings = *c.Settings
+			}
+		default:
+			// Unknown kinds come from a newer control plane: ignore them.
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if copied[config.KindService] {
+		n.reindexAgents()
+	}
+	return &n, nil
+}
+
+func (t *Table) putService(s *config.Service) error {
+	if s.ID == "" {
+		return errors.New("routes: service without id")
+	}
+	c := *s
+	t.services[s.ID] = &c
+	if s.IsPublic && s.Subdomain != "" {
+		t.subdomains[s.Subdomain] = s.ID
+	}
+	return nil
+}
+
+func (t *Table) putShare(s *config.Share) error {
+	raw, err := hex.DecodeString(s.TokenHash)
+	if err != nil || len(raw) != sha256.Size {
+		return fmt.Errorf("routes: share %s: bad token hash", s.ID)
+	}
+	sh := &Share{Share: *s}
+	for _, c := range s.AllowedIPs {
+		p, err := parsePrefix(c)
+		if err != nil {
+			return fmt.Errorf("routes: share %s: %w", s.ID, err)
+		}
+		sh.Prefixes = append(sh.Prefixes, p)
+	}
+	var h [32]byte
+	copy(h[:], raw)
+	t.shares[h] = sh
+	t.shareByID[s.ID] = h
+	return nil
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("bad CIDR %q", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func (t *Table) putAgent(a *config.Agent) error {
+	raw, err := hex.DecodeString(a.TokenHash)
+	if err != nil || len(raw) != sha256.Size {
+		return fmt.Errorf("routes: agent %s: bad token hash", a.ID)
+	}
+	ag := &Agent{ID: a.ID, WorkspaceID: a.WorkspaceID, Name: a.Name, ExpiresAt: a.TokenExpiresAt, Revoked: a.Revoked}
+	copy(ag.Key[:], raw)
+	t.agents[a.ID] = ag
+	return nil
+}
+
+func (t *Table) reindexAgents() {
+	idx := make(map[string][]string, len(t.agents))
+	for id, s := range t.services {
+		idx[s.AgentID] = append(idx[s.AgentID], id)
+	}
+	t.agentSvcs = idx
+}
+
+// ShareByToken finds a share by its URL token.
+func (t *Table) ShareByToken(token []byte) (*Share, bool) {
+	h := sha256.Sum256(token)
+	s, ok := t.shares[h]
+	return s, ok
+}
+
+// Service returns a service by id.
+func (t *Table) Service(id string) (*config.Service, bool) {
+	s, ok := t.services[id]
+	return s, ok
+}
+
+// PublicService returns the public service with this subdomain.
+func (t *Table) PublicService(sub string) (*config.Service, bool) {
+	id, ok := t.subdomains[sub]
+	if !ok {
+		return nil, false
+	}
+	return t.Service(id)
+}
+
+// Agent returns an agent's handshake key and validity.
+func (t *Table) Agent(id string) (*Agent, bool) {
+	a, ok := t.agents[id]
+	return a, ok
+}
+
+// AgentServices returns the services an agent exposes.
+func (t *Table) AgentServices(agentID string) []*config.Service {
+	ids := t.agentSvcs[agentID]
+	out := make([]*config.Service, 0, len(ids))
+	for _, id := range ids {
+		if s, ok := t.services[id]; ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Edges returns every edge.
+func (t *Table) Edges() []config.Edge {
+	out := make([]config.Edge, 0, len(t.edges))
+	for _, e := range t.edges {
+		out = append(out, e)
+	}
+	return out
+}
+
+// Plugin returns a plugin's metadata.
+func (t *Table) Plugin(id string) (config.Plugin, bool) {
+	p, ok := t.plugins[id]
+	return p, ok
+}
+
+// Counts reports the table's sizes.
+func (t *Table) Counts() (shares, services, agents int) {
+	return len(t.shares), len(t.services), len(t.agents)
+}
+
+// Snapshot rebuilds the full snapshot this table was built from, for
+// persisting the last good state.
+func (t *Table) Snapshot() *config.Snapshot {
+	s := &config.Snapshot{Epoch: t.Epoch, Version: t.Version, Settings: t.Settings,
+		Shares: make([]config.Share, 0, len(t.shares)), Services: make([]config.Service, 0, len(t.services)),
+		Agents: make([]config.Agent, 0, len(t.agents)), Edges: t.Edges(), Plugins: make([]config.Plugin, 0, len(t.plugins))}
+	for _, sh := range t.shares {
+		s.Shares = append(s.Shares, sh.Share)
+	}
+	for _, sv := range t.services {
+		s.Services = append(s.Services, *sv)
+	}
+	for _, a := range t.agents {
+		s.Agents = append(s.Agents, config.Agent{ID: a.ID, WorkspaceID: a.WorkspaceID, Name: a.Name,
+			TokenHash: hex.EncodeToString(a.Key[:]), TokenExpiresAt: a.ExpiresAt, Revoked: a.Revoked})
+	}
+	for _, p := range t.plugins {
+		s.Plugins = append(s.Plugins, p)
+	}
+	return s
+}

@@ -1,0 +1,409 @@
+// Package tunnels holds the edge's live agent sessions: it accepts agent
+// connections on the tunnel listener, runs the handshake of package
+// internal/tunnel against the agent keys of the current routing table, and
+// opens streams to agents for the proxy.
+package tunnels
+
+import (
+	"bufio"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/privateconnect/pc/edge/routes"
+	"github.com/privateconnect/pc/internal/config"
+	"github.com/privateconnect/pc/internal/tunnel"
+	"github.com/xtaci/smux"
+)
+
+// Errors returned by OpenStream.
+var (
+	ErrOffline    = errors.New("tunnels: agent offline")
+	ErrOverloaded = errors.New("tunnels: too many streams for this agent")
+	ErrRefused    = errors.New("tunnels: agent refused the stream")
+)
+
+// Config configures a Registry.
+type Config struct {
+	EdgeID string
+	// Table returns the current routing table (for agent keys).
+	Table func() *routes.Table
+	// MaxStreams caps the concurrent streams per agent (default 1024).
+	MaxStreams int
+	// OnEvent receives agent connection events (for reports and audit).
+	OnEvent func(config.AgentEvent)
+	Logger  *slog.Logger
+}
+
+// Registry is the set of live agent sessions of one edge.
+type Registry struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.RWMutex
+	sessions map[string]*Session
+	conns    map[net.Conn]struct{} // in handshake
+	closed   bool
+	wg       sync.WaitGroup
+}
+
+// New returns a Registry.
+func New(cfg Config) *Registry {
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = 1024
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Registry{cfg: cfg, log: log, sessions: map[string]*Session{}, conns: map[net.Conn]struct{}{}}
+}
+
+// Serve accepts agent connections on ln until ln is closed.
+func (r *Registry) Serve(ln net.Listener) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			c.Close()
+			return net.ErrClosed
+		}
+		r.conns[c] = struct{}{}
+		r.wg.Add(1)
+		r.mu.Unlock()
+		go r.handle(c)
+	}
+}
+
+// Session is one authenticated agent tunnel.
+type Session struct {
+	AgentID     string
+	WorkspaceID string
+	RemoteIP    string
+	Since       time.Time
+	key         [32]byte
+	sess        *smux.Session
+	sem         chan struct{}
+	reg         *Registry
+
+	ctlMu sync.Mutex
+	ctl   *smux.Stream
+
+	// Clients caches per-service HTTP clients of the proxy (service id →
+	// value), so they live and die with the session.
+	Clients sync.Map
+
+	streams atomic.Int64
+	closeMu sync.Once
+}
+
+// handle runs the handshake on c and serves the session.
+func (r *Registry) handle(c net.Conn) {
+	defer r.wg.Done()
+	remoteIP := hostOf(c.RemoteAddr())
+	s, err := r.handshake(c, remoteIP)
+	r.mu.Lock()
+	delete(r.conns, c)
+	r.mu.Unlock()
+	if err != nil {
+		c.Close()
+		return
+	}
+	r.serve(s)
+}
+
+func hostOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	h, _, _ := net.SplitHostPort(a.String())
+	return h
+}
+
+func (r *Registry) reject(c net.Conn, status byte, msg, agentID, ip string) error {
+	_ = tunnel.WriteResult(c, tunnel.Result{Status: status, Message: msg})
+	if agentID != "" && r.cfg.OnEvent != nil {
+		r.cfg.OnEvent(config.AgentEvent{AgentID: agentID, Event: config.EventRejected, IP: ip, Details: msg, At: time.Now().UTC()})
+	}
+	r.log.Info("agent rejected", "agent", agentID, "ip", ip, "reason", msg)
+	return errors.New(msg)
+}
+
+// handshake authenticates an agent connection.
+func (r *Registry) handshake(c net.Conn, ip string) (*Session, error) {
+	_ = c.SetDeadline(time.Now().Add(tunnel.HandshakeTimeout))
+	sh := &tunnel.ServerHello{Version: tunnel.Version, EdgeID: r.cfg.EdgeID}
+	if _, err := rand.Read(sh.Nonce[:]); err != nil {
+		return nil, err
+	}
+	if err := tunnel.WriteServerHello(c, sh); err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(c, 128)
+	ch, err := tunnel.ReadClientHello(br)
+	if errors.Is(err, tunnel.ErrVersion) {
+		return nil, r.reject(c, tunnel.ResultUnsupportedVersion,
+			fmt.Sprintf("protocol version %d not supported (edge speaks %d-%d)", ch.Version, tunnel.MinVersion, tunnel.Version), "", ip)
+	}
+	if err != nil {
+		return nil, err // not a speaking agent: drop silently
+	}
+	agentID := ch.AgentID.String()
+	ag, ok := r.cfg.Table().Agent(agentID)
+	if !ok || ag.Revoked {
+		// Unknown and revoked agents get the same answer.
+		return nil, r.reject(c, tunnel.ResultBadCredentials, "invalid agent credentials", agentID, ip)
+	}
+	if !tunnel.VerifyMAC(ag.Key, sh, ch) {
+		return nil, r.reject(c, tunnel.ResultBadCredentials, "invalid agent credentials", agentID, ip)
+	}
+	if !ag.ExpiresAt.IsZero() && time.Now().After(ag.ExpiresAt) {
+		return nil, r.reject(c, tunnel.ResultExpired, "agent token expired: provision or rotate it", agentID, ip)
+	}
+	if br.Buffered() > 0 {
+		return nil, errors.New("tunnels: data before handshake result")
+	}
+	if err := tunnel.WriteResult(c, tunnel.Result{Status: tunnel.ResultOK, Message: "welcome"}); err != nil {
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	sess, err := smux.Client(c, tunnel.SmuxConfig())
+	if err != nil {
+		return nil, err
+	}
+	return &Session{AgentID: agentID, WorkspaceID: ag.WorkspaceID, RemoteIP: ip, Since: time.Now().UTC(),
+		key: ag.Key, sess: sess, sem: make(chan struct{}, r.cfg.MaxStreams), reg: r}, nil
+}
+
+// serve registers s (replacing an older session of the same agent), opens
+// the control stream and waits for the session to end.
+func (r *Registry) serve(s *Session) {
+	ctl, err := s.sess.OpenStream()
+	if err == nil {
+		hdr, _ := tunnel.AppendStreamHeader(nil, &tunnel.StreamHeader{Kind: tunnel.KindControl})
+		_, err = ctl.Write(hdr)
+	}
+	if err != nil {
+		s.sess.Close()
+		return
+	}
+	s.ctl = ctl
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		s.sess.Close()
+		return
+	}
+	old := r.sessions[s.AgentID]
+	r.sessions[s.AgentID] = s
+	r.mu.Unlock()
+	if old != nil {
+		old.Close() // a newer session from the same agent replaces the old one
+	}
+	r.log.Info("agent connected", "agent", s.AgentID, "ip", s.RemoteIP)
+	if r.cfg.OnEvent != nil {
+		r.cfg.OnEvent(config.AgentEvent{AgentID: s.AgentID, Event: config.EventConnected, IP: s.RemoteIP, At: s.Since})
+	}
+	s.PushConfig(r.cfg.Table())
+
+	// Read the agent's control frames until the session ends.
+	br := bufio.NewReaderSize(ctl, 4096)
+	for {
+		c, err := tunnel.ReadControl(br)
+		if err != nil {
+			break
+		}
+		_ = c // pongs and command results are handled in later protocol additions
+	}
+	s.Close()
+	<-s.sess.CloseChan()
+	r.mu.Lock()
+	current := r.sessions[s.AgentID] == s
+	if current {
+		delete(r.sessions, s.AgentID)
+	}
+	r.mu.Unlock()
+	r.log.Info("agent disconnected", "agent", s.AgentID)
+	if current && r.cfg.OnEvent != nil {
+		r.cfg.OnEvent(config.AgentEvent{AgentID: s.AgentID, Event: config.EventDisconnected, IP: s.RemoteIP, At: time.Now().UTC()})
+	}
+}
+
+// PushConfig sends the agent its services and the edges to connect to.
+func (s *Session) PushConfig(t *routes.Table) {
+	svcs := t.AgentServices(s.AgentID)
+	list := make([]tunnel.Service, 0, len(svcs))
+	for _, sv := range svcs {
+		list = append(list, tunnel.Service{ID: sv.ID, Name: sv.Name, Protocol: sv.Protocol, TargetHost: sv.TargetHost, TargetPort: sv.TargetPort})
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
+	var edges []string
+	for _, e := range t.Edges() {
+		if e.TunnelAddr != "" {
+			edges = append(edges, e.TunnelAddr)
+		}
+	}
+	sort.Strings(edges)
+	_ = s.Control(&tunnel.Control{Type: tunnel.CtlServices, Services: list})
+	if len(edges) > 0 {
+		_ = s.Control(&tunnel.Control{Type: tunnel.CtlEdges, Edges: edges})
+	}
+}
+
+// Control writes one control frame to the agent.
+func (s *Session) Control(c *tunnel.Control) error {
+	s.ctlMu.Lock()
+	defer s.ctlMu.Unlock()
+	if s.ctl == nil {
+		return ErrOffline
+	}
+	_ = s.ctl.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	err := tunnel.WriteControl(s.ctl, c)
+	if err != nil {
+		s.Close()
+	}
+	return err
+}
+
+// Close ends the session.
+func (s *Session) Close() { s.closeMu.Do(func() { s.sess.Close() }) }
+
+// Done is closed when the session ends.
+func (s *Session) Done() <-chan struct{} { return s.sess.CloseChan() }
+
+// Streams returns the number of open streams.
+func (s *Session) Streams() int64 { return s.streams.Load() }
+
+// OpenStream opens a stream of kind to serviceID and waits for the agent's
+// reply. The returned conn releases the stream slot when closed.
+func (s *Session) OpenStream(kind byte, serviceID uuid.UUID, clientIP string) (net.Conn, error) {
+	select {
+	case s.sem <- struct{}{}:
+	default:
+		return nil, ErrOverloaded
+	}
+	st, err := s.sess.OpenStream()
+	if err != nil {
+		<-s.sem
+		return nil, ErrOffline
+	}
+	s.streams.Add(1)
+	c := &Stream{Stream: st, s: s}
+	var buf [64]byte
+	hdr, err := tunnel.AppendStreamHeader(buf[:0], &tunnel.StreamHeader{Kind: kind, ServiceID: serviceID, ClientIP: clientIP})
+	if err == nil {
+		_, err = st.Write(hdr)
+	}
+	if err != nil {
+		c.Close()
+		return nil, ErrOffline
+	}
+	_ = st.SetReadDeadline(time.Now().Add(15 * time.Second))
+	res, err := tunnel.ReadResult(st)
+	_ = st.SetReadDeadline(time.Time{})
+	if err != nil {
+		c.Close()
+		return nil, ErrOffline
+	}
+	if res.Status != tunnel.ReplyOK {
+		c.Close()
+		return nil, fmt.Errorf("%w: %s", ErrRefused, res.Message)
+	}
+	return c, nil
+}
+
+// Stream is a proxied stream; Close releases its slot once.
+type Stream struct {
+	*smux.Stream
+	s    *Session
+	once sync.Once
+}
+
+// Close closes the stream and releases its slot.
+func (c *Stream) Close() error {
+	err := c.Stream.Close()
+	c.once.Do(func() {
+		c.s.streams.Add(-1)
+		<-c.s.sem
+	})
+	return err
+}
+
+// Get returns the live session of an agent.
+func (r *Registry) Get(agentID string) (*Session, bool) {
+	r.mu.RLock()
+	s, ok := r.sessions[agentID]
+	r.mu.RUnlock()
+	return s, ok
+}
+
+// Connected lists the agents with a live session.
+func (r *Registry) Connected() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.sessions))
+	for id := range r.sessions {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Refresh applies a new routing table to live sessions: sessions of agents
+// that were deleted, revoked, expired or whose token changed are closed, and
+// every agent gets its current service list.
+func (r *Registry) Refresh(t *routes.Table) {
+	r.mu.RLock()
+	list := make([]*Session, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		list = append(list, s)
+	}
+	r.mu.RUnlock()
+	now := time.Now()
+	for _, s := range list {
+		ag, ok := t.Agent(s.AgentID)
+		if !ok || ag.Revoked || ag.Key != s.key || (!ag.ExpiresAt.IsZero() && now.After(ag.ExpiresAt)) {
+			r.log.Info("closing agent session: credentials no longer valid", "agent", s.AgentID)
+			s.Close()
+			continue
+		}
+		s.PushConfig(t)
+	}
+}
+
+// Close stops accepting sessions and closes every live one.
+func (r *Registry) Close() {
+	r.mu.Lock()
+	r.closed = true
+	for c := range r.conns {
+		c.Close()
+	}
+	list := make([]*Session, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		list = append(list, s)
+	}
+	r.mu.Unlock()
+	for _, s := range list {
+		s.Close()
+	}
+	r.wg.Wait()
+}

@@ -1,0 +1,54 @@
+package tunnel
+
+import (
+	"io"
+	"net"
+	"sync"
+)
+
+// closeWriter is implemented by *net.TCPConn, *tls.Conn and *smux.Stream.
+type closeWriter interface{ CloseWrite() error }
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// Pipe copies a→b and b→a until both directions finish, propagating
+// half-close: when one side stops sending, the other side's write half is
+// closed and the reverse direction keeps flowing. It closes both
+// connections when done and returns the bytes copied each way.
+func Pipe(a, b net.Conn) (aToB, bToA int64) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		bToA = copyHalf(a, b)
+	}()
+	aToB = copyHalf(b, a)
+	wg.Wait()
+	a.Close()
+	b.Close()
+	return aToB, bToA
+}
+
+// copyHalf copies src to dst, then half-closes dst (or closes both on error).
+func copyHalf(dst, src net.Conn) int64 {
+	bp := copyBufPool.Get().(*[]byte)
+	n, err := io.CopyBuffer(dst, onlyReader{src}, *bp)
+	copyBufPool.Put(bp)
+	if err != nil {
+		// A broken side: tear both down so the other direction ends too.
+		dst.Close()
+		src.Close()
+		return n
+	}
+	if cw, ok := dst.(closeWriter); ok {
+		if cw.CloseWrite() == nil {
+			return n
+		}
+	}
+	dst.Close()
+	return n
+}
+
+// onlyReader hides WriterTo/ReaderFrom so CopyBuffer uses our pooled buffer
+// rather than allocating one per call.
+type onlyReader struct{ io.Reader }

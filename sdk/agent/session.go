@@ -1,0 +1,243 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/privateconnect/pc/internal/tunnel"
+	"github.com/xtaci/smux"
+)
+
+// edgeConn is one live session with an edge.
+type edgeConn struct {
+	addr   string
+	edgeID string
+	sess   *smux.Session
+	once   sync.Once
+}
+
+func (e *edgeConn) close() { e.once.Do(func() { e.sess.Close() }) }
+
+// session dials addr, authenticates, and serves streams until the session
+// ends.
+func (a *Agent) session(ctx context.Context, addr string) error {
+	conn, err := a.dial(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", addr, err)
+	}
+	edgeID, err := a.handshake(conn)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	sess, err := smux.Server(conn, tunnel.SmuxConfig())
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("smux: %w", err)
+	}
+	ec := &edgeConn{addr: addr, edgeID: edgeID, sess: sess}
+	a.mu.Lock()
+	if old := a.sessions[addr]; old != nil {
+		old.close()
+	}
+	a.sessions[addr] = ec
+	a.mu.Unlock()
+	a.log.Info("connected to edge", "edge", addr, "edgeId", edgeID)
+	a.emit(Event{Kind: EventConnected, Edge: addr, EdgeID: edgeID})
+
+	stop := context.AfterFunc(ctx, ec.close)
+	defer stop()
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			break
+		}
+		go a.serveStream(ec, st)
+	}
+	ec.close()
+	a.mu.Lock()
+	if a.sessions[addr] == ec {
+		delete(a.sessions, addr)
+	}
+	a.mu.Unlock()
+	a.log.Info("disconnected from edge", "edge", addr)
+	a.emit(Event{Kind: EventDisconnected, Edge: addr, EdgeID: edgeID})
+	return nil
+}
+
+// handshake runs the client side of the tunnel handshake.
+func (a *Agent) handshake(conn net.Conn) (string, error) {
+	_ = conn.SetDeadline(time.Now().Add(tunnel.HandshakeTimeout))
+	defer conn.SetDeadline(time.Time{})
+	br := bufio.NewReaderSize(conn, 256)
+	sh, err := tunnel.ReadServerHello(br)
+	if err != nil {
+		return "", fmt.Errorf("handshake: %w", err)
+	}
+	v := byte(tunnel.Version)
+	if sh.Version < v {
+		v = sh.Version
+	}
+	ch := &tunnel.ClientHello{Version: v, AgentID: a.id, Software: a.cfg.Software}
+	ch.MAC = tunnel.ComputeMAC(tunnel.TokenKey(a.cfg.Token), v, sh.Nonce, a.id, sh.EdgeID)
+	if err := tunnel.WriteClientHello(conn, ch); err != nil {
+		return "", fmt.Errorf("handshake: %w", err)
+	}
+	res, err := tunnel.ReadResult(br)
+	if err != nil {
+		return "", fmt.Errorf("handshake: %w", err)
+	}
+	if res.Status != tunnel.ResultOK {
+		return "", &RejectedError{Status: res.Status, Message: res.Message}
+	}
+	if br.Buffered() > 0 {
+		return "", errors.New("handshake: unexpected data after result")
+	}
+	return sh.EdgeID, nil
+}
+
+// serveStream handles one stream opened by the edge.
+func (a *Agent) serveStream(ec *edgeConn, st *smux.Stream) {
+	_ = st.SetReadDeadline(time.Now().Add(tunnel.HandshakeTimeout))
+	br := bufio.NewReaderSize(st, 128)
+	h, err := tunnel.ReadStreamHeader(br)
+	_ = st.SetReadDeadline(time.Time{})
+	if err != nil {
+		a.log.Debug("bad stream header", "err", err)
+		st.Close()
+		return
+	}
+	switch h.Kind {
+	case tunnel.KindControl:
+		a.serveControl(ec, st, br)
+	case tunnel.KindHTTP, tunnel.KindTCP:
+		a.serveProxy(ec, st, br, h)
+	default:
+		_ = tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyRefused, Message: "stream kind not served by agents"})
+		st.Close()
+	}
+}
+
+// serveProxy dials the service's target and pipes bytes both ways.
+func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tunnel.StreamHeader) {
+	t, ok := a.lookup(h.ServiceID, 3*time.Second)
+	if !ok {
+		_ = tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyUnknownService, Message: "service not served by this agent"})
+		st.Close()
+		return
+	}
+	conn, err := net.DialTimeout("tcp", t.addr, a.cfg.DialTimeout)
+	if err != nil {
+		a.log.Warn("dial target failed", "service", t.name, "target", t.addr, "err", err)
+		_ = tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyDialFailed, Message: "target unreachable"})
+		st.Close()
+		return
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	if t.protocol == "https" && h.Kind == tunnel.KindHTTP {
+		tc := tls.Client(conn, &tls.Config{ServerName: t.host, InsecureSkipVerify: !a.cfg.UpstreamTLSVerify}) //nolint:gosec // documented option
+		conn = tc
+	}
+	if err := tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyOK}); err != nil {
+		conn.Close()
+		st.Close()
+		return
+	}
+	var src net.Conn = st
+	if br.Buffered() > 0 {
+		src = &bufferedConn{Conn: st, r: br}
+	}
+	tunnel.Pipe(src, conn)
+}
+
+// lookup finds a service target, waiting up to wait for the edge to list it
+// (a stream for a just-registered service can overtake the control message).
+func (a *Agent) lookup(id uuid.UUID, wait time.Duration) (target, bool) {
+	deadline := time.Now().Add(wait)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for {
+		if t, ok := a.services[id]; ok {
+			return t, true
+		}
+		if time.Now().After(deadline) || a.runCtx == nil || a.runCtx.Err() != nil {
+			return target{}, false
+		}
+		timer := time.AfterFunc(time.Until(deadline), a.svcCond.Broadcast)
+		a.svcCond.Wait()
+		timer.Stop()
+	}
+}
+
+// serveControl reads control frames from the edge.
+func (a *Agent) serveControl(ec *edgeConn, st *smux.Stream, br *bufio.Reader) {
+	defer st.Close()
+	var wmu sync.Mutex
+	write := func(c *tunnel.Control) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		_ = st.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		return tunnel.WriteControl(st, c)
+	}
+	for {
+		c, err := tunnel.ReadControl(br)
+		if err != nil {
+			return
+		}
+		switch c.Type {
+		case tunnel.CtlServices:
+			a.setServices(c.Services)
+		case tunnel.CtlEdges:
+			a.setEdges(c.Edges)
+		case tunnel.CtlPing:
+			if err := write(&tunnel.Control{Type: tunnel.CtlPong, Seq: c.Seq}); err != nil {
+				return
+			}
+		default:
+			a.log.Debug("ignoring control message", "type", c.Type)
+		}
+	}
+}
+
+// setServices replaces the table of targets this agent may dial.
+func (a *Agent) setServices(list []tunnel.Service) {
+	m := make(map[uuid.UUID]target, len(list))
+	for _, s := range list {
+		id, err := uuid.Parse(s.ID)
+		if err != nil || s.TargetPort <= 0 || s.TargetPort > 65535 {
+			continue
+		}
+		m[id] = target{name: s.Name, protocol: s.Protocol, host: s.TargetHost,
+			addr: net.JoinHostPort(s.TargetHost, strconv.Itoa(s.TargetPort))}
+	}
+	a.mu.Lock()
+	a.services = m
+	a.svcCond.Broadcast()
+	a.mu.Unlock()
+}
+
+// bufferedConn drains bytes already read into a bufio.Reader first.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// CloseWrite forwards half-close to the underlying stream.
+func (c *bufferedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
