@@ -32,7 +32,8 @@ var (
 
 // Config configures a Registry.
 type Config struct {
-	EdgeID string
+	// EdgeID returns this edge's id (bound into the handshake MAC).
+	EdgeID func() string
 	// Table returns the current routing table (for agent keys).
 	Table func() *routes.Table
 	// MaxStreams caps the concurrent streams per agent (default 1024).
@@ -148,7 +149,7 @@ func (r *Registry) reject(c net.Conn, status byte, msg, agentID, ip string) erro
 // handshake authenticates an agent connection.
 func (r *Registry) handshake(c net.Conn, ip string) (*Session, error) {
 	_ = c.SetDeadline(time.Now().Add(tunnel.HandshakeTimeout))
-	sh := &tunnel.ServerHello{Version: tunnel.Version, EdgeID: r.cfg.EdgeID}
+	sh := &tunnel.ServerHello{Version: tunnel.Version, EdgeID: r.cfg.EdgeID()}
 	if _, err := rand.Read(sh.Nonce[:]); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,36 @@
+package edge
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// adminHandler serves /health on the admin listener.
+func (s *Server) adminHandler(ctx *fasthttp.RequestCtx) {
+	switch string(ctx.Path()) {
+	case "/health":
+		t := s.sync.Table()
+		shares, services, agents := t.Counts()
+		status := "ok"
+		code := fasthttp.StatusOK
+		if t.Version == 0 && t.Epoch == "" {
+			status, code = "starting", fasthttp.StatusServiceUnavailable
+		}
+		body, _ := json.Marshal(map[string]any{"success": code == 200, "data": map[string]any{
+			"status": status, "version": Version, "edgeId": s.sync.EdgeID(),
+			"configVersion": t.Version, "configConnected": s.sync.Connected(),
+			"shares": shares, "services": services, "agents": agents,
+			"connectedAgents": len(s.registry.Connected()), "activeRequests": s.proxy.Active(),
+			"uptimeSeconds": int(time.Since(s.start).Seconds()),
+		}})
+		ctx.SetStatusCode(code)
+		ctx.SetContentType("application/json")
+		ctx.SetBody(body)
+	default:
+		ctx.SetStatusCode(fasthttp.StatusNotFound)
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"error":"Not Found","message":"Not found","statusCode":404}`)
+	}
+}

@@ -1,0 +1,362 @@
+// Package configsync keeps an edge's routing table in step with the control
+// plane: it holds the config stream of package internal/config, builds each
+// new table completely before swapping it in, persists the last good snapshot
+// so the edge can start while the control plane is down, and posts the
+// edge's reports.
+package configsync
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/privateconnect/pc/edge/routes"
+	"github.com/privateconnect/pc/internal/config"
+)
+
+// Config configures a Syncer.
+type Config struct {
+	ControlURL string // e.g. http://127.0.0.1:3001
+	Token      string // edge token
+	DataDir    string // the snapshot lives in <DataDir>/edge-<id>/
+	// OnSwap is called after a new table is in force.
+	OnSwap func(*routes.Table)
+	Logger *slog.Logger
+	// Client is the HTTP client (default: no overall timeout, for the stream).
+	Client *http.Client
+	// StaleAfter is how long the stream may stay silent before it is
+	// considered dead (default 20 s; the control plane pings every 5 s).
+	StaleAfter time.Duration
+}
+
+// Syncer maintains the current routing table.
+type Syncer struct {
+	cfg       Config
+	log       *slog.Logger
+	table     atomic.Pointer[routes.Table]
+	edgeID    atomic.Pointer[string]
+	connected atomic.Bool
+	tokenHash string
+
+	saveMu   sync.Mutex
+	saveCond chan struct{}
+	applied  atomic.Int64 // swaps, for tests and metrics
+}
+
+// New returns a Syncer with an empty table.
+func New(cfg Config) *Syncer {
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{}
+	}
+	if cfg.StaleAfter <= 0 {
+		cfg.StaleAfter = 20 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	sum := sha256.Sum256([]byte(cfg.Token))
+	s := &Syncer{cfg: cfg, log: log, tokenHash: hex.EncodeToString(sum[:]), saveCond: make(chan struct{}, 1)}
+	s.table.Store(routes.Empty())
+	empty := ""
+	s.edgeID.Store(&empty)
+	return s
+}
+
+// Table returns the table in force.
+func (s *Syncer) Table() *routes.Table { return s.table.Load() }
+
+// EdgeID returns this edge's id ("" until known).
+func (s *Syncer) EdgeID() string { return *s.edgeID.Load() }
+
+// Connected reports whether the config stream is up.
+func (s *Syncer) Connected() bool { return s.connected.Load() }
+
+// Swaps returns how many tables were swapped in.
+func (s *Syncer) Swaps() int64 { return s.applied.Load() }
+
+// saved is the on-disk form of the last good snapshot.
+type saved struct {
+	EdgeID    string           `json:"edgeId"`
+	TokenHash string           `json:"tokenHash"`
+	SavedAt   time.Time        `json:"savedAt"`
+	Snapshot  *config.Snapshot `json:"snapshot"`
+}
+
+// LoadSaved starts from the last good snapshot saved for this edge token,
+// if any. It returns false when there is none.
+func (s *Syncer) LoadSaved() (bool, error) {
+	if s.cfg.DataDir == "" {
+		return false, nil
+	}
+	paths, _ := filepath.Glob(filepath.Join(s.cfg.DataDir, "edge-*", "snapshot.json"))
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		var sv saved
+		if err := json.Unmarshal(b, &sv); err != nil || sv.Snapshot == nil {
+			s.log.Warn("ignoring unreadable saved snapshot", "path", p, "err", err)
+			continue
+		}
+		if sv.TokenHash != s.tokenHash {
+			continue
+		}
+		t, err := routes.Build(sv.Snapshot)
+		if err != nil {
+			return false, fmt.Errorf("configsync: saved snapshot %s: %w", p, err)
+		}
+		id := sv.EdgeID
+		s.edgeID.Store(&id)
+		s.swap(t, false)
+		s.log.Info("serving from the saved snapshot", "version", t.Version, "savedAt", sv.SavedAt)
+		return true, nil
+	}
+	return false, nil
+}
+
+func (s *Syncer) swap(t *routes.Table, persist bool) {
+	s.table.Store(t)
+	s.applied.Add(1)
+	if s.cfg.OnSwap != nil {
+		s.cfg.OnSwap(t)
+	}
+	if persist {
+		select {
+		case s.saveCond <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Run holds the config stream until ctx ends, reconnecting with backoff.
+func (s *Syncer) Run(ctx context.Context) {
+	go s.saver(ctx)
+	backoff := 250 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := s.stream(ctx)
+		s.connected.Store(false)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > 10*time.Second {
+			backoff = 250 * time.Millisecond
+		}
+		s.log.Warn("config stream ended", "err", err, "retryIn", backoff)
+		d := backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// ErrUnauthorized means the control plane refused the edge token.
+var ErrUnauthorized = errors.New("configsync: edge token refused")
+
+func (s *Syncer) stream(ctx context.Context) error {
+	t := s.Table()
+	q := url.Values{}
+	q.Set("epoch", t.Epoch)
+	q.Set("version", strconv.FormatInt(t.Version, 10))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(s.cfg.ControlURL, "/")+"/v1/edges/config?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.cfg.Token)
+	resp, err := s.cfg.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return ErrUnauthorized
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("configsync: control answered %d: %s", resp.StatusCode, bytes.TrimSpace(b))
+	}
+	// A watchdog cancels the stream when it stays silent too long.
+	alive := make(chan struct{}, 1)
+	go func() {
+		timer := time.NewTimer(s.cfg.StaleAfter)
+		defer timer.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-alive:
+				timer.Reset(s.cfg.StaleAfter)
+			case <-timer.C:
+				s.log.Warn("config stream silent, reconnecting")
+				cancel()
+				return
+			}
+		}
+	}()
+	s.connected.Store(true)
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var m config.Message
+		if err := dec.Decode(&m); err != nil {
+			return fmt.Errorf("configsync: read stream: %w", err)
+		}
+		select {
+		case alive <- struct{}{}:
+		default:
+		}
+		if m.EdgeID != "" && m.EdgeID != s.EdgeID() {
+			id := m.EdgeID
+			s.edgeID.Store(&id)
+		}
+		if err := s.apply(&m); err != nil {
+			// Keep serving the last good table; a full snapshot fixes it.
+			s.log.Error("rejected a config update; keeping the last good state", "err", err)
+			return err
+		}
+	}
+}
+
+// apply builds the new table for one message and swaps it in.
+func (s *Syncer) apply(m *config.Message) error {
+	switch m.Type {
+	case config.MsgSnapshot:
+		if m.Snapshot == nil {
+			return errors.New("configsync: snapshot message without snapshot")
+		}
+		t, err := routes.Build(m.Snapshot)
+		if err != nil {
+			return err
+		}
+		s.swap(t, true)
+		s.log.Info("applied config snapshot", "version", t.Version)
+	case config.MsgChanges:
+		cur := s.Table()
+		if m.Epoch != "" && m.Epoch != cur.Epoch {
+			return fmt.Errorf("configsync: changes for epoch %q on table of epoch %q", m.Epoch, cur.Epoch)
+		}
+		if len(m.Changes) == 0 {
+			return nil
+		}
+		v := m.Version
+		if last := m.Changes[len(m.Changes)-1].Version; last > v {
+			v = last
+		}
+		if v <= cur.Version {
+			return nil // already applied
+		}
+		t, err := cur.Apply(v, m.Changes)
+		if err != nil {
+			return err
+		}
+		s.swap(t, true)
+	case config.MsgPing:
+	default:
+		// Unknown message types come from a newer control plane.
+	}
+	return nil
+}
+
+// saver persists the latest table at most once a second.
+func (s *Syncer) saver(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.saveCond:
+		}
+		if err := s.Save(); err != nil {
+			s.log.Error("could not persist the config snapshot", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Save writes the table in force to disk atomically.
+func (s *Syncer) Save() error {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	id := s.EdgeID()
+	if s.cfg.DataDir == "" || id == "" {
+		return nil
+	}
+	dir := filepath.Join(s.cfg.DataDir, "edge-"+id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	b, err := json.Marshal(saved{EdgeID: id, TokenHash: s.tokenHash, SavedAt: time.Now().UTC(), Snapshot: s.Table().Snapshot()})
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, "snapshot-*.tmp")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	tmp.Close()
+	if err := os.Chmod(tmp.Name(), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), filepath.Join(dir, "snapshot.json"))
+}
+
+// Report posts one report to the control plane.
+func (s *Syncer) Report(ctx context.Context, r *config.Report) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(s.cfg.ControlURL, "/")+"/v1/edges/report", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.cfg.Token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.cfg.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("configsync: report answered %d", resp.StatusCode)
+	}
+	return nil
+}

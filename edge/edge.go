@@ -1,0 +1,281 @@
+// Package edge is an edge node: it accepts agent tunnels, serves share links
+// through them, keeps its routing table in step with the control plane and
+// reports what it sees. It never reads the control plane's storage and never
+// calls the control plane on the request path.
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/privateconnect/pc/edge/configsync"
+	"github.com/privateconnect/pc/edge/proxy"
+	"github.com/privateconnect/pc/edge/routes"
+	"github.com/privateconnect/pc/edge/tunnels"
+	"github.com/valyala/fasthttp"
+)
+
+// Version is the edge software version reported to the control plane.
+var Version = "dev"
+
+// Config configures an edge node. Zero values take the defaults of
+// product.md.
+type Config struct {
+	ControlURL string // default http://127.0.0.1:3001
+	Token      string // edge token from POST /v1/edges
+	HTTPAddr   string // share listener, default 127.0.0.1:8080
+	TunnelAddr string // agent tunnel listener, default 127.0.0.1:7070
+	AdminAddr  string // /health and /metrics, default 127.0.0.1:9090; "-" disables
+	DataDir    string // default ./data
+
+	// HTTPTLS and TunnelTLS, when set, make the listeners serve TLS.
+	HTTPTLS   *tls.Config
+	TunnelTLS *tls.Config
+
+	ShareDomain    string   // host-based share routing: <token>.<ShareDomain>
+	PublicDomain   string   // public services: <subdomain>.<PublicDomain>
+	TrustedProxies []string // CIDRs allowed to set X-Forwarded-For
+
+	MaxStreamsPerAgent int           // default 1024
+	ReportInterval     time.Duration // default 1 s
+	DrainTimeout       time.Duration // default 15 s
+	Logger             *slog.Logger
+
+	// Policy runs share policy chains (nil: share fields only).
+	Policy proxy.Policy
+}
+
+func (c *Config) setDefaults() {
+	if c.ControlURL == "" {
+		c.ControlURL = "http://127.0.0.1:3001"
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = "127.0.0.1:8080"
+	}
+	if c.TunnelAddr == "" {
+		c.TunnelAddr = "127.0.0.1:7070"
+	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = "127.0.0.1:9090"
+	}
+	if c.DataDir == "" {
+		c.DataDir = "./data"
+	}
+	if c.ReportInterval <= 0 {
+		c.ReportInterval = time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 15 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Server is an edge node.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	sync     *configsync.Syncer
+	registry *tunnels.Registry
+	proxy    *proxy.Proxy
+	reporter *reporter
+
+	httpSrv  *fasthttp.Server
+	adminSrv *fasthttp.Server
+	httpLn   net.Listener
+	tunLn    net.Listener
+	adminLn  net.Listener
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	start  time.Time
+}
+
+// New validates cfg and builds an edge node; Start binds its listeners.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if cfg.Token == "" {
+		return nil, errors.New("edge: an edge token is required (POST /v1/edges or `connect edges add`)")
+	}
+	var trusted []netip.Prefix
+	for _, c := range cfg.TrustedProxies {
+		p, err := netip.ParsePrefix(strings.TrimSpace(c))
+		if err != nil {
+			return nil, fmt.Errorf("edge: trusted proxy %q: %w", c, err)
+		}
+		trusted = append(trusted, p.Masked())
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	s.reporter = newReporter(s)
+	s.sync = configsync.New(configsync.Config{ControlURL: cfg.ControlURL, Token: cfg.Token, DataDir: cfg.DataDir,
+		Logger: cfg.Logger.With("component", "configsync"), OnSwap: s.onSwap})
+	s.registry = tunnels.New(tunnels.Config{EdgeID: s.sync.EdgeID, Table: s.sync.Table,
+		MaxStreams: cfg.MaxStreamsPerAgent, OnEvent: s.reporter.event, Logger: cfg.Logger.With("component", "tunnels")})
+	s.proxy = proxy.New(proxy.Config{Table: s.sync.Table, Sessions: s.registry, Policy: cfg.Policy,
+		ShareDomain: cfg.ShareDomain, PublicDomain: cfg.PublicDomain, TrustedProxies: trusted,
+		OnAccess: s.reporter.access, Logger: cfg.Logger.With("component", "proxy")})
+	return s, nil
+}
+
+func (s *Server) onSwap(t *routes.Table) {
+	if s.registry != nil {
+		s.registry.Refresh(t)
+	}
+}
+
+// Start loads the saved snapshot, binds the listeners and starts serving.
+func (s *Server) Start(ctx context.Context) error {
+	s.start = time.Now()
+	if ok, err := s.sync.LoadSaved(); err != nil {
+		s.log.Warn("saved snapshot unusable", "err", err)
+	} else if !ok {
+		s.log.Info("no saved snapshot; waiting for the control plane")
+	}
+	var err error
+	if s.httpLn, err = listen(s.cfg.HTTPAddr, s.cfg.HTTPTLS); err != nil {
+		return fmt.Errorf("edge: share listener: %w", err)
+	}
+	if s.tunLn, err = listen(s.cfg.TunnelAddr, s.cfg.TunnelTLS); err != nil {
+		s.httpLn.Close()
+		return fmt.Errorf("edge: tunnel listener: %w", err)
+	}
+	if s.cfg.AdminAddr != "-" {
+		if s.adminLn, err = listen(s.cfg.AdminAddr, nil); err != nil {
+			s.httpLn.Close()
+			s.tunLn.Close()
+			return fmt.Errorf("edge: admin listener: %w", err)
+		}
+	}
+	ctx, s.cancel = context.WithCancel(ctx)
+	s.httpSrv = &fasthttp.Server{
+		Handler:                      s.proxy.Handler,
+		Name:                         "private-connect-edge",
+		StreamRequestBody:            true,
+		MaxRequestBodySize:           4 << 20, // larger bodies stream
+		ReadBufferSize:               16 << 10,
+		WriteBufferSize:              16 << 10,
+		IdleTimeout:                  90 * time.Second,
+		NoDefaultServerHeader:        true,
+		CloseOnShutdown:              true,
+		DisablePreParseMultipartForm: true,
+		ReduceMemoryUsage:            false,
+		Logger:                       fasthttpLogger{s.log},
+	}
+	s.goServe(func() error { return s.httpSrv.Serve(s.httpLn) })
+	s.goServe(func() error { return s.registry.Serve(s.tunLn) })
+	if s.adminLn != nil {
+		s.adminSrv = &fasthttp.Server{Handler: s.adminHandler, Name: "private-connect-edge", NoDefaultServerHeader: true}
+		s.goServe(func() error { return s.adminSrv.Serve(s.adminLn) })
+	}
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.sync.Run(ctx) }()
+	go func() { defer s.wg.Done(); s.reporter.run(ctx) }()
+	s.log.Info("edge started", "http", s.HTTPAddr(), "tunnel", s.TunnelAddr(), "admin", s.AdminAddr())
+	return nil
+}
+
+func (s *Server) goServe(f func() error) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := f(); err != nil && !errors.Is(err, net.ErrClosed) {
+			s.log.Debug("listener stopped", "err", err)
+		}
+	}()
+}
+
+func listen(addr string, tc *tls.Config) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
+		return tls.NewListener(ln, tc), nil
+	}
+	return ln, nil
+}
+
+// Run starts the edge and serves until ctx ends, then drains.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return s.Shutdown()
+}
+
+// Shutdown stops accepting, lets in-flight requests finish (up to
+// DrainTimeout), then closes the tunnels.
+func (s *Server) Shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+	defer cancel()
+	var err error
+	if s.httpSrv != nil {
+		err = s.httpSrv.ShutdownWithContext(ctx)
+	}
+	if s.adminSrv != nil {
+		_ = s.adminSrv.Shutdown()
+	}
+	if s.tunLn != nil {
+		s.tunLn.Close()
+	}
+	s.registry.Close()
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.reporter.flush(context.Background())
+	s.wg.Wait()
+	if s.sync.EdgeID() != "" {
+		_ = s.sync.Save()
+	}
+	return err
+}
+
+// Close stops the edge at once (in-flight requests fail).
+func (s *Server) Close() error {
+	s.cfg.DrainTimeout = time.Millisecond
+	return s.Shutdown()
+}
+
+// HTTPAddr is the share listener's address.
+func (s *Server) HTTPAddr() string { return addrOf(s.httpLn) }
+
+// TunnelAddr is the tunnel listener's address.
+func (s *Server) TunnelAddr() string { return addrOf(s.tunLn) }
+
+// AdminAddr is the admin listener's address ("" when disabled).
+func (s *Server) AdminAddr() string { return addrOf(s.adminLn) }
+
+// ID is the edge id ("" until the control plane or the saved snapshot told it).
+func (s *Server) ID() string { return s.sync.EdgeID() }
+
+// Table returns the routing table in force.
+func (s *Server) Table() *routes.Table { return s.sync.Table() }
+
+// ConnectedAgents lists agents with a live tunnel.
+func (s *Server) ConnectedAgents() []string { return s.registry.Connected() }
+
+// ConfigConnected reports whether the config stream is up.
+func (s *Server) ConfigConnected() bool { return s.sync.Connected() }
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug(fmt.Sprintf(format, args...))
+}

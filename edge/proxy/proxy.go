@@ -1,0 +1,669 @@
+// Package proxy is the edge's share handler: it resolves a request to a share
+// (path `/shared/<token>/...`, host `<token>.<share domain>`) or a public
+// service (host `<subdomain>.<public domain>`), runs the checks in the order
+// of the data-plane spec, and forwards the request through the agent's tunnel
+// with bodies streamed both ways and WebSocket upgrades relayed end to end.
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/privateconnect/pc/edge/routes"
+	"github.com/privateconnect/pc/edge/tunnels"
+	"github.com/privateconnect/pc/internal/config"
+	"github.com/privateconnect/pc/internal/tunnel"
+	"github.com/valyala/fasthttp"
+)
+
+// Policy evaluates a share's access-control chain. It returns a non-nil
+// *Verdict only when the request must not be forwarded as is.
+type Policy interface {
+	Check(ctx *fasthttp.RequestCtx, share *routes.Share, path []byte, clientIP string, out *Edits) *Verdict
+}
+
+// Verdict is a response decided by the policy chain instead of forwarding.
+type Verdict struct {
+	Status   int
+	Body     []byte
+	Headers  [][2]string
+	DeniedBy string
+}
+
+// Edits are header changes the policy chain asked for on an allowed request.
+type Edits struct {
+	SetRequest    [][2]string
+	RemoveRequest []string
+	SetResponse   [][2]string
+}
+
+// Reset empties e for reuse.
+func (e *Edits) Reset() {
+	e.SetRequest, e.RemoveRequest, e.SetResponse = e.SetRequest[:0], e.RemoveRequest[:0], e.SetResponse[:0]
+}
+
+// Config configures a Proxy.
+type Config struct {
+	EdgeID string
+	// Table returns the current routing table.
+	Table func() *routes.Table
+	// Sessions finds live agent sessions.
+	Sessions *tunnels.Registry
+	// Policy runs share policies (nil: none).
+	Policy Policy
+	// ShareDomain and PublicDomain enable host-based routing; when empty the
+	// table's settings are used.
+	ShareDomain, PublicDomain string
+	// TrustedProxies may set X-Forwarded-For (the client IP is then the
+	// rightmost address not in these ranges).
+	TrustedProxies []netip.Prefix
+	// DefaultShareRateLimitPerMin applies when the table's settings do not
+	// set one (default 5000; negative disables).
+	DefaultShareRateLimitPerMin int
+	// OnAccess receives one record per request (must not block).
+	OnAccess func(*config.AccessLog)
+	Logger   *slog.Logger
+}
+
+// Proxy serves share links.
+type Proxy struct {
+	cfg     Config
+	log     *slog.Logger
+	limiter *limiter
+	uses    sync.Map // share id → *atomic.Int64
+	active  atomic.Int64
+}
+
+// New returns a Proxy.
+func New(cfg Config) *Proxy {
+	if cfg.DefaultShareRateLimitPerMin == 0 {
+		cfg.DefaultShareRateLimitPerMin = 5000
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Proxy{cfg: cfg, log: log, limiter: newLimiter()}
+}
+
+// Active returns the number of requests in flight.
+func (p *Proxy) Active() int64 { return p.active.Load() }
+
+var (
+	sharedPrefix = []byte("/shared/")
+	strWebsocket = []byte("websocket")
+)
+
+// target is what a request resolved to.
+type target struct {
+	share *routes.Share // nil for public services
+	svc   *config.Service
+	path  []byte // path the service sees
+}
+
+// Handler is the fasthttp handler of the share listener.
+func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
+	p.active.Add(1)
+	defer p.active.Add(-1)
+	start := time.Now()
+	t := p.cfg.Table()
+	clientIP := p.clientIP(ctx)
+
+	tg, status, msg := p.resolve(ctx, t)
+	if status != 0 {
+		if status == fasthttp.StatusPermanentRedirect {
+			ctx.Redirect(msg, status)
+			return
+		}
+		writeError(ctx, status, msg)
+		p.logAccess(ctx, tg.share, start, clientIP, "denied", "", 0)
+		return
+	}
+	share := tg.share
+	if share != nil {
+		if !p.allowRate(ctx, t, share) {
+			p.logAccess(ctx, share, start, clientIP, "denied", "rate-limit", 0)
+			return
+		}
+		if share.MaxUses > 0 && !p.takeUse(share) {
+			writeError(ctx, fasthttp.StatusGone, "This share link has reached its maximum number of uses")
+			p.logAccess(ctx, share, start, clientIP, "denied", "max-uses", 0)
+			return
+		}
+	}
+	var edits Edits
+	if share != nil && p.cfg.Policy != nil {
+		if v := p.cfg.Policy.Check(ctx, share, tg.path, clientIP, &edits); v != nil {
+			ctx.Response.Reset()
+			for _, h := range v.Headers {
+				ctx.Response.Header.Set(h[0], h[1])
+			}
+			setSecurityHeaders(ctx)
+			if v.Status >= 500 && len(v.Body) == 0 {
+				writeError(ctx, v.Status, "The request could not be authorized")
+			} else {
+				ctx.SetStatusCode(v.Status)
+				ctx.SetBody(v.Body)
+			}
+			p.logAccess(ctx, share, start, clientIP, "denied", v.DeniedBy, 0)
+			return
+		}
+	}
+	sess, ok := p.cfg.Sessions.Get(tg.svc.AgentID)
+	if !ok {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "The service is offline: its agent is not connected")
+		p.logAccess(ctx, share, start, clientIP, "allowed", "", 0)
+		return
+	}
+	if isWebSocket(ctx) {
+		p.websocket(ctx, sess, tg, clientIP, &edits, start)
+		return
+	}
+	p.forward(ctx, sess, tg, clientIP, &edits, start)
+}
+
+// resolve finds the share or public service of a request and runs the
+// existence, revocation, expiry and availability checks. A non-zero status
+// is the answer to send.
+func (p *Proxy) resolve(ctx *fasthttp.RequestCtx, t *routes.Table) (target, int, string) {
+	var tg target
+	host := hostWithoutPort(ctx.Host())
+	shareDomain, publicDomain := p.cfg.ShareDomain, p.cfg.PublicDomain
+	if shareDomain == "" {
+		shareDomain = t.Settings.ShareDomain
+	}
+	if publicDomain == "" {
+		publicDomain = t.Settings.PublicDomain
+	}
+	var token []byte
+	path := ctx.Path()
+	switch {
+	case publicDomain != "" && hasSubdomain(host, publicDomain):
+		sub := host[:len(host)-len(publicDomain)-1]
+		svc, ok := t.PublicService(string(sub))
+		if !ok || !svc.IsPublic {
+			return tg, fasthttp.StatusNotFound, "No public service at this address"
+		}
+		tg.svc, tg.path = svc, path
+		if svc.Paused {
+			return tg, fasthttp.StatusServiceUnavailable, "The tunnel is paused"
+		}
+		return tg, 0, ""
+	case shareDomain != "" && hasSubdomain(host, shareDomain):
+		token = host[:len(host)-len(shareDomain)-1]
+		tg.path = path
+	case bytes.HasPrefix(path, sharedPrefix):
+		rest := path[len(sharedPrefix):]
+		i := bytes.IndexByte(rest, '/')
+		if i < 0 {
+			// /shared/<token> → /shared/<token>/ so relative links resolve.
+			u := append(append([]byte{}, path...), '/')
+			if q := ctx.URI().QueryString(); len(q) > 0 {
+				u = append(append(u, '?'), q...)
+			}
+			tg.share, _ = t.ShareByToken(rest)
+			if tg.share == nil {
+				return tg, fasthttp.StatusNotFound, "Share link not found"
+			}
+			return tg, fasthttp.StatusPermanentRedirect, string(u)
+		}
+		token, tg.path = rest[:i], rest[i:]
+	default:
+		return tg, fasthttp.StatusNotFound, "Not found"
+	}
+	share, ok := t.ShareByToken(token)
+	if !ok {
+		return tg, fasthttp.StatusNotFound, "Share link not found"
+	}
+	tg.share = share
+	if share.Revoked {
+		return tg, fasthttp.StatusGone, "This share link has been revoked"
+	}
+	if share.ExpiresAt != nil && time.Now().After(*share.ExpiresAt) {
+		return tg, fasthttp.StatusGone, "This share link has expired"
+	}
+	svc, ok := t.Service(share.ServiceID)
+	if !ok {
+		return tg, fasthttp.StatusGone, "The shared service no longer exists"
+	}
+	tg.svc = svc
+	if svc.Paused {
+		return tg, fasthttp.StatusServiceUnavailable, "The tunnel is paused"
+	}
+	return tg, 0, ""
+}
+
+func hostWithoutPort(h []byte) []byte {
+	if len(h) > 0 && h[0] == '[' {
+		if i := bytes.IndexByte(h, ']'); i > 0 {
+			return h[1:i]
+		}
+	}
+	if i := bytes.LastIndexByte(h, ':'); i >= 0 && bytes.IndexByte(h[:i], ':') < 0 {
+		return h[:i]
+	}
+	return h
+}
+
+func hasSubdomain(host []byte, domain string) bool {
+	return len(host) > len(domain)+1 && host[len(host)-len(domain)-1] == '.' &&
+		bytes.EqualFold(host[len(host)-len(domain):], []byte(domain)) &&
+		bytes.IndexByte(host[:len(host)-len(domain)-1], '.') < 0
+}
+
+// allowRate applies the per-share request limit, with the X-RateLimit
+// headers of the API spec.
+func (p *Proxy) allowRate(ctx *fasthttp.RequestCtx, t *routes.Table, share *routes.Share) bool {
+	limit := t.Settings.ShareRateLimitPerMin
+	if limit == 0 {
+		limit = p.cfg.DefaultShareRateLimitPerMin
+	}
+	if limit < 0 {
+		return true
+	}
+	ok, remaining, reset := p.limiter.allow(share.ID, limit, time.Minute)
+	h := &ctx.Response.Header
+	h.Set("X-RateLimit-Limit", strconv.Itoa(limit))
+	h.Set("X-RateLimit-Remaining", strconv.Itoa(remaining))
+	h.Set("X-RateLimit-Reset", strconv.FormatInt(reset.Unix(), 10))
+	if !ok {
+		retry := int(time.Until(reset).Seconds() + 0.999)
+		if retry < 1 {
+			retry = 1
+		}
+		h.Set("Retry-After", strconv.Itoa(retry))
+		ctx.SetStatusCode(fasthttp.StatusTooManyRequests)
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"error":"Too Many Requests","message":"Please wait before trying again","statusCode":429,"retryAfter":` + strconv.Itoa(retry) + `}`)
+		return false
+	}
+	return true
+}
+
+// takeUse counts one use of a share with maxUses; false when exhausted.
+func (p *Proxy) takeUse(share *routes.Share) bool {
+	v, _ := p.uses.LoadOrStore(share.ID, new(atomic.Int64))
+	return v.(*atomic.Int64).Add(1) <= share.MaxUses
+}
+
+// clientIP is the TCP peer, or the forwarded address when the peer is a
+// trusted proxy.
+func (p *Proxy) clientIP(ctx *fasthttp.RequestCtx) string {
+	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	peer = peer.Unmap()
+	if len(p.cfg.TrustedProxies) == 0 || !p.trusted(peer) {
+		return peer.String()
+	}
+	xff := ctx.Request.Header.Peek("X-Forwarded-For")
+	for len(xff) > 0 {
+		i := bytes.LastIndexByte(xff, ',')
+		part := bytes.TrimSpace(xff[i+1:])
+		xff = xff[:max(i, 0)]
+		a, err := netip.ParseAddr(string(part))
+		if err != nil {
+			break
+		}
+		a = a.Unmap()
+		if !p.trusted(a) {
+			return a.String()
+		}
+		if i < 0 {
+			break
+		}
+	}
+	return peer.String()
+}
+
+func (p *Proxy) trusted(a netip.Addr) bool {
+	for _, pr := range p.cfg.TrustedProxies {
+		if pr.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func isWebSocket(ctx *fasthttp.RequestCtx) bool {
+	return bytes.EqualFold(ctx.Request.Header.Peek(fasthttp.HeaderUpgrade), strWebsocket) &&
+		ctx.Request.Header.ConnectionUpgrade()
+}
+
+// httpClient returns the session's pooled HTTP client for a service: its
+// connections are tunnel streams.
+func httpClient(sess *tunnels.Session, svc *config.Service) (*fasthttp.HostClient, error) {
+	if v, ok := sess.Clients.Load(svc.ID); ok {
+		return v.(*fasthttp.HostClient), nil
+	}
+	id, err := uuid.Parse(svc.ID)
+	if err != nil {
+		return nil, err
+	}
+	hc := &fasthttp.HostClient{
+		Addr: net.JoinHostPort(svc.TargetHost, strconv.Itoa(svc.TargetPort)),
+		Dial: func(string) (net.Conn, error) {
+			return sess.OpenStream(tunnel.KindHTTP, id, "")
+		},
+		MaxConns:                      1024,
+		MaxIdleConnDuration:           10 * time.Second,
+		StreamResponseBody:            true,
+		DisableHeaderNamesNormalizing: true,
+		DisablePathNormalizing:        true,
+		NoDefaultUserAgentHeader:      true,
+		ReadBufferSize:                16 << 10,
+		WriteBufferSize:               16 << 10,
+		MaxIdemponentCallAttempts:     2,
+		RetryIfErr: func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
+			// Retry idempotent requests (and body-less ones) once on a stale
+			// pooled stream; never re-send a streamed body.
+			return false, attempts < 2 && !req.IsBodyStream() && (req.Header.IsGet() || req.Header.IsHead() || len(req.Body()) == 0)
+		},
+	}
+	v, _ := sess.Clients.LoadOrStore(svc.ID, hc)
+	return v.(*fasthttp.HostClient), nil
+}
+
+// hopHeaders are removed from forwarded requests and responses.
+var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+	"Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// prepareRequest fills out from the visitor's request.
+func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, tg target, clientIP string, edits *Edits, keepUpgrade bool) {
+	in := &ctx.Request
+	in.Header.CopyTo(&out.Header)
+	// Headers named in Connection are hop-by-hop too.
+	if conn := in.Header.Peek(fasthttp.HeaderConnection); len(conn) > 0 && !keepUpgrade {
+		for _, name := range bytes.Split(conn, []byte(",")) {
+			if n := bytes.TrimSpace(name); len(n) > 0 {
+				out.Header.DelBytes(n)
+			}
+		}
+	}
+	for _, h := range hopHeaders {
+		if keepUpgrade && (h == "Connection" || h == "Upgrade") {
+			continue
+		}
+		out.Header.Del(h)
+	}
+	uri := make([]byte, 0, len(tg.path)+64)
+	uri = appendEscapedPath(uri, tg.path)
+	if q := ctx.URI().QueryString(); len(q) > 0 {
+		uri = append(append(uri, '?'), q...)
+	}
+	out.Header.SetRequestURIBytes(uri)
+	origHost := string(ctx.Host())
+	out.Header.SetHost(net.JoinHostPort(tg.svc.TargetHost, strconv.Itoa(tg.svc.TargetPort)))
+	xff := clientIP
+	if prior := in.Header.Peek("X-Forwarded-For"); len(prior) > 0 && len(p.cfg.TrustedProxies) > 0 {
+		xff = string(prior) + ", " + peerIP(ctx)
+	}
+	out.Header.Set("X-Forwarded-For", xff)
+	if ctx.IsTLS() {
+		out.Header.Set("X-Forwarded-Proto", "https")
+	} else {
+		out.Header.Set("X-Forwarded-Proto", "http")
+	}
+	out.Header.Set("X-Forwarded-Host", origHost)
+	if tg.share != nil {
+		out.Header.Set("X-Share-Id", tg.share.ID)
+	} else {
+		out.Header.Del("X-Share-Id")
+	}
+	for _, h := range edits.RemoveRequest {
+		out.Header.Del(h)
+	}
+	for _, h := range edits.SetRequest {
+		out.Header.Set(h[0], h[1])
+	}
+	if ctx.Request.IsBodyStream() {
+		out.SetBodyStream(ctx.RequestBodyStream(), in.Header.ContentLength())
+	} else if body := in.Body(); len(body) > 0 {
+		out.SetBodyRaw(body)
+	}
+}
+
+func peerIP(ctx *fasthttp.RequestCtx) string {
+	a, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	return a.Unmap().String()
+}
+
+// appendEscapedPath re-encodes a decoded path for the request line.
+func appendEscapedPath(dst, path []byte) []byte {
+	const hex = "0123456789ABCDEF"
+	for _, c := range path {
+		if c <= ' ' || c >= 0x7f || c == '?' || c == '#' || c == '%' {
+			dst = append(dst, '%', hex[c>>4], hex[c&15])
+			continue
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// forward proxies a plain HTTP request with both bodies streamed.
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg target, clientIP string, edits *Edits, start time.Time) {
+	hc, err := httpClient(sess, tg.svc)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusInternalServerError, "Internal error")
+		return
+	}
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	p.prepareRequest(ctx, req, tg, clientIP, edits, false)
+	err = hc.Do(req, resp)
+	fasthttp.ReleaseRequest(req)
+	if err != nil {
+		fasthttp.ReleaseResponse(resp)
+		status, msg := upstreamError(err)
+		p.log.Debug("upstream error", "service", tg.svc.ID, "err", err)
+		writeError(ctx, status, msg)
+		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
+		return
+	}
+	// Copy the response head.
+	status := resp.StatusCode()
+	resp.Header.CopyTo(&ctx.Response.Header)
+	for _, h := range hopHeaders {
+		ctx.Response.Header.Del(h)
+	}
+	for _, h := range edits.SetResponse {
+		ctx.Response.Header.Set(h[0], h[1])
+	}
+	ctx.SetStatusCode(status)
+	if ctx.IsHead() || status == fasthttp.StatusNotModified || status == fasthttp.StatusNoContent || status < 200 {
+		ctx.Response.SkipBody = true
+		if resp.IsBodyStream() {
+			_ = resp.CloseBodyStream()
+		}
+		fasthttp.ReleaseResponse(resp)
+		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
+		return
+	}
+	if resp.IsBodyStream() {
+		body := &streamBody{resp: resp, r: resp.BodyStream(), p: p, ctx: ctx, share: tg.share, start: start, clientIP: clientIP, status: status}
+		n := resp.Header.ContentLength()
+		if n < 0 {
+			n = -1
+		}
+		ctx.SetBodyStream(body, n)
+		return
+	}
+	ctx.SetBody(resp.Body())
+	n := int64(len(resp.Body()))
+	fasthttp.ReleaseResponse(resp)
+	p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", n)
+}
+
+// streamBody relays the upstream body; fasthttp closes it after writing,
+// which releases the upstream response and records the access.
+type streamBody struct {
+	resp     *fasthttp.Response
+	r        io.Reader
+	n        int64
+	p        *Proxy
+	ctx      *fasthttp.RequestCtx
+	share    *routes.Share
+	start    time.Time
+	clientIP string
+	status   int
+	once     sync.Once
+}
+
+func (b *streamBody) Read(q []byte) (int, error) {
+	n, err := b.r.Read(q)
+	b.n += int64(n)
+	return n, err
+}
+
+func (b *streamBody) Close() error {
+	b.once.Do(func() {
+		_ = b.resp.CloseBodyStream()
+		fasthttp.ReleaseResponse(b.resp)
+		b.p.recordAccess(b.share, b.start, b.clientIP, b.status, "allowed", "", b.n, b.ctx)
+	})
+	return nil
+}
+
+// upstreamError maps a forwarding error to the visitor's status.
+func upstreamError(err error) (int, string) {
+	switch {
+	case errors.Is(err, tunnels.ErrOverloaded):
+		return fasthttp.StatusServiceUnavailable, "The service is busy, try again"
+	case errors.Is(err, tunnels.ErrRefused):
+		return fasthttp.StatusBadGateway, "The service could not be reached from its agent"
+	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return fasthttp.StatusGatewayTimeout, "The service did not answer in time"
+	default:
+		return fasthttp.StatusBadGateway, "The connection to the service was lost"
+	}
+}
+
+// websocket relays an upgrade request and, on 101, pipes both ways.
+func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg target, clientIP string, edits *Edits, start time.Time) {
+	id, _ := uuid.Parse(tg.svc.ID)
+	conn, err := sess.OpenStream(tunnel.KindHTTP, id, clientIP)
+	if err != nil {
+		status, msg := upstreamError(err)
+		writeError(ctx, status, msg)
+		return
+	}
+	req := fasthttp.AcquireRequest()
+	p.prepareRequest(ctx, req, tg, clientIP, edits, true)
+	bw := bufio.NewWriter(conn)
+	err = req.Header.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	fasthttp.ReleaseRequest(req)
+	if err != nil {
+		conn.Close()
+		writeError(ctx, fasthttp.StatusBadGateway, "The connection to the service was lost")
+		return
+	}
+	br := bufio.NewReader(conn)
+	var rh fasthttp.ResponseHeader
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if err := rh.Read(br); err != nil {
+		conn.Close()
+		writeError(ctx, fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
+		return
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	if rh.StatusCode() != fasthttp.StatusSwitchingProtocols {
+		// Not upgraded: relay the answer as a normal response.
+		var resp fasthttp.Response
+		rh.CopyTo(&resp.Header)
+		if err := resp.ReadBody(br, 1<<20); err == nil {
+			ctx.SetStatusCode(rh.StatusCode())
+			resp.Header.CopyTo(&ctx.Response.Header)
+			ctx.SetBody(resp.Body())
+		} else {
+			writeError(ctx, fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
+		}
+		conn.Close()
+		return
+	}
+	for _, h := range edits.SetResponse {
+		rh.Set(h[0], h[1])
+	}
+	head := append([]byte(nil), rh.Header()...)
+	share := tg.share
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		if _, err := c.Write(head); err != nil {
+			conn.Close()
+			return
+		}
+		var up net.Conn = conn
+		if br.Buffered() > 0 {
+			up = &readerConn{Conn: conn, r: br}
+		}
+		_, out := tunnel.Pipe(c, up)
+		p.recordAccess(share, start, clientIP, 101, "allowed", "", out, nil)
+	})
+}
+
+// readerConn reads through a bufio.Reader that may hold bytes already.
+type readerConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *readerConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// CloseWrite forwards half-close.
+func (c *readerConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+// writeError writes the API's error envelope.
+func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	setSecurityHeaders(ctx)
+	b := make([]byte, 0, 96+len(msg))
+	b = append(b, `{"error":`...)
+	b = strconv.AppendQuote(b, fasthttp.StatusMessage(status))
+	b = append(b, `,"message":`...)
+	b = strconv.AppendQuote(b, msg)
+	b = append(b, `,"statusCode":`...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, '}')
+	ctx.SetBody(b)
+}
+
+func setSecurityHeaders(ctx *fasthttp.RequestCtx) {
+	ctx.Response.Header.Set("X-Content-Type-Options", "nosniff")
+}
+
+func (p *Proxy) logAccess(ctx *fasthttp.RequestCtx, share *routes.Share, start time.Time, clientIP, decision, deniedBy string, bytesOut int64) {
+	p.recordAccess(share, start, clientIP, ctx.Response.StatusCode(), decision, deniedBy, bytesOut, ctx)
+}
+
+// recordAccess hands one access record to the reporter.
+func (p *Proxy) recordAccess(share *routes.Share, start time.Time, clientIP string, status int, decision, deniedBy string, bytesOut int64, ctx *fasthttp.RequestCtx) {
+	if share == nil || p.cfg.OnAccess == nil {
+		return
+	}
+	rec := &config.AccessLog{ShareID: share.ID, At: start.UTC(), IP: clientIP, StatusCode: status,
+		LatencyMs: float64(time.Since(start).Microseconds()) / 1000, BytesOut: bytesOut, Decision: decision, DeniedBy: deniedBy}
+	if ctx != nil {
+		rec.Method = string(ctx.Method())
+		rec.Path = string(ctx.Path())
+		rec.UserAgent = string(ctx.UserAgent())
+	}
+	p.cfg.OnAccess(rec)
+}

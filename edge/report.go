@@ -1,0 +1,91 @@
+package edge
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/privateconnect/pc/internal/config"
+)
+
+// Bounds of the report buffers: the request path never blocks on them.
+const (
+	maxPendingLogs   = 10000
+	maxPendingEvents = 10000
+)
+
+// reporter batches agent events and access logs to the control plane.
+type reporter struct {
+	s       *Server
+	mu      sync.Mutex
+	events  []config.AgentEvent
+	logs    []config.AccessLog
+	dropped atomic.Int64
+	kick    chan struct{}
+}
+
+func newReporter(s *Server) *reporter {
+	return &reporter{s: s, kick: make(chan struct{}, 1)}
+}
+
+// event records an agent connection event and asks for a prompt report.
+func (r *reporter) event(e config.AgentEvent) {
+	r.mu.Lock()
+	if len(r.events) < maxPendingEvents {
+		r.events = append(r.events, e)
+	} else {
+		r.dropped.Add(1)
+	}
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// access records one access log; it never blocks.
+func (r *reporter) access(a *config.AccessLog) {
+	r.mu.Lock()
+	if len(r.logs) < maxPendingLogs {
+		r.logs = append(r.logs, *a)
+	} else {
+		r.dropped.Add(1)
+	}
+	r.mu.Unlock()
+}
+
+func (r *reporter) run(ctx context.Context) {
+	t := time.NewTicker(r.s.cfg.ReportInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-r.kick:
+		}
+		r.flush(ctx)
+	}
+}
+
+// flush sends what is pending; on failure the events are kept for the next
+// try (bounded) and the access logs are counted as dropped.
+func (r *reporter) flush(ctx context.Context) {
+	r.mu.Lock()
+	events, logs := r.events, r.logs
+	r.events, r.logs = nil, nil
+	r.mu.Unlock()
+	t := r.s.sync.Table()
+	rep := &config.Report{EdgeVersion: Version, ConfigEpoch: t.Epoch, ConfigVersion: t.Version,
+		Agents: r.s.registry.Connected(), Events: events, AccessLogs: logs, Dropped: r.dropped.Swap(0)}
+	if err := r.s.sync.Report(ctx, rep); err != nil {
+		r.s.log.Debug("report failed", "err", err)
+		r.mu.Lock()
+		if len(r.events)+len(events) <= maxPendingEvents {
+			r.events = append(events, r.events...)
+		}
+		r.mu.Unlock()
+		r.dropped.Add(int64(len(logs)) + rep.Dropped)
+	}
+}
