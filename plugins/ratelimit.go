@@ -1,0 +1,127 @@
+package plugins
+
+import (
+	"hash/maphash"
+	"sync"
+)
+
+// rateLimiter is the rate_limit import's shared counter store: a sliding window approximated
+// from two fixed windows (the previous window's count weighted by how much of it still
+// overlaps the sliding window, plus the current count), per (plugin id, window, key).
+//
+// Keys are stored as 64-bit maphash values under a per-process random seed, so a lookup does
+// not allocate and a guest cannot engineer collisions. Memory is bounded: each of the shards
+// holds at most maxKeys/shards entries; expired entries are swept every 10 s and when a shard
+// is full; if it is still full an arbitrary entry is evicted.
+type rateLimiter struct {
+	perShard int
+	shards   [rlShards]rlShard
+}
+
+const rlShards = 64
+
+type rlShard struct {
+	mu sync.Mutex
+	m  map[uint64]rlEntry
+	_  [40]byte // keep shards on separate cache lines
+}
+
+type rlEntry struct {
+	start  int64 // start of the current fixed window, ms, aligned to a multiple of window
+	window int64 // ms
+	curr   int64
+	prev   int64
+}
+
+func newRateLimiter(maxKeys int) *rateLimiter {
+	rl := &rateLimiter{perShard: max(1, maxKeys/rlShards)}
+	for i := range rl.shards {
+		rl.shards[i].m = make(map[uint64]rlEntry)
+	}
+	return rl
+}
+
+func rlHash(seed maphash.Seed, pluginID string, window int64, key []byte) uint64 {
+	var h maphash.Hash
+	h.SetSeed(seed)
+	h.WriteString(pluginID)
+	var w [9]byte
+	for i := range 8 {
+		w[i] = byte(window >> (8 * i))
+	}
+	h.Write(w[:])
+	h.Write(key)
+	return h.Sum64()
+}
+
+// allow counts one event for key and reports whether it is within limit events per window
+// (sliding). Denied events are not counted.
+func (rl *rateLimiter) allow(seed maphash.Seed, pluginID string, key []byte, limit, window, nowMs int64) bool {
+	if limit <= 0 {
+		return false
+	}
+	k := rlHash(seed, pluginID, window, key)
+	sh := &rl.shards[k%rlShards]
+	start := nowMs - nowMs%window
+	sh.mu.Lock()
+	e, ok := sh.m[k]
+	if !ok {
+		if len(sh.m) >= rl.perShard {
+			sh.sweepLocked(nowMs)
+			if len(sh.m) >= rl.perShard {
+				for victim := range sh.m {
+					delete(sh.m, victim)
+					break
+				}
+			}
+		}
+		e = rlEntry{start: start, window: window}
+	} else if e.start != start {
+		if start-e.start == window {
+			e.prev = e.curr
+		} else {
+			e.prev = 0
+		}
+		e.curr = 0
+		e.start = start
+	}
+	// Weighted previous window: prev * (window - elapsed) / window, in integer arithmetic
+	// (counts and windows are small enough not to overflow).
+	elapsed := nowMs - start
+	est := e.curr + (e.prev*(window-elapsed)+window-1)/window
+	allowed := est < limit
+	if allowed {
+		e.curr++
+	}
+	sh.m[k] = e
+	sh.mu.Unlock()
+	return allowed
+}
+
+func (sh *rlShard) sweepLocked(nowMs int64) {
+	for k, e := range sh.m {
+		if nowMs >= e.start+2*e.window {
+			delete(sh.m, k)
+		}
+	}
+}
+
+func (rl *rateLimiter) sweep(nowMs int64) {
+	for i := range rl.shards {
+		sh := &rl.shards[i]
+		sh.mu.Lock()
+		sh.sweepLocked(nowMs)
+		sh.mu.Unlock()
+	}
+}
+
+func (rl *rateLimiter) len() int {
+	n := 0
+	for i := range rl.shards {
+		sh := &rl.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}
