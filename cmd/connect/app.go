@@ -1,0 +1,325 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/privateconnect/pc/sdk/agent"
+	"github.com/privateconnect/pc/sdk/client"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const defaultControlURL = "http://127.0.0.1:3001"
+
+// app holds the global flags and the injectable dependencies of one run.
+type app struct {
+	stdout, stderr io.Writer
+	getenv         func(string) (string, bool)
+	now            func() time.Time
+	httpClient     *http.Client
+	// runAgent runs an agent until ctx is done; tests replace it.
+	runAgent func(ctx context.Context, cfg agent.Config) error
+	// pollInterval paces `shares logs --follow` and `agents command --wait`.
+	pollInterval time.Duration
+
+	// Global flags.
+	apiKey    string
+	control   string
+	statePath string
+	logFormat string
+	jsonOut   bool
+
+	// raw is the data payload of the last API answer, printed by --json.
+	raw json.RawMessage
+	log *slog.Logger
+}
+
+func newApp(stdout, stderr io.Writer, getenv func(string) (string, bool)) *app {
+	return &app{
+		stdout:       stdout,
+		stderr:       stderr,
+		getenv:       getenv,
+		now:          time.Now,
+		httpClient:   &http.Client{Timeout: 2 * time.Minute},
+		pollInterval: 2 * time.Second,
+		runAgent: func(ctx context.Context, cfg agent.Config) error {
+			ag, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			return ag.Run(ctx)
+		},
+	}
+}
+
+// run is the whole program: it returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return newApp(stdout, stderr, os.LookupEnv).execute(ctx, args)
+}
+
+// execute runs the command line args and maps the outcome to an exit code.
+func (a *app) execute(ctx context.Context, args []string) int {
+	root := a.rootCmd()
+	root.SetArgs(args)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
+	}
+	return a.printError(cmd, err)
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "connect",
+		Short: "Expose private services and share them through Private Connect",
+		Long: `connect runs the Private Connect agent next to your private services and
+administers the platform through the control plane's REST API.
+
+Every flag can also be set in the environment as PC_<FLAG_NAME>
+(for example PC_API_KEY, PC_CONTROL_URL, PC_JSON=true).`,
+		Example: `  export PC_API_KEY=pc_…
+  connect expose localhost:3000 --name web
+  connect link web --expires 1h
+  connect services ls`,
+		Version:           version,
+		SilenceErrors:     true,
+		SilenceUsage:      true,
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := a.bindEnv(cmd); err != nil {
+				return err
+			}
+			switch a.logFormat {
+			case "text", "json":
+			default:
+				return usageErrorf("--log-format must be text or json, not %q", a.logFormat)
+			}
+			a.log = newLogger(a.stderr, a.logFormat)
+			return nil
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.apiKey, "api-key", "", "API key (x-api-key)")
+	pf.StringVar(&a.control, "control", defaultControlURL, "control plane URL")
+	setEnvName(pf, "control", "PC_CONTROL_URL")
+	pf.BoolVar(&a.jsonOut, "json", false, "print the API's JSON data instead of tables")
+	pf.StringVar(&a.statePath, "state", "~/.config/privateconnect/agent.json", "agent identity state file")
+	pf.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+
+	root.AddCommand(
+		a.exposeCmd(), a.upCmd(), a.linkCmd(), a.reachCmd(), a.statusCmd(),
+		a.agentsCmd(), a.servicesCmd(), a.tunnelsCmd(), a.sharesCmd(), a.keysCmd(),
+		a.workspacesCmd(), a.workspaceCmd(), a.edgesCmd(), a.webhooksCmd(), a.pluginsCmd(),
+		a.auditCmd(),
+	)
+	documentEnv(root)
+	return root
+}
+
+// group returns a command that only holds subcommands.
+func group(use, short string, subs ...*cobra.Command) *cobra.Command {
+	g := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageErrorf("unknown command %q for %q", args[0], cmd.CommandPath())
+			}
+			return cmd.Help()
+		},
+	}
+	g.AddCommand(subs...)
+	return g
+}
+
+// leaf returns a runnable command taking between minArgs and maxArgs
+// positional arguments (maxArgs < 0: no upper bound).
+func leaf(use, short, example string, minArgs, maxArgs int, run func(cmd *cobra.Command, args []string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:     use,
+		Short:   short,
+		Example: example,
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) < minArgs, maxArgs >= 0 && len(args) > maxArgs:
+				if maxArgs < 0 {
+					return usageErrorf("%q takes at least %d argument(s), got %d", cmd.CommandPath(), minArgs, len(args))
+				}
+				if minArgs == maxArgs {
+					return usageErrorf("%q takes %d argument(s), got %d", cmd.CommandPath(), minArgs, len(args))
+				}
+				return usageErrorf("%q takes %d to %d argument(s), got %d", cmd.CommandPath(), minArgs, maxArgs, len(args))
+			}
+			return nil
+		},
+		RunE: run,
+	}
+}
+
+// client returns an API client for the authenticated routes.
+func (a *app) client() (*client.Client, error) {
+	if a.apiKey == "" {
+		return nil, errors.New("no API key: set --api-key or PC_API_KEY")
+	}
+	return a.newClient(a.apiKey), nil
+}
+
+// publicClient returns an API client that sends no key.
+func (a *app) publicClient() *client.Client { return a.newClient("") }
+
+func (a *app) newClient(key string) *client.Client {
+	return client.New(a.control, key, client.WithHTTPClient(a.httpClient), client.WithUserAgent("connect/"+version))
+}
+
+// ctx returns the command's context set up to capture the raw API data.
+func (a *app) ctx(cmd *cobra.Command) context.Context {
+	return client.WithRawData(cmd.Context(), &a.raw)
+}
+
+// expandHome resolves a leading "~/" in a path.
+func expandHome(path string) (string, error) {
+	if path != "~" && !strings.HasPrefix(path, "~/") {
+		return path, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("state file: %w", err)
+	}
+	return filepath.Join(home, strings.TrimPrefix(path, "~")), nil
+}
+
+func newLogger(w io.Writer, format string) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// usageError marks an error as a misuse of the command line (exit code 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// isUsage reports whether err is a command-line error, including the ones
+// cobra produces itself.
+func isUsage(err error) bool {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return true
+	}
+	msg := err.Error()
+	for _, prefix := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "required flag", "invalid argument", "flag needs an argument", "if any flags in the group"} {
+		if strings.HasPrefix(msg, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// printError writes err to stderr as "error: <message>" (with the API's field
+// details) and returns the exit code: 2 for usage errors, 1 otherwise.
+func (a *app) printError(cmd *cobra.Command, err error) int {
+	var ue *url.Error
+	if errors.As(err, &ue) && !errors.Is(err, context.Canceled) {
+		err = fmt.Errorf("cannot reach the control plane at %s: %w", a.control, ue.Err)
+	}
+	fmt.Fprintf(a.stderr, "error: %s\n", err)
+	var ae *client.APIError
+	if errors.As(err, &ae) {
+		for _, d := range ae.Details {
+			fmt.Fprintf(a.stderr, "  %s: %s\n", d.Field, d.Message)
+		}
+		if ae.RetryAfter > 0 {
+			fmt.Fprintf(a.stderr, "  retry after %d s\n", ae.RetryAfter)
+		}
+	}
+	if isUsage(err) {
+		path := "connect"
+		if cmd != nil {
+			path = cmd.CommandPath()
+		}
+		fmt.Fprintf(a.stderr, "Run '%s --help' for usage.\n", path)
+		return 2
+	}
+	return 1
+}
+
+// envAnnotation names the environment variable of a flag when it is not
+// PC_<FLAG_NAME>.
+const envAnnotation = "pc-env"
+
+func setEnvName(fs *pflag.FlagSet, flag, env string) {
+	_ = fs.SetAnnotation(flag, envAnnotation, []string{env})
+}
+
+// envName is the environment variable that sets f: PC_<UPPER_SNAKE> unless annotated.
+func envName(f *pflag.Flag) string {
+	if v := f.Annotations[envAnnotation]; len(v) == 1 {
+		return v[0]
+	}
+	return "PC_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+}
+
+// bindEnv sets every flag of cmd that is not on the command line from its
+// environment variable.
+func (a *app) bindEnv(cmd *cobra.Command) error {
+	var err error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed || f.Name == "help" || f.Name == "version" {
+			return
+		}
+		name := envName(f)
+		v, ok := a.getenv(name)
+		if !ok || v == "" {
+			return
+		}
+		if e := cmd.Flags().Set(f.Name, v); e != nil {
+			err = usageErrorf("invalid value %q for $%s: %v", v, name, e)
+		}
+	})
+	return err
+}
+
+// documentEnv appends each flag's environment variable to its help text.
+func documentEnv(c *cobra.Command) {
+	doc := func(f *pflag.Flag) {
+		if f.Name == "help" || strings.Contains(f.Usage, "[$") {
+			return
+		}
+		f.Usage += " [$" + envName(f) + "]"
+	}
+	c.LocalFlags().VisitAll(doc)
+	c.PersistentFlags().VisitAll(doc)
+	for _, sub := range c.Commands() {
+		documentEnv(sub)
+	}
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/privateconnect/pc/sdk/client"
+)
+
+func (a *app) exposeCmd() *cobra.Command {
+	var (
+		name, protocol string
+		public, detach bool
+		af             agentFlags
+	)
+	cmd := leaf("expose HOST:PORT", "Expose a local service through the edges and run the agent",
+		`  connect expose localhost:3000 --name web
+  connect expose db.internal:5432 --name postgres --protocol tcp
+  connect expose 8080 --name api --public --detach   # register only; serve with 'connect up'`,
+		1, 1, func(cmd *cobra.Command, args []string) error {
+			host, port, err := parseTarget(args[0])
+			if err != nil {
+				return err
+			}
+			switch protocol {
+			case "auto", "tcp", "http", "https":
+			default:
+				return usageErrorf("--protocol must be auto, tcp, http or https, not %q", protocol)
+			}
+			if name == "" {
+				name = defaultServiceName(port)
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx := a.ctx(cmd)
+			st, err := a.identity(ctx, c, af.name, "")
+			if err != nil {
+				return err
+			}
+			svc, created, err := c.RegisterService(ctx, client.RegisterServiceRequest{
+				AgentID: st.AgentID, Name: name, TargetHost: host, TargetPort: port, Protocol: protocol, IsPublic: public,
+			})
+			if err != nil {
+				return fmt.Errorf("register service: %w", err)
+			}
+			if a.jsonOut {
+				if err := a.printJSON(svc); err != nil {
+					return err
+				}
+			} else {
+				a.printExposed(svc, created, st)
+			}
+			if detach {
+				return nil
+			}
+			return a.runForeground(cmd.Context(), c, st, &af)
+		})
+	cmd.Flags().StringVar(&name, "name", "", "service name, unique in the workspace (default: derived from the port, e.g. web for 3000)")
+	cmd.Flags().StringVar(&protocol, "protocol", "auto", "auto, tcp, http or https")
+	cmd.Flags().BoolVar(&public, "public", false, "make the service public on its own subdomain")
+	cmd.Flags().BoolVar(&detach, "detach", false, "register the service and exit (a running 'connect up' serves it)")
+	addAgentFlags(cmd, &af, true)
+	return cmd
+}
+
+// printExposed tells the user where a service is reachable.
+func (a *app) printExposed(svc *client.Service, created bool, st *agentState) {
+	verb := "Exposing"
+	if !created {
+		verb = "Exposing (updated)"
+	}
+	fmt.Fprintf(a.stdout, "%s %s → %s (protocol %s, status %s)\n", verb, svc.Name,
+		net.JoinHostPort(svc.TargetHost, strconv.Itoa(svc.TargetPort)), svc.Protocol, orDash(svc.Status))
+	if svc.TunnelPort > 0 {
+		where := ""
+		if h := edgeHost(st.Edges); h != "" {
+			where = fmt.Sprintf(" (e.g. %s)", net.JoinHostPort(h, strconv.Itoa(svc.TunnelPort)))
+		}
+		fmt.Fprintf(a.stdout, "  TCP:        port %d on every edge%s\n", svc.TunnelPort, where)
+	}
+	if svc.PublicURL != "" {
+		fmt.Fprintf(a.stdout, "  Public URL: %s\n", svc.PublicURL)
+	}
+	fmt.Fprintf(a.stdout, "  Share link: connect link %s\n", svc.Name)
+}
+
+// parseTarget parses HOST:PORT, :PORT or PORT (host localhost).
+func parseTarget(s string) (string, int, error) {
+	host, portStr := "localhost", s
+	if strings.Contains(s, ":") {
+		h, ps, err := net.SplitHostPort(s)
+		if err != nil {
+			return "", 0, usageErrorf("target %q: want HOST:PORT", s)
+		}
+		if h != "" {
+			host = h
+		}
+		portStr = ps
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 1 || port > 65535 {
+		return "", 0, usageErrorf("target %q: port must be 1-65535", s)
+	}
+	return host, port, nil
+}
+
+// defaultServiceName derives a service name from a well-known port, as the
+// control plane does for tunnels.
+func defaultServiceName(port int) string {
+	switch port {
+	case 5432:
+		return "postgres"
+	case 3306:
+		return "mysql"
+	case 6379:
+		return "redis"
+	case 27017:
+		return "mongodb"
+	case 3000:
+		return "web"
+	case 8080:
+		return "api"
+	}
+	return "service-" + strconv.Itoa(port)
+}
+
+// edgeHost returns the host of the first edge's tunnel address.
+func edgeHost(edges []client.AgentEdge) string {
+	for _, e := range edges {
+		addr := e.TunnelAddr
+		if i := strings.Index(addr, "://"); i >= 0 {
+			addr = addr[i+3:]
+		}
+		if h, _, err := net.SplitHostPort(addr); err == nil && h != "" {
+			return h
+		}
+	}
+	return ""
+}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/privateconnect/pc/sdk/agent"
+	"github.com/privateconnect/pc/sdk/client"
+)
+
+// rotateBefore is how long before its expiry the agent token is rotated.
+const rotateBefore = 72 * time.Hour
+
+// agentFlags are the flags of the commands that run the agent.
+type agentFlags struct {
+	name, label        string
+	caFile, pin        string
+	insecureSkipVerify bool
+}
+
+func addAgentFlags(cmd *cobra.Command, af *agentFlags, withName bool) {
+	if withName {
+		cmd.Flags().StringVar(&af.name, "agent-name", "", "agent name when provisioning (default: the host name)")
+	}
+	cmd.Flags().StringVar(&af.caFile, "ca-file", "", "PEM bundle to verify edges over TLS")
+	cmd.Flags().StringVar(&af.pin, "pin-sha256", "", "hex SHA-256 of the edge certificate's public key (replaces CA verification)")
+	cmd.Flags().BoolVar(&af.insecureSkipVerify, "insecure-skip-verify", false, "do not verify edge certificates (dev only)")
+}
+
+// identity loads the agent identity from the state file, provisioning one on
+// first use and rotating its token when it is near expiry, then registers the
+// agent and refreshes its edge list. The state file is updated.
+func (a *app) identity(ctx context.Context, c *client.Client, name, label string) (*agentState, error) {
+	path, err := a.stateFile()
+	if err != nil {
+		return nil, err
+	}
+	st, err := loadState(path)
+	if err != nil {
+		return nil, err
+	}
+	if st != nil && st.ControlURL != "" && !sameControl(st.ControlURL, a.control) {
+		return nil, fmt.Errorf("state file %s holds an agent of %s, not %s: pass --state to use another file", path, st.ControlURL, a.control)
+	}
+	if name != "" {
+		if st != nil {
+			st.Name = name
+		}
+	} else if st == nil {
+		name, _ = os.Hostname()
+	}
+	switch {
+	case st == nil:
+		if st, err = a.provision(ctx, c, name, label); err != nil {
+			return nil, err
+		}
+	case a.now().Add(rotateBefore).After(st.ExpiresAt):
+		if err := a.rotate(ctx, c, st); err != nil {
+			if !client.IsStatus(err, http.StatusUnauthorized) || a.now().Before(st.ExpiresAt) {
+				return nil, fmt.Errorf("rotate agent token: %w", err)
+			}
+			fmt.Fprintf(a.stderr, "agent token expired on %s: provisioning a new agent identity\n", fmtTime(st.ExpiresAt))
+			if st, err = a.provision(ctx, c, st.Name, st.Label); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if label != "" {
+		st.Label = label
+	}
+	if _, err := c.RegisterAgent(ctx, client.RegisterAgentRequest{AgentID: st.AgentID, Token: st.Token, Name: st.Name, Label: st.Label}); err != nil {
+		return nil, fmt.Errorf("register agent: %w", err)
+	}
+	// Edges added after provisioning: the edge list is admin-only, so keep
+	// the stored list when the key may not read it.
+	if edges, _, err := c.ListEdges(ctx, client.ListOptions{Limit: 500}); err == nil && len(edges) > 0 {
+		st.Edges = st.Edges[:0]
+		for _, e := range edges {
+			st.Edges = append(st.Edges, client.AgentEdge{ID: e.ID, TunnelAddr: e.TunnelAddr})
+		}
+	}
+	if err := saveState(path, st); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func (a *app) provision(ctx context.Context, c *client.Client, name, label string) (*agentState, error) {
+	p, err := c.ProvisionAgent(ctx, client.ProvisionRequest{ClientType: client.ClientTypeCLI, Name: name, Label: label})
+	if err != nil {
+		return nil, fmt.Errorf("provision agent: %w", err)
+	}
+	fmt.Fprintf(a.stderr, "Provisioned agent %s in workspace %s\n", p.AgentID, orDash(p.WorkspaceName))
+	return &agentState{
+		AgentID: p.AgentID, Token: p.Token, ExpiresAt: p.ExpiresAt, WorkspaceID: p.WorkspaceID,
+		ControlURL: a.control, Edges: p.Edges, Name: name, Label: label,
+	}, nil
+}
+
+// rotate replaces st's token with a fresh one.
+func (a *app) rotate(ctx context.Context, c *client.Client, st *agentState) error {
+	t, err := c.RotateAgentToken(ctx, st.AgentID, st.Token)
+	if err != nil {
+		return err
+	}
+	st.Token, st.ExpiresAt = t.Token, t.ExpiresAt
+	fmt.Fprintf(a.stderr, "Rotated the agent token (valid until %s)\n", fmtTime(t.ExpiresAt))
+	return nil
+}
+
+// runForeground runs the agent until ctx is done, printing its connection
+// events; it rotates the token before it expires and restarts the agent
+// with the new one.
+func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentState, af *agentFlags) error {
+	edges := st.edgeAddrs()
+	if len(edges) == 0 {
+		return fmt.Errorf("no edge to connect to: register one with `connect edges add` (admin key)")
+	}
+	path, err := a.stateFile()
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	onEvent := func(e agent.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		a.printEvent(e)
+	}
+	if !a.jsonOut {
+		fmt.Fprintf(a.stdout, "Agent %s connecting to %d edge(s); press Ctrl-C to stop.\n", st.AgentID, len(edges))
+	}
+	for {
+		runCtx, cancel := context.WithCancel(ctx)
+		var renew atomic.Bool
+		var timer *time.Timer
+		if !st.ExpiresAt.IsZero() {
+			d := max(st.ExpiresAt.Sub(a.now())-rotateBefore, time.Minute)
+			timer = time.AfterFunc(d, func() { renew.Store(true); cancel() })
+		}
+		err := a.runAgent(runCtx, agent.Config{
+			AgentID: st.AgentID, Token: st.Token, Edges: edges,
+			CAFile: af.caFile, PinSHA256: af.pin, InsecureSkipVerify: af.insecureSkipVerify,
+			Logger: a.log, OnEvent: onEvent, Software: "connect/" + version,
+		})
+		if timer != nil {
+			timer.Stop()
+		}
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			if !a.jsonOut {
+				fmt.Fprintln(a.stderr, "Stopped.")
+			}
+			return nil
+		case err != nil:
+			return err
+		case !renew.Load():
+			return nil
+		}
+		if err := a.rotate(ctx, c, st); err != nil {
+			return fmt.Errorf("rotate agent token: %w", err)
+		}
+		if err := saveState(path, st); err != nil {
+			return err
+		}
+	}
+}
+
+// printEvent prints one agent connection event (a JSON line with --json).
+func (a *app) printEvent(e agent.Event) {
+	if a.jsonOut {
+		line := map[string]any{"time": a.now().UTC().Format(time.RFC3339), "event": e.Kind, "edge": e.Edge}
+		if e.EdgeID != "" {
+			line["edgeId"] = e.EdgeID
+		}
+		if e.Message != "" {
+			line["message"] = e.Message
+		}
+		if e.Err != nil {
+			line["error"] = e.Err.Error()
+		}
+		b, _ := json.Marshal(line)
+		fmt.Fprintln(a.stdout, string(b))
+		return
+	}
+	ts := a.now().Format("15:04:05")
+	var msg string
+	switch e.Kind {
+	case agent.EventConnected:
+		msg = "connected to edge " + e.Edge
+	case agent.EventDisconnected:
+		msg = "disconnected from edge " + e.Edge
+	case agent.EventRejected:
+		msg = "edge " + e.Edge + " rejected the agent"
+	default:
+		msg = e.Kind + " on edge " + e.Edge
+	}
+	if e.Message != "" {
+		msg += ": " + e.Message
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	fmt.Fprintf(a.stdout, "%s %s\n", ts, msg)
+}

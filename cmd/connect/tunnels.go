@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/privateconnect/pc/sdk/client"
+)
+
+var tunnelCols = []col[client.Tunnel]{
+	{"ID", func(x client.Tunnel) string { return x.ID }},
+	{"NAME", func(x client.Tunnel) string { return x.Name }},
+	{"STATUS", func(x client.Tunnel) string { return x.Status }},
+	{"TARGET", func(x client.Tunnel) string { return net.JoinHostPort(x.TargetHost, strconv.Itoa(x.TargetPort)) }},
+	{"PROTOCOL", func(x client.Tunnel) string { return x.Protocol }},
+	{"TCP PORT", func(x client.Tunnel) string { return portOrDash(x.TunnelPort) }},
+	{"AGENT ONLINE", func(x client.Tunnel) string { return yesNo(x.AgentOnline) }},
+	{"CONNS", func(x client.Tunnel) string { return itoa(x.ActiveConnections) }},
+	{"IN", func(x client.Tunnel) string { return humanBytes(x.BytesIn) }},
+	{"OUT", func(x client.Tunnel) string { return humanBytes(x.BytesOut) }},
+}
+
+func (a *app) tunnelsCmd() *cobra.Command {
+	ls := listCmd(a, "ls", "List tunnels", "  connect tunnels ls", 0,
+		func(ctx context.Context, c *client.Client, _ []string, lo client.ListOptions) ([]client.Tunnel, string, error) {
+			return c.ListTunnels(ctx, lo)
+		}, tunnelCols)
+	get := getCmd(a, "get TUNNEL_ID", "Show a tunnel", "  connect tunnels get 6f1c…", 1,
+		func(ctx context.Context, c *client.Client, args []string) (*client.Tunnel, error) {
+			return c.GetTunnel(ctx, args[0])
+		})
+
+	var req client.CreateTunnelRequest
+	var public bool
+	create := getCmd(a, "create HOST:PORT", "Create a tunnel (a service) on an agent",
+		"  connect tunnels create localhost:5432 --agent 6f1c…   # named postgres", 1,
+		func(ctx context.Context, c *client.Client, args []string) (*client.Tunnel, error) {
+			host, port, err := parseTarget(args[0])
+			if err != nil {
+				return nil, err
+			}
+			r := req
+			r.Target = net.JoinHostPort(host, strconv.Itoa(port))
+			if r.AgentID == "" {
+				if r.AgentID, err = a.localAgentID(); err != nil {
+					return nil, err
+				}
+			}
+			if public {
+				r.IsPublic = &public
+			}
+			return c.CreateTunnel(ctx, r)
+		})
+	create.Flags().StringVar(&req.AgentID, "agent", "", "agent id (default: the agent of the state file)")
+	create.Flags().StringVar(&req.Name, "name", "", "name (default derived from the port)")
+	create.Flags().StringVar(&req.Protocol, "protocol", "", "auto, tcp, http or https")
+	create.Flags().BoolVar(&public, "public", false, "make it public")
+
+	pause := actionCmd(a, "pause TUNNEL_ID", "Pause a tunnel: the edges refuse its traffic without disconnecting the agent", "  connect tunnels pause 6f1c…", 1,
+		func(ctx context.Context, c *client.Client, args []string) (string, error) {
+			t, err := c.PauseTunnel(ctx, args[0])
+			if err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("Tunnel %s is %s.", t.Name, t.Status), nil
+		})
+	resume := actionCmd(a, "resume TUNNEL_ID", "Resume a paused tunnel", "  connect tunnels resume 6f1c…", 1,
+		func(ctx context.Context, c *client.Client, args []string) (string, error) {
+			t, err := c.ResumeTunnel(ctx, args[0])
+			if err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("Tunnel %s is %s.", t.Name, t.Status), nil
+		})
+	rm := actionCmd(a, "rm TUNNEL_ID", "Delete a tunnel", "  connect tunnels rm 6f1c…", 1,
+		func(ctx context.Context, c *client.Client, args []string) (string, error) {
+			if err := c.DeleteTunnel(ctx, args[0]); err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("Deleted tunnel %s.", args[0]), nil
+		})
+	conns := listCmd(a, "connections TUNNEL_ID", "List the live connections through a tunnel", "  connect tunnels connections 6f1c…", 1,
+		func(ctx context.Context, c *client.Client, args []string, lo client.ListOptions) ([]client.Connection, string, error) {
+			return c.ListTunnelConnections(ctx, args[0], lo)
+		}, []col[client.Connection]{
+			{"ID", func(x client.Connection) string { return x.ID }},
+			{"KIND", func(x client.Connection) string { return x.Kind }},
+			{"CLIENT", func(x client.Connection) string { return x.ClientIP }},
+			{"EDGE", func(x client.Connection) string { return x.EdgeID }},
+			{"STARTED", func(x client.Connection) string { return fmtTime(x.StartedAt) }},
+			{"IN", func(x client.Connection) string { return humanBytes(x.BytesIn) }},
+			{"OUT", func(x client.Connection) string { return humanBytes(x.BytesOut) }},
+		})
+	return group("tunnels", "Manage tunnels (live exposures of services)", ls, get, create, pause, resume, rm, conns)
+}
+
+// localAgentID returns the agent id of the state file.
+func (a *app) localAgentID() (string, error) {
+	path, err := a.stateFile()
+	if err != nil {
+		return "", err
+	}
+	st, err := loadState(path)
+	if err != nil {
+		return "", err
+	}
+	if st == nil {
+		return "", usageErrorf("--agent is required (no agent identity in %s)", path)
+	}
+	return st.AgentID, nil
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/privateconnect/pc/sdk/client"
+)
+
+func (a *app) upCmd() *cobra.Command {
+	var af agentFlags
+	cmd := leaf("up", "Run the agent as a daemon serving every service registered for it",
+		`  connect up --name build-box --label ci
+  PC_API_KEY=pc_… PC_STATE=/var/lib/pc/agent.json connect up --log-format json`,
+		0, 0, func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx := a.ctx(cmd)
+			st, err := a.identity(ctx, c, af.name, af.label)
+			if err != nil {
+				return err
+			}
+			svcs, err := client.All(ctx, func(ctx context.Context, lo client.ListOptions) ([]client.Service, string, error) {
+				return c.ListServices(ctx, lo, client.ServiceFilter{AgentID: st.AgentID})
+			})
+			if err != nil {
+				return err
+			}
+			if !a.jsonOut {
+				if len(svcs) == 0 {
+					fmt.Fprintln(a.stdout, "No services yet: add one with 'connect expose HOST:PORT --name NAME --detach'.")
+				} else {
+					_ = printList(a, svcs, "", []col[client.Service]{
+						{"SERVICE", func(s client.Service) string { return s.Name }},
+						{"TARGET", func(s client.Service) string { return net.JoinHostPort(s.TargetHost, strconv.Itoa(s.TargetPort)) }},
+						{"PROTOCOL", func(s client.Service) string { return s.Protocol }},
+						{"TCP PORT", func(s client.Service) string { return portOrDash(s.TunnelPort) }},
+					})
+				}
+			}
+			return a.runForeground(cmd.Context(), c, st, &af)
+		})
+	cmd.Flags().StringVar(&af.name, "name", "", "agent name (default: the host name)")
+	cmd.Flags().StringVar(&af.label, "label", "", "agent label (default \"default\")")
+	addAgentFlags(cmd, &af, false)
+	return cmd
+}
+
+func portOrDash(p int) string {
+	if p == 0 {
+		return "-"
+	}
+	return strconv.Itoa(p)
+}
