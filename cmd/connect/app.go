@@ -236,6 +236,10 @@ func isUsage(err error) bool {
 	if errors.As(err, &ue) {
 		return true
 	}
+	var ae *client.APIError
+	if errors.As(err, &ae) {
+		return false
+	}
 	msg := err.Error()
 	for _, prefix := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "required flag", "invalid argument", "flag needs an argument", "if any flags in the group"} {
 		if strings.HasPrefix(msg, prefix) {

@@ -12,6 +12,7 @@ import (
 type AuditEntry struct {
 	ID         string          `json:"id"`
 	Type       string          `json:"type"`
+	Event      string          `json:"event,omitempty"`
 	KeyID      string          `json:"keyId,omitempty"`
 	Method     string          `json:"method,omitempty"`
 	Route      string          `json:"route,omitempty"`

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/privateconnect/pc/sdk/agent"
+	"github.com/privateconnect/pc/sdk/client"
+)
+
+// provisionRoutes makes the fake answer the identity routes.
+func provisionRoutes(h *harness) {
+	h.ok("POST /v1/agents/provision", 201, `{"agentId":"`+agentID+`","token":"`+strings.Repeat("a", 64)+`","expiresAt":"`+
+		time.Now().Add(30*24*time.Hour).UTC().Format(time.RFC3339)+`","workspaceId":"w1","workspaceName":"default","edges":[{"id":"e1","tunnelAddr":"127.0.0.1:7070"}]}`)
+	h.ok("POST /v1/agents/register", 201, `{"id":"`+agentID+`","name":"laptop","label":"default","workspaceId":"w1"}`)
+	h.fail("GET /v1/edges", 403, `{"error":"Forbidden","message":"admin scope required","statusCode":403}`)
+}
+
+func readState(t *testing.T, path string) agentState {
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var st agentState
+	require.NoError(t, json.Unmarshal(b, &st))
+	return st
+}
+
+func TestExposeProvisionsRegistersAndRuns(t *testing.T) {
+	h := newHarness(t)
+	provisionRoutes(h)
+	h.ok("POST /v1/services/register", 201, webService)
+
+	out, errOut, code := h.run("expose", "localhost:3000", "--name", "web", "--protocol", "http", "--agent-name", "laptop")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, errOut, "Provisioned agent "+agentID)
+	assert.Contains(t, out, "Exposing web → localhost:3000")
+	assert.Contains(t, out, "port 23001 on every edge (e.g. 127.0.0.1:23001)")
+	assert.Contains(t, out, "connect link web")
+	assert.Contains(t, out, "connected to edge 127.0.0.1:7070")
+
+	assert.Equal(t, map[string]any{"clientType": "cli", "name": "laptop"}, body(t, h.one("POST", "/v1/agents/provision")))
+	reg := body(t, h.one("POST", "/v1/agents/register"))
+	assert.Equal(t, agentID, reg["agentId"])
+	assert.Equal(t, strings.Repeat("a", 64), reg["token"])
+	assert.JSONEq(t, `{"agentId":"`+agentID+`","name":"web","targetHost":"localhost","targetPort":3000,"protocol":"http"}`,
+		string(h.one("POST", "/v1/services/register").Body))
+
+	require.Len(t, h.agents, 1)
+	cfg := h.agents[0]
+	assert.Equal(t, agentID, cfg.AgentID)
+	assert.Equal(t, strings.Repeat("a", 64), cfg.Token)
+	assert.Equal(t, []string{"127.0.0.1:7070"}, cfg.Edges)
+	assert.NotNil(t, cfg.Logger)
+
+	// The identity is stored privately.
+	fi, err := os.Stat(h.state)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	di, err := os.Stat(filepath.Dir(h.state))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o700), di.Mode().Perm())
+	st := readState(t, h.state)
+	assert.Equal(t, agentID, st.AgentID)
+	assert.Equal(t, "w1", st.WorkspaceID)
+	assert.Equal(t, h.srv.URL, st.ControlURL)
+
+	// A second run reuses the identity.
+	_, errOut, code = h.run("expose", "3000", "--detach")
+	require.Equal(t, 0, code, errOut)
+	assert.Len(t, h.requests("POST", "/v1/agents/provision"), 1)
+	assert.Len(t, h.requests("POST", "/v1/agents/register"), 2)
+	assert.Len(t, h.agents, 1, "--detach does not run the agent")
+}
+
+func TestExposeStopsCleanlyOnCancel(t *testing.T) {
+	h := newHarness(t)
+	provisionRoutes(h)
+	h.ok("POST /v1/services/register", 200, webService)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.agentRun = func(actx context.Context, cfg agent.Config) error {
+		cfg.OnEvent(agent.Event{Kind: agent.EventConnected, Edge: cfg.Edges[0]})
+		cancel() // Ctrl-C
+		<-actx.Done()
+		return nil
+	}
+	out, errOut, code := h.runCtx(ctx, "expose", "localhost:3000", "--json")
+	assert.Equal(t, 0, code, errOut)
+	dec := json.NewDecoder(strings.NewReader(out))
+	var svc map[string]any
+	require.NoError(t, dec.Decode(&svc))
+	assert.Equal(t, "web", svc["name"])
+	var ev map[string]any
+	require.NoError(t, dec.Decode(&ev))
+	assert.Equal(t, "connected", ev["event"])
+	// The default name derives from the port.
+	assert.Equal(t, "web", body(t, h.one("POST", "/v1/services/register"))["name"])
+}
+
+func TestExposeRotatesTokenNearExpiry(t *testing.T) {
+	h := newHarness(t)
+	provisionRoutes(h)
+	h.ok("POST /v1/services/register", 200, webService)
+	h.ok("POST /v1/agents/rotate-token", 200, `{"token":"`+strings.Repeat("b", 64)+`","expiresAt":"2099-01-01T00:00:00Z"}`)
+	require.NoError(t, saveState(h.state, &agentState{
+		AgentID: agentID, Token: strings.Repeat("a", 64), ExpiresAt: time.Now().Add(time.Hour),
+		ControlURL: h.srv.URL, Edges: []client.AgentEdge{{ID: "e1", TunnelAddr: "127.0.0.1:7070"}},
+	}))
+	_, errOut, code := h.run("expose", "localhost:3000")
+	require.Equal(t, 0, code, errOut)
+	assert.Empty(t, h.requests("POST", "/v1/agents/provision"))
+	assert.Equal(t, map[string]any{"agentId": agentID, "currentToken": strings.Repeat("a", 64)}, body(t, h.one("POST", "/v1/agents/rotate-token")))
+	assert.Equal(t, strings.Repeat("b", 64), h.agents[0].Token)
+	assert.Equal(t, strings.Repeat("b", 64), readState(t, h.state).Token)
+	assert.Equal(t, strings.Repeat("b", 64), body(t, h.one("POST", "/v1/agents/register"))["token"])
+}
+
+func TestExposeRefusesStateOfAnotherControlPlane(t *testing.T) {
+	h := newHarness(t)
+	require.NoError(t, saveState(h.state, &agentState{AgentID: agentID, Token: "t", ExpiresAt: time.Now().Add(1000 * time.Hour), ControlURL: "http://elsewhere:3001"}))
+	_, errOut, code := h.run("expose", "localhost:3000")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "holds an agent of http://elsewhere:3001")
+}
+
+func TestExposeRefreshesEdgesWithAdminKey(t *testing.T) {
+	h := newHarness(t)
+	h.ok("POST /v1/agents/provision", 201, `{"agentId":"`+agentID+`","token":"t","expiresAt":"2099-01-01T00:00:00Z","edges":[]}`)
+	h.ok("POST /v1/agents/register", 201, `{"id":"`+agentID+`"}`)
+	h.ok("GET /v1/edges", 200, `[{"id":"e1","tunnelAddr":"127.0.0.1:7070"},{"id":"e2","tunnelAddr":"tls://edge2:7443"}]`)
+	h.ok("POST /v1/services/register", 201, webService)
+	_, errOut, code := h.run("expose", "localhost:3000")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, []string{"127.0.0.1:7070", "tls://edge2:7443"}, h.agents[0].Edges)
+}
+
+func TestExposeWithoutEdges(t *testing.T) {
+	h := newHarness(t)
+	h.ok("POST /v1/agents/provision", 201, `{"agentId":"`+agentID+`","token":"t","expiresAt":"2099-01-01T00:00:00Z","edges":[]}`)
+	h.ok("POST /v1/agents/register", 201, `{"id":"`+agentID+`"}`)
+	h.ok("GET /v1/edges", 200, `[]`)
+	h.ok("POST /v1/services/register", 201, webService)
+	_, errOut, code := h.run("expose", "localhost:3000")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "no edge to connect to")
+}
+
+func TestUpServesRegisteredServices(t *testing.T) {
+	h := newHarness(t)
+	provisionRoutes(h)
+	h.ok("GET /v1/services", 200, `[`+webService+`]`)
+	out, errOut, code := h.run("up", "--name", "build-box", "--label", "ci")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, map[string]any{"clientType": "cli", "name": "build-box", "label": "ci"}, body(t, h.one("POST", "/v1/agents/provision")))
+	assert.Equal(t, "agentId="+agentID+"&limit=500", h.one("GET", "/v1/services").Query)
+	assert.Regexp(t, `(?m)^web\s+localhost:3000\s+http\s+23001$`, out)
+	require.Len(t, h.agents, 1)
+}
+
+func TestAgentsRotateTokenUsesStateFile(t *testing.T) {
+	h := newHarness(t)
+	h.ok("POST /v1/agents/rotate-token", 200, `{"token":"new","expiresAt":"2099-01-01T00:00:00Z"}`)
+	require.NoError(t, saveState(h.state, &agentState{AgentID: agentID, Token: "old", ControlURL: h.srv.URL}))
+	out, _, code := h.run("agents", "rotate-token")
+	require.Equal(t, 0, code)
+	assert.Contains(t, out, "valid until 2099-01-01T00:00:00Z")
+	assert.Equal(t, "new", readState(t, h.state).Token)
+}
+
+func TestReachForwardsToTheEdgeTCPPort(t *testing.T) {
+	// A stand-in for the edge's TCP port of the service: an echo server.
+	edge, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer edge.Close()
+	go func() {
+		for {
+			c, err := edge.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	port := edge.Addr().(*net.TCPAddr).Port
+
+	h := newHarness(t)
+	h.ok("GET /v1/services", 200, `[{"id":"`+serviceID+`","name":"db","targetPort":5432,"tunnelPort":`+strconv.Itoa(port)+`}]`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- h.app(&stdout, &stderr).execute(ctx, []string{"reach", "db", "--port", "0", "--edge", "127.0.0.1"})
+	}()
+
+	var addr string
+	require.Eventually(t, func() bool { addr = strings.TrimSpace(stdout.String()); return addr != "" }, 5*time.Second, 10*time.Millisecond)
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	_, err = conn.Write([]byte("ping"))
+	require.NoError(t, err)
+	buf := make([]byte, 4)
+	_, err = io.ReadFull(conn, buf)
+	require.NoError(t, err)
+	assert.Equal(t, "ping", string(buf))
+	conn.Close()
+
+	cancel()
+	select {
+	case code := <-done:
+		assert.Equal(t, 0, code, stderr.String())
+	case <-time.After(5 * time.Second):
+		t.Fatal("reach did not stop on cancel")
+	}
+}

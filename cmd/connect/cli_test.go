@@ -1,0 +1,400 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/privateconnect/pc/sdk/client"
+)
+
+const (
+	agentID   = "11111111-1111-4111-8111-111111111111"
+	serviceID = "22222222-2222-4222-8222-222222222222"
+)
+
+const webService = `{"id":"` + serviceID + `","name":"web","agentId":"` + agentID + `","targetHost":"localhost","targetPort":3000,"protocol":"http","status":"ok","tunnelPort":23001,"isPublic":false,"createdAt":"2026-03-02T10:00:00Z"}`
+
+// --- flags, env and exit codes ---
+
+func TestEnvBindsGlobalAndCommandFlags(t *testing.T) {
+	h := newHarness(t)
+	h.ok("GET /v1/services", 200, `[`+webService+`]`)
+	h.ok("POST /v1/services/{id}/shares", 201, `{"id":"s1","name":"n","shareUrl":"http://edge/shared/abc"}`)
+	h.env["PC_EXPIRES"] = "7d"
+	h.env["PC_METHODS"] = "get,post"
+	out, errOut, code := h.run("link", "web")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, "http://edge/shared/abc\n", out)
+	req := h.one("POST", "/v1/services/"+serviceID+"/shares")
+	assert.Equal(t, testKey, req.APIKey, "PC_API_KEY")
+	b := body(t, req)
+	assert.Equal(t, "7d", b["expiresIn"])
+	assert.Equal(t, []any{"GET", "POST"}, b["allowedMethods"])
+}
+
+func TestCommandLineWinsOverEnv(t *testing.T) {
+	h := newHarness(t)
+	h.ok("GET /v1/edges", 200, `[]`)
+	h.env["PC_API_KEY"] = "pc_from_env"
+	_, errOut, code := h.run("edges", "ls", "--api-key", "pc_from_flag")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, "pc_from_flag", h.one("GET", "/v1/edges").APIKey)
+}
+
+func TestEnvJSONAndBadEnvValue(t *testing.T) {
+	h := newHarness(t)
+	h.ok("GET /v1/edges", 200, `[{"id":"e1","name":"local","extra":1}]`)
+	h.env["PC_JSON"] = "true"
+	out, _, code := h.run("edges", "ls")
+	require.Equal(t, 0, code)
+	assert.JSONEq(t, `[{"id":"e1","name":"local","extra":1}]`, out)
+
+	h.env["PC_JSON"] = "maybe"
+	_, errOut, code := h.run("edges", "ls")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "$PC_JSON")
+}
+
+func TestEnvNames(t *testing.T) {
+	root := newApp(nil, nil, nil).rootCmd()
+	assert.Equal(t, "PC_CONTROL_URL", envName(root.PersistentFlags().Lookup("control")))
+	assert.Equal(t, "PC_API_KEY", envName(root.PersistentFlags().Lookup("api-key")))
+	assert.Equal(t, "PC_LOG_FORMAT", envName(root.PersistentFlags().Lookup("log-format")))
+	link, _, err := root.Find([]string{"link"})
+	require.NoError(t, err)
+	assert.Equal(t, "PC_RATE_LIMIT", envName(link.Flags().Lookup("rate-limit")))
+	assert.Contains(t, link.Flags().Lookup("rate-limit").Usage, "[$PC_RATE_LIMIT]")
+}
+
+func TestEveryCommandHasHelpWithExample(t *testing.T) {
+	root := newApp(nil, nil, nil).rootCmd()
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			if sub.Name() == "help" {
+				continue
+			}
+			assert.NotEmpty(t, sub.Short, sub.CommandPath())
+			if !sub.HasSubCommands() {
+				assert.NotEmpty(t, sub.Example, "%s has no example", sub.CommandPath())
+			}
+			walk(sub)
+		}
+	}
+	walk(root)
+
+	h := newHarness(t)
+	out, _, code := h.run("shares", "logs", "--help")
+	assert.Equal(t, 0, code)
+	assert.Contains(t, out, "--follow")
+	assert.Contains(t, out, "Examples:")
+}
+
+func TestUsageErrorsExit2(t *testing.T) {
+	h := newHarness(t)
+	for _, args := range [][]string{
+		{"bogus"},
+		{"agents", "bogus"},
+		{"link"},
+		{"link", "web", "--bogus"},
+		{"link", "web", "--expires", "2h"},
+		{"--log-format", "xml", "status"},
+		{"expose", "localhost:99999", "--name", "x"},
+		{"edges", "add", "e1"},
+		{"keys", "ip-restrictions", "k1"},
+		{"shares", "update", "s1"},
+		{"link", "web", "--rate-limit", "many"},
+	} {
+		out, errOut, code := h.run(args...)
+		assert.Equal(t, 2, code, "%v: %s", args, errOut)
+		assert.Empty(t, out, "%v", args)
+		assert.True(t, strings.HasPrefix(errOut, "error: "), "%v: %s", args, errOut)
+		assert.Contains(t, errOut, "--help' for usage", "%v", args)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	assert.Empty(t, h.reqs, "usage errors must not call the API")
+}
+
+func TestAPIErrorExit1WithDetails(t *testing.T) {
+	h := newHarness(t)
+	h.fail("POST /v1/api-keys", 400, `{"error":"Bad Request","message":"Validation failed","statusCode":400,"details":[{"field":"name","message":"must be 1-50 characters"}]}`)
+	out, errOut, code := h.run("keys", "create", strings.Repeat("x", 60))
+	assert.Equal(t, 1, code)
+	assert.Empty(t, out)
+	assert.Equal(t, "error: Validation failed\n  name: must be 1-50 characters\n", errOut)
+}
+
+func TestAPIErrorVerbatimAndRetryAfter(t *testing.T) {
+	h := newHarness(t)
+	h.fail("GET /v1/agents/{id}", 404, `{"error":"Not Found","message":"Agent not found","statusCode":404}`)
+	h.fail("GET /v1/tunnels", 429, `{"error":"Too Many Requests","message":"Please wait before trying again","statusCode":429,"retryAfter":30}`)
+	_, errOut, code := h.run("agents", "get", agentID)
+	assert.Equal(t, 1, code)
+	assert.Equal(t, "error: Agent not found\n", errOut)
+
+	_, errOut, code = h.run("tunnels", "ls")
+	assert.Equal(t, 1, code)
+	assert.Equal(t, "error: Please wait before trying again\n  retry after 30 s\n", errOut)
+}
+
+func TestMissingAPIKey(t *testing.T) {
+	h := newHarness(t)
+	delete(h.env, "PC_API_KEY")
+	_, errOut, code := h.run("services", "ls")
+	assert.Equal(t, 1, code)
+	assert.Equal(t, "error: no API key: set --api-key or PC_API_KEY\n", errOut)
+}
+
+func TestUnreachableControlPlane(t *testing.T) {
+	h := newHarness(t)
+	h.env["PC_CONTROL_URL"] = "http://127.0.0.1:1"
+	_, errOut, code := h.run("services", "ls")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "error: cannot reach the control plane at http://127.0.0.1:1")
+	assert.NotContains(t, errOut, "goroutine")
+}
+
+// --- link ---
+
+func TestLinkPrintsOnlyTheURL(t *testing.T) {
+	h := newHarness(t)
+	// The service is on the second page of the listing.
+	h.mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Query().Get("cursor") == "" {
+			w.Header().Set("X-Next-Cursor", "p2")
+			w.Write([]byte(`{"success":true,"data":[{"id":"other","name":"db"}]}`))
+			return
+		}
+		w.Write([]byte(`{"success":true,"data":[` + webService + `]}`))
+	})
+	h.ok("POST /v1/services/{id}/shares", 201, `{"id":"s1","token":"abc","name":"demo","shareUrl":"http://127.0.0.1:8080/shared/abc","expiresAt":"2026-03-02T11:00:00Z"}`)
+	cfg := filepath.Join(t.TempDir(), "geo.json")
+	require.NoError(t, os.WriteFile(cfg, []byte(`{"allow":["FR"]}`), 0o600))
+
+	out, errOut, code := h.run("link", "web", "--name", "demo", "--expires", "1h", "--methods", "get", "--paths", "/api/*",
+		"--password", "correct-horse", "--allow-ip", "10.0.0.0/8", "--rate-limit", "60", "--max-uses", "5",
+		"--plugin", "geo:"+cfg, "--plugin", "bot-block")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, "http://127.0.0.1:8080/shared/abc\n", out)
+	assert.Contains(t, errOut, `Share "demo" of web`)
+	assert.JSONEq(t, `{"name":"demo","expiresIn":"1h","allowedMethods":["GET"],"allowedPaths":["/api/*"],"password":"correct-horse",
+		"allowedIps":["10.0.0.0/8"],"rateLimitPerMin":60,"maxUses":5,
+		"plugins":[{"pluginId":"geo","config":{"allow":["FR"]}},{"pluginId":"bot-block"}]}`,
+		string(h.one("POST", "/v1/services/"+serviceID+"/shares").Body))
+}
+
+func TestLinkJSONIsTheRawData(t *testing.T) {
+	h := newHarness(t)
+	h.ok("GET /v1/services", 200, `[`+webService+`]`)
+	h.ok("POST /v1/services/{id}/shares", 201, `{"id":"s1","token":"abc","shareUrl":"http://e/shared/abc","futureField":{"x":1}}`)
+	out, _, code := h.run("link", "web", "--json")
+	require.Equal(t, 0, code)
+	assert.JSONEq(t, `{"id":"s1","token":"abc","shareUrl":"http://e/shared/abc","futureField":{"x":1}}`, out)
+	assert.NotEmpty(t, body(t, h.one("POST", "/v1/services/"+serviceID+"/shares"))["name"], "a default share name is sent")
+}
+
+func TestLinkByServiceID(t *testing.T) {
+	h := newHarness(t)
+	h.ok("GET /v1/services/{id}", 200, webService)
+	h.ok("POST /v1/services/{id}/shares", 201, `{"id":"s1","shareUrl":"http://e/shared/x"}`)
+	out, _, code := h.run("link", serviceID)
+	require.Equal(t, 0, code)
+	assert.Equal(t, "http://e/shared/x\n", out)
+	assert.Empty(t, h.requests("GET", "/v1/services"))
+}
+
+func TestLinkUnknownService(t *testing.T) {
+	h := newHarness(t)
+	h.ok("GET /v1/services", 200, `[]`)
+	out, errOut, code := h.run("link", "nope")
+	assert.Equal(t, 1, code)
+	assert.Empty(t, out)
+	assert.Contains(t, errOut, `error: no service named "nope"`)
+}
+
+// --- lists and details ---
+
+func TestServicesLsTableAndCursor(t *testing.T) {
+	h := newHarness(t)
+	h.mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Next-Cursor", "next-page")
+		w.Write([]byte(`{"success":true,"data":[` + webService + `]}`))
+	})
+	out, errOut, code := h.run("services", "ls", "--status", "ok", "--limit", "1")
+	require.Equal(t, 0, code)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 2)
+	assert.Regexp(t, `^ID\s+NAME\s+TARGET\s+PROTOCOL\s+STATUS\s+TCP PORT\s+PUBLIC\s+AGENT$`, lines[0])
+	assert.Regexp(t, `^`+serviceID+`\s+web\s+localhost:3000\s+http\s+ok\s+23001\s+-\s+`+agentID+`$`, lines[1])
+	assert.Contains(t, errOut, "--cursor next-page")
+	assert.Equal(t, "limit=1&status=ok", h.one("GET", "/v1/services").Query)
+}
+
+func TestListAllFollowsCursors(t *testing.T) {
+	h := newHarness(t)
+	h.mux.HandleFunc("GET /v1/webhooks", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("cursor") == "" {
+			w.Header().Set("X-Next-Cursor", "c2")
+			w.Write([]byte(`{"success":true,"data":[{"id":"w1","url":"https://a","events":["share.created"]}]}`))
+			return
+		}
+		w.Write([]byte(`{"success":true,"data":[{"id":"w2","url":"https://b","events":["agent.connected"]}]}`))
+	})
+	out, _, code := h.run("webhooks", "ls", "--all", "--json")
+	require.Equal(t, 0, code)
+	var got []client.Webhook
+	require.NoError(t, json.Unmarshal([]byte(out), &got))
+	require.Len(t, got, 2)
+	assert.Equal(t, "w2", got[1].ID)
+}
+
+func TestGetShowsDetail(t *testing.T) {
+	h := newHarness(t)
+	h.ok("GET /v1/shares/{id}", 200, `{"id":"s1","name":"demo","tokenPreview":"abcdef","isActive":true,"accessCount":3,"allowedMethods":["GET","HEAD"],"expiresAt":"2026-03-02T11:00:00Z"}`)
+	out, _, code := h.run("shares", "get", "s1")
+	require.Equal(t, 0, code)
+	assert.Regexp(t, `(?m)^id\s+s1$`, out)
+	assert.Regexp(t, `(?m)^allowedMethods\s+GET, HEAD$`, out)
+	assert.Regexp(t, `(?m)^expiresAt\s+2026-03-02T11:00:00Z$`, out)
+	assert.Regexp(t, `(?m)^accessCount\s+3$`, out)
+	assert.NotContains(t, out, "revokedAt")
+}
+
+func TestMutationMessageAndJSON(t *testing.T) {
+	h := newHarness(t)
+	h.ok("DELETE /v1/shares/{id}", 200, `{"id":"s1","revokedAt":"2026-03-02T11:00:00Z"}`)
+	out, _, code := h.run("shares", "revoke", "s1")
+	require.Equal(t, 0, code)
+	assert.Equal(t, "Revoked share s1.\n", out)
+	out, _, code = h.run("shares", "revoke", "s1", "--json")
+	require.Equal(t, 0, code)
+	assert.JSONEq(t, `{"id":"s1","revokedAt":"2026-03-02T11:00:00Z"}`, out)
+}
+
+func TestSharesUpdateSendsOnlyChangedFields(t *testing.T) {
+	h := newHarness(t)
+	h.ok("PATCH /v1/shares/{id}", 200, `{"id":"s1","name":"demo"}`)
+	_, errOut, code := h.run("shares", "update", "s1", "--rate-limit", "120", "--methods", "get,head", "--clear", "allow-ip")
+	require.Equal(t, 0, code, errOut)
+	assert.JSONEq(t, `{"rateLimitPerMin":120,"allowedMethods":["GET","HEAD"],"allowedIps":[]}`, string(h.one("PATCH", "/v1/shares/s1").Body))
+}
+
+func TestSharesLsResolvesServiceName(t *testing.T) {
+	h := newHarness(t)
+	h.ok("GET /v1/services", 200, `[`+webService+`]`)
+	h.ok("GET /v1/services/{id}/shares", 200, `[{"id":"s1","name":"demo","tokenPreview":"abcdef","isActive":true,"rateLimitPerMin":60,"allowedMethods":["GET"]}]`)
+	out, _, code := h.run("shares", "ls", "web")
+	require.Equal(t, 0, code)
+	assert.Contains(t, out, "abcdef…")
+	assert.Contains(t, out, "GET 60/min")
+}
+
+func TestSharesLogsFollow(t *testing.T) {
+	h := newHarness(t)
+	var calls int
+	h.mux.HandleFunc("GET /v1/shares/{id}/logs", func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		data := `[{"id":"l1","accessedAt":"2026-03-02T10:00:01Z","method":"GET","path":"/a","statusCode":200,"decision":"allowed"}]`
+		if calls > 1 {
+			data = `[{"id":"l2","accessedAt":"2026-03-02T10:00:02Z","method":"POST","path":"/b","statusCode":403,"decision":"denied","deniedBy":"methods"},
+			         {"id":"l1","accessedAt":"2026-03-02T10:00:01Z","method":"GET","path":"/a","statusCode":200,"decision":"allowed"}]`
+		}
+		w.Write([]byte(`{"success":true,"data":` + data + `}`))
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	out, errOut, code := h.runCtx(ctx, "shares", "logs", "s1", "--follow", "--json")
+	require.Equal(t, 0, code, errOut)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 2, out)
+	assert.Contains(t, lines[0], `"id":"l1"`)
+	assert.Contains(t, lines[1], `"deniedBy":"methods"`)
+	reqs := h.requests("GET", "/v1/shares/s1/logs")
+	assert.Contains(t, reqs[len(reqs)-1].Query, "since=2026-03-02T10%3A00%3A01Z")
+}
+
+func TestAgentsCommandWait(t *testing.T) {
+	h := newHarness(t)
+	h.ok("POST /v1/agents/{id}/command", 201, `{"commandId":"c1","status":"delivered","agentOnline":true}`)
+	var polls int
+	h.mux.HandleFunc("GET /v1/agents/{id}/commands/{cid}", func(w http.ResponseWriter, r *http.Request) {
+		polls++
+		status := "delivered"
+		if polls > 2 {
+			status = "succeeded"
+		}
+		w.Write([]byte(`{"success":true,"data":{"id":"c1","action":"status","status":"` + status + `","result":{"ok":true}}}`))
+	})
+	out, errOut, code := h.run("agents", "command", agentID, "status", "--wait", "--params", `{"verbose":true}`)
+	require.Equal(t, 0, code, errOut)
+	assert.Regexp(t, `(?m)^status\s+succeeded$`, out)
+	assert.Regexp(t, `(?m)^result\s+\{"ok":true\}$`, out)
+	assert.JSONEq(t, `{"action":"status","params":{"verbose":true}}`, string(h.one("POST", "/v1/agents/"+agentID+"/command").Body))
+}
+
+func TestKeysCreate(t *testing.T) {
+	h := newHarness(t)
+	h.ok("POST /v1/api-keys", 201, `{"id":"k1","name":"ci","key":"pc_secret","keyPrefix":"pc_secret12","scopes":["read","write"],"allowedIpRanges":["10.0.0.0/8"]}`)
+	out, errOut, code := h.run("keys", "create", "ci", "--scopes", "read,write", "--allow-ip", "10.0.0.0/8")
+	require.Equal(t, 0, code)
+	assert.Regexp(t, `(?m)^key\s+pc_secret$`, out)
+	assert.Contains(t, errOut, "shown only once")
+	assert.JSONEq(t, `{"name":"ci","scopes":["read","write"],"allowedIpRanges":["10.0.0.0/8"]}`, string(h.one("POST", "/v1/api-keys").Body))
+}
+
+func TestKeysIPRestrictionsNone(t *testing.T) {
+	h := newHarness(t)
+	h.ok("PUT /v1/api-keys/{id}/ip-restrictions", 200, `{"id":"k1","allowedIpRanges":[]}`)
+	_, _, code := h.run("keys", "ip-restrictions", "k1", "--none")
+	require.Equal(t, 0, code)
+	assert.JSONEq(t, `{"allowedIpRanges":[]}`, string(h.one("PUT", "/v1/api-keys/k1/ip-restrictions").Body))
+}
+
+func TestEdgesAdd(t *testing.T) {
+	h := newHarness(t)
+	h.ok("POST /v1/edges", 201, `{"id":"e1","name":"local","token":"edge-secret","publicUrl":"http://127.0.0.1:8080","tunnelAddr":"127.0.0.1:7070"}`)
+	out, _, code := h.run("edges", "add", "local", "--public-url", "http://127.0.0.1:8080", "--tunnel-addr", "127.0.0.1:7070", "--json")
+	require.Equal(t, 0, code)
+	var e client.Edge
+	require.NoError(t, json.Unmarshal([]byte(out), &e))
+	assert.Equal(t, "edge-secret", e.Token)
+	assert.JSONEq(t, `{"name":"local","publicUrl":"http://127.0.0.1:8080","tunnelAddr":"127.0.0.1:7070"}`, string(h.one("POST", "/v1/edges").Body))
+}
+
+func TestPluginsPush(t *testing.T) {
+	h := newHarness(t)
+	h.ok("POST /v1/plugins", 201, `{"id":"p1","name":"geo","version":"1.0.0","sha256":"abcdef0123456789","sizeBytes":8}`)
+	file := filepath.Join(t.TempDir(), "geo.wasm")
+	require.NoError(t, os.WriteFile(file, []byte("\x00asm\x01\x00\x00\x00"), 0o600))
+	out, errOut, code := h.run("plugins", "push", file, "--version", "1.0.0")
+	require.Equal(t, 0, code, errOut)
+	assert.Regexp(t, `(?m)^name\s+geo$`, out)
+	req := h.one("POST", "/v1/plugins")
+	assert.Equal(t, "name=geo&version=1.0.0", req.Query)
+	assert.Equal(t, []byte("\x00asm\x01\x00\x00\x00"), req.Body)
+}
+
+func TestStatus(t *testing.T) {
+	h := newHarness(t)
+	h.ok("GET /health", 200, `{"status":"ok","version":"0.1.0","uptimeSeconds":12,"database":"ok","timestamp":"2026-03-02T10:00:00Z"}`)
+	h.ok("GET /v1/status", 200, `{"agents":2,"onlineAgents":1,"services":3,"activeShares":4,"edges":1,"onlineEdges":1,"configVersion":9}`)
+	out, _, code := h.run("status")
+	require.Equal(t, 0, code)
+	assert.Regexp(t, `(?m)^health\s+ok$`, out)
+	assert.Regexp(t, `(?m)^onlineAgents\s+1$`, out)
+	out, _, code = h.run("status", "--json")
+	require.Equal(t, 0, code)
+	assert.JSONEq(t, `{"agents":2,"onlineAgents":1,"services":3,"activeShares":4,"edges":1,"onlineEdges":1,"configVersion":9}`, out)
+}
