@@ -114,6 +114,9 @@ func CreateService(tx Tx, s *Service, portMin, portMax int) error {
 	return putJSON(tx, serviceKey(s.WorkspaceID, s.ID), s)
 }
 
+// SubdomainTaken reports whether a public subdomain is in use.
+func SubdomainTaken(tx Tx, sub string) (bool, error) { return exists(tx, key("idx", "subdomain", sub)) }
+
 func claimSubdomain(tx Tx, s *Service) error {
 	sk := key("idx", "subdomain", s.Subdomain)
 	if ok, err := exists(tx, sk); err != nil {
@@ -263,6 +266,9 @@ func CreateShare(tx Tx, sh *Share) error {
 	if err := tx.Put(hk, pointer(sh.WorkspaceID, sh.ID)); err != nil {
 		return err
 	}
+	if err := tx.Put(key("idx", "share", sh.ID), []byte(sh.WorkspaceID)); err != nil {
+		return err
+	}
 	if err := tx.Put(key("w", sh.WorkspaceID, "svcshare", sh.ServiceID, sh.ID), nil); err != nil {
 		return err
 	}
@@ -276,6 +282,15 @@ func GetShare(tx Tx, ws, id string) (*Share, error) {
 		return nil, notFound("share", err)
 	}
 	return &sh, nil
+}
+
+// LookupShare returns a share by id in whatever workspace owns it.
+func LookupShare(tx Tx, id string) (*Share, error) {
+	ws, err := tx.Get(key("idx", "share", id))
+	if err != nil {
+		return nil, notFound("share", err)
+	}
+	return GetShare(tx, string(ws), id)
 }
 
 // GetShareByTokenHash returns the share whose token has this SHA-256 hex.

@@ -1,0 +1,242 @@
+package api
+
+import (
+	"bufio"
+	"encoding/json"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/valyala/fasthttp"
+
+	"github.com/privateconnect/pc/control/push"
+	"github.com/privateconnect/pc/control/store"
+	"github.com/privateconnect/pc/internal/config"
+)
+
+type createEdgeRequest struct {
+	Name       string  `json:"name"`
+	PublicURL  string  `json:"publicUrl"`
+	TunnelAddr string  `json:"tunnelAddr"`
+	Region     *string `json:"region"`
+}
+
+type edgeCreatedView struct {
+	edgeView
+	Token string `json:"token"`
+}
+
+// requireDefaultAdmin allows platform-level changes only to admin keys of
+// workspace "default".
+func (a *API) requireDefaultAdmin(c *call) error {
+	if c.ws != a.opts.DefaultWorkspaceID {
+		return forbidden("only admin keys of workspace default may manage platform resources")
+	}
+	return nil
+}
+
+// ValidEdgeAddrs checks an edge's public URL (http/https) and tunnel
+// address (host:port).
+func validEdgeAddrs(v *validator, publicURL, tunnelAddr string) {
+	u, err := url.Parse(publicURL)
+	v.check(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && (u.Path == "" || u.Path == "/") && u.RawQuery == "",
+		"publicUrl", "must be an http or https base URL, e.g. https://edge.example.com")
+	host, port, err := net.SplitHostPort(tunnelAddr)
+	p, perr := strconv.Atoi(port)
+	v.check(err == nil && host != "" && perr == nil && p > 0 && p < 65536, "tunnelAddr", "must be host:port")
+}
+
+func (a *API) createEdge(c *call) (any, error) {
+	if err := a.requireDefaultAdmin(c); err != nil {
+		return nil, err
+	}
+	var req createEdgeRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	var v validator
+	v.strLen(req.Name, "name", 1, 100)
+	validEdgeAddrs(&v, req.PublicURL, req.TunnelAddr)
+	v.optStrLen(req.Region, "region", 0, 100)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	token := push.NewToken(32)
+	e := store.Edge{ID: uuid.NewString(), Name: req.Name, PublicURL: trimSlash(req.PublicURL), TunnelAddr: req.TunnelAddr,
+		TokenHash: HashSecret(token), CreatedAt: c.now}
+	if req.Region != nil {
+		e.Region = *req.Region
+	}
+	if err := a.kv.Update(c.ctx, func(tx store.Tx) error { return store.CreateEdge(tx, &e) }); err != nil {
+		return nil, err
+	}
+	c.resource = e.ID
+	a.invalidateEdgeBase()
+	a.publish(c, push.Edge(e.ID))
+	return edgeCreatedView{edgeView: a.edgeView(&e), Token: token}, nil
+}
+
+func trimSlash(s string) string {
+	for len(s) > 0 && s[len(s)-1] == '/' {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func (a *API) listEdges(c *call) (any, error) {
+	after, limit, err := c.page()
+	if err != nil {
+		return nil, err
+	}
+	var edges []store.Edge
+	var next string
+	err = a.kv.View(c.ctx, func(tx store.Tx) error {
+		var err error
+		edges, next, err = store.ListEdges(tx, after, limit)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.setNext(next)
+	out := make([]edgeView, 0, len(edges))
+	for i := range edges {
+		out = append(out, a.edgeView(&edges[i]))
+	}
+	return out, nil
+}
+
+func (a *API) deleteEdge(c *call) (any, error) {
+	if err := a.requireDefaultAdmin(c); err != nil {
+		return nil, err
+	}
+	id := c.param("id")
+	if err := a.kv.Update(c.ctx, func(tx store.Tx) error { return store.DeleteEdge(tx, id) }); err != nil {
+		return nil, err
+	}
+	c.resource = id
+	a.hub.Presence.Forget(id)
+	a.invalidateEdgeBase()
+	a.publish(c, push.Edge(id))
+	return map[string]any{"id": id, "deleted": true}, nil
+}
+
+func sortEdges(edges []store.Edge) {
+	slices.SortFunc(edges, func(x, y store.Edge) int {
+		if c := x.CreatedAt.Compare(y.CreatedAt); c != 0 {
+			return c
+		}
+		if x.ID < y.ID {
+			return -1
+		}
+		return 1
+	})
+}
+
+// edgeBaseURL is the base of share links: PublicShareBaseURL, else the
+// publicUrl of the oldest edge (cached briefly), else "".
+func (a *API) edgeBaseURL() string {
+	if a.opts.PublicShareBaseURL != "" {
+		return trimSlash(a.opts.PublicShareBaseURL)
+	}
+	a.edgeMu.Lock()
+	defer a.edgeMu.Unlock()
+	if time.Since(a.edgeBaseT) < 2*time.Second {
+		return a.edgeBase
+	}
+	var edges []store.Edge
+	err := a.kv.View(a.baseCtx, func(tx store.Tx) error {
+		var err error
+		edges, _, err = store.ListEdges(tx, "", 0)
+		return err
+	})
+	if err != nil {
+		return a.edgeBase
+	}
+	sortEdges(edges)
+	a.edgeBase = ""
+	if len(edges) > 0 {
+		a.edgeBase = edges[0].PublicURL
+	}
+	a.edgeBaseT = time.Now()
+	return a.edgeBase
+}
+
+// EdgesChanged tells the API that edges were changed outside it.
+func (a *API) EdgesChanged() { a.invalidateEdgeBase() }
+
+func (a *API) invalidateEdgeBase() {
+	a.edgeMu.Lock()
+	a.edgeBaseT = time.Time{}
+	a.edgeMu.Unlock()
+}
+
+// edgeConfig serves the NDJSON config stream of package internal/config.
+func (a *API) edgeConfig(ctx *fasthttp.RequestCtx) {
+	c := &call{ctx: ctx, a: a, now: time.Now().UTC()}
+	if err := a.authEdge(c); err != nil {
+		writeError(ctx, toError(err, a.log, "/v1/edges/config"))
+		return
+	}
+	epoch := string(ctx.QueryArgs().Peek("epoch"))
+	var version int64
+	if s := ctx.QueryArgs().Peek("version"); len(s) > 0 {
+		n, err := strconv.ParseInt(string(s), 10, 64)
+		if err != nil || n < 0 {
+			writeError(ctx, invalidField("version", "must be a non-negative integer"))
+			return
+		}
+		version = n
+	}
+	edgeID := c.edge.ID
+	ctx.SetContentType("application/x-ndjson")
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	a.log.Info("edge config stream opened", "edge", edgeID, "epoch", epoch, "version", version)
+	a.streams.Add(1)
+	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer a.streams.Done()
+		err := a.hub.Stream(a.baseCtx, w, edgeID, epoch, version)
+		a.log.Info("edge config stream closed", "edge", edgeID, "err", err)
+	})
+}
+
+type reportResponse struct {
+	ConfigEpoch   string `json:"configEpoch"`
+	ConfigVersion int64  `json:"configVersion"`
+}
+
+// edgeReport applies a config.Report. Decoding is lenient (unknown fields
+// are ignored) so that edges and control planes of neighbouring versions
+// interoperate.
+func (a *API) edgeReport(c *call) (any, error) {
+	var r config.Report
+	if err := json.Unmarshal(c.ctx.Request.Body(), &r); err != nil {
+		return nil, jsonError(err)
+	}
+	var v validator
+	for i, ev := range r.Events {
+		v.oneOf(ev.Event, "events["+strconv.Itoa(i)+"].event", config.EventConnected, config.EventDisconnected, config.EventRejected)
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	err := a.hub.Report(c.ctx, c.edge.ID, &r, push.ReportHooks{
+		AccessLogs: a.opts.Hooks.AccessLogs,
+		AgentEvent: func(ev store.AuditEvent) {
+			switch ev.Event {
+			case config.EventConnected:
+				a.event(ev.WorkspaceID, "agent.connected", map[string]any{"agentId": ev.AgentID, "edgeId": ev.EdgeID})
+			case config.EventDisconnected:
+				a.event(ev.WorkspaceID, "agent.disconnected", map[string]any{"agentId": ev.AgentID, "edgeId": ev.EdgeID})
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return reportResponse{ConfigEpoch: a.hub.Epoch(), ConfigVersion: a.hub.Version()}, nil
+}

@@ -1,0 +1,311 @@
+package api
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/fasthttp/router"
+	"github.com/valyala/fasthttp"
+
+	"github.com/privateconnect/pc/control/push"
+	"github.com/privateconnect/pc/control/store"
+	"github.com/privateconnect/pc/internal/config"
+)
+
+// Options configure the API.
+type Options struct {
+	KV     store.KV
+	Hub    *push.Hub
+	Logger *slog.Logger
+	// Version is the software version reported by /health.
+	Version string
+	// DefaultWorkspaceID is the id of workspace "default", whose admin keys
+	// manage platform-level resources (edges, workspaces).
+	DefaultWorkspaceID string
+	// PublicShareBaseURL, when set, is the base of share links instead of the
+	// first edge's publicUrl.
+	PublicShareBaseURL string
+	// PublicDomain is the domain of public services (<subdomain>.<domain>);
+	// empty derives it from the first edge's publicUrl.
+	PublicDomain string
+	// TCPPortMin and TCPPortMax bound tunnel port allocation.
+	TCPPortMin, TCPPortMax int
+	RateLimits RateLimits
+	// Hooks let other subsystems observe the API (all optional).
+	Hooks Hooks
+}
+
+// Hooks are optional callbacks for subsystems outside this package.
+type Hooks struct {
+	// Event is called after a committed mutation or connection event with
+	// a webhook-style event name (e.g. "share.created") and its data.
+	Event func(workspaceID, event string, data any)
+	// AccessLogs receives the access logs of edge reports (share logs/stats).
+	AccessLogs func(edgeID string, logs []config.AccessLog)
+	// AgentInbox is called when a command or message for an agent is stored,
+	// so that a live tunnel can deliver it at once (see package doc).
+	AgentInbox func(workspaceID, agentID string)
+}
+
+// API serves /v1, /health and the edge-facing routes.
+type API struct {
+	opts    Options
+	kv      store.KV
+	hub     *push.Hub
+	log     *slog.Logger
+	router  *router.Router
+	routes  []*route
+	limiter *limiter
+	keys    *keyCache
+	usage   *usageTracker
+	audit   *auditWriter
+	started time.Time
+
+	baseCtx context.Context // cancelled by StopStreams
+	stop    context.CancelFunc
+	streams sync.WaitGroup
+
+	edgeMu    sync.Mutex // guards the cached base URL
+	edgeBase  string
+	edgeBaseT time.Time
+}
+
+// New builds the API and its route table.
+func New(opts Options) (*API, error) {
+	if opts.KV == nil || opts.Hub == nil {
+		return nil, fmt.Errorf("api: KV and Hub are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.TCPPortMin == 0 && opts.TCPPortMax == 0 {
+		opts.TCPPortMin, opts.TCPPortMax = 23000, 23999
+	}
+	opts.RateLimits = opts.RateLimits.withDefaults()
+	a := &API{
+		opts: opts, kv: opts.KV, hub: opts.Hub, log: opts.Logger,
+		limiter: newLimiter(), keys: newKeyCache(), started: time.Now(),
+	}
+	a.baseCtx, a.stop = context.WithCancel(context.Background())
+	a.usage = newUsageTracker(a.kv, a.log)
+	a.audit = newAuditWriter(a.kv, a.log)
+	a.router = router.New()
+	a.router.HandleMethodNotAllowed = true
+	a.router.HandleOPTIONS = false
+	a.router.RedirectTrailingSlash = false
+	a.router.RedirectFixedPath = false
+	a.router.NotFound = func(ctx *fasthttp.RequestCtx) {
+		writeError(ctx, newError(fasthttp.StatusNotFound, "no route for %s %s", ctx.Method(), ctx.Path()))
+	}
+	a.router.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
+		writeError(ctx, newError(fasthttp.StatusMethodNotAllowed, "method %s is not allowed on %s (allowed: %s)",
+			ctx.Method(), ctx.Path(), ctx.Response.Header.Peek("Allow")))
+	}
+	a.router.PanicHandler = func(ctx *fasthttp.RequestCtx, v any) {
+		a.log.Error("handler panic", "path", string(ctx.Path()), "panic", v, "stack", string(debug.Stack()))
+		writeError(ctx, newError(fasthttp.StatusInternalServerError, "an internal error occurred"))
+	}
+	a.routes = a.table()
+	for _, r := range a.routes {
+		a.router.Handle(r.Method, r.Path, a.wrap(r))
+	}
+	return a, nil
+}
+
+// Handler is the fasthttp handler of the whole API.
+func (a *API) Handler(ctx *fasthttp.RequestCtx) {
+	h := &ctx.Response.Header
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "strict-origin-when-cross-origin")
+	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+	a.router.Handler(ctx)
+}
+
+// ErrorHandler answers requests fasthttp could not read (too large, bad
+// framing) in the error envelope; use it as fasthttp.Server.ErrorHandler.
+func (a *API) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
+	switch {
+	case err == fasthttp.ErrBodyTooLarge:
+		writeError(ctx, newError(fasthttp.StatusRequestEntityTooLarge, "request body is larger than %d bytes", MaxBodyBytes))
+	default:
+		if _, ok := err.(*fasthttp.ErrSmallBuffer); ok {
+			writeError(ctx, newError(fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers are too large"))
+			return
+		}
+		writeError(ctx, badRequest("the request could not be parsed"))
+	}
+}
+
+// MaxRequestBodySize is the largest body the server reads (edge reports
+// may be larger than API bodies); use it for fasthttp.Server.MaxRequestBodySize.
+const MaxRequestBodySize = 16 << 20
+
+// HeaderReceived lowers the body limit to MaxBodyBytes for everything but
+// edge reports; use it as fasthttp.Server.HeaderReceived.
+func (a *API) HeaderReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if string(h.RequestURI()) == "/v1/edges/report" {
+		return fasthttp.RequestConfig{MaxRequestBodySize: MaxRequestBodySize}
+	}
+	return fasthttp.RequestConfig{MaxRequestBodySize: MaxBodyBytes}
+}
+
+// StopStreams ends every open edge config stream and waits for them; call it
+// before shutting the HTTP server down (streams never end on their own).
+func (a *API) StopStreams() {
+	a.stop()
+	a.streams.Wait()
+}
+
+// Close ends the streams and flushes buffered audit events and key usage.
+func (a *API) Close() {
+	a.StopStreams()
+	a.audit.close()
+	a.usage.close()
+}
+
+// call is one request being handled.
+type call struct {
+	ctx      *fasthttp.RequestCtx
+	a        *API
+	r        *route
+	key      *store.APIKey // nil on public, agent and edge routes
+	ws       string        // the key's workspace
+	edge     *store.Edge   // on edge routes
+	status   int
+	next     string // cursor of the next page
+	resource string // id of the resource a mutation touched (audit)
+	now      time.Time
+}
+
+func (c *call) param(name string) string {
+	v, _ := c.ctx.UserValue(name).(string)
+	return v
+}
+
+func (c *call) query(name string) string { return string(c.ctx.QueryArgs().Peek(name)) }
+
+func (c *call) decode(v any) error { return decodeJSON(c.ctx.Request.Body(), v) }
+
+// page parses ?limit= (default 50, 1-500) and ?cursor=.
+func (c *call) page() (after string, limit int, err error) {
+	limit = 50
+	if s := c.query("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 500 {
+			return "", 0, &Error{Status: fasthttp.StatusBadRequest, Message: "invalid request: limit must be an integer between 1 and 500",
+				Details: []FieldError{{Field: "limit", Message: "must be an integer between 1 and 500"}}}
+		}
+		limit = n
+	}
+	if s := c.query("cursor"); s != "" {
+		b, err := base64.RawURLEncoding.DecodeString(s)
+		if err != nil || len(b) == 0 {
+			return "", 0, &Error{Status: fasthttp.StatusBadRequest, Message: "invalid request: cursor is not a cursor this API returned",
+				Details: []FieldError{{Field: "cursor", Message: "invalid cursor"}}}
+		}
+		after = string(b)
+	}
+	return after, limit, nil
+}
+
+func (c *call) setNext(next string) {
+	if next != "" {
+		c.next = base64.RawURLEncoding.EncodeToString([]byte(next))
+	}
+}
+
+type handler func(c *call) (any, error)
+
+// wrap applies authentication, rate limits, body rules, the envelope and
+// audit to a route's handler.
+func (a *API) wrap(r *route) fasthttp.RequestHandler {
+	if r.raw != nil {
+		return r.raw
+	}
+	return func(ctx *fasthttp.RequestCtx) {
+		c := &call{ctx: ctx, a: a, r: r, now: time.Now().UTC().Truncate(time.Millisecond)}
+		data, err := a.serve(c)
+		if err != nil {
+			e := toError(err, a.log, r.Path)
+			if c.key != nil && r.mutation() {
+				a.audit.add(c, e.Status)
+			}
+			writeError(ctx, e)
+			return
+		}
+		status := c.status
+		if status == 0 {
+			status = fasthttp.StatusOK
+			if r.Created {
+				status = fasthttp.StatusCreated
+			}
+		}
+		if c.next != "" {
+			ctx.Response.Header.Set("X-Next-Cursor", c.next)
+		}
+		if c.key != nil && r.mutation() {
+			a.audit.add(c, status)
+		}
+		writeJSON(ctx, status, envelope{Success: true, Data: data})
+	}
+}
+
+func (a *API) serve(c *call) (any, error) {
+	switch c.r.Access {
+	case accessRead, accessWrite, accessAdmin:
+		if err := a.authKey(c); err != nil {
+			return nil, err
+		}
+		if err := a.limit(c, "k:"+c.key.ID, a.opts.RateLimits.AuthenticatedPerMin); err != nil {
+			return nil, err
+		}
+	case accessEdge:
+		if err := a.authEdge(c); err != nil {
+			return nil, err
+		}
+	case accessAgent:
+		if err := a.limit(c, "a:"+c.ctx.RemoteIP().String(), a.opts.RateLimits.AuthenticatedPerMin); err != nil {
+			return nil, err
+		}
+	case accessPublic:
+		if c.r.Path != "/health" {
+			if err := a.limit(c, "p:"+c.ctx.RemoteIP().String(), a.opts.RateLimits.PublicPerMin); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if m := string(c.ctx.Method()); m == "POST" || m == "PATCH" || m == "PUT" {
+		max := MaxBodyBytes
+		if c.r.Access == accessEdge {
+			max = MaxRequestBodySize
+		}
+		if e := checkBody(c.ctx, max); e != nil {
+			return nil, e
+		}
+	}
+	return c.r.h(c)
+}
+
+type envelope struct {
+	Success bool `json:"success"`
+	Data    any  `json:"data"`
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = fasthttp.StatusInternalServerError
+		b = []byte(`{"error":"Internal Server Error","message":"an internal error occurred","statusCode":500}`)
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json; charset=utf-8")
+	ctx.SetBody(b)
+}

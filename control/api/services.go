@@ -1,0 +1,242 @@
+package api
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"regexp"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/privateconnect/pc/control/push"
+	"github.com/privateconnect/pc/control/store"
+)
+
+var protocols = []string{"auto", "tcp", "http", "https"}
+
+type registerServiceRequest struct {
+	AgentID    string  `json:"agentId"`
+	Name       string  `json:"name"`
+	TargetHost string  `json:"targetHost"`
+	TargetPort int     `json:"targetPort"`
+	Protocol   *string `json:"protocol"`
+	IsPublic   *bool   `json:"isPublic"`
+}
+
+func (v *validator) serviceName(s, field string) {
+	v.re(s, reServiceName, field, "must be 1-100 characters of A-Z, a-z, 0-9, _ and -")
+}
+
+func (v *validator) target(host string, port int) {
+	v.strLen(host, "targetHost", 1, 253)
+	if strings.ContainsAny(host, " /\\?#@") {
+		v.add("targetHost", "must be a host name or IP address")
+	}
+	v.intRange(port, "targetPort", 1, 65535)
+}
+
+// registerService creates a service, or updates the one with the same name
+// (200). A new service gets a tunnel port from the configured range.
+func (a *API) registerService(c *call) (any, error) {
+	var req registerServiceRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	var v validator
+	v.uuid(req.AgentID, "agentId")
+	v.serviceName(req.Name, "name")
+	v.target(req.TargetHost, req.TargetPort)
+	if req.Protocol != nil {
+		v.oneOf(*req.Protocol, "protocol", protocols...)
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	s, created, err := a.upsertService(c, req.AgentID, req.Name, req.TargetHost, req.TargetPort, req.Protocol, req.IsPublic)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		c.status = 201
+	}
+	return a.serviceView(s), nil
+}
+
+func (a *API) upsertService(c *call, agentID, name, host string, port int, protocol *string, isPublic *bool) (*store.Service, bool, error) {
+	var s *store.Service
+	created := false
+	err := a.kv.Update(c.ctx, func(tx store.Tx) error {
+		if _, err := store.GetAgent(tx, c.ws, agentID); err != nil {
+			return err
+		}
+		var err error
+		s, err = store.GetServiceByName(tx, c.ws, name)
+		switch {
+		case err == nil:
+			created = false
+			s.AgentID, s.TargetHost, s.TargetPort, s.UpdatedAt = agentID, host, port, c.now
+			if protocol != nil {
+				s.Protocol = *protocol
+			}
+			if isPublic != nil {
+				s.IsPublic = *isPublic
+			}
+			if s.IsPublic && s.Subdomain == "" {
+				if s.Subdomain, err = pickSubdomain(tx, s.Name); err != nil {
+					return err
+				}
+			}
+			return store.UpdateService(tx, s)
+		case isNotFoundErr(err):
+			created = true
+			s = &store.Service{ID: uuid.NewString(), WorkspaceID: c.ws, AgentID: agentID, Name: name,
+				TargetHost: host, TargetPort: port, Protocol: "auto", Status: "unknown",
+				Health: store.HealthConfig{IntervalSeconds: 60}, CreatedAt: c.now, UpdatedAt: c.now}
+			if protocol != nil {
+				s.Protocol = *protocol
+			}
+			if isPublic != nil && *isPublic {
+				s.IsPublic = true
+				if s.Subdomain, err = pickSubdomain(tx, s.Name); err != nil {
+					return err
+				}
+			}
+			return store.CreateService(tx, s, a.opts.TCPPortMin, a.opts.TCPPortMax)
+		default:
+			return err
+		}
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	c.resource = s.ID
+	a.publish(c, push.Service(c.ws, s.ID))
+	if created {
+		a.event(c.ws, "tunnel.created", map[string]any{"serviceId": s.ID, "name": s.Name})
+	}
+	return s, created, nil
+}
+
+var reNotSub = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// pickSubdomain derives a free subdomain from a service name.
+func pickSubdomain(tx store.Tx, name string) (string, error) {
+	base := strings.Trim(reNotSub.ReplaceAllString(strings.ToLower(name), "-"), "-")
+	if len(base) > 27 {
+		base = base[:27]
+	}
+	for len(base) < 3 {
+		base += "x"
+	}
+	cand := base
+	for i := 0; i < 8; i++ {
+		taken, err := store.SubdomainTaken(tx, cand)
+		if err != nil {
+			return "", err
+		}
+		if !taken {
+			return cand, nil
+		}
+		var b [2]byte
+		_, _ = rand.Read(b[:])
+		cand = base + "-" + hex.EncodeToString(b[:])
+	}
+	return "", store.ErrExhausted
+}
+
+func (a *API) listServices(c *call) (any, error) {
+	after, limit, err := c.page()
+	if err != nil {
+		return nil, err
+	}
+	agentID, status, protocol := c.query("agentId"), c.query("status"), c.query("protocol")
+	var v validator
+	if status != "" {
+		v.oneOf(status, "status", "unknown", "ok", "degraded", "down", "offline")
+	}
+	if protocol != "" {
+		v.oneOf(protocol, "protocol", protocols...)
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	var svcs []store.Service
+	var next string
+	err = a.kv.View(c.ctx, func(tx store.Tx) error {
+		var err error
+		svcs, next, err = store.ListServices(tx, c.ws, after, limit, func(s *store.Service) bool {
+			return (agentID == "" || s.AgentID == agentID) && (protocol == "" || s.Protocol == protocol) &&
+				(status == "" || a.serviceStatus(s) == status)
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.setNext(next)
+	out := make([]serviceView, 0, len(svcs))
+	for i := range svcs {
+		out = append(out, a.serviceView(&svcs[i]))
+	}
+	return out, nil
+}
+
+func (a *API) getService(c *call) (any, error) {
+	var s *store.Service
+	var ag *store.Agent
+	var diags []store.Diagnostic
+	err := a.kv.View(c.ctx, func(tx store.Tx) error {
+		var err error
+		if s, err = store.GetService(tx, c.ws, c.param("id")); err != nil {
+			return err
+		}
+		if ag, err = store.GetAgent(tx, c.ws, s.AgentID); err != nil && !isNotFoundErr(err) {
+			return err
+		}
+		diags, _, err = store.ListDiagnostics(tx, c.ws, s.ID, "", 1)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := serviceDetailView{serviceView: a.serviceView(s)}
+	if ag != nil {
+		out.Agent = &serviceAgentView{ID: ag.ID, Name: ag.Name, IsOnline: a.hub.Presence.AgentOnline(ag.ID)}
+	}
+	if len(diags) > 0 {
+		out.LastDiagnostic = diagnosticViewOf(&diags[0])
+	}
+	return out, nil
+}
+
+type deleteServiceResponse struct {
+	ID            string `json:"id"`
+	Deleted       bool   `json:"deleted"`
+	RevokedShares int    `json:"revokedShares"`
+}
+
+// deleteService removes a service, revokes its shares and frees its port.
+func (a *API) deleteService(c *call) (any, error) {
+	id := c.param("id")
+	var shares []store.Share
+	var n int
+	err := a.kv.Update(c.ctx, func(tx store.Tx) error {
+		var err error
+		if shares, _, err = store.ListServiceShares(tx, c.ws, id, "", 0); err != nil {
+			return err
+		}
+		n, err = store.DeleteService(tx, c.ws, id, c.now)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.resource = id
+	refs := []push.Ref{push.Service(c.ws, id)}
+	for _, sh := range shares {
+		refs = append(refs, push.Share(c.ws, sh.ID))
+	}
+	a.publish(c, refs...)
+	a.event(c.ws, "tunnel.deleted", map[string]any{"serviceId": id})
+	return deleteServiceResponse{ID: id, Deleted: true, RevokedShares: n}, nil
+}

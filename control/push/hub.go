@@ -1,0 +1,369 @@
+// Package push keeps the configuration version of the data plane and streams
+// configuration to edge nodes (see package internal/config for the wire
+// contract).
+//
+// The [Hub] holds the config version (monotonic; its high-water mark is
+// persisted in the store in blocks, so it never goes back across restarts),
+// a random epoch per process start, and a ring of recent changes. After an API
+// mutation commits, the caller names what it touched with [Hub.Publish]; the
+// hub re-reads those objects from the store under its lock and records them
+// as the next change. Reading the committed state at publish time (instead of
+// carrying the values from the mutation) makes concurrent mutations of one
+// object safe: the last published change always holds the latest committed
+// state, whatever order the publishers ran in.
+//
+// Each edge stream ([Hub.Stream]) waits on a wake-up channel and sends what it
+// has not sent yet; when its version has left the ring (or the epoch differs)
+// it sends a full snapshot, so a revocation is never lost. [Presence] tracks
+// which edges are alive and which agents they hold.
+package push
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/privateconnect/pc/control/store"
+	"github.com/privateconnect/pc/internal/config"
+)
+
+// Ref names one object whose committed state should be pushed.
+type Ref struct {
+	Kind        string // a config.Kind* constant
+	WorkspaceID string // empty for edges and settings
+	ID          string
+}
+
+// Share, Service, Agent, Edge, Settings build Refs.
+func Share(ws, id string) Ref   { return Ref{Kind: config.KindShare, WorkspaceID: ws, ID: id} }
+func Service(ws, id string) Ref { return Ref{Kind: config.KindService, WorkspaceID: ws, ID: id} }
+func Agent(ws, id string) Ref   { return Ref{Kind: config.KindAgent, WorkspaceID: ws, ID: id} }
+func Edge(id string) Ref        { return Ref{Kind: config.KindEdge, ID: id} }
+func Settings() Ref             { return Ref{Kind: config.KindSettings, ID: "settings"} }
+
+// Options configure a Hub.
+type Options struct {
+	Logger *slog.Logger
+	// RingSize is how many recent changes are kept for catching up (default 8192).
+	RingSize int
+	// PingInterval is the stream's keep-alive period (default 5 s).
+	PingInterval time.Duration
+	// Settings are the static data-plane settings pushed to edges.
+	Settings config.Settings
+	// RevokedRetention is how long revoked or expired shares stay in
+	// snapshots, so edges answer 410 rather than 404 (default 7 days).
+	RevokedRetention time.Duration
+}
+
+// versionBlock is how many versions are reserved per persisted write.
+const versionBlock = 1024
+
+const metaVersion = "configversion"
+
+// Hub is the config version, the change ring and the edge subscribers.
+type Hub struct {
+	kv       store.KV
+	log      *slog.Logger
+	epoch    string
+	opts     Options
+	Presence *Presence
+
+	mu       sync.Mutex
+	version  int64
+	reserved int64
+	ring     []config.Change // ring[i] has version ringBase+i ... kept contiguous
+	subs     map[chan struct{}]struct{}
+	snapVer  int64 // version of the cached encoded snapshot (-1: none)
+	snapMsg  []byte
+}
+
+// New loads the persisted version high-water mark and returns a hub.
+func New(ctx context.Context, kv store.KV, opts Options) (*Hub, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.RingSize <= 0 {
+		opts.RingSize = 8192
+	}
+	if opts.PingInterval <= 0 {
+		opts.PingInterval = 5 * time.Second
+	}
+	if opts.RevokedRetention <= 0 {
+		opts.RevokedRetention = 7 * 24 * time.Hour
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	h := &Hub{
+		kv: kv, log: opts.Logger, opts: opts, epoch: hex.EncodeToString(b[:]),
+		subs: make(map[chan struct{}]struct{}), snapVer: -1,
+		Presence: NewPresence(30 * time.Second),
+	}
+	err := kv.View(ctx, func(tx store.Tx) error {
+		v, err := store.GetMeta(tx, metaVersion)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		h.version, err = strconv.ParseInt(string(v), 10, 64)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("push: load version: %w", err)
+	}
+	h.reserved = h.version
+	return h, nil
+}
+
+// Epoch is this process's random epoch.
+func (h *Hub) Epoch() string { return h.epoch }
+
+// Version is the current config version.
+func (h *Hub) Version() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.version
+}
+
+// next reserves the next version; h.mu is held.
+func (h *Hub) next(ctx context.Context) (int64, error) {
+	if h.version+1 > h.reserved {
+		hw := h.version + versionBlock
+		err := h.kv.Update(ctx, func(tx store.Tx) error {
+			return store.PutMeta(tx, metaVersion, []byte(strconv.FormatInt(hw, 10)))
+		})
+		if err != nil {
+			return 0, fmt.Errorf("push: persist version: %w", err)
+		}
+		h.reserved = hw
+	}
+	h.version++
+	return h.version, nil
+}
+
+// Publish records the committed state of refs as the next changes and wakes
+// every stream. When the store cannot be read, the ring is dropped so that
+// every edge gets a fresh snapshot, and the error is returned.
+func (h *Hub) Publish(ctx context.Context, refs ...Ref) error {
+	if len(refs) == 0 {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var changes []config.Change
+	err := h.kv.View(ctx, func(tx store.Tx) error {
+		for _, r := range refs {
+			c, err := h.load(tx, r)
+			if err != nil {
+				return err
+			}
+			changes = append(changes, c)
+		}
+		return nil
+	})
+	if err == nil {
+		for i := range changes {
+			var v int64
+			if v, err = h.next(ctx); err != nil {
+				break
+			}
+			changes[i].Version = v
+			h.append(changes[i])
+		}
+	}
+	if err != nil {
+		// Something committed may not be described: force snapshots.
+		h.ring = h.ring[:0]
+		if _, e := h.next(ctx); e != nil {
+			h.version++ // the epoch still guards against reuse
+		}
+		h.log.Error("config publish failed; edges will resync", "err", err)
+	}
+	h.wake()
+	if err != nil {
+		return fmt.Errorf("push: publish: %w", err)
+	}
+	return nil
+}
+
+func (h *Hub) append(c config.Change) {
+	if len(h.ring) == h.opts.RingSize {
+		// Drop the oldest quarter at once to keep appends cheap.
+		n := copy(h.ring, h.ring[h.opts.RingSize/4:])
+		h.ring = h.ring[:n]
+	}
+	h.ring = append(h.ring, c)
+}
+
+func (h *Hub) wake() {
+	for ch := range h.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// since returns the changes after version v of epoch, or ok=false when a
+// snapshot is needed.
+func (h *Hub) since(epoch string, v int64) (changes []config.Change, cur int64, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cur = h.version
+	if epoch != h.epoch || v > cur {
+		return nil, cur, false
+	}
+	if v == cur {
+		return nil, cur, true
+	}
+	if len(h.ring) == 0 || h.ring[0].Version > v+1 {
+		return nil, cur, false
+	}
+	i := int(v + 1 - h.ring[0].Version)
+	return append([]config.Change(nil), h.ring[i:]...), cur, true
+}
+
+// load reads one object's committed state as a change; h.mu is held.
+func (h *Hub) load(tx store.Tx, r Ref) (config.Change, error) {
+	c := config.Change{Op: config.OpUpsert, Kind: r.Kind, ID: r.ID}
+	var err error
+	switch r.Kind {
+	case config.KindShare:
+		var sh *store.Share
+		if sh, err = store.GetShare(tx, r.WorkspaceID, r.ID); err == nil {
+			c.Share = ShareConfig(sh)
+		}
+	case config.KindService:
+		var s *store.Service
+		if s, err = store.GetService(tx, r.WorkspaceID, r.ID); err == nil {
+			c.Service = ServiceConfig(s)
+		}
+	case config.KindAgent:
+		var a *store.Agent
+		if a, err = store.GetAgent(tx, r.WorkspaceID, r.ID); err == nil {
+			c.Agent = AgentConfig(a)
+		}
+	case config.KindEdge:
+		var e *store.Edge
+		if e, err = store.GetEdge(tx, r.ID); err == nil {
+			c.Edge = EdgeConfig(e)
+		}
+	case config.KindSettings:
+		s := h.opts.Settings
+		c.Settings = &s
+	default:
+		return c, fmt.Errorf("unknown kind %q", r.Kind)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return config.Change{Op: config.OpDelete, Kind: r.Kind, ID: r.ID}, nil
+	}
+	return c, err
+}
+
+// Snapshot builds the full configuration at the current version.
+func (h *Hub) Snapshot(ctx context.Context) (*config.Snapshot, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.snapshot(ctx)
+}
+
+func (h *Hub) snapshot(ctx context.Context) (*config.Snapshot, error) {
+	snap := &config.Snapshot{
+		Epoch: h.epoch, Version: h.version, Settings: h.opts.Settings,
+		Shares: []config.Share{}, Services: []config.Service{}, Agents: []config.Agent{},
+		Edges: []config.Edge{}, Plugins: []config.Plugin{},
+	}
+	cutoff := time.Now().Add(-h.opts.RevokedRetention)
+	err := h.kv.View(ctx, func(tx store.Tx) error {
+		wss, _, err := store.ListWorkspaces(tx, "", 0)
+		if err != nil {
+			return err
+		}
+		for _, w := range wss {
+			shares, _, err := store.ListShares(tx, w.ID, "", 0, func(s *store.Share) bool {
+				return (s.RevokedAt == nil || s.RevokedAt.After(cutoff)) && (s.ExpiresAt == nil || s.ExpiresAt.After(cutoff))
+			})
+			if err != nil {
+				return err
+			}
+			for i := range shares {
+				snap.Shares = append(snap.Shares, *ShareConfig(&shares[i]))
+			}
+			svcs, _, err := store.ListServices(tx, w.ID, "", 0, nil)
+			if err != nil {
+				return err
+			}
+			for i := range svcs {
+				snap.Services = append(snap.Services, *ServiceConfig(&svcs[i]))
+			}
+			agents, _, err := store.ListAgents(tx, w.ID, "", 0, nil)
+			if err != nil {
+				return err
+			}
+			for i := range agents {
+				snap.Agents = append(snap.Agents, *AgentConfig(&agents[i]))
+			}
+		}
+		edges, _, err := store.ListEdges(tx, "", 0)
+		if err != nil {
+			return err
+		}
+		for i := range edges {
+			snap.Edges = append(snap.Edges, *EdgeConfig(&edges[i]))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("push: snapshot: %w", err)
+	}
+	return snap, nil
+}
+
+// snapshotMessage returns the encoded snapshot message line at the current
+// version, built at most once per version.
+func (h *Hub) snapshotMessage(ctx context.Context) ([]byte, int64, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.snapVer == h.version && h.snapMsg != nil {
+		return h.snapMsg, h.version, nil
+	}
+	snap, err := h.snapshot(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	b, err := json.Marshal(config.Message{Type: config.MsgSnapshot, Epoch: h.epoch, Version: snap.Version, Snapshot: snap})
+	if err != nil {
+		return nil, 0, fmt.Errorf("push: encode snapshot: %w", err)
+	}
+	h.snapVer, h.snapMsg = snap.Version, append(b, '\n')
+	return h.snapMsg, snap.Version, nil
+}
+
+func (h *Hub) subscribe() chan struct{} {
+	ch := make(chan struct{}, 1)
+	h.mu.Lock()
+	h.subs[ch] = struct{}{}
+	h.mu.Unlock()
+	return ch
+}
+
+func (h *Hub) unsubscribe(ch chan struct{}) {
+	h.mu.Lock()
+	delete(h.subs, ch)
+	h.mu.Unlock()
+}
+
+// Subscribers is the number of open edge streams.
+func (h *Hub) Subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}

@@ -1,0 +1,176 @@
+package push
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/privateconnect/pc/internal/config"
+)
+
+// Presence tracks edge liveness and which agents each edge holds. An edge is
+// online while it has an open config stream or reported within the offline
+// window; an offline edge's agents no longer count as connected through it.
+// State is in memory: after a restart edges re-report within seconds.
+type Presence struct {
+	mu      sync.RWMutex
+	edges   map[string]*EdgeState
+	offline time.Duration
+	now     func() time.Time
+}
+
+// EdgeState is what the control plane knows of a live edge.
+type EdgeState struct {
+	Streams       int
+	LastSeen      time.Time
+	ConfigEpoch   string
+	ConfigVersion int64
+	Version       string // edge software version
+	Agents        map[string]struct{}
+}
+
+// NewPresence returns a tracker with the given offline window.
+func NewPresence(offline time.Duration) *Presence {
+	return &Presence{edges: make(map[string]*EdgeState), offline: offline, now: time.Now}
+}
+
+func (p *Presence) edge(id string) *EdgeState {
+	e := p.edges[id]
+	if e == nil {
+		e = &EdgeState{Agents: map[string]struct{}{}}
+		p.edges[id] = e
+	}
+	return e
+}
+
+// StreamOpened marks an edge's config stream open.
+func (p *Presence) StreamOpened(id string) {
+	p.mu.Lock()
+	e := p.edge(id)
+	e.Streams++
+	e.LastSeen = p.now()
+	p.mu.Unlock()
+}
+
+// StreamClosed marks one of an edge's config streams closed.
+func (p *Presence) StreamClosed(id string) {
+	p.mu.Lock()
+	if e := p.edges[id]; e != nil {
+		e.Streams--
+		e.LastSeen = p.now()
+	}
+	p.mu.Unlock()
+}
+
+// Touch records a sign of life from the edge.
+func (p *Presence) Touch(id string) {
+	p.mu.Lock()
+	p.edge(id).LastSeen = p.now()
+	p.mu.Unlock()
+}
+
+// Report applies an edge report: applied version and the full list of
+// connected agents. It returns the agents that appeared and disappeared
+// since the previous report.
+func (p *Presence) Report(id string, r *config.Report) (appeared, gone []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.edge(id)
+	e.LastSeen = p.now()
+	e.ConfigEpoch, e.ConfigVersion = r.ConfigEpoch, r.ConfigVersion
+	if r.EdgeVersion != "" {
+		e.Version = r.EdgeVersion
+	}
+	now := make(map[string]struct{}, len(r.Agents))
+	for _, a := range r.Agents {
+		now[a] = struct{}{}
+		if _, ok := e.Agents[a]; !ok {
+			appeared = append(appeared, a)
+		}
+	}
+	for a := range e.Agents {
+		if _, ok := now[a]; !ok {
+			gone = append(gone, a)
+		}
+	}
+	e.Agents = now
+	return appeared, gone
+}
+
+// Forget drops an edge (deleted).
+func (p *Presence) Forget(id string) {
+	p.mu.Lock()
+	delete(p.edges, id)
+	p.mu.Unlock()
+}
+
+func (p *Presence) online(e *EdgeState, now time.Time) bool {
+	return e.Streams > 0 || now.Sub(e.LastSeen) < p.offline
+}
+
+// Edge returns a copy of an edge's state and whether it is online.
+func (p *Presence) Edge(id string) (st EdgeState, online bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	e := p.edges[id]
+	if e == nil {
+		return EdgeState{}, false
+	}
+	st = *e
+	st.Agents = nil
+	return st, p.online(e, p.now())
+}
+
+// AgentCount returns how many agents an online edge holds.
+func (p *Presence) AgentCount(id string) int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	e := p.edges[id]
+	if e == nil || !p.online(e, p.now()) {
+		return 0
+	}
+	return len(e.Agents)
+}
+
+// AgentEdges returns the online edges an agent is connected to, sorted.
+func (p *Presence) AgentEdges(agentID string) []string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	now := p.now()
+	var out []string
+	for id, e := range p.edges {
+		if _, ok := e.Agents[agentID]; ok && p.online(e, now) {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// AgentOnline reports whether an agent is connected to any online edge.
+func (p *Presence) AgentOnline(agentID string) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	now := p.now()
+	for _, e := range p.edges {
+		if _, ok := e.Agents[agentID]; ok && p.online(e, now) {
+			return true
+		}
+	}
+	return false
+}
+
+// OnlineEdges returns the ids of the online edges.
+func (p *Presence) OnlineEdges() []string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	now := p.now()
+	var out []string
+	for id, e := range p.edges {
+		if p.online(e, now) {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

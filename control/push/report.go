@@ -1,0 +1,197 @@
+package push
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/privateconnect/pc/control/store"
+	"github.com/privateconnect/pc/internal/config"
+)
+
+// ReportHooks receive the parts of edge reports that other subsystems own.
+// Each is optional and is called after the report is applied.
+type ReportHooks struct {
+	// AccessLogs receives each report's access logs (share logs and stats).
+	AccessLogs func(edgeID string, logs []config.AccessLog)
+	// AgentEvent is called for every stored agent connection event
+	// (webhooks: agent.connected / agent.disconnected).
+	AgentEvent func(ev store.AuditEvent)
+}
+
+// Report applies an edge report: the edge's liveness and applied version,
+// agent connection events (audit CONNECTED/DISCONNECTED/REJECTED/IP_CHANGED,
+// the agent's lastSeenAt/lastSeenIp), share access counters and command
+// results. Events for unknown agents are ignored.
+func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks ReportHooks) error {
+	appeared, gone := h.Presence.Report(edgeID, r)
+	events := r.Events
+	// An agent that appeared or vanished without an explicit event (a report
+	// was lost) still gets a trace in its log.
+	seen := map[string]bool{}
+	for _, ev := range events {
+		seen[ev.AgentID] = true
+	}
+	now := time.Now().UTC()
+	for _, a := range appeared {
+		if !seen[a] {
+			events = append(events, config.AgentEvent{AgentID: a, Event: config.EventConnected, At: now})
+		}
+	}
+	for _, a := range gone {
+		if !seen[a] {
+			events = append(events, config.AgentEvent{AgentID: a, Event: config.EventDisconnected, At: now})
+		}
+	}
+	counts := map[string]*struct {
+		n    int64
+		last time.Time
+	}{}
+	for _, l := range r.AccessLogs {
+		if l.Decision != "allowed" {
+			continue
+		}
+		c := counts[l.ShareID]
+		if c == nil {
+			c = &struct {
+				n    int64
+				last time.Time
+			}{}
+			counts[l.ShareID] = c
+		}
+		c.n++
+		if l.At.After(c.last) {
+			c.last = l.At
+		}
+	}
+	if len(events) == 0 && len(counts) == 0 && len(r.CommandResult) == 0 {
+		return nil
+	}
+	var stored []store.AuditEvent
+	err := h.kv.Update(ctx, func(tx store.Tx) error {
+		stored = stored[:0]
+		for _, ev := range events {
+			a, err := store.LookupAgent(tx, ev.AgentID)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			at := ev.At.UTC()
+			if at.IsZero() {
+				at = now
+			}
+			evs := []string{ev.Event}
+			prevIP := a.LastSeenIP
+			if ev.Event == config.EventConnected && ev.IP != "" && prevIP != "" && prevIP != ev.IP {
+				evs = append(evs, "IP_CHANGED")
+			}
+			if ev.Event != config.EventRejected {
+				a.LastSeenAt = &at
+				if ev.IP != "" {
+					a.LastSeenIP = ev.IP
+				}
+				if err := store.PutAgent(tx, a); err != nil {
+					return err
+				}
+			}
+			for _, name := range evs {
+				details := ev.Details
+				if name == "IP_CHANGED" {
+					details = "from " + prevIP + " to " + ev.IP
+				}
+				ae := store.AuditEvent{
+					ID: uuid.NewString(), WorkspaceID: a.WorkspaceID, Type: "agent." + name, Event: name,
+					AgentID: a.ID, EdgeID: edgeID, IP: ev.IP, Details: details, CreatedAt: at,
+				}
+				if err := store.AppendAudit(tx, &ae); err != nil {
+					return err
+				}
+				stored = append(stored, ae)
+			}
+		}
+		if err := h.countAccess(tx, counts); err != nil {
+			return err
+		}
+		return applyCommandResults(tx, r.CommandResult, now)
+	})
+	if err != nil {
+		return fmt.Errorf("push: report: %w", err)
+	}
+	if hooks.AgentEvent != nil {
+		for _, ev := range stored {
+			hooks.AgentEvent(ev)
+		}
+	}
+	if hooks.AccessLogs != nil && len(r.AccessLogs) > 0 {
+		hooks.AccessLogs(edgeID, r.AccessLogs)
+	}
+	return nil
+}
+
+// countAccess adds allowed requests to the shares' counters.
+func (h *Hub) countAccess(tx store.Tx, counts map[string]*struct {
+	n    int64
+	last time.Time
+}) error {
+	for id, c := range counts {
+		sh, err := store.LookupShare(tx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		sh.AccessCount += c.n
+		last := c.last.UTC()
+		if sh.LastAccessedAt == nil || last.After(*sh.LastAccessedAt) {
+			sh.LastAccessedAt = &last
+		}
+		if err := store.PutShare(tx, sh); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func applyCommandResults(tx store.Tx, results []config.CommandDone, now time.Time) error {
+	for _, r := range results {
+		a, err := store.LookupAgent(tx, r.AgentID)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		c, err := store.GetCommand(tx, a.WorkspaceID, r.CommandID)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && c.AgentID != r.AgentID) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		c.Status = store.CommandSucceeded
+		if !r.OK {
+			c.Status = store.CommandFailed
+		}
+		c.Result, c.Error = r.Result, r.Error
+		c.CompletedAt = &now
+		if err := store.PutCommand(tx, c, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NewToken returns n random bytes as lowercase hex.
+func NewToken(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
