@@ -286,9 +286,9 @@ func TestMutationMessageAndJSON(t *testing.T) {
 func TestSharesUpdateSendsOnlyChangedFields(t *testing.T) {
 	h := newHarness(t)
 	h.ok("PATCH /v1/shares/{id}", 200, `{"id":"s1","name":"demo"}`)
-	_, errOut, code := h.run("shares", "update", "s1", "--rate-limit", "120", "--methods", "get,head", "--clear", "allow-ip")
+	_, errOut, code := h.run("shares", "update", "s1", "--rate-limit", "120", "--methods", "get,head", "--clear", "allow-ip,max-uses")
 	require.Equal(t, 0, code, errOut)
-	assert.JSONEq(t, `{"rateLimitPerMin":120,"allowedMethods":["GET","HEAD"],"allowedIps":[]}`, string(h.one("PATCH", "/v1/shares/s1").Body))
+	assert.JSONEq(t, `{"rateLimitPerMin":120,"allowedMethods":["GET","HEAD"],"allowedIps":[],"maxUses":null}`, string(h.one("PATCH", "/v1/shares/s1").Body))
 }
 
 func TestSharesLsResolvesServiceName(t *testing.T) {

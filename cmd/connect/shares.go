@@ -105,7 +105,7 @@ func (a *app) shareUpdateCmd() *cobra.Command {
 	)
 	cmd = getCmd(a, "update SHARE_ID", "Change a share's policy, name or description",
 		`  connect shares update 6f1c… --methods GET,HEAD --rate-limit 120
-  connect shares update 6f1c… --clear allow-ip,paths`, 1,
+  connect shares update 6f1c… --clear allow-ip,rate-limit`, 1,
 		func(ctx context.Context, c *client.Client, args []string) (*client.Share, error) {
 			if err := validExpires(pf.expires); err != nil {
 				return nil, err
@@ -158,8 +158,14 @@ func (a *app) shareUpdateCmd() *cobra.Command {
 					req.AllowedIPs = &empty
 				case "plugin", "plugins":
 					req.Plugins = &[]client.SharePlugin{}
+				case "rate-limit":
+					req.Null = append(req.Null, "rateLimitPerMin")
+				case "max-uses":
+					req.Null = append(req.Null, "maxUses")
+				case "password":
+					req.Null = append(req.Null, "password")
 				default:
-					return nil, usageErrorf("--clear takes methods, paths, allow-ip or plugins, not %q", f)
+					return nil, usageErrorf("--clear takes methods, paths, allow-ip, plugins, rate-limit, max-uses or password, not %q", f)
 				}
 			}
 			if b, _ := json.Marshal(req); string(b) == "{}" {
@@ -168,7 +174,7 @@ func (a *app) shareUpdateCmd() *cobra.Command {
 			return c.UpdateShare(ctx, args[0], req)
 		})
 	addPolicyFlags(cmd, &pf)
-	cmd.Flags().StringSliceVar(&clear, "clear", nil, "policy lists to empty: methods, paths, allow-ip, plugins")
+	cmd.Flags().StringSliceVar(&clear, "clear", nil, "policy settings to remove: methods, paths, allow-ip, plugins, rate-limit, max-uses, password")
 	return cmd
 }
 

@@ -245,9 +245,9 @@ func TestUpdateShareClearsWithEmptyList(t *testing.T) {
 	f.mux.HandleFunc("PATCH /v1/shares/{id}", func(w http.ResponseWriter, r *http.Request) { ok(w, 200, `{"id":"x","name":"n"}`) })
 	empty := []string{}
 	limit := 10
-	_, err := f.client().UpdateShare(context.Background(), "x", client.UpdateShareRequest{AllowedIPs: &empty, RateLimitPerMin: &limit})
+	_, err := f.client().UpdateShare(context.Background(), "x", client.UpdateShareRequest{AllowedIPs: &empty, RateLimitPerMin: &limit, Null: []string{"maxUses"}})
 	require.NoError(t, err)
-	assert.JSONEq(t, `{"allowedIps":[],"rateLimitPerMin":10}`, string(f.last().Body))
+	assert.JSONEq(t, `{"allowedIps":[],"rateLimitPerMin":10,"maxUses":null}`, string(f.last().Body))
 }
 
 func TestPluginUploadAndDownload(t *testing.T) {

@@ -46,7 +46,9 @@ type CreateShareRequest struct {
 }
 
 // UpdateShareRequest is the body of PATCH /v1/shares/:id; nil fields are
-// unchanged, a pointer to an empty list clears it.
+// unchanged, a pointer to an empty list clears it, and the JSON fields named
+// in Null are sent as null (e.g. "rateLimitPerMin", "maxUses", "password" to
+// remove that limit).
 type UpdateShareRequest struct {
 	Name            *string        `json:"name,omitempty"`
 	Description     *string        `json:"description,omitempty"`
@@ -59,6 +61,24 @@ type UpdateShareRequest struct {
 	AllowedIPs      *[]string      `json:"allowedIps,omitempty"`
 	MaxUses         *int           `json:"maxUses,omitempty"`
 	Plugins         *[]SharePlugin `json:"plugins,omitempty"`
+	Null            []string       `json:"-"`
+}
+
+// MarshalJSON encodes the set fields, and null for each name in Null.
+func (r UpdateShareRequest) MarshalJSON() ([]byte, error) {
+	type plain UpdateShareRequest
+	b, err := json.Marshal(plain(r))
+	if err != nil || len(r.Null) == 0 {
+		return b, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	for _, f := range r.Null {
+		m[f] = json.RawMessage("null")
+	}
+	return json.Marshal(m)
 }
 
 // Share is a share link. Token and ShareURL are set only in the answer of a
@@ -79,12 +99,13 @@ type Share struct {
 	CreatedAt      *time.Time `json:"createdAt,omitempty"`
 	CreatedBy      string     `json:"createdBy,omitempty"`
 
-	AllowedPaths    []string      `json:"allowedPaths,omitempty"`
-	AllowedMethods  []string      `json:"allowedMethods,omitempty"`
-	RateLimitPerMin *int          `json:"rateLimitPerMin,omitempty"`
-	AllowedIPs      []string      `json:"allowedIps,omitempty"`
-	MaxUses         *int          `json:"maxUses,omitempty"`
-	Plugins         []SharePlugin `json:"plugins,omitempty"`
+	AllowedPaths     []string      `json:"allowedPaths,omitempty"`
+	AllowedMethods   []string      `json:"allowedMethods,omitempty"`
+	RateLimitPerMin  *int          `json:"rateLimitPerMin,omitempty"`
+	AllowedIPs       []string      `json:"allowedIps,omitempty"`
+	MaxUses          *int          `json:"maxUses,omitempty"`
+	Plugins          []SharePlugin `json:"plugins,omitempty"`
+	RequiresPassword bool          `json:"requiresPassword"`
 }
 
 // ShareLog is one access to a share.
