@@ -312,11 +312,11 @@ func (u *usageTracker) close() {
 // auditWriter stores audit events of API mutations in batches, off the
 // request path.
 type auditWriter struct {
-	kv   store.KV
-	log  *slog.Logger
-	ch   chan store.AuditEvent
-	done chan struct{}
-	mu   sync.RWMutex // guards closed against sends on a closed channel
+	kv     store.KV
+	log    *slog.Logger
+	ch     chan store.AuditEvent
+	done   chan struct{}
+	mu     sync.RWMutex // guards closed against sends on a closed channel
 	closed bool
 }
 

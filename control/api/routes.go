@@ -21,7 +21,9 @@ type route struct {
 	raw     fasthttp.RequestHandler
 }
 
-func (r *route) mutation() bool { return r.Method != fasthttp.MethodGet && r.Method != fasthttp.MethodHead }
+func (r *route) mutation() bool {
+	return r.Method != fasthttp.MethodGet && r.Method != fasthttp.MethodHead
+}
 
 // table lists every route of the API.
 func (a *API) table() []*route {

@@ -37,7 +37,7 @@ type Options struct {
 	PublicDomain string
 	// TCPPortMin and TCPPortMax bound tunnel port allocation.
 	TCPPortMin, TCPPortMax int
-	RateLimits RateLimits
+	RateLimits             RateLimits
 	// Hooks let other subsystems observe the API (all optional).
 	Hooks Hooks
 }

@@ -1,12 +1,12 @@
 package push
 
 import (
-	"bytes"
-	"slices"
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/privateconnect/pc/internal/config"

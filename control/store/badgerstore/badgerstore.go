@@ -254,7 +254,11 @@ func (t *tx) Scan(prefix, after []byte, fn func(k, v []byte) (bool, error)) erro
 
 type logAdapter struct{ l *slog.Logger }
 
-func (a logAdapter) Errorf(f string, args ...any)   { a.l.Error(fmt.Sprintf(f, args...), "component", "badger") }
-func (a logAdapter) Warningf(f string, args ...any) { a.l.Warn(fmt.Sprintf(f, args...), "component", "badger") }
-func (a logAdapter) Infof(string, ...any)           {}
-func (a logAdapter) Debugf(string, ...any)          {}
+func (a logAdapter) Errorf(f string, args ...any) {
+	a.l.Error(fmt.Sprintf(f, args...), "component", "badger")
+}
+func (a logAdapter) Warningf(f string, args ...any) {
+	a.l.Warn(fmt.Sprintf(f, args...), "component", "badger")
+}
+func (a logAdapter) Infof(string, ...any)  {}
+func (a logAdapter) Debugf(string, ...any) {}
