@@ -50,6 +50,11 @@ func newTestHost(t testing.TB, cfg Config) (*Host, *logBuffer) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	if cfg.DefaultTimeout == 0 {
+		// Tests run under -race on small shared machines, where a goroutine can be starved
+		// for milliseconds; the budget itself is tested with explicit timeouts.
+		cfg.DefaultTimeout = 50 * time.Millisecond
+	}
 	if cfg.CacheDir == "" {
 		cfg.CacheDir = wasmbuild.CacheDir()
 	}

@@ -232,7 +232,7 @@ func (in *instance) call(fn api.Function, budget int64) error {
 
 // describe turns a call error into a one-line detail.
 func describe(err error, in *instance) string {
-	if err == nil {
+	if err == nil || err == ErrTimeout {
 		return ""
 	}
 	if in != nil && len(in.errMsg) > 0 {
@@ -255,7 +255,9 @@ func (in *instance) classify(err error) error {
 		}
 		return ErrTrap
 	}
-	if m := in.mod.Memory(); m != nil && m.Size()+abi.PageSize > in.p.memLimit {
+	// A trap with memory near the cap is most likely a failed memory.grow (Go's runtime throws
+	// "out of memory"; other guests trap on -1).
+	if m := in.mod.Memory(); m != nil && uint64(m.Size())+max(abi.PageSize, uint64(in.p.memLimit)/4) > uint64(in.p.memLimit) {
 		return ErrMemoryLimit
 	}
 	if strings.Contains(err.Error(), "out of memory") {

@@ -170,7 +170,7 @@
     (if (i32.eq (local.get $op) (i32.const 87)) ;; W: grow memory until refused, then trap
       (then
         (loop $grow
-          (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+          (br_if $grow (i32.ne (memory.grow (i32.const 1)) (i32.const -1))))
         unreachable))
     (if (i32.eq (local.get $op) (i32.const 66)) ;; B: invalid header name
       (then
