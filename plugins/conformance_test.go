@@ -270,9 +270,9 @@ func TestConformanceValidateConfig(t *testing.T) {
 }
 
 type keySet struct {
-	rsa                          *rsa.PrivateKey
-	ec                           *ecdsa.PrivateKey
-	ed                           ed25519.PrivateKey
+	rsa                               *rsa.PrivateKey
+	ec                                *ecdsa.PrivateKey
+	ed                                ed25519.PrivateKey
 	rsaPEM, rsaPKCS1PEM, ecPEM, edPEM string
 }
 

@@ -312,8 +312,8 @@ var AllowedWASI = []string{
 	"environ_get", "environ_sizes_get", // report no environment
 	"clock_res_get", "clock_time_get",
 	"random_get",
-	"fd_write",                                  // stdout/stderr into rate-limited logs
-	"fd_read",                                   // stdin is empty
+	"fd_write",                                         // stdout/stderr into rate-limited logs
+	"fd_read",                                          // stdin is empty
 	"fd_close", "fd_fdstat_get", "fd_fdstat_set_flags", // stdio only
 	"fd_prestat_get", "fd_prestat_dir_name", // no preopened directories
 	"poll_oneoff", // clock subscriptions; no real sleep
