@@ -44,6 +44,7 @@ type app struct {
 	control   string
 	statePath string
 	logFormat string
+	logLevel  string
 	jsonOut   bool
 
 	// raw is the data payload of the last API answer, printed by --json.
@@ -115,7 +116,11 @@ Every flag can also be set in the environment as PC_<FLAG_NAME>
 			default:
 				return usageErrorf("--log-format must be text or json, not %q", a.logFormat)
 			}
-			a.log = newLogger(a.stderr, a.logFormat)
+			level, err := parseLevel(a.logLevel, a.logFormat)
+			if err != nil {
+				return err
+			}
+			a.log = newLogger(a.stderr, a.logFormat, level)
 			return nil
 		},
 	}
@@ -126,6 +131,7 @@ Every flag can also be set in the environment as PC_<FLAG_NAME>
 	pf.BoolVar(&a.jsonOut, "json", false, "print the API's JSON data instead of tables")
 	pf.StringVar(&a.statePath, "state", "~/.config/privateconnect/agent.json", "agent identity state file")
 	pf.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
+	pf.StringVar(&a.logLevel, "log-level", "", "debug, info, warn or error (default: warn for text, whose events are printed anyway; info for json)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 
 	root.AddCommand(
@@ -211,8 +217,23 @@ func expandHome(path string) (string, error) {
 	return filepath.Join(home, strings.TrimPrefix(path, "~")), nil
 }
 
-func newLogger(w io.Writer, format string) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+// parseLevel returns the log level of --log-level, defaulting by format.
+func parseLevel(s, format string) (slog.Level, error) {
+	if s == "" {
+		if format == "json" {
+			return slog.LevelInfo, nil
+		}
+		return slog.LevelWarn, nil
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, usageErrorf("--log-level must be debug, info, warn or error, not %q", s)
+	}
+	return l, nil
+}
+
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
@@ -260,7 +281,9 @@ func (a *app) printError(cmd *cobra.Command, err error) int {
 	var ae *client.APIError
 	if errors.As(err, &ae) {
 		for _, d := range ae.Details {
-			fmt.Fprintf(a.stderr, "  %s: %s\n", d.Field, d.Message)
+			if !strings.Contains(ae.Message, d.Field+" "+d.Message) { // not already said
+				fmt.Fprintf(a.stderr, "  %s: %s\n", d.Field, d.Message)
+			}
 		}
 		if ae.RetryAfter > 0 {
 			fmt.Fprintf(a.stderr, "  retry after %d s\n", ae.RetryAfter)

@@ -109,6 +109,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"link", "web", "--bogus"},
 		{"link", "web", "--expires", "2h"},
 		{"--log-format", "xml", "status"},
+		{"--log-level", "loud", "status"},
 		{"expose", "localhost:99999", "--name", "x"},
 		{"edges", "add", "e1"},
 		{"keys", "ip-restrictions", "k1"},
@@ -133,6 +134,15 @@ func TestAPIErrorExit1WithDetails(t *testing.T) {
 	assert.Equal(t, 1, code)
 	assert.Empty(t, out)
 	assert.Equal(t, "error: Validation failed\n  name: must be 1-50 characters\n", errOut)
+}
+
+func TestFieldDetailNotRepeated(t *testing.T) {
+	h := newHarness(t)
+	h.ok("GET /v1/services", 200, `[`+webService+`]`)
+	h.fail("POST /v1/services/{id}/shares", 400, `{"error":"Bad Request","message":"invalid request: password must be 8-128 characters","statusCode":400,"details":[{"field":"password","message":"must be 8-128 characters"}]}`)
+	_, errOut, code := h.run("link", "web", "--password", "short")
+	assert.Equal(t, 1, code)
+	assert.Equal(t, "error: invalid request: password must be 8-128 characters\n", errOut)
 }
 
 func TestAPIErrorVerbatimAndRetryAfter(t *testing.T) {

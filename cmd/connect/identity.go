@@ -201,12 +201,12 @@ func (a *app) printEvent(e agent.Event) {
 	case agent.EventRejected:
 		msg = "edge " + e.Edge + " rejected the agent"
 	default:
-		msg = e.Kind + " on edge " + e.Edge
+		msg = "edge " + e.Edge
 	}
 	if e.Message != "" {
 		msg += ": " + e.Message
 	}
-	if e.Err != nil {
+	if e.Err != nil && e.Err.Error() != e.Message {
 		msg += ": " + e.Err.Error()
 	}
 	fmt.Fprintf(a.stdout, "%s %s\n", ts, msg)
