@@ -181,8 +181,9 @@ func (a *API) registerAgent(c *call) (any, error) {
 	}
 	c.resource = ag.ID
 	a.publish(c, push.Agent(c.ws, ag.ID))
-	if created {
-		c.status = 201
+	if !created {
+		c.status = 200
+	} else {
 		a.event(c.ws, "agent.registered", map[string]any{"agentId": ag.ID, "name": ag.Name})
 	}
 	return registerAgentResponse{ID: ag.ID, Name: ag.Name, Label: ag.Label, WorkspaceID: ag.WorkspaceID, CreatedAt: ag.CreatedAt}, nil

@@ -56,8 +56,8 @@ func (a *API) registerService(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if created {
-		c.status = 201
+	if !created {
+		c.status = 200
 	}
 	return a.serviceView(s), nil
 }
