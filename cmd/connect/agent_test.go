@@ -222,3 +222,34 @@ func TestReachForwardsToTheEdgeTCPPort(t *testing.T) {
 		t.Fatal("reach did not stop on cancel")
 	}
 }
+
+func TestRunningAgentRenewsItsToken(t *testing.T) {
+	h := newHarness(t)
+	provisionRoutes(h)
+	h.ok("POST /v1/services/register", 200, webService)
+	h.ok("POST /v1/agents/rotate-token", 200, `{"token":"fresh","expiresAt":"2099-01-01T00:00:00Z"}`)
+	require.NoError(t, saveState(h.state, &agentState{
+		AgentID: agentID, Token: "old", ExpiresAt: time.Now().Add(rotateBefore + 100*time.Millisecond),
+		ControlURL: h.srv.URL, Edges: []client.AgentEdge{{TunnelAddr: "127.0.0.1:7070"}},
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runs := 0
+	h.agentRun = func(actx context.Context, cfg agent.Config) error {
+		runs++
+		if runs == 2 {
+			cancel() // Ctrl-C after the restart
+		}
+		<-actx.Done()
+		return nil
+	}
+	var stdout, stderr syncBuffer
+	a := h.app(&stdout, &stderr)
+	a.minRenewWait = 10 * time.Millisecond
+	code := a.execute(ctx, []string{"expose", "localhost:3000"})
+	require.Equal(t, 0, code, stderr.String())
+	require.Len(t, h.agents, 2)
+	assert.Equal(t, "old", h.agents[0].Token)
+	assert.Equal(t, "fresh", h.agents[1].Token)
+	assert.Equal(t, "fresh", readState(t, h.state).Token)
+}

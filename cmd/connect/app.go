@@ -38,6 +38,9 @@ type app struct {
 	runAgent func(ctx context.Context, cfg agent.Config) error
 	// pollInterval paces `shares logs --follow` and `agents command --wait`.
 	pollInterval time.Duration
+	// minRenewWait is the shortest wait before a running agent's token is
+	// rotated (a floor for tokens already within rotateBefore of expiry).
+	minRenewWait time.Duration
 
 	// Global flags.
 	apiKey    string
@@ -60,6 +63,7 @@ func newApp(stdout, stderr io.Writer, getenv func(string) (string, bool)) *app {
 		now:          time.Now,
 		httpClient:   &http.Client{Timeout: 2 * time.Minute},
 		pollInterval: 2 * time.Second,
+		minRenewWait: time.Minute,
 		runAgent: func(ctx context.Context, cfg agent.Config) error {
 			ag, err := agent.New(cfg)
 			if err != nil {
@@ -78,7 +82,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // execute runs the command line args and maps the outcome to an exit code.
-func (a *app) execute(ctx context.Context, args []string) int {
+// A panic is reported as an error line, never as a stack trace.
+func (a *app) execute(ctx context.Context, args []string) (code int) {
+	defer func() {
+		if v := recover(); v != nil {
+			fmt.Fprintf(a.stderr, "error: internal error: %v\n", v)
+			code = 1
+		}
+	}()
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetOut(a.stdout)

@@ -142,7 +142,7 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 		var renew atomic.Bool
 		var timer *time.Timer
 		if !st.ExpiresAt.IsZero() {
-			d := max(st.ExpiresAt.Sub(a.now())-rotateBefore, time.Minute)
+			d := max(st.ExpiresAt.Sub(a.now())-rotateBefore, a.minRenewWait)
 			timer = time.AfterFunc(d, func() { renew.Store(true); cancel() })
 		}
 		err := a.runAgent(runCtx, agent.Config{

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
 )
 
@@ -78,4 +80,15 @@ func TestHelpers(t *testing.T) {
 	assert.True(t, isUsage(errors.New(`unknown command "x" for "connect"`)))
 	assert.True(t, isUsage(errors.New(`required flag(s) "name" not set`)))
 	assert.False(t, isUsage(&client.APIError{StatusCode: 400, Message: "unknown flag in body"}))
+}
+
+func TestPanicIsAnErrorLine(t *testing.T) {
+	h := newHarness(t)
+	h.agentRun = func(context.Context, agent.Config) error { panic("boom") }
+	provisionRoutes(h)
+	h.ok("POST /v1/services/register", 201, webService)
+	_, errOut, code := h.run("expose", "localhost:3000")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "error: internal error: boom\n")
+	assert.NotContains(t, errOut, "goroutine")
 }
