@@ -45,6 +45,11 @@ const (
 	MsgSnapshot = "snapshot"
 	MsgChanges  = "changes"
 	MsgPing     = "ping"
+	// MsgInbox tells the edge that agents it may hold have new commands or
+	// messages (Message.Inbox lists their ids); the edge fetches them with
+	// GET /v1/edges/agent-inbox (see inbox.go). Edges that do not know the
+	// type ignore it.
+	MsgInbox = "inbox"
 )
 
 // Change operations.
@@ -77,6 +82,8 @@ type Message struct {
 	Version  int64     `json:"version"`
 	Snapshot *Snapshot `json:"snapshot,omitempty"`
 	Changes  []Change  `json:"changes,omitempty"`
+	// Inbox lists agent ids with pending inbox items (type "inbox").
+	Inbox []string `json:"inbox,omitempty"`
 }
 
 // Snapshot is the complete configuration an edge needs to serve requests.
@@ -196,6 +203,9 @@ type Report struct {
 	AccessLogs    []AccessLog   `json:"accessLogs,omitempty"`
 	Dropped       int64         `json:"dropped,omitempty"` // access logs dropped since the last report
 	CommandResult []CommandDone `json:"commandResults,omitempty"`
+	// Connections lists the live tunnel connections at report time (full
+	// list; drives GET /v1/tunnels/:id/connections and tunnel counters).
+	Connections []Connection `json:"connections,omitempty"`
 }
 
 // Agent connection event types.
