@@ -59,6 +59,10 @@ func decodeJSON(body []byte, v any) error {
 }
 
 func jsonError(err error) *Error {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return ae
+	}
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {

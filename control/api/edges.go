@@ -224,19 +224,36 @@ func (a *API) edgeReport(c *call) (any, error) {
 	if err := v.err(); err != nil {
 		return nil, err
 	}
+	var connected []store.AuditEvent
 	err := a.hub.Report(c.ctx, c.edge.ID, &r, push.ReportHooks{
 		AccessLogs: a.opts.Hooks.AccessLogs,
 		AgentEvent: func(ev store.AuditEvent) {
 			switch ev.Event {
 			case config.EventConnected:
+				connected = append(connected, ev)
 				a.event(ev.WorkspaceID, "agent.connected", map[string]any{"agentId": ev.AgentID, "edgeId": ev.EdgeID})
 			case config.EventDisconnected:
 				a.event(ev.WorkspaceID, "agent.disconnected", map[string]any{"agentId": ev.AgentID, "edgeId": ev.EdgeID})
 			}
 		},
+		CommandDone: a.commandDone,
 	})
 	if err != nil {
 		return nil, err
 	}
+	// Queued commands and messages go out when their agent connects.
+	if len(connected) > 0 {
+		var pending []string
+		_ = a.kv.View(c.ctx, func(tx store.Tx) error {
+			for _, ev := range connected {
+				if ok, err := a.hasInbox(tx, ev.WorkspaceID, ev.AgentID); err == nil && ok {
+					pending = append(pending, ev.AgentID)
+				}
+			}
+			return nil
+		})
+		a.hub.NotifyInbox(pending...)
+	}
+	a.hub.Presence.SetConnections(c.edge.ID, r.Connections)
 	return reportResponse{ConfigEpoch: a.hub.Epoch(), ConfigVersion: a.hub.Version()}, nil
 }

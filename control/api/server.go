@@ -38,6 +38,9 @@ type Options struct {
 	// TCPPortMin and TCPPortMax bound tunnel port allocation.
 	TCPPortMin, TCPPortMax int
 	RateLimits             RateLimits
+	// HealthTick is how often health monitoring looks for due checks
+	// (default 5 s; negative disables the monitor).
+	HealthTick time.Duration
 	// Hooks let other subsystems observe the API (all optional).
 	Hooks Hooks
 }
@@ -68,6 +71,9 @@ type API struct {
 	audit   *auditWriter
 	started time.Time
 
+	cmdWait notifier
+	monitor healthMonitor
+
 	baseCtx context.Context // cancelled by StopStreams
 	stop    context.CancelFunc
 	streams sync.WaitGroup
@@ -94,6 +100,13 @@ func New(opts Options) (*API, error) {
 		limiter: newLimiter(), keys: newKeyCache(), started: time.Now(),
 	}
 	a.baseCtx, a.stop = context.WithCancel(context.Background())
+	a.monitor.last = map[string]time.Time{}
+	if opts.HealthTick == 0 {
+		opts.HealthTick = 5 * time.Second
+	}
+	if opts.HealthTick > 0 {
+		go a.runHealthMonitor(a.baseCtx, opts.HealthTick)
+	}
 	a.usage = newUsageTracker(a.kv, a.log)
 	a.audit = newAuditWriter(a.kv, a.log)
 	a.router = router.New()

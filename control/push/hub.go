@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -79,7 +80,7 @@ type Hub struct {
 	version  int64
 	reserved int64
 	ring     []config.Change // ring[i] has version ringBase+i ... kept contiguous
-	subs     map[chan struct{}]struct{}
+	subs     map[*sub]struct{}
 	snapVer  int64 // version of the cached encoded snapshot (-1: none)
 	snapMsg  []byte
 }
@@ -102,7 +103,7 @@ func New(ctx context.Context, kv store.KV, opts Options) (*Hub, error) {
 	_, _ = rand.Read(b[:])
 	h := &Hub{
 		kv: kv, log: opts.Logger, opts: opts, epoch: hex.EncodeToString(b[:]),
-		subs: make(map[chan struct{}]struct{}), snapVer: -1,
+		subs: make(map[*sub]struct{}), snapVer: -1,
 		Presence: NewPresence(30 * time.Second),
 	}
 	err := kv.View(ctx, func(tx store.Tx) error {
@@ -203,13 +204,55 @@ func (h *Hub) append(c config.Change) {
 	h.ring = append(h.ring, c)
 }
 
-func (h *Hub) wake() {
-	for ch := range h.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
+// sub is one open stream.
+type sub struct {
+	wake  chan struct{}
+	inbox map[string]struct{} // agent ids to announce; guarded by Hub.mu
+}
+
+func (s *sub) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
+}
+
+func (h *Hub) wake() {
+	for s := range h.subs {
+		s.poke()
+	}
+}
+
+// NotifyInbox announces to every edge stream that these agents have new
+// commands or messages (an "inbox" message; see internal/config).
+func (h *Hub) NotifyInbox(agentIDs ...string) {
+	if len(agentIDs) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		for _, id := range agentIDs {
+			s.inbox[id] = struct{}{}
+		}
+		s.poke()
+	}
+}
+
+// takeInbox returns and clears a stream's pending inbox announcements.
+func (h *Hub) takeInbox(s *sub) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(s.inbox) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(s.inbox))
+	for id := range s.inbox {
+		ids = append(ids, id)
+	}
+	clear(s.inbox)
+	slices.Sort(ids)
+	return ids
 }
 
 // since returns the changes after version v of epoch, or ok=false when a
@@ -347,17 +390,17 @@ func (h *Hub) snapshotMessage(ctx context.Context) ([]byte, int64, error) {
 	return h.snapMsg, snap.Version, nil
 }
 
-func (h *Hub) subscribe() chan struct{} {
-	ch := make(chan struct{}, 1)
+func (h *Hub) subscribe() *sub {
+	s := &sub{wake: make(chan struct{}, 1), inbox: map[string]struct{}{}}
 	h.mu.Lock()
-	h.subs[ch] = struct{}{}
+	h.subs[s] = struct{}{}
 	h.mu.Unlock()
-	return ch
+	return s
 }
 
-func (h *Hub) unsubscribe(ch chan struct{}) {
+func (h *Hub) unsubscribe(s *sub) {
 	h.mu.Lock()
-	delete(h.subs, ch)
+	delete(h.subs, s)
 	h.mu.Unlock()
 }
 

@@ -27,6 +27,7 @@ type EdgeState struct {
 	ConfigVersion int64
 	Version       string // edge software version
 	Agents        map[string]struct{}
+	Connections   []config.Connection
 }
 
 // NewPresence returns a tracker with the given offline window.
@@ -117,7 +118,7 @@ func (p *Presence) Edge(id string) (st EdgeState, online bool) {
 		return EdgeState{}, false
 	}
 	st = *e
-	st.Agents = nil
+	st.Agents, st.Connections = nil, nil
 	return st, p.online(e, p.now())
 }
 
@@ -172,5 +173,38 @@ func (p *Presence) OnlineEdges() []string {
 		}
 	}
 	slices.Sort(out)
+	return out
+}
+
+// SetConnections records an edge's live tunnel connections (full list).
+func (p *Presence) SetConnections(id string, conns []config.Connection) {
+	p.mu.Lock()
+	p.edge(id).Connections = conns
+	p.mu.Unlock()
+}
+
+// EdgeConnection is a live connection and the edge that holds it.
+type EdgeConnection struct {
+	EdgeID string
+	config.Connection
+}
+
+// ServiceConnections returns the live connections of a service on online edges.
+func (p *Presence) ServiceConnections(serviceID string) []EdgeConnection {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	now := p.now()
+	var out []EdgeConnection
+	for id, e := range p.edges {
+		if !p.online(e, now) {
+			continue
+		}
+		for _, c := range e.Connections {
+			if c.ServiceID == serviceID {
+				out = append(out, EdgeConnection{EdgeID: id, Connection: c})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b EdgeConnection) int { return a.StartedAt.Compare(b.StartedAt) })
 	return out
 }

@@ -22,6 +22,8 @@ type ReportHooks struct {
 	// AgentEvent is called for every stored agent connection event
 	// (webhooks: agent.connected / agent.disconnected).
 	AgentEvent func(ev store.AuditEvent)
+	// CommandDone is called for every command a report completed.
+	CommandDone func(cmd store.Command)
 }
 
 // Report applies an edge report: the edge's liveness and applied version,
@@ -73,6 +75,7 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 		return nil
 	}
 	var stored []store.AuditEvent
+	var done []store.Command
 	err := h.kv.Update(ctx, func(tx store.Tx) error {
 		stored = stored[:0]
 		for _, ev := range events {
@@ -119,7 +122,9 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 		if err := h.countAccess(tx, counts); err != nil {
 			return err
 		}
-		return applyCommandResults(tx, r.CommandResult, now)
+		var err error
+		done, err = applyCommandResults(tx, r.CommandResult, now)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("push: report: %w", err)
@@ -127,6 +132,11 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 	if hooks.AgentEvent != nil {
 		for _, ev := range stored {
 			hooks.AgentEvent(ev)
+		}
+	}
+	if hooks.CommandDone != nil {
+		for _, c := range done {
+			hooks.CommandDone(c)
 		}
 	}
 	if hooks.AccessLogs != nil && len(r.AccessLogs) > 0 {
@@ -160,21 +170,22 @@ func (h *Hub) countAccess(tx store.Tx, counts map[string]*struct {
 	return nil
 }
 
-func applyCommandResults(tx store.Tx, results []config.CommandDone, now time.Time) error {
+func applyCommandResults(tx store.Tx, results []config.CommandDone, now time.Time) ([]store.Command, error) {
+	var done []store.Command
 	for _, r := range results {
 		a, err := store.LookupAgent(tx, r.AgentID)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		c, err := store.GetCommand(tx, a.WorkspaceID, r.CommandID)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && c.AgentID != r.AgentID) {
+		if errors.Is(err, store.ErrNotFound) || (err == nil && (c.AgentID != r.AgentID || c.CompletedAt != nil)) {
 			continue
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		c.Status = store.CommandSucceeded
 		if !r.OK {
@@ -182,11 +193,15 @@ func applyCommandResults(tx store.Tx, results []config.CommandDone, now time.Tim
 		}
 		c.Result, c.Error = r.Result, r.Error
 		c.CompletedAt = &now
-		if err := store.PutCommand(tx, c, now); err != nil {
-			return err
+		if c.DeliveredAt == nil {
+			c.DeliveredAt = &now
 		}
+		if err := store.PutCommand(tx, c, now); err != nil {
+			return nil, err
+		}
+		done = append(done, *c)
 	}
-	return nil
+	return done, nil
 }
 
 // NewToken returns n random bytes as lowercase hex.

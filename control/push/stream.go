@@ -18,8 +18,8 @@ import (
 // message is one JSON line, flushed at once. The edge counts as connected
 // (see [Presence]) while its stream is open.
 func (h *Hub) Stream(ctx context.Context, w *bufio.Writer, edgeID, epoch string, version int64) error {
-	wake := h.subscribe()
-	defer h.unsubscribe(wake)
+	me := h.subscribe()
+	defer h.unsubscribe(me)
 	h.Presence.StreamOpened(edgeID)
 	defer h.Presence.StreamClosed(edgeID)
 
@@ -33,9 +33,14 @@ func (h *Hub) Stream(ctx context.Context, w *bufio.Writer, edgeID, epoch string,
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-wake:
+		case <-me.wake:
 			if cur, err = h.sendSince(ctx, w, "", h.epoch, cur, false); err != nil {
 				return err
+			}
+			if ids := h.takeInbox(me); len(ids) > 0 {
+				if err := writeMsg(w, config.Message{Type: config.MsgInbox, Epoch: h.epoch, Version: cur, Inbox: ids}); err != nil {
+					return err
+				}
 			}
 		case <-ping.C:
 			if err := writeMsg(w, config.Message{Type: config.MsgPing, Epoch: h.epoch, Version: cur}); err != nil {

@@ -170,6 +170,7 @@ type Message struct {
 	CreatedAt     time.Time       `json:"createdAt"`
 	ExpiresAt     time.Time       `json:"expiresAt"`
 	ReadAt        *time.Time      `json:"readAt,omitempty"`
+	DeliveredAt   *time.Time      `json:"deliveredAt,omitempty"` // handed to an edge
 }
 
 // Command statuses.
@@ -194,6 +195,7 @@ type Command struct {
 	Error          string          `json:"error,omitempty"`
 	CreatedAt      time.Time       `json:"createdAt"`
 	ExpiresAt      time.Time       `json:"expiresAt"`
+	DeliveredAt    *time.Time      `json:"deliveredAt,omitempty"`
 	CompletedAt    *time.Time      `json:"completedAt,omitempty"`
 }
 
