@@ -18,11 +18,8 @@ import (
 	"github.com/privateconnect/pc/plugins/abi"
 )
 
-// Exit codes the host uses when it closes an instance itself.
-const (
-	exitTimeout = 0xdead0001 // the watchdog stopped an overrunning call
-	exitDrop    = 0xdead0002 // discarded after a failure
-)
+// exitDrop is the exit code of an instance the host discards.
+const exitDrop = 0xdead0002
 
 // plugin is one loaded version of a plugin id: its options, pool, breaker and counters. A
 // reload creates a new plugin value (fresh breaker) and swaps it in.
@@ -73,7 +70,8 @@ type instance struct {
 	mod      api.Module
 	handle   api.Function
 	validate api.Function
-	ctx      context.Context // carries the *instance to host functions
+	ctx      context.Context // carries the *instance to host functions; canceled by the watchdog
+	cancel   context.CancelFunc
 	stack    [1]uint64
 	deadline atomic.Int64 // 0 idle, >0 nanotime deadline of the running call, -1 killed
 
@@ -168,10 +166,13 @@ func (h *Host) newPool(ctx context.Context, pl *plugin, wasm []byte, memLimit ui
 // newInstance instantiates the module, runs _initialize and checks policy_abi_version.
 func (p *pool) newInstance(ctx context.Context) (*instance, error) {
 	in := &instance{p: p}
-	in.ctx = context.WithValue(context.Background(), instKey{}, in)
+	cctx, cancel := context.WithCancel(context.Background())
+	in.ctx = context.WithValue(cctx, instKey{}, in)
+	in.cancel = cancel
 	in.begin(emptyRequest, nil, 0)
 	mod, err := p.rt.InstantiateModule(in.ctx, p.compiled, p.modCfg)
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("%w: instantiate: %s", ErrInvalidModule, firstLine(err.Error()))
 	}
 	in.mod = mod
@@ -179,6 +180,7 @@ func (p *pool) newInstance(ctx context.Context) (*instance, error) {
 	if p.closed {
 		p.mu.Unlock()
 		_ = mod.Close(context.Background())
+		cancel()
 		return nil, ErrClosed
 	}
 	p.all = append(p.all, in)
@@ -250,7 +252,7 @@ func (in *instance) classify(err error) error {
 	case errors.Is(err, ErrABIViolation):
 		return ErrABIViolation
 	case errors.As(err, &exit):
-		if exit.ExitCode() == exitTimeout {
+		if exit.ExitCode() == sys.ExitCodeContextCanceled {
 			return ErrTimeout
 		}
 		return ErrTrap
@@ -339,9 +341,11 @@ func (p *pool) release(in *instance) {
 // background.
 func (p *pool) discard(in *instance, refill bool) {
 	in.end()
+	// The call (if any) has returned: closing here cannot race with the guest.
 	if in.mod != nil {
 		_ = in.mod.CloseWithExitCode(context.Background(), exitDrop)
 	}
+	in.cancel()
 	p.mu.Lock()
 	found := false
 	for i, x := range p.all {
@@ -438,7 +442,7 @@ func (p *pool) closeRuntime() {
 	p.host.liveRuntimes.Add(-1)
 }
 
-// watchdog closes instances whose call overran its budget. It ticks every millisecond while
+// watchdog stops calls that overran their budget. It ticks every millisecond while
 // calls are in flight and parks when there are none.
 func (h *Host) watchdog() {
 	defer h.wg.Done()
@@ -469,7 +473,10 @@ func (h *Host) watchdog() {
 			p.mu.Lock()
 			for _, in := range p.all {
 				if d := in.deadline.Load(); d > 0 && now > d && in.deadline.CompareAndSwap(d, -1) {
-					_ = in.mod.CloseWithExitCode(context.Background(), exitTimeout)
+					// Canceling the instance's context makes wazero stop the guest at its next
+					// check and release the module's resources on the calling goroutine
+					// (Module.CloseWithExitCode from here would race with WASI functions).
+					in.cancel()
 				}
 			}
 			p.mu.Unlock()

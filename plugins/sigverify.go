@@ -37,7 +37,10 @@ func (c *keyCache) get(pemBytes []byte) any {
 	if ok {
 		return k.key
 	}
-	key, _ := parsePublicKey(pemBytes)
+	key, err := parsePublicKey(pemBytes)
+	if err != nil {
+		key = nil // never a typed nil
+	}
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxCachedKeys {
 		c.m = make(map[string]cachedKey)
