@@ -1,0 +1,361 @@
+package api_test
+
+import (
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestAPIKeys(t *testing.T) {
+	h := newHarness(t)
+	r := h.must(201, "POST", "/v1/api-keys", h.admin, map[string]any{"name": "ci"})
+	key := r.str("key")
+	require.Regexp(t, `^pc_[0-9a-f]{48}$`, key)
+	assert.Equal(t, key[:11], r.str("keyPrefix"))
+	assert.Equal(t, []any{"write"}, r.data()["scopes"])
+	assert.Equal(t, []any{}, r.data()["allowedIpRanges"])
+	id := r.str("id")
+	h.assertError(h.req("POST", "/v1/api-keys", h.admin, map[string]any{"name": "ci"}), 409)
+	for _, bad := range []map[string]any{
+		{"name": ""}, {"name": strings.Repeat("n", 51)}, {"name": "x", "scopes": []string{"root"}}, {"name": "x", "scopes": []string{}},
+		{"name": "x", "allowedIpRanges": []string{"300.0.0.0/8"}}, {"name": "x", "expiresAt": "2000-01-01T00:00:00Z"},
+	} {
+		h.assertError(h.req("POST", "/v1/api-keys", h.admin, bad), 400)
+	}
+
+	// The new key works (write scope) and its use is recorded.
+	h.must(201, "POST", "/v1/agents/provision", key, map[string]any{})
+	h.assertError(h.req("GET", "/v1/api-keys", key, nil), 403)
+	list := h.must(200, "GET", "/v1/api-keys", h.admin, nil).list()
+	require.Len(t, list, 2)
+	for _, k := range list {
+		assert.NotContains(t, k.(map[string]any), "key")
+		assert.NotContains(t, k.(map[string]any), "keyHash")
+	}
+	g := h.must(200, "GET", "/v1/api-keys/"+id, h.admin, nil).data()
+	assert.NotNil(t, g["lastUsedAt"])
+	assert.Equal(t, "127.0.0.1", g["lastUsedIp"])
+
+	// IP restrictions take effect at once.
+	h.assertError(h.req("PUT", "/v1/api-keys/"+id+"/ip-restrictions", h.admin, map[string]any{"allowedIpRanges": []string{"nope"}}), 400)
+	h.assertError(h.req("PUT", "/v1/api-keys/"+id+"/ip-restrictions", h.admin, map[string]any{}), 400)
+	h.must(200, "PUT", "/v1/api-keys/"+id+"/ip-restrictions", h.admin, map[string]any{"allowedIpRanges": []string{"10.0.0.0/8", "fd00::/8"}})
+	h.assertError(h.req("GET", "/v1/services", key, nil), 403)
+	h.must(200, "PUT", "/v1/api-keys/"+id+"/ip-restrictions", h.admin, map[string]any{"allowedIpRanges": []string{}})
+	h.must(200, "GET", "/v1/services", key, nil)
+
+	// Revocation takes effect at once.
+	h.must(200, "DELETE", "/v1/api-keys/"+id, h.admin, nil)
+	h.assertError(h.req("GET", "/v1/services", key, nil), 401)
+	h.assertError(h.req("GET", "/v1/api-keys/"+id, h.admin, nil), 404)
+	h.assertError(h.req("DELETE", "/v1/api-keys/"+id, h.admin, nil), 404)
+	assert.Len(t, h.must(200, "GET", "/v1/api-keys", h.admin, nil).list(), 1)
+	// The name is free again.
+	h.must(201, "POST", "/v1/api-keys", h.admin, map[string]any{"name": "ci", "scopes": []string{"read", "admin"}})
+}
+
+func TestWorkspacesStatusAudit(t *testing.T) {
+	h := newHarness(t)
+	r := h.must(201, "POST", "/v1/workspaces", h.admin, map[string]any{"name": "acme"})
+	tenantKey := r.data()["apiKey"].(map[string]any)["key"].(string)
+	assert.Equal(t, "acme", r.data()["workspace"].(map[string]any)["name"])
+	h.assertError(h.req("POST", "/v1/workspaces", h.admin, map[string]any{"name": "acme"}), 409)
+	h.assertError(h.req("POST", "/v1/workspaces", tenantKey, map[string]any{"name": "evil"}), 403)
+
+	w := h.must(200, "GET", "/v1/workspace", tenantKey, nil).data()
+	assert.Equal(t, "acme", w["name"])
+	assert.Equal(t, float64(0), w["usage"].(map[string]any)["services"])
+
+	svcID, _ := h.service(tenantKey, "web")
+	h.must(201, "POST", "/v1/services/"+svcID+"/shares", tenantKey, map[string]any{"name": "s"})
+	w = h.must(200, "GET", "/v1/workspace", tenantKey, nil).data()
+	u := w["usage"].(map[string]any)
+	assert.Equal(t, float64(1), u["agents"])
+	assert.Equal(t, float64(1), u["services"])
+	assert.Equal(t, float64(1), u["shares"])
+	assert.Contains(t, w["limits"], "maxServices")
+
+	st := h.must(200, "GET", "/v1/status", tenantKey, nil).data()
+	for _, f := range []string{"agents", "onlineAgents", "services", "activeShares", "edges", "onlineEdges", "configVersion"} {
+		assert.Contains(t, st, f)
+	}
+	assert.Equal(t, float64(1), st["activeShares"])
+	assert.Greater(t, st["configVersion"], float64(0))
+	// The default workspace sees none of it.
+	assert.Equal(t, float64(0), h.must(200, "GET", "/v1/status", h.admin, nil).data()["services"])
+
+	require.Eventually(t, func() bool {
+		return len(h.must(200, "GET", "/v1/audit?type=shares.create", tenantKey, nil).list()) == 1
+	}, 3*time.Second, 50*time.Millisecond)
+	ev := h.must(200, "GET", "/v1/audit?type=shares.create", tenantKey, nil).list()[0].(map[string]any)
+	assert.Equal(t, "POST", ev["method"])
+	assert.Equal(t, "/v1/services/{id}/shares", ev["route"])
+	assert.NotEmpty(t, ev["keyId"])
+	assert.NotEmpty(t, ev["resourceId"])
+	assert.Equal(t, "success", ev["result"])
+	all := h.must(200, "GET", "/v1/audit?limit=2", tenantKey, nil)
+	assert.Len(t, all.list(), 2)
+	assert.NotEmpty(t, all.Header.Get("X-Next-Cursor"))
+	assert.Empty(t, h.must(200, "GET", "/v1/audit?since=2999-01-01T00:00:00Z", tenantKey, nil).list())
+	h.assertError(h.req("GET", "/v1/audit?since=yesterday", tenantKey, nil), 400)
+}
+
+func TestAgentTokenRoutes(t *testing.T) {
+	h := newHarness(t)
+	id, token := h.agent(h.admin)
+	r := h.must(200, "POST", "/v1/agents/heartbeat", "", map[string]any{"agentId": id, "token": token})
+	assert.NotEmpty(t, r.str("lastSeenAt"))
+	h.assertError(h.req("POST", "/v1/agents/heartbeat", "", map[string]any{"agentId": id, "token": "wrong"}), 401)
+	h.assertError(h.req("POST", "/v1/agents/heartbeat", "", map[string]any{"agentId": "6f1c8d1e-0000-4000-8000-000000000000", "token": token}), 401)
+	h.assertError(h.req("POST", "/v1/agents/heartbeat", "", map[string]any{}), 401)
+
+	r = h.must(200, "POST", "/v1/agents/rotate-token", "", map[string]any{"agentId": id, "currentToken": token})
+	newTok := r.str("token")
+	require.Len(t, newTok, 64)
+	h.assertError(h.req("POST", "/v1/agents/heartbeat", "", map[string]any{"agentId": id, "token": token}), 401)
+	h.must(200, "POST", "/v1/agents/heartbeat", "", map[string]any{"agentId": id, "token": newTok})
+	h.assertError(h.req("POST", "/v1/agents/rotate-token", "", map[string]any{"agentId": id, "currentToken": token}), 401)
+
+	logs := h.must(200, "GET", "/v1/agents/"+id+"/audit-logs", h.admin, nil).list()
+	var events []string
+	for _, l := range logs {
+		events = append(events, l.(map[string]any)["event"].(string))
+	}
+	assert.Equal(t, []string{"ROTATED", "PROVISIONED"}, events)
+}
+
+func TestCapabilitiesAndOrchestration(t *testing.T) {
+	h := newHarness(t)
+	edgeID, edgeTok := h.edge("e")
+	_ = edgeID
+	a1, _ := h.agent(h.admin)
+	a2, _ := h.agent(h.admin)
+	r := h.must(200, "POST", "/v1/agents/"+a1+"/capabilities", h.admin, map[string]any{"capabilities": []any{
+		map[string]any{"name": "gpu", "metadata": map[string]any{"model": "a100"}}, map[string]any{"name": "docker"}}})
+	assert.Len(t, r.list(), 2)
+	r = h.must(200, "POST", "/v1/agents/"+a1+"/capabilities", h.admin, map[string]any{"capabilities": []any{
+		map[string]any{"name": "gpu", "metadata": map[string]any{"model": "h100"}}}})
+	require.Len(t, r.list(), 2)
+	assert.Equal(t, "h100", r.list()[0].(map[string]any)["metadata"].(map[string]any)["model"])
+	h.assertError(h.req("POST", "/v1/agents/"+a1+"/capabilities", h.admin, map[string]any{"capabilities": []any{map[string]any{"name": ""}}}), 400)
+	h.assertError(h.req("POST", "/v1/agents/"+a1+"/capabilities", h.admin, map[string]any{"capabilities": []any{map[string]any{"name": "x", "metadata": 3}}}), 400)
+	assert.Len(t, h.must(200, "GET", "/v1/agents?capability=gpu", h.admin, nil).list(), 1)
+
+	h.must(201, "POST", "/v1/services/register", h.admin, map[string]any{"agentId": a2, "name": "db", "targetHost": "h", "targetPort": 5432})
+	h.report(edgeTok, []string{a2})
+	o := h.must(200, "GET", "/v1/agents/orchestration", h.admin, nil).list()
+	require.Len(t, o, 2)
+	first := o[0].(map[string]any)
+	assert.Equal(t, a2, first["id"], "online first")
+	assert.Equal(t, true, first["isOnline"])
+	assert.Equal(t, "db", first["services"].([]any)[0].(map[string]any)["name"])
+}
+
+// report posts an edge report with the connected agents and extras.
+func (h *harness) report(edgeTok string, agents []string, extra ...map[string]any) {
+	h.t.Helper()
+	body := map[string]any{"configEpoch": "", "configVersion": 0, "agents": agents}
+	for _, e := range extra {
+		for k, v := range e {
+			body[k] = v
+		}
+	}
+	r := h.req("POST", "/v1/edges/report", "", body, "Authorization", "Bearer "+edgeTok)
+	require.Equal(h.t, 200, r.Status, "%s", r.Raw)
+}
+
+func (h *harness) inbox(edgeTok, agent string) map[string]any {
+	h.t.Helper()
+	r := h.req("GET", "/v1/edges/agent-inbox?agentId="+agent, "", nil, "Authorization", "Bearer "+edgeTok)
+	require.Equal(h.t, 200, r.Status, "%s", r.Raw)
+	return r.data()
+}
+
+func TestMessages(t *testing.T) {
+	h := newHarness(t)
+	_, edgeTok := h.edge("e")
+	a1, _ := h.agent(h.admin)
+	a2, _ := h.agent(h.admin)
+	a3, _ := h.agent(h.admin)
+	r := h.must(201, "POST", "/v1/agents/"+a1+"/messages/send", h.admin, map[string]any{
+		"toAgentId": a2, "payload": map[string]any{"hello": "world"}, "type": "request", "correlationId": "c1", "ttlSeconds": 60})
+	msgID := r.str("messageId")
+	require.NotEmpty(t, msgID)
+	for _, bad := range []map[string]any{
+		{"toAgentId": a2}, {"toAgentId": a2, "payload": "x"}, {"toAgentId": "x", "payload": map[string]any{}},
+		{"toAgentId": a2, "payload": map[string]any{}, "ttlSeconds": 0}, {"toAgentId": a2, "payload": map[string]any{}, "type": "shout"},
+	} {
+		h.assertError(h.req("POST", "/v1/agents/"+a1+"/messages/send", h.admin, bad), 400)
+	}
+	h.assertError(h.req("POST", "/v1/agents/"+a1+"/messages/send", h.admin, map[string]any{"toAgentId": "6f1c8d1e-0000-4000-8000-000000000000", "payload": map[string]any{}}), 404)
+	r = h.must(201, "POST", "/v1/agents/"+a1+"/messages/broadcast", h.admin, map[string]any{"payload": map[string]any{"n": 1}, "channel": "ops"})
+	assert.Equal(t, float64(2), r.data()["sent"])
+
+	list := h.must(200, "GET", "/v1/agents/"+a2+"/messages", h.admin, nil).list()
+	require.Len(t, list, 2)
+	m := list[1].(map[string]any)
+	assert.Equal(t, msgID, m["id"])
+	assert.Equal(t, a1, m["from"].(map[string]any)["id"])
+	assert.Equal(t, "request", m["type"])
+	assert.Equal(t, "c1", m["correlationId"])
+	assert.Len(t, h.must(200, "GET", "/v1/agents/"+a2+"/messages?channel=ops", h.admin, nil).list(), 1)
+	h.must(200, "POST", "/v1/agents/"+a2+"/messages/read", h.admin, map[string]any{"messageIds": []string{msgID}})
+	unread := h.must(200, "GET", "/v1/agents/"+a2+"/messages?unreadOnly=true", h.admin, nil).list()
+	require.Len(t, unread, 1)
+	assert.Equal(t, "ops", unread[0].(map[string]any)["channel"])
+	assert.Len(t, h.must(200, "GET", "/v1/agents/"+a3+"/messages", h.admin, nil).list(), 1)
+
+	// The edge fetches them once.
+	in := h.inbox(edgeTok, a2)
+	assert.Len(t, in["messages"], 2)
+	assert.Len(t, h.inbox(edgeTok, a2)["messages"], 0)
+}
+
+func TestCommandsAndChecks(t *testing.T) {
+	h := newHarness(t)
+	_, edgeTok := h.edge("e")
+	svcID, agentID := h.service(h.admin, "web")
+
+	// Offline: queued.
+	r := h.must(201, "POST", "/v1/agents/"+agentID+"/command", h.admin, map[string]any{"action": "status", "params": map[string]any{"verbose": true}})
+	assert.Equal(t, "queued", r.str("status"))
+	assert.Equal(t, false, r.data()["agentOnline"])
+	cmdID := r.str("commandId")
+	for _, bad := range []map[string]any{{"action": "dance"}, {"action": "status", "timeoutSeconds": 301}, {"action": "status", "params": []int{1}}} {
+		h.assertError(h.req("POST", "/v1/agents/"+agentID+"/command", h.admin, bad), 400)
+	}
+	g := h.must(200, "GET", "/v1/agents/"+agentID+"/commands/"+cmdID, h.admin, nil).data()
+	assert.Equal(t, "queued", g["status"])
+	assert.Equal(t, "status", g["action"])
+	h.assertError(h.req("POST", "/v1/services/"+svcID+"/check", h.admin, nil), 503)
+
+	// The agent connects: the edge takes the queued command and reports its result.
+	h.report(edgeTok, []string{agentID})
+	in := h.inbox(edgeTok, agentID)
+	cmds := in["commands"].([]any)
+	require.Len(t, cmds, 1)
+	assert.Equal(t, cmdID, cmds[0].(map[string]any)["id"])
+	assert.Equal(t, "delivered", h.must(200, "GET", "/v1/agents/"+agentID+"/commands/"+cmdID, h.admin, nil).data()["status"])
+	h.report(edgeTok, []string{agentID}, map[string]any{"commandResults": []any{map[string]any{
+		"commandId": cmdID, "agentId": agentID, "ok": true, "result": map[string]any{"services": 1}}}})
+	g = h.must(200, "GET", "/v1/agents/"+agentID+"/commands/"+cmdID, h.admin, nil).data()
+	assert.Equal(t, "succeeded", g["status"])
+	assert.Equal(t, float64(1), g["result"].(map[string]any)["services"])
+	assert.NotNil(t, g["completedAt"])
+
+	// A check runs on the agent: a fake edge answers it.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			r := h.req("GET", "/v1/edges/agent-inbox?agentId="+agentID, "", nil, "Authorization", "Bearer "+edgeTok)
+			cmds, _ := r.data()["commands"].([]any)
+			if len(cmds) == 0 {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			c := cmds[0].(map[string]any)
+			res := map[string]any{"dns": map[string]any{"status": "ok", "addresses": []string{"127.0.0.1"}}, "tcp": map[string]any{"status": "ok", "latencyMs": 0.4},
+				"tls": nil, "http": map[string]any{"status": "ok", "statusCode": 200, "latencyMs": 2}, "status": "ok", "message": "reachable"}
+			b, _ := json.Marshal(map[string]any{"agents": []string{agentID}, "commandResults": []any{map[string]any{"commandId": c["id"], "agentId": agentID, "ok": true, "result": res}}})
+			h.req("POST", "/v1/edges/report", "", string(b), "Authorization", "Bearer "+edgeTok)
+			return
+		}
+	}()
+	d := h.must(200, "POST", "/v1/services/"+svcID+"/check", h.admin, nil).data()
+	wg.Wait()
+	assert.Equal(t, "agent", d["perspective"])
+	assert.Equal(t, "ok", d["status"])
+	assert.Equal(t, "reachable", d["message"])
+	assert.Equal(t, float64(200), d["http"].(map[string]any)["statusCode"])
+	assert.Nil(t, d["tls"])
+	require.Eventually(t, func() bool {
+		return len(h.must(200, "GET", "/v1/services/"+svcID+"/diagnostics", h.admin, nil).list()) == 1
+	}, 2*time.Second, 20*time.Millisecond)
+	sv := h.must(200, "GET", "/v1/services/"+svcID, h.admin, nil).data()
+	assert.Equal(t, "ok", sv["status"])
+	assert.Equal(t, "reachable", sv["lastDiagnostic"].(map[string]any)["message"])
+	h.assertError(h.req("POST", "/v1/services/"+svcID+"/reach", h.admin, map[string]any{"sourceAgentId": "x"}), 400)
+	h.assertError(h.req("POST", "/v1/services/"+svcID+"/reach", h.admin, map[string]any{"sourceAgentId": agentID, "timeoutMs": 10}), 400)
+}
+
+func TestServicePatchPublicHealth(t *testing.T) {
+	h := newHarness(t)
+	h.edge("e")
+	svcID, agentID := h.service(h.admin, "web")
+	other := h.must(201, "POST", "/v1/services/register", h.admin, map[string]any{"agentId": agentID, "name": "api", "targetHost": "h", "targetPort": 1}).str("id")
+
+	r := h.must(200, "PATCH", "/v1/services/"+svcID, h.admin, map[string]any{"targetPort": 9100, "protocol": "https"})
+	assert.Equal(t, float64(9100), r.data()["targetPort"])
+	h.assertError(h.req("PATCH", "/v1/services/"+svcID, h.admin, map[string]any{"name": "api"}), 409)
+	h.assertError(h.req("PATCH", "/v1/services/"+svcID, h.admin, map[string]any{"targetPort": 0}), 400)
+
+	p := h.must(200, "PATCH", "/v1/services/"+svcID+"/public", h.admin, map[string]any{"isPublic": true, "subdomain": "my-web"}).data()
+	assert.Equal(t, true, p["isPublic"])
+	assert.Equal(t, "my-web", p["subdomain"])
+	assert.Equal(t, "http://my-web.localhost:8080", p["publicUrl"])
+	h.assertError(h.req("PATCH", "/v1/services/"+other+"/public", h.admin, map[string]any{"isPublic": true, "subdomain": "my-web"}), 409)
+	h.assertError(h.req("PATCH", "/v1/services/"+other+"/public", h.admin, map[string]any{"isPublic": true, "subdomain": "UP"}), 400)
+	h.assertError(h.req("PATCH", "/v1/services/"+other+"/public", h.admin, map[string]any{}), 400)
+	auto := h.must(200, "PATCH", "/v1/services/"+other+"/public", h.admin, map[string]any{"isPublic": true}).data()
+	assert.Equal(t, "api", auto["subdomain"])
+	h.must(200, "PATCH", "/v1/services/"+svcID+"/public", h.admin, map[string]any{"isPublic": false})
+	h.must(200, "PATCH", "/v1/services/"+other+"/public", h.admin, map[string]any{"isPublic": true, "subdomain": "my-web"})
+
+	hc := h.must(200, "PATCH", "/v1/services/"+svcID+"/health-config", h.admin, map[string]any{"enabled": true, "intervalSeconds": 30}).data()
+	assert.Equal(t, true, hc["enabled"])
+	assert.Equal(t, float64(30), hc["intervalSeconds"])
+	h.assertError(h.req("PATCH", "/v1/services/"+svcID+"/health-config", h.admin, map[string]any{"intervalSeconds": 5}), 400)
+}
+
+func TestTunnels(t *testing.T) {
+	h := newHarness(t)
+	_, edgeTok := h.edge("e")
+	agentID, _ := h.agent(h.admin)
+	r := h.must(201, "POST", "/v1/tunnels", h.admin, map[string]any{"target": "localhost:5432", "agentId": agentID})
+	tv := r.data()
+	assert.Equal(t, "postgres", tv["name"])
+	assert.Equal(t, "offline", tv["status"])
+	id := tv["id"].(string)
+	for _, f := range []string{"id", "name", "status", "protocol", "targetHost", "targetPort", "tunnelPort", "isPublic", "publicUrl", "agentId", "agentOnline", "edges", "activeConnections", "bytesIn", "bytesOut", "createdAt"} {
+		assert.Contains(t, tv, f)
+	}
+	r = h.must(201, "POST", "/v1/tunnels", h.admin, map[string]any{"target": map[string]any{"host": "10.0.0.5", "port": 7777}, "agentId": agentID})
+	assert.Equal(t, "service-7777", r.str("name"))
+	h.assertError(h.req("POST", "/v1/tunnels", h.admin, map[string]any{"target": "localhost:5432", "agentId": agentID}), 409)
+	for _, bad := range []map[string]any{
+		{"agentId": agentID}, {"target": "nocolon", "agentId": agentID}, {"target": map[string]any{"host": "h", "port": 0}, "agentId": agentID},
+		{"target": map[string]any{"host": "h", "port": 1, "x": 1}, "agentId": agentID}, {"target": 5, "agentId": agentID},
+	} {
+		h.assertError(h.req("POST", "/v1/tunnels", h.admin, bad), 400)
+	}
+
+	h.report(edgeTok, []string{agentID}, map[string]any{"connections": []any{map[string]any{
+		"id": "c1", "serviceId": id, "kind": "tcp", "clientIp": "192.0.2.1", "startedAt": time.Now().UTC().Format(time.RFC3339), "bytesIn": 10, "bytesOut": 20}}})
+	tv = h.must(200, "GET", "/v1/tunnels/"+id, h.admin, nil).data()
+	assert.Equal(t, "active", tv["status"])
+	assert.Equal(t, float64(1), tv["activeConnections"])
+	assert.Equal(t, float64(20), tv["bytesOut"])
+	conns := h.must(200, "GET", "/v1/tunnels/"+id+"/connections", h.admin, nil).list()
+	require.Len(t, conns, 1)
+	assert.Equal(t, "192.0.2.1", conns[0].(map[string]any)["clientIp"])
+
+	tv = h.must(200, "PATCH", "/v1/tunnels/"+id, h.admin, map[string]any{"status": "paused"}).data()
+	assert.Equal(t, "paused", tv["status"])
+	h.assertError(h.req("PATCH", "/v1/tunnels/"+id, h.admin, map[string]any{"status": "stopped"}), 400)
+	tv = h.must(200, "PATCH", "/v1/tunnels/"+id, h.admin, map[string]any{"status": "active", "name": "pg"}).data()
+	assert.Equal(t, "active", tv["status"])
+	assert.Equal(t, "pg", tv["name"])
+	sh := h.must(201, "POST", "/v1/tunnels/"+id+"/share", h.admin, map[string]any{"name": "s"})
+	assert.Contains(t, sh.str("shareUrl"), "/shared/")
+	assert.Len(t, h.must(200, "GET", "/v1/tunnels", h.admin, nil).list(), 2)
+	h.must(200, "DELETE", "/v1/tunnels/"+id, h.admin, nil)
+	h.assertError(h.req("GET", "/v1/tunnels/"+id, h.admin, nil), 404)
+}
