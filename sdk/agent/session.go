@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -33,12 +32,18 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", addr, err)
 	}
-	edgeID, err := a.handshake(conn)
+	edgeID, br, err := a.handshake(conn)
 	if err != nil {
 		conn.Close()
 		return err
 	}
-	sess, err := smux.Server(conn, tunnel.SmuxConfig())
+	// The edge may start smux right behind its result: keep what the
+	// handshake reader already buffered.
+	var sc net.Conn = conn
+	if br.Buffered() > 0 {
+		sc = &bufferedConn{Conn: conn, r: br}
+	}
+	sess, err := smux.Server(sc, tunnel.SmuxConfig())
 	if err != nil {
 		conn.Close()
 		return fmt.Errorf("smux: %w", err)
@@ -74,13 +79,13 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 }
 
 // handshake runs the client side of the tunnel handshake.
-func (a *Agent) handshake(conn net.Conn) (string, error) {
+func (a *Agent) handshake(conn net.Conn) (string, *bufio.Reader, error) {
 	_ = conn.SetDeadline(time.Now().Add(tunnel.HandshakeTimeout))
 	defer conn.SetDeadline(time.Time{})
 	br := bufio.NewReaderSize(conn, 256)
 	sh, err := tunnel.ReadServerHello(br)
 	if err != nil {
-		return "", fmt.Errorf("handshake: %w", err)
+		return "", nil, fmt.Errorf("handshake: %w", err)
 	}
 	v := byte(tunnel.Version)
 	if sh.Version < v {
@@ -89,19 +94,16 @@ func (a *Agent) handshake(conn net.Conn) (string, error) {
 	ch := &tunnel.ClientHello{Version: v, AgentID: a.id, Software: a.cfg.Software}
 	ch.MAC = tunnel.ComputeMAC(tunnel.TokenKey(a.cfg.Token), v, sh.Nonce, a.id, sh.EdgeID)
 	if err := tunnel.WriteClientHello(conn, ch); err != nil {
-		return "", fmt.Errorf("handshake: %w", err)
+		return "", nil, fmt.Errorf("handshake: %w", err)
 	}
 	res, err := tunnel.ReadResult(br)
 	if err != nil {
-		return "", fmt.Errorf("handshake: %w", err)
+		return "", nil, fmt.Errorf("handshake: %w", err)
 	}
 	if res.Status != tunnel.ResultOK {
-		return "", &RejectedError{Status: res.Status, Message: res.Message}
+		return "", nil, &RejectedError{Status: res.Status, Message: res.Message}
 	}
-	if br.Buffered() > 0 {
-		return "", errors.New("handshake: unexpected data after result")
-	}
-	return sh.EdgeID, nil
+	return sh.EdgeID, br, nil
 }
 
 // serveStream handles one stream opened by the edge.
