@@ -103,6 +103,7 @@ func (p *Proxy) Active() int64 { return p.active.Load() }
 var (
 	sharedPrefix = []byte("/shared/")
 	strWebsocket = []byte("websocket")
+	strHTTP11    = []byte("HTTP/1.1")
 )
 
 // target is what a request resolved to.
@@ -473,6 +474,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 	// Copy the response head.
 	status := resp.StatusCode()
 	resp.Header.CopyTo(&ctx.Response.Header)
+	ctx.Response.Header.SetProtocol(strHTTP11) // the edge speaks HTTP/1.1 to visitors
 	for _, h := range hopHeaders {
 		ctx.Response.Header.Del(h)
 	}

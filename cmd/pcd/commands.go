@@ -1,0 +1,278 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/privateconnect/pc/control"
+	"github.com/privateconnect/pc/edge"
+	"github.com/privateconnect/pc/internal/cliconf"
+	"github.com/spf13/cobra"
+)
+
+type controlFlags struct {
+	listen, data, publicURL, shareDomain, publicDomain, tcpPorts string
+}
+
+func (f *controlFlags) register(cmd *cobra.Command, withListen bool) {
+	fs := cmd.Flags()
+	if withListen {
+		fs.StringVar(&f.listen, "listen", "127.0.0.1:3001", "control API address")
+	}
+	fs.StringVar(&f.data, "data", "./data", "data directory (Badger database, admin.key, edge snapshots)")
+	fs.StringVar(&f.publicURL, "public-url", "", "base URL of share links (default: the first edge's public URL)")
+	fs.StringVar(&f.shareDomain, "share-domain", "", "domain for host-based share links: <token>.<domain>")
+	fs.StringVar(&f.publicDomain, "public-domain", "", "domain of public services: <subdomain>.<domain>")
+	fs.StringVar(&f.tcpPorts, "tcp-ports", "23000-23999", "edge TCP tunnel port range")
+}
+
+func (f *controlFlags) config(c *common) (control.Config, error) {
+	lo, hi, err := parsePorts(f.tcpPorts)
+	if err != nil {
+		return control.Config{}, err
+	}
+	return control.Config{Listen: f.listen, DataDir: f.data, Version: version, PublicShareBaseURL: f.publicURL,
+		ShareDomain: f.shareDomain, PublicDomain: f.publicDomain, TCPPortMin: lo, TCPPortMax: hi}, nil
+}
+
+func controlCmd(c *common) *cobra.Command {
+	var f controlFlags
+	cmd := &cobra.Command{
+		Use:     "control",
+		Short:   "Run the control plane (the /v1 REST API and the config push to edges)",
+		Example: "  pcd control --listen 127.0.0.1:3001 --data ./data",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.prepare(cmd); err != nil {
+				return err
+			}
+			log, err := c.logger()
+			if err != nil {
+				return err
+			}
+			cfg, err := f.config(c)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			srv, err := control.New(cfg)
+			if err != nil {
+				return err
+			}
+			if key, created := srv.BootstrapAdminKey(); created {
+				fmt.Fprintf(c.stdout, "Admin API key (saved to %s, shown once):\n  %s\n", filepath.Join(f.data, control.AdminKeyFile), key)
+			}
+			fmt.Fprintf(c.stdout, "Control API: http://%s\n", srv.Addr())
+			return srv.Run(cmd.Context())
+		},
+	}
+	f.register(cmd, true)
+	cliconf.Document(cmd.Flags())
+	return cmd
+}
+
+type edgeFlags struct {
+	control, token, http, tunnel, tcpPorts, admin, data string
+	tlsCert, tlsKey, shareDomain, publicDomain         string
+	trusted                                            []string
+	tunnelTLS                                          bool
+}
+
+func (f *edgeFlags) register(cmd *cobra.Command, dev bool) {
+	fs := cmd.Flags()
+	if !dev {
+		fs.StringVar(&f.control, "control", "http://127.0.0.1:3001", "control plane URL")
+		fs.StringVar(&f.token, "token", "", "edge token (from POST /v1/edges or `connect edges add`)")
+		fs.StringVar(&f.data, "data", "./data", "data directory (the last good config snapshot)")
+		fs.StringVar(&f.tcpPorts, "tcp-ports", "23000-23999", "TCP tunnel port range")
+		fs.StringVar(&f.shareDomain, "share-domain", "", "domain for host-based share links: <token>.<domain>")
+		fs.StringVar(&f.publicDomain, "public-domain", "", "domain of public services: <subdomain>.<domain>")
+	}
+	fs.StringVar(&f.http, "http", "127.0.0.1:8080", "share listener address")
+	fs.StringVar(&f.tunnel, "tunnel", "127.0.0.1:7070", "agent tunnel listener address")
+	fs.StringVar(&f.admin, "admin", "127.0.0.1:9090", "edge /health and /metrics address (\"-\" disables)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for TLS on the share and tunnel listeners")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
+	fs.StringSliceVar(&f.trusted, "trusted-proxies", nil, "CIDRs of load balancers allowed to set X-Forwarded-For")
+}
+
+func (f *edgeFlags) config() (edge.Config, error) {
+	tc, err := loadTLS(f.tlsCert, f.tlsKey)
+	if err != nil {
+		return edge.Config{}, err
+	}
+	return edge.Config{ControlURL: f.control, Token: f.token, HTTPAddr: f.http, TunnelAddr: f.tunnel, AdminAddr: f.admin,
+		DataDir: f.data, HTTPTLS: tc, TunnelTLS: tc, ShareDomain: f.shareDomain, PublicDomain: f.publicDomain,
+		TrustedProxies: f.trusted}, nil
+}
+
+func edgeCmd(c *common) *cobra.Command {
+	var f edgeFlags
+	cmd := &cobra.Command{
+		Use:     "edge",
+		Short:   "Run an edge node (share links and agent tunnels)",
+		Example: "  pcd edge --control http://127.0.0.1:3001 --token $EDGE_TOKEN --http 127.0.0.1:8080 --tunnel 127.0.0.1:7070",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.prepare(cmd); err != nil {
+				return err
+			}
+			log, err := c.logger()
+			if err != nil {
+				return err
+			}
+			if _, _, err := parsePorts(f.tcpPorts); err != nil {
+				return err
+			}
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			e, err := edge.New(cfg)
+			if err != nil {
+				return err
+			}
+			return e.Run(cmd.Context())
+		},
+	}
+	f.register(cmd, false)
+	cliconf.Document(cmd.Flags())
+	return cmd
+}
+
+func devCmd(c *common) *cobra.Command {
+	var cf controlFlags
+	var ef edgeFlags
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the control plane and one edge in one process (laptop or demo)",
+		Long: "pcd dev runs the control plane and one edge node in one process. They talk through their\n" +
+			"real protocols on loopback: the edge registers itself, holds the config stream and reports.",
+		Example: "  pcd dev --data ./data",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.prepare(cmd); err != nil {
+				return err
+			}
+			log, err := c.logger()
+			if err != nil {
+				return err
+			}
+			return runDev(cmd.Context(), c, &cf, &ef, log)
+		},
+	}
+	cf.register(cmd, true)
+	ef.register(cmd, true)
+	cliconf.Document(cmd.Flags())
+	return cmd
+}
+
+func runDev(ctx context.Context, c *common, cf *controlFlags, ef *edgeFlags, log interface {
+	Info(string, ...any)
+},
+) error {
+	ccfg, err := cf.config(c)
+	if err != nil {
+		return err
+	}
+	logger, _ := c.logger()
+	ccfg.Logger = logger.With("component", "control")
+	ctrl, err := control.New(ccfg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ctrlDone := make(chan error, 1)
+	go func() { ctrlDone <- ctrl.Run(ctx) }()
+
+	// The edge's listeners are bound first so their real addresses can be
+	// registered with the control plane.
+	httpLn, err := net.Listen("tcp", ef.http)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("share listener: %w", err)
+	}
+	tunLn, err := net.Listen("tcp", ef.tunnel)
+	if err != nil {
+		httpLn.Close()
+		cancel()
+		return fmt.Errorf("tunnel listener: %w", err)
+	}
+	httpAddr, tunAddr := httpLn.Addr().String(), tunLn.Addr().String()
+	httpLn.Close()
+	tunLn.Close()
+	scheme, tunScheme := "http", ""
+	if ef.tlsCert != "" {
+		scheme, tunScheme = "https", "tls://"
+	}
+	publicURL := scheme + "://" + httpAddr
+	edgeID, token, err := ctrl.EnsureEdge(ctx, "dev", publicURL, tunScheme+tunAddr)
+	if err != nil {
+		cancel()
+		return err
+	}
+	ecfg, err := ef.config()
+	if err != nil {
+		cancel()
+		return err
+	}
+	ecfg.ControlURL = "http://" + ctrl.Addr()
+	ecfg.Token = token
+	ecfg.HTTPAddr, ecfg.TunnelAddr = httpAddr, tunAddr
+	ecfg.DataDir = cf.data
+	ecfg.Logger = logger.With("component", "edge")
+	e, err := edge.New(ecfg)
+	if err != nil {
+		cancel()
+		return err
+	}
+	if err := e.Start(ctx); err != nil {
+		cancel()
+		return err
+	}
+	key, created := ctrl.BootstrapAdminKey()
+	keyFile := filepath.Join(cf.data, control.AdminKeyFile)
+	if !created {
+		if b, err := os.ReadFile(keyFile); err == nil {
+			key = strings.TrimSpace(string(b))
+		}
+	}
+	fmt.Fprintf(c.stdout, `Private Connect dev node is up.
+
+  Control API   http://%s   (docs: http://%s/docs)
+  Share links   %s/shared/<token>
+  Agent tunnel  %s
+  Edge admin    http://%s/health
+  Edge id       %s
+  Admin API key %s   (in %s)
+
+Try:
+  export PC_API_KEY=%s
+  python3 -m http.server 9000 &
+  connect expose 127.0.0.1:9000 --name web &
+  curl "$(connect link web)/"
+
+`, ctrl.Addr(), ctrl.Addr(), publicURL, tunAddr, e.AdminAddr(), edgeID, key, keyFile, key)
+	log.Info("dev node running", "control", ctrl.Addr(), "http", httpAddr, "tunnel", tunAddr)
+	select {
+	case <-ctx.Done():
+	case err := <-ctrlDone:
+		if err != nil {
+			_ = e.Shutdown()
+			return err
+		}
+	}
+	shutdownStart := time.Now()
+	_ = e.Shutdown()
+	cancel()
+	err = <-ctrlDone
+	log.Info("stopped", "drainSeconds", time.Since(shutdownStart).Seconds())
+	return err
+}

@@ -1,0 +1,137 @@
+// Command pcd is the Private Connect server: `pcd control` runs the control
+// plane, `pcd edge` an edge node, and `pcd dev` both in one process, wired
+// through their real network protocols on loopback.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/privateconnect/pc/internal/cliconf"
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is the whole program; it returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := rootCmd(stdout, stderr)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return 1
+	}
+	return 0
+}
+
+// common holds the flags every server command has.
+type common struct {
+	configFile string
+	logFormat  string
+	logLevel   string
+	stdout     io.Writer
+	stderr     io.Writer
+}
+
+func rootCmd(stdout, stderr io.Writer) *cobra.Command {
+	c := &common{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "pcd",
+		Short:         "Private Connect server: control plane and edge nodes",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&c.configFile, "config", "", "YAML config file: keys are flag names")
+	root.PersistentFlags().StringVar(&c.logFormat, "log-format", "", "log format: text or json (default: text on a terminal, json otherwise)")
+	root.PersistentFlags().StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.AddCommand(controlCmd(c), edgeCmd(c), devCmd(c))
+	return root
+}
+
+// prepare applies env and config-file values to a command's flags.
+func (c *common) prepare(cmd *cobra.Command) error {
+	if v, ok := os.LookupEnv("PC_CONFIG"); ok && c.configFile == "" {
+		c.configFile = v
+	}
+	if err := cliconf.Apply(cmd.Flags(), c.configFile); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c *common) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	format := c.logFormat
+	if format == "" {
+		format = "json"
+		if f, ok := c.stderr.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "text"
+			}
+		}
+	}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(c.stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(c.stderr, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	}
+}
+
+// loadTLS loads a certificate pair, or returns nil when neither is given.
+func loadTLS(certFile, keyFile string) (*tls.Config, error) {
+	if certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load TLS certificate: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// parsePorts parses "23000-23999".
+func parsePorts(s string) (int, int, error) {
+	lo, hi, ok := strings.Cut(s, "-")
+	var a, b int
+	if _, err := fmt.Sscanf(lo, "%d", &a); err != nil {
+		return 0, 0, fmt.Errorf("--tcp-ports %q: want MIN-MAX", s)
+	}
+	b = a
+	if ok {
+		if _, err := fmt.Sscanf(hi, "%d", &b); err != nil {
+			return 0, 0, fmt.Errorf("--tcp-ports %q: want MIN-MAX", s)
+		}
+	}
+	if a < 1 || b > 65535 || a > b {
+		return 0, 0, fmt.Errorf("--tcp-ports %q: want 1 <= MIN <= MAX <= 65535", s)
+	}
+	return a, b, nil
+}

@@ -1,0 +1,83 @@
+// Package cliconf fills command-line flags that were not given from the
+// environment (PC_<FLAG_NAME>) and from a YAML config file, in that order of
+// precedence: flag > environment > file > default. Unknown keys in the file
+// are errors.
+package cliconf
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+)
+
+// EnvName returns the environment variable of a flag: PC_ + upper snake case.
+func EnvName(flag string) string {
+	return "PC_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// Apply sets every flag of fs that was not given on the command line from
+// the environment, then from the config file (when path is not empty).
+func Apply(fs *pflag.FlagSet, path string) error {
+	file := map[string]any{}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("config file: %w", err)
+		}
+		if err := yaml.Unmarshal(b, &file); err != nil {
+			return fmt.Errorf("config file %s: %w", path, err)
+		}
+		var unknown []string
+		for k := range file {
+			if f := fs.Lookup(k); f == nil || k == "config" {
+				unknown = append(unknown, k)
+			}
+		}
+		if len(unknown) > 0 {
+			sort.Strings(unknown)
+			return fmt.Errorf("config file %s: unknown keys: %s", path, strings.Join(unknown, ", "))
+		}
+	}
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed || f.Name == "help" {
+			return
+		}
+		if v, ok := os.LookupEnv(EnvName(f.Name)); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s: %w", EnvName(f.Name), e)
+			}
+			return
+		}
+		if v, ok := file[f.Name]; ok {
+			var s string
+			switch x := v.(type) {
+			case []any:
+				parts := make([]string, len(x))
+				for i, p := range x {
+					parts[i] = fmt.Sprint(p)
+				}
+				s = strings.Join(parts, ",")
+			default:
+				s = fmt.Sprint(x)
+			}
+			if e := fs.Set(f.Name, s); e != nil {
+				err = fmt.Errorf("config file key %s: %w", f.Name, e)
+			}
+		}
+	})
+	return err
+}
+
+// Document appends the environment variable to every flag's usage.
+func Document(fs *pflag.FlagSet) {
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Name != "help" && !strings.Contains(f.Usage, "$PC_") {
+			f.Usage += " ($" + EnvName(f.Name) + ")"
+		}
+	})
+}

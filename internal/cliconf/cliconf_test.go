@@ -1,0 +1,42 @@
+package cliconf
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/spf13/pflag"
+	"github.com/stretchr/testify/require"
+)
+
+func TestPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("listen: 1.2.3.4:1\ndata: /file\ntrusted-proxies: [10.0.0.0/8, 192.168.0.0/16]\n"), 0o600))
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	listen := fs.String("listen", "def", "")
+	data := fs.String("data", "def", "")
+	other := fs.String("other", "def", "")
+	tp := fs.StringSlice("trusted-proxies", nil, "")
+	require.NoError(t, fs.Parse([]string{"--listen", "flag"}))
+	t.Setenv("PC_DATA", "/env")
+	require.NoError(t, Apply(fs, cfg))
+	require.Equal(t, "flag", *listen)
+	require.Equal(t, "/env", *data)
+	require.Equal(t, "def", *other)
+	require.Equal(t, []string{"10.0.0.0/8", "192.168.0.0/16"}, *tp)
+}
+
+func TestUnknownKeysAndBadValues(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("listn: x\n"), 0o600))
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	fs.String("listen", "", "")
+	n := fs.Int("n", 0, "")
+	require.ErrorContains(t, Apply(fs, cfg), "unknown keys: listn")
+	t.Setenv("PC_N", "abc")
+	require.ErrorContains(t, Apply(fs, ""), "PC_N")
+	_ = n
+	require.Equal(t, "PC_TCP_PORTS", EnvName("tcp-ports"))
+}
