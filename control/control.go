@@ -176,7 +176,7 @@ func New(cfg Config) (*Server, error) {
 		Handler:                       s.api.Handler,
 		ErrorHandler:                  s.api.ErrorHandler,
 		HeaderReceived:                s.api.HeaderReceived,
-		MaxRequestBodySize:            api.MaxRequestBodySize,
+		MaxRequestBodySize:            api.ServerMaxBodySize,
 		ReadTimeout:                   30 * time.Second,
 		IdleTimeout:                   120 * time.Second,
 		NoDefaultServerHeader:         true,

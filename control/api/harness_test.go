@@ -202,9 +202,15 @@ func (h *harness) edge(name string) (id, token string) {
 
 func (h *harness) assertError(r resp, status int) {
 	h.t.Helper()
-	require.Equal(h.t, status, r.Status, "body: %s", r.Raw)
-	require.Equal(h.t, float64(status), r.Body["statusCode"], "body: %s", r.Raw)
-	require.NotEmpty(h.t, r.Body["error"], "body: %s", r.Raw)
-	require.NotEmpty(h.t, r.Body["message"], "body: %s", r.Raw)
-	require.NotContains(h.t, r.Body, "success")
+	assertErr(h.t, r, status)
+}
+
+// assertErr checks the status and the error envelope.
+func assertErr(t *testing.T, r resp, status int) {
+	t.Helper()
+	require.Equal(t, status, r.Status, "body: %s", r.Raw)
+	require.Equal(t, float64(status), r.Body["statusCode"], "body: %s", r.Raw)
+	require.NotEmpty(t, r.Body["error"], "body: %s", r.Raw)
+	require.NotEmpty(t, r.Body["message"], "body: %s", r.Raw)
+	require.NotContains(t, r.Body, "success")
 }

@@ -6,6 +6,9 @@ import (
 	"github.com/privateconnect/pc/internal/config"
 )
 
+// configMessage documents the config stream's lines.
+type configMessage = config.Message
+
 // route is one entry of the route table. The table drives the router, the
 // authentication and rate-limit tier of each route, and the OpenAPI document.
 type route struct {
@@ -30,6 +33,7 @@ func (r *route) mutation() bool {
 // table lists every route of the API.
 func (a *API) table() []*route {
 	return []*route{
+		{Name: "openapi", Method: "GET", Path: "/openapi.json", Access: accessPublic, Summary: "This OpenAPI 3.1 document", raw: a.serveOpenAPI},
 		{Name: "health", Method: "GET", Path: "/health", Access: accessPublic, Summary: "Liveness and storage health", Resp: healthView{}, raw: a.health},
 
 		{Name: "agents.provision", Method: "POST", Path: "/v1/agents/provision", Access: accessWrite, Created: true, Summary: "Create an agent identity and token",

@@ -78,6 +78,8 @@ type API struct {
 	stop    context.CancelFunc
 	streams sync.WaitGroup
 
+	openapiDoc []byte
+
 	edgeMu    sync.Mutex // guards the cached base URL
 	edgeBase  string
 	edgeBaseT time.Time
@@ -129,6 +131,11 @@ func New(opts Options) (*API, error) {
 	for _, r := range a.routes {
 		a.router.Handle(r.Method, r.Path, a.wrap(r))
 	}
+	doc, err := json.Marshal(a.openAPI())
+	if err != nil {
+		return nil, fmt.Errorf("api: openapi: %w", err)
+	}
+	a.openapiDoc = doc
 	return a, nil
 }
 
@@ -157,17 +164,29 @@ func (a *API) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 	}
 }
 
-// MaxRequestBodySize is the largest body the server reads (edge reports
-// may be larger than API bodies); use it for fasthttp.Server.MaxRequestBodySize.
+// MaxRequestBodySize is the largest edge report accepted (edge reports may
+// be larger than API bodies).
 const MaxRequestBodySize = 16 << 20
 
-// HeaderReceived lowers the body limit to MaxBodyBytes for everything but
-// edge reports; use it as fasthttp.Server.HeaderReceived.
+// ServerMaxBodySize is the largest body the server reads at all; use it for
+// fasthttp.Server.MaxRequestBodySize (HeaderReceived lowers it per route).
+const ServerMaxBodySize = MaxRequestBodySize + readLimit
+
+// readLimit is how much of a body the server reads before refusing it.
+// Bodies between MaxBodyBytes and readLimit are read and answered with a
+// clean 413 (the client can read the answer); larger ones are refused
+// before they are read (413 too, but the client may see the connection
+// closed while it is still sending).
+const readLimit = 4 << 20
+
+// HeaderReceived sets the read limit per request: MaxRequestBodySize for
+// edge reports, readLimit for everything else; use it as
+// fasthttp.Server.HeaderReceived.
 func (a *API) HeaderReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	if string(h.RequestURI()) == "/v1/edges/report" {
-		return fasthttp.RequestConfig{MaxRequestBodySize: MaxRequestBodySize}
+		return fasthttp.RequestConfig{MaxRequestBodySize: MaxRequestBodySize + readLimit}
 	}
-	return fasthttp.RequestConfig{MaxRequestBodySize: MaxBodyBytes}
+	return fasthttp.RequestConfig{MaxRequestBodySize: readLimit}
 }
 
 // StopStreams ends every open edge config stream and waits for them; call it

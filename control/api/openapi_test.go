@@ -1,0 +1,82 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/privateconnect/pc/control/api"
+	"github.com/privateconnect/pc/control/push"
+	"github.com/privateconnect/pc/control/store/memstore"
+)
+
+func newAPI(t *testing.T) *api.API {
+	t.Helper()
+	kv := memstore.New()
+	hub, err := push.New(context.Background(), kv, push.Options{})
+	require.NoError(t, err)
+	a, err := api.New(api.Options{KV: kv, Hub: hub, HealthTick: -1})
+	require.NoError(t, err)
+	t.Cleanup(a.Close)
+	return a
+}
+
+// TestOpenAPICoversEveryRoute fails when a route registered on the router is
+// missing from the document (or the document lists one the router lacks).
+func TestOpenAPICoversEveryRoute(t *testing.T) {
+	a := newAPI(t)
+	var doc struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	require.NoError(t, json.Unmarshal(a.OpenAPI(), &doc))
+	registered := map[string]bool{}
+	for method, paths := range a.RegisteredRoutes() {
+		for _, p := range paths {
+			registered[method+" "+p] = true
+			_, ok := doc.Paths[p][strings.ToLower(method)]
+			assert.True(t, ok, "route %s %s is not in the OpenAPI document", method, p)
+		}
+	}
+	for p, ops := range doc.Paths {
+		for m := range ops {
+			assert.True(t, registered[strings.ToUpper(m)+" "+p], "document lists %s %s, which the router lacks", m, p)
+		}
+	}
+	assert.Greater(t, len(registered), 50)
+}
+
+// TestOpenAPIValidates loads and validates the document with kin-openapi
+// (which supports OpenAPI 3.1 and JSON Schema 2020-12).
+func TestOpenAPIValidates(t *testing.T) {
+	a := newAPI(t)
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromData(a.OpenAPI())
+	require.NoError(t, err)
+	require.Equal(t, "3.1.0", doc.OpenAPI)
+	require.NoError(t, doc.Validate(context.Background()))
+	// Every operation has an id, a summary, a success and error responses.
+	ids := map[string]bool{}
+	for p, item := range doc.Paths.Map() {
+		for m, op := range item.Operations() {
+			assert.NotEmpty(t, op.OperationID, "%s %s", m, p)
+			assert.False(t, ids[op.OperationID], "duplicate operationId %s", op.OperationID)
+			ids[op.OperationID] = true
+			assert.NotEmpty(t, op.Summary, "%s %s", m, p)
+			assert.NotNil(t, op.Responses.Value("500"), "%s %s", m, p)
+			if m == "POST" || m == "PATCH" || m == "PUT" {
+				assert.NotNil(t, op.Responses.Value("415"), "%s %s", m, p)
+			}
+		}
+	}
+	// Request schemas are strict (no unknown fields).
+	op := doc.Paths.Find("/v1/services/{id}/shares").Post
+	s := op.RequestBody.Value.Content.Get("application/json").Schema.Value
+	require.NotNil(t, s.AdditionalProperties.Has)
+	assert.False(t, *s.AdditionalProperties.Has)
+	assert.Contains(t, s.Properties, "expiresIn")
+}
