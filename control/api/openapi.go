@@ -263,6 +263,9 @@ func (a *API) operation(g *schemaGen, r *route) jsonObj {
 		content = jsonObj{"application/json": jsonObj{"schema": jsonObj{"type": "object"}}}
 	case r.Path == "/docs":
 		content = jsonObj{"text/html": jsonObj{"schema": jsonObj{"type": "string"}}}
+	case r.Path == "/docs/{file}":
+		content = jsonObj{"text/javascript": jsonObj{"schema": jsonObj{"type": "string"}}, "text/css": jsonObj{"schema": jsonObj{"type": "string"}},
+			"image/png": jsonObj{"schema": jsonObj{"type": "string", "contentMediaType": "image/png"}}}
 	default:
 		var data jsonObj
 		if r.Resp != nil {
@@ -281,7 +284,8 @@ func (a *API) operation(g *schemaGen, r *route) jsonObj {
 	if r.List {
 		headers["X-Next-Cursor"] = jsonObj{"description": "Cursor of the next page, when there is one", "schema": jsonObj{"type": "string"}}
 	}
-	limited := r.Access != accessEdge && r.Path != "/health" && r.Path != "/openapi.json" && r.Path != "/docs"
+	meta := r.Path == "/health" || r.Path == "/openapi.json" || strings.HasPrefix(r.Path, "/docs")
+	limited := r.Access != accessEdge && !meta
 	if limited {
 		for k, v := range rateHeaders {
 			headers[k] = v
@@ -294,7 +298,10 @@ func (a *API) operation(g *schemaGen, r *route) jsonObj {
 	if r.Created && (r.Name == "agents.register" || r.Name == "services.register") {
 		responses["200"] = jsonObj{"description": "Updated (same id or name)", "content": content}
 	}
-	if r.Path != "/health" && r.Path != "/openapi.json" && r.Path != "/docs" {
+	if r.Path == "/docs/{file}" {
+		responses["404"] = errResponse("Not Found")
+	}
+	if !meta {
 		responses["400"] = errResponse("Bad Request: malformed or invalid input (details name the fields)")
 		responses["404"] = errResponse("Not Found (also: another workspace's resource)")
 	}

@@ -80,3 +80,22 @@ func TestOpenAPIValidates(t *testing.T) {
 	assert.False(t, *s.AdditionalProperties.Has)
 	assert.Contains(t, s.Properties, "expiresIn")
 }
+
+func TestDocs(t *testing.T) {
+	h := newHarness(t)
+	r := h.req("GET", "/docs", "", nil)
+	require.Equal(t, 200, r.Status)
+	assert.Contains(t, string(r.Raw), "swagger-ui-bundle.js")
+	assert.Contains(t, r.Header.Get("Content-Security-Policy"), "script-src 'self'")
+	assert.Equal(t, "nosniff", r.Header.Get("X-Content-Type-Options"))
+	for _, f := range []string{"swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-ui.css", "init.js", "favicon-32x32.png"} {
+		r := h.req("GET", "/docs/"+f, "", nil)
+		require.Equal(t, 200, r.Status, f)
+		assert.Greater(t, len(r.Raw), 100, f)
+	}
+	assert.Contains(t, string(h.req("GET", "/docs/init.js", "", nil).Raw), "/openapi.json")
+	h.assertError(h.req("GET", "/docs/nope.js", "", nil), 404)
+	r = h.req("GET", "/openapi.json", "", nil)
+	require.Equal(t, 200, r.Status)
+	assert.Equal(t, "3.1.0", r.Body["openapi"])
+}
