@@ -1,0 +1,232 @@
+// Package e2e holds the whole-system tests: a real control plane (Badger),
+// real edges, real agents and origin services in one process through the
+// harness of internal/testenv, plus tests that run the built binaries.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/privateconnect/pc/internal/testenv"
+	"github.com/privateconnect/pc/sdk/client"
+	"github.com/stretchr/testify/require"
+)
+
+func origin(t *testing.T) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from origin: %s %s", r.Method, r.URL.RequestURI())
+	})
+	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d", n)
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(20 * time.Second):
+		}
+	})
+	mux.HandleFunc("/sse", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; ; i++ {
+			if _, err := fmt.Fprintf(w, "data: %d\n\n", i); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	})
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			_ = c.Write(r.Context(), typ, msg)
+		}
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func eventuallyStatus(t *testing.T, url string, want int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var last int
+	var body string
+	for time.Now().Before(deadline) {
+		if last, body = get(t, url); last == want {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s: want %d within %v, last %d %s", url, want, within, last, body)
+}
+
+// TestWholePath walks the product's promise: share a private service, use
+// the link, revoke it.
+func TestWholePath(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	org := origin(t)
+	id, token, edges := env.ProvisionAgent("laptop")
+	require.Len(t, edges, 1)
+	ag := env.RunAgent(id, token, edges)
+	svc := env.Expose(ag, "web", org.URL)
+	sh := env.Share(svc.ID, client.CreateShareRequest{Name: "demo", ExpiresIn: "1h"})
+	require.True(t, strings.HasPrefix(sh.ShareURL, "http://"+env.Edges[0].HTTPAddr()+"/shared/"), sh.ShareURL)
+
+	code, body := get(t, sh.ShareURL+"/hello?x=1")
+	require.Equal(t, 200, code)
+	require.Equal(t, "hello from origin: GET /hello?x=1", body)
+
+	// The agent shows online through the API.
+	require.Eventually(t, func() bool {
+		list, _, err := env.Client.ListAgents(context.Background(), client.ListOptions{}, client.AgentFilter{})
+		return err == nil && len(list) == 1 && list[0].IsOnline
+	}, 3*time.Second, 20*time.Millisecond)
+
+	// Public info of the link.
+	code, body = get(t, env.ControlURL()+"/v1/shared/"+sh.Token+"/info")
+	require.Equal(t, 200, code)
+	require.Contains(t, body, `"serviceName":"web"`)
+
+	// Revoke: the edge answers 404/410 within 1 s.
+	start := time.Now()
+	require.NoError(t, env.Client.RevokeShare(context.Background(), sh.ID))
+	eventuallyStatus(t, sh.ShareURL+"/", 410, time.Second)
+	t.Logf("revocation in force after %v", time.Since(start))
+}
+
+func TestStreamsAndWebSocket(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	org := origin(t)
+	id, token, edges := env.ProvisionAgent("a")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.Expose(ag, "web", org.URL)
+	sh := env.Share(svc.ID, client.CreateShareRequest{ExpiresIn: "1h"})
+
+	// 100 MiB streamed upload.
+	const size = 100 << 20
+	resp, err := http.Post(sh.ShareURL+"/upload", "application/octet-stream", io.LimitReader(zeros{}, size))
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, fmt.Sprint(size), string(b))
+
+	// SSE arrives event by event.
+	resp, err = http.Get(sh.ShareURL + "/sse")
+	require.NoError(t, err)
+	br := bufio.NewReader(resp.Body)
+	for i := 0; i < 5; i++ {
+		line, err := br.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, fmt.Sprintf("data: %d\n", i), line)
+		_, _ = br.ReadString('\n')
+	}
+	resp.Body.Close()
+
+	// WebSocket echo.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(sh.ShareURL, "http")+"/ws", nil)
+	require.NoError(t, err)
+	for i := 0; i < 3; i++ {
+		require.NoError(t, c.Write(ctx, websocket.MessageBinary, []byte{byte(i), 1, 2}))
+		_, got, err := c.Read(ctx)
+		require.NoError(t, err)
+		require.Equal(t, []byte{byte(i), 1, 2}, got)
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// TestAgentDropAndReconnect: a request in flight when the tunnel drops gets
+// 502 at once; a new agent session serves again within 2 s.
+func TestAgentDropAndReconnect(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	org := origin(t)
+	id, token, edges := env.ProvisionAgent("a")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.Expose(ag, "web", org.URL)
+	sh := env.Share(svc.ID, client.CreateShareRequest{ExpiresIn: "1h"})
+
+	done := make(chan int, 1)
+	go func() {
+		code, _ := get(t, sh.ShareURL+"/slow")
+		done <- code
+	}()
+	time.Sleep(200 * time.Millisecond)
+	ag.Stop()
+	select {
+	case code := <-done:
+		require.Equal(t, 502, code)
+	case <-time.After(3 * time.Second):
+		t.Fatal("request hung after the agent dropped")
+	}
+	eventuallyStatus(t, sh.ShareURL+"/", 503, 2*time.Second)
+
+	start := time.Now()
+	env.RunAgent(id, token, edges)
+	eventuallyStatus(t, sh.ShareURL+"/", 200, 2*time.Second)
+	t.Logf("serving again %v after reconnect", time.Since(start))
+}
+
+// TestEdgeServesFromSnapshotWhileControlDown: restart the edge while the
+// control plane is down; it serves from its saved snapshot, and picks up
+// changes once control is back.
+func TestEdgeServesFromSnapshotWhileControlDown(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	org := origin(t)
+	id, token, edges := env.ProvisionAgent("a")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.Expose(ag, "web", org.URL)
+	sh := env.Share(svc.ID, client.CreateShareRequest{ExpiresIn: "1h"})
+	eventuallyStatus(t, sh.ShareURL+"/", 200, 2*time.Second)
+	time.Sleep(1200 * time.Millisecond) // the edge persists at most once a second
+
+	env.StopControl()
+	env.RestartEdge(env.Edges[0])
+	env.WaitAgentOnEdges(id, 5*time.Second)
+	eventuallyStatus(t, sh.ShareURL+"/", 200, 3*time.Second)
+
+	// Control comes back; a revocation made now reaches the edge.
+	env.StartControl()
+	require.NoError(t, env.Client.RevokeShare(context.Background(), sh.ID))
+	eventuallyStatus(t, sh.ShareURL+"/", 410, 5*time.Second)
+}
