@@ -1,0 +1,188 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds pcd and connect once per test run.
+func binaries(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds binaries")
+	}
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "pc-bin-")
+		if buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "../../cmd/pcd", "../../cmd/connect")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	require.NoError(t, buildErr)
+	return binDir
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is a running binary with its output captured.
+type proc struct {
+	cmd *exec.Cmd
+	mu  sync.Mutex
+	out strings.Builder
+}
+
+func (p *proc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+func start(t *testing.T, env []string, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(name, args...)}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	require.NoError(t, p.cmd.Start())
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = p.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = p.cmd.Process.Kill()
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", filepath.Base(name), p.output())
+		}
+	})
+	return p
+}
+
+// TestQuickStartWithBinaries walks the README's quick start with the real
+// binaries as separate processes: pcd dev, a private service, connect
+// expose, connect link, curl.
+func TestQuickStartWithBinaries(t *testing.T) {
+	bin := binaries(t)
+	dir := t.TempDir()
+	api, httpAddr, tun, admin := freePort(t), freePort(t), freePort(t), freePort(t)
+	pcd := start(t, nil, bin+"/pcd", "dev", "--data", dir+"/data", "--listen", api, "--http", httpAddr, "--tunnel", tun, "--admin", admin, "--log-format", "json")
+
+	var key string
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(dir + "/data/admin.key")
+		key = strings.TrimSpace(string(b))
+		return err == nil && strings.HasPrefix(key, "pc_") && strings.Contains(pcd.output(), key)
+	}, 20*time.Second, 50*time.Millisecond, "pcd dev prints the admin key")
+	info, err := os.Stat(dir + "/data/admin.key")
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+
+	originSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "private service page")
+	}))
+	defer originSrv.Close()
+	target := strings.TrimPrefix(originSrv.URL, "http://")
+
+	env := []string{"PC_API_KEY=" + key, "PC_CONTROL_URL=http://" + api, "PC_STATE=" + dir + "/agent.json"}
+	expose := start(t, env, bin+"/connect", "expose", target, "--name", "web")
+	require.Eventually(t, func() bool { return strings.Contains(expose.output(), "connected") }, 10*time.Second, 50*time.Millisecond)
+	st, err := os.Stat(dir + "/agent.json")
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "the agent state file holds a secret")
+
+	link := exec.Command(bin+"/connect", "link", "web")
+	link.Env = append(os.Environ(), env...)
+	out, err := link.Output()
+	require.NoError(t, err)
+	url := strings.TrimSpace(string(out))
+	require.Regexp(t, regexp.MustCompile(`^http://`+regexp.QuoteMeta(httpAddr)+`/shared/[A-Za-z0-9_-]{22,}$`), url)
+
+	var body string
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(url + "/")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == 200
+	}, 5*time.Second, 50*time.Millisecond)
+	require.Equal(t, "private service page", body)
+
+	// Ctrl-C stops the agent cleanly with exit code 0.
+	require.NoError(t, expose.cmd.Process.Signal(os.Interrupt))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- expose.cmd.Wait() }()
+	select {
+	case err := <-errc:
+		require.NoError(t, err, "connect expose exits 0 on Ctrl-C")
+	case <-ctx.Done():
+		t.Fatal("connect expose did not stop on Ctrl-C")
+	}
+
+	// The edge answers 503 once the agent is gone.
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(url + "/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 503
+	}, 5*time.Second, 50*time.Millisecond)
+
+	// SIGTERM drains pcd with exit code 0.
+	require.NoError(t, pcd.cmd.Process.Signal(syscall.SIGTERM))
+	errc2 := make(chan error, 1)
+	go func() { errc2 <- pcd.cmd.Wait() }()
+	select {
+	case err := <-errc2:
+		require.NoError(t, err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("pcd did not stop on SIGTERM")
+	}
+	sc := bufio.NewScanner(strings.NewReader(pcd.output()))
+	for sc.Scan() {
+		require.NotContains(t, sc.Text(), `"level":"ERROR"`, "no error logged during the quick start")
+	}
+}
