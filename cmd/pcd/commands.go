@@ -78,9 +78,9 @@ func controlCmd(c *common) *cobra.Command {
 
 type edgeFlags struct {
 	control, token, http, tunnel, tcpPorts, admin, data string
-	tlsCert, tlsKey, shareDomain, publicDomain         string
-	trusted                                            []string
-	tunnelTLS                                          bool
+	tlsCert, tlsKey, shareDomain, publicDomain          string
+	trusted                                             []string
+	tunnelTLS                                           bool
 }
 
 func (f *edgeFlags) register(cmd *cobra.Command, dev bool) {

@@ -87,8 +87,6 @@ type Agent struct {
 	sessions map[string]*edgeConn          // tunnel addr → live session
 	runCtx   context.Context
 	wg       sync.WaitGroup
-
-
 }
 
 type target struct {
