@@ -94,7 +94,7 @@ func List[T any](tx Tx, pfx []byte, after string, limit int, keep func(*T) bool)
 	}
 	err := tx.Scan(pfx, afk, func(k, v []byte) (bool, error) {
 		var t T
-		if err := json.Unmarshal(v, &t); err != nil {
+		if err := decode(k, v, &t); err != nil {
 			return false, fmt.Errorf("decode %s: %w", k, err)
 		}
 		if keep != nil && !keep(&t) {

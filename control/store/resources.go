@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"time"
 )
 
@@ -192,9 +193,14 @@ func UpdateService(tx Tx, s *Service) error {
 
 // GetService returns a service of the workspace.
 func GetService(tx Tx, ws, id string) (*Service, error) {
-	var s Service
-	if err := getJSON(tx, serviceKey(ws, id), &s); err != nil {
+	k := serviceKey(ws, id)
+	b, err := tx.Get(k)
+	if err != nil {
 		return nil, notFound("service", err)
+	}
+	var s Service
+	if err := decodeService(k, b, &s); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", k, err)
 	}
 	return &s, nil
 }
