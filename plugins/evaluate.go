@@ -183,7 +183,7 @@ func (pl *plugin) run(config []byte, req *Request, d *Decision) bool {
 		return false
 	}
 	in.begin(req, config, h.configID(pl.id, config))
-	err = in.call(in.handle, pl.budget)
+	err = in.call(in.handle, pl.budget, true)
 	code := int32(in.stack[0])
 	if err == nil && code != abi.DecisionAllow && code != abi.DecisionRespond {
 		detail := string(in.errMsg)

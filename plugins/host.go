@@ -51,6 +51,11 @@ type Config struct {
 	InitTimeout time.Duration
 	// ValidateConfigTimeout is the budget of one validate_config call (default 100 ms).
 	ValidateConfigTimeout time.Duration
+	// MaxConcurrentCalls bounds the guest calls running at once across all plugins (default
+	// GOMAXPROCS-1, at least 1). Guest code cannot be preempted by Go's scheduler; keeping a
+	// P free of guests lets the watchdog (and the rest of the process) run even when every
+	// running guest spins. Calls wait up to AcquireTimeout for a slot, then answer 503.
+	MaxConcurrentCalls int
 	// RateLimitMaxKeys bounds the shared rate_limit counters (default 262144 keys).
 	RateLimitMaxKeys int
 	// OnFailure, when set, is called (in its own goroutine, at most once per plugin every
@@ -93,11 +98,14 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ValidateConfigTimeout == 0 {
 		c.ValidateConfigTimeout = 100 * time.Millisecond
 	}
+	if c.MaxConcurrentCalls == 0 {
+		c.MaxConcurrentCalls = max(1, runtime.GOMAXPROCS(0)-1)
+	}
 	if c.RateLimitMaxKeys == 0 {
 		c.RateLimitMaxKeys = 1 << 18
 	}
 	if c.BreakerThreshold < 0 || c.BreakerBackoff < 0 || c.AcquireTimeout < 0 || c.InitTimeout < 0 ||
-		c.ValidateConfigTimeout < 0 || c.RateLimitMaxKeys < 0 {
+		c.ValidateConfigTimeout < 0 || c.RateLimitMaxKeys < 0 || c.MaxConcurrentCalls < 0 {
 		return c, errors.New("plugins: negative limit in Config")
 	}
 	return c, nil
@@ -151,9 +159,12 @@ type Host struct {
 	keys    keyCache
 
 	// watchdog
+	vclock   atomic.Int64 // virtual ns, advanced by the watchdog; call deadlines use it
+	cpuclock atomic.Int64 // process CPU ns, sampled by the watchdog
 	inflight atomic.Int64
 	parked   atomic.Bool
 	wake     chan struct{}
+	slots    chan struct{} // guest calls in progress (MaxConcurrentCalls)
 	done     chan struct{}
 	wg       sync.WaitGroup
 
@@ -174,6 +185,7 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 		seed:  maphash.MakeSeed(),
 		epoch: time.Now(),
 		wake:  make(chan struct{}, 1),
+		slots: make(chan struct{}, cfg.MaxConcurrentCalls),
 		done:  make(chan struct{}),
 	}
 	if cfg.CacheDir != "" {
@@ -187,6 +199,7 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 	empty := map[string]*plugin{}
 	h.plugins.Store(&empty)
 	h.pools.Store(&[]*pool{})
+	h.sampleCPU()
 	h.wg.Add(2)
 	go h.watchdog()
 	go h.janitor()

@@ -324,23 +324,3 @@ func (pl *plugin) guestLog(level int32, msg []byte) {
 	}
 	log.LogAttrs(context.Background(), l, string(msg), attrs...)
 }
-
-// guestOutput receives the guest's stdout/stderr (WASI fd_write) into the plugin's logs.
-type guestOutput struct {
-	pl    *plugin
-	level int32
-}
-
-func (o *guestOutput) Write(b []byte) (int, error) {
-	n := len(b)
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	if len(b) > abi.MaxLogLen {
-		b = b[:abi.MaxLogLen]
-	}
-	if len(b) > 0 {
-		o.pl.guestLog(o.level, b)
-	}
-	return n, nil
-}

@@ -2,7 +2,6 @@ package plugins
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,14 +11,18 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/privateconnect/pc/plugins/abi"
 )
 
-// exitDrop is the exit code of an instance the host discards.
-const exitDrop = 0xdead0002
+const watchdogTick = time.Millisecond
+
+// Exit codes of instances the host closes itself.
+const (
+	exitTimeout = 0xdead0001 // the watchdog stopped an overrunning call
+	exitDrop    = 0xdead0002 // discarded after a failure, or its pool drained
+)
 
 // plugin is one loaded version of a plugin id: its options, pool, breaker and counters. A
 // reload creates a new plugin value (fresh breaker) and swaps it in.
@@ -70,10 +73,11 @@ type instance struct {
 	mod      api.Module
 	handle   api.Function
 	validate api.Function
-	ctx      context.Context // carries the *instance to host functions; canceled by the watchdog
-	cancel   context.CancelFunc
+	ctx      context.Context // carries the *instance to host functions
 	stack    [1]uint64
-	deadline atomic.Int64 // 0 idle, >0 nanotime deadline of the running call, -1 killed
+	deadline atomic.Int64 // 0 idle, >0 virtual-clock deadline of the running call, -1 killed
+	budget   int64        // of the running call, ns
+	cpuArm   int64        // process CPU time when the call was armed (Host.cpuclock)
 
 	// call state, reset by begin
 	req       *Request
@@ -84,7 +88,7 @@ type instance struct {
 	status    int
 	body      []byte
 	errMsg    []byte
-	violation error
+	killed    bool // the watchdog closed the module: discard, never reuse
 }
 
 type instKey struct{}
@@ -126,7 +130,7 @@ func (h *Host) newPool(ctx context.Context, pl *plugin, wasm []byte, memLimit ui
 		p.closeRuntime()
 		return nil, Info{}, err
 	}
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+	if err := h.instantiateWASI(ctx, rt); err != nil {
 		return fail(fmt.Errorf("wasi: %w", err))
 	}
 	if err := h.instantiatePolicyModule(ctx, rt); err != nil {
@@ -142,16 +146,7 @@ func (h *Host) newPool(ctx context.Context, pl *plugin, wasm []byte, memLimit ui
 		return fail(err)
 	}
 	info.SizeBytes = len(wasm)
-	out := &guestOutput{pl: pl, level: 1}
-	errOut := &guestOutput{pl: pl, level: 2}
-	p.modCfg = wazero.NewModuleConfig().
-		WithName("").
-		WithStartFunctions().
-		WithSysWalltime().
-		WithSysNanotime().
-		WithRandSource(rand.Reader).
-		WithStdout(out).
-		WithStderr(errOut)
+	p.modCfg = wazero.NewModuleConfig().WithName("").WithStartFunctions()
 	h.addPool(p)
 	for range size {
 		in, err := p.newInstance(ctx)
@@ -166,13 +161,10 @@ func (h *Host) newPool(ctx context.Context, pl *plugin, wasm []byte, memLimit ui
 // newInstance instantiates the module, runs _initialize and checks policy_abi_version.
 func (p *pool) newInstance(ctx context.Context) (*instance, error) {
 	in := &instance{p: p}
-	cctx, cancel := context.WithCancel(context.Background())
-	in.ctx = context.WithValue(cctx, instKey{}, in)
-	in.cancel = cancel
+	in.ctx = context.WithValue(context.Background(), instKey{}, in)
 	in.begin(emptyRequest, nil, 0)
 	mod, err := p.rt.InstantiateModule(in.ctx, p.compiled, p.modCfg)
 	if err != nil {
-		cancel()
 		return nil, fmt.Errorf("%w: instantiate: %s", ErrInvalidModule, firstLine(err.Error()))
 	}
 	in.mod = mod
@@ -180,7 +172,6 @@ func (p *pool) newInstance(ctx context.Context) (*instance, error) {
 	if p.closed {
 		p.mu.Unlock()
 		_ = mod.Close(context.Background())
-		cancel()
 		return nil, ErrClosed
 	}
 	p.all = append(p.all, in)
@@ -189,13 +180,13 @@ func (p *pool) newInstance(ctx context.Context) (*instance, error) {
 	p.host.liveInstances.Add(1)
 
 	if init := mod.ExportedFunction(abi.ExportInitialize); init != nil {
-		if err := in.call(init, int64(p.host.cfg.InitTimeout)); err != nil {
+		if err := in.call(init, int64(p.host.cfg.InitTimeout), false); err != nil {
 			p.discard(in, false)
 			return nil, fmt.Errorf("%w: _initialize: %s", ErrInvalidModule, describe(err, in))
 		}
 	}
 	ver := mod.ExportedFunction(abi.ExportABIVersion)
-	if err := in.call(ver, int64(p.host.cfg.InitTimeout)); err != nil {
+	if err := in.call(ver, int64(p.host.cfg.InitTimeout), false); err != nil || in.killed {
 		p.discard(in, false)
 		return nil, fmt.Errorf("%w: %s: %s", ErrInvalidModule, abi.ExportABIVersion, describe(err, in))
 	}
@@ -210,10 +201,20 @@ func (p *pool) newInstance(ctx context.Context) (*instance, error) {
 }
 
 // call runs fn with the watchdog armed for budget ns. The result, if any, is in in.stack[0].
-func (in *instance) call(fn api.Function, budget int64) error {
+// A request call (slot true) first takes one of the host's execution slots.
+func (in *instance) call(fn api.Function, budget int64, slot bool) error {
 	h := in.p.host
-	dl := h.nanotime() + budget
-	in.deadline.Store(dl)
+	if slot {
+		if err := h.enterSlot(); err != nil {
+			return err
+		}
+		defer h.leaveSlot()
+	}
+	// The virtual clock moves in ticks: add one so that a call gets at least its budget.
+	dl := h.vclock.Load() + budget + int64(watchdogTick)
+	in.budget = budget
+	in.cpuArm = h.cpuclock.Load()
+	in.deadline.Store(dl) // publishes budget and cpuArm to the watchdog
 	if h.inflight.Add(1) == 1 && h.parked.Load() && h.parked.CompareAndSwap(true, false) {
 		select {
 		case h.wake <- struct{}{}:
@@ -223,13 +224,50 @@ func (in *instance) call(fn api.Function, budget int64) error {
 	err := fn.CallWithStack(in.ctx, in.stack[:])
 	h.inflight.Add(-1)
 	if !in.deadline.CompareAndSwap(dl, 0) {
-		// The watchdog closed the instance: whatever the guest returned, it overran.
+		// The watchdog closed the module. If the guest still returned normally it finished
+		// before the stop took effect (typically this goroutine was descheduled right after
+		// the guest returned): its result stands, but the instance is gone.
+		in.killed = true
+		if err == nil {
+			return nil
+		}
 		return ErrTimeout
 	}
-	if err == nil && in.violation != nil {
-		return in.violation
-	}
 	return err
+}
+
+// enterSlot bounds how many guest calls run at once on the host (Config.MaxConcurrentCalls):
+// a goroutine executing guest code cannot be preempted by Go's scheduler, so if every P ran a
+// spinning guest, the watchdog could not run to stop them.
+func (h *Host) enterSlot() error {
+	select {
+	case h.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	t := timerPool.Get().(*time.Timer)
+	t.Reset(h.cfg.AcquireTimeout)
+	defer func() { t.Stop(); timerPool.Put(t) }()
+	select {
+	case h.slots <- struct{}{}:
+		return nil
+	case <-t.C:
+		return ErrNoInstance
+	}
+}
+
+func (h *Host) leaveSlot() { <-h.slots }
+
+// sampleCPU updates Host.cpuclock. Where process CPU time is unavailable it follows the
+// virtual clock (wall-clock budgets).
+func (h *Host) sampleCPU() int64 {
+	if c, ok := processCPU(); ok {
+		h.cpuclock.Store(c)
+		return c
+	}
+	v := h.vclock.Load() + int64(watchdogTick)
+	h.cpuclock.Store(v)
+	return v
 }
 
 // describe turns a call error into a one-line detail.
@@ -252,7 +290,7 @@ func (in *instance) classify(err error) error {
 	case errors.Is(err, ErrABIViolation):
 		return ErrABIViolation
 	case errors.As(err, &exit):
-		if exit.ExitCode() == sys.ExitCodeContextCanceled {
+		if exit.ExitCode() == exitTimeout {
 			return ErrTimeout
 		}
 		return ErrTrap
@@ -277,7 +315,6 @@ func (in *instance) begin(req *Request, config []byte, id uint64) {
 	in.status = 0
 	in.body = in.body[:0]
 	in.errMsg = in.errMsg[:0]
-	in.violation = nil
 }
 
 // end drops references to the caller's request and config.
@@ -323,6 +360,10 @@ var timerPool = sync.Pool{New: func() any {
 // release returns a healthy instance to the pool (or closes it if the pool is draining).
 func (p *pool) release(in *instance) {
 	in.end()
+	if in.killed {
+		p.discard(in, true)
+		return
+	}
 	if p.draining.Load() {
 		p.discard(in, false)
 		return
@@ -341,11 +382,9 @@ func (p *pool) release(in *instance) {
 // background.
 func (p *pool) discard(in *instance, refill bool) {
 	in.end()
-	// The call (if any) has returned: closing here cannot race with the guest.
 	if in.mod != nil {
 		_ = in.mod.CloseWithExitCode(context.Background(), exitDrop)
 	}
-	in.cancel()
 	p.mu.Lock()
 	found := false
 	for i, x := range p.all {
@@ -442,13 +481,25 @@ func (p *pool) closeRuntime() {
 	p.host.liveRuntimes.Add(-1)
 }
 
-// watchdog stops calls that overran their budget. It ticks every millisecond while
-// calls are in flight and parks when there are none.
+// watchdog stops calls that overran their budget. A call is stopped when both clocks say it
+// overran:
+//
+//   - the virtual clock (Host.vclock), which only the watchdog advances, by the real time
+//     elapsed since its previous tick but never more than two ticks at once, so a stall of the
+//     whole process (the watchdog included) is not charged to guests;
+//   - the process CPU clock (Host.cpuclock, sampled each tick): a guest cannot have used its
+//     budget if the whole process has not used that much CPU since the call started. This
+//     keeps a guest from being stopped because its thread was descheduled (another process
+//     on a shared machine, a preempted goroutine) rather than because it computed too long.
+//
+// A guest that really spins is stopped within its budget plus a tick or two. While no call is
+// in flight the watchdog parks.
 func (h *Host) watchdog() {
 	defer h.wg.Done()
-	const tick = time.Millisecond
+	const tick = watchdogTick
 	t := time.NewTimer(tick)
 	defer t.Stop()
+	last := h.nanotime()
 	for {
 		if h.inflight.Load() == 0 {
 			h.parked.Store(true)
@@ -461,6 +512,8 @@ func (h *Host) watchdog() {
 			} else if !h.parked.CompareAndSwap(true, false) {
 				<-h.wake // a caller unparked us and sent (or is sending) a wake-up
 			}
+			last = h.nanotime()
+			h.sampleCPU()
 		}
 		t.Reset(tick)
 		select {
@@ -469,14 +522,19 @@ func (h *Host) watchdog() {
 			return
 		}
 		now := h.nanotime()
+		v := h.vclock.Add(min(now-last, 2*int64(tick)))
+		last = now
+		cpu := h.sampleCPU()
 		for _, p := range *h.pools.Load() {
 			p.mu.Lock()
 			for _, in := range p.all {
-				if d := in.deadline.Load(); d > 0 && now > d && in.deadline.CompareAndSwap(d, -1) {
-					// Canceling the instance's context makes wazero stop the guest at its next
-					// check and release the module's resources on the calling goroutine
-					// (Module.CloseWithExitCode from here would race with WASI functions).
-					in.cancel()
+				d := in.deadline.Load()
+				if d <= 0 || v <= d || cpu-in.cpuArm < in.budget {
+					continue
+				}
+				if in.deadline.CompareAndSwap(d, -1) {
+					// The guest stops at its next check (function entry, loop back-edge).
+					_ = in.mod.CloseWithExitCode(context.Background(), exitTimeout)
 				}
 			}
 			p.mu.Unlock()

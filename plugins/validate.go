@@ -162,7 +162,7 @@ func (h *Host) ValidateConfig(ctx context.Context, pluginID string, config []byt
 		return &PluginError{PluginID: pluginID, Kind: err}
 	}
 	in.begin(emptyRequest, config, h.configID(pluginID, config))
-	err = in.call(in.validate, int64(h.cfg.ValidateConfigTimeout))
+	err = in.call(in.validate, int64(h.cfg.ValidateConfigTimeout), true)
 	if err != nil {
 		kind := in.classify(err)
 		detail := describe(err, in)
