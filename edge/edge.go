@@ -44,6 +44,12 @@ type Config struct {
 	PublicDomain   string   // public services: <subdomain>.<PublicDomain>
 	TrustedProxies []string // CIDRs allowed to set X-Forwarded-For
 
+	// TCPPortMin..TCPPortMax is the range of service tunnel ports this edge
+	// opens (0 disables TCP tunnels); TCPHost is the address they bind
+	// (default: the host of HTTPAddr).
+	TCPPortMin, TCPPortMax int
+	TCPHost                string
+
 	MaxStreamsPerAgent int           // default 1024
 	ReportInterval     time.Duration // default 1 s
 	DrainTimeout       time.Duration // default 15 s
@@ -88,6 +94,8 @@ type Server struct {
 	registry *tunnels.Registry
 	proxy    *proxy.Proxy
 	reporter *reporter
+	tcp      *tcpPorts
+	conns    *connTracker
 
 	httpSrv  *fasthttp.Server
 	adminSrv *fasthttp.Server
@@ -116,8 +124,16 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	s.reporter = newReporter(s)
+	if cfg.TCPPortMax > 0 {
+		host := cfg.TCPHost
+		if host == "" {
+			host, _, _ = net.SplitHostPort(cfg.HTTPAddr)
+		}
+		s.tcp = newTCPPorts(s, host, cfg.TCPPortMin, cfg.TCPPortMax)
+	}
 	s.sync = configsync.New(configsync.Config{ControlURL: cfg.ControlURL, Token: cfg.Token, DataDir: cfg.DataDir,
 		Logger: cfg.Logger.With("component", "configsync"), OnSwap: s.onSwap})
+	s.conns = newConnTracker(s.sync.EdgeID)
 	s.registry = tunnels.New(tunnels.Config{EdgeID: s.sync.EdgeID, Table: s.sync.Table,
 		MaxStreams: cfg.MaxStreamsPerAgent, OnEvent: s.reporter.event, Logger: cfg.Logger.With("component", "tunnels")})
 	s.proxy = proxy.New(proxy.Config{Table: s.sync.Table, Sessions: s.registry, Policy: cfg.Policy,
@@ -130,6 +146,7 @@ func (s *Server) onSwap(t *routes.Table) {
 	if s.registry != nil {
 		s.registry.Refresh(t)
 	}
+	s.tcp.reconcile(t)
 }
 
 // Start loads the saved snapshot, binds the listeners and starts serving.
@@ -228,6 +245,9 @@ func (s *Server) Shutdown() error {
 	if s.tunLn != nil {
 		s.tunLn.Close()
 	}
+	if s.tcp != nil {
+		s.tcp.close()
+	}
 	s.registry.Close()
 	if s.cancel != nil {
 		s.cancel()
@@ -260,6 +280,14 @@ func (s *Server) ID() string { return s.sync.EdgeID() }
 
 // Table returns the routing table in force.
 func (s *Server) Table() *routes.Table { return s.sync.Table() }
+
+// TCPPorts lists the open TCP tunnel ports.
+func (s *Server) TCPPorts() []int {
+	if s.tcp == nil {
+		return nil
+	}
+	return s.tcp.Ports()
+}
 
 // ConnectedAgents lists agents with a live tunnel.
 func (s *Server) ConnectedAgents() []string { return s.registry.Connected() }

@@ -78,7 +78,8 @@ func (r *reporter) flush(ctx context.Context) {
 	r.mu.Unlock()
 	t := r.s.sync.Table()
 	rep := &config.Report{EdgeVersion: Version, ConfigEpoch: t.Epoch, ConfigVersion: t.Version,
-		Agents: r.s.registry.Connected(), Events: events, AccessLogs: logs, Dropped: r.dropped.Swap(0)}
+		Agents: r.s.registry.Connected(), Events: events, AccessLogs: logs, Dropped: r.dropped.Swap(0),
+		Connections: r.s.conns.list()}
 	if err := r.s.sync.Report(ctx, rep); err != nil {
 		r.s.log.Debug("report failed", "err", err)
 		r.mu.Lock()

@@ -106,7 +106,11 @@ func (f *edgeFlags) config() (edge.Config, error) {
 	if err != nil {
 		return edge.Config{}, err
 	}
-	return edge.Config{ControlURL: f.control, Token: f.token, HTTPAddr: f.http, TunnelAddr: f.tunnel, AdminAddr: f.admin,
+	lo, hi, err := parsePorts(f.tcpPorts)
+	if err != nil {
+		return edge.Config{}, err
+	}
+	return edge.Config{TCPPortMin: lo, TCPPortMax: hi,ControlURL: f.control, Token: f.token, HTTPAddr: f.http, TunnelAddr: f.tunnel, AdminAddr: f.admin,
 		DataDir: f.data, HTTPTLS: tc, TunnelTLS: tc, ShareDomain: f.shareDomain, PublicDomain: f.publicDomain,
 		TrustedProxies: f.trusted}, nil
 }
@@ -124,9 +128,6 @@ func edgeCmd(c *common) *cobra.Command {
 			}
 			log, err := c.logger()
 			if err != nil {
-				return err
-			}
-			if _, _, err := parsePorts(f.tcpPorts); err != nil {
 				return err
 			}
 			cfg, err := f.config()
@@ -218,11 +219,13 @@ func runDev(ctx context.Context, c *common, cf *controlFlags, ef *edgeFlags, log
 		cancel()
 		return err
 	}
+	ef.tcpPorts = cf.tcpPorts
 	ecfg, err := ef.config()
 	if err != nil {
 		cancel()
 		return err
 	}
+	ecfg.TCPPortMin, ecfg.TCPPortMax = ccfg.TCPPortMin, ccfg.TCPPortMax
 	ecfg.ControlURL = "http://" + ctrl.Addr()
 	ecfg.Token = token
 	ecfg.HTTPAddr, ecfg.TunnelAddr = httpAddr, tunAddr

@@ -252,6 +252,15 @@ func (t *Table) Service(id string) (*config.Service, bool) {
 	return s, ok
 }
 
+// Services returns every service.
+func (t *Table) Services() []*config.Service {
+	out := make([]*config.Service, 0, len(t.services))
+	for _, s := range t.services {
+		out = append(out, s)
+	}
+	return out
+}
+
 // PublicService returns the public service with this subdomain.
 func (t *Table) PublicService(sub string) (*config.Service, bool) {
 	id, ok := t.subdomains[sub]

@@ -225,6 +225,7 @@ func (r *Registry) serve(s *Session) {
 		r.cfg.OnEvent(config.AgentEvent{AgentID: s.AgentID, Event: config.EventConnected, IP: s.RemoteIP, At: s.Since})
 	}
 	s.PushConfig(r.cfg.Table())
+	go r.acceptAgentStreams(s)
 
 	// Read the agent's control frames until the session ends.
 	br := bufio.NewReaderSize(ctl, 4096)
@@ -247,6 +248,60 @@ func (r *Registry) serve(s *Session) {
 	if current && r.cfg.OnEvent != nil {
 		r.cfg.OnEvent(config.AgentEvent{AgentID: s.AgentID, Event: config.EventDisconnected, IP: s.RemoteIP, At: time.Now().UTC()})
 	}
+}
+
+// acceptAgentStreams serves streams the agent opens: reach requests to
+// another agent's service of the same workspace.
+func (r *Registry) acceptAgentStreams(s *Session) {
+	for {
+		st, err := s.sess.AcceptStream()
+		if err != nil {
+			return
+		}
+		go r.serveReach(s, st)
+	}
+}
+
+// serveReach connects a reaching agent's stream to the service's agent.
+func (r *Registry) serveReach(from *Session, st *smux.Stream) {
+	_ = st.SetReadDeadline(time.Now().Add(tunnel.HandshakeTimeout))
+	h, err := tunnel.ReadStreamHeader(st)
+	_ = st.SetReadDeadline(time.Time{})
+	if err != nil || h.Kind != tunnel.KindReach {
+		_ = tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyRefused, Message: "only reach streams may be opened by agents"})
+		st.Close()
+		return
+	}
+	refuse := func(code byte, msg string) {
+		_ = tunnel.WriteResult(st, tunnel.Result{Status: code, Message: msg})
+		st.Close()
+	}
+	svc, ok := r.cfg.Table().Service(h.ServiceID.String())
+	if !ok || svc.WorkspaceID != from.WorkspaceID {
+		// Another workspace's service is indistinguishable from none.
+		refuse(tunnel.ReplyUnknownService, "no such service")
+		return
+	}
+	if svc.Paused {
+		refuse(tunnel.ReplyRefused, "the tunnel is paused")
+		return
+	}
+	to, ok := r.Get(svc.AgentID)
+	if !ok {
+		refuse(tunnel.ReplyDialFailed, "the service's agent is offline")
+		return
+	}
+	conn, err := to.OpenStream(tunnel.KindTCP, h.ServiceID, from.RemoteIP)
+	if err != nil {
+		refuse(tunnel.ReplyDialFailed, "the service could not be reached")
+		return
+	}
+	if err := tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyOK}); err != nil {
+		conn.Close()
+		st.Close()
+		return
+	}
+	tunnel.Pipe(st, conn)
 }
 
 // PushConfig sends the agent its services and the edges to connect to.

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -58,6 +59,10 @@ type Env struct {
 
 	mu    sync.Mutex
 	Edges []*Edge
+
+	// TCPPortMin..TCPPortMax is the tunnel port range of this env (free
+	// ports found at start).
+	TCPPortMin, TCPPortMax int
 }
 
 // Edge is a running edge with its registration.
@@ -81,6 +86,7 @@ func New(t T, opts Options) *Env {
 		}
 	}
 	e := &Env{t: t, opts: opts, log: log}
+	e.TCPPortMin, e.TCPPortMax = freeRange(t, 16)
 	e.StartControl()
 	e.AddEdge("edge-1")
 	return e
@@ -94,7 +100,8 @@ func (e *Env) StartControl() {
 	if e.Control != nil {
 		listen = e.Control.Addr()
 	}
-	cfg := control.Config{Listen: listen, DataDir: e.opts.DataDir, Logger: e.log.With("component", "control")}
+	cfg := control.Config{Listen: listen, DataDir: e.opts.DataDir, Logger: e.log.With("component", "control"),
+		TCPPortMin: e.TCPPortMin, TCPPortMax: e.TCPPortMax}
 	if e.opts.Control != nil {
 		e.opts.Control(&cfg)
 	}
@@ -161,7 +168,8 @@ func (e *Env) startEdge(ed *Edge, httpAddr, tunAddr string) *edge.Server {
 	e.t.Helper()
 	cfg := edge.Config{ControlURL: e.ControlURL(), Token: ed.Token, HTTPAddr: httpAddr, TunnelAddr: tunAddr,
 		AdminAddr: "127.0.0.1:0", DataDir: ed.DataDir, ReportInterval: 100 * time.Millisecond,
-		DrainTimeout: 2 * time.Second, Logger: e.log.With("component", "edge", "edge", ed.Name)}
+		DrainTimeout: 2 * time.Second, Logger: e.log.With("component", "edge", "edge", ed.Name),
+		TCPPortMin: e.TCPPortMin, TCPPortMax: e.TCPPortMax}
 	if e.opts.Edge != nil {
 		e.opts.Edge(&cfg)
 	}
@@ -270,7 +278,13 @@ func (e *Env) Expose(ag *Agent, name, target string) *client.Service {
 		e.t.Fatalf("testenv: target %q: %v", target, err)
 	}
 	p, _ := strconv.Atoi(port)
-	svc, _, err := e.Client.RegisterService(context.Background(), client.RegisterServiceRequest{AgentID: ag.ID, Name: name, TargetHost: host, TargetPort: p, Protocol: "http"})
+	return e.ExposeProtocol(ag, name, host, p, "http")
+}
+
+// ExposeProtocol registers a service with an explicit protocol.
+func (e *Env) ExposeProtocol(ag *Agent, name, host string, p int, protocol string) *client.Service {
+	e.t.Helper()
+	svc, _, err := e.Client.RegisterService(context.Background(), client.RegisterServiceRequest{AgentID: ag.ID, Name: name, TargetHost: host, TargetPort: p, Protocol: protocol})
 	if err != nil {
 		e.t.Fatalf("testenv: register service: %v", err)
 	}
@@ -319,6 +333,28 @@ func (e *Env) Share(serviceID string, req client.CreateShareRequest) *client.Sha
 // ShareURL is the share's base URL on one edge.
 func ShareURL(ed *Edge, token string) string {
 	return "http://" + ed.HTTPAddr() + "/shared/" + token
+}
+
+// freeRange finds n consecutive free ports on 127.0.0.1.
+func freeRange(t T, n int) (int, int) {
+	t.Helper()
+	for try := 0; try < 200; try++ {
+		base := 30000 + rand.IntN(25000)
+		ok := true
+		for p := base; p < base+n && ok; p++ {
+			ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+			if err != nil {
+				ok = false
+				break
+			}
+			ln.Close()
+		}
+		if ok {
+			return base, base + n - 1
+		}
+	}
+	t.Fatalf("testenv: no free port range")
+	return 0, 0
 }
 
 func freeAddr(t T) string {

@@ -1,0 +1,183 @@
+package edge
+
+import (
+	"errors"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/privateconnect/pc/edge/routes"
+	"github.com/privateconnect/pc/internal/config"
+	"github.com/privateconnect/pc/internal/tunnel"
+)
+
+// tcpPorts runs one listener per service tunnel port: every accepted
+// connection becomes a KindTCP stream to the service's agent.
+type tcpPorts struct {
+	s        *Server
+	host     string
+	min, max int
+
+	mu     sync.Mutex
+	ports  map[int]*portListener
+	closed bool
+}
+
+type portListener struct {
+	ln        net.Listener
+	serviceID string
+}
+
+func newTCPPorts(s *Server, host string, min, max int) *tcpPorts {
+	return &tcpPorts{s: s, host: host, min: min, max: max, ports: map[int]*portListener{}}
+}
+
+// reconcile opens the ports of the table's services and closes the others.
+func (p *tcpPorts) reconcile(t *routes.Table) {
+	if p == nil || p.max == 0 {
+		return
+	}
+	want := map[int]string{}
+	for _, svc := range t.Services() {
+		if svc.TunnelPort >= p.min && svc.TunnelPort <= p.max {
+			want[svc.TunnelPort] = svc.ID
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	for port, pl := range p.ports {
+		if id, ok := want[port]; !ok || id != pl.serviceID {
+			pl.ln.Close()
+			delete(p.ports, port)
+		}
+	}
+	for port, id := range want {
+		if _, ok := p.ports[port]; ok {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(p.host, strconv.Itoa(port)))
+		if err != nil {
+			p.s.log.Warn("cannot open TCP tunnel port", "port", port, "service", id, "err", err)
+			continue
+		}
+		pl := &portListener{ln: ln, serviceID: id}
+		p.ports[port] = pl
+		go p.serve(pl)
+	}
+}
+
+func (p *tcpPorts) serve(pl *portListener) {
+	for {
+		c, err := pl.ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return
+		}
+		go p.handle(c, pl.serviceID)
+	}
+}
+
+// handle connects one visitor TCP connection to the service.
+func (p *tcpPorts) handle(c net.Conn, serviceID string) {
+	t := p.s.sync.Table()
+	svc, ok := t.Service(serviceID)
+	if !ok || svc.Paused {
+		c.Close()
+		return
+	}
+	sess, ok := p.s.registry.Get(svc.AgentID)
+	if !ok {
+		c.Close()
+		return
+	}
+	id, err := uuid.Parse(serviceID)
+	if err != nil {
+		c.Close()
+		return
+	}
+	ip := hostOf(c.RemoteAddr())
+	st, err := sess.OpenStream(tunnel.KindTCP, id, ip)
+	if err != nil {
+		p.s.log.Debug("tcp tunnel stream refused", "service", serviceID, "err", err)
+		c.Close()
+		return
+	}
+	conn := p.s.conns.add(serviceID, "tcp", ip)
+	in, out := tunnel.Pipe(c, st)
+	p.s.conns.done(conn, in, out)
+}
+
+// Ports lists the open tunnel ports.
+func (p *tcpPorts) Ports() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]int, 0, len(p.ports))
+	for port := range p.ports {
+		out = append(out, port)
+	}
+	return out
+}
+
+func (p *tcpPorts) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for port, pl := range p.ports {
+		pl.ln.Close()
+		delete(p.ports, port)
+	}
+}
+
+func hostOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	h, _, _ := net.SplitHostPort(a.String())
+	return h
+}
+
+// connTracker keeps the live TCP and WebSocket connections for reports.
+type connTracker struct {
+	mu    sync.Mutex
+	next  uint64
+	live  map[uint64]*config.Connection
+	edgeID func() string
+}
+
+func newConnTracker(edgeID func() string) *connTracker {
+	return &connTracker{live: map[uint64]*config.Connection{}, edgeID: edgeID}
+}
+
+func (ct *connTracker) add(serviceID, kind, ip string) uint64 {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	ct.next++
+	ct.live[ct.next] = &config.Connection{ID: uuid.NewString(), ServiceID: serviceID, Kind: kind, ClientIP: ip,
+		StartedAt: time.Now().UTC()}
+	return ct.next
+}
+
+func (ct *connTracker) done(id uint64, in, out int64) {
+	ct.mu.Lock()
+	delete(ct.live, id)
+	ct.mu.Unlock()
+}
+
+func (ct *connTracker) list() []config.Connection {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	out := make([]config.Connection, 0, len(ct.live))
+	for _, c := range ct.live {
+		out = append(out, *c)
+	}
+	return out
+}

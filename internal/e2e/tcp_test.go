@@ -1,0 +1,85 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/privateconnect/pc/internal/testenv"
+	"github.com/stretchr/testify/require"
+)
+
+// halfCloseServer reads everything until EOF, then answers with the byte
+// count and closes: it only works if half-close crosses the tunnel.
+func halfCloseServer(t *testing.T) (string, int) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				n, _ := io.Copy(io.Discard, c)
+				_, _ = c.Write([]byte("got " + strconv.FormatInt(n, 10)))
+			}(c)
+		}
+	}()
+	a := ln.Addr().(*net.TCPAddr)
+	return "127.0.0.1", a.Port
+}
+
+func roundTrip(t *testing.T, c net.Conn, payload []byte) string {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err := c.Write(payload)
+	require.NoError(t, err)
+	require.NoError(t, c.(interface{ CloseWrite() error }).CloseWrite())
+	b, err := io.ReadAll(c)
+	require.NoError(t, err)
+	return string(b)
+}
+
+// TestTCPTunnelAndReach: a TCP service is reachable on its tunnel port of
+// the edge and through another agent (reach), both with half-close.
+func TestTCPTunnelAndReach(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	host, port := halfCloseServer(t)
+	id, token, edges := env.ProvisionAgent("db-host")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.ExposeProtocol(ag, "sink", host, port, "tcp")
+	require.GreaterOrEqual(t, svc.TunnelPort, env.TCPPortMin)
+	require.LessOrEqual(t, svc.TunnelPort, env.TCPPortMax)
+	env.WaitAgentOnEdges(id, 5*time.Second)
+	env.WaitSynced(5 * time.Second)
+
+	// Through the edge's tunnel port.
+	var c net.Conn
+	require.Eventually(t, func() bool {
+		var err error
+		c, err = net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(svc.TunnelPort)))
+		return err == nil
+	}, 3*time.Second, 20*time.Millisecond)
+	payload := make([]byte, 3<<20)
+	require.Equal(t, "got 3145728", roundTrip(t, c, payload))
+
+	// Through another agent of the workspace (connect reach).
+	id2, token2, edges2 := env.ProvisionAgent("laptop")
+	ag2 := env.RunAgent(id2, token2, edges2)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, ag2.WaitConnected(ctx))
+	rc, err := ag2.Dial(ctx, svc.ID)
+	require.NoError(t, err)
+	require.Equal(t, "got 5", roundTrip(t, rc, []byte("hello")))
+
+	// A service id of no workspace's is refused.
+	_, err = ag2.Dial(ctx, "00000000-0000-4000-8000-000000000000")
+	require.ErrorContains(t, err, "no such service")
+}

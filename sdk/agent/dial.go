@@ -1,0 +1,81 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/privateconnect/pc/internal/tunnel"
+)
+
+// ErrNotConnected is returned by Dial when the agent holds no edge session.
+var ErrNotConnected = errors.New("agent: not connected to any edge")
+
+// Dial opens a TCP connection to a service of the agent's workspace through
+// an edge (agent → edge → the service's agent → target). It is what
+// `connect reach` uses for each local connection.
+func (a *Agent) Dial(ctx context.Context, serviceID string) (net.Conn, error) {
+	id, err := uuid.Parse(serviceID)
+	if err != nil {
+		return nil, fmt.Errorf("agent: service id: %w", err)
+	}
+	var lastErr error = ErrNotConnected
+	for _, ec := range a.liveSessions() {
+		st, err := ec.sess.OpenStream()
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		hdr, _ := tunnel.AppendStreamHeader(nil, &tunnel.StreamHeader{Kind: tunnel.KindReach, ServiceID: id})
+		if dl, ok := ctx.Deadline(); ok {
+			_ = st.SetDeadline(dl)
+		} else {
+			_ = st.SetDeadline(time.Now().Add(15 * time.Second))
+		}
+		if _, err := st.Write(hdr); err != nil {
+			st.Close()
+			lastErr = err
+			continue
+		}
+		res, err := tunnel.ReadResult(st)
+		if err != nil {
+			st.Close()
+			lastErr = err
+			continue
+		}
+		_ = st.SetDeadline(time.Time{})
+		if res.Status != tunnel.ReplyOK {
+			st.Close()
+			return nil, fmt.Errorf("agent: reach refused by edge: %s", res.Message)
+		}
+		return st, nil
+	}
+	return nil, lastErr
+}
+
+// WaitConnected blocks until the agent holds at least one edge session.
+func (a *Agent) WaitConnected(ctx context.Context) error {
+	for {
+		if len(a.liveSessions()) > 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (a *Agent) liveSessions() []*edgeConn {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*edgeConn, 0, len(a.sessions))
+	for _, s := range a.sessions {
+		out = append(out, s)
+	}
+	return out
+}
