@@ -261,6 +261,8 @@ func (a *API) operation(g *schemaGen, r *route) jsonObj {
 		op["description"] = "A stream of newline-delimited JSON messages (internal/config.Message), one per line, flushed as they are produced."
 	case r.Path == "/openapi.json":
 		content = jsonObj{"application/json": jsonObj{"schema": jsonObj{"type": "object"}}}
+	case r.Path == "/metrics":
+		content = jsonObj{"text/plain": jsonObj{"schema": jsonObj{"type": "string"}}}
 	case r.Path == "/docs":
 		content = jsonObj{"text/html": jsonObj{"schema": jsonObj{"type": "string"}}}
 	case r.Path == "/docs/{file}":
@@ -284,7 +286,7 @@ func (a *API) operation(g *schemaGen, r *route) jsonObj {
 	if r.List {
 		headers["X-Next-Cursor"] = jsonObj{"description": "Cursor of the next page, when there is one", "schema": jsonObj{"type": "string"}}
 	}
-	meta := r.Path == "/health" || r.Path == "/openapi.json" || strings.HasPrefix(r.Path, "/docs")
+	meta := r.Path == "/health" || r.Path == "/openapi.json" || r.Path == "/metrics" || strings.HasPrefix(r.Path, "/docs")
 	limited := r.Access != accessEdge && !meta
 	if limited {
 		for k, v := range rateHeaders {

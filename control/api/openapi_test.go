@@ -99,3 +99,16 @@ func TestDocs(t *testing.T) {
 	require.Equal(t, 200, r.Status)
 	assert.Equal(t, "3.1.0", r.Body["openapi"])
 }
+
+func TestMetrics(t *testing.T) {
+	h := newHarness(t)
+	h.must(200, "GET", "/v1/services", h.admin, nil)
+	h.req("GET", "/v1/services", "", nil)
+	r := h.req("GET", "/metrics", "", nil)
+	require.Equal(t, 200, r.Status)
+	body := string(r.Raw)
+	assert.Contains(t, body, `pc_control_http_requests_total{code="200",method="GET",route="services.list"} 1`)
+	assert.Contains(t, body, `pc_control_http_requests_total{code="401",method="GET",route="services.list"} 1`)
+	assert.Contains(t, body, "pc_control_config_version")
+	assert.Contains(t, body, "go_goroutines")
+}

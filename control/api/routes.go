@@ -36,6 +36,7 @@ func (a *API) table() []*route {
 		{Name: "openapi", Method: "GET", Path: "/openapi.json", Access: accessPublic, Summary: "This OpenAPI 3.1 document", raw: a.serveOpenAPI},
 		{Name: "docs", Method: "GET", Path: "/docs", Access: accessPublic, Summary: "Swagger UI for this API", raw: a.serveDocs},
 		{Name: "docsAsset", Method: "GET", Path: "/docs/{file}", Access: accessPublic, Summary: "Swagger UI assets", raw: a.serveDocsAsset},
+		{Name: "metrics", Method: "GET", Path: "/metrics", Access: accessPublic, Summary: "Prometheus metrics", raw: a.serveMetrics},
 		{Name: "health", Method: "GET", Path: "/health", Access: accessPublic, Summary: "Liveness and storage health", Resp: healthView{}, raw: a.health},
 
 		{Name: "agents.provision", Method: "POST", Path: "/v1/agents/provision", Access: accessWrite, Created: true, Summary: "Create an agent identity and token",

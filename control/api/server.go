@@ -79,6 +79,7 @@ type API struct {
 	streams sync.WaitGroup
 
 	openapiDoc []byte
+	metrics    *metrics
 
 	edgeMu    sync.Mutex // guards the cached base URL
 	edgeBase  string
@@ -109,6 +110,7 @@ func New(opts Options) (*API, error) {
 	if opts.HealthTick > 0 {
 		go a.runHealthMonitor(a.baseCtx, opts.HealthTick)
 	}
+	a.metrics = newMetrics(a)
 	a.usage = newUsageTracker(a.kv, a.log)
 	a.audit = newAuditWriter(a.kv, a.log)
 	a.router = router.New()
@@ -260,9 +262,18 @@ type handler func(c *call) (any, error)
 // audit to a route's handler.
 func (a *API) wrap(r *route) fasthttp.RequestHandler {
 	if r.raw != nil {
-		return r.raw
+		if r.Path == "/v1/edges/config" || r.Path == "/metrics" {
+			return r.raw // streams last for hours; scrapes need no self-count
+		}
+		return func(ctx *fasthttp.RequestCtx) {
+			t0 := time.Now()
+			r.raw(ctx)
+			a.metrics.observe(r.Name, r.Method, ctx.Response.StatusCode(), time.Since(t0))
+		}
 	}
 	return func(ctx *fasthttp.RequestCtx) {
+		t0 := time.Now()
+		defer func() { a.metrics.observe(r.Name, r.Method, ctx.Response.StatusCode(), time.Since(t0)) }()
 		c := &call{ctx: ctx, a: a, r: r, now: time.Now().UTC().Truncate(time.Millisecond)}
 		data, err := a.serve(c)
 		if err != nil {
