@@ -6,27 +6,27 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
 )
 
-// reachCmd opens a local listener whose connections go to the service's TCP
-// port on an edge (the port every edge allocates to the service).
-//
-// TODO(#6): route the connections through this machine's own agent tunnel
-// (agent → edge → exposing agent) once the agent library exposes outbound
-// streams, so that reach also works where edge TCP ports are firewalled.
+// reachCmd opens a local listener whose connections reach the service
+// through this machine's own agent tunnel (agent → edge → the exposing
+// agent), or, with --edge, through the service's TCP port on that edge.
 func (a *app) reachCmd() *cobra.Command {
 	var (
 		port     int
 		bind     string
 		edgeAddr string
+		af       agentFlags
 	)
 	cmd := leaf("reach SERVICE", "Open a local TCP port that reaches a service through the edge",
 		`  connect reach postgres --port 15432 &
@@ -41,16 +41,25 @@ func (a *app) reachCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if svc.TunnelPort == 0 {
-				return fmt.Errorf("service %s has no TCP port on the edges", svc.Name)
-			}
-			host := edgeAddr
-			if host == "" {
-				if host, err = a.reachEdgeHost(ctx, c); err != nil {
+			var dial func(context.Context) (net.Conn, error)
+			via := "agent tunnel"
+			if edgeAddr != "" {
+				if svc.TunnelPort == 0 {
+					return fmt.Errorf("service %s has no TCP port on the edges", svc.Name)
+				}
+				upstream := net.JoinHostPort(edgeAddr, strconv.Itoa(svc.TunnelPort))
+				via = upstream
+				dial = func(ctx context.Context) (net.Conn, error) {
+					d := net.Dialer{Timeout: 10 * time.Second}
+					return d.DialContext(ctx, "tcp", upstream)
+				}
+			} else {
+				ag, err := a.reachAgent(ctx, c, &af)
+				if err != nil {
 					return err
 				}
+				dial = func(ctx context.Context) (net.Conn, error) { return ag.Dial(ctx, svc.ID) }
 			}
-			upstream := net.JoinHostPort(host, strconv.Itoa(svc.TunnelPort))
 			if port == 0 {
 				port = svc.TargetPort
 			}
@@ -61,48 +70,55 @@ func (a *app) reachCmd() *cobra.Command {
 					return err
 				}
 			}
-			fmt.Fprintf(a.stderr, "Reaching %s on %s (via %s); press Ctrl-C to stop.\n", svc.Name, ln.Addr(), upstream)
+			fmt.Fprintf(a.stderr, "Reaching %s on %s (via %s); press Ctrl-C to stop.\n", svc.Name, ln.Addr(), via)
 			if !a.jsonOut {
 				fmt.Fprintln(a.stdout, ln.Addr().String())
 			} else {
 				a.raw = nil
-				_ = a.printJSON(map[string]any{"service": svc.Name, "listen": ln.Addr().String(), "upstream": upstream})
+				_ = a.printJSON(map[string]any{"service": svc.Name, "listen": ln.Addr().String(), "via": via})
 			}
-			return a.forward(cmd.Context(), ln, upstream)
+			return a.forward(cmd.Context(), ln, dial)
 		})
 	cmd.Flags().IntVar(&port, "port", 0, "local port (default: the service's port, or a free one if taken)")
 	cmd.Flags().StringVar(&bind, "bind", "127.0.0.1", "local address to listen on")
-	cmd.Flags().StringVar(&edgeAddr, "edge", "", "edge host to connect to (default: the first edge known)")
+	cmd.Flags().StringVar(&edgeAddr, "edge", "", "connect to the service's TCP port on this edge host instead of through an agent tunnel")
+	addAgentFlags(cmd, &af, false)
 	return cmd
 }
 
-// reachEdgeHost picks the edge host: from the state file, else the edge list.
-func (a *app) reachEdgeHost(ctx context.Context, c *client.Client) (string, error) {
-	if path, err := a.stateFile(); err == nil {
-		if st, _ := loadState(path); st != nil {
-			if h := edgeHost(st.Edges); h != "" {
-				return h, nil
-			}
-		}
-	}
-	edges, _, err := c.ListEdges(ctx, client.ListOptions{})
+// reachAgent runs this machine's reach agent: an identity of its own (state
+// file "reach-<state file name>"), so it never displaces the agent that
+// `connect expose` runs from the same state directory.
+func (a *app) reachAgent(ctx context.Context, c *client.Client, af *agentFlags) (*agent.Agent, error) {
+	orig := a.statePath
+	a.statePath = filepath.Join(filepath.Dir(orig), "reach-"+filepath.Base(orig))
+	host, _ := os.Hostname()
+	st, err := a.identity(ctx, c, "reach-"+host, "reach")
+	a.statePath = orig
 	if err != nil {
-		return "", fmt.Errorf("find an edge (pass --edge HOST): %w", err)
+		return nil, err
 	}
-	for _, e := range edges {
-		if h := edgeHost([]client.AgentEdge{{TunnelAddr: e.TunnelAddr}}); h != "" {
-			return h, nil
-		}
-		if u, err := url.Parse(e.PublicURL); err == nil && u.Hostname() != "" {
-			return u.Hostname(), nil
-		}
+	edges := st.edgeAddrs()
+	if len(edges) == 0 {
+		return nil, errors.New("no edge to connect to: register one with `connect edges add` (admin key)")
 	}
-	return "", errors.New("no edge known: pass --edge HOST")
+	ag, err := agent.New(agent.Config{AgentID: st.AgentID, Token: st.Token, Edges: edges, CAFile: af.caFile,
+		PinSHA256: af.pin, InsecureSkipVerify: af.insecureSkipVerify, Logger: a.log, Software: "connect/" + version})
+	if err != nil {
+		return nil, err
+	}
+	go func() { _ = ag.Run(ctx) }()
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := ag.WaitConnected(wctx); err != nil {
+		return nil, fmt.Errorf("could not connect to an edge: %w", err)
+	}
+	return ag, nil
 }
 
 // forward accepts connections on ln until ctx is done and copies each one to
 // a new connection to upstream, with half-close.
-func (a *app) forward(ctx context.Context, ln net.Listener, upstream string) error {
+func (a *app) forward(ctx context.Context, ln net.Listener, dial func(context.Context) (net.Conn, error)) error {
 	go func() {
 		<-ctx.Done()
 		ln.Close()
@@ -121,10 +137,10 @@ func (a *app) forward(ctx context.Context, ln net.Listener, upstream string) err
 		go func() {
 			defer wg.Done()
 			defer conn.Close()
-			d := net.Dialer{Timeout: 10 * time.Second}
-			up, err := d.DialContext(ctx, "tcp", upstream)
+			up, err := dial(ctx)
 			if err != nil {
-				a.log.Warn("reach: dial edge", "addr", upstream, "err", err)
+				a.log.Warn("reach: connect to the service", "err", err)
+				fmt.Fprintf(a.stderr, "reach: %v\n", err)
 				return
 			}
 			defer up.Close()
