@@ -4,6 +4,8 @@ import (
 	"context"
 	"runtime"
 	"testing"
+
+	"github.com/privateconnect/pc/plugins/internal/wasmbuild"
 )
 
 func benchHost(b *testing.B, id string, wasm []byte) *Host {
@@ -81,4 +83,11 @@ func BenchmarkMinimalWATParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkRawGoGuest is a Go c-shared guest that returns ALLOW without the SDK: the fixed
+// cost of entering Go's runtime through a wasmexport.
+func BenchmarkRawGoGuest(b *testing.B) {
+	h := benchHost(b, "raw", wasmbuild.MustGo(b, "testdata/rawgo"))
+	benchChain(b, h, []Attachment{{PluginID: "raw"}}, testRequest())
 }

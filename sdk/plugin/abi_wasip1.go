@@ -74,18 +74,17 @@ func abiLog(level int32, msg unsafe.Pointer, msgLen int32)
 func exportABIVersion() int32 { return ABIVersion }
 
 //go:wasmexport handle_request
-func exportHandleRequest() int32 { return handleRequest(wasmHost{}, handler) }
+func exportHandleRequest() int32 { return handleRequestWith(&wasmRequest, wasmHost{}, handler) }
+
+var wasmRequest = Request{h: wasmHost{}}
 
 //go:wasmexport validate_config
 func exportValidateConfig() int32 { return validateConfig(wasmHost{}, validator) }
 
-// wasmHost implements hostapi.Host with the imports. Wasm is single-threaded and a call never
-// yields inside an import, so one scratch buffer serves every getter.
+// wasmHost implements hostapi.Host with the imports.
 type wasmHost struct{}
 
 var _ hostapi.Host = wasmHost{}
-
-var scratch [2048]byte
 
 func sp(s string) (unsafe.Pointer, int32) { return unsafe.Pointer(unsafe.StringData(s)), int32(len(s)) }
 
@@ -96,62 +95,53 @@ func bp(b []byte) (unsafe.Pointer, int32) {
 	return unsafe.Pointer(&b[0]), int32(len(b))
 }
 
-// get runs a getter with the scratch buffer, retrying with an exact-size buffer when the
-// value is larger.
-func get(f func(unsafe.Pointer, int32) int32) ([]byte, bool) {
-	n := f(unsafe.Pointer(&scratch[0]), int32(len(scratch)))
+var getters = [...]func(unsafe.Pointer, int32) int32{
+	hostapi.FieldConfig:   abiGetConfig,
+	hostapi.FieldMethod:   abiGetMethod,
+	hostapi.FieldPath:     abiGetPath,
+	hostapi.FieldQuery:    abiGetQuery,
+	hostapi.FieldHost:     abiGetHost,
+	hostapi.FieldClientIP: abiGetClientIP,
+	hostapi.FieldShareID:  abiGetShareID,
+}
+
+// appendGet appends a getter's value to dst, using dst's spare capacity first and growing it
+// (one more host call) only when the value does not fit.
+func appendGet(dst []byte, get func(buf unsafe.Pointer, limit int32) int32) ([]byte, bool) {
+	free := dst[len(dst):cap(dst)]
+	var p unsafe.Pointer
+	if len(free) > 0 {
+		p = unsafe.Pointer(&free[0])
+	}
+	n := get(p, int32(len(free)))
 	if n < 0 {
-		return nil, false
+		return dst, false
 	}
-	if int(n) <= len(scratch) {
-		return scratch[:n], true
+	if int(n) <= len(free) {
+		return dst[:len(dst)+int(n)], true
 	}
-	buf := make([]byte, n)
-	if m := f(unsafe.Pointer(&buf[0]), n); m < 0 || m > n {
-		return nil, m >= 0
+	grown := make([]byte, len(dst), len(dst)+int(n))
+	copy(grown, dst)
+	free = grown[len(dst):cap(grown)]
+	if m := get(unsafe.Pointer(&free[0]), n); m != n {
+		return dst, false
 	}
-	return buf, true
+	return grown[:len(dst)+int(n)], true
 }
 
-func getString(f func(unsafe.Pointer, int32) int32) string {
-	b, _ := get(f)
-	return string(b)
+func (wasmHost) AppendField(dst []byte, f hostapi.Field) ([]byte, bool) {
+	return appendGet(dst, getters[f])
 }
 
-func (wasmHost) Config() []byte {
-	b, ok := get(abiGetConfig)
-	if !ok || len(b) == 0 {
-		return []byte("{}")
-	}
-	return append([]byte(nil), b...)
+func (wasmHost) AppendHeader(dst []byte, name string) ([]byte, bool) {
+	np, nn := sp(name)
+	return appendGet(dst, func(buf unsafe.Pointer, limit int32) int32 { return abiGetHeader(np, nn, buf, limit) })
 }
 
 func (wasmHost) ConfigID() uint64      { return uint64(abiGetConfigID()) }
-func (wasmHost) Method() string        { return getString(abiGetMethod) }
-func (wasmHost) Path() string          { return getString(abiGetPath) }
-func (wasmHost) Query() string         { return getString(abiGetQuery) }
-func (wasmHost) Host() string          { return getString(abiGetHost) }
-func (wasmHost) ClientIP() string      { return getString(abiGetClientIP) }
-func (wasmHost) ShareID() string       { return getString(abiGetShareID) }
 func (wasmHost) NowUnixMs() int64      { return abiNowUnixMs() }
 func (wasmHost) SetError(m string)     { p, n := sp(m); abiSetError(p, n) }
 func (wasmHost) Log(l int32, m string) { p, n := sp(m); abiLog(l, p, n) }
-
-func (wasmHost) Header(name string) (string, bool) {
-	np, nn := sp(name)
-	n := abiGetHeader(np, nn, unsafe.Pointer(&scratch[0]), int32(len(scratch)))
-	if n < 0 {
-		return "", false
-	}
-	if int(n) <= len(scratch) {
-		return string(scratch[:n]), true
-	}
-	buf := make([]byte, n)
-	if m := abiGetHeader(np, nn, unsafe.Pointer(&buf[0]), n); m != n {
-		return "", false
-	}
-	return unsafe.String(&buf[0], n), true
-}
 
 func (wasmHost) SetRequestHeader(name, value string) {
 	np, nn := sp(name)
@@ -175,8 +165,8 @@ func (wasmHost) Respond(status int, body []byte) {
 	abiRespond(int32(status), p, n)
 }
 
-func (wasmHost) RateLimit(key string, limit, windowMs int32) bool {
-	p, n := sp(key)
+func (wasmHost) RateLimit(key []byte, limit, windowMs int32) bool {
+	p, n := bp(key)
 	return abiRateLimit(p, n, limit, windowMs) == 1
 }
 

@@ -53,32 +53,83 @@ func ValidateConfig(v ConfigValidator) { validator = v }
 // Request is the request being decided, plus the host services of the current call. It is
 // only valid during the handler call.
 type Request struct {
-	h hostapi.Host
+	h       hostapi.Host
+	scratch [256]byte
 }
 
 // Method returns the request method.
-func (r *Request) Method() string { return r.h.Method() }
+func (r *Request) Method() string { return r.str(hostapi.FieldMethod) }
 
 // Path returns the path as the service sees it (after the share token), without the query.
-func (r *Request) Path() string { return r.h.Path() }
+func (r *Request) Path() string { return r.str(hostapi.FieldPath) }
 
 // Query returns the raw query string, without "?".
-func (r *Request) Query() string { return r.h.Query() }
+func (r *Request) Query() string { return r.str(hostapi.FieldQuery) }
 
 // Host returns the Host header.
-func (r *Request) Host() string { return r.h.Host() }
+func (r *Request) Host() string { return r.str(hostapi.FieldHost) }
 
 // ClientIP returns the visitor's IP address in text form.
-func (r *Request) ClientIP() string { return r.h.ClientIP() }
+func (r *Request) ClientIP() string { return r.str(hostapi.FieldClientIP) }
 
 // ShareID returns the id of the share the request arrived at.
-func (r *Request) ShareID() string { return r.h.ShareID() }
+func (r *Request) ShareID() string { return r.str(hostapi.FieldShareID) }
 
 // Header returns a request header (case-insensitive name; several values joined by ", ").
-func (r *Request) Header(name string) (string, bool) { return r.h.Header(name) }
+func (r *Request) Header(name string) (string, bool) {
+	b, ok := r.h.AppendHeader(r.scratch[:0], name)
+	return string(b), ok
+}
 
 // Config returns this attachment's config, JSON ("{}" when none).
-func (r *Request) Config() []byte { return r.h.Config() }
+func (r *Request) Config() []byte {
+	b, ok := r.h.AppendField(nil, hostapi.FieldConfig)
+	if !ok || len(b) == 0 {
+		return []byte("{}")
+	}
+	return b
+}
+
+// The Append variants append a value to dst and return the extended slice, like
+// strconv.AppendInt: with a reused buffer they do not allocate, which matters on hot paths
+// (see the package doc).
+
+// AppendMethod appends the request method to dst.
+func (r *Request) AppendMethod(dst []byte) []byte { return r.appendField(dst, hostapi.FieldMethod) }
+
+// AppendPath appends the path to dst.
+func (r *Request) AppendPath(dst []byte) []byte { return r.appendField(dst, hostapi.FieldPath) }
+
+// AppendQuery appends the raw query to dst.
+func (r *Request) AppendQuery(dst []byte) []byte { return r.appendField(dst, hostapi.FieldQuery) }
+
+// AppendHost appends the Host header to dst.
+func (r *Request) AppendHost(dst []byte) []byte { return r.appendField(dst, hostapi.FieldHost) }
+
+// AppendClientIP appends the visitor's IP address to dst.
+func (r *Request) AppendClientIP(dst []byte) []byte {
+	return r.appendField(dst, hostapi.FieldClientIP)
+}
+
+// AppendShareID appends the share id to dst.
+func (r *Request) AppendShareID(dst []byte) []byte {
+	return r.appendField(dst, hostapi.FieldShareID)
+}
+
+// AppendHeader appends a header's value to dst; ok is false when the header is absent.
+func (r *Request) AppendHeader(dst []byte, name string) (_ []byte, ok bool) {
+	return r.h.AppendHeader(dst, name)
+}
+
+func (r *Request) appendField(dst []byte, f hostapi.Field) []byte {
+	b, _ := r.h.AppendField(dst, f)
+	return b
+}
+
+func (r *Request) str(f hostapi.Field) string {
+	b, _ := r.h.AppendField(r.scratch[:0], f)
+	return string(b)
+}
 
 // ConfigID returns the host's id of (plugin, config): equal configs have equal ids.
 func (r *Request) ConfigID() uint64 { return r.h.ConfigID() }
@@ -117,6 +168,19 @@ func (r *Request) RateLimit(key string, limit int, window time.Duration) bool {
 	}
 	if key == "" {
 		key = "-"
+	}
+	return r.h.RateLimit([]byte(key), int32(limit), int32(ms))
+}
+
+// RateLimitKey is RateLimit with a byte-slice key (no allocation with a reused buffer).
+func (r *Request) RateLimitKey(key []byte, limit int, window time.Duration) bool {
+	ms := min(max(window.Milliseconds(), 1), 24*60*60*1000)
+	limit = min(limit, 1<<31-1)
+	if len(key) > 1024 {
+		key = key[:1024]
+	}
+	if len(key) == 0 {
+		key = []byte("-")
 	}
 	return r.h.RateLimit(key, int32(limit), int32(ms))
 }
@@ -219,7 +283,7 @@ func ParseConfig[T any](r *Request, parse func([]byte) (T, error)) (T, error) {
 			return v, e.err
 		}
 	}
-	v, err := parse(r.h.Config())
+	v, err := parse(r.Config())
 	cacheMu.Lock()
 	if len(cache) >= maxCachedConfigs {
 		clear(cache)
@@ -281,6 +345,13 @@ func init() {
 }
 
 func handleRequest(h hostapi.Host, fn Handler) (code int32) {
+	return handleRequestWith(&Request{h: h}, h, fn)
+}
+
+// handleRequestWith runs fn with r. The Wasm export passes a package-level Request: the guest
+// is single-threaded, and every heap allocation in a Go guest is expensive (see the package
+// doc), so the fixed path allocates nothing.
+func handleRequestWith(r *Request, h hostapi.Host, fn Handler) (code int32) {
 	if fn == nil {
 		h.SetError("plugin: no handler registered (call plugin.Handle in init)")
 		return decisionError
@@ -291,7 +362,6 @@ func handleRequest(h hostapi.Host, fn Handler) (code int32) {
 			code = decisionError
 		}
 	}()
-	r := &Request{h: h}
 	res := fn(r)
 	switch res.code {
 	case decisionAllow:
@@ -321,7 +391,7 @@ func validateConfig(h hostapi.Host, fn ConfigValidator) (code int32) {
 			code = 1
 		}
 	}()
-	if err := fn(h.Config()); err != nil {
+	if err := fn((&Request{h: h}).Config()); err != nil {
 		h.SetError(err.Error())
 		return 1
 	}

@@ -171,11 +171,28 @@ func (c *call) violate(msg string) {
 	}
 }
 
-func (c *call) Config() []byte {
-	if len(c.config) == 0 {
-		return []byte("{}")
+func (c *call) AppendField(dst []byte, f hostapi.Field) ([]byte, bool) {
+	var v string
+	switch f {
+	case hostapi.FieldConfig:
+		if len(c.config) == 0 {
+			return append(dst, "{}"...), true
+		}
+		return append(dst, c.config...), true
+	case hostapi.FieldMethod:
+		v = c.req.Method
+	case hostapi.FieldPath:
+		v = c.req.Path
+	case hostapi.FieldQuery:
+		v = c.req.Query
+	case hostapi.FieldHost:
+		v = c.req.Host
+	case hostapi.FieldClientIP:
+		v = c.req.ClientIP
+	case hostapi.FieldShareID:
+		v = c.req.ShareID
 	}
-	return append([]byte(nil), c.config...)
+	return append(dst, v...), true
 }
 
 func (c *call) ConfigID() uint64 {
@@ -184,20 +201,13 @@ func (c *call) ConfigID() uint64 {
 	return f.Sum64()
 }
 
-func (c *call) Method() string   { return c.req.Method }
-func (c *call) Path() string     { return c.req.Path }
-func (c *call) Query() string    { return c.req.Query }
-func (c *call) Host() string     { return c.req.Host }
-func (c *call) ClientIP() string { return c.req.ClientIP }
-func (c *call) ShareID() string  { return c.req.ShareID }
-
-func (c *call) Header(name string) (string, bool) {
+func (c *call) AppendHeader(dst []byte, name string) ([]byte, bool) {
 	for k, v := range c.req.Headers {
 		if strings.EqualFold(k, name) {
-			return v, true
+			return append(dst, v...), true
 		}
 	}
-	return "", false
+	return dst, false
 }
 
 func (c *call) NowUnixMs() int64 { return c.host.Now().UnixMilli() }
@@ -299,8 +309,8 @@ func (c *call) Respond(status int, body []byte) {
 	c.res.Status, c.res.Body, c.responded = status, string(body), true
 }
 
-func (c *call) RateLimit(key string, limit, windowMs int32) bool {
-	if key == "" || len(key) > 1024 {
+func (c *call) RateLimit(key []byte, limit, windowMs int32) bool {
+	if len(key) == 0 || len(key) > 1024 {
 		c.violate("rate_limit key")
 		return false
 	}

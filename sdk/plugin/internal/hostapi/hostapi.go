@@ -4,26 +4,35 @@ package hostapi
 
 // Host is ABI v1 ("policy" imports) in Go terms. Getters return ok=false for a missing value.
 type Host interface {
-	Config() []byte
+	// AppendField appends a request field (or the config) to dst.
+	AppendField(dst []byte, f Field) ([]byte, bool)
+	// AppendHeader appends a header's value to dst.
+	AppendHeader(dst []byte, name string) ([]byte, bool)
 	ConfigID() uint64
-	Method() string
-	Path() string
-	Query() string
-	Host() string
-	ClientIP() string
-	ShareID() string
-	Header(name string) (string, bool)
 	NowUnixMs() int64
 	SetRequestHeader(name, value string)
 	RemoveRequestHeader(name string)
 	SetResponseHeader(name, value string)
 	Respond(status int, body []byte)
-	RateLimit(key string, limit, windowMs int32) bool
+	RateLimit(key []byte, limit, windowMs int32) bool
 	HMACSHA256(key, msg []byte) [32]byte
 	VerifySignature(alg string, key, msg, sig []byte) bool
 	SetError(msg string)
 	Log(level int32, msg string)
 }
+
+// Field names a getter.
+type Field int
+
+const (
+	FieldConfig Field = iota
+	FieldMethod
+	FieldPath
+	FieldQuery
+	FieldHost
+	FieldClientIP
+	FieldShareID
+)
 
 // Hooks are set by package plugin's init so that plugintest can drive the same dispatch code
 // the Wasm exports use.
