@@ -34,6 +34,10 @@ import (
 // RateLimits are the API's per-minute request limits (see api.RateLimits).
 type RateLimits = api.RateLimits
 
+// Hooks let other subsystems (webhooks, share logs and stats, live
+// delivery) observe the control plane; see api.Hooks.
+type Hooks = api.Hooks
+
 // Config configures a control plane. Zero fields take the defaults of
 // [Config.withDefaults].
 type Config struct {
@@ -64,6 +68,8 @@ type Config struct {
 	Store store.KV
 	// ShutdownTimeout bounds draining in Run (default 10 s).
 	ShutdownTimeout time.Duration
+	// Hooks are optional callbacks (events, access logs, agent inbox).
+	Hooks Hooks
 }
 
 func (c Config) withDefaults() Config {
@@ -163,7 +169,7 @@ func New(cfg Config) (*Server, error) {
 	s.api, err = api.New(api.Options{
 		KV: s.kv, Hub: hub, Logger: cfg.Logger, Version: cfg.Version, DefaultWorkspaceID: s.defaultWS,
 		PublicShareBaseURL: cfg.PublicShareBaseURL, PublicDomain: cfg.PublicDomain,
-		TCPPortMin: cfg.TCPPortMin, TCPPortMax: cfg.TCPPortMax, RateLimits: cfg.RateLimits,
+		TCPPortMin: cfg.TCPPortMin, TCPPortMax: cfg.TCPPortMax, RateLimits: cfg.RateLimits, Hooks: cfg.Hooks,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)

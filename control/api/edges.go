@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -44,9 +45,13 @@ func validEdgeAddrs(v *validator, publicURL, tunnelAddr string) {
 	u, err := url.Parse(publicURL)
 	v.check(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && (u.Path == "" || u.Path == "/") && u.RawQuery == "",
 		"publicUrl", "must be an http or https base URL, e.g. https://edge.example.com")
-	host, port, err := net.SplitHostPort(tunnelAddr)
+	addr := tunnelAddr
+	for _, scheme := range []string{"tls://", "tcp://"} {
+		addr = strings.TrimPrefix(addr, scheme)
+	}
+	host, port, err := net.SplitHostPort(addr)
 	p, perr := strconv.Atoi(port)
-	v.check(err == nil && host != "" && perr == nil && p > 0 && p < 65536, "tunnelAddr", "must be host:port")
+	v.check(err == nil && host != "" && perr == nil && p > 0 && p < 65536, "tunnelAddr", "must be host:port (optionally tls://host:port)")
 }
 
 func (a *API) createEdge(c *call) (any, error) {

@@ -9,7 +9,7 @@ import (
 // AppendAudit stores an audit event (and, for agent events, in the agent's
 // own log).
 func AppendAudit(tx Tx, ev *AuditEvent) error {
-	id := invTime(ev.CreatedAt) + "-" + ev.ID
+	id := orderKey(ev.CreatedAt, ev.ID)
 	if err := putJSON(tx, key("w", ev.WorkspaceID, "audit", id), ev); err != nil {
 		return err
 	}
@@ -30,10 +30,13 @@ func ListAgentAudit(tx Tx, ws, agent, after string, limit int) ([]AuditEvent, st
 }
 
 func messageKey(m *Message) []byte {
-	return key("w", m.WorkspaceID, "msg", m.ToAgentID, invTime(m.CreatedAt)+"-"+m.ID)
+	if m.Key == "" {
+		m.Key = orderKey(m.CreatedAt, m.ID)
+	}
+	return key("w", m.WorkspaceID, "msg", m.ToAgentID, m.Key)
 }
 
-// PutMessage stores a message until its ExpiresAt.
+// PutMessage stores a message until its ExpiresAt (a rewrite keeps its key).
 func PutMessage(tx Tx, m *Message, now time.Time) error {
 	ttl := m.ExpiresAt.Sub(now)
 	if ttl <= 0 {
@@ -121,7 +124,7 @@ func QueuedCommands(tx Tx, ws, agent string) ([]Command, error) {
 
 // AppendDiagnostic stores a service check result for 30 days.
 func AppendDiagnostic(tx Tx, d *Diagnostic) error {
-	return putJSONTTL(tx, key("w", d.WorkspaceID, "diag", d.ServiceID, invTime(d.CreatedAt)+"-"+d.ID), d, 30*24*time.Hour)
+	return putJSONTTL(tx, key("w", d.WorkspaceID, "diag", d.ServiceID, orderKey(d.CreatedAt, d.ID)), d, 30*24*time.Hour)
 }
 
 // ListDiagnostics pages through a service's check history, newest first.

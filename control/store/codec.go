@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -124,6 +125,22 @@ func count(tx Tx, pfx []byte) (int, error) {
 // invTime encodes t so that newer times sort first.
 func invTime(t time.Time) string {
 	return fmt.Sprintf("%016x", uint64(1<<63-1-t.UnixNano()))
+}
+
+var lastOrder atomic.Int64
+
+// orderKey is a key suffix that sorts records newest first: t's nanoseconds,
+// bumped past the previous call's so that records created in the same
+// instant keep their creation order, then the id.
+func orderKey(t time.Time, id string) string {
+	ns := t.UnixNano()
+	for {
+		last := lastOrder.Load()
+		n := max(ns, last+1)
+		if lastOrder.CompareAndSwap(last, n) {
+			return fmt.Sprintf("%016x", uint64(1<<63-1-n)) + "-" + id
+		}
+	}
 }
 
 func portKey(p int) string { return fmt.Sprintf("%05d", p) }

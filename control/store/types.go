@@ -171,6 +171,7 @@ type Message struct {
 	ExpiresAt     time.Time       `json:"expiresAt"`
 	ReadAt        *time.Time      `json:"readAt,omitempty"`
 	DeliveredAt   *time.Time      `json:"deliveredAt,omitempty"` // handed to an edge
+	Key           string          `json:"key,omitempty"`         // storage order key, set on first write
 }
 
 // Command statuses.
