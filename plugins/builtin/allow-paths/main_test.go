@@ -1,0 +1,104 @@
+package main
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/privateconnect/pc/sdk/plugin/plugintest"
+)
+
+func TestMatch(t *testing.T) {
+	for _, tc := range []struct {
+		pat, path string
+		want      bool
+	}{
+		{"/api/*", "/api/x", true},
+		{"/api/*", "/api/x/y", false},
+		{"/api/*", "/api/", true},
+		{"/api/**", "/api/x/y", true},
+		{"/api/**", "/api", true},
+		{"/api/**", "/apix", false},
+		{"/**", "/anything/at/all", true},
+		{"/docs/*.html", "/docs/a.html", true},
+		{"/docs/*.html", "/docs/a/b.html", false},
+		{"/docs/**/*.png", "/docs/a/b/c.png", true},
+		{"/exact", "/exact", true},
+		{"/exact", "/exact/", false},
+		{"/a*b*c", "/aXbYc", true},
+		{"/a*b*c", "/aXbY/c", false},
+	} {
+		if got := match(tc.pat, []byte(tc.path)); got != tc.want {
+			t.Errorf("match(%q, %q) = %v, want %v", tc.pat, tc.path, got, tc.want)
+		}
+	}
+}
+
+func TestHandle(t *testing.T) {
+	cfg := `{"paths":["/api/**","/public/*"],"methods":["get","POST"]}`
+	for _, tc := range []struct {
+		method, path string
+		allow        bool
+	}{
+		{"GET", "/api/v1/items", true},
+		{"HEAD", "/api/v1/items", true},
+		{"POST", "/public/x", true},
+		{"DELETE", "/api/v1/items", false},
+		{"GET", "/admin", false},
+		{"GET", "/api/../admin", false},
+		{"GET", "/api/%2e%2e/admin", false},
+		{"GET", "/api/..%2fadmin", false},
+	} {
+		res := plugintest.Run(handle, cfg, plugintest.Request{Method: tc.method, Path: tc.path})
+		if (res.Action == plugintest.Allow) != tc.allow || (!tc.allow && res.Status != 403) {
+			t.Errorf("%s %s: %+v", tc.method, tc.path, res)
+		}
+	}
+	if err := plugintest.Validate(nil, `{"paths":["nope"]}`); err == nil {
+		t.Error("relative pattern accepted")
+	}
+}
+
+// reference is an obviously correct (exponential) matcher.
+func reference(pat string, s []byte) bool {
+	if pat == "" {
+		return len(s) == 0
+	}
+	if len(pat) >= 2 && pat[:2] == "**" {
+		for i := 0; i <= len(s); i++ {
+			if reference(pat[2:], s[i:]) {
+				return true
+			}
+		}
+		return false
+	}
+	if pat[0] == '*' {
+		for i := 0; i <= len(s); i++ {
+			if reference(pat[1:], s[i:]) {
+				return true
+			}
+			if i < len(s) && s[i] == '/' {
+				break
+			}
+		}
+		return false
+	}
+	return len(s) > 0 && s[0] == pat[0] && reference(pat[1:], s[1:])
+}
+
+func TestGlobAgainstReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	pick := func(alphabet []string, n int) string {
+		out := ""
+		for range n {
+			out += alphabet[r.IntN(len(alphabet))]
+		}
+		return out
+	}
+	for range 20000 {
+		pat := pick([]string{"a", "b", "/", "*", "**"}, 1+r.IntN(6))
+		s := pick([]string{"a", "b", "/"}, r.IntN(8))
+		if got, want := globMatch(pat, []byte(s)), reference(pat, []byte(s)); got != want {
+			t.Fatalf("globMatch(%q, %q) = %v, want %v", pat, s, got, want)
+		}
+	}
+}

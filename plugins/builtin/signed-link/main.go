@@ -1,0 +1,93 @@
+// Command signed-link is the built-in plugin for expiring signed URLs: requests get 403
+// unless the query carries an expiry in the future and a valid signature of the path and that
+// expiry.
+//
+// Config: {"secret": "...", "param": "sig", "expiresParam": "exp"} (param and expiresParam
+// default to "sig" and "exp"). The signature is
+//
+//	base64url(HMAC-SHA256(secret, path + "\n" + exp))   (no padding)
+//
+// where path is the path as the service sees it and exp the expiry in Unix seconds, as it
+// appears in the query. plugins.SignLink produces such links.
+package main
+
+import (
+	"crypto/hmac"
+	"encoding/base64"
+	"errors"
+	"net/url"
+	"strconv"
+
+	"github.com/privateconnect/pc/sdk/plugin"
+)
+
+type config struct {
+	Secret       string `json:"secret"`
+	Param        string `json:"param"`
+	ExpiresParam string `json:"expiresParam"`
+}
+
+type compiled struct {
+	secret              []byte
+	param, expiresParam string
+}
+
+func parse(b []byte) (*compiled, error) {
+	cfg, err := plugin.DecodeJSON[*config](b)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Secret) < 16 {
+		return nil, errors.New("secret must be at least 16 bytes")
+	}
+	if cfg.Param == "" {
+		cfg.Param = "sig"
+	}
+	if cfg.ExpiresParam == "" {
+		cfg.ExpiresParam = "exp"
+	}
+	if cfg.Param == cfg.ExpiresParam {
+		return nil, errors.New("param and expiresParam must differ")
+	}
+	return &compiled{secret: []byte(cfg.Secret), param: cfg.Param, expiresParam: cfg.ExpiresParam}, nil
+}
+
+func init() {
+	plugin.Handle(handle)
+	plugin.ValidateConfig(func(b []byte) error { _, err := parse(b); return err })
+}
+
+var buf [4096]byte
+
+func handle(r *plugin.Request) plugin.Result {
+	c, err := plugin.ParseConfig(r, parse)
+	if err != nil {
+		return plugin.Error(err)
+	}
+	q, err := url.ParseQuery(r.Query())
+	if err != nil {
+		return plugin.Deny(403, "Forbidden\n")
+	}
+	exp, sig := q.Get(c.expiresParam), q.Get(c.param)
+	if len(q[c.expiresParam]) != 1 || len(q[c.param]) != 1 {
+		return plugin.Deny(403, "Forbidden\n")
+	}
+	e, err := strconv.ParseInt(exp, 10, 64)
+	if err != nil || e <= r.Now().Unix() {
+		return plugin.Deny(403, "Link expired or invalid\n")
+	}
+	got, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil || len(got) != 32 {
+		return plugin.Deny(403, "Forbidden\n")
+	}
+	msg := r.AppendPath(buf[:0])
+	msg = append(msg, '\n')
+	msg = append(msg, exp...)
+	want := r.HMACSHA256(c.secret, msg)
+	if !hmac.Equal(got, want[:]) {
+		return plugin.Deny(403, "Forbidden\n")
+	}
+	return plugin.Allow()
+}
+
+func main() {}
