@@ -32,6 +32,40 @@
 // API-key routes per key, agent-token routes per client IP at the
 // authenticated tier. /health and the edge routes are not limited.
 //
+// # Commands, messages and diagnostics
+//
+// Commands (POST /v1/agents/:id/command) and messages between agents are
+// stored first (commands for 24 h, messages for their TTL). Delivery to a
+// connected agent goes through its edge: the config hub sends an "inbox"
+// message naming the agent on every edge stream (at once when an item is
+// stored, and again when an edge reports the agent CONNECTED with items
+// pending), and the edge fetches the items with GET /v1/edges/agent-inbox,
+// which marks commands "delivered" and messages handed over (see
+// internal/config/inbox.go). Results come back in edge reports
+// (Report.CommandResult). Creating a command for an online agent waits up to
+// 2 s for an edge to take it, so the answer says "delivered" or "queued". A
+// queued command expires after 24 h, a delivered one when its timeout (plus
+// 30 s) passes without a result. Hooks.AgentInbox is also called, for a
+// delivery path other than the edge pull.
+//
+// Service checks (POST /v1/services/:id/check and /reach) are "diagnose" and
+// "reach" commands whose result is {dns, tcp, tls, http, status, message};
+// the handler waits up to 30 s (503 when the agent is offline, 504 when it
+// does not answer). Results are kept 30 days as the service's diagnostic
+// history; a diagnose result sets the service's status, and a change between
+// healthy (ok) and not emits service.healthy / service.unhealthy through
+// Hooks.Event. Health monitoring schedules a diagnose command every
+// intervalSeconds for services with it enabled whose agent is online.
+//
+// # OpenAPI, docs, metrics
+//
+// /openapi.json is generated from the route table at start-up (schemas by
+// reflection from the request and response types); tests check it against
+// the router's own route list, validate it with kin-openapi (OpenAPI 3.1),
+// and validate the answers of the bad-input matrix and of the success paths
+// against it. /docs serves Swagger UI from embedded assets; /metrics serves
+// Prometheus metrics.
+//
 // # Request bodies
 //
 // POST/PATCH/PUT bodies must be application/json (415), at most 1 MiB (413;
