@@ -392,8 +392,8 @@ func (a *API) listAudit(c *call) (any, error) {
 	var next string
 	err = a.kv.View(c.ctx, func(tx store.Tx) error {
 		var err error
-		evs, next, err = store.ListAudit(tx, c.ws, after, limit, func(e *store.AuditEvent) bool {
-			return (typ == "" || e.Type == typ || e.Event == typ) && !e.CreatedAt.Before(since)
+		evs, next, err = store.ListAuditSince(tx, c.ws, since, after, limit, func(e *store.AuditEvent) bool {
+			return typ == "" || e.Type == typ || e.Event == typ
 		})
 		return err
 	})

@@ -24,6 +24,17 @@ func ListAudit(tx Tx, ws, after string, limit int, keep func(*AuditEvent) bool) 
 	return List(tx, prefix("w", ws, "audit"), after, limit, keep)
 }
 
+// ListAuditSince is ListAudit that ends the scan at the first event older
+// than since (the log is ordered newest first).
+func ListAuditSince(tx Tx, ws string, since time.Time, after string, limit int, keep func(*AuditEvent) bool) ([]AuditEvent, string, error) {
+	return listUntil(tx, prefix("w", ws, "audit"), after, limit, func(e *AuditEvent) (bool, bool) {
+		if e.CreatedAt.Before(since) {
+			return false, true
+		}
+		return keep == nil || keep(e), false
+	})
+}
+
 // ListAgentAudit pages through one agent's audit log, newest first.
 func ListAgentAudit(tx Tx, ws, agent, after string, limit int) ([]AuditEvent, string, error) {
 	return List[AuditEvent](tx, prefix("w", ws, "agentaudit", agent), after, limit, nil)

@@ -85,6 +85,12 @@ func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 // records (nil keeps all). It returns the records and the cursor of the
 // next page ("" when there is none).
 func List[T any](tx Tx, pfx []byte, after string, limit int, keep func(*T) bool) ([]T, string, error) {
+	return listUntil(tx, pfx, after, limit, func(t *T) (bool, bool) { return keep == nil || keep(t), false })
+}
+
+// listUntil is List whose filter can also end the scan (stop): records are
+// ordered, so a filter may know that nothing further can match.
+func listUntil[T any](tx Tx, pfx []byte, after string, limit int, filter func(*T) (keep, stop bool)) ([]T, string, error) {
 	var (
 		out        []T
 		next, last string
@@ -98,7 +104,11 @@ func List[T any](tx Tx, pfx []byte, after string, limit int, keep func(*T) bool)
 		if err := decode(k, v, &t); err != nil {
 			return false, fmt.Errorf("decode %s: %w", k, err)
 		}
-		if keep != nil && !keep(&t) {
+		keep, stop := filter(&t)
+		if stop {
+			return false, nil
+		}
+		if !keep {
 			return true, nil
 		}
 		if limit > 0 && len(out) == limit {
