@@ -2,6 +2,7 @@ package api
 
 import (
 	"crypto/subtle"
+	"errors"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -34,9 +35,31 @@ func agentByToken(tx store.Tx, id, token string, now time.Time) (*store.Agent, e
 		return nil, unauthorized("invalid agent credentials")
 	}
 	if !now.Before(ag.TokenExpiresAt) {
-		return nil, unauthorized("agent token expired: provision the agent again")
+		return nil, &expiredToken{ag: ag}
 	}
 	return ag, nil
+}
+
+// expiredToken is a valid but expired agent token (401; audited EXPIRED).
+type expiredToken struct{ ag *store.Agent }
+
+func (e *expiredToken) Error() string { return "agent token expired" }
+
+// Unwrap makes the client see a 401.
+func (e *expiredToken) Unwrap() error {
+	return unauthorized("agent token expired: provision the agent again")
+}
+
+// auditExpired records an EXPIRED event when err is an expired token.
+func (a *API) auditExpired(c *call, err error) {
+	var et *expiredToken
+	if !errors.As(err, &et) {
+		return
+	}
+	ev := agentEvent(et.ag, "EXPIRED", clientAddr(c.ctx).String(), "token expired at "+et.ag.TokenExpiresAt.Format(time.RFC3339), c.now)
+	if e := a.kv.Update(c.ctx, func(tx store.Tx) error { return store.AppendAudit(tx, ev) }); e != nil {
+		a.log.Warn("audit EXPIRED", "agent", et.ag.ID, "err", e)
+	}
 }
 
 func (a *API) heartbeat(c *call) (any, error) {
@@ -57,6 +80,7 @@ func (a *API) heartbeat(c *call) (any, error) {
 		return store.PutAgent(tx, ag)
 	})
 	if err != nil {
+		a.auditExpired(c, err)
 		return nil, err
 	}
 	return heartbeatResponse{LastSeenAt: c.now}, nil
@@ -97,6 +121,7 @@ func (a *API) rotateToken(c *call) (any, error) {
 		return store.AppendAudit(tx, agentEvent(ag, "ROTATED", clientAddr(c.ctx).String(), "", c.now))
 	})
 	if err != nil {
+		a.auditExpired(c, err)
 		return nil, err
 	}
 	a.publish(c, push.Agent(ag.WorkspaceID, ag.ID))

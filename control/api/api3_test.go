@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"sync"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/privateconnect/pc/control/store"
 )
 
 func TestAPIKeys(t *testing.T) {
@@ -358,4 +361,23 @@ func TestTunnels(t *testing.T) {
 	assert.Len(t, h.must(200, "GET", "/v1/tunnels", h.admin, nil).list(), 2)
 	h.must(200, "DELETE", "/v1/tunnels/"+id, h.admin, nil)
 	h.assertError(h.req("GET", "/v1/tunnels/"+id, h.admin, nil), 404)
+}
+
+func TestExpiredAgentToken(t *testing.T) {
+	h := newHarness(t)
+	id, token := h.agent(h.admin)
+	// Age the token in the store.
+	require.NoError(t, h.kv.Update(context.Background(), func(tx store.Tx) error {
+		ag, err := store.GetAgent(tx, h.ws, id)
+		if err != nil {
+			return err
+		}
+		ag.TokenExpiresAt = time.Now().Add(-time.Second)
+		return store.PutAgent(tx, ag)
+	}))
+	r := h.req("POST", "/v1/agents/heartbeat", "", map[string]any{"agentId": id, "token": token})
+	h.assertError(r, 401)
+	assert.Contains(t, r.Body["message"], "expired")
+	logs := h.must(200, "GET", "/v1/agents/"+id+"/audit-logs", h.admin, nil).list()
+	assert.Equal(t, "EXPIRED", logs[0].(map[string]any)["event"])
 }
