@@ -2,8 +2,8 @@ package api
 
 import (
 	"crypto/subtle"
-	"errors"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
