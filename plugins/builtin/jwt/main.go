@@ -40,7 +40,7 @@ type config struct {
 type compiled struct {
 	config
 	key    []byte
-	bearer bool            // the header is Authorization: require the Bearer scheme
+	bearer bool             // the header is Authorization: require the Bearer scheme
 	seen   map[string]int64 // token -> exp (Unix seconds; 0 = none) of tokens that passed
 }
 
