@@ -132,10 +132,11 @@ func New(cfg Config) (*Server, error) {
 		s.tcp = newTCPPorts(s, host, cfg.TCPPortMin, cfg.TCPPortMax)
 	}
 	s.sync = configsync.New(configsync.Config{ControlURL: cfg.ControlURL, Token: cfg.Token, DataDir: cfg.DataDir,
-		Logger: cfg.Logger.With("component", "configsync"), OnSwap: s.onSwap})
+		Logger: cfg.Logger.With("component", "configsync"), OnSwap: s.onSwap, OnInbox: s.deliverInbox})
 	s.conns = newConnTracker(s.sync.EdgeID)
 	s.registry = tunnels.New(tunnels.Config{EdgeID: s.sync.EdgeID, Table: s.sync.Table,
-		MaxStreams: cfg.MaxStreamsPerAgent, OnEvent: s.reporter.event, Logger: cfg.Logger.With("component", "tunnels")})
+		MaxStreams: cfg.MaxStreamsPerAgent, OnEvent: s.reporter.event, OnControl: s.onAgentControl,
+		Logger: cfg.Logger.With("component", "tunnels")})
 	s.proxy = proxy.New(proxy.Config{Table: s.sync.Table, Sessions: s.registry, Policy: cfg.Policy,
 		ShareDomain: cfg.ShareDomain, PublicDomain: cfg.PublicDomain, TrustedProxies: trusted,
 		OnAccess: s.reporter.access, Logger: cfg.Logger.With("component", "proxy")})

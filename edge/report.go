@@ -21,6 +21,7 @@ type reporter struct {
 	mu      sync.Mutex
 	events  []config.AgentEvent
 	logs    []config.AccessLog
+	results []config.CommandDone
 	dropped atomic.Int64
 	kick    chan struct{}
 }
@@ -36,6 +37,19 @@ func (r *reporter) event(e config.AgentEvent) {
 		r.events = append(r.events, e)
 	} else {
 		r.dropped.Add(1)
+	}
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// commandDone queues a command result and asks for a prompt report.
+func (r *reporter) commandDone(c config.CommandDone) {
+	r.mu.Lock()
+	if len(r.results) < maxPendingEvents {
+		r.results = append(r.results, c)
 	}
 	r.mu.Unlock()
 	select {
@@ -73,18 +87,21 @@ func (r *reporter) run(ctx context.Context) {
 // try (bounded) and the access logs are counted as dropped.
 func (r *reporter) flush(ctx context.Context) {
 	r.mu.Lock()
-	events, logs := r.events, r.logs
-	r.events, r.logs = nil, nil
+	events, logs, results := r.events, r.logs, r.results
+	r.events, r.logs, r.results = nil, nil, nil
 	r.mu.Unlock()
 	t := r.s.sync.Table()
 	rep := &config.Report{EdgeVersion: Version, ConfigEpoch: t.Epoch, ConfigVersion: t.Version,
 		Agents: r.s.registry.Connected(), Events: events, AccessLogs: logs, Dropped: r.dropped.Swap(0),
-		Connections: r.s.conns.list()}
+		Connections: r.s.conns.list(), CommandResult: results}
 	if err := r.s.sync.Report(ctx, rep); err != nil {
 		r.s.log.Debug("report failed", "err", err)
 		r.mu.Lock()
 		if len(r.events)+len(events) <= maxPendingEvents {
 			r.events = append(events, r.events...)
+		}
+		if len(r.results)+len(results) <= maxPendingEvents {
+			r.results = append(results, r.results...)
 		}
 		r.mu.Unlock()
 		r.dropped.Add(int64(len(logs)) + rep.Dropped)

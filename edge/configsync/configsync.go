@@ -37,6 +37,8 @@ type Config struct {
 	DataDir    string // the snapshot lives in <DataDir>/edge-<id>/
 	// OnSwap is called after a new table is in force.
 	OnSwap func(*routes.Table)
+	// OnInbox is called with the agents that have new commands or messages.
+	OnInbox func(agentIDs []string)
 	Logger *slog.Logger
 	// Client is the HTTP client (default: no overall timeout, for the stream).
 	Client *http.Client
@@ -273,6 +275,10 @@ func (s *Syncer) apply(m *config.Message) error {
 		}
 		s.swap(t, true)
 	case config.MsgPing:
+	case config.MsgInbox:
+		if s.cfg.OnInbox != nil && len(m.Inbox) > 0 {
+			s.cfg.OnInbox(m.Inbox)
+		}
 	default:
 		// Unknown message types come from a newer control plane.
 	}
@@ -333,6 +339,33 @@ func (s *Syncer) Save() error {
 		return err
 	}
 	return os.Rename(tmp.Name(), filepath.Join(dir, "snapshot.json"))
+}
+
+// FetchInbox gets (and marks delivered) an agent's pending commands and
+// messages.
+func (s *Syncer) FetchInbox(ctx context.Context, agentID string) (*config.AgentInbox, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(s.cfg.ControlURL, "/")+"/v1/edges/agent-inbox?agentId="+url.QueryEscape(agentID), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.cfg.Token)
+	resp, err := s.cfg.Client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("configsync: agent inbox answered %d", resp.StatusCode)
+	}
+	var env struct {
+		Data config.AgentInbox `json:"data"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&env); err != nil {
+		return nil, fmt.Errorf("configsync: agent inbox: %w", err)
+	}
+	return &env.Data, nil
 }
 
 // Report posts one report to the control plane.

@@ -40,6 +40,8 @@ type Config struct {
 	MaxStreams int
 	// OnEvent receives agent connection events (for reports and audit).
 	OnEvent func(config.AgentEvent)
+	// OnControl receives the control frames an agent sends (command results).
+	OnControl func(s *Session, c *tunnel.Control)
 	Logger  *slog.Logger
 }
 
@@ -234,7 +236,9 @@ func (r *Registry) serve(s *Session) {
 		if err != nil {
 			break
 		}
-		_ = c // pongs and command results are handled in later protocol additions
+		if r.cfg.OnControl != nil && c.Type != tunnel.CtlPong {
+			r.cfg.OnControl(s, c)
+		}
 	}
 	s.Close()
 	<-s.sess.CloseChan()

@@ -257,8 +257,18 @@ func (e *Env) ProvisionAgent(name string) (id, token string, edges []string) {
 // RunAgent starts an agent with an identity.
 func (e *Env) RunAgent(id, token string, edges []string) *Agent {
 	e.t.Helper()
-	a, err := agent.New(agent.Config{AgentID: id, Token: token, Edges: edges, MinBackoff: 50 * time.Millisecond,
-		MaxBackoff: 500 * time.Millisecond, Logger: e.log.With("component", "agent")})
+	return e.RunAgentWith(id, token, edges, nil)
+}
+
+// RunAgentWith starts an agent, letting the caller adjust its config.
+func (e *Env) RunAgentWith(id, token string, edges []string, tweak func(*agent.Config)) *Agent {
+	e.t.Helper()
+	cfg := agent.Config{AgentID: id, Token: token, Edges: edges, MinBackoff: 50 * time.Millisecond,
+		MaxBackoff: 500 * time.Millisecond, Logger: e.log.With("component", "agent")}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		e.t.Fatalf("testenv: agent: %v", err)
 	}

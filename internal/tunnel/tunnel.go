@@ -381,6 +381,7 @@ type Control struct {
 	Seq      int64           `json:"seq,omitempty"`
 	ID       string          `json:"id,omitempty"`     // message or command id
 	Action   string          `json:"action,omitempty"` // command action
+	Timeout  int             `json:"timeoutSeconds,omitempty"`
 	Payload  json.RawMessage `json:"payload,omitempty"`
 	OK       bool            `json:"ok,omitempty"`
 	Error    string          `json:"error,omitempty"`

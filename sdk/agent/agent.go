@@ -49,6 +49,12 @@ type Config struct {
 	// OnEvent, when set, is called for connection events (connected,
 	// disconnected, rejected) so a CLI can print them.
 	OnEvent func(Event)
+	// OnCommand, when set, is offered every command first; it returns
+	// handled=false to let the agent run its built-in handling (status,
+	// diagnose, reach, restart, stop).
+	OnCommand func(ctx context.Context, c Command) (result any, handled bool, err error)
+	// OnMessage receives messages from other agents.
+	OnMessage func(Message)
 	// Software is reported in the handshake (default "pc-agent").
 	Software string
 
@@ -86,6 +92,7 @@ type Agent struct {
 	edges    map[string]context.CancelFunc // tunnel addr → stop
 	sessions map[string]*edgeConn          // tunnel addr → live session
 	runCtx   context.Context
+	stop     context.CancelFunc
 	wg       sync.WaitGroup
 }
 
@@ -141,8 +148,10 @@ func (a *Agent) ID() string { return a.cfg.AgentID }
 // Run connects to every edge and serves until ctx is done. It reconnects
 // with exponential backoff and jitter, and returns nil when ctx is cancelled.
 func (a *Agent) Run(ctx context.Context) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	a.mu.Lock()
-	a.runCtx = ctx
+	a.runCtx, a.stop = ctx, stop
 	for _, e := range a.cfg.Edges {
 		a.addEdgeLocked(e)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net"
 	"strconv"
@@ -204,6 +205,13 @@ func (a *Agent) serveControl(ec *edgeConn, st *smux.Stream, br *bufio.Reader) {
 		case tunnel.CtlPing:
 			if err := write(&tunnel.Control{Type: tunnel.CtlPong, Seq: c.Seq}); err != nil {
 				return
+			}
+		case tunnel.CtlCommand:
+			go a.runCommand(ec, write, c)
+		case tunnel.CtlMessage:
+			var m Message
+			if json.Unmarshal(c.Payload, &m) == nil && a.cfg.OnMessage != nil {
+				a.cfg.OnMessage(m)
 			}
 		default:
 			a.log.Debug("ignoring control message", "type", c.Type)
