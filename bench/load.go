@@ -1,0 +1,286 @@
+package bench
+
+import (
+	"context"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// opFunc is one operation of a load worker (one request, one message, one
+// transfer). It returns the payload bytes it moved and an error kind ("" on
+// success; see errKind).
+type opFunc func(w *worker) (bytes int64, errKind string)
+
+// loadSpec describes one phase of load.
+type loadSpec struct {
+	Label string // for progress lines, e.g. "http-small/system"
+	// Conns is the number of concurrent workers, each with its own
+	// connection(s).
+	Conns int
+	// Duration of the measured window (0: until MaxOps ops are done).
+	Duration time.Duration
+	// Warmup runs the same load, unmeasured, before the window.
+	Warmup time.Duration
+	// Rate is the open-loop target in ops/s over all workers (0: closed
+	// loop). In open loop each op's latency is measured from its intended
+	// send time, so a stalled server cannot hide queueing delay
+	// (no coordinated omission).
+	Rate float64
+	// MaxOps stops the phase after this many ops (0: no limit).
+	MaxOps int64
+	// Unit of throughput: "req/s", "msg/s", "events/s" (ops per second) or
+	// "MB/s" (payload bytes per second, 10^6).
+	Unit string
+	// Setup runs once per worker before the load (dial, upgrade…).
+	Setup func(w *worker) error
+	Op    opFunc
+	// Teardown runs once per worker at the end.
+	Teardown func(w *worker)
+}
+
+// worker is one load goroutine's state.
+type worker struct {
+	id    int
+	hist  *hdrhistogram.Histogram
+	state any
+	errs  map[string]int64
+	ops   int64
+	bytes int64
+	// lat, when set by an op, replaces the measured latency (used by
+	// streams whose latency is carried in the payload, e.g. SSE).
+	lat []time.Duration
+}
+
+// Latency bounds of the histograms: 1 µs to 1 hour, 3 significant digits.
+const (
+	histMin = 1
+	histMax = int64(time.Hour / time.Microsecond)
+)
+
+func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(histMin, histMax, 3) }
+
+func (w *worker) record(d time.Duration) {
+	us := d.Microseconds()
+	if us < histMin {
+		us = histMin
+	}
+	if us > histMax {
+		us = histMax
+	}
+	_ = w.hist.RecordValue(us)
+}
+
+// live counters read by the progress line.
+type liveCounters struct {
+	ops, errs, bytes atomic.Int64
+	// latUs and latN give the mean latency of each second.
+	latUs, latN atomic.Int64
+}
+
+// runLoad runs one phase and returns its measurements (without process
+// statistics, which the caller adds).
+func runLoad(ctx context.Context, spec loadSpec, prog *progress) *Phase {
+	if spec.Conns <= 0 {
+		spec.Conns = 1
+	}
+	var live liveCounters
+	workers := make([]*worker, spec.Conns)
+	for i := range workers {
+		workers[i] = &worker{id: i, hist: newHist(), errs: map[string]int64{}}
+	}
+	// Setup in parallel (bounded), so 100 stream dials do not serialize.
+	setupErrs := make([]error, spec.Conns)
+	if spec.Setup != nil {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 32)
+		for i, w := range workers {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				setupErrs[i] = spec.Setup(w)
+			}()
+		}
+		wg.Wait()
+	}
+	t0 := time.Now()
+	measStart := t0.Add(spec.Warmup)
+	var end time.Time
+	if spec.Duration > 0 {
+		end = measStart.Add(spec.Duration)
+	}
+	var ticket atomic.Int64
+	var interval time.Duration
+	if spec.Rate > 0 {
+		interval = time.Duration(float64(time.Second) / spec.Rate)
+	}
+	stopProg := prog.start(spec.Label, measStart, spec.Duration, spec.Unit, &live)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var lastDone atomic.Int64
+	var wg sync.WaitGroup
+	for i, w := range workers {
+		if setupErrs[i] != nil {
+			w.errs[errKind(setupErrs[i])]++
+			live.errs.Add(1)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				var start time.Time
+				if interval > 0 {
+					n := ticket.Add(1) - 1
+					if spec.MaxOps > 0 && n >= spec.MaxOps {
+						return
+					}
+					start = t0.Add(time.Duration(n) * interval)
+					if !end.IsZero() && !start.Before(end) {
+						return
+					}
+					if d := time.Until(start); d > 0 {
+						sleepCtx(ctx, d)
+					}
+				} else {
+					if spec.MaxOps > 0 && ticket.Add(1) > spec.MaxOps {
+						return
+					}
+					start = time.Now()
+					if !end.IsZero() && !start.Before(end) {
+						return
+					}
+				}
+				w.lat = w.lat[:0]
+				b, ek := spec.Op(w)
+				done := time.Now()
+				measured := !start.Before(measStart)
+				if ek != "" {
+					live.errs.Add(1)
+					if measured {
+						w.errs[ek]++
+					}
+					if ctx.Err() == nil && !strings.HasPrefix(ek, "status-") {
+						time.Sleep(time.Millisecond) // no hot spin on refused connections
+					}
+					continue
+				}
+				live.ops.Add(1)
+				live.bytes.Add(b)
+				if !measured {
+					continue
+				}
+				w.ops++
+				w.bytes += b
+				if len(w.lat) > 0 {
+					for _, l := range w.lat {
+						w.record(l)
+						live.latUs.Add(l.Microseconds())
+						live.latN.Add(1)
+					}
+				} else {
+					w.record(done.Sub(start))
+					live.latUs.Add(done.Sub(start).Microseconds())
+					live.latN.Add(1)
+				}
+				for {
+					old := lastDone.Load()
+					if done.UnixNano() <= old || lastDone.CompareAndSwap(old, done.UnixNano()) {
+						break
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	series, latSeries := stopProg()
+	if spec.Teardown != nil {
+		for i, w := range workers {
+			if setupErrs[i] == nil {
+				spec.Teardown(w)
+			}
+		}
+	}
+	elapsed := time.Duration(lastDone.Load() - measStart.UnixNano())
+	if spec.Duration > 0 && elapsed < spec.Duration {
+		elapsed = spec.Duration
+	}
+	if elapsed <= 0 {
+		elapsed = time.Since(measStart)
+	}
+	ph := &Phase{Seconds: round3(elapsed.Seconds()), Unit: spec.Unit, Connections: spec.Conns, ErrorKinds: map[string]int64{}, Series: series, LatencySeries: latSeries}
+	if spec.Rate > 0 {
+		ph.TargetRate = spec.Rate
+	}
+	h := newHist()
+	for _, w := range workers {
+		h.Merge(w.hist)
+		ph.Ops += w.ops
+		ph.Bytes += w.bytes
+		for k, v := range w.errs {
+			ph.ErrorKinds[k] += v
+			ph.Errors += v
+		}
+	}
+	if spec.Unit == unitMBps {
+		ph.Rate = round3(float64(ph.Bytes) / 1e6 / elapsed.Seconds())
+	} else {
+		ph.Rate = round3(float64(ph.Ops) / elapsed.Seconds())
+	}
+	ph.Latency = summarize(h)
+	return ph
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// Latency is a latency distribution in milliseconds.
+type Latency struct {
+	Count int64   `json:"count"`
+	P50   float64 `json:"p50Ms"`
+	P90   float64 `json:"p90Ms"`
+	P99   float64 `json:"p99Ms"`
+	P999  float64 `json:"p999Ms"`
+	Max   float64 `json:"maxMs"`
+	Mean  float64 `json:"meanMs"`
+}
+
+func summarize(h *hdrhistogram.Histogram) *Latency {
+	if h.TotalCount() == 0 {
+		return nil
+	}
+	ms := func(us int64) float64 { return round3(float64(us) / 1000) }
+	return &Latency{Count: h.TotalCount(), P50: ms(h.ValueAtQuantile(50)), P90: ms(h.ValueAtQuantile(90)),
+		P99: ms(h.ValueAtQuantile(99)), P999: ms(h.ValueAtQuantile(99.9)), Max: ms(h.Max()),
+		Mean: round3(h.Mean() / 1000)}
+}
+
+// summarizeDurations builds a Latency from raw samples (for small sample
+// sets such as config propagation).
+func summarizeDurations(ds []time.Duration) *Latency {
+	h := newHist()
+	w := &worker{hist: h}
+	for _, d := range ds {
+		w.record(d)
+	}
+	return summarize(h)
+}
+
+func round3(f float64) float64 {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0
+	}
+	return math.Round(f*1000) / 1000
+}
