@@ -32,6 +32,9 @@ const (
 	rightPollFdReadwrite    = 1 << 27
 )
 
+// maxWASIVec bounds iovec and subscription counts (so sizes cannot overflow 32 bits).
+const maxWASIVec = 1024
+
 type wasiFunc struct {
 	name    string
 	params  []api.ValueType
@@ -106,6 +109,10 @@ func (h *Host) wasiFuncs() []wasiFunc {
 			fd := uint32(stack[0])
 			if fd != 1 && fd != 2 {
 				errno(stack, errnoBadf)
+				return
+			}
+			if uint32(stack[2]) > maxWASIVec {
+				errno(stack, errnoInval)
 				return
 			}
 			iovs, ok := wmem(mod, uint32(stack[1]), uint32(stack[2])*8)
@@ -196,7 +203,7 @@ func (h *Host) wasiFuncs() []wasiFunc {
 			// Every subscription fires at once: clocks without sleeping (a guest that
 			// sleeps spins, and the watchdog stops it), fds with EBADF.
 			n := uint32(stack[2])
-			if n == 0 {
+			if n == 0 || n > maxWASIVec {
 				errno(stack, errnoInval)
 				return
 			}

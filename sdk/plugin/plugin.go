@@ -265,6 +265,11 @@ type cacheEntry struct {
 var (
 	cacheMu sync.Mutex
 	cache   = map[uint64]cacheEntry{}
+	last    struct {
+		id uint64
+		e  cacheEntry
+		ok bool
+	}
 )
 
 const maxCachedConfigs = 256
@@ -276,19 +281,33 @@ const maxCachedConfigs = 256
 func ParseConfig[T any](r *Request, parse func([]byte) (T, error)) (T, error) {
 	id := r.h.ConfigID()
 	cacheMu.Lock()
-	e, ok := cache[id]
-	cacheMu.Unlock()
-	if ok {
+	// Fast path: an instance usually sees the same few configs in a row.
+	if last.ok && last.id == id {
+		e := last.e
+		cacheMu.Unlock()
 		if v, ok := e.v.(T); ok || e.err != nil {
 			return v, e.err
 		}
+	} else {
+		e, ok := cache[id]
+		if ok {
+			last.id, last.e, last.ok = id, e, true
+		}
+		cacheMu.Unlock()
+		if ok {
+			if v, ok := e.v.(T); ok || e.err != nil {
+				return v, e.err
+			}
+		}
 	}
 	v, err := parse(r.Config())
+	e := cacheEntry{v: v, err: err}
 	cacheMu.Lock()
 	if len(cache) >= maxCachedConfigs {
 		clear(cache)
 	}
-	cache[id] = cacheEntry{v: v, err: err}
+	cache[id] = e
+	last.id, last.e, last.ok = id, e, true
 	cacheMu.Unlock()
 	return v, err
 }

@@ -1,0 +1,36 @@
+package plugins
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestEvaluateAllocs pins the allocations on the request path: EvaluateInto with a reused
+// Decision allocates nothing itself; what remains is wazero's, per call: a channel and a
+// goroutine with its closure (WithCloseOnContextDone), sometimes a fresh goroutine
+// descriptor when the spawned ones have not exited yet.
+func TestEvaluateAllocs(t *testing.T) {
+	h, _ := newTestHost(t, Config{})
+	require.NoError(t, h.Load(context.Background(), "min", wat(t, "minimal"), ModuleOptions{}))
+	require.NoError(t, h.Load(context.Background(), "echo", wat(t, "echo"), ModuleOptions{}))
+	ctx := context.Background()
+	req := testRequest()
+	var d Decision
+	for _, tc := range []struct {
+		chain []Attachment
+		max   float64
+	}{
+		{[]Attachment{{PluginID: "min"}}, 4},
+		{[]Attachment{{PluginID: "min"}, {PluginID: "min"}, {PluginID: "min"}}, 12},
+		{[]Attachment{op("H")}, 4}, // reads a header (a common name: interned)
+		{[]Attachment{op("R")}, 6}, // respond + a response header (two strings)
+	} {
+		h.EvaluateInto(ctx, tc.chain, req, &d)
+		require.NotEqual(t, Error, d.Action, "%v", d.Err)
+		allocs := testing.AllocsPerRun(200, func() { h.EvaluateInto(ctx, tc.chain, req, &d) })
+		assert.LessOrEqual(t, allocs, tc.max, "%v", tc.chain)
+	}
+}
