@@ -68,18 +68,7 @@ func TestAgentCommandsDiagnosticsAndMessages(t *testing.T) {
 
 	// A command for an offline agent is queued and delivered on reconnect.
 	ag.Stop()
-	require.Eventually(t, func() bool {
-		list, _, err := env.Client.ListAgents(ctx, client.ListOptions{}, client.AgentFilter{})
-		if err != nil {
-			return false
-		}
-		for _, a := range list {
-			if a.ID == id {
-				return !a.IsOnline
-			}
-		}
-		return false
-	}, 5*time.Second, 20*time.Millisecond)
+	waitOffline(t, env, id)
 	rc, err = env.Client.SendCommand(ctx, id, client.CommandRequest{Action: "status"})
 	require.NoError(t, err)
 	require.Equal(t, "queued", rc.Status)
@@ -91,8 +80,24 @@ func TestAgentCommandsDiagnosticsAndMessages(t *testing.T) {
 
 	// An offline agent's service check answers 503.
 	ag.Stop()
+	waitOffline(t, env, id)
+	_, err = env.Client.CheckService(ctx, svc.ID)
+	require.True(t, client.IsStatus(err, http.StatusServiceUnavailable), "%v", err)
+}
+
+// waitOffline waits until the API shows the agent offline.
+func waitOffline(t *testing.T, env *testenv.Env, id string) {
+	t.Helper()
 	require.Eventually(t, func() bool {
-		_, err := env.Client.CheckService(ctx, svc.ID)
-		return client.IsStatus(err, http.StatusServiceUnavailable)
+		list, _, err := env.Client.ListAgents(context.Background(), client.ListOptions{}, client.AgentFilter{})
+		if err != nil {
+			return false
+		}
+		for _, a := range list {
+			if a.ID == id {
+				return !a.IsOnline
+			}
+		}
+		return false
 	}, 5*time.Second, 20*time.Millisecond)
 }
