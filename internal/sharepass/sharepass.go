@@ -1,11 +1,14 @@
 // Package sharepass hashes and verifies share-link passwords. The control
-// plane stores and pushes only the hash (config.Share.PasswordHash); the edge
-// verifies a visitor's password against it.
+// plane stores and pushes only the hash (config.Share.PasswordHash); the
+// edge's `password` built-in plugin verifies a visitor's password against it
+// inside the Wasm sandbox.
 //
-// Format: "pbkdf2-sha256$<iterations>$<salt, base64url>$<key, base64url>"
-// (PBKDF2-HMAC-SHA256, 16-byte random salt, 32-byte key). Verification costs
-// about a millisecond, so an edge should remember a successful check (for
-// example in a signed cookie) rather than verify on every request.
+// Format: "pbkdf2-sha256:<iterations>:<salt hex>:<key hex>"
+// (PBKDF2-HMAC-SHA256, 16-byte random salt, 32-byte key) — the format the
+// password plugin parses. The work factor is deliberately modest
+// (Iterations) because the check runs on the request path inside the
+// plugin's time budget; the plugin then remembers a successful login in a
+// signed cookie, and share passwords are 8-128 characters.
 package sharepass
 
 import (
@@ -13,14 +16,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
 )
 
 // Iterations is the PBKDF2 work factor of new hashes.
-const Iterations = 10000
+const Iterations = 1000
 
 const prefix = "pbkdf2-sha256"
 
@@ -34,24 +37,22 @@ func Hash(password string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("sharepass: hash: %w", err)
 	}
-	enc := base64.RawURLEncoding
-	return prefix + "$" + strconv.Itoa(Iterations) + "$" + enc.EncodeToString(salt) + "$" + enc.EncodeToString(key), nil
+	return prefix + ":" + strconv.Itoa(Iterations) + ":" + hex.EncodeToString(salt) + ":" + hex.EncodeToString(key), nil
 }
 
 // Verify reports whether password matches the encoded hash, in constant time
 // with respect to the key.
 func Verify(encoded, password string) bool {
-	parts := strings.Split(encoded, "$")
+	parts := strings.Split(encoded, ":")
 	if len(parts) != 4 || parts[0] != prefix {
 		return false
 	}
 	iter, err := strconv.Atoi(parts[1])
-	if err != nil || iter < 1 || iter > 10_000_000 {
+	if err != nil || iter < 1 || iter > 100_000 {
 		return false
 	}
-	enc := base64.RawURLEncoding
-	salt, err1 := enc.DecodeString(parts[2])
-	want, err2 := enc.DecodeString(parts[3])
+	salt, err1 := hex.DecodeString(parts[2])
+	want, err2 := hex.DecodeString(parts[3])
 	if err1 != nil || err2 != nil || len(want) == 0 || len(want) > 64 {
 		return false
 	}

@@ -15,7 +15,7 @@ func TestHashVerify(t *testing.T) {
 			t.Fatalf("wrong password %q accepted", bad)
 		}
 	}
-	for _, enc := range []string{"", "x", "pbkdf2-sha256$0$aa$bb", "pbkdf2-sha256$10$!!$bb", "md5$1$a$b"} {
+	for _, enc := range []string{"", "x", "pbkdf2-sha256:0:aa:bb", "pbkdf2-sha256:10:!!:bb", "md5:1:a:b"} {
 		if Verify(enc, "x") {
 			t.Fatalf("bad encoding %q accepted", enc)
 		}
