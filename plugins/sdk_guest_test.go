@@ -200,3 +200,10 @@ func lookupPair(l [][2]string, name string) (string, bool) {
 	}
 	return "", false
 }
+
+// The SDK example builds and passes upload validation.
+func TestValidateExample(t *testing.T) {
+	info, err := Validate(context.Background(), wasmbuild.MustGo(t, "../sdk/examples/maintenance"))
+	require.NoError(t, err)
+	assert.True(t, info.HasValidateConfig)
+}

@@ -73,8 +73,9 @@
 //     respond, or a return code other than 0 and 1 makes the call an ERROR.
 //   - rate_limit keys are scoped by plugin id and window on the host, so plugins cannot touch
 //     each other's counters; a key is at most [MaxRateLimitKeyLen] bytes, window_ms is
-//     1..[MaxRateLimitWindowMs], limit <= 0 always answers 0. The window is sliding
-//     (approximated from two fixed windows).
+//     1..[MaxRateLimitWindowMs], limit <= 0 always answers 0. The window is sliding,
+//     approximated from two fixed windows aligned to multiples of window_ms since the Unix
+//     epoch (so a guest can compute a Retry-After).
 //   - verify_signature: alg is one of [AlgHS256], [AlgRS256], [AlgES256], [AlgEdDSA]. For HS256
 //     key is the raw secret; otherwise a PEM block ("PUBLIC KEY", or "RSA PUBLIC KEY", or a
 //     "CERTIFICATE" whose public key is used). sig is the raw signature as carried in a JWS

@@ -183,7 +183,9 @@ func TestPassword(t *testing.T) {
 				assert.Equal(t, "", header(d.SetResponseHeaders, "WWW-Authenticate"))
 			}},
 		{name: "basic", plugin: Password, config: cfg, req: plugins.Request{Header: hdrs("Authorization", basic("s3cret-pass"))}, want: plugins.Allow,
-			check: func(t *testing.T, d plugins.Decision) { assert.Equal(t, []string{"Authorization"}, d.RemoveRequestHeaders) }},
+			check: func(t *testing.T, d plugins.Decision) {
+				assert.Equal(t, []string{"Authorization"}, d.RemoveRequestHeaders)
+			}},
 		{name: "wrong", plugin: Password, config: cfg, req: plugins.Request{Header: hdrs("Authorization", basic("nope"))}, want: plugins.Respond, status: 401},
 		{name: "login", plugin: Password, config: cfg, req: plugins.Request{ShareID: "shr_pw", Header: hdrs("X-Share-Password", base64.StdEncoding.EncodeToString([]byte("s3cret-pass")))},
 			want: plugins.Respond, status: 204, check: func(t *testing.T, d plugins.Decision) {
@@ -194,7 +196,9 @@ func TestPassword(t *testing.T) {
 	})
 	run(t, []tcase{
 		{name: "cookie", plugin: Password, config: cfg, req: plugins.Request{ShareID: "shr_pw", Header: hdrs("Cookie", cookie+"; theme=dark")}, want: plugins.Allow,
-			check: func(t *testing.T, d plugins.Decision) { assert.Equal(t, "theme=dark", header(d.SetRequestHeaders, "Cookie")) }},
+			check: func(t *testing.T, d plugins.Decision) {
+				assert.Equal(t, "theme=dark", header(d.SetRequestHeaders, "Cookie"))
+			}},
 		{name: "cookie of another share", plugin: Password, config: cfg, req: plugins.Request{ShareID: "shr_other", Header: hdrs("Cookie", cookie)}, want: plugins.Respond, status: 401},
 	})
 }
