@@ -116,6 +116,7 @@ func runLoad(ctx context.Context, spec loadSpec, prog *progress) *Phase {
 		end = measStart.Add(spec.Duration)
 	}
 	var ticket atomic.Int64
+	var exhausted atomic.Bool // MaxOps reached before the end of the window
 	var interval time.Duration
 	if spec.Rate > 0 {
 		interval = time.Duration(float64(time.Second) / spec.Rate)
@@ -139,6 +140,7 @@ func runLoad(ctx context.Context, spec loadSpec, prog *progress) *Phase {
 				if interval > 0 {
 					n := ticket.Add(1) - 1
 					if spec.MaxOps > 0 && n >= spec.MaxOps {
+						exhausted.Store(true)
 						return
 					}
 					start = t0.Add(time.Duration(n) * interval)
@@ -150,6 +152,7 @@ func runLoad(ctx context.Context, spec loadSpec, prog *progress) *Phase {
 					}
 				} else {
 					if spec.MaxOps > 0 && ticket.Add(1) > spec.MaxOps {
+						exhausted.Store(true)
 						return
 					}
 					start = time.Now()
@@ -208,7 +211,7 @@ func runLoad(ctx context.Context, spec loadSpec, prog *progress) *Phase {
 		}
 	}
 	elapsed := time.Duration(lastDone.Load() - measStart.UnixNano())
-	if spec.Duration > 0 && elapsed < spec.Duration {
+	if spec.Duration > 0 && elapsed < spec.Duration && !exhausted.Load() {
 		elapsed = spec.Duration
 	}
 	if elapsed <= 0 {

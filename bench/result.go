@@ -68,20 +68,20 @@ type Metric struct {
 
 // Result is the outcome of one scenario.
 type Result struct {
-	Scenario    string   `json:"scenario"`
-	Description string   `json:"description"`
-	Status      string   `json:"status"`
-	Reason      string   `json:"reason,omitempty"`
-	Direct      *Phase   `json:"direct,omitempty"`
-	System      *Phase   `json:"system,omitempty"`
+	Scenario    string `json:"scenario"`
+	Description string `json:"description"`
+	Status      string `json:"status"`
+	Reason      string `json:"reason,omitempty"`
+	Direct      *Phase `json:"direct,omitempty"`
+	System      *Phase `json:"system,omitempty"`
 	// Baseline is the system without plugins, for the plugin scenarios.
 	Baseline *Phase   `json:"baseline,omitempty"`
-	Ratios      *Ratios  `json:"ratios,omitempty"`
-	Target      string   `json:"target,omitempty"`
-	Pass        *bool    `json:"pass,omitempty"`
-	Metrics     []Metric `json:"metrics,omitempty"`
-	Notes       []string `json:"notes,omitempty"`
-	Seconds     float64  `json:"seconds"`
+	Ratios   *Ratios  `json:"ratios,omitempty"`
+	Target   string   `json:"target,omitempty"`
+	Pass     *bool    `json:"pass,omitempty"`
+	Metrics  []Metric `json:"metrics,omitempty"`
+	Notes    []string `json:"notes,omitempty"`
+	Seconds  float64  `json:"seconds"`
 }
 
 func (r *Result) note(format string, args ...any) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +28,28 @@ func (r *runner) apiPhase(ctx context.Context, label string, conns int, estRate 
 		return nil, err
 	}
 	per := int64(e.keys.usable())
+	// More keys are created on the fly when the load outruns the estimate.
+	var keyMu sync.RWMutex
+	keyFor := func(n int64) string {
+		i := int(n / per)
+		keyMu.RLock()
+		if i < len(keys) {
+			k := keys[i]
+			keyMu.RUnlock()
+			return k
+		}
+		keyMu.RUnlock()
+		keyMu.Lock()
+		defer keyMu.Unlock()
+		for i >= len(keys) {
+			more, err := e.keys.keysFor(ctx, int(per)*8)
+			if err != nil {
+				return keys[len(keys)-1]
+			}
+			keys = append(keys, more...)
+		}
+		return keys[i]
+	}
 	addr := e.ControlURL[len("http://"):]
 	hc := &fasthttp.HostClient{Addr: addr, MaxConns: conns, ReadTimeout: 30 * time.Second, MaxIdleConnDuration: time.Minute}
 	defer hc.CloseIdleConnections()
@@ -46,7 +69,7 @@ func (r *runner) apiPhase(ctx context.Context, label string, conns int, estRate 
 			n := seq.Add(1) - 1
 			hw.req.Reset()
 			prep(hw.req, n)
-			hw.req.Header.Set("x-api-key", keys[min(n/per, int64(len(keys)-1))])
+			hw.req.Header.Set("x-api-key", keyFor(n))
 			if err := hc.Do(hw.req, hw.resp); err != nil {
 				return 0, errKind(err)
 			}
@@ -56,6 +79,8 @@ func (r *runner) apiPhase(ctx context.Context, label string, conns int, estRate 
 			return int64(len(hw.resp.Body())), ""
 		},
 	}, r.prog)
+	keyMu.RLock()
+	defer keyMu.RUnlock()
 	if len(keys) > 1 {
 		ph.Target = fmt.Sprintf("control %s, %d API keys (the API allows %d requests/min per key and pcd has no flag to raise it)", addr, len(keys), e.keys.limit)
 	} else {
@@ -67,7 +92,7 @@ func (r *runner) apiPhase(ctx context.Context, label string, conns int, estRate 
 func runAPIReads(ctx context.Context, r *runner, res *Result) error {
 	e := r.env
 	url := e.ControlURL + "/v1/services"
-	est := 60000.0
+	est := 80000.0
 	if r.opts.Quick {
 		est = 20000
 	}

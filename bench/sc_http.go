@@ -111,14 +111,18 @@ func opsRate(p *Phase) float64 {
 // without hitting the edge's per-share limit (requests rotate over them).
 func (r *runner) sharesFor(ctx context.Context, res *Result, svc *client.Service, rate float64, dur time.Duration, req client.CreateShareRequest) ([]*client.Share, error) {
 	e := r.env
+	if !e.shareLimitProbed {
+		probe, err := e.createShares(ctx, e.HTTPService, 1, client.CreateShareRequest{Name: "probe"})
+		if err != nil {
+			return nil, err
+		}
+		if err := e.detectShareLimit(ctx, e.shareURL(probe[0])+"/small"); err != nil {
+			return nil, err
+		}
+	}
 	first, err := e.createShares(ctx, svc, 1, req)
 	if err != nil {
 		return nil, err
-	}
-	if e.shareLimit == 0 {
-		if err := e.detectShareLimit(ctx, e.shareURL(first[0])+"/small"); err != nil {
-			return nil, err
-		}
 	}
 	limit := e.shareLimit
 	if req.RateLimitPerMin > 0 && (limit == 0 || req.RateLimitPerMin < limit) {

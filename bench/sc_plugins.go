@@ -69,7 +69,9 @@ func runPlugins(ctx context.Context, r *runner, res *Result, extra int, target f
 	hc := httpCase{wantBody: 1024}
 	d := hc
 	d.uris = [][]byte{[]byte("http://" + e.Origin.HTTP + "/small")}
-	res.Direct = r.measure(false, func() *Phase { return r.httpPhase(ctx, res.Scenario+"/direct", e.Origin.HTTP, d, conns, r.opts.Duration) })
+	res.Direct = r.measure(false, func() *Phase {
+		return r.httpPhase(ctx, res.Scenario+"/direct", e.Origin.HTTP, d, conns, r.opts.Duration)
+	})
 	res.Direct.Target = "origin " + e.Origin.HTTP
 	phase := func(label string, sreq client.CreateShareRequest) (*Phase, error) {
 		shares, err := r.sharesFor(ctx, res, e.HTTPService, opsRate(res.Direct), r.opts.Duration, sreq)
