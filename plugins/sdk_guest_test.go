@@ -187,7 +187,10 @@ func TestSDKGuestHostile(t *testing.T) {
 }
 
 func TestValidateGoGuest(t *testing.T) {
-	info, err := Validate(context.Background(), goGuest(t))
+	// Host.Validate: the package-level Validate compiles without a cache, which takes
+	// seconds under -race (it is covered with WAT guests).
+	h, _ := newTestHost(t, Config{})
+	info, err := h.Validate(context.Background(), goGuest(t))
 	require.NoError(t, err)
 	assert.True(t, info.HasValidateConfig)
 }
@@ -203,7 +206,8 @@ func lookupPair(l [][2]string, name string) (string, bool) {
 
 // The SDK example builds and passes upload validation.
 func TestValidateExample(t *testing.T) {
-	info, err := Validate(context.Background(), wasmbuild.MustGo(t, "../sdk/examples/maintenance"))
+	h, _ := newTestHost(t, Config{})
+	info, err := h.Validate(context.Background(), wasmbuild.MustGo(t, "../sdk/examples/maintenance"))
 	require.NoError(t, err)
 	assert.True(t, info.HasValidateConfig)
 }
