@@ -13,9 +13,13 @@ import (
 // goroutine with its closure (WithCloseOnContextDone), sometimes a fresh goroutine
 // descriptor when the spawned ones have not exited yet.
 func TestEvaluateAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts differ under -race")
+	}
 	h, _ := newTestHost(t, Config{})
 	require.NoError(t, h.Load(context.Background(), "min", wat(t, "minimal"), ModuleOptions{}))
 	require.NoError(t, h.Load(context.Background(), "echo", wat(t, "echo"), ModuleOptions{}))
+	require.NoError(t, h.Load(context.Background(), "trusted", wat(t, "minimal"), ModuleOptions{Trusted: true}))
 	ctx := context.Background()
 	req := testRequest()
 	var d Decision
@@ -24,6 +28,7 @@ func TestEvaluateAllocs(t *testing.T) {
 		max   float64
 	}{
 		{[]Attachment{{PluginID: "min"}}, 4},
+		{[]Attachment{{PluginID: "trusted"}}, 0}, // no termination checks: no wazero goroutine
 		{[]Attachment{{PluginID: "min"}, {PluginID: "min"}, {PluginID: "min"}}, 12},
 		{[]Attachment{op("H")}, 4}, // reads a header (a common name: interned)
 		{[]Attachment{op("R")}, 6}, // respond + a response header (two strings)

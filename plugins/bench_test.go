@@ -91,3 +91,13 @@ func BenchmarkRawGoGuest(b *testing.B) {
 	h := benchHost(b, "raw", wasmbuild.MustGo(b, "testdata/rawgo"))
 	benchChain(b, h, []Attachment{{PluginID: "raw"}}, testRequest())
 }
+
+// BenchmarkSDKGuestAllowTrusted is BenchmarkSDKGuestAllow compiled without termination checks
+// (ModuleOptions.Trusted, as the built-ins are loaded).
+func BenchmarkSDKGuestAllowTrusted(b *testing.B) {
+	h, _ := newTestHost(b, Config{DefaultTimeout: 50_000_000})
+	if err := h.Load(context.Background(), "guest", goGuest(b), ModuleOptions{Trusted: true}); err != nil {
+		b.Fatal(err)
+	}
+	benchChain(b, h, []Attachment{{PluginID: "guest", Config: []byte(`{"op":"allow"}`)}}, testRequest())
+}

@@ -300,3 +300,13 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+func TestTrustedModule(t *testing.T) {
+	h, _ := newTestHost(t, Config{})
+	require.NoError(t, h.Load(context.Background(), "echo", wat(t, "echo"), ModuleOptions{Trusted: true}))
+	d := h.Evaluate(context.Background(), []Attachment{op("m")}, testRequest())
+	require.Equal(t, Respond, d.Action, "%v", d.Err)
+	assert.Equal(t, "POST", string(d.Body))
+	d = h.Evaluate(context.Background(), []Attachment{op("T")}, testRequest())
+	assert.ErrorIs(t, d.Err, ErrTrap)
+}

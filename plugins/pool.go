@@ -55,6 +55,7 @@ type pool struct {
 	handle   string
 	size     int
 	memLimit uint32 // bytes, rounded to pages
+	trusted  bool   // compiled without termination checks (ModuleOptions.Trusted)
 
 	idle chan *instance // free instances; capacity size
 
@@ -98,13 +99,13 @@ var emptyRequest = &Request{}
 func instOf(ctx context.Context) *instance { return ctx.Value(instKey{}).(*instance) }
 
 // newPool builds the runtime, compiles and checks the module, and warms size instances.
-func (h *Host) newPool(ctx context.Context, pl *plugin, wasm []byte, memLimit uint64, size int) (*pool, Info, error) {
+func (h *Host) newPool(ctx context.Context, pl *plugin, wasm []byte, memLimit uint64, size int, trusted bool) (*pool, Info, error) {
 	pages := uint32((memLimit + abi.PageSize - 1) / abi.PageSize)
 	if pages == 0 || pages > 65536 {
 		return nil, Info{}, fmt.Errorf("memory limit %d out of range", memLimit)
 	}
 	rc := wazero.NewRuntimeConfig().
-		WithCloseOnContextDone(true).
+		WithCloseOnContextDone(!trusted).
 		WithMemoryLimitPages(pages).
 		WithCoreFeatures(api.CoreFeaturesV2)
 	if h.cache != nil {
@@ -119,6 +120,7 @@ func (h *Host) newPool(ctx context.Context, pl *plugin, wasm []byte, memLimit ui
 		size:     size,
 		memLimit: pages * abi.PageSize,
 		idle:     make(chan *instance, size),
+		trusted:  trusted,
 	}
 	fail := func(err error) (*pool, Info, error) {
 		p.mu.Lock()
@@ -224,6 +226,15 @@ func (in *instance) call(fn api.Function, budget int64, slot bool) error {
 	err := fn.CallWithStack(in.ctx, in.stack[:])
 	h.inflight.Add(-1)
 	if !in.deadline.CompareAndSwap(dl, 0) {
+		if in.p.trusted {
+			// The watchdog could not stop it; the call completed: keep the instance and
+			// the result, and say so.
+			in.deadline.Store(0)
+			if pl := in.p.pl; pl != nil && pl.failLogs.allow() {
+				h.log.Warn("trusted plugin overran its time budget", "plugin", pl.id, "budget", time.Duration(budget))
+			}
+			return err
+		}
 		// The watchdog closed the module. If the guest still returned normally it finished
 		// before the stop took effect (typically this goroutine was descheduled right after
 		// the guest returned): its result stands, but the instance is gone.
@@ -532,7 +543,7 @@ func (h *Host) watchdog() {
 				if d <= 0 || v <= d || cpu-in.cpuArm < in.budget {
 					continue
 				}
-				if in.deadline.CompareAndSwap(d, -1) {
+				if in.deadline.CompareAndSwap(d, -1) && !p.trusted {
 					// The guest stops at its next check (function entry, loop back-edge).
 					_ = in.mod.CloseWithExitCode(context.Background(), exitTimeout)
 				}

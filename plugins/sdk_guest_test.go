@@ -34,7 +34,8 @@ func loadGuest(t *testing.T, cfg Config, opts ModuleOptions) (*Host, *logBuffer)
 }
 
 func TestSDKGuest(t *testing.T) {
-	h, logs := loadGuest(t, Config{PoolSize: 1}, ModuleOptions{})
+	// Failed calls discard the instance; refilling a Go guest takes tens of ms (more under -race).
+	h, logs := loadGuest(t, Config{PoolSize: 1, AcquireTimeout: 5 * time.Second}, ModuleOptions{})
 	ctx := context.Background()
 	req := testRequest()
 	eval := func(op string) Decision { return h.Evaluate(ctx, []Attachment{gop(op)}, req) }

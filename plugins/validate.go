@@ -126,7 +126,7 @@ func (h *Host) Validate(ctx context.Context, wasm []byte) (Info, error) {
 	pl := &plugin{host: h, id: "validate", breaker: newBreaker(0, 0)}
 	pl.guestLogs.init(10, 20)
 	pl.failLogs.init(2, 5)
-	p, info, err := h.newPool(ctx, pl, wasm, h.cfg.DefaultMemoryLimitBytes, 1)
+	p, info, err := h.newPool(ctx, pl, wasm, h.cfg.DefaultMemoryLimitBytes, 1, false)
 	if err != nil {
 		return Info{}, fmt.Errorf("plugins: validate: %w", err)
 	}

@@ -104,9 +104,11 @@ func Chain(p SharePolicy) []plugins.Attachment {
 	return chain
 }
 
-// LoadAll loads every built-in into h (ids "builtin:<name>") with opts. It stops at the first
-// error (a missing module says to run make plugins).
+// LoadAll loads every built-in into h (ids "builtin:<name>") with opts, as trusted modules
+// (plugins.ModuleOptions.Trusted: they ship with the binary). It stops at the first error (a
+// missing module says to run make plugins).
 func LoadAll(ctx context.Context, h *plugins.Host, opts plugins.ModuleOptions) error {
+	opts.Trusted = true
 	for _, n := range names {
 		wasm, err := Module(n)
 		if err != nil {

@@ -57,7 +57,8 @@ func host(t testing.TB) *plugins.Host {
 				defer func() { <-sem }()
 				wasm, err := wasmbuild.Go(n)
 				if err == nil {
-					err = shared.Load(context.Background(), ID(n), wasm, plugins.ModuleOptions{})
+					// Trusted, as LoadAll loads them in pcd.
+					err = shared.Load(context.Background(), ID(n), wasm, plugins.ModuleOptions{Trusted: true})
 				}
 				errs[i] = err
 			}()

@@ -12,6 +12,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"encoding/base64"
 	"errors"
@@ -57,34 +58,59 @@ func init() {
 	plugin.ValidateConfig(func(b []byte) error { _, err := parse(b); return err })
 }
 
-var buf [4096]byte
+var buf, qbuf [4096]byte
+
+// param returns the value of the only occurrence of name in a raw query (ok false when absent
+// or repeated), unescaped only if it needs to be.
+func param(q []byte, name string) (v []byte, ok bool) {
+	for len(q) > 0 {
+		var kv []byte
+		if i := bytes.IndexByte(q, '&'); i >= 0 {
+			kv, q = q[:i], q[i+1:]
+		} else {
+			kv, q = q, nil
+		}
+		if len(kv) > len(name) && kv[len(name)] == '=' && string(kv[:len(name)]) == name {
+			if ok {
+				return nil, false // repeated
+			}
+			v, ok = kv[len(name)+1:], true
+		}
+	}
+	if ok && bytes.IndexByte(v, '%') >= 0 {
+		u, err := url.QueryUnescape(string(v))
+		if err != nil {
+			return nil, false
+		}
+		v = []byte(u)
+	}
+	return v, ok
+}
 
 func handle(r *plugin.Request) plugin.Result {
 	c, err := plugin.ParseConfig(r, parse)
 	if err != nil {
 		return plugin.Error(err)
 	}
-	q, err := url.ParseQuery(r.Query())
-	if err != nil {
+	q := r.AppendQuery(qbuf[:0])
+	exp, ok1 := param(q, c.expiresParam)
+	sig, ok2 := param(q, c.param)
+	if !ok1 || !ok2 {
 		return plugin.Deny(403, "Forbidden\n")
 	}
-	exp, sig := q.Get(c.expiresParam), q.Get(c.param)
-	if len(q[c.expiresParam]) != 1 || len(q[c.param]) != 1 {
-		return plugin.Deny(403, "Forbidden\n")
-	}
-	e, err := strconv.ParseInt(exp, 10, 64)
+	e, err := strconv.ParseInt(string(exp), 10, 64)
 	if err != nil || e <= r.Now().Unix() {
 		return plugin.Deny(403, "Link expired or invalid\n")
 	}
-	got, err := base64.RawURLEncoding.DecodeString(sig)
-	if err != nil || len(got) != 32 {
+	var got [33]byte
+	if n, err := base64.RawURLEncoding.Decode(got[:], sig); err != nil || n != 32 {
 		return plugin.Deny(403, "Forbidden\n")
 	}
 	msg := r.AppendPath(buf[:0])
 	msg = append(msg, '\n')
 	msg = append(msg, exp...)
 	want := r.HMACSHA256(c.secret, msg)
-	if !hmac.Equal(got, want[:]) {
+	if !hmac.Equal(got[:32], want[:]) {
 		return plugin.Deny(403, "Forbidden\n")
 	}
 	return plugin.Allow()
