@@ -1,0 +1,283 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func startTestOrigin(t testing.TB) *Origin {
+	o, err := StartOrigin("")
+	require.NoError(t, err)
+	t.Cleanup(o.Close)
+	return o
+}
+
+func testRunner() *runner {
+	return &runner{opts: &Options{Duration: 300 * time.Millisecond}, prog: newProgress(io.Discard, true)}
+}
+
+func TestClosedLoopHTTP(t *testing.T) {
+	o := startTestOrigin(t)
+	r := testRunner()
+	ph := r.httpPhase(context.Background(), "t", o.Addrs.HTTP, httpCase{uris: [][]byte{[]byte("http://" + o.Addrs.HTTP + "/small")}, wantBody: 1024}, 4, 300*time.Millisecond)
+	require.Zero(t, ph.Errors, ph.ErrorKinds)
+	require.Positive(t, ph.Ops)
+	require.Equal(t, ph.Ops*1024, ph.Bytes)
+	require.NotNil(t, ph.Latency)
+	require.LessOrEqual(t, ph.Latency.P50, ph.Latency.P99)
+	require.LessOrEqual(t, ph.Latency.P99, ph.Latency.Max)
+	require.InEpsilon(t, float64(ph.Ops)/ph.Seconds, ph.Rate, 0.01)
+}
+
+// An open loop sends at the asked rate whatever the server does, and
+// measures from the intended send time.
+func TestOpenLoop(t *testing.T) {
+	var mu sync.Mutex
+	calls := 0
+	ph := runLoad(context.Background(), loadSpec{Conns: 4, Duration: 500 * time.Millisecond, Rate: 2000, Unit: unitReqs,
+		Op: func(*worker) (int64, string) {
+			mu.Lock()
+			calls++
+			mu.Unlock()
+			return 1, ""
+		}}, nil)
+	require.InDelta(t, 1000, ph.Ops, 150)
+	require.Equal(t, float64(2000), ph.TargetRate)
+
+	// A server that stalls 50 ms per request at 4 connections cannot keep
+	// 400/s: the latency of the open loop shows the queueing (coordinated
+	// omission would report ~50 ms).
+	ph = runLoad(context.Background(), loadSpec{Conns: 4, Duration: 500 * time.Millisecond, Rate: 400, Unit: unitReqs,
+		Op: func(*worker) (int64, string) { time.Sleep(50 * time.Millisecond); return 0, "" }}, nil)
+	require.Greater(t, ph.Latency.P99, 150.0, "latency from the intended send time includes the queue")
+}
+
+func TestMaxOpsAndErrors(t *testing.T) {
+	n := 0
+	var mu sync.Mutex
+	ph := runLoad(context.Background(), loadSpec{Conns: 3, MaxOps: 30, Unit: unitReqs,
+		Op: func(*worker) (int64, string) {
+			mu.Lock()
+			defer mu.Unlock()
+			n++
+			if n%3 == 0 {
+				return 0, statusKind(503)
+			}
+			return 10, ""
+		}}, nil)
+	require.Equal(t, 30, n)
+	require.EqualValues(t, 20, ph.Ops)
+	require.EqualValues(t, 10, ph.Errors)
+	require.EqualValues(t, 10, ph.ErrorKinds["status-503"])
+}
+
+func TestBodiesUploadWebSocketSSEAndTCP(t *testing.T) {
+	o := startTestOrigin(t)
+	r := testRunner()
+	ctx := context.Background()
+	down := r.httpPhase(ctx, "down", o.Addrs.HTTP, httpCase{uris: [][]byte{[]byte("http://" + o.Addrs.HTTP + "/bytes?n=3000000")}, stream: true, wantBody: 3000000}, 2, 200*time.Millisecond)
+	require.Zero(t, down.Errors, down.ErrorKinds)
+	require.Equal(t, unitMBps, down.Unit)
+	up := r.httpPhase(ctx, "up", o.Addrs.HTTP, httpCase{method: "POST", uris: [][]byte{[]byte("http://" + o.Addrs.HTTP + "/upload")}, uploadSize: 2 << 20, wantBody: -1}, 2, 200*time.Millisecond)
+	require.Zero(t, up.Errors, up.ErrorKinds)
+	require.Positive(t, up.Ops)
+
+	ws, err := wsDial(o.Addrs.HTTP, "/ws", time.Second)
+	require.NoError(t, err)
+	for _, n := range []int{1, 125, 126, 70000} {
+		require.NoError(t, ws.roundTrip(bytes.Repeat([]byte("x"), n)))
+	}
+	ws.close()
+
+	s, err := sseOpen(o.Addrs.HTTP, "/sse?rate=1000&n=5")
+	require.NoError(t, err)
+	for i := 0; i < 5; i++ {
+		lat, n, err := s.next()
+		require.NoError(t, err)
+		require.Positive(t, n)
+		require.Less(t, lat, time.Second)
+	}
+	s.c.Close()
+
+	got, err := tcpDownload(o.Addrs.Source, 5<<20)
+	require.NoError(t, err)
+	require.EqualValues(t, 5<<20, got)
+}
+
+func TestProcStat(t *testing.T) {
+	s, err := readProc(os.Getpid())
+	require.NoError(t, err)
+	require.Positive(t, s.RSSBytes)
+	require.GreaterOrEqual(t, s.HWMBytes, s.RSSBytes)
+	m := newMonitor(map[string]int{"self": os.Getpid()})
+	buf := make([]byte, 0)
+	for i := 0; i < 1e6; i++ {
+		buf = append(buf[:0], byte(i))
+	}
+	st := m.end()
+	require.Len(t, st, 1)
+	require.Equal(t, "self", st[0].Name)
+	require.Positive(t, st[0].PeakRSSMiB)
+}
+
+func sampleReport() *Report {
+	pass, fail := true, false
+	ph := func(rate, p50, p99 float64) *Phase {
+		return &Phase{Rate: rate, Unit: unitReqs, Ops: 100, Seconds: 1, Latency: &Latency{Count: 100, P50: p50, P90: p50 * 1.5, P99: p99, P999: p99 * 2, Max: p99 * 3},
+			Series: []float64{rate, rate * 0.9, rate * 1.1}, LatencySeries: []float64{p50, p50, p50 * 1.2},
+			Procs: []ProcStat{{Name: "edge", CPUSeconds: 1.5, PeakRSSMiB: 40}}}
+	}
+	rep := &Report{Machine: describeMachine(), System: "split", Seconds: 3}
+	r1 := &Result{Scenario: "http-small", Status: StatusOK, Direct: ph(100000, 0.4, 3), System: ph(30000, 2, 5), Pass: &fail, Target: "≥ 0.50"}
+	r1.computeRatios()
+	r2 := &Result{Scenario: "idle-agents", Status: StatusOK, Pass: &pass}
+	r2.metric("edge memory per idle agent", 40, "KiB", "≤ 64", &pass)
+	r3 := &Result{Scenario: "plugins-5", Status: StatusNotAvailable, Reason: "no | plugins"}
+	rep.Results = []*Result{r1, r2, r3}
+	return rep
+}
+
+func TestReports(t *testing.T) {
+	rep := sampleReport()
+	require.InDelta(t, 0.3, rep.Results[0].Ratios.Throughput, 1e-9)
+	require.InDelta(t, 5.0/3, rep.Results[0].Ratios.P99, 1e-3)
+	var tbl bytes.Buffer
+	require.NoError(t, rep.WriteTable(&tbl))
+	require.Contains(t, tbl.String(), "http-small")
+	require.Contains(t, tbl.String(), "0.30")
+	require.Contains(t, tbl.String(), "Not available")
+	var md bytes.Buffer
+	require.NoError(t, rep.WriteMarkdown(&md))
+	require.Contains(t, md.String(), "| http-small | 100000 req/s | 30000 req/s | 0.30 |")
+	require.Contains(t, md.String(), `no \| plugins`)
+	var svg bytes.Buffer
+	rep.WritePlot(&svg)
+	d := xml.NewDecoder(&svg)
+	for {
+		_, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err, "the chart is well-formed XML")
+	}
+	dir := t.TempDir()
+	require.NoError(t, rep.WriteJSONFile(filepath.Join(dir, "r.json")))
+	b, err := os.ReadFile(filepath.Join(dir, "r.json"))
+	require.NoError(t, err)
+	var back Report
+	require.NoError(t, json.Unmarshal(b, &back))
+	require.Len(t, back.Results, 3)
+}
+
+func TestErrKind(t *testing.T) {
+	require.Equal(t, "", errKind(nil))
+	require.Equal(t, kindEOF, errKind(io.ErrUnexpectedEOF))
+	require.Equal(t, "status-429", statusKind(429))
+	_, err := wsDial("127.0.0.1:1", "/", 200*time.Millisecond)
+	require.Equal(t, kindRefused, errKind(err))
+}
+
+// TestEveryScenarioQuick runs `pcbench all --quick` against freshly built
+// binaries: every scenario must either work or say why it is not available.
+func TestEveryScenarioQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the whole system")
+	}
+	bin := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", bin+"/", "../cmd/pcd", "../cmd/connect", "../cmd/pcbench")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	rep, err := Run(ctx, Options{Quick: true, BinDir: bin, Self: filepath.Join(bin, "pcbench"), Stdout: &stdout, Stderr: &stderr,
+		JSONFile: filepath.Join(bin, "out.json"), PlotFile: filepath.Join(bin, "out.svg"), MarkdownFile: filepath.Join(bin, "out.md")}, nil)
+	t.Logf("quick run of every scenario: %v\n%s", time.Since(start).Round(time.Second), stdout.String())
+	require.NoError(t, err, stderr.String())
+	require.Len(t, rep.Results, len(registry))
+	for _, r := range rep.Results {
+		require.NotEqual(t, StatusFailed, r.Status, "%s: %s", r.Scenario, r.Reason)
+		if r.Status != StatusOK {
+			require.NotEmpty(t, r.Reason, r.Scenario)
+			continue
+		}
+		if r.Direct != nil {
+			require.Positive(t, r.Direct.Ops, r.Scenario)
+			require.Zero(t, r.Direct.Errors, "%s direct: %v", r.Scenario, r.Direct.ErrorKinds)
+		}
+		require.NotNil(t, r.System, r.Scenario)
+		require.Zero(t, r.System.Errors, "%s system: %v", r.Scenario, r.System.ErrorKinds)
+		if r.Direct != nil {
+			require.Positive(t, r.System.Ops, r.Scenario)
+			require.NotNil(t, r.Ratios, r.Scenario)
+		}
+	}
+	for _, f := range []string{"out.json", "out.svg", "out.md"} {
+		st, err := os.Stat(filepath.Join(bin, f))
+		require.NoError(t, err)
+		require.Positive(t, st.Size(), f)
+	}
+	require.True(t, strings.Contains(stdout.String(), "http-small"))
+}
+
+func BenchmarkHistogramRecord(b *testing.B) {
+	w := &worker{hist: newHist()}
+	for i := 0; i < b.N; i++ {
+		w.record(time.Duration(i%100000) * time.Microsecond)
+	}
+}
+
+// BenchmarkLoadEngine is the harness's own cost per operation (a no-op op).
+func BenchmarkLoadEngine(b *testing.B) {
+	b.ReportAllocs()
+	runLoad(context.Background(), loadSpec{Conns: 4, MaxOps: int64(b.N), Unit: unitReqs,
+		Op: func(*worker) (int64, string) { return 0, "" }}, nil)
+}
+
+// BenchmarkHTTPPhaseDirect is the load generator against the in-process
+// origin: the ceiling of what pcbench can measure on this machine.
+func BenchmarkHTTPPhaseDirect(b *testing.B) {
+	o := startTestOrigin(b)
+	r := testRunner()
+	for i := 0; i < b.N; i++ {
+		ph := r.httpPhase(context.Background(), "b", o.Addrs.HTTP, httpCase{uris: [][]byte{[]byte("http://" + o.Addrs.HTTP + "/small")}, wantBody: 1024}, 64, time.Second)
+		b.ReportMetric(ph.Rate, "req/s")
+		b.ReportMetric(ph.Latency.P99, "p99-ms")
+	}
+}
+
+func BenchmarkWebSocketRoundTrip(b *testing.B) {
+	o := startTestOrigin(b)
+	ws, err := wsDial(o.Addrs.HTTP, "/ws", time.Second)
+	require.NoError(b, err)
+	defer ws.close()
+	msg := bytes.Repeat([]byte("m"), 128)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := ws.roundTrip(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkPatternReader(b *testing.B) {
+	buf := make([]byte, 64<<10)
+	b.SetBytes(int64(len(buf)))
+	r := &patternReader{n: 1 << 62}
+	for i := 0; i < b.N; i++ {
+		_, _ = r.Read(buf)
+	}
+}

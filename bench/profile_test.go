@@ -1,0 +1,115 @@
+package bench
+
+import (
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/privateconnect/pc/control"
+	"github.com/privateconnect/pc/internal/testenv"
+	"github.com/privateconnect/pc/sdk/client"
+	"github.com/valyala/fasthttp"
+)
+
+// BenchmarkSharePath drives the whole request path in one process (visitor
+// client → edge → smux → agent → origin), so `-cpuprofile` and
+// `-memprofile` show the edge and agent hot spots that the separate pcd
+// processes of pcbench do not expose:
+//
+//	go test ./bench -run '^$' -bench SharePath -benchtime 10s -cpuprofile cpu.out -memprofile mem.out
+//	go tool pprof -top -focus 'edge|agent|smux|tunnel' cpu.out
+//
+// The per-share rate limit is lifted through control.Config (pcd has no
+// flag for it). The origin runs in the same process too.
+func BenchmarkSharePath(b *testing.B) {
+	if testing.Short() {
+		b.Skip("boots the whole system")
+	}
+	for _, conns := range []int{1, 64} {
+		b.Run(map[int]string{1: "conns=1", 64: "conns=64"}[conns], func(b *testing.B) {
+			url, stop := sharePath(b)
+			defer stop()
+			benchHTTP(b, url, conns)
+		})
+	}
+}
+
+// BenchmarkDirect is the same load on the origin alone, the baseline of
+// BenchmarkSharePath.
+func BenchmarkDirect(b *testing.B) {
+	o, err := StartOrigin("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer o.Close()
+	for _, conns := range []int{1, 64} {
+		b.Run(map[int]string{1: "conns=1", 64: "conns=64"}[conns], func(b *testing.B) {
+			benchHTTP(b, "http://"+o.Addrs.HTTP+"/small", conns)
+		})
+	}
+}
+
+func sharePath(b *testing.B) (string, func()) {
+	o, err := StartOrigin("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	env := testenv.New(b, testenv.Options{Control: func(c *control.Config) {
+		c.RateLimits = control.RateLimits{PublicPerMin: -1, AuthenticatedPerMin: -1, SharePerMin: 1 << 30}
+	}})
+	id, token, edges := env.ProvisionAgent("bench")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.Expose(ag, "bench", "http://"+o.Addrs.HTTP)
+	sh := env.Share(svc.ID, client.CreateShareRequest{Name: "bench"})
+	url := testenv.ShareURL(env.Edges[0], sh.Token) + "/small"
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		code, _, err := getStatus(url)
+		if err == nil && code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("share not served: %d %v", code, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return url, o.Close
+}
+
+// benchHTTP sends b.N GETs over conns keep-alive connections.
+func benchHTTP(b *testing.B, url string, conns int) {
+	hc := &fasthttp.HostClient{Addr: hostOf(url), MaxConns: conns, ReadBufferSize: 16 << 10}
+	defer hc.CloseIdleConnections()
+	b.ReportAllocs()
+	if conns == 1 {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI(url)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if err := hc.Do(req, resp); err != nil || resp.StatusCode() != 200 {
+				b.Fatalf("%v %d", err, resp.StatusCode())
+			}
+		}
+		return
+	}
+	b.SetParallelism(max(1, conns/runtime.GOMAXPROCS(0)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI(url)
+		for pb.Next() {
+			if err := hc.Do(req, resp); err != nil {
+				b.Error(err)
+				return
+			}
+			if resp.StatusCode() != 200 || len(resp.Body()) != 1024 {
+				b.Errorf("status %d, %d bytes", resp.StatusCode(), len(resp.Body()))
+				return
+			}
+		}
+	})
+}
