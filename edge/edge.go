@@ -12,11 +12,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/privateconnect/pc/edge/configsync"
+	"github.com/privateconnect/pc/edge/policy"
 	"github.com/privateconnect/pc/edge/proxy"
 	"github.com/privateconnect/pc/edge/routes"
 	"github.com/privateconnect/pc/edge/tunnels"
@@ -55,8 +57,17 @@ type Config struct {
 	DrainTimeout       time.Duration // default 15 s
 	Logger             *slog.Logger
 
-	// Policy runs share policy chains (nil: share fields only).
+	// Policy runs share policy chains; nil means the built-in Wasm engine
+	// of package edge/policy (unless DisablePlugins).
 	Policy proxy.Policy
+	// DisablePlugins turns the Wasm policy engine off: shares are then
+	// served without their policy chains (benchmarks of the bare path only).
+	DisablePlugins bool
+	// PluginPoolSize is the number of pre-warmed instances per plugin.
+	PluginPoolSize int
+	// PluginCacheDir holds compiled plugins and fetched modules (default
+	// <DataDir>/plugins). Edges on one machine may share it.
+	PluginCacheDir string
 }
 
 func (c *Config) setDefaults() {
@@ -96,6 +107,7 @@ type Server struct {
 	reporter *reporter
 	tcp      *tcpPorts
 	conns    *connTracker
+	policy   *policy.Engine
 
 	httpSrv  *fasthttp.Server
 	adminSrv *fasthttp.Server
@@ -137,6 +149,19 @@ func New(cfg Config) (*Server, error) {
 	s.registry = tunnels.New(tunnels.Config{EdgeID: s.sync.EdgeID, Table: s.sync.Table,
 		MaxStreams: cfg.MaxStreamsPerAgent, OnEvent: s.reporter.event, OnControl: s.onAgentControl,
 		Logger: cfg.Logger.With("component", "tunnels")})
+	if cfg.Policy == nil && !cfg.DisablePlugins {
+		cacheDir := cfg.PluginCacheDir
+		if cacheDir == "" {
+			cacheDir = filepath.Join(cfg.DataDir, "plugins")
+		}
+		eng, err := policy.New(context.Background(), policy.Config{CacheDir: cacheDir,
+			Fetch: s.sync.FetchPlugin, Logger: cfg.Logger.With("component", "policy"), PoolSize: cfg.PluginPoolSize})
+		if err != nil {
+			return nil, err
+		}
+		s.policy = eng
+		cfg.Policy = eng
+	}
 	s.proxy = proxy.New(proxy.Config{Table: s.sync.Table, Sessions: s.registry, Policy: cfg.Policy,
 		ShareDomain: cfg.ShareDomain, PublicDomain: cfg.PublicDomain, TrustedProxies: trusted,
 		OnAccess: s.reporter.access, Logger: cfg.Logger.With("component", "proxy")})
@@ -148,6 +173,9 @@ func (s *Server) onSwap(t *routes.Table) {
 		s.registry.Refresh(t)
 	}
 	s.tcp.reconcile(t)
+	if s.policy != nil {
+		s.policy.Sync(t)
+	}
 }
 
 // Start loads the saved snapshot, binds the listeners and starts serving.
@@ -255,6 +283,9 @@ func (s *Server) Shutdown() error {
 	}
 	s.reporter.flush(context.Background())
 	s.wg.Wait()
+	if s.policy != nil {
+		_ = s.policy.Close(context.Background())
+	}
 	if s.sync.EdgeID() != "" {
 		_ = s.sync.Save()
 	}

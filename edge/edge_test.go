@@ -148,7 +148,8 @@ func newWorld(t *testing.T, originHandler http.Handler) *world {
 func (w *world) startEdge(t *testing.T, dataDir string) {
 	t.Helper()
 	e, err := edge.New(edge.Config{ControlURL: w.fc.srv.URL, Token: "edge-token", HTTPAddr: "127.0.0.1:0",
-		TunnelAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", DataDir: dataDir, ReportInterval: 50 * time.Millisecond})
+		TunnelAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", DataDir: dataDir, ReportInterval: 50 * time.Millisecond,
+		DisablePlugins: true}) // policies are tested with the real engine in internal/e2e
 	require.NoError(t, err)
 	require.NoError(t, e.Start(context.Background()))
 	t.Cleanup(func() { _ = e.Close() })
@@ -394,7 +395,7 @@ func TestEdgeRestartsFromSavedSnapshot(t *testing.T) {
 	w := newWorld(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { fmt.Fprint(rw, "ok") }))
 	dir := t.TempDir()
 	e2, err := edge.New(edge.Config{ControlURL: w.fc.srv.URL, Token: "edge-token", HTTPAddr: "127.0.0.1:0",
-		TunnelAddr: "127.0.0.1:0", AdminAddr: "-", DataDir: dir})
+		TunnelAddr: "127.0.0.1:0", AdminAddr: "-", DataDir: dir, DisablePlugins: true})
 	require.NoError(t, err)
 	require.NoError(t, e2.Start(context.Background()))
 	require.Eventually(t, func() bool { return e2.ID() == "edge-a" && e2.Table().Version >= 1 }, 5*time.Second, 10*time.Millisecond)
@@ -404,7 +405,7 @@ func TestEdgeRestartsFromSavedSnapshot(t *testing.T) {
 	w.fc.srv.CloseClientConnections()
 	w.fc.srv.Close()
 	e3, err := edge.New(edge.Config{ControlURL: w.fc.srv.URL, Token: "edge-token", HTTPAddr: "127.0.0.1:0",
-		TunnelAddr: "127.0.0.1:0", AdminAddr: "-", DataDir: dir})
+		TunnelAddr: "127.0.0.1:0", AdminAddr: "-", DataDir: dir, DisablePlugins: true})
 	require.NoError(t, err)
 	require.NoError(t, e3.Start(context.Background()))
 	defer e3.Close()

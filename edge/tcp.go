@@ -147,9 +147,9 @@ func hostOf(a net.Addr) string {
 
 // connTracker keeps the live TCP and WebSocket connections for reports.
 type connTracker struct {
-	mu    sync.Mutex
-	next  uint64
-	live  map[uint64]*config.Connection
+	mu     sync.Mutex
+	next   uint64
+	live   map[uint64]*config.Connection
 	edgeID func() string
 }
 

@@ -65,7 +65,7 @@ func addRunFlags(cmd *cobra.Command, o *bench.Options) {
 	fs.StringVar(&o.BinDir, "bin", "./bin", "directory holding pcd and connect (make build)")
 	fs.StringVar(&o.System, "system", "split", "how to run the system: split (pcd control + pcd edge) or dev (pcd dev)")
 	fs.StringArrayVar(&o.SystemArgs, "system-arg", nil, "extra argument for every pcd command (repeatable)")
-	fs.StringVar(&o.Target, "target", "", "share URL of a running deployment to load instead of starting the system")
+	fs.StringVar(&o.Target, "target", "", "URL of a running deployment to load instead of starting the system (comma-separated: requests rotate over them, all on one host)")
 	fs.StringVar(&o.Direct, "direct", "", "with --target: the same service's direct URL, as the baseline")
 	fs.BoolVar(&o.Quick, "quick", false, "tiny run: 1 s phases, few connections, small sizes (a smoke test)")
 	fs.IntVar(&o.IdleAgents, "idle-agents", 0, "agents in idle-agents (default 10000; 20 with --quick)")

@@ -110,7 +110,7 @@ func (f *edgeFlags) config() (edge.Config, error) {
 	if err != nil {
 		return edge.Config{}, err
 	}
-	return edge.Config{TCPPortMin: lo, TCPPortMax: hi,ControlURL: f.control, Token: f.token, HTTPAddr: f.http, TunnelAddr: f.tunnel, AdminAddr: f.admin,
+	return edge.Config{TCPPortMin: lo, TCPPortMax: hi, ControlURL: f.control, Token: f.token, HTTPAddr: f.http, TunnelAddr: f.tunnel, AdminAddr: f.admin,
 		DataDir: f.data, HTTPTLS: tc, TunnelTLS: tc, ShareDomain: f.shareDomain, PublicDomain: f.publicDomain,
 		TrustedProxies: f.trusted}, nil
 }

@@ -39,7 +39,7 @@ type Config struct {
 	OnSwap func(*routes.Table)
 	// OnInbox is called with the agents that have new commands or messages.
 	OnInbox func(agentIDs []string)
-	Logger *slog.Logger
+	Logger  *slog.Logger
 	// Client is the HTTP client (default: no overall timeout, for the stream).
 	Client *http.Client
 	// StaleAfter is how long the stream may stay silent before it is
@@ -366,6 +366,25 @@ func (s *Syncer) FetchInbox(ctx context.Context, agentID string) (*config.AgentI
 		return nil, fmt.Errorf("configsync: agent inbox: %w", err)
 	}
 	return &env.Data, nil
+}
+
+// FetchPlugin downloads a plugin module by SHA-256
+// (GET /v1/edges/plugins/<sha256>).
+func (s *Syncer) FetchPlugin(ctx context.Context, sum string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(s.cfg.ControlURL, "/")+"/v1/edges/plugins/"+url.PathEscape(sum), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.cfg.Token)
+	resp, err := s.cfg.Client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("configsync: plugin %s answered %d", sum, resp.StatusCode)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 }
 
 // Report posts one report to the control plane.

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/privateconnect/pc/internal/config"
@@ -21,7 +22,23 @@ import (
 type Share struct {
 	config.Share
 	Prefixes []netip.Prefix // parsed AllowedIPs
+
+	// ext caches what other layers derive from this share (the compiled
+	// policy chain). A changed share is a new *Share, so the cache can
+	// never go stale.
+	ext atomic.Pointer[any]
 }
+
+// Ext returns the value cached by SetExt, or nil.
+func (s *Share) Ext() any {
+	if p := s.ext.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// SetExt caches a derived value on the share.
+func (s *Share) SetExt(v any) { s.ext.Store(&v) }
 
 // Agent is an agent's handshake key and validity.
 type Agent struct {
@@ -194,7 +211,7 @@ func (t *Table) putShare(s *config.Share) error {
 	if err != nil || len(raw) != sha256.Size {
 		return fmt.Errorf("routes: share %s: bad token hash", s.ID)
 	}
-	sh := &Share{Share: *s}
+	sh := &Share{Share: *s} //nolint:govet // fresh, never copied after use
 	for _, c := range s.AllowedIPs {
 		p, err := parsePrefix(c)
 		if err != nil {
@@ -293,6 +310,15 @@ func (t *Table) Edges() []config.Edge {
 	out := make([]config.Edge, 0, len(t.edges))
 	for _, e := range t.edges {
 		out = append(out, e)
+	}
+	return out
+}
+
+// Plugins returns every uploaded plugin.
+func (t *Table) Plugins() []config.Plugin {
+	out := make([]config.Plugin, 0, len(t.plugins))
+	for _, p := range t.plugins {
+		out = append(out, p)
 	}
 	return out
 }

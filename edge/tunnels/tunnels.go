@@ -42,7 +42,7 @@ type Config struct {
 	OnEvent func(config.AgentEvent)
 	// OnControl receives the control frames an agent sends (command results).
 	OnControl func(s *Session, c *tunnel.Control)
-	Logger  *slog.Logger
+	Logger    *slog.Logger
 }
 
 // Registry is the set of live agent sessions of one edge.

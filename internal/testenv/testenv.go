@@ -169,7 +169,9 @@ func (e *Env) startEdge(ed *Edge, httpAddr, tunAddr string) *edge.Server {
 	cfg := edge.Config{ControlURL: e.ControlURL(), Token: ed.Token, HTTPAddr: httpAddr, TunnelAddr: tunAddr,
 		AdminAddr: "127.0.0.1:0", DataDir: ed.DataDir, ReportInterval: 100 * time.Millisecond,
 		DrainTimeout: 2 * time.Second, Logger: e.log.With("component", "edge", "edge", ed.Name),
-		TCPPortMin: e.TCPPortMin, TCPPortMax: e.TCPPortMax}
+		TCPPortMin: e.TCPPortMin, TCPPortMax: e.TCPPortMax,
+		// Compiled plugins are shared by every test edge on the machine.
+		PluginCacheDir: filepath.Join(os.TempDir(), "pc-test-plugin-cache")}
 	if e.opts.Edge != nil {
 		e.opts.Edge(&cfg)
 	}

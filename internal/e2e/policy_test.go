@@ -1,0 +1,92 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/privateconnect/pc/internal/testenv"
+	"github.com/privateconnect/pc/sdk/client"
+	"github.com/stretchr/testify/require"
+)
+
+func do(t *testing.T, method, url string, hdr map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	require.NoError(t, err)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+// TestSharePolicyFields: the share fields are enforced on the edge through
+// the built-in Wasm plugins.
+func TestSharePolicyFields(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	org := origin(t)
+	id, token, edges := env.ProvisionAgent("a")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.Expose(ag, "web", org.URL)
+	limit := 3
+
+	t.Run("paths and methods", func(t *testing.T) {
+		sh := env.Share(svc.ID, client.CreateShareRequest{AllowedPaths: []string{"/api/**"}, AllowedMethods: []string{"GET"}})
+		resp, body := do(t, "GET", sh.ShareURL+"/api/v1/items", nil)
+		require.Equal(t, 200, resp.StatusCode, body)
+		resp, _ = do(t, "GET", sh.ShareURL+"/admin", nil)
+		require.Equal(t, 403, resp.StatusCode)
+		resp, _ = do(t, "DELETE", sh.ShareURL+"/api/v1/items", nil)
+		require.Equal(t, 403, resp.StatusCode)
+	})
+	t.Run("ip allow", func(t *testing.T) {
+		sh := env.Share(svc.ID, client.CreateShareRequest{AllowedIPs: []string{"10.0.0.0/8"}})
+		resp, _ := do(t, "GET", sh.ShareURL+"/", nil)
+		require.Equal(t, 403, resp.StatusCode)
+		sh = env.Share(svc.ID, client.CreateShareRequest{AllowedIPs: []string{"127.0.0.0/8", "::1/128"}})
+		resp, _ = do(t, "GET", sh.ShareURL+"/", nil)
+		require.Equal(t, 200, resp.StatusCode)
+	})
+	t.Run("password", func(t *testing.T) {
+		sh := env.Share(svc.ID, client.CreateShareRequest{Password: "correct horse battery"})
+		resp, _ := do(t, "GET", sh.ShareURL+"/", nil)
+		require.Equal(t, 401, resp.StatusCode)
+		require.Contains(t, resp.Header.Get("WWW-Authenticate"), "Basic")
+		req, _ := http.NewRequest("GET", sh.ShareURL+"/", nil)
+		req.SetBasicAuth("", "wrong password")
+		r2, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		r2.Body.Close()
+		require.Equal(t, 401, r2.StatusCode)
+		req.SetBasicAuth("", "correct horse battery")
+		r3, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(r3.Body)
+		r3.Body.Close()
+		require.Equal(t, 200, r3.StatusCode, string(b))
+		require.True(t, strings.HasPrefix(string(b), "hello from origin"))
+		// Browsers get the login page.
+		resp, body := do(t, "GET", sh.ShareURL+"/", map[string]string{"Accept": "text/html"})
+		require.Equal(t, 401, resp.StatusCode)
+		require.Contains(t, strings.ToLower(body), "<form")
+		info, err := env.Client.SharedInfo(context.Background(), sh.Token)
+		require.NoError(t, err)
+		require.True(t, info.RequiresPassword)
+	})
+	t.Run("rate limit", func(t *testing.T) {
+		sh := env.Share(svc.ID, client.CreateShareRequest{RateLimitPerMin: limit})
+		for i := 0; i < limit; i++ {
+			resp, _ := do(t, "GET", sh.ShareURL+"/", nil)
+			require.Equal(t, 200, resp.StatusCode)
+		}
+		resp, _ := do(t, "GET", sh.ShareURL+"/", nil)
+		require.Equal(t, 429, resp.StatusCode)
+		require.NotEmpty(t, resp.Header.Get("Retry-After"))
+	})
+}
