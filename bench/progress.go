@@ -30,7 +30,7 @@ func newProgress(w io.Writer, quiet bool) *progress {
 
 // logf prints a status line (clearing a live line first).
 func (p *progress) logf(format string, args ...any) {
-	if p == nil || p.w == nil {
+	if p == nil || p.w == nil || p.disabled {
 		return
 	}
 	p.mu.Lock()

@@ -18,7 +18,7 @@ func summaryLine(r *Result) string {
 		return fmt.Sprintf("  %s: FAILED — %s", r.Scenario, firstLine(r.Reason))
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "  %s:", r.Scenario)
+	fmt.Fprintf(&b, "  %s", r.Scenario)
 	if r.Direct != nil {
 		fmt.Fprintf(&b, " direct %s", fmtRate(r.Direct))
 	}
@@ -33,7 +33,7 @@ func summaryLine(r *Result) string {
 	}
 	for _, m := range r.Metrics {
 		if m.Target != "" {
-			fmt.Fprintf(&b, "; %s %s %s", m.Name, fmtNum(m.Value), m.Unit)
+			fmt.Fprintf(&b, "; %s: %s %s", m.Name, fmtNum(m.Value), m.Unit)
 		}
 	}
 	if r.Pass != nil {

@@ -52,7 +52,8 @@ func runIdleAgents(ctx context.Context, r *runner, res *Result) error {
 	var seq atomic.Int64
 	var provErr atomic.Value
 	var wg sync.WaitGroup
-	stopProg := r.prog.start(res.Scenario+"/provision", time.Now(), 0, unitReqs, &liveCounters{})
+	provLive := &liveCounters{}
+	stopProg := r.prog.start(res.Scenario+"/provision", time.Now(), 0, unitReqs, provLive)
 	for w := 0; w < 16; w++ {
 		wg.Add(1)
 		go func() {
@@ -72,6 +73,7 @@ func runIdleAgents(ctx context.Context, r *runner, res *Result) error {
 					return
 				}
 				ids[i] = p.AgentID + " " + p.Token
+				provLive.ops.Add(1)
 			}
 		}()
 	}

@@ -133,9 +133,12 @@ func (r *runner) freshEdge(ctx context.Context, res *Result, shares int) error {
 		p.Stop(5 * time.Second)
 		r.deleteEdges(ctx, tunAddr)
 	}()
-	var ready time.Duration
+	var ready, listening time.Duration
 	err = p.waitFor(ctx, 5*time.Minute, "fresh edge snapshot", func() bool {
 		h, err := getEdgeHealth(adminAddr)
+		if err == nil && listening == 0 {
+			listening = time.Since(start)
+		}
 		if err == nil && h.ConfigVersion >= v && h.Shares >= shares {
 			ready = time.Since(start)
 			return true
@@ -149,7 +152,8 @@ func (r *runner) freshEdge(ctx context.Context, res *Result, shares int) error {
 	if err != nil {
 		return err
 	}
-	res.metric(fmt.Sprintf("new edge: process start → %d-share snapshot in force", shares), float64(ready.Milliseconds()), "ms", "", nil)
+	res.metric("new edge: process start → /health answers", float64(listening.Milliseconds()), "ms", "", nil)
+	res.metric(fmt.Sprintf("new edge: /health answers → %d-share snapshot in force (fetch, decode, build, swap)", shares), float64((ready-listening).Milliseconds()), "ms", "≤ 1000", boolPtr(ready-listening <= time.Second))
 	res.metric("new edge RSS with the snapshot", mib(s.RSSBytes), "MiB", "", nil)
 	if shares >= 10000 {
 		res.metric("new edge RSS per share (whole process / shares)", float64(s.RSSBytes)/float64(shares), "bytes", "", nil)
