@@ -153,7 +153,7 @@ func (r *runner) freshEdge(ctx context.Context, res *Result, shares int) error {
 		return err
 	}
 	res.metric("new edge: process start → /health answers", float64(listening.Milliseconds()), "ms", "", nil)
-	res.metric(fmt.Sprintf("new edge: /health answers → %d-share snapshot in force (fetch, decode, build, swap)", shares), float64((ready-listening).Milliseconds()), "ms", "≤ 1000", boolPtr(ready-listening <= time.Second))
+	res.metric(fmt.Sprintf("new edge: /health answers → %d-share snapshot in force (fetch, decode, build, swap)", shares), float64((ready - listening).Milliseconds()), "ms", "≤ 1000", boolPtr(ready-listening <= time.Second))
 	res.metric("new edge RSS with the snapshot", mib(s.RSSBytes), "MiB", "", nil)
 	if shares >= 10000 {
 		res.metric("new edge RSS per share (whole process / shares)", float64(s.RSSBytes)/float64(shares), "bytes", "", nil)
