@@ -28,6 +28,8 @@ func (s *Server) adminHandler(ctx *fasthttp.RequestCtx) {
 		ctx.SetStatusCode(code)
 		ctx.SetContentType("application/json")
 		ctx.SetBody(body)
+	case "/metrics":
+		s.metrics.handler(ctx)
 	default:
 		ctx.SetStatusCode(fasthttp.StatusNotFound)
 		ctx.SetContentType("application/json")

@@ -22,6 +22,7 @@ import (
 	"github.com/privateconnect/pc/edge/proxy"
 	"github.com/privateconnect/pc/edge/routes"
 	"github.com/privateconnect/pc/edge/tunnels"
+	"github.com/privateconnect/pc/internal/config"
 	"github.com/valyala/fasthttp"
 )
 
@@ -108,6 +109,7 @@ type Server struct {
 	tcp      *tcpPorts
 	conns    *connTracker
 	policy   *policy.Engine
+	metrics  *metrics
 
 	httpSrv  *fasthttp.Server
 	adminSrv *fasthttp.Server
@@ -164,8 +166,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.proxy = proxy.New(proxy.Config{Table: s.sync.Table, Sessions: s.registry, Policy: cfg.Policy,
 		ShareDomain: cfg.ShareDomain, PublicDomain: cfg.PublicDomain, TrustedProxies: trusted,
-		OnAccess: s.reporter.access, Logger: cfg.Logger.With("component", "proxy")})
+		OnAccess: s.onAccess, Logger: cfg.Logger.With("component", "proxy")})
+	s.metrics = newMetrics(s)
 	return s, nil
+}
+
+// onAccess counts a share request and queues its access log.
+func (s *Server) onAccess(a *config.AccessLog) {
+	s.metrics.observe(a)
+	s.reporter.access(a)
 }
 
 func (s *Server) onSwap(t *routes.Table) {

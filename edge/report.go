@@ -65,6 +65,7 @@ func (r *reporter) access(a *config.AccessLog) {
 		r.logs = append(r.logs, *a)
 	} else {
 		r.dropped.Add(1)
+		r.s.metrics.dropped.Inc()
 	}
 	r.mu.Unlock()
 }
@@ -105,5 +106,6 @@ func (r *reporter) flush(ctx context.Context) {
 		}
 		r.mu.Unlock()
 		r.dropped.Add(int64(len(logs)) + rep.Dropped)
+		r.s.metrics.dropped.Add(float64(len(logs)))
 	}
 }

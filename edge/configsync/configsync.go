@@ -54,6 +54,7 @@ type Syncer struct {
 	table     atomic.Pointer[routes.Table]
 	edgeID    atomic.Pointer[string]
 	connected atomic.Bool
+	lastMsg   atomic.Int64 // unix nanos of the last stream message
 	tokenHash string
 
 	saveMu   sync.Mutex
@@ -89,6 +90,14 @@ func (s *Syncer) EdgeID() string { return *s.edgeID.Load() }
 
 // Connected reports whether the config stream is up.
 func (s *Syncer) Connected() bool { return s.connected.Load() }
+
+// LastMessage is when the config stream last delivered a message.
+func (s *Syncer) LastMessage() time.Time {
+	if n := s.lastMsg.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
 
 // Swaps returns how many tables were swapped in.
 func (s *Syncer) Swaps() int64 { return s.applied.Load() }
@@ -225,6 +234,7 @@ func (s *Syncer) stream(ctx context.Context) error {
 		if err := dec.Decode(&m); err != nil {
 			return fmt.Errorf("configsync: read stream: %w", err)
 		}
+		s.lastMsg.Store(time.Now().UnixNano())
 		select {
 		case alive <- struct{}{}:
 		default:

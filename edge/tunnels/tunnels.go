@@ -408,6 +408,17 @@ func (c *Stream) Close() error {
 	return err
 }
 
+// Streams returns the open streams over every session.
+func (r *Registry) Streams() int64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var n int64
+	for _, s := range r.sessions {
+		n += s.Streams()
+	}
+	return n
+}
+
 // Get returns the live session of an agent.
 func (r *Registry) Get(agentID string) (*Session, bool) {
 	r.mu.RLock()

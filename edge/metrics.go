@@ -1,0 +1,110 @@
+package edge
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/privateconnect/pc/internal/config"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+)
+
+// metrics are the edge's Prometheus metrics, on a registry of its own so
+// several edges can live in one process (tests, pcd dev).
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	duration prometheus.Histogram
+	bytes    prometheus.Counter
+	decision *prometheus.CounterVec
+	dropped  prometheus.Counter
+	handler  fasthttp.RequestHandler
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pc_edge_requests_total",
+		Help: "Share requests by share id and status code."}, []string{"share", "status"})
+	m.duration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pc_edge_request_duration_seconds",
+		Help: "Time to the response head of share requests.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14)})
+	m.bytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "pc_edge_bytes_total", Help: "Response body bytes sent to visitors."})
+	m.decision = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pc_edge_policy_decisions_total",
+		Help: "Share requests by policy decision (allowed, denied) and the deciding check."}, []string{"decision", "by"})
+	m.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "pc_edge_report_dropped_total", Help: "Access logs dropped because the report buffer was full or the control plane was unreachable."})
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	m.reg.MustRegister(m.requests, m.duration, m.bytes, m.decision, m.dropped,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		gauge("pc_edge_active_requests", "Share requests in flight.", func() float64 { return float64(s.proxy.Active()) }),
+		gauge("pc_edge_tunnel_sessions", "Connected agent sessions.", func() float64 { return float64(len(s.registry.Connected())) }),
+		gauge("pc_edge_active_streams", "Open tunnel streams over all agents.", func() float64 { return float64(s.registry.Streams()) }),
+		gauge("pc_edge_config_version", "Applied config version.", func() float64 { return float64(s.sync.Table().Version) }),
+		gauge("pc_edge_config_connected", "1 when the config stream to the control plane is up.", func() float64 {
+			if s.sync.Connected() {
+				return 1
+			}
+			return 0
+		}),
+		gauge("pc_edge_config_lag_seconds", "Seconds since the last config message from the control plane.", func() float64 {
+			if t := s.sync.LastMessage(); !t.IsZero() {
+				return time.Since(t).Seconds()
+			}
+			return -1
+		}),
+		gauge("pc_edge_tcp_connections", "Open TCP tunnel and WebSocket connections.", func() float64 { return float64(len(s.conns.list())) }),
+		&pluginCollector{s: s},
+	)
+	m.handler = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	return m
+}
+
+// observe counts one access record.
+func (m *metrics) observe(a *config.AccessLog) {
+	m.requests.WithLabelValues(a.ShareID, strconv.Itoa(a.StatusCode)).Inc()
+	m.duration.Observe(a.LatencyMs / 1000)
+	if a.BytesOut > 0 {
+		m.bytes.Add(float64(a.BytesOut))
+	}
+	by := a.DeniedBy
+	if by == "" {
+		by = "-"
+	}
+	m.decision.WithLabelValues(a.Decision, by).Inc()
+}
+
+// pluginCollector reads the Wasm host's counters at scrape time.
+type pluginCollector struct{ s *Server }
+
+var (
+	descPluginCalls     = prometheus.NewDesc("pc_edge_plugin_calls_total", "Plugin calls.", []string{"plugin"}, nil)
+	descPluginFailures  = prometheus.NewDesc("pc_edge_plugin_failures_total", "Plugin calls that failed (error, trap, timeout, out of memory).", []string{"plugin"}, nil)
+	descPluginInstances = prometheus.NewDesc("pc_edge_plugin_instances", "Live Wasm instances per plugin.", []string{"plugin"}, nil)
+	descPluginBreaker   = prometheus.NewDesc("pc_edge_plugin_breaker_open", "1 while a plugin's circuit breaker is open.", []string{"plugin"}, nil)
+)
+
+func (c *pluginCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descPluginCalls
+	ch <- descPluginFailures
+	ch <- descPluginInstances
+	ch <- descPluginBreaker
+}
+
+func (c *pluginCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.s.policy == nil {
+		return
+	}
+	for _, p := range c.s.policy.Host().Stats().Plugins {
+		ch <- prometheus.MustNewConstMetric(descPluginCalls, prometheus.CounterValue, float64(p.Calls), p.PluginID)
+		ch <- prometheus.MustNewConstMetric(descPluginFailures, prometheus.CounterValue, float64(p.Failures), p.PluginID)
+		ch <- prometheus.MustNewConstMetric(descPluginInstances, prometheus.GaugeValue, float64(p.Instances), p.PluginID)
+		open := 0.0
+		if p.BreakerOpen {
+			open = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descPluginBreaker, prometheus.GaugeValue, open, p.PluginID)
+	}
+}
