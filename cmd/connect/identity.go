@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/privateconnect/pc/sdk/agent"
@@ -21,6 +24,8 @@ const rotateBefore = 72 * time.Hour
 
 // agentFlags are the flags of the commands that run the agent.
 type agentFlags struct {
+	metrics            string
+	registry           *prometheus.Registry
 	name, label        string
 	caFile, pin        string
 	insecureSkipVerify bool
@@ -33,6 +38,26 @@ func addAgentFlags(cmd *cobra.Command, af *agentFlags, withName bool) {
 	cmd.Flags().StringVar(&af.caFile, "ca-file", "", "PEM bundle to verify edges over TLS")
 	cmd.Flags().StringVar(&af.pin, "pin-sha256", "", "hex SHA-256 of the edge certificate's public key (replaces CA verification)")
 	cmd.Flags().BoolVar(&af.insecureSkipVerify, "insecure-skip-verify", false, "do not verify edge certificates (dev only)")
+	cmd.Flags().StringVar(&af.metrics, "metrics", "", "serve the agent's Prometheus metrics on this address (e.g. 127.0.0.1:9091)")
+}
+
+// serveMetrics starts the --metrics listener; the agent registers on it.
+func (a *app) serveMetrics(ctx context.Context, af *agentFlags) error {
+	if af.metrics == "" {
+		return nil
+	}
+	af.registry = prometheus.NewRegistry()
+	ln, err := net.Listen("tcp", af.metrics)
+	if err != nil {
+		return fmt.Errorf("--metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(af.registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	context.AfterFunc(ctx, func() { _ = srv.Close() })
+	fmt.Fprintf(a.stderr, "Metrics on http://%s/metrics\n", ln.Addr())
+	return nil
 }
 
 // identity loads the agent identity from the state file, provisioning one on
@@ -137,6 +162,9 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 	if !a.jsonOut {
 		fmt.Fprintf(a.stdout, "Agent %s connecting to %d edge(s); press Ctrl-C to stop.\n", st.AgentID, len(edges))
 	}
+	if err := a.serveMetrics(ctx, af); err != nil {
+		return err
+	}
 	for {
 		runCtx, cancel := context.WithCancel(ctx)
 		var renew atomic.Bool
@@ -149,6 +177,7 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 			AgentID: st.AgentID, Token: st.Token, Edges: edges,
 			CAFile: af.caFile, PinSHA256: af.pin, InsecureSkipVerify: af.insecureSkipVerify,
 			Logger: a.log, OnEvent: onEvent, Software: "connect/" + version,
+			Registerer: registererOf(af),
 		})
 		if timer != nil {
 			timer.Stop()
@@ -210,4 +239,12 @@ func (a *app) printEvent(e agent.Event) {
 		msg += ": " + e.Err.Error()
 	}
 	fmt.Fprintf(a.stdout, "%s %s\n", ts, msg)
+}
+
+// registererOf returns the --metrics registry, or nil.
+func registererOf(af *agentFlags) prometheus.Registerer {
+	if af.registry == nil {
+		return nil
+	}
+	return af.registry
 }

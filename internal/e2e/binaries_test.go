@@ -122,8 +122,10 @@ func TestQuickStartWithBinaries(t *testing.T) {
 	target := strings.TrimPrefix(originSrv.URL, "http://")
 
 	env := []string{"PC_API_KEY=" + key, "PC_CONTROL_URL=http://" + api, "PC_STATE=" + dir + "/agent.json"}
-	expose := start(t, env, bin+"/connect", "expose", target, "--name", "web")
+	metricsAddr := freePort(t)
+	expose := start(t, env, bin+"/connect", "expose", target, "--name", "web", "--metrics", metricsAddr)
 	require.Eventually(t, func() bool { return strings.Contains(expose.output(), "connected") }, 10*time.Second, 50*time.Millisecond)
+	require.Equal(t, 1.0, metricValue(scrapeMetrics(t, "http://"+metricsAddr+"/metrics"), "pc_agent_edge_sessions", nil), "the agent's --metrics")
 	st, err := os.Stat(dir + "/agent.json")
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "the agent state file holds a secret")

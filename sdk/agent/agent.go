@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures an Agent.
@@ -55,6 +56,9 @@ type Config struct {
 	OnCommand func(ctx context.Context, c Command) (result any, handled bool, err error)
 	// OnMessage receives messages from other agents.
 	OnMessage func(Message)
+	// Registerer, when set, receives the agent's Prometheus metrics
+	// (pc_agent_*).
+	Registerer prometheus.Registerer
 	// Software is reported in the handshake (default "pc-agent").
 	Software string
 
@@ -94,6 +98,8 @@ type Agent struct {
 	runCtx   context.Context
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
+	counters   counters
+	collectors []prometheus.Collector
 }
 
 type target struct {
@@ -134,6 +140,11 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, id: id, log: log, services: map[uuid.UUID]target{},
 		edges: map[string]context.CancelFunc{}, sessions: map[string]*edgeConn{}}
 	a.svcCond = sync.NewCond(&a.mu)
+	if cfg.Registerer != nil {
+		if err := a.registerMetrics(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("agent: metrics: %w", err)
+		}
+	}
 	tc, err := a.edgeTLSConfig()
 	if err != nil {
 		return nil, err
@@ -164,6 +175,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.svcCond.Broadcast()
 	a.mu.Unlock()
 	a.wg.Wait()
+	a.unregisterMetrics()
 	return nil
 }
 
@@ -235,6 +247,7 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 		}
 		var rej *RejectedError
 		if errors.As(err, &rej) {
+			a.counters.rejected.Add(1)
 			a.emit(Event{Kind: EventRejected, Edge: addr, Message: rej.Message, Err: err})
 			a.log.Warn("edge rejected the agent", "edge", addr, "reason", rej.Message)
 		} else if err != nil {

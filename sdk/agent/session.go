@@ -139,6 +139,7 @@ func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tu
 	}
 	conn, err := net.DialTimeout("tcp", t.addr, a.cfg.DialTimeout)
 	if err != nil {
+		a.counters.dialFails.Add(1)
 		a.log.Warn("dial target failed", "service", t.name, "target", t.addr, "err", err)
 		_ = tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyDialFailed, Message: "target unreachable"})
 		st.Close()
@@ -160,7 +161,12 @@ func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tu
 	if br.Buffered() > 0 {
 		src = &bufferedConn{Conn: st, r: br}
 	}
-	tunnel.Pipe(src, conn)
+	a.counters.streams.Add(1)
+	a.counters.served.Add(1)
+	in, out := tunnel.Pipe(src, conn)
+	a.counters.streams.Add(-1)
+	a.counters.bytesIn.Add(uint64(in))
+	a.counters.bytesOut.Add(uint64(out))
 }
 
 // lookup finds a service target, waiting up to wait for the edge to list it
