@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pires/go-proxyproto"
 	"github.com/privateconnect/pc/edge/configsync"
 	"github.com/privateconnect/pc/edge/policy"
 	"github.com/privateconnect/pc/edge/proxy"
@@ -42,6 +43,11 @@ type Config struct {
 	// HTTPTLS and TunnelTLS, when set, make the listeners serve TLS.
 	HTTPTLS   *tls.Config
 	TunnelTLS *tls.Config
+
+	// ProxyProtocol accepts PROXY protocol v1/v2 headers on the share
+	// listener from TrustedProxies (the client IP is then the header's
+	// source); other peers' headers are not parsed.
+	ProxyProtocol bool
 
 	ShareDomain    string   // host-based share routing: <token>.<ShareDomain>
 	PublicDomain   string   // public services: <subdomain>.<PublicDomain>
@@ -110,6 +116,7 @@ type Server struct {
 	conns    *connTracker
 	policy   *policy.Engine
 	metrics  *metrics
+	trusted  []netip.Prefix
 
 	httpSrv  *fasthttp.Server
 	adminSrv *fasthttp.Server
@@ -128,6 +135,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Token == "" {
 		return nil, errors.New("edge: an edge token is required (POST /v1/edges or `connect edges add`)")
 	}
+	if cfg.ProxyProtocol && len(cfg.TrustedProxies) == 0 {
+		return nil, errors.New("edge: PROXY protocol needs TrustedProxies (the load balancers allowed to send it)")
+	}
 	var trusted []netip.Prefix
 	for _, c := range cfg.TrustedProxies {
 		p, err := netip.ParsePrefix(strings.TrimSpace(c))
@@ -136,7 +146,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		trusted = append(trusted, p.Masked())
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	s := &Server{cfg: cfg, log: cfg.Logger, trusted: trusted}
 	s.reporter = newReporter(s)
 	if cfg.TCPPortMax > 0 {
 		host := cfg.TCPHost
@@ -196,8 +206,14 @@ func (s *Server) Start(ctx context.Context) error {
 		s.log.Info("no saved snapshot; waiting for the control plane")
 	}
 	var err error
-	if s.httpLn, err = listen(s.cfg.HTTPAddr, s.cfg.HTTPTLS); err != nil {
+	if s.httpLn, err = listen(s.cfg.HTTPAddr, nil); err != nil {
 		return fmt.Errorf("edge: share listener: %w", err)
+	}
+	if s.cfg.ProxyProtocol {
+		s.httpLn = &proxyproto.Listener{Listener: s.httpLn, ReadHeaderTimeout: 10 * time.Second, ConnPolicy: s.proxyPolicy}
+	}
+	if s.cfg.HTTPTLS != nil {
+		s.httpLn = tls.NewListener(s.httpLn, s.cfg.HTTPTLS)
 	}
 	if s.tunLn, err = listen(s.cfg.TunnelAddr, s.cfg.TunnelTLS); err != nil {
 		s.httpLn.Close()
@@ -246,6 +262,21 @@ func (s *Server) goServe(f func() error) {
 			s.log.Debug("listener stopped", "err", err)
 		}
 	}()
+}
+
+// proxyPolicy parses PROXY headers only from trusted load balancers.
+func (s *Server) proxyPolicy(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+	if ta, ok := o.Upstream.(*net.TCPAddr); ok {
+		if a, ok := netip.AddrFromSlice(ta.IP); ok {
+			a = a.Unmap()
+			for _, p := range s.trusted {
+				if p.Contains(a) {
+					return proxyproto.USE, nil
+				}
+			}
+		}
+	}
+	return proxyproto.IGNORE, nil
 }
 
 func listen(addr string, tc *tls.Config) (net.Listener, error) {
@@ -304,7 +335,10 @@ func (s *Server) Shutdown() error {
 // Close stops the edge at once (in-flight requests fail).
 func (s *Server) Close() error {
 	s.cfg.DrainTimeout = time.Millisecond
-	return s.Shutdown()
+	if err := s.Shutdown(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
 }
 
 // HTTPAddr is the share listener's address.

@@ -12,6 +12,7 @@ import (
 	"github.com/privateconnect/pc/control"
 	"github.com/privateconnect/pc/edge"
 	"github.com/privateconnect/pc/internal/cliconf"
+	"github.com/privateconnect/pc/internal/devcert"
 	"github.com/spf13/cobra"
 )
 
@@ -80,7 +81,8 @@ type edgeFlags struct {
 	control, token, http, tunnel, tcpPorts, admin, data string
 	tlsCert, tlsKey, shareDomain, publicDomain          string
 	trusted                                             []string
-	tunnelTLS                                           bool
+	proxyProtocol                                       bool
+	devTLS                                              bool
 }
 
 func (f *edgeFlags) register(cmd *cobra.Command, dev bool) {
@@ -96,9 +98,13 @@ func (f *edgeFlags) register(cmd *cobra.Command, dev bool) {
 	fs.StringVar(&f.http, "http", "127.0.0.1:8080", "share listener address")
 	fs.StringVar(&f.tunnel, "tunnel", "127.0.0.1:7070", "agent tunnel listener address")
 	fs.StringVar(&f.admin, "admin", "127.0.0.1:9090", "edge /health and /metrics address (\"-\" disables)")
+	if dev {
+		fs.BoolVar(&f.devTLS, "tls", false, "serve TLS on the share and tunnel listeners with a self-signed certificate kept in <data>/tls (agents: --ca-file <data>/tls/cert.pem)")
+	}
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for TLS on the share and tunnel listeners")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
-	fs.StringSliceVar(&f.trusted, "trusted-proxies", nil, "CIDRs of load balancers allowed to set X-Forwarded-For")
+	fs.StringSliceVar(&f.trusted, "trusted-proxies", nil, "CIDRs of load balancers allowed to set X-Forwarded-For (or send PROXY headers)")
+	fs.BoolVar(&f.proxyProtocol, "proxy-protocol", false, "accept PROXY protocol v1/v2 on the share listener from --trusted-proxies")
 }
 
 func (f *edgeFlags) config() (edge.Config, error) {
@@ -112,7 +118,7 @@ func (f *edgeFlags) config() (edge.Config, error) {
 	}
 	return edge.Config{TCPPortMin: lo, TCPPortMax: hi, ControlURL: f.control, Token: f.token, HTTPAddr: f.http, TunnelAddr: f.tunnel, AdminAddr: f.admin,
 		DataDir: f.data, HTTPTLS: tc, TunnelTLS: tc, ShareDomain: f.shareDomain, PublicDomain: f.publicDomain,
-		TrustedProxies: f.trusted}, nil
+		TrustedProxies: f.trusted, ProxyProtocol: f.proxyProtocol}, nil
 }
 
 func edgeCmd(c *common) *cobra.Command {
@@ -209,6 +215,16 @@ func runDev(ctx context.Context, c *common, cf *controlFlags, ef *edgeFlags, log
 	httpAddr, tunAddr := httpLn.Addr().String(), tunLn.Addr().String()
 	httpLn.Close()
 	tunLn.Close()
+	var devPin string
+	if ef.devTLS && ef.tlsCert == "" {
+		host, _, _ := net.SplitHostPort(httpAddr)
+		files, err := devcert.Ensure(filepath.Join(cf.data, "tls"), []string{host, "localhost"})
+		if err != nil {
+			cancel()
+			return err
+		}
+		ef.tlsCert, ef.tlsKey, devPin = files.CertFile, files.KeyFile, files.Pin
+	}
 	scheme, tunScheme := "http", ""
 	if ef.tlsCert != "" {
 		scheme, tunScheme = "https", "tls://"
@@ -263,6 +279,10 @@ Try:
   curl "$(connect link web)/"
 
 `, ctrl.Addr(), ctrl.Addr(), publicURL, tunAddr, e.AdminAddr(), edgeID, key, keyFile, key)
+	if devPin != "" {
+		fmt.Fprintf(c.stdout, "TLS: self-signed certificate %s\n  agents: connect expose ... --ca-file %s   (or --pin-sha256 %s)\n  curl:   curl --cacert %s ...\n\n",
+			ef.tlsCert, ef.tlsCert, devPin, ef.tlsCert)
+	}
 	log.Info("dev node running", "control", ctrl.Addr(), "http", httpAddr, "tunnel", tunAddr)
 	select {
 	case <-ctx.Done():

@@ -6,6 +6,7 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/privateconnect/pc/control"
 	"github.com/privateconnect/pc/edge"
+	"github.com/privateconnect/pc/internal/devcert"
 	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
 )
@@ -44,6 +46,9 @@ type Options struct {
 	Control func(*control.Config)
 	// Edge tweaks each edge's config before it starts.
 	Edge func(*edge.Config)
+	// TLS makes every edge serve TLS on its share and tunnel listeners with
+	// a self-signed certificate (Env.CAFile); agents verify it.
+	TLS bool
 }
 
 // Env is one running system.
@@ -63,6 +68,10 @@ type Env struct {
 	// TCPPortMin..TCPPortMax is the tunnel port range of this env (free
 	// ports found at start).
 	TCPPortMin, TCPPortMax int
+
+	// CAFile and Pin verify the edges' certificate (Options.TLS).
+	CAFile, Pin string
+	tlsConf     *tls.Config
 }
 
 // Edge is a running edge with its registration.
@@ -87,6 +96,18 @@ func New(t T, opts Options) *Env {
 	}
 	e := &Env{t: t, opts: opts, log: log}
 	e.TCPPortMin, e.TCPPortMax = freeRange(t, 16)
+	if opts.TLS {
+		files, err := devcert.Ensure(filepath.Join(t.TempDir(), "tls"), []string{"127.0.0.1", "localhost"})
+		if err != nil {
+			t.Fatalf("testenv: tls: %v", err)
+		}
+		cert, err := tls.LoadX509KeyPair(files.CertFile, files.KeyFile)
+		if err != nil {
+			t.Fatalf("testenv: tls: %v", err)
+		}
+		e.CAFile, e.Pin = files.CertFile, files.Pin
+		e.tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	e.StartControl()
 	e.AddEdge("edge-1")
 	return e
@@ -152,7 +173,11 @@ func (e *Env) ControlURL() string { return "http://" + e.Control.Addr() }
 func (e *Env) AddEdge(name string) *Edge {
 	e.t.Helper()
 	httpLn, tunLn := freeAddr(e.t), freeAddr(e.t)
-	id, token, err := e.Control.EnsureEdge(context.Background(), name, "http://"+httpLn, tunLn)
+	scheme, tunScheme := "http://", ""
+	if e.tlsConf != nil {
+		scheme, tunScheme = "https://", "tls://"
+	}
+	id, token, err := e.Control.EnsureEdge(context.Background(), name, scheme+httpLn, tunScheme+tunLn)
 	if err != nil {
 		e.t.Fatalf("testenv: register edge: %v", err)
 	}
@@ -171,7 +196,8 @@ func (e *Env) startEdge(ed *Edge, httpAddr, tunAddr string) *edge.Server {
 		DrainTimeout: 2 * time.Second, Logger: e.log.With("component", "edge", "edge", ed.Name),
 		TCPPortMin: e.TCPPortMin, TCPPortMax: e.TCPPortMax,
 		// Compiled plugins are shared by every test edge on the machine.
-		PluginCacheDir: filepath.Join(os.TempDir(), "pc-test-plugin-cache")}
+		PluginCacheDir: filepath.Join(os.TempDir(), "pc-test-plugin-cache"),
+		HTTPTLS:        e.tlsConf, TunnelTLS: e.tlsConf}
 	if e.opts.Edge != nil {
 		e.opts.Edge(&cfg)
 	}
@@ -266,7 +292,7 @@ func (e *Env) RunAgent(id, token string, edges []string) *Agent {
 func (e *Env) RunAgentWith(id, token string, edges []string, tweak func(*agent.Config)) *Agent {
 	e.t.Helper()
 	cfg := agent.Config{AgentID: id, Token: token, Edges: edges, MinBackoff: 50 * time.Millisecond,
-		MaxBackoff: 500 * time.Millisecond, Logger: e.log.With("component", "agent")}
+		MaxBackoff: 500 * time.Millisecond, Logger: e.log.With("component", "agent"), CAFile: e.CAFile}
 	if tweak != nil {
 		tweak(&cfg)
 	}

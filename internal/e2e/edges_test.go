@@ -1,0 +1,201 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/privateconnect/pc/control"
+	"github.com/privateconnect/pc/edge"
+	"github.com/privateconnect/pc/internal/testenv"
+	"github.com/privateconnect/pc/sdk/agent"
+	"github.com/privateconnect/pc/sdk/client"
+	"github.com/stretchr/testify/require"
+)
+
+// TestTLSEverywhere: edges serve TLS on both listeners; agents verify the
+// edge with a CA file or a pinned key; a wrong pin never connects.
+func TestTLSEverywhere(t *testing.T) {
+	env := testenv.New(t, testenv.Options{TLS: true})
+	org := origin(t)
+	id, token, edges := env.ProvisionAgent("a")
+	require.True(t, strings.HasPrefix(edges[0], "tls://"), edges[0])
+	ag := env.RunAgent(id, token, edges) // verifies with env.CAFile
+	svc := env.Expose(ag, "web", org.URL)
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	require.True(t, strings.HasPrefix(sh.ShareURL, "https://"), sh.ShareURL)
+
+	pem, err := os.ReadFile(env.CAFile)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(pem))
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := hc.Get(sh.ShareURL + "/tls")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "hello from origin: GET /tls", string(b))
+	require.NotNil(t, resp.TLS)
+
+	// The pinned key works instead of the CA.
+	ag.Stop()
+	env.RunAgentWith(id, token, edges, func(c *agent.Config) { c.CAFile, c.PinSHA256 = "", env.Pin })
+	env.WaitAgentOnEdges(id, 5*time.Second)
+
+	// A wrong pin (or no trust at all) never connects.
+	id2, token2, _ := env.ProvisionAgent("b")
+	events := make(chan agent.Event, 16)
+	env.RunAgentWith(id2, token2, edges, func(c *agent.Config) {
+		c.CAFile, c.PinSHA256 = "", strings.Repeat("ab", 32)
+		c.OnEvent = func(e agent.Event) { events <- e }
+	})
+	select {
+	case e := <-events:
+		require.Equal(t, agent.EventError, e.Kind)
+		require.Contains(t, e.Message, "pinned")
+	case <-time.After(5 * time.Second):
+		t.Fatal("no error event for a wrong pin")
+	}
+	for _, a := range env.Edges[0].ConnectedAgents() {
+		require.NotEqual(t, id2, a)
+	}
+}
+
+// TestSeveralEdges: agents hold tunnels to every edge; any edge serves any
+// share; an edge that goes away does not break the others; a new edge gets
+// the full configuration and agents connect to it without a restart.
+func TestSeveralEdges(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	env.AddEdge("edge-2")
+	org := origin(t)
+	id, token, edges := env.ProvisionAgent("a")
+	require.Len(t, edges, 2)
+	ag := env.RunAgent(id, token, edges)
+	svc := env.Expose(ag, "web", org.URL)
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	for _, ed := range env.Edges {
+		eventuallyStatus(t, testenv.ShareURL(ed, sh.Token)+"/", 200, 2*time.Second)
+	}
+	// edge-1 goes away: edge-2 keeps serving.
+	require.NoError(t, env.Edges[0].Close())
+	code, _ := get(t, testenv.ShareURL(env.Edges[1], sh.Token)+"/")
+	require.Equal(t, 200, code)
+
+	// A third edge: full config, and the running agent connects to it.
+	e3 := env.AddEdge("edge-3")
+	require.Eventually(t, func() bool {
+		for _, a := range e3.ConnectedAgents() {
+			if a == id {
+				return true
+			}
+		}
+		return false
+	}, 5*time.Second, 20*time.Millisecond, "the agent learns the new edge over its tunnel")
+	eventuallyStatus(t, testenv.ShareURL(e3, sh.Token)+"/", 200, 2*time.Second)
+	revoke := time.Now()
+	require.NoError(t, env.Client.RevokeShare(context.Background(), sh.ID))
+	eventuallyStatus(t, testenv.ShareURL(e3, sh.Token)+"/", 410, time.Second)
+	eventuallyStatus(t, testenv.ShareURL(env.Edges[1], sh.Token)+"/", 410, time.Second)
+	t.Logf("revocation in force on both live edges after %v", time.Since(revoke))
+}
+
+// TestPublicServiceAndHostRouting: a public service answers at
+// <subdomain>.<public domain>.
+func TestPublicServiceAndHostRouting(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Control: func(c *control.Config) {
+		c.PublicDomain, c.ShareDomain = "apps.example.test", "share.example.test"
+	}})
+	org := origin(t)
+	id, token, edges := env.ProvisionAgent("a")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.Expose(ag, "web", org.URL)
+	pa, err := env.Client.SetServicePublic(context.Background(), svc.ID, client.PublicRequest{IsPublic: true, Subdomain: "my-app"})
+	require.NoError(t, err)
+	require.True(t, pa.IsPublic)
+	env.WaitSynced(5 * time.Second)
+
+	hostGet := func(host, path string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://"+env.Edges[0].HTTPAddr()+path, nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := hostGet("my-app.apps.example.test", "/pub")
+	require.Equal(t, 200, code, body)
+	require.Equal(t, "hello from origin: GET /pub", body)
+	code, _ = hostGet("other.apps.example.test", "/")
+	require.Equal(t, 404, code)
+
+	// Turning public off takes the host away.
+	_, err = env.Client.SetServicePublic(context.Background(), svc.ID, client.PublicRequest{IsPublic: false})
+	require.NoError(t, err)
+	env.WaitSynced(5 * time.Second)
+	code, _ = hostGet("my-app.apps.example.test", "/pub")
+	require.Equal(t, 404, code)
+}
+
+// TestRealClientIPBehindLoadBalancer: PROXY protocol from a trusted load
+// balancer and X-Forwarded-For from a trusted proxy both give the service
+// (and policies) the real client IP; untrusted peers cannot spoof it.
+func TestRealClientIPBehindLoadBalancer(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Edge: func(c *edge.Config) {
+		c.TrustedProxies = []string{"127.0.0.0/8"}
+		c.ProxyProtocol = true
+	}})
+	seen := make(chan string, 4)
+	org := httptestServer(t, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Get("X-Forwarded-For")
+		fmt.Fprint(w, "ok")
+	})
+	id, token, edges := env.ProvisionAgent("a")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.Expose(ag, "web", org)
+	// Only 203.0.113.0/24 may use the share: the policy sees the real IP.
+	sh := env.Share(svc.ID, client.CreateShareRequest{AllowedIPs: []string{"203.0.113.0/24"}})
+	path := strings.TrimPrefix(sh.ShareURL, "http://"+env.Edges[0].HTTPAddr())
+
+	rawGet := func(prefix string) string {
+		c, err := net.Dial("tcp", env.Edges[0].HTTPAddr())
+		require.NoError(t, err)
+		defer c.Close()
+		fmt.Fprintf(c, "%sGET %s/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", prefix, path)
+		line, err := bufio.NewReader(c).ReadString('\n')
+		require.NoError(t, err)
+		return strings.TrimSpace(line)
+	}
+	// PROXY v1 from the (trusted) loopback load balancer.
+	require.Equal(t, "HTTP/1.1 200 OK", rawGet("PROXY TCP4 203.0.113.7 127.0.0.1 51000 80\r\n"))
+	require.Equal(t, "203.0.113.7", <-seen)
+	// Without it the peer is 127.0.0.1: outside the allowed range.
+	require.Equal(t, "HTTP/1.1 403 Forbidden", rawGet(""))
+	// X-Forwarded-For from the trusted proxy.
+	req, _ := http.NewRequest("GET", sh.ShareURL+"/", nil)
+	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "203.0.113.9, 127.0.0.1", <-seen)
+}
+
+func httptestServer(t *testing.T, h http.HandlerFunc) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &http.Server{Handler: h}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String()
+}
