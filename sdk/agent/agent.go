@@ -90,14 +90,14 @@ type Agent struct {
 	log     *slog.Logger
 	tlsConf *tls.Config
 
-	mu       sync.Mutex
-	services map[uuid.UUID]target
-	svcCond  *sync.Cond
-	edges    map[string]context.CancelFunc // tunnel addr → stop
-	sessions map[string]*edgeConn          // tunnel addr → live session
-	runCtx   context.Context
-	stop     context.CancelFunc
-	wg       sync.WaitGroup
+	mu         sync.Mutex
+	services   map[uuid.UUID]target
+	svcCond    *sync.Cond
+	edges      map[string]context.CancelFunc // tunnel addr → stop
+	sessions   map[string]*edgeConn          // tunnel addr → live session
+	runCtx     context.Context
+	stop       context.CancelFunc
+	wg         sync.WaitGroup
 	counters   counters
 	collectors []prometheus.Collector
 }
