@@ -22,6 +22,7 @@
 //	idx/port/<00000>                service   (<ws>/<id>)   tunnel port
 //	idx/subdomain/<name>            service   (<ws>/<id>)
 //	edge/<id>, idx/edgename/<name>, idx/edgetok/<sha256>
+//	wasm/<sha256>, wasmref/<sha256>/<ws>/<id>   plugin modules, stored once (plugins.go)
 //	meta/<name>                     control-plane metadata (config version, settings)
 //
 // Uniqueness (names, ports, subdomains, token hashes) is enforced by these

@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) store.KV) {
 		{"Pagination", testPagination},
 		{"Edges", testEdges},
 		{"AuditMessagesCommands", testActivity},
+		{"Plugins", testPlugins},
 		{"ClosedStoreIsUnavailable", testClosed},
 	}
 	for _, tc := range tests {
