@@ -299,6 +299,8 @@ func (h *Hub) load(tx store.Tx, r Ref) (config.Change, error) {
 		if e, err = store.GetEdge(tx, r.ID); err == nil {
 			c.Edge = EdgeConfig(e)
 		}
+	case config.KindPlugin:
+		c.Plugin, err = loadPlugin(tx, r)
 	case config.KindSettings:
 		s := h.opts.Settings
 		c.Settings = &s
@@ -353,6 +355,9 @@ func (h *Hub) snapshot(ctx context.Context) (*config.Snapshot, error) {
 			}
 			for i := range agents {
 				snap.Agents = append(snap.Agents, *AgentConfig(&agents[i]))
+			}
+			if snap.Plugins, err = appendPlugins(tx, w.ID, snap.Plugins); err != nil {
+				return err
 			}
 		}
 		edges, _, err := store.ListEdges(tx, "", 0)
