@@ -7,6 +7,7 @@ package tunnels
 import (
 	"bufio"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -114,6 +115,9 @@ type Session struct {
 
 	streams atomic.Int64
 	closeMu sync.Once
+
+	pushMu     sync.Mutex
+	lastPushed [32]byte // digest of the last services+edges sent
 }
 
 // handle runs the handshake on c and serves the session.
@@ -308,7 +312,8 @@ func (r *Registry) serveReach(from *Session, st *smux.Stream) {
 	tunnel.Pipe(st, conn)
 }
 
-// PushConfig sends the agent its services and the edges to connect to.
+// PushConfig sends the agent its services and the edges to connect to,
+// unless they are what it was last sent.
 func (s *Session) PushConfig(t *routes.Table) {
 	svcs := t.AgentServices(s.AgentID)
 	list := make([]tunnel.Service, 0, len(svcs))
@@ -323,10 +328,27 @@ func (s *Session) PushConfig(t *routes.Table) {
 		}
 	}
 	sort.Strings(edges)
-	_ = s.Control(&tunnel.Control{Type: tunnel.CtlServices, Services: list})
-	if len(edges) > 0 {
-		_ = s.Control(&tunnel.Control{Type: tunnel.CtlEdges, Edges: edges})
+	h := sha256.New()
+	for _, sv := range list {
+		fmt.Fprintf(h, "%s|%s|%s|%s|%d\n", sv.ID, sv.Name, sv.Protocol, sv.TargetHost, sv.TargetPort)
 	}
+	for _, e := range edges {
+		fmt.Fprintf(h, "e|%s\n", e)
+	}
+	var digest [32]byte
+	h.Sum(digest[:0])
+	s.pushMu.Lock()
+	defer s.pushMu.Unlock()
+	if digest == s.lastPushed {
+		return
+	}
+	if s.Control(&tunnel.Control{Type: tunnel.CtlServices, Services: list}) != nil {
+		return
+	}
+	if len(edges) > 0 && s.Control(&tunnel.Control{Type: tunnel.CtlEdges, Edges: edges}) != nil {
+		return
+	}
+	s.lastPushed = digest
 }
 
 // Control writes one control frame to the agent.
@@ -457,7 +479,7 @@ func (r *Registry) Refresh(t *routes.Table) {
 			s.Close()
 			continue
 		}
-		s.PushConfig(t)
+		go s.PushConfig(t) // a slow agent never holds up the config swap
 	}
 }
 
