@@ -202,7 +202,9 @@ func (p *Proxy) resolve(ctx *fasthttp.RequestCtx, t *routes.Table) (target, int,
 		}
 		return tg, 0, ""
 	case shareDomain != "" && hasSubdomain(host, shareDomain):
-		token = host[:len(host)-len(shareDomain)-1]
+		// Host names are case-insensitive (browsers lowercase them); share
+		// tokens use the lowercase base32 alphabet so they survive that.
+		token = bytes.ToLower(host[:len(host)-len(shareDomain)-1])
 		tg.path = path
 	case bytes.HasPrefix(path, sharedPrefix):
 		rest := path[len(sharedPrefix):]
