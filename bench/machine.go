@@ -18,6 +18,9 @@ type Machine struct {
 	Hostname  string  `json:"hostname,omitempty"`
 	// FileLimit is the soft RLIMIT_NOFILE after pcbench raised it.
 	FileLimit uint64 `json:"fileLimit"`
+	// LoadAvg is /proc/loadavg when the run started: other work on the
+	// machine skews absolute numbers (the ratios are the figures to read).
+	LoadAvg string `json:"loadAvg,omitempty"`
 }
 
 func describeMachine() Machine {
@@ -44,6 +47,12 @@ func describeMachine() Machine {
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil {
 		m.FileLimit = rl.Cur
 	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		f := strings.Fields(string(b))
+		if len(f) >= 3 {
+			m.LoadAvg = strings.Join(f[:3], " ")
+		}
+	}
 	return m
 }
 
@@ -64,5 +73,5 @@ func raiseFileLimit() uint64 {
 
 func (m Machine) String() string {
 	return strconv.Itoa(m.CPUs) + " CPU (" + m.CPUModel + "), " + strconv.FormatFloat(m.MemoryGiB, 'f', 1, 64) +
-		" GiB, Linux " + m.Kernel + ", " + m.GoVersion
+		" GiB, Linux " + m.Kernel + ", " + m.GoVersion + ", load average at start " + m.LoadAvg
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -65,9 +66,11 @@ func (r *patternReader) Read(p []byte) (int, error) {
 // Origin is the benchmark's private service.
 type Origin struct {
 	Addrs OriginAddrs
-	srv   *fasthttp.Server
-	lns   []net.Listener
-	wg    sync.WaitGroup
+	// sseActive counts event streams still being written (GET /stats).
+	sseActive atomic.Int64
+	srv       *fasthttp.Server
+	lns       []net.Listener
+	wg        sync.WaitGroup
 }
 
 // StartOrigin starts the origin on 127.0.0.1 with kernel-chosen ports (or
@@ -222,6 +225,9 @@ func (o *Origin) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetBodyString(strconv.FormatInt(n, 10))
 	case "/sse":
 		o.sse(ctx)
+	case "/stats":
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"sseActive":` + strconv.FormatInt(o.sseActive.Load(), 10) + `}`)
 	case "/ws":
 		o.ws(ctx)
 	default:
@@ -242,6 +248,8 @@ func (o *Origin) sse(ctx *fasthttp.RequestCtx) {
 	ctx.SetContentType("text/event-stream")
 	ctx.Response.Header.Set("Cache-Control", "no-cache")
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+		o.sseActive.Add(1)
+		defer o.sseActive.Add(-1)
 		var interval time.Duration
 		if rate > 0 {
 			interval = time.Second / time.Duration(rate)

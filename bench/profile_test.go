@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"context"
 	"runtime"
+	"runtime/pprof"
 	"testing"
 	"time"
 
@@ -20,7 +22,11 @@ import (
 //	go tool pprof -top -focus 'edge|agent|smux|tunnel' cpu.out
 //
 // The per-share rate limit is lifted through control.Config (pcd has no
-// flag for it). The origin runs in the same process too.
+// flag for it). The origin runs in the same process too. Goroutines carry a
+// pprof label "component" (client, origin, edge+control, agent), so each
+// part can be read alone:
+//
+//	go tool pprof -top -tagfocus component=edge cpu.out
 func BenchmarkSharePath(b *testing.B) {
 	if testing.Short() {
 		b.Skip("boots the whole system")
@@ -49,16 +55,28 @@ func BenchmarkDirect(b *testing.B) {
 	}
 }
 
+// labelled runs f with the pprof label component=name; goroutines f starts
+// inherit it.
+func labelled(name string, f func()) {
+	pprof.Do(context.Background(), pprof.Labels("component", name), func(context.Context) { f() })
+}
+
 func sharePath(b *testing.B) (string, func()) {
-	o, err := StartOrigin("")
+	var o *Origin
+	var err error
+	labelled("origin", func() { o, err = StartOrigin("") })
 	if err != nil {
 		b.Fatal(err)
 	}
-	env := testenv.New(b, testenv.Options{Control: func(c *control.Config) {
-		c.RateLimits = control.RateLimits{PublicPerMin: -1, AuthenticatedPerMin: -1, SharePerMin: 1 << 30}
-	}})
+	var env *testenv.Env
+	labelled("edge", func() {
+		env = testenv.New(b, testenv.Options{Control: func(c *control.Config) {
+			c.RateLimits = control.RateLimits{PublicPerMin: -1, AuthenticatedPerMin: -1, SharePerMin: 1 << 30}
+		}})
+	})
 	id, token, edges := env.ProvisionAgent("bench")
-	ag := env.RunAgent(id, token, edges)
+	var ag *testenv.Agent
+	labelled("agent", func() { ag = env.RunAgent(id, token, edges) })
 	svc := env.Expose(ag, "bench", "http://"+o.Addrs.HTTP)
 	sh := env.Share(svc.ID, client.CreateShareRequest{Name: "bench"})
 	url := testenv.ShareURL(env.Edges[0], sh.Token) + "/small"
@@ -87,6 +105,8 @@ func benchHTTP(b *testing.B, url string, conns int) {
 		defer fasthttp.ReleaseResponse(resp)
 		req.SetRequestURI(url)
 		b.ResetTimer()
+		pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("component", "client")))
+		defer pprof.SetGoroutineLabels(context.Background())
 		for i := 0; i < b.N; i++ {
 			if err := hc.Do(req, resp); err != nil || resp.StatusCode() != 200 {
 				b.Fatalf("%v %d", err, resp.StatusCode())
@@ -97,6 +117,7 @@ func benchHTTP(b *testing.B, url string, conns int) {
 	b.SetParallelism(max(1, conns/runtime.GOMAXPROCS(0)))
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
+		pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("component", "client")))
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 		defer fasthttp.ReleaseRequest(req)
 		defer fasthttp.ReleaseResponse(resp)

@@ -85,7 +85,13 @@ type Result struct {
 }
 
 func (r *Result) note(format string, args ...any) {
-	r.Notes = append(r.Notes, sprintf(format, args...))
+	n := sprintf(format, args...)
+	for _, old := range r.Notes {
+		if old == n {
+			return
+		}
+	}
+	r.Notes = append(r.Notes, n)
 }
 
 func (r *Result) metric(name string, v float64, unit, target string, pass *bool) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -169,6 +170,32 @@ func runSSE(ctx context.Context, r *runner, res *Result) error {
 	want := float64(conns*perConn) * 0.95
 	pass := res.System.Errors == 0 && res.System.Rate >= want && res.System.Latency != nil && res.System.Latency.P99 < 100
 	res.metric("events/s offered", float64(conns*perConn), "events/s", "", nil)
+	// Every visitor has hung up: the origin must see its streams end.
+	left := originSSEActive(ctx, e.Origin.HTTP, 5*time.Second)
+	res.metric("origin event streams still written to 5 s after every visitor left", float64(left), "streams", "0", boolPtr(left == 0))
+	if left != 0 {
+		pass = false
+		res.note("the upstream streams outlive the visitors: the edge closes its tunnel stream, but the agent treats that as a half-close (tunnel.Pipe) and keeps copying the origin's events into a stream nobody reads, until the stream window fills and the copy blocks for good")
+	}
 	res.Pass = boolPtr(pass)
 	return nil
+}
+
+// originSSEActive waits up to wait for the origin's event streams to end and
+// returns how many are still being written.
+func originSSEActive(ctx context.Context, addr string, wait time.Duration) int64 {
+	deadline := time.Now().Add(wait)
+	for {
+		code, body, err := getStatus("http://" + addr + "/stats")
+		var st struct {
+			SSEActive int64 `json:"sseActive"`
+		}
+		if err == nil && code == 200 && json.Unmarshal([]byte(body), &st) == nil && (st.SSEActive == 0 || time.Now().After(deadline)) {
+			return st.SSEActive
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return -1
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
 }
