@@ -20,7 +20,7 @@ import (
 
 // The same ABI behaviours as conformance_test.go, through a guest written with the Go SDK.
 
-func goGuest(t testing.TB) []byte { return wasmbuild.MustGo(t, "testdata/guest") }
+func goGuest(t testing.TB) []byte { return wasmbuild.MustGoPrecompiled(t, "testdata/guest", false) }
 
 func gop(op string) Attachment {
 	return Attachment{PluginID: "guest", Config: []byte(`{"op":"` + op + `","header":"X-Token"}`)}
@@ -208,7 +208,7 @@ func lookupPair(l [][2]string, name string) (string, bool) {
 // The SDK example builds and passes upload validation.
 func TestValidateExample(t *testing.T) {
 	h, _ := newTestHost(t, Config{})
-	info, err := h.Validate(context.Background(), wasmbuild.MustGo(t, "../sdk/examples/maintenance"))
+	info, err := h.Validate(context.Background(), wasmbuild.MustGoPrecompiled(t, "../sdk/examples/maintenance", false))
 	require.NoError(t, err)
 	assert.True(t, info.HasValidateConfig)
 }

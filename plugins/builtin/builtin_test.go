@@ -46,8 +46,12 @@ func host(t testing.TB) *plugins.Host {
 		if hostErr != nil {
 			return
 		}
-		var wg sync.WaitGroup
+		// Build every module, compile them into the cache (out of process under -race),
+		// then load.
+		paths := make([]string, len(names))
+		wasms := make([][]byte, len(names))
 		errs := make([]error, len(names))
+		var wg sync.WaitGroup
 		sem := make(chan struct{}, 2)
 		for i, n := range names {
 			wg.Add(1)
@@ -55,15 +59,20 @@ func host(t testing.TB) *plugins.Host {
 				defer wg.Done()
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				wasm, err := wasmbuild.Go(n)
-				if err == nil {
-					// Trusted, as LoadAll loads them in pcd.
-					err = shared.Load(context.Background(), ID(n), wasm, plugins.ModuleOptions{Trusted: true})
-				}
-				errs[i] = err
+				wasms[i], paths[i], errs[i] = wasmbuild.GoPath(n)
 			}()
 		}
 		wg.Wait()
+		if hostErr = errors.Join(errs...); hostErr != nil {
+			return
+		}
+		if hostErr = wasmbuild.Precompile(wasmbuild.CacheDir(), true, paths...); hostErr != nil {
+			return
+		}
+		for i, n := range names {
+			// Trusted, as LoadAll loads them in pcd.
+			errs[i] = shared.Load(context.Background(), ID(n), wasms[i], plugins.ModuleOptions{Trusted: true})
+		}
 		hostErr = errors.Join(errs...)
 	})
 	require.NoError(t, hostErr)

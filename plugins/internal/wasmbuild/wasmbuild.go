@@ -98,16 +98,29 @@ func WAT(path string) ([]byte, error) {
 
 // Go builds the Go plugin in directory pkgDir.
 func Go(pkgDir string) ([]byte, error) {
+	b, _, err := GoPath(pkgDir)
+	return b, err
+}
+
+// GoPath is Go returning the module's file too.
+func GoPath(pkgDir string) ([]byte, string, error) {
+	var out string
+	b, err := goBuild(pkgDir, &out)
+	return b, out, err
+}
+
+func goBuild(pkgDir string, path *string) ([]byte, error) {
 	abs, err := filepath.Abs(pkgDir)
 	if err != nil {
 		return nil, err
 	}
+	d, err := dir()
+	if err != nil {
+		return nil, err
+	}
+	out := filepath.Join(d, strings.ReplaceAll(strings.TrimPrefix(abs, "/"), "/", "_")+".wasm")
+	*path = out
 	return memo("go:"+abs, func() ([]byte, error) {
-		d, err := dir()
-		if err != nil {
-			return nil, err
-		}
-		out := filepath.Join(d, strings.ReplaceAll(strings.TrimPrefix(abs, "/"), "/", "_")+".wasm")
 		cmd := exec.Command(goTool(), "build", "-buildmode=c-shared", "-trimpath", "-ldflags=-s", "-o", out, ".")
 		cmd.Dir = abs
 		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
@@ -152,6 +165,42 @@ func MustWAT(tb testing.TB, path string) []byte {
 func MustGo(tb testing.TB, pkgDir string) []byte {
 	tb.Helper()
 	b, err := Go(pkgDir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// Precompile fills cacheDir with wazero's compilation of the given module files, out of
+// process, when this test binary runs under -race (where compiling in process is ~20 times
+// slower); otherwise it does nothing. trusted must match the ModuleOptions the test loads
+// the modules with.
+func Precompile(cacheDir string, trusted bool, paths ...string) error {
+	if !raceEnabled || cacheDir == "" || len(paths) == 0 {
+		return nil
+	}
+	key := fmt.Sprintf("pre:%s:%v:%s", cacheDir, trusted, strings.Join(paths, ","))
+	_, err := memo(key, func() ([]byte, error) {
+		cmd := exec.Command(goTool(), "test", "-vet=off", "-count=1", "-run", "^TestWarm$",
+			"github.com/privateconnect/pc/plugins/internal/wasmbuild/warmcache")
+		cmd.Env = append(os.Environ(), "WARMCACHE_DIR="+cacheDir, "WARMCACHE_TRUSTED="+fmt.Sprint(trusted),
+			"WARMCACHE_FILES="+strings.Join(paths, string(os.PathListSeparator)))
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("warmcache: %v\n%s", err, b)
+		}
+		return nil, nil
+	})
+	return err
+}
+
+// MustGoPrecompiled is MustGo followed by Precompile into CacheDir (for a host using
+// CacheDir).
+func MustGoPrecompiled(tb testing.TB, pkgDir string, trusted bool) []byte {
+	tb.Helper()
+	b, path, err := GoPath(pkgDir)
+	if err == nil {
+		err = Precompile(CacheDir(), trusted, path)
+	}
 	if err != nil {
 		tb.Fatal(err)
 	}

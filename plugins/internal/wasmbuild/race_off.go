@@ -1,0 +1,5 @@
+//go:build !race
+
+package wasmbuild
+
+const raceEnabled = false
