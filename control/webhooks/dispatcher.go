@@ -1,0 +1,347 @@
+// Package webhooks is the control plane's durable webhook outbox and its
+// delivery worker.
+//
+// # Outbox
+//
+// An event is enqueued with [Dispatcher.Enqueue] inside the store
+// transaction of the change that raised it: Enqueue reads the workspace's
+// active webhooks subscribed to the event and writes one pending
+// [store.Delivery] per webhook, plus its outbox entry (whq/<due>/<id>), in
+// that same transaction. So the event is stored exactly when the change
+// commits — never for a change that failed, never lost for one that
+// committed — and before the API call that made it returns. A commit hook
+// ([store.OnCommit]) wakes the worker; a periodic scan catches anything else.
+//
+// # Delivery
+//
+// The worker scans the outbox in due order and posts each due delivery:
+//
+//	POST <url>
+//	Content-Type: application/json
+//	X-Webhook-Id: <event id>            (the same on every attempt: de-duplicate by it)
+//	X-Webhook-Event: <event name>
+//	X-Webhook-Timestamp: <event time, Unix seconds>
+//	X-Webhook-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>
+//
+//	{"id","event","timestamp","workspaceId","data"}
+//
+// Any 2xx is delivered; anything else (status, timeout after Options.Timeout,
+// connection error, redirect) is retried after Options.Retries (default 1 min,
+// 5 min, 25 min, 2 h, 10 h) and then marked failed; POST
+// /v1/webhooks/:id/deliveries/:deliveryId/redeliver queues it again. The
+// outcome of each attempt is written to the store before the next one, and a
+// delivery leaves the outbox only when it succeeded or failed for good, so a
+// restart resumes every pending delivery (at-least-once: an attempt cut by a
+// shutdown is sent again).
+//
+// At most Options.Concurrency requests are in flight, and at most
+// Options.PerWebhook for one webhook, so a slow or dead receiver holds a few
+// workers and never the API: the API only writes to the outbox.
+//
+// Deliveries to one webhook run concurrently and are retried, so they may
+// arrive out of order and more than once: receivers order by timestamp and
+// de-duplicate by X-Webhook-Id.
+//
+// # Aggregated and platform events
+//
+// share.accessed and share.denied are aggregated per share per window
+// (Options.ShareEventWindow, one minute): access logs add to a window record
+// in the transaction that stores them (store.RecordAccess), and when the
+// window has closed the flusher turns it into at most one event of each kind,
+// in the transaction that marks the window flushed. edge.connected and
+// edge.disconnected come from a watcher of edge presence whose last known
+// state per edge is in the store, so a transition is reported once, also
+// across restarts; edges are platform-level, so their events go to every
+// workspace with a subscribed webhook.
+package webhooks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/privateconnect/pc/control/store"
+)
+
+// DefaultRetries is the retry schedule of the spec: the delays before the
+// second to sixth attempt.
+var DefaultRetries = []time.Duration{time.Minute, 5 * time.Minute, 25 * time.Minute, 2 * time.Hour, 10 * time.Hour}
+
+// Options configure a Dispatcher. Zero fields take the defaults noted.
+type Options struct {
+	Logger *slog.Logger
+	// AllowInsecure accepts http:// webhook URLs (default: https only).
+	AllowInsecure bool
+	// Retries are the delays between attempts (default DefaultRetries); a
+	// delivery is failed after len(Retries)+1 attempts.
+	Retries []time.Duration
+	// Timeout bounds one attempt (default 10 s).
+	Timeout time.Duration
+	// Concurrency bounds requests in flight (default 16); PerWebhook bounds
+	// them per webhook (default 4).
+	Concurrency, PerWebhook int
+	// PollInterval is how often the outbox is scanned without a wake-up
+	// (default 1 s).
+	PollInterval time.Duration
+	// DeliveryRetention is how long finished deliveries are listed (default 7 days).
+	DeliveryRetention time.Duration
+	// ShareEventWindow is the aggregation window of share.accessed and
+	// share.denied (default 1 min); ShareEventGrace is how long after a
+	// window ends its events are sent (default 5 s), so that reports in
+	// flight at the boundary still count.
+	ShareEventWindow, ShareEventGrace time.Duration
+	// EdgeCheckInterval is how often edge presence is compared with the
+	// stored state (default 2 s). EdgeOfflineGrace is how long after start an
+	// edge absent from presence is not yet reported offline (default 35 s:
+	// the presence window plus a report).
+	EdgeCheckInterval, EdgeOfflineGrace time.Duration
+	// OnlineEdges returns the ids of the online edges (nil: no edge events).
+	OnlineEdges func() []string
+	// SecretKey seals webhook secrets (32 bytes); nil keeps a key in the
+	// store (see secret.go).
+	SecretKey []byte
+	// Transport is the HTTP transport of deliveries (tests); nil: a
+	// dedicated one.
+	Transport http.RoundTripper
+}
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(o.Retries) == 0 {
+		o.Retries = DefaultRetries
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 16
+	}
+	if o.PerWebhook <= 0 {
+		o.PerWebhook = 4
+	}
+	o.PerWebhook = min(o.PerWebhook, o.Concurrency)
+	if o.PollInterval <= 0 {
+		o.PollInterval = time.Second
+	}
+	if o.DeliveryRetention <= 0 {
+		o.DeliveryRetention = 7 * 24 * time.Hour
+	}
+	if o.ShareEventWindow <= 0 {
+		o.ShareEventWindow = time.Minute
+	}
+	if o.ShareEventGrace <= 0 {
+		o.ShareEventGrace = 5 * time.Second
+	}
+	if o.EdgeCheckInterval <= 0 {
+		o.EdgeCheckInterval = 2 * time.Second
+	}
+	if o.EdgeOfflineGrace <= 0 {
+		o.EdgeOfflineGrace = 35 * time.Second
+	}
+	return o
+}
+
+// Dispatcher is the outbox and its workers.
+type Dispatcher struct {
+	opts    Options
+	kv      store.KV
+	log     *slog.Logger
+	seal    *sealer
+	client  *http.Client
+	metrics *Metrics
+	started time.Time
+
+	kick    chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	runOnce sync.Once
+	stopped sync.Once
+
+	mu         sync.Mutex
+	inflight   map[string]bool // delivery ids being sent
+	perWebhook map[string]int
+	busy       int
+}
+
+// New returns a dispatcher on kv (which should be wrapped with
+// store.WithCommitHooks for prompt wake-ups). Start runs its workers.
+func New(kv store.KV, opts Options) (*Dispatcher, error) {
+	opts = opts.withDefaults()
+	for _, r := range opts.Retries {
+		if r <= 0 {
+			return nil, fmt.Errorf("webhooks: retry delays must be positive")
+		}
+	}
+	key := opts.SecretKey
+	if key == nil {
+		var err error
+		if key, err = storedKey(context.Background(), kv); err != nil {
+			return nil, fmt.Errorf("webhooks: key: %w", err)
+		}
+	}
+	s, err := newSealer(key)
+	if err != nil {
+		return nil, err
+	}
+	tr := opts.Transport
+	if tr == nil {
+		tr = &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConnsPerHost:   opts.PerWebhook,
+			IdleConnTimeout:       60 * time.Second,
+			TLSHandshakeTimeout:   5 * time.Second,
+			ResponseHeaderTimeout: opts.Timeout,
+			ForceAttemptHTTP2:     true,
+		}
+	}
+	d := &Dispatcher{
+		opts: opts, kv: kv, log: opts.Logger, seal: s, started: time.Now(),
+		client: &http.Client{Transport: tr, Timeout: opts.Timeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		kick: make(chan struct{}, 1), inflight: map[string]bool{}, perWebhook: map[string]int{},
+	}
+	d.metrics = newMetrics(d)
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	return d, nil
+}
+
+// Start runs the delivery worker, the share-event flusher and the edge
+// watcher until Close.
+func (d *Dispatcher) Start() {
+	d.runOnce.Do(func() {
+		d.wg.Add(3)
+		go d.deliverLoop()
+		go d.windowLoop()
+		go d.edgeLoop()
+	})
+}
+
+// Close stops the workers and waits for them; attempts in flight are cut
+// and stay pending (they are sent again after a restart).
+func (d *Dispatcher) Close() {
+	d.stopped.Do(func() {
+		d.cancel()
+		d.wg.Wait()
+		if t, ok := d.client.Transport.(*http.Transport); ok && d.opts.Transport == nil {
+			t.CloseIdleConnections()
+		}
+	})
+}
+
+// Kick wakes the delivery worker.
+func (d *Dispatcher) Kick() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Options returns the effective options.
+func (d *Dispatcher) Options() Options { return d.opts }
+
+// CheckURL validates a webhook URL: absolute http(s) with a host; https
+// unless AllowInsecure. It returns a message for the client, or "".
+func (d *Dispatcher) CheckURL(raw string) string {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || u.Host == "" || u.Hostname() == "" || !u.IsAbs() || len(raw) > 2048:
+		return "must be an absolute http(s) URL of at most 2048 characters"
+	case u.Fragment != "":
+		return "must not have a fragment"
+	case u.Scheme == "https":
+		return ""
+	case u.Scheme == "http" && d.opts.AllowInsecure:
+		return ""
+	case u.Scheme == "http":
+		return "must use https (this server does not allow insecure webhooks)"
+	default:
+		return "must be an http or https URL"
+	}
+}
+
+// Seal seals a webhook's secret for storage; Open opens it.
+func (d *Dispatcher) Seal(webhookID, secret string) string { return d.seal.seal(webhookID, secret) }
+
+// Open returns the plain secret of a stored webhook.
+func (d *Dispatcher) Open(w *store.Webhook) (string, error) { return d.seal.open(w.ID, w.Secret) }
+
+// body is the JSON body of a delivery.
+type body struct {
+	ID          string    `json:"id"`
+	Event       string    `json:"event"`
+	Timestamp   time.Time `json:"timestamp"`
+	WorkspaceID string    `json:"workspaceId"`
+	Data        any       `json:"data"`
+}
+
+// ErrUnknownEvent is returned by Enqueue for names outside the catalog.
+var ErrUnknownEvent = errors.New("webhooks: unknown event")
+
+// Enqueue writes the event into the outbox of every active webhook of the
+// workspace subscribed to it, in tx: the event is stored if and only if tx
+// commits. It writes nothing when no webhook wants the event.
+func (d *Dispatcher) Enqueue(tx store.Tx, workspaceID, event string, data any) error {
+	if !known[event] {
+		return fmt.Errorf("%w %q", ErrUnknownEvent, event)
+	}
+	hooks, _, err := store.ListWebhooks(tx, workspaceID, "", 0, func(w *store.Webhook) bool { return w.IsActive && w.Subscribed(event) })
+	if err != nil || len(hooks) == 0 {
+		return err
+	}
+	now := time.Now().UTC()
+	eventID := uuid.NewString()
+	b, err := json.Marshal(body{ID: eventID, Event: event, Timestamp: now.Truncate(time.Millisecond), WorkspaceID: workspaceID, Data: data})
+	if err != nil {
+		return fmt.Errorf("webhooks: encode %s: %w", event, err)
+	}
+	for i := range hooks {
+		del := store.Delivery{ID: uuid.NewString(), WorkspaceID: workspaceID, WebhookID: hooks[i].ID, EventID: eventID,
+			Event: event, Body: b, CreatedAt: now}
+		if err := store.EnqueueDelivery(tx, &del); err != nil {
+			return err
+		}
+	}
+	n := len(hooks)
+	store.OnCommit(tx, func() {
+		d.metrics.enqueued.WithLabelValues(event).Add(float64(n))
+		d.Kick()
+	})
+	return nil
+}
+
+// EnqueueAll enqueues a platform-level event (edges) in every workspace.
+func (d *Dispatcher) EnqueueAll(tx store.Tx, event string, data any) error {
+	wss, _, err := store.ListWorkspaces(tx, "", 0)
+	if err != nil {
+		return err
+	}
+	for _, w := range wss {
+		if err := d.Enqueue(tx, w.ID, event, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// trimErr shortens an error for lastError.
+func trimErr(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) > 500 {
+		s = s[:500] + "…"
+	}
+	return s
+}
