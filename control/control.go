@@ -70,6 +70,10 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Hooks are optional callbacks (events, access logs, agent inbox).
 	Hooks Hooks
+	// PluginCacheDir holds the compilation cache of the control plane's Wasm
+	// host (plugin validation and dry-runs). Default <DataDir>/plugins; none
+	// without a DataDir.
+	PluginCacheDir string
 }
 
 func (c Config) withDefaults() Config {
@@ -87,6 +91,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TCPPortMin == 0 && c.TCPPortMax == 0 {
 		c.TCPPortMin, c.TCPPortMax = 23000, 23999
+	}
+	if c.PluginCacheDir == "" && c.DataDir != "" {
+		c.PluginCacheDir = filepath.Join(c.DataDir, "plugins")
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second
@@ -170,6 +177,7 @@ func New(cfg Config) (*Server, error) {
 		KV: s.kv, Hub: hub, Logger: cfg.Logger, Version: cfg.Version, DefaultWorkspaceID: s.defaultWS,
 		PublicShareBaseURL: cfg.PublicShareBaseURL, PublicDomain: cfg.PublicDomain,
 		TCPPortMin: cfg.TCPPortMin, TCPPortMax: cfg.TCPPortMax, RateLimits: cfg.RateLimits, Hooks: cfg.Hooks,
+		PluginCacheDir: cfg.PluginCacheDir,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)

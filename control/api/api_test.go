@@ -287,14 +287,14 @@ func TestPagination(t *testing.T) {
 }
 
 func TestSharesLifecycle(t *testing.T) {
-	h := newHarness(t)
+	h := pluginHarness(t)
 	_, _ = h.edge("e1")
 	svcID, _ := h.service(h.admin, "web")
 	r := h.must(201, "POST", "/v1/services/"+svcID+"/shares", h.admin, map[string]any{
 		"name": "demo", "description": "for review", "expiresIn": "7d",
 		"allowedPaths": []string{"/api/*"}, "allowedMethods": []string{"GET", "post"},
 		"rateLimitPerMin": 60, "password": "s3cret-pass", "allowedIps": []string{"10.0.0.0/8", "2001:db8::1"},
-		"maxUses": 10, "plugins": []any{map[string]any{"pluginId": "ip-allow", "config": map[string]any{"x": 1}}},
+		"maxUses": 10, "plugins": []any{map[string]any{"pluginId": "builtin:ip-allow", "config": map[string]any{"allow": []string{"192.0.2.0/24"}}}},
 	})
 	d := r.data()
 	token := d["token"].(string)

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/privateconnect/pc/control/api"
 	"github.com/privateconnect/pc/control/store"
 )
 
@@ -92,6 +93,7 @@ func TestBadInputMatrix(t *testing.T) {
 	h.must(200, "DELETE", "/v1/api-keys/"+revKey.str("id"), h.admin, nil)
 	revokedKey := revKey.str("key")
 	_, tenant := h.newWorkspace("tenant")
+	pluginID := h.mustUpload("p", guest(t, "minimal"))
 
 	fill := func(p string) string {
 		rep := map[string]string{"{commandId}": cmdID, "{token}": shareTok}
@@ -106,6 +108,8 @@ func TestBadInputMatrix(t *testing.T) {
 			rep["{id}"] = keyID
 		case strings.HasPrefix(p, "/v1/edges/"):
 			rep["{id}"] = edgeID
+		case strings.HasPrefix(p, "/v1/plugins/"):
+			rep["{id}"] = pluginID
 		}
 		for k, v := range rep {
 			p = strings.ReplaceAll(p, k, v)
@@ -217,6 +221,9 @@ func TestBadInputMatrix(t *testing.T) {
 				size := 1<<20 + 1
 				if o.path == "/v1/edges/report" {
 					size = 16<<20 + 1
+				}
+				if o.path == "/v1/plugins" { // module uploads: 16 MiB, base64 in JSON
+					size = api.MaxPluginUploadBytes + 1
 				}
 				big := bytes.Repeat([]byte(" "), size)
 				big[0] = '{'

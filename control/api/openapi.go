@@ -246,7 +246,10 @@ func (a *API) operation(g *schemaGen, r *route) jsonObj {
 		op["security"] = []any{}
 	}
 	hasBody := r.Method == "POST" || r.Method == "PATCH" || r.Method == "PUT"
-	if r.Req != nil {
+	tooLarge := "Payload Too Large: body over 1 MiB"
+	if cb, ok := r.Req.(customBody); ok {
+		op["requestBody"], tooLarge = cb.openAPIBody(g)
+	} else if r.Req != nil {
 		op["requestBody"] = jsonObj{"required": true, "content": jsonObj{"application/json": jsonObj{"schema": g.schema(reflect.TypeOf(r.Req), true)}}}
 	}
 	responses := jsonObj{}
@@ -265,6 +268,8 @@ func (a *API) operation(g *schemaGen, r *route) jsonObj {
 		content = jsonObj{"text/plain": jsonObj{"schema": jsonObj{"type": "string"}}}
 	case r.Path == "/docs":
 		content = jsonObj{"text/html": jsonObj{"schema": jsonObj{"type": "string"}}}
+	case isRawContent(r.Resp):
+		content = r.Resp.(rawContent).openAPIContent()
 	case r.Path == "/docs/{file}":
 		content = jsonObj{"text/javascript": jsonObj{"schema": jsonObj{"type": "string"}}, "text/css": jsonObj{"schema": jsonObj{"type": "string"}},
 			"image/png": jsonObj{"schema": jsonObj{"type": "string", "contentMediaType": "image/png"}}}
@@ -318,7 +323,7 @@ func (a *API) operation(g *schemaGen, r *route) jsonObj {
 		responses["409"] = errResponse("Conflict: name or id taken")
 	}
 	if hasBody {
-		responses["413"] = errResponse("Payload Too Large: body over 1 MiB")
+		responses["413"] = errResponse(tooLarge)
 		responses["415"] = errResponse("Unsupported Media Type: body is not application/json")
 	}
 	if limited {

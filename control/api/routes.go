@@ -32,7 +32,7 @@ func (r *route) mutation() bool {
 
 // table lists every route of the API.
 func (a *API) table() []*route {
-	return []*route{
+	return append([]*route{
 		{Name: "openapi", Method: "GET", Path: "/openapi.json", Access: accessPublic, Summary: "This OpenAPI 3.1 document", raw: a.serveOpenAPI},
 		{Name: "docs", Method: "GET", Path: "/docs", Access: accessPublic, Summary: "Swagger UI for this API", raw: a.serveDocs},
 		{Name: "docsAsset", Method: "GET", Path: "/docs/{file}", Access: accessPublic, Summary: "Swagger UI assets", raw: a.serveDocsAsset},
@@ -145,5 +145,5 @@ func (a *API) table() []*route {
 			Summary: "Pending commands and messages of a connected agent (marks them delivered)", Resp: config.AgentInbox{}, h: a.edgeInbox},
 		{Name: "edges.report", Method: "POST", Path: "/v1/edges/report", Access: accessEdge, Summary: "Edge report: applied version, agents, access logs",
 			Resp: reportResponse{}, h: a.edgeReport},
-	}
+	}, a.pluginRoutes()...)
 }

@@ -43,6 +43,9 @@ type Options struct {
 	HealthTick time.Duration
 	// Hooks let other subsystems observe the API (all optional).
 	Hooks Hooks
+	// PluginCacheDir holds the compilation cache of the control plane's
+	// Wasm host (plugin validation and dry-runs); empty: no cache.
+	PluginCacheDir string
 }
 
 // Hooks are optional callbacks for subsystems outside this package.
@@ -80,6 +83,7 @@ type API struct {
 
 	openapiDoc []byte
 	metrics    *metrics
+	plugins    pluginHost // created at first use (plugins_host.go)
 
 	edgeMu    sync.Mutex // guards the cached base URL
 	edgeBase  string
@@ -188,6 +192,9 @@ func (a *API) HeaderReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	if string(h.RequestURI()) == "/v1/edges/report" {
 		return fasthttp.RequestConfig{MaxRequestBodySize: MaxRequestBodySize + readLimit}
 	}
+	if isPluginUpload(h) {
+		return fasthttp.RequestConfig{MaxRequestBodySize: MaxPluginUploadBytes + readLimit}
+	}
 	return fasthttp.RequestConfig{MaxRequestBodySize: readLimit}
 }
 
@@ -203,6 +210,7 @@ func (a *API) Close() {
 	a.StopStreams()
 	a.audit.close()
 	a.usage.close()
+	a.closePlugins()
 }
 
 // call is one request being handled.
@@ -330,7 +338,11 @@ func (a *API) serve(c *call) (any, error) {
 		if c.r.Access == accessEdge {
 			max = MaxRequestBodySize
 		}
-		if e := checkBody(c.ctx, max); e != nil {
+		e := checkBody(c.ctx, max)
+		if cb, ok := c.r.Req.(customBody); ok {
+			e = cb.checkBody(c.ctx)
+		}
+		if e != nil {
 			return nil, e
 		}
 	}

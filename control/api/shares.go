@@ -170,8 +170,16 @@ func (a *API) createShareFor(c *call, serviceID string) (any, error) {
 	if err := req.apply(&sh, c.now, true); err != nil {
 		return nil, err
 	}
+	if req.Plugins != nil {
+		if err := a.checkPluginAttachments(c, *req.Plugins); err != nil {
+			return nil, err
+		}
+	}
 	err := a.kv.Update(c.ctx, func(tx store.Tx) error {
 		if _, err := store.GetService(tx, c.ws, serviceID); err != nil {
+			return err
+		}
+		if err := usePlugins(tx, c.ws, sh.Plugins); err != nil {
 			return err
 		}
 		return store.CreateShare(tx, &sh)
@@ -230,6 +238,11 @@ func (a *API) patchShare(c *call) (any, error) {
 	if err := c.decode(&req); err != nil {
 		return nil, err
 	}
+	if req.Plugins != nil {
+		if err := a.checkPluginAttachments(c, *req.Plugins); err != nil {
+			return nil, err
+		}
+	}
 	var sh *store.Share
 	err := a.kv.Update(c.ctx, func(tx store.Tx) error {
 		var err error
@@ -238,6 +251,11 @@ func (a *API) patchShare(c *call) (any, error) {
 		}
 		if err := req.apply(sh, c.now, false); err != nil {
 			return err
+		}
+		if req.Plugins != nil {
+			if err := usePlugins(tx, c.ws, sh.Plugins); err != nil {
+				return err
+			}
 		}
 		return store.PutShare(tx, sh)
 	})
