@@ -28,11 +28,19 @@ import (
 	"github.com/privateconnect/pc/control/push"
 	"github.com/privateconnect/pc/control/store"
 	"github.com/privateconnect/pc/control/store/badgerstore"
+	"github.com/privateconnect/pc/control/webhooks"
 	"github.com/privateconnect/pc/internal/config"
 )
 
 // RateLimits are the API's per-minute request limits (see api.RateLimits).
 type RateLimits = api.RateLimits
+
+// WebhookOptions configure webhook delivery (see webhooks.Options).
+type WebhookOptions = webhooks.Options
+
+// WebhookKeyFile is the file in DataDir holding the key that seals webhook
+// secrets (see package webhooks).
+const WebhookKeyFile = "webhook.key"
 
 // Hooks let other subsystems (webhooks, share logs and stats, live
 // delivery) observe the control plane; see api.Hooks.
@@ -70,6 +78,14 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Hooks are optional callbacks (events, access logs, agent inbox).
 	Hooks Hooks
+	// Webhooks configures webhook delivery: AllowInsecure (accept http://
+	// URLs), Retries (default 1m, 5m, 25m, 2h, 10h), Timeout (10 s),
+	// concurrency, the share.accessed window (1 min). Without SecretKey the
+	// key sealing webhook secrets is <DataDir>/webhook.key (created 0600).
+	Webhooks WebhookOptions
+	// AccessLogRetention is how long share access logs are kept (default
+	// 7 days; Badger TTL).
+	AccessLogRetention time.Duration
 	// PluginCacheDir holds the compilation cache of the control plane's Wasm
 	// host (plugin validation and dry-runs). Default <DataDir>/plugins; none
 	// without a DataDir.
@@ -157,6 +173,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.kv, s.ownsKV = kv, true
 	}
+	s.kv = store.WithCommitHooks(s.kv) // the webhook outbox wakes its worker on commit
 	ok := false
 	defer func() {
 		if !ok {
@@ -173,10 +190,20 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("control: %w", err)
 	}
 	s.hub = hub
+	wo := cfg.Webhooks
+	if wo.SecretKey == nil && cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("control: data dir: %w", err)
+		}
+		if wo.SecretKey, err = webhooks.KeyFile(filepath.Join(cfg.DataDir, WebhookKeyFile)); err != nil {
+			return nil, fmt.Errorf("control: %w", err)
+		}
+	}
 	s.api, err = api.New(api.Options{
 		KV: s.kv, Hub: hub, Logger: cfg.Logger, Version: cfg.Version, DefaultWorkspaceID: s.defaultWS,
 		PublicShareBaseURL: cfg.PublicShareBaseURL, PublicDomain: cfg.PublicDomain,
 		TCPPortMin: cfg.TCPPortMin, TCPPortMax: cfg.TCPPortMax, RateLimits: cfg.RateLimits, Hooks: cfg.Hooks,
+		Monitoring:     api.MonitoringOptions{Webhooks: wo, AccessLogRetention: cfg.AccessLogRetention},
 		PluginCacheDir: cfg.PluginCacheDir,
 	})
 	if err != nil {

@@ -146,7 +146,7 @@ func (a *API) registerAgent(c *call) (any, error) {
 		return nil, err
 	}
 	var ag *store.Agent
-	created := false
+	created, first := false, false
 	hash := HashSecret(req.Token)
 	err := a.kv.Update(c.ctx, func(tx store.Tx) error {
 		var err error
@@ -170,11 +170,15 @@ func (a *API) registerAgent(c *call) (any, error) {
 		if req.Label != nil && *req.Label != "" {
 			ag.Label = *req.Label
 		}
+		first = !ag.Registered
 		ag.Registered = true
 		if err := store.PutAgent(tx, ag); err != nil {
 			return err
 		}
-		return store.AppendAudit(tx, agentEvent(ag, "REGISTERED", clientAddr(c.ctx).String(), "", c.now))
+		if err := store.AppendAudit(tx, agentEvent(ag, "REGISTERED", clientAddr(c.ctx).String(), "", c.now)); err != nil || !first {
+			return err
+		}
+		return a.emit(tx, c.ws, "agent.registered", map[string]any{"agentId": ag.ID, "name": ag.Name, "label": ag.Label})
 	})
 	if err != nil {
 		return nil, err
@@ -183,8 +187,6 @@ func (a *API) registerAgent(c *call) (any, error) {
 	a.publish(c, push.Agent(c.ws, ag.ID))
 	if !created {
 		c.status = 200
-	} else {
-		a.event(c.ws, "agent.registered", map[string]any{"agentId": ag.ID, "name": ag.Name})
 	}
 	return registerAgentResponse{ID: ag.ID, Name: ag.Name, Label: ag.Label, WorkspaceID: ag.WorkspaceID, CreatedAt: ag.CreatedAt}, nil
 }
@@ -288,7 +290,10 @@ func (a *API) deleteAgent(c *call) (any, error) {
 	var shares []store.Share
 	var out deleteAgentResponse
 	err := a.kv.Update(c.ctx, func(tx store.Tx) error {
-		var err error
+		ag, err := store.GetAgent(tx, c.ws, id)
+		if err != nil {
+			return err
+		}
 		svcs, _, err = store.ListServices(tx, c.ws, "", 0, func(s *store.Service) bool { return s.AgentID == id })
 		if err != nil {
 			return err
@@ -302,7 +307,23 @@ func (a *API) deleteAgent(c *call) (any, error) {
 			shares = append(shares, sh...)
 		}
 		out.Deleted.Services, out.Deleted.Shares, err = store.DeleteAgent(tx, c.ws, id, c.now)
-		return err
+		if err != nil {
+			return err
+		}
+		for _, sh := range shares {
+			if sh.RevokedAt == nil {
+				if err := a.emit(tx, c.ws, "share.revoked", map[string]any{"shareId": sh.ID, "serviceId": sh.ServiceID, "name": sh.Name}); err != nil {
+					return err
+				}
+			}
+		}
+		for _, s := range svcs {
+			if err := a.emit(tx, c.ws, "tunnel.deleted", map[string]any{"serviceId": s.ID, "name": s.Name, "agentId": s.AgentID}); err != nil {
+				return err
+			}
+		}
+		return a.emit(tx, c.ws, "agent.deleted", map[string]any{"agentId": id, "name": ag.Name,
+			"services": out.Deleted.Services, "shares": out.Deleted.Shares})
 	})
 	if err != nil {
 		return nil, err
@@ -316,7 +337,6 @@ func (a *API) deleteAgent(c *call) (any, error) {
 		refs = append(refs, push.Share(c.ws, sh.ID))
 	}
 	a.publish(c, refs...)
-	a.event(c.ws, "agent.deleted", map[string]any{"agentId": id})
 	return out, nil
 }
 
@@ -325,12 +345,6 @@ func (a *API) deleteAgent(c *call) (any, error) {
 func (a *API) publish(c *call, refs ...push.Ref) {
 	if err := a.hub.Publish(c.ctx, refs...); err != nil {
 		a.log.Error("config publish failed", "route", c.r.Path, "err", err)
-	}
-}
-
-func (a *API) event(ws, name string, data any) {
-	if a.opts.Hooks.Event != nil {
-		a.opts.Hooks.Event(ws, name, data)
 	}
 }
 

@@ -233,19 +233,17 @@ func (a *API) edgeReport(c *call) (any, error) {
 	err := a.hub.Report(c.ctx, c.edge.ID, &r, push.ReportHooks{
 		AccessLogs: a.opts.Hooks.AccessLogs,
 		AgentEvent: func(ev store.AuditEvent) {
-			switch ev.Event {
-			case config.EventConnected:
+			if ev.Event == config.EventConnected {
 				connected = append(connected, ev)
-				a.event(ev.WorkspaceID, "agent.connected", map[string]any{"agentId": ev.AgentID, "edgeId": ev.EdgeID})
-			case config.EventDisconnected:
-				a.event(ev.WorkspaceID, "agent.disconnected", map[string]any{"agentId": ev.AgentID, "edgeId": ev.EdgeID})
 			}
 		},
-		CommandDone: a.commandDone,
+		AgentEventTx: a.agentEventTx,
+		CommandDone:  a.commandDone,
 	})
 	if err != nil {
 		return nil, err
 	}
+	a.reportMonitoring(c, &r) // access logs, drops, plugin failures (sharelogs.go)
 	// Queued commands and messages go out when their agent connects.
 	if len(connected) > 0 {
 		var pending []string

@@ -93,10 +93,11 @@ func TestBadInputMatrix(t *testing.T) {
 	h.must(200, "DELETE", "/v1/api-keys/"+revKey.str("id"), h.admin, nil)
 	revokedKey := revKey.str("key")
 	_, tenant := h.newWorkspace("tenant")
+	hookID := h.must(201, "POST", "/v1/webhooks", h.admin, map[string]any{"url": "https://hooks.example.com/x", "events": []string{"plugin.failed"}}).str("id")
 	pluginID := h.mustUpload("p", guest(t, "minimal"))
 
 	fill := func(p string) string {
-		rep := map[string]string{"{commandId}": cmdID, "{token}": shareTok}
+		rep := map[string]string{"{commandId}": cmdID, "{token}": shareTok, "{deliveryId}": cmdID}
 		switch {
 		case strings.HasPrefix(p, "/v1/agents/"):
 			rep["{id}"] = agentID
@@ -108,6 +109,8 @@ func TestBadInputMatrix(t *testing.T) {
 			rep["{id}"] = keyID
 		case strings.HasPrefix(p, "/v1/edges/"):
 			rep["{id}"] = edgeID
+		case strings.HasPrefix(p, "/v1/webhooks/"):
+			rep["{id}"] = hookID
 		case strings.HasPrefix(p, "/v1/plugins/"):
 			rep["{id}"] = pluginID
 		}

@@ -145,5 +145,5 @@ func (a *API) table() []*route {
 			Summary: "Pending commands and messages of a connected agent (marks them delivered)", Resp: config.AgentInbox{}, h: a.edgeInbox},
 		{Name: "edges.report", Method: "POST", Path: "/v1/edges/report", Access: accessEdge, Summary: "Edge report: applied version, agents, access logs",
 			Resp: reportResponse{}, h: a.edgeReport},
-	}, a.pluginRoutes()...)
+	}, append(a.pluginRoutes(), a.monitoringRoutes()...)...)
 }

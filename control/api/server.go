@@ -43,6 +43,8 @@ type Options struct {
 	HealthTick time.Duration
 	// Hooks let other subsystems observe the API (all optional).
 	Hooks Hooks
+	// Monitoring configures webhooks and share monitoring (webhooks.go).
+	Monitoring MonitoringOptions
 	// PluginCacheDir holds the compilation cache of the control plane's
 	// Wasm host (plugin validation and dry-runs); empty: no cache.
 	PluginCacheDir string
@@ -83,7 +85,8 @@ type API struct {
 
 	openapiDoc []byte
 	metrics    *metrics
-	plugins    pluginHost // created at first use (plugins_host.go)
+	webhooks   *dispatcher // the webhook outbox and its worker (webhooks.go)
+	plugins    pluginHost  // created at first use (plugins_host.go)
 
 	edgeMu    sync.Mutex // guards the cached base URL
 	edgeBase  string
@@ -103,7 +106,7 @@ func New(opts Options) (*API, error) {
 	}
 	opts.RateLimits = opts.RateLimits.withDefaults()
 	a := &API{
-		opts: opts, kv: opts.KV, hub: opts.Hub, log: opts.Logger,
+		opts: opts, kv: store.WithCommitHooks(opts.KV), hub: opts.Hub, log: opts.Logger,
 		limiter: newLimiter(), keys: newKeyCache(), started: time.Now(),
 	}
 	a.baseCtx, a.stop = context.WithCancel(context.Background())
@@ -113,6 +116,9 @@ func New(opts Options) (*API, error) {
 	}
 	if opts.HealthTick > 0 {
 		go a.runHealthMonitor(a.baseCtx, opts.HealthTick)
+	}
+	if err := a.startMonitoring(); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
 	}
 	a.metrics = newMetrics(a)
 	a.usage = newUsageTracker(a.kv, a.log)
@@ -208,6 +214,7 @@ func (a *API) StopStreams() {
 // Close ends the streams and flushes buffered audit events and key usage.
 func (a *API) Close() {
 	a.StopStreams()
+	a.webhooks.Close()
 	a.audit.close()
 	a.usage.close()
 	a.closePlugins()

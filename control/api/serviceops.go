@@ -262,20 +262,27 @@ func (a *API) commandDone(cmd store.Command) {
 		}
 		before, after = s.Status, d.Status
 		s.Status = d.Status
-		return store.UpdateService(tx, s)
+		if err := store.UpdateService(tx, s); err != nil {
+			return err
+		}
+		// ok is healthy; unknown (never checked) counts as neither, so a
+		// first failed check is reported and a first good one is not.
+		name := ""
+		switch {
+		case after == "ok" && before != "ok" && before != "unknown" && before != "":
+			name = "service.healthy"
+		case after != "ok" && (before == "ok" || before == "unknown" || before == ""):
+			name = "service.unhealthy"
+		default:
+			return nil
+		}
+		return a.emit(tx, cmd.WorkspaceID, name, map[string]any{"serviceId": p.ServiceID, "status": after, "previousStatus": before})
 	})
 	if err != nil {
 		if !isNotFoundErr(err) {
 			a.log.Warn("diagnostic not saved", "service", p.ServiceID, "err", err)
 		}
 		return
-	}
-	if (before == "ok") != (after == "ok") && after != "" {
-		name := "service.unhealthy"
-		if after == "ok" {
-			name = "service.healthy"
-		}
-		a.event(cmd.WorkspaceID, name, map[string]any{"serviceId": p.ServiceID, "status": after, "previousStatus": before})
 	}
 }
 

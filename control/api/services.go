@@ -101,7 +101,11 @@ func (a *API) upsertService(c *call, agentID, name, host string, port int, proto
 					return err
 				}
 			}
-			return store.CreateService(tx, s, a.opts.TCPPortMin, a.opts.TCPPortMax)
+			if err := store.CreateService(tx, s, a.opts.TCPPortMin, a.opts.TCPPortMax); err != nil {
+				return err
+			}
+			return a.emit(tx, c.ws, "tunnel.created", map[string]any{"serviceId": s.ID, "name": s.Name, "agentId": s.AgentID,
+				"targetHost": s.TargetHost, "targetPort": s.TargetPort, "protocol": s.Protocol})
 		default:
 			return err
 		}
@@ -111,9 +115,6 @@ func (a *API) upsertService(c *call, agentID, name, host string, port int, proto
 	}
 	c.resource = s.ID
 	a.publish(c, push.Service(c.ws, s.ID))
-	if created {
-		a.event(c.ws, "tunnel.created", map[string]any{"serviceId": s.ID, "name": s.Name})
-	}
 	return s, created, nil
 }
 
@@ -225,8 +226,21 @@ func (a *API) deleteService(c *call) (any, error) {
 		if shares, _, err = store.ListServiceShares(tx, c.ws, id, "", 0); err != nil {
 			return err
 		}
-		n, err = store.DeleteService(tx, c.ws, id, c.now)
-		return err
+		s, err := store.GetService(tx, c.ws, id)
+		if err != nil {
+			return err
+		}
+		if n, err = store.DeleteService(tx, c.ws, id, c.now); err != nil {
+			return err
+		}
+		for _, sh := range shares {
+			if sh.RevokedAt == nil {
+				if err := a.emit(tx, c.ws, "share.revoked", map[string]any{"shareId": sh.ID, "serviceId": sh.ServiceID, "name": sh.Name}); err != nil {
+					return err
+				}
+			}
+		}
+		return a.emit(tx, c.ws, "tunnel.deleted", map[string]any{"serviceId": id, "name": s.Name, "agentId": s.AgentID})
 	})
 	if err != nil {
 		return nil, err
@@ -237,6 +251,5 @@ func (a *API) deleteService(c *call) (any, error) {
 		refs = append(refs, push.Share(c.ws, sh.ID))
 	}
 	a.publish(c, refs...)
-	a.event(c.ws, "tunnel.deleted", map[string]any{"serviceId": id})
 	return deleteServiceResponse{ID: id, Deleted: true, RevokedShares: n}, nil
 }

@@ -182,14 +182,16 @@ func (a *API) createShareFor(c *call, serviceID string) (any, error) {
 		if err := usePlugins(tx, c.ws, sh.Plugins); err != nil {
 			return err
 		}
-		return store.CreateShare(tx, &sh)
+		if err := store.CreateShare(tx, &sh); err != nil {
+			return err
+		}
+		return a.emit(tx, c.ws, "share.created", map[string]any{"shareId": sh.ID, "serviceId": serviceID, "name": sh.Name, "expiresAt": sh.ExpiresAt})
 	})
 	if err != nil {
 		return nil, err
 	}
 	c.resource = sh.ID
 	a.publish(c, push.Share(c.ws, sh.ID))
-	a.event(c.ws, "share.created", map[string]any{"shareId": sh.ID, "serviceId": serviceID, "name": sh.Name})
 	return shareCreatedView{ID: sh.ID, ServiceID: serviceID, Token: token, Name: sh.Name, Description: sh.Description,
 		ShareURL: a.edgeBaseURL() + "/shared/" + token, ExpiresAt: sh.ExpiresAt, CreatedAt: sh.CreatedAt, sharePolicy: policyView(&sh)}, nil
 }
@@ -271,15 +273,16 @@ func (a *API) deleteShare(c *call) (any, error) {
 	var sh *store.Share
 	err := a.kv.Update(c.ctx, func(tx store.Tx) error {
 		var err error
-		sh, err = store.RevokeShare(tx, c.ws, c.param("id"), c.now)
-		return err
+		if sh, err = store.RevokeShare(tx, c.ws, c.param("id"), c.now); err != nil || !sh.RevokedAt.Equal(c.now) {
+			return err // revoked before: no new event
+		}
+		return a.emit(tx, c.ws, "share.revoked", map[string]any{"shareId": sh.ID, "serviceId": sh.ServiceID, "name": sh.Name})
 	})
 	if err != nil {
 		return nil, err
 	}
 	c.resource = sh.ID
 	a.publish(c, push.Share(c.ws, sh.ID))
-	a.event(c.ws, "share.revoked", map[string]any{"shareId": sh.ID, "serviceId": sh.ServiceID})
 	return shareViewOf(sh, c.now), nil
 }
 

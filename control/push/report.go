@@ -19,9 +19,13 @@ import (
 type ReportHooks struct {
 	// AccessLogs receives each report's access logs (share logs and stats).
 	AccessLogs func(edgeID string, logs []config.AccessLog)
-	// AgentEvent is called for every stored agent connection event
-	// (webhooks: agent.connected / agent.disconnected).
+	// AgentEvent is called for every stored agent connection event, after
+	// the report's transaction committed.
 	AgentEvent func(ev store.AuditEvent)
+	// AgentEventTx is called for every agent connection event inside the
+	// transaction that stores it (webhooks: agent.connected /
+	// agent.disconnected are enqueued in it); an error aborts the report.
+	AgentEventTx func(tx store.Tx, ev store.AuditEvent) error
 	// CommandDone is called for every command a report completed.
 	CommandDone func(cmd store.Command)
 }
@@ -115,6 +119,11 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 				}
 				if err := store.AppendAudit(tx, &ae); err != nil {
 					return err
+				}
+				if hooks.AgentEventTx != nil {
+					if err := hooks.AgentEventTx(tx, ae); err != nil {
+						return err
+					}
 				}
 				stored = append(stored, ae)
 			}

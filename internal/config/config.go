@@ -206,6 +206,19 @@ type Report struct {
 	// Connections lists the live tunnel connections at report time (full
 	// list; drives GET /v1/tunnels/:id/connections and tunnel counters).
 	Connections []Connection `json:"connections,omitempty"`
+	// PluginFailures lists share plugins that failed since the last report
+	// (webhook plugin.failed); edges aggregate repeated failures in Count.
+	PluginFailures []PluginFailure `json:"pluginFailures,omitempty"`
+}
+
+// PluginFailure is a share's Wasm plugin failing on an edge (error, trap,
+// timeout), aggregated per plugin and share between two reports.
+type PluginFailure struct {
+	PluginID string    `json:"pluginId"`
+	ShareID  string    `json:"shareId"`
+	Error    string    `json:"error"` // the last error
+	Count    int64     `json:"count"` // failures since the last report (≥ 1)
+	At       time.Time `json:"at"`    // the last failure
 }
 
 // Agent connection event types.

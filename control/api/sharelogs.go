@@ -1,0 +1,225 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/privateconnect/pc/control/store"
+	"github.com/privateconnect/pc/internal/config"
+)
+
+// Share monitoring: edge reports carry access logs; each is stored with a
+// TTL (MonitoringOptions.AccessLogRetention) together with per-minute
+// statistics and the share-event window (store.RecordAccess), in chunks of
+// accessChunk records per transaction (Badger bounds a transaction's size).
+
+const accessChunk = 500
+
+// recordAccessLogs stores the access logs of an edge report. Logs of
+// unknown shares are skipped; a storage failure drops the chunk (counted in
+// pc_control_access_logs_dropped_total) without failing the report.
+func (a *API) recordAccessLogs(ctx context.Context, edgeID string, logs []config.AccessLog) {
+	if len(logs) == 0 {
+		return
+	}
+	type shareRef struct{ ws, service string }
+	refs := map[string]*shareRef{} // nil: unknown share
+	for start := 0; start < len(logs); start += accessChunk {
+		chunk := logs[start:min(start+accessChunk, len(logs))]
+		order := []string{}
+		groups := map[string][]store.AccessRecord{}
+		for i := range chunk {
+			l := &chunk[i]
+			if _, ok := groups[l.ShareID]; !ok {
+				order = append(order, l.ShareID)
+			}
+			groups[l.ShareID] = append(groups[l.ShareID], accessRecordOf(edgeID, l))
+		}
+		now := time.Now().UTC()
+		stored, unknown := 0, 0
+		err := a.kv.Update(ctx, func(tx store.Tx) error {
+			stored, unknown = 0, 0
+			for _, id := range order {
+				ref, seen := refs[id]
+				if !seen {
+					sh, err := store.LookupShare(tx, id)
+					switch {
+					case errors.Is(err, store.ErrNotFound):
+					case err != nil:
+						return err
+					default:
+						ref = &shareRef{ws: sh.WorkspaceID, service: sh.ServiceID}
+					}
+					refs[id] = ref
+				}
+				if ref == nil {
+					unknown += len(groups[id])
+					continue
+				}
+				b := store.AccessBatch{WorkspaceID: ref.ws, ShareID: id, ServiceID: ref.service, Records: groups[id]}
+				if err := store.RecordAccess(tx, &b, a.opts.Monitoring.AccessLogRetention,
+					a.webhooks.Options().ShareEventWindow, now); err != nil {
+					return err
+				}
+				stored += len(groups[id])
+			}
+			return nil
+		})
+		if err != nil {
+			a.log.Warn("access logs not stored", "edge", edgeID, "logs", len(chunk), "err", err)
+			a.metrics.accessDropped.WithLabelValues("store").Add(float64(len(chunk)))
+			continue
+		}
+		if unknown > 0 {
+			a.metrics.accessDropped.WithLabelValues("unknown_share").Add(float64(unknown))
+		}
+		a.metrics.accessStored.Add(float64(stored))
+	}
+}
+
+func accessRecordOf(edgeID string, l *config.AccessLog) store.AccessRecord {
+	at := l.At.UTC()
+	if at.IsZero() {
+		at = time.Now().UTC()
+	}
+	decision := "allowed"
+	if l.Decision != "allowed" {
+		decision = "denied"
+	}
+	return store.AccessRecord{ID: uuid.NewString(), ShareID: l.ShareID, EdgeID: edgeID, At: at, IP: truncate(l.IP, 64),
+		UserAgent: truncate(l.UserAgent, 512), Method: truncate(l.Method, 16), Path: truncate(l.Path, 2048),
+		StatusCode: l.StatusCode, LatencyMs: max(l.LatencyMs, 0), BytesOut: max(l.BytesOut, 0), Decision: decision,
+		DeniedBy: truncate(l.DeniedBy, 100)}
+}
+
+type accessLogView struct {
+	ID         string    `json:"id"`
+	AccessedAt time.Time `json:"accessedAt"`
+	IPAddress  string    `json:"ipAddress"`
+	UserAgent  string    `json:"userAgent"`
+	Method     string    `json:"method"`
+	Path       string    `json:"path"`
+	StatusCode int       `json:"statusCode"`
+	LatencyMs  float64   `json:"latencyMs"`
+	BytesOut   int64     `json:"bytesOut"`
+	EdgeID     string    `json:"edgeId"`
+	Decision   string    `json:"decision"`
+	DeniedBy   *string   `json:"deniedBy"`
+}
+
+func (a *API) shareLogs(c *call) (any, error) {
+	after, limit, err := c.page()
+	if err != nil {
+		return nil, err
+	}
+	var since time.Time
+	if s := c.query("since"); s != "" {
+		if since, err = time.Parse(time.RFC3339Nano, s); err != nil {
+			return nil, invalidField("since", "must be an RFC 3339 time, e.g. 2026-03-02T10:00:00Z")
+		}
+	}
+	var recs []store.AccessRecord
+	var next string
+	err = a.kv.View(c.ctx, func(tx store.Tx) error {
+		if _, err := store.GetShare(tx, c.ws, c.param("id")); err != nil {
+			return err
+		}
+		var err error
+		recs, next, err = store.ListAccessLogs(tx, c.ws, c.param("id"), since, after, limit)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.setNext(next)
+	out := make([]accessLogView, 0, len(recs))
+	for i := range recs {
+		r := &recs[i]
+		v := accessLogView{ID: r.ID, AccessedAt: r.At, IPAddress: r.IP, UserAgent: r.UserAgent, Method: r.Method, Path: r.Path,
+			StatusCode: r.StatusCode, LatencyMs: r.LatencyMs, BytesOut: r.BytesOut, EdgeID: r.EdgeID, Decision: r.Decision}
+		if r.DeniedBy != "" {
+			by := r.DeniedBy
+			v.DeniedBy = &by
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+type shareStatsView struct {
+	From         time.Time        `json:"from"`
+	To           time.Time        `json:"to"`
+	Requests     int64            `json:"requests"`
+	Allowed      int64            `json:"allowed"`
+	Denied       int64            `json:"denied"`
+	BytesOut     int64            `json:"bytesOut"`
+	P50LatencyMs float64          `json:"p50LatencyMs"`
+	P99LatencyMs float64          `json:"p99LatencyMs"`
+	ByStatus     map[string]int64 `json:"byStatus"`
+	ByMinute     []minuteView     `json:"byMinute"`
+}
+
+type minuteView struct {
+	Minute       time.Time `json:"minute"`
+	Requests     int64     `json:"requests"`
+	Allowed      int64     `json:"allowed"`
+	Denied       int64     `json:"denied"`
+	BytesOut     int64     `json:"bytesOut"`
+	P50LatencyMs float64   `json:"p50LatencyMs"`
+	P99LatencyMs float64   `json:"p99LatencyMs"`
+}
+
+// shareStats sums the share's per-minute statistics of the last 24 hours
+// (at most 1,440 records). byMinute lists the minutes with requests, oldest
+// first.
+func (a *API) shareStats(c *call) (any, error) {
+	to := c.now
+	from := to.Add(-24 * time.Hour).Truncate(time.Minute)
+	var mins []store.MinuteStats
+	err := a.kv.View(c.ctx, func(tx store.Tx) error {
+		if _, err := store.GetShare(tx, c.ws, c.param("id")); err != nil {
+			return err
+		}
+		var err error
+		mins, err = store.ShareMinutes(tx, c.ws, c.param("id"), from)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := shareStatsView{From: from, To: to, ByStatus: map[string]int64{}, ByMinute: make([]minuteView, 0, len(mins))}
+	var lat store.LatencyHistogram
+	for i := range mins {
+		m := &mins[i]
+		if m.Minute.Before(from) {
+			continue
+		}
+		out.Requests += m.Requests
+		out.Allowed += m.Allowed
+		out.Denied += m.Denied
+		out.BytesOut += m.BytesOut
+		for k, v := range m.ByStatus {
+			out.ByStatus[k] += v
+		}
+		lat.Merge(&m.Latency)
+		out.ByMinute = append(out.ByMinute, minuteView{Minute: m.Minute, Requests: m.Requests, Allowed: m.Allowed, Denied: m.Denied,
+			BytesOut: m.BytesOut, P50LatencyMs: m.Latency.Quantile(0.5), P99LatencyMs: m.Latency.Quantile(0.99)})
+	}
+	out.P50LatencyMs, out.P99LatencyMs = lat.Quantile(0.5), lat.Quantile(0.99)
+	return out, nil
+}
+
+// reportMonitoring applies the monitoring parts of an edge report: access
+// logs (stored before the report is answered, so logs and stats are
+// readable once the edge's report returned), the edge's dropped count, and
+// plugin failures.
+func (a *API) reportMonitoring(c *call, r *config.Report) {
+	a.recordAccessLogs(c.ctx, c.edge.ID, r.AccessLogs)
+	if r.Dropped > 0 {
+		a.metrics.edgeDropped.WithLabelValues(c.edge.ID).Add(float64(r.Dropped))
+	}
+	a.pluginFailures(c.ctx, c.edge.ID, r.PluginFailures)
+}
