@@ -68,9 +68,6 @@ type Config struct {
 	// TrustedProxies may set X-Forwarded-For (the client IP is then the
 	// rightmost address not in these ranges).
 	TrustedProxies []netip.Prefix
-	// DefaultShareRateLimitPerMin applies when the table's settings do not
-	// set one (default 5000; negative disables).
-	DefaultShareRateLimitPerMin int
 	// OnAccess receives one record per request (must not block).
 	OnAccess func(*config.AccessLog)
 	Logger   *slog.Logger
@@ -87,9 +84,6 @@ type Proxy struct {
 
 // New returns a Proxy.
 func New(cfg Config) *Proxy {
-	if cfg.DefaultShareRateLimitPerMin == 0 {
-		cfg.DefaultShareRateLimitPerMin = 5000
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -265,14 +259,11 @@ func hasSubdomain(host []byte, domain string) bool {
 		bytes.IndexByte(host[:len(host)-len(domain)-1], '.') < 0
 }
 
-// allowRate applies the per-share request limit, with the X-RateLimit
-// headers of the API spec.
+// allowRate applies the per-share request limit pushed by the control plane
+// (0: none), with the X-RateLimit headers of the API spec.
 func (p *Proxy) allowRate(ctx *fasthttp.RequestCtx, t *routes.Table, share *routes.Share) bool {
 	limit := t.Settings.ShareRateLimitPerMin
-	if limit == 0 {
-		limit = p.cfg.DefaultShareRateLimitPerMin
-	}
-	if limit < 0 {
+	if limit <= 0 {
 		return true
 	}
 	ok, remaining, reset := p.limiter.allow(share.ID, limit, time.Minute)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/privateconnect/pc/control"
 	"github.com/privateconnect/pc/internal/testenv"
 	"github.com/privateconnect/pc/sdk/client"
 	"github.com/stretchr/testify/require"
@@ -73,7 +74,8 @@ func TestChaosRestarts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos run")
 	}
-	env := testenv.New(t, testenv.Options{})
+	// The load exceeds the default 5,000/min per-share limit: turn it off.
+	env := testenv.New(t, testenv.Options{Control: func(c *control.Config) { c.RateLimits.SharePerMin = -1 }})
 	env.AddEdge("edge-2")
 	org := origin(t)
 	id, token, edges := env.ProvisionAgent("a")

@@ -4,9 +4,11 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/privateconnect/pc/control"
 	"github.com/privateconnect/pc/internal/testenv"
 	"github.com/privateconnect/pc/sdk/client"
 	"github.com/stretchr/testify/require"
@@ -89,4 +91,27 @@ func TestSharePolicyFields(t *testing.T) {
 		require.Equal(t, 429, resp.StatusCode)
 		require.NotEmpty(t, resp.Header.Get("Retry-After"))
 	})
+}
+
+// TestSharePerMinuteLimit: the platform-wide per-share limit (5,000/min by
+// default, configurable) answers 429 with the X-RateLimit headers.
+func TestSharePerMinuteLimit(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Control: func(c *control.Config) { c.RateLimits.SharePerMin = 5 }})
+	org := origin(t)
+	id, token, edges := env.ProvisionAgent("a")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.Expose(ag, "web", org.URL)
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	for i := 0; i < 5; i++ {
+		resp, _ := do(t, "GET", sh.ShareURL+"/", nil)
+		require.Equal(t, 200, resp.StatusCode)
+		require.Equal(t, "5", resp.Header.Get("X-RateLimit-Limit"))
+		require.Equal(t, strconv.Itoa(4-i), resp.Header.Get("X-RateLimit-Remaining"))
+	}
+	resp, body := do(t, "GET", sh.ShareURL+"/", nil)
+	require.Equal(t, 429, resp.StatusCode)
+	require.NotEmpty(t, resp.Header.Get("Retry-After"))
+	require.NotEmpty(t, resp.Header.Get("X-RateLimit-Reset"))
+	require.Contains(t, body, `"error":"Too Many Requests"`)
+	require.Contains(t, body, `"retryAfter":`)
 }
