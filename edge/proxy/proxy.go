@@ -126,8 +126,9 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	share := tg.share
+	var edits Edits
 	if share != nil {
-		if !p.allowRate(ctx, t, share) {
+		if !p.allowRate(ctx, t, share, &edits) {
 			p.logAccess(ctx, share, start, clientIP, "denied", "rate-limit", 0)
 			return
 		}
@@ -137,10 +138,12 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	var edits Edits
 	if share != nil && p.cfg.Policy != nil {
 		if v := p.cfg.Policy.Check(ctx, share, tg.path, clientIP, &edits); v != nil {
 			ctx.Response.Reset()
+			for _, h := range edits.SetResponse {
+				ctx.Response.Header.Set(h[0], h[1])
+			}
 			for _, h := range v.Headers {
 				ctx.Response.Header.Set(h[0], h[1])
 			}
@@ -261,17 +264,24 @@ func hasSubdomain(host []byte, domain string) bool {
 
 // allowRate applies the per-share request limit pushed by the control plane
 // (0: none), with the X-RateLimit headers of the API spec.
-func (p *Proxy) allowRate(ctx *fasthttp.RequestCtx, t *routes.Table, share *routes.Share) bool {
+func (p *Proxy) allowRate(ctx *fasthttp.RequestCtx, t *routes.Table, share *routes.Share, edits *Edits) bool {
 	limit := t.Settings.ShareRateLimitPerMin
 	if limit <= 0 {
 		return true
 	}
 	ok, remaining, reset := p.limiter.allow(share.ID, limit, time.Minute)
-	h := &ctx.Response.Header
-	h.Set("X-RateLimit-Limit", strconv.Itoa(limit))
-	h.Set("X-RateLimit-Remaining", strconv.Itoa(remaining))
-	h.Set("X-RateLimit-Reset", strconv.FormatInt(reset.Unix(), 10))
+	// The headers go on whatever response the visitor gets: set now for a
+	// 429, and as response edits (applied after the service's headers) when
+	// the request goes on.
+	edits.SetResponse = append(edits.SetResponse,
+		[2]string{"X-RateLimit-Limit", strconv.Itoa(limit)},
+		[2]string{"X-RateLimit-Remaining", strconv.Itoa(remaining)},
+		[2]string{"X-RateLimit-Reset", strconv.FormatInt(reset.Unix(), 10)})
 	if !ok {
+		h := &ctx.Response.Header
+		for _, kv := range edits.SetResponse {
+			h.Set(kv[0], kv[1])
+		}
 		retry := int(time.Until(reset).Seconds() + 0.999)
 		if retry < 1 {
 			retry = 1
