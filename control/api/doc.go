@@ -71,5 +71,23 @@
 // POST/PATCH/PUT bodies must be application/json (415), at most 1 MiB (413;
 // edge reports up to 16 MiB), and are decoded strictly: unknown fields,
 // trailing data and wrong types are 400 naming the field. An empty body is
-// treated as {}.
+// treated as {}. The one exception is the plugin upload (POST /v1/plugins):
+// a request type implementing customBody sets its own rules, here
+// application/wasm, JSON or multipart/form-data, with a module of up to
+// 16 MiB (MaxPluginBytes; the body up to MaxPluginUploadBytes, for the
+// base64 form).
+//
+// # Plugins
+//
+// Uploaded Wasm plugins are validated, loaded and dry-run by the control
+// plane's own plugins.Host (created at first use, compilation cache in
+// Options.PluginCacheDir, modules loaded on demand from the store, the
+// least recently used unloaded beyond 16). Plugins are immutable and
+// workspace-scoped; their modules are stored once per SHA-256 and served
+// to edges by that sum (GET /v1/edges/plugins/:sha256), and their metadata
+// is pushed on the config stream. A share's plugins must be plugins of its
+// workspace or built-ins ("builtin:<name>"), and their configs must pass
+// the plugin's validate_config (400 with the plugin's reason in details).
+// Deleting a plugin attached to a share that is not revoked is 409;
+// deleting a built-in is 400 (it can never succeed). See plugins.go.
 package api

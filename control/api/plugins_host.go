@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -32,9 +33,10 @@ const maxLoadedPlugins = 16
 // runs validate_config for share attachments, and runs dry-runs. It is
 // created at first use; its zero value is ready.
 type pluginHost struct {
-	once sync.Once
-	h    *plugins.Host
-	err  error
+	once    sync.Once
+	h       *plugins.Host
+	err     error
+	created atomic.Bool // h is set (for readers that do not create it)
 
 	mu   sync.Mutex       // serializes loads; guards used and tick
 	used map[string]int64 // loaded plugin id → tick of last use
@@ -56,7 +58,9 @@ func (a *API) pluginHost() (*plugins.Host, error) {
 		if p.err != nil {
 			a.log.Error("plugin host unavailable", "err", p.err)
 			p.err = unavailable("the plugin host is not available")
+			return
 		}
+		p.created.Store(true)
 	})
 	return p.h, p.err
 }
@@ -113,14 +117,16 @@ func (ph *pluginHost) touchLocked(id string) {
 	ph.used[id] = ph.tick
 }
 
+// unloadPlugin unloads a deleted (or refused) plugin, if the host exists.
 func (a *API) unloadPlugin(id string) {
 	ph := &a.plugins
+	if !ph.created.Load() {
+		return
+	}
 	ph.mu.Lock()
 	defer ph.mu.Unlock()
-	if ph.h != nil {
-		delete(ph.used, id)
-		ph.h.Unload(id)
-	}
+	delete(ph.used, id)
+	ph.h.Unload(id)
 }
 
 // ensurePlugin makes the workspace's plugin (or a built-in) loaded in the
