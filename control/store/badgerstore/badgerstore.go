@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -31,15 +33,21 @@ type Options struct {
 	Logger *slog.Logger
 	// GCInterval is how often value-log garbage collection runs (default 5 min).
 	GCInterval time.Duration
+	// MinFreeBytes is the free disk space kept in reserve: writes fail with
+	// store.ErrUnavailable when less than this remains beyond what Badger's
+	// mapped files may still claim (default DefaultMinFreeBytes; negative
+	// disables the check). See diskGuard.
+	MinFreeBytes int64
 }
 
 // Store is a Badger-backed KV.
 type Store struct {
-	db   *badger.DB
-	log  *slog.Logger
-	stop chan struct{}
-	wg   sync.WaitGroup
-	once sync.Once
+	db    *badger.DB
+	log   *slog.Logger
+	guard *diskGuard
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	once  sync.Once
 }
 
 // Open opens (or creates) the database in opts.Dir.
@@ -58,11 +66,25 @@ func Open(opts Options) (*Store, error) {
 		WithIndexCacheSize(16 << 20).
 		WithValueLogFileSize(64 << 20).
 		WithNumCompactors(2)
+	// Opening maps a new memtable log (and a value log on a fresh
+	// directory) and flushes replayed memtables: refuse to start rather
+	// than crash when the disk cannot hold them (see diskGuard).
+	guard := newDiskGuard(opts.Dir, opts.MinFreeBytes)
+	if err := os.MkdirAll(opts.Dir, 0o700); err == nil {
+		mems, _ := filepath.Glob(filepath.Join(opts.Dir, "*.mem"))
+		extra := 2*bo.MemTableSize + int64(len(mems))*bo.MemTableSize
+		if vlogs, _ := filepath.Glob(filepath.Join(opts.Dir, "*.vlog")); len(vlogs) == 0 {
+			extra += 2 * bo.ValueLogFileSize
+		}
+		if err := guard.checkExtra("open", extra); err != nil {
+			return nil, err
+		}
+	}
 	db, err := badger.Open(bo)
 	if err != nil {
 		return nil, fmt.Errorf("badgerstore: open %s: %w", opts.Dir, err)
 	}
-	s := &Store{db: db, log: log, stop: make(chan struct{})}
+	s := &Store{db: db, log: log, guard: guard, stop: make(chan struct{})}
 	iv := opts.GCInterval
 	if iv <= 0 {
 		iv = 5 * time.Minute
@@ -91,8 +113,13 @@ func (s *Store) gcLoop(iv time.Duration) {
 // concurrency race with another Update.
 const maxConflictRetries = 200
 
-// Update runs fn in a read-write transaction and commits it durably.
+// Update runs fn in a read-write transaction and commits it durably. It
+// fails with store.ErrUnavailable, without running fn, when the disk is
+// almost full.
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
+	if err := s.guard.check(); err != nil {
+		return err
+	}
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -153,6 +180,14 @@ func (s *Store) Close() error {
 	s.once.Do(func() {
 		close(s.stop)
 		s.wg.Wait()
+		if e := s.guard.check(); e != nil {
+			// Closing flushes the memtable into a new table file, which a
+			// full disk cannot hold (SIGBUS). Every committed write is
+			// already in the synced memtable log, which the next Open
+			// replays: leave the database as a crash would.
+			s.log.Error("closing the database without flushing its memtable: the disk is almost full", "err", e)
+			return
+		}
 		if e := s.db.Close(); e != nil {
 			err = fmt.Errorf("badgerstore: close: %w", e)
 		}

@@ -1,0 +1,77 @@
+package badgerstore
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/privateconnect/pc/control/store"
+)
+
+// TestDiskGuardRefusesWritesWhenFull checks that a nearly full disk fails
+// writes with store.ErrUnavailable (the API's 503) before Badger touches its
+// mapped files, that reads keep working, and that writes resume once space
+// is freed. The real file system case is covered end to end by
+// internal/e2e TestFaultDiskFullAnswers503.
+func TestDiskGuardRefusesWritesWhenFull(t *testing.T) {
+	s, err := Open(Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	defer s.Close()
+	ctx := context.Background()
+	put := func(k string) error {
+		return s.Update(ctx, func(tx store.Tx) error { return tx.Put([]byte(k), []byte("v")) })
+	}
+	require.NoError(t, put("before"))
+
+	var free atomic.Int64
+	free.Store(1 << 40)
+	var fnRan atomic.Bool
+	s.guard.space = func(string) (int64, int64, error) { return free.Load(), 100 << 20, nil }
+	free.Store(100<<20 + DefaultMinFreeBytes - 1) // one byte short
+	err = s.Update(ctx, func(tx store.Tx) error { fnRan.Store(true); return tx.Put([]byte("k"), []byte("v")) })
+	require.ErrorIs(t, err, store.ErrUnavailable)
+	require.Contains(t, err.Error(), "disk almost full")
+	require.False(t, fnRan.Load(), "the transaction must not run on a full disk")
+	require.NoError(t, s.View(ctx, func(tx store.Tx) error {
+		_, err := tx.Get([]byte("before"))
+		return err
+	}), "reads keep working")
+	require.NoError(t, s.Ping(ctx))
+
+	free.Store(100<<20 + DefaultMinFreeBytes)
+	require.NoError(t, put("after"), "writes resume once space is freed")
+
+	s.guard.space = func(string) (int64, int64, error) { return 0, 0, errors.New("statfs failed") }
+	require.NoError(t, put("unknown"), "an unknown free space does not block writes")
+}
+
+func TestDiskGuardOptions(t *testing.T) {
+	g := newDiskGuard("x", 0)
+	require.Equal(t, int64(DefaultMinFreeBytes), g.reserve)
+	g = newDiskGuard("x", -1)
+	g.space = func(string) (int64, int64, error) { return 0, 1 << 30, nil }
+	require.NoError(t, g.check(), "a negative reserve disables the guard")
+	var nilGuard *diskGuard
+	require.NoError(t, nilGuard.check())
+}
+
+// TestDiskSpaceSeesSparseMappedFiles checks the measurement itself: a fresh
+// database maps sparse memtable and value-log files, whose unbacked bytes
+// the guard must count.
+func TestDiskSpaceSeesSparseMappedFiles(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("statfs guard is linux-only")
+	}
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	require.NoError(t, err)
+	defer s.Close()
+	free, unbacked, err := diskSpace(dir)
+	require.NoError(t, err)
+	require.Positive(t, free)
+	require.Greater(t, unbacked, int64(32<<20), "the memtable and value log files are mapped sparse")
+}
