@@ -316,7 +316,7 @@ func TestShareLogsAndStats(t *testing.T) {
 	var logs []map[string]any
 	for i := 0; i < 25; i++ {
 		l := map[string]any{"shareId": shareID, "at": base.Add(time.Duration(i) * 10 * time.Second), "ip": "1.2.3.4", "userAgent": "curl/8",
-			"method": "GET", "path": "/p", "statusCode": 200, "latencyMs": float64(i + 1), "bytesOut": 100, "decision": "allowed"}
+			"method": "GET", "path": "/shared/tok3nTOK3ntok3n/p", "statusCode": 200, "latencyMs": float64(i + 1), "bytesOut": 100, "decision": "allowed"}
 		if i%5 == 4 {
 			l["statusCode"], l["decision"], l["deniedBy"], l["bytesOut"] = 401, "denied", "password", 0
 		}
@@ -346,6 +346,7 @@ func TestShareLogsAndStats(t *testing.T) {
 	assert.Equal(t, "password", got[0]["deniedBy"])
 	assert.Nil(t, got[1]["deniedBy"])
 	assert.Equal(t, "curl/8", got[1]["userAgent"])
+	assert.Equal(t, "/p", got[1]["path"], "the share token never reaches the logs")
 	assert.NotEmpty(t, got[1]["edgeId"])
 	since := base.Add(200 * time.Second).Format(time.RFC3339)
 	assert.Len(t, h.must(200, "GET", "/v1/shares/"+shareID+"/logs?since="+since, h.admin, nil).list(), 5)

@@ -1,0 +1,238 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/privateconnect/pc/control"
+	"github.com/privateconnect/pc/control/webhooks"
+	"github.com/privateconnect/pc/internal/testenv"
+	"github.com/privateconnect/pc/sdk/client"
+)
+
+// hookSink is a webhook receiver that verifies signatures and keeps each
+// event once (by id).
+type hookSink struct {
+	t      *testing.T
+	srv    *httptest.Server
+	mu     sync.Mutex
+	secret string
+	seen   map[string]bool
+	events []sinkEvent
+}
+
+type sinkEvent struct {
+	Name string
+	Data map[string]any
+}
+
+func newHookSink(t *testing.T) *hookSink {
+	s := &hookSink{t: t, seen: map[string]bool{}}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if !webhooks.Verify(s.secret, b, r.Header.Get("X-Webhook-Signature")) {
+			t.Errorf("webhook signature does not verify: %s", b)
+			w.WriteHeader(401)
+			return
+		}
+		var body struct {
+			ID, Event string
+			Data      map[string]any
+		}
+		if err := json.Unmarshal(b, &body); err != nil {
+			t.Errorf("webhook body %s: %v", b, err)
+		}
+		if !s.seen[body.ID] {
+			s.seen[body.ID] = true
+			s.events = append(s.events, sinkEvent{body.Event, body.Data})
+		}
+		w.WriteHeader(204)
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+func (s *hookSink) of(name string) []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	for _, e := range s.events {
+		if e.Name == name {
+			out = append(out, e.Data)
+		}
+	}
+	return out
+}
+
+// sum adds a numeric field over the events of one kind for one share.
+func (s *hookSink) sum(name, shareID, field string) (total float64, events int) {
+	for _, d := range s.of(name) {
+		if d["shareId"] == shareID {
+			n, _ := d[field].(float64)
+			total += n
+			events++
+		}
+	}
+	return total, events
+}
+
+// TestShareMonitoringEndToEnd sends real requests through an edge to a
+// share and checks that the access logs, the statistics, the share's
+// counters, the share.accessed/denied webhooks and the control plane's
+// metrics match them exactly; and that agent, tunnel and edge events arrive
+// from where they happen.
+func TestShareMonitoringEndToEnd(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Control: func(c *control.Config) {
+		c.Webhooks = control.WebhookOptions{AllowInsecure: true, PollInterval: 20 * time.Millisecond,
+			Retries: []time.Duration{20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond},
+			ShareEventWindow: 300 * time.Millisecond, ShareEventGrace: 100 * time.Millisecond, EdgeCheckInterval: 50 * time.Millisecond}
+	}})
+	ctx := context.Background()
+	sink := newHookSink(t)
+	var all []string
+	for _, e := range webhooks.Events {
+		all = append(all, e.Name)
+	}
+	hook, err := env.Client.CreateWebhook(ctx, client.CreateWebhookRequest{URL: sink.srv.URL, Events: all})
+	require.NoError(t, err)
+	sink.mu.Lock()
+	sink.secret = hook.Secret
+	sink.mu.Unlock()
+
+	org := origin(t)
+	id, token, edges := env.ProvisionAgent("mon")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.Expose(ag, "web", org.URL)
+	sh := env.Share(svc.ID, client.CreateShareRequest{AllowedPaths: []string{"/api/**"}})
+
+	const allowed, denied = 12, 5
+	get := func(path string) (int, int) {
+		req, _ := http.NewRequest("GET", sh.ShareURL+path, nil)
+		req.Header.Set("User-Agent", "pc-e2e/1")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, len(b)
+	}
+	var bytesAllowed int
+	for i := 0; i < allowed; i++ {
+		st, n := get("/api/items")
+		require.Equal(t, 200, st)
+		bytesAllowed += n
+	}
+	time.Sleep(20 * time.Millisecond)
+	mark := time.Now().UTC()
+	time.Sleep(20 * time.Millisecond)
+	for i := 0; i < denied; i++ {
+		st, _ := get("/admin")
+		require.Equal(t, 403, st)
+	}
+
+	// Stats: exact counts once the edge has reported.
+	var stats *client.ShareStats
+	require.Eventually(t, func() bool {
+		stats, err = env.Client.ShareStats(ctx, sh.ID)
+		return err == nil && stats.Requests == allowed+denied
+	}, 10*time.Second, 20*time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // a late report would show up here
+	stats, err = env.Client.ShareStats(ctx, sh.ID)
+	require.NoError(t, err)
+	assert.EqualValues(t, allowed+denied, stats.Requests)
+	assert.EqualValues(t, allowed, stats.Allowed)
+	assert.EqualValues(t, denied, stats.Denied)
+	assert.Equal(t, map[string]int64{"200": allowed, "403": denied}, stats.ByStatus)
+	assert.EqualValues(t, bytesAllowed, stats.BytesOut)
+	assert.Greater(t, stats.P50LatencyMs, 0.0)
+	assert.GreaterOrEqual(t, stats.P99LatencyMs, stats.P50LatencyMs)
+	var byMinute []struct{ Requests int64 }
+	require.NoError(t, json.Unmarshal(stats.ByMinute, &byMinute))
+	var perMinute int64
+	for _, m := range byMinute {
+		perMinute += m.Requests
+	}
+	assert.EqualValues(t, allowed+denied, perMinute)
+
+	// Logs: every request once, newest first, through pages.
+	var logs []client.ShareLog
+	cursor := ""
+	for {
+		page, next, err := env.Client.ListShareLogs(ctx, sh.ID, client.ListOptions{Limit: 5, Cursor: cursor}, client.ShareLogFilter{})
+		require.NoError(t, err)
+		logs = append(logs, page...)
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	require.Len(t, logs, allowed+denied)
+	count := map[string]int{}
+	for i, l := range logs {
+		if i > 0 {
+			assert.False(t, l.AccessedAt.After(logs[i-1].AccessedAt), "newest first")
+		}
+		count[l.Decision+" "+l.Method+" "+l.Path]++
+		assert.Equal(t, env.Edges[0].ID, l.EdgeID)
+		assert.Equal(t, "pc-e2e/1", l.UserAgent)
+		assert.NotEmpty(t, l.IPAddress)
+		assert.NotEmpty(t, l.ID)
+		if l.Decision == "denied" {
+			assert.Equal(t, 403, l.StatusCode)
+			assert.NotEmpty(t, l.DeniedBy)
+		} else {
+			assert.Equal(t, 200, l.StatusCode)
+			assert.Empty(t, l.DeniedBy)
+		}
+	}
+	assert.Equal(t, map[string]int{"allowed GET /api/items": allowed, "denied GET /admin": denied}, count)
+	recent, _, err := env.Client.ListShareLogs(ctx, sh.ID, client.ListOptions{Limit: 100}, client.ShareLogFilter{Since: mark})
+	require.NoError(t, err)
+	assert.Len(t, recent, denied, "since")
+
+	// The share's counters count allowed requests.
+	got, err := env.Client.GetShare(ctx, sh.ID)
+	require.NoError(t, err)
+	assert.EqualValues(t, allowed, got.AccessCount)
+	require.NotNil(t, got.LastAccessedAt)
+
+	// share.accessed / share.denied: aggregated per window, counts add up.
+	require.Eventually(t, func() bool {
+		a, _ := sink.sum("share.accessed", sh.ID, "requests")
+		d, _ := sink.sum("share.denied", sh.ID, "requests")
+		return a == allowed && d == denied
+	}, 10*time.Second, 20*time.Millisecond)
+	_, n := sink.sum("share.accessed", sh.ID, "requests")
+	assert.LessOrEqual(t, n, allowed, "aggregated, not one event per request")
+	bytes, _ := sink.sum("share.accessed", sh.ID, "bytesOut")
+	assert.EqualValues(t, bytesAllowed, bytes)
+
+	// Events from where they happen.
+	for _, ev := range []string{"agent.registered", "tunnel.created", "share.created", "agent.connected", "tunnel.connected", "edge.connected"} {
+		require.Eventually(t, func() bool { return len(sink.of(ev)) > 0 }, 5*time.Second, 20*time.Millisecond, ev)
+	}
+	assert.Equal(t, id, sink.of("agent.connected")[0]["agentId"])
+	assert.Equal(t, svc.ID, sink.of("tunnel.connected")[0]["serviceId"])
+	ag.Stop()
+	for _, ev := range []string{"agent.disconnected", "tunnel.disconnected"} {
+		require.Eventually(t, func() bool { return len(sink.of(ev)) > 0 }, 10*time.Second, 20*time.Millisecond, ev)
+	}
+
+	// The control plane's metrics.
+	fams := scrapeMetrics(t, env.ControlURL()+"/metrics")
+	assert.EqualValues(t, allowed+denied, metricValue(fams, "pc_control_access_logs_total", nil))
+	assert.Equal(t, 1.0, metricValue(fams, "pc_control_online_edges", nil))
+	assert.Greater(t, metricValue(fams, "pc_control_webhook_deliveries_total", map[string]string{"status": "succeeded"}), 5.0)
+	assert.GreaterOrEqual(t, metricValue(fams, "pc_control_store_lsm_bytes", nil), 0.0)
+	assert.Contains(t, fams, "pc_control_webhook_queue_depth")
+}
