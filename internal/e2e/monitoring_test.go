@@ -95,7 +95,7 @@ func (s *hookSink) sum(name, shareID, field string) (total float64, events int) 
 func TestShareMonitoringEndToEnd(t *testing.T) {
 	env := testenv.New(t, testenv.Options{Control: func(c *control.Config) {
 		c.Webhooks = control.WebhookOptions{AllowInsecure: true, PollInterval: 20 * time.Millisecond,
-			Retries: []time.Duration{20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond},
+			Retries:          []time.Duration{20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond},
 			ShareEventWindow: 300 * time.Millisecond, ShareEventGrace: 100 * time.Millisecond, EdgeCheckInterval: 50 * time.Millisecond}
 	}})
 	ctx := context.Background()
