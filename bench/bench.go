@@ -92,7 +92,7 @@ func (o *Options) setDefaults(all bool) error {
 		o.ServerLogLevel = "warn"
 	}
 	if o.SharesBudget <= 0 {
-		o.SharesBudget = 150 * time.Second
+		o.SharesBudget = 240 * time.Second
 	}
 	if o.Stdout == nil {
 		o.Stdout = os.Stdout

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
@@ -39,11 +40,25 @@ func runPlugins(ctx context.Context, r *runner, res *Result, extra int, target f
 		if err != nil {
 			return err
 		}
-		if len(plugins) == 0 {
-			return unavailable("no plugin is installed (GET /v1/plugins is empty)")
+		// Five extra plugins whose configuration lets the benchmark's
+		// requests through (built-ins, by name).
+		byName := map[string]string{}
+		for _, p := range plugins {
+			byName[p.Name] = p.ID
 		}
-		for i := 0; i < extra; i++ {
-			req.Plugins = append(req.Plugins, client.SharePlugin{PluginID: plugins[i%len(plugins)].ID})
+		chain := []struct{ name, config string }{
+			{"allow-paths", `{"paths":["/small","/bytes"]}`},
+			{"ip-allow", `{"allow":["127.0.0.0/8","::1/128"]}`},
+			{"rate-limit", `{"limit":100000000,"windowSeconds":60}`},
+			{"headers", `{"setRequest":{"X-Bench":"1"}}`},
+			{"headers", `{"setResponse":{"X-Bench-Out":"1"}}`},
+		}
+		for _, c := range chain[:extra] {
+			id, ok := byName[c.name]
+			if !ok {
+				return unavailable("no %q plugin in GET /v1/plugins (have %v)", c.name, sortedKeys(byName))
+			}
+			req.Plugins = append(req.Plugins, client.SharePlugin{PluginID: id, Config: json.RawMessage(c.config)})
 		}
 	}
 	// Is the policy chain enforced at the edge? A path outside allowedPaths
@@ -64,6 +79,16 @@ func runPlugins(ctx context.Context, r *runner, res *Result, extra int, target f
 	}
 	if code, body, err := getStatus(e.shareURL(probe[0]) + "/small"); err != nil || code != 200 {
 		return fmt.Errorf("allowed request through the policy chain: %d %q %v", code, truncate(body, 80), err)
+	}
+	if extra > 0 {
+		// The last extra plugin sets a response header: proof the chain ran.
+		h, err := getHeader(e.shareURL(probe[0])+"/small", "X-Bench-Out")
+		if err != nil {
+			return err
+		}
+		if h != "1" {
+			return unavailable("the share's extra plugins did not run: no X-Bench-Out header from the headers plugin")
+		}
 	}
 	conns := r.conns(64)
 	hc := httpCase{wantBody: 1024}
@@ -119,4 +144,16 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// getHeader does one GET and returns a response header.
+func getHeader(url, name string) (string, error) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(url)
+	if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
+		return "", err
+	}
+	return string(resp.Header.Peek(name)), nil
 }
