@@ -393,6 +393,7 @@ func moduleError(err error, field string) error {
 			}
 		}
 	}
+	msg = strings.TrimPrefix(msg, plugins.ErrInvalidModule.Error()+": ")
 	if i := strings.IndexByte(msg, '\n'); i >= 0 {
 		msg = msg[:i]
 	}

@@ -254,7 +254,7 @@ func validateConfig(ctx context.Context, h *plugins.Host, id string, cfg []byte)
 	case err == nil:
 		return "", nil
 	case errors.Is(err, plugins.ErrInvalidConfig):
-		return strings.TrimPrefix(err.Error(), plugins.ErrInvalidConfig.Error()+": "), nil
+		return "refused by the plugin: " + strings.TrimPrefix(err.Error(), plugins.ErrInvalidConfig.Error()+": "), nil
 	case errors.Is(err, plugins.ErrNoInstance), errors.Is(err, plugins.ErrClosed), errors.Is(err, plugins.ErrNotLoaded):
 		return "", pluginHostError(err)
 	case errors.As(err, &pe):
