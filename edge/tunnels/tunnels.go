@@ -259,14 +259,30 @@ func (r *Registry) serve(s *Session) {
 }
 
 // acceptAgentStreams serves streams the agent opens: reach requests to
-// another agent's service of the same workspace.
+// another agent's service of the same workspace. They count against the
+// agent's stream cap like the streams the edge opens: over it, a stream is
+// closed at once, so an agent cannot make the edge hold unbounded streams
+// and goroutines.
 func (r *Registry) acceptAgentStreams(s *Session) {
 	for {
 		st, err := s.sess.AcceptStream()
 		if err != nil {
 			return
 		}
-		go r.serveReach(s, st)
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			st.Close()
+			continue
+		}
+		s.streams.Add(1)
+		go func() {
+			defer func() {
+				s.streams.Add(-1)
+				<-s.sem
+			}()
+			r.serveReach(s, st)
+		}()
 	}
 }
 
