@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"strings"
@@ -183,7 +184,20 @@ func (pl *plugin) run(config []byte, req *Request, d *Decision) bool {
 		return false
 	}
 	in.begin(req, config, h.configID(pl.id, config))
-	err = in.call(in.handle, pl.budget, true)
+	// Trusted (built-in) guests cannot spin: they skip the execution slots
+	// that keep a P free for the watchdog, so they run on every core.
+	err = in.call(in.handle, pl.budget, !p.trusted)
+	if errors.Is(err, ErrNoInstance) {
+		// No execution slot in time: the guest never ran, the instance is
+		// intact. Busy, not broken: 503 without a breaker strike.
+		p.release(in)
+		pl.breaker.abort()
+		if pl.opts.FailOpen {
+			return true
+		}
+		d.fail(503, &PluginError{PluginID: pl.id, Kind: ErrNoInstance})
+		return false
+	}
 	code := int32(in.stack[0])
 	if err == nil && code != abi.DecisionAllow && code != abi.DecisionRespond {
 		detail := string(in.errMsg)
