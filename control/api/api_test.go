@@ -298,7 +298,7 @@ func TestSharesLifecycle(t *testing.T) {
 	})
 	d := r.data()
 	token := d["token"].(string)
-	assert.GreaterOrEqual(t, len(token), 22, "≥128 bits base64url")
+	assert.Regexp(t, `^[a-z2-7]{32}$`, token, "160 bits, lowercase base32: URL-safe and a DNS label")
 	assert.NotContains(t, token, "=")
 	assert.Equal(t, "http://127.0.0.1:8080/shared/"+token, d["shareUrl"])
 	assert.Equal(t, []any{"GET", "POST"}, d["allowedMethods"])

@@ -2,7 +2,7 @@ package api
 
 import (
 	"crypto/rand"
-	"encoding/base64"
+	"encoding/base32"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -147,11 +147,16 @@ func (req *shareRequest) apply(sh *store.Share, now time.Time, create bool) erro
 	return v.err()
 }
 
-// newShareToken returns 192 random bits, base64url.
+// shareTokenEncoding is lowercase base32 without padding: every character
+// is in the base64url alphabet (URL-safe), and the token is also a valid,
+// case-insensitive DNS label, so `<token>.<share domain>` works.
+var shareTokenEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newShareToken returns 160 random bits as 32 lowercase base32 characters.
 func newShareToken() string {
-	b := make([]byte, 24)
+	b := make([]byte, 20)
 	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
+	return shareTokenEncoding.EncodeToString(b)
 }
 
 func (a *API) createShare(c *call) (any, error) {

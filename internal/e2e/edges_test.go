@@ -110,7 +110,7 @@ func TestSeveralEdges(t *testing.T) {
 }
 
 // TestPublicServiceAndHostRouting: a public service answers at
-// <subdomain>.<public domain>.
+// <subdomain>.<public domain> and a share at <token>.<share domain>.
 func TestPublicServiceAndHostRouting(t *testing.T) {
 	env := testenv.New(t, testenv.Options{Control: func(c *control.Config) {
 		c.PublicDomain, c.ShareDomain = "apps.example.test", "share.example.test"
@@ -138,6 +138,14 @@ func TestPublicServiceAndHostRouting(t *testing.T) {
 	require.Equal(t, "hello from origin: GET /pub", body)
 	code, _ = hostGet("other.apps.example.test", "/")
 	require.Equal(t, 404, code)
+
+	// A share at <token>.<share domain>, whatever the case of the host.
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	code, body = hostGet(sh.Token+".share.example.test", "/via-host")
+	require.Equal(t, 200, code, body)
+	require.Equal(t, "hello from origin: GET /via-host", body)
+	code, _ = hostGet(strings.ToUpper(sh.Token)+".Share.Example.Test", "/")
+	require.Equal(t, 200, code)
 
 	// Turning public off takes the host away.
 	_, err = env.Client.SetServicePublic(context.Background(), svc.ID, client.PublicRequest{IsPublic: false})
