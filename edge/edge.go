@@ -167,7 +167,8 @@ func New(cfg Config) (*Server, error) {
 			cacheDir = filepath.Join(cfg.DataDir, "plugins")
 		}
 		eng, err := policy.New(context.Background(), policy.Config{CacheDir: cacheDir,
-			Fetch: s.sync.FetchPlugin, Logger: cfg.Logger.With("component", "policy"), PoolSize: cfg.PluginPoolSize})
+			Fetch: s.sync.FetchPlugin, Logger: cfg.Logger.With("component", "policy"), PoolSize: cfg.PluginPoolSize,
+			OnFailure: s.reporter.pluginFailed})
 		if err != nil {
 			return nil, err
 		}

@@ -22,6 +22,7 @@ type reporter struct {
 	events  []config.AgentEvent
 	logs    []config.AccessLog
 	results []config.CommandDone
+	fails   map[[2]string]*config.PluginFailure
 	dropped atomic.Int64
 	kick    chan struct{}
 }
@@ -43,6 +44,32 @@ func (r *reporter) event(e config.AgentEvent) {
 	case r.kick <- struct{}{}:
 	default:
 	}
+}
+
+// pluginFailed aggregates a plugin failure per plugin and share until the
+// next report (webhook plugin.failed).
+func (r *reporter) pluginFailed(pluginID, shareID string, err error) {
+	msg := "plugin failed"
+	if err != nil {
+		msg = err.Error()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fails == nil {
+		r.fails = map[[2]string]*config.PluginFailure{}
+	}
+	k := [2]string{pluginID, shareID}
+	f := r.fails[k]
+	if f == nil {
+		if len(r.fails) >= 1000 {
+			return
+		}
+		f = &config.PluginFailure{PluginID: pluginID, ShareID: shareID}
+		r.fails[k] = f
+	}
+	f.Count++
+	f.Error = msg
+	f.At = time.Now().UTC()
 }
 
 // commandDone queues a command result and asks for a prompt report.
@@ -90,11 +117,16 @@ func (r *reporter) flush(ctx context.Context) {
 	r.mu.Lock()
 	events, logs, results := r.events, r.logs, r.results
 	r.events, r.logs, r.results = nil, nil, nil
+	var fails []config.PluginFailure
+	for _, f := range r.fails {
+		fails = append(fails, *f)
+	}
+	r.fails = nil
 	r.mu.Unlock()
 	t := r.s.sync.Table()
 	rep := &config.Report{EdgeVersion: Version, ConfigEpoch: t.Epoch, ConfigVersion: t.Version,
 		Agents: r.s.registry.Connected(), Events: events, AccessLogs: logs, Dropped: r.dropped.Swap(0),
-		Connections: r.s.conns.list(), CommandResult: results}
+		Connections: r.s.conns.list(), CommandResult: results, PluginFailures: fails}
 	if err := r.s.sync.Report(ctx, rep); err != nil {
 		r.s.log.Debug("report failed", "err", err)
 		r.mu.Lock()

@@ -37,6 +37,9 @@ type Config struct {
 	// PoolSize is the number of pre-warmed instances per module (default:
 	// the host's default).
 	PoolSize int
+	// OnFailure is told of every failed plugin call (plugin.failed); it
+	// must not block.
+	OnFailure func(pluginID, shareID string, err error)
 }
 
 // Engine evaluates share policies.
@@ -292,6 +295,9 @@ func (e *Engine) Check(ctx *fasthttp.RequestCtx, sh *routes.Share, path []byte, 
 			Headers: append([][2]string(nil), d.SetResponseHeaders...), DeniedBy: d.PluginID}
 	default:
 		e.log.Warn("plugin failed; request refused (fail closed)", "plugin", d.PluginID, "share", sh.ID, "err", d.Err)
+		if e.cfg.OnFailure != nil {
+			e.cfg.OnFailure(d.PluginID, sh.ID, d.Err)
+		}
 		status := d.Status
 		if status == 0 {
 			status = fasthttp.StatusInternalServerError
