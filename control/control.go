@@ -79,7 +79,8 @@ type Config struct {
 	// Hooks are optional callbacks (events, access logs, agent inbox).
 	Hooks Hooks
 	// Webhooks configures webhook delivery: AllowInsecure (accept http://
-	// URLs), Retries (default 1m, 5m, 25m, 2h, 10h), Timeout (10 s),
+	// URLs), AllowPrivate (let webhooks reach loopback, private and
+	// link-local addresses), Retries (default 1m, 5m, 25m, 2h, 10h), Timeout (10 s),
 	// concurrency, the share.accessed window (1 min). Without SecretKey the
 	// key sealing webhook secrets is <DataDir>/webhook.key (created 0600).
 	Webhooks WebhookOptions

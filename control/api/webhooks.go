@@ -111,6 +111,11 @@ func (a *API) agentEventTx(tx store.Tx, ev store.AuditEvent) error {
 	if err := a.emit(tx, ev.WorkspaceID, agentEv, map[string]any{"agentId": ev.AgentID, "edgeId": ev.EdgeID, "ipAddress": ev.IP}); err != nil {
 		return err
 	}
+	if a.opts.Hooks.Event == nil { // nobody else observes events: list services only when a webhook wants them
+		if ok, err := a.webhooks.Wants(tx, ev.WorkspaceID, tunnelEv); err != nil || !ok {
+			return err
+		}
+	}
 	svcs, _, err := store.ListServices(tx, ev.WorkspaceID, "", 0, func(s *store.Service) bool { return s.AgentID == ev.AgentID })
 	if err != nil {
 		return err

@@ -76,7 +76,7 @@ func (r *hookReceiver) byEvent(name string) []map[string]any {
 }
 
 func fastHooks(c *control.Config) {
-	c.Webhooks = control.WebhookOptions{AllowInsecure: true, Retries: []time.Duration{10 * time.Millisecond, 20 * time.Millisecond},
+	c.Webhooks = control.WebhookOptions{AllowInsecure: true, AllowPrivate: true, Retries: []time.Duration{10 * time.Millisecond, 20 * time.Millisecond},
 		Timeout: 2 * time.Second, PollInterval: 10 * time.Millisecond, ShareEventWindow: 200 * time.Millisecond,
 		ShareEventGrace: 20 * time.Millisecond, EdgeCheckInterval: 20 * time.Millisecond, EdgeOfflineGrace: time.Millisecond}
 }
@@ -208,12 +208,18 @@ func TestWebhookRoutes(t *testing.T) {
 	h.assertError(h.req("DELETE", "/v1/webhooks/"+id, h.admin, nil), 404)
 }
 
-// TestWebhookInsecureURLs: http:// is refused unless the server allows it.
+// TestWebhookInsecureURLs: http:// and private addresses are refused unless
+// the server allows them.
 func TestWebhookInsecureURLs(t *testing.T) {
 	h := newHarness(t)
-	r := h.req("POST", "/v1/webhooks", h.admin, map[string]any{"url": "http://127.0.0.1:9/x", "events": []string{"share.created"}})
+	r := h.req("POST", "/v1/webhooks", h.admin, map[string]any{"url": "http://hooks.example.com/x", "events": []string{"share.created"}})
 	h.assertError(r, 400)
 	assert.Contains(t, r.Body["message"], "https")
+	for _, u := range []string{"https://127.0.0.1/x", "https://[::1]:8443/x", "https://10.1.2.3/x", "https://169.254.169.254/latest", "https://localhost/x"} {
+		r := h.req("POST", "/v1/webhooks", h.admin, map[string]any{"url": u, "events": []string{"share.created"}})
+		h.assertError(r, 400)
+		assert.Contains(t, r.Body["message"], "private", u)
+	}
 	h.must(201, "POST", "/v1/webhooks", h.admin, map[string]any{"url": "https://hooks.example.com/x", "events": []string{"share.created"}})
 }
 
@@ -266,24 +272,23 @@ func TestWebhookEventSources(t *testing.T) {
 	report(map[string]any{"agents": []string{}, "events": []map[string]any{{"agentId": agentID, "event": "DISCONNECTED", "at": time.Now()}}})
 	h.must(200, "DELETE", "/v1/services/"+svcID, h.admin, nil) // tunnel.deleted + share.revoked
 	h.must(200, "DELETE", "/v1/agents/"+agentID, h.admin, nil)
+	require.Eventually(t, func() bool { return len(rcv.byEvent("edge.connected")) == 1 }, 5*time.Second, 10*time.Millisecond)
 	h.must(200, "DELETE", "/v1/edges/"+edgeID, h.admin, nil)
 
-	require.Eventually(t, func() bool {
-		for _, e := range all {
-			if e != "edge.disconnected" && len(rcv.byEvent(e)) == 0 {
-				return false
-			}
-		}
-		return true
-	}, 10*time.Second, 20*time.Millisecond, "missing events: %v", func() []string {
+	missing := func() []string {
 		var miss []string
 		for _, e := range all {
-			if len(rcv.byEvent(e)) == 0 {
+			if e != "edge.disconnected" && len(rcv.byEvent(e)) == 0 {
 				miss = append(miss, e)
 			}
 		}
 		return miss
-	})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(missing()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.Empty(t, missing(), "events that never arrived")
 	acc := rcv.byEvent("share.accessed")
 	require.Len(t, acc, 1)
 	assert.Equal(t, float64(2), acc[0]["requests"])

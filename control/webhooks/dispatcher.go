@@ -63,9 +63,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -82,6 +84,11 @@ type Options struct {
 	Logger *slog.Logger
 	// AllowInsecure accepts http:// webhook URLs (default: https only).
 	AllowInsecure bool
+	// AllowPrivate lets deliveries reach loopback, private (RFC 1918,
+	// fc00::/7), link-local and unspecified addresses. Off by default, so
+	// that the admin of a tenant cannot make the control plane call into its
+	// own network (checked when connecting, after DNS resolution).
+	AllowPrivate bool
 	// Retries are the delays between attempts (default DefaultRetries); a
 	// delivery is failed after len(Retries)+1 attempts.
 	Retries []time.Duration
@@ -198,9 +205,21 @@ func New(kv store.KV, opts Options) (*Dispatcher, error) {
 	}
 	tr := opts.Transport
 	if tr == nil {
+		dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+		if !opts.AllowPrivate {
+			dialer.Control = func(_, address string, _ syscall.RawConn) error {
+				host, _, err := net.SplitHostPort(address)
+				if err != nil {
+					return err
+				}
+				if ip, err := netip.ParseAddr(host); err == nil && privateAddr(ip) {
+					return fmt.Errorf("%w: %s", ErrPrivateAddress, ip)
+				}
+				return nil
+			}
+		}
 		tr = &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			DialContext:           dialer.DialContext,
 			MaxIdleConnsPerHost:   opts.PerWebhook,
 			IdleConnTimeout:       60 * time.Second,
 			TLSHandshakeTimeout:   5 * time.Second,
@@ -262,6 +281,8 @@ func (d *Dispatcher) CheckURL(raw string) string {
 		return "must be an absolute http(s) URL of at most 2048 characters"
 	case u.Fragment != "":
 		return "must not have a fragment"
+	case !d.opts.AllowPrivate && privateHost(u.Hostname()):
+		return "must not point to a loopback, private or link-local address (this server does not allow private webhooks)"
 	case u.Scheme == "https":
 		return ""
 	case u.Scheme == "http" && d.opts.AllowInsecure:
@@ -271,6 +292,26 @@ func (d *Dispatcher) CheckURL(raw string) string {
 	default:
 		return "must be an http or https URL"
 	}
+}
+
+// ErrPrivateAddress refuses a delivery to a private address (see
+// Options.AllowPrivate).
+var ErrPrivateAddress = errors.New("webhooks: the destination is a private address")
+
+func privateAddr(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast()
+}
+
+// privateHost reports whether a URL host is a private IP literal or a
+// loopback name (names are checked again when connecting).
+func privateHost(h string) bool {
+	if ip, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
+		return privateAddr(ip)
+	}
+	h = strings.ToLower(strings.TrimSuffix(h, "."))
+	return h == "localhost" || strings.HasSuffix(h, ".localhost")
 }
 
 // Seal seals a webhook's secret for storage; Open opens it.
@@ -321,6 +362,13 @@ func (d *Dispatcher) Enqueue(tx store.Tx, workspaceID, event string, data any) e
 		d.Kick()
 	})
 	return nil
+}
+
+// Wants reports whether an active webhook of the workspace subscribes to
+// event, so that callers can skip building costly event data.
+func (d *Dispatcher) Wants(tx store.Tx, workspaceID, event string) (bool, error) {
+	hooks, _, err := store.ListWebhooks(tx, workspaceID, "", 1, func(w *store.Webhook) bool { return w.IsActive && w.Subscribed(event) })
+	return len(hooks) > 0, err
 }
 
 // EnqueueAll enqueues a platform-level event (edges) in every workspace.

@@ -92,7 +92,7 @@ func (r *receiver) distinct() int {
 }
 
 func fastOptions() Options {
-	return Options{AllowInsecure: true, Retries: []time.Duration{20 * time.Millisecond, 40 * time.Millisecond},
+	return Options{AllowInsecure: true, AllowPrivate: true, Retries: []time.Duration{20 * time.Millisecond, 40 * time.Millisecond},
 		Timeout: time.Second, PollInterval: 20 * time.Millisecond, ShareEventWindow: 100 * time.Millisecond,
 		ShareEventGrace: 20 * time.Millisecond}
 }
@@ -315,8 +315,32 @@ func TestCheckURL(t *testing.T) {
 	require.NotEmpty(t, d.CheckURL("ftp://example.com"))
 	require.NotEmpty(t, d.CheckURL("/relative"))
 	require.NotEmpty(t, d.CheckURL("https://example.com/#frag"))
-	d.opts.AllowInsecure = true
+	require.Contains(t, d.CheckURL("https://127.0.0.1/x"), "private")
+	require.Contains(t, d.CheckURL("https://192.168.1.10/x"), "private")
+	require.Contains(t, d.CheckURL("https://[fd00::1]/x"), "private")
+	require.Contains(t, d.CheckURL("https://LOCALHOST./x"), "private")
+	require.Empty(t, d.CheckURL("https://8.8.8.8/x"))
+	d.opts.AllowInsecure, d.opts.AllowPrivate = true, true
 	require.Empty(t, d.CheckURL("http://127.0.0.1:9/x"))
+}
+
+// TestPrivateAddressesRefusedAtDial: without AllowPrivate a name that
+// resolves to a private address is refused when connecting (DNS cannot
+// bypass the URL check).
+func TestPrivateAddressesRefusedAtDial(t *testing.T) {
+	kv := store.WithCommitHooks(memstore.New())
+	o := fastOptions()
+	o.AllowPrivate = false
+	d := newDispatcher(t, kv, o)
+	r := newReceiver(t)
+	_, port, _ := strings.Cut(r.srv.Listener.Addr().String(), ":")
+	w := &store.Webhook{ID: "w", WorkspaceID: "ws", URL: "http://localhost:" + port + "/x", IsActive: true}
+	w.Secret = d.Seal(w.ID, "s")
+	res, err := d.Test(context.Background(), w)
+	require.NoError(t, err)
+	require.False(t, res.Delivered)
+	require.Contains(t, res.Error, "private address")
+	require.Zero(t, r.calls.Load())
 }
 
 func TestShareWindowEvents(t *testing.T) {

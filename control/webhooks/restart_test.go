@@ -141,7 +141,7 @@ func startCP(t *testing.T, dir, key string, mod func(*control.Config)) (*cp, str
 	t.Helper()
 	cfg := control.Config{Listen: "127.0.0.1:0", DataDir: dir,
 		RateLimits: control.RateLimits{PublicPerMin: 1e6, AuthenticatedPerMin: 1e6},
-		Webhooks: control.WebhookOptions{AllowInsecure: true, Timeout: time.Second, PollInterval: 20 * time.Millisecond,
+		Webhooks: control.WebhookOptions{AllowInsecure: true, AllowPrivate: true, Timeout: time.Second, PollInterval: 20 * time.Millisecond,
 			Retries: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond,
 				100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond,
 				100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond,

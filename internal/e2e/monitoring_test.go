@@ -99,7 +99,7 @@ func (s *hookSink) sum(name, shareID, field string) (total float64, events int) 
 // from where they happen.
 func TestShareMonitoringEndToEnd(t *testing.T) {
 	env := testenv.New(t, testenv.Options{Control: func(c *control.Config) {
-		c.Webhooks = control.WebhookOptions{AllowInsecure: true, PollInterval: 20 * time.Millisecond,
+		c.Webhooks = control.WebhookOptions{AllowInsecure: true, AllowPrivate: true, PollInterval: 20 * time.Millisecond,
 			Retries:          []time.Duration{20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond},
 			ShareEventWindow: 300 * time.Millisecond, ShareEventGrace: 100 * time.Millisecond, EdgeCheckInterval: 50 * time.Millisecond}
 	}})
