@@ -1,7 +1,7 @@
 // Package control is the control plane: the /v1 REST API on Badger storage
 // and the config push to edge nodes. It wires its subpackages: store (domain
 // and storage), api (HTTP handlers), push (config versions, edge streams and
-// reports).
+// reports), webhooks (the durable webhook outbox and its delivery worker).
 //
 //	srv, err := control.New(control.Config{Listen: "127.0.0.1:3001", DataDir: "./data"})
 //	key, created := srv.BootstrapAdminKey()

@@ -53,9 +53,27 @@
 // the handler waits up to 30 s (503 when the agent is offline, 504 when it
 // does not answer). Results are kept 30 days as the service's diagnostic
 // history; a diagnose result sets the service's status, and a change between
-// healthy (ok) and not emits service.healthy / service.unhealthy through
-// Hooks.Event. Health monitoring schedules a diagnose command every
+// healthy (ok) and not raises service.healthy / service.unhealthy (see
+// Webhooks). Health monitoring schedules a diagnose command every
 // intervalSeconds for services with it enabled whose agent is online.
+//
+// # Webhooks and share monitoring
+//
+// Every event is raised with [API.emit] inside the store transaction of the
+// change that caused it: the webhook outbox (package control/webhooks)
+// writes the event's deliveries in that transaction, so an event exists
+// exactly when its change committed, before the call returns; Hooks.Event
+// observes it after the commit. Mutations raise tunnel.created/deleted,
+// share.created/revoked (also for shares revoked with their service or
+// agent), agent.registered (first registration) and agent.deleted; edge
+// reports raise agent.connected/disconnected and tunnel.connected/
+// disconnected (push.ReportHooks.AgentEventTx, in the report's
+// transaction), plugin.failed (Report.PluginFailures) and, through the
+// access logs they carry, share.accessed/denied (aggregated per share per
+// minute); health results raise service.healthy/unhealthy; the outbox's
+// edge watcher raises edge.connected/disconnected. Access logs are stored
+// with a TTL together with per-minute statistics (sharelogs.go) before the
+// report is answered. See webhooks.go and docs/monitoring.md.
 //
 // # OpenAPI, docs, metrics
 //
