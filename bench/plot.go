@@ -132,7 +132,11 @@ func (rep *Report) WritePlot(w io.Writer) {
 	}
 	d.f(`<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#cf222e" stroke-dasharray="4 3"/>`, xr(0.5), top, xr(0.5), bottom)
 	d.text(xr(0.5)+3, top-4, "start", `font-size="10" fill="#cf222e"`, "0.50 target (HTTP)")
-	d.y = bottom + 50
+	d.f(`<rect x="%.1f" y="%.1f" width="10" height="10" fill="%s"/>`, plotX0, bottom+24, colSystem)
+	d.text(plotX0+14, bottom+33, "start", `font-size="11"`, "meets its target")
+	d.f(`<rect x="%.1f" y="%.1f" width="10" height="10" fill="%s"/>`, plotX0+130, bottom+24, colWarn)
+	d.text(plotX0+144, bottom+33, "start", `font-size="11"`, "below its target (see the table for which)")
+	d.y = bottom + 60
 
 	// Panel 2.
 	if len(withLat) > 0 {
@@ -193,7 +197,7 @@ func (rep *Report) WritePlot(w io.Writer) {
 
 	// Panel 3.
 	if len(withSeries) > 0 {
-		d.text(20, d.y, "start", `font-size="16" font-weight="bold"`, "Over time (system phase, per second): throughput (blue) and mean latency (orange), relative to direct")
+		d.text(20, d.y, "start", `font-size="16" font-weight="bold"`, "Over time (system phase, per second): throughput (blue) and mean latency (orange); each box scaled to its own maximum")
 		d.y += 14
 		cellW, cellH := 250.0, 70.0
 		perRow := 4
@@ -226,6 +230,10 @@ func (rep *Report) WritePlot(w io.Writer) {
 			}
 			spark(r.System.Series, base, colSystem)
 			spark(r.System.LatencySeries, latBase, "#e36209")
+			if base > 0 && latBase > 0 {
+				d.text(cx+cellW, cy+12, "end", `font-size="10" fill="#555"`,
+					fmt.Sprintf("throughput %.2f×, mean latency %.1f×", mean(r.System.Series)/base, mean(r.System.LatencySeries)/latBase))
+			}
 		}
 		d.y += float64((len(withSeries)+perRow-1)/perRow)*(cellH+36) + 20
 	}

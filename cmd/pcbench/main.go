@@ -50,7 +50,7 @@ func rootCmd(stdout, stderr io.Writer) *cobra.Command {
 		SilenceErrors:     true,
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 	}
-	root.AddCommand(runCmd(stdout, stderr), allCmd(stdout, stderr), scenariosCmd(stdout), originCmd(stdout), agentsCmd(stdout))
+	root.AddCommand(runCmd(stdout, stderr), allCmd(stdout, stderr), scenariosCmd(stdout), reportCmd(stdout), originCmd(stdout), agentsCmd(stdout))
 	return root
 }
 
@@ -140,6 +140,38 @@ func scenariosCmd(stdout io.Writer) *cobra.Command {
 			return tw.Flush()
 		},
 	}
+}
+
+// reportCmd renders a saved JSON report again.
+func reportCmd(stdout io.Writer) *cobra.Command {
+	var plot, markdown string
+	cmd := &cobra.Command{
+		Use:     "report FILE.json",
+		Short:   "Print the table of a saved run, and redraw its chart or markdown",
+		Example: "  pcbench report bench/results/reference.json --plot bench/results/reference.svg",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			rep, err := bench.ReadJSONFile(args[0])
+			if err != nil {
+				return err
+			}
+			if err := rep.WriteTable(stdout); err != nil {
+				return err
+			}
+			if plot != "" {
+				if err := rep.WritePlotFile(plot); err != nil {
+					return err
+				}
+			}
+			if markdown != "" {
+				return rep.WriteMarkdownFile(markdown)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&plot, "plot", "", "write the chart to FILE.svg or FILE.png")
+	cmd.Flags().StringVar(&markdown, "markdown", "", "write the markdown table to FILE")
+	return cmd
 }
 
 // originCmd is the benchmark origin, run by pcbench itself as a separate
