@@ -415,11 +415,10 @@ func (e *Env) shareURL(s *client.Share) string {
 	return "http://" + e.EdgeHTTP + "/shared/" + s.Token
 }
 
-// detectShareLimit finds the edge's per-share request limit. The edge drops
-// the X-RateLimit-* headers from forwarded responses (they are overwritten
-// by the upstream's headers), so the limit is read from the 429 a burst of
-// requests on a throw-away share provokes. No 429 within the burst means no
-// limit that matters at benchmark rates.
+// detectShareLimit finds the edge's per-share request limit from the 429 a
+// burst of requests on a throw-away share provokes (early edges dropped the
+// X-RateLimit-* headers from forwarded responses, so a 200 is not enough).
+// No 429 within the burst means no limit that matters at benchmark rates.
 func (e *Env) detectShareLimit(ctx context.Context, url string) error {
 	if code, body, err := getStatus(url); err != nil || code != 200 {
 		if err == nil {
