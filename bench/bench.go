@@ -81,7 +81,7 @@ func (o *Options) setDefaults(all bool) error {
 	if o.Duration <= 0 {
 		switch {
 		case o.Quick:
-			o.Duration = time.Second
+			o.Duration = 500 * time.Millisecond
 		case all:
 			o.Duration = 5 * time.Second
 		default:

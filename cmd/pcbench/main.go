@@ -56,7 +56,7 @@ func rootCmd(stdout, stderr io.Writer) *cobra.Command {
 
 func addRunFlags(cmd *cobra.Command, o *bench.Options) {
 	fs := cmd.Flags()
-	fs.DurationVar(&o.Duration, "duration", 0, "measured time of each phase (default 10s for run, 5s for all, 1s with --quick)")
+	fs.DurationVar(&o.Duration, "duration", 0, "measured time of each phase (default 10s for run, 5s for all, 500ms with --quick)")
 	fs.IntVar(&o.Connections, "connections", 0, "concurrent connections (default: the scenario's, e.g. 64 for http-small)")
 	fs.Float64Var(&o.Rate, "rate", 0, "open loop: requests per second over all connections, latency from the intended send time (default: closed loop)")
 	fs.StringVar(&o.JSONFile, "json", "", "write the results as JSON to FILE")
@@ -67,7 +67,7 @@ func addRunFlags(cmd *cobra.Command, o *bench.Options) {
 	fs.StringArrayVar(&o.SystemArgs, "system-arg", nil, "extra argument for every pcd command (repeatable)")
 	fs.StringVar(&o.Target, "target", "", "URL of a running deployment to load instead of starting the system (comma-separated: requests rotate over them, all on one host)")
 	fs.StringVar(&o.Direct, "direct", "", "with --target: the same service's direct URL, as the baseline")
-	fs.BoolVar(&o.Quick, "quick", false, "tiny run: 1 s phases, few connections, small sizes (a smoke test)")
+	fs.BoolVar(&o.Quick, "quick", false, "tiny run: 0.5 s phases, few connections, small sizes (a smoke test)")
 	fs.IntVar(&o.IdleAgents, "idle-agents", 0, "agents in idle-agents (default 10000; 20 with --quick)")
 	fs.IntVar(&o.Shares, "shares", 0, "shares in shares-100k (default 100000; 300 with --quick)")
 	fs.DurationVar(&o.SharesBudget, "shares-budget", 240*time.Second, "time allowed to create the shares of shares-100k through the API")
