@@ -18,6 +18,7 @@ import (
 
 type controlFlags struct {
 	listen, data, publicURL, shareDomain, publicDomain, tcpPorts string
+	shareRate, keyRate, publicRate                               int
 }
 
 func (f *controlFlags) register(cmd *cobra.Command, withListen bool) {
@@ -30,6 +31,9 @@ func (f *controlFlags) register(cmd *cobra.Command, withListen bool) {
 	fs.StringVar(&f.shareDomain, "share-domain", "", "domain for host-based share links: <token>.<domain>")
 	fs.StringVar(&f.publicDomain, "public-domain", "", "domain of public services: <subdomain>.<domain>")
 	fs.StringVar(&f.tcpPorts, "tcp-ports", "23000-23999", "edge TCP tunnel port range")
+	fs.IntVar(&f.shareRate, "share-rate-limit", 0, "requests per minute per share link on the edges (0: default 5000, -1: no limit)")
+	fs.IntVar(&f.keyRate, "api-rate-limit", 0, "API requests per minute per API key (0: default 1000, -1: no limit)")
+	fs.IntVar(&f.publicRate, "public-rate-limit", 0, "public API requests per minute per client IP (0: default 100, -1: no limit)")
 }
 
 func (f *controlFlags) config(c *common) (control.Config, error) {
@@ -38,7 +42,8 @@ func (f *controlFlags) config(c *common) (control.Config, error) {
 		return control.Config{}, err
 	}
 	return control.Config{Listen: f.listen, DataDir: f.data, Version: version, PublicShareBaseURL: f.publicURL,
-		ShareDomain: f.shareDomain, PublicDomain: f.publicDomain, TCPPortMin: lo, TCPPortMax: hi}, nil
+		ShareDomain: f.shareDomain, PublicDomain: f.publicDomain, TCPPortMin: lo, TCPPortMax: hi,
+		RateLimits: control.RateLimits{SharePerMin: f.shareRate, AuthenticatedPerMin: f.keyRate, PublicPerMin: f.publicRate}}, nil
 }
 
 func controlCmd(c *common) *cobra.Command {

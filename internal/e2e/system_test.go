@@ -230,3 +230,41 @@ func TestEdgeServesFromSnapshotWhileControlDown(t *testing.T) {
 	require.NoError(t, env.Client.RevokeShare(context.Background(), sh.ID))
 	eventuallyStatus(t, sh.ShareURL+"/", 410, 5*time.Second)
 }
+
+// TestSSEStopsWhenTheVisitorLeaves: an endless response stops at the
+// service as soon as the visitor goes away (nothing streams into the void).
+func TestSSEStopsWhenTheVisitorLeaves(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	ended := make(chan struct{}, 1)
+	org := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		defer func() { ended <- struct{}{} }()
+		for i := 0; ; i++ {
+			if _, err := fmt.Fprintf(w, "data: %d\n\n", i); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}))
+	defer org.Close()
+	id, token, edges := env.ProvisionAgent("a")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.Expose(ag, "web", org.URL)
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	resp, err := http.Get(sh.ShareURL + "/events")
+	require.NoError(t, err)
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "data: 0\n", line)
+	resp.Body.Close()
+	select {
+	case <-ended:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the service kept streaming after the visitor left")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 )
 
 // closeWriter is implemented by *net.TCPConn, *tls.Conn and *smux.Stream.
@@ -52,3 +53,54 @@ func copyHalf(dst, src net.Conn) int64 {
 // onlyReader hides WriterTo/ReaderFrom so CopyBuffer uses our pooled buffer
 // rather than allocating one per call.
 type onlyReader struct{ io.Reader }
+
+// PipeClose copies a→b and b→a until either side ends, then closes both:
+// the end of one direction ends the exchange. It suits protocols without
+// half-close, such as an HTTP/1.1 connection carried by a tunnel stream:
+// when the edge drops the stream (the visitor left), the connection to the
+// service is closed at once instead of streaming into the void.
+func PipeClose(a, b net.Conn) (aToB, bToA int64) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		bToA = copyAll(a, b)
+		a.Close()
+		b.Close()
+	}()
+	aToB = copyAll(b, a)
+	a.Close()
+	b.Close()
+	wg.Wait()
+	return aToB, bToA
+}
+
+func copyAll(dst, src net.Conn) int64 {
+	bp := copyBufPool.Get().(*[]byte)
+	n, _ := io.CopyBuffer(dst, onlyReader{src}, *bp)
+	copyBufPool.Put(bp)
+	return n
+}
+
+// StallTimeout wraps c so that a write making no progress for d fails: a
+// peer that stopped reading (or is gone without a word) cannot pin the
+// copy forever.
+func StallTimeout(c net.Conn, d time.Duration) net.Conn { return &stallConn{Conn: c, d: d} }
+
+type stallConn struct {
+	net.Conn
+	d time.Duration
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.d))
+	return c.Conn.Write(p)
+}
+
+// CloseWrite forwards half-close.
+func (c *stallConn) CloseWrite() error {
+	if cw, ok := c.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}

@@ -157,13 +157,23 @@ func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tu
 		st.Close()
 		return
 	}
-	var src net.Conn = st
+	// A write to the edge that makes no progress for two minutes means
+	// nobody reads the stream any more: give up rather than hold the target.
+	var src net.Conn = tunnel.StallTimeout(st, 2*time.Minute)
 	if br.Buffered() > 0 {
-		src = &bufferedConn{Conn: st, r: br}
+		src = &bufferedConn{Conn: src, r: br}
 	}
 	a.counters.streams.Add(1)
 	a.counters.served.Add(1)
-	in, out := tunnel.Pipe(src, conn)
+	var in, out int64
+	if h.Kind == tunnel.KindHTTP {
+		// HTTP streams carry no half-close: the edge closing the stream
+		// means the visitor is gone, so drop the service connection too
+		// (an endless SSE response stops at once).
+		in, out = tunnel.PipeClose(src, conn)
+	} else {
+		in, out = tunnel.Pipe(src, conn)
+	}
 	a.counters.streams.Add(-1)
 	a.counters.bytesIn.Add(uint64(in))
 	a.counters.bytesOut.Add(uint64(out))
