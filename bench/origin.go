@@ -66,8 +66,10 @@ func (r *patternReader) Read(p []byte) (int, error) {
 // Origin is the benchmark's private service.
 type Origin struct {
 	Addrs OriginAddrs
-	// sseActive counts event streams still being written (GET /stats).
+	// sseActive counts event streams still being written (GET /stats);
+	// GET /stats?abortSSE=1 bumps sseEpoch, which ends every open stream.
 	sseActive atomic.Int64
+	sseEpoch  atomic.Int64
 	srv       *fasthttp.Server
 	lns       []net.Listener
 	wg        sync.WaitGroup
@@ -226,6 +228,9 @@ func (o *Origin) handle(ctx *fasthttp.RequestCtx) {
 	case "/sse":
 		o.sse(ctx)
 	case "/stats":
+		if string(ctx.QueryArgs().Peek("abortSSE")) == "1" {
+			o.sseEpoch.Add(1)
+		}
 		ctx.SetContentType("application/json")
 		ctx.SetBodyString(`{"sseActive":` + strconv.FormatInt(o.sseActive.Load(), 10) + `}`)
 	case "/ws":
@@ -247,6 +252,7 @@ func (o *Origin) sse(ctx *fasthttp.RequestCtx) {
 	}
 	ctx.SetContentType("text/event-stream")
 	ctx.Response.Header.Set("Cache-Control", "no-cache")
+	epoch := o.sseEpoch.Load()
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		o.sseActive.Add(1)
 		defer o.sseActive.Add(-1)
@@ -256,7 +262,7 @@ func (o *Origin) sse(ctx *fasthttp.RequestCtx) {
 		}
 		start := time.Now()
 		line := make([]byte, 0, size+16)
-		for i := 0; n == 0 || i < n; i++ {
+		for i := 0; (n == 0 || i < n) && o.sseEpoch.Load() == epoch; i++ {
 			if interval > 0 {
 				if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
 					time.Sleep(d)

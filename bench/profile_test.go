@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"runtime/pprof"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,11 +34,20 @@ func BenchmarkSharePath(b *testing.B) {
 	}
 	for _, conns := range []int{1, 64} {
 		b.Run(map[int]string{1: "conns=1", 64: "conns=64"}[conns], func(b *testing.B) {
-			url, stop := sharePath(b)
+			urls, stop := sharePath(b, client.CreateShareRequest{Name: "bench"}, 1)
 			defer stop()
-			benchHTTP(b, url, conns)
+			benchHTTP(b, urls, conns)
 		})
 	}
+	// The default policy chain (allowedPaths + allowedIps + rateLimitPerMin,
+	// at most 100,000/min per share: requests rotate over 20 shares).
+	b.Run("conns=64/policy=default", func(b *testing.B) {
+		req := defaultPolicy()
+		req.Name = "bench"
+		urls, stop := sharePath(b, req, 20)
+		defer stop()
+		benchHTTP(b, urls, 64)
+	})
 }
 
 // BenchmarkDirect is the same load on the origin alone, the baseline of
@@ -50,7 +60,7 @@ func BenchmarkDirect(b *testing.B) {
 	defer o.Close()
 	for _, conns := range []int{1, 64} {
 		b.Run(map[int]string{1: "conns=1", 64: "conns=64"}[conns], func(b *testing.B) {
-			benchHTTP(b, "http://"+o.Addrs.HTTP+"/small", conns)
+			benchHTTP(b, []string{"http://" + o.Addrs.HTTP + "/small"}, conns)
 		})
 	}
 }
@@ -61,7 +71,7 @@ func labelled(name string, f func()) {
 	pprof.Do(context.Background(), pprof.Labels("component", name), func(context.Context) { f() })
 }
 
-func sharePath(b *testing.B) (string, func()) {
+func sharePath(b *testing.B, share client.CreateShareRequest, n int) ([]string, func()) {
 	var o *Origin
 	var err error
 	labelled("origin", func() { o, err = StartOrigin("") })
@@ -78,11 +88,14 @@ func sharePath(b *testing.B) (string, func()) {
 	var ag *testenv.Agent
 	labelled("agent", func() { ag = env.RunAgent(id, token, edges) })
 	svc := env.Expose(ag, "bench", "http://"+o.Addrs.HTTP)
-	sh := env.Share(svc.ID, client.CreateShareRequest{Name: "bench"})
-	url := testenv.ShareURL(env.Edges[0], sh.Token) + "/small"
+	var urls []string
+	for i := 0; i < n; i++ {
+		sh := env.Share(svc.ID, share)
+		urls = append(urls, testenv.ShareURL(env.Edges[0], sh.Token)+"/small")
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		code, _, err := getStatus(url)
+		code, _, err := getStatus(urls[n-1])
 		if err == nil && code == 200 {
 			break
 		}
@@ -91,11 +104,14 @@ func sharePath(b *testing.B) (string, func()) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return url, o.Close
+	return urls, o.Close
 }
 
-// benchHTTP sends b.N GETs over conns keep-alive connections.
-func benchHTTP(b *testing.B, url string, conns int) {
+// benchHTTP sends b.N GETs over conns keep-alive connections, rotating
+// over urls (one host).
+func benchHTTP(b *testing.B, urls []string, conns int) {
+	url := urls[0]
+	var seq atomic.Uint64
 	hc := &fasthttp.HostClient{Addr: hostOf(url), MaxConns: conns, ReadBufferSize: 16 << 10}
 	defer hc.CloseIdleConnections()
 	b.ReportAllocs()
@@ -121,8 +137,8 @@ func benchHTTP(b *testing.B, url string, conns int) {
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 		defer fasthttp.ReleaseRequest(req)
 		defer fasthttp.ReleaseResponse(resp)
-		req.SetRequestURI(url)
 		for pb.Next() {
+			req.SetRequestURI(urls[seq.Add(1)%uint64(len(urls))])
 			if err := hc.Do(req, resp); err != nil {
 				b.Error(err)
 				return

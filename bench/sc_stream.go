@@ -174,6 +174,10 @@ func runSSE(ctx context.Context, r *runner, res *Result) error {
 	left := originSSEActive(ctx, e.Origin.HTTP, 5*time.Second)
 	res.metric("origin event streams still written to 5 s after every visitor left", float64(left), "streams", "0", boolPtr(left == 0))
 	if left != 0 {
+		// End them from the origin's side, so the leak does not load the
+		// scenarios that follow.
+		_, _, _ = getStatus("http://" + e.Origin.HTTP + "/stats?abortSSE=1")
+		originSSEActive(ctx, e.Origin.HTTP, 5*time.Second)
 		pass = false
 		res.note("the upstream streams outlive the visitors: the edge closes its tunnel stream, but the agent treats that as a half-close (tunnel.Pipe) and keeps copying the origin's events into a stream nobody reads, until the stream window fills and the copy blocks for good")
 	}
