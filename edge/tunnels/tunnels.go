@@ -193,7 +193,7 @@ func (r *Registry) handshake(c net.Conn, ip string) (*Session, error) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	sess, err := smux.Client(c, tunnel.SmuxConfig())
+	sess, err := smux.Client(tunnel.Buffered(c), tunnel.SmuxConfig())
 	if err != nil {
 		return nil, err
 	}

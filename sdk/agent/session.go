@@ -44,7 +44,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	if br.Buffered() > 0 {
 		sc = &bufferedConn{Conn: conn, r: br}
 	}
-	sess, err := smux.Server(sc, tunnel.SmuxConfig())
+	sess, err := smux.Server(tunnel.Buffered(sc), tunnel.SmuxConfig())
 	if err != nil {
 		conn.Close()
 		return fmt.Errorf("smux: %w", err)

@@ -1,0 +1,123 @@
+package tunnel
+
+import (
+	"bufio"
+	"net"
+	"os"
+	"sync"
+)
+
+// Buffered wraps the connection under an smux session so that frames cost
+// fewer system calls: reads go through a small buffer (smux reads every
+// frame's 8-byte header and its payload separately, two system calls a frame
+// without it), and writes are coalesced: a write is copied into a pending
+// buffer and flushed by a short-lived goroutine, and the frames queued while
+// one flush is in the kernel leave together in the next. An idle session
+// holds only the read buffer: write buffers are pooled and dropped when a
+// flush empties them.
+func Buffered(c net.Conn) net.Conn {
+	if os.Getenv("PC_TUNNEL_UNBUFFERED") == "1" {
+		return c
+	}
+	b := &bufConn{Conn: c, r: bufio.NewReaderSize(c, readBufSize)}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+const (
+	readBufSize = 8 << 10
+	maxPending  = 256 << 10 // a writer waits beyond this
+)
+
+var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	pending  *[]byte
+	flushing bool
+	err      error
+}
+
+func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *bufConn) Write(p []byte) (int, error) {
+	return c.write(p, nil)
+}
+
+// WriteBuffers lets smux hand a frame header and payload in one call (it
+// would otherwise allocate a 64 KiB staging buffer per session).
+func (c *bufConn) WriteBuffers(v [][]byte) (int, error) {
+	if len(v) == 2 {
+		return c.write(v[0], v[1])
+	}
+	n := 0
+	for _, b := range v {
+		m, err := c.write(b, nil)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (c *bufConn) write(a, b []byte) (int, error) {
+	c.mu.Lock()
+	for c.err == nil && c.pending != nil && len(*c.pending) >= maxPending {
+		c.cond.Wait()
+	}
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return 0, err
+	}
+	if c.pending == nil {
+		c.pending = writeBufPool.Get().(*[]byte)
+	}
+	*c.pending = append(append(*c.pending, a...), b...)
+	if !c.flushing {
+		c.flushing = true
+		go c.flush()
+	}
+	c.mu.Unlock()
+	return len(a) + len(b), nil
+}
+
+// flush writes pending data until none is left, then exits.
+func (c *bufConn) flush() {
+	c.mu.Lock()
+	for c.pending != nil && len(*c.pending) > 0 && c.err == nil {
+		buf := c.pending
+		c.pending = nil
+		c.mu.Unlock()
+		_, err := c.Conn.Write(*buf)
+		*buf = (*buf)[:0]
+		if cap(*buf) <= 1<<20 {
+			writeBufPool.Put(buf)
+		}
+		c.mu.Lock()
+		if err != nil {
+			c.err = err
+		}
+		c.cond.Broadcast()
+	}
+	c.flushing = false
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
+
+// Close closes the connection; pending writes are dropped, as a TCP close
+// with unsent data would.
+func (c *bufConn) Close() error {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = net.ErrClosed
+	}
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	return c.Conn.Close()
+}
