@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -53,14 +54,7 @@ func controlCmd(c *common) *cobra.Command {
 		Short:   "Run the control plane (the /v1 REST API and the config push to edges)",
 		Example: "  pcd control --listen 127.0.0.1:3001 --data ./data",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := c.prepare(cmd); err != nil {
-				return err
-			}
-			log, err := c.logger()
-			if err != nil {
-				return err
-			}
+		RunE: c.runE(func(cmd *cobra.Command, log *slog.Logger) error {
 			cfg, err := f.config(c)
 			if err != nil {
 				return err
@@ -75,7 +69,7 @@ func controlCmd(c *common) *cobra.Command {
 			}
 			fmt.Fprintf(c.stdout, "Control API: http://%s\n", srv.Addr())
 			return srv.Run(cmd.Context())
-		},
+		}),
 	}
 	f.register(cmd, true)
 	cliconf.Document(cmd.Flags())
@@ -133,14 +127,7 @@ func edgeCmd(c *common) *cobra.Command {
 		Short:   "Run an edge node (share links and agent tunnels)",
 		Example: "  pcd edge --control http://127.0.0.1:3001 --token $EDGE_TOKEN --http 127.0.0.1:8080 --tunnel 127.0.0.1:7070",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := c.prepare(cmd); err != nil {
-				return err
-			}
-			log, err := c.logger()
-			if err != nil {
-				return err
-			}
+		RunE: c.runE(func(cmd *cobra.Command, log *slog.Logger) error {
 			cfg, err := f.config()
 			if err != nil {
 				return err
@@ -151,7 +138,7 @@ func edgeCmd(c *common) *cobra.Command {
 				return err
 			}
 			return e.Run(cmd.Context())
-		},
+		}),
 	}
 	f.register(cmd, false)
 	cliconf.Document(cmd.Flags())
@@ -168,16 +155,9 @@ func devCmd(c *common) *cobra.Command {
 			"real protocols on loopback: the edge registers itself, holds the config stream and reports.",
 		Example: "  pcd dev --data ./data",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := c.prepare(cmd); err != nil {
-				return err
-			}
-			log, err := c.logger()
-			if err != nil {
-				return err
-			}
+		RunE: c.runE(func(cmd *cobra.Command, log *slog.Logger) error {
 			return runDev(cmd.Context(), c, &cf, &ef, log)
-		},
+		}),
 	}
 	cf.register(cmd, true)
 	ef.register(cmd, true)

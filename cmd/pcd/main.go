@@ -77,6 +77,21 @@ func (c *common) prepare(cmd *cobra.Command) error {
 	return nil
 }
 
+// runE wraps a command: flags from the environment and config file, then
+// the logger, then f.
+func (c *common) runE(f func(cmd *cobra.Command, log *slog.Logger) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		if err := c.prepare(cmd); err != nil {
+			return err
+		}
+		log, err := c.logger()
+		if err != nil {
+			return err
+		}
+		return f(cmd, log)
+	}
+}
+
 func (c *common) logger() (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
