@@ -151,6 +151,8 @@ type Server struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	drainer // lets requests in flight finish on shutdown (drain.go)
 }
 
 // AdminKeyFile is the bootstrap admin key's file name inside DataDir.
@@ -210,12 +212,13 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}
-	s.ln, err = net.Listen("tcp", cfg.Listen)
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("control: listen: %w", err)
 	}
+	s.ln = &onceCloseListener{Listener: ln}
 	s.srv = &fasthttp.Server{
-		Handler:                       s.api.Handler,
+		Handler:                       s.track(s.api.Handler),
 		ErrorHandler:                  s.api.ErrorHandler,
 		HeaderReceived:                s.api.HeaderReceived,
 		MaxRequestBodySize:            api.ServerMaxBodySize,
@@ -248,6 +251,7 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		s.api.StopStreams()
 		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		s.drain(sctx, s.ln)
 		if e := s.srv.ShutdownWithContext(sctx); e != nil && !errors.Is(e, context.DeadlineExceeded) {
 			s.log.Warn("shutdown", "err", e)
 		}
