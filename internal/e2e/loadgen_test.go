@@ -30,6 +30,7 @@ func (r result) ok() bool { return r.status == 200 }
 
 type load struct {
 	urls    []string // one per edge
+	paths   []string // appended to the edge URL in turn (none: the URL alone)
 	lb      bool
 	down    []atomic.Bool // load-balancer view: edges taken out of rotation
 	client  *http.Client
@@ -38,15 +39,31 @@ type load struct {
 	mu      sync.Mutex
 	results []result
 	next    atomic.Int64
+	pathN   atomic.Int64
 	// check, in load-balancer mode, is the health check that brings an edge
 	// back into rotation (nil: back after 200 ms).
 	check func(edge int) bool
 }
 
+// loadConfig describes a load.
+type loadConfig struct {
+	urls          []string // one per edge
+	paths         []string // appended to the edge URL in turn
+	rate, workers int      // requests per second, concurrent requests at most
+	lb            bool     // load-balancer mode (see load)
+	check         func(edge int) bool
+}
+
 // startLoad sends rate requests per second over urls (round robin) from
-// workers goroutines until stop.
+// workers goroutines until finish.
 func startLoad(urls []string, rate, workers int, lb bool) *load {
-	l := &load{urls: urls, lb: lb, down: make([]atomic.Bool, len(urls)), stop: make(chan struct{}), done: make(chan struct{}),
+	return runLoad(loadConfig{urls: urls, rate: rate, workers: workers, lb: lb})
+}
+
+func runLoad(c loadConfig) *load {
+	rate, workers := c.rate, c.workers
+	l := &load{urls: c.urls, paths: c.paths, lb: c.lb, check: c.check, down: make([]atomic.Bool, len(c.urls)),
+		stop: make(chan struct{}), done: make(chan struct{}),
 		client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 			MaxIdleConnsPerHost: workers, IdleConnTimeout: 30 * time.Second,
 			DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}}}
@@ -121,7 +138,11 @@ func (l *load) one() result {
 
 func (l *load) get(e int) result {
 	r := result{edge: e}
-	resp, err := l.client.Get(l.urls[e])
+	u := l.urls[e]
+	if len(l.paths) > 0 {
+		u += l.paths[int(l.pathN.Add(1))%len(l.paths)]
+	}
+	resp, err := l.client.Get(u)
 	if err != nil {
 		r.err = err.Error()
 		return r
