@@ -47,6 +47,10 @@ type Options struct {
 	System string
 	// SystemArgs are appended to every pcd command line.
 	SystemArgs []string
+	// ProductLimits keeps pcd's default per-share and per-key rate limits
+	// (pcbench then spreads the load over several share links and API
+	// keys); by default pcbench lifts them when pcd has the flags.
+	ProductLimits bool
 	// Target, when set, is a share URL of a running deployment: only HTTP
 	// load scenarios run, against it. Direct is its baseline URL.
 	Target, Direct string
@@ -229,6 +233,11 @@ func Run(ctx context.Context, opts Options, names []string) (*Report, error) {
 		}
 		if v := buildInfo(env.opts.BinDir + "/pcd"); v != "" {
 			rep.System += " (" + v + ")"
+		}
+		if env.limitsLifted {
+			rep.System += ", rate limits lifted (--share-rate-limit/--api-rate-limit 1e9)"
+		} else {
+			rep.System += ", product rate limits"
 		}
 	} else {
 		rep.System = "target " + opts.Target

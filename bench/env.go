@@ -53,6 +53,14 @@ type Env struct {
 	// (from X-RateLimit-Limit; 0 when none).
 	shareLimit       int
 	shareLimitProbed bool
+	// limitsLifted: pcd was started with limits no run reaches.
+	limitsLifted bool
+}
+
+// pcdHasFlag reports whether `pcd control --help` lists flag.
+func pcdHasFlag(pcd, flag string) bool {
+	out, err := exec.Command(pcd, "control", "--help").CombinedOutput()
+	return err == nil && strings.Contains(string(out), flag+" ")
 }
 
 // newEnv creates the work directory; start* methods bring up the parts.
@@ -160,10 +168,19 @@ func (e *Env) startSystem(ctx context.Context) error {
 	e.ControlURL = "http://" + ctrlAddr
 	logArgs := []string{"--log-format", "json", "--log-level", e.opts.ServerLogLevel}
 	dataDir := filepath.Join(e.dir, "data")
+	// Lift the per-share and per-key limits when pcd has flags for them
+	// (the limiters stay on the path, with a limit no run reaches), unless
+	// --product-limits keeps the defaults.
+	var limitArgs []string
+	if !e.opts.ProductLimits && pcdHasFlag(pcd, "--share-rate-limit") {
+		limitArgs = []string{"--share-rate-limit", "1000000000", "--api-rate-limit", "1000000000", "--public-rate-limit", "1000000000"}
+		e.limitsLifted = true
+	}
 	switch e.opts.System {
 	case "dev":
 		args := append([]string{"dev", "--listen", ctrlAddr, "--http", e.EdgeHTTP, "--tunnel", e.EdgeTunnel,
 			"--admin", e.EdgeAdmin, "--tcp-ports", ports, "--data", dataDir}, logArgs...)
+		args = append(args, limitArgs...)
 		p, err := startProc("pcd-dev", nil, pcd, append(args, e.opts.SystemArgs...)...)
 		if err != nil {
 			return err
@@ -175,6 +192,7 @@ func (e *Env) startSystem(ctx context.Context) error {
 		}
 	default: // split
 		args := append([]string{"control", "--listen", ctrlAddr, "--tcp-ports", ports, "--data", filepath.Join(dataDir, "control")}, logArgs...)
+		args = append(args, limitArgs...)
 		p, err := startProc("control", nil, pcd, append(args, e.opts.SystemArgs...)...)
 		if err != nil {
 			return err
@@ -425,6 +443,11 @@ func (e *Env) detectShareLimit(ctx context.Context, url string) error {
 			err = fmt.Errorf("status %d: %s", code, truncate(body, 100))
 		}
 		return fmt.Errorf("share probe %s: %w", url, err)
+	}
+	if h, err := getHeader(url, "X-RateLimit-Limit"); err == nil && h != "" {
+		e.shareLimit, _ = strconv.Atoi(h)
+		e.shareLimitProbed = true
+		return nil
 	}
 	hc := &fasthttp.HostClient{Addr: e.EdgeHTTP, MaxConns: 16}
 	defer hc.CloseIdleConnections()

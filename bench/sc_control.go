@@ -82,7 +82,7 @@ func (r *runner) apiPhase(ctx context.Context, label string, conns int, estRate 
 	keyMu.RLock()
 	defer keyMu.RUnlock()
 	if len(keys) > 1 {
-		ph.Target = fmt.Sprintf("control %s, %d API keys (the API allows %d requests/min per key and pcd has no flag to raise it)", addr, len(keys), e.keys.limit)
+		ph.Target = fmt.Sprintf("control %s, %d API keys (the API allows %d requests/min per key)", addr, len(keys), e.keys.limit)
 	} else {
 		ph.Target = "control " + addr
 	}

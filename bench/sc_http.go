@@ -147,7 +147,7 @@ func (r *runner) sharesFor(ctx context.Context, res *Result, svc *client.Service
 	}
 	window := min(dur+r.warmup(dur), time.Minute).Seconds()
 	// Headroom: the system may outrun the direct baseline's estimate.
-	need := int(math.Ceil(rate*1.5*window/float64(limit))) + 1
+	need := int(math.Ceil(rate * 1.5 * window / float64(limit)))
 	need = min(need, 4000)
 	if need <= 1 {
 		return first, nil
@@ -156,7 +156,7 @@ func (r *runner) sharesFor(ctx context.Context, res *Result, svc *client.Service
 	if err != nil {
 		return nil, err
 	}
-	res.note("the edge limits each share link to %d requests/min (X-RateLimit-Limit) and pcd has no flag to raise it: the load rotates over %d share links of the same service", limit, need)
+	res.note("the edge limits each share link to %d requests/min (X-RateLimit-Limit): the load rotates over %d share links of the same service", limit, need)
 	return append(first, more...), nil
 }
 

@@ -65,6 +65,7 @@ func addRunFlags(cmd *cobra.Command, o *bench.Options) {
 	fs.StringVar(&o.BinDir, "bin", "./bin", "directory holding pcd and connect (make build)")
 	fs.StringVar(&o.System, "system", "split", "how to run the system: split (pcd control + pcd edge) or dev (pcd dev)")
 	fs.StringArrayVar(&o.SystemArgs, "system-arg", nil, "extra argument for every pcd command (repeatable)")
+	fs.BoolVar(&o.ProductLimits, "product-limits", false, "keep pcd's default rate limits (5,000/min per share link, 1,000/min per API key): the load is then spread over several links and keys")
 	fs.StringVar(&o.Target, "target", "", "URL of a running deployment to load instead of starting the system (comma-separated: requests rotate over them, all on one host)")
 	fs.StringVar(&o.Direct, "direct", "", "with --target: the same service's direct URL, as the baseline")
 	fs.BoolVar(&o.Quick, "quick", false, "tiny run: 0.5 s phases, few connections, small sizes (a smoke test)")
