@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strconv"
@@ -59,6 +60,9 @@ func (a *app) exposeCmd() *cobra.Command {
 			if detach {
 				return nil
 			}
+			// Dial only what this agent registered (a compromised edge cannot
+			// point it anywhere else); `connect up` takes services added later.
+			af.allowed = a.registeredTargets(ctx, c, st.AgentID, net.JoinHostPort(host, strconv.Itoa(port)))
 			return a.runForeground(cmd.Context(), c, st, &af)
 		})
 	cmd.Flags().StringVar(&name, "name", "", "service name, unique in the workspace (default: derived from the port, e.g. web for 3000)")
@@ -67,6 +71,21 @@ func (a *app) exposeCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&detach, "detach", false, "register the service and exit (a running 'connect up' serves it)")
 	addAgentFlags(cmd, &af, true)
 	return cmd
+}
+
+// registeredTargets lists the host:port targets of the agent's services.
+func (a *app) registeredTargets(ctx context.Context, c *client.Client, agentID, target string) []string {
+	out := []string{target}
+	list, _, err := c.ListServices(ctx, client.ListOptions{Limit: 500}, client.ServiceFilter{AgentID: agentID})
+	if err != nil {
+		return out
+	}
+	for _, s := range list {
+		if s.AgentID == agentID {
+			out = append(out, net.JoinHostPort(s.TargetHost, strconv.Itoa(s.TargetPort)))
+		}
+	}
+	return out
 }
 
 // printExposed tells the user where a service is reachable.

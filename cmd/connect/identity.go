@@ -24,6 +24,7 @@ const rotateBefore = 72 * time.Hour
 
 // agentFlags are the flags of the commands that run the agent.
 type agentFlags struct {
+	allowed            []string // targets the agent may dial (empty: any its edges list)
 	metrics            string
 	registry           *prometheus.Registry
 	name, label        string
@@ -177,7 +178,7 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 			AgentID: st.AgentID, Token: st.Token, Edges: edges,
 			CAFile: af.caFile, PinSHA256: af.pin, InsecureSkipVerify: af.insecureSkipVerify,
 			Logger: a.log, OnEvent: onEvent, Software: "connect/" + version,
-			Registerer: registererOf(af),
+			Registerer: registererOf(af), AllowedTargets: af.allowed,
 		})
 		if timer != nil {
 			timer.Stop()

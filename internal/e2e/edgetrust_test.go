@@ -24,10 +24,47 @@ import (
 )
 
 func TestCompromisedEdgeRedirectsAgentDials(t *testing.T) {
+	got, addr, _ := compromisedEdge(t)
+	a, err := agent.New(agent.Config{AgentID: uuid.NewString(), Token: "any-token", Edges: []string{addr},
+		MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = a.Run(ctx) }()
+	select {
+	case s := <-got:
+		require.Equal(t, "internal secret", s,
+			"documented gap: the agent dials whatever its edge lists; if this fails the gap may be closed — update docs/security.md")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the malicious edge got nothing")
+	}
+}
+
+// TestAllowedTargetsCloseTheGap: an agent given its targets (as `connect
+// expose` does) refuses whatever else a compromised edge lists.
+func TestAllowedTargetsCloseTheGap(t *testing.T) {
+	got, addr, _ := compromisedEdge(t)
+	a, err := agent.New(agent.Config{AgentID: uuid.NewString(), Token: "any-token", Edges: []string{addr},
+		AllowedTargets: []string{"127.0.0.1:1"}, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = a.Run(ctx) }()
+	select {
+	case s := <-got:
+		require.Empty(t, s, "the agent must refuse a target it was not given")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the malicious edge got no answer")
+	}
+}
+
+// compromisedEdge runs a private server no service exposes and an edge that
+// tells agents to dial it; got receives what the edge read ("" if refused).
+func compromisedEdge(t *testing.T) (got chan string, addr, secretAddr string) {
 	// A private server next to the agent that no service exposes.
 	secret, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer secret.Close()
+	t.Cleanup(func() { secret.Close() })
 	go func() {
 		for {
 			c, err := secret.Accept()
@@ -44,8 +81,8 @@ func TestCompromisedEdgeRedirectsAgentDials(t *testing.T) {
 	// opens a TCP stream to it.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
-	got := make(chan string, 1)
+	t.Cleanup(func() { ln.Close() })
+	got = make(chan string, 1)
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
@@ -93,17 +130,5 @@ func TestCompromisedEdgeRedirectsAgentDials(t *testing.T) {
 		got <- string(b)
 	}()
 
-	a, err := agent.New(agent.Config{AgentID: uuid.NewString(), Token: "any-token", Edges: []string{ln.Addr().String()},
-		MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = a.Run(ctx) }()
-	select {
-	case s := <-got:
-		require.Equal(t, "internal secret", s,
-			"documented gap: the agent dials whatever its edge lists; if this fails the gap may be closed — update docs/security.md")
-	case <-time.After(10 * time.Second):
-		t.Fatal("the malicious edge got nothing")
-	}
+	return got, ln.Addr().String(), secret.Addr().String()
 }

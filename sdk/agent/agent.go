@@ -39,6 +39,10 @@ type Config struct {
 	PinSHA256 string
 	// InsecureSkipVerify disables verification of the edge certificate (dev only).
 	InsecureSkipVerify bool
+	// AllowedTargets, when set, are the only "host:port" targets the agent
+	// dials, whatever its edges list: a compromised edge cannot point it at
+	// anything else. `connect expose` sets it to the exposed target.
+	AllowedTargets []string
 	// UpstreamTLSVerify makes the agent verify the certificates of https
 	// services it dials (off by default, as with ngrok: private services
 	// often use internal certificates).

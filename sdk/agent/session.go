@@ -132,6 +132,12 @@ func (a *Agent) serveStream(ec *edgeConn, st *smux.Stream) {
 // serveProxy dials the service's target and pipes bytes both ways.
 func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tunnel.StreamHeader) {
 	t, ok := a.lookup(h.ServiceID, 3*time.Second)
+	if ok && !a.targetAllowed(t.addr) {
+		a.log.Warn("refusing a target outside AllowedTargets", "service", t.name, "target", t.addr)
+		_ = tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyRefused, Message: "target not allowed by this agent"})
+		st.Close()
+		return
+	}
 	if !ok {
 		_ = tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyUnknownService, Message: "service not served by this agent"})
 		st.Close()
@@ -177,6 +183,19 @@ func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tu
 	a.counters.streams.Add(-1)
 	a.counters.bytesIn.Add(uint64(in))
 	a.counters.bytesOut.Add(uint64(out))
+}
+
+// targetAllowed applies Config.AllowedTargets.
+func (a *Agent) targetAllowed(addr string) bool {
+	if len(a.cfg.AllowedTargets) == 0 {
+		return true
+	}
+	for _, t := range a.cfg.AllowedTargets {
+		if t == addr {
+			return true
+		}
+	}
+	return false
 }
 
 // lookup finds a service target, waiting up to wait for the edge to list it
