@@ -2,6 +2,7 @@ package edge
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/privateconnect/pc/internal/config"
@@ -22,6 +23,7 @@ type metrics struct {
 	decision *prometheus.CounterVec
 	dropped  prometheus.Counter
 	handler  fasthttp.RequestHandler
+	counters sync.Map // reqKey → prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -62,9 +64,26 @@ func newMetrics(s *Server) *metrics {
 	return m
 }
 
+// requestCounter caches the counter of a (share, status) pair: label lookup
+// hashes and allocates, and runs on every request.
+func (m *metrics) requestCounter(share string, status int) prometheus.Counter {
+	k := reqKey{share, status}
+	if c, ok := m.counters.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.requests.WithLabelValues(share, strconv.Itoa(status))
+	m.counters.Store(k, c)
+	return c
+}
+
+type reqKey struct {
+	share  string
+	status int
+}
+
 // observe counts one access record.
 func (m *metrics) observe(a *config.AccessLog) {
-	m.requests.WithLabelValues(a.ShareID, strconv.Itoa(a.StatusCode)).Inc()
+	m.requestCounter(a.ShareID, a.StatusCode).Inc()
 	m.duration.Observe(a.LatencyMs / 1000)
 	if a.BytesOut > 0 {
 		m.bytes.Add(float64(a.BytesOut))

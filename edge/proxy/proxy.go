@@ -94,6 +94,10 @@ func New(cfg Config) *Proxy {
 // Active returns the number of requests in flight.
 func (p *Proxy) Active() int64 { return p.active.Load() }
 
+// smallBody is the largest body of known length the edge copies at once
+// instead of streaming.
+const smallBody = 64 << 10
+
 var (
 	sharedPrefix = []byte("/shared/")
 	strWebsocket = []byte("websocket")
@@ -492,6 +496,19 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 		}
 		fasthttp.ReleaseResponse(resp)
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
+		return
+	}
+	if n := resp.Header.ContentLength(); resp.IsBodyStream() && n >= 0 && n <= smallBody {
+		// A small body of known length: copy it now and free the stream,
+		// cheaper than streaming it through fasthttp's body writer.
+		_, err := io.CopyN(ctx.Response.BodyWriter(), resp.BodyStream(), int64(n))
+		_ = resp.CloseBodyStream()
+		fasthttp.ReleaseResponse(resp)
+		if err != nil {
+			ctx.Response.ResetBody()
+			writeError(ctx, fasthttp.StatusBadGateway, "The connection to the service was lost")
+		}
+		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", int64(n))
 		return
 	}
 	if resp.IsBodyStream() {
