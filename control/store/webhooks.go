@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -13,10 +14,11 @@ import (
 //	w/<ws>/webhook/<id>                    Webhook
 //	w/<ws>/whdel/<webhook>/<order>         Delivery, newest first
 //	w/<ws>/whdelid/<delivery>              "<webhook>/<order>" (lookup by id)
-//	whq/<due: 16 hex ns>/<delivery>        "<ws>/<webhook>/<order>": the outbox
+//	whq/<webhook>/<due: 16 hex ns>/<delivery>   "<ws>/<order>": the outbox
 //
-// The outbox holds one entry per pending delivery, ordered by the time it is
-// due. Deliveries are written by [EnqueueDelivery] inside the transaction of
+// The outbox holds one entry per pending delivery: one queue per webhook,
+// ordered by the time each delivery is due, so that a worker can take the
+// due heads of every queue without wading through one receiver's backlog. Deliveries are written by [EnqueueDelivery] inside the transaction of
 // the change that raised the event, so an event exists if and only if its
 // change committed. Finished deliveries leave the outbox and keep their
 // record for a retention period (TTL).
@@ -118,14 +120,14 @@ func deliveryKey(d *Delivery) []byte { return key("w", d.WorkspaceID, "whdel", d
 func deliveryIDKey(ws, id string) []byte { return key("w", ws, "whdelid", id) }
 
 // queueKey is the outbox key of a delivery due at t.
-func queueKey(t time.Time, id string) string {
+func queueKey(webhookID string, t time.Time, id string) string {
 	var b [8]byte
 	n := uint64(max(t.UnixNano(), 0))
 	for i := 7; i >= 0; i-- {
 		b[i] = byte(n)
 		n >>= 8
 	}
-	return "whq/" + hex.EncodeToString(b[:]) + "/" + id
+	return "whq/" + webhookID + "/" + hex.EncodeToString(b[:]) + "/" + id
 }
 
 var queuePrefix = []byte("whq/")
@@ -159,8 +161,8 @@ func SaveDelivery(tx Tx, d *Delivery, retention time.Duration) error {
 		if d.NextAttemptAt == nil {
 			return fmt.Errorf("store: pending delivery %s without nextAttemptAt", d.ID)
 		}
-		d.QueueKey = queueKey(*d.NextAttemptAt, d.ID)
-		if err := tx.Put([]byte(d.QueueKey), []byte(d.WorkspaceID+"/"+d.WebhookID+"/"+d.Key)); err != nil {
+		d.QueueKey = queueKey(d.WebhookID, *d.NextAttemptAt, d.ID)
+		if err := tx.Put([]byte(d.QueueKey), []byte(d.WorkspaceID+"/"+d.Key)); err != nil {
 			return err
 		}
 	} else {
@@ -215,29 +217,58 @@ type QueueItem struct {
 	WorkspaceID, WebhookID, Ref string // Ref: the delivery's order key
 }
 
-// ScanOutbox calls fn for outbox entries in due order, until fn returns
-// false. Entries not yet due are included: fn decides where to stop.
-func ScanOutbox(tx Tx, fn func(QueueItem) bool) error {
-	return tx.Scan(queuePrefix, nil, func(k, v []byte) (bool, error) {
-		rest := string(k[len(queuePrefix):])
-		if len(rest) < 18 || rest[16] != '/' {
-			return true, nil
+// OutboxStep tells ScanOutbox where to go next.
+type OutboxStep int
+
+// Steps of ScanOutbox.
+const (
+	OutboxNext OutboxStep = iota // the next entry of this webhook's queue
+	OutboxSkip                   // the head of the next webhook's queue
+	OutboxStop                   // end the scan
+)
+
+// ScanOutbox walks the outbox queue by queue: each webhook's pending
+// deliveries in due order (entries not yet due included: fn decides), the
+// webhooks in id order. fn's answer moves the scan on.
+func ScanOutbox(tx Tx, fn func(QueueItem) OutboxStep) error {
+	var after []byte
+	for {
+		var skipTo []byte
+		err := tx.Scan(queuePrefix, after, func(k, v []byte) (bool, error) {
+			it, ok := parseQueueItem(k, v)
+			if !ok {
+				return true, nil
+			}
+			switch fn(it) {
+			case OutboxNext:
+				return true, nil
+			case OutboxSkip:
+				skipTo = append([]byte(string(queuePrefix)+it.WebhookID+"/"), 0xff)
+			}
+			return false, nil
+		})
+		if err != nil || skipTo == nil {
+			return err
 		}
-		n, err := strconv.ParseUint(rest[:16], 16, 64)
-		if err != nil {
-			return true, nil
-		}
-		ws, tail, ok := splitPointer(v)
-		if !ok {
-			return true, nil
-		}
-		wh, ref, ok := splitPointer([]byte(tail))
-		if !ok {
-			return true, nil
-		}
-		return fn(QueueItem{Key: string(k), Due: time.Unix(0, int64(n)).UTC(), DeliveryID: rest[17:],
-			WorkspaceID: ws, WebhookID: wh, Ref: ref}), nil
-	})
+		after = skipTo
+	}
+}
+
+func parseQueueItem(k, v []byte) (QueueItem, bool) {
+	rest := string(k[len(queuePrefix):])
+	wh, rest, ok := strings.Cut(rest, "/")
+	if !ok || len(rest) < 18 || rest[16] != '/' {
+		return QueueItem{}, false
+	}
+	n, err := strconv.ParseUint(rest[:16], 16, 64)
+	if err != nil {
+		return QueueItem{}, false
+	}
+	ws, ref, ok := splitPointer(v)
+	if !ok {
+		return QueueItem{}, false
+	}
+	return QueueItem{Key: string(k), Due: time.Unix(0, int64(n)).UTC(), DeliveryID: rest[17:], WorkspaceID: ws, WebhookID: wh, Ref: ref}, true
 }
 
 // DeliveryAt returns the delivery an outbox entry points at.

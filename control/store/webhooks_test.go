@@ -45,13 +45,15 @@ func TestOutboxOrderAndLifecycle(t *testing.T) {
 		}))
 		var order []string
 		require.NoError(t, kv.View(ctx, func(tx store.Tx) error {
-			return store.ScanOutbox(tx, func(it store.QueueItem) bool {
+			return store.ScanOutbox(tx, func(it store.QueueItem) store.OutboxStep {
 				order = append(order, it.DeliveryID)
 				d, err := store.DeliveryAt(tx, it)
 				require.NoError(t, err)
 				require.Equal(t, it.DeliveryID, d.ID)
 				require.Equal(t, []byte(`{"x":1}`), d.Body)
-				return true
+				require.Equal(t, "h1", it.WebhookID)
+				require.Equal(t, "ws", it.WorkspaceID)
+				return store.OutboxNext
 			})
 		}))
 		require.Equal(t, []string{"d4", "d3", "d2", "d1", "d0"}, order, "due order")
@@ -76,7 +78,10 @@ func TestOutboxOrderAndLifecycle(t *testing.T) {
 			var err error
 			depth, err = store.OutboxDepth(tx)
 			require.NoError(t, err)
-			return store.ScanOutbox(tx, func(it store.QueueItem) bool { order = append(order, it.DeliveryID); return true })
+			return store.ScanOutbox(tx, func(it store.QueueItem) store.OutboxStep {
+				order = append(order, it.DeliveryID)
+				return store.OutboxNext
+			})
 		}))
 		require.Equal(t, []string{"d2", "d1", "d0", "d4"}, order)
 		require.Equal(t, 4, depth)
@@ -109,6 +114,41 @@ func TestOutboxOrderAndLifecycle(t *testing.T) {
 			require.True(t, errors.Is(err, store.ErrNotFound))
 			return nil
 		}))
+	})
+}
+
+// TestOutboxQueuesPerWebhook: the scan can leave a webhook's queue for the
+// next one's head.
+func TestOutboxQueuesPerWebhook(t *testing.T) {
+	stores(t, func(t *testing.T, kv store.KV) {
+		ctx := context.Background()
+		base := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+		require.NoError(t, kv.Update(ctx, func(tx store.Tx) error {
+			for _, wh := range []string{"a", "b", "c"} {
+				for i := 0; i < 3; i++ {
+					due := base.Add(time.Duration(i) * time.Second)
+					d := &store.Delivery{ID: fmt.Sprintf("%s%d", wh, i), WorkspaceID: "ws", WebhookID: wh, Event: "e", CreatedAt: base, NextAttemptAt: &due}
+					if err := store.EnqueueDelivery(tx, d); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		}))
+		var seen []string
+		require.NoError(t, kv.View(ctx, func(tx store.Tx) error {
+			return store.ScanOutbox(tx, func(it store.QueueItem) store.OutboxStep {
+				seen = append(seen, it.DeliveryID)
+				switch it.WebhookID {
+				case "a":
+					return store.OutboxSkip // a's head only
+				case "b":
+					return store.OutboxNext
+				}
+				return store.OutboxStop
+			})
+		}))
+		require.Equal(t, []string{"a0", "b0", "b1", "b2", "c0"}, seen)
 	})
 }
 

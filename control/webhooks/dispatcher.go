@@ -120,6 +120,8 @@ type Options struct {
 	// Transport is the HTTP transport of deliveries (tests); nil: a
 	// dedicated one.
 	Transport http.RoundTripper
+
+	maxScan int // outbox entries per pass (tests; default maxScan)
 }
 
 func (o Options) withDefaults() Options {
@@ -153,6 +155,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.EdgeCheckInterval <= 0 {
 		o.EdgeCheckInterval = 2 * time.Second
+	}
+	if o.maxScan <= 0 {
+		o.maxScan = maxScan
 	}
 	if o.EdgeOfflineGrace <= 0 {
 		o.EdgeOfflineGrace = 35 * time.Second

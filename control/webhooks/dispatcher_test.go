@@ -46,6 +46,7 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	defer r.active.Add(-1)
 	for p := r.peak.Load(); n > p && !r.peak.CompareAndSwap(p, n); p = r.peak.Load() {
 	}
+	b, _ := io.ReadAll(req.Body) // first: then net/http notices a client that hangs up
 	if d := time.Duration(r.delay.Load()); d > 0 {
 		select {
 		case <-time.After(d):
@@ -57,7 +58,6 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 		w.WriteHeader(int(s))
 		return
 	}
-	b, _ := io.ReadAll(req.Body)
 	r.mu.Lock()
 	secret := r.secret
 	r.mu.Unlock()
@@ -248,6 +248,36 @@ func TestConcurrencyBounds(t *testing.T) {
 	require.Less(t, slow.distinct(), 10)
 	require.Eventually(t, func() bool { return slow.distinct() == 10 }, 10*time.Second, 10*time.Millisecond)
 	require.LessOrEqual(t, slow.peak.Load(), int32(2))
+}
+
+// TestBacklogDoesNotStarveOthers: a hung receiver with a large backlog due
+// first holds only its PerWebhook workers; another webhook's deliveries,
+// due later, are sent at once.
+func TestBacklogDoesNotStarveOthers(t *testing.T) {
+	kv := store.WithCommitHooks(memstore.New())
+	o := fastOptions()
+	o.Concurrency, o.PerWebhook = 4, 2
+	o.Timeout = 5 * time.Second
+	o.maxScan = 100
+	d := newDispatcher(t, kv, o)
+	hung, ok := newReceiver(t), newReceiver(t)
+	hung.delay.Store(int64(time.Hour))
+	t.Cleanup(d.Close) // first: it hangs up on the hung receiver, which can then close
+	_, s1 := addHook(t, kv, d, hung.srv.URL, TunnelCreated)
+	hung.secret = s1
+	require.NoError(t, kv.Update(context.Background(), func(tx store.Tx) error {
+		for i := 0; i < 5*o.maxScan; i++ { // more than one pass scans
+			if err := d.Enqueue(tx, "ws", TunnelCreated, i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	_, s2 := addHook(t, kv, d, ok.srv.URL, ShareCreated)
+	ok.secret = s2
+	emit(t, kv, d, ShareCreated, 20)
+	require.Eventually(t, func() bool { return ok.distinct() == 20 }, 5*time.Second, 5*time.Millisecond)
+	require.LessOrEqual(t, hung.peak.Load(), int32(2))
 }
 
 func TestTimeoutIsAFailure(t *testing.T) {

@@ -67,12 +67,12 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	err := m.d.kv.View(ctx, func(tx store.Tx) error {
 		depth, oldest = 0, time.Time{}
-		return store.ScanOutbox(tx, func(it store.QueueItem) bool {
-			if depth == 0 {
+		return store.ScanOutbox(tx, func(it store.QueueItem) store.OutboxStep {
+			if depth == 0 || it.Due.Before(oldest) {
 				oldest = it.Due
 			}
 			depth++
-			return true
+			return store.OutboxNext
 		})
 	})
 	if err == nil {

@@ -16,7 +16,10 @@ import (
 	"github.com/privateconnect/pc/control/store"
 )
 
-// maxScan bounds the outbox entries one pass looks at.
+// maxScan bounds the outbox entries one pass looks at (Options.maxScan in
+// tests). Each webhook's queue is read from its head and left as soon as the
+// webhook has PerWebhook deliveries in flight, so a receiver's backlog costs
+// a pass a few entries.
 const maxScan = 10000
 
 func (d *Dispatcher) deliverLoop() {
@@ -54,23 +57,33 @@ func (d *Dispatcher) dispatchDue(now time.Time) (next time.Time) {
 		items, next = items[:0], time.Time{}
 		taken := map[string]int{}
 		scanned := 0
-		return store.ScanOutbox(tx, func(it store.QueueItem) bool {
-			if it.Due.After(now) {
-				next = it.Due
-				return false
+		return store.ScanOutbox(tx, func(it store.QueueItem) store.OutboxStep {
+			if it.Due.After(now) { // this queue's head is not due yet
+				if next.IsZero() || it.Due.Before(next) {
+					next = it.Due
+				}
+				return store.OutboxSkip
 			}
-			if scanned++; scanned > maxScan {
-				return false
+			if scanned++; scanned > d.opts.maxScan {
+				next = time.Time{} // unknown: poll
+				return store.OutboxStop
 			}
 			d.mu.Lock()
-			skip := d.inflight[it.DeliveryID] || d.perWebhook[it.WebhookID]+taken[it.WebhookID] >= d.opts.PerWebhook
+			inflight := d.inflight[it.DeliveryID]
+			full := d.perWebhook[it.WebhookID]+taken[it.WebhookID] >= d.opts.PerWebhook
 			d.mu.Unlock()
-			if skip {
-				return true
+			switch {
+			case full:
+				return store.OutboxSkip
+			case inflight:
+				return store.OutboxNext
 			}
 			taken[it.WebhookID]++
 			items = append(items, it)
-			return len(items) < free
+			if len(items) >= free {
+				return store.OutboxStop
+			}
+			return store.OutboxNext
 		})
 	})
 	if err != nil {
