@@ -6,7 +6,8 @@
 // An event is enqueued with [Dispatcher.Enqueue] inside the store
 // transaction of the change that raised it: Enqueue reads the workspace's
 // active webhooks subscribed to the event and writes one pending
-// [store.Delivery] per webhook, plus its outbox entry (whq/<due>/<id>), in
+// [store.Delivery] per webhook, plus its outbox entry
+// (whq/<webhook>/<due>/<id>: one queue per webhook, in due order), in
 // that same transaction. So the event is stored exactly when the change
 // commits — never for a change that failed, never lost for one that
 // committed — and before the API call that made it returns. A commit hook
@@ -14,7 +15,8 @@
 //
 // # Delivery
 //
-// The worker scans the outbox in due order and posts each due delivery:
+// The worker takes the due heads of every webhook's queue and posts each
+// delivery:
 //
 //	POST <url>
 //	Content-Type: application/json
