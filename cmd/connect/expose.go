@@ -63,6 +63,10 @@ func (a *app) exposeCmd() *cobra.Command {
 			// Dial only what this agent registered (a compromised edge cannot
 			// point it anywhere else); `connect up` takes services added later.
 			af.allowed = a.registeredTargets(ctx, c, st.AgentID, net.JoinHostPort(host, strconv.Itoa(port)))
+			af.verify = func(ctx context.Context, serviceID, addr string) bool {
+				svc, err := c.GetService(ctx, serviceID)
+				return err == nil && svc.AgentID == st.AgentID && net.JoinHostPort(svc.TargetHost, strconv.Itoa(svc.TargetPort)) == addr
+			}
 			return a.runForeground(cmd.Context(), c, st, &af)
 		})
 	cmd.Flags().StringVar(&name, "name", "", "service name, unique in the workspace (default: derived from the port, e.g. web for 3000)")

@@ -25,6 +25,7 @@ const rotateBefore = 72 * time.Hour
 // agentFlags are the flags of the commands that run the agent.
 type agentFlags struct {
 	allowed            []string // targets the agent may dial (empty: any its edges list)
+	verify             func(ctx context.Context, serviceID, addr string) bool
 	metrics            string
 	registry           *prometheus.Registry
 	name, label        string
@@ -178,7 +179,7 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 			AgentID: st.AgentID, Token: st.Token, Edges: edges,
 			CAFile: af.caFile, PinSHA256: af.pin, InsecureSkipVerify: af.insecureSkipVerify,
 			Logger: a.log, OnEvent: onEvent, Software: "connect/" + version,
-			Registerer: registererOf(af), AllowedTargets: af.allowed,
+			Registerer: registererOf(af), AllowedTargets: af.allowed, VerifyTarget: af.verify,
 		})
 		if timer != nil {
 			timer.Stop()

@@ -43,6 +43,11 @@ type Config struct {
 	// dials, whatever its edges list: a compromised edge cannot point it at
 	// anything else. `connect expose` sets it to the exposed target.
 	AllowedTargets []string
+	// VerifyTarget, when set, is asked about a target that is not in
+	// AllowedTargets (a service registered after the agent started): true
+	// allows it, and the answer is remembered. `connect expose` checks the
+	// service with the control plane's API.
+	VerifyTarget func(ctx context.Context, serviceID, addr string) bool
 	// UpstreamTLSVerify makes the agent verify the certificates of https
 	// services it dials (off by default, as with ngrok: private services
 	// often use internal certificates).
@@ -102,6 +107,7 @@ type Agent struct {
 	runCtx     context.Context
 	stop       context.CancelFunc
 	wg         sync.WaitGroup
+	verified   sync.Map // "serviceID addr" → true
 	counters   counters
 	collectors []prometheus.Collector
 }

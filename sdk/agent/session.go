@@ -132,7 +132,7 @@ func (a *Agent) serveStream(ec *edgeConn, st *smux.Stream) {
 // serveProxy dials the service's target and pipes bytes both ways.
 func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tunnel.StreamHeader) {
 	t, ok := a.lookup(h.ServiceID, 3*time.Second)
-	if ok && !a.targetAllowed(t.addr) {
+	if ok && !a.targetAllowed(h.ServiceID.String(), t.addr) {
 		a.log.Warn("refusing a target outside AllowedTargets", "service", t.name, "target", t.addr)
 		_ = tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyRefused, Message: "target not allowed by this agent"})
 		st.Close()
@@ -185,9 +185,9 @@ func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tu
 	a.counters.bytesOut.Add(uint64(out))
 }
 
-// targetAllowed applies Config.AllowedTargets.
-func (a *Agent) targetAllowed(addr string) bool {
-	if len(a.cfg.AllowedTargets) == 0 {
+// targetAllowed applies Config.AllowedTargets and Config.VerifyTarget.
+func (a *Agent) targetAllowed(serviceID, addr string) bool {
+	if len(a.cfg.AllowedTargets) == 0 && a.cfg.VerifyTarget == nil {
 		return true
 	}
 	for _, t := range a.cfg.AllowedTargets {
@@ -195,7 +195,20 @@ func (a *Agent) targetAllowed(addr string) bool {
 			return true
 		}
 	}
-	return false
+	if a.cfg.VerifyTarget == nil {
+		return false
+	}
+	key := serviceID + " " + addr
+	if _, ok := a.verified.Load(key); ok {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(a.runCtx, 5*time.Second)
+	defer cancel()
+	if !a.cfg.VerifyTarget(ctx, serviceID, addr) {
+		return false
+	}
+	a.verified.Store(key, true)
+	return true
 }
 
 // lookup finds a service target, waiting up to wait for the edge to list it
