@@ -20,6 +20,8 @@ import (
 type controlFlags struct {
 	listen, data, publicURL, shareDomain, publicDomain, tcpPorts string
 	shareRate, keyRate, publicRate                               int
+	hooksInsecure, hooksPrivate                                  bool
+	logRetention                                                 time.Duration
 }
 
 func (f *controlFlags) register(cmd *cobra.Command, withListen bool) {
@@ -35,6 +37,9 @@ func (f *controlFlags) register(cmd *cobra.Command, withListen bool) {
 	fs.IntVar(&f.shareRate, "share-rate-limit", 0, "requests per minute per share link on the edges (0: default 5000, -1: no limit)")
 	fs.IntVar(&f.keyRate, "api-rate-limit", 0, "API requests per minute per API key (0: default 1000, -1: no limit)")
 	fs.IntVar(&f.publicRate, "public-rate-limit", 0, "public API requests per minute per client IP (0: default 100, -1: no limit)")
+	fs.BoolVar(&f.hooksInsecure, "webhooks-allow-insecure", false, "accept http:// webhook URLs (default: https only)")
+	fs.BoolVar(&f.hooksPrivate, "webhooks-allow-private", false, "let webhooks reach loopback, private and link-local addresses")
+	fs.DurationVar(&f.logRetention, "access-log-retention", 0, "how long share access logs are kept (default 7 days)")
 }
 
 func (f *controlFlags) config(c *common) (control.Config, error) {
@@ -44,7 +49,9 @@ func (f *controlFlags) config(c *common) (control.Config, error) {
 	}
 	return control.Config{Listen: f.listen, DataDir: f.data, Version: version, PublicShareBaseURL: f.publicURL,
 		ShareDomain: f.shareDomain, PublicDomain: f.publicDomain, TCPPortMin: lo, TCPPortMax: hi,
-		RateLimits: control.RateLimits{SharePerMin: f.shareRate, AuthenticatedPerMin: f.keyRate, PublicPerMin: f.publicRate}}, nil
+		RateLimits:         control.RateLimits{SharePerMin: f.shareRate, AuthenticatedPerMin: f.keyRate, PublicPerMin: f.publicRate},
+		Webhooks:           control.WebhookOptions{AllowInsecure: f.hooksInsecure, AllowPrivate: f.hooksPrivate},
+		AccessLogRetention: f.logRetention}, nil
 }
 
 func controlCmd(c *common) *cobra.Command {

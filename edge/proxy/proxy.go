@@ -675,6 +675,19 @@ func (p *Proxy) logAccess(ctx *fasthttp.RequestCtx, share *routes.Share, start t
 	p.recordAccess(share, start, clientIP, ctx.Response.StatusCode(), decision, deniedBy, bytesOut, ctx)
 }
 
+// servicePath is the path without the share token: access logs never carry
+// the secret part of a link.
+func servicePath(p []byte) []byte {
+	if !bytes.HasPrefix(p, sharedPrefix) {
+		return p
+	}
+	rest := p[len(sharedPrefix):]
+	if i := bytes.IndexByte(rest, '/'); i >= 0 {
+		return rest[i:]
+	}
+	return []byte("/")
+}
+
 // recordAccess hands one access record to the reporter.
 func (p *Proxy) recordAccess(share *routes.Share, start time.Time, clientIP string, status int, decision, deniedBy string, bytesOut int64, ctx *fasthttp.RequestCtx) {
 	if share == nil || p.cfg.OnAccess == nil {
@@ -684,7 +697,7 @@ func (p *Proxy) recordAccess(share *routes.Share, start time.Time, clientIP stri
 		LatencyMs: float64(time.Since(start).Microseconds()) / 1000, BytesOut: bytesOut, Decision: decision, DeniedBy: deniedBy}
 	if ctx != nil {
 		rec.Method = string(ctx.Method())
-		rec.Path = string(ctx.Path())
+		rec.Path = string(servicePath(ctx.Path()))
 		rec.UserAgent = string(ctx.UserAgent())
 	}
 	p.cfg.OnAccess(rec)
