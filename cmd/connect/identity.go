@@ -180,6 +180,7 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 			CAFile: af.caFile, PinSHA256: af.pin, InsecureSkipVerify: af.insecureSkipVerify,
 			Logger: a.log, OnEvent: onEvent, Software: "connect/" + version,
 			Registerer: registererOf(af), AllowedTargets: af.allowed, VerifyTarget: af.verify,
+			OnCommand: agentCommands(c, st.AgentID),
 		})
 		if timer != nil {
 			timer.Stop()

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -12,12 +13,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/privateconnect/pc/sdk/client"
 	"github.com/stretchr/testify/require"
 )
 
@@ -149,6 +152,52 @@ func TestQuickStartWithBinaries(t *testing.T) {
 		return resp.StatusCode == 200
 	}, 5*time.Second, 50*time.Millisecond)
 	require.Equal(t, "private service page", body)
+
+	// Agent commands that need the API run in the CLI agent: expose a
+	// second service through POST /v1/agents/:id/command, then unexpose it.
+	second := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "second") }))
+	defer second.Close()
+	api2 := client.New("http://"+api, key)
+	agents, _, err := api2.ListAgents(context.Background(), client.ListOptions{}, client.AgentFilter{})
+	require.NoError(t, err)
+	require.Len(t, agents, 1)
+	sh, sp, _ := net.SplitHostPort(strings.TrimPrefix(second.URL, "http://"))
+	spn, _ := strconv.Atoi(sp)
+	runCommand := func(action string, params string) *client.Command {
+		rc, err := api2.SendCommand(context.Background(), agents[0].ID, client.CommandRequest{Action: action, Params: json.RawMessage(params)})
+		require.NoError(t, err)
+		var cmd *client.Command
+		require.Eventually(t, func() bool {
+			cmd, err = api2.GetCommand(context.Background(), agents[0].ID, rc.CommandID)
+			return err == nil && (cmd.Status == "succeeded" || cmd.Status == "failed")
+		}, 10*time.Second, 50*time.Millisecond)
+		require.Equal(t, "succeeded", cmd.Status, cmd.Error)
+		return cmd
+	}
+	runCommand("expose", fmt.Sprintf(`{"name":"second","targetHost":%q,"targetPort":%d,"protocol":"http"}`, sh, spn))
+	svc2, _, err := api2.ListServices(context.Background(), client.ListOptions{}, client.ServiceFilter{})
+	require.NoError(t, err)
+	var secondID string
+	for _, s := range svc2 {
+		if s.Name == "second" {
+			secondID = s.ID
+		}
+	}
+	require.NotEmpty(t, secondID, "the expose command registered the service")
+	share2, err := api2.CreateShare(context.Background(), secondID, client.CreateShareRequest{Name: "s2"})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(share2.ShareURL + "/")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == 200 && string(b) == "second"
+	}, 5*time.Second, 50*time.Millisecond, "a service exposed by command is served by the running agent")
+	runCommand("unexpose", `{"name":"second"}`)
+	_, err = api2.GetService(context.Background(), secondID)
+	require.True(t, client.IsNotFound(err), "unexpose deleted the service: %v", err)
 
 	// Ctrl-C stops the agent cleanly with exit code 0.
 	require.NoError(t, expose.cmd.Process.Signal(os.Interrupt))
