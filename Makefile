@@ -45,3 +45,22 @@ bench: build
 
 clean:
 	rm -rf $(BIN)
+
+# Long runs of the reliability tests (internal/e2e, issue #8), real processes:
+#   make soak    10 minutes of mixed load (HTTP, TCP, config changes, agent restarts);
+#                goroutines, heap and private RSS may not grow over 10% after warm-up
+#                (the control plane's RSS may grow by Badger's memtable and caches)
+#   make chaos   kill -9 / SIGTERM faults with the control plane down for minutes,
+#                full disk, Badger crash recovery, rolling restarts, hostile input
+# `make test` runs the same tests in their short form (20 s soak, 2 s control outage).
+SOAK_DURATION      ?= 10m
+CHAOS_CONTROL_DOWN ?= 3m
+
+.PHONY: soak chaos
+
+soak: plugins
+	PC_SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -timeout 30m -run '^TestSoak$$' -v ./internal/e2e/
+
+chaos: plugins
+	PC_CHAOS_CONTROL_DOWN=$(CHAOS_CONTROL_DOWN) PC_CHAOS_ROUNDS=3 $(GO) test -count=1 -timeout 30m -v \
+		-run '^(TestFault|TestGraceful|TestChaos|TestHostile|TestSecretsAtRest)' ./internal/e2e/
