@@ -200,8 +200,17 @@ func (a *API) edgeConfig(ctx *fasthttp.RequestCtx) {
 	ctx.SetContentType("application/x-ndjson")
 	ctx.Response.Header.Set("Cache-Control", "no-store")
 	ctx.Response.Header.Set("X-Accel-Buffering", "no")
-	a.log.Info("edge config stream opened", "edge", edgeID, "epoch", epoch, "version", version)
+	// Add and Wait of a WaitGroup must not race: streams opened once
+	// StopStreams has begun are refused.
+	a.streamsMu.Lock()
+	if a.streamsStopped {
+		a.streamsMu.Unlock()
+		writeError(ctx, newError(503, "the control plane is shutting down"))
+		return
+	}
 	a.streams.Add(1)
+	a.streamsMu.Unlock()
+	a.log.Info("edge config stream opened", "edge", edgeID, "epoch", epoch, "version", version)
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer a.streams.Done()
 		err := a.hub.Stream(a.baseCtx, w, edgeID, epoch, version)

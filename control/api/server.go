@@ -82,6 +82,9 @@ type API struct {
 	baseCtx context.Context // cancelled by StopStreams
 	stop    context.CancelFunc
 	streams sync.WaitGroup
+	// streamsMu orders streams.Add against StopStreams' Wait.
+	streamsMu      sync.Mutex
+	streamsStopped bool
 
 	openapiDoc []byte
 	metrics    *metrics
@@ -207,6 +210,9 @@ func (a *API) HeaderReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 // StopStreams ends every open edge config stream and waits for them; call it
 // before shutting the HTTP server down (streams never end on their own).
 func (a *API) StopStreams() {
+	a.streamsMu.Lock()
+	a.streamsStopped = true
+	a.streamsMu.Unlock()
 	a.stop()
 	a.streams.Wait()
 }
