@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/privateconnect/pc/internal/servicename"
 	"net"
 	"strconv"
 	"strings"
@@ -133,25 +134,8 @@ func parseTarget(s string) (string, int, error) {
 	return host, port, nil
 }
 
-// defaultServiceName derives a service name from a well-known port, as the
-// control plane does for tunnels.
-func defaultServiceName(port int) string {
-	switch port {
-	case 5432:
-		return "postgres"
-	case 3306:
-		return "mysql"
-	case 6379:
-		return "redis"
-	case 27017:
-		return "mongodb"
-	case 3000:
-		return "web"
-	case 8080:
-		return "api"
-	}
-	return "service-" + strconv.Itoa(port)
-}
+// defaultServiceName derives a name from well-known ports.
+func defaultServiceName(port int) string { return servicename.ForPort(port) }
 
 // edgeHost returns the host of the first edge's tunnel address.
 func edgeHost(edges []client.AgentEdge) string {

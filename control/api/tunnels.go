@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/privateconnect/pc/internal/servicename"
 	"net"
 	"strconv"
 	"time"
@@ -134,23 +135,7 @@ type createTunnelRequest struct {
 }
 
 // defaultTunnelName derives a name from well-known ports.
-func defaultTunnelName(port int) string {
-	switch port {
-	case 5432:
-		return "postgres"
-	case 3306:
-		return "mysql"
-	case 6379:
-		return "redis"
-	case 27017:
-		return "mongodb"
-	case 3000:
-		return "web"
-	case 8080:
-		return "api"
-	}
-	return "service-" + strconv.Itoa(port)
-}
+func defaultTunnelName(port int) string { return servicename.ForPort(port) }
 
 // createTunnel creates a service from a target (409 when the name exists).
 func (a *API) createTunnel(c *call) (any, error) {
