@@ -156,22 +156,22 @@ func TestFaultBadgerKill9DuringWrites(t *testing.T) {
 	require.NoError(t, err)
 	svc, _, err := c.cl.RegisterService(ctx, client.RegisterServiceRequest{AgentID: prov.AgentID, Name: "db", TargetHost: "127.0.0.1", TargetPort: 5432, Protocol: "tcp"})
 	require.NoError(t, err)
-	// One key per writer: each key has its own API rate limit.
-	const writers = 4
-	var keys []string
-	for i := 0; i < writers; i++ {
-		k, err := c.cl.CreateAPIKey(ctx, client.CreateAPIKeyRequest{Name: fmt.Sprintf("writer-%d", i), Scopes: []string{"write"}})
-		require.NoError(t, err)
-		keys = append(keys, k.Key)
-	}
-
+	const writers = 6
 	acked := map[string]string{} // share id → token
 	var mu sync.Mutex
 	total := 0
 	for cycle := 0; cycle < 3; cycle++ {
+		// Fresh keys, one per writer: each key has its own API rate limit
+		// (1,000/min), which a fast disk would otherwise reach mid-cycle.
+		var keys []string
+		for i := 0; i < writers; i++ {
+			k, err := c.cl.CreateAPIKey(ctx, client.CreateAPIKeyRequest{Name: fmt.Sprintf("writer-%d-%d", cycle, i), Scopes: []string{"write"}})
+			require.NoError(t, err)
+			keys = append(keys, k.Key)
+		}
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
-		var failed int
+		var failed, limited int
 		for w := 0; w < writers; w++ {
 			wg.Add(1)
 			go func(w int) {
@@ -185,9 +185,12 @@ func TestFaultBadgerKill9DuringWrites(t *testing.T) {
 					}
 					sh, err := cl.CreateShare(ctx, svc.ID, client.CreateShareRequest{Name: fmt.Sprintf("c%d-w%d-%d", cycle, w, i), ExpiresIn: "never"})
 					mu.Lock()
-					if err == nil {
+					switch {
+					case err == nil:
 						acked[sh.ID] = sh.Token
-					} else {
+					case client.IsStatus(err, http.StatusTooManyRequests):
+						limited++
+					default:
 						failed++
 					}
 					mu.Unlock()
@@ -205,7 +208,8 @@ func TestFaultBadgerKill9DuringWrites(t *testing.T) {
 		n := len(acked)
 		mu.Unlock()
 		require.Greater(t, n, total, "cycle %d acknowledged writes", cycle)
-		t.Logf("cycle %d: %d writes acknowledged before kill -9 (%d total), %d cut off", cycle, n-total, n, failed)
+		t.Logf("cycle %d: %d writes acknowledged before kill -9 (%d total), %d cut off, %d rate-limited", cycle, n-total, n, failed, limited)
+		require.Less(t, limited, 50, "the writers ran into the API rate limit: the kill would not hit writes in flight")
 		total = n
 
 		c.startControl() // reopens the Badger directory after the crash
