@@ -169,27 +169,38 @@ func (e *Env) StopControl() {
 // ControlURL is the control plane's base URL.
 func (e *Env) ControlURL() string { return "http://" + e.Control.Addr() }
 
-// AddEdge registers and starts a new edge.
+// AddEdge registers and starts a new edge. Its ports are picked free and
+// then bound; if another process takes one in between, it tries new ones.
 func (e *Env) AddEdge(name string) *Edge {
 	e.t.Helper()
-	httpLn, tunLn := freeAddr(e.t), freeAddr(e.t)
-	scheme, tunScheme := "http://", ""
-	if e.tlsConf != nil {
-		scheme, tunScheme = "https://", "tls://"
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		httpLn, tunLn := freeAddr(e.t), freeAddr(e.t)
+		scheme, tunScheme := "http://", ""
+		if e.tlsConf != nil {
+			scheme, tunScheme = "https://", "tls://"
+		}
+		id, token, err := e.Control.EnsureEdge(context.Background(), name, scheme+httpLn, tunScheme+tunLn)
+		if err != nil {
+			e.t.Fatalf("testenv: register edge: %v", err)
+		}
+		ed := &Edge{ID: id, Token: token, Name: name, DataDir: filepath.Join(e.t.TempDir(), name)}
+		srv, err := e.startEdge(ed, httpLn, tunLn, 1)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		ed.Server = srv
+		e.mu.Lock()
+		e.Edges = append(e.Edges, ed)
+		e.mu.Unlock()
+		return ed
 	}
-	id, token, err := e.Control.EnsureEdge(context.Background(), name, scheme+httpLn, tunScheme+tunLn)
-	if err != nil {
-		e.t.Fatalf("testenv: register edge: %v", err)
-	}
-	ed := &Edge{ID: id, Token: token, Name: name, DataDir: filepath.Join(e.t.TempDir(), name)}
-	ed.Server = e.startEdge(ed, httpLn, tunLn)
-	e.mu.Lock()
-	e.Edges = append(e.Edges, ed)
-	e.mu.Unlock()
-	return ed
+	e.t.Fatalf("testenv: start edge: %v", lastErr)
+	return nil
 }
 
-func (e *Env) startEdge(ed *Edge, httpAddr, tunAddr string) *edge.Server {
+func (e *Env) startEdge(ed *Edge, httpAddr, tunAddr string, tries int) (*edge.Server, error) {
 	e.t.Helper()
 	cfg := edge.Config{ControlURL: e.ControlURL(), Token: ed.Token, HTTPAddr: httpAddr, TunnelAddr: tunAddr,
 		AdminAddr: "127.0.0.1:0", DataDir: ed.DataDir, ReportInterval: 100 * time.Millisecond,
@@ -203,19 +214,20 @@ func (e *Env) startEdge(ed *Edge, httpAddr, tunAddr string) *edge.Server {
 	}
 	var s *edge.Server
 	var err error
-	for i := 0; i < 50; i++ {
+	for i := 0; i < tries; i++ {
 		if s, err = edge.New(cfg); err == nil {
 			if err = s.Start(context.Background()); err == nil {
 				break
 			}
+			_ = s.Close()
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	if err != nil {
-		e.t.Fatalf("testenv: start edge: %v", err)
+		return nil, err
 	}
 	e.t.Cleanup(func() { _ = s.Close() })
-	return s
+	return s, nil
 }
 
 // RestartEdge stops an edge and starts it again on the same addresses and
@@ -224,7 +236,11 @@ func (e *Env) RestartEdge(ed *Edge) {
 	e.t.Helper()
 	httpAddr, tunAddr := ed.HTTPAddr(), ed.TunnelAddr()
 	_ = ed.Close()
-	ed.Server = e.startEdge(ed, httpAddr, tunAddr)
+	srv, err := e.startEdge(ed, httpAddr, tunAddr, 50)
+	if err != nil {
+		e.t.Fatalf("testenv: restart edge: %v", err)
+	}
+	ed.Server = srv
 }
 
 // WaitEdgeVersion waits until every edge applied at least the control
