@@ -24,6 +24,7 @@ func TestAgentCredentialChangesReachTheEdge(t *testing.T) {
 	ed := env.Edges[0]
 	ctx := context.Background()
 	id, token, _ := env.ProvisionAgent("rotating")
+	env.WaitSynced(5 * time.Second) // the new agent's key has reached the edge
 
 	// A live session with the current token.
 	r := dialRogue(t, ed.TunnelAddr(), id, token, tunnel.Version)

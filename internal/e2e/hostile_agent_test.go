@@ -211,6 +211,7 @@ func TestHostileAgent(t *testing.T) {
 	serves(t)
 
 	rogueID, rogueToken, _ := env.ProvisionAgent("rogue")
+	env.WaitSynced(5 * time.Second) // its key is on the edge before it dials
 
 	// Slowloris during the handshake: connections that dribble a byte of
 	// their hello now and then are cut at HandshakeTimeout; they never
