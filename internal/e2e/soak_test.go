@@ -304,7 +304,13 @@ func TestSoak(t *testing.T) {
 	long := d >= 5*time.Minute
 	for _, w := range procs {
 		check(w, "goroutines", func(s procSample) float64 { return s.goroutines }, "min", 0, 0.10)
-		check(w, "heap goal MiB", func(s procSample) float64 { return s.heapGoal / (1 << 20) }, "min", 0, 0.10)
+		// The heap goal (twice the live heap after a GC) still jumps by a
+		// GC cycle's worth in a short run: there only gross growth counts.
+		if long {
+			check(w, "heap goal MiB", func(s procSample) float64 { return s.heapGoal / (1 << 20) }, "min", 0, 0.10)
+		} else {
+			check(w, "heap goal MiB", func(s procSample) float64 { return s.heapGoal / (1 << 20) }, "min", 32, 0.50)
+		}
 		anon := func(s procSample) float64 { return s.rssAnon / (1 << 20) }
 		switch {
 		case w.name == "control":
