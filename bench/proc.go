@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -224,5 +223,3 @@ func (m *monitor) end() []ProcStat {
 }
 
 func mib(b int64) float64 { return round3(float64(b) / (1 << 20)) }
-
-var errNotAvailable = errors.New("not available")

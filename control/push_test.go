@@ -167,6 +167,7 @@ func TestConfigPushStream(t *testing.T) {
 	e.call("DELETE", "/v1/services/"+svc["id"].(string), nil)
 	m = next(t, ch, time.Second)
 	require.NotEmpty(t, m.Changes)
+	assert.Greater(t, m.Version, version)
 	assert.Equal(t, config.OpDelete, m.Changes[0].Op)
 	assert.Equal(t, config.KindService, m.Changes[0].Kind)
 	version = m.Version

@@ -8,19 +8,18 @@ import (
 // Sentinel errors. A [Decision] of [Error] carries a *[PluginError] whose Kind is one of these,
 // so callers branch with errors.Is.
 var (
-	ErrNotLoaded      = errors.New("plugin not loaded")
-	ErrBreakerOpen    = errors.New("circuit breaker open")
-	ErrNoInstance     = errors.New("no instance available in time")
-	ErrTimeout        = errors.New("time budget exceeded")
-	ErrMemoryLimit    = errors.New("memory limit exceeded")
-	ErrTrap           = errors.New("guest trapped")
-	ErrGuestError     = errors.New("guest returned ERROR")
-	ErrABIViolation   = errors.New("ABI violation")
-	ErrInvalidConfig  = errors.New("invalid config")
-	ErrInvalidModule  = errors.New("invalid module")
-	ErrClosed         = errors.New("host closed")
-	ErrCanceled       = errors.New("request canceled")
-	errNoValidateFunc = errors.New("no validate_config export")
+	ErrNotLoaded     = errors.New("plugin not loaded")
+	ErrBreakerOpen   = errors.New("circuit breaker open")
+	ErrNoInstance    = errors.New("no instance available in time")
+	ErrTimeout       = errors.New("time budget exceeded")
+	ErrMemoryLimit   = errors.New("memory limit exceeded")
+	ErrTrap          = errors.New("guest trapped")
+	ErrGuestError    = errors.New("guest returned ERROR")
+	ErrABIViolation  = errors.New("ABI violation")
+	ErrInvalidConfig = errors.New("invalid config")
+	ErrInvalidModule = errors.New("invalid module")
+	ErrClosed        = errors.New("host closed")
+	ErrCanceled      = errors.New("request canceled")
 )
 
 // PluginError describes why a plugin call failed. Kind is a sentinel error above; Detail is a

@@ -27,7 +27,6 @@ var (
 	errRateKey       = fmt.Errorf("%w: rate_limit key empty or longer than %d bytes", ErrABIViolation, abi.MaxRateLimitKeyLen)
 	errRateWindow    = fmt.Errorf("%w: rate_limit window_ms outside 1..%d", ErrABIViolation, abi.MaxRateLimitWindowMs)
 	errNoRespond     = fmt.Errorf("%w: RESPOND without respond", ErrABIViolation)
-	errDecisionCode  = fmt.Errorf("%w: handle_request returned an unknown decision code", ErrABIViolation)
 	errSignatureSize = fmt.Errorf("%w: verify_signature key longer than %d bytes", ErrABIViolation, abi.MaxSignatureKeyLen)
 )
 

@@ -52,7 +52,6 @@ type pool struct {
 	rt       wazero.Runtime
 	compiled wazero.CompiledModule
 	modCfg   wazero.ModuleConfig
-	handle   string
 	size     int
 	memLimit uint32 // bytes, rounded to pages
 	trusted  bool   // compiled without termination checks (ModuleOptions.Trusted)

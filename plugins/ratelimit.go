@@ -114,14 +114,3 @@ func (rl *rateLimiter) sweep(nowMs int64) {
 		sh.mu.Unlock()
 	}
 }
-
-func (rl *rateLimiter) len() int {
-	n := 0
-	for i := range rl.shards {
-		sh := &rl.shards[i]
-		sh.mu.Lock()
-		n += len(sh.m)
-		sh.mu.Unlock()
-	}
-	return n
-}

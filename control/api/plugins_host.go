@@ -148,7 +148,7 @@ func (a *API) ensurePlugin(ctx context.Context, ws, id string) (*plugins.Host, e
 		if err != nil {
 			return nil, builtinError(err)
 		}
-		if err := a.plugins.load(ctx, h, id, wasm, builtinOptions(name)); err != nil {
+		if err := a.plugins.load(ctx, h, id, wasm, builtin.Options(name)); err != nil {
 			return nil, fmt.Errorf("load built-in %s: %w", name, err)
 		}
 		return h, nil
@@ -185,15 +185,6 @@ func (ph *pluginHost) touch(id string) {
 	ph.mu.Lock()
 	ph.touchLocked(id)
 	ph.mu.Unlock()
-}
-
-// builtinOptions are the edge's options for a built-in (edge/policy): the
-// password check runs PBKDF2 in the guest and gets the maximum budget.
-func builtinOptions(name string) plugins.ModuleOptions {
-	if name == builtin.Password {
-		return plugins.ModuleOptions{Timeout: abi.MaxTimeout}
-	}
-	return plugins.ModuleOptions{}
 }
 
 // Share attachments.
@@ -492,7 +483,7 @@ var builtinSchemas = map[string]string{
 
 func (a *API) builtinView(name string) pluginView {
 	info := builtinInfoOf(name)
-	opts := builtinOptions(name)
+	opts := builtin.Options(name)
 	if opts.Timeout == 0 {
 		opts.Timeout = abi.DefaultTimeout
 	}

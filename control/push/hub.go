@@ -42,12 +42,11 @@ type Ref struct {
 	ID          string
 }
 
-// Share, Service, Agent, Edge, Settings build Refs.
+// Share, Service, Agent, Edge build Refs.
 func Share(ws, id string) Ref   { return Ref{Kind: config.KindShare, WorkspaceID: ws, ID: id} }
 func Service(ws, id string) Ref { return Ref{Kind: config.KindService, WorkspaceID: ws, ID: id} }
 func Agent(ws, id string) Ref   { return Ref{Kind: config.KindAgent, WorkspaceID: ws, ID: id} }
 func Edge(id string) Ref        { return Ref{Kind: config.KindEdge, ID: id} }
-func Settings() Ref             { return Ref{Kind: config.KindSettings, ID: "settings"} }
 
 // Options configure a Hub.
 type Options struct {

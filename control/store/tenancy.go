@@ -133,16 +133,3 @@ func GetMeta(tx Tx, name string) ([]byte, error) { return tx.Get(key("meta", nam
 
 // PutMeta writes a metadata value.
 func PutMeta(tx Tx, name string, v []byte) error { return tx.Put(key("meta", name), v) }
-
-// GetSettings returns the stored data-plane settings (zero when unset).
-func GetSettings(tx Tx) (Settings, error) {
-	var s Settings
-	err := getJSON(tx, key("meta", "settings"), &s)
-	if isNotFound(err) {
-		err = nil
-	}
-	return s, err
-}
-
-// PutSettings stores the data-plane settings.
-func PutSettings(tx Tx, s Settings) error { return putJSON(tx, key("meta", "settings"), s) }

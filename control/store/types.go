@@ -211,10 +211,3 @@ type Diagnostic struct {
 	Result      json.RawMessage `json:"result,omitempty"` // dns/tcp/tls/http parts as sent by the agent
 	CreatedAt   time.Time       `json:"createdAt"`
 }
-
-// Settings are the platform's data-plane settings kept in the store.
-type Settings struct {
-	ShareRateLimitPerMin int    `json:"shareRateLimitPerMin,omitempty"`
-	ShareDomain          string `json:"shareDomain,omitempty"`
-	PublicDomain         string `json:"publicDomain,omitempty"`
-}

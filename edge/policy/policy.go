@@ -75,7 +75,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, log: log, host: host, loaded: map[string]string{}, wanted: map[string]config.Plugin{},
 		kick: make(chan struct{}, 1), done: make(chan struct{})}
-	if err := loadBuiltins(ctx, host); err != nil {
+	if err := builtin.LoadAll(ctx, host); err != nil {
 		e.builtinsErr = err
 		log.Error("built-in plugins unavailable: shares with policy fields will answer 503", "err", err)
 	}
@@ -83,28 +83,6 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	e.cancel = cancel
 	go e.loader(rctx)
 	return e, nil
-}
-
-// loadBuiltins loads every built-in plugin as trusted code (our own SDK
-// plugins: the host skips wazero's interruption checks, which makes Go
-// guests ~25x faster; uploaded plugins are never trusted). The password
-// check runs PBKDF2 inside the guest, so it gets the ABI's maximum budget
-// (50 ms) instead of the 5 ms default.
-func loadBuiltins(ctx context.Context, host *plugins.Host) error {
-	for _, name := range builtin.Names() {
-		wasm, err := builtin.Module(name)
-		if err != nil {
-			return err
-		}
-		opts := plugins.ModuleOptions{Trusted: true}
-		if name == builtin.Password {
-			opts.Timeout = 50 * time.Millisecond
-		}
-		if err := host.Load(ctx, builtin.ID(name), wasm, opts); err != nil {
-			return fmt.Errorf("load built-in %s: %w", name, err)
-		}
-	}
-	return nil
 }
 
 // Close stops the loader and the Wasm host.

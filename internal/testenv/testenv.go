@@ -7,7 +7,6 @@ package testenv
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -433,9 +432,4 @@ func waitHTTP(t T, url string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("testenv: %s did not answer", url)
-}
-
-// String describes the env for logs.
-func (e *Env) String() string {
-	return fmt.Sprintf("control=%s edges=%d", e.Control.Addr(), len(e.Edges))
 }

@@ -16,6 +16,7 @@ import (
 	"io/fs"
 
 	"github.com/privateconnect/pc/plugins"
+	"github.com/privateconnect/pc/plugins/abi"
 )
 
 //go:embed wasm
@@ -104,18 +105,30 @@ func Chain(p SharePolicy) []plugins.Attachment {
 	return chain
 }
 
-// LoadAll loads every built-in into h (ids "builtin:<name>") with opts, as trusted modules
-// (plugins.ModuleOptions.Trusted: they ship with the binary). It stops at the first error (a
-// missing module says to run make plugins).
-func LoadAll(ctx context.Context, h *plugins.Host, opts plugins.ModuleOptions) error {
-	opts.Trusted = true
+// Options are the module options of a built-in, wherever it is loaded (the
+// edge's policy engine, the control plane's dry-run host): trusted, since
+// they ship with the binary (plugins.ModuleOptions.Trusted), and the
+// password check, which runs PBKDF2 in the guest, gets the ABI's maximum
+// time budget instead of the default.
+func Options(name string) plugins.ModuleOptions {
+	o := plugins.ModuleOptions{Trusted: true}
+	if name == Password {
+		o.Timeout = abi.MaxTimeout
+	}
+	return o
+}
+
+// LoadAll loads every built-in into h (ids "builtin:<name>") with its
+// Options. It stops at the first error (a missing module says to run make
+// plugins).
+func LoadAll(ctx context.Context, h *plugins.Host) error {
 	for _, n := range names {
 		wasm, err := Module(n)
 		if err != nil {
 			return err
 		}
-		if err := h.Load(ctx, ID(n), wasm, opts); err != nil {
-			return err
+		if err := h.Load(ctx, ID(n), wasm, Options(n)); err != nil {
+			return fmt.Errorf("load built-in %s: %w", n, err)
 		}
 	}
 	return nil

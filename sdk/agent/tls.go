@@ -64,10 +64,3 @@ func (a *Agent) tlsConfigFor(hostport string) *tls.Config {
 	}
 	return tc
 }
-
-// PinOf returns the pin (hex SHA-256 of the SubjectPublicKeyInfo) of a
-// certificate, as PinSHA256 expects.
-func PinOf(cert *x509.Certificate) string {
-	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
-	return hex.EncodeToString(sum[:])
-}
