@@ -26,6 +26,8 @@ run: build
 # The whole suite: unit, integration, end-to-end (real binaries), plugin builds.
 test: build wat
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	# Allocation pins skip under -race (it changes the counts): run them without.
+	$(GO) test -count=1 -run 'Alloc' ./plugins/ ./bench/
 
 # A faster loop while developing.
 test-short: plugins

@@ -71,7 +71,7 @@ func labelled(name string, f func()) {
 	pprof.Do(context.Background(), pprof.Labels("component", name), func(context.Context) { f() })
 }
 
-func sharePath(b *testing.B, share client.CreateShareRequest, n int) ([]string, func()) {
+func sharePath(b testing.TB, share client.CreateShareRequest, n int) ([]string, func()) {
 	var o *Origin
 	var err error
 	labelled("origin", func() { o, err = StartOrigin("") })
@@ -149,4 +149,39 @@ func benchHTTP(b *testing.B, urls []string, conns int) {
 			}
 		}
 	})
+}
+
+// TestSharePathAllocations pins the allocations of one proxied request on
+// the whole in-process path (edge, tunnel, agent; the fasthttp client and
+// origin allocate nothing). Measured at about 52 per request; the bound
+// leaves room for GC and report batching noise, and fails if a change adds
+// a handful of allocations per request.
+func TestSharePathAllocations(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots the whole system")
+	}
+	if raceEnabled {
+		t.Skip("the race detector changes allocation counts")
+	}
+	urls, stop := sharePath(t, client.CreateShareRequest{Name: "allocs"}, 1)
+	defer stop()
+	hc := &fasthttp.HostClient{Addr: hostOf(urls[0]), MaxConns: 1}
+	defer hc.CloseIdleConnections()
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(urls[0])
+	get := func() {
+		if err := hc.Do(req, resp); err != nil || resp.StatusCode() != 200 {
+			t.Fatalf("%v %d", err, resp.StatusCode())
+		}
+	}
+	for i := 0; i < 200; i++ { // warm pools and connections
+		get()
+	}
+	allocs := testing.AllocsPerRun(2000, get)
+	t.Logf("%.1f allocations per proxied request", allocs)
+	if allocs > 65 {
+		t.Fatalf("%.1f allocations per proxied request, want ≤ 65 (was about 52)", allocs)
+	}
 }

@@ -183,8 +183,8 @@ func New(cfg Config) (*Server, error) {
 }
 
 // onAccess counts a share request and queues its access log.
-func (s *Server) onAccess(a *config.AccessLog) {
-	s.metrics.observe(a)
+func (s *Server) onAccess(a config.AccessLog) {
+	s.metrics.observe(&a)
 	s.reporter.access(a)
 }
 

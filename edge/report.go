@@ -86,10 +86,10 @@ func (r *reporter) commandDone(c config.CommandDone) {
 }
 
 // access records one access log; it never blocks.
-func (r *reporter) access(a *config.AccessLog) {
+func (r *reporter) access(a config.AccessLog) {
 	r.mu.Lock()
 	if len(r.logs) < maxPendingLogs {
-		r.logs = append(r.logs, *a)
+		r.logs = append(r.logs, a)
 	} else {
 		r.dropped.Add(1)
 		r.s.metrics.dropped.Inc()

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,12 +47,40 @@ type Edits struct {
 	SetRequest    [][2]string
 	RemoveRequest []string
 	SetResponse   [][2]string
+
+	rate    rateInfo // set by the per-share limit
+	scratch []byte   // reused by prepareRequest
 }
 
 // Reset empties e for reuse.
 func (e *Edits) Reset() {
 	e.SetRequest, e.RemoveRequest, e.SetResponse = e.SetRequest[:0], e.RemoveRequest[:0], e.SetResponse[:0]
+	e.rate = rateInfo{}
 }
+
+// rateInfo is the per-share limit's state for the X-RateLimit headers.
+type rateInfo struct {
+	limit, remaining int
+	reset            int64 // Unix seconds; 0: no limit applies
+}
+
+// applyResponse sets the response edits (and the rate-limit headers) on the
+// response head the visitor gets, after the service's own headers.
+func (e *Edits) applyResponse(h *fasthttp.ResponseHeader) {
+	if e.rate.reset != 0 {
+		var b [20]byte
+		h.SetBytesV("X-RateLimit-Limit", strconv.AppendInt(b[:0], int64(e.rate.limit), 10))
+		h.SetBytesV("X-RateLimit-Remaining", strconv.AppendInt(b[:0], int64(e.rate.remaining), 10))
+		h.SetBytesV("X-RateLimit-Reset", strconv.AppendInt(b[:0], e.rate.reset, 10))
+	}
+	for _, kv := range e.SetResponse {
+		h.Set(kv[0], kv[1])
+	}
+}
+
+// editsPool recycles the per-request Edits (the policy interface makes them
+// escape).
+var editsPool = sync.Pool{New: func() any { return new(Edits) }}
 
 // Config configures a Proxy.
 type Config struct {
@@ -69,7 +98,7 @@ type Config struct {
 	// rightmost address not in these ranges).
 	TrustedProxies []netip.Prefix
 	// OnAccess receives one record per request (must not block).
-	OnAccess func(*config.AccessLog)
+	OnAccess func(config.AccessLog)
 	Logger   *slog.Logger
 }
 
@@ -130,9 +159,10 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	share := tg.share
-	var edits Edits
+	edits := editsPool.Get().(*Edits)
+	defer func() { edits.Reset(); editsPool.Put(edits) }()
 	if share != nil {
-		if !p.allowRate(ctx, t, share, &edits) {
+		if !p.allowRate(ctx, t, share, edits) {
 			p.logAccess(ctx, share, start, clientIP, "denied", "rate-limit", 0)
 			return
 		}
@@ -143,11 +173,9 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	if share != nil && p.cfg.Policy != nil {
-		if v := p.cfg.Policy.Check(ctx, share, tg.path, clientIP, &edits); v != nil {
+		if v := p.cfg.Policy.Check(ctx, share, tg.path, clientIP, edits); v != nil {
 			ctx.Response.Reset()
-			for _, h := range edits.SetResponse {
-				ctx.Response.Header.Set(h[0], h[1])
-			}
+			edits.applyResponse(&ctx.Response.Header)
 			for _, h := range v.Headers {
 				ctx.Response.Header.Set(h[0], h[1])
 			}
@@ -169,10 +197,10 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if isWebSocket(ctx) {
-		p.websocket(ctx, sess, tg, clientIP, &edits, start)
+		p.websocket(ctx, sess, tg, clientIP, edits, start)
 		return
 	}
-	p.forward(ctx, sess, tg, clientIP, &edits, start)
+	p.forward(ctx, sess, tg, clientIP, edits, start)
 }
 
 // resolve finds the share or public service of a request and runs the
@@ -274,18 +302,12 @@ func (p *Proxy) allowRate(ctx *fasthttp.RequestCtx, t *routes.Table, share *rout
 		return true
 	}
 	ok, remaining, reset := p.limiter.allow(share.ID, limit, time.Minute)
-	// The headers go on whatever response the visitor gets: set now for a
-	// 429, and as response edits (applied after the service's headers) when
-	// the request goes on.
-	edits.SetResponse = append(edits.SetResponse,
-		[2]string{"X-RateLimit-Limit", strconv.Itoa(limit)},
-		[2]string{"X-RateLimit-Remaining", strconv.Itoa(remaining)},
-		[2]string{"X-RateLimit-Reset", strconv.FormatInt(reset.Unix(), 10)})
+	// The headers go on whatever response the visitor gets: now for a 429,
+	// else with the response edits, after the service's headers.
+	edits.rate = rateInfo{limit: limit, remaining: remaining, reset: reset.Unix()}
 	if !ok {
 		h := &ctx.Response.Header
-		for _, kv := range edits.SetResponse {
-			h.Set(kv[0], kv[1])
-		}
+		edits.applyResponse(h)
 		retry := int(time.Until(reset).Seconds() + 0.999)
 		if retry < 1 {
 			retry = 1
@@ -403,25 +425,28 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 		}
 		out.Header.Del(h)
 	}
-	uri := make([]byte, 0, len(tg.path)+64)
-	uri = appendEscapedPath(uri, tg.path)
+	// The header setters copy: one scratch buffer (pooled with edits)
+	// serves each value in turn.
+	b := appendEscapedPath(edits.scratch[:0], tg.path)
 	if q := ctx.URI().QueryString(); len(q) > 0 {
-		uri = append(append(uri, '?'), q...)
+		b = append(append(b, '?'), q...)
 	}
-	out.Header.SetRequestURIBytes(uri)
-	origHost := string(ctx.Host())
-	out.Header.SetHost(net.JoinHostPort(tg.svc.TargetHost, strconv.Itoa(tg.svc.TargetPort)))
-	xff := clientIP
+	out.Header.SetRequestURIBytes(b)
+	out.Header.SetBytesV("X-Forwarded-Host", ctx.Host())
+	b = appendHostPort(b[:0], tg.svc.TargetHost, tg.svc.TargetPort)
+	out.Header.SetHostBytes(b)
 	if prior := in.Header.Peek("X-Forwarded-For"); len(prior) > 0 && len(p.cfg.TrustedProxies) > 0 {
-		xff = string(prior) + ", " + peerIP(ctx)
+		b = append(append(append(b[:0], prior...), ", "...), peerIP(ctx)...)
+		out.Header.SetBytesV("X-Forwarded-For", b)
+	} else {
+		out.Header.Set("X-Forwarded-For", clientIP)
 	}
-	out.Header.Set("X-Forwarded-For", xff)
+	edits.scratch = b
 	if ctx.IsTLS() {
 		out.Header.Set("X-Forwarded-Proto", "https")
 	} else {
 		out.Header.Set("X-Forwarded-Proto", "http")
 	}
-	out.Header.Set("X-Forwarded-Host", origHost)
 	if tg.share != nil {
 		out.Header.Set("X-Share-Id", tg.share.ID)
 	} else {
@@ -443,6 +468,17 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 func peerIP(ctx *fasthttp.RequestCtx) string {
 	a, _ := netip.AddrFromSlice(ctx.RemoteIP())
 	return a.Unmap().String()
+}
+
+// appendHostPort appends host:port, bracketing IPv6 literals as
+// net.JoinHostPort does.
+func appendHostPort(dst []byte, host string, port int) []byte {
+	if strings.IndexByte(host, ':') >= 0 {
+		dst = append(append(append(dst, '['), host...), ']')
+	} else {
+		dst = append(dst, host...)
+	}
+	return strconv.AppendInt(append(dst, ':'), int64(port), 10)
 }
 
 // appendEscapedPath re-encodes a decoded path for the request line.
@@ -485,9 +521,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 	for _, h := range hopHeaders {
 		ctx.Response.Header.Del(h)
 	}
-	for _, h := range edits.SetResponse {
-		ctx.Response.Header.Set(h[0], h[1])
-	}
+	edits.applyResponse(&ctx.Response.Header)
 	ctx.SetStatusCode(status)
 	if ctx.IsHead() || status == fasthttp.StatusNotModified || status == fasthttp.StatusNoContent || status < 200 {
 		ctx.Response.SkipBody = true
@@ -615,9 +649,7 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		conn.Close()
 		return
 	}
-	for _, h := range edits.SetResponse {
-		rh.Set(h[0], h[1])
-	}
+	edits.applyResponse(&rh)
 	head := append([]byte(nil), rh.Header()...)
 	share := tg.share
 	ctx.HijackSetNoResponse(true)
@@ -688,15 +720,25 @@ func servicePath(p []byte) []byte {
 	return []byte("/")
 }
 
+// methodString returns the common methods without allocating.
+func methodString(m []byte) string {
+	for _, s := range [...]string{"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"} {
+		if string(m) == s {
+			return s
+		}
+	}
+	return string(m)
+}
+
 // recordAccess hands one access record to the reporter.
 func (p *Proxy) recordAccess(share *routes.Share, start time.Time, clientIP string, status int, decision, deniedBy string, bytesOut int64, ctx *fasthttp.RequestCtx) {
 	if share == nil || p.cfg.OnAccess == nil {
 		return
 	}
-	rec := &config.AccessLog{ShareID: share.ID, At: start.UTC(), IP: clientIP, StatusCode: status,
+	rec := config.AccessLog{ShareID: share.ID, At: start.UTC(), IP: clientIP, StatusCode: status,
 		LatencyMs: float64(time.Since(start).Microseconds()) / 1000, BytesOut: bytesOut, Decision: decision, DeniedBy: deniedBy}
 	if ctx != nil {
-		rec.Method = string(ctx.Method())
+		rec.Method = methodString(ctx.Method())
 		rec.Path = string(servicePath(ctx.Path()))
 		rec.UserAgent = string(ctx.UserAgent())
 	}
