@@ -101,3 +101,31 @@ func waitOffline(t *testing.T, env *testenv.Env, id string) {
 		return false
 	}, 5*time.Second, 20*time.Millisecond)
 }
+
+// TestBadAgentCredentialsRejected: an agent with a wrong token gets a clear
+// rejection (and keeps retrying with backoff); the honest agent is not
+// disturbed.
+func TestBadAgentCredentialsRejected(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	id, token, edges := env.ProvisionAgent("honest")
+	env.RunAgent(id, token, edges)
+	env.WaitAgentOnEdges(id, 5*time.Second)
+	events := make(chan agent.Event, 8)
+	env.RunAgentWith(id, "not-the-token", edges, func(c *agent.Config) {
+		c.MinBackoff = time.Second
+		c.OnEvent = func(e agent.Event) {
+			select {
+			case events <- e:
+			default:
+			}
+		}
+	})
+	select {
+	case e := <-events:
+		require.Equal(t, agent.EventRejected, e.Kind)
+		require.Contains(t, e.Message, "invalid agent credentials")
+	case <-time.After(5 * time.Second):
+		t.Fatal("no rejection event")
+	}
+	require.Contains(t, env.Edges[0].ConnectedAgents(), id, "the honest session stays")
+}

@@ -25,6 +25,13 @@ func origin(t *testing.T) *httptest.Server {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello from origin: %s %s", r.Method, r.URL.RequestURI())
 	})
+	mux.HandleFunc("/echo-headers", func(w http.ResponseWriter, r *http.Request) {
+		for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Share-Id", "X-Hop"} {
+			w.Header().Set("Seen-"+h, r.Header.Get(h))
+		}
+		w.Header().Set("Seen-Host", r.Host)
+		fmt.Fprint(w, "headers")
+	})
 	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "%d", n)
@@ -114,6 +121,23 @@ func TestWholePath(t *testing.T) {
 		list, _, err := env.Client.ListAgents(context.Background(), client.ListOptions{}, client.AgentFilter{})
 		return err == nil && len(list) == 1 && list[0].IsOnline
 	}, 3*time.Second, 20*time.Millisecond)
+
+	// What the service sees of the visitor: forwarded headers added,
+	// hop-by-hop headers (and those named in Connection) removed, its own
+	// host:port as Host.
+	req, _ := http.NewRequest("GET", sh.ShareURL+"/echo-headers", nil)
+	req.Header.Set("Connection", "X-Hop")
+	req.Header.Set("X-Hop", "drop-me")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "127.0.0.1", resp.Header.Get("Seen-X-Forwarded-For"))
+	require.Equal(t, env.Edges[0].HTTPAddr(), resp.Header.Get("Seen-X-Forwarded-Host"))
+	require.Equal(t, "http", resp.Header.Get("Seen-X-Forwarded-Proto"))
+	require.Equal(t, sh.ID, resp.Header.Get("Seen-X-Share-Id"))
+	require.Empty(t, resp.Header.Get("Seen-X-Hop"), "headers named in Connection are hop-by-hop")
+	require.Equal(t, strings.TrimPrefix(org.URL, "http://"), resp.Header.Get("Seen-Host"))
 
 	// Public info of the link.
 	code, body = get(t, env.ControlURL()+"/v1/shared/"+sh.Token+"/info")
