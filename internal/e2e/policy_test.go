@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/privateconnect/pc/control"
 	"github.com/privateconnect/pc/internal/testenv"
@@ -114,4 +115,43 @@ func TestSharePerMinuteLimit(t *testing.T) {
 	require.NotEmpty(t, resp.Header.Get("X-RateLimit-Reset"))
 	require.Contains(t, body, `"error":"Too Many Requests"`)
 	require.Contains(t, body, `"retryAfter":`)
+}
+
+// TestShareLifetimeAndPause: maxUses and expiry answer 410 on the edge, and
+// a paused tunnel answers 503 until it is resumed, without the agent
+// disconnecting.
+func TestShareLifetimeAndPause(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	org := origin(t)
+	id, token, edges := env.ProvisionAgent("a")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.Expose(ag, "web", org.URL)
+	ctx := context.Background()
+
+	limited := env.Share(svc.ID, client.CreateShareRequest{MaxUses: 2})
+	for i := 0; i < 2; i++ {
+		resp, _ := do(t, "GET", limited.ShareURL+"/", nil)
+		require.Equal(t, 200, resp.StatusCode)
+	}
+	resp, body := do(t, "GET", limited.ShareURL+"/", nil)
+	require.Equal(t, 410, resp.StatusCode)
+	require.Contains(t, body, "maximum number of uses")
+
+	soon := time.Now().Add(1500 * time.Millisecond).UTC()
+	expiring := env.Share(svc.ID, client.CreateShareRequest{ExpiresAt: &soon})
+	resp, _ = do(t, "GET", expiring.ShareURL+"/", nil)
+	require.Equal(t, 200, resp.StatusCode)
+	time.Sleep(time.Until(soon) + 50*time.Millisecond)
+	resp, body = do(t, "GET", expiring.ShareURL+"/", nil)
+	require.Equal(t, 410, resp.StatusCode)
+	require.Contains(t, body, "expired")
+
+	open := env.Share(svc.ID, client.CreateShareRequest{})
+	_, err := env.Client.PauseTunnel(ctx, svc.ID)
+	require.NoError(t, err)
+	eventuallyStatus(t, open.ShareURL+"/", 503, time.Second)
+	require.Contains(t, env.Edges[0].ConnectedAgents(), id, "pausing does not disconnect the agent")
+	_, err = env.Client.ResumeTunnel(ctx, svc.ID)
+	require.NoError(t, err)
+	eventuallyStatus(t, open.ShareURL+"/", 200, time.Second)
 }
