@@ -116,9 +116,7 @@ func TestPublicServiceAndHostRouting(t *testing.T) {
 		c.PublicDomain, c.ShareDomain = "apps.example.test", "share.example.test"
 	}})
 	org := origin(t)
-	id, token, edges := env.ProvisionAgent("a")
-	ag := env.RunAgent(id, token, edges)
-	svc := env.Expose(ag, "web", org.URL)
+	_, svc := env.ExposeAgent("a", "web", org.URL)
 	pa, err := env.Client.SetServicePublic(context.Background(), svc.ID, client.PublicRequest{IsPublic: true, Subdomain: "my-app"})
 	require.NoError(t, err)
 	require.True(t, pa.IsPublic)
@@ -168,9 +166,7 @@ func TestRealClientIPBehindLoadBalancer(t *testing.T) {
 		seen <- r.Header.Get("X-Forwarded-For")
 		fmt.Fprint(w, "ok")
 	})
-	id, token, edges := env.ProvisionAgent("a")
-	ag := env.RunAgent(id, token, edges)
-	svc := env.Expose(ag, "web", org)
+	_, svc := env.ExposeAgent("a", "web", org)
 	// Only 203.0.113.0/24 may use the share: the policy sees the real IP.
 	sh := env.Share(svc.ID, client.CreateShareRequest{AllowedIPs: []string{"203.0.113.0/24"}})
 	path := strings.TrimPrefix(sh.ShareURL, "http://"+env.Edges[0].HTTPAddr())

@@ -191,9 +191,8 @@ func TestHostileAgent(t *testing.T) {
 		_, _ = io.WriteString(w, "ok")
 	}))
 	t.Cleanup(org.Close)
-	id, token, edges := env.ProvisionAgent("honest")
-	honest := env.RunAgent(id, token, edges)
-	svc := env.Expose(honest, "web", org.URL)
+	honest, svc := env.ExposeAgent("honest", "web", org.URL)
+	id := honest.ID
 	// Another real agent connects once through a capturing proxy, so that
 	// its genuine handshake can be replayed.
 	capID, capToken, _ := env.ProvisionAgent("captured")

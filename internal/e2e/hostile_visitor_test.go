@@ -217,9 +217,7 @@ func TestHostileVisitors(t *testing.T) {
 	env := testenv.New(t, testenv.Options{})
 	ed := env.Edges[0]
 	o := newRawOrigin(t)
-	id, token, edges := env.ProvisionAgent("a")
-	ag := env.RunAgent(id, token, edges)
-	svc := env.Expose(ag, "raw", o.ln.Addr().String())
+	_, svc := env.ExposeAgent("a", "raw", o.ln.Addr().String())
 	locked := env.Share(svc.ID, client.CreateShareRequest{Name: "locked", AllowedPaths: []string{"/public/*"}})
 	open := env.Share(svc.ID, client.CreateShareRequest{Name: "open"})
 	addr := ed.HTTPAddr()

@@ -57,9 +57,7 @@ func metricValue(fams map[string]*dto.MetricFamily, name string, labels map[stri
 func TestEdgeMetrics(t *testing.T) {
 	env := testenv.New(t, testenv.Options{})
 	org := origin(t)
-	id, token, edges := env.ProvisionAgent("a")
-	ag := env.RunAgent(id, token, edges)
-	svc := env.Expose(ag, "web", org.URL)
+	_, svc := env.ExposeAgent("a", "web", org.URL)
 	sh := env.Share(svc.ID, client.CreateShareRequest{AllowedPaths: []string{"/ok/*"}})
 	for i := 0; i < 7; i++ {
 		code, _ := get(t, sh.ShareURL+"/ok/x")

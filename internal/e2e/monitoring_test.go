@@ -116,9 +116,8 @@ func TestShareMonitoringEndToEnd(t *testing.T) {
 	sink.mu.Unlock()
 
 	org := origin(t)
-	id, token, edges := env.ProvisionAgent("mon")
-	ag := env.RunAgent(id, token, edges)
-	svc := env.Expose(ag, "web", org.URL)
+	ag, svc := env.ExposeAgent("mon", "web", org.URL)
+	id := ag.ID
 	sh := env.Share(svc.ID, client.CreateShareRequest{AllowedPaths: []string{"/api/**"}})
 
 	const allowed, denied = 12, 5

@@ -34,9 +34,7 @@ func do(t *testing.T, method, url string, hdr map[string]string) (*http.Response
 func TestSharePolicyFields(t *testing.T) {
 	env := testenv.New(t, testenv.Options{})
 	org := origin(t)
-	id, token, edges := env.ProvisionAgent("a")
-	ag := env.RunAgent(id, token, edges)
-	svc := env.Expose(ag, "web", org.URL)
+	_, svc := env.ExposeAgent("a", "web", org.URL)
 	limit := 3
 
 	t.Run("paths and methods", func(t *testing.T) {
@@ -99,9 +97,7 @@ func TestSharePolicyFields(t *testing.T) {
 func TestSharePerMinuteLimit(t *testing.T) {
 	env := testenv.New(t, testenv.Options{Control: func(c *control.Config) { c.RateLimits.SharePerMin = 5 }})
 	org := origin(t)
-	id, token, edges := env.ProvisionAgent("a")
-	ag := env.RunAgent(id, token, edges)
-	svc := env.Expose(ag, "web", org.URL)
+	_, svc := env.ExposeAgent("a", "web", org.URL)
 	sh := env.Share(svc.ID, client.CreateShareRequest{})
 	for i := 0; i < 5; i++ {
 		resp, _ := do(t, "GET", sh.ShareURL+"/", nil)
@@ -123,9 +119,8 @@ func TestSharePerMinuteLimit(t *testing.T) {
 func TestShareLifetimeAndPause(t *testing.T) {
 	env := testenv.New(t, testenv.Options{})
 	org := origin(t)
-	id, token, edges := env.ProvisionAgent("a")
-	ag := env.RunAgent(id, token, edges)
-	svc := env.Expose(ag, "web", org.URL)
+	ag, svc := env.ExposeAgent("a", "web", org.URL)
+	id := ag.ID
 	ctx := context.Background()
 
 	limited := env.Share(svc.ID, client.CreateShareRequest{MaxUses: 2})

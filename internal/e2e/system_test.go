@@ -154,9 +154,7 @@ func TestWholePath(t *testing.T) {
 func TestStreamsAndWebSocket(t *testing.T) {
 	env := testenv.New(t, testenv.Options{})
 	org := origin(t)
-	id, token, edges := env.ProvisionAgent("a")
-	ag := env.RunAgent(id, token, edges)
-	svc := env.Expose(ag, "web", org.URL)
+	_, svc := env.ExposeAgent("a", "web", org.URL)
 	sh := env.Share(svc.ID, client.CreateShareRequest{ExpiresIn: "1h"})
 
 	// 100 MiB streamed upload.
@@ -237,9 +235,8 @@ func TestAgentDropAndReconnect(t *testing.T) {
 func TestEdgeServesFromSnapshotWhileControlDown(t *testing.T) {
 	env := testenv.New(t, testenv.Options{})
 	org := origin(t)
-	id, token, edges := env.ProvisionAgent("a")
-	ag := env.RunAgent(id, token, edges)
-	svc := env.Expose(ag, "web", org.URL)
+	ag, svc := env.ExposeAgent("a", "web", org.URL)
+	id := ag.ID
 	sh := env.Share(svc.ID, client.CreateShareRequest{ExpiresIn: "1h"})
 	eventuallyStatus(t, sh.ShareURL+"/", 200, 2*time.Second)
 	time.Sleep(1200 * time.Millisecond) // the edge persists at most once a second
@@ -276,9 +273,7 @@ func TestSSEStopsWhenTheVisitorLeaves(t *testing.T) {
 		}
 	}))
 	defer org.Close()
-	id, token, edges := env.ProvisionAgent("a")
-	ag := env.RunAgent(id, token, edges)
-	svc := env.Expose(ag, "web", org.URL)
+	_, svc := env.ExposeAgent("a", "web", org.URL)
 	sh := env.Share(svc.ID, client.CreateShareRequest{})
 	resp, err := http.Get(sh.ShareURL + "/events")
 	require.NoError(t, err)

@@ -322,6 +322,15 @@ func (e *Env) RunAgentWith(id, token string, edges []string, tweak func(*agent.C
 	return ag
 }
 
+// ExposeAgent provisions and runs a new agent and exposes target through
+// it as an http service: the set-up most whole-system tests start with.
+func (e *Env) ExposeAgent(agentName, service, target string) (*Agent, *client.Service) {
+	e.t.Helper()
+	id, token, edges := e.ProvisionAgent(agentName)
+	ag := e.RunAgent(id, token, edges)
+	return ag, e.Expose(ag, service, target)
+}
+
 // Expose registers a service for an agent and waits until every edge has
 // the agent connected.
 func (e *Env) Expose(ag *Agent, name, target string) *client.Service {
