@@ -63,24 +63,7 @@ func (a *API) patchService(c *call) (any, error) {
 
 // updateService applies fn to a service in one transaction and pushes it.
 func (a *API) updateService(c *call, id string, fn func(*store.Service) error) (*store.Service, error) {
-	var s *store.Service
-	err := a.kv.Update(c.ctx, func(tx store.Tx) error {
-		var err error
-		if s, err = store.GetService(tx, c.ws, id); err != nil {
-			return err
-		}
-		if err := fn(s); err != nil {
-			return err
-		}
-		s.UpdatedAt = c.now
-		return store.UpdateService(tx, s)
-	})
-	if err != nil {
-		return nil, err
-	}
-	c.resource = s.ID
-	a.publish(c, push.Service(c.ws, s.ID))
-	return s, nil
+	return a.updateServiceTx(c, id, func(_ store.Tx, s *store.Service) error { return fn(s) })
 }
 
 type healthConfigRequest struct {
@@ -172,6 +155,8 @@ func (a *API) setPublic(c *call) (any, error) {
 	return publicView{IsPublic: s.IsPublic, Subdomain: strPtr(sub), PublicURL: strPtr(a.publicURL(s))}, nil
 }
 
+// updateServiceTx is updateService for changes that also touch other keys
+// in the same transaction.
 func (a *API) updateServiceTx(c *call, id string, fn func(store.Tx, *store.Service) error) (*store.Service, error) {
 	var s *store.Service
 	err := a.kv.Update(c.ctx, func(tx store.Tx) error {
