@@ -6,17 +6,15 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/privateconnect/pc/bench"
+	"github.com/privateconnect/pc/internal/cliconf"
 	"github.com/spf13/cobra"
 )
 
@@ -25,17 +23,7 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	root := rootCmd(stdout, stderr)
-	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(stderr, "error:", err)
-		return 1
-	}
-	return 0
+	return cliconf.Execute(rootCmd(stdout, stderr), args, stdout, stderr)
 }
 
 func rootCmd(stdout, stderr io.Writer) *cobra.Command {

@@ -1,15 +1,22 @@
-// Package cliconf fills command-line flags that were not given from the
+// Package cliconf is the command-line plumbing shared by the servers' mains:
+// Execute runs a command tree with signal handling and exit codes, and
+// Apply fills command-line flags that were not given from the
 // environment (PC_<FLAG_NAME>) and from a YAML config file, in that order of
 // precedence: flag > environment > file > default. Unknown keys in the file
 // are errors.
 package cliconf
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
+	"syscall"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 )
@@ -80,4 +87,20 @@ func Document(fs *pflag.FlagSet) {
 			f.Usage += " ($" + EnvName(f.Name) + ")"
 		}
 	})
+}
+
+// Execute runs a command tree with args until it returns or SIGINT/SIGTERM
+// cancels its context, printing an error as "error: ..." on stderr. It
+// returns the exit code: 0 on success, 1 on error.
+func Execute(root *cobra.Command, args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return 1
+	}
+	return 0
 }

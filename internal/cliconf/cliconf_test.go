@@ -1,10 +1,13 @@
 package cliconf
 
 import (
+	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
 )
@@ -39,4 +42,14 @@ func TestUnknownKeysAndBadValues(t *testing.T) {
 	require.ErrorContains(t, Apply(fs, ""), "PC_N")
 	_ = n
 	require.Equal(t, "PC_TCP_PORTS", EnvName("tcp-ports"))
+}
+
+func TestExecuteExitCodes(t *testing.T) {
+	var out, errOut bytes.Buffer
+	ok := &cobra.Command{Use: "x", RunE: func(*cobra.Command, []string) error { return nil }}
+	require.Equal(t, 0, Execute(ok, nil, &out, &errOut))
+	bad := &cobra.Command{Use: "x", SilenceErrors: true, SilenceUsage: true,
+		RunE: func(*cobra.Command, []string) error { return errors.New("boom") }}
+	require.Equal(t, 1, Execute(bad, nil, &out, &errOut))
+	require.Equal(t, "error: boom\n", errOut.String())
 }
