@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/privateconnect/pc/control"
+	"github.com/privateconnect/pc/control/controltest"
 	"github.com/privateconnect/pc/control/store/memstore"
 	"github.com/privateconnect/pc/internal/config"
 )
@@ -28,29 +29,9 @@ type env struct {
 
 func start(t *testing.T, cfg control.Config) *env {
 	t.Helper()
-	if cfg.Store == nil {
-		cfg.Store = memstore.New()
-	}
-	cfg.Listen = "127.0.0.1:0"
-	if cfg.DataDir == "" {
-		cfg.DataDir = t.TempDir()
-	}
-	srv, err := control.New(cfg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			assert.NoError(t, err)
-		case <-time.After(15 * time.Second):
-			t.Error("Run did not return")
-		}
-	})
+	srv := controltest.Start(t, cfg)
 	key, _ := srv.BootstrapAdminKey()
-	return &env{t: t, base: "http://" + srv.Addr(), key: key, srv: srv}
+	return &env{t: t, base: srv.URL(), key: key, srv: srv.Server}
 }
 
 func (e *env) call(method, path string, body any) map[string]any {
@@ -235,20 +216,15 @@ func TestVersionNeverGoesBack(t *testing.T) {
 	dir := t.TempDir()
 	var last int64
 	for i := 0; i < 2; i++ {
-		s, err := control.New(control.Config{Listen: "127.0.0.1:0", Store: kv, DataDir: dir})
-		require.NoError(t, err)
+		s := controltest.Start(t, control.Config{Store: kv, DataDir: dir})
 		_, tok, err := s.EnsureEdge(context.Background(), "e", "http://x:1", "x:2")
 		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- s.Run(ctx) }()
-		e := &env{t: t, base: "http://" + s.Addr(), srv: s}
+		e := &env{t: t, base: s.URL(), srv: s.Server}
 		ch, stop := e.stream(tok, "", 0)
 		m := next(t, ch, 2*time.Second)
 		assert.Greater(t, m.Version, last)
 		last = m.Version
 		stop()
-		cancel()
-		require.NoError(t, <-done)
+		s.Stop()
 	}
 }

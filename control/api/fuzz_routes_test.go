@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -12,7 +11,7 @@ import (
 	"time"
 
 	"github.com/privateconnect/pc/control"
-	"github.com/privateconnect/pc/control/store/memstore"
+	"github.com/privateconnect/pc/control/controltest"
 )
 
 // failTransport refuses every webhook delivery: fuzzed webhooks never reach
@@ -68,16 +67,9 @@ func (a *fuzzAPI) create(tb testing.TB, path, body, field string) string {
 }
 
 func newFuzzAPI(f *testing.F) *fuzzAPI {
-	srv, err := control.New(control.Config{Listen: "127.0.0.1:0", Store: memstore.New(), DataDir: f.TempDir(),
+	srv := controltest.Start(f, control.Config{
 		RateLimits: control.RateLimits{PublicPerMin: 1 << 30, AuthenticatedPerMin: 1 << 30},
 		Webhooks:   control.WebhookOptions{Transport: failTransport{}}})
-	if err != nil {
-		f.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	f.Cleanup(func() { cancel(); <-done })
 	key, _ := srv.BootstrapAdminKey()
 	a := &fuzzAPI{base: "http://" + srv.Addr(), key: key, ids: map[string]string{},
 		hc: &http.Client{Timeout: 10 * time.Second}}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/privateconnect/pc/control"
 	"github.com/privateconnect/pc/control/api"
+	"github.com/privateconnect/pc/control/controltest"
 	"github.com/privateconnect/pc/control/push"
 	"github.com/privateconnect/pc/control/store"
 	"github.com/privateconnect/pc/control/store/memstore"
@@ -38,20 +39,8 @@ func newHarness(t *testing.T, mod ...func(*control.Config)) *harness {
 	for _, m := range mod {
 		m(&cfg)
 	}
-	srv, err := control.New(cfg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(15 * time.Second):
-			t.Error("server did not stop")
-		}
-	})
+	srv := controltest.Start(t, cfg).Server
+	ctx := context.Background()
 	key, created := srv.BootstrapAdminKey()
 	require.True(t, created)
 	h := &harness{t: t, srv: srv, kv: kv, base: "http://" + srv.Addr(), admin: key, hc: &http.Client{Timeout: 10 * time.Second}}

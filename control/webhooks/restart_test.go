@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/privateconnect/pc/control"
+	"github.com/privateconnect/pc/control/controltest"
 	"github.com/privateconnect/pc/control/webhooks"
 	"github.com/privateconnect/pc/sdk/client"
 )
@@ -131,10 +132,8 @@ func (r *receiver) got(id string) int {
 
 // cp is a running control plane.
 type cp struct {
-	srv    *control.Server
-	cancel context.CancelFunc
-	done   chan error
-	c      *client.Client
+	*controltest.Server
+	c *client.Client
 }
 
 func startCP(t *testing.T, dir, key string, mod func(*control.Config)) (*cp, string) {
@@ -150,26 +149,11 @@ func startCP(t *testing.T, dir, key string, mod func(*control.Config)) (*cp, str
 	if mod != nil {
 		mod(&cfg)
 	}
-	srv, err := control.New(cfg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
+	srv := controltest.Start(t, cfg)
 	if k, created := srv.BootstrapAdminKey(); created || key == "" {
 		key = k
 	}
-	c := &cp{srv: srv, cancel: cancel, done: done, c: client.New("http://"+srv.Addr(), key)}
-	t.Cleanup(c.stop)
-	return c, key
-}
-
-func (c *cp) stop() {
-	if c.cancel == nil {
-		return
-	}
-	c.cancel()
-	<-c.done
-	c.cancel = nil
+	return &cp{Server: srv, c: client.New(srv.URL(), key)}, key
 }
 
 // causeEvents makes n services with a share each, and revokes every share:
@@ -256,8 +240,8 @@ func TestAtLeastOnceAcrossOutageAndRestart(t *testing.T) {
 		return n == 12
 	}, 5*time.Second, 10*time.Millisecond, "the new deliveries are tried and pending")
 	before := rcv.calls.Load()
-	cp1.stop()
-	_ = cp1.srv.Close()
+	cp1.Stop()
+	_ = cp1.Close()
 
 	rcv.revive()
 	cp2, _ := startCP(t, dir, key, nil)
@@ -265,7 +249,7 @@ func TestAtLeastOnceAcrossOutageAndRestart(t *testing.T) {
 	require.Greater(t, rcv.calls.Load(), before)
 
 	// The Badger store reports its size in /metrics.
-	resp, err := http.Get("http://" + cp2.srv.Addr() + "/metrics")
+	resp, err := http.Get("http://" + cp2.Addr() + "/metrics")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	parser := expfmt.NewTextParser(model.UTF8Validation)
