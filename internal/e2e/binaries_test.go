@@ -51,11 +51,14 @@ func binaries(t *testing.T) string {
 	return binDir
 }
 
+// freePort returns a free 127.0.0.1 address for a process the test will
+// start, and possibly restart on the same address. It comes from below the
+// kernel's ephemeral range: a port from that range, free while its process
+// is down, can be taken meanwhile by any outgoing connection's local end,
+// and the restart then fails with "address already in use".
 func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
+	base, _ := freePortRange(t, 1)
+	return "127.0.0.1:" + strconv.Itoa(base)
 }
 
 // proc is a running binary with its output captured.

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -319,15 +320,31 @@ func httpGet(url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// handedOut holds the ports freePortRange gave out in this test binary, so
+// that two tests (or two calls in one) never get the same one.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
 // freePortRange finds n consecutive free ports on 127.0.0.1, below the
 // kernel's ephemeral range (whose ports outgoing connections take).
 func freePortRange(t *testing.T, n int) (int, int) {
 	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[int]bool{}
+	}
 	for try := 0; try < 500; try++ {
 		base := 20000 + rand.IntN(12000)
 		ok := true
 		var held []net.Listener
-		for p := base; p < base+n; p++ {
+		for p := base; p < base+n && ok; p++ {
+			if handedOut.ports[p] {
+				ok = false
+				break
+			}
 			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
 			if err != nil {
 				ok = false
@@ -339,6 +356,9 @@ func freePortRange(t *testing.T, n int) (int, int) {
 			l.Close()
 		}
 		if ok {
+			for p := base; p < base+n; p++ {
+				handedOut.ports[p] = true
+			}
 			return base, base + n - 1
 		}
 	}

@@ -39,10 +39,8 @@ func need(t *testing.T, names ...string) string {
 }
 
 func freeTCPPort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	port, _ := freePortRange(t, 1)
+	return port
 }
 
 func waitPort(t *testing.T, port int, within time.Duration) {
