@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/privateconnect/pc/internal/config"
+	"github.com/privateconnect/pc/plugins"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -103,6 +104,7 @@ var (
 	descPluginFailures  = prometheus.NewDesc("pc_edge_plugin_failures_total", "Plugin calls that failed (error, trap, timeout, out of memory).", []string{"plugin"}, nil)
 	descPluginInstances = prometheus.NewDesc("pc_edge_plugin_instances", "Live Wasm instances per plugin.", []string{"plugin"}, nil)
 	descPluginBreaker   = prometheus.NewDesc("pc_edge_plugin_breaker_open", "1 while a plugin's circuit breaker is open.", []string{"plugin"}, nil)
+	descPluginDuration  = prometheus.NewDesc("pc_edge_plugin_duration_seconds", "Plugin call time, waiting for an instance included.", []string{"plugin"}, nil)
 )
 
 func (c *pluginCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -110,6 +112,7 @@ func (c *pluginCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descPluginFailures
 	ch <- descPluginInstances
 	ch <- descPluginBreaker
+	ch <- descPluginDuration
 }
 
 func (c *pluginCollector) Collect(ch chan<- prometheus.Metric) {
@@ -125,5 +128,10 @@ func (c *pluginCollector) Collect(ch chan<- prometheus.Metric) {
 			open = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descPluginBreaker, prometheus.GaugeValue, open, p.PluginID)
+		buckets := make(map[float64]uint64, len(plugins.DurationBuckets))
+		for i, le := range plugins.DurationBuckets {
+			buckets[le] = p.Durations.Counts[i]
+		}
+		ch <- prometheus.MustNewConstHistogram(descPluginDuration, p.Durations.Count, p.Durations.SumSeconds, buckets, p.PluginID)
 	}
 }

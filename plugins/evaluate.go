@@ -138,7 +138,10 @@ func (h *Host) EvaluateInto(ctx context.Context, chain []Attachment, req *Reques
 			d.fail(503, &PluginError{PluginID: a.PluginID, Kind: ErrNotLoaded})
 			return
 		}
-		if !pl.run(a.Config, req, d) {
+		t0 := time.Now()
+		goOn := pl.run(a.Config, req, d)
+		pl.durations.observe(time.Since(t0))
+		if !goOn {
 			return
 		}
 	}

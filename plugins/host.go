@@ -367,6 +367,9 @@ type PluginStats struct {
 	Calls       uint64
 	Failures    uint64
 	BreakerOpen bool
+	// Durations is the histogram of call times (waiting for an instance
+	// included), over DurationBuckets.
+	Durations DurationHistogram
 }
 
 // Stats returns a snapshot of the host's counters.
@@ -381,6 +384,7 @@ func (h *Host) Stats() Stats {
 			Calls:       pl.calls.Load(),
 			Failures:    pl.failures.Load(),
 			BreakerOpen: pl.breaker.isOpen(time.Now()),
+			Durations:   pl.durations.snapshot(),
 		})
 	}
 	sort.Slice(s.Plugins, func(i, j int) bool { return s.Plugins[i].PluginID < s.Plugins[j].PluginID })

@@ -36,8 +36,9 @@ type plugin struct {
 	info    Info
 	breaker *breaker
 
-	calls    atomic.Uint64
-	failures atomic.Uint64
+	calls     atomic.Uint64
+	failures  atomic.Uint64
+	durations callTimes
 
 	guestLogs  tokenBucket
 	failLogs   tokenBucket

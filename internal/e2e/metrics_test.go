@@ -47,6 +47,9 @@ func metricValue(fams map[string]*dto.MetricFamily, name string, labels map[stri
 			if m.Gauge != nil {
 				return m.Gauge.GetValue()
 			}
+			if m.Histogram != nil { // its sample count
+				return float64(m.Histogram.GetSampleCount())
+			}
 		}
 	}
 	return -1
@@ -72,6 +75,9 @@ func TestEdgeMetrics(t *testing.T) {
 	require.Equal(t, 2.0, metricValue(fams, "pc_edge_requests_total", map[string]string{"share": sh.ID, "status": "403"}))
 	require.Equal(t, 2.0, metricValue(fams, "pc_edge_policy_decisions_total", map[string]string{"decision": "denied", "by": "builtin:allow-paths"}))
 	require.Equal(t, 1.0, metricValue(fams, "pc_edge_tunnel_sessions", nil))
-	require.GreaterOrEqual(t, metricValue(fams, "pc_edge_plugin_calls_total", map[string]string{"plugin": "builtin:allow-paths"}), 9.0)
+	calls := metricValue(fams, "pc_edge_plugin_calls_total", map[string]string{"plugin": "builtin:allow-paths"})
+	require.GreaterOrEqual(t, calls, 9.0)
+	require.Equal(t, calls, metricValue(fams, "pc_edge_plugin_duration_seconds", map[string]string{"plugin": "builtin:allow-paths"}),
+		"every plugin call is timed")
 	require.Greater(t, metricValue(fams, "pc_edge_config_version", nil), 0.0)
 }

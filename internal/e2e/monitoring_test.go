@@ -275,9 +275,6 @@ func TestGrafanaDashboardMetrics(t *testing.T) {
 			return err
 		}))
 	}
-	// Announced for the edge and not exported yet: the panel stays empty
-	// until it is.
-	pending := map[string]bool{"pc_edge_plugin_duration_seconds": true}
 	ids := map[int]bool{}
 	used := regexp.MustCompile(`pc_[a-z0-9_]+`)
 	for _, p := range dash.Panels {
@@ -290,13 +287,9 @@ func TestGrafanaDashboardMetrics(t *testing.T) {
 			for _, name := range used.FindAllString(tg.Expr, -1) {
 				base := name
 				for _, sfx := range []string{"_bucket", "_sum", "_count"} {
-					if b, ok := strings.CutSuffix(name, sfx); ok && (exported[b] || pending[b]) {
+					if b, ok := strings.CutSuffix(name, sfx); ok && exported[b] {
 						base = b
 					}
-				}
-				if pending[base] && !exported[base] {
-					t.Logf("panel %q: %s is not exported yet", p.Title, base)
-					continue
 				}
 				assert.True(t, exported[base], "panel %q queries %s, which nothing exports", p.Title, name)
 			}
