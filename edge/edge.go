@@ -24,6 +24,7 @@ import (
 	"github.com/privateconnect/pc/edge/routes"
 	"github.com/privateconnect/pc/edge/tunnels"
 	"github.com/privateconnect/pc/internal/config"
+	"github.com/privateconnect/pc/internal/tunnel"
 	"github.com/valyala/fasthttp"
 )
 
@@ -41,8 +42,12 @@ type Config struct {
 	DataDir    string // default ./data
 
 	// HTTPTLS and TunnelTLS, when set, make the listeners serve TLS.
-	HTTPTLS   *tls.Config
-	TunnelTLS *tls.Config
+	// Without TunnelTLS the tunnel listener must be on a loopback address
+	// unless InsecureTunnel is set (plain TCP is for dev and tests, or
+	// behind a load balancer that terminates TLS).
+	HTTPTLS        *tls.Config
+	TunnelTLS      *tls.Config
+	InsecureTunnel bool
 
 	// ProxyProtocol accepts PROXY protocol v1/v2 headers on the share
 	// listener from TrustedProxies (the client IP is then the header's
@@ -104,6 +109,29 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// validate checks cfg (after setDefaults) and parses its trusted proxies.
+func (c *Config) validate() ([]netip.Prefix, error) {
+	if c.Token == "" {
+		return nil, errors.New("edge: an edge token is required (POST /v1/edges or `connect edges add`)")
+	}
+	if c.TunnelTLS == nil && !c.InsecureTunnel && !tunnel.IsLoopbackAddr(c.TunnelAddr) {
+		return nil, fmt.Errorf("edge: the tunnel listener %s would carry agent traffic in plain TCP off loopback: "+
+			"give it a certificate (--tls-cert/--tls-key), or --insecure-tunnel when a load balancer in front terminates TLS", c.TunnelAddr)
+	}
+	if c.ProxyProtocol && len(c.TrustedProxies) == 0 {
+		return nil, errors.New("edge: PROXY protocol needs TrustedProxies (the load balancers allowed to send it)")
+	}
+	var trusted []netip.Prefix
+	for _, p := range c.TrustedProxies {
+		pfx, err := netip.ParsePrefix(strings.TrimSpace(p))
+		if err != nil {
+			return nil, fmt.Errorf("edge: trusted proxy %q: %w", p, err)
+		}
+		trusted = append(trusted, pfx.Masked())
+	}
+	return trusted, nil
+}
+
 // Server is an edge node.
 type Server struct {
 	cfg      Config
@@ -132,19 +160,9 @@ type Server struct {
 // New validates cfg and builds an edge node; Start binds its listeners.
 func New(cfg Config) (*Server, error) {
 	cfg.setDefaults()
-	if cfg.Token == "" {
-		return nil, errors.New("edge: an edge token is required (POST /v1/edges or `connect edges add`)")
-	}
-	if cfg.ProxyProtocol && len(cfg.TrustedProxies) == 0 {
-		return nil, errors.New("edge: PROXY protocol needs TrustedProxies (the load balancers allowed to send it)")
-	}
-	var trusted []netip.Prefix
-	for _, c := range cfg.TrustedProxies {
-		p, err := netip.ParsePrefix(strings.TrimSpace(c))
-		if err != nil {
-			return nil, fmt.Errorf("edge: trusted proxy %q: %w", c, err)
-		}
-		trusted = append(trusted, p.Masked())
+	trusted, err := cfg.validate()
+	if err != nil {
+		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, trusted: trusted}
 	s.reporter = newReporter(s)

@@ -253,3 +253,16 @@ func TestRunningAgentRenewsItsToken(t *testing.T) {
 	assert.Equal(t, "fresh", h.agents[1].Token)
 	assert.Equal(t, "fresh", readState(t, h.state).Token)
 }
+
+func TestExposeAllowPlaintextFlag(t *testing.T) {
+	h := newHarness(t)
+	provisionRoutes(h)
+	h.ok("POST /v1/services/register", 201, webService)
+	_, errOut, code := h.run("expose", "localhost:3000", "--name", "web", "--agent-name", "laptop")
+	require.Equal(t, 0, code, errOut)
+	_, errOut, code = h.run("expose", "localhost:3000", "--name", "web", "--allow-plaintext")
+	require.Equal(t, 0, code, errOut)
+	require.Len(t, h.agents, 2)
+	assert.False(t, h.agents[0].AllowPlaintext, "plain TCP off loopback is refused by default")
+	assert.True(t, h.agents[1].AllowPlaintext)
+}

@@ -31,6 +31,7 @@ type agentFlags struct {
 	name, label        string
 	caFile, pin        string
 	insecureSkipVerify bool
+	allowPlaintext     bool
 }
 
 func addAgentFlags(cmd *cobra.Command, af *agentFlags, withName bool) {
@@ -40,6 +41,7 @@ func addAgentFlags(cmd *cobra.Command, af *agentFlags, withName bool) {
 	cmd.Flags().StringVar(&af.caFile, "ca-file", "", "PEM bundle to verify edges over TLS")
 	cmd.Flags().StringVar(&af.pin, "pin-sha256", "", "hex SHA-256 of the edge certificate's public key (replaces CA verification)")
 	cmd.Flags().BoolVar(&af.insecureSkipVerify, "insecure-skip-verify", false, "do not verify edge certificates (dev only)")
+	cmd.Flags().BoolVar(&af.allowPlaintext, "allow-plaintext", false, "dial plain-TCP edges that are not on loopback (an edge behind a TLS-terminating load balancer)")
 	cmd.Flags().StringVar(&af.metrics, "metrics", "", "serve the agent's Prometheus metrics on this address (e.g. 127.0.0.1:9091)")
 }
 
@@ -177,7 +179,7 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 		}
 		err := a.runAgent(runCtx, agent.Config{
 			AgentID: st.AgentID, Token: st.Token, Edges: edges,
-			CAFile: af.caFile, PinSHA256: af.pin, InsecureSkipVerify: af.insecureSkipVerify,
+			CAFile: af.caFile, PinSHA256: af.pin, InsecureSkipVerify: af.insecureSkipVerify, AllowPlaintext: af.allowPlaintext,
 			Logger: a.log, OnEvent: onEvent, Software: "connect/" + version,
 			Registerer: registererOf(af), AllowedTargets: af.allowed, VerifyTarget: af.verify,
 			OnCommand: agentCommands(c, st.AgentID),

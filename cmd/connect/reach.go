@@ -103,7 +103,7 @@ func (a *app) reachAgent(ctx context.Context, c *client.Client, af *agentFlags) 
 		return nil, errors.New("no edge to connect to: register one with `connect edges add` (admin key)")
 	}
 	ag, err := agent.New(agent.Config{AgentID: st.AgentID, Token: st.Token, Edges: edges, CAFile: af.caFile,
-		PinSHA256: af.pin, InsecureSkipVerify: af.insecureSkipVerify, Logger: a.log, Software: "connect/" + version})
+		PinSHA256: af.pin, InsecureSkipVerify: af.insecureSkipVerify, AllowPlaintext: af.allowPlaintext, Logger: a.log, Software: "connect/" + version})
 	if err != nil {
 		return nil, err
 	}

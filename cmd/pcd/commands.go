@@ -87,7 +87,7 @@ type edgeFlags struct {
 	control, token, http, tunnel, tcpPorts, admin, data string
 	tlsCert, tlsKey, shareDomain, publicDomain          string
 	trusted                                             []string
-	proxyProtocol                                       bool
+	proxyProtocol, insecureTunnel                       bool
 	devTLS                                              bool
 }
 
@@ -109,6 +109,7 @@ func (f *edgeFlags) register(cmd *cobra.Command, dev bool) {
 	}
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for TLS on the share and tunnel listeners")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
+	fs.BoolVar(&f.insecureTunnel, "insecure-tunnel", false, "allow a plain-TCP tunnel listener off loopback (only behind a load balancer that terminates TLS)")
 	fs.StringSliceVar(&f.trusted, "trusted-proxies", nil, "CIDRs of load balancers allowed to set X-Forwarded-For (or send PROXY headers)")
 	fs.BoolVar(&f.proxyProtocol, "proxy-protocol", false, "accept PROXY protocol v1/v2 on the share listener from --trusted-proxies")
 }
@@ -124,7 +125,7 @@ func (f *edgeFlags) config() (edge.Config, error) {
 	}
 	return edge.Config{TCPPortMin: lo, TCPPortMax: hi, ControlURL: f.control, Token: f.token, HTTPAddr: f.http, TunnelAddr: f.tunnel, AdminAddr: f.admin,
 		DataDir: f.data, HTTPTLS: tc, TunnelTLS: tc, ShareDomain: f.shareDomain, PublicDomain: f.publicDomain,
-		TrustedProxies: f.trusted, ProxyProtocol: f.proxyProtocol}, nil
+		TrustedProxies: f.trusted, ProxyProtocol: f.proxyProtocol, InsecureTunnel: f.insecureTunnel}, nil
 }
 
 func edgeCmd(c *common) *cobra.Command {

@@ -172,3 +172,26 @@ func FuzzReadControl(f *testing.F) {
 		_, _ = ReadResult(bytes.NewReader(b))
 	})
 }
+
+func TestIsLoopbackAddr(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:7070":        true,
+		"127.8.9.1:7070":        true,
+		"tcp://127.0.0.1:7070":  true,
+		"[::1]:7070":            true,
+		"[::ffff:127.0.0.1]:70": true,
+		"localhost:7070":        true,
+		"LOCALHOST:7070":        true,
+		":7070":                 false,
+		"0.0.0.0:7070":          false,
+		"[::]:7070":             false,
+		"10.0.0.1:7070":         false,
+		"edge.example.com:7070": false,
+		"127.0.0.1":             false, // no port: not an address
+		"tls://127.0.0.1:7070":  false, // a scheme other than tcp:// is not a plain address
+	} {
+		if got := IsLoopbackAddr(addr); got != want {
+			t.Errorf("IsLoopbackAddr(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/privateconnect/pc/internal/tunnel"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -39,6 +40,11 @@ type Config struct {
 	PinSHA256 string
 	// InsecureSkipVerify disables verification of the edge certificate (dev only).
 	InsecureSkipVerify bool
+	// AllowPlaintext lets the agent dial a plain-TCP edge that is not on
+	// loopback (an edge behind a load balancer that terminates TLS, or a
+	// lab). Without it such an edge is refused: the tunnel would carry the
+	// service's traffic in the clear.
+	AllowPlaintext bool
 	// AllowedTargets, when set, are the only "host:port" targets the agent
 	// dials, whatever its edges list: a compromised edge cannot point it at
 	// anything else. `connect expose` sets it to the exposed target.
@@ -130,6 +136,11 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if len(cfg.Edges) == 0 {
 		return nil, errors.New("agent: at least one edge is required")
+	}
+	for _, e := range cfg.Edges {
+		if !strings.HasPrefix(e, "tls://") && !cfg.AllowPlaintext && !tunnel.IsLoopbackAddr(e) {
+			return nil, &PlaintextError{Addr: e}
+		}
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 10 * time.Second
@@ -256,6 +267,14 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 			backoff = a.cfg.MinBackoff // it was up for a while: reconnect fast
 		}
 		var rej *RejectedError
+		var plain *PlaintextError
+		if errors.As(err, &plain) {
+			// An edge added later (config push) with a plain address off
+			// loopback: retrying cannot help.
+			a.emit(Event{Kind: EventRejected, Edge: addr, Message: plain.Error(), Err: err})
+			a.log.Error("not connecting to a plain-TCP edge off loopback", "edge", addr)
+			return
+		}
 		if errors.As(err, &rej) {
 			a.counters.rejected.Add(1)
 			a.emit(Event{Kind: EventRejected, Edge: addr, Message: rej.Message, Err: err})
@@ -299,5 +318,15 @@ func (a *Agent) dial(ctx context.Context, addr string) (net.Conn, error) {
 		td := tls.Dialer{NetDialer: &d, Config: a.tlsConfigFor(rest)}
 		return td.DialContext(ctx, "tcp", rest)
 	}
+	if !a.cfg.AllowPlaintext && !tunnel.IsLoopbackAddr(addr) {
+		return nil, &PlaintextError{Addr: addr}
+	}
 	return d.DialContext(ctx, "tcp", strings.TrimPrefix(addr, "tcp://"))
+}
+
+// PlaintextError refuses a plain-TCP edge off loopback (Config.AllowPlaintext).
+type PlaintextError struct{ Addr string }
+
+func (e *PlaintextError) Error() string {
+	return "agent: refusing plain TCP to edge " + e.Addr + " (not loopback): use a tls:// edge address, or allow plaintext explicitly"
 }
