@@ -48,14 +48,32 @@ type Edits struct {
 	RemoveRequest []string
 	SetResponse   [][2]string
 
-	rate    rateInfo // set by the per-share limit
-	scratch []byte   // reused by prepareRequest
+	rate    rateInfo    // set by the per-share limit
+	scratch []byte      // reused by prepareRequest
+	body    visitorBody // wraps a streamed request body (prepareRequest)
+}
+
+// visitorBody reads the visitor's streamed request body and remembers a
+// failure to read it (a malformed chunk, a visitor gone mid-body), so that
+// the failed forward is answered 400, the visitor's fault, not 502.
+type visitorBody struct {
+	r   io.Reader
+	err error
+}
+
+func (b *visitorBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
 }
 
 // Reset empties e for reuse.
 func (e *Edits) Reset() {
 	e.SetRequest, e.RemoveRequest, e.SetResponse = e.SetRequest[:0], e.RemoveRequest[:0], e.SetResponse[:0]
 	e.rate = rateInfo{}
+	e.body = visitorBody{}
 }
 
 // rateInfo is the per-share limit's state for the X-RateLimit headers.
@@ -459,7 +477,8 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 		out.Header.Set(h[0], h[1])
 	}
 	if ctx.Request.IsBodyStream() {
-		out.SetBodyStream(ctx.RequestBodyStream(), in.Header.ContentLength())
+		edits.body = visitorBody{r: ctx.RequestBodyStream()}
+		out.SetBodyStream(&edits.body, in.Header.ContentLength())
 	} else if body := in.Body(); len(body) > 0 {
 		out.SetBodyRaw(body)
 	}
@@ -509,6 +528,12 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
 		status, msg := upstreamError(err)
+		if edits.body.err != nil {
+			// The request body could not be read from the visitor: the
+			// stream to the service was dropped half-sent.
+			status, msg = fasthttp.StatusBadRequest, "Malformed request body"
+			ctx.SetConnectionClose()
+		}
 		p.log.Debug("upstream error", "service", tg.svc.ID, "err", err)
 		writeError(ctx, status, msg)
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
