@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -202,4 +203,39 @@ func httptestServer(t *testing.T, h http.HandlerFunc) string {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return "http://" + ln.Addr().String()
+}
+
+// TestAgentWithTwoAddressesForOneEdge: an agent given two addresses of the
+// same edge (an alias and the registered one) holds one session, not two
+// that keep replacing each other on the edge; requests never fail.
+func TestAgentWithTwoAddressesForOneEdge(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	org := origin(t)
+	id, token, edges := env.ProvisionAgent("a")
+	require.Len(t, edges, 1)
+	var connects, drops atomic.Int32
+	ag := env.RunAgentWith(id, token, []string{edges[0], "tcp://" + edges[0]}, func(c *agent.Config) {
+		c.MinBackoff, c.MaxBackoff = 20*time.Millisecond, 50*time.Millisecond // retry the alias often
+		c.OnEvent = func(e agent.Event) {
+			switch e.Kind {
+			case agent.EventConnected:
+				connects.Add(1)
+			case agent.EventDisconnected:
+				drops.Add(1)
+			}
+		}
+	})
+	svc := env.Expose(ag, "web", org.URL)
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	n := 0
+	for time.Now().Before(deadline) {
+		code, body := get(t, sh.ShareURL+"/x")
+		require.Equal(t, 200, code, body)
+		n++
+	}
+	require.Equal(t, int32(1), connects.Load(), "one session for one edge")
+	require.Zero(t, drops.Load())
+	require.Len(t, ag.Connected(), 1)
+	t.Logf("%d requests, one session, the alias kept in reserve", n)
 }

@@ -110,6 +110,7 @@ type Agent struct {
 	svcCond    *sync.Cond
 	edges      map[string]context.CancelFunc // tunnel addr → stop
 	sessions   map[string]*edgeConn          // tunnel addr → live session
+	edgeOwner  map[string]string             // edge id → the tunnel addr holding (or opening) its session
 	runCtx     context.Context
 	stop       context.CancelFunc
 	wg         sync.WaitGroup
@@ -159,7 +160,7 @@ func New(cfg Config) (*Agent, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Agent{cfg: cfg, id: id, log: log, services: map[uuid.UUID]target{},
-		edges: map[string]context.CancelFunc{}, sessions: map[string]*edgeConn{}}
+		edges: map[string]context.CancelFunc{}, sessions: map[string]*edgeConn{}, edgeOwner: map[string]string{}}
 	a.svcCond = sync.NewCond(&a.mu)
 	if cfg.Registerer != nil {
 		if err := a.registerMetrics(cfg.Registerer); err != nil {
@@ -265,6 +266,12 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 		}
 		if time.Since(start) > 10*time.Second {
 			backoff = a.cfg.MinBackoff // it was up for a while: reconnect fast
+		}
+		if errors.Is(err, errAlias) {
+			// Another address of the same edge holds the session: stay
+			// in reserve and try again later, quietly.
+			a.log.Debug("edge already connected through another address", "edge", addr)
+			err = nil
 		}
 		var rej *RejectedError
 		var plain *PlaintextError

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -33,11 +34,12 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", addr, err)
 	}
-	edgeID, br, err := a.handshake(conn)
+	edgeID, br, err := a.handshake(conn, addr)
 	if err != nil {
 		conn.Close()
 		return err
 	}
+	defer a.releaseEdge(edgeID, addr)
 	// The edge may start smux right behind its result: keep what the
 	// handshake reader already buffered.
 	var sc net.Conn = conn
@@ -79,8 +81,35 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	return nil
 }
 
-// handshake runs the client side of the tunnel handshake.
-func (a *Agent) handshake(conn net.Conn) (string, *bufio.Reader, error) {
+// errAlias: the edge behind an address is already connected through
+// another address (an alias and its registered tunnelAddr, say). A second
+// session would replace the first on the edge, which would replace it
+// back, failing requests at each swap.
+var errAlias = errors.New("agent: edge already connected through another address")
+
+// claimEdge makes addr the one address holding a session to edgeID; false
+// when another address holds it.
+func (a *Agent) claimEdge(edgeID, addr string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if owner, ok := a.edgeOwner[edgeID]; ok && owner != addr {
+		return false
+	}
+	a.edgeOwner[edgeID] = addr
+	return true
+}
+
+func (a *Agent) releaseEdge(edgeID, addr string) {
+	a.mu.Lock()
+	if a.edgeOwner[edgeID] == addr {
+		delete(a.edgeOwner, edgeID)
+	}
+	a.mu.Unlock()
+}
+
+// handshake runs the client side of the tunnel handshake. It stops before
+// authenticating when the edge is already held through another address.
+func (a *Agent) handshake(conn net.Conn, addr string) (string, *bufio.Reader, error) {
 	_ = conn.SetDeadline(time.Now().Add(tunnel.HandshakeTimeout))
 	defer conn.SetDeadline(time.Time{})
 	br := bufio.NewReaderSize(conn, 256)
@@ -88,6 +117,15 @@ func (a *Agent) handshake(conn net.Conn) (string, *bufio.Reader, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("handshake: %w", err)
 	}
+	if !a.claimEdge(sh.EdgeID, addr) {
+		return "", nil, errAlias
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			a.releaseEdge(sh.EdgeID, addr)
+		}
+	}()
 	v := byte(tunnel.Version)
 	if sh.Version < v {
 		v = sh.Version
@@ -104,6 +142,7 @@ func (a *Agent) handshake(conn net.Conn) (string, *bufio.Reader, error) {
 	if res.Status != tunnel.ResultOK {
 		return "", nil, &RejectedError{Status: res.Status, Message: res.Message}
 	}
+	ok = true
 	return sh.EdgeID, br, nil
 }
 
