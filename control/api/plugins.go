@@ -215,13 +215,12 @@ func readPluginUpload(c *call) (*pluginUpload, error) {
 	switch mt {
 	case "application/wasm", "application/octet-stream":
 		if err := up.setFields(func(visit func(name, value string) error) error {
-			var err error
-			c.ctx.QueryArgs().VisitAll(func(k, v []byte) {
-				if err == nil {
-					err = visit(string(k), string(v))
+			for k, v := range c.ctx.QueryArgs().All() {
+				if err := visit(string(k), string(v)); err != nil {
+					return err
 				}
-			})
-			return err
+			}
+			return nil
 		}); err != nil {
 			return nil, err
 		}
