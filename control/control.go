@@ -35,6 +35,9 @@ import (
 // RateLimits are the API's per-minute request limits (see api.RateLimits).
 type RateLimits = api.RateLimits
 
+// WorkspaceLimits are the limits of a workspace (zero fields: no limit).
+type WorkspaceLimits = api.WorkspaceLimits
+
 // WebhookOptions configure webhook delivery (see webhooks.Options).
 type WebhookOptions = webhooks.Options
 
@@ -71,6 +74,9 @@ type Config struct {
 	// RateLimits of the API (zero fields: 100/min public, 1000/min per key,
 	// 5000/min per share).
 	RateLimits RateLimits
+	// WorkspaceLimits are the default limits of workspaces created with
+	// POST /v1/workspaces (zero fields: no limit). Workspace default has none.
+	WorkspaceLimits WorkspaceLimits
 	// Store replaces the Badger store (tests pass a memstore). The caller
 	// keeps ownership: Close does not close it.
 	Store store.KV
@@ -119,6 +125,9 @@ func (c Config) withDefaults() Config {
 }
 
 func (c Config) validate() error {
+	if c.WorkspaceLimits.MaxServices < 0 || c.WorkspaceLimits.MaxShares < 0 {
+		return fmt.Errorf("workspace limits %d services, %d shares: want >= 0 (0: no limit)", c.WorkspaceLimits.MaxServices, c.WorkspaceLimits.MaxShares)
+	}
 	if c.TCPPortMin < 1 || c.TCPPortMax > 65535 || c.TCPPortMin > c.TCPPortMax {
 		return fmt.Errorf("tcp port range %d-%d: want 1 <= min <= max <= 65535", c.TCPPortMin, c.TCPPortMax)
 	}
@@ -206,8 +215,9 @@ func New(cfg Config) (*Server, error) {
 		KV: s.kv, Hub: hub, Logger: cfg.Logger, Version: cfg.Version, DefaultWorkspaceID: s.defaultWS,
 		PublicShareBaseURL: cfg.PublicShareBaseURL, PublicDomain: cfg.PublicDomain,
 		TCPPortMin: cfg.TCPPortMin, TCPPortMax: cfg.TCPPortMax, RateLimits: cfg.RateLimits, Hooks: cfg.Hooks,
-		Monitoring:     api.MonitoringOptions{Webhooks: wo, AccessLogRetention: cfg.AccessLogRetention},
-		PluginCacheDir: cfg.PluginCacheDir,
+		WorkspaceLimits: cfg.WorkspaceLimits,
+		Monitoring:      api.MonitoringOptions{Webhooks: wo, AccessLogRetention: cfg.AccessLogRetention},
+		PluginCacheDir:  cfg.PluginCacheDir,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)

@@ -408,3 +408,16 @@ func TestStatus(t *testing.T) {
 	require.Equal(t, 0, code)
 	assert.JSONEq(t, `{"agents":2,"onlineAgents":1,"services":3,"activeShares":4,"edges":1,"onlineEdges":1,"configVersion":9}`, out)
 }
+
+func TestWorkspacesCreateSendsOnlyGivenLimits(t *testing.T) {
+	h := newHarness(t)
+	h.ok("POST /v1/workspaces", 201, `{"workspace":{"id":"w2","name":"acme"},"apiKey":{"key":"pc_x"}}`)
+	_, errOut, code := h.run("workspaces", "create", "acme")
+	require.Equal(t, 0, code, errOut)
+	_, errOut, code = h.run("workspaces", "create", "acme", "--max-services", "10", "--max-shares", "0")
+	require.Equal(t, 0, code, errOut)
+	reqs := h.requests("POST", "/v1/workspaces")
+	require.Len(t, reqs, 2)
+	assert.JSONEq(t, `{"name":"acme"}`, string(reqs[0].Body))
+	assert.JSONEq(t, `{"name":"acme","maxServices":10,"maxShares":0}`, string(reqs[1].Body))
+}

@@ -17,13 +17,22 @@ func (a *app) workspaceCmd() *cobra.Command {
 }
 
 func (a *app) workspacesCmd() *cobra.Command {
-	create := leaf("create NAME", "Create an isolated workspace and its first admin key (admin key of workspace default)",
+	var maxServices, maxShares int
+	var create *cobra.Command
+	create = leaf("create NAME", "Create an isolated workspace and its first admin key (admin key of workspace default)",
 		"  connect workspaces create acme", 1, 1, func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
 			if err != nil {
 				return err
 			}
-			w, err := c.CreateWorkspace(a.ctx(cmd), args[0])
+			req := client.CreateWorkspaceRequest{Name: args[0]}
+			if create.Flags().Changed("max-services") {
+				req.MaxServices = &maxServices
+			}
+			if create.Flags().Changed("max-shares") {
+				req.MaxShares = &maxShares
+			}
+			w, err := c.CreateWorkspaceWith(a.ctx(cmd), req)
 			if err != nil {
 				return err
 			}
@@ -34,5 +43,7 @@ func (a *app) workspacesCmd() *cobra.Command {
 			fmt.Fprintln(a.stderr, "Store the key now: it is shown only once.")
 			return nil
 		})
+	create.Flags().IntVar(&maxServices, "max-services", 0, "at most this many services (0: no limit; default: the control plane's)")
+	create.Flags().IntVar(&maxShares, "max-shares", 0, "at most this many active shares (0: no limit; default: the control plane's)")
 	return group("workspaces", "Manage workspaces (tenants)", create)
 }

@@ -20,6 +20,7 @@ import (
 type controlFlags struct {
 	listen, data, publicURL, shareDomain, publicDomain, tcpPorts string
 	shareRate, keyRate, publicRate                               int
+	wsMaxServices, wsMaxShares                                   int
 	hooksInsecure, hooksPrivate                                  bool
 	logRetention                                                 time.Duration
 }
@@ -40,6 +41,8 @@ func (f *controlFlags) register(cmd *cobra.Command, withListen bool) {
 	fs.BoolVar(&f.hooksInsecure, "webhooks-allow-insecure", false, "accept http:// webhook URLs (default: https only)")
 	fs.BoolVar(&f.hooksPrivate, "webhooks-allow-private", false, "let webhooks reach loopback, private and link-local addresses")
 	fs.DurationVar(&f.logRetention, "access-log-retention", 0, "how long share access logs are kept (default 7 days)")
+	fs.IntVar(&f.wsMaxServices, "workspace-max-services", 0, "default service limit of workspaces created through the API (0: no limit)")
+	fs.IntVar(&f.wsMaxShares, "workspace-max-shares", 0, "default active-share limit of workspaces created through the API (0: no limit)")
 }
 
 func (f *controlFlags) config(c *common) (control.Config, error) {
@@ -51,7 +54,8 @@ func (f *controlFlags) config(c *common) (control.Config, error) {
 		ShareDomain: f.shareDomain, PublicDomain: f.publicDomain, TCPPortMin: lo, TCPPortMax: hi,
 		RateLimits:         control.RateLimits{SharePerMin: f.shareRate, AuthenticatedPerMin: f.keyRate, PublicPerMin: f.publicRate},
 		Webhooks:           control.WebhookOptions{AllowInsecure: f.hooksInsecure, AllowPrivate: f.hooksPrivate},
-		AccessLogRetention: f.logRetention}, nil
+		AccessLogRetention: f.logRetention,
+		WorkspaceLimits:    control.WorkspaceLimits{MaxServices: f.wsMaxServices, MaxShares: f.wsMaxShares}}, nil
 }
 
 func controlCmd(c *common) *cobra.Command {

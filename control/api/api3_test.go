@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/privateconnect/pc/control"
 	"github.com/privateconnect/pc/control/store"
 )
 
@@ -380,4 +382,50 @@ func TestExpiredAgentToken(t *testing.T) {
 	assert.Contains(t, r.Body["message"], "expired")
 	logs := h.must(200, "GET", "/v1/agents/"+id+"/audit-logs", h.admin, nil).list()
 	assert.Equal(t, "EXPIRED", logs[0].(map[string]any)["event"])
+}
+
+// TestWorkspaceLimits: limits come from POST /v1/workspaces or the control
+// plane's defaults; past them, creating a service or a share answers 403
+// and stores nothing; revoked shares and deleted services free their place.
+func TestWorkspaceLimits(t *testing.T) {
+	h := newHarness(t, func(c *control.Config) { c.WorkspaceLimits = control.WorkspaceLimits{MaxServices: 5, MaxShares: 7} })
+	keyOf := func(r resp) string { return r.data()["apiKey"].(map[string]any)["key"].(string) }
+
+	// Defaults apply when the request names no limit; 0 lifts one.
+	dflt := keyOf(h.must(201, "POST", "/v1/workspaces", h.admin, map[string]any{"name": "dflt"}))
+	lim := h.must(200, "GET", "/v1/workspace", dflt, nil).data()["limits"].(map[string]any)
+	assert.Equal(t, map[string]any{"maxServices": float64(5), "maxShares": float64(7)}, lim)
+	open := keyOf(h.must(201, "POST", "/v1/workspaces", h.admin, map[string]any{"name": "open", "maxServices": 0, "maxShares": 0}))
+	lim = h.must(200, "GET", "/v1/workspace", open, nil).data()["limits"].(map[string]any)
+	assert.Equal(t, map[string]any{"maxServices": nil, "maxShares": nil}, lim)
+	for _, bad := range []map[string]any{
+		{"name": "x", "maxServices": -1}, {"name": "x", "maxShares": "2"}, {"name": "x", "maxShares": 1.5}, {"name": "x", "maxServices": 2_000_000},
+	} {
+		h.assertError(h.req("POST", "/v1/workspaces", h.admin, bad), 400)
+	}
+
+	key := keyOf(h.must(201, "POST", "/v1/workspaces", h.admin, map[string]any{"name": "small", "maxServices": 2, "maxShares": 2}))
+	s1, ag := h.service(key, "one")
+	h.service(key, "two")
+	r := h.req("POST", "/v1/services/register", key, map[string]any{"agentId": ag, "name": "three", "targetHost": "127.0.0.1", "targetPort": 9001})
+	h.assertError(r, 403)
+	assert.Contains(t, string(r.Raw), "at most 2 services")
+	// Re-registering an existing service is an update, not a new one.
+	h.must(200, "POST", "/v1/services/register", key, map[string]any{"agentId": ag, "name": "one", "targetHost": "127.0.0.1", "targetPort": 9002})
+	h.assertError(h.req("POST", "/v1/tunnels", key, map[string]any{"agentId": ag, "target": "127.0.0.1:9003"}), 403)
+	assert.Equal(t, float64(2), h.must(200, "GET", "/v1/workspace", key, nil).data()["usage"].(map[string]any)["services"])
+
+	sh1 := h.must(201, "POST", "/v1/services/"+s1+"/shares", key, map[string]any{"name": "a"}).str("id")
+	h.must(201, "POST", "/v1/services/"+s1+"/shares", key, map[string]any{"name": "b"})
+	r = h.req("POST", "/v1/services/"+s1+"/shares", key, map[string]any{"name": "c"})
+	h.assertError(r, 403)
+	assert.Contains(t, string(r.Raw), "at most 2 active shares")
+	assert.Len(t, h.must(200, "GET", "/v1/services/"+s1+"/shares", key, nil).list(), 2, "the refused share was not stored")
+	h.must(200, "DELETE", "/v1/shares/"+sh1, key, nil)
+	h.must(201, "POST", "/v1/services/"+s1+"/shares", key, map[string]any{"name": "c"})
+
+	// The default workspace has no limit, whatever the defaults.
+	for i := 0; i < 6; i++ {
+		h.service(h.admin, fmt.Sprintf("svc-%d", i))
+	}
 }

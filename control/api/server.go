@@ -38,6 +38,9 @@ type Options struct {
 	// TCPPortMin and TCPPortMax bound tunnel port allocation.
 	TCPPortMin, TCPPortMax int
 	RateLimits             RateLimits
+	// WorkspaceLimits are the limits of a workspace created with
+	// POST /v1/workspaces when its request names none (zero: no limit).
+	WorkspaceLimits WorkspaceLimits
 	// HealthTick is how often health monitoring looks for due checks
 	// (default 5 s; negative disables the monitor).
 	HealthTick time.Duration

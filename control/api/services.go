@@ -101,6 +101,9 @@ func (a *API) upsertService(c *call, agentID, name, host string, port int, proto
 					return err
 				}
 			}
+			if err := checkServiceLimit(tx, c.ws); err != nil {
+				return err
+			}
 			if err := store.CreateService(tx, s, a.opts.TCPPortMin, a.opts.TCPPortMax); err != nil {
 				return err
 			}

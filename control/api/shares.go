@@ -184,6 +184,9 @@ func (a *API) createShareFor(c *call, serviceID string) (any, error) {
 		if _, err := store.GetService(tx, c.ws, serviceID); err != nil {
 			return err
 		}
+		if err := checkShareLimit(tx, c.ws, c.now); err != nil {
+			return err
+		}
 		if err := usePlugins(tx, c.ws, sh.Plugins); err != nil {
 			return err
 		}

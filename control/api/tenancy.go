@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"slices"
 	"time"
 
@@ -256,6 +257,52 @@ func (a *API) getWorkspace(c *call) (any, error) {
 
 type createWorkspaceRequest struct {
 	Name string `json:"name"`
+	// MaxServices and MaxShares limit the workspace (0: no limit; absent:
+	// the control plane's default, pcd control --workspace-max-*).
+	MaxServices *int `json:"maxServices,omitempty"`
+	MaxShares   *int `json:"maxShares,omitempty"`
+}
+
+// WorkspaceLimits bound what a workspace may hold (0: no limit).
+type WorkspaceLimits struct {
+	MaxServices int
+	MaxShares   int
+}
+
+// maxLimit bounds the limits a request may set.
+const maxLimit = 1_000_000
+
+// checkServiceLimit refuses a new service beyond the workspace's maxServices.
+func checkServiceLimit(tx store.Tx, ws string) error {
+	w, err := store.GetWorkspace(tx, ws)
+	if err != nil || w.MaxServices <= 0 {
+		return err
+	}
+	n, err := store.Count(tx, ws, "svc")
+	if err != nil {
+		return err
+	}
+	if n >= w.MaxServices {
+		return forbidden(fmt.Sprintf("workspace limit reached: at most %d services (delete one first)", w.MaxServices))
+	}
+	return nil
+}
+
+// checkShareLimit refuses a new share beyond the workspace's maxShares
+// active shares (revoked and expired ones do not count).
+func checkShareLimit(tx store.Tx, ws string, now time.Time) error {
+	w, err := store.GetWorkspace(tx, ws)
+	if err != nil || w.MaxShares <= 0 {
+		return err
+	}
+	active, _, err := store.ListShares(tx, ws, "", 0, func(s *store.Share) bool { return s.Active(now) })
+	if err != nil {
+		return err
+	}
+	if len(active) >= w.MaxShares {
+		return forbidden(fmt.Sprintf("workspace limit reached: at most %d active shares (revoke one first)", w.MaxShares))
+	}
+	return nil
 }
 
 type workspaceCreatedView struct {
@@ -277,12 +324,20 @@ func (a *API) createWorkspace(c *call) (any, error) {
 	if err := c.decode(&req); err != nil {
 		return nil, err
 	}
+	limits := a.opts.WorkspaceLimits
 	var v validator
 	v.strLen(req.Name, "name", 1, 100)
+	if req.MaxServices != nil && v.intRange(*req.MaxServices, "maxServices", 0, maxLimit) {
+		limits.MaxServices = *req.MaxServices
+	}
+	if req.MaxShares != nil && v.intRange(*req.MaxShares, "maxShares", 0, maxLimit) {
+		limits.MaxShares = *req.MaxShares
+	}
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	w := store.Workspace{ID: uuid.NewString(), Name: req.Name, CreatedAt: c.now}
+	w := store.Workspace{ID: uuid.NewString(), Name: req.Name, CreatedAt: c.now,
+		MaxServices: limits.MaxServices, MaxShares: limits.MaxShares}
 	k, plain := newKey(w.ID, "admin", []string{store.ScopeAdmin}, []string{}, nil, c.now)
 	err := a.kv.Update(c.ctx, func(tx store.Tx) error {
 		if err := store.CreateWorkspace(tx, &w); err != nil {

@@ -70,11 +70,21 @@ func (c *Client) Workspace(ctx context.Context) (*Workspace, error) {
 // CreateWorkspace calls POST /v1/workspaces (admin key of workspace
 // "default" only): a new isolated tenant with its first admin key.
 func (c *Client) CreateWorkspace(ctx context.Context, name string) (*CreatedWorkspace, error) {
-	body := struct {
-		Name string `json:"name"`
-	}{name}
+	return c.CreateWorkspaceWith(ctx, CreateWorkspaceRequest{Name: name})
+}
+
+// CreateWorkspaceRequest is the body of POST /v1/workspaces. Nil limits take
+// the control plane's defaults; 0 means no limit.
+type CreateWorkspaceRequest struct {
+	Name        string `json:"name"`
+	MaxServices *int   `json:"maxServices,omitempty"`
+	MaxShares   *int   `json:"maxShares,omitempty"`
+}
+
+// CreateWorkspaceWith is CreateWorkspace with limits.
+func (c *Client) CreateWorkspaceWith(ctx context.Context, req CreateWorkspaceRequest) (*CreatedWorkspace, error) {
 	var w CreatedWorkspace
-	if err := c.call(ctx, http.MethodPost, p("workspaces"), body, &w); err != nil {
+	if err := c.call(ctx, http.MethodPost, p("workspaces"), req, &w); err != nil {
 		return nil, err
 	}
 	return &w, nil
