@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/privateconnect/pc/internal/cliconf"
 	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
 )
@@ -78,6 +79,12 @@ func newApp(stdout, stderr io.Writer, getenv func(string) (string, bool)) *app {
 func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	stopProfile, err := cliconf.StartCPUProfile(args)
+	if err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return 1
+	}
+	defer stopProfile()
 	return newApp(stdout, stderr, os.LookupEnv).execute(ctx, args)
 }
 

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"syscall"
@@ -98,9 +99,43 @@ func Execute(root *cobra.Command, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	stopProfile, err := StartCPUProfile(args)
+	if err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return 1
+	}
+	defer stopProfile()
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(stderr, "error:", err)
 		return 1
 	}
 	return 0
+}
+
+// StartCPUProfile writes a CPU profile of the whole run to
+// <prefix>.<command>.<pid>.pprof when PC_CPUPROFILE=<prefix> is set: a way
+// to profile the processes pcbench starts, e.g. PC_CPUPROFILE=/tmp/pc
+// bin/pcbench run -s http-small, then go tool pprof bin/pcd
+// /tmp/pc.edge.*.pprof. The returned func stops it.
+func StartCPUProfile(args []string) (func(), error) {
+	prefix := os.Getenv("PC_CPUPROFILE")
+	if prefix == "" {
+		return func() {}, nil
+	}
+	cmd := "main"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd = args[0]
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%s.%d.pprof", prefix, cmd, os.Getpid()))
+	if err != nil {
+		return nil, fmt.Errorf("PC_CPUPROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("PC_CPUPROFILE: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
