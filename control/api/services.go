@@ -10,6 +10,7 @@ import (
 
 	"github.com/privateconnect/pc/control/push"
 	"github.com/privateconnect/pc/control/store"
+	"github.com/privateconnect/pc/control/webhooks"
 )
 
 var protocols = []string{"auto", "tcp", "http", "https"}
@@ -107,8 +108,18 @@ func (a *API) upsertService(c *call, agentID, name, host string, port int, proto
 			if err := store.CreateService(tx, s, a.opts.TCPPortMin, a.opts.TCPPortMax); err != nil {
 				return err
 			}
-			return a.emit(tx, c.ws, "tunnel.created", map[string]any{"serviceId": s.ID, "name": s.Name, "agentId": s.AgentID,
-				"targetHost": s.TargetHost, "targetPort": s.TargetPort, "protocol": s.Protocol})
+			if err := a.emit(tx, c.ws, "tunnel.created", map[string]any{"serviceId": s.ID, "name": s.Name, "agentId": s.AgentID,
+				"targetHost": s.TargetHost, "targetPort": s.TargetPort, "protocol": s.Protocol}); err != nil {
+				return err
+			}
+			// A tunnel created for an agent already connected is reachable at
+			// once through its edges: say so, as its connection would have.
+			for _, edgeID := range a.hub.Presence.AgentEdges(agentID) {
+				if err := a.emit(tx, c.ws, webhooks.TunnelConnected, map[string]any{"serviceId": s.ID, "name": s.Name, "agentId": s.AgentID, "edgeId": edgeID}); err != nil {
+					return err
+				}
+			}
+			return nil
 		default:
 			return err
 		}

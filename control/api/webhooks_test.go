@@ -465,3 +465,29 @@ func value(fams map[string]*dtoFamily, name string, want map[string]string) floa
 	}
 	return sum
 }
+
+// TestTunnelCreatedForOnlineAgentIsConnected: a tunnel created for an agent
+// already connected to an edge is reachable at once, and tunnel.connected
+// says so (its agent's connection came before the tunnel existed).
+func TestTunnelCreatedForOnlineAgentIsConnected(t *testing.T) {
+	h := newHarness(t, fastHooks)
+	rcv := newHookReceiver(t)
+	rcv.setSecret(h.must(201, "POST", "/v1/webhooks", h.admin, map[string]any{"url": rcv.srv.URL, "events": []string{"tunnel.connected"}}).str("secret"))
+	edgeID, edgeTok := h.edge("e1")
+	agentID, _ := h.agent(h.admin)
+	r := h.req("POST", "/v1/edges/report", "", map[string]any{"agents": []string{agentID},
+		"events": []map[string]any{{"agentId": agentID, "event": "CONNECTED", "ip": "10.0.0.9", "at": time.Now().UTC()}}}, "Authorization", "Bearer "+edgeTok)
+	require.Equal(t, 200, r.Status, "%s", r.Raw)
+	// Registered after the connection: no service existed when it was reported.
+	svcID := h.must(201, "POST", "/v1/services/register", h.admin, map[string]any{"agentId": agentID, "name": "late", "targetHost": "127.0.0.1", "targetPort": 9000}).str("id")
+	require.Eventually(t, func() bool { return len(rcv.byEvent("tunnel.connected")) > 0 }, 5*time.Second, 10*time.Millisecond)
+	ev := rcv.byEvent("tunnel.connected")[0]
+	assert.Equal(t, svcID, ev["serviceId"])
+	assert.Equal(t, edgeID, ev["edgeId"])
+	assert.Equal(t, agentID, ev["agentId"])
+	// An offline agent's new tunnel is not connected.
+	other, _ := h.agent(h.admin)
+	h.must(201, "POST", "/v1/services/register", h.admin, map[string]any{"agentId": other, "name": "offline", "targetHost": "127.0.0.1", "targetPort": 9001})
+	time.Sleep(200 * time.Millisecond)
+	assert.Len(t, rcv.byEvent("tunnel.connected"), 1)
+}

@@ -34,7 +34,7 @@ const (
 // the spec.
 var Events = []EventType{
 	{TunnelCreated, "A tunnel (service) was created. data: serviceId, name, agentId, targetHost, targetPort, protocol."},
-	{TunnelConnected, "The agent serving a tunnel opened a session to an edge: the tunnel is reachable through it. data: serviceId, name, agentId, edgeId."},
+	{TunnelConnected, "The agent serving a tunnel opened a session to an edge, or the tunnel was created for an agent already connected to it: the tunnel is reachable through that edge. data: serviceId, name, agentId, edgeId."},
 	{TunnelDisconnected, "The agent serving a tunnel lost its session to an edge. data: serviceId, name, agentId, edgeId."},
 	{TunnelDeleted, "A tunnel (service) was deleted, directly or with its agent. data: serviceId, name, agentId."},
 	{ShareCreated, "A share link was created. data: shareId, serviceId, name, expiresAt."},

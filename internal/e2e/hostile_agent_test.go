@@ -198,9 +198,9 @@ func TestHostileAgent(t *testing.T) {
 	capID, capToken, _ := env.ProvisionAgent("captured")
 	proxy := newCaptureProxy(t, tunAddr)
 	captured := env.RunAgentWith(capID, capToken, nil, func(c *agent.Config) { c.Edges = []string{proxy.ln.Addr().String()} })
-	require.Eventually(t, func() bool { return contains(ed.ConnectedAgents(), capID) && proxy.first() != nil },
-		5*time.Second, 10*time.Millisecond)
-	captured.Stop()
+	require.Eventually(t, func() bool { return contains(ed.ConnectedAgents(), capID) }, 5*time.Second, 10*time.Millisecond)
+	captured.Stop() // the proxied connection closes: its first bytes are recorded
+	require.Eventually(t, func() bool { return proxy.first() != nil }, 5*time.Second, 10*time.Millisecond)
 	sh := env.Share(svc.ID, client.CreateShareRequest{})
 	shareURL := testenv.ShareURL(ed, sh.Token)
 	serves := func(t *testing.T) {
