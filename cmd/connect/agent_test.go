@@ -164,6 +164,20 @@ func TestUpServesRegisteredServices(t *testing.T) {
 	assert.Equal(t, "agentId="+agentID+"&limit=500", h.one("GET", "/v1/services").Query)
 	assert.Regexp(t, `(?m)^web\s+localhost:3000\s+http\s+23001$`, out)
 	require.Len(t, h.agents, 1)
+
+	// The agent dials only its services' targets; a service registered
+	// later is checked with the API (its own, same target), anything else
+	// an edge names is refused.
+	cfg := h.agents[0]
+	assert.Equal(t, []string{"localhost:3000"}, cfg.AllowedTargets)
+	require.NotNil(t, cfg.VerifyTarget)
+	const othersID = "00000000-0000-4000-8000-0000000000aa"
+	h.ok("GET /v1/services/"+serviceID, 200, webService)
+	h.ok("GET /v1/services/"+othersID, 200, strings.NewReplacer(agentID, "00000000-0000-4000-8000-000000000000", serviceID, othersID).Replace(webService))
+	ctx := context.Background()
+	assert.True(t, cfg.VerifyTarget(ctx, serviceID, "localhost:3000"))
+	assert.False(t, cfg.VerifyTarget(ctx, serviceID, "169.254.169.254:80"), "not the service's target")
+	assert.False(t, cfg.VerifyTarget(ctx, othersID, "localhost:3000"), "another agent's service")
 }
 
 func TestAgentsRotateTokenUsesStateFile(t *testing.T) {

@@ -62,12 +62,8 @@ func (a *app) exposeCmd() *cobra.Command {
 				return nil
 			}
 			// Dial only what this agent registered (a compromised edge cannot
-			// point it anywhere else); `connect up` takes services added later.
-			af.allowed = a.registeredTargets(ctx, c, st.AgentID, net.JoinHostPort(host, strconv.Itoa(port)))
-			af.verify = func(ctx context.Context, serviceID, addr string) bool {
-				svc, err := c.GetService(ctx, serviceID)
-				return err == nil && svc.AgentID == st.AgentID && net.JoinHostPort(svc.TargetHost, strconv.Itoa(svc.TargetPort)) == addr
-			}
+			// point it anywhere else).
+			af.pinTargets(c, st.AgentID, a.registeredTargets(ctx, c, st.AgentID, net.JoinHostPort(host, strconv.Itoa(port))))
 			return a.runForeground(cmd.Context(), c, st, &af)
 		})
 	cmd.Flags().StringVar(&name, "name", "", "service name, unique in the workspace (default: derived from the port, e.g. web for 3000)")
@@ -76,6 +72,18 @@ func (a *app) exposeCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&detach, "detach", false, "register the service and exit (a running 'connect up' serves it)")
 	addAgentFlags(cmd, &af, true)
 	return cmd
+}
+
+// pinTargets makes the agent dial only targets of its own services: those
+// listed now, and one named later (a service registered since) only when
+// the API confirms it is this agent's service with that target. Whatever
+// else an edge asks for is refused.
+func (af *agentFlags) pinTargets(c *client.Client, agentID string, targets []string) {
+	af.allowed = targets
+	af.verify = func(ctx context.Context, serviceID, addr string) bool {
+		svc, err := c.GetService(ctx, serviceID)
+		return err == nil && svc.AgentID == agentID && net.JoinHostPort(svc.TargetHost, strconv.Itoa(svc.TargetPort)) == addr
+	}
 }
 
 // registeredTargets lists the host:port targets of the agent's services.

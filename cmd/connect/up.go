@@ -44,6 +44,11 @@ func (a *app) upCmd() *cobra.Command {
 					})
 				}
 			}
+			targets := make([]string, 0, len(svcs))
+			for _, s := range svcs {
+				targets = append(targets, net.JoinHostPort(s.TargetHost, strconv.Itoa(s.TargetPort)))
+			}
+			af.pinTargets(c, st.AgentID, targets)
 			return a.runForeground(cmd.Context(), c, st, &af)
 		})
 	cmd.Flags().StringVar(&af.name, "name", "", "agent name (default: the host name)")

@@ -240,3 +240,27 @@ func TestQuickStartWithBinaries(t *testing.T) {
 		require.NotContains(t, sc.Text(), `"level":"ERROR"`, "no error logged during the quick start")
 	}
 }
+
+// TestConnectUpServesServicesAddedLater runs `connect up` (a daemon with no
+// service yet), then registers services for the same agent identity with
+// `connect expose --detach`: the running agent serves them through its
+// edge, after checking each with the API (it dials only its own services'
+// targets, so a compromised edge cannot point it elsewhere).
+func TestConnectUpServesServicesAddedLater(t *testing.T) {
+	c := newCluster(t, clusterOptions{})
+	e := c.addEdge("edge-1")
+	state := "PC_STATE=" + filepath.Join(c.dir, "box.json")
+	up := start(t, c.cliEnv(state), c.bin+"/connect", "up", "--name", "box")
+	c.waitAgents(1, 20*time.Second)
+	for _, name := range []string{"web", "api"} {
+		org := origin(t)
+		c.connectCLIEnv([]string{state}, "expose", strings.TrimPrefix(org.URL, "http://"), "--name", name, "--protocol", "http", "--detach")
+		link := strings.TrimSpace(c.connectCLI("link", name))
+		require.True(t, strings.HasPrefix(link, "http://"+e.http+"/shared/"), link)
+		waitFor(t, 10*time.Second, name+" through the share", func() bool {
+			code, body := httpGet(link + "/hello")
+			return code == 200 && body == "hello from origin: GET /hello"
+		})
+	}
+	require.False(t, exited(up), "connect up exited:\n%s", up.output())
+}

@@ -103,8 +103,14 @@ func (c *cluster) cliEnv(extra ...string) []string {
 // connectCLI runs a `connect` command to completion and returns its stdout.
 func (c *cluster) connectCLI(args ...string) string {
 	c.t.Helper()
+	return c.connectCLIEnv(nil, args...)
+}
+
+// connectCLIEnv is connectCLI with extra environment (PC_STATE=...).
+func (c *cluster) connectCLIEnv(env []string, args ...string) string {
+	c.t.Helper()
 	cmd := exec.Command(c.bin+"/connect", args...)
-	cmd.Env = append(os.Environ(), c.cliEnv()...)
+	cmd.Env = append(os.Environ(), c.cliEnv(env...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
