@@ -64,7 +64,7 @@ func FuzzHandshake(f *testing.F) {
 			OnEvent: func(e config.AgentEvent) { events = append(events, e) }})
 		c := &scriptConn{r: bytes.NewReader(b)}
 		r.wg.Add(1)
-		r.handle(c)
+		r.handle(c, "192.0.2.7")
 		if n := len(r.Connected()); n != 0 {
 			t.Fatalf("a session was accepted from %x", b)
 		}

@@ -39,6 +39,12 @@ type Config struct {
 	Table func() *routes.Table
 	// MaxStreams caps the concurrent streams per agent (default 1024).
 	MaxStreams int
+	// MaxHandshakesPerIP caps the connections from one address still in
+	// the handshake (default 64): beyond it a new connection is closed at
+	// once, so one host holding slow handshakes (each is cut after
+	// tunnel.HandshakeTimeout) cannot take every slot. Honest agents finish
+	// a handshake in a round trip and retry with backoff.
+	MaxHandshakesPerIP int
 	// OnEvent receives agent connection events (for reports and audit).
 	OnEvent func(config.AgentEvent)
 	// OnControl receives the control frames an agent sends (command results).
@@ -54,20 +60,30 @@ type Registry struct {
 	mu       sync.RWMutex
 	sessions map[string]*Session
 	conns    map[net.Conn]struct{} // in handshake
+	perIP    map[string]int        // connections in handshake by remote address
 	closed   bool
 	wg       sync.WaitGroup
+
+	handshakesRefused atomic.Uint64 // connections closed by MaxHandshakesPerIP
 }
+
+// HandshakesRefused counts the connections closed at once because their
+// address already held MaxHandshakesPerIP handshakes.
+func (r *Registry) HandshakesRefused() uint64 { return r.handshakesRefused.Load() }
 
 // New returns a Registry.
 func New(cfg Config) *Registry {
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = 1024
 	}
+	if cfg.MaxHandshakesPerIP <= 0 {
+		cfg.MaxHandshakesPerIP = 64
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{cfg: cfg, log: log, sessions: map[string]*Session{}, conns: map[net.Conn]struct{}{}}
+	return &Registry{cfg: cfg, log: log, sessions: map[string]*Session{}, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}}
 }
 
 // Serve accepts agent connections on ln until ln is closed.
@@ -82,16 +98,24 @@ func (r *Registry) Serve(ln net.Listener) error {
 			}
 			return err
 		}
+		ip := hostOf(c.RemoteAddr())
 		r.mu.Lock()
 		if r.closed {
 			r.mu.Unlock()
 			c.Close()
 			return net.ErrClosed
 		}
+		if r.perIP[ip] >= r.cfg.MaxHandshakesPerIP {
+			r.mu.Unlock()
+			c.Close()
+			r.handshakesRefused.Add(1)
+			continue
+		}
+		r.perIP[ip]++
 		r.conns[c] = struct{}{}
 		r.wg.Add(1)
 		r.mu.Unlock()
-		go r.handle(c)
+		go r.handle(c, ip)
 	}
 }
 
@@ -121,12 +145,14 @@ type Session struct {
 }
 
 // handle runs the handshake on c and serves the session.
-func (r *Registry) handle(c net.Conn) {
+func (r *Registry) handle(c net.Conn, remoteIP string) {
 	defer r.wg.Done()
-	remoteIP := hostOf(c.RemoteAddr())
 	s, err := r.handshake(c, remoteIP)
 	r.mu.Lock()
 	delete(r.conns, c)
+	if r.perIP[remoteIP]--; r.perIP[remoteIP] <= 0 {
+		delete(r.perIP, remoteIP)
+	}
 	r.mu.Unlock()
 	if err != nil {
 		c.Close()
