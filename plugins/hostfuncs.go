@@ -2,10 +2,10 @@ package plugins
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -188,10 +188,8 @@ func (h *Host) hostFuncs() []hostFunc {
 			key := mem(mod, stack[0], uint64(uint32(stack[1])))
 			msg := mem(mod, stack[2], uint64(uint32(stack[3])))
 			out := mem(mod, stack[4], abi.HMACSize)
-			m := hmac.New(sha256.New, key)
-			m.Write(msg)
-			var sum [abi.HMACSize]byte
-			copy(out, m.Sum(sum[:0]))
+			sum := hmacSHA256(key, msg)
+			copy(out, sum[:])
 		}},
 		{abi.ImportVerifySignature, func(_ context.Context, mod api.Module, stack []uint64) {
 			alg := mem(mod, stack[0], uint64(uint32(stack[1])))
@@ -322,4 +320,35 @@ func (pl *plugin) guestLog(level int32, msg []byte) {
 		attrs = append(attrs, slog.Int64("dropped", d))
 	}
 	log.LogAttrs(context.Background(), l, string(msg), attrs...)
+}
+
+var hmacBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// hmacSHA256 is HMAC-SHA256 (RFC 2104) without the allocations of
+// crypto/hmac.New: guests such as the password built-in call it on every
+// request. sha256.Sum256 over pooled buffers keeps it allocation-free.
+func hmacSHA256(key, msg []byte) [sha256.Size]byte {
+	const block = 64
+	if len(key) > block {
+		k := sha256.Sum256(key)
+		key = k[:]
+	}
+	var pad [block]byte
+	copy(pad[:], key)
+	for i := range pad {
+		pad[i] ^= 0x36
+	}
+	bp := hmacBufPool.Get().(*[]byte)
+	buf := append(append((*bp)[:0], pad[:]...), msg...)
+	inner := sha256.Sum256(buf)
+	if cap(buf) <= 64<<10 {
+		*bp = buf[:0]
+		hmacBufPool.Put(bp)
+	}
+	var outer [block + sha256.Size]byte
+	for i := range pad {
+		outer[i] = pad[i] ^ 0x36 ^ 0x5c
+	}
+	copy(outer[block:], inner[:])
+	return sha256.Sum256(outer[:])
 }
