@@ -228,27 +228,83 @@ func (s *Syncer) stream(ctx context.Context) error {
 		}
 	}()
 	s.connected.Store(true)
-	dec := json.NewDecoder(resp.Body)
-	for {
-		var m config.Message
-		if err := dec.Decode(&m); err != nil {
-			return fmt.Errorf("configsync: read stream: %w", err)
+	// A reader decodes messages as they arrive while the loop below builds
+	// tables: the changes that queued up while one table was being built
+	// are applied together in the next one. At 100,000 shares a table costs
+	// milliseconds to copy, so one table per change would fall behind a
+	// burst of API writes.
+	msgs := make(chan *config.Message, 1024)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(msgs)
+		dec := json.NewDecoder(resp.Body)
+		for {
+			m := new(config.Message)
+			if err := dec.Decode(m); err != nil {
+				readErr <- fmt.Errorf("configsync: read stream: %w", err)
+				return
+			}
+			s.lastMsg.Store(time.Now().UnixNano())
+			select {
+			case alive <- struct{}{}:
+			default:
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				readErr <- ctx.Err()
+				return
+			}
 		}
-		s.lastMsg.Store(time.Now().UnixNano())
-		select {
-		case alive <- struct{}{}:
-		default:
+	}()
+	var next *config.Message
+	for {
+		m := next
+		next = nil
+		if m == nil {
+			var ok bool
+			if m, ok = <-msgs; !ok {
+				return <-readErr
+			}
+		}
+		if m.Type == config.MsgChanges {
+			next = coalesce(m, msgs)
 		}
 		if m.EdgeID != "" && m.EdgeID != s.EdgeID() {
 			id := m.EdgeID
 			s.edgeID.Store(&id)
 		}
-		if err := s.apply(&m); err != nil {
+		if err := s.apply(m); err != nil {
 			// Keep serving the last good table; a full snapshot fixes it.
 			s.log.Error("rejected a config update; keeping the last good state", "err", err)
 			return err
 		}
 	}
+}
+
+// maxCoalesced bounds the changes applied in one table.
+const maxCoalesced = 10000
+
+// coalesce appends to m the changes of the messages already waiting in
+// msgs, for as long as they are changes of the same epoch (and edge id),
+// and returns the first message it took that could not join (or nil).
+func coalesce(m *config.Message, msgs <-chan *config.Message) *config.Message {
+	for len(m.Changes) < maxCoalesced {
+		select {
+		case n, ok := <-msgs:
+			if !ok {
+				return nil
+			}
+			if n.Type != config.MsgChanges || n.Epoch != m.Epoch || (n.EdgeID != "" && n.EdgeID != m.EdgeID) {
+				return n
+			}
+			m.Changes = append(m.Changes, n.Changes...)
+			m.Version = max(m.Version, n.Version)
+		default:
+			return nil
+		}
+	}
+	return nil
 }
 
 // apply builds the new table for one message and swaps it in.
@@ -279,7 +335,13 @@ func (s *Syncer) apply(m *config.Message) error {
 		if v <= cur.Version {
 			return nil // already applied
 		}
-		t, err := cur.Apply(v, m.Changes)
+		// Changes the table already holds (a batch may straddle it) are
+		// not applied twice.
+		changes := m.Changes
+		for len(changes) > 0 && changes[0].Version != 0 && changes[0].Version <= cur.Version {
+			changes = changes[1:]
+		}
+		t, err := cur.Apply(v, changes)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,122 @@
+package configsync
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/privateconnect/pc/internal/config"
+)
+
+func changes(epoch string, versions ...int64) *config.Message {
+	m := &config.Message{Type: config.MsgChanges, Epoch: epoch}
+	for _, v := range versions {
+		m.Changes = append(m.Changes, config.Change{Version: v, Op: config.OpDelete, Kind: config.KindShare, ID: fmt.Sprint(v)})
+		m.Version = v
+	}
+	return m
+}
+
+func TestCoalesce(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		queued   []*config.Message
+		versions []int64 // the changes of the merged message
+		stopped  string  // type of the message returned, "" for none
+		left     int     // messages left in the channel
+	}{
+		{"nothing queued", nil, []int64{1}, "", 0},
+		{"queued changes join", []*config.Message{changes("e", 2, 3), changes("e", 4)}, []int64{1, 2, 3, 4}, "", 0},
+		{"a snapshot stops the batch", []*config.Message{changes("e", 2), {Type: config.MsgSnapshot, Epoch: "e"}, changes("e", 9)},
+			[]int64{1, 2}, config.MsgSnapshot, 1},
+		{"another epoch stops it", []*config.Message{changes("f", 2), changes("f", 3)}, []int64{1}, config.MsgChanges, 1},
+		{"a ping stops it", []*config.Message{{Type: config.MsgPing}, changes("e", 2)}, []int64{1}, config.MsgPing, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := make(chan *config.Message, 8)
+			for _, m := range tc.queued {
+				q <- m
+			}
+			m := changes("e", 1)
+			next := coalesce(m, q)
+			var got []int64
+			for _, c := range m.Changes {
+				got = append(got, c.Version)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.versions) || m.Version != tc.versions[len(tc.versions)-1] {
+				t.Fatalf("merged versions %v (message version %d), want %v", got, m.Version, tc.versions)
+			}
+			if typ := ""; next != nil {
+				typ = next.Type
+				if typ != tc.stopped {
+					t.Fatalf("returned a %q message, want %q", typ, tc.stopped)
+				}
+			} else if tc.stopped != "" {
+				t.Fatalf("returned nothing, want the %q message", tc.stopped)
+			}
+			if len(q) != tc.left {
+				t.Fatalf("%d messages left, want %d", len(q), tc.left)
+			}
+		})
+	}
+}
+
+func tokenHash(tok string) string {
+	h := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(h[:])
+}
+
+// TestStreamAppliesEveryChange: a burst of change messages on a real HTTP
+// stream, some straddling the snapshot's version, ends in a table holding
+// exactly the changes after the snapshot, however they were batched.
+func TestStreamAppliesEveryChange(t *testing.T) {
+	const n = 3000
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		enc := json.NewEncoder(w)
+		snap := &config.Snapshot{Epoch: "e", Version: 10, Shares: []config.Share{{ID: "s-old", TokenHash: tokenHash("old")}}}
+		_ = enc.Encode(&config.Message{Type: config.MsgSnapshot, EdgeID: "edge-1", Epoch: "e", Version: 10, Snapshot: snap})
+		// Versions 8-10 are in the snapshot already: deleting s-old at 9
+		// must not be applied again on top of it.
+		_ = enc.Encode(&config.Message{Type: config.MsgChanges, Epoch: "e", Version: 11, Changes: []config.Change{
+			{Version: 9, Op: config.OpDelete, Kind: config.KindShare, ID: "s-old"},
+			{Version: 11, Op: config.OpUpsert, Kind: config.KindShare, ID: "s-0", Share: &config.Share{ID: "s-0", TokenHash: tokenHash("t-0")}},
+		}})
+		for i := 1; i < n; i++ {
+			v := int64(11 + i)
+			id := fmt.Sprintf("s-%d", i)
+			_ = enc.Encode(&config.Message{Type: config.MsgChanges, Epoch: "e", Version: v, Changes: []config.Change{
+				{Version: v, Op: config.OpUpsert, Kind: config.KindShare, ID: id, Share: &config.Share{ID: id, TokenHash: tokenHash(fmt.Sprintf("t-%d", i))}}}})
+		}
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	s := New(Config{ControlURL: srv.URL, Token: "edge-token"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Table().Version < int64(10+n) {
+		if time.Now().After(deadline) {
+			t.Fatalf("table at version %d, want %d", s.Table().Version, 10+n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	tb := s.Table()
+	if shares, _, _ := tb.Counts(); shares != n+1 {
+		t.Fatalf("%d shares, want %d", shares, n+1)
+	}
+	for _, tok := range []string{"old", "t-0", fmt.Sprintf("t-%d", n-1)} {
+		if _, ok := tb.ShareByToken([]byte(tok)); !ok {
+			t.Fatalf("share of token %q missing", tok)
+		}
+	}
+	t.Logf("%d change messages applied in %d tables", n, s.Swaps()-1)
+}
