@@ -17,6 +17,7 @@ import (
 	"github.com/privateconnect/pc/control"
 	"github.com/privateconnect/pc/control/controltest"
 	"github.com/privateconnect/pc/control/store/memstore"
+	"github.com/privateconnect/pc/edge/routes"
 	"github.com/privateconnect/pc/internal/config"
 )
 
@@ -170,13 +171,28 @@ func TestConfigPushStream(t *testing.T) {
 	require.Len(t, m.Changes, 1)
 	stop()
 
-	// A stale epoch (control restarted): a full snapshot.
+	// A stale epoch (control restarted): a full snapshot, here the one
+	// cached for the first stream, then at once the changes made since; the
+	// edge's table built from them holds the revoked share (edges answer
+	// 410) and no service.
 	ch, stop = e.stream(token, "stale-epoch", version)
 	m = next(t, ch, 2*time.Second)
 	require.Equal(t, config.MsgSnapshot, m.Type)
 	assert.Equal(t, edgeID, m.EdgeID)
-	assert.True(t, m.Snapshot.Shares[0].Revoked, "revoked shares stay in snapshots (edges answer 410)")
-	assert.Empty(t, m.Snapshot.Services)
+	tb, err := routes.Build(m.Snapshot)
+	require.NoError(t, err)
+	for tb.Version < version {
+		c := next(t, ch, 2*time.Second)
+		if c.Type == config.MsgChanges {
+			tb, err = tb.Apply(c.Version, c.Changes)
+			require.NoError(t, err)
+		}
+	}
+	sh, ok := tb.ShareByToken([]byte(share["token"].(string)))
+	require.True(t, ok)
+	assert.True(t, sh.Revoked, "revoked shares stay in snapshots (edges answer 410)")
+	_, services, _ := tb.Counts()
+	assert.Zero(t, services)
 	stop()
 
 	// A future version of this epoch cannot be trusted: snapshot.

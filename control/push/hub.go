@@ -29,6 +29,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/privateconnect/pc/control/store"
@@ -60,6 +61,11 @@ type Options struct {
 	// RevokedRetention is how long revoked or expired shares stay in
 	// snapshots, so edges answer 410 rather than 404 (default 7 days).
 	RevokedRetention time.Duration
+	// RefreshQuiet: when the cached snapshot falls RingSize/2 changes
+	// behind (soon out of the ring's reach), it is rebuilt in the background
+	// once publishing has paused this long (default 1 s), or after 30 s of
+	// continuous changes.
+	RefreshQuiet time.Duration
 }
 
 // versionBlock is how many versions are reserved per persisted write.
@@ -82,7 +88,15 @@ type Hub struct {
 	subs     map[*sub]struct{}
 	snapVer  int64 // version of the cached encoded snapshot (-1: none)
 	snapMsg  []byte
+	lastPub  time.Time // time of the last Publish
+
+	buildMu    sync.Mutex  // one snapshot build at a time (held without mu)
+	refreshing atomic.Bool // a background refresh of the cached snapshot is pending
 }
+
+// refreshMax bounds how long a snapshot refresh waits for publishing to
+// pause.
+const refreshMax = 30 * time.Second
 
 // New loads the persisted version high-water mark and returns a hub.
 func New(ctx context.Context, kv store.KV, opts Options) (*Hub, error) {
@@ -97,6 +111,9 @@ func New(ctx context.Context, kv store.KV, opts Options) (*Hub, error) {
 	}
 	if opts.RevokedRetention <= 0 {
 		opts.RevokedRetention = 7 * 24 * time.Hour
+	}
+	if opts.RefreshQuiet <= 0 {
+		opts.RefreshQuiet = time.Second
 	}
 	var b [16]byte
 	_, _ = rand.Read(b[:])
@@ -178,6 +195,10 @@ func (h *Hub) Publish(ctx context.Context, refs ...Ref) error {
 			changes[i].Version = v
 			h.append(changes[i])
 		}
+	}
+	h.lastPub = time.Now()
+	if h.snapMsg != nil && h.version-h.snapVer > int64(h.opts.RingSize/2) && h.refreshing.CompareAndSwap(false, true) {
+		go h.refresh()
 	}
 	if err != nil {
 		// Something committed may not be described: force snapshots.
@@ -316,12 +337,13 @@ func (h *Hub) load(tx store.Tx, r Ref) (config.Change, error) {
 func (h *Hub) Snapshot(ctx context.Context) (*config.Snapshot, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.snapshot(ctx)
+	return h.snapshot(ctx, h.version)
 }
 
-func (h *Hub) snapshot(ctx context.Context) (*config.Snapshot, error) {
+// snapshot reads the store's state as the snapshot of version v.
+func (h *Hub) snapshot(ctx context.Context, v int64) (*config.Snapshot, error) {
 	snap := &config.Snapshot{
-		Epoch: h.epoch, Version: h.version, Settings: h.opts.Settings,
+		Epoch: h.epoch, Version: v, Settings: h.opts.Settings,
 		Shares: []config.Share{}, Services: []config.Service{}, Agents: []config.Agent{},
 		Edges: []config.Edge{}, Plugins: []config.Plugin{},
 	}
@@ -374,24 +396,82 @@ func (h *Hub) snapshot(ctx context.Context) (*config.Snapshot, error) {
 	return snap, nil
 }
 
-// snapshotMessage returns the encoded snapshot message line at the current
-// version, built at most once per version.
+// snapshotMessage returns an encoded snapshot message line and its
+// version. A cached snapshot is reused while the change ring still reaches
+// back to it: the stream then sends the changes since its version (an edge
+// applies them together), so a new edge does not wait for a full read of
+// the store. Otherwise a fresh one is built.
 func (h *Hub) snapshotMessage(ctx context.Context) ([]byte, int64, error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.snapVer == h.version && h.snapMsg != nil {
-		return h.snapMsg, h.version, nil
+	if h.snapMsg != nil && h.reaches(h.snapVer) {
+		line, v := h.snapMsg, h.snapVer
+		h.mu.Unlock()
+		return line, v, nil
 	}
-	snap, err := h.snapshot(ctx)
+	h.mu.Unlock()
+	return h.rebuild(ctx)
+}
+
+// reaches reports whether an edge at version v of this epoch can catch up
+// from the ring; h.mu is held.
+func (h *Hub) reaches(v int64) bool {
+	if v == h.version {
+		return true
+	}
+	return v < h.version && len(h.ring) > 0 && h.ring[0].Version <= v+1
+}
+
+// rebuild builds, encodes and caches the snapshot at the current version.
+// The store is read without h.mu, so API writes do not wait for it: every
+// change published up to the version read was committed before the read
+// began, and any later one is sent to the edge as a change.
+func (h *Hub) rebuild(ctx context.Context) ([]byte, int64, error) {
+	h.buildMu.Lock()
+	defer h.buildMu.Unlock()
+	h.mu.Lock()
+	if h.snapMsg != nil && h.snapVer == h.version { // built while we waited
+		line, v := h.snapMsg, h.snapVer
+		h.mu.Unlock()
+		return line, v, nil
+	}
+	v := h.version
+	h.mu.Unlock()
+	snap, err := h.snapshot(ctx, v)
 	if err != nil {
 		return nil, 0, err
 	}
-	b, err := json.Marshal(config.Message{Type: config.MsgSnapshot, Epoch: h.epoch, Version: snap.Version, Snapshot: snap})
+	b, err := json.Marshal(config.Message{Type: config.MsgSnapshot, Epoch: h.epoch, Version: v, Snapshot: snap})
 	if err != nil {
 		return nil, 0, fmt.Errorf("push: encode snapshot: %w", err)
 	}
-	h.snapVer, h.snapMsg = snap.Version, append(b, '\n')
-	return h.snapMsg, snap.Version, nil
+	line := append(b, '\n')
+	h.mu.Lock()
+	if v > h.snapVer {
+		h.snapVer, h.snapMsg = v, line
+	}
+	h.mu.Unlock()
+	return line, v, nil
+}
+
+// refresh rebuilds the cached snapshot in the background once publishing
+// pauses (Options.RefreshQuiet).
+func (h *Hub) refresh() {
+	defer h.refreshing.Store(false)
+	start := time.Now()
+	for {
+		h.mu.Lock()
+		quiet := time.Since(h.lastPub)
+		h.mu.Unlock()
+		if quiet >= h.opts.RefreshQuiet || time.Since(start) >= refreshMax {
+			break
+		}
+		time.Sleep(h.opts.RefreshQuiet - quiet)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, _, err := h.rebuild(ctx); err != nil {
+		h.log.Warn("snapshot refresh failed", "err", err)
+	}
 }
 
 func (h *Hub) subscribe() *sub {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -198,4 +200,124 @@ func TestPresenceOfflineWindow(t *testing.T) {
 	p.StreamClosed("e1")
 	now = now.Add(31 * time.Second)
 	assert.False(t, p.AgentOnline("a"))
+}
+
+// nextData skips pings.
+func nextData(t *testing.T, ch <-chan config.Message) config.Message {
+	t.Helper()
+	m := recv(t, ch)
+	for m.Type == config.MsgPing {
+		m = recv(t, ch)
+	}
+	return m
+}
+
+// TestCachedSnapshotThenCatchUp: a second edge gets the snapshot built for
+// the first (not a new read of the store) and, at once, the changes made
+// since; once the ring no longer reaches the cached version, a fresh
+// snapshot is built.
+func TestCachedSnapshotThenCatchUp(t *testing.T) {
+	h, kv := newHub(t, Options{RingSize: 16})
+	addShare(t, kv, "s1")
+	require.NoError(t, h.Publish(ctx, Share("ws", "s1")))
+	ch1, stop1 := stream(t, h, "", 0)
+	first := nextData(t, ch1)
+	require.Equal(t, config.MsgSnapshot, first.Type)
+	stop1()
+
+	addShare(t, kv, "s2")
+	addShare(t, kv, "s3")
+	require.NoError(t, h.Publish(ctx, Share("ws", "s2"), Share("ws", "s3")))
+	ch2, stop2 := stream(t, h, "", 0)
+	m := nextData(t, ch2)
+	require.Equal(t, config.MsgSnapshot, m.Type)
+	assert.Equal(t, first.Version, m.Version, "the cached snapshot")
+	require.Len(t, m.Snapshot.Shares, 1)
+	m = nextData(t, ch2)
+	require.Equal(t, config.MsgChanges, m.Type, "the catch-up follows without waiting for a new change")
+	assert.Equal(t, h.Version(), m.Version)
+	assert.Equal(t, []string{"s2", "s3"}, []string{m.Changes[0].ID, m.Changes[1].ID})
+	stop2()
+
+	// Ten more publications (ring of 16): the cache is 12 behind, still
+	// reachable; six more put it out of reach.
+	for i := 0; i < 16; i++ {
+		require.NoError(t, h.Publish(ctx, Share("ws", "s1")))
+	}
+	ch3, _ := stream(t, h, "", 0)
+	m = nextData(t, ch3)
+	require.Equal(t, config.MsgSnapshot, m.Type)
+	assert.Equal(t, h.Version(), m.Version, "a fresh snapshot")
+	assert.Len(t, m.Snapshot.Shares, 3)
+}
+
+// slowView is the real store whose next View, once armed, waits for a
+// release: a snapshot build caught in the middle of its read.
+type slowView struct {
+	store.KV
+	armed   chan struct{} // closed when the armed View started
+	release chan struct{}
+	once    sync.Once
+	on      atomic.Bool
+}
+
+func (s *slowView) View(ctx context.Context, fn func(store.Tx) error) error {
+	if s.on.CompareAndSwap(true, false) {
+		s.once.Do(func() { close(s.armed) })
+		<-s.release
+	}
+	return s.KV.View(ctx, fn)
+}
+
+// TestSnapshotBuildDoesNotBlockPublish: building a snapshot reads the store
+// without the hub's lock, so API writes are not held up by it.
+func TestSnapshotBuildDoesNotBlockPublish(t *testing.T) {
+	kv := memstore.New()
+	require.NoError(t, kv.Update(ctx, func(tx store.Tx) error {
+		return store.CreateWorkspace(tx, &store.Workspace{ID: "ws", Name: "default"})
+	}))
+	addShare(t, kv, "s1")
+	slow := &slowView{KV: kv, armed: make(chan struct{}), release: make(chan struct{})}
+	h, err := New(ctx, slow, Options{})
+	require.NoError(t, err)
+	slow.on.Store(true)
+	built := make(chan error, 1)
+	go func() { _, _, err := h.rebuild(ctx); built <- err }()
+	<-slow.armed // the build is reading the store
+	published := make(chan error, 1)
+	go func() { published <- h.Publish(ctx, Share("ws", "s1")) }()
+	select {
+	case err := <-published:
+		require.NoError(t, err)
+	case <-time.After(2 * time.Second):
+		t.Fatal("Publish waited for the snapshot build")
+	}
+	close(slow.release)
+	require.NoError(t, <-built)
+	// The snapshot is of the version read before the build began; the
+	// change published meanwhile comes after it.
+	line, v, err := h.snapshotMessage(ctx)
+	require.NoError(t, err)
+	require.NotEmpty(t, line)
+	assert.Equal(t, h.Version()-1, v)
+	changes, _, ok := h.since(h.Epoch(), v)
+	require.True(t, ok)
+	require.Len(t, changes, 1)
+}
+
+// TestSnapshotRefreshedInBackground: a cached snapshot that falls half a
+// ring behind is rebuilt once publishing pauses.
+func TestSnapshotRefreshedInBackground(t *testing.T) {
+	h, kv := newHub(t, Options{RingSize: 8, RefreshQuiet: 50 * time.Millisecond})
+	addShare(t, kv, "s1")
+	_, _, err := h.snapshotMessage(ctx)
+	require.NoError(t, err)
+	for i := 0; i < 6; i++ {
+		require.NoError(t, h.Publish(ctx, Share("ws", "s1")))
+	}
+	require.Eventually(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.snapVer == h.version
+	}, 3*time.Second, 10*time.Millisecond)
 }

@@ -27,6 +27,9 @@ func (h *Hub) Stream(ctx context.Context, w *bufio.Writer, edgeID, epoch string,
 	if err != nil {
 		return err
 	}
+	// A cached snapshot may be behind the current version: catch up now
+	// rather than at the next change.
+	me.poke()
 	ping := time.NewTicker(h.opts.PingInterval)
 	defer ping.Stop()
 	for {
