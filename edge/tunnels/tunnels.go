@@ -107,8 +107,8 @@ func (r *Registry) Serve(ln net.Listener) error {
 		}
 		if r.perIP[ip] >= r.cfg.MaxHandshakesPerIP {
 			r.mu.Unlock()
-			c.Close()
 			r.handshakesRefused.Add(1)
+			c.Close()
 			continue
 		}
 		r.perIP[ip]++
