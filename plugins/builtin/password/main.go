@@ -153,15 +153,7 @@ func handle(r *plugin.Request) plugin.Result {
 	}
 
 	if v, ok := r.AppendHeader(hdr[:0], "Authorization"); ok && len(v) > 6 && strings.EqualFold(string(v[:6]), "basic ") {
-		enc := bytes.TrimSpace(v[6:])
-		raw := basicBuf[:0]
-		n, err := 0, error(nil)
-		if base64.StdEncoding.DecodedLen(len(enc)) <= len(basicBuf) {
-			n, err = base64.StdEncoding.Decode(basicBuf[:], enc)
-			raw = basicBuf[:n]
-		} else {
-			raw, err = base64.StdEncoding.DecodeString(string(enc))
-		}
+		raw, err := decodeBasic(bytes.TrimSpace(v[6:]))
 		if err == nil {
 			if i := bytes.IndexByte(raw, ':'); i >= 0 {
 				ok, limited := c.attempt(r, raw[i+1:])
@@ -198,6 +190,16 @@ func (c *compiled) attempt(r *plugin.Request, pw []byte) (ok, limited bool) {
 		return false, true
 	}
 	return c.check(pw, d), false
+}
+
+// decodeBasic decodes Basic credentials into basicBuf when they fit (no
+// allocation in the guest), or into a new buffer.
+func decodeBasic(enc []byte) ([]byte, error) {
+	if base64.StdEncoding.DecodedLen(len(enc)) > len(basicBuf) {
+		return base64.StdEncoding.DecodeString(string(enc))
+	}
+	n, err := base64.StdEncoding.Decode(basicBuf[:], enc)
+	return basicBuf[:n], err
 }
 
 func failed(limited bool) plugin.Result {
