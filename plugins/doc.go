@@ -28,9 +28,10 @@
 // stateless). Imports and exports are checked against the ABI at upload (Validate) and at
 // every Load.
 //
-// Pools. Instances are pooled per module version, not per config: the pool is pre-warmed to
-// its size (default GOMAXPROCS, at least 2) at Load and never grows; a call waits up to
-// AcquireTimeout for a free instance, then answers 503. A request is pinned to one instance
+// Pools. Instances are pooled per module version, not per config: the pool is pre-warmed with
+// PoolWarm instances (default 2) at Load; a call that finds them all busy makes one more in the
+// background, up to PoolSize (default GOMAXPROCS, at least 2), and takes whichever instance is
+// free first; it waits up to AcquireTimeout for one, then answers 503. A request is pinned to one instance
 // for its call; the config and request are pulled by the guest through the getters, and
 // get_config_id (a keyed hash of plugin id and config) lets it cache parsed configs. A failed
 // instance (error, trap, timeout, out of memory, ABI violation) is closed, never returned,

@@ -34,10 +34,15 @@ type Config struct {
 	// DefaultMemoryLimitBytes caps each instance's linear memory (default 16 MiB; rounded up to
 	// whole 64 KiB pages).
 	DefaultMemoryLimitBytes uint64
-	// PoolSize is the number of pre-warmed instances per module (default GOMAXPROCS, at
-	// least 2). The pool never grows beyond it: a call waits up to AcquireTimeout for a free
-	// instance, then answers 503.
+	// PoolSize bounds the instances per module (default GOMAXPROCS, at least 2). The pool
+	// never grows beyond it: a call waits up to AcquireTimeout for a free instance, then
+	// answers 503.
 	PoolSize int
+	// PoolWarm is how many instances of each module are made at load (default 2, at most
+	// PoolSize). When a call finds every instance busy, one more is made in the background,
+	// up to PoolSize. A Go guest instance costs ~5 MiB, so on a many-core edge a full pool of
+	// every built-in would hold hundreds of MiB for plugins that are rarely used at once.
+	PoolWarm int
 	// BreakerThreshold is the number of failures within a minute that trips a plugin's
 	// circuit breaker (default 20).
 	BreakerThreshold int
@@ -82,6 +87,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.PoolSize < 0 || c.PoolSize > 1024 {
 		return c, fmt.Errorf("plugins: PoolSize %d out of range", c.PoolSize)
+	}
+	if c.PoolWarm == 0 {
+		c.PoolWarm = 2
+	}
+	if c.PoolWarm < 0 {
+		return c, fmt.Errorf("plugins: PoolWarm %d out of range", c.PoolWarm)
 	}
 	if c.BreakerThreshold == 0 {
 		c.BreakerThreshold = 20

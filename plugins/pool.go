@@ -53,14 +53,16 @@ type pool struct {
 	rt       wazero.Runtime
 	compiled wazero.CompiledModule
 	modCfg   wazero.ModuleConfig
-	size     int
+	size     int    // instances at most
+	warm     int    // instances made at load and kept by refill; more on demand
 	memLimit uint32 // bytes, rounded to pages
 	trusted  bool   // compiled without termination checks (ModuleOptions.Trusted)
 
 	idle chan *instance // free instances; capacity size
 
-	mu        sync.Mutex // guards all, draining transitions and runtime close
+	mu        sync.Mutex // guards all, pending, draining transitions and runtime close
 	all       []*instance
+	pending   int // instances being created (counted against size)
 	live      atomic.Int32
 	draining  atomic.Bool
 	closed    bool
@@ -118,6 +120,7 @@ func (h *Host) newPool(ctx context.Context, pl *plugin, wasm []byte, memLimit ui
 		pl:       pl,
 		rt:       rt,
 		size:     size,
+		warm:     min(size, h.cfg.PoolWarm),
 		memLimit: pages * abi.PageSize,
 		idle:     make(chan *instance, size),
 		trusted:  trusted,
@@ -150,7 +153,7 @@ func (h *Host) newPool(ctx context.Context, pl *plugin, wasm []byte, memLimit ui
 	info.SizeBytes = len(wasm)
 	p.modCfg = wazero.NewModuleConfig().WithName("").WithStartFunctions()
 	h.addPool(p)
-	for range size {
+	for range p.warm {
 		in, err := p.newInstance(ctx)
 		if err != nil {
 			return fail(err)
@@ -351,6 +354,12 @@ func (p *pool) acquire() (*instance, error) {
 	if p.draining.Load() {
 		return nil, ErrNoInstance
 	}
+	if p.reserve(p.size) {
+		// Every instance is busy and the pool may grow: one more is made in the background
+		// (never on the request path: a Go guest takes tens of milliseconds to start). This
+		// call takes whichever instance is free first.
+		go p.grow()
+	}
 	t := timerPool.Get().(*time.Timer)
 	t.Reset(p.host.cfg.AcquireTimeout)
 	defer func() { t.Stop(); timerPool.Put(t) }()
@@ -424,19 +433,52 @@ func (p *pool) discard(in *instance, refill bool) {
 	}
 }
 
-// refill creates instances until the pool is full again, backing off on errors.
+// reserve counts an instance about to be created, if the pool (instances and creations
+// in progress) holds fewer than limit.
+func (p *pool) reserve(limit int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.all)+p.pending >= limit {
+		return false
+	}
+	p.pending++
+	return true
+}
+
+func (p *pool) unreserve() {
+	p.mu.Lock()
+	p.pending--
+	p.mu.Unlock()
+}
+
+// grow makes the instance reserved by acquire and puts it in the pool.
+func (p *pool) grow() {
+	in, err := p.newInstance(context.Background())
+	p.unreserve()
+	if err != nil {
+		if p.pl != nil && p.pl.failLogs.allow() {
+			p.host.log.Error("plugin instance creation failed", "plugin", p.pl.id, "err", err)
+		}
+		return
+	}
+	p.release(in)
+}
+
+// refill creates instances until the pool holds its warm count again (instances discarded
+// after a failure), backing off on errors.
 func (p *pool) refill() {
 	backoff := 50 * time.Millisecond
 	for {
-		if p.draining.Load() || int(p.live.Load()) >= p.size {
+		if p.draining.Load() || !p.reserve(p.warm) {
 			p.refilling.Store(false)
 			// A discard may have raced with the store above.
-			if !p.draining.Load() && int(p.live.Load()) < p.size && p.refilling.CompareAndSwap(false, true) {
+			if !p.draining.Load() && int(p.live.Load()) < p.warm && p.refilling.CompareAndSwap(false, true) {
 				continue
 			}
 			return
 		}
 		in, err := p.newInstance(context.Background())
+		p.unreserve()
 		if err != nil {
 			if p.pl != nil && p.pl.failLogs.allow() {
 				p.host.log.Error("plugin instance creation failed", "plugin", p.pl.id, "err", err)
