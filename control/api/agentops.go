@@ -113,7 +113,7 @@ func (a *API) rotateToken(c *call) (any, error) {
 		if ag, err = agentByToken(tx, req.AgentID, req.CurrentToken, c.now); err != nil {
 			return err
 		}
-		ag.TokenHash = HashSecret(token)
+		setAgentToken(ag, token)
 		ag.TokenExpiresAt = c.now.Add(defaultAgentTTL * time.Second)
 		if err := store.PutAgent(tx, ag); err != nil {
 			return err

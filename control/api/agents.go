@@ -2,6 +2,7 @@ package api
 
 import (
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/privateconnect/pc/control/push"
 	"github.com/privateconnect/pc/control/store"
+	"github.com/privateconnect/pc/internal/tunnel"
 )
 
 // opt is an optional JSON field that tells absent, null and a value apart.
@@ -85,7 +87,7 @@ func (a *API) provisionAgent(c *call) (any, error) {
 		ag.Name = "agent-" + ag.ID[:8]
 	}
 	token := push.NewToken(32)
-	ag.TokenHash = HashSecret(token)
+	setAgentToken(&ag, token)
 	ag.TokenExpiresAt = c.now.Add(time.Duration(ttl) * time.Second)
 	var ws *store.Workspace
 	var edges []store.Edge
@@ -154,13 +156,16 @@ func (a *API) registerAgent(c *call) (any, error) {
 		switch {
 		case err == nil:
 			if subtle.ConstantTimeCompare([]byte(ag.TokenHash), []byte(hash)) != 1 {
-				ag.TokenHash = hash
+				setAgentToken(ag, req.Token)
 				ag.TokenExpiresAt = c.now.Add(defaultAgentTTL * time.Second)
+			} else if ag.PublicKey == "" {
+				setAgentToken(ag, req.Token) // a token from before tunnel v2: derive its public key
 			}
 		case isNotFoundErr(err):
 			created = true
 			ag = &store.Agent{ID: req.AgentID, WorkspaceID: c.ws, ClientType: "cli", Label: "default", Name: "agent-" + req.AgentID[:8],
-				TokenHash: hash, TokenExpiresAt: c.now.Add(defaultAgentTTL * time.Second), CreatedAt: c.now}
+				TokenExpiresAt: c.now.Add(defaultAgentTTL * time.Second), CreatedAt: c.now}
+			setAgentToken(ag, req.Token)
 		default:
 			return err
 		}
@@ -354,3 +359,12 @@ func isNotFoundErr(err error) bool {
 }
 
 var _ = fmt.Sprintf
+
+// setAgentToken stores what the control plane keeps of an agent token: its
+// SHA-256 (API calls present the token) and the public half of the tunnel
+// handshake key derived from it, the only credential edges receive.
+func setAgentToken(ag *store.Agent, token string) {
+	ag.TokenHash = HashSecret(token)
+	pub := tunnel.AgentPublicKey(token)
+	ag.PublicKey = hex.EncodeToString(pub[:])
+}

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -13,7 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/privateconnect/pc/control"
+	"github.com/privateconnect/pc/control/push"
 	"github.com/privateconnect/pc/control/store"
+	"github.com/privateconnect/pc/internal/tunnel"
 )
 
 func TestAPIKeys(t *testing.T) {
@@ -428,4 +431,46 @@ func TestWorkspaceLimits(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		h.service(h.admin, fmt.Sprintf("svc-%d", i))
 	}
+}
+
+// TestAgentHandshakeKeys: a token issued by the control plane is kept as
+// its SHA-256 plus the public half of the tunnel handshake key derived from
+// it; edges are sent only that public key. A record from before tunnel
+// protocol 2 (no public key) is still sent its token hash, and gets its
+// public key when the agent registers again with its token.
+func TestAgentHandshakeKeys(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t)
+	id, token := h.agent(h.admin)
+	var ag *store.Agent
+	require.NoError(t, h.kv.View(ctx, func(tx store.Tx) (err error) {
+		ag, err = store.GetAgent(tx, h.ws, id)
+		return err
+	}))
+	pub := tunnel.AgentPublicKey(token)
+	assert.Equal(t, hex.EncodeToString(pub[:]), ag.PublicKey)
+	cfg := push.AgentConfig(ag)
+	assert.Equal(t, ag.PublicKey, cfg.PublicKey)
+	assert.Empty(t, cfg.TokenHash, "edges get no token hash for a protocol 2 token")
+
+	// A legacy record: no public key. Edges get its token hash; registering
+	// with the token derives the public key.
+	ag.PublicKey = ""
+	require.NoError(t, h.kv.Update(ctx, func(tx store.Tx) error { return store.PutAgent(tx, ag) }))
+	assert.Equal(t, ag.TokenHash, push.AgentConfig(ag).TokenHash)
+	h.must(200, "POST", "/v1/agents/register", h.admin, map[string]any{"agentId": id, "token": token})
+	require.NoError(t, h.kv.View(ctx, func(tx store.Tx) (err error) {
+		ag, err = store.GetAgent(tx, ag.WorkspaceID, id)
+		return err
+	}))
+	assert.Equal(t, hex.EncodeToString(pub[:]), ag.PublicKey)
+
+	// Rotation issues a new key pair.
+	newTok := h.must(200, "POST", "/v1/agents/rotate-token", "", map[string]any{"agentId": id, "currentToken": token}).str("token")
+	require.NoError(t, h.kv.View(ctx, func(tx store.Tx) (err error) {
+		ag, err = store.GetAgent(tx, ag.WorkspaceID, id)
+		return err
+	}))
+	pub = tunnel.AgentPublicKey(newTok)
+	assert.Equal(t, hex.EncodeToString(pub[:]), ag.PublicKey)
 }

@@ -28,12 +28,15 @@ func ServiceConfig(s *store.Service) *config.Service {
 	}
 }
 
-// AgentConfig is what edges know of an agent.
+// AgentConfig is what edges know of an agent: its public handshake key, or,
+// for a token issued before tunnel protocol version 2 (no public key), the
+// token hash that version 1 needs.
 func AgentConfig(a *store.Agent) *config.Agent {
-	return &config.Agent{
-		ID: a.ID, WorkspaceID: a.WorkspaceID, Name: a.Name,
-		TokenHash: a.TokenHash, TokenExpiresAt: a.TokenExpiresAt,
+	c := &config.Agent{ID: a.ID, WorkspaceID: a.WorkspaceID, Name: a.Name, PublicKey: a.PublicKey, TokenExpiresAt: a.TokenExpiresAt}
+	if a.PublicKey == "" {
+		c.TokenHash = a.TokenHash
 	}
+	return c
 }
 
 // EdgeConfig is what edges know of each other.

@@ -51,6 +51,7 @@ type Agent struct {
 	Label          string       `json:"label"`
 	ClientType     string       `json:"clientType"`
 	TokenHash      string       `json:"tokenHash"`
+	PublicKey      string       `json:"publicKey,omitempty"` // hex Ed25519 handshake key (tunnel v2)
 	TokenExpiresAt time.Time    `json:"tokenExpiresAt"`
 	Registered     bool         `json:"registered,omitempty"`
 	CreatedAt      time.Time    `json:"createdAt"`

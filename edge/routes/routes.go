@@ -45,7 +45,8 @@ type Agent struct {
 	ID          string
 	WorkspaceID string
 	Name        string
-	Key         [32]byte // SHA-256 of the token, the handshake HMAC key
+	Pub         [32]byte // Ed25519 public key (tunnel protocol 2); zero when none
+	Key         [32]byte // SHA-256 of the token, the protocol 1 HMAC key; zero when none
 	ExpiresAt   time.Time
 	Revoked     bool
 }
@@ -238,12 +239,24 @@ func parsePrefix(s string) (netip.Prefix, error) {
 }
 
 func (t *Table) putAgent(a *config.Agent) error {
-	raw, err := hex.DecodeString(a.TokenHash)
-	if err != nil || len(raw) != sha256.Size {
-		return fmt.Errorf("routes: agent %s: bad token hash", a.ID)
-	}
 	ag := &Agent{ID: a.ID, WorkspaceID: a.WorkspaceID, Name: a.Name, ExpiresAt: a.TokenExpiresAt, Revoked: a.Revoked}
-	copy(ag.Key[:], raw)
+	if a.PublicKey == "" && a.TokenHash == "" {
+		return fmt.Errorf("routes: agent %s: no public key or token hash", a.ID)
+	}
+	for _, f := range []struct {
+		hex  string
+		dst  *[32]byte
+		what string
+	}{{a.PublicKey, &ag.Pub, "public key"}, {a.TokenHash, &ag.Key, "token hash"}} {
+		if f.hex == "" {
+			continue
+		}
+		raw, err := hex.DecodeString(f.hex)
+		if err != nil || len(raw) != 32 {
+			return fmt.Errorf("routes: agent %s: bad %s", a.ID, f.what)
+		}
+		copy(f.dst[:], raw)
+	}
 	t.agents[a.ID] = ag
 	return nil
 }
@@ -346,9 +359,16 @@ func (t *Table) Snapshot() *config.Snapshot {
 	for _, sv := range t.services {
 		s.Services = append(s.Services, *sv)
 	}
+	var zero [32]byte
+	hexOr := func(k [32]byte) string {
+		if k == zero {
+			return ""
+		}
+		return hex.EncodeToString(k[:])
+	}
 	for _, a := range t.agents {
 		s.Agents = append(s.Agents, config.Agent{ID: a.ID, WorkspaceID: a.WorkspaceID, Name: a.Name,
-			TokenHash: hex.EncodeToString(a.Key[:]), TokenExpiresAt: a.ExpiresAt, Revoked: a.Revoked})
+			PublicKey: hexOr(a.Pub), TokenHash: hexOr(a.Key), TokenExpiresAt: a.ExpiresAt, Revoked: a.Revoked})
 	}
 	for _, p := range t.plugins {
 		s.Plugins = append(s.Plugins, p)

@@ -125,7 +125,7 @@ type Session struct {
 	WorkspaceID string
 	RemoteIP    string
 	Since       time.Time
-	key         [32]byte
+	key, pub    [32]byte // the credentials it was accepted with
 	sess        *smux.Session
 	sem         chan struct{}
 	reg         *Registry
@@ -203,7 +203,18 @@ func (r *Registry) handshake(c net.Conn, ip string) (*Session, error) {
 		// Unknown and revoked agents get the same answer.
 		return nil, r.reject(c, tunnel.ResultBadCredentials, "invalid agent credentials", agentID, ip)
 	}
-	if !tunnel.VerifyMAC(ag.Key, sh, ch) {
+	var zero [32]byte
+	switch {
+	case ch.Version >= 2:
+		if ag.Pub == zero || !tunnel.VerifySig(ag.Pub, sh, ch) {
+			return nil, r.reject(c, tunnel.ResultBadCredentials, "invalid agent credentials", agentID, ip)
+		}
+	case ag.Key == zero:
+		// Version 1 needs the token hash, which edges get only for tokens
+		// issued before version 2.
+		return nil, r.reject(c, tunnel.ResultUnsupportedVersion,
+			"protocol version 1 is not accepted for this agent's token: upgrade the agent", agentID, ip)
+	case !tunnel.VerifyMAC(ag.Key, sh, ch):
 		return nil, r.reject(c, tunnel.ResultBadCredentials, "invalid agent credentials", agentID, ip)
 	}
 	if !ag.ExpiresAt.IsZero() && time.Now().After(ag.ExpiresAt) {
@@ -224,7 +235,7 @@ func (r *Registry) handshake(c net.Conn, ip string) (*Session, error) {
 		return nil, err
 	}
 	return &Session{AgentID: agentID, WorkspaceID: ag.WorkspaceID, RemoteIP: ip, Since: time.Now().UTC(),
-		key: ag.Key, sess: sess, sem: make(chan struct{}, r.cfg.MaxStreams), reg: r}, nil
+		key: ag.Key, pub: ag.Pub, sess: sess, sem: make(chan struct{}, r.cfg.MaxStreams), reg: r}, nil
 }
 
 // serve registers s (replacing an older session of the same agent), opens
@@ -516,7 +527,7 @@ func (r *Registry) Refresh(t *routes.Table) {
 	now := time.Now()
 	for _, s := range list {
 		ag, ok := t.Agent(s.AgentID)
-		if !ok || ag.Revoked || ag.Key != s.key || (!ag.ExpiresAt.IsZero() && now.After(ag.ExpiresAt)) {
+		if !ok || ag.Revoked || ag.Key != s.key || ag.Pub != s.pub || (!ag.ExpiresAt.IsZero() && now.After(ag.ExpiresAt)) {
 			r.log.Info("closing agent session: credentials no longer valid", "agent", s.AgentID)
 			s.Close()
 			continue

@@ -1,9 +1,12 @@
 package tunnels
 
 import (
+	"encoding/hex"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/privateconnect/pc/edge/routes"
 	"github.com/privateconnect/pc/internal/config"
@@ -68,5 +71,68 @@ func TestHandshakesPerIPAreCapped(t *testing.T) {
 	}
 	for _, c := range held[1:] {
 		c.Close()
+	}
+}
+
+// TestHandshakeVersions: a protocol 2 agent proves itself with a signature
+// checked against its public key; protocol 1 works only for an agent whose
+// record carries a token hash (a token issued before protocol 2), and a
+// protocol 2 hello cannot stand in for a legacy agent without a public key.
+func TestHandshakeVersions(t *testing.T) {
+	v2ID, legacyID := uuid.New(), uuid.New()
+	pub := tunnel.AgentPublicKey("v2-token")
+	legacyKey := tunnel.TokenKey("legacy-token")
+	table, err := routes.Build(&config.Snapshot{Agents: []config.Agent{
+		{ID: v2ID.String(), PublicKey: hex.EncodeToString(pub[:])},
+		{ID: legacyID.String(), TokenHash: hex.EncodeToString(legacyKey[:])},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(Config{EdgeID: func() string { return "edge-1" }, Table: func() *routes.Table { return table }})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = r.Serve(ln) }()
+	t.Cleanup(func() { ln.Close(); r.Close() })
+	try := func(v byte, id uuid.UUID, token string) tunnel.Result {
+		t.Helper()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		sh, err := tunnel.ReadServerHello(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tunnel.WriteClientHello(c, tunnel.NewClientHello(v, id, token, sh, "test")); err != nil {
+			t.Fatal(err)
+		}
+		res, err := tunnel.ReadResult(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	for _, tc := range []struct {
+		name  string
+		v     byte
+		id    uuid.UUID
+		token string
+		want  byte
+	}{
+		{"v2 agent, v2 hello", 2, v2ID, "v2-token", tunnel.ResultOK},
+		{"v2 agent, wrong token", 2, v2ID, "other", tunnel.ResultBadCredentials},
+		{"v2 agent, v1 hello: no token hash on the edge", 1, v2ID, "v2-token", tunnel.ResultUnsupportedVersion},
+		{"legacy agent, v1 hello", 1, legacyID, "legacy-token", tunnel.ResultOK},
+		{"legacy agent, v1 wrong token", 1, legacyID, "other", tunnel.ResultBadCredentials},
+		{"legacy agent, v2 hello: no public key", 2, legacyID, "legacy-token", tunnel.ResultBadCredentials},
+	} {
+		if got := try(tc.v, tc.id, tc.token); got.Status != tc.want {
+			t.Errorf("%s: result %d %q, want %d", tc.name, got.Status, got.Message, tc.want)
+		}
 	}
 }

@@ -155,10 +155,15 @@ type Service struct {
 
 // Agent carries what the edge needs to authenticate an agent's tunnel.
 type Agent struct {
-	ID             string    `json:"id"`
-	WorkspaceID    string    `json:"workspaceId"`
-	Name           string    `json:"name,omitempty"`
-	TokenHash      string    `json:"tokenHash"` // hex SHA-256 of the agent token
+	ID          string `json:"id"`
+	WorkspaceID string `json:"workspaceId"`
+	Name        string `json:"name,omitempty"`
+	// PublicKey is the hex Ed25519 public key of the agent's handshake key
+	// (protocol version 2): all an edge needs, and nothing that can open a
+	// tunnel. TokenHash (hex SHA-256 of the token, the version 1 key) is set
+	// only for agents whose token was issued before version 2.
+	PublicKey      string    `json:"publicKey,omitempty"`
+	TokenHash      string    `json:"tokenHash,omitempty"`
 	TokenExpiresAt time.Time `json:"tokenExpiresAt"`
 	Revoked        bool      `json:"revoked,omitempty"`
 }

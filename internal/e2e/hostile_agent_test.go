@@ -55,8 +55,7 @@ func dialRogue(t *testing.T, addr, agentID, token string, version byte) *rogue {
 	sh, err := tunnel.ReadServerHello(r.br)
 	require.NoError(t, err)
 	id := uuid.MustParse(agentID)
-	ch := &tunnel.ClientHello{Version: version, AgentID: id, Software: "rogue/1"}
-	ch.MAC = tunnel.ComputeMAC(tunnel.TokenKey(token), version, sh.Nonce, id, sh.EdgeID)
+	ch := tunnel.NewClientHello(version, id, token, sh, "rogue/1")
 	require.NoError(t, tunnel.WriteClientHello(c, ch))
 	r.res, r.err = tunnel.ReadResult(r.br)
 	_ = c.SetDeadline(time.Time{})
@@ -263,11 +262,12 @@ func TestHostileAgent(t *testing.T) {
 
 	t.Run("replayed handshake", func(t *testing.T) {
 		hello := proxy.first()
-		require.GreaterOrEqual(t, len(hello), 4+1+16+tunnel.MACSize+1, "a real hello was captured")
+		require.GreaterOrEqual(t, len(hello), 4+1+16+tunnel.SigSize+1, "a real hello was captured")
 		ch, err := tunnel.ReadClientHello(bytes.NewReader(hello))
 		require.NoError(t, err)
 		require.Equal(t, capID, ch.AgentID.String())
-		n := 4 + 1 + 16 + tunnel.MACSize + 1 + len(ch.Software)
+		require.Equal(t, byte(tunnel.Version), ch.Version)
+		n := 4 + 1 + 16 + tunnel.SigSize + 1 + len(ch.Software)
 		for i := 0; i < 3; i++ {
 			c, err := net.Dial("tcp", tunAddr)
 			require.NoError(t, err)
@@ -291,6 +291,11 @@ func TestHostileAgent(t *testing.T) {
 		require.Equal(t, tunnel.ResultUnsupportedVersion, r.res.Status)
 		r = dialRogue(t, tunAddr, rogueID, rogueToken, 0)
 		require.Equal(t, tunnel.ResultUnsupportedVersion, r.res.Status)
+		// Protocol 1 with the right token: its key is the token hash, which
+		// edges no longer receive for tokens issued with a public key.
+		r = dialRogue(t, tunAddr, rogueID, rogueToken, 1)
+		require.Equal(t, tunnel.ResultUnsupportedVersion, r.res.Status, r.res.Message)
+		require.Contains(t, r.res.Message, "version 1 is not accepted")
 		// Not the protocol at all: dropped without an answer.
 		c, err := net.Dial("tcp", tunAddr)
 		require.NoError(t, err)
@@ -306,8 +311,7 @@ func TestHostileAgent(t *testing.T) {
 		sh, err := tunnel.ReadServerHello(c2)
 		require.NoError(t, err)
 		aid := uuid.MustParse(rogueID)
-		ch := &tunnel.ClientHello{Version: tunnel.Version, AgentID: aid}
-		ch.MAC = tunnel.ComputeMAC(tunnel.TokenKey(rogueToken), ch.Version, sh.Nonce, aid, sh.EdgeID)
+		ch := tunnel.NewClientHello(tunnel.Version, aid, rogueToken, sh, "")
 		var b bytes.Buffer
 		require.NoError(t, tunnel.WriteClientHello(&b, ch))
 		b.WriteString("early smux frames")

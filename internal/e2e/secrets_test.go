@@ -23,6 +23,7 @@ import (
 	"github.com/privateconnect/pc/control/store"
 	"github.com/privateconnect/pc/control/store/badgerstore"
 	"github.com/privateconnect/pc/internal/testenv"
+	"github.com/privateconnect/pc/internal/tunnel"
 	"github.com/privateconnect/pc/sdk/client"
 )
 
@@ -115,8 +116,10 @@ func TestSecretsAtRest(t *testing.T) {
 	requireMode(t, filepath.Join(dataDir, control.WebhookKeyFile), 0o600)
 	requireMode(t, filepath.Join(dataDir, "control.db"), 0o700)
 
-	// 3. The edge's saved snapshot: hashes only (the agent token's hash is
-	// its tunnel handshake key, hence 0600).
+	// 3. The edge's saved snapshot: hashes and public keys only. The agent
+	// is known by the public half of its handshake key (tunnel protocol 2),
+	// not by its token hash (the protocol 1 key): nothing an edge holds can
+	// open a tunnel as the agent.
 	snaps, _ := filepath.Glob(filepath.Join(ed.DataDir, "edge-*", "snapshot.json"))
 	require.Len(t, snaps, 1)
 	b, err := os.ReadFile(snaps[0])
@@ -124,7 +127,9 @@ func TestSecretsAtRest(t *testing.T) {
 	for what, s := range plain {
 		require.NotContains(t, string(b), s, "the %s is in the edge snapshot", what)
 	}
-	require.Contains(t, string(b), sha256Hex(agentToken))
+	require.NotContains(t, string(b), sha256Hex(agentToken), "the agent token hash (a tunnel key) is in the edge snapshot")
+	pub := tunnel.AgentPublicKey(agentToken)
+	require.Contains(t, string(b), hex.EncodeToString(pub[:]))
 	require.Contains(t, string(b), sha256Hex(sh.Token))
 	require.True(t, strings.Contains(string(b), sha256Hex(ed.Token)), "the snapshot is bound to its edge token by hash")
 	requireMode(t, snaps[0], 0o600)

@@ -24,7 +24,10 @@
 //	  magic      [4]byte  "PCT1"
 //	  version    u8       the version the agent chose, MinVersion ≤ v ≤ server's
 //	  agentID    [16]byte the agent's UUID
-//	  mac        [32]byte HMAC-SHA256(key, "pc-tunnel" | version | nonce | agentID | edgeID)
+//	  proof      version 2: sig [64]byte, Ed25519 signature by the agent key of
+//	                        "pc-tunnel-v2" | version | nonce | agentID | edgeID
+//	             version 1: mac [32]byte, HMAC-SHA256(SHA-256(token),
+//	                        "pc-tunnel" | version | nonce | agentID | edgeID)
 //	  softLen    u8       ≤ 64
 //	  software   [softLen]byte agent software version, informative
 //
@@ -34,12 +37,21 @@
 //	  msgLen     u16      ≤ 1024
 //	  msg        [msgLen]byte a human-readable reason
 //
-// The HMAC key is SHA-256(agent token): the edge only ever holds that hash
-// (from its config snapshot), never the token, and the token itself never
-// crosses the wire. Because the nonce is fresh per connection and bound into
-// the MAC together with the edge id, a captured ClientHello cannot be
-// replayed. The edge compares MACs in constant time. Each side enforces
-// HandshakeTimeout on the exchange.
+// Version 2: the agent key is the Ed25519 key whose seed is
+// SHA-256("pc-agent-key/v2" | 0x00 | token) ([AgentSigningKey]). The control
+// plane derives its public key when it issues the token and pushes only that
+// to the edges: an edge (or a copy of its configuration) holds nothing that
+// can open a tunnel as the agent, on it or on any other edge.
+//
+// Version 1: the HMAC key is SHA-256(agent token), which the edge must hold:
+// anyone with an edge's configuration could act as any agent. The control
+// plane pushes token hashes only for agents whose record has no public key
+// (issued before version 2), so version 1 keeps working for them alone.
+//
+// In both, the token itself never crosses the wire; because the nonce is
+// fresh per connection and bound into the proof together with the edge id, a
+// captured ClientHello cannot be replayed. MACs are compared in constant
+// time. Each side enforces HandshakeTimeout on the exchange.
 //
 // # Streams
 //
@@ -71,6 +83,8 @@
 // # Versions
 //
 //	1  initial protocol (2026-11).
+//	2  the ClientHello proves the agent with an Ed25519 signature; edges hold
+//	   agents' public keys only (2026-11).
 //
 // An edge accepts versions MinVersion through Version, so agents one release
 // behind keep working.
@@ -78,6 +92,7 @@ package tunnel
 
 import (
 	"bufio"
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -95,11 +110,12 @@ import (
 // Protocol constants.
 const (
 	Magic      = "PCT1"
-	Version    = 1
+	Version    = 2
 	MinVersion = 1
 
 	NonceSize        = 32
 	MACSize          = 32
+	SigSize          = ed25519.SignatureSize
 	MaxIDLen         = 64
 	MaxMessageLen    = 1024
 	MaxIPLen         = 45
@@ -154,8 +170,17 @@ type ServerHello struct {
 type ClientHello struct {
 	Version  byte
 	AgentID  uuid.UUID
-	MAC      [MACSize]byte
+	MAC      [MACSize]byte // version 1
+	Sig      [SigSize]byte // version 2
 	Software string
+}
+
+// proofLen is the size of the ClientHello's proof in version v.
+func proofLen(v byte) int {
+	if v >= 2 {
+		return SigSize
+	}
+	return MACSize
 }
 
 // Result ends the handshake (also used as a StreamReply).
@@ -186,7 +211,56 @@ func TokenKeyFromHash(hexHash string) ([32]byte, error) {
 	return k, nil
 }
 
-// ComputeMAC returns the handshake MAC.
+// AgentSigningKey is the agent's version 2 handshake key, derived from its
+// token.
+func AgentSigningKey(token string) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte("pc-agent-key/v2\x00" + token))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+// AgentPublicKey is the public half of AgentSigningKey, the only agent
+// credential edges receive for version 2.
+func AgentPublicKey(token string) [ed25519.PublicKeySize]byte {
+	var pub [ed25519.PublicKeySize]byte
+	copy(pub[:], AgentSigningKey(token).Public().(ed25519.PublicKey))
+	return pub
+}
+
+// signed is the message a version 2 ClientHello signs.
+func signed(version byte, nonce [NonceSize]byte, agentID uuid.UUID, edgeID string) []byte {
+	b := make([]byte, 0, 12+1+NonceSize+16+len(edgeID))
+	b = append(b, "pc-tunnel-v2"...)
+	b = append(b, version)
+	b = append(b, nonce[:]...)
+	b = append(b, agentID[:]...)
+	return append(b, edgeID...)
+}
+
+// Sign returns the version 2 handshake signature.
+func Sign(key ed25519.PrivateKey, version byte, nonce [NonceSize]byte, agentID uuid.UUID, edgeID string) [SigSize]byte {
+	var out [SigSize]byte
+	copy(out[:], ed25519.Sign(key, signed(version, nonce, agentID, edgeID)))
+	return out
+}
+
+// VerifySig checks a version 2 ClientHello signature.
+func VerifySig(pub [ed25519.PublicKeySize]byte, sh *ServerHello, ch *ClientHello) bool {
+	return ed25519.Verify(pub[:], signed(ch.Version, sh.Nonce, ch.AgentID, sh.EdgeID), ch.Sig[:])
+}
+
+// NewClientHello is the agent's answer to sh in protocol version v, proven
+// with its token: a signature in version 2, a MAC in version 1.
+func NewClientHello(v byte, agentID uuid.UUID, token string, sh *ServerHello, software string) *ClientHello {
+	ch := &ClientHello{Version: v, AgentID: agentID, Software: software}
+	if v >= 2 {
+		ch.Sig = Sign(AgentSigningKey(token), v, sh.Nonce, agentID, sh.EdgeID)
+	} else {
+		ch.MAC = ComputeMAC(TokenKey(token), v, sh.Nonce, agentID, sh.EdgeID)
+	}
+	return ch
+}
+
+// ComputeMAC returns the version 1 handshake MAC.
 func ComputeMAC(key [32]byte, version byte, nonce [NonceSize]byte, agentID uuid.UUID, edgeID string) [MACSize]byte {
 	m := hmac.New(sha256.New, key[:])
 	m.Write([]byte("pc-tunnel"))
@@ -251,11 +325,15 @@ func WriteClientHello(w io.Writer, h *ClientHello) error {
 	if len(h.Software) > MaxIDLen {
 		return ErrTooLong
 	}
-	b := make([]byte, 0, 4+1+16+MACSize+1+len(h.Software))
+	b := make([]byte, 0, 4+1+16+SigSize+1+len(h.Software))
 	b = append(b, Magic...)
 	b = append(b, h.Version)
 	b = append(b, h.AgentID[:]...)
-	b = append(b, h.MAC[:]...)
+	if h.Version >= 2 {
+		b = append(b, h.Sig[:]...)
+	} else {
+		b = append(b, h.MAC[:]...)
+	}
 	b = append(b, byte(len(h.Software)))
 	b = append(b, h.Software...)
 	_, err := w.Write(b)
@@ -263,9 +341,10 @@ func WriteClientHello(w io.Writer, h *ClientHello) error {
 }
 
 // ReadClientHello decodes a ClientHello and checks its version against the
-// range this side accepts.
+// range this side accepts (the layout after the agent id depends on it: an
+// unknown version is reported before reading further).
 func ReadClientHello(r io.Reader) (*ClientHello, error) {
-	var fixed [4 + 1 + 16 + MACSize + 1]byte
+	var fixed [4 + 1 + 16]byte
 	if _, err := io.ReadFull(r, fixed[:]); err != nil {
 		return nil, fmt.Errorf("tunnel: read client hello: %w", err)
 	}
@@ -274,8 +353,20 @@ func ReadClientHello(r io.Reader) (*ClientHello, error) {
 	}
 	h := &ClientHello{Version: fixed[4]}
 	copy(h.AgentID[:], fixed[5:21])
-	copy(h.MAC[:], fixed[21:21+MACSize])
-	n := int(fixed[21+MACSize])
+	if h.Version < MinVersion || h.Version > Version {
+		return h, ErrVersion
+	}
+	var rest [SigSize + 1]byte
+	pl := proofLen(h.Version)
+	if _, err := io.ReadFull(r, rest[:pl+1]); err != nil {
+		return nil, fmt.Errorf("tunnel: read client hello: %w", err)
+	}
+	if h.Version >= 2 {
+		copy(h.Sig[:], rest[:pl])
+	} else {
+		copy(h.MAC[:], rest[:pl])
+	}
+	n := int(rest[pl])
 	if n > MaxIDLen {
 		return nil, ErrTooLong
 	}
@@ -284,9 +375,6 @@ func ReadClientHello(r io.Reader) (*ClientHello, error) {
 		return nil, fmt.Errorf("tunnel: read client hello: %w", err)
 	}
 	h.Software = string(soft)
-	if h.Version < MinVersion || h.Version > Version {
-		return h, ErrVersion
-	}
 	return h, nil
 }
 

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bufio"
 	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
 	"strings"
 	"testing"
@@ -20,23 +21,42 @@ func TestHandshakeRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, sh, got)
 
-	key := TokenKey("secret-token")
+	// Version 2: an Ed25519 signature by the key derived from the token;
+	// the edge holds only the public key.
 	id := uuid.New()
-	ch := &ClientHello{Version: Version, AgentID: id, Software: "test/1"}
-	ch.MAC = ComputeMAC(key, ch.Version, sh.Nonce, id, sh.EdgeID)
+	priv, pub := AgentSigningKey("secret-token"), AgentPublicKey("secret-token")
+	require.Equal(t, priv.Public(), ed25519.PublicKey(pub[:]))
+	ch := &ClientHello{Version: 2, AgentID: id, Software: "test/2"}
+	ch.Sig = Sign(priv, ch.Version, sh.Nonce, id, sh.EdgeID)
 	require.NoError(t, WriteClientHello(&buf, ch))
 	gotCH, err := ReadClientHello(&buf)
+	require.NoError(t, err)
+	require.Equal(t, ch, gotCH)
+	require.True(t, VerifySig(pub, sh, gotCH))
+	require.False(t, VerifySig(AgentPublicKey("other"), sh, gotCH), "another agent's key")
+	sh2 := *sh
+	sh2.Nonce[0] ^= 1
+	require.False(t, VerifySig(pub, &sh2, gotCH), "a replayed hello must fail against a fresh nonce")
+	sh3 := *sh
+	sh3.EdgeID = "edge-2"
+	require.False(t, VerifySig(pub, &sh3, gotCH), "a hello for another edge must fail")
+	down := *gotCH
+	down.Version = 1
+	require.False(t, VerifySig(pub, sh, &down), "the version is signed")
+
+	// Version 1 (still accepted): an HMAC keyed by SHA-256(token).
+	key := TokenKey("secret-token")
+	ch = &ClientHello{Version: 1, AgentID: id, Software: "test/1"}
+	ch.MAC = ComputeMAC(key, ch.Version, sh.Nonce, id, sh.EdgeID)
+	require.NoError(t, WriteClientHello(&buf, ch))
+	gotCH, err = ReadClientHello(&buf)
 	require.NoError(t, err)
 	require.Equal(t, ch, gotCH)
 	require.True(t, VerifyMAC(key, sh, gotCH))
 
 	// A different token, nonce or edge id fails.
 	require.False(t, VerifyMAC(TokenKey("other"), sh, gotCH))
-	sh2 := *sh
-	sh2.Nonce[0] ^= 1
 	require.False(t, VerifyMAC(key, &sh2, gotCH), "a replayed hello must fail against a fresh nonce")
-	sh3 := *sh
-	sh3.EdgeID = "edge-2"
 	require.False(t, VerifyMAC(key, &sh3, gotCH), "a hello for another edge must fail")
 }
 

@@ -130,8 +130,7 @@ func (a *Agent) handshake(conn net.Conn, addr string) (string, *bufio.Reader, er
 	if sh.Version < v {
 		v = sh.Version
 	}
-	ch := &tunnel.ClientHello{Version: v, AgentID: a.id, Software: a.cfg.Software}
-	ch.MAC = tunnel.ComputeMAC(tunnel.TokenKey(a.cfg.Token), v, sh.Nonce, a.id, sh.EdgeID)
+	ch := tunnel.NewClientHello(v, a.id, a.cfg.Token, sh, a.cfg.Software)
 	if err := tunnel.WriteClientHello(conn, ch); err != nil {
 		return "", nil, fmt.Errorf("handshake: %w", err)
 	}
