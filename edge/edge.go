@@ -67,7 +67,10 @@ type Config struct {
 	MaxStreamsPerAgent int           // default 1024
 	ReportInterval     time.Duration // default 1 s
 	DrainTimeout       time.Duration // default 15 s
-	Logger             *slog.Logger
+	// UpstreamTimeout bounds the wait for the first byte of a service's
+	// response (default 100 s): past it the visitor gets 504.
+	UpstreamTimeout time.Duration
+	Logger          *slog.Logger
 
 	// Policy runs share policy chains; nil means the built-in Wasm engine
 	// of package edge/policy (unless DisablePlugins).
@@ -195,7 +198,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.proxy = proxy.New(proxy.Config{Table: s.sync.Table, Sessions: s.registry, Policy: cfg.Policy,
 		ShareDomain: cfg.ShareDomain, PublicDomain: cfg.PublicDomain, TrustedProxies: trusted,
-		OnAccess: s.onAccess, Logger: cfg.Logger.With("component", "proxy")})
+		OnAccess: s.onAccess, Logger: cfg.Logger.With("component", "proxy"), UpstreamTimeout: cfg.UpstreamTimeout})
 	s.metrics = newMetrics(s)
 	return s, nil
 }

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -118,6 +119,11 @@ type Config struct {
 	// OnAccess receives one record per request (must not block).
 	OnAccess func(config.AccessLog)
 	Logger   *slog.Logger
+	// UpstreamTimeout bounds the wait for the first byte of the service's
+	// response (default 100 s, as Cloudflare's origin timeout); past it the
+	// visitor gets 504 and the tunnel stream is closed. A response that
+	// has started is never cut (server-sent events stream for hours).
+	UpstreamTimeout time.Duration
 }
 
 // Proxy serves share links.
@@ -134,6 +140,9 @@ func New(cfg Config) *Proxy {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.UpstreamTimeout <= 0 {
+		cfg.UpstreamTimeout = 100 * time.Second
 	}
 	return &Proxy{cfg: cfg, log: log, limiter: newLimiter()}
 }
@@ -389,7 +398,7 @@ func isWebSocket(ctx *fasthttp.RequestCtx) bool {
 
 // httpClient returns the session's pooled HTTP client for a service: its
 // connections are tunnel streams.
-func httpClient(sess *tunnels.Session, svc *config.Service) (*fasthttp.HostClient, error) {
+func (p *Proxy) httpClient(sess *tunnels.Session, svc *config.Service) (*fasthttp.HostClient, error) {
 	if v, ok := sess.Clients.Load(svc.ID); ok {
 		return v.(*fasthttp.HostClient), nil
 	}
@@ -400,8 +409,15 @@ func httpClient(sess *tunnels.Session, svc *config.Service) (*fasthttp.HostClien
 	hc := &fasthttp.HostClient{
 		Addr: net.JoinHostPort(svc.TargetHost, strconv.Itoa(svc.TargetPort)),
 		Dial: func(string) (net.Conn, error) {
-			return sess.OpenStream(tunnel.KindHTTP, id, "")
+			c, err := sess.OpenStream(tunnel.KindHTTP, id, "")
+			if err != nil {
+				return nil, err
+			}
+			return &firstByteConn{Conn: c}, nil
 		},
+		// With firstByteConn, ReadTimeout bounds the wait for the first
+		// byte of each response only.
+		ReadTimeout:                   p.cfg.UpstreamTimeout,
 		MaxConns:                      1024,
 		MaxIdleConnDuration:           10 * time.Second,
 		StreamResponseBody:            true,
@@ -413,7 +429,11 @@ func httpClient(sess *tunnels.Session, svc *config.Service) (*fasthttp.HostClien
 		MaxIdemponentCallAttempts:     2,
 		RetryIfErr: func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
 			// Retry idempotent requests (and body-less ones) once on a stale
-			// pooled stream; never re-send a streamed body.
+			// pooled stream; never re-send a streamed body, never wait twice
+			// for a service that did not answer.
+			if isTimeout(err) {
+				return false, false
+			}
 			return false, attempts < 2 && !req.IsBodyStream() && (req.Header.IsGet() || req.Header.IsHead() || len(req.Body()) == 0)
 		},
 	}
@@ -515,7 +535,7 @@ func appendEscapedPath(dst, path []byte) []byte {
 
 // forward proxies a plain HTTP request with both bodies streamed.
 func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg target, clientIP string, edits *Edits, start time.Time) {
-	hc, err := httpClient(sess, tg.svc)
+	hc, err := p.httpClient(sess, tg.svc)
 	if err != nil {
 		writeError(ctx, fasthttp.StatusInternalServerError, "Internal error")
 		return
@@ -615,6 +635,33 @@ func (b *streamBody) Close() error {
 	return nil
 }
 
+// firstByteConn is a tunnel stream whose read deadline, set by the HTTP
+// client before it reads a response, lasts until the first byte arrives: it
+// bounds the service's time to answer, never a response already streaming.
+type firstByteConn struct {
+	net.Conn
+	armed atomic.Bool
+}
+
+func (c *firstByteConn) SetReadDeadline(t time.Time) error {
+	c.armed.Store(!t.IsZero())
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *firstByteConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && c.armed.CompareAndSwap(true, false) {
+		_ = c.Conn.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
+
+// isTimeout reports a deadline that passed.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
 // upstreamError maps a forwarding error to the visitor's status.
 func upstreamError(err error) (int, string) {
 	switch {
@@ -622,7 +669,7 @@ func upstreamError(err error) (int, string) {
 		return fasthttp.StatusServiceUnavailable, "The service is busy, try again"
 	case errors.Is(err, tunnels.ErrRefused):
 		return fasthttp.StatusBadGateway, "The service could not be reached from its agent"
-	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+	case isTimeout(err), errors.Is(err, context.DeadlineExceeded):
 		return fasthttp.StatusGatewayTimeout, "The service did not answer in time"
 	default:
 		return fasthttp.StatusBadGateway, "The connection to the service was lost"

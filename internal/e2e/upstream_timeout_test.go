@@ -1,0 +1,75 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/privateconnect/pc/edge"
+	"github.com/privateconnect/pc/internal/testenv"
+	"github.com/privateconnect/pc/sdk/client"
+)
+
+// TestUpstreamTimeout: a service that does not start answering within the
+// edge's upstream timeout gets the visitor a 504 at the timeout (not a
+// retry, not a hang); a response that started in time is never cut, however
+// long it streams.
+func TestUpstreamTimeout(t *testing.T) {
+	const timeout = 400 * time.Millisecond
+	env := testenv.New(t, testenv.Options{Edge: func(c *edge.Config) { c.UpstreamTimeout = timeout }})
+	org := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/slow":
+			select {
+			case <-time.After(5 * time.Second):
+			case <-r.Context().Done():
+			}
+			_, _ = io.WriteString(w, "too late")
+		case "/events": // starts at once, streams for 3 timeouts
+			w.Header().Set("Content-Type", "text/event-stream")
+			for i := 0; i < 12; i++ {
+				fmt.Fprintf(w, "data: %d\n\n", i)
+				w.(http.Flusher).Flush()
+				time.Sleep(timeout / 4)
+			}
+		default:
+			_, _ = io.WriteString(w, "ok")
+		}
+	}))
+	t.Cleanup(org.Close)
+	_, svc := env.ExposeAgent("a", "web", org.URL)
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+
+	start := time.Now()
+	resp, err := http.Get(sh.ShareURL + "/slow")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	took := time.Since(start)
+	require.Equal(t, http.StatusGatewayTimeout, resp.StatusCode, "%s", body)
+	require.Contains(t, string(body), "did not answer in time")
+	require.GreaterOrEqual(t, took, timeout)
+	require.Less(t, took, 2*timeout+time.Second, "one wait, no retry")
+
+	resp, err = http.Get(sh.ShareURL + "/events")
+	require.NoError(t, err)
+	sc := bufio.NewScanner(resp.Body)
+	n := 0
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "data: ") {
+			n++
+		}
+	}
+	resp.Body.Close()
+	require.Equal(t, 12, n, "a response streaming past the timeout is not cut")
+
+	code, b := get(t, sh.ShareURL+"/")
+	require.Equal(t, 200, code, b)
+}
