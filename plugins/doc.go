@@ -47,7 +47,9 @@
 // scheduler, at most MaxConcurrentCalls (default GOMAXPROCS-1) guest calls run at once, so a P
 // always remains for the watchdog and the rest of the process even if every running guest
 // spins. The host's WASI never reads wazero's per-module state, which the watchdog's close
-// releases concurrently.
+// releases concurrently. Trusted modules (ModuleOptions.Trusted: the built-ins) have no
+// termination checks, so the watchdog is neither armed nor woken for them and they skip the
+// execution slots; a call that overran its budget completes and is logged.
 //
 // Failures. Plugins fail closed: Error with 500, or 503 when no instance could be had, the
 // plugin is not loaded or its breaker is open. ModuleOptions.FailOpen skips a failing plugin
