@@ -36,7 +36,12 @@ func TestEvaluateAllocs(t *testing.T) {
 		h.EvaluateInto(ctx, tc.chain, req, &d)
 		require.NotEqual(t, Error, d.Action, "%v", d.Err)
 		allocs := testing.AllocsPerRun(200, func() { h.EvaluateInto(ctx, tc.chain, req, &d) })
-		// +1: now and then one more goroutine descriptor (the spawned ones not yet exited).
-		assert.LessOrEqual(t, allocs, tc.max+1, "%v", tc.chain)
+		// +1: now and then one more goroutine descriptor (the spawned ones not yet exited);
+		// trusted calls spawn none, so they are pinned exactly.
+		slack := 1.0
+		if tc.max == 0 {
+			slack = 0
+		}
+		assert.LessOrEqual(t, allocs, tc.max+slack, "%v", tc.chain)
 	}
 }

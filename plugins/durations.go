@@ -8,11 +8,10 @@ import (
 // DurationBuckets are the upper bounds, in seconds, of the call-time
 // histogram of each plugin (PluginStats.Durations). A built-in answers in a
 // few microseconds; the default budget is 2 ms.
-var DurationBuckets = []float64{1e-6, 2.5e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 10e-3, 100e-3, 1}
+var DurationBuckets = [...]float64{1e-6, 2.5e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 10e-3, 100e-3, 1}
 
 // bucketNs is DurationBuckets in nanoseconds.
-var bucketNs = func() []int64 {
-	ns := make([]int64, len(DurationBuckets))
+var bucketNs = func() (ns [len(DurationBuckets)]int64) {
 	for i, s := range DurationBuckets {
 		ns[i] = int64(s * 1e9)
 	}
@@ -30,7 +29,7 @@ type DurationHistogram struct {
 // callTimes counts call times per bucket without locks: two atomic adds per
 // call.
 type callTimes struct {
-	buckets [15]atomic.Uint64 // len(DurationBuckets)+1: the last one is +Inf
+	buckets [len(DurationBuckets) + 1]atomic.Uint64 // the last one is +Inf
 	sumNs   atomic.Uint64
 }
 

@@ -2,7 +2,6 @@ package plugins
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/maphash"
 	"strings"
@@ -192,10 +191,8 @@ func (pl *plugin) run(config []byte, req *Request, d *Decision) bool {
 		return false
 	}
 	in.begin(req, config, h.configID(pl.id, config))
-	// Trusted (built-in) guests cannot spin: they skip the execution slots
-	// that keep a P free for the watchdog, so they run on every core.
-	err = in.call(in.handle, pl.budget, !p.trusted)
-	if errors.Is(err, ErrNoInstance) {
+	err = in.call(in.handle, pl.budget, true)
+	if err == ErrNoInstance {
 		// No execution slot in time: the guest never ran, the instance is
 		// intact. Busy, not broken: 503 without a breaker strike.
 		p.release(in)

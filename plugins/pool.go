@@ -211,8 +211,9 @@ func (in *instance) call(fn api.Function, budget int64, slot bool) error {
 	h := in.p.host
 	if in.p.trusted {
 		// A trusted guest has no termination checks: the watchdog could not stop it, so it is
-		// not armed (nor woken, a futex call each time it was parked). An overrun is logged by
-		// the caller from the call's duration (plugin.run's caller, EvaluateInto).
+		// not armed (nor woken, a futex call each time it was parked), and it cannot spin, so
+		// it takes no execution slot and runs on every core. An overrun is logged by the
+		// caller from the call's duration (plugin.run's caller, EvaluateInto).
 		return fn.CallWithStack(in.ctx, in.stack[:])
 	}
 	if slot {
@@ -351,11 +352,11 @@ func (p *pool) acquire() (*instance, error) {
 	if p.draining.Load() {
 		return nil, ErrNoInstance
 	}
-	if p.reserve(p.size) {
+	if int(p.live.Load()) < p.size && p.reserve(p.size) {
 		// Every instance is busy and the pool may grow: one more is made in the background
 		// (never on the request path: a Go guest takes tens of milliseconds to start). This
 		// call takes whichever instance is free first.
-		go p.grow()
+		go func() { _ = p.makeOne() }()
 	}
 	t := timerPool.Get().(*time.Timer)
 	t.Reset(p.host.cfg.AcquireTimeout)
@@ -448,17 +449,19 @@ func (p *pool) unreserve() {
 	p.mu.Unlock()
 }
 
-// grow makes the instance reserved by acquire and puts it in the pool.
-func (p *pool) grow() {
+// makeOne makes the instance reserved by its caller and puts it in the pool; a failure is
+// logged (rate-limited) and returned.
+func (p *pool) makeOne() error {
 	in, err := p.newInstance(context.Background())
 	p.unreserve()
 	if err != nil {
 		if p.pl != nil && p.pl.failLogs.allow() {
 			p.host.log.Error("plugin instance creation failed", "plugin", p.pl.id, "err", err)
 		}
-		return
+		return err
 	}
 	p.release(in)
+	return nil
 }
 
 // refill creates instances until the pool holds its warm count again (instances discarded
@@ -474,12 +477,7 @@ func (p *pool) refill() {
 			}
 			return
 		}
-		in, err := p.newInstance(context.Background())
-		p.unreserve()
-		if err != nil {
-			if p.pl != nil && p.pl.failLogs.allow() {
-				p.host.log.Error("plugin instance creation failed", "plugin", p.pl.id, "err", err)
-			}
+		if err := p.makeOne(); err != nil {
 			select {
 			case <-time.After(backoff):
 			case <-p.host.done:
@@ -490,7 +488,6 @@ func (p *pool) refill() {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		p.release(in)
 	}
 }
 

@@ -78,10 +78,8 @@ func (c *keyCache) verify(alg, key, msg, sig []byte) bool {
 		if len(sig) != sha256.Size {
 			return false
 		}
-		m := hmac.New(sha256.New, key)
-		m.Write(msg)
-		var sum [sha256.Size]byte
-		return hmac.Equal(m.Sum(sum[:0]), sig)
+		sum := hmacSHA256(key, msg)
+		return hmac.Equal(sum[:], sig)
 	case abi.AlgRS256:
 		pub, ok := c.get(key).(*rsa.PublicKey)
 		if !ok {

@@ -163,6 +163,11 @@ func (h *Host) ValidateConfig(ctx context.Context, pluginID string, config []byt
 	}
 	in.begin(emptyRequest, config, h.configID(pluginID, config))
 	err = in.call(in.validate, int64(h.cfg.ValidateConfigTimeout), true)
+	if err == ErrNoInstance {
+		// No execution slot in time: the guest never ran; the instance is intact.
+		pl.pool.release(in)
+		return &PluginError{PluginID: pluginID, Kind: ErrNoInstance}
+	}
 	if err != nil {
 		kind := in.classify(err)
 		detail := describe(err, in)

@@ -70,8 +70,8 @@ func host(t testing.TB) *plugins.Host {
 			return
 		}
 		for i, n := range names {
-			// Trusted, as LoadAll loads them in pcd.
-			errs[i] = shared.Load(context.Background(), ID(n), wasms[i], plugins.ModuleOptions{Trusted: true})
+			// With Options, as LoadAll loads them in pcd.
+			errs[i] = shared.Load(context.Background(), ID(n), wasms[i], Options(n))
 		}
 		hostErr = errors.Join(errs...)
 	})

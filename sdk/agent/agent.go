@@ -139,8 +139,8 @@ func New(cfg Config) (*Agent, error) {
 		return nil, errors.New("agent: at least one edge is required")
 	}
 	for _, e := range cfg.Edges {
-		if !strings.HasPrefix(e, "tls://") && !cfg.AllowPlaintext && !tunnel.IsLoopbackAddr(e) {
-			return nil, &PlaintextError{Addr: e}
+		if err := cfg.checkPlaintext(e); err != nil {
+			return nil, err
 		}
 	}
 	if cfg.DialTimeout <= 0 {
@@ -325,10 +325,19 @@ func (a *Agent) dial(ctx context.Context, addr string) (net.Conn, error) {
 		td := tls.Dialer{NetDialer: &d, Config: a.tlsConfigFor(rest)}
 		return td.DialContext(ctx, "tcp", rest)
 	}
-	if !a.cfg.AllowPlaintext && !tunnel.IsLoopbackAddr(addr) {
-		return nil, &PlaintextError{Addr: addr}
+	if err := a.cfg.checkPlaintext(addr); err != nil {
+		return nil, err
 	}
 	return d.DialContext(ctx, "tcp", strings.TrimPrefix(addr, "tcp://"))
+}
+
+// checkPlaintext refuses a plain-TCP edge address off loopback unless
+// AllowPlaintext.
+func (c *Config) checkPlaintext(addr string) error {
+	if strings.HasPrefix(addr, "tls://") || c.AllowPlaintext || tunnel.IsLoopbackAddr(addr) {
+		return nil
+	}
+	return &PlaintextError{Addr: addr}
 }
 
 // PlaintextError refuses a plain-TCP edge off loopback (Config.AllowPlaintext).
