@@ -180,7 +180,7 @@ func New(cfg Config) (*Server, error) {
 		Logger: cfg.Logger.With("component", "configsync"), OnSwap: s.onSwap, OnInbox: s.deliverInbox})
 	s.conns = newConnTracker(s.sync.EdgeID)
 	s.registry = tunnels.New(tunnels.Config{EdgeID: s.sync.EdgeID, Table: s.sync.Table,
-		MaxStreams: cfg.MaxStreamsPerAgent, OnEvent: s.reporter.event, OnControl: s.onAgentControl,
+		MaxStreams: cfg.MaxStreamsPerAgent, TrustedProxies: trusted, OnEvent: s.reporter.event, OnControl: s.onAgentControl,
 		Logger: cfg.Logger.With("component", "tunnels")})
 	if cfg.Policy == nil && !cfg.DisablePlugins {
 		cacheDir := cfg.PluginCacheDir

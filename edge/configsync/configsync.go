@@ -192,23 +192,11 @@ func (s *Syncer) stream(ctx context.Context) error {
 	q.Set("version", strconv.FormatInt(t.Version, 10))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(s.cfg.ControlURL, "/")+"/v1/edges/config?"+q.Encode(), nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+s.cfg.Token)
-	resp, err := s.cfg.Client.Do(req)
+	resp, err := s.do(ctx, http.MethodGet, "/v1/edges/config?"+q.Encode(), nil)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-		return ErrUnauthorized
-	}
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("configsync: control answered %d: %s", resp.StatusCode, bytes.TrimSpace(b))
-	}
 	// A watchdog cancels the stream when it stays silent too long.
 	alive := make(chan struct{}, 1)
 	go func() {
@@ -335,13 +323,7 @@ func (s *Syncer) apply(m *config.Message) error {
 		if v <= cur.Version {
 			return nil // already applied
 		}
-		// Changes the table already holds (a batch may straddle it) are
-		// not applied twice.
-		changes := m.Changes
-		for len(changes) > 0 && changes[0].Version != 0 && changes[0].Version <= cur.Version {
-			changes = changes[1:]
-		}
-		t, err := cur.Apply(v, changes)
+		t, err := cur.Apply(v, m.Changes) // skips the changes it already holds
 		if err != nil {
 			return err
 		}
@@ -418,19 +400,11 @@ func (s *Syncer) Save() error {
 func (s *Syncer) FetchInbox(ctx context.Context, agentID string) (*config.AgentInbox, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(s.cfg.ControlURL, "/")+"/v1/edges/agent-inbox?agentId="+url.QueryEscape(agentID), nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+s.cfg.Token)
-	resp, err := s.cfg.Client.Do(req)
+	resp, err := s.do(ctx, http.MethodGet, "/v1/edges/agent-inbox?agentId="+url.QueryEscape(agentID), nil)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("configsync: agent inbox answered %d", resp.StatusCode)
-	}
 	var env struct {
 		Data config.AgentInbox `json:"data"`
 	}
@@ -443,19 +417,11 @@ func (s *Syncer) FetchInbox(ctx context.Context, agentID string) (*config.AgentI
 // FetchPlugin downloads a plugin module by SHA-256
 // (GET /v1/edges/plugins/<sha256>).
 func (s *Syncer) FetchPlugin(ctx context.Context, sum string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(s.cfg.ControlURL, "/")+"/v1/edges/plugins/"+url.PathEscape(sum), nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+s.cfg.Token)
-	resp, err := s.cfg.Client.Do(req)
+	resp, err := s.do(ctx, http.MethodGet, "/v1/edges/plugins/"+url.PathEscape(sum), nil)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("configsync: plugin %s answered %d", sum, resp.StatusCode)
-	}
 	return io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 }
 
@@ -467,20 +433,41 @@ func (s *Syncer) Report(ctx context.Context, r *config.Report) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(s.cfg.ControlURL, "/")+"/v1/edges/report", bytes.NewReader(b))
+	resp, err := s.do(ctx, http.MethodPost, "/v1/edges/report", b)
 	if err != nil {
 		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	return resp.Body.Close()
+}
+
+// do sends an edge-authenticated request to the control plane. A non-2xx
+// answer is an error (ErrUnauthorized for 401/403, else the status and the
+// start of the body); on success the caller closes the body.
+func (s *Syncer) do(ctx context.Context, method, path string, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(s.cfg.ControlURL, "/")+path, rd)
+	if err != nil {
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+s.cfg.Token)
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("configsync: report answered %d", resp.StatusCode)
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return nil, ErrUnauthorized
 	}
-	return nil
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	return nil, fmt.Errorf("configsync: %s %s answered %d: %s", method, strings.SplitN(path, "?", 2)[0], resp.StatusCode, bytes.TrimSpace(b))
 }

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -49,6 +50,8 @@ type Engine struct {
 	host *plugins.Host
 
 	builtinsErr error
+	lastWarn    atomic.Int64 // unix nanos of the last refusal logged (one a second at most)
+	quietWarns  atomic.Int64 // refusals not logged since
 
 	mu     sync.Mutex
 	loaded map[string]string // plugin id → sha256 loaded
@@ -272,7 +275,14 @@ func (e *Engine) Check(ctx *fasthttp.RequestCtx, sh *routes.Share, path []byte, 
 		v = &proxy.Verdict{Status: d.Status, Body: append([]byte(nil), d.Body...),
 			Headers: append([][2]string(nil), d.SetResponseHeaders...), DeniedBy: d.PluginID}
 	default:
-		e.log.Warn("plugin failed; request refused (fail closed)", "plugin", d.PluginID, "share", sh.ID, "err", d.Err)
+		// Every refusal is counted (OnFailure, metrics); the log gets one line a
+		// second at most, so a failing plugin cannot flood it.
+		if now, last := time.Now().UnixNano(), e.lastWarn.Load(); now-last >= int64(time.Second) && e.lastWarn.CompareAndSwap(last, now) {
+			e.log.Warn("plugin failed; request refused (fail closed)", "plugin", d.PluginID, "share", sh.ID, "err", d.Err,
+				"notLogged", e.quietWarns.Swap(0))
+		} else {
+			e.quietWarns.Add(1)
+		}
 		if e.cfg.OnFailure != nil {
 			e.cfg.OnFailure(d.PluginID, sh.ID, d.Err)
 		}

@@ -106,7 +106,8 @@ func Build(s *config.Snapshot) (*Table, error) {
 }
 
 // Apply returns a new table with the changes applied; t is unchanged. Only
-// the indexes a change touches are copied.
+// the indexes a change touches are copied. A change whose version the table
+// already holds (a batch straddling a snapshot) is skipped.
 func (t *Table) Apply(version int64, changes []config.Change) (*Table, error) {
 	n := *t
 	n.Version = version
@@ -133,6 +134,9 @@ func (t *Table) Apply(version int64, changes []config.Change) (*Table, error) {
 	}
 	for i := range changes {
 		c := &changes[i]
+		if c.Version != 0 && c.Version <= t.Version {
+			continue
+		}
 		cow(c.Kind)
 		var err error
 		switch c.Kind {

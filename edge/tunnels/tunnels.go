@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,9 @@ type Config struct {
 	// tunnel.HandshakeTimeout) cannot take every slot. Honest agents finish
 	// a handshake in a round trip and retry with backoff.
 	MaxHandshakesPerIP int
+	// TrustedProxies are exempt from MaxHandshakesPerIP: behind a load
+	// balancer every agent comes from its address.
+	TrustedProxies []netip.Prefix
 	// OnEvent receives agent connection events (for reports and audit).
 	OnEvent func(config.AgentEvent)
 	// OnControl receives the control frames an agent sends (command results).
@@ -65,6 +69,20 @@ type Registry struct {
 	wg       sync.WaitGroup
 
 	handshakesRefused atomic.Uint64 // connections closed by MaxHandshakesPerIP
+}
+
+func (r *Registry) trustedProxy(ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range r.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // HandshakesRefused counts the connections closed at once because their
@@ -105,7 +123,7 @@ func (r *Registry) Serve(ln net.Listener) error {
 			c.Close()
 			return net.ErrClosed
 		}
-		if r.perIP[ip] >= r.cfg.MaxHandshakesPerIP {
+		if r.perIP[ip] >= r.cfg.MaxHandshakesPerIP && !r.trustedProxy(ip) {
 			r.mu.Unlock()
 			r.handshakesRefused.Add(1)
 			c.Close()

@@ -3,6 +3,7 @@ package tunnels
 import (
 	"encoding/hex"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -71,6 +72,37 @@ func TestHandshakesPerIPAreCapped(t *testing.T) {
 	}
 	for _, c := range held[1:] {
 		c.Close()
+	}
+}
+
+// TestHandshakeCapExemptsTrustedProxies: behind a load balancer every agent
+// comes from its address, so a trusted proxy has no per-address cap.
+func TestHandshakeCapExemptsTrustedProxies(t *testing.T) {
+	table, err := routes.Build(&config.Snapshot{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(Config{EdgeID: func() string { return "edge-1" }, Table: func() *routes.Table { return table }, MaxHandshakesPerIP: 2,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = r.Serve(ln) }()
+	t.Cleanup(func() { ln.Close(); r.Close() })
+	for i := 0; i < 5; i++ {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := tunnel.ReadServerHello(c); err != nil {
+			t.Fatalf("connection %d from a trusted proxy refused: %v", i, err)
+		}
+	}
+	if n := r.HandshakesRefused(); n != 0 {
+		t.Fatalf("%d refused, want 0", n)
 	}
 }
 
