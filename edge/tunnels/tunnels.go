@@ -7,12 +7,12 @@ package tunnels
 import (
 	"bufio"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -158,8 +158,10 @@ type Session struct {
 	streams atomic.Int64
 	closeMu sync.Once
 
-	pushMu     sync.Mutex
-	lastPushed [32]byte // digest of the last services+edges sent
+	pushMu       sync.Mutex
+	lastServices []tunnel.Service // what the agent was last sent
+	lastEdges    []string
+	pushQueued   atomic.Bool // a push is scheduled (Refresh): one at a time
 }
 
 // handle runs the handshake on c and serves the session.
@@ -285,7 +287,7 @@ func (r *Registry) serve(s *Session) {
 	if r.cfg.OnEvent != nil {
 		r.cfg.OnEvent(config.AgentEvent{AgentID: s.AgentID, Event: config.EventConnected, IP: s.RemoteIP, At: s.Since})
 	}
-	s.PushConfig(r.cfg.Table())
+	s.PushConfig()
 	go r.acceptAgentStreams(s)
 
 	// Read the agent's control frames until the session ends.
@@ -383,9 +385,14 @@ func (r *Registry) serveReach(from *Session, st *smux.Stream) {
 	tunnel.Pipe(st, conn)
 }
 
-// PushConfig sends the agent its services and the edges to connect to,
-// unless they are what it was last sent.
-func (s *Session) PushConfig(t *routes.Table) {
+// PushConfig sends the agent its services and the edges to connect to from
+// the current table, unless they are what it was last sent. It reads the
+// table under the push lock, so pushes racing each other always end with
+// the latest state.
+func (s *Session) PushConfig() {
+	s.pushMu.Lock()
+	defer s.pushMu.Unlock()
+	t := s.reg.cfg.Table()
 	svcs := t.AgentServices(s.AgentID)
 	list := make([]tunnel.Service, 0, len(svcs))
 	for _, sv := range svcs {
@@ -399,18 +406,7 @@ func (s *Session) PushConfig(t *routes.Table) {
 		}
 	}
 	sort.Strings(edges)
-	h := sha256.New()
-	for _, sv := range list {
-		fmt.Fprintf(h, "%s|%s|%s|%s|%d\n", sv.ID, sv.Name, sv.Protocol, sv.TargetHost, sv.TargetPort)
-	}
-	for _, e := range edges {
-		fmt.Fprintf(h, "e|%s\n", e)
-	}
-	var digest [32]byte
-	h.Sum(digest[:0])
-	s.pushMu.Lock()
-	defer s.pushMu.Unlock()
-	if digest == s.lastPushed {
+	if s.lastServices != nil && slices.Equal(list, s.lastServices) && slices.Equal(edges, s.lastEdges) {
 		return
 	}
 	if s.Control(&tunnel.Control{Type: tunnel.CtlServices, Services: list}) != nil {
@@ -419,7 +415,7 @@ func (s *Session) PushConfig(t *routes.Table) {
 	if len(edges) > 0 && s.Control(&tunnel.Control{Type: tunnel.CtlEdges, Edges: edges}) != nil {
 		return
 	}
-	s.lastPushed = digest
+	s.lastServices, s.lastEdges = list, edges
 }
 
 // Control writes one control frame to the agent.
@@ -550,7 +546,14 @@ func (r *Registry) Refresh(t *routes.Table) {
 			s.Close()
 			continue
 		}
-		go s.PushConfig(t) // a slow agent never holds up the config swap
+		// A slow agent never holds up the config swap; swaps arriving while a
+		// push is queued share it (it reads the table when it runs).
+		if s.pushQueued.CompareAndSwap(false, true) {
+			go func() {
+				s.pushQueued.Store(false)
+				s.PushConfig()
+			}()
+		}
 	}
 }
 
