@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -91,24 +90,11 @@ func accessRecordOf(edgeID string, l *config.AccessLog) store.AccessRecord {
 		decision = "denied"
 	}
 	return store.AccessRecord{ID: uuid.NewString(), ShareID: l.ShareID, EdgeID: edgeID, At: at, IP: truncate(l.IP, 64),
-		UserAgent: truncate(l.UserAgent, 512), Method: truncate(l.Method, 16), Path: truncate(sharePath(l.Path), 2048),
+		UserAgent: truncate(l.UserAgent, 512), Method: truncate(l.Method, 16), Path: truncate(config.LogPath(l.Path), 2048),
 		StatusCode: l.StatusCode, LatencyMs: max(l.LatencyMs, 0), BytesOut: max(l.BytesOut, 0), Decision: decision,
 		DeniedBy: truncate(l.DeniedBy, 100)}
 }
 
-// sharePath is the path of a request as the service sees it: a link path
-// /shared/<token>/rest is stored as /rest, so that share tokens (secrets,
-// stored only hashed) never reach the logs.
-func sharePath(p string) string {
-	rest, ok := strings.CutPrefix(p, "/shared/")
-	if !ok {
-		return p
-	}
-	if i := strings.IndexByte(rest, '/'); i >= 0 {
-		return rest[i:]
-	}
-	return "/"
-}
 
 type accessLogView struct {
 	ID         string    `json:"id"`

@@ -3,8 +3,9 @@ package store
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -62,9 +63,9 @@ type MinuteStats struct {
 // [latencyRatio], so a percentile read from it is within about 4% of the
 // true value), plus the exact minimum and maximum.
 type LatencyHistogram struct {
-	Counts map[string]int64 `json:"counts"` // bucket index → count
-	Min    float64          `json:"min"`
-	Max    float64          `json:"max"`
+	Counts map[int]int64 `json:"counts"` // bucket index → count (JSON keys are the index in decimal)
+	Min    float64       `json:"min"`
+	Max    float64       `json:"max"`
 }
 
 const (
@@ -84,14 +85,14 @@ func latencyBucket(ms float64) int {
 // Add records one latency.
 func (h *LatencyHistogram) Add(ms float64) {
 	if h.Counts == nil {
-		h.Counts = map[string]int64{}
+		h.Counts = map[int]int64{}
 	}
-	n := h.total()
-	h.Counts[strconv.Itoa(latencyBucket(ms))]++
-	if n == 0 || ms < h.Min {
+	empty := len(h.Counts) == 0 // counts only grow: no key means no sample
+	h.Counts[latencyBucket(ms)]++
+	if empty || ms < h.Min {
 		h.Min = ms
 	}
-	if n == 0 || ms > h.Max {
+	if empty || ms > h.Max {
 		h.Max = ms
 	}
 }
@@ -102,16 +103,16 @@ func (h *LatencyHistogram) Merge(o *LatencyHistogram) {
 		return
 	}
 	if h.Counts == nil {
-		h.Counts = map[string]int64{}
+		h.Counts = map[int]int64{}
 	}
-	n := h.total()
+	empty := len(h.Counts) == 0
 	for k, v := range o.Counts {
 		h.Counts[k] += v
 	}
-	if n == 0 || o.Min < h.Min {
+	if empty || o.Min < h.Min {
 		h.Min = o.Min
 	}
-	if n == 0 || o.Max > h.Max {
+	if empty || o.Max > h.Max {
 		h.Max = o.Max
 	}
 }
@@ -132,17 +133,12 @@ func (h *LatencyHistogram) Quantile(q float64) float64 {
 	if n == 0 {
 		return 0
 	}
-	idx := make([]int, 0, len(h.Counts))
-	for k := range h.Counts {
-		i, _ := strconv.Atoi(k)
-		idx = append(idx, i)
-	}
-	sort.Ints(idx)
+	idx := slices.Sorted(maps.Keys(h.Counts))
 	rank := int64(math.Ceil(q * float64(n)))
 	rank = min(max(rank, 1), n)
 	var seen int64
 	for _, i := range idx {
-		seen += h.Counts[strconv.Itoa(i)]
+		seen += h.Counts[i]
 		if seen >= rank {
 			v := latencyBase
 			if i > 0 {

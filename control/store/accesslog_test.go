@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"testing"
@@ -145,4 +146,17 @@ func TestShareWindows(t *testing.T) {
 		require.Equal(t, int64(1), ws[0].Allowed)
 		require.Equal(t, t0.Truncate(window).Add(window), ws[0].Start)
 	})
+}
+
+// TestLatencyHistogramJSON: bucket keys are stored as decimal strings, so
+// minutes recorded before the map became integer-keyed still decode.
+func TestLatencyHistogramJSON(t *testing.T) {
+	var h store.LatencyHistogram
+	require.NoError(t, json.Unmarshal([]byte(`{"counts":{"0":1,"30":2},"min":0.005,"max":0.1}`), &h))
+	require.Equal(t, map[int]int64{0: 1, 30: 2}, h.Counts)
+	h.Add(0.001)
+	require.Equal(t, 0.001, h.Min)
+	b, err := json.Marshal(&h)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"counts":{"0":2,"30":2},"min":0.001,"max":0.1}`, string(b))
 }

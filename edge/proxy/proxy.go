@@ -779,19 +779,6 @@ func (p *Proxy) logAccess(ctx *fasthttp.RequestCtx, share *routes.Share, start t
 	p.recordAccess(share, start, clientIP, ctx.Response.StatusCode(), decision, deniedBy, bytesOut, ctx)
 }
 
-// servicePath is the path without the share token: access logs never carry
-// the secret part of a link.
-func servicePath(p []byte) []byte {
-	if !bytes.HasPrefix(p, sharedPrefix) {
-		return p
-	}
-	rest := p[len(sharedPrefix):]
-	if i := bytes.IndexByte(rest, '/'); i >= 0 {
-		return rest[i:]
-	}
-	return []byte("/")
-}
-
 // methodString returns the common methods without allocating.
 func methodString(m []byte) string {
 	for _, s := range [...]string{"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"} {
@@ -811,7 +798,7 @@ func (p *Proxy) recordAccess(share *routes.Share, start time.Time, clientIP stri
 		LatencyMs: float64(time.Since(start).Microseconds()) / 1000, BytesOut: bytesOut, Decision: decision, DeniedBy: deniedBy}
 	if ctx != nil {
 		rec.Method = methodString(ctx.Method())
-		rec.Path = string(servicePath(ctx.Path()))
+		rec.Path = config.LogPath(string(ctx.Path()))
 		rec.UserAgent = string(ctx.UserAgent())
 	}
 	p.cfg.OnAccess(rec)

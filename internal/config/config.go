@@ -37,6 +37,7 @@ package config
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -264,4 +265,19 @@ type CommandDone struct {
 	OK        bool            `json:"ok"`
 	Result    json.RawMessage `json:"result,omitempty"`
 	Error     string          `json:"error,omitempty"`
+}
+
+// LogPath is the path an access log records: a link path /shared/<token>/rest
+// becomes /rest, the path the service sees, so that share tokens (secrets,
+// stored only hashed) never reach the logs. The edge records it so, and the
+// control plane applies it again to what edges report.
+func LogPath(p string) string {
+	rest, ok := strings.CutPrefix(p, "/shared/")
+	if !ok {
+		return p
+	}
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		return rest[i:]
+	}
+	return "/"
 }
