@@ -11,6 +11,7 @@ import (
 
 	"github.com/privateconnect/pc/control/push"
 	"github.com/privateconnect/pc/control/store"
+	"github.com/privateconnect/pc/control/webhooks"
 	"github.com/privateconnect/pc/internal/tunnel"
 )
 
@@ -183,7 +184,7 @@ func (a *API) registerAgent(c *call) (any, error) {
 		if err := store.AppendAudit(tx, agentEvent(ag, "REGISTERED", clientAddr(c.ctx).String(), "", c.now)); err != nil || !first {
 			return err
 		}
-		return a.emit(tx, c.ws, "agent.registered", map[string]any{"agentId": ag.ID, "name": ag.Name, "label": ag.Label})
+		return a.emit(tx, c.ws, webhooks.AgentRegistered, map[string]any{"agentId": ag.ID, "name": ag.Name, "label": ag.Label})
 	})
 	if err != nil {
 		return nil, err
@@ -315,19 +316,15 @@ func (a *API) deleteAgent(c *call) (any, error) {
 		if err != nil {
 			return err
 		}
-		for _, sh := range shares {
-			if sh.RevokedAt == nil {
-				if err := a.emit(tx, c.ws, "share.revoked", map[string]any{"shareId": sh.ID, "serviceId": sh.ServiceID, "name": sh.Name}); err != nil {
-					return err
-				}
-			}
+		if err := a.emitSharesRevoked(tx, c.ws, shares); err != nil {
+			return err
 		}
-		for _, s := range svcs {
-			if err := a.emit(tx, c.ws, "tunnel.deleted", map[string]any{"serviceId": s.ID, "name": s.Name, "agentId": s.AgentID}); err != nil {
+		for i := range svcs {
+			if err := a.emitTunnelDeleted(tx, c.ws, &svcs[i]); err != nil {
 				return err
 			}
 		}
-		return a.emit(tx, c.ws, "agent.deleted", map[string]any{"agentId": id, "name": ag.Name,
+		return a.emit(tx, c.ws, webhooks.AgentDeleted, map[string]any{"agentId": id, "name": ag.Name,
 			"services": out.Deleted.Services, "shares": out.Deleted.Shares})
 	})
 	if err != nil {

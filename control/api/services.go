@@ -108,7 +108,7 @@ func (a *API) upsertService(c *call, agentID, name, host string, port int, proto
 			if err := store.CreateService(tx, s, a.opts.TCPPortMin, a.opts.TCPPortMax); err != nil {
 				return err
 			}
-			if err := a.emit(tx, c.ws, "tunnel.created", map[string]any{"serviceId": s.ID, "name": s.Name, "agentId": s.AgentID,
+			if err := a.emit(tx, c.ws, webhooks.TunnelCreated, map[string]any{"serviceId": s.ID, "name": s.Name, "agentId": s.AgentID,
 				"targetHost": s.TargetHost, "targetPort": s.TargetPort, "protocol": s.Protocol}); err != nil {
 				return err
 			}
@@ -247,14 +247,10 @@ func (a *API) deleteService(c *call) (any, error) {
 		if n, err = store.DeleteService(tx, c.ws, id, c.now); err != nil {
 			return err
 		}
-		for _, sh := range shares {
-			if sh.RevokedAt == nil {
-				if err := a.emit(tx, c.ws, "share.revoked", map[string]any{"shareId": sh.ID, "serviceId": sh.ServiceID, "name": sh.Name}); err != nil {
-					return err
-				}
-			}
+		if err := a.emitSharesRevoked(tx, c.ws, shares); err != nil {
+			return err
 		}
-		return a.emit(tx, c.ws, "tunnel.deleted", map[string]any{"serviceId": id, "name": s.Name, "agentId": s.AgentID})
+		return a.emitTunnelDeleted(tx, c.ws, s)
 	})
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/privateconnect/pc/control/push"
 	"github.com/privateconnect/pc/control/store"
+	"github.com/privateconnect/pc/control/webhooks"
 	"github.com/privateconnect/pc/internal/sharepass"
 )
 
@@ -193,7 +194,7 @@ func (a *API) createShareFor(c *call, serviceID string) (any, error) {
 		if err := store.CreateShare(tx, &sh); err != nil {
 			return err
 		}
-		return a.emit(tx, c.ws, "share.created", map[string]any{"shareId": sh.ID, "serviceId": serviceID, "name": sh.Name, "expiresAt": sh.ExpiresAt})
+		return a.emit(tx, c.ws, webhooks.ShareCreated, map[string]any{"shareId": sh.ID, "serviceId": serviceID, "name": sh.Name, "expiresAt": sh.ExpiresAt})
 	})
 	if err != nil {
 		return nil, err
@@ -284,7 +285,7 @@ func (a *API) deleteShare(c *call) (any, error) {
 		if sh, err = store.RevokeShare(tx, c.ws, c.param("id"), c.now); err != nil || !sh.RevokedAt.Equal(c.now) {
 			return err // revoked before: no new event
 		}
-		return a.emit(tx, c.ws, "share.revoked", map[string]any{"shareId": sh.ID, "serviceId": sh.ServiceID, "name": sh.Name})
+		return a.emit(tx, c.ws, webhooks.ShareRevoked, shareRevokedData(sh))
 	})
 	if err != nil {
 		return nil, err

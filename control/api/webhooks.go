@@ -95,6 +95,29 @@ func (a *API) emit(tx store.Tx, ws, name string, data any) error {
 	return nil
 }
 
+// emitSharesRevoked raises share.revoked for the shares of a deleted service
+// or agent that were not revoked before.
+func (a *API) emitSharesRevoked(tx store.Tx, ws string, shares []store.Share) error {
+	for _, sh := range shares {
+		if sh.RevokedAt != nil {
+			continue
+		}
+		if err := a.emit(tx, ws, webhooks.ShareRevoked, shareRevokedData(&sh)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func shareRevokedData(sh *store.Share) map[string]any {
+	return map[string]any{"shareId": sh.ID, "serviceId": sh.ServiceID, "name": sh.Name}
+}
+
+// emitTunnelDeleted raises tunnel.deleted for a service.
+func (a *API) emitTunnelDeleted(tx store.Tx, ws string, s *store.Service) error {
+	return a.emit(tx, ws, webhooks.TunnelDeleted, map[string]any{"serviceId": s.ID, "name": s.Name, "agentId": s.AgentID})
+}
+
 // agentEventTx raises agent.connected/disconnected and the tunnel events of
 // the agent's services, in the transaction of an edge report that stores
 // the connection event.
