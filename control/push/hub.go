@@ -462,10 +462,11 @@ func (h *Hub) refresh() {
 		h.mu.Lock()
 		quiet := time.Since(h.lastPub)
 		h.mu.Unlock()
-		if quiet >= h.opts.RefreshQuiet || time.Since(start) >= refreshMax {
+		waited := time.Since(start)
+		if quiet >= h.opts.RefreshQuiet || waited >= refreshMax {
 			break
 		}
-		time.Sleep(h.opts.RefreshQuiet - quiet)
+		time.Sleep(min(h.opts.RefreshQuiet-quiet, refreshMax-waited))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

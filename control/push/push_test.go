@@ -217,7 +217,7 @@ func nextData(t *testing.T, ch <-chan config.Message) config.Message {
 // since; once the ring no longer reaches the cached version, a fresh
 // snapshot is built.
 func TestCachedSnapshotThenCatchUp(t *testing.T) {
-	h, kv := newHub(t, Options{RingSize: 16})
+	h, kv := newHub(t, Options{RingSize: 16, RefreshQuiet: time.Hour}) // no background refresh here
 	addShare(t, kv, "s1")
 	require.NoError(t, h.Publish(ctx, Share("ws", "s1")))
 	ch1, stop1 := stream(t, h, "", 0)
@@ -240,8 +240,16 @@ func TestCachedSnapshotThenCatchUp(t *testing.T) {
 	stop2()
 
 	// Ten more publications (ring of 16): the cache is 12 behind, still
-	// reachable; six more put it out of reach.
-	for i := 0; i < 16; i++ {
+	// reachable and reused; six more put it out of reach.
+	for i := 0; i < 10; i++ {
+		require.NoError(t, h.Publish(ctx, Share("ws", "s1")))
+	}
+	ch4, stop4 := stream(t, h, "", 0)
+	m = nextData(t, ch4)
+	require.Equal(t, config.MsgSnapshot, m.Type)
+	assert.Equal(t, first.Version, m.Version, "12 behind: the cached snapshot again")
+	stop4()
+	for i := 0; i < 6; i++ {
 		require.NoError(t, h.Publish(ctx, Share("ws", "s1")))
 	}
 	ch3, _ := stream(t, h, "", 0)
