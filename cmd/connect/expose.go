@@ -86,17 +86,28 @@ func (af *agentFlags) pinTargets(c *client.Client, agentID string, targets []str
 	}
 }
 
-// registeredTargets lists the host:port targets of the agent's services.
+// registeredTargets lists the host:port targets of the agent's services,
+// with target first.
 func (a *app) registeredTargets(ctx context.Context, c *client.Client, agentID, target string) []string {
-	out := []string{target}
-	list, _, err := c.ListServices(ctx, client.ListOptions{Limit: 500}, client.ServiceFilter{AgentID: agentID})
+	svcs, err := agentServices(ctx, c, agentID)
 	if err != nil {
-		return out
+		return []string{target}
 	}
-	for _, s := range list {
-		if s.AgentID == agentID {
-			out = append(out, net.JoinHostPort(s.TargetHost, strconv.Itoa(s.TargetPort)))
-		}
+	return append([]string{target}, targetsOf(svcs)...)
+}
+
+// agentServices lists every service of an agent.
+func agentServices(ctx context.Context, c *client.Client, agentID string) ([]client.Service, error) {
+	return client.All(ctx, func(ctx context.Context, lo client.ListOptions) ([]client.Service, string, error) {
+		return c.ListServices(ctx, lo, client.ServiceFilter{AgentID: agentID})
+	})
+}
+
+// targetsOf is the host:port target of each service.
+func targetsOf(svcs []client.Service) []string {
+	out := make([]string, 0, len(svcs))
+	for _, s := range svcs {
+		out = append(out, net.JoinHostPort(s.TargetHost, strconv.Itoa(s.TargetPort)))
 	}
 	return out
 }

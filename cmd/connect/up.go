@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"strconv"
@@ -26,9 +25,7 @@ func (a *app) upCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			svcs, err := client.All(ctx, func(ctx context.Context, lo client.ListOptions) ([]client.Service, string, error) {
-				return c.ListServices(ctx, lo, client.ServiceFilter{AgentID: st.AgentID})
-			})
+			svcs, err := agentServices(ctx, c, st.AgentID)
 			if err != nil {
 				return err
 			}
@@ -44,11 +41,7 @@ func (a *app) upCmd() *cobra.Command {
 					})
 				}
 			}
-			targets := make([]string, 0, len(svcs))
-			for _, s := range svcs {
-				targets = append(targets, net.JoinHostPort(s.TargetHost, strconv.Itoa(s.TargetPort)))
-			}
-			af.pinTargets(c, st.AgentID, targets)
+			af.pinTargets(c, st.AgentID, targetsOf(svcs))
 			return a.runForeground(cmd.Context(), c, st, &af)
 		})
 	cmd.Flags().StringVar(&af.name, "name", "", "agent name (default: the host name)")

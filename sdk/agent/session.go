@@ -170,7 +170,7 @@ func (a *Agent) serveStream(ec *edgeConn, st *smux.Stream) {
 // serveProxy dials the service's target and pipes bytes both ways.
 func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tunnel.StreamHeader) {
 	t, ok := a.lookup(h.ServiceID, 3*time.Second)
-	if ok && !a.targetAllowed(h.ServiceID.String(), t.addr) {
+	if ok && !a.targetAllowed(h.ServiceID, t.addr) {
 		a.log.Warn("refusing a target outside AllowedTargets", "service", t.name, "target", t.addr)
 		_ = tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyRefused, Message: "target not allowed by this agent"})
 		st.Close()
@@ -224,7 +224,7 @@ func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tu
 }
 
 // targetAllowed applies Config.AllowedTargets and Config.VerifyTarget.
-func (a *Agent) targetAllowed(serviceID, addr string) bool {
+func (a *Agent) targetAllowed(id uuid.UUID, addr string) bool {
 	if len(a.cfg.AllowedTargets) == 0 && a.cfg.VerifyTarget == nil {
 		return true
 	}
@@ -236,6 +236,7 @@ func (a *Agent) targetAllowed(serviceID, addr string) bool {
 	if a.cfg.VerifyTarget == nil {
 		return false
 	}
+	serviceID := id.String() // only here: most streams are decided above without allocating
 	key := serviceID + " " + addr
 	if _, ok := a.verified.Load(key); ok {
 		return true
