@@ -179,7 +179,7 @@ func runSSE(ctx context.Context, r *runner, res *Result) error {
 		_, _, _ = getStatus("http://" + e.Origin.HTTP + "/stats?abortSSE=1")
 		originSSEActive(ctx, e.Origin.HTTP, 5*time.Second)
 		pass = false
-		res.note("the upstream streams outlive the visitors: the edge closes its tunnel stream, but the agent treats that as a half-close (tunnel.Pipe) and keeps copying the origin's events into a stream nobody reads, until the stream window fills and the copy blocks for good")
+		res.note("the upstream streams outlive the visitors: when a visitor leaves, the edge must close its tunnel stream and the agent the connection to the service (tunnel.PipeClose); one of the two did not")
 	}
 	res.Pass = boolPtr(pass)
 	return nil
