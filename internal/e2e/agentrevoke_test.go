@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -29,14 +30,14 @@ func TestAgentCredentialChangesReachTheEdge(t *testing.T) {
 	// A live session with the current token.
 	r := dialRogue(t, ed.TunnelAddr(), id, token, tunnel.Version)
 	r.session(t)
-	require.Eventually(t, func() bool { return contains(ed.ConnectedAgents(), id) }, 3*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return slices.Contains(ed.ConnectedAgents(), id) }, 3*time.Second, 10*time.Millisecond)
 
 	// Rotation: the session of the old token is closed, the old token is
 	// refused, the new one is accepted.
 	start := time.Now()
 	rot, err := env.Client.RotateAgentToken(ctx, id, token)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return !contains(ed.ConnectedAgents(), id) }, time.Second, 5*time.Millisecond,
+	require.Eventually(t, func() bool { return !slices.Contains(ed.ConnectedAgents(), id) }, time.Second, 5*time.Millisecond,
 		"the old token's session survived the rotation")
 	rotated := time.Since(start)
 	old := dialRogue(t, ed.TunnelAddr(), id, token, tunnel.Version)
@@ -44,13 +45,13 @@ func TestAgentCredentialChangesReachTheEdge(t *testing.T) {
 	fresh := dialRogue(t, ed.TunnelAddr(), id, rot.Token, tunnel.Version)
 	require.Equal(t, tunnel.ResultOK, fresh.res.Status, fresh.res.Message)
 	fresh.session(t)
-	require.Eventually(t, func() bool { return contains(ed.ConnectedAgents(), id) }, 3*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return slices.Contains(ed.ConnectedAgents(), id) }, 3*time.Second, 10*time.Millisecond)
 
 	// Deletion: disconnected and refused.
 	start = time.Now()
 	_, err = env.Client.DeleteAgent(ctx, id)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return !contains(ed.ConnectedAgents(), id) }, time.Second, 5*time.Millisecond,
+	require.Eventually(t, func() bool { return !slices.Contains(ed.ConnectedAgents(), id) }, time.Second, 5*time.Millisecond,
 		"a deleted agent keeps its tunnel")
 	deleted := time.Since(start)
 	gone := dialRogue(t, ed.TunnelAddr(), id, rot.Token, tunnel.Version)

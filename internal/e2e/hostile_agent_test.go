@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -197,7 +198,7 @@ func TestHostileAgent(t *testing.T) {
 	capID, capToken, _ := env.ProvisionAgent("captured")
 	proxy := newCaptureProxy(t, tunAddr)
 	captured := env.RunAgentWith(capID, capToken, nil, func(c *agent.Config) { c.Edges = []string{proxy.ln.Addr().String()} })
-	require.Eventually(t, func() bool { return contains(ed.ConnectedAgents(), capID) }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return slices.Contains(ed.ConnectedAgents(), capID) }, 5*time.Second, 10*time.Millisecond)
 	captured.Stop() // the proxied connection closes: its first bytes are recorded
 	require.Eventually(t, func() bool { return proxy.first() != nil }, 5*time.Second, 10*time.Millisecond)
 	sh := env.Share(svc.ID, client.CreateShareRequest{})
@@ -324,7 +325,7 @@ func TestHostileAgent(t *testing.T) {
 	t.Run("agent-opened stream flood beyond the cap", func(t *testing.T) {
 		r := dialRogue(t, tunAddr, rogueID, rogueToken, tunnel.Version)
 		s := r.session(t)
-		require.Eventually(t, func() bool { return contains(ed.ConnectedAgents(), rogueID) }, 3*time.Second, 10*time.Millisecond)
+		require.Eventually(t, func() bool { return slices.Contains(ed.ConnectedAgents(), rogueID) }, 3*time.Second, 10*time.Millisecond)
 		runtime.GC()
 		before := runtime.NumGoroutine()
 		const flood = 3000
@@ -351,7 +352,7 @@ func TestHostileAgent(t *testing.T) {
 		}
 		require.Equal(t, 100, closed, "streams beyond the cap are refused")
 		s.Close()
-		require.Eventually(t, func() bool { return !contains(ed.ConnectedAgents(), rogueID) }, 3*time.Second, 10*time.Millisecond)
+		require.Eventually(t, func() bool { return !slices.Contains(ed.ConnectedAgents(), rogueID) }, 3*time.Second, 10*time.Millisecond)
 	})
 
 	t.Run("edge-opened stream flood beyond the cap", func(t *testing.T) {
@@ -446,7 +447,7 @@ func TestHostileAgent(t *testing.T) {
 		_, err = io.Copy(io.Discard, ctl)
 		var ne net.Error
 		require.False(t, errors.As(err, &ne) && ne.Timeout(), "the edge kept a session that sent an oversized control frame")
-		require.Eventually(t, func() bool { return !contains(ed.ConnectedAgents(), rogueID) }, 3*time.Second, 10*time.Millisecond)
+		require.Eventually(t, func() bool { return !slices.Contains(ed.ConnectedAgents(), rogueID) }, 3*time.Second, 10*time.Millisecond)
 		serves(t)
 	})
 
@@ -465,7 +466,7 @@ func TestHostileAgent(t *testing.T) {
 			require.Equal(t, tunnel.ResultOK, r.res.Status)
 			_, _ = r.conn.Write(payload)
 			require.True(t, closedByPeer(r.conn, 35*time.Second), "the edge drops a session sending garbage frames")
-			require.Eventually(t, func() bool { return !contains(ed.ConnectedAgents(), rogueID) }, 3*time.Second, 10*time.Millisecond)
+			require.Eventually(t, func() bool { return !slices.Contains(ed.ConnectedAgents(), rogueID) }, 3*time.Second, 10*time.Millisecond)
 			serves(t)
 		}
 	})
@@ -477,13 +478,4 @@ func TestHostileAgent(t *testing.T) {
 	}
 	require.Contains(t, ed.ConnectedAgents(), id)
 	serves(t)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -77,13 +77,7 @@ func origin(t *testing.T) *httptest.Server {
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return httpGet(url)
 }
 
 func eventuallyStatus(t *testing.T, url string, want int, within time.Duration) {
