@@ -584,8 +584,12 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 		_ = resp.CloseBodyStream()
 		fasthttp.ReleaseResponse(resp)
 		if err != nil {
-			ctx.Response.ResetBody()
+			// None of the service's head goes with the error (its
+			// Set-Cookie, Content-Encoding, ETag...): only the edge's own.
+			ctx.Response.Reset()
+			edits.applyResponse(&ctx.Response.Header)
 			writeError(ctx, fasthttp.StatusBadGateway, "The connection to the service was lost")
+			n = 0
 		}
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", int64(n))
 		return

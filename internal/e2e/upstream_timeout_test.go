@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -72,4 +73,38 @@ func TestUpstreamTimeout(t *testing.T) {
 
 	code, b := get(t, sh.ShareURL+"/")
 	require.Equal(t, 200, code, b)
+}
+
+// TestServiceDropsMidBody: a service that announces a small body and hangs
+// up halfway gets the visitor a clean 502 in the edge's error envelope,
+// with none of the service's response head (its cookie, its encoding).
+func TestServiceDropsMidBody(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = bufio.NewReader(c).ReadString('\n') // the request line is enough
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nSet-Cookie: session=secret\r\nContent-Encoding: gzip\r\n\r\nonly ten b")
+			}()
+		}
+	}()
+	_, svc := env.ExposeAgent("a", "web", "http://"+ln.Addr().String())
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	resp, err := http.Get(sh.ShareURL + "/")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusBadGateway, resp.StatusCode, "%s", body)
+	require.Contains(t, string(body), "The connection to the service was lost")
+	require.Empty(t, resp.Header.Get("Set-Cookie"), "the service's head does not reach the visitor")
+	require.Empty(t, resp.Header.Get("Content-Encoding"))
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
 }
