@@ -155,7 +155,6 @@ type Session struct {
 	// value), so they live and die with the session.
 	Clients sync.Map
 
-	streams atomic.Int64
 	closeMu sync.Once
 
 	pushMu       sync.Mutex
@@ -326,18 +325,12 @@ func (r *Registry) acceptAgentStreams(s *Session) {
 		if err != nil {
 			return
 		}
-		select {
-		case s.sem <- struct{}{}:
-		default:
+		if !s.acquire() {
 			st.Close()
 			continue
 		}
-		s.streams.Add(1)
 		go func() {
-			defer func() {
-				s.streams.Add(-1)
-				<-s.sem
-			}()
+			defer s.release()
 			r.serveReach(s, st)
 		}()
 	}
@@ -439,23 +432,32 @@ func (s *Session) Close() { s.closeMu.Do(func() { s.sess.Close() }) }
 // Done is closed when the session ends.
 func (s *Session) Done() <-chan struct{} { return s.sess.CloseChan() }
 
-// Streams returns the number of open streams.
-func (s *Session) Streams() int64 { return s.streams.Load() }
+// Streams returns the number of open streams (the slots taken).
+func (s *Session) Streams() int64 { return int64(len(s.sem)) }
+
+// acquire takes a stream slot (MaxStreams per session) if one is free.
+func (s *Session) acquire() bool {
+	select {
+	case s.sem <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Session) release() { <-s.sem }
 
 // OpenStream opens a stream of kind to serviceID and waits for the agent's
 // reply. The returned conn releases the stream slot when closed.
 func (s *Session) OpenStream(kind byte, serviceID uuid.UUID, clientIP string) (net.Conn, error) {
-	select {
-	case s.sem <- struct{}{}:
-	default:
+	if !s.acquire() {
 		return nil, ErrOverloaded
 	}
 	st, err := s.sess.OpenStream()
 	if err != nil {
-		<-s.sem
+		s.release()
 		return nil, ErrOffline
 	}
-	s.streams.Add(1)
 	c := &Stream{Stream: st, s: s}
 	var buf [64]byte
 	hdr, err := tunnel.AppendStreamHeader(buf[:0], &tunnel.StreamHeader{Kind: kind, ServiceID: serviceID, ClientIP: clientIP})
@@ -490,10 +492,7 @@ type Stream struct {
 // Close closes the stream and releases its slot.
 func (c *Stream) Close() error {
 	err := c.Stream.Close()
-	c.once.Do(func() {
-		c.s.streams.Add(-1)
-		<-c.s.sem
-	})
+	c.once.Do(c.s.release)
 	return err
 }
 
