@@ -105,30 +105,19 @@ type captureProxy struct {
 }
 
 func newCaptureProxy(t *testing.T, target string) *captureProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &captureProxy{ln: ln}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				up, err := net.Dial("tcp", target)
-				if err != nil {
-					c.Close()
-					return
-				}
-				rec := &recorder{p: p}
-				go func() { _, _ = io.Copy(c, up); c.Close() }()
-				_, _ = io.Copy(io.MultiWriter(up, rec), c)
-				up.Close()
-				rec.flush()
-			}()
+	p := &captureProxy{}
+	p.ln = tcpService(t, func(c net.Conn) {
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			c.Close()
+			return
 		}
-	}()
+		rec := &recorder{p: p}
+		go func() { _, _ = io.Copy(c, up); c.Close() }()
+		_, _ = io.Copy(io.MultiWriter(up, rec), c)
+		up.Close()
+		rec.flush()
+	})
 	return p
 }
 

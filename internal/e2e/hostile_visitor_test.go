@@ -58,19 +58,8 @@ func (r rawReq) header(name string) []string {
 }
 
 func newRawOrigin(t *testing.T) *rawOrigin {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	o := &rawOrigin{ln: ln}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go o.serve(c)
-		}
-	}()
+	o := &rawOrigin{}
+	o.ln = tcpService(t, o.serve)
 	return o
 }
 

@@ -32,19 +32,7 @@ import (
 
 // echoServer is a TCP service that echoes what it reads.
 func echoServer(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(c, c); c.Close() }()
-		}
-	}()
-	return ln.Addr().String()
+	return tcpService(t, func(c net.Conn) { _, _ = io.Copy(c, c); c.Close() }).Addr().String()
 }
 
 // procSample is one reading of a process.

@@ -12,9 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// halfCloseServer reads everything until EOF, then answers with the byte
-// count and closes: it only works if half-close crosses the tunnel.
-func halfCloseServer(t *testing.T) (string, int) {
+// tcpService listens on 127.0.0.1 until the test ends and serves each
+// connection with serve (which closes it) on its own goroutine.
+func tcpService(t *testing.T, serve func(net.Conn)) net.Listener {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { ln.Close() })
@@ -24,15 +24,21 @@ func halfCloseServer(t *testing.T) (string, int) {
 			if err != nil {
 				return
 			}
-			go func(c net.Conn) {
-				defer c.Close()
-				n, _ := io.Copy(io.Discard, c)
-				_, _ = c.Write([]byte("got " + strconv.FormatInt(n, 10)))
-			}(c)
+			go serve(c)
 		}
 	}()
-	a := ln.Addr().(*net.TCPAddr)
-	return "127.0.0.1", a.Port
+	return ln
+}
+
+// halfCloseServer reads everything until EOF, then answers with the byte
+// count and closes: it only works if half-close crosses the tunnel.
+func halfCloseServer(t *testing.T) (string, int) {
+	ln := tcpService(t, func(c net.Conn) {
+		defer c.Close()
+		n, _ := io.Copy(io.Discard, c)
+		_, _ = c.Write([]byte("got " + strconv.FormatInt(n, 10)))
+	})
+	return "127.0.0.1", ln.Addr().(*net.TCPAddr).Port
 }
 
 func roundTrip(t *testing.T, c net.Conn, payload []byte) string {

@@ -80,22 +80,11 @@ func TestUpstreamTimeout(t *testing.T) {
 // with none of the service's response head (its cookie, its encoding).
 func TestServiceDropsMidBody(t *testing.T) {
 	env := testenv.New(t, testenv.Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = bufio.NewReader(c).ReadString('\n') // the request line is enough
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nSet-Cookie: session=secret\r\nContent-Encoding: gzip\r\n\r\nonly ten b")
-			}()
-		}
-	}()
+	ln := tcpService(t, func(c net.Conn) {
+		defer c.Close()
+		_, _ = bufio.NewReader(c).ReadString('\n') // the request line is enough
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nSet-Cookie: session=secret\r\nContent-Encoding: gzip\r\n\r\nonly ten b")
+	})
 	_, svc := env.ExposeAgent("a", "web", "http://"+ln.Addr().String())
 	sh := env.Share(svc.ID, client.CreateShareRequest{})
 	resp, err := http.Get(sh.ShareURL + "/")
