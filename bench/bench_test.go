@@ -1,11 +1,14 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"encoding/xml"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,8 +143,10 @@ func sampleReport() *Report {
 			Procs: []ProcStat{{Name: "edge", CPUSeconds: 1.5, PeakRSSMiB: 40}}}
 	}
 	rep := &Report{Machine: describeMachine(), System: "split", Seconds: 3}
-	r1 := &Result{Scenario: "http-small", Status: StatusOK, Direct: ph(100000, 0.4, 3), System: ph(30000, 2, 5), Pass: &fail, Target: "≥ 0.50"}
+	r1 := &Result{Scenario: "http-small", Status: StatusOK, Direct: ph(100000, 0.4, 3), System: ph(30000, 2, 5), Pass: &fail, Target: "≥ 0.50",
+		Ceiling: []*Phase{ph(45000, 1, 2), ph(27000, 1.5, 3)}}
 	r1.computeRatios()
+	r1.noteCeiling()
 	r2 := &Result{Scenario: "idle-agents", Status: StatusOK, Pass: &pass}
 	r2.metric("edge memory per idle agent", 40, "KiB", "≤ 64", &pass)
 	r3 := &Result{Scenario: "plugins-5", Status: StatusNotAvailable, Reason: "no | plugins"}
@@ -160,7 +165,9 @@ func TestReports(t *testing.T) {
 	require.Contains(t, tbl.String(), "Not available")
 	var md bytes.Buffer
 	require.NoError(t, rep.WriteMarkdown(&md))
-	require.Contains(t, md.String(), "| http-small | 100000 req/s | 30000 req/s | 0.30 |")
+	require.Contains(t, md.String(), "| http-small | 100000 req/s | 30000 req/s | 0.30 | 0.45 / 0.27 |")
+	require.Contains(t, md.String(), "- system / two bare relays: 1.11 ×")
+	require.Contains(t, tbl.String(), "0.45 / 0.27")
 	require.Contains(t, md.String(), `no \| plugins`)
 	var svg bytes.Buffer
 	rep.WritePlot(&svg)
@@ -244,6 +251,17 @@ func TestEveryScenarioQuick(t *testing.T) {
 		require.Positive(t, st.Size(), f)
 	}
 	require.True(t, strings.Contains(stdout.String(), "http-small"))
+	for _, r := range rep.Results {
+		if r.Scenario == "http-small" || r.Scenario == "tcp-bulk" {
+			require.Len(t, r.Ceiling, 2, "%s: the bare relay phases", r.Scenario)
+			for i, ph := range r.Ceiling {
+				require.Positive(t, ph.Ops, ph.Target)
+				require.Zero(t, ph.Errors, "%s: %v", ph.Target, ph.ErrorKinds)
+				// pcbench, the origin and the relays the load went through.
+				require.Len(t, ph.Procs, 3+i, ph.Target)
+			}
+		}
+	}
 }
 
 func BenchmarkHistogramRecord(b *testing.B) {
@@ -293,4 +311,45 @@ func BenchmarkPatternReader(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		_, _ = r.Read(buf)
 	}
+}
+
+// A bare relay carries bytes both ways and passes a half-close on: the sink
+// reports the byte count only after the client's CloseWrite came through;
+// the source streams what was asked.
+func TestRelay(t *testing.T) {
+	o := startTestOrigin(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	relayTo := func(to string) (string, chan error) {
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() { done <- RunRelay(ctx, "127.0.0.1:0", to, pw) }()
+		br := bufio.NewReader(pr)
+		line, err := br.ReadString('\n')
+		require.NoError(t, err)
+		go func() { _, _ = io.Copy(io.Discard, br) }()
+		require.True(t, strings.HasPrefix(line, relayLine), line)
+		return strings.TrimSpace(strings.TrimPrefix(line, relayLine)), done
+	}
+	sink, sinkDone := relayTo(o.Addrs.Sink)
+	source, sourceDone := relayTo(o.Addrs.Source)
+
+	c, err := net.Dial("tcp", sink)
+	require.NoError(t, err)
+	payload := bytes.Repeat([]byte("x"), 300<<10)
+	_, err = c.Write(payload)
+	require.NoError(t, err)
+	require.NoError(t, c.(*net.TCPConn).CloseWrite())
+	var n [8]byte
+	_, err = io.ReadFull(c, n[:])
+	require.NoError(t, err, "the sink's count comes back after the half-close")
+	require.Equal(t, uint64(len(payload)), binary.BigEndian.Uint64(n[:]))
+	c.Close()
+
+	got, err := tcpDownload(source, 3<<20)
+	require.NoError(t, err)
+	require.Equal(t, int64(3<<20), got)
+
+	cancel()
+	require.NoError(t, <-sinkDone)
+	require.NoError(t, <-sourceDone)
 }

@@ -33,6 +33,7 @@ type Env struct {
 
 	originProc *Proc
 	Origin     OriginAddrs
+	relays     map[string][2]*Proc // bare relay chains by the address they front (relay.go)
 
 	// The system (nil processes with --target).
 	control, edge, agent *Proc

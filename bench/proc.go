@@ -13,6 +13,7 @@ import (
 // Proc is a child process pcbench started (origin, servers, agents).
 type Proc struct {
 	Name string
+	Addr string // the address it serves, for the helpers that print one
 	cmd  *exec.Cmd
 	out  tailBuffer
 	done chan struct{}

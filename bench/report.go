@@ -81,6 +81,15 @@ func fmtLat(p *Phase) string {
 	return fmt.Sprintf("%s / %s", fmtNum(p.Latency.P50), fmtNum(p.Latency.P99))
 }
 
+// ceilingStr is the throughput of one and of two bare relays over direct
+// ("-" for scenarios without the ceiling phases).
+func ceilingStr(r *Result) string {
+	if len(r.Ceiling) != 2 || r.Direct == nil || r.Direct.Rate == 0 {
+		return "-"
+	}
+	return ratioStr(r.Ceiling[0].Rate/r.Direct.Rate) + " / " + ratioStr(r.Ceiling[1].Rate/r.Direct.Rate)
+}
+
 func ratioStr(v float64) string {
 	if v == 0 {
 		return "-"
@@ -92,10 +101,10 @@ func ratioStr(v float64) string {
 func (rep *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "\npcbench — %s\nsystem: %s; phase duration %s\n\n", rep.Machine, rep.System, rep.Options.Duration)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "scenario\tdirect\tsystem\tratio\tp50/p99 direct ms\tp50/p99 system ms\tp50 ×\tp99 ×\terrors\tedge CPU s / peak MiB\tresult")
+	fmt.Fprintln(tw, "scenario\tdirect\tsystem\tratio\tbare relays ×1 / ×2\tp50/p99 direct ms\tp50/p99 system ms\tp50 ×\tp99 ×\terrors\tedge CPU s / peak MiB\tresult")
 	for _, r := range rep.Results {
 		if r.Status != StatusOK {
-			fmt.Fprintf(tw, "%s\t\t\t\t\t\t\t\t\t\t%s\n", r.Scenario, strings.ToUpper(r.Status[:1])+r.Status[1:])
+			fmt.Fprintf(tw, "%s\t\t\t\t\t\t\t\t\t\t\t%s\n", r.Scenario, strings.ToUpper(r.Status[:1])+r.Status[1:])
 			continue
 		}
 		var q Ratios
@@ -122,8 +131,8 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		if r.Pass != nil {
 			res = passWord(*r.Pass)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Scenario, fmtRate(r.Direct), sys, ratioStr(q.Throughput),
-			fmtLat(r.Direct), fmtLat(r.System), ratioStr(q.P50), ratioStr(q.P99), errs, edge, res)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Scenario, fmtRate(r.Direct), sys, ratioStr(q.Throughput),
+			ceilingStr(r), fmtLat(r.Direct), fmtLat(r.System), ratioStr(q.P50), ratioStr(q.P99), errs, edge, res)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -195,11 +204,11 @@ func (rep *Report) WriteMarkdownFile(path string) error {
 func (rep *Report) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintf(w, "Machine: %s. System: %s. Phase duration %s. Run at %s, %.0f s in total.\n\n",
 		rep.Machine, rep.System, rep.Options.Duration, rep.StartedAt.Format("2006-01-02 15:04 UTC"), rep.Seconds)
-	fmt.Fprintln(w, "| scenario | direct | system | ratio | p50 direct → system (ms) | p99 direct → system (ms) | p99 × | errors | edge CPU s / peak MiB | target | result |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| scenario | direct | system | ratio | bare relays ×1 / ×2 | p50 direct → system (ms) | p99 direct → system (ms) | p99 × | errors | edge CPU s / peak MiB | target | result |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rep.Results {
 		if r.Status != StatusOK {
-			fmt.Fprintf(w, "| %s | | | | | | | | | %s | **%s**: %s |\n", r.Scenario, r.Target, r.Status, mdEscape(firstLine(r.Reason)))
+			fmt.Fprintf(w, "| %s | | | | | | | | | | %s | **%s**: %s |\n", r.Scenario, r.Target, r.Status, mdEscape(firstLine(r.Reason)))
 			continue
 		}
 		var q Ratios
@@ -231,8 +240,8 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 		if r.Pass != nil {
 			res = passWord(*r.Pass)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Scenario, fmtRate(r.Direct), sys,
-			ratioStr(q.Throughput), p50, p99, ratioStr(q.P99), errs, edge, r.Target, res)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Scenario, fmtRate(r.Direct), sys,
+			ratioStr(q.Throughput), ceilingStr(r), p50, p99, ratioStr(q.P99), errs, edge, r.Target, res)
 	}
 	fmt.Fprintln(w)
 	for _, r := range rep.Results {

@@ -75,13 +75,16 @@ type Result struct {
 	Direct      *Phase `json:"direct,omitempty"`
 	System      *Phase `json:"system,omitempty"`
 	// Baseline is the system without plugins, for the plugin scenarios.
-	Baseline *Phase   `json:"baseline,omitempty"`
-	Ratios   *Ratios  `json:"ratios,omitempty"`
-	Target   string   `json:"target,omitempty"`
-	Pass     *bool    `json:"pass,omitempty"`
-	Metrics  []Metric `json:"metrics,omitempty"`
-	Notes    []string `json:"notes,omitempty"`
-	Seconds  float64  `json:"seconds"`
+	Baseline *Phase `json:"baseline,omitempty"`
+	// Ceiling is the direct load through one, then two bare TCP relays
+	// (relay.go): what any proxy of the system's shape could reach here.
+	Ceiling []*Phase `json:"ceiling,omitempty"`
+	Ratios  *Ratios  `json:"ratios,omitempty"`
+	Target  string   `json:"target,omitempty"`
+	Pass    *bool    `json:"pass,omitempty"`
+	Metrics []Metric `json:"metrics,omitempty"`
+	Notes   []string `json:"notes,omitempty"`
+	Seconds float64  `json:"seconds"`
 }
 
 func (r *Result) note(format string, args ...any) {

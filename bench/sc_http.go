@@ -17,8 +17,16 @@ import (
 func init() {
 	register(scenario{name: "http-small", desc: "HTTP keep-alive, 64 connections, 1 KiB responses", target: "throughput ≥ 0.50 of direct, p99 ≤ 3× direct", targetOK: true,
 		run: func(ctx context.Context, r *runner, res *Result) error {
-			err := r.httpScenario(ctx, res, "/small", httpCase{wantBody: 1024}, r.conns(64), client.CreateShareRequest{})
+			hc, conns := httpCase{wantBody: 1024}, r.conns(64)
+			err := r.httpScenario(ctx, res, "/small", hc, conns, client.CreateShareRequest{})
+			if err == nil {
+				err = r.ceiling(ctx, res, r.originHTTP(), func(label, addr string) *Phase {
+					hc.uris = [][]byte{[]byte("http://" + addr + "/small")}
+					return r.httpPhase(ctx, label, addr, hc, conns, r.opts.Duration)
+				})
+			}
 			res.judge(0.5, 3)
+			res.noteCeiling()
 			return err
 		}})
 	register(scenario{name: "http-close", desc: "HTTP with Connection: close (a new visitor connection per request), 64 connections, 1 KiB", target: "throughput ≥ 0.50 of direct", targetOK: true,
@@ -108,6 +116,14 @@ func (r *runner) httpScenario(ctx context.Context, res *Result, path string, hc 
 	res.System = r.measure(true, func() *Phase { return r.httpPhase(ctx, res.Scenario+"/system", e.EdgeHTTP, s, conns, dur) })
 	res.System.Target = fmt.Sprintf("edge %s, %d share link(s)", e.EdgeHTTP, len(shares))
 	return nil
+}
+
+// originHTTP is the origin's HTTP address ("" with --target).
+func (r *runner) originHTTP() string {
+	if r.env == nil {
+		return ""
+	}
+	return r.env.Origin.HTTP
 }
 
 // opsRate is a phase's operations per second, whatever its unit.

@@ -71,9 +71,11 @@ func runTCP(ctx context.Context, r *runner, res *Result, streams int, size int64
 	res.Direct.Target = "origin " + e.Origin.Source
 	res.System = r.measure(true, func() *Phase { return phase(res.Scenario+"/system", edgeAddr) })
 	res.System.Target = "edge TCP port " + edgeAddr
+	err = r.ceiling(ctx, res, e.Origin.Source, phase)
 	res.note("%d stream(s) × %d MiB", streams, size>>20)
 	res.judge(target, 0)
-	return nil
+	res.noteCeiling()
+	return err
 }
 
 // probeTCPPort checks that the edge listens on a service's tunnel port.

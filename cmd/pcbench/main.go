@@ -38,7 +38,7 @@ func rootCmd(stdout, stderr io.Writer) *cobra.Command {
 		SilenceErrors:     true,
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 	}
-	root.AddCommand(runCmd(stdout, stderr), allCmd(stdout, stderr), scenariosCmd(stdout), reportCmd(stdout), originCmd(stdout), agentsCmd(stdout))
+	root.AddCommand(runCmd(stdout, stderr), allCmd(stdout, stderr), scenariosCmd(stdout), reportCmd(stdout), originCmd(stdout), relayCmd(stdout), agentsCmd(stdout))
 	return root
 }
 
@@ -177,6 +177,25 @@ func originCmd(stdout io.Writer) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&addr, "http", "127.0.0.1:0", "HTTP listen address")
+	return cmd
+}
+
+// relayCmd is a bare TCP relay (the ceiling phases), run by pcbench itself
+// as a separate process.
+func relayCmd(stdout io.Writer) *cobra.Command {
+	var listen, to string
+	cmd := &cobra.Command{
+		Use:    "relay",
+		Short:  "Run a bare TCP relay (internal)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return bench.RunRelay(cmd.Context(), listen, to, stdout)
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "listen address")
+	cmd.Flags().StringVar(&to, "to", "", "address to relay to")
+	_ = cmd.MarkFlagRequired("to")
 	return cmd
 }
 
