@@ -95,7 +95,6 @@ func accessRecordOf(edgeID string, l *config.AccessLog) store.AccessRecord {
 		DeniedBy: truncate(l.DeniedBy, 100)}
 }
 
-
 type accessLogView struct {
 	ID         string    `json:"id"`
 	AccessedAt time.Time `json:"accessedAt"`
