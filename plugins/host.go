@@ -169,7 +169,8 @@ type Host struct {
 	plugins atomic.Pointer[map[string]*plugin] // copy on write; read on every request
 	pools   atomic.Pointer[[]*pool]            // every pool with live instances, for the watchdog
 	mu      sync.Mutex                         // guards writes of plugins and pools
-	loadMu  sync.Mutex                         // serialises Load/Unload
+	loadMu  sync.Mutex                         // guards loading
+	loading map[string]*sync.Mutex             // serialises Load/Unload of one plugin id (modules compile in parallel)
 	closed  atomic.Bool
 
 	limiter *rateLimiter
@@ -197,13 +198,14 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 		return nil, err
 	}
 	h := &Host{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		seed:  maphash.MakeSeed(),
-		epoch: time.Now(),
-		wake:  make(chan struct{}, 1),
-		slots: make(chan struct{}, cfg.MaxConcurrentCalls),
-		done:  make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		seed:    maphash.MakeSeed(),
+		epoch:   time.Now(),
+		loading: map[string]*sync.Mutex{},
+		wake:    make(chan struct{}, 1),
+		slots:   make(chan struct{}, cfg.MaxConcurrentCalls),
+		done:    make(chan struct{}),
 	}
 	if cfg.CacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
@@ -230,13 +232,13 @@ func (h *Host) Close(ctx context.Context) error {
 	if !h.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	h.loadMu.Lock()
+	// A Load still compiling sees closed when it swaps (under mu) and
+	// drains its own pool.
 	h.mu.Lock()
 	old := *h.plugins.Load()
 	empty := map[string]*plugin{}
 	h.plugins.Store(&empty)
 	h.mu.Unlock()
-	h.loadMu.Unlock()
 	for _, pl := range old {
 		pl.pool.drain()
 	}
@@ -275,8 +277,7 @@ func (h *Host) Load(ctx context.Context, pluginID string, wasm []byte, opts Modu
 	sum := sha256.Sum256(wasm)
 	sha := hex.EncodeToString(sum[:])
 
-	h.loadMu.Lock()
-	defer h.loadMu.Unlock()
+	defer h.lockID(pluginID)()
 	if h.closed.Load() {
 		return ErrClosed
 	}
@@ -302,6 +303,11 @@ func (h *Host) Load(ctx context.Context, pluginID string, wasm []byte, opts Modu
 	pl.info.SHA256 = sha
 
 	h.mu.Lock()
+	if h.closed.Load() {
+		h.mu.Unlock()
+		p.drain()
+		return ErrClosed
+	}
 	cur := *h.plugins.Load()
 	next := make(map[string]*plugin, len(cur)+1)
 	for k, v := range cur {
@@ -322,8 +328,7 @@ func (h *Host) Load(ctx context.Context, pluginID string, wasm []byte, opts Modu
 
 // Unload removes pluginID; its pool drains and closes. Chains that still name it answer 503.
 func (h *Host) Unload(pluginID string) {
-	h.loadMu.Lock()
-	defer h.loadMu.Unlock()
+	defer h.lockID(pluginID)()
 	h.mu.Lock()
 	cur := *h.plugins.Load()
 	old, ok := cur[pluginID]
@@ -340,6 +345,20 @@ func (h *Host) Unload(pluginID string) {
 	if ok {
 		old.pool.drain()
 	}
+}
+
+// lockID takes the lock that orders the loads and unloads of one plugin id
+// (different ids load at the same time) and returns its unlock.
+func (h *Host) lockID(id string) func() {
+	h.loadMu.Lock()
+	m := h.loading[id]
+	if m == nil {
+		m = new(sync.Mutex)
+		h.loading[id] = m
+	}
+	h.loadMu.Unlock()
+	m.Lock()
+	return m.Unlock
 }
 
 // Loaded reports the sha256 (hex) of the module loaded for pluginID.

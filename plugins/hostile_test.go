@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -309,4 +310,61 @@ func TestTrustedModule(t *testing.T) {
 	assert.Equal(t, "POST", string(d.Body))
 	d = h.Evaluate(context.Background(), []Attachment{op("T")}, testRequest())
 	assert.ErrorIs(t, d.Err, ErrTrap)
+}
+
+// Loads of different ids run at once; loads of one id stay ordered (the last
+// one asked wins); a Close that lands while modules compile leaves nothing
+// running.
+func TestConcurrentLoadsAndCloseDuringLoad(t *testing.T) {
+	h, _ := newTestHost(t, Config{})
+	ctx := context.Background()
+	echo, minimal := wat(t, "echo"), wat(t, "minimal")
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			assert.NoError(t, h.Load(ctx, fmt.Sprintf("p%d", i), echo, ModuleOptions{}))
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, int64(8), h.Stats().Runtimes)
+	for i := range 8 {
+		_, ok := h.Loaded(fmt.Sprintf("p%d", i))
+		assert.True(t, ok)
+	}
+	// One id, loads one after another from several goroutines: each waits
+	// for the previous one, so exactly one version stays.
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wasm := echo
+			if i%2 == 1 {
+				wasm = minimal
+			}
+			assert.NoError(t, h.Load(ctx, "same", wasm, ModuleOptions{}))
+		}()
+	}
+	wg.Wait()
+	waitFor(t, func() bool { return h.Stats().Runtimes == 9 }, "one runtime per id once the replaced ones drained")
+
+	// A Go guest takes about a second to compile without a cache: Close
+	// lands while the loads are compiling, and each must find out when it
+	// swaps and drain what it made.
+	guest := goGuest(t)
+	h2, err := NewHost(ctx, Config{CacheDir: t.TempDir()})
+	require.NoError(t, err)
+	errs := make(chan error, 2)
+	for i := range 2 {
+		go func() { errs <- h2.Load(ctx, fmt.Sprintf("c%d", i), guest, ModuleOptions{}) }()
+	}
+	time.Sleep(100 * time.Millisecond)
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	require.NoError(t, h2.Close(cctx))
+	for range 2 {
+		assert.ErrorIs(t, <-errs, ErrClosed)
+	}
+	waitFor(t, func() bool { return h2.Stats().Runtimes == 0 && h2.Stats().Instances == 0 }, "no runtime left after Close")
 }

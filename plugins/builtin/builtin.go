@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"runtime"
+	"sync"
 
 	"github.com/privateconnect/pc/plugins"
 	"github.com/privateconnect/pc/plugins/abi"
@@ -119,16 +121,31 @@ func Options(name string) plugins.ModuleOptions {
 }
 
 // LoadAll loads every built-in into h (ids "builtin:<name>") with its
-// Options. It stops at the first error (a missing module says to run make
-// plugins).
+// Options, compiling up to GOMAXPROCS modules at once (a cold start of the
+// edge is mostly this). It returns the first error (a missing module says to
+// run make plugins) once every load has ended.
 func LoadAll(ctx context.Context, h *plugins.Host) error {
-	for _, n := range names {
-		wasm, err := Module(n)
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			wasm, err := Module(n)
+			if err == nil {
+				if err = h.Load(ctx, ID(n), wasm, Options(n)); err != nil {
+					err = fmt.Errorf("load built-in %s: %w", n, err)
+				}
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
 			return err
-		}
-		if err := h.Load(ctx, ID(n), wasm, Options(n)); err != nil {
-			return fmt.Errorf("load built-in %s: %w", n, err)
 		}
 	}
 	return nil
