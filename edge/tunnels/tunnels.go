@@ -290,7 +290,7 @@ func (r *Registry) serve(s *Session) {
 	go r.acceptAgentStreams(s)
 
 	// Read the agent's control frames until the session ends.
-	br := bufio.NewReaderSize(ctl, 4096)
+	br := bufio.NewReaderSize(ctl, 256) // frames are rare and small; ReadControl reads big ones past the buffer
 	for {
 		c, err := tunnel.ReadControl(br)
 		if err != nil {

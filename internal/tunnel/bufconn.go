@@ -1,39 +1,43 @@
 package tunnel
 
 import (
-	"bufio"
 	"net"
 	"os"
 	"sync"
 )
 
 // Buffered wraps the connection under an smux session so that frames cost
-// fewer system calls: reads go through a small buffer (smux reads every
-// frame's 8-byte header and its payload separately, two system calls a frame
+// fewer system calls: reads go through a buffer (smux reads every frame's
+// 8-byte header and its payload separately, two system calls a frame
 // without it), and writes are coalesced: a write is copied into a pending
 // buffer and flushed by a short-lived goroutine, and the frames queued while
 // one flush is in the kernel leave together in the next. An idle session
-// holds only the read buffer: write buffers are pooled and dropped when a
-// flush empties them.
+// holds almost nothing: write buffers are pooled and dropped when a flush
+// empties them, and the read buffer is a small inline one until reads come
+// back full (see readBuf).
 func Buffered(c net.Conn) net.Conn {
 	if os.Getenv("PC_TUNNEL_UNBUFFERED") == "1" {
 		return c
 	}
-	b := &bufConn{Conn: c, r: bufio.NewReaderSize(c, readBufSize)}
+	b := &bufConn{Conn: c}
 	b.cond = sync.NewCond(&b.mu)
 	return b
 }
 
 const (
-	readBufSize = 8 << 10
-	maxPending  = 256 << 10 // a writer waits beyond this
+	readBufSize   = 8 << 10
+	smallReadSize = 256       // the inline read buffer of a quiet session
+	maxPending    = 256 << 10 // a writer waits beyond this
 )
 
-var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+var (
+	writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+	readBufPool  = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+)
 
 type bufConn struct {
 	net.Conn
-	r *bufio.Reader
+	readBuf
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -42,7 +46,61 @@ type bufConn struct {
 	err      error
 }
 
-func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *bufConn) Read(p []byte) (int, error) { return c.readBuf.read(c.Conn, p) }
+
+// readBuf buffers the reads of one goroutine (smux's recvLoop). A session
+// spends most of its life blocked in a read: with a fixed 8 KiB buffer every
+// idle agent would pin 8 KiB on the edge. So a read that finds the buffer
+// empty uses the small inline array when the last read from the connection
+// came back short (traffic is light, the socket was drained) and a pooled
+// 8 KiB buffer when it came back full (more is waiting); the pooled buffer
+// goes back once emptied. Reads as big as the pooled buffer go straight
+// to the connection.
+type readBuf struct {
+	small [smallReadSize]byte
+	big   *[]byte
+	buf   []byte // the unread bytes, in small or *big
+	busy  bool   // the last read from the connection filled its buffer
+}
+
+func (b *readBuf) read(c net.Conn, p []byte) (int, error) {
+	if len(b.buf) == 0 {
+		if len(p) >= readBufSize {
+			n, err := c.Read(p)
+			b.busy = n == len(p)
+			return n, err
+		}
+		dst := b.small[:]
+		if b.busy {
+			if b.big == nil {
+				b.big = readBufPool.Get().(*[]byte)
+			}
+			dst = *b.big
+		}
+		n, err := c.Read(dst)
+		b.busy = n == len(dst)
+		b.buf = dst[:n]
+		if n == 0 {
+			b.release()
+			return 0, err
+		}
+	}
+	n := copy(p, b.buf)
+	b.buf = b.buf[n:]
+	if len(b.buf) == 0 {
+		b.release()
+	}
+	return n, nil
+}
+
+// release gives the pooled buffer back once it holds nothing unread.
+func (b *readBuf) release() {
+	b.buf = nil
+	if b.big != nil {
+		readBufPool.Put(b.big)
+		b.big = nil
+	}
+}
 
 func (c *bufConn) Write(p []byte) (int, error) {
 	return c.write(p, nil)

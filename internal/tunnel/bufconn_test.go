@@ -70,3 +70,48 @@ func TestBufferedWriteAfterCloseFails(t *testing.T) {
 	_, err := w.Write([]byte("x"))
 	require.ErrorIs(t, err, net.ErrClosed)
 }
+
+// TestBufferedReadsAnySizes: whatever the sizes of the writes and of the
+// reads (small ones that go through the inline buffer, ones that switch to
+// the pooled buffer, ones bigger than it), the bytes come out whole and in
+// order; a quiet connection ends with no pooled buffer held.
+func TestBufferedReadsAnySizes(t *testing.T) {
+	a, b := tcpPair(t)
+	want := make([]byte, 2<<20)
+	_, _ = rand.Read(want)
+	go func() {
+		for off, i := 0, 0; off < len(want); i++ {
+			n := min([]int{1, 8, 300, 5000, 40000}[i%5], len(want)-off)
+			if _, err := a.Write(want[off : off+n]); err != nil {
+				return
+			}
+			off += n
+		}
+	}()
+	r := Buffered(b)
+	got := make([]byte, 0, len(want))
+	sizes := []int{8, 1, 256, 7, 32768, 100, 8192, 3}
+	for i := 0; len(got) < len(want); i++ {
+		p := make([]byte, sizes[i%len(sizes)])
+		n, err := r.Read(p)
+		require.NoError(t, err)
+		got = append(got, p[:n]...)
+	}
+	require.True(t, bytes.Equal(want, got))
+	bc := r.(*bufConn)
+	require.Nil(t, bc.big, "nothing unread: the pooled buffer went back")
+
+	// A quiet exchange (smux keep-alives) never takes the pooled buffer.
+	for range 3 {
+		_, err := a.Write([]byte("12345678"))
+		require.NoError(t, err)
+		p := make([]byte, 8)
+		_, err = io.ReadFull(r, p)
+		require.NoError(t, err)
+		require.Equal(t, "12345678", string(p))
+		require.Nil(t, bc.big)
+	}
+	require.NoError(t, a.Close())
+	_, err := r.Read(make([]byte, 8))
+	require.ErrorIs(t, err, io.EOF)
+}
