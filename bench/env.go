@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"github.com/privateconnect/pc/sdk/client"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/valyala/fasthttp"
 )
 
@@ -501,3 +504,37 @@ func buildInfo(bin string) string {
 }
 
 var errNoSystem = errors.New("needs the system started by pcbench (not available with --target)")
+
+// goMem is what the edge's Go runtime reports of its memory (/metrics).
+type goMem struct {
+	HeapAlloc, StackInuse, Goroutines float64
+}
+
+// getGoMem reads the edge's Go runtime figures from its /metrics.
+func getGoMem(adminAddr string) (*goMem, error) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://" + adminAddr + "/metrics")
+	if err := healthClient.DoTimeout(req, resp, 10*time.Second); err != nil {
+		return nil, err
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(resp.Body()))
+	if err != nil {
+		return nil, err
+	}
+	val := func(name string) float64 {
+		f := fams[name]
+		if f == nil || len(f.GetMetric()) == 0 {
+			return 0
+		}
+		m := f.GetMetric()[0]
+		if g := m.GetGauge(); g != nil {
+			return g.GetValue()
+		}
+		return m.GetUntyped().GetValue()
+	}
+	return &goMem{HeapAlloc: val("go_memstats_heap_alloc_bytes"), StackInuse: val("go_memstats_stack_inuse_bytes"),
+		Goroutines: val("go_goroutines")}, nil
+}

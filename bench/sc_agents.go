@@ -103,6 +103,7 @@ func runIdleAgents(ctx context.Context, r *runner, res *Result) error {
 	if err != nil {
 		return err
 	}
+	memBefore, _ := getGoMem(e.EdgeAdmin)
 	// 3. Connect them all from one helper process.
 	helper, err := startProc("agents", nil, e.opts.Self, "agents", "--edge", e.EdgeTunnel, "--file", file)
 	if err != nil {
@@ -142,6 +143,7 @@ func runIdleAgents(ctx context.Context, r *runner, res *Result) error {
 		return err
 	}
 	helperStat, _ := readProc(helper.PID())
+	memAfter, _ := getGoMem(e.EdgeAdmin)
 	// Propagation while every agent is connected: each swap pushes the
 	// service list to every agent session.
 	created, revoked, _, perr := r.propagation(ctx, map[bool]int{true: 2, false: 10}[r.opts.Quick])
@@ -154,6 +156,14 @@ func runIdleAgents(ctx context.Context, r *runner, res *Result) error {
 	res.metric("edge RSS with the agents idle", mib(after.RSSBytes), "MiB", "", nil)
 	res.metric("edge memory per idle agent", perAgent, "KiB", "≤ 64", boolPtr(perAgent <= 64))
 	res.metric("edge CPU while idle", (cpu1.CPUSeconds-cpu0.CPUSeconds)/idle.Seconds()*100, "% of one core", "", nil)
+	if memBefore != nil && memAfter != nil {
+		// Where the memory is: RSS counts the pages touched, the Go heap what is allocated
+		// (smux gives every session 64 KiB of channel buffers, resident only once written:
+		// see docs/benchmarks.md).
+		res.metric("edge goroutines per agent", (memAfter.Goroutines-memBefore.Goroutines)/float64(n), "", "", nil)
+		res.metric("edge goroutine stacks per agent", (memAfter.StackInuse-memBefore.StackInuse)/float64(n)/1024, "KiB", "", nil)
+		res.metric("edge Go heap allocated per agent (live and not yet collected)", (memAfter.HeapAlloc-memBefore.HeapAlloc)/float64(n)/1024, "KiB", "", nil)
+	}
 	res.metric("helper (agent side) RSS per agent", float64(helperStat.RSSBytes)/float64(n)/1024, "KiB", "", nil)
 	if perr == nil {
 		all := summarizeDurations(append(created, revoked...))
