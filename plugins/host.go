@@ -169,8 +169,9 @@ type Host struct {
 	plugins atomic.Pointer[map[string]*plugin] // copy on write; read on every request
 	pools   atomic.Pointer[[]*pool]            // every pool with live instances, for the watchdog
 	mu      sync.Mutex                         // guards writes of plugins and pools
+	closeMu sync.RWMutex                       // Load holds it shared; Close waits for them
 	loadMu  sync.Mutex                         // guards loading
-	loading map[string]*sync.Mutex             // serialises Load/Unload of one plugin id (modules compile in parallel)
+	loading map[string]*sync.Mutex             // see lock: per plugin id and per module
 	closed  atomic.Bool
 
 	limiter *rateLimiter
@@ -232,13 +233,15 @@ func (h *Host) Close(ctx context.Context) error {
 	if !h.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	// A Load still compiling sees closed when it swaps (under mu) and
-	// drains its own pool.
+	// A Load still compiling sees closed when it swaps (under mu) and drains its own pool;
+	// wait for them all before anything is closed.
+	h.closeMu.Lock()
 	h.mu.Lock()
 	old := *h.plugins.Load()
 	empty := map[string]*plugin{}
 	h.plugins.Store(&empty)
 	h.mu.Unlock()
+	h.closeMu.Unlock()
 	for _, pl := range old {
 		pl.pool.drain()
 	}
@@ -277,13 +280,22 @@ func (h *Host) Load(ctx context.Context, pluginID string, wasm []byte, opts Modu
 	sum := sha256.Sum256(wasm)
 	sha := hex.EncodeToString(sum[:])
 
-	defer h.lockID(pluginID)()
+	// Close waits for the loads under way (closing the compilation cache under a compiling
+	// load panics in wazero) and they give up when they see it (below, at the swap).
+	h.closeMu.RLock()
+	defer h.closeMu.RUnlock()
+	defer h.lock("id\x00" + pluginID)()
 	if h.closed.Load() {
 		return ErrClosed
 	}
 	if old := h.lookup(pluginID); old != nil && old.sha == sha && old.opts == opts {
 		return nil
 	}
+	// wazero shares a compiled module between runtimes through the compilation cache, and
+	// two compilations of the same bytes at once race on it (seen under -race): modules of
+	// different ids compile at once, the same module's twice do not. (Lock order: id, then
+	// module; a module lock is never held while an id lock is taken.)
+	defer h.lock("module\x00" + sha)()
 	pl := &plugin{
 		host:    h,
 		id:      pluginID,
@@ -328,7 +340,7 @@ func (h *Host) Load(ctx context.Context, pluginID string, wasm []byte, opts Modu
 
 // Unload removes pluginID; its pool drains and closes. Chains that still name it answer 503.
 func (h *Host) Unload(pluginID string) {
-	defer h.lockID(pluginID)()
+	defer h.lock("id\x00" + pluginID)()
 	h.mu.Lock()
 	cur := *h.plugins.Load()
 	old, ok := cur[pluginID]
@@ -347,14 +359,15 @@ func (h *Host) Unload(pluginID string) {
 	}
 }
 
-// lockID takes the lock that orders the loads and unloads of one plugin id
-// (different ids load at the same time) and returns its unlock.
-func (h *Host) lockID(id string) func() {
+// lock takes one of the locks of loading (by key: "id\x00<plugin id>" orders the loads
+// and unloads of a plugin id, "module\x00<sha256>" the compilations of one module; different
+// ids and modules load at the same time) and returns its unlock.
+func (h *Host) lock(key string) func() {
 	h.loadMu.Lock()
-	m := h.loading[id]
+	m := h.loading[key]
 	if m == nil {
 		m = new(sync.Mutex)
-		h.loading[id] = m
+		h.loading[key] = m
 	}
 	h.loadMu.Unlock()
 	m.Lock()
