@@ -210,6 +210,9 @@ func (s *Server) onAccess(a config.AccessLog) {
 }
 
 func (s *Server) onSwap(t *routes.Table) {
+	if s.metrics != nil {
+		s.metrics.pruneShares(t)
+	}
 	if s.registry != nil {
 		s.registry.Refresh(t)
 	}

@@ -3,8 +3,10 @@ package edge
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/privateconnect/pc/edge/routes"
 	"github.com/privateconnect/pc/internal/config"
 	"github.com/privateconnect/pc/plugins"
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,10 +27,13 @@ type metrics struct {
 	dropped  prometheus.Counter
 	handler  fasthttp.RequestHandler
 	counters sync.Map // reqKey → prometheus.Counter
+
+	pruneEvery time.Duration // at most one pruneShares per period
+	lastPrune  atomic.Int64  // unix ns
 }
 
 func newMetrics(s *Server) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
+	m := &metrics{reg: prometheus.NewRegistry(), pruneEvery: time.Minute}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pc_edge_requests_total",
 		Help: "Share requests by share id and status code."}, []string{"share", "status"})
 	m.duration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pc_edge_request_duration_seconds",
@@ -78,6 +83,26 @@ func (m *metrics) requestCounter(share string, status int) prometheus.Counter {
 	c := m.requests.WithLabelValues(share, strconv.Itoa(status))
 	m.counters.Store(k, c)
 	return c
+}
+
+// pruneShares drops the request series of shares the table no longer holds:
+// without it a long-running edge keeps a series (and its memory) for every
+// share it ever served. It runs on table swaps, at most once per pruneEvery
+// (a swap can come with every API change, and the walk is over every series).
+// A request still in flight for a removed share may bring its series back
+// until the next prune.
+func (m *metrics) pruneShares(t *routes.Table) {
+	now, last := time.Now().UnixNano(), m.lastPrune.Load()
+	if now-last < int64(m.pruneEvery) || !m.lastPrune.CompareAndSwap(last, now) {
+		return
+	}
+	m.counters.Range(func(k, _ any) bool {
+		if rk := k.(reqKey); !t.HasShare(rk.share) {
+			m.counters.Delete(k)
+			m.requests.DeleteLabelValues(rk.share, strconv.Itoa(rk.status))
+		}
+		return true
+	})
 }
 
 type reqKey struct {

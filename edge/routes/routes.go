@@ -281,6 +281,12 @@ func (t *Table) ShareByToken(token []byte) (*Share, bool) {
 }
 
 // Service returns a service by id.
+// HasShare reports whether the table holds the share with this id.
+func (t *Table) HasShare(id string) bool {
+	_, ok := t.shareByID[id]
+	return ok
+}
+
 func (t *Table) Service(id string) (*config.Service, bool) {
 	s, ok := t.services[id]
 	return s, ok
