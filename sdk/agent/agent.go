@@ -51,8 +51,9 @@ type Config struct {
 	AllowedTargets []string
 	// VerifyTarget, when set, is asked about a target that is not in
 	// AllowedTargets (a service registered after the agent started): true
-	// allows it, and the answer is remembered. `connect expose` checks the
-	// service with the control plane's API.
+	// allows it, and the answer is remembered; a refusal is remembered for
+	// RefusalTTL, so streams to a refused target do not each cost a call.
+	// `connect expose` checks the service with the control plane's API.
 	VerifyTarget func(ctx context.Context, serviceID, addr string) bool
 	// UpstreamTLSVerify makes the agent verify the certificates of https
 	// services it dials (off by default, as with ngrok: private services
@@ -115,6 +116,8 @@ type Agent struct {
 	stop       context.CancelFunc
 	wg         sync.WaitGroup
 	verified   sync.Map // "serviceID addr" → true
+	refusedMu  sync.Mutex
+	refused    map[string]time.Time // "serviceID addr" → when the refusal expires
 	counters   counters
 	collectors []prometheus.Collector
 }

@@ -3,9 +3,12 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 const testAgentID = "6a1f0c0e-7d4b-4a57-9a55-2f4c3f1b9d10"
@@ -83,4 +86,62 @@ func (a *Agent) runCtxSet() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.runCtx != nil
+}
+
+// A target VerifyTarget refused is not asked about again for RefusalTTL:
+// streams to it fail at once instead of each costing a call to the API.
+func TestRefusedTargetIsRemembered(t *testing.T) {
+	var mu sync.Mutex
+	calls := map[string]int{}
+	count := func(addr string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return calls[addr]
+	}
+	a, err := New(Config{AgentID: testAgentID, Token: "t", Edges: []string{"127.0.0.1:7070"}, AllowedTargets: []string{"127.0.0.1:1"},
+		VerifyTarget: func(_ context.Context, _, addr string) bool {
+			mu.Lock()
+			calls[addr]++
+			mu.Unlock()
+			return addr == "127.0.0.1:2"
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.runCtx = context.Background()
+	id := uuid.New()
+	const bad = "169.254.169.254:80"
+	for range 3 {
+		if !a.targetAllowed(id, "127.0.0.1:1") || !a.targetAllowed(id, "127.0.0.1:2") {
+			t.Fatal("an allowed or verified target was refused")
+		}
+		if a.targetAllowed(id, bad) {
+			t.Fatal("a refused target was allowed")
+		}
+	}
+	if count("127.0.0.1:1") != 0 || count("127.0.0.1:2") != 1 || count(bad) != 1 {
+		t.Fatalf("VerifyTarget calls = %v, want one for each target outside AllowedTargets", calls)
+	}
+
+	// Past the TTL the target is asked about again.
+	a.refusedMu.Lock()
+	for k := range a.refused {
+		a.refused[k] = time.Now().Add(-time.Second)
+	}
+	a.refusedMu.Unlock()
+	a.targetAllowed(id, bad)
+	if count(bad) != 2 {
+		t.Fatalf("after the TTL: %d calls, want 2", count(bad))
+	}
+
+	// The remembered refusals stay bounded whatever the edges send.
+	for i := range 2 * maxRefusals {
+		a.rememberRefusal(fmt.Sprint("k", i))
+	}
+	a.refusedMu.Lock()
+	n := len(a.refused)
+	a.refusedMu.Unlock()
+	if n > maxRefusals {
+		t.Fatalf("%d refusals remembered, want at most %d", n, maxRefusals)
+	}
 }

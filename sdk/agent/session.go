@@ -241,13 +241,51 @@ func (a *Agent) targetAllowed(id uuid.UUID, addr string) bool {
 	if _, ok := a.verified.Load(key); ok {
 		return true
 	}
+	if a.recentlyRefused(key) {
+		return false
+	}
 	ctx, cancel := context.WithTimeout(a.runCtx, 5*time.Second)
 	defer cancel()
 	if !a.cfg.VerifyTarget(ctx, serviceID, addr) {
+		a.rememberRefusal(key)
 		return false
 	}
 	a.verified.Store(key, true)
 	return true
+}
+
+// RefusalTTL is how long the agent remembers that VerifyTarget refused a
+// target.
+const RefusalTTL = 10 * time.Second
+
+// maxRefusals bounds the refusals remembered (targets come from the edges).
+const maxRefusals = 1024
+
+func (a *Agent) recentlyRefused(key string) bool {
+	a.refusedMu.Lock()
+	defer a.refusedMu.Unlock()
+	exp, ok := a.refused[key]
+	return ok && time.Now().Before(exp)
+}
+
+func (a *Agent) rememberRefusal(key string) {
+	now := time.Now()
+	a.refusedMu.Lock()
+	defer a.refusedMu.Unlock()
+	if len(a.refused) >= maxRefusals {
+		for k, exp := range a.refused {
+			if !now.Before(exp) {
+				delete(a.refused, k)
+			}
+		}
+		if len(a.refused) >= maxRefusals {
+			clear(a.refused)
+		}
+	}
+	if a.refused == nil {
+		a.refused = map[string]time.Time{}
+	}
+	a.refused[key] = now.Add(RefusalTTL)
 }
 
 // lookup finds a service target, waiting up to wait for the edge to list it
