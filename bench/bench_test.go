@@ -353,3 +353,31 @@ func TestRelay(t *testing.T) {
 	require.NoError(t, <-sinkDone)
 	require.NoError(t, <-sourceDone)
 }
+
+// --repeat keeps the run with the median key ratio (against the no-plugin
+// run for the plugin scenarios) and notes every run's; a failed run is
+// never hidden behind a good median.
+func TestMedianRun(t *testing.T) {
+	ratio := func(v float64) *Result {
+		return &Result{Status: StatusOK, Ratios: &Ratios{Throughput: v}}
+	}
+	a, b, c := ratio(0.30), ratio(0.25), ratio(0.28)
+	got := medianRun([]*Result{a, b, c})
+	require.Same(t, c, got)
+	require.Equal(t, []float64{0.30, 0.25, 0.28}, got.Runs)
+	require.Contains(t, got.Notes, "median of 3 runs; their ratios in run order: 0.30, 0.25, 0.28")
+
+	require.Same(t, b, medianRun([]*Result{ratio(0.30), b}), "even count: the lower middle")
+
+	plugin := func(base, sys float64) *Result {
+		return &Result{Status: StatusOK, Ratios: &Ratios{Throughput: 0.2}, Baseline: &Phase{Rate: base}, System: &Phase{Rate: sys}}
+	}
+	p1, p2, p3 := plugin(100, 95), plugin(100, 85), plugin(100, 90)
+	require.Same(t, p3, medianRun([]*Result{p1, p2, p3}), "judged against the no-plugin run")
+
+	failed := &Result{Status: StatusFailed, Reason: "boom"}
+	require.Same(t, failed, medianRun([]*Result{ratio(0.3), failed, ratio(0.2)}))
+	single := ratio(0.1)
+	require.Same(t, single, medianRun([]*Result{single}))
+	require.Empty(t, single.Notes)
+}

@@ -79,12 +79,15 @@ type Result struct {
 	// Ceiling is the direct load through one, then two bare TCP relays
 	// (relay.go): what any proxy of the system's shape could reach here.
 	Ceiling []*Phase `json:"ceiling,omitempty"`
-	Ratios  *Ratios  `json:"ratios,omitempty"`
-	Target  string   `json:"target,omitempty"`
-	Pass    *bool    `json:"pass,omitempty"`
-	Metrics []Metric `json:"metrics,omitempty"`
-	Notes   []string `json:"notes,omitempty"`
-	Seconds float64  `json:"seconds"`
+	// Runs are the key ratios of every run with --repeat (this Result is
+	// the median one).
+	Runs    []float64 `json:"runs,omitempty"`
+	Ratios  *Ratios   `json:"ratios,omitempty"`
+	Target  string    `json:"target,omitempty"`
+	Pass    *bool     `json:"pass,omitempty"`
+	Metrics []Metric  `json:"metrics,omitempty"`
+	Notes   []string  `json:"notes,omitempty"`
+	Seconds float64   `json:"seconds"`
 }
 
 func (r *Result) note(format string, args ...any) {

@@ -64,6 +64,7 @@ func addRunFlags(cmd *cobra.Command, o *bench.Options) {
 	fs.BoolVar(&o.KeepWorkDir, "keep", false, "keep the work directory (server data and logs) after the run")
 	fs.StringVar(&o.ServerLogLevel, "server-log-level", "warn", "log level of pcd and connect")
 	fs.BoolVar(&o.Quiet, "quiet", false, "no progress on stderr")
+	fs.IntVar(&o.Repeat, "repeat", 1, "run each load scenario N times and report the run with the median ratio (the others' ratios in its notes): steadier figures on a noisy machine")
 }
 
 func runCmd(stdout, stderr io.Writer) *cobra.Command {
