@@ -381,3 +381,40 @@ func TestMedianRun(t *testing.T) {
 	require.Same(t, single, medianRun([]*Result{single}))
 	require.Empty(t, single.Notes)
 }
+
+// interleave alternates the two loads and merges each one's slices: counts
+// and seconds add, latencies merge as histograms, CPU adds, peaks take the
+// highest.
+func TestInterleaveMergesSlices(t *testing.T) {
+	var order []string
+	slice := func(name string, ops int64, lat time.Duration, cpu, rss float64) func(time.Duration) *Phase {
+		return func(d time.Duration) *Phase {
+			order = append(order, name)
+			require.Equal(t, 250*time.Millisecond, d)
+			h := newHist()
+			for range ops {
+				require.NoError(t, h.RecordValue(lat.Microseconds()))
+			}
+			return &Phase{Unit: unitReqs, Seconds: d.Seconds(), Ops: ops, Bytes: ops * 10, Rate: float64(ops) / d.Seconds(),
+				ErrorKinds: map[string]int64{"timeout": 1}, Errors: 1, hist: h, Latency: summarize(h), Series: []float64{1},
+				Procs: []ProcStat{{Name: "edge", CPUSeconds: cpu, PeakRSSMiB: rss}}}
+		}
+	}
+	rss := 10.0
+	a, b := interleave(4, time.Second, slice("a", 100, time.Millisecond, 0.5, 10),
+		func(d time.Duration) *Phase { rss += 5; return slice("b", 50, 3*time.Millisecond, 0.25, rss)(d) })
+	require.Equal(t, []string{"a", "b", "a", "b", "a", "b", "a", "b"}, order)
+	require.Equal(t, int64(400), a.Ops)
+	require.Equal(t, int64(200), b.Ops)
+	require.InDelta(t, 1.0, a.Seconds, 1e-9)
+	require.InDelta(t, 400, a.Rate, 1e-9)
+	require.InDelta(t, 200, b.Rate, 1e-9)
+	require.Equal(t, int64(4), a.Errors)
+	require.Equal(t, int64(4), a.ErrorKinds["timeout"])
+	require.Equal(t, int64(400), a.Latency.Count)
+	require.InDelta(t, 3, b.Latency.P50, 0.01)
+	require.Len(t, a.Series, 4)
+	require.Len(t, b.Procs, 1)
+	require.InDelta(t, 1.0, b.Procs[0].CPUSeconds, 1e-9)
+	require.InDelta(t, 30, b.Procs[0].PeakRSSMiB, 1e-9)
+}

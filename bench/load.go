@@ -237,7 +237,77 @@ func runLoad(ctx context.Context, spec loadSpec, prog *progress) *Phase {
 		ph.Rate = round3(float64(ph.Ops) / elapsed.Seconds())
 	}
 	ph.Latency = summarize(h)
+	ph.hist = h
 	return ph
+}
+
+// mergePhases adds up slices of one load (interleaved with another, see
+// interleave): ops, bytes, errors and seconds add, latencies merge as
+// histograms, CPU seconds add and memory peaks take the highest.
+func mergePhases(parts []*Phase) *Phase {
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	out := &Phase{Unit: parts[0].Unit, Connections: parts[0].Connections, TargetRate: parts[0].TargetRate,
+		Target: parts[0].Target, ErrorKinds: map[string]int64{}}
+	h := newHist()
+	procs := map[string]*ProcStat{}
+	var order []string
+	for _, p := range parts {
+		out.Seconds += p.Seconds
+		out.Ops += p.Ops
+		out.Bytes += p.Bytes
+		out.Errors += p.Errors
+		for k, v := range p.ErrorKinds {
+			out.ErrorKinds[k] += v
+		}
+		if p.hist != nil {
+			h.Merge(p.hist)
+		}
+		out.Series = append(out.Series, p.Series...)
+		out.LatencySeries = append(out.LatencySeries, p.LatencySeries...)
+		for _, ps := range p.Procs {
+			m, ok := procs[ps.Name]
+			if !ok {
+				c := ps
+				procs[ps.Name] = &c
+				order = append(order, ps.Name)
+				continue
+			}
+			m.CPUSeconds += ps.CPUSeconds
+			m.PeakRSSMiB = max(m.PeakRSSMiB, ps.PeakRSSMiB)
+			m.HWMMiB = max(m.HWMMiB, ps.HWMMiB)
+			m.EndRSSMiB = ps.EndRSSMiB
+		}
+	}
+	for _, n := range order {
+		out.Procs = append(out.Procs, *procs[n])
+	}
+	out.Seconds = round3(out.Seconds)
+	if out.Seconds > 0 {
+		if out.Unit == unitMBps {
+			out.Rate = round3(float64(out.Bytes) / 1e6 / out.Seconds)
+		} else {
+			out.Rate = round3(float64(out.Ops) / out.Seconds)
+		}
+	}
+	out.hist = h
+	out.Latency = summarize(h)
+	return out
+}
+
+// interleave measures two loads in alternating slices (a, b, a, b…), so
+// that whatever else the machine does during the run weighs on both alike,
+// and returns each one's slices merged. slice(i, d) runs slice i of a load
+// for d.
+func interleave(slices int, d time.Duration, a, b func(d time.Duration) *Phase) (*Phase, *Phase) {
+	var as, bs []*Phase
+	per := d / time.Duration(slices)
+	for range slices {
+		as = append(as, a(per))
+		bs = append(bs, b(per))
+	}
+	return mergePhases(as), mergePhases(bs)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
+
 	"github.com/valyala/fasthttp"
 )
 
@@ -46,6 +48,8 @@ type Phase struct {
 	Series []float64 `json:"series,omitempty"`
 	// LatencySeries is the mean latency of each second, in ms.
 	LatencySeries []float64 `json:"latencySeriesMs,omitempty"`
+
+	hist *hdrhistogram.Histogram // the latencies, for mergePhases
 }
 
 // Ratios compare the system with the direct baseline of the same run.
