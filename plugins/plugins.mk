@@ -15,8 +15,9 @@ PLUGINS_GOENV := GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0
 PLUGINS_DIR := plugins/builtin
 PLUGINS_NAMES := $(notdir $(patsubst %/main.go,%,$(wildcard $(PLUGINS_DIR)/*/main.go)))
 PLUGINS_WASM := $(PLUGINS_NAMES:%=$(PLUGINS_DIR)/wasm/%.wasm)
-# Every built-in depends on the SDK too.
-PLUGINS_SDK_SRC := $(wildcard sdk/plugin/*.go sdk/plugin/internal/*/*.go) go.mod
+# Every built-in depends on the SDK and on the policies in internal/ (the bundle holds them
+# all; a standalone module only its own, but rebuilding all of them on a change is cheap).
+PLUGINS_SDK_SRC := $(wildcard sdk/plugin/*.go sdk/plugin/internal/*/*.go $(PLUGINS_DIR)/internal/*/*.go) go.mod
 
 WAT_SRC := $(wildcard plugins/testdata/wat/*.wat)
 WAT_WASM := $(WAT_SRC:.wat=.wasm)

@@ -1,4 +1,4 @@
-package main
+package signedlink
 
 import (
 	"strings"
@@ -37,7 +37,7 @@ func TestHandle(t *testing.T) {
 	if res := run(path, ""); res.Status != 403 {
 		t.Fatalf("unsigned: %+v", res)
 	}
-	if plugintest.Validate(nil, `{"secret":"short"}`) == nil {
+	if plugintest.Validate(Validate, `{"secret":"short"}`) == nil {
 		t.Fatal("short secret accepted")
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package headers
 
 import (
 	"testing"
@@ -21,7 +21,7 @@ func TestHandle(t *testing.T) {
 		t.Fatal(res)
 	}
 	for _, bad := range []string{`{"setRequest":{"Host":"x"}}`, `{"setResponse":{"X":"a\nb"}}`, `{"removeRequest":["bad name"]}`, `{"other":1}`} {
-		if plugintest.Validate(nil, bad) == nil {
+		if plugintest.Validate(Validate, bad) == nil {
 			t.Errorf("accepted %s", bad)
 		}
 	}

@@ -1,4 +1,4 @@
-package main
+package ratelimit
 
 import (
 	"testing"
@@ -31,7 +31,7 @@ func TestHandle(t *testing.T) {
 	if res := h.Run(handle, cfg, plugintest.Request{ShareID: "s2", ClientIP: "192.0.2.1"}); res.Action != plugintest.Allow {
 		t.Fatal(res)
 	}
-	if plugintest.Validate(nil, `{"limit":0}`) == nil || plugintest.Validate(nil, `{"limit":1,"key":"cookie"}`) == nil {
+	if plugintest.Validate(Validate, `{"limit":0}`) == nil || plugintest.Validate(Validate, `{"limit":1,"key":"cookie"}`) == nil {
 		t.Fatal("bad config accepted")
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package jwt
 
 import (
 	"crypto/ecdsa"
@@ -88,7 +88,7 @@ func TestHandle(t *testing.T) {
 	if res.Status != 401 {
 		t.Fatalf("none: %+v", res)
 	}
-	if plugintest.Validate(nil, `{"alg":"none","key":"x"}`) == nil || plugintest.Validate(nil, `{"alg":"RS256","key":"secret"}`) == nil {
+	if plugintest.Validate(Validate, `{"alg":"none","key":"x"}`) == nil || plugintest.Validate(Validate, `{"alg":"RS256","key":"secret"}`) == nil {
 		t.Fatal("bad config accepted")
 	}
 }

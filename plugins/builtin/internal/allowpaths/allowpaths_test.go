@@ -1,4 +1,4 @@
-package main
+package allowpaths
 
 import (
 	"math/rand/v2"
@@ -53,7 +53,7 @@ func TestHandle(t *testing.T) {
 			t.Errorf("%s %s: %+v", tc.method, tc.path, res)
 		}
 	}
-	if err := plugintest.Validate(nil, `{"paths":["nope"]}`); err == nil {
+	if err := plugintest.Validate(Validate, `{"paths":["nope"]}`); err == nil {
 		t.Error("relative pattern accepted")
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package ipallow
 
 import (
 	"testing"
@@ -30,7 +30,7 @@ func TestHandle(t *testing.T) {
 	if res.Action != plugintest.Allow {
 		t.Errorf("deny-only v4 blocked v6: %+v", res)
 	}
-	if plugintest.Validate(nil, `{"allow":["10.0.0.0/33"]}`) == nil {
+	if plugintest.Validate(Validate, `{"allow":["10.0.0.0/33"]}`) == nil {
 		t.Error("invalid CIDR accepted")
 	}
 }

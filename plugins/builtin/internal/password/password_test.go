@@ -1,4 +1,4 @@
-package main
+package password
 
 import (
 	"encoding/base64"
@@ -67,7 +67,7 @@ func TestHandle(t *testing.T) {
 	if !limited {
 		t.Fatal("no limit on guesses")
 	}
-	if plugintest.Validate(nil, `{"passwordHash":"plain"}`) == nil {
+	if plugintest.Validate(Validate, `{"passwordHash":"plain"}`) == nil {
 		t.Fatal("bad hash accepted")
 	}
 	if !plugins.VerifySharePassword(hash, "correct horse") || plugins.VerifySharePassword(hash, "x") {

@@ -1,0 +1,208 @@
+// Package allowpaths is the built-in plugin behind a share's allowedPaths and
+// allowedMethods: requests outside the allowed paths or methods get 403.
+//
+// Config: {"paths": ["/api/**", "/docs/*.html"], "methods": ["GET", "POST"]}. An empty or
+// missing list allows everything on that axis. In a path pattern "*" matches any run of
+// characters within one segment and "**" any run of characters across segments ("/a/**"
+// also matches "/a" itself). Methods are case-insensitive; allowing GET allows HEAD.
+//
+// Paths with dot segments ("/a/../b"), backslashes or percent-encoded dots, slashes or
+// backslashes are refused unless "/**" is allowed: the service might resolve them differently
+// from the pattern.
+package allowpaths
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/privateconnect/pc/sdk/plugin"
+)
+
+type config struct {
+	Paths   []string `json:"paths"`
+	Methods []string `json:"methods"`
+}
+
+type compiled struct {
+	patterns []pattern
+	any      bool // "/**" or no patterns
+	methods  []string
+}
+
+// pattern is a path glob, pre-classified: Go compiled to Wasm runs byte loops slowly, so
+// the common shapes use the runtime's optimised byte comparisons instead of the matcher.
+type pattern struct {
+	glob   string
+	kind   byte   // 'e' exact, 'p' "<prefix>/**" without other stars, 'g' glob
+	prefix []byte // 'p': "<prefix>/" ; 'e': the path
+}
+
+func parse(b []byte) (*compiled, error) {
+	cfg, err := plugin.DecodeJSON[*config](b)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Paths) > 256 || len(cfg.Methods) > 32 {
+		return nil, errors.New("at most 256 paths and 32 methods")
+	}
+	c := &compiled{any: len(cfg.Paths) == 0}
+	for _, p := range cfg.Paths {
+		if !strings.HasPrefix(p, "/") || len(p) > 1024 {
+			return nil, fmt.Errorf("path pattern %q must start with / and be at most 1024 bytes", p)
+		}
+		if strings.Contains(strings.ReplaceAll(p, "**", ""), "**") {
+			return nil, fmt.Errorf("path pattern %q: more than two stars in a row", p)
+		}
+		if p == "/**" {
+			c.any = true
+		}
+		pt := pattern{glob: p, kind: 'g'}
+		switch {
+		case !strings.Contains(p, "*"):
+			pt.kind, pt.prefix = 'e', []byte(p)
+		case strings.HasSuffix(p, "/**") && !strings.Contains(p[:len(p)-3], "*"):
+			pt.kind, pt.prefix = 'p', []byte(p[:len(p)-2])
+		}
+		c.patterns = append(c.patterns, pt)
+	}
+	for _, m := range cfg.Methods {
+		if m == "" || len(m) > 32 || strings.IndexFunc(m, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0 {
+			return nil, fmt.Errorf("invalid method %q", m)
+		}
+		m = strings.ToUpper(m)
+		c.methods = append(c.methods, m)
+		if m == "GET" {
+			c.methods = append(c.methods, "HEAD")
+		}
+	}
+	return c, nil
+}
+
+// Handle is the policy: the handler of the built-in's module (and a step of the bundle).
+func Handle(r *plugin.Request) plugin.Result { return handle(r) }
+
+// Validate checks a config.
+func Validate(b []byte) error { _, err := parse(b); return err }
+
+var method, path [1024]byte
+
+func handle(r *plugin.Request) plugin.Result {
+	c, err := plugin.ParseConfig(r, parse)
+	if err != nil {
+		return plugin.Error(err)
+	}
+	if len(c.methods) > 0 {
+		m := r.AppendMethod(method[:0])
+		ok := false
+		for _, want := range c.methods {
+			if string(m) == want {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return plugin.Deny(403, "Forbidden\n")
+		}
+	}
+	if c.any {
+		return plugin.Allow()
+	}
+	p := r.AppendPath(path[:0])
+	if suspicious(p) {
+		return plugin.Deny(403, "Forbidden\n")
+	}
+	for i := range c.patterns {
+		pt := &c.patterns[i]
+		var ok bool
+		switch pt.kind {
+		case 'e':
+			ok = bytes.Equal(p, pt.prefix)
+		case 'p': // "/a/**" matches "/a" and everything under "/a/"
+			ok = bytes.HasPrefix(p, pt.prefix) || bytes.Equal(p, pt.prefix[:len(pt.prefix)-1])
+		default:
+			ok = match(pt.glob, p)
+		}
+		if ok {
+			return plugin.Allow()
+		}
+	}
+	return plugin.Deny(403, "Forbidden\n")
+}
+
+// suspicious reports paths whose meaning may differ between the pattern and the service.
+func suspicious(p []byte) bool {
+	if bytes.IndexByte(p, '.') < 0 && bytes.IndexByte(p, '%') < 0 && bytes.IndexByte(p, '\\') < 0 {
+		return false // the usual case, without a byte loop in Wasm
+	}
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '\\':
+			return true
+		case '%':
+			if i+2 < len(p) {
+				a, b := p[i+1], p[i+2]|0x20
+				if (a == '2' && (b == 'e' || b == 'f')) || (a == '5' && b == 'c') {
+					return true
+				}
+			}
+		case '.':
+			// a "." or ".." segment
+			if (i == 0 || p[i-1] == '/') && (i+1 == len(p) || p[i+1] == '/' ||
+				(p[i+1] == '.' && (i+2 == len(p) || p[i+2] == '/'))) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// match reports whether path matches the glob pattern: "*" within a segment, "**" across
+// segments; a trailing "/**" also matches the directory itself.
+func match(pat string, path []byte) bool {
+	if strings.HasSuffix(pat, "/**") && string(path) == pat[:len(pat)-3] {
+		return true
+	}
+	return globMatch(pat, path)
+}
+
+func globMatch(pat string, s []byte) bool {
+	// Greedy matching with two backtrack points: the last "*" (which may not cross '/') and
+	// the last "**". When the "*" cannot grow, fall back to growing the "**".
+	px, sx := 0, 0
+	starPx, starSx := -1, 0 // after the last "*": pattern index, path index it started at
+	deepPx, deepSx := -1, 0 // same for "**"
+	for sx < len(s) || px < len(pat) {
+		if px < len(pat) {
+			if c := pat[px]; c == '*' {
+				if px+1 < len(pat) && pat[px+1] == '*' {
+					px += 2
+					deepPx, deepSx = px, sx
+					starPx = -1
+				} else {
+					px++
+					starPx, starSx = px, sx
+				}
+				continue
+			} else if sx < len(s) && s[sx] == c {
+				px++
+				sx++
+				continue
+			}
+		}
+		if starPx >= 0 && starSx < len(s) && s[starSx] != '/' {
+			starSx++
+			px, sx = starPx, starSx
+			continue
+		}
+		if deepPx >= 0 && deepSx < len(s) {
+			deepSx++
+			px, sx = deepPx, deepSx
+			starPx = -1
+			continue
+		}
+		return false
+	}
+	return true
+}
