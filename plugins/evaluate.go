@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +31,13 @@ type Request struct {
 type Attachment struct {
 	PluginID string
 	Config   []byte
+	// StepIDs, for a module that runs several policies in one call (sdk/plugin.HandleSteps,
+	// such as the built-in bundle), names the plugin each step stands for: the step that
+	// answers RESPOND or ERROR reports its index, and the Decision (PluginID, Err) names
+	// StepIDs[index] instead of PluginID. A step's ERROR does not count against the module's
+	// circuit breaker (it is that step's config, not the instance, that failed); traps and
+	// timeouts do.
+	StepIDs []string
 }
 
 // Action is what the edge does with a request.
@@ -138,7 +146,7 @@ func (h *Host) EvaluateInto(ctx context.Context, chain []Attachment, req *Reques
 			return
 		}
 		t0 := time.Now()
-		goOn := pl.run(a.Config, req, d)
+		goOn := pl.run(a, req, d)
 		took := time.Since(t0)
 		pl.durations.observe(took)
 		if pl.pool.trusted && int64(took) > pl.budget && pl.failLogs.allow() {
@@ -166,7 +174,8 @@ func (h *Host) configID(pluginID string, cfg []byte) uint64 {
 }
 
 // run calls the plugin for one request and reports whether the chain goes on.
-func (pl *plugin) run(config []byte, req *Request, d *Decision) bool {
+func (pl *plugin) run(a *Attachment, req *Request, d *Decision) bool {
+	config := a.Config
 	h := pl.host
 	pl.calls.Add(1)
 	if !pl.breaker.allow() {
@@ -182,7 +191,7 @@ func (pl *plugin) run(config []byte, req *Request, d *Decision) bool {
 		pl.breaker.abort()
 		// A reload may have swapped the pool while we waited: try the current version once.
 		if cur := h.lookup(pl.id); cur != nil && cur != pl && !cur.pool.draining.Load() {
-			return cur.run(config, req, d)
+			return cur.run(a, req, d)
 		}
 		if pl.opts.FailOpen {
 			return true
@@ -206,10 +215,15 @@ func (pl *plugin) run(config []byte, req *Request, d *Decision) bool {
 	code := int32(in.stack[0])
 	if err == nil && code != abi.DecisionAllow && code != abi.DecisionRespond {
 		detail := string(in.errMsg)
+		id, strike := pl.id, true
+		if len(a.StepIDs) > 0 {
+			id, detail = a.decider(detail, pl.id)
+			strike = false
+		}
 		if detail == "" {
 			detail = fmt.Sprintf("handle_request returned %d", code)
 		}
-		return pl.failed(in, d, &PluginError{PluginID: pl.id, Kind: ErrGuestError, Detail: detail})
+		return pl.failedStrike(in, d, &PluginError{PluginID: id, Kind: ErrGuestError, Detail: detail}, strike)
 	}
 	if err == nil && code == abi.DecisionRespond && !in.responded {
 		err = errNoRespond
@@ -223,19 +237,50 @@ func (pl *plugin) run(config []byte, req *Request, d *Decision) bool {
 		d.Status = in.status
 		d.Body = append(d.Body[:0], in.body...)
 		d.PluginID = pl.id
+		if len(a.StepIDs) > 0 {
+			d.PluginID, _ = a.decider(string(in.errMsg), pl.id)
+		}
 	}
 	p.release(in)
 	pl.breaker.success()
 	return code == abi.DecisionAllow
 }
 
+// decider reads the "step <i>[: reason]" a steps module set (sdk/plugin.StepTag) and returns
+// the plugin id of step i and the reason; fallback when the tag is missing or out of range.
+func (a *Attachment) decider(msg, fallback string) (id, reason string) {
+	rest, ok := strings.CutPrefix(msg, stepTag)
+	if !ok {
+		return fallback, msg
+	}
+	num, reason, _ := strings.Cut(rest, ": ")
+	i, err := strconv.Atoi(num)
+	if err != nil || i < 0 || i >= len(a.StepIDs) {
+		return fallback, msg
+	}
+	return a.StepIDs[i], reason
+}
+
+// stepTag is sdk/plugin.StepTag (the host does not import the SDK).
+const stepTag = "step "
+
 // failed discards the instance, counts, logs and reports the failure, and fills d unless the
 // plugin fails open.
 func (pl *plugin) failed(in *instance, d *Decision, perr *PluginError) bool {
+	return pl.failedStrike(in, d, perr, true)
+}
+
+// failedStrike is failed; strike says whether the failure counts against the breaker.
+func (pl *plugin) failedStrike(in *instance, d *Decision, perr *PluginError, strike bool) bool {
 	h := pl.host
 	pl.failures.Add(1)
 	pl.pool.discard(in, true)
-	tripped := pl.breaker.failure(time.Now())
+	tripped := false
+	if strike {
+		tripped = pl.breaker.failure(time.Now())
+	} else {
+		pl.breaker.abort()
+	}
 	if pl.failLogs.allow() {
 		h.log.Warn("plugin call failed", "plugin", pl.id, "err", perr.Error(), "failOpen", pl.opts.FailOpen,
 			"dropped", pl.failLogs.takeDropped())

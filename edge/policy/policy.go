@@ -78,7 +78,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, log: log, host: host, loaded: map[string]string{}, wanted: map[string]config.Plugin{},
 		kick: make(chan struct{}, 1), done: make(chan struct{})}
-	if err := builtin.LoadAll(ctx, host); err != nil {
+	if err := builtin.LoadBundle(ctx, host); err != nil {
 		e.builtinsErr = err
 		log.Error("built-in plugins unavailable: shares with policy fields will answer 503", "err", err)
 	}
@@ -218,9 +218,8 @@ func chainOf(sh *routes.Share) []plugins.Attachment {
 		}
 		chain = append(chain, plugins.Attachment{PluginID: p.PluginID, Config: cfg})
 	}
-	if chain == nil {
-		chain = []plugins.Attachment{}
-	}
+	// Runs of built-ins become one call of the bundle (the only built-in module loaded here).
+	chain = builtin.Bundle(chain)
 	sh.SetExt(chain)
 	return chain
 }

@@ -8,6 +8,7 @@
 package builtin
 
 import (
+	"bytes"
 	"context"
 	"embed"
 	"encoding/json"
@@ -15,6 +16,8 @@ import (
 	"fmt"
 	"io/fs"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/privateconnect/pc/plugins"
@@ -63,6 +66,87 @@ func Module(name string) ([]byte, error) {
 		return nil, fmt.Errorf("built-in plugin %s %w", name, ErrNotBuilt)
 	}
 	return b, err
+}
+
+// BundleID is the plugin id of the bundle: one module holding every built-in policy
+// (plugins/builtin/bundle), which the edge loads instead of the seven modules and runs for
+// each run of consecutive built-in attachments (Bundle). It is not listed by the API: the
+// seven built-ins are, and shares attach those.
+const BundleID = IDPrefix + "bundle"
+
+// maxBundleSteps is sdk/plugin.MaxSteps (a test keeps them equal; the host does not link
+// the SDK).
+const maxBundleSteps = 16
+
+// BundleModule returns the embedded bundle module.
+func BundleModule() ([]byte, error) {
+	b, err := modules.ReadFile("wasm/bundle.wasm")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("built-in bundle %w", ErrNotBuilt)
+	}
+	return b, err
+}
+
+// LoadBundle loads the bundle into h as BundleID, trusted, with the ABI's maximum time budget
+// (a run may include the password check).
+func LoadBundle(ctx context.Context, h *plugins.Host) error {
+	wasm, err := BundleModule()
+	if err != nil {
+		return err
+	}
+	if err := h.Load(ctx, BundleID, wasm, Options(Password)); err != nil {
+		return fmt.Errorf("load the built-in bundle: %w", err)
+	}
+	return nil
+}
+
+// Bundle returns chain with each run of consecutive built-in attachments (at most 16 in a
+// row) replaced by one attachment of the bundle that runs them as steps, in order, with their
+// configs; StepIDs keeps their ids, so decisions and failures still name the built-in that
+// made them. Other attachments stay as they are, and so does a built-in attachment whose config
+// is not JSON (its standalone module is not loaded where the bundle is used: it fails closed).
+func Bundle(chain []plugins.Attachment) []plugins.Attachment {
+	type stepJSON struct {
+		Policy string          `json:"policy"`
+		Config json.RawMessage `json:"config"`
+	}
+	out := make([]plugins.Attachment, 0, len(chain))
+	var run []plugins.Attachment
+	flush := func() {
+		if len(run) == 0 {
+			return
+		}
+		steps := make([]stepJSON, len(run))
+		ids := make([]string, len(run))
+		for i, a := range run {
+			cfg := a.Config
+			if len(bytes.TrimSpace(cfg)) == 0 {
+				cfg = []byte("{}")
+			}
+			steps[i] = stepJSON{Policy: strings.TrimPrefix(a.PluginID, IDPrefix), Config: cfg}
+			ids[i] = a.PluginID
+		}
+		b, err := json.Marshal(map[string]any{"steps": steps})
+		if err != nil {
+			panic(err) // every config was checked with json.Valid
+		}
+		out = append(out, plugins.Attachment{PluginID: BundleID, Config: b, StepIDs: ids})
+		run = run[:0]
+	}
+	for _, a := range chain {
+		name, ok := strings.CutPrefix(a.PluginID, IDPrefix)
+		if ok && slices.Contains(names, name) && (len(bytes.TrimSpace(a.Config)) == 0 || json.Valid(a.Config)) {
+			if len(run) == maxBundleSteps {
+				flush()
+			}
+			run = append(run, a)
+			continue
+		}
+		flush()
+		out = append(out, a)
+	}
+	flush()
+	return out
 }
 
 // SharePolicy is what a share's fields ask of the built-ins.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/privateconnect/pc/plugins"
 	"github.com/privateconnect/pc/plugins/internal/wasmbuild"
+	sdkplugin "github.com/privateconnect/pc/sdk/plugin"
 )
 
 func TestMain(m *testing.M) {
@@ -48,12 +49,13 @@ func host(t testing.TB) *plugins.Host {
 		}
 		// Build every module, compile them into the cache (out of process under -race),
 		// then load.
-		paths := make([]string, len(names))
-		wasms := make([][]byte, len(names))
-		errs := make([]error, len(names))
+		dirs := append(Names(), "bundle")
+		paths := make([]string, len(dirs))
+		wasms := make([][]byte, len(dirs))
+		errs := make([]error, len(dirs))
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 2)
-		for i, n := range names {
+		for i, n := range dirs {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -73,6 +75,8 @@ func host(t testing.TB) *plugins.Host {
 			// With Options, as LoadAll loads them in pcd.
 			errs[i] = shared.Load(context.Background(), ID(n), wasms[i], Options(n))
 		}
+		// The bundle as LoadBundle loads it on the edge.
+		errs[len(names)] = shared.Load(context.Background(), BundleID, wasms[len(names)], Options(Password))
 		hostErr = errors.Join(errs...)
 	})
 	require.NoError(t, hostErr)
@@ -117,13 +121,21 @@ func run(t *testing.T, cases []tcase) {
 			if req.ShareID == "" {
 				req.ShareID = "shr_" + strings.ReplaceAll(t.Name(), "/", "_")
 			}
-			d := h.Evaluate(context.Background(), []plugins.Attachment{{PluginID: ID(tc.plugin), Config: []byte(tc.config)}}, &req)
-			require.Equal(t, tc.want, d.Action, "err: %v, status %d, body %q", d.Err, d.Status, d.Body)
-			if tc.status != 0 {
-				assert.Equal(t, tc.status, d.Status)
-			}
-			if tc.check != nil {
-				tc.check(t, d)
+			chain := []plugins.Attachment{{PluginID: ID(tc.plugin), Config: []byte(tc.config)}}
+			// The standalone module, then the same attachment as a step of the bundle (as the
+			// edge runs it): the same decision, credited to the same plugin.
+			for _, c := range [][]plugins.Attachment{chain, Bundle(chain)} {
+				d := h.Evaluate(context.Background(), c, &req)
+				require.Equal(t, tc.want, d.Action, "%s: err: %v, status %d, body %q", c[0].PluginID, d.Err, d.Status, d.Body)
+				if tc.status != 0 {
+					assert.Equal(t, tc.status, d.Status)
+				}
+				if d.Action != plugins.Allow {
+					assert.Equal(t, ID(tc.plugin), d.PluginID, "the decision names the built-in")
+				}
+				if tc.check != nil {
+					tc.check(t, d)
+				}
 			}
 		})
 	}
@@ -388,4 +400,105 @@ func BenchmarkDefaultChain(b *testing.B) {
 		}
 	}
 	bench(b, chain, benchReq)
+}
+
+func BenchmarkDefaultChainBundle(b *testing.B) {
+	chain := Chain(SharePolicy{AllowedPaths: []string{"/public/**", "/api/**"}, AllowedMethods: []string{"GET"},
+		AllowedIPs: []string{"10.0.0.0/8"}, RateLimitPerMin: 100000})
+	for i := range chain {
+		if chain[i].PluginID == ID(RateLimit) {
+			chain[i].Config = []byte(`{"limit":1000000000,"windowSeconds":60,"key":"ip"}`)
+		}
+	}
+	bench(b, Bundle(chain), benchReq)
+}
+
+func TestBundleFusesRunsOfBuiltins(t *testing.T) {
+	require.Equal(t, sdkplugin.MaxSteps, maxBundleSteps)
+	custom := plugins.Attachment{PluginID: "plg_custom", Config: []byte(`{}`)}
+	chain := []plugins.Attachment{
+		{PluginID: ID(IPAllow), Config: []byte(`{"allow":["10.0.0.0/8"]}`)},
+		{PluginID: ID(RateLimit)}, // no config: {}
+		custom,
+		{PluginID: ID(Headers), Config: []byte(`{"setResponse":{"X-A":"1"}}`)},
+		{PluginID: ID(AllowPaths), Config: []byte(`not json`)}, // left alone: fails closed
+		{PluginID: "builtin:unknown", Config: []byte(`{}`)},
+	}
+	got := Bundle(chain)
+	require.Len(t, got, 5)
+	assert.Equal(t, BundleID, got[0].PluginID)
+	assert.Equal(t, []string{ID(IPAllow), ID(RateLimit)}, got[0].StepIDs)
+	assert.JSONEq(t, `{"steps":[{"policy":"ip-allow","config":{"allow":["10.0.0.0/8"]}},{"policy":"rate-limit","config":{}}]}`, string(got[0].Config))
+	assert.Equal(t, custom, got[1])
+	assert.Equal(t, []string{ID(Headers)}, got[2].StepIDs)
+	assert.Equal(t, chain[4], got[3])
+	assert.Equal(t, chain[5], got[4])
+
+	long := make([]plugins.Attachment, 20)
+	for i := range long {
+		long[i] = plugins.Attachment{PluginID: ID(Headers), Config: []byte(`{}`)}
+	}
+	got = Bundle(long)
+	require.Len(t, got, 2)
+	assert.Len(t, got[0].StepIDs, 16)
+	assert.Len(t, got[1].StepIDs, 4)
+	assert.NotNil(t, Bundle(nil))
+	assert.Empty(t, Bundle(nil))
+}
+
+// Through the bundle, a chain decides as its built-ins one by one would: edits of earlier
+// steps accumulate, the step that answers is named, and a step whose config fails is named
+// in the error without tripping the bundle's breaker for every other share.
+func TestBundleChain(t *testing.T) {
+	h := host(t)
+	ctx := context.Background()
+	req := plugins.Request{Method: "GET", Path: "/private/x", ClientIP: "10.1.2.3", ShareID: "shr_bundle"}
+	chain := Bundle([]plugins.Attachment{
+		{PluginID: ID(IPAllow), Config: []byte(`{"allow":["10.0.0.0/8"]}`)},
+		{PluginID: ID(Headers), Config: []byte(`{"setRequest":{"X-In":"1"},"setResponse":{"X-Out":"2"}}`)},
+		{PluginID: ID(AllowPaths), Config: []byte(`{"paths":["/public/**"]}`)},
+	})
+	require.Len(t, chain, 1)
+	d := h.Evaluate(ctx, chain, &req)
+	require.Equal(t, plugins.Respond, d.Action, "%v", d.Err)
+	assert.Equal(t, 403, d.Status)
+	assert.Equal(t, ID(AllowPaths), d.PluginID)
+	assert.Equal(t, "2", header(d.SetResponseHeaders, "X-Out"), "the headers step ran before the refusal")
+
+	req.Path = "/public/x"
+	d = h.Evaluate(ctx, chain, &req)
+	require.Equal(t, plugins.Allow, d.Action, "%v", d.Err)
+	assert.Equal(t, "1", header(d.SetRequestHeaders, "X-In"))
+
+	req.ClientIP = "192.0.2.1"
+	d = h.Evaluate(ctx, chain, &req)
+	require.Equal(t, plugins.Respond, d.Action)
+	assert.Equal(t, ID(IPAllow), d.PluginID)
+	assert.Empty(t, header(d.SetResponseHeaders, "X-Out"), "the chain stopped at the first step")
+
+	// A config that is JSON but not a valid ip-allow config: ERROR, named after ip-allow.
+	bad := Bundle([]plugins.Attachment{{PluginID: ID(IPAllow), Config: []byte(`{"allow":["300.0.0.0/8"]}`)}})
+	guestErrors := 0
+	for range 30 { // past the breaker's threshold
+		d = h.Evaluate(ctx, bad, &req)
+		require.Equal(t, plugins.Error, d.Action)
+		var perr *plugins.PluginError
+		require.ErrorAs(t, d.Err, &perr)
+		if perr.Kind == plugins.ErrNoInstance {
+			// Each failure discards its instance; the pool refills in the background.
+			assert.Equal(t, BundleID, perr.PluginID)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		guestErrors++
+		assert.Equal(t, plugins.ErrGuestError, perr.Kind)
+		assert.Equal(t, ID(IPAllow), perr.PluginID)
+		assert.NotContains(t, perr.Detail, "step ", "the step tag is the host's, not the log's")
+	}
+	assert.Positive(t, guestErrors)
+	req.ClientIP = "10.1.2.3"
+	require.Eventually(t, func() bool {
+		d = h.Evaluate(ctx, chain, &req)
+		return d.Action == plugins.Allow
+	}, 10*time.Second, 20*time.Millisecond, "other shares' built-ins still run (the breaker stayed closed)")
 }

@@ -279,6 +279,17 @@ const maxCachedConfigs = 256
 // expensive work (compiling patterns, parsing CIDRs) in parse. A plugin should use one parse
 // function.
 func ParseConfig[T any](r *Request, parse func([]byte) (T, error)) (T, error) {
+	if sh, ok := r.h.(*stepHost); ok {
+		// A step of HandleSteps: its parsed config lives with the parsed steps.
+		if sh.slot.set {
+			if v, ok := sh.slot.e.v.(T); ok || sh.slot.e.err != nil {
+				return v, sh.slot.e.err
+			}
+		}
+		v, err := parse(sh.config)
+		sh.slot.e, sh.slot.set = cacheEntry{v: v, err: err}, true
+		return v, err
+	}
 	id := r.h.ConfigID()
 	cacheMu.Lock()
 	// Fast path: an instance usually sees the same few configs in a row.
