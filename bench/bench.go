@@ -411,6 +411,11 @@ func (r *runner) measure(system bool, f func() *Phase) *Phase {
 	} else {
 		pids = map[string]int{"pcbench": os.Getpid()}
 	}
+	return measurePIDs(pids, f)
+}
+
+// measurePIDs runs f while sampling the processes named in pids.
+func measurePIDs(pids map[string]int, f func() *Phase) *Phase {
 	mon := newMonitor(pids)
 	ph := f()
 	ph.Procs = mon.end()

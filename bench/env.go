@@ -272,20 +272,29 @@ type edgeHealth struct {
 }
 
 func getEdgeHealth(adminAddr string) (*edgeHealth, error) {
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI("http://" + adminAddr + "/health")
-	if err := healthClient.DoTimeout(req, resp, 5*time.Second); err != nil {
+	body, err := adminGet(adminAddr, "/health", 5*time.Second)
+	if err != nil {
 		return nil, err
 	}
 	var env struct {
 		Data edgeHealth `json:"data"`
 	}
-	if err := json.Unmarshal(resp.Body(), &env); err != nil {
+	if err := json.Unmarshal(body, &env); err != nil {
 		return nil, err
 	}
 	return &env.Data, nil
+}
+
+// adminGet fetches path from an edge's admin address and returns the body.
+func adminGet(adminAddr, path string, timeout time.Duration) ([]byte, error) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://" + adminAddr + path)
+	if err := healthClient.DoTimeout(req, resp, timeout); err != nil {
+		return nil, err
+	}
+	return append([]byte(nil), resp.Body()...), nil
 }
 
 var healthClient = &fasthttp.Client{MaxConnsPerHost: 16}
@@ -512,15 +521,12 @@ type goMem struct {
 
 // getGoMem reads the edge's Go runtime figures from its /metrics.
 func getGoMem(adminAddr string) (*goMem, error) {
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI("http://" + adminAddr + "/metrics")
-	if err := healthClient.DoTimeout(req, resp, 10*time.Second); err != nil {
+	body, err := adminGet(adminAddr, "/metrics", 10*time.Second)
+	if err != nil {
 		return nil, err
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(bytes.NewReader(resp.Body()))
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}

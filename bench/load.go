@@ -231,14 +231,19 @@ func runLoad(ctx context.Context, spec loadSpec, prog *progress) *Phase {
 			ph.Errors += v
 		}
 	}
-	if spec.Unit == unitMBps {
-		ph.Rate = round3(float64(ph.Bytes) / 1e6 / elapsed.Seconds())
-	} else {
-		ph.Rate = round3(float64(ph.Ops) / elapsed.Seconds())
-	}
+	ph.Rate = rateOf(spec.Unit, ph.Ops, ph.Bytes, elapsed.Seconds())
 	ph.Latency = summarize(h)
 	ph.hist = h
 	return ph
+}
+
+// rateOf is a phase's throughput in its unit: MB/s (10^6) of payload, or
+// operations per second.
+func rateOf(unit string, ops, bytes int64, seconds float64) float64 {
+	if unit == unitMBps {
+		return round3(float64(bytes) / 1e6 / seconds)
+	}
+	return round3(float64(ops) / seconds)
 }
 
 // mergePhases adds up slices of one load (interleaved with another, see
@@ -285,11 +290,7 @@ func mergePhases(parts []*Phase) *Phase {
 	}
 	out.Seconds = round3(out.Seconds)
 	if out.Seconds > 0 {
-		if out.Unit == unitMBps {
-			out.Rate = round3(float64(out.Bytes) / 1e6 / out.Seconds)
-		} else {
-			out.Rate = round3(float64(out.Ops) / out.Seconds)
-		}
+		out.Rate = rateOf(out.Unit, out.Ops, out.Bytes, out.Seconds)
 	}
 	out.hist = h
 	out.Latency = summarize(h)

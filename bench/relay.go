@@ -6,8 +6,9 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/privateconnect/pc/internal/tunnel"
 )
 
 // The ceiling: how fast could any proxy be on this machine? pcbench answers
@@ -34,50 +35,20 @@ func RunRelay(ctx context.Context, listen, to string, w io.Writer) error {
 		<-ctx.Done()
 		l.Close()
 	}()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			relay(c, to)
-		}()
-	}
+	acceptLoop(l, func(c net.Conn) { relay(c, to) })
+	return nil
 }
 
-// relay copies c ↔ a new connection to addr, passing half-closes on.
+// relay copies c ↔ a new connection to addr with the tunnel's own copy
+// (tunnel.Pipe: 32 KiB buffers, copying rather than splice(2), which
+// measured no faster here; half-close passed on).
 func relay(c net.Conn, addr string) {
-	defer c.Close()
 	u, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
+		c.Close()
 		return
 	}
-	defer u.Close()
-	done := make(chan struct{})
-	go func() {
-		relayHalf(u, c)
-		close(done)
-	}()
-	relayHalf(c, u)
-	<-done
-}
-
-// relayHalf copies src to dst through a 32 KiB buffer (the size the tunnel
-// copies with; copying, not splice(2), like the system: on this kind of
-// machine splice measured no faster), then half-closes dst.
-func relayHalf(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	_, _ = io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, buf)
-	if tc, ok := dst.(*net.TCPConn); ok {
-		_ = tc.CloseWrite()
-	}
+	tunnel.Pipe(c, u)
 }
 
 // relayChain starts two relay processes in front of addr: near relays to
@@ -144,9 +115,7 @@ func (r *runner) ceiling(ctx context.Context, res *Result, addr string, phase fu
 		for _, p := range hop.procs {
 			pids[p.Name] = p.PID()
 		}
-		mon := newMonitor(pids)
-		ph := phase(res.Scenario+"/"+hop.label, hop.procs[len(hop.procs)-1].Addr)
-		ph.Procs = mon.end()
+		ph := measurePIDs(pids, func() *Phase { return phase(res.Scenario+"/"+hop.label, hop.procs[len(hop.procs)-1].Addr) })
 		ph.Target = fmt.Sprintf("%d bare relay process(es) in front of %s", len(hop.procs), addr)
 		res.Ceiling = append(res.Ceiling, ph)
 	}
