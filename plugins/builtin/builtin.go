@@ -1,6 +1,7 @@
-// Package builtin ships the built-in access-control plugins: their Go sources are the
-// sub-directories (each a plugin written with sdk/plugin), and their modules, built by
-// `make plugins` into wasm/, are embedded here.
+// Package builtin ships the built-in access-control plugins: their policies are the packages
+// in internal/ (each written with sdk/plugin), built by `make plugins` into one module each
+// (the sub-directories: what the API lists and validates with) and into the bundle (bundle/:
+// all of them, what the edge runs, see Bundle); the modules are embedded from wasm/.
 //
 // Plugin ids are "builtin:<name>". Chain maps a share's policy fields to the built-in chain in
 // a fixed order: ip-allow (cheapest, and refuses unknown networks before anything else),
@@ -15,10 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/privateconnect/pc/plugins"
 	"github.com/privateconnect/pc/plugins/abi"
@@ -202,35 +201,4 @@ func Options(name string) plugins.ModuleOptions {
 		o.Timeout = abi.MaxTimeout
 	}
 	return o
-}
-
-// LoadAll loads every built-in into h (ids "builtin:<name>") with its
-// Options, compiling up to GOMAXPROCS modules at once (a cold start of the
-// edge is mostly this). It returns the first error (a missing module says to
-// run make plugins) once every load has ended.
-func LoadAll(ctx context.Context, h *plugins.Host) error {
-	errs := make([]error, len(names))
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	var wg sync.WaitGroup
-	for i, n := range names {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			wasm, err := Module(n)
-			if err == nil {
-				if err = h.Load(ctx, ID(n), wasm, Options(n)); err != nil {
-					err = fmt.Errorf("load built-in %s: %w", n, err)
-				}
-			}
-			errs[i] = err
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }

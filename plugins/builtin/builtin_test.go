@@ -72,7 +72,7 @@ func host(t testing.TB) *plugins.Host {
 			return
 		}
 		for i, n := range names {
-			// With Options, as LoadAll loads them in pcd.
+			// With Options, as the control plane loads them.
 			errs[i] = shared.Load(context.Background(), ID(n), wasms[i], Options(n))
 		}
 		// The bundle as LoadBundle loads it on the edge.

@@ -80,15 +80,13 @@ func parse(b []byte) (*compiled, error) {
 	return c, nil
 }
 
-// Handle is the policy: the handler of the built-in's module (and a step of the bundle).
-func Handle(r *plugin.Request) plugin.Result { return handle(r) }
-
 // Validate checks a config.
 func Validate(b []byte) error { _, err := parse(b); return err }
 
 var method, path [1024]byte
 
-func handle(r *plugin.Request) plugin.Result {
+// Handle is the policy: the handler of the built-in's module (and a step of the bundle).
+func Handle(r *plugin.Request) plugin.Result {
 	c, err := plugin.ParseConfig(r, parse)
 	if err != nil {
 		return plugin.Error(err)

@@ -48,7 +48,7 @@ func TestHandle(t *testing.T) {
 		{"GET", "/api/%2e%2e/admin", false},
 		{"GET", "/api/..%2fadmin", false},
 	} {
-		res := plugintest.Run(handle, cfg, plugintest.Request{Method: tc.method, Path: tc.path})
+		res := plugintest.Run(Handle, cfg, plugintest.Request{Method: tc.method, Path: tc.path})
 		if (res.Action == plugintest.Allow) != tc.allow || (!tc.allow && res.Status != 403) {
 			t.Errorf("%s %s: %+v", tc.method, tc.path, res)
 		}

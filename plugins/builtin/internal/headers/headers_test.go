@@ -7,7 +7,7 @@ import (
 )
 
 func TestHandle(t *testing.T) {
-	res := plugintest.Run(handle, `{"setRequest":{"X-From":"share"},"removeRequest":["Cookie"],"setResponse":{"X-Frame-Options":"DENY"}}`, plugintest.Request{})
+	res := plugintest.Run(Handle, `{"setRequest":{"X-From":"share"},"removeRequest":["Cookie"],"setResponse":{"X-Frame-Options":"DENY"}}`, plugintest.Request{})
 	if res.Action != plugintest.Allow {
 		t.Fatal(res)
 	}

@@ -21,12 +21,12 @@ func TestHandle(t *testing.T) {
 		"garbage":         false,
 		"fe80::1%eth0":    false,
 	} {
-		res := plugintest.Run(handle, cfg, plugintest.Request{ClientIP: ip})
+		res := plugintest.Run(Handle, cfg, plugintest.Request{ClientIP: ip})
 		if (res.Action == plugintest.Allow) != want {
 			t.Errorf("%q: %+v", ip, res)
 		}
 	}
-	res := plugintest.Run(handle, `{"deny":["0.0.0.0/0"]}`, plugintest.Request{ClientIP: "2001:db8::1"})
+	res := plugintest.Run(Handle, `{"deny":["0.0.0.0/0"]}`, plugintest.Request{ClientIP: "2001:db8::1"})
 	if res.Action != plugintest.Allow {
 		t.Errorf("deny-only v4 blocked v6: %+v", res)
 	}

@@ -60,7 +60,7 @@ func TestHandle(t *testing.T) {
 			return sign(c)
 		}
 		run := func(auth string) plugintest.Result {
-			return plugintest.Run(handle, cfg, plugintest.Request{Headers: map[string]string{"Authorization": auth}})
+			return plugintest.Run(Handle, cfg, plugintest.Request{Headers: map[string]string{"Authorization": auth}})
 		}
 		if res := run("Bearer " + sign(good)); res.Action != plugintest.Allow {
 			t.Fatalf("%s valid: %+v", k.alg, res)
@@ -84,7 +84,7 @@ func TestHandle(t *testing.T) {
 	}
 	// alg "none" and algorithm confusion are refused.
 	none, _ := jwtlib.NewWithClaims(jwtlib.SigningMethodNone, good).SignedString(jwtlib.UnsafeAllowNoneSignatureType)
-	res := plugintest.Run(handle, map[string]any{"alg": "HS256", "key": secret}, plugintest.Request{Headers: map[string]string{"Authorization": "Bearer " + none}})
+	res := plugintest.Run(Handle, map[string]any{"alg": "HS256", "key": secret}, plugintest.Request{Headers: map[string]string{"Authorization": "Bearer " + none}})
 	if res.Status != 401 {
 		t.Fatalf("none: %+v", res)
 	}

@@ -14,7 +14,7 @@ func TestHandle(t *testing.T) {
 	cfg := map[string]any{"passwordHash": hash}
 	h := plugintest.New()
 	req := func(headers map[string]string) plugintest.Result {
-		return h.Run(handle, cfg, plugintest.Request{ShareID: "shr1", ClientIP: "192.0.2.1", Headers: headers})
+		return h.Run(Handle, cfg, plugintest.Request{ShareID: "shr1", ClientIP: "192.0.2.1", Headers: headers})
 	}
 	basic := func(pw string) string { return "Basic " + base64.StdEncoding.EncodeToString([]byte("u:"+pw)) }
 

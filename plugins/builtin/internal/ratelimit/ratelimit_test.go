@@ -11,7 +11,7 @@ func TestHandle(t *testing.T) {
 	cfg := `{"limit":2,"windowSeconds":60,"key":"ip"}`
 	req := plugintest.Request{ShareID: "s1", ClientIP: "192.0.2.1"}
 	for i, want := range []plugintest.Action{plugintest.Allow, plugintest.Allow, plugintest.Respond} {
-		res := h.Run(handle, cfg, req)
+		res := h.Run(Handle, cfg, req)
 		if res.Action != want {
 			t.Fatalf("call %d: %+v", i, res)
 		}
@@ -25,10 +25,10 @@ func TestHandle(t *testing.T) {
 		}
 	}
 	// Another IP, another share: own counters.
-	if res := h.Run(handle, cfg, plugintest.Request{ShareID: "s1", ClientIP: "192.0.2.2"}); res.Action != plugintest.Allow {
+	if res := h.Run(Handle, cfg, plugintest.Request{ShareID: "s1", ClientIP: "192.0.2.2"}); res.Action != plugintest.Allow {
 		t.Fatal(res)
 	}
-	if res := h.Run(handle, cfg, plugintest.Request{ShareID: "s2", ClientIP: "192.0.2.1"}); res.Action != plugintest.Allow {
+	if res := h.Run(Handle, cfg, plugintest.Request{ShareID: "s2", ClientIP: "192.0.2.1"}); res.Action != plugintest.Allow {
 		t.Fatal(res)
 	}
 	if plugintest.Validate(Validate, `{"limit":0}`) == nil || plugintest.Validate(Validate, `{"limit":1,"key":"cookie"}`) == nil {

@@ -53,9 +53,6 @@ func parse(b []byte) (*compiled, error) {
 	return &compiled{secret: []byte(cfg.Secret), param: cfg.Param, expiresParam: cfg.ExpiresParam}, nil
 }
 
-// Handle is the policy: the handler of the built-in's module (and a step of the bundle).
-func Handle(r *plugin.Request) plugin.Result { return handle(r) }
-
 // Validate checks a config.
 func Validate(b []byte) error { _, err := parse(b); return err }
 
@@ -88,7 +85,8 @@ func param(q []byte, name string) (v []byte, ok bool) {
 	return v, ok
 }
 
-func handle(r *plugin.Request) plugin.Result {
+// Handle is the policy: the handler of the built-in's module (and a step of the bundle).
+func Handle(r *plugin.Request) plugin.Result {
 	c, err := plugin.ParseConfig(r, parse)
 	if err != nil {
 		return plugin.Error(err)

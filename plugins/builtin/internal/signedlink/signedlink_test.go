@@ -18,7 +18,7 @@ func TestHandle(t *testing.T) {
 	}
 	path, query, _ := strings.Cut(link, "?")
 	run := func(path, query string) plugintest.Result {
-		return plugintest.Run(handle, cfg, plugintest.Request{Path: path, Query: query})
+		return plugintest.Run(Handle, cfg, plugintest.Request{Path: path, Query: query})
 	}
 	if res := run(path, query); res.Action != plugintest.Allow {
 		t.Fatalf("valid link: %+v", res)
