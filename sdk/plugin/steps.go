@@ -51,6 +51,7 @@ type step struct {
 	name   string
 	handle Handler
 	config []byte
+	id     uint64     // the step's ConfigID (a hash of its config)
 	parsed parsedSlot // the step's ParseConfig result, kept with the parsed steps
 }
 
@@ -85,7 +86,7 @@ func (s *stepper) parse(b []byte) ([]step, error) {
 		if len(c) == 0 || string(c) == "null" {
 			c = []byte("{}")
 		}
-		steps[i] = step{name: st.Policy, handle: h, config: c}
+		steps[i] = step{name: st.Policy, handle: h, config: c, id: fnv64(c)}
 	}
 	return steps, nil
 }
@@ -114,7 +115,7 @@ func (s *stepper) handle(r *Request) Result {
 	defer s.mu.Unlock()
 	for i := range steps {
 		sc := &s.scratch[i]
-		sc.host = stepHost{Host: r.h, config: steps[i].config, slot: &steps[i].parsed}
+		sc.host = stepHost{Host: r.h, config: steps[i].config, id: steps[i].id, slot: &steps[i].parsed}
 		sc.req.h = &sc.host
 		res := runStep(steps[i].handle, &sc.req)
 		switch res.code {
@@ -148,6 +149,7 @@ func runStep(h Handler, r *Request) (res Result) {
 type stepHost struct {
 	hostapi.Host
 	config []byte
+	id     uint64
 	slot   *parsedSlot
 }
 
@@ -158,12 +160,15 @@ func (h *stepHost) AppendField(dst []byte, f hostapi.Field) ([]byte, bool) {
 	return h.Host.AppendField(dst, f)
 }
 
-// ConfigID of a step is not the host's (that covers every step): a step reads its parsed
-// config from its slot instead. Plugins that key their own caches by ConfigID get an id
-// derived from the config's bytes.
-func (h *stepHost) ConfigID() uint64 {
+// ConfigID of a step is not the host's (that covers every step): ParseConfig reads a step's
+// parsed config from its slot instead, and plugins that key their own caches by ConfigID get
+// an id derived from the step config's bytes, computed once when the steps are parsed.
+func (h *stepHost) ConfigID() uint64 { return h.id }
+
+// fnv64 is FNV-1a over b.
+func fnv64(b []byte) uint64 {
 	x := uint64(14695981039346656037)
-	for _, c := range h.config {
+	for _, c := range b {
 		x ^= uint64(c)
 		x *= 1099511628211
 	}
