@@ -223,13 +223,13 @@ func (pl *plugin) run(a *Attachment, req *Request, d *Decision) bool {
 		if detail == "" {
 			detail = fmt.Sprintf("handle_request returned %d", code)
 		}
-		return pl.failedStrike(in, d, &PluginError{PluginID: id, Kind: ErrGuestError, Detail: detail}, strike)
+		return pl.failed(in, d, &PluginError{PluginID: id, Kind: ErrGuestError, Detail: detail}, strike)
 	}
 	if err == nil && code == abi.DecisionRespond && !in.responded {
 		err = errNoRespond
 	}
 	if err != nil {
-		return pl.failed(in, d, &PluginError{PluginID: pl.id, Kind: in.classify(err), Detail: describe(err, in)})
+		return pl.failed(in, d, &PluginError{PluginID: pl.id, Kind: in.classify(err), Detail: describe(err, in)}, true)
 	}
 	d.merge(in.edits)
 	if code == abi.DecisionRespond {
@@ -265,13 +265,8 @@ func (a *Attachment) decider(msg, fallback string) (id, reason string) {
 const stepTag = "step "
 
 // failed discards the instance, counts, logs and reports the failure, and fills d unless the
-// plugin fails open.
-func (pl *plugin) failed(in *instance, d *Decision, perr *PluginError) bool {
-	return pl.failedStrike(in, d, perr, true)
-}
-
-// failedStrike is failed; strike says whether the failure counts against the breaker.
-func (pl *plugin) failedStrike(in *instance, d *Decision, perr *PluginError, strike bool) bool {
+// plugin fails open; strike says whether the failure counts against the circuit breaker.
+func (pl *plugin) failed(in *instance, d *Decision, perr *PluginError, strike bool) bool {
 	h := pl.host
 	pl.failures.Add(1)
 	pl.pool.discard(in, true)
