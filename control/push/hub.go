@@ -14,22 +14,22 @@
 //
 // Each edge stream ([Hub.Stream]) waits on a wake-up channel and sends what it
 // has not sent yet; when its version has left the ring (or the epoch differs)
-// it sends a full snapshot, so a revocation is never lost. [Presence] tracks
-// which edges are alive and which agents they hold.
+// it sends a full snapshot, so a revocation is never lost. Snapshots are
+// encoded from an in-memory copy of the configuration that the hub reads from
+// the store once and then keeps current with every published change. [Presence]
+// tracks which edges are alive and which agents they hold.
 package push
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/privateconnect/pc/control/store"
@@ -61,11 +61,6 @@ type Options struct {
 	// RevokedRetention is how long revoked or expired shares stay in
 	// snapshots, so edges answer 410 rather than 404 (default 7 days).
 	RevokedRetention time.Duration
-	// RefreshQuiet: when the cached snapshot falls RingSize/2 changes
-	// behind (soon out of the ring's reach), it is rebuilt in the background
-	// once publishing has paused this long (default 1 s), or after 30 s of
-	// continuous changes.
-	RefreshQuiet time.Duration
 }
 
 // versionBlock is how many versions are reserved per persisted write.
@@ -88,15 +83,13 @@ type Hub struct {
 	subs     map[*sub]struct{}
 	snapVer  int64 // version of the cached encoded snapshot (-1: none)
 	snapMsg  []byte
-	lastPub  time.Time // time of the last Publish
+	// live is the configuration at h.version, kept current by Publish; nil
+	// until the first snapshot reads the store, and again after a publish
+	// failed (something committed may then be missing from it).
+	live *state
 
-	buildMu    sync.Mutex  // one snapshot build at a time (held without mu)
-	refreshing atomic.Bool // a background refresh of the cached snapshot is pending
+	buildMu sync.Mutex // one snapshot build at a time (held without mu)
 }
-
-// refreshMax bounds how long a snapshot refresh waits for publishing to
-// pause.
-const refreshMax = 30 * time.Second
 
 // New loads the persisted version high-water mark and returns a hub.
 func New(ctx context.Context, kv store.KV, opts Options) (*Hub, error) {
@@ -111,9 +104,6 @@ func New(ctx context.Context, kv store.KV, opts Options) (*Hub, error) {
 	}
 	if opts.RevokedRetention <= 0 {
 		opts.RevokedRetention = 7 * 24 * time.Hour
-	}
-	if opts.RefreshQuiet <= 0 {
-		opts.RefreshQuiet = time.Second
 	}
 	var b [16]byte
 	_, _ = rand.Read(b[:])
@@ -176,13 +166,14 @@ func (h *Hub) Publish(ctx context.Context, refs ...Ref) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var changes []config.Change
+	var gone []time.Time
 	err := h.kv.View(ctx, func(tx store.Tx) error {
 		for _, r := range refs {
-			c, err := h.load(tx, r)
+			c, g, err := h.load(tx, r)
 			if err != nil {
 				return err
 			}
-			changes = append(changes, c)
+			changes, gone = append(changes, c), append(gone, g)
 		}
 		return nil
 	})
@@ -194,15 +185,16 @@ func (h *Hub) Publish(ctx context.Context, refs ...Ref) error {
 			}
 			changes[i].Version = v
 			h.append(changes[i])
+			if h.live != nil {
+				h.live.apply(changes[i], gone[i])
+			}
 		}
 	}
-	h.lastPub = time.Now()
-	if h.snapMsg != nil && h.version-h.snapVer > int64(h.opts.RingSize/2) && h.refreshing.CompareAndSwap(false, true) {
-		go h.refresh()
-	}
 	if err != nil {
-		// Something committed may not be described: force snapshots.
+		// Something committed may not be described: force snapshots, read
+		// from the store again.
 		h.ring = h.ring[:0]
+		h.live = nil
 		if _, e := h.next(ctx); e != nil {
 			h.version++ // the epoch still guards against reuse
 		}
@@ -294,15 +286,17 @@ func (h *Hub) since(epoch string, v int64) (changes []config.Change, cur int64, 
 	return append([]config.Change(nil), h.ring[i:]...), cur, true
 }
 
-// load reads one object's committed state as a change; h.mu is held.
-func (h *Hub) load(tx store.Tx, r Ref) (config.Change, error) {
+// load reads one object's committed state as a change, and for a share the
+// time it stopped working (see shareGone); h.mu is held.
+func (h *Hub) load(tx store.Tx, r Ref) (config.Change, time.Time, error) {
 	c := config.Change{Op: config.OpUpsert, Kind: r.Kind, ID: r.ID}
+	var gone time.Time
 	var err error
 	switch r.Kind {
 	case config.KindShare:
 		var sh *store.Share
 		if sh, err = store.GetShare(tx, r.WorkspaceID, r.ID); err == nil {
-			c.Share = ShareConfig(sh)
+			c.Share, gone = ShareConfig(sh), shareGone(sh)
 		}
 	case config.KindService:
 		var s *store.Service
@@ -325,82 +319,36 @@ func (h *Hub) load(tx store.Tx, r Ref) (config.Change, error) {
 		s := h.opts.Settings
 		c.Settings = &s
 	default:
-		return c, fmt.Errorf("unknown kind %q", r.Kind)
+		return c, gone, fmt.Errorf("unknown kind %q", r.Kind)
 	}
 	if errors.Is(err, store.ErrNotFound) {
-		return config.Change{Op: config.OpDelete, Kind: r.Kind, ID: r.ID}, nil
+		return config.Change{Op: config.OpDelete, Kind: r.Kind, ID: r.ID}, time.Time{}, nil
 	}
-	return c, err
+	return c, gone, err
 }
 
-// Snapshot builds the full configuration at the current version.
+// Snapshot reads the full configuration at the current version from the
+// store.
 func (h *Hub) Snapshot(ctx context.Context) (*config.Snapshot, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.snapshot(ctx, h.version)
+	st, err := h.read(ctx, h.version, h.cutoff())
+	if err != nil {
+		return nil, err
+	}
+	v := st.view(h.epoch, h.opts.Settings, h.cutoff())
+	v.sort()
+	return v.snapshot(), nil
 }
 
-// snapshot reads the store's state as the snapshot of version v.
-func (h *Hub) snapshot(ctx context.Context, v int64) (*config.Snapshot, error) {
-	snap := &config.Snapshot{
-		Epoch: h.epoch, Version: v, Settings: h.opts.Settings,
-		Shares: []config.Share{}, Services: []config.Service{}, Agents: []config.Agent{},
-		Edges: []config.Edge{}, Plugins: []config.Plugin{},
-	}
-	cutoff := time.Now().Add(-h.opts.RevokedRetention)
-	err := h.kv.View(ctx, func(tx store.Tx) error {
-		wss, _, err := store.ListWorkspaces(tx, "", 0)
-		if err != nil {
-			return err
-		}
-		for _, w := range wss {
-			shares, _, err := store.ListShares(tx, w.ID, "", 0, func(s *store.Share) bool {
-				return (s.RevokedAt == nil || s.RevokedAt.After(cutoff)) && (s.ExpiresAt == nil || s.ExpiresAt.After(cutoff))
-			})
-			if err != nil {
-				return err
-			}
-			for i := range shares {
-				snap.Shares = append(snap.Shares, *ShareConfig(&shares[i]))
-			}
-			svcs, _, err := store.ListServices(tx, w.ID, "", 0, nil)
-			if err != nil {
-				return err
-			}
-			for i := range svcs {
-				snap.Services = append(snap.Services, *ServiceConfig(&svcs[i]))
-			}
-			agents, _, err := store.ListAgents(tx, w.ID, "", 0, nil)
-			if err != nil {
-				return err
-			}
-			for i := range agents {
-				snap.Agents = append(snap.Agents, *AgentConfig(&agents[i]))
-			}
-			if snap.Plugins, err = appendPlugins(tx, w.ID, snap.Plugins); err != nil {
-				return err
-			}
-		}
-		edges, _, err := store.ListEdges(tx, "", 0)
-		if err != nil {
-			return err
-		}
-		for i := range edges {
-			snap.Edges = append(snap.Edges, *EdgeConfig(&edges[i]))
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("push: snapshot: %w", err)
-	}
-	return snap, nil
-}
+// cutoff is the time before which revoked or expired shares leave
+// snapshots.
+func (h *Hub) cutoff() time.Time { return time.Now().Add(-h.opts.RevokedRetention) }
 
 // snapshotMessage returns an encoded snapshot message line and its
 // version. A cached snapshot is reused while the change ring still reaches
 // back to it: the stream then sends the changes since its version (an edge
-// applies them together), so a new edge does not wait for a full read of
-// the store. Otherwise a fresh one is built.
+// applies them together). Otherwise a fresh one is encoded.
 func (h *Hub) snapshotMessage(ctx context.Context) ([]byte, int64, error) {
 	h.mu.Lock()
 	if h.snapMsg != nil && h.reaches(h.snapVer) {
@@ -421,10 +369,11 @@ func (h *Hub) reaches(v int64) bool {
 	return v < h.version && len(h.ring) > 0 && h.ring[0].Version <= v+1
 }
 
-// rebuild builds, encodes and caches the snapshot at the current version.
-// The store is read without h.mu, so API writes do not wait for it: every
-// change published up to the version read was committed before the read
-// began, and any later one is sent to the edge as a change.
+// rebuild encodes and caches the snapshot of the live configuration at the
+// current version, reading the store first when there is none. The store is
+// read without h.mu, so API writes do not wait for it: every change
+// published up to the version read was committed before the read began, and
+// the changes published during the read are then applied from the ring.
 func (h *Hub) rebuild(ctx context.Context) ([]byte, int64, error) {
 	h.buildMu.Lock()
 	defer h.buildMu.Unlock()
@@ -434,45 +383,39 @@ func (h *Hub) rebuild(ctx context.Context) ([]byte, int64, error) {
 		h.mu.Unlock()
 		return line, v, nil
 	}
-	v := h.version
+	st := h.live
+	if st == nil {
+		v := h.version
+		h.mu.Unlock()
+		read, err := h.read(ctx, v, h.cutoff())
+		if err != nil {
+			return nil, 0, err
+		}
+		h.mu.Lock()
+		if h.live == nil && h.reaches(read.ver) {
+			now := time.Now()
+			if read.ver < h.version {
+				for _, c := range h.ring[read.ver+1-h.ring[0].Version:] {
+					read.apply(c, changeGone(c, now))
+				}
+			}
+			h.live = read
+		}
+		st = read // at read.ver if the ring lost what followed it
+	}
+	view := st.view(h.epoch, h.opts.Settings, h.cutoff())
 	h.mu.Unlock()
-	snap, err := h.snapshot(ctx, v)
+	view.sort()
+	line, err := view.message()
 	if err != nil {
 		return nil, 0, err
 	}
-	b, err := json.Marshal(config.Message{Type: config.MsgSnapshot, Epoch: h.epoch, Version: v, Snapshot: snap})
-	if err != nil {
-		return nil, 0, fmt.Errorf("push: encode snapshot: %w", err)
-	}
-	line := append(b, '\n')
 	h.mu.Lock()
-	if v > h.snapVer {
-		h.snapVer, h.snapMsg = v, line
+	if view.Version > h.snapVer {
+		h.snapVer, h.snapMsg = view.Version, line
 	}
 	h.mu.Unlock()
-	return line, v, nil
-}
-
-// refresh rebuilds the cached snapshot in the background once publishing
-// pauses (Options.RefreshQuiet).
-func (h *Hub) refresh() {
-	defer h.refreshing.Store(false)
-	start := time.Now()
-	for {
-		h.mu.Lock()
-		quiet := time.Since(h.lastPub)
-		h.mu.Unlock()
-		waited := time.Since(start)
-		if quiet >= h.opts.RefreshQuiet || waited >= refreshMax {
-			break
-		}
-		time.Sleep(min(h.opts.RefreshQuiet-quiet, refreshMax-waited))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, _, err := h.rebuild(ctx); err != nil {
-		h.log.Warn("snapshot refresh failed", "err", err)
-	}
+	return line, view.Version, nil
 }
 
 func (h *Hub) subscribe() *sub {

@@ -23,15 +23,3 @@ func loadPlugin(tx store.Tx, r Ref) (*config.Plugin, error) {
 	}
 	return PluginConfig(p), nil
 }
-
-// appendPlugins adds a workspace's plugins to a snapshot.
-func appendPlugins(tx store.Tx, ws string, out []config.Plugin) ([]config.Plugin, error) {
-	pls, _, err := store.ListPlugins(tx, ws, "", 0)
-	if err != nil {
-		return out, err
-	}
-	for i := range pls {
-		out = append(out, *PluginConfig(&pls[i]))
-	}
-	return out, nil
-}

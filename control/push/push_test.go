@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -217,7 +220,7 @@ func nextData(t *testing.T, ch <-chan config.Message) config.Message {
 // since; once the ring no longer reaches the cached version, a fresh
 // snapshot is built.
 func TestCachedSnapshotThenCatchUp(t *testing.T) {
-	h, kv := newHub(t, Options{RingSize: 16, RefreshQuiet: time.Hour}) // no background refresh here
+	h, kv := newHub(t, Options{RingSize: 16})
 	addShare(t, kv, "s1")
 	require.NoError(t, h.Publish(ctx, Share("ws", "s1")))
 	ch1, stop1 := stream(t, h, "", 0)
@@ -260,25 +263,29 @@ func TestCachedSnapshotThenCatchUp(t *testing.T) {
 }
 
 // slowView is the real store whose next View, once armed, waits for a
-// release: a snapshot build caught in the middle of its read.
+// release once it has read: a snapshot build caught at the end of its read.
 type slowView struct {
 	store.KV
-	armed   chan struct{} // closed when the armed View started
+	armed   chan struct{} // closed when the armed View has read
 	release chan struct{}
 	once    sync.Once
 	on      atomic.Bool
+	views   atomic.Int64
 }
 
 func (s *slowView) View(ctx context.Context, fn func(store.Tx) error) error {
+	s.views.Add(1)
+	err := s.KV.View(ctx, fn)
 	if s.on.CompareAndSwap(true, false) {
 		s.once.Do(func() { close(s.armed) })
 		<-s.release
 	}
-	return s.KV.View(ctx, fn)
+	return err
 }
 
 // TestSnapshotBuildDoesNotBlockPublish: building a snapshot reads the store
-// without the hub's lock, so API writes are not held up by it.
+// without the hub's lock, so API writes are not held up by it; what they
+// publish meanwhile is applied to the snapshot from the ring.
 func TestSnapshotBuildDoesNotBlockPublish(t *testing.T) {
 	kv := memstore.New()
 	require.NoError(t, kv.Update(ctx, func(tx store.Tx) error {
@@ -291,9 +298,10 @@ func TestSnapshotBuildDoesNotBlockPublish(t *testing.T) {
 	slow.on.Store(true)
 	built := make(chan error, 1)
 	go func() { _, _, err := h.rebuild(ctx); built <- err }()
-	<-slow.armed // the build is reading the store
+	<-slow.armed // the build has read the store
+	addShare(t, kv, "s2")
 	published := make(chan error, 1)
-	go func() { published <- h.Publish(ctx, Share("ws", "s1")) }()
+	go func() { published <- h.Publish(ctx, Share("ws", "s2")) }()
 	select {
 	case err := <-published:
 		require.NoError(t, err)
@@ -302,30 +310,144 @@ func TestSnapshotBuildDoesNotBlockPublish(t *testing.T) {
 	}
 	close(slow.release)
 	require.NoError(t, <-built)
-	// The snapshot is of the version read before the build began; the
-	// change published meanwhile comes after it.
 	line, v, err := h.snapshotMessage(ctx)
 	require.NoError(t, err)
-	require.NotEmpty(t, line)
-	assert.Equal(t, h.Version()-1, v)
-	changes, _, ok := h.since(h.Epoch(), v)
-	require.True(t, ok)
-	require.Len(t, changes, 1)
+	assert.Equal(t, h.Version(), v, "the change published during the read is in the snapshot")
+	var m config.Message
+	require.NoError(t, json.Unmarshal(line, &m))
+	assert.Equal(t, []string{"s1", "s2"}, shareIDs(m.Snapshot))
 }
 
-// TestSnapshotRefreshedInBackground: a cached snapshot that falls half a
-// ring behind is rebuilt once publishing pauses.
-func TestSnapshotRefreshedInBackground(t *testing.T) {
-	h, kv := newHub(t, Options{RingSize: 8, RefreshQuiet: 50 * time.Millisecond})
-	addShare(t, kv, "s1")
-	_, _, err := h.snapshotMessage(ctx)
-	require.NoError(t, err)
-	for i := 0; i < 6; i++ {
-		require.NoError(t, h.Publish(ctx, Share("ws", "s1")))
+func shareIDs(s *config.Snapshot) []string {
+	var ids []string
+	for _, sh := range s.Shares {
+		ids = append(ids, sh.ID)
 	}
-	require.Eventually(t, func() bool {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return h.snapVer == h.version
-	}, 3*time.Second, 10*time.Millisecond)
+	return ids
+}
+
+// TestSnapshotsFromMemory: once the store has been read for a first
+// snapshot, later snapshots are encoded from the hub's live configuration,
+// without reading the store again, even when the cached one left the ring.
+func TestSnapshotsFromMemory(t *testing.T) {
+	kv := memstore.New()
+	require.NoError(t, kv.Update(ctx, func(tx store.Tx) error {
+		return store.CreateWorkspace(tx, &store.Workspace{ID: "ws", Name: "default"})
+	}))
+	counted := &slowView{KV: kv}
+	h, err := New(ctx, counted, Options{RingSize: 8})
+	require.NoError(t, err)
+	_, _, err = h.snapshotMessage(ctx)
+	require.NoError(t, err)
+	before := counted.views.Load()
+	for i := range 20 {
+		addShare(t, kv, fmt.Sprint("s", i))
+		require.NoError(t, h.Publish(ctx, Share("ws", fmt.Sprint("s", i))))
+	}
+	line, v, err := h.snapshotMessage(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, h.Version(), v)
+	assert.Equal(t, before+20, counted.views.Load(), "one read per Publish, none for the snapshot")
+	var m config.Message
+	require.NoError(t, json.Unmarshal(line, &m))
+	assert.Len(t, m.Snapshot.Shares, 20)
+
+	// A failed publish may leave something committed out of the live
+	// copy: the next snapshot reads the store again.
+	h.mu.Lock()
+	h.live = nil
+	h.snapMsg = nil
+	h.mu.Unlock()
+	_, _, err = h.snapshotMessage(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, before+21, counted.views.Load())
+}
+
+// TestLiveStateMatchesStore: whatever is created, changed, revoked and
+// deleted, the snapshot encoded from the live configuration decodes to
+// what a fresh read of the store gives, including the retention of revoked
+// and expired shares (gone 8 days ago: out; gone now: in, revoked).
+func TestLiveStateMatchesStore(t *testing.T) {
+	h, kv := newHub(t, Options{RingSize: 4})
+	_, _, err := h.snapshotMessage(ctx) // the live copy starts here
+	require.NoError(t, err)
+	rng := rand.New(rand.NewPCG(1, 2))
+	now := time.Now()
+	old := now.Add(-8 * 24 * time.Hour)
+	for round := range 300 {
+		id := fmt.Sprint("s", rng.IntN(12))
+		var ref Ref
+		require.NoError(t, kv.Update(ctx, func(tx store.Tx) error {
+			switch rng.IntN(7) {
+			case 0, 1:
+				ref = Share("ws", id)
+				sh, err := store.GetShare(tx, "ws", id)
+				if errors.Is(err, store.ErrNotFound) {
+					return store.CreateShare(tx, &store.Share{ID: id, WorkspaceID: "ws", ServiceID: "svc", TokenHash: "t" + id})
+				}
+				if err != nil {
+					return err
+				}
+				sh.Name = fmt.Sprint("name ", round)
+				switch rng.IntN(4) {
+				case 0:
+					sh.RevokedAt = &now
+				case 1:
+					sh.RevokedAt = &old
+				case 2:
+					sh.ExpiresAt = &old
+				}
+				return store.PutShare(tx, sh)
+			case 2, 3:
+				ref = Service("ws", "v"+id)
+				_, err := store.DeleteService(tx, "ws", "v"+id, now)
+				if errors.Is(err, store.ErrNotFound) {
+					return store.CreateService(tx, &store.Service{ID: "v" + id, WorkspaceID: "ws", AgentID: "ag", Name: "v" + id, Protocol: "http", TargetHost: "127.0.0.1", TargetPort: 80}, 20000, 30000)
+				}
+				return err
+			case 4:
+				ref = Agent("ws", "ag")
+				ag, err := store.GetAgent(tx, "ws", "ag")
+				if err != nil {
+					return err
+				}
+				ag.Name = fmt.Sprint(round)
+				return store.PutAgent(tx, ag)
+			case 5:
+				ref = Edge("e" + id)
+				err := store.DeleteEdge(tx, "e"+id)
+				if errors.Is(err, store.ErrNotFound) {
+					return store.CreateEdge(tx, &store.Edge{ID: "e" + id, Name: "e" + id, TokenHash: "h" + id})
+				}
+				return err
+			default:
+				ref = Plugin("ws", "p"+id)
+				_, err := store.DeletePlugin(tx, "ws", "p"+id)
+				if errors.Is(err, store.ErrNotFound) {
+					return store.CreatePlugin(tx, &store.Plugin{ID: "p" + id, WorkspaceID: "ws", Name: "p" + id, Version: "1"}, []byte(id))
+				}
+				return err
+			}
+		}))
+		require.NoError(t, h.Publish(ctx, ref))
+		if round%10 != 9 {
+			continue
+		}
+		line, v, err := h.snapshotMessage(ctx)
+		require.NoError(t, err)
+		var m config.Message
+		require.NoError(t, json.Unmarshal(line, &m))
+		want, err := h.Snapshot(ctx)
+		require.NoError(t, err)
+		if v < h.Version() { // the cached one, then the ring: compare a fresh encode
+			h.mu.Lock()
+			h.snapMsg = nil
+			h.mu.Unlock()
+			line, _, err = h.snapshotMessage(ctx)
+			require.NoError(t, err)
+			m = config.Message{}
+			require.NoError(t, json.Unmarshal(line, &m))
+		}
+		require.Equal(t, want, m.Snapshot, "round %d", round)
+	}
 }
