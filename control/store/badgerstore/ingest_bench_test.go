@@ -1,0 +1,85 @@
+package badgerstore
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/privateconnect/pc/control/store"
+)
+
+// privateKiB is this process's private resident memory (RssAnon).
+func privateKiB() int64 {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "RssAnon:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// BenchmarkAccessLogIngest stores access logs as the control plane does
+// (chunks of 500 records per transaction, store.RecordAccess) as fast as
+// Badger takes them, and reports the peak private memory and Go heap of the
+// process: what the control plane's memory comes to under a sustained
+// stream of visitors (the pcbench soak). Run it for a while to let
+// compactions start: -benchtime 45s.
+func BenchmarkAccessLogIngest(b *testing.B) {
+	s, err := Open(Options{Dir: b.TempDir(), MinFreeBytes: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if err := s.Update(ctx, func(tx store.Tx) error {
+		return store.CreateWorkspace(tx, &store.Workspace{ID: "ws", Name: "x"})
+	}); err != nil {
+		b.Fatal(err)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	var peakPrivate, peakHeap int64
+	go func() {
+		defer close(done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		var ms runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			runtime.ReadMemStats(&ms)
+			peakPrivate, peakHeap = max(peakPrivate, privateKiB()), max(peakHeap, int64(ms.HeapInuse>>10))
+		}
+	}()
+	recs := make([]store.AccessRecord, 500)
+	b.ResetTimer()
+	for b.Loop() {
+		now := time.Now().UTC()
+		for i := range recs {
+			recs[i] = store.AccessRecord{ID: uuid.NewString(), ShareID: "sh", EdgeID: "edge-1", At: now, IP: "127.0.0.1",
+				UserAgent: "fasthttp", Method: "GET", Path: "/small", StatusCode: 200, LatencyMs: 1.2, BytesOut: 1024, Decision: "allowed"}
+		}
+		if err := s.Update(ctx, func(tx store.Tx) error {
+			return store.RecordAccess(tx, &store.AccessBatch{WorkspaceID: "ws", ShareID: "sh", ServiceID: "svc", Records: recs},
+				24*time.Hour, 10*time.Second, now)
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	close(stop)
+	<-done
+	b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "records/s")
+	b.ReportMetric(float64(peakPrivate)/1024, "peak-private-MiB")
+	b.ReportMetric(float64(peakHeap)/1024, "peak-heap-MiB")
+}
