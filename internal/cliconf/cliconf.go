@@ -116,26 +116,43 @@ func Execute(root *cobra.Command, args []string, stdout, stderr io.Writer) int {
 // <prefix>.<command>.<pid>.pprof when PC_CPUPROFILE=<prefix> is set: a way
 // to profile the processes pcbench starts, e.g. PC_CPUPROFILE=/tmp/pc
 // bin/pcbench run -s http-small, then go tool pprof bin/pcd
-// /tmp/pc.edge.*.pprof. The returned func stops it.
+// /tmp/pc.edge.*.pprof. With PC_MEMPROFILE=<prefix>, the returned func also
+// writes the heap profile at exit to <prefix>.<command>.<pid>.heap. The
+// returned func stops both.
 func StartCPUProfile(args []string) (func(), error) {
-	prefix := os.Getenv("PC_CPUPROFILE")
-	if prefix == "" {
-		return func() {}, nil
-	}
 	cmd := "main"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd = args[0]
 	}
-	f, err := os.Create(fmt.Sprintf("%s.%s.%d.pprof", prefix, cmd, os.Getpid()))
-	if err != nil {
-		return nil, fmt.Errorf("PC_CPUPROFILE: %w", err)
+	stop := func() {}
+	if prefix := os.Getenv("PC_CPUPROFILE"); prefix != "" {
+		f, err := os.Create(fmt.Sprintf("%s.%s.%d.pprof", prefix, cmd, os.Getpid()))
+		if err != nil {
+			return nil, fmt.Errorf("PC_CPUPROFILE: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("PC_CPUPROFILE: %w", err)
+		}
+		stop = func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("PC_CPUPROFILE: %w", err)
+	prefix := os.Getenv("PC_MEMPROFILE")
+	if prefix == "" {
+		return stop, nil
 	}
 	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
+		stop()
+		f, err := os.Create(fmt.Sprintf("%s.%s.%d.heap", prefix, cmd, os.Getpid()))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "PC_MEMPROFILE:", err)
+			return
+		}
+		defer f.Close()
+		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+			fmt.Fprintln(os.Stderr, "PC_MEMPROFILE:", err)
+		}
 	}, nil
 }
