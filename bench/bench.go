@@ -58,6 +58,9 @@ type Options struct {
 	Quick bool
 	// IdleAgents and Shares size those scenarios (0: defaults).
 	IdleAgents, Shares int
+	// SoakDuration is the length of the soak (0: 10 minutes; 3 s with
+	// Quick).
+	SoakDuration time.Duration
 	// SharesBudget bounds the time spent creating shares through the API.
 	SharesBudget time.Duration
 	// Self is the pcbench executable re-executed for helper processes
@@ -94,6 +97,12 @@ func (o *Options) setDefaults(all bool) error {
 			o.Duration = 5 * time.Second
 		default:
 			o.Duration = 10 * time.Second
+		}
+	}
+	if o.SoakDuration <= 0 {
+		o.SoakDuration = 10 * time.Minute
+		if o.Quick {
+			o.SoakDuration = 3 * time.Second
 		}
 	}
 	if o.ServerLogLevel == "" {
@@ -141,10 +150,10 @@ type ScenarioInfo struct{ Name, Description, Target string }
 var registry []scenario
 
 // scenarioOrder is the order of `all`: the data path first, then the
-// control plane, then the scenarios that grow the edge's state.
+// control plane, then the scenarios that grow the edge's state, the soak last.
 var scenarioOrder = []string{"http-small", "http-close", "body-1m-down", "body-1m-up", "body-100m-down", "body-100m-up",
 	"websocket-echo", "sse", "tcp-bulk", "tcp-parallel", "plugins-default", "plugins-5", "api-reads", "api-create",
-	"config-propagation", "idle-agents", "shares-100k"}
+	"config-propagation", "idle-agents", "shares-100k", "soak"}
 
 func register(s scenario) {
 	registry = append(registry, s)
@@ -324,7 +333,7 @@ func (r *runner) runOnce(ctx context.Context, s scenario, res *Result) {
 // measure the control plane or grow the edge's state run after run).
 func (s scenario) repeatable() bool {
 	switch s.name {
-	case "api-reads", "api-create", "config-propagation", "idle-agents", "shares-100k":
+	case "api-reads", "api-create", "config-propagation", "idle-agents", "shares-100k", "soak":
 		return false
 	}
 	return true

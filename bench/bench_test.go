@@ -261,7 +261,60 @@ func TestEveryScenarioQuick(t *testing.T) {
 				require.Len(t, ph.Procs, 3+i, ph.Target)
 			}
 		}
+		if r.Scenario == "soak" {
+			require.Positive(t, r.System.TargetRate, "the soak runs open loop")
+			var judged []string
+			for _, m := range r.Metrics {
+				if m.Pass != nil {
+					judged = append(judged, m.Name)
+				}
+			}
+			require.Equal(t, []string{"edge private memory growth after warm-up", "agent private memory growth after warm-up",
+				"control private memory growth after warm-up"}, judged)
+		}
 	}
+}
+
+// TestSoakWindows: the soak compares each process's lowest sample in the
+// window after the warm-up with its lowest in the last window, so a spike
+// (a collection's sawtooth) is not growth and a raised floor is.
+func TestSoakWindows(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	mb := int64(1 << 20)
+	// 100 samples, 1 s apart: warm-up at 30%, windows of 15%.
+	series := func(f func(i int) int64) []rssSample {
+		out := make([]rssSample, 100)
+		for i := range out {
+			out[i] = rssSample{at: t0.Add(time.Duration(i) * time.Second), rss: 2 * f(i), anon: f(i)}
+		}
+		return out
+	}
+	m := &monitor{procs: []monProc{
+		{name: "flat-with-spikes", rss: series(func(i int) int64 { return 100*mb + int64(i%5)*50*mb })},
+		{name: "warming", rss: series(func(i int) int64 { return int64(min(i, 30)) * 10 * mb })},
+		{name: "leaking", rss: series(func(i int) int64 { return 100*mb + int64(i)*mb })},
+		{name: "one", rss: series(func(int) int64 { return mb })[:1]},
+	}}
+	anon := func(s rssSample) int64 { return s.anon }
+	for _, tc := range []struct {
+		name     string
+		from, to float64
+		ok       bool
+	}{
+		{"flat-with-spikes", 100, 100, true},
+		{"warming", 300, 300, true},
+		{"leaking", 130, 185, true}, // 42% growth: the soak fails it
+		{"one", 0, 0, false},
+		{"absent", 0, 0, false},
+	} {
+		from, to, ok := m.windowMins(tc.name, soakWarm, soakWindow, anon)
+		require.Equal(t, tc.ok, ok, tc.name)
+		require.Equal(t, tc.from, from/float64(mb), tc.name)
+		require.Equal(t, tc.to, to/float64(mb), tc.name)
+	}
+	from, _, _ := m.windowMins("leaking", soakWarm, soakWindow, func(s rssSample) int64 { return s.rss })
+	require.Equal(t, 260.0, from/float64(mb), "the reader picks the figure")
+	require.Equal(t, 300*mb, m.peakPrivate("flat-with-spikes"))
 }
 
 func BenchmarkHistogramRecord(b *testing.B) {

@@ -26,6 +26,8 @@ type httpCase struct {
 	wantBody int64
 	// tls dials with TLS (--target https://…).
 	tls bool
+	// rate, when > 0, is the open-loop rate in req/s (else --rate).
+	rate float64
 }
 
 type httpWorker struct {
@@ -58,8 +60,12 @@ func (r *runner) httpPhase(ctx context.Context, label, addr string, hc httpCase,
 	if hc.uploadSize >= 1<<20 || hc.wantBody >= 1<<20 {
 		unit = unitMBps
 	}
+	rate := r.opts.Rate
+	if hc.rate > 0 {
+		rate = hc.rate
+	}
 	spec := loadSpec{
-		Label: label, Conns: conns, Duration: dur, Warmup: r.warmup(dur), Rate: r.opts.Rate, Unit: unit,
+		Label: label, Conns: conns, Duration: dur, Warmup: r.warmup(dur), Rate: rate, Unit: unit,
 		Setup: func(w *worker) error {
 			hw := &httpWorker{req: fasthttp.AcquireRequest(), resp: fasthttp.AcquireResponse(), buf: make([]byte, 64<<10)}
 			if hc.method != "" {

@@ -152,10 +152,11 @@ type ProcStat struct {
 // monitor samples the CPU time and memory of a set of processes during a
 // phase.
 type monitor struct {
-	mu    sync.Mutex
-	procs []monProc
-	stop  chan struct{}
-	done  chan struct{}
+	mu     sync.Mutex
+	procs  []monProc
+	stop   chan struct{}
+	done   chan struct{}
+	record bool // keep every sample's resident memory (soak)
 }
 
 type monProc struct {
@@ -163,11 +164,16 @@ type monProc struct {
 	pid   int
 	start ProcSample
 	peak  int64
+	rss   []rssSample // when recording
 }
 
 // newMonitor starts sampling every 100 ms; end stops it.
-func newMonitor(procs map[string]int) *monitor {
-	m := &monitor{stop: make(chan struct{}), done: make(chan struct{})}
+func newMonitor(procs map[string]int) *monitor { return startMonitor(procs, false) }
+
+// startMonitor is newMonitor, keeping every sample's resident memory when
+// record is set.
+func startMonitor(procs map[string]int, record bool) *monitor {
+	m := &monitor{stop: make(chan struct{}), done: make(chan struct{}), record: record}
 	for _, name := range sortedKeys(procs) {
 		pid := procs[name]
 		s, err := readProc(pid)
@@ -197,9 +203,16 @@ func (m *monitor) loop() {
 func (m *monitor) sample() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	now := time.Now()
 	for i := range m.procs {
-		if s, err := readProc(m.procs[i].pid); err == nil && s.RSSBytes > m.procs[i].peak {
-			m.procs[i].peak = s.RSSBytes
+		p := &m.procs[i]
+		s, err := readProc(p.pid)
+		if err != nil {
+			continue
+		}
+		p.peak = max(p.peak, s.RSSBytes)
+		if m.record {
+			p.rss = append(p.rss, rssSample{at: now, rss: s.RSSBytes, anon: s.AnonBytes})
 		}
 	}
 }

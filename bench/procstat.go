@@ -16,6 +16,7 @@ const clkTck = 100
 type ProcSample struct {
 	CPUSeconds float64 // user + system time since the process started
 	RSSBytes   int64   // resident set size now (VmRSS)
+	AnonBytes  int64   // of which private memory (RssAnon; the rest is mapped files and shared memory)
 	HWMBytes   int64   // peak resident set size (VmHWM)
 	Threads    int
 }
@@ -54,6 +55,8 @@ func readProc(pid int) (ProcSample, error) {
 		switch k {
 		case "VmRSS":
 			s.RSSBytes = parseKB(v)
+		case "RssAnon":
+			s.AnonBytes = parseKB(v)
 		case "VmHWM":
 			s.HWMBytes = parseKB(v)
 		case "Threads":

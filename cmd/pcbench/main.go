@@ -59,6 +59,7 @@ func addRunFlags(cmd *cobra.Command, o *bench.Options) {
 	fs.BoolVar(&o.Quick, "quick", false, "tiny run: 0.5 s phases, few connections, small sizes (a smoke test)")
 	fs.IntVar(&o.IdleAgents, "idle-agents", 0, "agents in idle-agents (default 10000; 20 with --quick)")
 	fs.IntVar(&o.Shares, "shares", 0, "shares in shares-100k (default 100000; 300 with --quick)")
+	fs.DurationVar(&o.SoakDuration, "soak-duration", 0, "length of the soak scenario (default 10m; 3s with --quick)")
 	fs.DurationVar(&o.SharesBudget, "shares-budget", 240*time.Second, "time allowed to create the shares of shares-100k through the API")
 	fs.StringVar(&o.WorkDir, "work-dir", "", "where the servers' data directories go (default: the system temp dir)")
 	fs.BoolVar(&o.KeepWorkDir, "keep", false, "keep the work directory (server data and logs) after the run")
