@@ -2,7 +2,9 @@ package badgerstore
 
 import (
 	"context"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -33,7 +35,8 @@ func privateKiB() int64 {
 // stream of visitors (the pcbench soak). Run it for a while to let
 // compactions start: -benchtime 45s.
 func BenchmarkAccessLogIngest(b *testing.B) {
-	s, err := Open(Options{Dir: b.TempDir(), MinFreeBytes: -1})
+	dir := b.TempDir()
+	s, err := Open(Options{Dir: dir, MinFreeBytes: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -82,4 +85,14 @@ func BenchmarkAccessLogIngest(b *testing.B) {
 	b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "records/s")
 	b.ReportMetric(float64(peakPrivate)/1024, "peak-private-MiB")
 	b.ReportMetric(float64(peakHeap)/1024, "peak-heap-MiB")
+	var disk int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				disk += fi.Size()
+			}
+		}
+		return nil
+	})
+	b.ReportMetric(float64(disk)/float64(b.N*len(recs)), "disk-B/record")
 }
