@@ -307,14 +307,14 @@ func TestSoakWindows(t *testing.T) {
 		{"one", 0, 0, false},
 		{"absent", 0, 0, false},
 	} {
-		from, to, ok := m.windowMins(tc.name, soakWarm, soakWindow, anon)
+		from, to, ok := windowMins(m.recorded(tc.name), soakWarm, soakWindow, anon)
 		require.Equal(t, tc.ok, ok, tc.name)
 		require.Equal(t, tc.from, from/float64(mb), tc.name)
 		require.Equal(t, tc.to, to/float64(mb), tc.name)
 	}
-	from, _, _ := m.windowMins("leaking", soakWarm, soakWindow, func(s rssSample) int64 { return s.rss })
+	from, _, _ := windowMins(m.recorded("leaking"), soakWarm, soakWindow, func(s rssSample) int64 { return s.rss })
 	require.Equal(t, 260.0, from/float64(mb), "the reader picks the figure")
-	require.Equal(t, 300*mb, m.peakPrivate("flat-with-spikes"))
+	require.Equal(t, 300*mb, peakPrivate(m.recorded("flat-with-spikes")))
 }
 
 func BenchmarkHistogramRecord(b *testing.B) {

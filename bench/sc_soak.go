@@ -65,7 +65,8 @@ func runSoak(ctx context.Context, r *runner, res *Result) error {
 	res.metric("soak rate (open loop, half the maximum)", res.System.Rate, "req/s", "", nil)
 	pass := res.System.Errors == 0 && ctx.Err() == nil
 	for _, name := range []string{"edge", "agent", "control"} {
-		from, to, ok := mon.windowMins(name, soakWarm, soakWindow, func(s rssSample) int64 { return s.anon })
+		rec := mon.recorded(name)
+		from, to, ok := windowMins(rec, soakWarm, soakWindow, func(s rssSample) int64 { return s.anon })
 		if !ok {
 			continue
 		}
@@ -73,8 +74,8 @@ func runSoak(ctx context.Context, r *runner, res *Result) error {
 		ok = g <= soakGrowth
 		pass = pass && ok
 		res.metric(name+" private memory growth after warm-up", g*100, "%", "≤ 10%", boolPtr(ok))
-		rf, rt, _ := mon.windowMins(name, soakWarm, soakWindow, func(s rssSample) int64 { return s.rss })
-		peak := mon.peakPrivate(name)
+		rf, rt, _ := windowMins(rec, soakWarm, soakWindow, func(s rssSample) int64 { return s.rss })
+		peak := peakPrivate(rec)
 		res.note("%s private memory (RssAnon) %.1f → %.1f MiB, peak %.1f MiB; resident with mapped files (VmRSS) %.1f → %.1f MiB (lowest sample after the warm-up → at the end)",
 			name, from/(1<<20), to/(1<<20), float64(peak)/(1<<20), rf/(1<<20), rt/(1<<20))
 	}
@@ -84,37 +85,38 @@ func runSoak(ctx context.Context, r *runner, res *Result) error {
 	return ctx.Err()
 }
 
-// windowMins returns a recorded process's lowest memory (as v reads it from
-// a sample) in the window [warm, warm+window) of the recording and in its
-// last window (fractions of its length), in bytes.
-func (m *monitor) windowMins(name string, warm, window float64, v func(rssSample) int64) (from, to float64, ok bool) {
+// recorded returns a recording monitor's samples of one process.
+func (m *monitor) recorded(name string) []rssSample {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, p := range m.procs {
-		if p.name != name || len(p.rss) < 2 {
-			continue
-		}
-		start, end := p.rss[0].at, p.rss[len(p.rss)-1].at
-		span := end.Sub(start)
-		at := func(f float64) time.Time { return start.Add(time.Duration(f * float64(span))) }
-		from = lowest(p.rss, at(warm), at(warm+window), v)
-		to = lowest(p.rss, at(1-window), end.Add(time.Nanosecond), v)
-		return from, to, from > 0 && to > 0
-	}
-	return 0, 0, false
-}
-
-// peakPrivate is a recorded process's highest private memory, in bytes.
-func (m *monitor) peakPrivate(name string) int64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var peak int64
 	for _, p := range m.procs {
 		if p.name == name {
-			for _, x := range p.rss {
-				peak = max(peak, x.anon)
-			}
+			return slices.Clone(p.rss)
 		}
+	}
+	return nil
+}
+
+// windowMins returns the lowest memory (as v reads it from a sample) in the
+// window [warm, warm+window) of a recording and in its last window
+// (fractions of its length), in bytes.
+func windowMins(s []rssSample, warm, window float64, v func(rssSample) int64) (from, to float64, ok bool) {
+	if len(s) < 2 {
+		return 0, 0, false
+	}
+	start, end := s[0].at, s[len(s)-1].at
+	span := end.Sub(start)
+	at := func(f float64) time.Time { return start.Add(time.Duration(f * float64(span))) }
+	from = lowest(s, at(warm), at(warm+window), v)
+	to = lowest(s, at(1-window), end.Add(time.Nanosecond), v)
+	return from, to, from > 0 && to > 0
+}
+
+// peakPrivate is a recording's highest private memory, in bytes.
+func peakPrivate(s []rssSample) int64 {
+	var peak int64
+	for _, x := range s {
+		peak = max(peak, x.anon)
 	}
 	return peak
 }

@@ -475,3 +475,30 @@ func BenchmarkSnapshotFromLiveState(b *testing.B) {
 		}
 	}
 }
+
+// TestGoneTimes: a share stops working at the earlier of its revocation and
+// its expiry; replayed from the ring, a revoked share counts as revoked at
+// the replay.
+func TestGoneTimes(t *testing.T) {
+	now := time.Unix(2000, 0)
+	early, late := time.Unix(1000, 0), time.Unix(3000, 0)
+	for _, tc := range []struct {
+		revoked, expires *time.Time
+		want             time.Time
+	}{
+		{nil, nil, time.Time{}},
+		{&early, nil, early},
+		{nil, &late, late},
+		{&late, &early, early},
+		{&early, &late, early},
+	} {
+		assert.Equal(t, tc.want, shareGone(&store.Share{RevokedAt: tc.revoked, ExpiresAt: tc.expires}))
+		c := config.Change{Share: &config.Share{Revoked: tc.revoked != nil, ExpiresAt: tc.expires}}
+		want := earliest(tc.expires)
+		if tc.revoked != nil {
+			want = earliest(&now, tc.expires)
+		}
+		assert.Equal(t, want, changeGone(c, now))
+	}
+	assert.Equal(t, time.Time{}, changeGone(config.Change{Kind: config.KindService}, now))
+}

@@ -43,30 +43,29 @@ func newState(v int64) *state {
 
 // shareGone is when a stored share stopped working: the earlier of its
 // revocation and its expiry, zero if neither.
-func shareGone(s *store.Share) time.Time {
-	var t time.Time
-	for _, at := range []*time.Time{s.RevokedAt, s.ExpiresAt} {
-		if at != nil && (t.IsZero() || at.Before(t)) {
-			t = *at
-		}
-	}
-	return t
-}
+func shareGone(s *store.Share) time.Time { return earliest(s.RevokedAt, s.ExpiresAt) }
 
 // changeGone is shareGone for a change replayed from the ring, which
 // carries no revocation time: a revoked share counts as revoked now, so its
 // retention in snapshots starts at most a snapshot build late.
 func changeGone(c config.Change, now time.Time) time.Time {
+	if c.Share == nil {
+		return time.Time{}
+	}
+	var revoked *time.Time
+	if c.Share.Revoked {
+		revoked = &now
+	}
+	return earliest(revoked, c.Share.ExpiresAt)
+}
+
+// earliest is the earliest of the times set (zero if none is).
+func earliest(ts ...*time.Time) time.Time {
 	var t time.Time
-	s := c.Share
-	if s == nil {
-		return t
-	}
-	if s.Revoked {
-		t = now
-	}
-	if s.ExpiresAt != nil && (t.IsZero() || s.ExpiresAt.Before(t)) {
-		t = *s.ExpiresAt
+	for _, at := range ts {
+		if at != nil && (t.IsZero() || at.Before(t)) {
+			t = *at
+		}
 	}
 	return t
 }
