@@ -3,6 +3,7 @@ package cliconf
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -52,4 +53,29 @@ func TestExecuteExitCodes(t *testing.T) {
 		RunE: func(*cobra.Command, []string) error { return errors.New("boom") }}
 	require.Equal(t, 1, Execute(bad, nil, &out, &errOut))
 	require.Equal(t, "error: boom\n", errOut.String())
+}
+
+// TestProfiles: PC_CPUPROFILE and PC_MEMPROFILE each write their profile
+// (gzipped protobuf) named after the command and the process id; without
+// them nothing is written.
+func TestProfiles(t *testing.T) {
+	dir := t.TempDir()
+	stop, err := StartCPUProfile([]string{"edge"})
+	require.NoError(t, err)
+	stop()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Empty(t, entries)
+
+	prefix := filepath.Join(dir, "pc")
+	t.Setenv("PC_CPUPROFILE", prefix)
+	t.Setenv("PC_MEMPROFILE", prefix)
+	stop, err = StartCPUProfile([]string{"edge", "--listen", "x"})
+	require.NoError(t, err)
+	stop()
+	for _, ext := range []string{"pprof", "heap"} {
+		b, err := os.ReadFile(fmt.Sprintf("%s.edge.%d.%s", prefix, os.Getpid(), ext))
+		require.NoError(t, err, ext)
+		require.True(t, bytes.HasPrefix(b, []byte{0x1f, 0x8b}), "%s: gzip", ext)
+	}
 }
