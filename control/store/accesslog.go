@@ -12,7 +12,7 @@ import (
 
 // Share access logs, per-minute statistics and share-event windows.
 //
-//	w/<ws>/alog/<share>/<inverted time>-<id>   AccessRecord, newest first (TTL: retention)
+//	w/<ws>/alog/<share>/<inverted time>-<id>   AccessRecord (binary: accesscodec.go), newest first (TTL: retention)
 //	w/<ws>/amin/<share>/<unix minute>          MinuteStats (TTL: StatsRetention)
 //	shareev/<window>/<ws>/<share>              ShareWindow: counts of one event window
 //	shareevq/<window>/<ws>/<share>             the window is waiting for its events
@@ -192,9 +192,15 @@ func RecordAccess(tx Tx, b *AccessBatch, retention, window time.Duration, now ti
 		return nil
 	}
 	minutes := map[int64]*MinuteStats{}
+	// One buffer holds every encoded record of the batch: the transaction
+	// keeps the slices until it commits, so each is a part never written
+	// again (a grown buffer leaves the earlier parts in the old array).
+	var buf []byte
 	for i := range b.Records {
 		r := &b.Records[i]
-		if err := putJSONTTL(tx, accessKey(b.WorkspaceID, r), r, retention); err != nil {
+		start := len(buf)
+		buf = appendAccessRecord(buf, r)
+		if err := tx.PutTTL(accessKey(b.WorkspaceID, r), buf[start:len(buf):len(buf)], retention); err != nil {
 			return err
 		}
 		m := r.At.Unix() / 60

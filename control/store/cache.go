@@ -43,10 +43,14 @@ func decodeService(k, v []byte, s *Service) error {
 	return nil
 }
 
-// decode decodes a record, through the cache for services.
+// decode decodes a record: services through the cache, access records
+// from their binary form, everything else from JSON.
 func decode[T any](k, v []byte, t *T) error {
-	if s, ok := any(t).(*Service); ok {
-		return decodeService(k, v, s)
+	switch p := any(t).(type) {
+	case *Service:
+		return decodeService(k, v, p)
+	case *AccessRecord:
+		return decodeAccessRecord(k, v, p)
 	}
 	return json.Unmarshal(v, t)
 }

@@ -75,9 +75,12 @@ func Open(opts Options) (*Store, error) {
 	// blocks are kept beside the plain ones). BenchmarkAccessLogIngest
 	// (70-90k records/s): 16 MiB memtables with Snappy peaked at 2.8 GiB of
 	// private memory, 8 MiB with Snappy at 2.6 GiB, 8 MiB without
-	// compression at 0.33-0.86 GiB. The price is disk (385 bytes per
-	// stored access record instead of 125) and ingest speed at the limit
-	// (70k records/s instead of 92k).
+	// compression at 0.33-0.86 GiB. The price was disk (385 bytes per
+	// stored access record instead of 125, with the benchmark's short ids
+	// then) and ingest speed at the limit (70k records/s instead of 92k);
+	// the binary access records (store/accesscodec.go) since won both back
+	// and more: 192-202 bytes per record with UUIDs, 123k records/s, peak
+	// 0.29-0.41 GiB.
 	// Opening maps a new memtable log (and a value log on a fresh
 	// directory) and flushes replayed memtables: refuse to start rather
 	// than crash when the disk cannot hold them (see diskGuard).

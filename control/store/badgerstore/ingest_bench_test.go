@@ -42,8 +42,11 @@ func BenchmarkAccessLogIngest(b *testing.B) {
 	}
 	defer s.Close()
 	ctx := context.Background()
+	// The records have the control plane's shapes: UUIDs for the
+	// workspace, the share, the edge and the record, pcbench's user agent.
+	ws, share, edge := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	if err := s.Update(ctx, func(tx store.Tx) error {
-		return store.CreateWorkspace(tx, &store.Workspace{ID: "ws", Name: "x"})
+		return store.CreateWorkspace(tx, &store.Workspace{ID: ws, Name: "x"})
 	}); err != nil {
 		b.Fatal(err)
 	}
@@ -69,11 +72,11 @@ func BenchmarkAccessLogIngest(b *testing.B) {
 	for b.Loop() {
 		now := time.Now().UTC()
 		for i := range recs {
-			recs[i] = store.AccessRecord{ID: uuid.NewString(), ShareID: "sh", EdgeID: "edge-1", At: now, IP: "127.0.0.1",
+			recs[i] = store.AccessRecord{ID: uuid.NewString(), ShareID: share, EdgeID: edge, At: now, IP: "127.0.0.1",
 				UserAgent: "fasthttp", Method: "GET", Path: "/small", StatusCode: 200, LatencyMs: 1.2, BytesOut: 1024, Decision: "allowed"}
 		}
 		if err := s.Update(ctx, func(tx store.Tx) error {
-			return store.RecordAccess(tx, &store.AccessBatch{WorkspaceID: "ws", ShareID: "sh", ServiceID: "svc", Records: recs},
+			return store.RecordAccess(tx, &store.AccessBatch{WorkspaceID: ws, ShareID: share, ServiceID: "svc", Records: recs},
 				24*time.Hour, 10*time.Second, now)
 		}); err != nil {
 			b.Fatal(err)
