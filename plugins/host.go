@@ -171,7 +171,7 @@ type Host struct {
 	mu      sync.Mutex                         // guards writes of plugins and pools
 	closeMu sync.RWMutex                       // Load holds it shared; Close waits for them
 	loadMu  sync.Mutex                         // guards loading
-	loading map[string]*sync.Mutex             // see lock: per plugin id and per module
+	loading map[string]*keyedLock              // see lock: per plugin id and per module, while held
 	closed  atomic.Bool
 
 	limiter *rateLimiter
@@ -203,7 +203,7 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 		log:     cfg.Logger,
 		seed:    maphash.MakeSeed(),
 		epoch:   time.Now(),
-		loading: map[string]*sync.Mutex{},
+		loading: map[string]*keyedLock{},
 		wake:    make(chan struct{}, 1),
 		slots:   make(chan struct{}, cfg.MaxConcurrentCalls),
 		done:    make(chan struct{}),
@@ -361,17 +361,33 @@ func (h *Host) Unload(pluginID string) {
 
 // lock takes one of the locks of loading (by key: "id\x00<plugin id>" orders the loads
 // and unloads of a plugin id, "module\x00<sha256>" the compilations of one module; different
-// ids and modules load at the same time) and returns its unlock.
+// ids and modules load at the same time) and returns its unlock. A key's entry lives while a
+// caller holds or waits for it, so the map does not grow with every plugin id and module
+// version the host has seen.
 func (h *Host) lock(key string) func() {
 	h.loadMu.Lock()
 	m := h.loading[key]
 	if m == nil {
-		m = new(sync.Mutex)
+		m = new(keyedLock)
 		h.loading[key] = m
 	}
+	m.refs++
 	h.loadMu.Unlock()
-	m.Lock()
-	return m.Unlock
+	m.mu.Lock()
+	return func() {
+		m.mu.Unlock()
+		h.loadMu.Lock()
+		if m.refs--; m.refs == 0 {
+			delete(h.loading, key)
+		}
+		h.loadMu.Unlock()
+	}
+}
+
+// keyedLock is one lock of Host.loading; refs counts its holder and waiters (under loadMu).
+type keyedLock struct {
+	mu   sync.Mutex
+	refs int
 }
 
 // Loaded reports the sha256 (hex) of the module loaded for pluginID.

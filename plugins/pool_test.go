@@ -3,7 +3,9 @@ package plugins
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,4 +52,33 @@ func TestPoolWarmThenGrowsOnDemand(t *testing.T) {
 	}
 	wg.Wait()
 	require.LessOrEqual(t, h.Stats().Plugins[0].Instances, 4)
+}
+
+// TestLoadLocksAreReleased: the per-key load locks exclude each other per key
+// and leave nothing behind once every holder and waiter is gone.
+func TestLoadLocksAreReleased(t *testing.T) {
+	h := &Host{loading: map[string]*keyedLock{}}
+	var wg sync.WaitGroup
+	var inside [4]atomic.Int32
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				k := (g + i) % len(inside)
+				unlock := h.lock(fmt.Sprint("id\x00", k))
+				if n := inside[k].Add(1); n != 1 {
+					t.Errorf("key %d held by %d callers at once", k, n)
+				}
+				inside[k].Add(-1)
+				unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	h.loadMu.Lock()
+	defer h.loadMu.Unlock()
+	if len(h.loading) != 0 {
+		t.Fatalf("%d load locks left behind", len(h.loading))
+	}
 }
