@@ -13,6 +13,7 @@ import (
 const (
 	maxPendingLogs   = 10000
 	maxPendingEvents = 10000
+	maxPendingUses   = 200000 // shares with uses not yet reported (one entry per share)
 )
 
 // reporter batches agent events and access logs to the control plane.
@@ -21,7 +22,9 @@ type reporter struct {
 	mu      sync.Mutex
 	events  []config.AgentEvent
 	logs    []config.AccessLog
+	spare   []config.AccessLog // the last report's logs, emptied, for the next one
 	results []config.CommandDone
+	uses    map[string]*config.ShareUse // every allowed request counts, logged or not
 	fails   map[[2]string]*config.PluginFailure
 	dropped atomic.Int64
 	kick    chan struct{}
@@ -88,6 +91,9 @@ func (r *reporter) commandDone(c config.CommandDone) {
 // access records one access log; it never blocks.
 func (r *reporter) access(a config.AccessLog) {
 	r.mu.Lock()
+	if a.Decision == "allowed" {
+		r.use(a.ShareID, 1, a.At)
+	}
 	if len(r.logs) < maxPendingLogs {
 		r.logs = append(r.logs, a)
 	} else {
@@ -111,22 +117,48 @@ func (r *reporter) run(ctx context.Context) {
 	}
 }
 
-// flush sends what is pending; on failure the events are kept for the next
-// try (bounded) and the access logs are counted as dropped.
+// use adds n allowed requests, the latest at last, to a share's uses; r.mu
+// is held.
+func (r *reporter) use(shareID string, n int64, last time.Time) {
+	u := r.uses[shareID]
+	if u == nil {
+		if len(r.uses) >= maxPendingUses {
+			return
+		}
+		if r.uses == nil {
+			r.uses = map[string]*config.ShareUse{}
+		}
+		u = &config.ShareUse{ShareID: shareID}
+		r.uses[shareID] = u
+	}
+	u.Allowed += n
+	if last.After(u.Last) {
+		u.Last = last
+	}
+}
+
+// flush sends what is pending; on failure the events and the share uses are
+// kept for the next try (bounded) and the access logs are counted as dropped.
 func (r *reporter) flush(ctx context.Context) {
 	r.mu.Lock()
 	events, logs, results := r.events, r.logs, r.results
-	r.events, r.logs, r.results = nil, nil, nil
+	r.events, r.logs, r.results = nil, r.spare, nil
+	r.spare = nil
 	var fails []config.PluginFailure
 	for _, f := range r.fails {
 		fails = append(fails, *f)
 	}
 	r.fails = nil
+	var uses []config.ShareUse
+	for _, u := range r.uses {
+		uses = append(uses, *u)
+	}
+	clear(r.uses)
 	r.mu.Unlock()
 	t := r.s.sync.Table()
 	rep := &config.Report{EdgeVersion: Version, ConfigEpoch: t.Epoch, ConfigVersion: t.Version,
 		Agents: r.s.registry.Connected(), Events: events, AccessLogs: logs, Dropped: r.dropped.Swap(0),
-		Connections: r.s.conns.list(), CommandResult: results, PluginFailures: fails}
+		Connections: r.s.conns.list(), CommandResult: results, PluginFailures: fails, Uses: uses}
 	if err := r.s.sync.Report(ctx, rep); err != nil {
 		r.s.log.Debug("report failed", "err", err)
 		r.mu.Lock()
@@ -136,8 +168,22 @@ func (r *reporter) flush(ctx context.Context) {
 		if len(r.results)+len(results) <= maxPendingEvents {
 			r.results = append(results, r.results...)
 		}
+		for _, u := range uses { // counted in the next report
+			r.use(u.ShareID, u.Allowed, u.Last)
+		}
 		r.mu.Unlock()
 		r.dropped.Add(int64(len(logs)) + rep.Dropped)
 		r.s.metrics.dropped.Add(float64(len(logs)))
 	}
+	// The report is sent (or given up): its log buffer, grown to the
+	// last second's traffic, takes the next second's logs instead of a
+	// new slice growing again from nothing.
+	clear(logs)
+	r.mu.Lock()
+	if r.logs == nil {
+		r.logs = logs[:0]
+	} else {
+		r.spare = logs[:0]
+	}
+	r.mu.Unlock()
 }

@@ -474,3 +474,34 @@ func TestAgentHandshakeKeys(t *testing.T) {
 	pub = tunnel.AgentPublicKey(newTok)
 	assert.Equal(t, hex.EncodeToString(pub[:]), ag.PublicKey)
 }
+
+// TestShareUsesCountEveryAllowedRequest: a share's accessCount counts the
+// edge's shareUses, every allowed request, while the access logs (bounded
+// on the edge) may be a sample; an edge that sends no shareUses is counted
+// from its allowed logs, as before.
+func TestShareUsesCountEveryAllowedRequest(t *testing.T) {
+	h := newHarness(t)
+	_, edgeTok := h.edge("e1")
+	svcID, _ := h.service(h.admin, "svc")
+	shareID := h.must(201, "POST", "/v1/services/"+svcID+"/shares", h.admin, map[string]any{"name": "s"}).data()["id"].(string)
+	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
+	logEntry := func(decision string, at time.Time) map[string]any {
+		return map[string]any{"shareId": shareID, "at": at, "ip": "192.0.2.1", "method": "GET", "path": "/", "statusCode": 200,
+			"latencyMs": 1, "bytesOut": 1, "decision": decision}
+	}
+	h.report(edgeTok, nil, map[string]any{
+		"accessLogs": []any{logEntry("allowed", at), logEntry("allowed", at)},
+		"shareUses": []any{
+			map[string]any{"shareId": shareID, "allowed": 12000, "lastAccessAt": at.Add(time.Second)},
+			map[string]any{"shareId": shareID, "allowed": -5, "lastAccessAt": at.Add(time.Hour)}, // ignored
+			map[string]any{"shareId": "unknown-share", "allowed": 3, "lastAccessAt": at},
+		}})
+	sh := h.must(200, "GET", "/v1/shares/"+shareID, h.admin, nil).data()
+	assert.Equal(t, float64(12000), sh["accessCount"])
+	assert.Equal(t, at.Add(time.Second).Format(time.RFC3339), sh["lastAccessedAt"])
+	assert.Len(t, h.must(200, "GET", "/v1/shares/"+shareID+"/logs", h.admin, nil).list(), 2, "the logs are the sample the edge sent")
+
+	// An edge without shareUses: its allowed logs count.
+	h.report(edgeTok, nil, map[string]any{"accessLogs": []any{logEntry("allowed", at), logEntry("denied", at), logEntry("allowed", at)}})
+	assert.Equal(t, float64(12002), h.must(200, "GET", "/v1/shares/"+shareID, h.admin, nil).data()["accessCount"])
+}

@@ -58,21 +58,33 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 		n    int64
 		last time.Time
 	}{}
-	for _, l := range r.AccessLogs {
-		if l.Decision != "allowed" {
-			continue
+	count := func(share string, n int64, at time.Time) {
+		if n <= 0 {
+			return
 		}
-		c := counts[l.ShareID]
+		c := counts[share]
 		if c == nil {
 			c = &struct {
 				n    int64
 				last time.Time
 			}{}
-			counts[l.ShareID] = c
+			counts[share] = c
 		}
-		c.n++
-		if l.At.After(c.last) {
-			c.last = l.At
+		c.n += n
+		if at.After(c.last) {
+			c.last = at
+		}
+	}
+	if r.Uses != nil {
+		// Every allowed request, logged or not (the logs are bounded).
+		for _, u := range r.Uses {
+			count(u.ShareID, u.Allowed, u.Last)
+		}
+	} else {
+		for _, l := range r.AccessLogs { // an edge that does not send uses
+			if l.Decision == "allowed" {
+				count(l.ShareID, 1, l.At)
+			}
 		}
 	}
 	if len(events) == 0 && len(counts) == 0 && len(r.CommandResult) == 0 {

@@ -215,6 +215,19 @@ type Report struct {
 	// PluginFailures lists share plugins that failed since the last report
 	// (webhook plugin.failed); edges aggregate repeated failures in Count.
 	PluginFailures []PluginFailure `json:"pluginFailures,omitempty"`
+	// Uses counts every share's allowed requests since the last report,
+	// whether or not their logs fit in AccessLogs (bounded, so a sample
+	// above about 10,000 requests/s); it drives a share's accessCount and
+	// lastAccessedAt. Without it (edges before it), the control plane counts
+	// the allowed logs.
+	Uses []ShareUse `json:"shareUses,omitempty"`
+}
+
+// ShareUse is one share's allowed requests on an edge between two reports.
+type ShareUse struct {
+	ShareID string    `json:"shareId"`
+	Allowed int64     `json:"allowed"`
+	Last    time.Time `json:"lastAccessAt"` // the latest of them
 }
 
 // PluginFailure is a share's Wasm plugin failing on an edge (error, trap,
