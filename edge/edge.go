@@ -217,6 +217,9 @@ func (s *Server) onSwap(t *routes.Table) {
 		s.registry.Refresh(t)
 	}
 	s.tcp.reconcile(t)
+	if s.proxy != nil {
+		s.proxy.ForgetShares(t)
+	}
 	if s.policy != nil {
 		s.policy.Sync(t)
 	}

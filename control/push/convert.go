@@ -13,6 +13,9 @@ func ShareConfig(s *store.Share) *config.Share {
 		AllowedPaths: s.AllowedPaths, AllowedMethods: s.AllowedMethods, AllowedIPs: s.AllowedIPs,
 		PasswordHash: s.PasswordHash, RateLimitPerMin: s.RateLimitPerMin, MaxUses: s.MaxUses,
 	}
+	if s.MaxUses > 0 {
+		c.Uses = s.AccessCount
+	}
 	for _, p := range s.Plugins {
 		c.Plugins = append(c.Plugins, config.PluginAttachment{PluginID: p.PluginID, Config: p.Config})
 	}

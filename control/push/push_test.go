@@ -502,3 +502,46 @@ func TestGoneTimes(t *testing.T) {
 	}
 	assert.Equal(t, time.Time{}, changeGone(config.Change{Kind: config.KindService}, now))
 }
+
+// TestUsedUpSharesArePublished: the report whose uses bring a share with
+// maxUses to its limit publishes the share, with its count in uses, so every
+// edge stops serving it; reports below the limit and past it publish nothing.
+func TestUsedUpSharesArePublished(t *testing.T) {
+	h, kv := newHub(t, Options{})
+	require.NoError(t, kv.Update(ctx, func(tx store.Tx) error {
+		return store.CreateShare(tx, &store.Share{ID: "limited", WorkspaceID: "ws", ServiceID: "svc", TokenHash: "tl", MaxUses: 5})
+	}))
+	addShare(t, kv, "open")
+	report := func(uses ...config.ShareUse) []config.Change {
+		t.Helper()
+		v := h.Version()
+		require.NoError(t, h.Report(ctx, "edge-1", &config.Report{Uses: uses}, ReportHooks{}))
+		changes, _, ok := h.since(h.Epoch(), v)
+		require.True(t, ok)
+		return changes
+	}
+	at := time.Now().UTC()
+	require.Empty(t, report(config.ShareUse{ShareID: "limited", Allowed: 3, Last: at}, config.ShareUse{ShareID: "open", Allowed: 100, Last: at}))
+	changes := report(config.ShareUse{ShareID: "limited", Allowed: 4, Last: at})
+	require.Len(t, changes, 1)
+	require.NotNil(t, changes[0].Share)
+	require.Equal(t, "limited", changes[0].Share.ID)
+	require.EqualValues(t, 7, changes[0].Share.Uses)
+	require.Empty(t, report(config.ShareUse{ShareID: "limited", Allowed: 1, Last: at}), "already used up")
+
+	// The snapshot a new edge streams carries the count too: it refuses
+	// the share from the start.
+	ch, stop := stream(t, h, "", 0)
+	defer stop()
+	m := <-ch
+	require.NotNil(t, m.Snapshot)
+	require.Len(t, m.Snapshot.Shares, 2)
+	for _, s := range m.Snapshot.Shares {
+		switch s.ID {
+		case "limited":
+			require.GreaterOrEqual(t, s.Uses, s.MaxUses)
+		case "open":
+			require.Zero(t, s.Uses, "uses are sent with maxUses only")
+		}
+	}
+}

@@ -92,6 +92,7 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 	}
 	var stored []store.AuditEvent
 	var done []store.Command
+	var usedUp []Ref
 	err := h.kv.Update(ctx, func(tx store.Tx) error {
 		stored = stored[:0]
 		for _, ev := range events {
@@ -140,15 +141,20 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 				stored = append(stored, ae)
 			}
 		}
-		if err := h.countAccess(tx, counts); err != nil {
+		var err error
+		if usedUp, err = h.countAccess(tx, counts); err != nil {
 			return err
 		}
-		var err error
 		done, err = applyCommandResults(tx, r.CommandResult, now)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("push: report: %w", err)
+	}
+	// A share whose uses ran out on the edges' count goes out used up to
+	// every edge: each stops serving it though it counted fewer uses itself.
+	if err := h.Publish(ctx, usedUp...); err != nil {
+		h.log.Warn("used-up shares not published", "err", err)
 	}
 	if hooks.AgentEvent != nil {
 		for _, ev := range stored {
@@ -166,18 +172,23 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 	return nil
 }
 
-// countAccess adds allowed requests to the shares' counters.
+// countAccess adds allowed requests to the shares' counters; it returns the
+// shares with maxUses that these requests used up.
 func (h *Hub) countAccess(tx store.Tx, counts map[string]*struct {
 	n    int64
 	last time.Time
-}) error {
+}) ([]Ref, error) {
+	var usedUp []Ref
 	for id, c := range counts {
 		sh, err := store.LookupShare(tx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}
 		if err != nil {
-			return err
+			return nil, err
+		}
+		if sh.MaxUses > 0 && sh.AccessCount < sh.MaxUses && sh.AccessCount+c.n >= sh.MaxUses {
+			usedUp = append(usedUp, Share(sh.WorkspaceID, sh.ID))
 		}
 		sh.AccessCount += c.n
 		last := c.last.UTC()
@@ -185,10 +196,10 @@ func (h *Hub) countAccess(tx store.Tx, counts map[string]*struct {
 			sh.LastAccessedAt = &last
 		}
 		if err := store.PutShare(tx, sh); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return usedUp, nil
 }
 
 func applyCommandResults(tx store.Tx, results []config.CommandDone, now time.Time) ([]store.Command, error) {

@@ -128,11 +128,11 @@ type Config struct {
 
 // Proxy serves share links.
 type Proxy struct {
-	cfg     Config
-	log     *slog.Logger
-	limiter *limiter
-	uses    sync.Map // share id → *atomic.Int64
-	active  atomic.Int64
+	cfg       Config
+	log       *slog.Logger
+	limiter   *limiter
+	useCounts sync.Map // share id → *atomic.Int64 (shares with maxUses)
+	active    atomic.Int64
 }
 
 // New returns a Proxy.
@@ -193,9 +193,8 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			p.logAccess(ctx, share, start, clientIP, "denied", "rate-limit", 0)
 			return
 		}
-		if share.MaxUses > 0 && !p.takeUse(share) {
-			writeError(ctx, fasthttp.StatusGone, "This share link has reached its maximum number of uses")
-			p.logAccess(ctx, share, start, clientIP, "denied", "max-uses", 0)
+		if share.MaxUses > 0 && p.usesLeft(share) <= 0 {
+			p.usedUp(ctx, share, start, clientIP)
 			return
 		}
 	}
@@ -216,6 +215,12 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			p.logAccess(ctx, share, start, clientIP, "denied", v.DeniedBy, 0)
 			return
 		}
+	}
+	// A use is a request the share's checks let through: a visitor
+	// without the password or outside allowedPaths does not use one up.
+	if share != nil && share.MaxUses > 0 && !p.takeUse(share) {
+		p.usedUp(ctx, share, start, clientIP)
+		return
 	}
 	sess, ok := p.cfg.Sessions.Get(tg.svc.AgentID)
 	if !ok {
@@ -348,10 +353,57 @@ func (p *Proxy) allowRate(ctx *fasthttp.RequestCtx, t *routes.Table, share *rout
 	return true
 }
 
-// takeUse counts one use of a share with maxUses; false when exhausted.
+// uses is a share's use counter on this edge: its uses here, counted from
+// the accessCount the control plane last sent (share.Uses) whenever that is
+// higher (after a restart, or uses on other edges).
+func (p *Proxy) uses(share *routes.Share) *atomic.Int64 {
+	v, ok := p.useCounts.Load(share.ID)
+	if !ok {
+		v, _ = p.useCounts.LoadOrStore(share.ID, new(atomic.Int64))
+	}
+	c := v.(*atomic.Int64)
+	for {
+		cur := c.Load()
+		if cur >= share.Uses || c.CompareAndSwap(cur, share.Uses) {
+			return c
+		}
+	}
+}
+
+// ForgetShares drops the use counters of shares t no longer holds (deleted
+// shares; revoked and expired ones stay in tables for a while).
+func (p *Proxy) ForgetShares(t *routes.Table) {
+	p.useCounts.Range(func(k, _ any) bool {
+		if !t.HasShare(k.(string)) {
+			p.useCounts.Delete(k)
+		}
+		return true
+	})
+}
+
+// usesLeft is how many uses a share with maxUses has left on this edge.
+func (p *Proxy) usesLeft(share *routes.Share) int64 {
+	return share.MaxUses - p.uses(share).Load()
+}
+
+// takeUse counts one use of a share with maxUses; false when none is left
+// (a refused request counts nothing).
 func (p *Proxy) takeUse(share *routes.Share) bool {
-	v, _ := p.uses.LoadOrStore(share.ID, new(atomic.Int64))
-	return v.(*atomic.Int64).Add(1) <= share.MaxUses
+	c := p.uses(share)
+	for {
+		cur := c.Load()
+		if cur >= share.MaxUses {
+			return false
+		}
+		if c.CompareAndSwap(cur, cur+1) {
+			return true
+		}
+	}
+}
+
+func (p *Proxy) usedUp(ctx *fasthttp.RequestCtx, share *routes.Share, start time.Time, clientIP string) {
+	writeError(ctx, fasthttp.StatusGone, "This share link has reached its maximum number of uses")
+	p.logAccess(ctx, share, start, clientIP, "denied", "max-uses", 0)
 }
 
 // clientIP is the TCP peer, or the forwarded address when the peer is a

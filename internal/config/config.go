@@ -116,6 +116,10 @@ type Change struct {
 
 // Share is what the edge knows of a share link. The token itself never leaves
 // the control plane: the edge looks shares up by the SHA-256 of the token.
+// Uses, sent with MaxUses only, is the share's accessCount as the control
+// plane knew it when it sent the share: an edge counts its own uses from
+// there, so a restart does not hand out maxUses again, and a share used up
+// on other edges arrives used up.
 type Share struct {
 	ID              string             `json:"id"`
 	WorkspaceID     string             `json:"workspaceId"`
@@ -130,6 +134,7 @@ type Share struct {
 	PasswordHash    string             `json:"passwordHash,omitempty"`
 	RateLimitPerMin int                `json:"rateLimitPerMin,omitempty"`
 	MaxUses         int64              `json:"maxUses,omitempty"`
+	Uses            int64              `json:"uses,omitempty"` // see below
 	Plugins         []PluginAttachment `json:"plugins,omitempty"`
 }
 

@@ -150,3 +150,50 @@ func TestShareLifetimeAndPause(t *testing.T) {
 	require.NoError(t, err)
 	eventuallyStatus(t, open.ShareURL+"/", 200, time.Second)
 }
+
+// TestMaxUsesAcrossRestartsAndEdges: a use is a request the share's checks
+// let through (a visitor without the password uses nothing up); once the
+// edges' reports bring accessCount to maxUses, a restarted edge and every
+// other edge refuse the share too, though neither served it.
+func TestMaxUsesAcrossRestartsAndEdges(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	env.AddEdge("edge-2")
+	org := origin(t)
+	id, token, edges := env.ProvisionAgent("a")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.Expose(ag, "web", org.URL)
+	const pass = "correct horse battery"
+	sh := env.Share(svc.ID, client.CreateShareRequest{MaxUses: 2, Password: pass})
+	url1, url2 := testenv.ShareURL(env.Edges[0], sh.Token)+"/", testenv.ShareURL(env.Edges[1], sh.Token)+"/"
+	eventuallyStatus(t, url2, 401, 2*time.Second)
+	visit := func(url, password string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", url, nil)
+		if password != "" {
+			req.SetBasicAuth("", password)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := 0; i < 5; i++ {
+		require.Equal(t, 401, visit(url1, "wrong password"), "a refused visitor")
+	}
+	require.Equal(t, 200, visit(url1, pass), "the refused visitors used nothing up")
+	require.Equal(t, 200, visit(url1, pass))
+	require.Equal(t, 410, visit(url1, pass))
+
+	// The control plane counts the two uses and tells every edge.
+	ctx := context.Background()
+	require.Eventually(t, func() bool {
+		s, err := env.Client.GetShare(ctx, sh.ID)
+		return err == nil && s.AccessCount == 2 && !s.IsActive
+	}, 5*time.Second, 20*time.Millisecond, "accessCount reaches maxUses")
+	eventuallyStatus(t, url2, 410, 2*time.Second)
+
+	// A restarted edge starts from the control plane's count.
+	env.RestartEdge(env.Edges[0])
+	eventuallyStatus(t, url1, 410, 5*time.Second)
+	require.Equal(t, 410, visit(url1, pass))
+}
