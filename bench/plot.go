@@ -121,7 +121,12 @@ func (rep *Report) WritePlot(w io.Writer) {
 			col = colWarn
 		}
 		d.f(`<rect x="%.1f" y="%.1f" width="%.1f" height="%d" fill="%s"/>`, plotX0, y+4, math.Max(1, xr(r.Ratios.Throughput)-plotX0), rowH-8, col)
-		d.text(xr(r.Ratios.Throughput)+4, y+16, "start", `font-size="11"`, fmt.Sprintf("%.2f", r.Ratios.Throughput))
+		if end := xr(r.Ratios.Throughput); end > plotX1-36 {
+			// A full bar: the figure goes inside it, clear of the rates column.
+			d.text(end-4, y+16, "end", `font-size="11" fill="#fff"`, fmt.Sprintf("%.2f", r.Ratios.Throughput))
+		} else {
+			d.text(end+4, y+16, "start", `font-size="11"`, fmt.Sprintf("%.2f", r.Ratios.Throughput))
+		}
 		d.text(plotX1+20, y+16, "start", `font-size="11" fill="#555"`, fmt.Sprintf("%s → %s", fmtRate(r.Direct), fmtRate(r.System)))
 	}
 	bottom := d.y + float64(len(withRatio))*rowH

@@ -14,6 +14,7 @@ const (
 	maxPendingLogs   = 10000
 	maxPendingEvents = 10000
 	maxPendingUses   = 200000 // shares with uses not yet reported (one entry per share)
+	maxReportItems   = 1000   // events, command results and share uses in one report
 )
 
 // reporter batches agent events and access logs to the control plane.
@@ -144,16 +145,29 @@ func (r *reporter) flush(ctx context.Context) {
 	events, logs, results := r.events, r.logs, r.results
 	r.events, r.logs, r.results = nil, r.spare, nil
 	r.spare = nil
+	// A backlog (thousands of agents reconnecting at once) goes out in
+	// reports of at most maxReportItems events, results and share uses,
+	// sent one after the other.
+	if len(events) > maxReportItems {
+		events, r.events = events[:maxReportItems:maxReportItems], events[maxReportItems:]
+	}
+	if len(results) > maxReportItems {
+		results, r.results = results[:maxReportItems:maxReportItems], results[maxReportItems:]
+	}
 	var fails []config.PluginFailure
 	for _, f := range r.fails {
 		fails = append(fails, *f)
 	}
 	r.fails = nil
-	var uses []config.ShareUse
-	for _, u := range r.uses {
+	uses := []config.ShareUse{} // [], not null: this edge counts uses
+	for id, u := range r.uses {
+		if len(uses) == maxReportItems {
+			break
+		}
 		uses = append(uses, *u)
+		delete(r.uses, id)
 	}
-	clear(r.uses)
+	more := len(r.events) > 0 || len(r.results) > 0 || len(r.uses) > 0
 	r.mu.Unlock()
 	t := r.s.sync.Table()
 	rep := &config.Report{EdgeVersion: Version, ConfigEpoch: t.Epoch, ConfigVersion: t.Version,
@@ -174,6 +188,11 @@ func (r *reporter) flush(ctx context.Context) {
 		r.mu.Unlock()
 		r.dropped.Add(int64(len(logs)) + rep.Dropped)
 		r.s.metrics.dropped.Add(float64(len(logs)))
+	} else if more {
+		select { // the rest of the backlog, at once
+		case r.kick <- struct{}{}:
+		default:
+		}
 	}
 	// The report is sent (or given up): its log buffer, grown to the
 	// last second's traffic, takes the next second's logs instead of a

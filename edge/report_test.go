@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
@@ -98,5 +100,71 @@ func TestReporterDeliversEveryLogOnce(t *testing.T) {
 		if uses[i]["sh"] != wantUses[i] || uses[i]["other"] != 0 {
 			t.Fatalf("report %d: uses %v, want sh: %d", i, uses[i], wantUses[i])
 		}
+	}
+}
+
+// TestReporterSplitsABacklog: thousands of pending agent events and share
+// uses go out in reports of at most maxReportItems each, in order, and the
+// reporter asks for the next report at once while a backlog remains.
+func TestReporterSplitsABacklog(t *testing.T) {
+	var mu sync.Mutex
+	var reps []config.Report
+	var raw []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b strings.Builder
+		var rep config.Report
+		if err := json.NewDecoder(io.TeeReader(r.Body, &b)).Decode(&rep); err != nil {
+			t.Errorf("report: %v", err)
+		}
+		mu.Lock()
+		reps = append(reps, rep)
+		raw = append(raw, b.String())
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	s, err := New(Config{ControlURL: srv.URL, Token: "edge-token", DataDir: t.TempDir(), DisablePlugins: true,
+		HTTPAddr: "127.0.0.1:0", TunnelAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.reporter
+	const n = 2*maxReportItems + 500
+	for i := 0; i < n; i++ {
+		r.event(config.AgentEvent{AgentID: fmt.Sprint("ag", i), Event: config.EventDisconnected})
+		r.access(config.AccessLog{ShareID: fmt.Sprint("sh", i), Decision: "allowed"})
+	}
+	<-r.kick // the events asked for a report
+	next := 0
+	for round, want := range []int{maxReportItems, maxReportItems, 500} {
+		r.flush(context.Background())
+		mu.Lock()
+		rep := reps[len(reps)-1]
+		mu.Unlock()
+		if len(rep.Events) != want || len(rep.Uses) != want {
+			t.Fatalf("report %d: %d events and %d uses, want %d", round, len(rep.Events), len(rep.Uses), want)
+		}
+		for _, ev := range rep.Events {
+			if ev.AgentID != fmt.Sprint("ag", next) {
+				t.Fatalf("report %d: event of %s, want ag%d (order)", round, ev.AgentID, next)
+			}
+			next++
+		}
+		select {
+		case <-r.kick:
+			if round == 2 {
+				t.Fatal("a further report asked for with nothing left")
+			}
+		default:
+			if round < 2 {
+				t.Fatalf("report %d: no further report asked for with a backlog left", round)
+			}
+		}
+	}
+	// An edge with nothing to count still says it counts uses.
+	r.flush(context.Background())
+	mu.Lock()
+	defer mu.Unlock()
+	if last := raw[len(raw)-1]; !strings.Contains(last, `"shareUses":[]`) {
+		t.Fatalf("an empty report without shareUses: []: %.300s", last)
 	}
 }

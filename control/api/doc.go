@@ -67,8 +67,8 @@
 // share.created/revoked (also for shares revoked with their service or
 // agent), agent.registered (first registration) and agent.deleted; edge
 // reports raise agent.connected/disconnected and tunnel.connected/
-// disconnected (push.ReportHooks.AgentEventTx, in the report's
-// transaction), plugin.failed (Report.PluginFailures) and, through the
+// disconnected (push.ReportHooks.AgentEventsTx, in the transactions that
+// store the connection events), plugin.failed (Report.PluginFailures) and, through the
 // access logs they carry, share.accessed/denied (aggregated per share per
 // minute); health results raise service.healthy/unhealthy; the outbox's
 // edge watcher raises edge.connected/disconnected. Access logs are stored

@@ -246,7 +246,7 @@ func (a *API) edgeReport(c *call) (any, error) {
 				connected = append(connected, ev)
 			}
 		},
-		AgentEventTx: a.agentEventTx,
+		AgentEventsTx: a.agentEventsTx,
 		CommandDone:  a.commandDone,
 	})
 	if err != nil {

@@ -118,34 +118,63 @@ func (a *API) emitTunnelDeleted(tx store.Tx, ws string, s *store.Service) error 
 	return a.emit(tx, ws, webhooks.TunnelDeleted, map[string]any{"serviceId": s.ID, "name": s.Name, "agentId": s.AgentID})
 }
 
-// agentEventTx raises agent.connected/disconnected and the tunnel events of
-// the agent's services, in the transaction of an edge report that stores
-// the connection event.
-func (a *API) agentEventTx(tx store.Tx, ev store.AuditEvent) error {
-	agentEv, tunnelEv := "", ""
-	switch ev.Event {
-	case config.EventConnected:
-		agentEv, tunnelEv = webhooks.AgentConnected, webhooks.TunnelConnected
-	case config.EventDisconnected:
-		agentEv, tunnelEv = webhooks.AgentDisconnected, webhooks.TunnelDisconnected
-	default:
-		return nil
+// agentEventsTx raises agent.connected/disconnected and the tunnel events of
+// the agents' services, in the transaction of an edge report that stores
+// the connection events. A workspace's services are listed once per call,
+// whatever the number of events (a reconnecting edge brings thousands).
+func (a *API) agentEventsTx(tx store.Tx, evs []store.AuditEvent) error {
+	type wsServices struct {
+		listed bool
+		wanted map[string]bool            // tunnel event → an active webhook wants it
+		by     map[string][]store.Service // agent id → its services
 	}
-	if err := a.emit(tx, ev.WorkspaceID, agentEv, map[string]any{"agentId": ev.AgentID, "edgeId": ev.EdgeID, "ipAddress": ev.IP}); err != nil {
-		return err
-	}
-	if a.opts.Hooks.Event == nil { // nobody else observes events: list services only when a webhook wants them
-		if ok, err := a.webhooks.Wants(tx, ev.WorkspaceID, tunnelEv); err != nil || !ok {
+	workspaces := map[string]*wsServices{}
+	for _, ev := range evs {
+		agentEv, tunnelEv := "", ""
+		switch ev.Event {
+		case config.EventConnected:
+			agentEv, tunnelEv = webhooks.AgentConnected, webhooks.TunnelConnected
+		case config.EventDisconnected:
+			agentEv, tunnelEv = webhooks.AgentDisconnected, webhooks.TunnelDisconnected
+		default:
+			continue
+		}
+		if err := a.emit(tx, ev.WorkspaceID, agentEv, map[string]any{"agentId": ev.AgentID, "edgeId": ev.EdgeID, "ipAddress": ev.IP}); err != nil {
 			return err
 		}
-	}
-	svcs, _, err := store.ListServices(tx, ev.WorkspaceID, "", 0, func(s *store.Service) bool { return s.AgentID == ev.AgentID })
-	if err != nil {
-		return err
-	}
-	for _, s := range svcs {
-		if err := a.emit(tx, ev.WorkspaceID, tunnelEv, map[string]any{"serviceId": s.ID, "name": s.Name, "agentId": s.AgentID, "edgeId": ev.EdgeID}); err != nil {
-			return err
+		w := workspaces[ev.WorkspaceID]
+		if w == nil {
+			w = &wsServices{wanted: map[string]bool{}}
+			workspaces[ev.WorkspaceID] = w
+		}
+		if a.opts.Hooks.Event == nil { // nobody else observes events: list services only when a webhook wants them
+			ok, seen := w.wanted[tunnelEv]
+			if !seen {
+				var err error
+				if ok, err = a.webhooks.Wants(tx, ev.WorkspaceID, tunnelEv); err != nil {
+					return err
+				}
+				w.wanted[tunnelEv] = ok
+			}
+			if !ok {
+				continue
+			}
+		}
+		if !w.listed {
+			svcs, _, err := store.ListServices(tx, ev.WorkspaceID, "", 0, nil)
+			if err != nil {
+				return err
+			}
+			w.by = map[string][]store.Service{}
+			for _, s := range svcs {
+				w.by[s.AgentID] = append(w.by[s.AgentID], s)
+			}
+			w.listed = true
+		}
+		for _, s := range w.by[ev.AgentID] {
+			if err := a.emit(tx, ev.WorkspaceID, tunnelEv, map[string]any{"serviceId": s.ID, "name": s.Name, "agentId": s.AgentID, "edgeId": ev.EdgeID}); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

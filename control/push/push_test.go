@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/privateconnect/pc/control/store"
+	"github.com/privateconnect/pc/control/store/badgerstore"
 	"github.com/privateconnect/pc/control/store/memstore"
 	"github.com/privateconnect/pc/internal/config"
 )
@@ -544,4 +545,60 @@ func TestUsedUpSharesArePublished(t *testing.T) {
 			require.Zero(t, s.Uses, "uses are sent with maxUses only")
 		}
 	}
+}
+
+// TestReportWithThousandsOfEvents: a report bigger than one Badger
+// transaction holds (an edge whose 6,000 agents all reconnected, uses of
+// 3,000 shares) is stored whole, in chunks, on the real store.
+func TestReportWithThousandsOfEvents(t *testing.T) {
+	kv, err := badgerstore.Open(badgerstore.Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { kv.Close() })
+	const agents, shares = 6000, 3000
+	require.NoError(t, kv.Update(ctx, func(tx store.Tx) error {
+		return store.CreateWorkspace(tx, &store.Workspace{ID: "ws", Name: "default"})
+	}))
+	for i := 0; i < agents; i += 500 {
+		require.NoError(t, kv.Update(ctx, func(tx store.Tx) error {
+			for j := i; j < i+500; j++ {
+				if err := store.PutAgent(tx, &store.Agent{ID: fmt.Sprint("ag", j), WorkspaceID: "ws", TokenHash: "h"}); err != nil {
+					return err
+				}
+				if j < shares {
+					if err := store.CreateShare(tx, &store.Share{ID: fmt.Sprint("sh", j), WorkspaceID: "ws", ServiceID: "svc", TokenHash: fmt.Sprint("t", j)}); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		}))
+	}
+	h, err := New(ctx, kv, Options{})
+	require.NoError(t, err)
+	rep := &config.Report{}
+	at := time.Now().UTC().Truncate(time.Second)
+	for i := 0; i < agents; i++ {
+		rep.Agents = append(rep.Agents, fmt.Sprint("ag", i))
+		rep.Events = append(rep.Events, config.AgentEvent{AgentID: fmt.Sprint("ag", i), Event: config.EventConnected, IP: "192.0.2.1", At: at})
+	}
+	for i := 0; i < shares; i++ {
+		rep.Uses = append(rep.Uses, config.ShareUse{ShareID: fmt.Sprint("sh", i), Allowed: 2, Last: at})
+	}
+	var announced int
+	require.NoError(t, h.Report(ctx, "edge-1", rep, ReportHooks{AgentEvent: func(store.AuditEvent) { announced++ }}))
+	require.Equal(t, agents, announced)
+	require.NoError(t, kv.View(ctx, func(tx store.Tx) error {
+		for _, i := range []int{0, agents / 2, agents - 1} {
+			a, err := store.LookupAgent(tx, fmt.Sprint("ag", i))
+			require.NoError(t, err)
+			require.NotNil(t, a.LastSeenAt)
+			require.Equal(t, "192.0.2.1", a.LastSeenIP)
+		}
+		for _, i := range []int{0, shares - 1} {
+			sh, err := store.LookupShare(tx, fmt.Sprint("sh", i))
+			require.NoError(t, err)
+			require.EqualValues(t, 2, sh.AccessCount)
+		}
+		return nil
+	}))
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -22,10 +24,11 @@ type ReportHooks struct {
 	// AgentEvent is called for every stored agent connection event, after
 	// the report's transaction committed.
 	AgentEvent func(ev store.AuditEvent)
-	// AgentEventTx is called for every agent connection event inside the
-	// transaction that stores it (webhooks: agent.connected /
+	// AgentEventsTx is called with the agent connection events stored by a
+	// transaction, inside it (webhooks: agent.connected /
 	// agent.disconnected are enqueued in it); an error aborts the report.
-	AgentEventTx func(tx store.Tx, ev store.AuditEvent) error
+	// A report's events are stored in chunks, one call per chunk.
+	AgentEventsTx func(tx store.Tx, evs []store.AuditEvent) error
 	// CommandDone is called for every command a report completed.
 	CommandDone func(cmd store.Command)
 }
@@ -87,74 +90,53 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 			}
 		}
 	}
-	if len(events) == 0 && len(counts) == 0 && len(r.CommandResult) == 0 {
-		return nil
-	}
-	var stored []store.AuditEvent
-	var done []store.Command
-	var usedUp []Ref
-	err := h.kv.Update(ctx, func(tx store.Tx) error {
-		stored = stored[:0]
-		for _, ev := range events {
-			a, err := store.LookupAgent(tx, ev.AgentID)
-			if errors.Is(err, store.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			at := ev.At.UTC()
-			if at.IsZero() {
-				at = now
-			}
-			evs := []string{ev.Event}
-			prevIP := a.LastSeenIP
-			if ev.Event == config.EventConnected && ev.IP != "" && prevIP != "" && prevIP != ev.IP {
-				evs = append(evs, "IP_CHANGED")
-			}
-			if ev.Event != config.EventRejected {
-				a.LastSeenAt = &at
-				if ev.IP != "" {
-					a.LastSeenIP = ev.IP
-				}
-				if err := store.PutAgent(tx, a); err != nil {
-					return err
-				}
-			}
-			for _, name := range evs {
-				details := ev.Details
-				if name == "IP_CHANGED" {
-					details = "from " + prevIP + " to " + ev.IP
-				}
-				ae := store.AuditEvent{
-					ID: uuid.NewString(), WorkspaceID: a.WorkspaceID, Type: "agent." + name, Event: name,
-					AgentID: a.ID, EdgeID: edgeID, IP: ev.IP, Details: details, CreatedAt: at,
-				}
-				if err := store.AppendAudit(tx, &ae); err != nil {
-					return err
-				}
-				if hooks.AgentEventTx != nil {
-					if err := hooks.AgentEventTx(tx, ae); err != nil {
-						return err
-					}
-				}
-				stored = append(stored, ae)
-			}
-		}
-		var err error
-		if usedUp, err = h.countAccess(tx, counts); err != nil {
+	// Each part is stored in transactions of at most reportChunk items:
+	// Badger bounds a transaction's size, and a burst of agent events (an
+	// edge whose thousands of agents reconnect) must not fail every report.
+	// A report that fails part-way has its earlier chunks committed; the
+	// edge sends it again, so what it carries is applied at least once.
+	var (
+		stored []store.AuditEvent
+		done   []store.Command
+		usedUp []Ref
+		err    error
+	)
+	for start := 0; start < len(events) && err == nil; start += reportChunk {
+		chunk := events[start:min(start+reportChunk, len(events))]
+		var st []store.AuditEvent
+		err = h.kv.Update(ctx, func(tx store.Tx) error {
+			var err error
+			st, err = applyAgentEvents(tx, edgeID, chunk, now, hooks)
 			return err
-		}
-		done, err = applyCommandResults(tx, r.CommandResult, now)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("push: report: %w", err)
+		})
+		stored = append(stored, st...)
 	}
+	shares := slices.Sorted(maps.Keys(counts))
+	for start := 0; start < len(shares) && err == nil; start += reportChunk {
+		chunk := shares[start:min(start+reportChunk, len(shares))]
+		var up []Ref
+		err = h.kv.Update(ctx, func(tx store.Tx) error {
+			var err error
+			up, err = h.countAccess(tx, chunk, counts)
+			return err
+		})
+		usedUp = append(usedUp, up...)
+	}
+	for start := 0; start < len(r.CommandResult) && err == nil; start += reportChunk {
+		chunk := r.CommandResult[start:min(start+reportChunk, len(r.CommandResult))]
+		var d []store.Command
+		err = h.kv.Update(ctx, func(tx store.Tx) error {
+			var err error
+			d, err = applyCommandResults(tx, chunk, now)
+			return err
+		})
+		done = append(done, d...)
+	}
+	// What committed is announced, even when a later chunk failed.
 	// A share whose uses ran out on the edges' count goes out used up to
 	// every edge: each stops serving it though it counted fewer uses itself.
-	if err := h.Publish(ctx, usedUp...); err != nil {
-		h.log.Warn("used-up shares not published", "err", err)
+	if perr := h.Publish(ctx, usedUp...); perr != nil {
+		h.log.Warn("used-up shares not published", "err", perr)
 	}
 	if hooks.AgentEvent != nil {
 		for _, ev := range stored {
@@ -166,20 +148,83 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 			hooks.CommandDone(c)
 		}
 	}
+	if err != nil {
+		return fmt.Errorf("push: report: %w", err)
+	}
 	if hooks.AccessLogs != nil && len(r.AccessLogs) > 0 {
 		hooks.AccessLogs(edgeID, r.AccessLogs)
 	}
 	return nil
 }
 
-// countAccess adds allowed requests to the shares' counters; it returns the
-// shares with maxUses that these requests used up.
-func (h *Hub) countAccess(tx store.Tx, counts map[string]*struct {
+// reportChunk is the most agent events, shares or command results of a
+// report stored in one transaction.
+const reportChunk = 200
+
+// applyAgentEvents stores agent connection events: the agents' last seen
+// time and address, and audit events (with IP_CHANGED when an agent
+// connects from a new address); it returns the audit events stored.
+// Events of unknown agents are skipped.
+func applyAgentEvents(tx store.Tx, edgeID string, events []config.AgentEvent, now time.Time, hooks ReportHooks) ([]store.AuditEvent, error) {
+	var stored []store.AuditEvent
+	for _, ev := range events {
+		a, err := store.LookupAgent(tx, ev.AgentID)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		at := ev.At.UTC()
+		if at.IsZero() {
+			at = now
+		}
+		evs := []string{ev.Event}
+		prevIP := a.LastSeenIP
+		if ev.Event == config.EventConnected && ev.IP != "" && prevIP != "" && prevIP != ev.IP {
+			evs = append(evs, "IP_CHANGED")
+		}
+		if ev.Event != config.EventRejected {
+			a.LastSeenAt = &at
+			if ev.IP != "" {
+				a.LastSeenIP = ev.IP
+			}
+			if err := store.PutAgent(tx, a); err != nil {
+				return nil, err
+			}
+		}
+		for _, name := range evs {
+			details := ev.Details
+			if name == "IP_CHANGED" {
+				details = "from " + prevIP + " to " + ev.IP
+			}
+			ae := store.AuditEvent{
+				ID: uuid.NewString(), WorkspaceID: a.WorkspaceID, Type: "agent." + name, Event: name,
+				AgentID: a.ID, EdgeID: edgeID, IP: ev.IP, Details: details, CreatedAt: at,
+			}
+			if err := store.AppendAudit(tx, &ae); err != nil {
+				return nil, err
+			}
+			stored = append(stored, ae)
+		}
+	}
+	if hooks.AgentEventsTx != nil && len(stored) > 0 {
+		if err := hooks.AgentEventsTx(tx, stored); err != nil {
+			return nil, err
+		}
+	}
+	return stored, nil
+}
+
+// countAccess adds the allowed requests counted for shares to their
+// counters; it returns the shares with maxUses that these requests used up.
+func (h *Hub) countAccess(tx store.Tx, shares []string, counts map[string]*struct {
 	n    int64
 	last time.Time
 }) ([]Ref, error) {
 	var usedUp []Ref
-	for id, c := range counts {
+	for _, id := range shares {
+		c := counts[id]
 		sh, err := store.LookupShare(tx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			continue

@@ -223,9 +223,10 @@ type Report struct {
 	// Uses counts every share's allowed requests since the last report,
 	// whether or not their logs fit in AccessLogs (bounded, so a sample
 	// above about 10,000 requests/s); it drives a share's accessCount and
-	// lastAccessedAt. Without it (edges before it), the control plane counts
-	// the allowed logs.
-	Uses []ShareUse `json:"shareUses,omitempty"`
+	// lastAccessedAt. Edges that count uses always send it, [] when there
+	// were none; without it (edges before it), the control plane counts the
+	// allowed logs.
+	Uses []ShareUse `json:"shareUses"`
 }
 
 // ShareUse is one share's allowed requests on an edge between two reports.
