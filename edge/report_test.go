@@ -14,6 +14,18 @@ import (
 	"github.com/privateconnect/pc/internal/config"
 )
 
+// reporterTo is the reporter of an edge (not started) whose control plane
+// is at url.
+func reporterTo(t *testing.T, url string) *reporter {
+	t.Helper()
+	s, err := New(Config{ControlURL: url, Token: "edge-token", DataDir: t.TempDir(), DisablePlugins: true,
+		HTTPAddr: "127.0.0.1:0", TunnelAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.reporter
+}
+
 // TestReporterDeliversEveryLogOnce: each report carries exactly the logs
 // recorded since the previous one, in order, while the reporter reuses the
 // last report's buffer; a report the control plane refuses counts its logs
@@ -43,12 +55,7 @@ func TestReporterDeliversEveryLogOnce(t *testing.T) {
 		uses = append(uses, u)
 	}))
 	defer srv.Close()
-	s, err := New(Config{ControlURL: srv.URL, Token: "edge-token", DataDir: t.TempDir(), DisablePlugins: true,
-		HTTPAddr: "127.0.0.1:0", TunnelAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := s.reporter
+	r := reporterTo(t, srv.URL)
 	seq := 0
 	round := func(n int) []string {
 		var paths []string
@@ -122,12 +129,7 @@ func TestReporterSplitsABacklog(t *testing.T) {
 		mu.Unlock()
 	}))
 	defer srv.Close()
-	s, err := New(Config{ControlURL: srv.URL, Token: "edge-token", DataDir: t.TempDir(), DisablePlugins: true,
-		HTTPAddr: "127.0.0.1:0", TunnelAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := s.reporter
+	r := reporterTo(t, srv.URL)
 	const n = 2*maxReportItems + 500
 	for i := 0; i < n; i++ {
 		r.event(config.AgentEvent{AgentID: fmt.Sprint("ag", i), Event: config.EventDisconnected})
