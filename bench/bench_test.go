@@ -271,6 +271,13 @@ func TestEveryScenarioQuick(t *testing.T) {
 			}
 			require.Equal(t, []string{"edge private memory growth after warm-up", "agent private memory growth after warm-up",
 				"control private memory growth after warm-up"}, judged)
+			heapNotes := 0
+			for _, n := range r.Notes {
+				if strings.Contains(n, "Go heap allocated (its /metrics") {
+					heapNotes++
+				}
+			}
+			require.Equal(t, 2, heapNotes, "the edge's and the control plane's Go heap beside their private memory: %q", r.Notes)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/privateconnect/pc/sdk/client"
@@ -57,8 +58,11 @@ func runSoak(ctx context.Context, r *runner, res *Result) error {
 	}
 	hc.rate = peak.Rate / 2
 	mon := startMonitor(e.procPIDs(true), true)
+	heaps := sampleGoHeaps(map[string]string{"edge": e.EdgeAdmin, "control": strings.TrimPrefix(e.ControlURL, "http://")},
+		min(max(dur/200, 200*time.Millisecond), 2*time.Second))
 	res.System = r.httpPhase(ctx, "soak/system", e.EdgeHTTP, hc, conns, dur)
 	res.System.Procs = mon.end()
+	heapRec := heaps()
 	res.System.Target = fmt.Sprintf("edge %s, %d share link(s), open loop", e.EdgeHTTP, len(shares))
 	res.metric("maximum (closed loop)", peak.Rate, "req/s", "", nil)
 	res.note("the maximum, closed loop over %d connections for %s: %s, p50/p99 %s ms", conns, r.opts.Duration, fmtRate(peak), fmtLat(peak))
@@ -78,6 +82,14 @@ func runSoak(ctx context.Context, r *runner, res *Result) error {
 		peak := peakPrivate(rec)
 		res.note("%s private memory (RssAnon) %.1f → %.1f MiB, peak %.1f MiB; resident with mapped files (VmRSS) %.1f → %.1f MiB (lowest sample after the warm-up → at the end)",
 			name, from/(1<<20), to/(1<<20), float64(peak)/(1<<20), rf/(1<<20), rt/(1<<20))
+		heapOf := func(s rssSample) int64 { return s.heap }
+		if hf, ht, ok := windowMins(heapRec[name], soakWarm, soakWindow, heapOf); ok {
+			// Private memory beyond the heap is freed memory the runtime has
+			// not returned yet, stacks and memory outside Go's heap: the heap
+			// tells a live set that grows from one that only swings.
+			res.note("%s Go heap allocated (its /metrics, %d samples) %.1f → %.1f MiB, peak %.1f MiB (lowest after the warm-up → at the end)",
+				name, len(heapRec[name]), hf/(1<<20), ht/(1<<20), float64(highest(heapRec[name], heapOf))/(1<<20))
+		}
 	}
 	res.note("warm-up: the first %.0f%% of %s; memory compared between the next %.0f%% and the last %.0f%%",
 		soakWarm*100, dur, soakWindow*100, soakWindow*100)
@@ -113,18 +125,53 @@ func windowMins(s []rssSample, warm, window float64, v func(rssSample) int64) (f
 }
 
 // peakPrivate is a recording's highest private memory, in bytes.
-func peakPrivate(s []rssSample) int64 {
+func peakPrivate(s []rssSample) int64 { return highest(s, func(x rssSample) int64 { return x.anon }) }
+
+func highest(s []rssSample, v func(rssSample) int64) int64 {
 	var peak int64
 	for _, x := range s {
-		peak = max(peak, x.anon)
+		peak = max(peak, v(x))
 	}
 	return peak
 }
 
-// rssSample is one reading of a process's resident memory.
+// rssSample is one reading of a process's resident memory, or of its Go
+// heap (heap, read from its /metrics).
 type rssSample struct {
 	at        time.Time
 	rss, anon int64 // VmRSS, and its private part (RssAnon)
+	heap      int64 // go_memstats_heap_alloc_bytes
+}
+
+// sampleGoHeaps reads the Go heap of processes (name → address of their
+// /metrics) every interval until the returned func is called, which
+// returns the samples by name. A process that does not answer is skipped
+// for that round.
+func sampleGoHeaps(addrs map[string]string, interval time.Duration) func() map[string][]rssSample {
+	out := map[string][]rssSample{}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			for name, addr := range addrs {
+				if m, err := getGoMem(addr); err == nil {
+					out[name] = append(out[name], rssSample{at: time.Now(), heap: int64(m.HeapAlloc)})
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() map[string][]rssSample {
+		close(stop)
+		<-done
+		return out
+	}
 }
 
 func lowest(s []rssSample, from, to time.Time, v func(rssSample) int64) float64 {
