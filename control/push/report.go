@@ -109,7 +109,9 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 			st, err = applyAgentEvents(tx, edgeID, chunk, now, hooks)
 			return err
 		})
-		stored = append(stored, st...)
+		if err == nil {
+			stored = append(stored, st...)
+		}
 	}
 	shares := slices.Sorted(maps.Keys(counts))
 	for start := 0; start < len(shares) && err == nil; start += reportChunk {
@@ -120,7 +122,9 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 			up, err = h.countAccess(tx, chunk, counts)
 			return err
 		})
-		usedUp = append(usedUp, up...)
+		if err == nil {
+			usedUp = append(usedUp, up...)
+		}
 	}
 	for start := 0; start < len(r.CommandResult) && err == nil; start += reportChunk {
 		chunk := r.CommandResult[start:min(start+reportChunk, len(r.CommandResult))]
@@ -130,7 +134,9 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 			d, err = applyCommandResults(tx, chunk, now)
 			return err
 		})
-		done = append(done, d...)
+		if err == nil {
+			done = append(done, d...)
+		}
 	}
 	// What committed is announced, even when a later chunk failed.
 	// A share whose uses ran out on the edges' count goes out used up to
