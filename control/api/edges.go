@@ -247,7 +247,7 @@ func (a *API) edgeReport(c *call) (any, error) {
 			}
 		},
 		AgentEventsTx: a.agentEventsTx,
-		CommandDone:  a.commandDone,
+		CommandDone:   a.commandDone,
 	})
 	if err != nil {
 		return nil, err
