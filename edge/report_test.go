@@ -110,8 +110,8 @@ func TestReporterDeliversEveryLogOnce(t *testing.T) {
 	}
 }
 
-// TestReporterSplitsABacklog: thousands of pending agent events and share
-// uses go out in reports of at most maxReportItems each, in order, and the
+// TestReporterSplitsABacklog: thousands of pending agent events, command
+// results and share uses go out in reports of at most maxReportItems each, in order, and the
 // reporter asks for the next report at once while a backlog remains.
 func TestReporterSplitsABacklog(t *testing.T) {
 	var mu sync.Mutex
@@ -134,6 +134,7 @@ func TestReporterSplitsABacklog(t *testing.T) {
 	for i := 0; i < n; i++ {
 		r.event(config.AgentEvent{AgentID: fmt.Sprint("ag", i), Event: config.EventDisconnected})
 		r.access(config.AccessLog{ShareID: fmt.Sprint("sh", i), Decision: "allowed"})
+		r.commandDone(config.CommandDone{CommandID: fmt.Sprint("c", i), OK: true})
 	}
 	<-r.kick // the events asked for a report
 	next := 0
@@ -142,8 +143,8 @@ func TestReporterSplitsABacklog(t *testing.T) {
 		mu.Lock()
 		rep := reps[len(reps)-1]
 		mu.Unlock()
-		if len(rep.Events) != want || len(rep.Uses) != want {
-			t.Fatalf("report %d: %d events and %d uses, want %d", round, len(rep.Events), len(rep.Uses), want)
+		if len(rep.Events) != want || len(rep.Uses) != want || len(rep.CommandResult) != want {
+			t.Fatalf("report %d: %d events, %d uses and %d command results, want %d", round, len(rep.Events), len(rep.Uses), len(rep.CommandResult), want)
 		}
 		for _, ev := range rep.Events {
 			if ev.AgentID != fmt.Sprint("ag", next) {

@@ -124,9 +124,8 @@ func (a *API) emitTunnelDeleted(tx store.Tx, ws string, s *store.Service) error 
 // whatever the number of events (a reconnecting edge brings thousands).
 func (a *API) agentEventsTx(tx store.Tx, evs []store.AuditEvent) error {
 	type wsServices struct {
-		listed bool
 		wanted map[string]bool            // tunnel event → an active webhook wants it
-		by     map[string][]store.Service // agent id → its services
+		by     map[string][]store.Service // agent id → its services; nil until listed
 	}
 	workspaces := map[string]*wsServices{}
 	for _, ev := range evs {
@@ -160,7 +159,7 @@ func (a *API) agentEventsTx(tx store.Tx, evs []store.AuditEvent) error {
 				continue
 			}
 		}
-		if !w.listed {
+		if w.by == nil {
 			svcs, _, err := store.ListServices(tx, ev.WorkspaceID, "", 0, nil)
 			if err != nil {
 				return err
@@ -169,7 +168,6 @@ func (a *API) agentEventsTx(tx store.Tx, evs []store.AuditEvent) error {
 			for _, s := range svcs {
 				w.by[s.AgentID] = append(w.by[s.AgentID], s)
 			}
-			w.listed = true
 		}
 		for _, s := range w.by[ev.AgentID] {
 			if err := a.emit(tx, ev.WorkspaceID, tunnelEv, map[string]any{"serviceId": s.ID, "name": s.Name, "agentId": s.AgentID, "edgeId": ev.EdgeID}); err != nil {

@@ -602,3 +602,43 @@ func TestReportWithThousandsOfEvents(t *testing.T) {
 		return nil
 	}))
 }
+
+// failingKV fails the commit of its n-th Update (counting from 1) after
+// running fn: fn's work is then not applied.
+type failingKV struct {
+	store.KV
+	n, calls int
+}
+
+func (k *failingKV) Update(ctx context.Context, fn func(store.Tx) error) error {
+	if k.calls++; k.calls == k.n {
+		_ = k.KV.View(ctx, func(tx store.Tx) error { _ = fn(tx); return nil }) // run, never commit
+		return errors.New("commit failed")
+	}
+	return k.KV.Update(ctx, fn)
+}
+
+// TestInChunksReturnsOnlyCommitted: chunks run in order until one fails,
+// and only what the committed chunks returned comes back, even when the
+// failing chunk's function itself succeeded.
+func TestInChunksReturnsOnlyCommitted(t *testing.T) {
+	kv := &failingKV{KV: memstore.New(), n: 2}
+	items := make([]int, 2*reportChunk+5)
+	for i := range items {
+		items[i] = i
+	}
+	var ran int
+	got, err := inChunks(ctx, kv, items, func(_ store.Tx, chunk []int) ([]int, error) {
+		ran += len(chunk)
+		return chunk, nil
+	})
+	require.EqualError(t, err, "commit failed")
+	require.Equal(t, items[:reportChunk], got, "the first chunk only")
+	require.Equal(t, 2*reportChunk, ran, "no chunk after the failed one")
+
+	kv = &failingKV{KV: memstore.New()}
+	got, err = inChunks(ctx, kv, items, func(_ store.Tx, chunk []int) ([]int, error) { return chunk, nil })
+	require.NoError(t, err)
+	require.Equal(t, items, got)
+	require.Equal(t, 3, kv.calls, "one transaction per chunk")
+}

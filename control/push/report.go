@@ -95,48 +95,20 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 	// edge whose thousands of agents reconnect) must not fail every report.
 	// A report that fails part-way has its earlier chunks committed; the
 	// edge sends it again, so what it carries is applied at least once.
-	var (
-		stored []store.AuditEvent
-		done   []store.Command
-		usedUp []Ref
-		err    error
-	)
-	for start := 0; start < len(events) && err == nil; start += reportChunk {
-		chunk := events[start:min(start+reportChunk, len(events))]
-		var st []store.AuditEvent
-		err = h.kv.Update(ctx, func(tx store.Tx) error {
-			var err error
-			st, err = applyAgentEvents(tx, edgeID, chunk, now, hooks)
-			return err
+	stored, err := inChunks(ctx, h.kv, events, func(tx store.Tx, chunk []config.AgentEvent) ([]store.AuditEvent, error) {
+		return applyAgentEvents(tx, edgeID, chunk, now, hooks)
+	})
+	var usedUp []Ref
+	var done []store.Command
+	if err == nil {
+		usedUp, err = inChunks(ctx, h.kv, slices.Sorted(maps.Keys(counts)), func(tx store.Tx, chunk []string) ([]Ref, error) {
+			return h.countAccess(tx, chunk, counts)
 		})
-		if err == nil {
-			stored = append(stored, st...)
-		}
 	}
-	shares := slices.Sorted(maps.Keys(counts))
-	for start := 0; start < len(shares) && err == nil; start += reportChunk {
-		chunk := shares[start:min(start+reportChunk, len(shares))]
-		var up []Ref
-		err = h.kv.Update(ctx, func(tx store.Tx) error {
-			var err error
-			up, err = h.countAccess(tx, chunk, counts)
-			return err
+	if err == nil {
+		done, err = inChunks(ctx, h.kv, r.CommandResult, func(tx store.Tx, chunk []config.CommandDone) ([]store.Command, error) {
+			return applyCommandResults(tx, chunk, now)
 		})
-		if err == nil {
-			usedUp = append(usedUp, up...)
-		}
-	}
-	for start := 0; start < len(r.CommandResult) && err == nil; start += reportChunk {
-		chunk := r.CommandResult[start:min(start+reportChunk, len(r.CommandResult))]
-		var d []store.Command
-		err = h.kv.Update(ctx, func(tx store.Tx) error {
-			var err error
-			d, err = applyCommandResults(tx, chunk, now)
-			return err
-		})
-		if err == nil {
-			done = append(done, d...)
-		}
 	}
 	// What committed is announced, even when a later chunk failed.
 	// A share whose uses ran out on the edges' count goes out used up to
@@ -166,6 +138,26 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 // reportChunk is the most agent events, shares or command results of a
 // report stored in one transaction.
 const reportChunk = 200
+
+// inChunks applies items in transactions of at most reportChunk, in order,
+// until one fails, and returns what the committed ones returned.
+func inChunks[T, R any](ctx context.Context, kv store.KV, items []T, apply func(tx store.Tx, chunk []T) ([]R, error)) ([]R, error) {
+	var out []R
+	for start := 0; start < len(items); start += reportChunk {
+		chunk := items[start:min(start+reportChunk, len(items))]
+		var got []R
+		err := kv.Update(ctx, func(tx store.Tx) error {
+			var err error
+			got, err = apply(tx, chunk)
+			return err
+		})
+		if err != nil {
+			return out, err
+		}
+		out = append(out, got...)
+	}
+	return out, nil
+}
 
 // applyAgentEvents stores agent connection events: the agents' last seen
 // time and address, and audit events (with IP_CHANGED when an agent
