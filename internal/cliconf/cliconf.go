@@ -15,7 +15,9 @@ import (
 	"runtime/pprof"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -117,7 +119,8 @@ func Execute(root *cobra.Command, args []string, stdout, stderr io.Writer) int {
 // to profile the processes pcbench starts, e.g. PC_CPUPROFILE=/tmp/pc
 // bin/pcbench run -s http-small, then go tool pprof bin/pcd
 // /tmp/pc.edge.*.pprof. With PC_MEMPROFILE=<prefix>, the returned func also
-// writes the heap profile at exit to <prefix>.<command>.<pid>.heap. The
+// writes the heap profile at exit to <prefix>.<command>.<pid>.heap (and
+// one every PC_MEMPROFILE_EVERY, when set, numbered). The
 // returned func stops both.
 func StartCPUProfile(args []string) (func(), error) {
 	cmd := "main"
@@ -143,9 +146,8 @@ func StartCPUProfile(args []string) (func(), error) {
 	if prefix == "" {
 		return stop, nil
 	}
-	return func() {
-		stop()
-		f, err := os.Create(fmt.Sprintf("%s.%s.%d.heap", prefix, cmd, os.Getpid()))
+	writeHeap := func(suffix string) {
+		f, err := os.Create(fmt.Sprintf("%s.%s.%d%s.heap", prefix, cmd, os.Getpid(), suffix))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "PC_MEMPROFILE:", err)
 			return
@@ -154,5 +156,32 @@ func StartCPUProfile(args []string) (func(), error) {
 		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
 			fmt.Fprintln(os.Stderr, "PC_MEMPROFILE:", err)
 		}
+	}
+	// PC_MEMPROFILE_EVERY=<duration> also writes one every interval, to
+	// <prefix>.<command>.<pid>.<n>.heap: for memory that grows during a
+	// long run (compare two with go tool pprof -base).
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	if every, err := time.ParseDuration(os.Getenv("PC_MEMPROFILE_EVERY")); err == nil && every > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(every)
+			defer t.Stop()
+			for n := 1; ; n++ {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					writeHeap(fmt.Sprintf(".%d", n))
+				}
+			}
+		}()
+	}
+	return func() {
+		close(done)
+		wg.Wait()
+		stop()
+		writeHeap("")
 	}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -78,4 +79,27 @@ func TestProfiles(t *testing.T) {
 		require.NoError(t, err, ext)
 		require.True(t, bytes.HasPrefix(b, []byte{0x1f, 0x8b}), "%s: gzip", ext)
 	}
+}
+
+// TestPeriodicHeapProfiles: PC_MEMPROFILE_EVERY adds numbered heap profiles
+// during the run, and stopping ends them (no profile is written after).
+func TestPeriodicHeapProfiles(t *testing.T) {
+	prefix := filepath.Join(t.TempDir(), "pc")
+	t.Setenv("PC_MEMPROFILE", prefix)
+	t.Setenv("PC_MEMPROFILE_EVERY", "20ms")
+	stop, err := StartCPUProfile([]string{"control"})
+	require.NoError(t, err)
+	first := fmt.Sprintf("%s.control.%d.1.heap", prefix, os.Getpid())
+	require.Eventually(t, func() bool { _, err := os.Stat(first); return err == nil }, 10*time.Second, 10*time.Millisecond)
+	stop()
+	all, err := filepath.Glob(prefix + ".control.*.heap")
+	require.NoError(t, err)
+	time.Sleep(100 * time.Millisecond)
+	after, err := filepath.Glob(prefix + ".control.*.heap")
+	require.NoError(t, err)
+	require.Equal(t, all, after, "profiles written after stop")
+	require.Contains(t, all, fmt.Sprintf("%s.control.%d.heap", prefix, os.Getpid()))
+	b, err := os.ReadFile(first)
+	require.NoError(t, err)
+	require.True(t, bytes.HasPrefix(b, []byte{0x1f, 0x8b}), "gzip")
 }
