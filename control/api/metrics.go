@@ -31,6 +31,11 @@ type storeSizer interface {
 	Size() (lsm, vlog int64)
 }
 
+// storeTables is implemented by stores made of table files (badgerstore).
+type storeTables interface {
+	Tables() int
+}
+
 func newMetrics(a *API) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -72,6 +77,10 @@ func newMetrics(a *API) *metrics {
 			gauge("pc_control_store_lsm_bytes", "Size of the store's LSM tree on disk.", func() float64 { l, _ := sz.Size(); return float64(l) }),
 			gauge("pc_control_store_vlog_bytes", "Size of the store's value log on disk.", func() float64 { _, v := sz.Size(); return float64(v) }),
 		)
+	}
+	if tb, ok := store.Unwrap(a.kv).(storeTables); ok {
+		m.reg.MustRegister(gauge("pc_control_store_tables", "Table files of the store's LSM tree (each an open file).",
+			func() float64 { return float64(tb.Tables()) }))
 	}
 	m.handler = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	return m

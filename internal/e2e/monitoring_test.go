@@ -238,6 +238,7 @@ func TestShareMonitoringEndToEnd(t *testing.T) {
 	assert.Equal(t, 1.0, metricValue(fams, "pc_control_online_edges", nil))
 	assert.Greater(t, metricValue(fams, "pc_control_webhook_deliveries_total", map[string]string{"status": "succeeded"}), 5.0)
 	assert.GreaterOrEqual(t, metricValue(fams, "pc_control_store_lsm_bytes", nil), 0.0)
+	assert.Contains(t, fams, "pc_control_store_tables")
 	assert.Contains(t, fams, "pc_control_webhook_queue_depth")
 }
 

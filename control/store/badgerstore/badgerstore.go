@@ -119,6 +119,7 @@ func Open(opts Options) (*Store, error) {
 	if iv <= 0 {
 		iv = 5 * time.Minute
 	}
+	s.checkFileLimit()
 	s.wg.Add(1)
 	go s.gcLoop(iv)
 	return s, nil
@@ -135,6 +136,7 @@ func (s *Store) gcLoop(iv time.Duration) {
 		case <-t.C:
 			for s.db.RunValueLogGC(0.5) == nil {
 			}
+			s.checkFileLimit()
 		}
 	}
 }
