@@ -128,10 +128,10 @@ func snapshotJSON(t *testing.T, tb *Table) []byte {
 	for _, p := range s.Plugins {
 		canon["plugin/"+p.ID] = p
 	}
-	for sub, id := range tb.subdomains {
+	for sub, id := range tb.subdomains.all() {
 		canon["sub/"+sub] = id
 	}
-	for a, ids := range tb.agentSvcs {
+	for a, ids := range tb.agentSvcs.all() {
 		canon["agentsvcs/"+a] = len(ids)
 	}
 	b, err := json.Marshal(canon)

@@ -57,22 +57,19 @@ type Table struct {
 	Version  int64
 	Settings config.Settings
 
-	shares     map[[32]byte]*Share // by token hash
-	shareByID  map[string][32]byte
-	services   map[string]*config.Service
-	subdomains map[string]string // subdomain → service id
-	agents     map[string]*Agent
+	shares     shardMap[[32]byte, *Share] // by token hash (hashShard)
+	shareByID  shardMap[string, [32]byte]
+	services   shardMap[string, *config.Service]
+	subdomains shardMap[string, string] // subdomain → service id
+	agents     shardMap[string, *Agent]
+	agentSvcs  shardMap[string, []string] // agent id → service ids
 	edges      map[string]config.Edge
 	plugins    map[string]config.Plugin
-	agentSvcs  map[string][]string // agent id → service ids (derived)
 }
 
 // Empty returns a table with nothing in it.
 func Empty() *Table {
-	return &Table{shares: map[[32]byte]*Share{}, shareByID: map[string][32]byte{},
-		services: map[string]*config.Service{}, subdomains: map[string]string{},
-		agents: map[string]*Agent{}, edges: map[string]config.Edge{},
-		plugins: map[string]config.Plugin{}, agentSvcs: map[string][]string{}}
+	return &Table{edges: map[string]config.Edge{}, plugins: map[string]config.Plugin{}}
 }
 
 // Build indexes a full snapshot. It rejects a snapshot that is internally
@@ -80,18 +77,19 @@ func Empty() *Table {
 func Build(s *config.Snapshot) (*Table, error) {
 	t := Empty()
 	t.Epoch, t.Version, t.Settings = s.Epoch, s.Version, s.Settings
+	w := newWriter(t)
 	for i := range s.Services {
-		if err := t.putService(&s.Services[i]); err != nil {
+		if err := w.putService(&s.Services[i]); err != nil {
 			return nil, err
 		}
 	}
 	for i := range s.Shares {
-		if err := t.putShare(&s.Shares[i]); err != nil {
+		if err := w.putShare(&s.Shares[i]); err != nil {
 			return nil, err
 		}
 	}
 	for i := range s.Agents {
-		if err := t.putAgent(&s.Agents[i]); err != nil {
+		if err := w.putAgent(&s.Agents[i]); err != nil {
 			return nil, err
 		}
 	}
@@ -101,83 +99,56 @@ func Build(s *config.Snapshot) (*Table, error) {
 	for _, p := range s.Plugins {
 		t.plugins[p.ID] = p
 	}
-	t.reindexAgents()
 	return t, nil
 }
 
 // Apply returns a new table with the changes applied; t is unchanged. Only
-// the indexes a change touches are copied. A change whose version the table
-// already holds (a batch straddling a snapshot) is skipped.
+// the shards of the indexes a change touches are copied (see shardMap). A
+// change whose version the table already holds (a batch straddling a
+// snapshot) is skipped.
 func (t *Table) Apply(version int64, changes []config.Change) (*Table, error) {
 	n := *t
 	n.Version = version
-	copied := map[string]bool{}
-	cow := func(name string) {
-		if copied[name] {
-			return
-		}
-		copied[name] = true
-		switch name {
-		case config.KindShare:
-			n.shares = maps.Clone(t.shares)
-			n.shareByID = maps.Clone(t.shareByID)
-		case config.KindService:
-			n.services = maps.Clone(t.services)
-			n.subdomains = maps.Clone(t.subdomains)
-		case config.KindAgent:
-			n.agents = maps.Clone(t.agents)
-		case config.KindEdge:
-			n.edges = maps.Clone(t.edges)
-		case config.KindPlugin:
-			n.plugins = maps.Clone(t.plugins)
-		}
-	}
+	w := newWriter(&n)
 	for i := range changes {
 		c := &changes[i]
 		if c.Version != 0 && c.Version <= t.Version {
 			continue
 		}
-		cow(c.Kind)
 		var err error
 		switch c.Kind {
 		case config.KindShare:
-			if h, ok := n.shareByID[c.ID]; ok {
-				delete(n.shares, h)
-				delete(n.shareByID, c.ID)
-			}
+			w.delShare(c.ID)
 			if c.Op == config.OpUpsert {
 				if c.Share == nil {
 					return nil, fmt.Errorf("routes: change %d: upsert share without share", c.Version)
 				}
-				err = n.putShare(c.Share)
+				err = w.putShare(c.Share)
 			}
 		case config.KindService:
-			if old, ok := n.services[c.ID]; ok {
-				if old.Subdomain != "" && n.subdomains[old.Subdomain] == c.ID {
-					delete(n.subdomains, old.Subdomain)
-				}
-				delete(n.services, c.ID)
-			}
+			w.delService(c.ID)
 			if c.Op == config.OpUpsert {
 				if c.Service == nil {
 					return nil, fmt.Errorf("routes: change %d: upsert service without service", c.Version)
 				}
-				err = n.putService(c.Service)
+				err = w.putService(c.Service)
 			}
 		case config.KindAgent:
-			delete(n.agents, c.ID)
+			w.agents.del(strShard(c.ID), c.ID)
 			if c.Op == config.OpUpsert {
 				if c.Agent == nil {
 					return nil, fmt.Errorf("routes: change %d: upsert agent without agent", c.Version)
 				}
-				err = n.putAgent(c.Agent)
+				err = w.putAgent(c.Agent)
 			}
 		case config.KindEdge:
+			w.ownEdges()
 			delete(n.edges, c.ID)
 			if c.Op == config.OpUpsert && c.Edge != nil {
 				n.edges[c.ID] = *c.Edge
 			}
 		case config.KindPlugin:
+			w.ownPlugins()
 			delete(n.plugins, c.ID)
 			if c.Op == config.OpUpsert && c.Plugin != nil {
 				n.plugins[c.ID] = *c.Plugin
@@ -193,25 +164,84 @@ func (t *Table) Apply(version int64, changes []config.Change) (*Table, error) {
 			return nil, err
 		}
 	}
-	if copied[config.KindService] {
-		n.reindexAgents()
-	}
 	return &n, nil
 }
 
-func (t *Table) putService(s *config.Service) error {
+// writer changes a table under construction (Build, or Apply's copy),
+// copying each shard, and the small maps, before its first write.
+type writer struct {
+	t                      *Table
+	shares                 cow[[32]byte, *Share]
+	shareByID              cow[string, [32]byte]
+	services               cow[string, *config.Service]
+	subdomains             cow[string, string]
+	agents                 cow[string, *Agent]
+	agentSvcs              cow[string, []string]
+	ownsEdges, ownsPlugins bool
+}
+
+func newWriter(t *Table) *writer {
+	w := &writer{t: t}
+	w.shares.m, w.shareByID.m, w.services.m = &t.shares, &t.shareByID, &t.services
+	w.subdomains.m, w.agents.m, w.agentSvcs.m = &t.subdomains, &t.agents, &t.agentSvcs
+	return w
+}
+
+func (w *writer) ownEdges() {
+	if !w.ownsEdges {
+		w.ownsEdges, w.t.edges = true, maps.Clone(w.t.edges)
+	}
+}
+
+func (w *writer) ownPlugins() {
+	if !w.ownsPlugins {
+		w.ownsPlugins, w.t.plugins = true, maps.Clone(w.t.plugins)
+	}
+}
+
+func (w *writer) putService(s *config.Service) error {
 	if s.ID == "" {
 		return errors.New("routes: service without id")
 	}
+	w.delService(s.ID)
 	c := *s
-	t.services[s.ID] = &c
+	w.services.put(strShard(s.ID), s.ID, &c)
 	if s.IsPublic && s.Subdomain != "" {
-		t.subdomains[s.Subdomain] = s.ID
+		w.subdomains.put(strShard(s.Subdomain), s.Subdomain, s.ID)
 	}
+	i := strShard(s.AgentID)
+	ids, _ := w.t.agentSvcs.get(i, s.AgentID)
+	w.agentSvcs.put(i, s.AgentID, append(ids[:len(ids):len(ids)], s.ID)) // a new array: ids may be shared
 	return nil
 }
 
-func (t *Table) putShare(s *config.Share) error {
+func (w *writer) delService(id string) {
+	old, ok := w.t.services.get(strShard(id), id)
+	if !ok {
+		return
+	}
+	if sub := old.Subdomain; sub != "" {
+		if cur, _ := w.t.subdomains.get(strShard(sub), sub); cur == id {
+			w.subdomains.del(strShard(sub), sub)
+		}
+	}
+	w.services.del(strShard(id), id)
+	i := strShard(old.AgentID)
+	ids, _ := w.t.agentSvcs.get(i, old.AgentID)
+	rest := make([]string, 0, len(ids))
+	for _, sid := range ids {
+		if sid != id {
+			rest = append(rest, sid)
+		}
+	}
+	if len(rest) == 0 {
+		w.agentSvcs.del(i, old.AgentID)
+	} else {
+		w.agentSvcs.put(i, old.AgentID, rest)
+	}
+}
+
+func (w *writer) putShare(s *config.Share) error {
 	raw, err := hex.DecodeString(s.TokenHash)
 	if err != nil || len(raw) != sha256.Size {
 		return fmt.Errorf("routes: share %s: bad token hash", s.ID)
@@ -224,11 +254,20 @@ func (t *Table) putShare(s *config.Share) error {
 		}
 		sh.Prefixes = append(sh.Prefixes, p)
 	}
+	w.delShare(s.ID)
 	var h [32]byte
 	copy(h[:], raw)
-	t.shares[h] = sh
-	t.shareByID[s.ID] = h
+	w.shares.put(hashShard(&h), h, sh)
+	w.shareByID.put(strShard(s.ID), s.ID, h)
 	return nil
+}
+
+func (w *writer) delShare(id string) {
+	i := strShard(id)
+	if h, ok := w.t.shareByID.get(i, id); ok {
+		w.shares.del(hashShard(&h), h)
+		w.shareByID.del(i, id)
+	}
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {
@@ -242,7 +281,7 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-func (t *Table) putAgent(a *config.Agent) error {
+func (w *writer) putAgent(a *config.Agent) error {
 	ag := &Agent{ID: a.ID, WorkspaceID: a.WorkspaceID, Name: a.Name, ExpiresAt: a.TokenExpiresAt, Revoked: a.Revoked}
 	if a.PublicKey == "" && a.TokenHash == "" {
 		return fmt.Errorf("routes: agent %s: no public key or token hash", a.ID)
@@ -261,41 +300,31 @@ func (t *Table) putAgent(a *config.Agent) error {
 		}
 		copy(f.dst[:], raw)
 	}
-	t.agents[a.ID] = ag
+	w.agents.put(strShard(a.ID), a.ID, ag)
 	return nil
-}
-
-func (t *Table) reindexAgents() {
-	idx := make(map[string][]string, len(t.agents))
-	for id, s := range t.services {
-		idx[s.AgentID] = append(idx[s.AgentID], id)
-	}
-	t.agentSvcs = idx
 }
 
 // ShareByToken finds a share by its URL token.
 func (t *Table) ShareByToken(token []byte) (*Share, bool) {
 	h := sha256.Sum256(token)
-	s, ok := t.shares[h]
-	return s, ok
+	return t.shares.get(hashShard(&h), h)
 }
 
 // Service returns a service by id.
 // HasShare reports whether the table holds the share with this id.
 func (t *Table) HasShare(id string) bool {
-	_, ok := t.shareByID[id]
+	_, ok := t.shareByID.get(strShard(id), id)
 	return ok
 }
 
 func (t *Table) Service(id string) (*config.Service, bool) {
-	s, ok := t.services[id]
-	return s, ok
+	return t.services.get(strShard(id), id)
 }
 
 // Services returns every service.
 func (t *Table) Services() []*config.Service {
-	out := make([]*config.Service, 0, len(t.services))
-	for _, s := range t.services {
+	out := make([]*config.Service, 0, t.services.len())
+	for _, s := range t.services.all() {
 		out = append(out, s)
 	}
 	return out
@@ -303,7 +332,7 @@ func (t *Table) Services() []*config.Service {
 
 // PublicService returns the public service with this subdomain.
 func (t *Table) PublicService(sub string) (*config.Service, bool) {
-	id, ok := t.subdomains[sub]
+	id, ok := t.subdomains.get(strShard(sub), sub)
 	if !ok {
 		return nil, false
 	}
@@ -312,16 +341,15 @@ func (t *Table) PublicService(sub string) (*config.Service, bool) {
 
 // Agent returns an agent's handshake key and validity.
 func (t *Table) Agent(id string) (*Agent, bool) {
-	a, ok := t.agents[id]
-	return a, ok
+	return t.agents.get(strShard(id), id)
 }
 
 // AgentServices returns the services an agent exposes.
 func (t *Table) AgentServices(agentID string) []*config.Service {
-	ids := t.agentSvcs[agentID]
+	ids, _ := t.agentSvcs.get(strShard(agentID), agentID)
 	out := make([]*config.Service, 0, len(ids))
 	for _, id := range ids {
-		if s, ok := t.services[id]; ok {
+		if s, ok := t.Service(id); ok {
 			out = append(out, s)
 		}
 	}
@@ -354,19 +382,19 @@ func (t *Table) Plugin(id string) (config.Plugin, bool) {
 
 // Counts reports the table's sizes.
 func (t *Table) Counts() (shares, services, agents int) {
-	return len(t.shares), len(t.services), len(t.agents)
+	return t.shares.len(), t.services.len(), t.agents.len()
 }
 
 // Snapshot rebuilds the full snapshot this table was built from, for
 // persisting the last good state.
 func (t *Table) Snapshot() *config.Snapshot {
 	s := &config.Snapshot{Epoch: t.Epoch, Version: t.Version, Settings: t.Settings,
-		Shares: make([]config.Share, 0, len(t.shares)), Services: make([]config.Service, 0, len(t.services)),
-		Agents: make([]config.Agent, 0, len(t.agents)), Edges: t.Edges(), Plugins: make([]config.Plugin, 0, len(t.plugins))}
-	for _, sh := range t.shares {
+		Shares: make([]config.Share, 0, t.shares.len()), Services: make([]config.Service, 0, t.services.len()),
+		Agents: make([]config.Agent, 0, t.agents.len()), Edges: t.Edges(), Plugins: make([]config.Plugin, 0, len(t.plugins))}
+	for _, sh := range t.shares.all() {
 		s.Shares = append(s.Shares, sh.Share)
 	}
-	for _, sv := range t.services {
+	for _, sv := range t.services.all() {
 		s.Services = append(s.Services, *sv)
 	}
 	var zero [32]byte
@@ -376,7 +404,7 @@ func (t *Table) Snapshot() *config.Snapshot {
 		}
 		return hex.EncodeToString(k[:])
 	}
-	for _, a := range t.agents {
+	for _, a := range t.agents.all() {
 		s.Agents = append(s.Agents, config.Agent{ID: a.ID, WorkspaceID: a.WorkspaceID, Name: a.Name,
 			PublicKey: hexOr(a.Pub), TokenHash: hexOr(a.Key), TokenExpiresAt: a.ExpiresAt, Revoked: a.Revoked})
 	}
