@@ -57,20 +57,14 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 			events = append(events, config.AgentEvent{AgentID: a, Event: config.EventDisconnected, At: now})
 		}
 	}
-	counts := map[string]*struct {
-		n    int64
-		last time.Time
-	}{}
+	counts := map[string]*shareCount{}
 	count := func(share string, n int64, at time.Time) {
 		if n <= 0 {
 			return
 		}
 		c := counts[share]
 		if c == nil {
-			c = &struct {
-				n    int64
-				last time.Time
-			}{}
+			c = &shareCount{}
 			counts[share] = c
 		}
 		c.n += n
@@ -214,12 +208,16 @@ func applyAgentEvents(tx store.Tx, edgeID string, events []config.AgentEvent, no
 	return stored, nil
 }
 
-// countAccess adds the allowed requests counted for shares to their
-// counters; it returns the shares with maxUses that these requests used up.
-func (h *Hub) countAccess(tx store.Tx, shares []string, counts map[string]*struct {
+// shareCount is a share's allowed requests in a report, and the last one's
+// time.
+type shareCount struct {
 	n    int64
 	last time.Time
-}) ([]Ref, error) {
+}
+
+// countAccess adds the allowed requests counted for shares to their
+// counters; it returns the shares with maxUses that these requests used up.
+func (h *Hub) countAccess(tx store.Tx, shares []string, counts map[string]*shareCount) ([]Ref, error) {
 	var usedUp []Ref
 	for _, id := range shares {
 		c := counts[id]
