@@ -257,6 +257,7 @@ func TestAtLeastOnceAcrossOutageAndRestart(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, fams, "pc_control_store_lsm_bytes")
 	require.Contains(t, fams, "pc_control_store_vlog_bytes")
+	require.Contains(t, fams, "pc_control_store_tables")
 	require.GreaterOrEqual(t, fams["pc_control_store_tables"].GetMetric()[0].GetGauge().GetValue(), 1.0,
 		"the first run's writes were flushed to a table when it closed")
 	require.Equal(t, float64(0), fams["pc_control_webhook_queue_depth"].GetMetric()[0].GetGauge().GetValue())

@@ -134,7 +134,7 @@ type Share struct {
 	PasswordHash    string             `json:"passwordHash,omitempty"`
 	RateLimitPerMin int                `json:"rateLimitPerMin,omitempty"`
 	MaxUses         int64              `json:"maxUses,omitempty"`
-	Uses            int64              `json:"uses,omitempty"` // see below
+	Uses            int64              `json:"uses,omitempty"` // see the type's comment
 	Plugins         []PluginAttachment `json:"plugins,omitempty"`
 }
 
