@@ -188,14 +188,17 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	share := tg.share
 	edits := editsPool.Get().(*Edits)
 	defer func() { edits.Reset(); editsPool.Put(edits) }()
+	var uses *atomic.Int64 // the share's use counter, when it has maxUses
 	if share != nil {
 		if !p.allowRate(ctx, t, share, edits) {
 			p.logAccess(ctx, share, start, clientIP, "denied", "rate-limit", 0)
 			return
 		}
-		if share.MaxUses > 0 && p.usesLeft(share) <= 0 {
-			p.usedUp(ctx, share, start, clientIP)
-			return
+		if share.MaxUses > 0 {
+			if uses = p.uses(share); uses.Load() >= share.MaxUses {
+				p.usedUp(ctx, share, start, clientIP)
+				return
+			}
 		}
 	}
 	if share != nil && p.cfg.Policy != nil {
@@ -218,7 +221,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	}
 	// A use is a request the share's checks let through: a visitor
 	// without the password or outside allowedPaths does not use one up.
-	if share != nil && share.MaxUses > 0 && !p.takeUse(share) {
+	if uses != nil && !takeUse(uses, share.MaxUses) {
 		p.usedUp(ctx, share, start, clientIP)
 		return
 	}
@@ -381,18 +384,12 @@ func (p *Proxy) ForgetShares(t *routes.Table) {
 	})
 }
 
-// usesLeft is how many uses a share with maxUses has left on this edge.
-func (p *Proxy) usesLeft(share *routes.Share) int64 {
-	return share.MaxUses - p.uses(share).Load()
-}
-
-// takeUse counts one use of a share with maxUses; false when none is left
-// (a refused request counts nothing).
-func (p *Proxy) takeUse(share *routes.Share) bool {
-	c := p.uses(share)
+// takeUse counts one use on a share's counter (p.uses); false when none of
+// max is left (a refused request counts nothing).
+func takeUse(c *atomic.Int64, max int64) bool {
 	for {
 		cur := c.Load()
-		if cur >= share.MaxUses {
+		if cur >= max {
 			return false
 		}
 		if c.CompareAndSwap(cur, cur+1) {
