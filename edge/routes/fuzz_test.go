@@ -1,8 +1,11 @@
 package routes
 
 import (
-	"bytes"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/privateconnect/pc/internal/config"
@@ -77,10 +80,10 @@ func FuzzApplyChanges(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		before := snapshotJSON(t, tb)
+		before := indexes(tb)
 		n, err := tb.Apply(tb.Version+int64(len(changes)), changes)
-		if after := snapshotJSON(t, tb); !bytes.Equal(before, after) {
-			t.Fatalf("Apply modified the table it was applied to:\n%s\n%s", before, after)
+		if after := indexes(tb); !reflect.DeepEqual(before, after) {
+			t.Fatalf("Apply modified the table it was applied to:\n%v\n%v", before, after)
 		}
 		if err != nil {
 			return
@@ -109,34 +112,40 @@ func probe(t *Table) {
 	t.Plugins()
 }
 
-func snapshotJSON(t *testing.T, tb *Table) []byte {
-	s := tb.Snapshot()
-	// Map iteration order varies: compare a canonical form.
-	canon := map[string]any{"epoch": s.Epoch, "version": s.Version, "settings": s.Settings}
-	for _, sh := range s.Shares {
-		canon["share/"+sh.ID] = sh
+// indexes is every index and field of a table in a comparable form (map
+// iteration order varies, and the per-agent service lists are sorted).
+func indexes(t *Table) map[string]string {
+	js := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			panic(err)
+		}
+		return string(b)
 	}
-	for _, sv := range s.Services {
-		canon["service/"+sv.ID] = sv
+	out := map[string]string{"epoch": t.Epoch, "version": fmt.Sprint(t.Version), "settings": js(t.Settings)}
+	for h, sh := range t.shares.all() {
+		out["share/"+hex.EncodeToString(h[:])] = js(sh.Share)
 	}
-	for _, a := range s.Agents {
-		canon["agent/"+a.ID] = a
+	for id, h := range t.shareByID.all() {
+		out["shareid/"+id] = hex.EncodeToString(h[:])
 	}
-	for _, e := range s.Edges {
-		canon["edge/"+e.ID] = e
+	for id, s := range t.services.all() {
+		out["service/"+id] = js(s)
 	}
-	for _, p := range s.Plugins {
-		canon["plugin/"+p.ID] = p
+	for sub, id := range t.subdomains.all() {
+		out["sub/"+sub] = id
 	}
-	for sub, id := range tb.subdomains.all() {
-		canon["sub/"+sub] = id
+	for id, a := range t.agents.all() {
+		out["agent/"+id] = js(a)
 	}
-	for a, ids := range tb.agentSvcs.all() {
-		canon["agentsvcs/"+a] = len(ids)
+	for id, ids := range t.agentSvcs.all() {
+		out["agentsvcs/"+id] = fmt.Sprint(slices.Sorted(slices.Values(ids)))
 	}
-	b, err := json.Marshal(canon)
-	if err != nil {
-		t.Fatal(err)
+	for id, e := range t.edges {
+		out["edge/"+id] = js(e)
 	}
-	return b
+	for id, p := range t.plugins {
+		out["plugin/"+id] = js(p)
+	}
+	return out
 }

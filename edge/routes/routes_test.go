@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
-	"slices"
 	"testing"
 
 	"github.com/privateconnect/pc/internal/config"
@@ -97,30 +96,6 @@ func TestApplyMatchesBuild(t *testing.T) {
 	if s, v, a := tb.Counts(); s == 0 || v == 0 || a == 0 {
 		t.Fatalf("the walk left %d shares, %d services, %d agents: it tests little", s, v, a)
 	}
-}
-
-// indexes is every index of a table in a comparable form.
-func indexes(t *Table) map[string]string {
-	out := map[string]string{}
-	for h, sh := range t.shares.all() {
-		out["share/"+hex.EncodeToString(h[:])] = sh.ID + " " + sh.ServiceID
-	}
-	for id, h := range t.shareByID.all() {
-		out["shareid/"+id] = hex.EncodeToString(h[:])
-	}
-	for id, s := range t.services.all() {
-		out["service/"+id] = fmt.Sprint(s.AgentID, s.IsPublic, s.Subdomain)
-	}
-	for sub, id := range t.subdomains.all() {
-		out["sub/"+sub] = id
-	}
-	for id, a := range t.agents.all() {
-		out["agent/"+id] = fmt.Sprint(a.Revoked, a.Key)
-	}
-	for id, ids := range t.agentSvcs.all() {
-		out["agentsvcs/"+id] = fmt.Sprint(slices.Sorted(slices.Values(ids)))
-	}
-	return out
 }
 
 // BenchmarkApplyOneShare is one share created at 100,000 shares: what every
