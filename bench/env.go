@@ -517,6 +517,8 @@ var errNoSystem = errors.New("needs the system started by pcbench (not available
 // goMem is what the edge's Go runtime reports of its memory (/metrics).
 type goMem struct {
 	HeapAlloc, StackInuse, Goroutines float64
+	// NextGC is the heap size that triggers the next collection.
+	NextGC float64
 }
 
 // getGoMem reads the edge's Go runtime figures from its /metrics.
@@ -542,5 +544,6 @@ func getGoMem(adminAddr string) (*goMem, error) {
 		return m.GetUntyped().GetValue()
 	}
 	return &goMem{HeapAlloc: val("go_memstats_heap_alloc_bytes"), StackInuse: val("go_memstats_stack_inuse_bytes"),
-		Goroutines: val("go_goroutines")}, nil
+		Goroutines: val("go_goroutines"),
+		NextGC:     val("go_memstats_next_gc_bytes")}, nil
 }
