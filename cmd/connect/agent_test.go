@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -279,4 +280,91 @@ func TestExposeAllowPlaintextFlag(t *testing.T) {
 	require.Len(t, h.agents, 2)
 	assert.False(t, h.agents[0].AllowPlaintext, "plain TCP off loopback is refused by default")
 	assert.True(t, h.agents[1].AllowPlaintext)
+}
+
+// One identity runs in one process: a second `expose` while the agent runs
+// registers its service for that agent and leaves the serving to it, and
+// `up` refuses. Two processes of one identity would displace each other's
+// tunnel on every edge for as long as both ran.
+func TestOneProcessPerAgentIdentity(t *testing.T) {
+	h := newHarness(t)
+	provisionRoutes(h)
+	h.ok("POST /v1/services/register", 201, webService)
+	_, errOut, code := h.run("expose", "localhost:3000", "--name", "web", "--detach")
+	require.Equal(t, 0, code, errOut)
+	require.Len(t, h.requests("POST", "/v1/agents/register"), 1)
+
+	// Another process runs the agent (a lock of its own on the state file).
+	held, err := lockAgent(h.state)
+	require.NoError(t, err)
+	lockFile, err := os.ReadFile(h.state + ".lock")
+	require.NoError(t, err)
+	assert.Equal(t, strconv.Itoa(os.Getpid()), strings.TrimSpace(string(lockFile)), "the lock file names the running process")
+
+	out, errOut, code := h.run("expose", "localhost:3000", "--name", "web")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "Exposing web → localhost:3000")
+	assert.Contains(t, out, "The agent "+agentID+" already runs (process "+strconv.Itoa(os.Getpid())+", state file "+h.state+"): it serves web too.")
+	assert.Empty(t, h.agents, "no second agent runs")
+	assert.Len(t, h.requests("POST", "/v1/agents/register"), 1, "the running process's identity is left as it is")
+	reg := h.requests("POST", "/v1/services/register")
+	require.Len(t, reg, 2)
+	assert.Equal(t, agentID, body(t, reg[1])["agentId"], "the service goes to the running agent")
+
+	_, errOut, code = h.run("up")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "the agent of this identity already runs (process "+strconv.Itoa(os.Getpid()))
+	assert.Contains(t, errOut, "--state")
+	assert.Empty(t, h.agents)
+
+	// Once that process is gone, up runs the agent (and holds the lock while
+	// it does).
+	held.release()
+	h.ok("GET /v1/services", 200, `[`+webService+`]`)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.agentRun = func(actx context.Context, cfg agent.Config) error {
+		_, err := lockAgent(h.state)
+		_, busy := runningElsewhere(err)
+		assert.True(t, busy, "the lock is held while the agent runs: %v", err)
+		cancel()
+		<-actx.Done()
+		return nil
+	}
+	_, errOut, code = h.runCtx(ctx, "up")
+	require.Equal(t, 0, code, errOut)
+	again, err := lockAgent(h.state)
+	require.NoError(t, err, "released when the command ends")
+	again.release()
+}
+
+// Reach identities: a second `connect reach` running at once takes the next
+// one instead of displacing the first's tunnel.
+func TestReachIdentityPerRunningReach(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "agent.json")
+	host, _ := os.Hostname()
+	var apps []*app
+	for i, want := range []string{"reach-agent.json", "reach-2-agent.json", "reach-3-agent.json"} {
+		a := newApp(io.Discard, io.Discard, func(string) (string, bool) { return "", false })
+		a.statePath = state
+		name, err := a.takeReachIdentity()
+		require.NoError(t, err)
+		assert.Equal(t, filepath.Join(dir, want), a.statePath)
+		if i == 0 {
+			assert.Equal(t, "reach-"+host, name)
+		} else {
+			assert.Equal(t, fmt.Sprintf("reach-%d-%s", i+1, host), name)
+		}
+		apps = append(apps, a)
+	}
+	// The first one ends: its identity is free again.
+	apps[0].releaseAgentLock()
+	a := newApp(io.Discard, io.Discard, func(string) (string, bool) { return "", false })
+	a.statePath = state
+	_, err := a.takeReachIdentity()
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(dir, "reach-agent.json"), a.statePath)
+	for _, a := range append(apps[1:], a) {
+		a.releaseAgentLock()
+	}
 }

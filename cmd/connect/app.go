@@ -53,7 +53,9 @@ type app struct {
 
 	// raw is the data payload of the last API answer, printed by --json.
 	raw json.RawMessage
-	log *slog.Logger
+	// lock is held while this process runs an agent (lock.go).
+	lock *agentLock
+	log  *slog.Logger
 }
 
 func newApp(stdout, stderr io.Writer, getenv func(string) (string, bool)) *app {

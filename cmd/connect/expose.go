@@ -41,7 +41,20 @@ func (a *app) exposeCmd() *cobra.Command {
 				return err
 			}
 			ctx := a.ctx(cmd)
-			st, err := a.identity(ctx, c, af.name, "")
+			// The agent of this identity may run already (an earlier expose or
+			// up): then the service is added to it rather than a second process
+			// running the same identity (lock.go).
+			running, err := a.lockOrRunning()
+			if err != nil {
+				return err
+			}
+			defer a.releaseAgentLock()
+			var st *agentState
+			if running != nil {
+				st, err = a.runningState(running)
+			} else {
+				st, err = a.identity(ctx, c, af.name, "")
+			}
 			if err != nil {
 				return err
 			}
@@ -57,6 +70,12 @@ func (a *app) exposeCmd() *cobra.Command {
 				}
 			} else {
 				a.printExposed(svc, created, st)
+			}
+			if running != nil {
+				if !a.jsonOut {
+					fmt.Fprintf(a.stdout, "The agent %s already runs (%s): it serves %s too.\n", st.AgentID, running.who(), svc.Name)
+				}
+				return nil
 			}
 			if detach {
 				return nil

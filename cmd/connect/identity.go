@@ -157,6 +157,9 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 	if err != nil {
 		return err
 	}
+	if err := a.holdAgentLock(); err != nil {
+		return err
+	}
 	var mu sync.Mutex
 	onEvent := func(e agent.Event) {
 		mu.Lock()

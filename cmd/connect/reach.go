@@ -54,6 +54,7 @@ func (a *app) reachCmd() *cobra.Command {
 					return d.DialContext(ctx, "tcp", upstream)
 				}
 			} else {
+				defer a.releaseAgentLock()
 				ag, err := a.reachAgent(ctx, c, &af)
 				if err != nil {
 					return err
@@ -86,15 +87,24 @@ func (a *app) reachCmd() *cobra.Command {
 	return cmd
 }
 
+// maxReachAgents bounds the reach identities of one state directory, one per
+// `connect reach` running at once.
+const maxReachAgents = 16
+
 // reachAgent runs this machine's reach agent: an identity of its own (state
 // file "reach-<state file name>"), so it never displaces the agent that
-// `connect expose` runs from the same state directory.
+// `connect expose` runs from the same state directory. A second reach running
+// at once takes the next identity ("reach-2-<name>"...), since two processes
+// of one identity would displace each other's tunnels (lock.go). The lock is
+// held in a.lock until the command ends.
 func (a *app) reachAgent(ctx context.Context, c *client.Client, af *agentFlags) (*agent.Agent, error) {
 	orig := a.statePath
-	a.statePath = filepath.Join(filepath.Dir(orig), "reach-"+filepath.Base(orig))
-	host, _ := os.Hostname()
-	st, err := a.identity(ctx, c, "reach-"+host, "reach")
-	a.statePath = orig
+	defer func() { a.statePath = orig }()
+	name, err := a.takeReachIdentity()
+	if err != nil {
+		return nil, err
+	}
+	st, err := a.identity(ctx, c, name, "reach")
 	if err != nil {
 		return nil, err
 	}
@@ -114,6 +124,28 @@ func (a *app) reachAgent(ctx context.Context, c *client.Client, af *agentFlags) 
 		return nil, fmt.Errorf("could not connect to an edge: %w", err)
 	}
 	return ag, nil
+}
+
+// takeReachIdentity points a.statePath at the first reach identity of the
+// state directory that no other process runs, takes its lock and returns the
+// agent name it goes by.
+func (a *app) takeReachIdentity() (string, error) {
+	dir, base := filepath.Dir(a.statePath), filepath.Base(a.statePath)
+	host, _ := os.Hostname()
+	for i := 1; ; i++ {
+		file, name := "reach-"+base, "reach-"+host
+		if i > 1 {
+			file, name = fmt.Sprintf("reach-%d-%s", i, base), fmt.Sprintf("reach-%d-%s", i, host)
+		}
+		a.statePath = filepath.Join(dir, file)
+		err := a.holdAgentLock()
+		if err == nil {
+			return name, nil
+		}
+		if _, busy := runningElsewhere(err); !busy || i == maxReachAgents {
+			return "", err
+		}
+	}
 }
 
 // forward accepts connections on ln until ctx is done and copies each one to

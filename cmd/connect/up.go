@@ -21,6 +21,10 @@ func (a *app) upCmd() *cobra.Command {
 				return err
 			}
 			ctx := a.ctx(cmd)
+			if err := a.holdAgentLock(); err != nil {
+				return err
+			}
+			defer a.releaseAgentLock()
 			st, err := a.identity(ctx, c, af.name, af.label)
 			if err != nil {
 				return err

@@ -202,6 +202,39 @@ func TestQuickStartWithBinaries(t *testing.T) {
 	_, err = api2.GetService(context.Background(), secondID)
 	require.True(t, client.IsNotFound(err), "unexpose deleted the service: %v", err)
 
+	// A second `connect expose` on the same machine (the README's database
+	// example, run while the first one serves) adds its service to the
+	// running agent and returns: a second process of the same identity would
+	// displace the first's tunnel on the edge, back and forth.
+	third := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "third") }))
+	defer third.Close()
+	againCtx, stopAgain := context.WithTimeout(context.Background(), 20*time.Second)
+	defer stopAgain()
+	again := exec.CommandContext(againCtx, bin+"/connect", "expose", strings.TrimPrefix(third.URL, "http://"), "--name", "third")
+	again.Env = append(os.Environ(), env...)
+	againOut, err := again.CombinedOutput()
+	require.NoError(t, err, string(againOut))
+	require.Contains(t, string(againOut), "already runs (process "+strconv.Itoa(expose.cmd.Process.Pid))
+	up := exec.CommandContext(againCtx, bin+"/connect", "up")
+	up.Env = append(os.Environ(), env...)
+	upOut, err := up.CombinedOutput()
+	require.Error(t, err, "connect up refuses to run a second process of the identity")
+	require.Contains(t, string(upOut), "already runs")
+	thirdLink := exec.Command(bin+"/connect", "link", "third")
+	thirdLink.Env = append(os.Environ(), env...)
+	out, err = thirdLink.Output()
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(strings.TrimSpace(string(out)) + "/")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == 200 && string(b) == "third"
+	}, 5*time.Second, 50*time.Millisecond, "the running agent serves the service the second expose added")
+	require.NotContains(t, expose.output(), "disconnected", "the running agent kept its tunnel")
+
 	// Ctrl-C stops the agent cleanly with exit code 0.
 	require.NoError(t, expose.cmd.Process.Signal(os.Interrupt))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
