@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -197,6 +198,8 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 				fmt.Fprintln(a.stderr, "Stopped.")
 			}
 			return nil
+		case errors.Is(err, agent.ErrReplaced):
+			return fmt.Errorf("%w\n(stopped so as not to take the tunnel back: run one process per identity, or give this one its own with --state)", err)
 		case err != nil:
 			return err
 		case !renew.Load():
@@ -237,6 +240,8 @@ func (a *app) printEvent(e agent.Event) {
 		msg = "disconnected from edge " + e.Edge
 	case agent.EventRejected:
 		msg = "edge " + e.Edge + " rejected the agent"
+	case agent.EventReplaced:
+		msg = "edge " + e.Edge + " took a newer session of this agent"
 	default:
 		msg = "edge " + e.Edge
 	}

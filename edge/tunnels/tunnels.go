@@ -63,6 +63,7 @@ type Registry struct {
 
 	mu       sync.RWMutex
 	sessions map[string]*Session
+	retiring map[*Session]struct{} // replaced by a newer session, closing (retire)
 	conns    map[net.Conn]struct{} // in handshake
 	perIP    map[string]int        // connections in handshake by remote address
 	closed   bool
@@ -101,7 +102,7 @@ func New(cfg Config) *Registry {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{cfg: cfg, log: log, sessions: map[string]*Session{}, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}}
+	return &Registry{cfg: cfg, log: log, sessions: map[string]*Session{}, retiring: map[*Session]struct{}{}, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}}
 }
 
 // Serve accepts agent connections on ln until ln is closed.
@@ -280,7 +281,7 @@ func (r *Registry) serve(s *Session) {
 	r.sessions[s.AgentID] = s
 	r.mu.Unlock()
 	if old != nil {
-		old.Close() // a newer session from the same agent replaces the old one
+		r.retire(old, s.RemoteIP) // a newer session from the same agent replaces the old one
 	}
 	r.log.Info("agent connected", "agent", s.AgentID, "ip", s.RemoteIP)
 	if r.cfg.OnEvent != nil {
@@ -426,6 +427,41 @@ func (s *Session) Control(c *tunnel.Control) error {
 	return err
 }
 
+// replacedGrace is how long a replaced session stays open for its agent to
+// read why and close it (and for its streams in flight to finish).
+const replacedGrace = time.Second
+
+// retire ends old, which a newer session of its agent from ip replaced. The
+// agent is told first (tunnel.CtlReplaced): if it still reads this session, it
+// is a second process running the same identity, and it stops rather than
+// reconnecting to displace the newer session in turn. Usually the old session
+// is already dead on the agent's side (the agent reconnected because it lost
+// it), so this runs in the background: the write can wait for its deadline.
+// Registry.Close closes retiring sessions at once.
+func (r *Registry) retire(old *Session, ip string) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		old.Close()
+		return
+	}
+	r.retiring[old] = struct{}{}
+	r.mu.Unlock()
+	go func() {
+		reason := "a newer session of this agent connected from " + ip + ": another process runs the same agent identity"
+		if old.Control(&tunnel.Control{Type: tunnel.CtlReplaced, Reason: reason}) == nil {
+			select {
+			case <-old.Done():
+			case <-time.After(replacedGrace):
+			}
+		}
+		old.Close()
+		r.mu.Lock()
+		delete(r.retiring, old)
+		r.mu.Unlock()
+	}()
+}
+
 // Close ends the session.
 func (s *Session) Close() { s.closeMu.Do(func() { s.sess.Close() }) }
 
@@ -563,8 +599,11 @@ func (r *Registry) Close() {
 	for c := range r.conns {
 		c.Close()
 	}
-	list := make([]*Session, 0, len(r.sessions))
+	list := make([]*Session, 0, len(r.sessions)+len(r.retiring))
 	for _, s := range r.sessions {
+		list = append(list, s)
+	}
+	for s := range r.retiring {
 		list = append(list, s)
 	}
 	r.mu.Unlock()

@@ -273,7 +273,14 @@ type Agent struct {
 	ID, Token string
 	cancel    context.CancelFunc
 	done      chan struct{}
+	err       error // Run's result, once done is closed
 }
+
+// Done is closed when the agent's Run returns.
+func (a *Agent) Done() <-chan struct{} { return a.done }
+
+// Err is what Run returned (call after Done).
+func (a *Agent) Err() error { <-a.done; return a.err }
 
 // Stop stops the agent and waits for it.
 func (a *Agent) Stop() {
@@ -317,7 +324,7 @@ func (e *Env) RunAgentWith(id, token string, edges []string, tweak func(*agent.C
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ag := &Agent{Agent: a, ID: id, Token: token, cancel: cancel, done: make(chan struct{})}
-	go func() { _ = a.Run(ctx); close(ag.done) }()
+	go func() { ag.err = a.Run(ctx); close(ag.done) }()
 	e.t.Cleanup(ag.Stop)
 	return ag
 }

@@ -80,6 +80,15 @@
 // list of edges to hold tunnels to, pings, messages and commands; the agent
 // answers pongs and command results.
 //
+// An edge keeps one session per agent: a newer one replaces the older. Before
+// it closes the older session the edge sends it a "replaced" frame with the
+// reason. An agent never holds two sessions to one edge (it opens a new one
+// only once its old one is gone), so an agent that receives "replaced" on its
+// live session is a second process running the same identity: it stops
+// instead of reconnecting, which would displace the newer session in turn,
+// back and forth for as long as both ran. Agents that do not know the frame
+// ignore it (and are closed as before).
+//
 // # Versions
 //
 //	1  initial protocol (2026-11).
@@ -459,6 +468,7 @@ const (
 	CtlMessage       = "message"
 	CtlCommand       = "command"
 	CtlCommandResult = "command_result"
+	CtlReplaced      = "replaced" // edge → agent: a newer session of the agent took over (Reason)
 )
 
 // Control is one frame of the control stream.
@@ -473,6 +483,7 @@ type Control struct {
 	Payload  json.RawMessage `json:"payload,omitempty"`
 	OK       bool            `json:"ok,omitempty"`
 	Error    string          `json:"error,omitempty"`
+	Reason   string          `json:"reason,omitempty"` // why the session ends (replaced)
 }
 
 // Service is a target the agent may dial, as told by the edge.

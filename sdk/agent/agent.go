@@ -88,11 +88,15 @@ const (
 	EventDisconnected = "disconnected"
 	EventRejected     = "rejected"
 	EventError        = "error"
+	// EventReplaced: an edge took a newer session of this agent identity, so
+	// another process runs it too; the agent stops (Run returns a
+	// *ReplacedError).
+	EventReplaced = "replaced"
 )
 
 // Event is a connection event of the agent.
 type Event struct {
-	Kind    string // EventConnected, EventDisconnected, EventRejected, EventError
+	Kind    string // EventConnected, EventDisconnected, EventRejected, EventError, EventReplaced
 	Edge    string // tunnel address
 	EdgeID  string
 	Message string
@@ -114,6 +118,7 @@ type Agent struct {
 	edgeOwner  map[string]string             // edge id → the tunnel addr holding (or opening) its session
 	runCtx     context.Context
 	stop       context.CancelFunc
+	runErr     error // why Run stopped by itself (a *ReplacedError)
 	wg         sync.WaitGroup
 	verified   sync.Map // "serviceID addr" → true
 	refusedMu  sync.Mutex
@@ -183,6 +188,10 @@ func (a *Agent) ID() string { return a.cfg.AgentID }
 
 // Run connects to every edge and serves until ctx is done. It reconnects
 // with exponential backoff and jitter, and returns nil when ctx is cancelled.
+// It stops by itself, returning a *ReplacedError (errors.Is ErrReplaced),
+// when an edge says that a newer session of this agent identity replaced
+// this one: another process runs the same identity, and reconnecting would
+// only displace it in turn.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -201,7 +210,22 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	a.wg.Wait()
 	a.unregisterMetrics()
-	return nil
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.runErr
+}
+
+// fail stops Run with err.
+func (a *Agent) fail(err error) {
+	a.mu.Lock()
+	if a.runErr == nil {
+		a.runErr = err
+	}
+	stop := a.stop
+	a.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 }
 
 // Connected returns the tunnel addresses of the edges the agent holds a live
@@ -278,6 +302,13 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 		}
 		var rej *RejectedError
 		var plain *PlaintextError
+		var replaced *ReplacedError
+		if errors.As(err, &replaced) {
+			a.emit(Event{Kind: EventReplaced, Edge: addr, Message: replaced.Reason, Err: err})
+			a.log.Error("stopping: another process runs this agent identity", "edge", addr, "reason", replaced.Reason)
+			a.fail(err)
+			return
+		}
 		if errors.As(err, &plain) {
 			// An edge added later (config push) with a plain address off
 			// loopback: retrying cannot help.
@@ -320,6 +351,24 @@ type RejectedError struct {
 }
 
 func (e *RejectedError) Error() string { return "agent: edge rejected the agent: " + e.Message }
+
+// ErrReplaced: another process runs this agent identity (see ReplacedError).
+var ErrReplaced = errors.New("agent: another process runs this agent identity")
+
+// ReplacedError is returned by Run when an edge replaced this agent's
+// session with a newer one of the same identity: another process (a copy of
+// the state file, a second `connect up`) runs it. Each process needs an
+// identity of its own.
+type ReplacedError struct {
+	Edge   string // tunnel address
+	Reason string // the edge's words
+}
+
+func (e *ReplacedError) Error() string {
+	return "agent: edge " + e.Edge + " replaced this session: " + e.Reason
+}
+
+func (e *ReplacedError) Unwrap() error { return ErrReplaced }
 
 // dial connects to an edge, over TLS for tls:// addresses.
 func (a *Agent) dial(ctx context.Context, addr string) (net.Conn, error) {

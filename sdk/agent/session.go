@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -19,10 +20,11 @@ import (
 
 // edgeConn is one live session with an edge.
 type edgeConn struct {
-	addr   string
-	edgeID string
-	sess   *smux.Session
-	once   sync.Once
+	addr     string
+	edgeID   string
+	sess     *smux.Session
+	once     sync.Once
+	replaced atomic.Pointer[string] // the edge's reason, when it said a newer session replaced this one
 }
 
 func (e *edgeConn) close() { e.once.Do(func() { e.sess.Close() }) }
@@ -78,6 +80,9 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	a.mu.Unlock()
 	a.log.Info("disconnected from edge", "edge", addr)
 	a.emit(Event{Kind: EventDisconnected, Edge: addr, EdgeID: edgeID})
+	if reason := ec.replaced.Load(); reason != nil {
+		return &ReplacedError{Edge: addr, Reason: *reason}
+	}
 	return nil
 }
 
@@ -333,6 +338,13 @@ func (a *Agent) serveControl(ec *edgeConn, st *smux.Stream, br *bufio.Reader) {
 			}
 		case tunnel.CtlCommand:
 			go a.runCommand(ec, write, c)
+		case tunnel.CtlReplaced:
+			// This process is not the one the edge now holds (see the
+			// tunnel package's doc): end the session and stop.
+			reason := c.Reason
+			ec.replaced.Store(&reason)
+			ec.close()
+			return
 		case tunnel.CtlMessage:
 			var m Message
 			if json.Unmarshal(c.Payload, &m) == nil && a.cfg.OnMessage != nil {

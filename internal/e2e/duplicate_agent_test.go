@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/privateconnect/pc/internal/testenv"
+	"github.com/privateconnect/pc/sdk/agent"
+	"github.com/privateconnect/pc/sdk/client"
+)
+
+// eventLog records an agent's connection events.
+type eventLog struct {
+	mu     sync.Mutex
+	events []agent.Event
+}
+
+func (l *eventLog) record(e agent.Event) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) count(kind string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.events {
+		if e.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *eventLog) find(kind string) (agent.Event, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.events {
+		if e.Kind == kind {
+			return e, true
+		}
+	}
+	return agent.Event{}, false
+}
+
+// Two processes running one agent identity (a copied state file, a second
+// `connect up` on another machine): the edge keeps the newest session and
+// tells the older one why it ends; that agent stops with ErrReplaced instead
+// of reconnecting, so the two do not displace each other back and forth, and
+// the newer one keeps serving.
+func TestSecondProcessOfAnAgentIdentity(t *testing.T) {
+	if testing.Short() {
+		t.Skip("whole system")
+	}
+	env := testenv.New(t, testenv.Options{})
+	ed := env.Edges[0]
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "served") }))
+	defer origin.Close()
+
+	id, token, edges := env.ProvisionAgent("copied")
+	var firstLog, secondLog eventLog
+	first := env.RunAgentWith(id, token, edges, func(c *agent.Config) { c.OnEvent = firstLog.record })
+	svc := env.Expose(first, "web", origin.Listener.Addr().String())
+	share := env.Share(svc.ID, client.CreateShareRequest{Name: "dup"})
+
+	second := env.RunAgentWith(id, token, edges, func(c *agent.Config) { c.OnEvent = secondLog.record })
+	select {
+	case <-first.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the replaced agent did not stop")
+	}
+	require.ErrorIs(t, first.Err(), agent.ErrReplaced)
+	ev, ok := firstLog.find(agent.EventReplaced)
+	require.True(t, ok, "the replaced agent reports why it stopped")
+	require.Contains(t, ev.Message, "another process runs the same agent identity")
+	require.Contains(t, ev.Message, "127.0.0.1", "the reason names where the newer session came from")
+
+	// The newer session stays: no swap back over several reconnect periods
+	// (the test agents retry within 500 ms).
+	require.Eventually(t, func() bool { return slices.Contains(ed.ConnectedAgents(), id) }, 3*time.Second, 10*time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
+	require.Equal(t, 1, secondLog.count(agent.EventConnected), "the newer session was not displaced")
+	require.Zero(t, secondLog.count(agent.EventDisconnected))
+	require.Equal(t, 1, firstLog.count(agent.EventConnected), "the replaced agent did not reconnect")
+	select {
+	case <-second.Done():
+		t.Fatalf("the newer agent stopped: %v", second.Err())
+	default:
+	}
+
+	// And it serves the share.
+	resp, err := http.Get(share.ShareURL + "/")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "served", string(body))
+}
