@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -85,6 +86,10 @@ func TestEveryCommandHasHelpWithExample(t *testing.T) {
 				continue
 			}
 			assert.NotEmpty(t, sub.Short, sub.CommandPath())
+			// pflag takes a `quoted` word of a usage as the value's name.
+			sub.Flags().VisitAll(func(f *pflag.Flag) {
+				assert.NotContains(t, f.Usage, "`", "%s --%s", sub.CommandPath(), f.Name)
+			})
 			if !sub.HasSubCommands() {
 				assert.NotEmpty(t, sub.Example, "%s has no example", sub.CommandPath())
 			}

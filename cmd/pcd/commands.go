@@ -100,7 +100,7 @@ func (f *edgeFlags) register(cmd *cobra.Command, dev bool) {
 	fs := cmd.Flags()
 	if !dev {
 		fs.StringVar(&f.control, "control", "http://127.0.0.1:3001", "control plane URL")
-		fs.StringVar(&f.token, "token", "", "edge token (from POST /v1/edges or `connect edges add`)")
+		fs.StringVar(&f.token, "token", "", "edge token (from POST /v1/edges or connect edges add)")
 		fs.StringVar(&f.data, "data", "./data", "data directory (the last good config snapshot)")
 		fs.StringVar(&f.tcpPorts, "tcp-ports", "23000-23999", "TCP tunnel port range")
 		fs.StringVar(&f.shareDomain, "share-domain", "", "domain for host-based share links: <token>.<domain>")
@@ -275,13 +275,13 @@ func runDev(ctx context.Context, c *common, cf *controlFlags, ef *edgeFlags, log
 Try:
   export PC_API_KEY=%s
   python3 -m http.server 9000 &
-  connect expose 127.0.0.1:9000 --name web &
-  curl "$(connect link web)/"
+  %[10]s expose 127.0.0.1:9000 --name web &
+  curl "$(%[10]s link web)/"
 
-`, ctrl.Addr(), ctrl.Addr(), publicURL, tunAddr, e.AdminAddr(), edgeID, key, keyFile, key)
+`, ctrl.Addr(), ctrl.Addr(), publicURL, tunAddr, e.AdminAddr(), edgeID, key, keyFile, key, connectCommand())
 	if devPin != "" {
-		fmt.Fprintf(c.stdout, "TLS: self-signed certificate %s\n  agents: connect expose ... --ca-file %s   (or --pin-sha256 %s)\n  curl:   curl --cacert %s ...\n\n",
-			ef.tlsCert, ef.tlsCert, devPin, ef.tlsCert)
+		fmt.Fprintf(c.stdout, "TLS: self-signed certificate %s\n  agents: %s expose ... --ca-file %s   (or --pin-sha256 %s)\n  curl:   curl --cacert %s ...\n\n",
+			ef.tlsCert, connectCommand(), ef.tlsCert, devPin, ef.tlsCert)
 	}
 	log.Info("dev node running", "control", ctrl.Addr(), "http", httpAddr, "tunnel", tunAddr)
 	select {
@@ -298,4 +298,27 @@ Try:
 	err = <-ctrlDone
 	log.Info("stopped", "drainSeconds", time.Since(shutdownStart).Seconds())
 	return err
+}
+
+// connectCommand is how to run the connect CLI from here, for the dev node's
+// hints: the connect beside this pcd (bin/connect after make build) when it
+// is under the working directory, else connect from the PATH.
+func connectCommand() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "connect"
+	}
+	beside := filepath.Join(filepath.Dir(exe), "connect")
+	wd, err := os.Getwd()
+	if err != nil {
+		return "connect"
+	}
+	rel, err := filepath.Rel(wd, beside)
+	if _, serr := os.Stat(beside); serr != nil || err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return "connect"
+	}
+	if !strings.ContainsRune(rel, filepath.Separator) {
+		rel = "." + string(filepath.Separator) + rel
+	}
+	return rel
 }
