@@ -368,3 +368,18 @@ func TestReachIdentityPerRunningReach(t *testing.T) {
 		a.releaseAgentLock()
 	}
 }
+
+// A service registered just before its agent starts is "offline" for a
+// moment: expose does not print that status when it is about to run the
+// agent, and does with --detach, where it is the truth.
+func TestExposeLeavesOutOfflineWhenStarting(t *testing.T) {
+	h := newHarness(t)
+	provisionRoutes(h)
+	h.ok("POST /v1/services/register", 201, strings.Replace(webService, `"status":"ok"`, `"status":"offline"`, 1))
+	out, errOut, code := h.run("expose", "localhost:3000", "--name", "web")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "Exposing web → localhost:3000 (protocol http)\n")
+	out, errOut, code = h.run("expose", "localhost:3000", "--name", "web", "--detach")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "(protocol http, status offline)")
+}

@@ -69,7 +69,7 @@ func (a *app) exposeCmd() *cobra.Command {
 					return err
 				}
 			} else {
-				a.printExposed(svc, created, st)
+				a.printExposed(svc, created, st, running == nil && !detach)
 			}
 			if running != nil {
 				if !a.jsonOut {
@@ -131,14 +131,20 @@ func targetsOf(svcs []client.Service) []string {
 	return out
 }
 
-// printExposed tells the user where a service is reachable.
-func (a *app) printExposed(svc *client.Service, created bool, st *agentState) {
+// printExposed tells the user where a service is reachable. starting: this
+// process is about to run the agent, so the service's "offline" (its agent
+// not connected yet) says nothing and is left out.
+func (a *app) printExposed(svc *client.Service, created bool, st *agentState, starting bool) {
 	verb := "Exposing"
 	if !created {
 		verb = "Exposing (updated)"
 	}
-	fmt.Fprintf(a.stdout, "%s %s → %s (protocol %s, status %s)\n", verb, svc.Name,
-		net.JoinHostPort(svc.TargetHost, strconv.Itoa(svc.TargetPort)), svc.Protocol, orDash(svc.Status))
+	status := ", status " + orDash(svc.Status)
+	if starting && svc.Status == "offline" {
+		status = ""
+	}
+	fmt.Fprintf(a.stdout, "%s %s → %s (protocol %s%s)\n", verb, svc.Name,
+		net.JoinHostPort(svc.TargetHost, strconv.Itoa(svc.TargetPort)), svc.Protocol, status)
 	if svc.TunnelPort > 0 {
 		where := ""
 		if h := edgeHost(st.Edges); h != "" {
