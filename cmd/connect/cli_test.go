@@ -309,11 +309,11 @@ func TestSharesUpdateSendsOnlyChangedFields(t *testing.T) {
 func TestSharesLsResolvesServiceName(t *testing.T) {
 	h := newHarness(t)
 	h.ok("GET /v1/services", 200, `[`+webService+`]`)
-	h.ok("GET /v1/services/{id}/shares", 200, `[{"id":"s1","name":"demo","tokenPreview":"abcdef","isActive":true,"rateLimitPerMin":60,"allowedMethods":["GET"]}]`)
+	h.ok("GET /v1/services/{id}/shares", 200, `[{"id":"s1","name":"demo","tokenPreview":"abcdef","isActive":true,"rateLimitPerMin":60,"allowedMethods":["GET"],"requiresPassword":true}]`)
 	out, _, code := h.run("shares", "ls", "web")
 	require.Equal(t, 0, code)
 	assert.Contains(t, out, "abcdef…")
-	assert.Contains(t, out, "GET 60/min")
+	assert.Contains(t, out, "GET password 60/min per IP")
 }
 
 func TestSharesLogsFollow(t *testing.T) {

@@ -36,8 +36,11 @@ func policySummary(s client.Share) string {
 	if len(s.AllowedIPs) > 0 {
 		parts = append(parts, "ip:"+strings.Join(s.AllowedIPs, ","))
 	}
+	if s.RequiresPassword {
+		parts = append(parts, "password")
+	}
 	if s.RateLimitPerMin != nil && *s.RateLimitPerMin > 0 {
-		parts = append(parts, fmt.Sprintf("%d/min", *s.RateLimitPerMin))
+		parts = append(parts, fmt.Sprintf("%d/min per IP", *s.RateLimitPerMin))
 	}
 	if s.MaxUses != nil && *s.MaxUses > 0 {
 		parts = append(parts, fmt.Sprintf("max %d uses", *s.MaxUses))
