@@ -1,18 +1,23 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/xtaci/smux"
 
 	"github.com/privateconnect/pc/internal/testenv"
+	"github.com/privateconnect/pc/internal/tunnel"
 	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
 )
@@ -103,5 +108,83 @@ func TestSecondProcessOfAnAgentIdentity(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "served", string(body))
+}
+
+// One edge cannot stop an agent: a (compromised) edge that says "replaced"
+// only loses its own tunnel; the agent stays on its other edges and serves.
+func TestOneEdgeCannotStopAnAgent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("whole system")
+	}
+	env := testenv.New(t, testenv.Options{})
+	ed := env.Edges[0]
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "served") }))
+	defer origin.Close()
+
+	// The lying edge accepts any agent, opens the control stream, says the
+	// session was replaced and keeps the connection open.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				defer c.Close()
+				sh := &tunnel.ServerHello{Version: tunnel.Version, EdgeID: "liar"}
+				if tunnel.WriteServerHello(c, sh) != nil {
+					return
+				}
+				br := bufio.NewReader(c)
+				if _, err := tunnel.ReadClientHello(br); err != nil {
+					return
+				}
+				if tunnel.WriteResult(c, tunnel.Result{Status: tunnel.ResultOK}) != nil {
+					return
+				}
+				sess, err := smux.Client(c, tunnel.SmuxConfig())
+				if err != nil {
+					return
+				}
+				defer sess.Close()
+				ctl, err := sess.OpenStream()
+				if err != nil {
+					return
+				}
+				hdr, _ := tunnel.AppendStreamHeader(nil, &tunnel.StreamHeader{Kind: tunnel.KindControl})
+				_, _ = ctl.Write(hdr)
+				_ = tunnel.WriteControl(ctl, &tunnel.Control{Type: tunnel.CtlReplaced, Reason: "a lie"})
+				<-sess.CloseChan()
+			}()
+		}
+	}()
+
+	id, token, edges := env.ProvisionAgent("lied-to")
+	var log eventLog
+	ag := env.RunAgentWith(id, token, append(edges, ln.Addr().String()), func(c *agent.Config) { c.OnEvent = log.record })
+	svc := env.Expose(ag, "web", origin.Listener.Addr().String())
+	share := env.Share(svc.ID, client.CreateShareRequest{Name: "kept"})
+	require.Eventually(t, func() bool { _, ok := log.find(agent.EventReplaced); return ok }, 5*time.Second, 10*time.Millisecond)
+	ev, _ := log.find(agent.EventReplaced)
+	require.Equal(t, ln.Addr().String(), ev.Edge)
+
+	time.Sleep(1500 * time.Millisecond) // several reconnect periods of the test agents
+	select {
+	case <-ag.Done():
+		t.Fatalf("one edge stopped the agent: %v", ag.Err())
+	default:
+	}
+	require.EqualValues(t, 1, accepted.Load(), "the agent does not reconnect to the edge that replaced it")
+	require.True(t, slices.Contains(ed.ConnectedAgents(), id), "the agent keeps its tunnel to the real edge")
+	resp, err := http.Get(share.ShareURL + "/")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
 	require.Equal(t, "served", string(body))
 }

@@ -84,10 +84,11 @@
 // it closes the older session the edge sends it a "replaced" frame with the
 // reason. An agent never holds two sessions to one edge (it opens a new one
 // only once its old one is gone), so an agent that receives "replaced" on its
-// live session is a second process running the same identity: it stops
-// instead of reconnecting, which would displace the newer session in turn,
-// back and forth for as long as both ran. Agents that do not know the frame
-// ignore it (and are closed as before).
+// live session is a second process running the same identity: it does not
+// reconnect to that edge, which would displace the newer session in turn,
+// back and forth for as long as both ran, and it stops once every edge has
+// told it so (one edge alone cannot stop its tunnels to the others). Agents
+// that do not know the frame ignore it (and are closed as before).
 //
 // # Versions
 //

@@ -89,8 +89,8 @@ const (
 	EventRejected     = "rejected"
 	EventError        = "error"
 	// EventReplaced: an edge took a newer session of this agent identity, so
-	// another process runs it too; the agent stops (Run returns a
-	// *ReplacedError).
+	// another process runs it too; the agent does not reconnect to that edge,
+	// and stops (Run returns a *ReplacedError) once no edge is left.
 	EventReplaced = "replaced"
 )
 
@@ -119,6 +119,8 @@ type Agent struct {
 	runCtx     context.Context
 	stop       context.CancelFunc
 	runErr     error // why Run stopped by itself (a *ReplacedError)
+	loops      int   // edges maintained (maintain loops running)
+	replaced   error // the first *ReplacedError an edge gave
 	wg         sync.WaitGroup
 	verified   sync.Map // "serviceID addr" → true
 	refusedMu  sync.Mutex
@@ -188,10 +190,11 @@ func (a *Agent) ID() string { return a.cfg.AgentID }
 
 // Run connects to every edge and serves until ctx is done. It reconnects
 // with exponential backoff and jitter, and returns nil when ctx is cancelled.
-// It stops by itself, returning a *ReplacedError (errors.Is ErrReplaced),
-// when an edge says that a newer session of this agent identity replaced
-// this one: another process runs the same identity, and reconnecting would
-// only displace it in turn.
+// An edge that says a newer session of this agent identity replaced this
+// one (another process runs the same identity) is not reconnected to, since
+// that would only displace the other process in turn; once every edge has
+// said so, Run stops by itself and returns a *ReplacedError (errors.Is
+// ErrReplaced). One edge cannot stop the agent's tunnels to the others.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -215,16 +218,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	return a.runErr
 }
 
-// fail stops Run with err.
-func (a *Agent) fail(err error) {
+// loopDone ends the count of one maintained edge; with none left because
+// edges replaced the agent's sessions, Run stops.
+func (a *Agent) loopDone() {
 	a.mu.Lock()
-	if a.runErr == nil {
-		a.runErr = err
+	a.loops--
+	stop := a.loops == 0 && a.replaced != nil && a.runErr == nil && a.runCtx.Err() == nil
+	if stop {
+		a.runErr = a.replaced
 	}
-	stop := a.stop
+	cancel := a.stop
 	a.mu.Unlock()
-	if stop != nil {
-		stop()
+	if stop {
+		cancel()
 	}
 }
 
@@ -247,10 +253,12 @@ func (a *Agent) addEdgeLocked(addr string) {
 	}
 	ctx, cancel := context.WithCancel(a.runCtx)
 	a.edges[addr] = cancel
+	a.loops++
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		a.maintain(ctx, addr)
+		a.loopDone()
 	}()
 }
 
@@ -305,8 +313,12 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 		var replaced *ReplacedError
 		if errors.As(err, &replaced) {
 			a.emit(Event{Kind: EventReplaced, Edge: addr, Message: replaced.Reason, Err: err})
-			a.log.Error("stopping: another process runs this agent identity", "edge", addr, "reason", replaced.Reason)
-			a.fail(err)
+			a.log.Warn("not reconnecting: the edge holds a newer session of this agent identity", "edge", addr, "reason", replaced.Reason)
+			a.mu.Lock()
+			if a.replaced == nil {
+				a.replaced = err
+			}
+			a.mu.Unlock()
 			return
 		}
 		if errors.As(err, &plain) {
