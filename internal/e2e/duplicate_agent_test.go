@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/xtaci/smux"
 
 	"github.com/privateconnect/pc/internal/testenv"
 	"github.com/privateconnect/pc/internal/tunnel"
@@ -57,6 +55,24 @@ func (l *eventLog) find(kind string) (agent.Event, bool) {
 	return agent.Event{}, false
 }
 
+// servedOrigin is a service answering "served".
+func servedOrigin(t *testing.T) *httptest.Server {
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "served") }))
+	t.Cleanup(origin.Close)
+	return origin
+}
+
+// requireServed checks that the share link reaches servedOrigin.
+func requireServed(t *testing.T, shareURL string) {
+	t.Helper()
+	resp, err := http.Get(shareURL + "/")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "served", string(body))
+}
+
 // Two processes running one agent identity (a copied state file, a second
 // `connect up` on another machine): the edge keeps the newest session and
 // tells the older one why it ends; that agent stops with ErrReplaced instead
@@ -68,8 +84,7 @@ func TestSecondProcessOfAnAgentIdentity(t *testing.T) {
 	}
 	env := testenv.New(t, testenv.Options{})
 	ed := env.Edges[0]
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "served") }))
-	defer origin.Close()
+	origin := servedOrigin(t)
 
 	id, token, edges := env.ProvisionAgent("copied")
 	var firstLog, secondLog eventLog
@@ -103,12 +118,7 @@ func TestSecondProcessOfAnAgentIdentity(t *testing.T) {
 	}
 
 	// And it serves the share.
-	resp, err := http.Get(share.ShareURL + "/")
-	require.NoError(t, err)
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.Equal(t, 200, resp.StatusCode)
-	require.Equal(t, "served", string(body))
+	requireServed(t, share.ShareURL)
 }
 
 // One edge cannot stop an agent: a (compromised) edge that says "replaced"
@@ -119,8 +129,7 @@ func TestOneEdgeCannotStopAnAgent(t *testing.T) {
 	}
 	env := testenv.New(t, testenv.Options{})
 	ed := env.Edges[0]
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "served") }))
-	defer origin.Close()
+	origin := servedOrigin(t)
 
 	// The lying edge accepts any agent, opens the control stream, says the
 	// session was replaced and keeps the connection open.
@@ -137,28 +146,11 @@ func TestOneEdgeCannotStopAnAgent(t *testing.T) {
 			accepted.Add(1)
 			go func() {
 				defer c.Close()
-				sh := &tunnel.ServerHello{Version: tunnel.Version, EdgeID: "liar"}
-				if tunnel.WriteServerHello(c, sh) != nil {
-					return
-				}
-				br := bufio.NewReader(c)
-				if _, err := tunnel.ReadClientHello(br); err != nil {
-					return
-				}
-				if tunnel.WriteResult(c, tunnel.Result{Status: tunnel.ResultOK}) != nil {
-					return
-				}
-				sess, err := smux.Client(c, tunnel.SmuxConfig())
+				sess, ctl, err := acceptAsEdge(c, "liar")
 				if err != nil {
 					return
 				}
 				defer sess.Close()
-				ctl, err := sess.OpenStream()
-				if err != nil {
-					return
-				}
-				hdr, _ := tunnel.AppendStreamHeader(nil, &tunnel.StreamHeader{Kind: tunnel.KindControl})
-				_, _ = ctl.Write(hdr)
 				_ = tunnel.WriteControl(ctl, &tunnel.Control{Type: tunnel.CtlReplaced, Reason: "a lie"})
 				<-sess.CloseChan()
 			}()
@@ -182,9 +174,5 @@ func TestOneEdgeCannotStopAnAgent(t *testing.T) {
 	}
 	require.EqualValues(t, 1, accepted.Load(), "the agent does not reconnect to the edge that replaced it")
 	require.True(t, slices.Contains(ed.ConnectedAgents(), id), "the agent keeps its tunnel to the real edge")
-	resp, err := http.Get(share.ShareURL + "/")
-	require.NoError(t, err)
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.Equal(t, "served", string(body))
+	requireServed(t, share.ShareURL)
 }

@@ -89,28 +89,11 @@ func compromisedEdge(t *testing.T) (got chan string, addr, secretAddr string) {
 			return
 		}
 		defer c.Close()
-		sh := &tunnel.ServerHello{Version: tunnel.Version, EdgeID: "evil"}
-		if tunnel.WriteServerHello(c, sh) != nil {
-			return
-		}
-		br := bufio.NewReader(c)
-		if _, err := tunnel.ReadClientHello(br); err != nil {
-			return
-		}
-		if tunnel.WriteResult(c, tunnel.Result{Status: tunnel.ResultOK}) != nil {
-			return
-		}
-		sess, err := smux.Client(c, tunnel.SmuxConfig())
+		sess, ctl, err := acceptAsEdge(c, "evil")
 		if err != nil {
 			return
 		}
 		defer sess.Close()
-		ctl, err := sess.OpenStream()
-		if err != nil {
-			return
-		}
-		hdr, _ := tunnel.AppendStreamHeader(nil, &tunnel.StreamHeader{Kind: tunnel.KindControl})
-		_, _ = ctl.Write(hdr)
 		svcID := uuid.New()
 		port := secret.Addr().(*net.TCPAddr).Port
 		_ = tunnel.WriteControl(ctl, &tunnel.Control{Type: tunnel.CtlServices,
@@ -120,7 +103,7 @@ func compromisedEdge(t *testing.T) (got chan string, addr, secretAddr string) {
 		if err != nil {
 			return
 		}
-		hdr, _ = tunnel.AppendStreamHeader(nil, &tunnel.StreamHeader{Kind: tunnel.KindTCP, ServiceID: svcID})
+		hdr, _ := tunnel.AppendStreamHeader(nil, &tunnel.StreamHeader{Kind: tunnel.KindTCP, ServiceID: svcID})
 		_, _ = st.Write(hdr)
 		if res, err := tunnel.ReadResult(st); err != nil || res.Status != tunnel.ReplyOK {
 			got <- ""
@@ -131,4 +114,34 @@ func compromisedEdge(t *testing.T) (got chan string, addr, secretAddr string) {
 	}()
 
 	return got, ln.Addr().String(), secret.Addr().String()
+}
+
+// acceptAsEdge plays a lying edge on c: it accepts whatever agent connects
+// (no credential check), starts the smux session and opens the control
+// stream.
+func acceptAsEdge(c net.Conn, edgeID string) (*smux.Session, *smux.Stream, error) {
+	sh := &tunnel.ServerHello{Version: tunnel.Version, EdgeID: edgeID}
+	if err := tunnel.WriteServerHello(c, sh); err != nil {
+		return nil, nil, err
+	}
+	if _, err := tunnel.ReadClientHello(bufio.NewReader(c)); err != nil {
+		return nil, nil, err
+	}
+	if err := tunnel.WriteResult(c, tunnel.Result{Status: tunnel.ResultOK}); err != nil {
+		return nil, nil, err
+	}
+	sess, err := smux.Client(c, tunnel.SmuxConfig())
+	if err != nil {
+		return nil, nil, err
+	}
+	ctl, err := sess.OpenStream()
+	if err == nil {
+		hdr, _ := tunnel.AppendStreamHeader(nil, &tunnel.StreamHeader{Kind: tunnel.KindControl})
+		_, err = ctl.Write(hdr)
+	}
+	if err != nil {
+		sess.Close()
+		return nil, nil, err
+	}
+	return sess, ctl, nil
 }
