@@ -189,6 +189,16 @@ func TestAgentsRotateTokenUsesStateFile(t *testing.T) {
 	require.Equal(t, 0, code)
 	assert.Contains(t, out, "valid until 2099-01-01T00:00:00Z")
 	assert.Equal(t, "new", readState(t, h.state).Token)
+
+	// Not under a running agent, which keeps the token it started with.
+	held, err := lockAgent(h.state)
+	require.NoError(t, err)
+	defer held.release()
+	_, errOut, code := h.run("agents", "rotate-token")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "is running (process "+strconv.Itoa(os.Getpid()))
+	assert.Len(t, h.requests("POST", "/v1/agents/rotate-token"), 1)
+	assert.Equal(t, "new", readState(t, h.state).Token)
 }
 
 func TestReachForwardsToTheEdgeTCPPort(t *testing.T) {
