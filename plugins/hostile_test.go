@@ -22,6 +22,7 @@ func TestValidateRejects(t *testing.T) {
 		{"bad_signature", "import policy.get_path has signature"},
 		{"import_memory", "imports memory policy.memory"},
 		{"no_handle", "missing export handle_request"},
+		{"wasi_command", "exports _start: a WASI command, not a reactor; build Go guests with -buildmode=c-shared"},
 		{"bad_version", "policy_abi_version returned 2"},
 		{"big_memory", "over limit"},
 	} {

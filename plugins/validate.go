@@ -57,6 +57,13 @@ func checkModule(cm wazero.CompiledModule) (Info, error) {
 		return bad("no %q memory export", abi.ExportMemory)
 	}
 	fns := cm.ExportedFunctions()
+	if _, cmd := fns["_start"]; cmd {
+		if _, reactor := fns[abi.ExportInitialize]; !reactor {
+			// A Go guest built without -buildmode=c-shared: its runtime would
+			// never be initialised, and its first export call traps.
+			return bad("exports _start: a WASI command, not a reactor; build Go guests with -buildmode=c-shared (sdk/plugin)")
+		}
+	}
 	for _, name := range abi.RequiredExports {
 		if _, ok := fns[name]; !ok {
 			return bad("missing export %s", name)

@@ -195,19 +195,63 @@ func TestLinkPrintsOnlyTheURL(t *testing.T) {
 		w.Write([]byte(`{"success":true,"data":[` + webService + `]}`))
 	})
 	h.ok("POST /v1/services/{id}/shares", 201, `{"id":"s1","token":"abc","name":"demo","shareUrl":"http://127.0.0.1:8080/shared/abc","expiresAt":"2026-03-02T11:00:00Z"}`)
-	cfg := filepath.Join(t.TempDir(), "geo.json")
+	h.ok("GET /v1/plugins", 200, pluginList)
+	dir := t.TempDir()
+	cfg, hdrs := filepath.Join(dir, "geo.json"), filepath.Join(dir, "headers.json")
 	require.NoError(t, os.WriteFile(cfg, []byte(`{"allow":["FR"]}`), 0o600))
+	require.NoError(t, os.WriteFile(hdrs, []byte(`{"setResponse":{"X-A":"1"}}`), 0o600))
 
+	// Plugins by name (the last uploaded version), by id, and a built-in
+	// whose id has a colon of its own.
 	out, errOut, code := h.run("link", "web", "--name", "demo", "--expires", "1h", "--methods", "get", "--paths", "/api/*",
 		"--password", "correct-horse", "--allow-ip", "10.0.0.0/8", "--rate-limit", "60", "--max-uses", "5",
-		"--plugin", "geo:"+cfg, "--plugin", "bot-block")
+		"--plugin", "geo:"+cfg, "--plugin", geoV1ID, "--plugin", "builtin:headers:"+hdrs)
 	require.Equal(t, 0, code, errOut)
 	assert.Equal(t, "http://127.0.0.1:8080/shared/abc\n", out)
 	assert.Contains(t, errOut, `Share "demo" of web`)
 	assert.JSONEq(t, `{"name":"demo","expiresIn":"1h","allowedMethods":["GET"],"allowedPaths":["/api/*"],"password":"correct-horse",
 		"allowedIps":["10.0.0.0/8"],"rateLimitPerMin":60,"maxUses":5,
-		"plugins":[{"pluginId":"geo","config":{"allow":["FR"]}},{"pluginId":"bot-block"}]}`,
+		"plugins":[{"pluginId":"`+geoV2ID+`","config":{"allow":["FR"]}},{"pluginId":"`+geoV1ID+`"},{"pluginId":"builtin:headers","config":{"setResponse":{"X-A":"1"}}}]}`,
 		string(h.one("POST", "/v1/services/"+serviceID+"/shares").Body))
+
+	_, errOut, code = h.run("link", "web", "--plugin", "nope")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, `--plugin nope: no plugin named "nope" (see 'connect plugins ls')`)
+}
+
+const (
+	geoV1ID    = "00000000-0000-4000-8000-0000000000b1"
+	geoV2ID    = "00000000-0000-4000-8000-0000000000b2"
+	pluginList = `[{"id":"builtin:headers","name":"headers","builtin":true},
+		{"id":"` + geoV2ID + `","name":"geo","version":"2.0.0","createdAt":"2026-03-02T10:00:00Z"},
+		{"id":"` + geoV1ID + `","name":"geo","version":"1.0.0","createdAt":"2026-03-01T10:00:00Z"}]`
+)
+
+// Plugins are named like services: by id, name (the last uploaded
+// version) or name@version.
+func TestPluginsByName(t *testing.T) {
+	h := newHarness(t)
+	h.ok("GET /v1/plugins", 200, pluginList)
+	h.fail("GET /v1/plugins/{id}", 404, `{"error":"Not Found","message":"plugin not found","statusCode":404}`)
+	out, errOut, code := h.run("plugins", "get", "geo@1.0.0", "--json")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, geoV1ID)
+	out, _, code = h.run("plugins", "get", "geo", "--json")
+	require.Equal(t, 0, code)
+	assert.Contains(t, out, geoV2ID)
+	out, _, code = h.run("plugins", "get", "headers", "--json")
+	require.Equal(t, 0, code)
+	assert.Contains(t, out, `"builtin:headers"`)
+
+	h.ok("DELETE /v1/plugins/{id}", 200, `{}`)
+	out, errOut, code = h.run("plugins", "rm", "geo@1.0.0")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "Deleted plugin "+geoV1ID+" (geo@1.0.0).")
+	assert.Len(t, h.requests("DELETE", "/v1/plugins/"+geoV1ID), 1)
+
+	_, errOut, code = h.run("plugins", "get", geoV2ID[:len(geoV2ID)-1]+"f")
+	assert.Equal(t, 1, code, "an id that does not exist is not looked up as a name")
+	assert.Contains(t, errOut, "plugin not found")
 }
 
 func TestLinkJSONIsTheRawData(t *testing.T) {
@@ -399,6 +443,17 @@ func TestPluginsPush(t *testing.T) {
 	req := h.one("POST", "/v1/plugins")
 	assert.Equal(t, "name=geo&version=1.0.0", req.Query)
 	assert.Equal(t, []byte("\x00asm\x01\x00\x00\x00"), req.Body)
+
+	// Limits and failure mode.
+	_, errOut, code = h.run("plugins", "push", file, "--name", "banner", "--description", "adds a banner",
+		"--fail-open", "--timeout", "20ms", "--memory-mib", "32")
+	require.Equal(t, 0, code, errOut)
+	reqs := h.requests("POST", "/v1/plugins")
+	require.Len(t, reqs, 2)
+	assert.Equal(t, "description=adds+a+banner&failOpen=true&memoryLimitBytes=33554432&name=banner&timeoutMs=20", reqs[1].Query)
+	_, errOut, code = h.run("plugins", "push", file, "--timeout", "1500us")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "--timeout must be whole milliseconds")
 }
 
 func TestStatus(t *testing.T) {
@@ -425,4 +480,23 @@ func TestWorkspacesCreateSendsOnlyGivenLimits(t *testing.T) {
 	require.Len(t, reqs, 2)
 	assert.JSONEq(t, `{"name":"acme"}`, string(reqs[0].Body))
 	assert.JSONEq(t, `{"name":"acme","maxServices":10,"maxShares":0}`, string(reqs[1].Body))
+}
+
+// The dry-run's table shows why a plugin failed, and no status for allow.
+func TestPluginsTestShowsTheFailure(t *testing.T) {
+	h := newHarness(t)
+	h.ok("GET /v1/plugins/{id}", 200, `{"id":"`+geoV1ID+`","name":"geo"}`)
+	h.ok("POST /v1/plugins/{id}/test", 200, `{"decision":"error","status":500,"body":"{}","error":"time budget exceeded","durationMicros":5100}`)
+	out, errOut, code := h.run("plugins", "test", geoV1ID)
+	require.Equal(t, 0, code, errOut)
+	assert.Regexp(t, `(?m)^error\s+time budget exceeded$`, out)
+	assert.Regexp(t, `(?m)^status\s+500$`, out)
+
+	h2 := newHarness(t)
+	h2.ok("GET /v1/plugins/{id}", 200, `{"id":"`+geoV1ID+`","name":"geo"}`)
+	h2.ok("POST /v1/plugins/{id}/test", 200, `{"decision":"allow","status":null,"requestHeaders":{"X-Team":"blue"},"durationMicros":40}`)
+	out, errOut, code = h2.run("plugins", "test", geoV1ID)
+	require.Equal(t, 0, code, errOut)
+	assert.NotRegexp(t, `(?m)^status\s+0$`, out)
+	assert.Contains(t, out, "X-Team")
 }

@@ -30,7 +30,7 @@ func addPolicyFlags(cmd *cobra.Command, pf *policyFlags) {
 	f.StringSliceVar(&pf.allowIPs, "allow-ip", nil, "allowed client networks (CIDR), repeatable")
 	f.IntVar(&pf.rateLimit, "rate-limit", 0, "requests per minute (1-100000)")
 	f.IntVar(&pf.maxUses, "max-uses", 0, "number of uses before the link stops working")
-	f.StringArrayVar(&pf.plugins, "plugin", nil, "extra Wasm policy: PLUGIN_ID or PLUGIN_ID:config.json, repeatable, run in order")
+	f.StringArrayVar(&pf.plugins, "plugin", nil, "extra Wasm policy: PLUGIN or PLUGIN:config.json (an id, builtin:<name>, a name or name@version), repeatable, run in order")
 }
 
 func validExpires(s string) error {
@@ -49,13 +49,20 @@ func upperAll(in []string) []string {
 	return out
 }
 
-// parsePlugins turns ID[:config.json] flags into plugin references.
+// parsePlugins turns PLUGIN[:config.json] flags into plugin references
+// (PLUGIN: an id, builtin:<name>, a name or name@version; names are resolved
+// with resolvePluginRefs).
 func parsePlugins(specs []string) ([]client.SharePlugin, error) {
 	var out []client.SharePlugin
 	for _, spec := range specs {
-		id, file, hasFile := strings.Cut(spec, ":")
+		// A built-in's id has a colon of its own.
+		rest, builtin := strings.CutPrefix(spec, "builtin:")
+		id, file, hasFile := strings.Cut(rest, ":")
 		if id == "" {
-			return nil, usageErrorf("--plugin %q: want PLUGIN_ID[:config.json]", spec)
+			return nil, usageErrorf("--plugin %q: want PLUGIN[:config.json]", spec)
+		}
+		if builtin {
+			id = "builtin:" + id
 		}
 		sp := client.SharePlugin{PluginID: id}
 		if hasFile {
@@ -94,6 +101,9 @@ func (a *app) linkCmd() *cobra.Command {
 			ctx := a.ctx(cmd)
 			svc, err := resolveService(ctx, c, args[0])
 			if err != nil {
+				return err
+			}
+			if err := resolvePluginRefs(ctx, c, plugins); err != nil {
 				return err
 			}
 			name := pf.name

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -130,9 +131,10 @@ func printDetail(w io.Writer, v any) error {
 		if !f.IsExported() {
 			continue
 		}
-		name := strings.Split(f.Tag.Get("json"), ",")[0]
-		if name == "-" {
-			continue
+		tag := strings.Split(f.Tag.Get("json"), ",")
+		name := tag[0]
+		if name == "-" || (slices.Contains(tag[1:], "omitempty") && rv.Field(i).IsZero()) {
+			continue // as in the JSON form
 		}
 		if name == "" {
 			name = f.Name

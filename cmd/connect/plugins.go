@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -34,42 +35,65 @@ var pluginCols = []col[client.Plugin]{
 }
 
 func (a *app) pluginsCmd() *cobra.Command {
-	var name, version string
+	var (
+		name      string
+		up        client.UploadOptions
+		timeout   time.Duration
+		memoryMiB int
+	)
 	push := getCmd(a, "push FILE.wasm --name NAME", "Upload a Wasm access-control plugin; the server validates it (admin)",
-		"  connect plugins push geo.wasm --name geo --version 1.2.0", 1,
+		`  connect plugins push geo.wasm --name geo --version 1.2.0
+  connect plugins push banner.wasm --fail-open --timeout 20ms --memory-mib 32   # a non-security plugin`, 1,
 		func(ctx context.Context, c *client.Client, args []string) (*client.Plugin, error) {
 			n := name
 			if n == "" {
 				n = strings.TrimSuffix(filepath.Base(args[0]), filepath.Ext(args[0]))
 			}
+			if timeout < 0 || timeout%time.Millisecond != 0 {
+				return nil, usageErrorf("--timeout must be whole milliseconds, e.g. 20ms")
+			}
+			if memoryMiB < 0 {
+				return nil, usageErrorf("--memory-mib must be positive")
+			}
+			o := up
+			o.TimeoutMs = int(timeout / time.Millisecond)
+			o.MemoryLimitBytes = uint64(memoryMiB) << 20
 			f, err := os.Open(args[0])
 			if err != nil {
 				return nil, err
 			}
 			defer f.Close()
-			return c.UploadPlugin(ctx, n, version, f)
+			return c.UploadPluginWith(ctx, n, f, o)
 		})
 	push.Flags().StringVar(&name, "name", "", "plugin name (default: the file name without .wasm)")
-	push.Flags().StringVar(&version, "version", "", "plugin version")
+	push.Flags().StringVar(&up.Version, "version", "", "plugin version")
+	push.Flags().StringVar(&up.Description, "description", "", "what the plugin does")
+	push.Flags().BoolVar(&up.FailOpen, "fail-open", false, "let requests through when the plugin fails (non-security plugins only; default: fail closed)")
+	push.Flags().DurationVar(&timeout, "timeout", 0, "time budget of one call, 1ms-50ms (default 5ms)")
+	push.Flags().IntVar(&memoryMiB, "memory-mib", 0, "guest memory limit in MiB, 1-256 (default 16)")
 
 	ls := listCmd(a, "ls", "List plugins, built-ins included (admin)", "  connect plugins ls", 0,
 		func(ctx context.Context, c *client.Client, _ []string, lo client.ListOptions) ([]client.Plugin, string, error) {
 			return c.ListPlugins(ctx, lo)
 		}, pluginCols)
-	get := getCmd(a, "get PLUGIN_ID", "Show a plugin (admin)", "  connect plugins get 6f1c…", 1,
+	get := getCmd(a, "get PLUGIN", "Show a plugin: by id, name or name@version (admin)", "  connect plugins get geo\n  connect plugins get geo@1.2.0", 1,
 		func(ctx context.Context, c *client.Client, args []string) (*client.Plugin, error) {
-			return c.GetPlugin(ctx, args[0])
+			return resolvePlugin(ctx, c, args[0])
 		})
-	rm := actionCmd(a, "rm PLUGIN_ID", "Delete a plugin; refused while a share uses it (admin)", "  connect plugins rm 6f1c…", 1,
+	rm := actionCmd(a, "rm PLUGIN", "Delete a plugin (id, name or name@version); refused while a share uses it (admin)", "  connect plugins rm geo@1.1.0", 1,
 		func(ctx context.Context, c *client.Client, args []string) (string, error) {
-			if err := c.DeletePlugin(ctx, args[0]); err != nil {
+			p, err := resolvePlugin(ctx, c, args[0])
+			if err != nil {
 				return "", err
 			}
-			return fmt.Sprintf("Deleted plugin %s.", args[0]), nil
+			if err := c.DeletePlugin(ctx, p.ID); err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("Deleted plugin %s (%s).", p.ID, pluginLabel(p)), nil
 		})
 
 	var out string
-	pull := leaf("pull PLUGIN_ID -o FILE.wasm", "Download a plugin's module (admin)", "  connect plugins pull 6f1c… -o geo.wasm", 1, 1,
+	pull := leaf("pull PLUGIN -o FILE.wasm", "Download a plugin's module (admin)", "  connect plugins pull geo -o geo.wasm", 1, 1,
 		func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return usageErrorf("-o FILE is required")
@@ -78,7 +102,11 @@ func (a *app) pluginsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			b, err := c.DownloadPlugin(a.ctx(cmd), args[0])
+			p, err := resolvePlugin(a.ctx(cmd), c, args[0])
+			if err != nil {
+				return err
+			}
+			b, err := c.DownloadPlugin(a.ctx(cmd), p.ID)
 			if err != nil {
 				return err
 			}
@@ -94,8 +122,8 @@ func (a *app) pluginsCmd() *cobra.Command {
 		configFile, method, path, clientIP string
 		headers                            []string
 	)
-	test := getCmd(a, "test PLUGIN_ID", "Dry-run a plugin on a sample request (admin)",
-		"  connect plugins test 6f1c… --config geo.json --method GET --path / --client-ip 203.0.113.7 --header 'X-Country: FR'", 1,
+	test := getCmd(a, "test PLUGIN", "Dry-run a plugin on a sample request (admin)",
+		"  connect plugins test geo --config geo.json --method GET --path / --client-ip 203.0.113.7 --header 'X-Country: FR'", 1,
 		func(ctx context.Context, c *client.Client, args []string) (*client.PluginTestResult, error) {
 			req := client.PluginTestRequest{Request: client.PluginTestHTTPReq{Method: strings.ToUpper(method), Path: path, ClientIP: clientIP}}
 			if configFile != "" {
@@ -118,7 +146,11 @@ func (a *app) pluginsCmd() *cobra.Command {
 				}
 				req.Request.Headers[http.CanonicalHeaderKey(strings.TrimSpace(k))] = strings.TrimSpace(v)
 			}
-			return c.TestPlugin(ctx, args[0], req)
+			p, err := resolvePlugin(ctx, c, args[0])
+			if err != nil {
+				return nil, err
+			}
+			return c.TestPlugin(ctx, p.ID, req)
 		})
 	test.Flags().StringVar(&configFile, "config", "", "plugin configuration (JSON file)")
 	test.Flags().StringVar(&method, "method", "GET", "request method")
@@ -127,4 +159,12 @@ func (a *app) pluginsCmd() *cobra.Command {
 	test.Flags().StringArrayVar(&headers, "header", nil, "request header 'Name: value', repeatable")
 
 	return group("plugins", "Manage Wasm access-control plugins (admin)", push, ls, get, rm, pull, test)
+}
+
+// pluginLabel is name@version, or the name of an unversioned plugin.
+func pluginLabel(p *client.Plugin) string {
+	if p.Version == "" {
+		return p.Name
+	}
+	return p.Name + "@" + p.Version
 }

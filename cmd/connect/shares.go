@@ -145,6 +145,9 @@ func (a *app) shareUpdateCmd() *cobra.Command {
 			}
 			if set("plugin") {
 				pl, err := parsePlugins(pf.plugins)
+				if err == nil {
+					err = resolvePluginRefs(ctx, c, pl)
+				}
 				if err != nil {
 					return nil, err
 				}

@@ -273,7 +273,7 @@ func runDev(ctx context.Context, c *common, cf *controlFlags, ef *edgeFlags, log
   Admin API key %s   (in %s)
 
 Try:
-  export PC_API_KEY=%s
+  export PC_API_KEY=%s PC_CONTROL_URL=http://%[1]s
   python3 -m http.server 9000 &
   %[10]s expose 127.0.0.1:9000 --name web &
   curl "$(%[10]s link web)/"

@@ -19,6 +19,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/privateconnect/pc/control/store"
+	"github.com/privateconnect/pc/internal/config"
 	"github.com/privateconnect/pc/plugins"
 	"github.com/privateconnect/pc/plugins/abi"
 	"github.com/privateconnect/pc/plugins/builtin"
@@ -365,6 +366,15 @@ func (a *API) testPlugin(c *call) (any, error) {
 	}
 	if d.Err != nil {
 		out.Error = d.Err.Error()
+	}
+	if d.Action == plugins.Error {
+		// What the visitor would get from the edge: the error envelope.
+		b, _ := json.Marshal(struct {
+			Error      string `json:"error"`
+			Message    string `json:"message"`
+			StatusCode int    `json:"statusCode"`
+		}{fasthttp.StatusMessage(d.Status), config.PolicyErrorMessage, d.Status})
+		out.Body = string(b)
 	}
 	return out, nil
 }

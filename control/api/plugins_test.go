@@ -486,6 +486,8 @@ func TestPluginDryRun(t *testing.T) {
 	assert.Equal(t, "error", d["decision"])
 	assert.Equal(t, float64(500), d["status"])
 	assert.Contains(t, d["error"], "time budget")
+	assert.JSONEq(t, `{"error":"Internal Server Error","message":"The request could not be authorized","statusCode":500}`, d["body"].(string),
+		"the body the edge gives visitors")
 	assert.Less(t, d["durationMicros"], float64(2e6), "stopped within its budget")
 	// The host keeps serving after a guest was stopped.
 	assert.Equal(t, "allow", test(minimal, map[string]any{})["decision"])
@@ -523,6 +525,16 @@ func TestPluginsClient(t *testing.T) {
 	assert.Contains(t, up.Exports, "validate_config")
 	require.NotNil(t, up.CreatedAt)
 	assert.False(t, up.Builtin)
+
+	// The optional fields of an upload reach the API and come back.
+	opt, err := c.UploadPluginWith(ctx, "gate-open", bytes.NewReader(guest(t, "gate")),
+		client.UploadOptions{Version: "2", Description: "lenient", FailOpen: true, TimeoutMs: 20, MemoryLimitBytes: 32 << 20})
+	require.NoError(t, err)
+	assert.Equal(t, "lenient", opt.Description)
+	assert.True(t, opt.FailOpen)
+	assert.Equal(t, 20, opt.TimeoutMs)
+	assert.EqualValues(t, 32<<20, opt.MemoryLimitBytes)
+	require.NoError(t, c.DeletePlugin(ctx, opt.ID))
 
 	cr, err := c.CreatePlugin(ctx, client.CreatePluginRequest{Name: "minimal", WasmBase64: base64.StdEncoding.EncodeToString(guest(t, "minimal")), Description: "allows"})
 	require.NoError(t, err)

@@ -210,7 +210,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			}
 			setSecurityHeaders(ctx)
 			if v.Status >= 500 && len(v.Body) == 0 {
-				writeError(ctx, v.Status, "The request could not be authorized")
+				writeError(ctx, v.Status, config.PolicyErrorMessage)
 			} else {
 				ctx.SetStatusCode(v.Status)
 				ctx.SetBody(v.Body)

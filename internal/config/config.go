@@ -300,3 +300,10 @@ func LogPath(p string) string {
 	}
 	return "/"
 }
+
+// PolicyErrorMessage is the message of the error envelope a visitor gets when
+// a share's policy chain fails (a plugin trapped, ran out of time or memory,
+// or could not be had): the edge answers 500 or 503 with it, and the control
+// plane's plugin dry-run shows the same body. The cause is logged, never
+// shown to visitors.
+const PolicyErrorMessage = "The request could not be authorized"

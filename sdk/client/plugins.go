@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -23,7 +24,24 @@ type Plugin struct {
 	Exports      []string        `json:"exports"`
 	ConfigSchema json.RawMessage `json:"configSchema,omitempty"`
 	Builtin      bool            `json:"builtin"`
-	CreatedAt    *time.Time      `json:"createdAt,omitempty"`
+	// Host limits and failure mode of an uploaded plugin (see UploadOptions).
+	FailOpen         bool       `json:"failOpen,omitempty"`
+	TimeoutMs        int        `json:"timeoutMs,omitempty"`
+	MemoryLimitBytes uint64     `json:"memoryLimitBytes,omitempty"`
+	CreatedAt        *time.Time `json:"createdAt,omitempty"`
+}
+
+// UploadOptions are the optional fields of an upload (POST /v1/plugins).
+type UploadOptions struct {
+	Version     string
+	Description string
+	// FailOpen lets requests through when the plugin fails (for
+	// non-security plugins; the default is to fail closed).
+	FailOpen bool
+	// TimeoutMs is the time budget of one call (default 5 ms, at most 50).
+	TimeoutMs int
+	// MemoryLimitBytes caps the guest's memory (default 16 MiB).
+	MemoryLimitBytes uint64
 }
 
 // CreatePluginRequest is the JSON form of POST /v1/plugins.
@@ -50,20 +68,45 @@ type PluginTestHTTPReq struct {
 
 // PluginTestResult is the plugin's decision in a dry-run.
 type PluginTestResult struct {
-	Decision       string            `json:"decision"` // allow|respond|error
-	Status         int               `json:"status,omitempty"`
-	Headers        map[string]string `json:"headers,omitempty"`
-	Body           string            `json:"body,omitempty"`
-	DurationMicros int64             `json:"durationMicros"`
+	Decision string `json:"decision"` // allow|respond|error
+	// Status is the answer's status for respond and error (0 for allow).
+	Status  int               `json:"status,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
+	// RequestHeaders are set, RemovedRequestHeaders removed, on the request
+	// forwarded to the service (allow).
+	RequestHeaders        map[string]string `json:"requestHeaders,omitempty"`
+	RemovedRequestHeaders []string          `json:"removedRequestHeaders,omitempty"`
+	Body                  string            `json:"body,omitempty"`
+	// Error says why the plugin failed (error): for the admin, never shown
+	// to visitors.
+	Error          string `json:"error,omitempty"`
+	DurationMicros int64  `json:"durationMicros"`
 }
 
 // UploadPlugin calls POST /v1/plugins?name=&version= with the module bytes
 // as an application/wasm body (admin). The module is validated by the server
 // (400 with the reason otherwise).
 func (c *Client) UploadPlugin(ctx context.Context, name, version string, wasm io.Reader) (*Plugin, error) {
+	return c.UploadPluginWith(ctx, name, wasm, UploadOptions{Version: version})
+}
+
+// UploadPluginWith is UploadPlugin with every optional field.
+func (c *Client) UploadPluginWith(ctx context.Context, name string, wasm io.Reader, o UploadOptions) (*Plugin, error) {
 	q := url.Values{"name": {name}}
-	if version != "" {
-		q.Set("version", version)
+	if o.Version != "" {
+		q.Set("version", o.Version)
+	}
+	if o.Description != "" {
+		q.Set("description", o.Description)
+	}
+	if o.FailOpen {
+		q.Set("failOpen", "true")
+	}
+	if o.TimeoutMs > 0 {
+		q.Set("timeoutMs", strconv.Itoa(o.TimeoutMs))
+	}
+	if o.MemoryLimitBytes > 0 {
+		q.Set("memoryLimitBytes", strconv.FormatUint(o.MemoryLimitBytes, 10))
 	}
 	var pl Plugin
 	_, err := c.do(ctx, request{method: http.MethodPost, path: p("plugins"), query: q, raw: wasm, contentType: "application/wasm"}, &pl)

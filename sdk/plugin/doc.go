@@ -39,11 +39,31 @@
 //
 // # Building
 //
+// A plugin is a module of its own that requires this one. The module is not published on a
+// Go module proxy: point the requirement at a clone of the repository,
+//
+//	go mod init example.com/myplugin
+//	go mod edit -require=github.com/privateconnect/pc@v0.0.0 -replace=github.com/privateconnect/pc=/path/to/pc
+//
+// then build a WASI reactor (without -buildmode=c-shared the module is a command, which the
+// control plane refuses at upload):
+//
 //	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -ldflags=-s -o myplugin.wasm .
 //
-// The standard Go toolchain is enough (no TinyGo). The module is a WASI reactor: the host
-// calls _initialize once per instance, then handle_request per request. Upload it with
-// `connect plugins push myplugin.wasm --name myplugin`.
+// The standard Go toolchain is enough (no TinyGo); a module is about 3 MB. The host calls
+// _initialize once per instance, then handle_request per request.
+//
+// # Using it
+//
+//	connect plugins push myplugin.wasm --name myplugin --version 1   # validated at upload
+//	connect plugins test myplugin --config cfg.json --header 'X-Api-Key: k'   # dry-run
+//	connect link web --plugin myplugin:cfg.json                      # a share running it
+//	connect shares update SHARE_ID --plugin myplugin@2:cfg.json      # move a share to version 2
+//
+// A plugin is named by its id, its name (the version uploaded last) or name@version; each
+// upload is a new plugin with its own id, and shares keep the one they name until they are
+// updated. `--fail-open` (for non-security plugins), `--timeout` and `--memory-mib` on push
+// set its failure mode and limits.
 //
 // # Testing without Wasm
 //
