@@ -393,3 +393,20 @@ func TestExposeLeavesOutOfflineWhenStarting(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, "(protocol http, status offline)")
 }
+
+// A malformed --pin-sha256 is a usage error before anything is provisioned.
+func TestBadPinRefusedFirst(t *testing.T) {
+	h := newHarness(t)
+	provisionRoutes(h)
+	h.ok("POST /v1/services/register", 201, webService)
+	for _, cmd := range [][]string{{"expose", "localhost:3000", "--name", "web"}, {"up"}, {"reach", "web"}} {
+		_, errOut, code := h.run(append(cmd, "--pin-sha256", "q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng=")...)
+		assert.Equal(t, 2, code, "%v: %s", cmd, errOut)
+		assert.Contains(t, errOut, "--pin-sha256: a pin is the hex SHA-256 of the edge certificate's public key")
+	}
+	assert.Empty(t, h.requests("POST", "/v1/agents/provision"))
+	assert.Empty(t, h.requests("POST", "/v1/services/register"))
+	// Hex with colons is a pin.
+	_, errOut, code := h.run("expose", "localhost:3000", "--name", "web", "--detach", "--pin-sha256", strings.Repeat("ab:", 31)+"ab")
+	assert.Equal(t, 0, code, errOut)
+}

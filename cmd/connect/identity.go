@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
@@ -44,6 +45,15 @@ func addAgentFlags(cmd *cobra.Command, af *agentFlags, withName bool) {
 	cmd.Flags().BoolVar(&af.insecureSkipVerify, "insecure-skip-verify", false, "do not verify edge certificates (dev only)")
 	cmd.Flags().BoolVar(&af.allowPlaintext, "allow-plaintext", false, "dial plain-TCP edges that are not on loopback (an edge behind a TLS-terminating load balancer)")
 	cmd.Flags().StringVar(&af.metrics, "metrics", "", "serve the agent's Prometheus metrics on this address (e.g. 127.0.0.1:9091)")
+	// A bad pin is refused before anything is provisioned or registered.
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		if af.pin != "" {
+			if _, err := agent.ParsePin(af.pin); err != nil {
+				return usageErrorf("--pin-sha256: %v", err)
+			}
+		}
+		return nil
+	}
 }
 
 // serveMetrics starts the --metrics listener; the agent registers on it.
@@ -52,6 +62,7 @@ func (a *app) serveMetrics(ctx context.Context, af *agentFlags) error {
 		return nil
 	}
 	af.registry = prometheus.NewRegistry()
+	af.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ln, err := net.Listen("tcp", af.metrics)
 	if err != nil {
 		return fmt.Errorf("--metrics: %w", err)

@@ -148,6 +148,12 @@ func edgeCmd(c *common) *cobra.Command {
 				return err
 			}
 			cfg.Logger = log
+			if f.tlsCert != "" {
+				// What agents pin with --pin-sha256 (a self-signed or private-CA certificate).
+				if pin, err := devcert.PinOfFile(f.tlsCert); err == nil {
+					log.Info("TLS certificate", "file", f.tlsCert, "pinSha256", pin)
+				}
+			}
 			e, err := edge.New(cfg)
 			if err != nil {
 				return err

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/privateconnect/pc/edge"
 	"github.com/privateconnect/pc/internal/cliconf"
 	"github.com/spf13/cobra"
 )
@@ -20,6 +21,7 @@ import (
 var version = "dev"
 
 func main() {
+	edge.Version = version // what an edge reports on /health and to the control plane
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

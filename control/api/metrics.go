@@ -49,6 +49,9 @@ func newMetrics(a *API) *metrics {
 		Help: "Share access logs stored from edge reports."})
 	m.accessDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pc_control_access_logs_dropped_total",
 		Help: "Share access logs not stored, by reason (store: write failed; unknown_share)."}, []string{"reason"})
+	for _, r := range []string{"store", "unknown_share"} {
+		m.accessDropped.WithLabelValues(r) // at 0 from the start: the alert's rate() sees the first drop
+	}
 	m.edgeDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pc_control_edge_report_dropped_total",
 		Help: "Access logs edges reported as dropped before they reached the control plane, by edge id."}, []string{"edge"})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {

@@ -390,13 +390,27 @@ func TestShareLogsAndStats(t *testing.T) {
 // parser.
 func TestMetricsParse(t *testing.T) {
 	h := newHarness(t, fastHooks)
+	// Alerted-on counters exist at 0 before their first event, so that
+	// increase() and rate() see it.
+	fams := scrape(t, h)
+	for _, s := range []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"pc_control_webhook_deliveries_total", map[string]string{"status": "failed"}},
+		{"pc_control_webhook_deliveries_total", map[string]string{"status": "succeeded"}},
+		{"pc_control_webhook_attempts_total", map[string]string{"outcome": "failure"}},
+		{"pc_control_access_logs_dropped_total", map[string]string{"reason": "store"}},
+		{"pc_control_access_logs_dropped_total", map[string]string{"reason": "unknown_share"}},
+	} {
+		assert.Zero(t, value(fams, s.name, s.labels), "%s%v", s.name, s.labels)
+	}
 	rcv := newHookReceiver(t)
 	rcv.fail.Store(true)
 	h.must(201, "POST", "/v1/webhooks", h.admin, map[string]any{"url": rcv.srv.URL, "events": []string{"tunnel.created"}})
 	h.service(h.admin, "web")
 	_, edgeTok := h.edge("e1")
 	h.req("POST", "/v1/edges/report", "", map[string]any{"agents": []string{}, "dropped": 7, "configVersion": 1}, "Authorization", "Bearer "+edgeTok)
-	var fams map[string]*dtoFamily
 	require.Eventually(t, func() bool {
 		fams = scrape(t, h)
 		return value(fams, "pc_control_webhook_deliveries_total", map[string]string{"status": "failed"}) == 1

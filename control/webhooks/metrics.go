@@ -23,7 +23,7 @@ type Metrics struct {
 }
 
 func newMetrics(d *Dispatcher) *Metrics {
-	return &Metrics{
+	m := &Metrics{
 		d: d,
 		enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pc_control_webhook_events_total",
 			Help: "Deliveries enqueued in the webhook outbox, by event."}, []string{"event"}),
@@ -38,6 +38,16 @@ func newMetrics(d *Dispatcher) *Metrics {
 			"How long the oldest due webhook delivery has been waiting (0 when nothing is overdue).", nil, nil),
 		inflight: prometheus.NewDesc("pc_control_webhook_inflight", "Webhook requests in flight.", nil, nil),
 	}
+	// Every known series exists from the start at 0, so that an alert on
+	// increase() or rate() sees the first failure (a series born at 1 has
+	// no increase).
+	for _, o := range []string{"success", "failure"} {
+		m.attempts.WithLabelValues(o)
+	}
+	for _, st := range []string{"succeeded", "failed"} {
+		m.deliveries.WithLabelValues(st)
+	}
+	return m
 }
 
 // Metrics returns the dispatcher's collectors.

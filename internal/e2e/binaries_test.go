@@ -30,6 +30,9 @@ var (
 	buildErr  error
 )
 
+// binaryVersion is the version the test binaries are built with.
+const binaryVersion = "e2e-build"
+
 // binaries builds pcd and connect once per test run.
 func binaries(t *testing.T) string {
 	t.Helper()
@@ -41,7 +44,7 @@ func binaries(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "../../cmd/pcd", "../../cmd/connect")
+		cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+binaryVersion, "-o", binDir+"/", "../../cmd/pcd", "../../cmd/connect")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
@@ -117,6 +120,17 @@ func TestQuickStartWithBinaries(t *testing.T) {
 		key = strings.TrimSpace(string(b))
 		return err == nil && strings.HasPrefix(key, "pc_") && strings.Contains(pcd.output(), key)
 	}, 20*time.Second, 50*time.Millisecond, "pcd dev prints the admin key")
+	// The edge reports the version pcd was built with.
+	var health struct {
+		Data struct {
+			Version string `json:"version"`
+		} `json:"data"`
+	}
+	resp, err := http.Get("http://" + admin + "/health")
+	require.NoError(t, err)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&health))
+	resp.Body.Close()
+	require.Equal(t, binaryVersion, health.Data.Version)
 	info, err := os.Stat(dir + "/data/admin.key")
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
@@ -131,7 +145,10 @@ func TestQuickStartWithBinaries(t *testing.T) {
 	metricsAddr := freePort(t)
 	expose := start(t, env, bin+"/connect", "expose", target, "--name", "web", "--metrics", metricsAddr)
 	require.Eventually(t, func() bool { return strings.Contains(expose.output(), "connected") }, 10*time.Second, 50*time.Millisecond)
-	require.Equal(t, 1.0, metricValue(scrapeMetrics(t, "http://"+metricsAddr+"/metrics"), "pc_agent_edge_sessions", nil), "the agent's --metrics")
+	agentMetrics := scrapeMetrics(t, "http://"+metricsAddr+"/metrics")
+	require.Equal(t, 1.0, metricValue(agentMetrics, "pc_agent_edge_sessions", nil), "the agent's --metrics")
+	require.Positive(t, metricValue(agentMetrics, "go_goroutines", nil), "the agent exports the Go runtime collector")
+	require.Positive(t, metricValue(agentMetrics, "process_resident_memory_bytes", nil), "and the process collector")
 	st, err := os.Stat(dir + "/agent.json")
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "the agent state file holds a secret")

@@ -285,6 +285,13 @@ func TestGrafanaDashboardMetrics(t *testing.T) {
 			require.NotEmpty(t, p.Targets, p.Title)
 		}
 		for _, tg := range p.Targets {
+			// Each process kind has its own job variable (an agent's job has
+			// no edge series, so the edge variable never lists it).
+			for prefix, variable := range map[string]string{"pc_agent_": "$agent_job", "pc_edge_": "$job", "pc_control_": "$control_job"} {
+				if strings.Contains(tg.Expr, prefix) && strings.Contains(tg.Expr, "job=~") {
+					assert.Contains(t, tg.Expr, `job=~"`+variable+`"`, "panel %q", p.Title)
+				}
+			}
 			for _, name := range used.FindAllString(tg.Expr, -1) {
 				base := name
 				for _, sfx := range []string{"_bucket", "_sum", "_count"} {

@@ -12,6 +12,20 @@ import (
 	"strings"
 )
 
+// ParsePin decodes an edge certificate pin (Config.PinSHA256, connect's
+// --pin-sha256): the hex SHA-256 of the certificate's SubjectPublicKeyInfo,
+// colons allowed. pcd logs it at start for its own certificate; from a
+// certificate file:
+//
+//	openssl x509 -in cert.pem -pubkey -noout | openssl pkey -pubin -outform der | sha256sum
+func ParsePin(pin string) ([]byte, error) {
+	b, err := hex.DecodeString(strings.ToLower(strings.ReplaceAll(pin, ":", "")))
+	if err != nil || len(b) != sha256.Size {
+		return nil, errors.New("a pin is the hex SHA-256 of the edge certificate's public key (64 hex characters)")
+	}
+	return b, nil
+}
+
 // edgeTLSConfig builds the TLS configuration used to verify edges.
 func (a *Agent) edgeTLSConfig() (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
@@ -26,10 +40,10 @@ func (a *Agent) edgeTLSConfig() (*tls.Config, error) {
 		}
 		tc.RootCAs = pool
 	}
-	if pin := strings.ToLower(strings.ReplaceAll(a.cfg.PinSHA256, ":", "")); pin != "" {
-		want, err := hex.DecodeString(pin)
-		if err != nil || len(want) != sha256.Size {
-			return nil, errors.New("agent: PinSHA256 must be 64 hex characters")
+	if a.cfg.PinSHA256 != "" {
+		want, err := ParsePin(a.cfg.PinSHA256)
+		if err != nil {
+			return nil, fmt.Errorf("agent: PinSHA256: %w", err)
 		}
 		// The pin replaces chain verification: the certificate is accepted
 		// when its public key matches, whoever signed it.
