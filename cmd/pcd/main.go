@@ -51,6 +51,7 @@ func rootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&c.configFile, "config", "", "YAML config file: keys are flag names")
 	root.PersistentFlags().StringVar(&c.logFormat, "log-format", "", "log format: text or json (default: text on a terminal, json otherwise)")
 	root.PersistentFlags().StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cliconf.Document(root.PersistentFlags())
 	root.AddCommand(controlCmd(c), edgeCmd(c), devCmd(c))
 	return root
 }
