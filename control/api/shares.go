@@ -282,8 +282,11 @@ func (a *API) deleteShare(c *call) (any, error) {
 	var sh *store.Share
 	err := a.kv.Update(c.ctx, func(tx store.Tx) error {
 		var err error
-		if sh, err = store.RevokeShare(tx, c.ws, c.param("id"), c.now); err != nil || !sh.RevokedAt.Equal(c.now) {
-			return err // revoked before: no new event
+		var now bool
+		// Revoked before: no new event (two requests in one clock tick
+		// cannot tell that from the revocation time).
+		if sh, now, err = store.RevokeShare(tx, c.ws, c.param("id"), c.now); err != nil || !now {
+			return err
 		}
 		return a.emit(tx, c.ws, webhooks.ShareRevoked, shareRevokedData(sh))
 	})

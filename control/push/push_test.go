@@ -94,7 +94,7 @@ func TestPublishReadsCommittedState(t *testing.T) {
 	assert.Equal(t, "s1", changes[0].Share.ID)
 	assert.Equal(t, config.OpDelete, changes[1].Op, "an absent object is published as a delete")
 	// Two publishes of one object after two commits: the last holds the latest state.
-	require.NoError(t, kv.Update(ctx, func(tx store.Tx) error { _, err := store.RevokeShare(tx, "ws", "s1", time.Now()); return err }))
+	require.NoError(t, kv.Update(ctx, func(tx store.Tx) error { _, _, err := store.RevokeShare(tx, "ws", "s1", time.Now()); return err }))
 	require.NoError(t, h.Publish(ctx, Share("ws", "s1")))
 	changes, _, _ = h.since(h.Epoch(), 2)
 	require.Len(t, changes, 1)

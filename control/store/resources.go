@@ -349,18 +349,19 @@ func ListServiceShares(tx Tx, ws, svc, after string, limit int) ([]Share, string
 }
 
 // RevokeShare marks a share revoked (revoking twice keeps the first time).
-func RevokeShare(tx Tx, ws, id string, at time.Time) (*Share, error) {
-	sh, err := GetShare(tx, ws, id)
+func RevokeShare(tx Tx, ws, id string, at time.Time) (sh *Share, revoked bool, err error) {
+	sh, err = GetShare(tx, ws, id)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	if sh.RevokedAt == nil {
-		sh.RevokedAt = &at
-		if err := PutShare(tx, sh); err != nil {
-			return nil, err
-		}
+	if sh.RevokedAt != nil {
+		return sh, false, nil // revoked before
 	}
-	return sh, nil
+	sh.RevokedAt = &at
+	if err := PutShare(tx, sh); err != nil {
+		return nil, false, err
+	}
+	return sh, true, nil
 }
 
 // Edges (platform-level).

@@ -203,7 +203,13 @@ func testShares(t *testing.T, kv store.KV) {
 		assert.Empty(t, next)
 		return nil
 	}))
-	update(t, kv, func(tx store.Tx) error { _, err := store.RevokeShare(tx, "wa", "sh0", t0); return err })
+	for i, want := range []bool{true, false} { // a second revocation, even at the same instant, is not one
+		update(t, kv, func(tx store.Tx) error {
+			_, revoked, err := store.RevokeShare(tx, "wa", "sh0", t0)
+			assert.Equal(t, want, revoked, "revocation %d", i+1)
+			return err
+		})
+	}
 	// Deleting the agent deletes its services and revokes their shares.
 	var nsvc, nsh int
 	update(t, kv, func(tx store.Tx) error {
