@@ -32,8 +32,6 @@ func checkKeys(body []byte, v any) *Error {
 	return walkJSON(json.RawMessage(body), t, "")
 }
 
-
-
 func walkJSON(raw json.RawMessage, t reflect.Type, path string) *Error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
