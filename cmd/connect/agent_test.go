@@ -191,8 +191,12 @@ func TestAgentsRotateTokenUsesStateFile(t *testing.T) {
 	assert.Equal(t, "new", readState(t, h.state).Token)
 
 	// Not under a running agent, which keeps the token it started with.
+	if !lockEnforced {
+		return
+	}
 	held, err := lockAgent(h.state)
 	require.NoError(t, err)
+	held.mark(true)
 	defer held.release()
 	_, errOut, code := h.run("agents", "rotate-token")
 	assert.Equal(t, 1, code)
@@ -297,6 +301,9 @@ func TestExposeAllowPlaintextFlag(t *testing.T) {
 // `up` refuses. Two processes of one identity would displace each other's
 // tunnel on every edge for as long as both ran.
 func TestOneProcessPerAgentIdentity(t *testing.T) {
+	if !lockEnforced {
+		t.Skip("no flock(2) in this build")
+	}
 	h := newHarness(t)
 	provisionRoutes(h)
 	h.ok("POST /v1/services/register", 201, webService)
@@ -307,9 +314,10 @@ func TestOneProcessPerAgentIdentity(t *testing.T) {
 	// Another process runs the agent (a lock of its own on the state file).
 	held, err := lockAgent(h.state)
 	require.NoError(t, err)
+	held.mark(true)
 	lockFile, err := os.ReadFile(h.state + ".lock")
 	require.NoError(t, err)
-	assert.Equal(t, strconv.Itoa(os.Getpid()), strings.TrimSpace(string(lockFile)), "the lock file names the running process")
+	assert.Equal(t, strconv.Itoa(os.Getpid())+" run", strings.TrimSpace(string(lockFile)), "the lock file names the running process")
 
 	out, errOut, code := h.run("expose", "localhost:3000", "--name", "web")
 	require.Equal(t, 0, code, errOut)
@@ -350,6 +358,9 @@ func TestOneProcessPerAgentIdentity(t *testing.T) {
 // Reach identities: a second `connect reach` running at once takes the next
 // one instead of displacing the first's tunnel.
 func TestReachIdentityPerRunningReach(t *testing.T) {
+	if !lockEnforced {
+		t.Skip("no flock(2) in this build")
+	}
 	dir := t.TempDir()
 	state := filepath.Join(dir, "agent.json")
 	host, _ := os.Hostname()
@@ -359,6 +370,7 @@ func TestReachIdentityPerRunningReach(t *testing.T) {
 		a.statePath = state
 		name, err := a.takeReachIdentity()
 		require.NoError(t, err)
+		a.markRunning() // as the reach agent's start does
 		assert.Equal(t, filepath.Join(dir, want), a.statePath)
 		if i == 0 {
 			assert.Equal(t, "reach-"+host, name)
@@ -409,4 +421,34 @@ func TestBadPinRefusedFirst(t *testing.T) {
 	// Hex with colons is a pin.
 	_, errOut, code := h.run("expose", "localhost:3000", "--name", "web", "--detach", "--pin-sha256", strings.Repeat("ab:", 31)+"ab")
 	assert.Equal(t, 0, code, errOut)
+}
+
+// A command that holds the identity only to set it up (expose --detach,
+// rotate-token, the start of up) is waited for, not taken for a running
+// agent: the second expose then runs the agent itself.
+func TestSetupHolderIsWaitedFor(t *testing.T) {
+	if !lockEnforced {
+		t.Skip("no flock(2) in this build")
+	}
+	h := newHarness(t)
+	provisionRoutes(h)
+	h.ok("POST /v1/services/register", 201, webService)
+	held, err := lockAgent(h.state) // "<pid> setup"
+	require.NoError(t, err)
+	time.AfterFunc(300*time.Millisecond, held.release)
+	out, errOut, code := h.run("expose", "localhost:3000", "--name", "web")
+	require.Equal(t, 0, code, errOut)
+	assert.NotContains(t, out, "already runs")
+	assert.Len(t, h.agents, 1, "this process runs the agent once the other one is done")
+
+	// One that stays in setup past setupWait is an error naming it.
+	old := setupWait
+	setupWait = 200 * time.Millisecond
+	defer func() { setupWait = old }()
+	held, err = lockAgent(h.state)
+	require.NoError(t, err)
+	defer held.release()
+	_, errOut, code = h.run("up")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "is still using this identity after 200ms")
 }

@@ -66,6 +66,16 @@ func (a *app) agentsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// The running agent keeps the token it started with: rotated under
+			// it, it would lose its tunnels at once and could not reconnect.
+			// The lock comes first, so the state read is the one rotated.
+			if err := a.holdAgentLock(); err != nil {
+				if re, ok := runningElsewhere(err); ok && re.running {
+					return fmt.Errorf("the agent of this identity is running (%s): it rotates its token itself before expiry; to rotate now, stop it first", re.who())
+				}
+				return err
+			}
+			defer a.releaseAgentLock()
 			st, err := loadState(path)
 			if err != nil {
 				return err
@@ -73,15 +83,6 @@ func (a *app) agentsCmd() *cobra.Command {
 			if st == nil {
 				return fmt.Errorf("no agent identity in %s: run 'connect expose' or 'connect up' first", path)
 			}
-			// The running agent keeps the token it started with: rotated under
-			// it, it would lose its tunnels at once and could not reconnect.
-			if err := a.holdAgentLock(); err != nil {
-				if re, ok := runningElsewhere(err); ok {
-					return fmt.Errorf("the agent of this identity is running (%s): it rotates its token itself before expiry; to rotate now, stop it first", re.who())
-				}
-				return err
-			}
-			defer a.releaseAgentLock()
 			c := a.newClient(a.apiKey) // agent-token route: no API key required
 			if err := a.rotate(a.ctx(cmd), c, st); err != nil {
 				return err

@@ -244,6 +244,10 @@ func TestPluginsByName(t *testing.T) {
 	assert.Contains(t, out, `"builtin:headers"`)
 
 	h.ok("DELETE /v1/plugins/{id}", 200, `{}`)
+	_, errOut, code = h.run("plugins", "rm", "geo")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "2 plugins are named geo (geo@2.0.0, geo@1.0.0): give name@version or the id")
+	assert.Empty(t, h.requests("DELETE", "/v1/plugins/"+geoV2ID), "an ambiguous name deletes nothing")
 	out, errOut, code = h.run("plugins", "rm", "geo@1.0.0")
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, "Deleted plugin "+geoV1ID+" (geo@1.0.0).")
@@ -454,6 +458,9 @@ func TestPluginsPush(t *testing.T) {
 	_, errOut, code = h.run("plugins", "push", file, "--timeout", "1500us")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errOut, "--timeout must be whole milliseconds")
+	_, errOut, code = h.run("plugins", "push", file, "--memory-mib", "17592186044416")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "--memory-mib must be 1-256")
 }
 
 func TestStatus(t *testing.T) {

@@ -172,6 +172,7 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 	if err := a.holdAgentLock(); err != nil {
 		return err
 	}
+	a.markRunning()
 	var mu sync.Mutex
 	onEvent := func(e agent.Event) {
 		mu.Lock()
@@ -253,6 +254,7 @@ func (a *app) printEvent(e agent.Event) {
 		msg = "edge " + e.Edge + " rejected the agent"
 	case agent.EventReplaced:
 		msg = "edge " + e.Edge + " took a newer session of this agent"
+		e.Err = nil // its text repeats the reason
 	default:
 		msg = "edge " + e.Edge
 	}

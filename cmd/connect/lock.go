@@ -3,23 +3,34 @@ package main
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // An agent identity must run in one process at a time: an edge keeps the
 // newest session of an agent, so two processes running one identity would
 // replace each other's tunnel on every edge, back and forth, for as long as
-// both run. The process that runs an agent holds an exclusive lock on
+// both run. A process that uses an identity holds an exclusive lock on
 // "<state file>.lock" (lockAgent), which the kernel releases however the
-// process ends; the file holds its pid, for the message another process
-// prints.
+// process ends. The file says who holds it and why: "<pid> setup" while a
+// command provisions, registers or rotates (expose --detach, rotate-token,
+// the start of up), "<pid> run" once the agent runs. Another process waits
+// out a setup holder (setupWait) and gives way to a running one.
 
-// agentRunningError: another process runs the agent of this state file.
+// setupWait bounds the wait for a process that holds the lock to set up
+// (a variable for tests).
+var setupWait = 15 * time.Second
+
+// agentRunningError: another process holds the lock of this state file.
 type agentRunningError struct {
-	path string
-	pid  int
+	path    string
+	pid     int
+	running bool // it runs the agent (else it is setting up)
 }
 
 func (e *agentRunningError) Error() string {
+	if !e.running {
+		return fmt.Sprintf("another connect command (%s) is still using this identity after %s: try again, or give this process its own identity with --state", e.who(), setupWait)
+	}
 	return fmt.Sprintf("the agent of this identity already runs (%s): stop it first, or give this process its own identity with --state", e.who())
 }
 
@@ -31,8 +42,8 @@ func (e *agentRunningError) who() string {
 	return "another process, state file " + e.path
 }
 
-// runningElsewhere returns the error when err says another process runs the
-// agent.
+// runningElsewhere returns the error when err says another process holds
+// the lock.
 func runningElsewhere(err error) (*agentRunningError, bool) {
 	var re *agentRunningError
 	ok := errors.As(err, &re)
@@ -40,7 +51,9 @@ func runningElsewhere(err error) (*agentRunningError, bool) {
 }
 
 // holdAgentLock takes the lock of the agent state file for the rest of the
-// process (kept in a.lock; a second call is a no-op).
+// process (kept in a.lock; a second call is a no-op). It waits while another
+// process holds it to set up, and fails at once if that process runs the
+// agent.
 func (a *app) holdAgentLock() error {
 	if a.lock != nil {
 		return nil
@@ -49,18 +62,31 @@ func (a *app) holdAgentLock() error {
 	if err != nil {
 		return err
 	}
-	l, err := lockAgent(path)
-	if err != nil {
-		return err
+	deadline := time.Now().Add(setupWait)
+	for {
+		l, err := lockAgent(path)
+		if err == nil {
+			a.lock = l
+			return nil
+		}
+		if re, ok := runningElsewhere(err); !ok || re.running || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	a.lock = l
-	return nil
 }
 
-// lockOrRunning takes the lock, or reports the process that holds it.
+// markRunning records in the lock file that this process now runs the agent.
+func (a *app) markRunning() {
+	if a.lock != nil {
+		a.lock.mark(true)
+	}
+}
+
+// lockOrRunning takes the lock, or reports the process that runs the agent.
 func (a *app) lockOrRunning() (*agentRunningError, error) {
 	err := a.holdAgentLock()
-	if re, ok := runningElsewhere(err); ok {
+	if re, ok := runningElsewhere(err); ok && re.running {
 		return re, nil
 	}
 	return nil, err

@@ -1,4 +1,4 @@
-//go:build !unix
+//go:build !unix || solaris || aix
 
 package main
 
@@ -8,4 +8,9 @@ type agentLock struct{}
 
 func lockAgent(string) (*agentLock, error) { return &agentLock{}, nil }
 
+func (*agentLock) mark(bool) {}
+
 func (*agentLock) release() {}
+
+// lockEnforced: this build cannot tell that another process runs an identity.
+const lockEnforced = false

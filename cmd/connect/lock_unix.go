@@ -1,4 +1,4 @@
-//go:build unix
+//go:build unix && !solaris && !aix
 
 package main
 
@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,22 +24,42 @@ func lockAgent(path string) (*agentLock, error) {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
 	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if errors.Is(err, fs.ErrPermission) {
+		// Made by another user (root before a service user): flock works on
+		// a read-only descriptor; only the note of who holds it is lost.
+		f, err = os.Open(path + ".lock")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("agent lock: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		b, _ := io.ReadAll(io.LimitReader(f, 32))
+		b, _ := io.ReadAll(io.LimitReader(f, 64))
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-			return nil, &agentRunningError{path: path, pid: pid}
+			pid, role, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+			n, _ := strconv.Atoi(pid)
+			// An old connect wrote its pid alone, and held it to run.
+			return nil, &agentRunningError{path: path, pid: n, running: role != "setup"}
 		}
 		return nil, fmt.Errorf("agent lock %s: %w", f.Name(), err)
 	}
-	if f.Truncate(0) == nil {
-		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	l := &agentLock{f: f}
+	l.mark(false)
+	return l, nil
+}
+
+// mark writes who holds the lock and why ("<pid> setup" or "<pid> run").
+func (l *agentLock) mark(running bool) {
+	role := "setup"
+	if running {
+		role = "run"
 	}
-	return &agentLock{f: f}, nil
+	if l.f.Truncate(0) == nil {
+		_, _ = l.f.WriteAt([]byte(strconv.Itoa(os.Getpid())+" "+role+"\n"), 0)
+	}
 }
 
 func (l *agentLock) release() { l.f.Close() }
+
+// lockEnforced: this build keeps one process per identity.
+const lockEnforced = true

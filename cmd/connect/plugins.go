@@ -52,8 +52,8 @@ func (a *app) pluginsCmd() *cobra.Command {
 			if timeout < 0 || timeout%time.Millisecond != 0 {
 				return nil, usageErrorf("--timeout must be whole milliseconds, e.g. 20ms")
 			}
-			if memoryMiB < 0 {
-				return nil, usageErrorf("--memory-mib must be positive")
+			if cmd := memoryMiB; cmd != 0 && (cmd < 1 || cmd > 256) {
+				return nil, usageErrorf("--memory-mib must be 1-256")
 			}
 			o := up
 			o.TimeoutMs = int(timeout / time.Millisecond)
@@ -85,6 +85,22 @@ func (a *app) pluginsCmd() *cobra.Command {
 			p, err := resolvePlugin(ctx, c, args[0])
 			if err != nil {
 				return "", err
+			}
+			if !isPluginID(args[0]) && !strings.Contains(args[0], "@") {
+				// A delete names one version: with several, say which.
+				all, err := client.All(ctx, c.ListPlugins)
+				if err != nil {
+					return "", err
+				}
+				var versions []string
+				for _, q := range all {
+					if q.Name == p.Name && !q.Builtin {
+						versions = append(versions, pluginLabel(&q))
+					}
+				}
+				if len(versions) > 1 {
+					return "", fmt.Errorf("%d plugins are named %s (%s): give name@version or the id", len(versions), p.Name, strings.Join(versions, ", "))
+				}
 			}
 			if err := c.DeletePlugin(ctx, p.ID); err != nil {
 				return "", err

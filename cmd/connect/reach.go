@@ -42,6 +42,7 @@ func (a *app) reachCmd() *cobra.Command {
 				return err
 			}
 			var dial func(context.Context) (net.Conn, error)
+			var agentDone <-chan error // the reach agent's Run result
 			via := "agent tunnel"
 			if edgeAddr != "" {
 				if svc.TunnelPort == 0 {
@@ -55,10 +56,11 @@ func (a *app) reachCmd() *cobra.Command {
 				}
 			} else {
 				defer a.releaseAgentLock()
-				ag, err := a.reachAgent(ctx, c, &af)
+				ag, done, err := a.reachAgent(ctx, c, &af)
 				if err != nil {
 					return err
 				}
+				agentDone = done
 				dial = func(ctx context.Context) (net.Conn, error) { return ag.Dial(ctx, svc.ID) }
 			}
 			if port == 0 {
@@ -78,7 +80,27 @@ func (a *app) reachCmd() *cobra.Command {
 				a.raw = nil
 				_ = a.printJSON(map[string]any{"service": svc.Name, "listen": ln.Addr().String(), "via": via})
 			}
-			return a.forward(cmd.Context(), ln, dial)
+			// The reach agent can stop by itself (another process took its
+			// identity's tunnels): then the listener closes and reach says why,
+			// instead of failing every connection.
+			fctx, stop := context.WithCancel(cmd.Context())
+			defer stop()
+			stopped := make(chan error, 1)
+			if agentDone != nil {
+				go func() {
+					if err := <-agentDone; err != nil {
+						stopped <- err
+						stop()
+					}
+				}()
+			}
+			err = a.forward(fctx, ln, dial)
+			select {
+			case serr := <-stopped:
+				return fmt.Errorf("reach agent stopped: %w", serr)
+			default:
+				return err
+			}
 		})
 	cmd.Flags().IntVar(&port, "port", 0, "local port (default: the service's port, or a free one if taken)")
 	cmd.Flags().StringVar(&bind, "bind", "127.0.0.1", "local address to listen on")
@@ -97,33 +119,35 @@ const maxReachAgents = 16
 // at once takes the next identity ("reach-2-<name>"...), since two processes
 // of one identity would displace each other's tunnels (lock.go). The lock is
 // held in a.lock until the command ends.
-func (a *app) reachAgent(ctx context.Context, c *client.Client, af *agentFlags) (*agent.Agent, error) {
+func (a *app) reachAgent(ctx context.Context, c *client.Client, af *agentFlags) (*agent.Agent, <-chan error, error) {
 	orig := a.statePath
 	defer func() { a.statePath = orig }()
 	name, err := a.takeReachIdentity()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st, err := a.identity(ctx, c, name, "reach")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	edges := st.edgeAddrs()
 	if len(edges) == 0 {
-		return nil, errors.New("no edge to connect to: register one with `connect edges add` (admin key)")
+		return nil, nil, errors.New("no edge to connect to: register one with `connect edges add` (admin key)")
 	}
 	ag, err := agent.New(agent.Config{AgentID: st.AgentID, Token: st.Token, Edges: edges, CAFile: af.caFile,
 		PinSHA256: af.pin, InsecureSkipVerify: af.insecureSkipVerify, AllowPlaintext: af.allowPlaintext, Logger: a.log, Software: "connect/" + version})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	go func() { _ = ag.Run(ctx) }()
+	a.markRunning()
+	done := make(chan error, 1)
+	go func() { done <- ag.Run(ctx) }()
 	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if err := ag.WaitConnected(wctx); err != nil {
-		return nil, fmt.Errorf("could not connect to an edge: %w", err)
+		return nil, nil, fmt.Errorf("could not connect to an edge: %w", err)
 	}
-	return ag, nil
+	return ag, done, nil
 }
 
 // takeReachIdentity points a.statePath at the first reach identity of the

@@ -367,8 +367,9 @@ func (a *API) testPlugin(c *call) (any, error) {
 	if d.Err != nil {
 		out.Error = d.Err.Error()
 	}
-	if d.Action == plugins.Error {
-		// What the visitor would get from the edge: the error envelope.
+	if d.Action == plugins.Error || (d.Action == plugins.Respond && d.Status >= 500 && len(d.Body) == 0) {
+		// What the visitor would get from the edge: the error envelope
+		// (edge/proxy writes it for any 5xx answer without a body).
 		b, _ := json.Marshal(struct {
 			Error      string `json:"error"`
 			Message    string `json:"message"`

@@ -428,7 +428,8 @@ func (s *Session) Control(c *tunnel.Control) error {
 }
 
 // replacedGrace is how long a replaced session stays open for its agent to
-// read why and close it (and for its streams in flight to finish).
+// read why (an agent that reads it closes the session at once; one that does
+// not, an older release, is closed after the grace).
 const replacedGrace = time.Second
 
 // retire ends old, which a newer session of its agent from ip replaced. The

@@ -176,3 +176,27 @@ func TestOneEdgeCannotStopAnAgent(t *testing.T) {
 	require.True(t, slices.Contains(ed.ConnectedAgents(), id), "the agent keeps its tunnel to the real edge")
 	requireServed(t, share.ShareURL)
 }
+
+// A replaced agent whose other edges are down stops too: retrying them, it
+// would sit there with no tunnel while the other process serves.
+func TestReplacedAgentWithItsOtherEdgeDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("whole system")
+	}
+	env := testenv.New(t, testenv.Options{})
+	down, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	downAddr := down.Addr().String()
+	down.Close()
+
+	id, token, edges := env.ProvisionAgent("half-down")
+	first := env.RunAgentWith(id, token, append(edges, downAddr), nil)
+	env.WaitAgentOnEdges(id, 5*time.Second)
+	env.RunAgent(id, token, edges)
+	select {
+	case <-first.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the replaced agent kept retrying its unreachable edge with no tunnel (connected: %v)", first.Connected())
+	}
+	require.ErrorIs(t, first.Err(), agent.ErrReplaced)
+}

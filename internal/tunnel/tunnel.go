@@ -86,9 +86,9 @@
 // only once its old one is gone), so an agent that receives "replaced" on its
 // live session is a second process running the same identity: it does not
 // reconnect to that edge, which would displace the newer session in turn,
-// back and forth for as long as both ran, and it stops once every edge has
-// told it so (one edge alone cannot stop its tunnels to the others). Agents
-// that do not know the frame ignore it (and are closed as before).
+// back and forth for as long as both ran, and it stops once it holds no
+// tunnel any more (one edge alone cannot end its tunnels to the others).
+// Agents that do not know the frame ignore it (and are closed as before).
 //
 // # Versions
 //

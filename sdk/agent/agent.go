@@ -192,9 +192,10 @@ func (a *Agent) ID() string { return a.cfg.AgentID }
 // with exponential backoff and jitter, and returns nil when ctx is cancelled.
 // An edge that says a newer session of this agent identity replaced this
 // one (another process runs the same identity) is not reconnected to, since
-// that would only displace the other process in turn; once every edge has
-// said so, Run stops by itself and returns a *ReplacedError (errors.Is
-// ErrReplaced). One edge cannot stop the agent's tunnels to the others.
+// that would only displace the other process in turn; once the agent then
+// holds no tunnel (the other edges replaced it too, or cannot be reached),
+// Run stops by itself and returns a *ReplacedError (errors.Is ErrReplaced).
+// One edge cannot end the agent's tunnels to the others.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -218,12 +219,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	return a.runErr
 }
 
-// loopDone ends the count of one maintained edge; with none left because
-// edges replaced the agent's sessions, Run stops.
+// loopDone ends the count of one maintained edge.
 func (a *Agent) loopDone() {
 	a.mu.Lock()
 	a.loops--
-	stop := a.loops == 0 && a.replaced != nil && a.runErr == nil && a.runCtx.Err() == nil
+	a.mu.Unlock()
+	a.stopIfReplaced()
+}
+
+// stopIfReplaced stops Run once an edge has replaced this agent's session and
+// the agent holds no tunnel any more: every edge it had is held by the other
+// process, or the rest are unreachable (an agent retrying them would sit
+// there with no tunnel, and the other process would be alone to serve).
+func (a *Agent) stopIfReplaced() {
+	a.mu.Lock()
+	stop := a.replaced != nil && len(a.sessions) == 0 && a.runErr == nil && a.runCtx != nil && a.runCtx.Err() == nil
 	if stop {
 		a.runErr = a.replaced
 	}
@@ -319,6 +329,7 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 				a.replaced = err
 			}
 			a.mu.Unlock()
+			a.stopIfReplaced()
 			return
 		}
 		if errors.As(err, &plain) {
@@ -327,6 +338,9 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 			a.emit(Event{Kind: EventRejected, Edge: addr, Message: plain.Error(), Err: err})
 			a.log.Error("not connecting to a plain-TCP edge off loopback", "edge", addr)
 			return
+		}
+		if err != nil {
+			a.stopIfReplaced() // replaced elsewhere, and this edge cannot be had either
 		}
 		if errors.As(err, &rej) {
 			a.counters.rejected.Add(1)
