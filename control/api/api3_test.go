@@ -505,3 +505,23 @@ func TestShareUsesCountEveryAllowedRequest(t *testing.T) {
 	h.report(edgeTok, nil, map[string]any{"accessLogs": []any{logEntry("allowed", at), logEntry("denied", at), logEntry("allowed", at)}})
 	assert.Equal(t, float64(12002), h.must(200, "GET", "/v1/shares/"+shareID, h.admin, nil).data()["accessCount"])
 }
+
+// GET /v1/api-keys lists active keys: an expired one is left out, as a
+// revoked one is.
+func TestExpiredKeysAreNotListed(t *testing.T) {
+	h := newHarness(t)
+	id := h.must(201, "POST", "/v1/api-keys", h.admin, map[string]any{"name": "short-lived"}).str("id")
+	require.Len(t, h.must(200, "GET", "/v1/api-keys", h.admin, nil).list(), 2)
+	require.NoError(t, h.kv.Update(context.Background(), func(tx store.Tx) error {
+		k, err := store.GetAPIKey(tx, h.ws, id)
+		if err != nil {
+			return err
+		}
+		past := time.Now().Add(-time.Second)
+		k.ExpiresAt = &past
+		return store.PutAPIKey(tx, k)
+	}))
+	list := h.must(200, "GET", "/v1/api-keys", h.admin, nil).list()
+	require.Len(t, list, 1)
+	assert.NotEqual(t, id, list[0].(map[string]any)["id"])
+}

@@ -109,6 +109,8 @@ func TestStrictRequests(t *testing.T) {
 		{"out of range", `{"agentId":"` + agentID + `","name":"x","targetHost":"h","targetPort":70000}`, "", 400, "targetPort", "targetPort"},
 		{"bad name", `{"agentId":"` + agentID + `","name":"a b","targetHost":"h","targetPort":1}`, "", 400, "name", "name"},
 		{"bad protocol", `{"agentId":"` + agentID + `","name":"x","targetHost":"h","targetPort":1,"protocol":"ftp"}`, "", 400, "protocol", "protocol"},
+		{"control character in host", `{"agentId":"` + agentID + `","name":"x","targetHost":"h\nX-Evil: 1","targetPort":1}`, "", 400, "targetHost", "targetHost"},
+		{"key case", `{"agentId":"` + agentID + `","NAME":"x","targetHost":"h","targetPort":1}`, "", 400, "case-sensitive", "NAME"},
 		{"text/plain", `{}`, "text/plain", 415, "application/json", ""},
 		{"form", `a=b`, "application/x-www-form-urlencoded", 415, "application/json", ""},
 		{"too large", big, "", 413, "larger than", ""},
@@ -158,6 +160,21 @@ func TestRoutingErrors(t *testing.T) {
 	assert.Contains(t, r.Header.Get("Allow"), "GET")
 	r = h.req("POST", "/v1/shares/x", h.admin, "{}")
 	h.assertError(r, 405)
+
+	// HEAD answers every GET route with its headers (health probes), and
+	// OPTIONS with the methods a path has, as the Allow header of a 405 says.
+	r = h.req("HEAD", "/health", "", nil)
+	assert.Equal(t, 200, r.Status)
+	assert.Empty(t, r.Raw)
+	assert.Contains(t, r.Header.Get("Content-Type"), "application/json")
+	r = h.req("HEAD", "/v1/services", h.admin, nil)
+	assert.Equal(t, 200, r.Status)
+	assert.Empty(t, r.Raw)
+	assert.Equal(t, 401, h.req("HEAD", "/v1/services", "", nil).Status, "the same rules as GET")
+	r = h.req("OPTIONS", "/v1/services", "", nil)
+	assert.Equal(t, 200, r.Status)
+	assert.Contains(t, r.Header.Get("Allow"), "GET")
+	assert.Contains(t, r.Header.Get("Allow"), "HEAD")
 }
 
 func TestServicesLifecycle(t *testing.T) {
@@ -280,7 +297,9 @@ func TestPagination(t *testing.T) {
 	r := h.must(200, "GET", "/v1/agents", h.admin, nil)
 	assert.Len(t, r.list(), 7)
 	assert.Empty(t, r.Header.Get("X-Next-Cursor"))
-	for _, q := range []string{"limit=0", "limit=501", "limit=x", "cursor=%25%25", "online=maybe"} {
+	// A cursor this API did not return, base64url or not, is refused rather than read as
+	// "nothing after it" (an empty last page): ZmFrZQ is base64url of "fake".
+	for _, q := range []string{"limit=0", "limit=501", "limit=x", "cursor=%25%25", "cursor=ZmFrZQ", "cursor=garbage", "online=maybe"} {
 		r := h.req("GET", "/v1/agents?"+q, h.admin, nil)
 		h.assertError(r, 400)
 	}

@@ -462,7 +462,7 @@ func (a *API) listPlugins(c *call) (any, error) {
 	case strings.HasPrefix(after, "c:"):
 		from, storeAfter = len(names), after[2:]
 	default:
-		return nil, invalidField("cursor", "invalid cursor")
+		return nil, invalidField("cursor", "is not a cursor this API returned")
 	}
 	out := []pluginView{}
 	for i := from; i < len(names) && len(out) < limit; i++ {

@@ -3,8 +3,10 @@ package api
 import (
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"runtime/debug"
 	"strconv"
@@ -131,7 +133,7 @@ func New(opts Options) (*API, error) {
 	a.audit = newAuditWriter(a.kv, a.log)
 	a.router = router.New()
 	a.router.HandleMethodNotAllowed = true
-	a.router.HandleOPTIONS = false
+	a.router.HandleOPTIONS = true // answers with the Allow header it also sends on 405
 	a.router.RedirectTrailingSlash = false
 	a.router.RedirectFixedPath = false
 	a.router.NotFound = func(ctx *fasthttp.RequestCtx) {
@@ -147,7 +149,13 @@ func New(opts Options) (*API, error) {
 	}
 	a.routes = a.table()
 	for _, r := range a.routes {
-		a.router.Handle(r.Method, r.Path, a.wrap(r))
+		h := a.wrap(r)
+		a.router.Handle(r.Method, r.Path, h)
+		// HEAD on every GET route (health probes use it); fasthttp sends the
+		// headers without the body. Not on the edges' config stream.
+		if r.Method == fasthttp.MethodGet && r.Path != "/v1/edges/config" {
+			a.router.Handle(fasthttp.MethodHead, r.Path, h)
+		}
 	}
 	doc, err := json.Marshal(a.openAPI())
 	if err != nil {
@@ -265,18 +273,24 @@ func (c *call) page() (after string, limit int, err error) {
 	}
 	if s := c.query("cursor"); s != "" {
 		b, err := base64.RawURLEncoding.DecodeString(s)
-		if err != nil || len(b) == 0 {
+		n := len(b) - 4
+		if err != nil || n < 1 || binary.BigEndian.Uint32(b[n:]) != crc32.ChecksumIEEE(b[:n]) {
+			// A cursor made up or damaged in transit would otherwise read as
+			// "nothing after this": an empty last page.
 			return "", 0, &Error{Status: fasthttp.StatusBadRequest, Message: "invalid request: cursor is not a cursor this API returned",
-				Details: []FieldError{{Field: "cursor", Message: "invalid cursor"}}}
+				Details: []FieldError{{Field: "cursor", Message: "is not a cursor this API returned"}}}
 		}
-		after = string(b)
+		after = string(b[:n])
 	}
 	return after, limit, nil
 }
 
+// setNext sets the X-Next-Cursor of a page: the position after its last
+// item, with a checksum that page verifies.
 func (c *call) setNext(next string) {
 	if next != "" {
-		c.next = base64.RawURLEncoding.EncodeToString([]byte(next))
+		b := binary.BigEndian.AppendUint32([]byte(next), crc32.ChecksumIEEE([]byte(next)))
+		c.next = base64.RawURLEncoding.EncodeToString(b)
 	}
 }
 

@@ -30,7 +30,7 @@ func (v *validator) serviceName(s, field string) {
 
 func (v *validator) target(host string, port int) {
 	v.strLen(host, "targetHost", 1, 253)
-	if strings.ContainsAny(host, " /\\?#@") {
+	if strings.ContainsAny(host, " /\\?#@") || strings.IndexFunc(host, func(r rune) bool { return r < 0x21 || r == 0x7f }) >= 0 {
 		v.add("targetHost", "must be a host name or IP address")
 	}
 	v.intRange(port, "targetPort", 1, 65535)

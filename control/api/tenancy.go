@@ -119,7 +119,11 @@ func (a *API) listKeys(c *call) (any, error) {
 	c.setNext(next)
 	out := make([]apiKeyView, 0, len(keys))
 	for i := range keys {
-		out = append(out, a.keyView(&keys[i]))
+		// Active keys (api-v1.md): revoked ones are not listed by the store,
+		// expired ones not here (a page may hold fewer than limit).
+		if k := &keys[i]; k.ExpiresAt == nil || k.ExpiresAt.After(c.now) {
+			out = append(out, a.keyView(k))
+		}
 	}
 	return out, nil
 }

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -259,7 +261,7 @@ func (d *Dispatcher) post(ctx context.Context, url, secret, id, event string, at
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return 0, fmt.Sprintf("no answer within %v", d.opts.Timeout)
 		}
-		return 0, trimErr(err.Error())
+		return 0, trimErr(transportError(err))
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
@@ -269,10 +271,29 @@ func (d *Dispatcher) post(ctx context.Context, url, secret, id, event string, at
 	return resp.StatusCode, "receiver answered " + strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
 }
 
+// transportError says why a request got no answer, in the receiver's terms:
+// a DNS failure names the host, not the control plane's resolver (its
+// address is the operator's business, not the webhook owner's).
+func transportError(err error) string {
+	var de *net.DNSError
+	if errors.As(err, &de) {
+		if de.IsNotFound {
+			return "cannot resolve " + de.Name + ": no such host"
+		}
+		return "cannot resolve " + de.Name + ": " + de.Err
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
+}
+
 // TestResult is the answer of POST /v1/webhooks/:id/test.
 type TestResult struct {
-	Delivered  bool    `json:"delivered"`
-	StatusCode int     `json:"statusCode"`
+	Delivered bool `json:"delivered"`
+	// StatusCode is the receiver's answer; null when there was none.
+	StatusCode *int    `json:"statusCode"`
 	Error      string  `json:"error"`
 	DurationMs float64 `json:"durationMs"`
 }
@@ -292,8 +313,11 @@ func (d *Dispatcher) Test(ctx context.Context, w *store.Webhook) (TestResult, er
 	}
 	t0 := time.Now()
 	status, msg := d.post(ctx, w.URL, secret, id, TestEvent, now, b)
-	return TestResult{Delivered: msg == "", StatusCode: status, Error: msg,
-		DurationMs: float64(time.Since(t0).Microseconds()) / 1000}, nil
+	res := TestResult{Delivered: msg == "", Error: msg, DurationMs: float64(time.Since(t0).Microseconds()) / 1000}
+	if status != 0 {
+		res.StatusCode = &status
+	}
+	return res, nil
 }
 
 // Redeliver queues a delivery again, due now, with a fresh retry schedule.

@@ -1,0 +1,24 @@
+package webhooks
+
+import (
+	"errors"
+	"net"
+	"net/url"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// A delivery's error speaks of the receiver, never of the control plane's
+// own resolver.
+func TestTransportErrorHidesTheResolver(t *testing.T) {
+	notFound := &url.Error{Op: "Post", URL: "https://hooks.example/x",
+		Err: &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "hooks.example", Server: "10.255.255.53:53", IsNotFound: true}}}
+	assert.Equal(t, "cannot resolve hooks.example: no such host", transportError(notFound))
+	assert.NotContains(t, notFound.Error()+"", "cannot resolve", "the raw error is what would have leaked")
+	timeout := &url.Error{Op: "Post", URL: "https://hooks.example/x",
+		Err: &net.DNSError{Err: "i/o timeout", Name: "hooks.example", Server: "10.255.255.53:53", IsTimeout: true}}
+	assert.Equal(t, "cannot resolve hooks.example: i/o timeout", transportError(timeout))
+	refused := &url.Error{Op: "Post", URL: "https://203.0.113.9/x", Err: errors.New("dial tcp 203.0.113.9:443: connect: connection refused")}
+	assert.Equal(t, "dial tcp 203.0.113.9:443: connect: connection refused", transportError(refused))
+}
