@@ -220,12 +220,28 @@ func (s *Store) Close() error {
 			s.log.Error("closing the database without flushing its memtable: the disk is almost full", "err", e)
 			return
 		}
-		if e := s.db.Close(); e != nil {
-			err = fmt.Errorf("badgerstore: close: %w", e)
+		// Badger retries a failed memtable flush forever (a directory
+		// removed or made unwritable under it), which would hang the
+		// shutdown: past closeTimeout, leave the database as a crash would.
+		done := make(chan error, 1)
+		go func() { done <- s.db.Close() }()
+		select {
+		case e := <-done:
+			if e != nil {
+				err = fmt.Errorf("badgerstore: close: %w", e)
+			}
+		case <-time.After(closeTimeout):
+			s.log.Error("the database did not close in time: leaving it as a crash would (committed writes are in its synced log, which the next open replays)",
+				"waited", closeTimeout)
+			err = fmt.Errorf("badgerstore: close did not finish within %v (can the data directory still be written?)", closeTimeout)
 		}
 	})
 	return err
 }
+
+// closeTimeout bounds Close (a variable for tests). A healthy close flushes
+// one memtable: well under a second.
+var closeTimeout = 20 * time.Second
 
 func unavailable(op string, err error) error {
 	if errors.Is(err, store.ErrUnavailable) {

@@ -3,9 +3,11 @@ package badgerstore
 import (
 	"context"
 	"errors"
+	"os"
 	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -74,4 +76,23 @@ func TestDiskSpaceSeesSparseMappedFiles(t *testing.T) {
 	require.NoError(t, err)
 	require.Positive(t, free)
 	require.Greater(t, unbacked, int64(32<<20), "the memtable and value log files are mapped sparse")
+}
+
+// Close is bounded: Badger retries a failed memtable flush forever (here the
+// data directory was removed under it), and a control plane stopping must
+// not hang on it.
+func TestCloseIsBoundedWhenTheDirectoryIsGone(t *testing.T) {
+	old := closeTimeout
+	closeTimeout = 500 * time.Millisecond
+	defer func() { closeTimeout = old }()
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	require.NoError(t, err)
+	require.NoError(t, s.Update(context.Background(), func(tx store.Tx) error { return tx.Put([]byte("k"), []byte("v")) }))
+	require.NoError(t, os.RemoveAll(dir))
+	start := time.Now()
+	err = s.Close()
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "did not finish within 500ms")
+	require.Less(t, time.Since(start), 5*time.Second)
 }
