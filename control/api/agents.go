@@ -149,7 +149,7 @@ func (a *API) registerAgent(c *call) (any, error) {
 		return nil, err
 	}
 	var ag *store.Agent
-	created, first := false, false
+	first := false
 	hash := HashSecret(req.Token)
 	err := a.kv.Update(c.ctx, func(tx store.Tx) error {
 		var err error
@@ -163,7 +163,6 @@ func (a *API) registerAgent(c *call) (any, error) {
 				setAgentToken(ag, req.Token) // a token from before tunnel v2: derive its public key
 			}
 		case isNotFoundErr(err):
-			created = true
 			ag = &store.Agent{ID: req.AgentID, WorkspaceID: c.ws, ClientType: "cli", Label: "default", Name: "agent-" + req.AgentID[:8],
 				TokenExpiresAt: c.now.Add(defaultAgentTTL * time.Second), CreatedAt: c.now}
 			setAgentToken(ag, req.Token)
@@ -191,9 +190,8 @@ func (a *API) registerAgent(c *call) (any, error) {
 	}
 	c.resource = ag.ID
 	a.publish(c, push.Agent(c.ws, ag.ID))
-	if !created {
-		c.status = 200
-	}
+	// 201 for a new agent and an update alike: api-v1.md gives this upsert one
+	// status (services/register has two).
 	return registerAgentResponse{ID: ag.ID, Name: ag.Name, Label: ag.Label, WorkspaceID: ag.WorkspaceID, CreatedAt: ag.CreatedAt}, nil
 }
 

@@ -458,7 +458,7 @@ func TestAgentHandshakeKeys(t *testing.T) {
 	ag.PublicKey = ""
 	require.NoError(t, h.kv.Update(ctx, func(tx store.Tx) error { return store.PutAgent(tx, ag) }))
 	assert.Equal(t, ag.TokenHash, push.AgentConfig(ag).TokenHash)
-	h.must(200, "POST", "/v1/agents/register", h.admin, map[string]any{"agentId": id, "token": token})
+	h.must(201, "POST", "/v1/agents/register", h.admin, map[string]any{"agentId": id, "token": token}) // an upsert: 201 as api-v1.md says
 	require.NoError(t, h.kv.View(ctx, func(tx store.Tx) (err error) {
 		ag, err = store.GetAgent(tx, ag.WorkspaceID, id)
 		return err

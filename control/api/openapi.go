@@ -302,8 +302,8 @@ func (a *API) operation(g *schemaGen, r *route) jsonObj {
 		ok["headers"] = headers
 	}
 	responses[status] = ok
-	if r.Created && (r.Name == "agents.register" || r.Name == "services.register") {
-		responses["200"] = jsonObj{"description": "Updated (same id or name)", "content": content}
+	if r.Created && r.Name == "services.register" {
+		responses["200"] = jsonObj{"description": "Updated (same name)", "content": content}
 	}
 	if r.Path == "/docs/{file}" {
 		responses["404"] = errResponse("Not Found")

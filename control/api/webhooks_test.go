@@ -250,7 +250,7 @@ func TestWebhookEventSources(t *testing.T) {
 		require.Equal(t, 200, r.Status, "%s", r.Raw)
 	}
 	agentID, agentTok := h.agent(h.admin)
-	h.must(200, "POST", "/v1/agents/register", h.admin, map[string]any{"agentId": agentID, "token": agentTok}) // provisioned: first registration
+	h.must(201, "POST", "/v1/agents/register", h.admin, map[string]any{"agentId": agentID, "token": agentTok}) // provisioned: first registration
 	svc := h.must(201, "POST", "/v1/services/register", h.admin, map[string]any{"agentId": agentID, "name": "web", "targetHost": "127.0.0.1", "targetPort": 9000})
 	svcID := svc.str("id")
 	shareID := h.must(201, "POST", "/v1/services/"+svcID+"/shares", h.admin, map[string]any{"name": "s"}).str("id")
