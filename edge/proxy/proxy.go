@@ -49,9 +49,10 @@ type Edits struct {
 	RemoveRequest []string
 	SetResponse   [][2]string
 
-	rate    rateInfo    // set by the per-share limit
-	scratch []byte      // reused by prepareRequest
-	body    visitorBody // wraps a streamed request body (prepareRequest)
+	rate        rateInfo    // set by the per-share limit
+	scratch     []byte      // reused by prepareRequest
+	body        visitorBody // wraps a streamed request body (prepareRequest)
+	cookieNames []string    // reused by stripSessionCookies
 }
 
 // visitorBody reads the visitor's streamed request body and remembers a
@@ -539,18 +540,49 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 	} else {
 		out.Header.Del("X-Share-Id")
 	}
+	// Other claims about the client, from the visitor: the edge's
+	// X-Forwarded-For above is the only one a service may trust.
+	out.Header.Del("Forwarded")
+	out.Header.Del("X-Real-Ip")
 	for _, h := range edits.RemoveRequest {
 		out.Header.Del(h)
 	}
 	for _, h := range edits.SetRequest {
+		if strings.EqualFold(h[0], "Cookie") {
+			// fasthttp adds the cookies of a Set("Cookie") to those it
+			// parsed: a plugin's edit replaces them.
+			out.Header.DelAllCookies()
+		}
 		out.Header.Set(h[0], h[1])
 	}
+	stripSessionCookies(&out.Header, edits)
 	if ctx.Request.IsBodyStream() {
 		edits.body = visitorBody{r: ctx.RequestBodyStream()}
 		out.SetBodyStream(&edits.body, in.Header.ContentLength())
 	} else if body := in.Body(); len(body) > 0 {
 		out.SetBodyRaw(body)
 	}
+}
+
+// sessionCookiePrefix names the share-session cookies the password built-in
+// sets ("pc_s_<share id>", Path=/): a browser sends them to every share of the
+// edge, so no service may see them, or one share's service could replay
+// another share's session.
+const sessionCookiePrefix = "pc_s_"
+
+// stripSessionCookies removes every share-session cookie from a forwarded
+// request.
+func stripSessionCookies(h *fasthttp.RequestHeader, edits *Edits) {
+	names := edits.cookieNames[:0]
+	h.VisitAllCookie(func(k, _ []byte) {
+		if bytes.HasPrefix(k, []byte(sessionCookiePrefix)) {
+			names = append(names, string(k))
+		}
+	})
+	for _, n := range names {
+		h.DelCookie(n)
+	}
+	edits.cookieNames = names[:0]
 }
 
 func peerIP(ctx *fasthttp.RequestCtx) string {

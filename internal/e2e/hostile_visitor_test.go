@@ -297,6 +297,8 @@ func TestHostileVisitors(t *testing.T) {
 	req.Header.Set("X-Forwarded-For", "6.6.6.6")
 	req.Header.Set("X-Share-Id", "someone-else")
 	req.Header.Set("X-Forwarded-Proto", "https")
+	req.Header.Set("X-Real-Ip", "6.6.6.6")
+	req.Header.Set("Forwarded", "for=6.6.6.6;proto=https")
 	req.Header.Set("Connection", "X-Forwarded-For")
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
@@ -343,6 +345,8 @@ func TestHostileVisitors(t *testing.T) {
 	require.Equal(t, []string{"127.0.0.1"}, spoof.header("X-Forwarded-For"))
 	require.Equal(t, []string{locked.ID}, spoof.header("X-Share-Id"))
 	require.Equal(t, []string{"http"}, spoof.header("X-Forwarded-Proto"))
+	require.Empty(t, spoof.header("X-Real-Ip"), "other claims about the client are dropped")
+	require.Empty(t, spoof.header("Forwarded"))
 
 	// The edge still serves everyone.
 	eventuallyStatus(t, "http://"+addr+"/shared/"+open.Token+"/public/after", 200, 2*time.Second)

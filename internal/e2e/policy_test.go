@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"strconv"
@@ -79,6 +80,22 @@ func TestSharePolicyFields(t *testing.T) {
 		info, err := env.Client.SharedInfo(context.Background(), sh.Token)
 		require.NoError(t, err)
 		require.True(t, info.RequiresPassword)
+
+		// The session cookie of the form login reaches no service: not this
+		// share's (the others stay, once each), nor another share's, whose
+		// service could otherwise replay it (the cookie's path is /).
+		resp, _ = do(t, "GET", sh.ShareURL+"/", map[string]string{"X-Share-Password": base64.StdEncoding.EncodeToString([]byte("correct horse battery"))})
+		require.Equal(t, 204, resp.StatusCode)
+		session := strings.SplitN(resp.Header.Get("Set-Cookie"), ";", 2)[0]
+		require.True(t, strings.HasPrefix(session, "pc_s_"), session)
+		cookies := map[string]string{"Cookie": "a=1; " + session + "; b=2"}
+		resp, _ = do(t, "GET", sh.ShareURL+"/echo-headers", cookies)
+		require.Equal(t, 200, resp.StatusCode)
+		require.Equal(t, "a=1; b=2", resp.Header.Get("Seen-Cookie"))
+		open := env.Share(svc.ID, client.CreateShareRequest{})
+		resp, _ = do(t, "GET", open.ShareURL+"/echo-headers", cookies)
+		require.Equal(t, 200, resp.StatusCode)
+		require.Equal(t, "a=1; b=2", resp.Header.Get("Seen-Cookie"))
 	})
 	t.Run("rate limit", func(t *testing.T) {
 		sh := env.Share(svc.ID, client.CreateShareRequest{RateLimitPerMin: limit})

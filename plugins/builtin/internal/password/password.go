@@ -179,9 +179,14 @@ func Handle(r *plugin.Request) plugin.Result {
 // minute per share and client IP before the PBKDF2 runs, which bounds both guessing and the
 // CPU an attacker can burn.
 // The digest that remembers a right password is computed by the host
-// (hmac_sha256), several times faster than SHA-256 inside the guest.
+// (hmac_sha256), several times faster than SHA-256 inside the guest. It covers the client
+// IP: a password is remembered for the client that proved it, so that another client's
+// guesses all go through the limit. Remembered for everyone, the right guess would have
+// answered 200 while every wrong one answered 429, telling a throttled guesser which was
+// right.
 func (c *compiled) attempt(r *plugin.Request, pw []byte) (ok, limited bool) {
-	d := r.HMACSHA256(c.cacheKey, pw)
+	ip := r.ClientIP()
+	d := r.HMACSHA256(c.cacheKey, append(append([]byte(ip), 0), pw...))
 	if c.verified[d] {
 		return true, false
 	}

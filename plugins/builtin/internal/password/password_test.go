@@ -67,6 +67,23 @@ func TestHandle(t *testing.T) {
 	if !limited {
 		t.Fatal("no limit on guesses")
 	}
+	// A throttled guesser learns nothing: the right password, though verified
+	// before for another client, is limited like a wrong one.
+	other := func(pw string) plugintest.Result {
+		return h.Run(Handle, cfg, plugintest.Request{ShareID: "shr1", ClientIP: "198.51.100.7", Headers: map[string]string{"Authorization": basic(pw)}})
+	}
+	for range 10 {
+		other("guess")
+	}
+	if res := other("correct horse"); res.Status != 429 {
+		t.Fatalf("right password while throttled: %+v (must be 429 as a wrong one)", res)
+	}
+	// The client that proved it keeps getting through without the limit.
+	for range 20 {
+		if res := req(map[string]string{"Authorization": basic("correct horse")}); res.Action != plugintest.Allow {
+			t.Fatalf("verified client: %+v", res)
+		}
+	}
 	if plugintest.Validate(Validate, `{"passwordHash":"plain"}`) == nil {
 		t.Fatal("bad hash accepted")
 	}
