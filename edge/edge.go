@@ -219,6 +219,9 @@ func (s *Server) onSwap(t *routes.Table) {
 	s.tcp.reconcile(t)
 	if s.proxy != nil {
 		s.proxy.ForgetShares(t)
+		if n := s.proxy.CutInactive(t); n > 0 {
+			s.log.Info("ended the open streams of shares no longer in force", "streams", n)
+		}
 	}
 	if s.policy != nil {
 		s.policy.Sync(t)

@@ -112,6 +112,11 @@ func (r *reporter) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			// Shares expire with time, not with a config change: their
+			// open streams end on this tick.
+			if r.s.proxy != nil {
+				r.s.proxy.CutInactive(r.s.Table())
+			}
 		case <-r.kick:
 		}
 		r.flush(ctx)

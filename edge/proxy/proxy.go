@@ -134,6 +134,7 @@ type Proxy struct {
 	limiter   *limiter
 	useCounts sync.Map // share id → *atomic.Int64 (shares with maxUses)
 	active    atomic.Int64
+	live      liveStreams
 }
 
 // New returns a Proxy.
@@ -677,6 +678,12 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 	}
 	if resp.IsBodyStream() {
 		body := &streamBody{resp: resp, r: resp.BodyStream(), p: p, ctx: ctx, share: tg.share, start: start, clientIP: clientIP, status: status}
+		if tg.share != nil {
+			// Cut by closing the visitor's connection: fasthttp's next write
+			// fails and it closes the body (closing the body here, while its
+			// goroutine reads it, would release the response under it).
+			body.unlive = p.live.add(tg.share.ID, ctx.Conn())
+		}
 		n := resp.Header.ContentLength()
 		if n < 0 {
 			n = -1
@@ -703,6 +710,7 @@ type streamBody struct {
 	clientIP string
 	status   int
 	once     sync.Once
+	unlive   func() // leaves the live streams (CutInactive)
 }
 
 func (b *streamBody) Read(q []byte) (int, error) {
@@ -713,6 +721,9 @@ func (b *streamBody) Read(q []byte) (int, error) {
 
 func (b *streamBody) Close() error {
 	b.once.Do(func() {
+		if b.unlive != nil {
+			b.unlive()
+		}
 		_ = b.resp.CloseBodyStream()
 		fasthttp.ReleaseResponse(b.resp)
 		b.p.recordAccess(b.share, b.start, b.clientIP, b.status, "allowed", "", b.n, b.ctx)
@@ -818,6 +829,9 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		var up net.Conn = conn
 		if br.Buffered() > 0 {
 			up = &readerConn{Conn: conn, r: br}
+		}
+		if share != nil {
+			defer p.live.add(share.ID, closers{c, conn})()
 		}
 		_, out := tunnel.Pipe(c, up)
 		p.recordAccess(share, start, clientIP, 101, "allowed", "", out, nil)

@@ -311,6 +311,15 @@ func (t *Table) ShareByToken(token []byte) (*Share, bool) {
 }
 
 // Service returns a service by id.
+// ShareByID finds a share by its id.
+func (t *Table) ShareByID(id string) (*Share, bool) {
+	h, ok := t.shareByID.get(strShard(id), id)
+	if !ok {
+		return nil, false
+	}
+	return t.shares.get(hashShard(&h), h)
+}
+
 // HasShare reports whether the table holds the share with this id.
 func (t *Table) HasShare(id string) bool {
 	_, ok := t.shareByID.get(strShard(id), id)

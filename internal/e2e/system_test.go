@@ -281,3 +281,71 @@ func TestSSEStopsWhenTheVisitorLeaves(t *testing.T) {
 		t.Fatal("the service kept streaming after the visitor left")
 	}
 }
+
+// Revoking a share ends its open exchanges too: an event stream and a
+// WebSocket opened before the revocation stop within the propagation bound,
+// not only the requests that come after it. Pausing the tunnel does the same.
+func TestRevocationEndsOpenStreams(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	org := origin(t)
+	_, svc := env.ExposeAgent("a", "web", org.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	open := func(sh *client.Share) (*bufio.Reader, *websocket.Conn, func()) {
+		resp, err := http.Get(sh.ShareURL + "/sse")
+		require.NoError(t, err)
+		require.Equal(t, 200, resp.StatusCode)
+		br := bufio.NewReader(resp.Body)
+		_, err = br.ReadString('\n')
+		require.NoError(t, err)
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(sh.ShareURL, "http")+"/ws", nil)
+		require.NoError(t, err)
+		require.NoError(t, c.Write(ctx, websocket.MessageText, []byte("hi")))
+		_, _, err = c.Read(ctx)
+		require.NoError(t, err)
+		return br, c, func() { resp.Body.Close(); c.CloseNow() }
+	}
+	ended := func(br *bufio.Reader, c *websocket.Conn) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for { // events keep coming until the stream is cut
+			if _, err := br.ReadString('\n'); err != nil {
+				break
+			}
+			require.True(t, time.Now().Before(deadline), "the event stream outlived the change")
+		}
+		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer wcancel()
+		err := c.Write(wctx, websocket.MessageText, []byte("still there?"))
+		if err == nil {
+			_, _, err = c.Read(wctx)
+		}
+		require.Error(t, err, "the WebSocket outlived the change")
+		require.NoError(t, wctx.Err(), "the WebSocket was not ended, only silent")
+	}
+
+	sh := env.Share(svc.ID, client.CreateShareRequest{Name: "revoked"})
+	br, c, done := open(sh)
+	defer done()
+	other := env.Share(svc.ID, client.CreateShareRequest{Name: "kept"})
+	obr, oc, odone := open(other)
+	defer odone()
+	start := time.Now()
+	require.NoError(t, env.Client.RevokeShare(ctx, sh.ID))
+	ended(br, c)
+	t.Logf("streams of the revoked share ended %v after the API answered", time.Since(start).Round(time.Millisecond))
+	// Another share's streams go on.
+	_, err := obr.ReadString('\n')
+	require.NoError(t, err)
+	require.NoError(t, oc.Write(ctx, websocket.MessageText, []byte("hi")))
+	_, _, err = oc.Read(ctx)
+	require.NoError(t, err)
+
+	// Pausing the tunnel.
+	start = time.Now()
+	_, err = env.Client.PauseTunnel(ctx, svc.ID)
+	require.NoError(t, err)
+	ended(obr, oc)
+	t.Logf("and those of a paused tunnel %v after", time.Since(start).Round(time.Millisecond))
+}

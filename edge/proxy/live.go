@@ -1,0 +1,94 @@
+package proxy
+
+import (
+	"io"
+	"sync"
+	"time"
+
+	"github.com/privateconnect/pc/edge/routes"
+)
+
+// liveStreams are the long-lived exchanges of shares: WebSockets and
+// streamed response bodies (Server-Sent Events, downloads). Every new
+// request meets the share's state, but these outlive the request that was
+// checked: when a share is revoked, expires, loses its service or has its
+// tunnel paused, CutInactive ends them, so that the change is in force for
+// them too within the config-propagation bound.
+type liveStreams struct {
+	mu sync.Mutex
+	by map[string]map[*liveStream]struct{} // share id → its streams
+}
+
+type liveStream struct{ c io.Closer }
+
+// add registers c (closing it ends the exchange) under a share; remove
+// with the returned function.
+func (l *liveStreams) add(shareID string, c io.Closer) (remove func()) {
+	s := &liveStream{c: c}
+	l.mu.Lock()
+	if l.by == nil {
+		l.by = map[string]map[*liveStream]struct{}{}
+	}
+	m := l.by[shareID]
+	if m == nil {
+		m = map[*liveStream]struct{}{}
+		l.by[shareID] = m
+	}
+	m[s] = struct{}{}
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		if m := l.by[shareID]; m != nil {
+			delete(m, s)
+			if len(m) == 0 {
+				delete(l.by, shareID)
+			}
+		}
+		l.mu.Unlock()
+	}
+}
+
+// CutInactive ends the live streams of every share that table t no longer
+// lets through (revoked, expired, gone, its service gone or paused) and
+// returns how many it ended.
+func (p *Proxy) CutInactive(t *routes.Table) int {
+	if t == nil {
+		return 0
+	}
+	now := time.Now()
+	var cut []io.Closer
+	p.live.mu.Lock()
+	for id, m := range p.live.by {
+		if shareLive(t, id, now) {
+			continue
+		}
+		for s := range m {
+			cut = append(cut, s.c)
+		}
+		delete(p.live.by, id)
+	}
+	p.live.mu.Unlock()
+	for _, c := range cut {
+		_ = c.Close()
+	}
+	return len(cut)
+}
+
+func shareLive(t *routes.Table, id string, now time.Time) bool {
+	sh, ok := t.ShareByID(id)
+	if !ok || sh.Revoked || (sh.ExpiresAt != nil && now.After(*sh.ExpiresAt)) {
+		return false
+	}
+	svc, ok := t.Service(sh.ServiceID)
+	return ok && !svc.Paused
+}
+
+// closers closes several things at once.
+type closers []io.Closer
+
+func (cs closers) Close() error {
+	for _, c := range cs {
+		_ = c.Close()
+	}
+	return nil
+}
