@@ -188,6 +188,14 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	share := tg.share
+	// The order of dataplane.md: the agent is online before the rate limit
+	// and the policy chain run.
+	sess, ok := p.cfg.Sessions.Get(tg.svc.AgentID)
+	if !ok {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "The service is offline: its agent is not connected")
+		p.logAccess(ctx, share, start, clientIP, "allowed", "", 0)
+		return
+	}
 	edits := editsPool.Get().(*Edits)
 	defer func() { edits.Reset(); editsPool.Put(edits) }()
 	var uses *atomic.Int64 // the share's use counter, when it has maxUses
@@ -225,12 +233,6 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	// without the password or outside allowedPaths does not use one up.
 	if uses != nil && !takeUse(uses, share.MaxUses) {
 		p.usedUp(ctx, share, start, clientIP)
-		return
-	}
-	sess, ok := p.cfg.Sessions.Get(tg.svc.AgentID)
-	if !ok {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "The service is offline: its agent is not connected")
-		p.logAccess(ctx, share, start, clientIP, "allowed", "", 0)
 		return
 	}
 	if isWebSocket(ctx) {

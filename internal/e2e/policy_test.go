@@ -214,3 +214,24 @@ func TestMaxUsesAcrossRestartsAndEdges(t *testing.T) {
 	eventuallyStatus(t, url1, 410, 5*time.Second)
 	require.Equal(t, 410, visit(url1, pass))
 }
+
+// The checks run in the order of dataplane.md: with the agent offline, a
+// share answers 503 before its rate limit or policy chain (password, paths)
+// would answer.
+func TestOfflineBeforePolicy(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	org := origin(t)
+	ag, svc := env.ExposeAgent("a", "web", org.URL)
+	pw := env.Share(svc.ID, client.CreateShareRequest{Password: "correct horse battery"})
+	paths := env.Share(svc.ID, client.CreateShareRequest{AllowedPaths: []string{"/api/**"}})
+	resp, _ := do(t, "GET", pw.ShareURL+"/", nil)
+	require.Equal(t, 401, resp.StatusCode)
+	ag.Stop()
+	require.Eventually(t, func() bool {
+		resp, _ := do(t, "GET", pw.ShareURL+"/", nil)
+		return resp.StatusCode == 503
+	}, 5*time.Second, 20*time.Millisecond, "the password share answers 503 while its agent is offline")
+	resp, body := do(t, "GET", paths.ShareURL+"/admin", nil)
+	require.Equal(t, 503, resp.StatusCode, body)
+	require.Contains(t, body, "agent is not connected")
+}
