@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/privateconnect/pc/plugins/builtin/internal/envelope"
 	"github.com/privateconnect/pc/sdk/plugin"
 )
 
@@ -101,7 +102,7 @@ func Handle(r *plugin.Request) plugin.Result {
 			}
 		}
 		if !ok {
-			return plugin.Deny(403, "Forbidden\n")
+			return envelope.Deny(403, "This path or method is not allowed for this share link")
 		}
 	}
 	if c.any {
@@ -109,7 +110,7 @@ func Handle(r *plugin.Request) plugin.Result {
 	}
 	p := r.AppendPath(path[:0])
 	if suspicious(p) {
-		return plugin.Deny(403, "Forbidden\n")
+		return envelope.Deny(403, "This path or method is not allowed for this share link")
 	}
 	for i := range c.patterns {
 		pt := &c.patterns[i]
@@ -126,7 +127,7 @@ func Handle(r *plugin.Request) plugin.Result {
 			return plugin.Allow()
 		}
 	}
-	return plugin.Deny(403, "Forbidden\n")
+	return envelope.Deny(403, "This path or method is not allowed for this share link")
 }
 
 // suspicious reports paths whose meaning may differ between the pattern and the service.

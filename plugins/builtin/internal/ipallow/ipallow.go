@@ -13,6 +13,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/privateconnect/pc/plugins/builtin/internal/envelope"
 	"github.com/privateconnect/pc/sdk/plugin"
 )
 
@@ -85,19 +86,19 @@ func Handle(r *plugin.Request) plugin.Result {
 	}
 	b := r.AppendClientIP(ipBuf[:0])
 	if len(b) == 0 {
-		return plugin.Deny(403, "Forbidden\n")
+		return envelope.Deny(403, "Your address is not allowed to use this share link")
 	}
 	// The string only lives for the parse (netip keeps no reference to it; zones are
 	// refused below), so view the buffer instead of allocating.
 	ip, err := netip.ParseAddr(unsafe.String(&b[0], len(b)))
 	if err != nil || ip.Zone() != "" {
-		return plugin.Deny(403, "Forbidden\n")
+		return envelope.Deny(403, "Your address is not allowed to use this share link")
 	}
 	ip = ip.Unmap()
 	if allowed(c, ip) {
 		return plugin.Allow()
 	}
-	return plugin.Deny(403, "Forbidden\n")
+	return envelope.Deny(403, "Your address is not allowed to use this share link")
 }
 
 func allowed(c *compiled, ip netip.Addr) bool {

@@ -23,6 +23,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/privateconnect/pc/plugins/builtin/internal/envelope"
 	"github.com/privateconnect/pc/sdk/plugin"
 )
 
@@ -118,7 +119,7 @@ func unauthorized(code string) plugin.Result {
 	if code != "" {
 		h += `, error="` + code + `"`
 	}
-	return plugin.Deny(401, "Unauthorized\n").WithHeader("WWW-Authenticate", h)
+	return envelope.Deny(401, "A valid token is required").WithHeader("WWW-Authenticate", h)
 }
 
 var errInvalid = errors.New("invalid token")

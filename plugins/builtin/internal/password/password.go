@@ -31,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/privateconnect/pc/plugins/builtin/internal/envelope"
 	"github.com/privateconnect/pc/sdk/plugin"
 )
 
@@ -160,7 +161,12 @@ func Handle(r *plugin.Request) plugin.Result {
 					r.RemoveRequestHeader("Authorization")
 					return plugin.Allow()
 				}
-				return failed(limited)
+				r := failed(limited)
+				if !limited {
+					// A 401 names its scheme (RFC 9110), so a Basic client asks again.
+					r = r.WithHeader("WWW-Authenticate", `Basic realm="`+c.realm+`", charset="UTF-8"`)
+				}
+				return r
 			}
 		}
 	}
@@ -171,7 +177,7 @@ func Handle(r *plugin.Request) plugin.Result {
 			WithHeader("Cache-Control", "no-store").
 			WithHeader("X-Frame-Options", "DENY")
 	}
-	return plugin.Deny(401, "Unauthorized\n").
+	return envelope.Deny(401, "This share link needs a password").
 		WithHeader("WWW-Authenticate", `Basic realm="`+c.realm+`", charset="UTF-8"`)
 }
 
@@ -208,9 +214,9 @@ func decodeBasic(enc []byte) ([]byte, error) {
 
 func failed(limited bool) plugin.Result {
 	if limited {
-		return plugin.Deny(429, "Too many attempts, wait a minute.\n").WithHeader("Retry-After", "60")
+		return envelope.TooMany(60, "Too many password attempts: wait a minute")
 	}
-	return plugin.Deny(401, "Wrong password.\n")
+	return envelope.Deny(401, "Wrong password")
 }
 
 func cookieName(share string) string {

@@ -30,7 +30,7 @@ func TestHandle(t *testing.T) {
 	if res.Action != plugintest.Allow || len(res.RemoveRequestHeaders) != 1 {
 		t.Fatalf("basic: %+v", res)
 	}
-	if res = req(map[string]string{"Authorization": basic("wrong")}); res.Status != 401 {
+	if res = req(map[string]string{"Authorization": basic("wrong")}); res.Status != 401 || !strings.HasPrefix(must(res.ResponseHeader("WWW-Authenticate")), "Basic realm=") {
 		t.Fatalf("wrong basic: %+v", res)
 	}
 	// Login through the form's header, then the cookie.

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/privateconnect/pc/plugins/builtin/internal/envelope"
 	"github.com/privateconnect/pc/sdk/plugin"
 )
 
@@ -85,11 +86,7 @@ func Handle(r *plugin.Request) plugin.Result {
 	w := c.window.Milliseconds()
 	resetMs := (now.UnixMilli()/w + 1) * w
 	retry := max(1, (resetMs-now.UnixMilli()+999)/1000)
-	retryStr := strconv.FormatInt(retry, 10)
-	body := `{"error":"Too Many Requests","message":"Please wait before trying again","statusCode":429,"retryAfter":` + retryStr + "}"
-	return plugin.Respond(429, []byte(body)).
-		WithHeader("Content-Type", "application/json").
-		WithHeader("Retry-After", retryStr).
+	return envelope.TooMany(int(retry), "Please wait before trying again").
 		WithHeader("X-RateLimit-Limit", c.limitStr).
 		WithHeader("X-RateLimit-Remaining", "0").
 		WithHeader("X-RateLimit-Reset", strconv.FormatInt((resetMs+999)/1000, 10))

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/privateconnect/pc/plugins/builtin/internal/envelope"
 	"github.com/privateconnect/pc/sdk/plugin"
 )
 
@@ -95,22 +96,22 @@ func Handle(r *plugin.Request) plugin.Result {
 	exp, ok1 := param(q, c.expiresParam)
 	sig, ok2 := param(q, c.param)
 	if !ok1 || !ok2 {
-		return plugin.Deny(403, "Forbidden\n")
+		return envelope.Deny(403, "This link needs a valid signature")
 	}
 	e, err := strconv.ParseInt(string(exp), 10, 64)
 	if err != nil || e <= r.Now().Unix() {
-		return plugin.Deny(403, "Link expired or invalid\n")
+		return envelope.Deny(403, "This link has expired or its signature is invalid")
 	}
 	var got [33]byte
 	if n, err := base64.RawURLEncoding.Decode(got[:], sig); err != nil || n != 32 {
-		return plugin.Deny(403, "Forbidden\n")
+		return envelope.Deny(403, "This link needs a valid signature")
 	}
 	msg := r.AppendPath(buf[:0])
 	msg = append(msg, '\n')
 	msg = append(msg, exp...)
 	want := r.HMACSHA256(c.secret, msg)
 	if !hmac.Equal(got[:32], want[:]) {
-		return plugin.Deny(403, "Forbidden\n")
+		return envelope.Deny(403, "This link needs a valid signature")
 	}
 	return plugin.Allow()
 }
