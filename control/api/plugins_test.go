@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/stretchr/testify/assert"
@@ -142,7 +143,12 @@ func pluginHarness(t *testing.T) *harness {
 		require.NoError(t, err, "run make plugins")
 		require.NoError(t, h.Load(ctx, "warm", wasm, plugins.ModuleOptions{}))
 	})
-	return newHarness(t, func(c *control.Config) { c.PluginCacheDir = pluginCacheDir })
+	h := newHarness(t, func(c *control.Config) { c.PluginCacheDir = pluginCacheDir })
+	// A share with policy fields validates its config with several built-ins;
+	// compiled cold inside the request (a new build of the modules, -race, the
+	// rest of the suite beside it) they outlasted the default 10 s.
+	h.hc.Timeout = time.Minute
+	return h
 }
 
 // upload sends a raw application/wasm upload.

@@ -119,8 +119,9 @@ type Agent struct {
 	runCtx     context.Context
 	stop       context.CancelFunc
 	runErr     error // why Run stopped by itself (a *ReplacedError)
-	loops      int   // edges maintained (maintain loops running)
-	replaced   error // the first *ReplacedError an edge gave
+	loops      int             // edges maintained (maintain loops running)
+	replaced   error           // the first *ReplacedError an edge gave
+	trying     map[string]bool // tunnel addr → an attempt to connect is under way
 	wg         sync.WaitGroup
 	verified   sync.Map // "serviceID addr" → true
 	refusedMu  sync.Mutex
@@ -170,7 +171,8 @@ func New(cfg Config) (*Agent, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Agent{cfg: cfg, id: id, log: log, services: map[uuid.UUID]target{},
-		edges: map[string]context.CancelFunc{}, sessions: map[string]*edgeConn{}, edgeOwner: map[string]string{}}
+		edges: map[string]context.CancelFunc{}, sessions: map[string]*edgeConn{}, edgeOwner: map[string]string{},
+		trying: map[string]bool{}}
 	a.svcCond = sync.NewCond(&a.mu)
 	if cfg.Registerer != nil {
 		if err := a.registerMetrics(cfg.Registerer); err != nil {
@@ -227,13 +229,27 @@ func (a *Agent) loopDone() {
 	a.stopIfReplaced()
 }
 
+// setTrying records whether an attempt to connect to addr is under way (a
+// session that is up counts as one until it ends).
+func (a *Agent) setTrying(addr string, on bool) {
+	a.mu.Lock()
+	if on {
+		a.trying[addr] = true
+	} else {
+		delete(a.trying, addr)
+	}
+	a.mu.Unlock()
+}
+
 // stopIfReplaced stops Run once an edge has replaced this agent's session and
-// the agent holds no tunnel any more: every edge it had is held by the other
-// process, or the rest are unreachable (an agent retrying them would sit
-// there with no tunnel, and the other process would be alone to serve).
+// the agent neither holds a tunnel nor is trying one: every edge it had is
+// held by the other process, or the rest failed their last attempt (an agent
+// retrying them would sit there with no tunnel, and the other process would
+// be alone to serve). An edge that says "replaced" while another edge's
+// session is still being opened (at start, say) does not stop the agent.
 func (a *Agent) stopIfReplaced() {
 	a.mu.Lock()
-	stop := a.replaced != nil && len(a.sessions) == 0 && a.runErr == nil && a.runCtx != nil && a.runCtx.Err() == nil
+	stop := a.replaced != nil && len(a.sessions) == 0 && len(a.trying) == 0 && a.runErr == nil && a.runCtx != nil && a.runCtx.Err() == nil
 	if stop {
 		a.runErr = a.replaced
 	}
@@ -305,7 +321,9 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 	backoff := a.cfg.MinBackoff
 	for ctx.Err() == nil {
 		start := time.Now()
+		a.setTrying(addr, true)
 		err := a.session(ctx, addr)
+		a.setTrying(addr, false)
 		if ctx.Err() != nil {
 			return
 		}
