@@ -118,7 +118,7 @@ type Agent struct {
 	edgeOwner  map[string]string             // edge id → the tunnel addr holding (or opening) its session
 	runCtx     context.Context
 	stop       context.CancelFunc
-	runErr     error // why Run stopped by itself (a *ReplacedError)
+	runErr     error           // why Run stopped by itself (a *ReplacedError)
 	loops      int             // edges maintained (maintain loops running)
 	replaced   error           // the first *ReplacedError an edge gave
 	trying     map[string]bool // tunnel addr → an attempt to connect is under way
