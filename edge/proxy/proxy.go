@@ -577,11 +577,11 @@ const sessionCookiePrefix = "pc_s_"
 // request.
 func stripSessionCookies(h *fasthttp.RequestHeader, edits *Edits) {
 	names := edits.cookieNames[:0]
-	h.VisitAllCookie(func(k, _ []byte) {
+	for k := range h.Cookies() {
 		if bytes.HasPrefix(k, []byte(sessionCookiePrefix)) {
 			names = append(names, string(k))
 		}
-	})
+	}
 	for _, n := range names {
 		h.DelCookie(n)
 	}
