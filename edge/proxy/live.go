@@ -19,7 +19,23 @@ type liveStreams struct {
 	by map[string]map[*liveStream]struct{} // share id → its streams
 }
 
-type liveStream struct{ c io.Closer }
+// liveStream is one exchange. Its mutex orders an end (remove) against a cut:
+// once removed, its closer is never called, since a visitor's keep-alive
+// connection may already carry a later request (another share's).
+type liveStream struct {
+	mu   sync.Mutex
+	done bool
+	c    io.Closer
+}
+
+func (s *liveStream) cut() {
+	s.mu.Lock()
+	if !s.done {
+		s.done = true
+		_ = s.c.Close()
+	}
+	s.mu.Unlock()
+}
 
 // add registers c (closing it ends the exchange) under a share; remove
 // with the returned function.
@@ -37,6 +53,9 @@ func (l *liveStreams) add(shareID string, c io.Closer) (remove func()) {
 	m[s] = struct{}{}
 	l.mu.Unlock()
 	return func() {
+		s.mu.Lock()
+		s.done = true
+		s.mu.Unlock()
 		l.mu.Lock()
 		if m := l.by[shareID]; m != nil {
 			delete(m, s)
@@ -56,20 +75,20 @@ func (p *Proxy) CutInactive(t *routes.Table) int {
 		return 0
 	}
 	now := time.Now()
-	var cut []io.Closer
+	var cut []*liveStream
 	p.live.mu.Lock()
 	for id, m := range p.live.by {
 		if shareLive(t, id, now) {
 			continue
 		}
 		for s := range m {
-			cut = append(cut, s.c)
+			cut = append(cut, s)
 		}
 		delete(p.live.by, id)
 	}
 	p.live.mu.Unlock()
-	for _, c := range cut {
-		_ = c.Close()
+	for _, s := range cut {
+		s.cut()
 	}
 	return len(cut)
 }
