@@ -171,6 +171,10 @@ func TestRoutingErrors(t *testing.T) {
 	assert.Equal(t, 200, r.Status)
 	assert.Empty(t, r.Raw)
 	assert.Equal(t, 401, h.req("HEAD", "/v1/services", "", nil).Status, "the same rules as GET")
+	// Not on the edges' routes: the inbox's GET hands commands over, which a
+	// HEAD would lose.
+	_, edgeTok := h.edge("e-head")
+	assert.Equal(t, 405, h.req("HEAD", "/v1/edges/agent-inbox", "", nil, "Authorization", "Bearer "+edgeTok).Status)
 	r = h.req("OPTIONS", "/v1/services", "", nil)
 	assert.Equal(t, 200, r.Status)
 	assert.Contains(t, r.Header.Get("Allow"), "GET")

@@ -152,8 +152,10 @@ func New(opts Options) (*API, error) {
 		h := a.wrap(r)
 		a.router.Handle(r.Method, r.Path, h)
 		// HEAD on every GET route (health probes use it); fasthttp sends the
-		// headers without the body. Not on the edges' config stream.
-		if r.Method == fasthttp.MethodGet && r.Path != "/v1/edges/config" {
+		// headers without the body. Not on the edges' routes: the config
+		// stream, and the inbox, whose GET hands commands over (marks them
+		// delivered), which a HEAD would lose.
+		if r.Method == fasthttp.MethodGet && r.Access != accessEdge {
 			a.router.Handle(fasthttp.MethodHead, r.Path, h)
 		}
 	}

@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"io"
+	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,7 +96,31 @@ func (p *Proxy) CutInactive(t *routes.Table) int {
 	return len(cut)
 }
 
+// liveKey files a stream under its share, or under its service for a
+// public service (no share).
+func liveKey(share *routes.Share, serviceID string) string {
+	if share != nil {
+		return share.ID
+	}
+	return publicPrefix + serviceID
+}
+
+const publicPrefix = "public:"
+
+// rawConn is the connection under TLS: a cut closes it at once (closing the
+// TLS connection itself may wait to send close_notify).
+func rawConn(c net.Conn) net.Conn {
+	if tc, ok := c.(*tls.Conn); ok {
+		return tc.NetConn()
+	}
+	return c
+}
+
 func shareLive(t *routes.Table, id string, now time.Time) bool {
+	if svcID, ok := strings.CutPrefix(id, publicPrefix); ok {
+		svc, ok := t.Service(svcID)
+		return ok && svc.IsPublic && !svc.Paused
+	}
 	sh, ok := t.ShareByID(id)
 	if !ok || sh.Revoked || (sh.ExpiresAt != nil && now.After(*sh.ExpiresAt)) {
 		return false

@@ -545,8 +545,9 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 	}
 	// Other claims about the client, from the visitor: the edge's
 	// X-Forwarded-For above is the only one a service may trust.
-	out.Header.Del("Forwarded")
-	out.Header.Del("X-Real-Ip")
+	for _, h := range clientClaims {
+		out.Header.Del(h)
+	}
 	for _, h := range edits.RemoveRequest {
 		out.Header.Del(h)
 	}
@@ -566,6 +567,10 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 		out.SetBodyRaw(body)
 	}
 }
+
+// clientClaims are headers in which a visitor could claim another client
+// address; the edge's X-Forwarded-For is the only such claim a service gets.
+var clientClaims = []string{"Forwarded", "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Cf-Connecting-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix"}
 
 // sessionCookiePrefix names the share-session cookies the password built-in
 // sets ("pc_s_<share id>", Path=/): a browser sends them to every share of the
@@ -680,12 +685,10 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 	}
 	if resp.IsBodyStream() {
 		body := &streamBody{resp: resp, r: resp.BodyStream(), p: p, ctx: ctx, share: tg.share, start: start, clientIP: clientIP, status: status}
-		if tg.share != nil {
-			// Cut by closing the visitor's connection: fasthttp's next write
-			// fails and it closes the body (closing the body here, while its
-			// goroutine reads it, would release the response under it).
-			body.unlive = p.live.add(tg.share.ID, ctx.Conn())
-		}
+		// Cut by closing the visitor's connection: fasthttp's next write
+		// fails and it closes the body (closing the body here, while its
+		// goroutine reads it, would release the response under it).
+		body.unlive = p.live.add(liveKey(tg.share, tg.svc.ID), rawConn(ctx.Conn()))
 		n := resp.Header.ContentLength()
 		if n < 0 {
 			n = -1
@@ -821,7 +824,11 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 	}
 	edits.applyResponse(&rh)
 	head := append([]byte(nil), rh.Header()...)
-	share := tg.share
+	share, svcID := tg.share, tg.svc.ID
+	// The visitor's own connection, for a cut: closing the conn handed to
+	// the hijack handler does nothing (fasthttp keeps it until the handler
+	// returns).
+	raw := rawConn(ctx.Conn())
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
 		if _, err := c.Write(head); err != nil {
@@ -832,9 +839,7 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		if br.Buffered() > 0 {
 			up = &readerConn{Conn: conn, r: br}
 		}
-		if share != nil {
-			defer p.live.add(share.ID, closers{c, conn})()
-		}
+		defer p.live.add(liveKey(share, svcID), closers{raw, conn})()
 		_, out := tunnel.Pipe(c, up)
 		p.recordAccess(share, start, clientIP, 101, "allowed", "", out, nil)
 	})

@@ -310,7 +310,6 @@ func (t *Table) ShareByToken(token []byte) (*Share, bool) {
 	return t.shares.get(hashShard(&h), h)
 }
 
-// Service returns a service by id.
 // ShareByID finds a share by its id.
 func (t *Table) ShareByID(id string) (*Share, bool) {
 	h, ok := t.shareByID.get(strShard(id), id)
@@ -326,6 +325,7 @@ func (t *Table) HasShare(id string) bool {
 	return ok
 }
 
+// Service returns a service by id.
 func (t *Table) Service(id string) (*config.Service, bool) {
 	return t.services.get(strShard(id), id)
 }

@@ -118,10 +118,10 @@ type Agent struct {
 	edgeOwner  map[string]string             // edge id → the tunnel addr holding (or opening) its session
 	runCtx     context.Context
 	stop       context.CancelFunc
-	runErr     error           // why Run stopped by itself (a *ReplacedError)
-	loops      int             // edges maintained (maintain loops running)
-	replaced   error           // the first *ReplacedError an edge gave
-	trying     map[string]bool // tunnel addr → an attempt to connect is under way
+	runErr     error          // why Run stopped by itself (a *ReplacedError)
+	loops      int            // edges maintained (maintain loops running)
+	replaced   error          // the first *ReplacedError an edge gave
+	trying     map[string]int // tunnel addr → attempts under way (a loop removed and re-added overlaps)
 	wg         sync.WaitGroup
 	verified   sync.Map // "serviceID addr" → true
 	refusedMu  sync.Mutex
@@ -172,7 +172,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, id: id, log: log, services: map[uuid.UUID]target{},
 		edges: map[string]context.CancelFunc{}, sessions: map[string]*edgeConn{}, edgeOwner: map[string]string{},
-		trying: map[string]bool{}}
+		trying: map[string]int{}}
 	a.svcCond = sync.NewCond(&a.mu)
 	if cfg.Registerer != nil {
 		if err := a.registerMetrics(cfg.Registerer); err != nil {
@@ -234,8 +234,8 @@ func (a *Agent) loopDone() {
 func (a *Agent) setTrying(addr string, on bool) {
 	a.mu.Lock()
 	if on {
-		a.trying[addr] = true
-	} else {
+		a.trying[addr]++
+	} else if a.trying[addr]--; a.trying[addr] <= 0 {
 		delete(a.trying, addr)
 	}
 	a.mu.Unlock()
