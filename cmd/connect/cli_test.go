@@ -507,3 +507,17 @@ func TestPluginsTestShowsTheFailure(t *testing.T) {
 	assert.NotRegexp(t, `(?m)^status\s+0$`, out)
 	assert.Contains(t, out, "X-Team")
 }
+
+// Tunnels are named like services: `connect tunnels pause web`.
+func TestTunnelsByServiceName(t *testing.T) {
+	h := newHarness(t)
+	h.ok("GET /v1/services", 200, `[`+webService+`]`)
+	h.ok("PATCH /v1/tunnels/{id}", 200, `{"id":"`+serviceID+`","name":"web","status":"paused"}`)
+	out, errOut, code := h.run("tunnels", "pause", "web")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, "Tunnel web is paused.\n", out)
+	assert.Len(t, h.requests("PATCH", "/v1/tunnels/"+serviceID), 1)
+	_, errOut, code = h.run("tunnels", "pause", "nope")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, `no service named "nope"`)
+}

@@ -29,9 +29,13 @@ func (a *app) tunnelsCmd() *cobra.Command {
 		func(ctx context.Context, c *client.Client, _ []string, lo client.ListOptions) ([]client.Tunnel, string, error) {
 			return c.ListTunnels(ctx, lo)
 		}, tunnelCols)
-	get := getCmd(a, "get TUNNEL_ID", "Show a tunnel", "  connect tunnels get 6f1c…", 1,
+	get := getCmd(a, "get TUNNEL", "Show a tunnel (by id or service name)", "  connect tunnels get web", 1,
 		func(ctx context.Context, c *client.Client, args []string) (*client.Tunnel, error) {
-			return c.GetTunnel(ctx, args[0])
+			id, err := tunnelID(ctx, c, args[0])
+			if err != nil {
+				return nil, err
+			}
+			return c.GetTunnel(ctx, id)
 		})
 
 	var req client.CreateTunnelRequest
@@ -60,32 +64,48 @@ func (a *app) tunnelsCmd() *cobra.Command {
 	create.Flags().StringVar(&req.Protocol, "protocol", "", "auto, tcp, http or https")
 	create.Flags().BoolVar(&public, "public", false, "make it public")
 
-	pause := actionCmd(a, "pause TUNNEL_ID", "Pause a tunnel: the edges refuse its traffic without disconnecting the agent", "  connect tunnels pause 6f1c…", 1,
+	pause := actionCmd(a, "pause TUNNEL", "Pause a tunnel (by id or service name): the edges refuse its traffic without disconnecting the agent", "  connect tunnels pause web", 1,
 		func(ctx context.Context, c *client.Client, args []string) (string, error) {
-			t, err := c.PauseTunnel(ctx, args[0])
+			id, err := tunnelID(ctx, c, args[0])
+			if err != nil {
+				return "", err
+			}
+			t, err := c.PauseTunnel(ctx, id)
 			if err != nil {
 				return "", err
 			}
 			return fmt.Sprintf("Tunnel %s is %s.", t.Name, t.Status), nil
 		})
-	resume := actionCmd(a, "resume TUNNEL_ID", "Resume a paused tunnel", "  connect tunnels resume 6f1c…", 1,
+	resume := actionCmd(a, "resume TUNNEL", "Resume a paused tunnel (by id or service name)", "  connect tunnels resume web", 1,
 		func(ctx context.Context, c *client.Client, args []string) (string, error) {
-			t, err := c.ResumeTunnel(ctx, args[0])
+			id, err := tunnelID(ctx, c, args[0])
+			if err != nil {
+				return "", err
+			}
+			t, err := c.ResumeTunnel(ctx, id)
 			if err != nil {
 				return "", err
 			}
 			return fmt.Sprintf("Tunnel %s is %s.", t.Name, t.Status), nil
 		})
-	rm := actionCmd(a, "rm TUNNEL_ID", "Delete a tunnel", "  connect tunnels rm 6f1c…", 1,
+	rm := actionCmd(a, "rm TUNNEL", "Delete a tunnel (by id or service name)", "  connect tunnels rm web", 1,
 		func(ctx context.Context, c *client.Client, args []string) (string, error) {
-			if err := c.DeleteTunnel(ctx, args[0]); err != nil {
+			id, err := tunnelID(ctx, c, args[0])
+			if err != nil {
+				return "", err
+			}
+			if err := c.DeleteTunnel(ctx, id); err != nil {
 				return "", err
 			}
 			return fmt.Sprintf("Deleted tunnel %s.", args[0]), nil
 		})
-	conns := listCmd(a, "connections TUNNEL_ID", "List the live connections through a tunnel", "  connect tunnels connections 6f1c…", 1,
+	conns := listCmd(a, "connections TUNNEL", "List the live connections through a tunnel (by id or service name)", "  connect tunnels connections web", 1,
 		func(ctx context.Context, c *client.Client, args []string, lo client.ListOptions) ([]client.Connection, string, error) {
-			return c.ListTunnelConnections(ctx, args[0], lo)
+			id, err := tunnelID(ctx, c, args[0])
+			if err != nil {
+				return nil, "", err
+			}
+			return c.ListTunnelConnections(ctx, id, lo)
 		}, []col[client.Connection]{
 			{"ID", func(x client.Connection) string { return x.ID }},
 			{"KIND", func(x client.Connection) string { return x.Kind }},
@@ -112,4 +132,14 @@ func (a *app) localAgentID() (string, error) {
 		return "", usageErrorf("--agent is required (no agent identity in %s)", path)
 	}
 	return st.AgentID, nil
+}
+
+// tunnelID resolves a tunnel by its id or its service's name (a tunnel is
+// a service's live exposure and has the service's id).
+func tunnelID(ctx context.Context, c *client.Client, ref string) (string, error) {
+	svc, err := resolveService(ctx, c, ref)
+	if err != nil {
+		return "", err
+	}
+	return svc.ID, nil
 }
