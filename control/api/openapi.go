@@ -125,32 +125,15 @@ func (g *schemaGen) schema(t reflect.Type, request bool) jsonObj {
 func (g *schemaGen) object(t reflect.Type, request bool) jsonObj {
 	props := jsonObj{}
 	var required []any
-	var walk func(t reflect.Type)
-	walk = func(t reflect.Type) {
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			tag := f.Tag.Get("json")
-			if f.Anonymous && tag == "" {
-				walk(f.Type)
-				continue
-			}
-			if !f.IsExported() || tag == "-" {
-				continue
-			}
-			name, rest, _ := strings.Cut(tag, ",")
-			if name == "" {
-				name = f.Name
-			}
-			props[name] = g.schema(f.Type, request)
-			optional := strings.Contains(rest, "omitempty") ||
-				(request && (f.Type.Kind() == reflect.Pointer || f.Type.Kind() == reflect.Slice || f.Type.Kind() == reflect.Map ||
-					f.Type == rawType || strings.HasPrefix(f.Type.Name(), "opt[")))
-			if !optional {
-				required = append(required, name)
-			}
+	eachJSONField(t, func(name, opts string, f reflect.StructField) {
+		props[name] = g.schema(f.Type, request)
+		optional := strings.Contains(opts, "omitempty") ||
+			(request && (f.Type.Kind() == reflect.Pointer || f.Type.Kind() == reflect.Slice || f.Type.Kind() == reflect.Map ||
+				f.Type == rawType || strings.HasPrefix(f.Type.Name(), "opt[")))
+		if !optional {
+			required = append(required, name)
 		}
-	}
-	walk(t)
+	})
 	s := jsonObj{"type": "object", "properties": props}
 	if len(required) > 0 {
 		s["required"] = required

@@ -370,11 +370,7 @@ func (a *API) testPlugin(c *call) (any, error) {
 	if d.Action == plugins.Error || (d.Action == plugins.Respond && d.Status >= 500 && len(d.Body) == 0) {
 		// What the visitor would get from the edge: the error envelope
 		// (edge/proxy writes it for any 5xx answer without a body).
-		b, _ := json.Marshal(struct {
-			Error      string `json:"error"`
-			Message    string `json:"message"`
-			StatusCode int    `json:"statusCode"`
-		}{fasthttp.StatusMessage(d.Status), config.PolicyErrorMessage, d.Status})
+		b, _ := json.Marshal(errorBody{Error: reason(d.Status), Message: config.PolicyErrorMessage, StatusCode: d.Status})
 		out.Body = string(b)
 	}
 	return out, nil

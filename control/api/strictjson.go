@@ -44,10 +44,10 @@ func walkJSON(raw json.RawMessage, t reflect.Type, path string) *Error {
 	case t == timeType:
 		var s string
 		if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
-			return fieldError(path, "must be a time string in RFC 3339, e.g. 2026-03-02T10:00:00Z")
+			return invalidField(path, "must be a time string in RFC 3339, e.g. 2026-03-02T10:00:00Z")
 		}
 		if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
-			return fieldError(path, fmt.Sprintf("must be a time in RFC 3339, e.g. 2026-03-02T10:00:00Z, not %q", s))
+			return invalidField(path, fmt.Sprintf("must be a time in RFC 3339, e.g. 2026-03-02T10:00:00Z, not %q", s))
 		}
 		return nil
 	case t.Kind() == reflect.Struct:
@@ -72,7 +72,7 @@ func walkJSON(raw json.RawMessage, t reflect.Type, path string) *Error {
 			}
 			name := join(path, key)
 			if seen[key] {
-				return fieldError(name, "is given more than once")
+				return invalidField(name, "is given more than once")
 			}
 			seen[key] = true
 			if ft, ok := fields[key]; ok {
@@ -129,11 +129,6 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-func fieldError(field, msg string) *Error {
-	return &Error{Status: fasthttp.StatusBadRequest, Message: "invalid request: " + field + " " + msg,
-		Details: []FieldError{{Field: field, Message: msg}}}
-}
-
 // jsonFields maps a struct's JSON names (as encoding/json sees them,
 // embedded structs included) to their types.
 var fieldCache sync.Map // reflect.Type → map[string]reflect.Type
@@ -143,37 +138,40 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 		return m.(map[string]reflect.Type)
 	}
 	m := map[string]reflect.Type{}
-	var add func(t reflect.Type)
-	add = func(t reflect.Type) {
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			tag := f.Tag.Get("json")
-			if tag == "-" {
-				continue
-			}
-			name, _, _ := strings.Cut(tag, ",")
-			if f.Anonymous && name == "" {
-				ft := f.Type
-				if ft.Kind() == reflect.Pointer {
-					ft = ft.Elem()
-				}
-				if ft.Kind() == reflect.Struct {
-					add(ft)
-					continue
-				}
-			}
-			if !f.IsExported() {
-				continue
-			}
-			if name == "" {
-				name = f.Name
-			}
-			if _, dup := m[name]; !dup {
-				m[name] = f.Type
-			}
+	eachJSONField(t, func(name, _ string, f reflect.StructField) {
+		if _, dup := m[name]; !dup {
+			m[name] = f.Type
 		}
-	}
-	add(t)
+	})
 	fieldCache.Store(t, m)
 	return m
+}
+
+// eachJSONField calls fn for each field of struct t that encoding/json
+// reads and writes, with its JSON name and tag options; embedded structs
+// without a tag are flattened. The OpenAPI schemas and the strict body
+// check both walk fields this way.
+func eachJSONField(t reflect.Type, fn func(name, opts string, f reflect.StructField)) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if f.Anonymous && tag == "" {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				eachJSONField(ft, fn)
+				continue
+			}
+		}
+		if !f.IsExported() || tag == "-" {
+			continue
+		}
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "" {
+			name = f.Name
+		}
+		fn(name, opts, f)
+	}
 }
