@@ -6,7 +6,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/privateconnect/pc/edge/routes"
 )
@@ -77,11 +76,10 @@ func (p *Proxy) CutInactive(t *routes.Table) int {
 	if t == nil {
 		return 0
 	}
-	now := time.Now()
 	var cut []*liveStream
 	p.live.mu.Lock()
 	for id, m := range p.live.by {
-		if shareLive(t, id, now) {
+		if streamsLive(t, id) {
 			continue
 		}
 		for s := range m {
@@ -116,25 +114,16 @@ func rawConn(c net.Conn) net.Conn {
 	return c
 }
 
-func shareLive(t *routes.Table, id string, now time.Time) bool {
-	if svcID, ok := strings.CutPrefix(id, publicPrefix); ok {
+// streamsLive is whether the streams filed under key (liveKey) may go on.
+func streamsLive(t *routes.Table, key string) bool {
+	if svcID, ok := strings.CutPrefix(key, publicPrefix); ok {
 		svc, ok := t.Service(svcID)
 		return ok && svc.IsPublic && !svc.Paused
 	}
-	sh, ok := t.ShareByID(id)
-	if !ok || sh.Revoked || (sh.ExpiresAt != nil && now.After(*sh.ExpiresAt)) {
+	sh, ok := t.ShareByID(key)
+	if !ok {
 		return false
 	}
-	svc, ok := t.Service(sh.ServiceID)
-	return ok && !svc.Paused
-}
-
-// closers closes several things at once.
-type closers []io.Closer
-
-func (cs closers) Close() error {
-	for _, c := range cs {
-		_ = c.Close()
-	}
-	return nil
+	_, status, _ := shareStatus(t, sh)
+	return status == 0
 }

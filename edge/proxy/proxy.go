@@ -298,21 +298,30 @@ func (p *Proxy) resolve(ctx *fasthttp.RequestCtx, t *routes.Table) (target, int,
 		return tg, fasthttp.StatusNotFound, "Share link not found"
 	}
 	tg.share = share
+	var status int
+	var msg string
+	tg.svc, status, msg = shareStatus(t, share)
+	return tg, status, msg
+}
+
+// shareStatus is whether a share is in force in t: 0 with its service, or
+// the answer to give. Requests meet it, and so do the live streams a share
+// has open (CutInactive).
+func shareStatus(t *routes.Table, share *routes.Share) (*config.Service, int, string) {
 	if share.Revoked {
-		return tg, fasthttp.StatusGone, "This share link has been revoked"
+		return nil, fasthttp.StatusGone, "This share link has been revoked"
 	}
 	if share.ExpiresAt != nil && time.Now().After(*share.ExpiresAt) {
-		return tg, fasthttp.StatusGone, "This share link has expired"
+		return nil, fasthttp.StatusGone, "This share link has expired"
 	}
 	svc, ok := t.Service(share.ServiceID)
 	if !ok {
-		return tg, fasthttp.StatusGone, "The shared service no longer exists"
+		return nil, fasthttp.StatusGone, "The shared service no longer exists"
 	}
-	tg.svc = svc
 	if svc.Paused {
-		return tg, fasthttp.StatusServiceUnavailable, "The tunnel is paused"
+		return svc, fasthttp.StatusServiceUnavailable, "The tunnel is paused"
 	}
-	return tg, 0, ""
+	return svc, 0, ""
 }
 
 func hostWithoutPort(h []byte) []byte {
@@ -839,7 +848,8 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		if br.Buffered() > 0 {
 			up = &readerConn{Conn: conn, r: br}
 		}
-		defer p.live.add(liveKey(share, svcID), closers{raw, conn})()
+		// Closing the visitor's connection ends the pipe both ways.
+		defer p.live.add(liveKey(share, svcID), raw)()
 		_, out := tunnel.Pipe(c, up)
 		p.recordAccess(share, start, clientIP, 101, "allowed", "", out, nil)
 	})
