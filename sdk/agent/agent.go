@@ -119,7 +119,6 @@ type Agent struct {
 	runCtx     context.Context
 	stop       context.CancelFunc
 	runErr     error          // why Run stopped by itself (a *ReplacedError)
-	loops      int            // edges maintained (maintain loops running)
 	replaced   error          // the first *ReplacedError an edge gave
 	trying     map[string]int // tunnel addr → attempts under way (a loop removed and re-added overlaps)
 	wg         sync.WaitGroup
@@ -221,14 +220,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	return a.runErr
 }
 
-// loopDone ends the count of one maintained edge.
-func (a *Agent) loopDone() {
-	a.mu.Lock()
-	a.loops--
-	a.mu.Unlock()
-	a.stopIfReplaced()
-}
-
 // setTrying records whether an attempt to connect to addr is under way (a
 // session that is up counts as one until it ends).
 func (a *Agent) setTrying(addr string, on bool) {
@@ -279,12 +270,11 @@ func (a *Agent) addEdgeLocked(addr string) {
 	}
 	ctx, cancel := context.WithCancel(a.runCtx)
 	a.edges[addr] = cancel
-	a.loops++
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		a.maintain(ctx, addr)
-		a.loopDone()
+		a.stopIfReplaced() // an edge dropped from the list may have been the last one trying
 	}()
 }
 
