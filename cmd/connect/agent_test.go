@@ -28,6 +28,22 @@ func provisionRoutes(h *harness) {
 	h.fail("GET /v1/edges", 403, `{"error":"Forbidden","message":"admin scope required","statusCode":403}`)
 }
 
+// exposeHarness answers what `connect expose` asks for: the identity
+// routes and a service registration.
+func exposeHarness(t *testing.T) *harness {
+	h := newHarness(t)
+	provisionRoutes(h)
+	h.ok("POST /v1/services/register", 201, webService)
+	return h
+}
+
+// skipWithoutLock skips a test of the identity lock where this build has none.
+func skipWithoutLock(t *testing.T) {
+	if !lockEnforced {
+		t.Skip("no flock(2) in this build")
+	}
+}
+
 func readState(t *testing.T, path string) agentState {
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
@@ -37,9 +53,7 @@ func readState(t *testing.T, path string) agentState {
 }
 
 func TestExposeProvisionsRegistersAndRuns(t *testing.T) {
-	h := newHarness(t)
-	provisionRoutes(h)
-	h.ok("POST /v1/services/register", 201, webService)
+	h := exposeHarness(t)
 
 	out, errOut, code := h.run("expose", "localhost:3000", "--name", "web", "--protocol", "http", "--agent-name", "laptop")
 	require.Equal(t, 0, code, errOut)
@@ -284,9 +298,7 @@ func TestRunningAgentRenewsItsToken(t *testing.T) {
 }
 
 func TestExposeAllowPlaintextFlag(t *testing.T) {
-	h := newHarness(t)
-	provisionRoutes(h)
-	h.ok("POST /v1/services/register", 201, webService)
+	h := exposeHarness(t)
 	_, errOut, code := h.run("expose", "localhost:3000", "--name", "web", "--agent-name", "laptop")
 	require.Equal(t, 0, code, errOut)
 	_, errOut, code = h.run("expose", "localhost:3000", "--name", "web", "--allow-plaintext")
@@ -301,12 +313,8 @@ func TestExposeAllowPlaintextFlag(t *testing.T) {
 // `up` refuses. Two processes of one identity would displace each other's
 // tunnel on every edge for as long as both ran.
 func TestOneProcessPerAgentIdentity(t *testing.T) {
-	if !lockEnforced {
-		t.Skip("no flock(2) in this build")
-	}
-	h := newHarness(t)
-	provisionRoutes(h)
-	h.ok("POST /v1/services/register", 201, webService)
+	skipWithoutLock(t)
+	h := exposeHarness(t)
 	_, errOut, code := h.run("expose", "localhost:3000", "--name", "web", "--detach")
 	require.Equal(t, 0, code, errOut)
 	require.Len(t, h.requests("POST", "/v1/agents/register"), 1)
@@ -358,9 +366,7 @@ func TestOneProcessPerAgentIdentity(t *testing.T) {
 // Reach identities: a second `connect reach` running at once takes the next
 // one instead of displacing the first's tunnel.
 func TestReachIdentityPerRunningReach(t *testing.T) {
-	if !lockEnforced {
-		t.Skip("no flock(2) in this build")
-	}
+	skipWithoutLock(t)
 	dir := t.TempDir()
 	state := filepath.Join(dir, "agent.json")
 	host, _ := os.Hostname()
@@ -408,9 +414,7 @@ func TestExposeLeavesOutOfflineWhenStarting(t *testing.T) {
 
 // A malformed --pin-sha256 is a usage error before anything is provisioned.
 func TestBadPinRefusedFirst(t *testing.T) {
-	h := newHarness(t)
-	provisionRoutes(h)
-	h.ok("POST /v1/services/register", 201, webService)
+	h := exposeHarness(t)
 	for _, cmd := range [][]string{{"expose", "localhost:3000", "--name", "web"}, {"up"}, {"reach", "web"}} {
 		_, errOut, code := h.run(append(cmd, "--pin-sha256", "q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng=")...)
 		assert.Equal(t, 2, code, "%v: %s", cmd, errOut)
@@ -427,12 +431,8 @@ func TestBadPinRefusedFirst(t *testing.T) {
 // rotate-token, the start of up) is waited for, not taken for a running
 // agent: the second expose then runs the agent itself.
 func TestSetupHolderIsWaitedFor(t *testing.T) {
-	if !lockEnforced {
-		t.Skip("no flock(2) in this build")
-	}
-	h := newHarness(t)
-	provisionRoutes(h)
-	h.ok("POST /v1/services/register", 201, webService)
+	skipWithoutLock(t)
+	h := exposeHarness(t)
 	held, err := lockAgent(h.state) // "<pid> setup"
 	require.NoError(t, err)
 	time.AfterFunc(300*time.Millisecond, held.release)

@@ -69,13 +69,14 @@ func (a *app) agentsCmd() *cobra.Command {
 			// The running agent keeps the token it started with: rotated under
 			// it, it would lose its tunnels at once and could not reconnect.
 			// The lock comes first, so the state read is the one rotated.
-			if err := a.holdAgentLock(); err != nil {
-				if re, ok := runningElsewhere(err); ok && re.running {
-					return fmt.Errorf("the agent of this identity is running (%s): it rotates its token itself before expiry; to rotate now, stop it first", re.who())
-				}
+			running, err := a.lockOrRunning()
+			if err != nil {
 				return err
 			}
 			defer a.releaseAgentLock()
+			if running != nil {
+				return fmt.Errorf("the agent of this identity is running (%s): it rotates its token itself before expiry; to rotate now, stop it first", running.who())
+			}
 			st, err := loadState(path)
 			if err != nil {
 				return err

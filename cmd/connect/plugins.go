@@ -82,25 +82,20 @@ func (a *app) pluginsCmd() *cobra.Command {
 		})
 	rm := actionCmd(a, "rm PLUGIN", "Delete a plugin (id, name or name@version); refused while a share uses it (admin)", "  connect plugins rm geo@1.1.0", 1,
 		func(ctx context.Context, c *client.Client, args []string) (string, error) {
-			p, err := resolvePlugin(ctx, c, args[0])
+			all, err := findPlugins(ctx, c, args[0])
 			if err != nil {
 				return "", err
 			}
-			if !isPluginID(args[0]) && !strings.Contains(args[0], "@") {
-				// A delete names one version: with several, say which.
-				all, err := client.All(ctx, c.ListPlugins)
-				if err != nil {
-					return "", err
+			p := &all[0]
+			// A delete names one version: of several, say which.
+			var versions []string
+			for i := range all {
+				if !all[i].Builtin {
+					versions = append(versions, pluginLabel(&all[i]))
 				}
-				var versions []string
-				for _, q := range all {
-					if q.Name == p.Name && !q.Builtin {
-						versions = append(versions, pluginLabel(&q))
-					}
-				}
-				if len(versions) > 1 {
-					return "", fmt.Errorf("%d plugins are named %s (%s): give name@version or the id", len(versions), p.Name, strings.Join(versions, ", "))
-				}
+			}
+			if len(versions) > 1 {
+				return "", fmt.Errorf("%d plugins are named %s (%s): give name@version or the id", len(versions), p.Name, strings.Join(versions, ", "))
 			}
 			if err := c.DeletePlugin(ctx, p.ID); err != nil {
 				return "", err

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/google/uuid"
@@ -41,31 +42,51 @@ func resolveService(ctx context.Context, c *client.Client, nameOrID string) (*cl
 // by name@version. A name matches uploaded plugins first, then built-ins;
 // of several versions the one uploaded last wins.
 func resolvePlugin(ctx context.Context, c *client.Client, ref string) (*client.Plugin, error) {
+	all, err := findPlugins(ctx, c, ref)
+	if err != nil {
+		return nil, err
+	}
+	return &all[0], nil
+}
+
+// findPlugins lists the plugins ref names, best first (see resolvePlugin):
+// the one plugin of an id, or every version of a name. None is an error.
+func findPlugins(ctx context.Context, c *client.Client, ref string) ([]client.Plugin, error) {
 	if isPluginID(ref) {
-		return c.GetPlugin(ctx, ref)
+		p, err := c.GetPlugin(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		return []client.Plugin{*p}, nil
 	}
 	name, version, _ := strings.Cut(ref, "@")
 	all, err := client.All(ctx, c.ListPlugins)
 	if err != nil {
 		return nil, err
 	}
-	var best *client.Plugin
-	for i := range all {
-		p := &all[i]
-		if p.Name != name || (version != "" && p.Version != version) {
-			continue
-		}
-		switch {
-		case best == nil,
-			best.Builtin && !p.Builtin,
-			best.Builtin == p.Builtin && p.CreatedAt != nil && (best.CreatedAt == nil || p.CreatedAt.After(*best.CreatedAt)):
-			best = p
+	var out []client.Plugin
+	for _, p := range all {
+		if p.Name == name && (version == "" || p.Version == version) {
+			out = append(out, p)
 		}
 	}
-	if best == nil {
+	if len(out) == 0 {
 		return nil, fmt.Errorf("no plugin named %q (see 'connect plugins ls')", ref)
 	}
-	return best, nil
+	slices.SortStableFunc(out, func(a, b client.Plugin) int {
+		switch {
+		case a.Builtin != b.Builtin:
+			if a.Builtin {
+				return 1
+			}
+			return -1
+		case a.CreatedAt == nil || b.CreatedAt == nil:
+			return 0
+		default:
+			return b.CreatedAt.Compare(*a.CreatedAt) // the last uploaded first
+		}
+	})
+	return out, nil
 }
 
 // resolvePluginRefs replaces the names in refs by plugin ids.
