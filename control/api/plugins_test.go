@@ -62,6 +62,15 @@ var testGuests = map[string]struct{ wat, hex string }{
         (return (i32.const 1))))
     (i32.const 0)))`,
 		"0061736d01000000011d0560027f7f017f60037f7f7f0060047f7f7f7f0060027f7f006000017f02560406706f6c6963790a6765745f636f6e666967000006706f6c69637907726573706f6e64000106706f6c696379137365745f726573706f6e73655f686561646572000206706f6c696379097365745f6572726f7200030304030404040503010001074204066d656d6f7279020012706f6c6963795f6162695f76657273696f6e00040e68616e646c655f7265717565737400050f76616c69646174655f636f6e66696700060a3903040041010b17004110410641204106100241930341004106100141010b1a004180084100100041024c044041304118100341010f0b41000b0b3f040041000b0664656e6965640041100b06582d476174650041200b06636c6f7365640041300b18636f6e666967206d757374206e6f7420626520656d707479"},
+	// Answers 503 without a body (the edge then sends its error envelope).
+	"busy": {`(module
+  (import "policy" "respond" (func $respond (param i32 i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "policy_abi_version") (result i32) (i32.const 1))
+  (func (export "handle_request") (result i32)
+    (call $respond (i32.const 503) (i32.const 0) (i32.const 0))
+    (i32.const 1)))`,
+		"0061736d01000000010b0260037f7f7f006000017f02120106706f6c69637907726573706f6e64000003030201010503010001073003066d656d6f7279020012706f6c6963795f6162695f76657273696f6e00010e68616e646c655f7265717565737400020a1402040041010b0d0041f70341004100100041010b"},
 	// Never returns from handle_request.
 	"spin": {`(module
   (memory (export "memory") 1)
@@ -494,6 +503,11 @@ func TestPluginDryRun(t *testing.T) {
 	assert.Contains(t, d["error"], "time budget")
 	assert.JSONEq(t, `{"error":"Internal Server Error","message":"The request could not be authorized","statusCode":500}`, d["body"].(string),
 		"the body the edge gives visitors")
+	// A 5xx answer without a body shows the envelope too, as the edge sends it.
+	d = test(h.mustUpload("busy", guest(t, "busy")), map[string]any{})
+	assert.Equal(t, "respond", d["decision"])
+	assert.Equal(t, float64(503), d["status"])
+	assert.JSONEq(t, `{"error":"Service Unavailable","message":"The request could not be authorized","statusCode":503}`, d["body"].(string))
 	assert.Less(t, d["durationMicros"], float64(2e6), "stopped within its budget")
 	// The host keeps serving after a guest was stopped.
 	assert.Equal(t, "allow", test(minimal, map[string]any{})["decision"])
