@@ -167,6 +167,10 @@ type target struct {
 	share *routes.Share // nil for public services
 	svc   *config.Service
 	path  []byte // path the service sees
+	// prefix is /shared/<token> on a path link (empty on a share domain
+	// or a public service): the service's redirects and cookie paths go
+	// under it (rewriteHead).
+	prefix []byte
 }
 
 // Handler is the fasthttp handler of the share listener.
@@ -290,6 +294,7 @@ func (p *Proxy) resolve(ctx *fasthttp.RequestCtx, t *routes.Table) (target, int,
 			return tg, fasthttp.StatusPermanentRedirect, string(u)
 		}
 		token, tg.path = rest[:i], rest[i:]
+		tg.prefix = path[:len(sharedPrefix)+i]
 	default:
 		return tg, fasthttp.StatusNotFound, "Not found"
 	}
@@ -557,6 +562,11 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 	for _, h := range clientClaims {
 		out.Header.Del(h)
 	}
+	if len(tg.prefix) > 0 {
+		// Where the service is mounted, for those that build their links
+		// from it (Traefik's StripPrefix sends the same).
+		out.Header.SetBytesV("X-Forwarded-Prefix", tg.prefix)
+	}
 	for _, h := range edits.RemoveRequest {
 		out.Header.Del(h)
 	}
@@ -664,6 +674,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 	for _, h := range hopHeaders {
 		ctx.Response.Header.Del(h)
 	}
+	edits.scratch = rewriteHead(&ctx.Response.Header, &tg, edits.scratch)
 	edits.applyResponse(&ctx.Response.Header)
 	ctx.SetStatusCode(status)
 	if ctx.IsHead() || status == fasthttp.StatusNotModified || status == fasthttp.StatusNoContent || status < 200 {
@@ -824,6 +835,11 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		if err := resp.ReadBody(br, 1<<20); err == nil {
 			ctx.SetStatusCode(rh.StatusCode())
 			resp.Header.CopyTo(&ctx.Response.Header)
+			for _, h := range hopHeaders {
+				ctx.Response.Header.Del(h)
+			}
+			edits.scratch = rewriteHead(&ctx.Response.Header, &tg, edits.scratch)
+			edits.applyResponse(&ctx.Response.Header)
 			ctx.SetBody(resp.Body())
 		} else {
 			writeError(ctx, fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
@@ -831,6 +847,7 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		conn.Close()
 		return
 	}
+	edits.scratch = rewriteHead(&rh, &tg, edits.scratch)
 	edits.applyResponse(&rh)
 	head := append([]byte(nil), rh.Header()...)
 	share, svcID := tg.share, tg.svc.ID

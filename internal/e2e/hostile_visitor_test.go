@@ -299,6 +299,8 @@ func TestHostileVisitors(t *testing.T) {
 	req.Header.Set("X-Forwarded-Proto", "https")
 	req.Header.Set("X-Real-Ip", "6.6.6.6")
 	req.Header.Set("Forwarded", "for=6.6.6.6;proto=https")
+	req.Header.Add("X-Forwarded-Prefix", "/evil")
+	req.Header.Add("X-Forwarded-Prefix", "/evil2")
 	req.Header.Set("Connection", "X-Forwarded-For")
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
@@ -347,6 +349,7 @@ func TestHostileVisitors(t *testing.T) {
 	require.Equal(t, []string{"http"}, spoof.header("X-Forwarded-Proto"))
 	require.Empty(t, spoof.header("X-Real-Ip"), "other claims about the client are dropped")
 	require.Empty(t, spoof.header("Forwarded"))
+	require.Equal(t, []string{T}, spoof.header("X-Forwarded-Prefix"), "the link's own mount point, once")
 
 	// The edge still serves everyone.
 	eventuallyStatus(t, "http://"+addr+"/shared/"+open.Token+"/public/after", 200, 2*time.Second)
