@@ -146,9 +146,26 @@ func TestPublicServiceAndHostRouting(t *testing.T) {
 	code, _ = hostGet(strings.ToUpper(sh.Token)+".Share.Example.Test", "/")
 	require.Equal(t, 200, code)
 
-	// Turning public off takes the host away.
+	// Turning public off takes the host away, and ends the event streams
+	// opened through it.
+	req, _ := http.NewRequest("GET", "http://"+env.Edges[0].HTTPAddr()+"/sse", nil)
+	req.Host = "my-app.apps.example.test"
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	events := bufio.NewReader(resp.Body)
+	_, err = events.ReadString('\n')
+	require.NoError(t, err)
 	_, err = env.Client.SetServicePublic(context.Background(), svc.ID, client.PublicRequest{IsPublic: false})
 	require.NoError(t, err)
+	deadline := time.Now().Add(5 * time.Second)
+	for { // events keep coming until the stream is cut
+		if _, err := events.ReadString('\n'); err != nil {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the event stream outlived the public address")
+	}
 	env.WaitSynced(5 * time.Second)
 	code, _ = hostGet("my-app.apps.example.test", "/pub")
 	require.Equal(t, 404, code)
