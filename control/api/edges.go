@@ -181,7 +181,7 @@ func (a *API) invalidateEdgeBase() {
 
 // edgeConfig serves the NDJSON config stream of package internal/config.
 func (a *API) edgeConfig(ctx *fasthttp.RequestCtx) {
-	c := &call{ctx: ctx, a: a, now: time.Now().UTC()}
+	c := &call{ctx: ctx, a: a, now: time.Now().UTC().Truncate(time.Millisecond)}
 	if err := a.authEdge(c); err != nil {
 		writeError(ctx, toError(err, a.log, "/v1/edges/config"))
 		return

@@ -387,7 +387,7 @@ func (a *API) runHealthMonitor(ctx context.Context, tick time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			a.scheduleHealthChecks(ctx, time.Now().UTC())
+			a.scheduleHealthChecks(ctx, time.Now().UTC().Truncate(time.Millisecond))
 		}
 	}
 }

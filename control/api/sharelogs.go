@@ -138,7 +138,7 @@ func (a *API) shareLogs(c *call) (any, error) {
 	out := make([]accessLogView, 0, len(recs))
 	for i := range recs {
 		r := &recs[i]
-		v := accessLogView{ID: r.ID, AccessedAt: r.At, IPAddress: r.IP, UserAgent: r.UserAgent, Method: r.Method, Path: r.Path,
+		v := accessLogView{ID: r.ID, AccessedAt: apiTime(r.At), IPAddress: r.IP, UserAgent: r.UserAgent, Method: r.Method, Path: r.Path,
 			StatusCode: r.StatusCode, LatencyMs: r.LatencyMs, BytesOut: r.BytesOut, EdgeID: r.EdgeID, Decision: r.Decision}
 		if r.DeniedBy != "" {
 			by := r.DeniedBy

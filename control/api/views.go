@@ -284,3 +284,17 @@ func diagnosticViewOf(d *store.Diagnostic) *diagnosticView {
 	}
 	return v
 }
+
+// apiTime is t as the API gives times: UTC, to the millisecond. Records
+// whose key orders them by time (access logs, webhook deliveries) keep
+// their nanoseconds, so that records of one millisecond keep their order.
+func apiTime(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }
+
+// apiTimePtr is apiTime of an optional time.
+func apiTimePtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := apiTime(*t)
+	return &v
+}

@@ -199,9 +199,9 @@ func (a *API) pluginFailures(ctx context.Context, edgeID string, fs []config.Plu
 			if err != nil {
 				return err
 			}
-			at := f.At.UTC()
+			at := f.At.UTC().Truncate(time.Millisecond)
 			if at.IsZero() {
-				at = time.Now().UTC()
+				at = time.Now().UTC().Truncate(time.Millisecond)
 			}
 			data := map[string]any{"pluginId": truncate(f.PluginID, 100), "shareId": sh.ID, "serviceId": sh.ServiceID, "edgeId": edgeID,
 				"error": truncate(f.Error, 1000), "count": max(f.Count, 1), "at": at}
@@ -287,7 +287,7 @@ func webhookViewOf(w *store.Webhook) webhookView {
 
 func deliveryViewOf(d *store.Delivery) deliveryView {
 	v := deliveryView{ID: d.ID, EventID: d.EventID, Event: d.Event, Status: d.Status, Attempts: d.Attempts,
-		NextAttemptAt: d.NextAttemptAt, CreatedAt: d.CreatedAt, CompletedAt: d.CompletedAt}
+		NextAttemptAt: apiTimePtr(d.NextAttemptAt), CreatedAt: apiTime(d.CreatedAt), CompletedAt: apiTimePtr(d.CompletedAt)}
 	if d.LastStatusCode != 0 {
 		n := d.LastStatusCode
 		v.LastStatusCode = &n

@@ -46,7 +46,9 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 	for _, ev := range events {
 		seen[ev.AgentID] = true
 	}
-	now := time.Now().UTC()
+	// The API gives times to the millisecond (edges send theirs to the
+	// nanosecond).
+	now := time.Now().UTC().Truncate(time.Millisecond)
 	for _, a := range appeared {
 		if !seen[a] {
 			events = append(events, config.AgentEvent{AgentID: a, Event: config.EventConnected, At: now})
@@ -68,6 +70,7 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 			counts[share] = c
 		}
 		c.n += n
+		at = at.UTC().Truncate(time.Millisecond)
 		if at.After(c.last) {
 			c.last = at
 		}
@@ -167,7 +170,7 @@ func applyAgentEvents(tx store.Tx, edgeID string, events []config.AgentEvent, no
 		if err != nil {
 			return nil, err
 		}
-		at := ev.At.UTC()
+		at := ev.At.UTC().Truncate(time.Millisecond)
 		if at.IsZero() {
 			at = now
 		}

@@ -240,6 +240,47 @@ func TestShareMonitoringEndToEnd(t *testing.T) {
 	assert.GreaterOrEqual(t, metricValue(fams, "pc_control_store_lsm_bytes", nil), 0.0)
 	assert.Contains(t, fams, "pc_control_store_tables")
 	assert.Contains(t, fams, "pc_control_webhook_queue_depth")
+
+	// Every time the API gives, edges' reports included, is RFC 3339 UTC
+	// to the millisecond at most (api-v1.md).
+	_, err = env.Client.CheckService(ctx, svc.ID)
+	_ = err // the agent is stopped: the check's failure is recorded too
+	for _, path := range []string{"/v1/agents", "/v1/agents/" + id, "/v1/agents/" + id + "/audit-logs", "/v1/services",
+		"/v1/services/" + svc.ID, "/v1/services/" + svc.ID + "/shares", "/v1/services/" + svc.ID + "/diagnostics",
+		"/v1/shares/" + sh.ID, "/v1/shares/" + sh.ID + "/logs", "/v1/tunnels", "/v1/edges", "/v1/api-keys",
+		"/v1/workspace", "/v1/webhooks/" + hook.ID, "/v1/webhooks/" + hook.ID + "/deliveries", "/v1/audit", "/v1/plugins"} {
+		var data any
+		_, err := env.Client.Do(ctx, "GET", path, nil, nil, &data)
+		require.NoError(t, err, path)
+		n := checkTimes(t, path, data)
+		t.Logf("%s: %d times", path, n)
+	}
+}
+
+// apiTime is a time as api-v1.md gives them.
+var apiTime = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,3})?Z$`)
+
+// checkTimes fails the test for every string in v that reads as a time
+// but is not an apiTime, and counts the times.
+func checkTimes(t *testing.T, where string, v any) int {
+	t.Helper()
+	n := 0
+	switch v := v.(type) {
+	case string:
+		if len(v) >= 20 && v[4] == '-' && v[10] == 'T' {
+			n++
+			assert.Regexp(t, apiTime, v, where)
+		}
+	case []any:
+		for _, e := range v {
+			n += checkTimes(t, where, e)
+		}
+	case map[string]any:
+		for k, e := range v {
+			n += checkTimes(t, where+"."+k, e)
+		}
+	}
+	return n
 }
 
 // TestGrafanaDashboardMetrics checks docs/grafana-dashboard.json: valid
