@@ -114,6 +114,10 @@ func TestShareMonitoringEndToEnd(t *testing.T) {
 	sink.mu.Lock()
 	sink.secret = hook.Secret
 	sink.mu.Unlock()
+	// The first edge may have come online before the webhook existed (the
+	// transition is then recorded with nobody to tell): a second edge
+	// comes online after it.
+	edge2 := env.AddEdge("edge-2")
 
 	org := origin(t)
 	ag, svc := env.ExposeAgent("mon", "web", org.URL)
@@ -225,6 +229,14 @@ func TestShareMonitoringEndToEnd(t *testing.T) {
 	for _, ev := range []string{"agent.registered", "tunnel.created", "share.created", "agent.connected", "tunnel.connected", "edge.connected"} {
 		require.Eventually(t, func() bool { return len(sink.of(ev)) > 0 }, 5*time.Second, 20*time.Millisecond, ev)
 	}
+	require.Eventually(t, func() bool {
+		for _, e := range sink.of("edge.connected") {
+			if e["edgeId"] == edge2.ID {
+				return true
+			}
+		}
+		return false
+	}, 5*time.Second, 20*time.Millisecond, "edge.connected of the edge that came online after the webhook")
 	assert.Equal(t, id, sink.of("agent.connected")[0]["agentId"])
 	assert.Equal(t, svc.ID, sink.of("tunnel.connected")[0]["serviceId"])
 	ag.Stop()
@@ -235,7 +247,7 @@ func TestShareMonitoringEndToEnd(t *testing.T) {
 	// The control plane's metrics.
 	fams := scrapeMetrics(t, env.ControlURL()+"/metrics")
 	assert.EqualValues(t, allowed+denied, metricValue(fams, "pc_control_access_logs_total", nil))
-	assert.Equal(t, 1.0, metricValue(fams, "pc_control_online_edges", nil))
+	assert.Equal(t, 2.0, metricValue(fams, "pc_control_online_edges", nil))
 	assert.Greater(t, metricValue(fams, "pc_control_webhook_deliveries_total", map[string]string{"status": "succeeded"}), 5.0)
 	assert.GreaterOrEqual(t, metricValue(fams, "pc_control_store_lsm_bytes", nil), 0.0)
 	assert.Contains(t, fams, "pc_control_store_tables")
