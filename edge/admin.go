@@ -15,7 +15,11 @@ func (s *Server) adminHandler(ctx *fasthttp.RequestCtx) {
 		shares, services, agents := t.Counts()
 		status := "ok"
 		code := fasthttp.StatusOK
-		if t.Version == 0 && t.Epoch == "" {
+		switch {
+		case s.sync.Refused():
+			// Deleted, or a wrong token: out of every load balancer.
+			status, code = "refused", fasthttp.StatusServiceUnavailable
+		case t.Version == 0 && t.Epoch == "":
 			status, code = "starting", fasthttp.StatusServiceUnavailable
 		}
 		body, _ := json.Marshal(map[string]any{"success": code == 200, "data": map[string]any{

@@ -124,6 +124,7 @@ func (a *API) deleteEdge(c *call) (any, error) {
 	}
 	c.resource = id
 	a.hub.Presence.Forget(id)
+	a.hub.Disconnect(id)
 	a.invalidateEdgeBase()
 	a.publish(c, push.Edge(id))
 	return map[string]any{"id": id, "deleted": true}, nil

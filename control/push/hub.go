@@ -218,8 +218,10 @@ func (h *Hub) append(c config.Change) {
 
 // sub is one open stream.
 type sub struct {
-	wake  chan struct{}
-	inbox map[string]struct{} // agent ids to announce; guarded by Hub.mu
+	edgeID string
+	wake   chan struct{}
+	inbox  map[string]struct{} // agent ids to announce; guarded by Hub.mu
+	gone   bool                // the edge was deleted (Disconnect); guarded by Hub.mu
 }
 
 func (s *sub) poke() {
@@ -418,8 +420,8 @@ func (h *Hub) rebuild(ctx context.Context) ([]byte, int64, error) {
 	return line, view.Version, nil
 }
 
-func (h *Hub) subscribe() *sub {
-	s := &sub{wake: make(chan struct{}, 1), inbox: map[string]struct{}{}}
+func (h *Hub) subscribe(edgeID string) *sub {
+	s := &sub{edgeID: edgeID, wake: make(chan struct{}, 1), inbox: map[string]struct{}{}}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()
@@ -430,6 +432,26 @@ func (h *Hub) unsubscribe(s *sub) {
 	h.mu.Lock()
 	delete(h.subs, s)
 	h.mu.Unlock()
+}
+
+// Disconnect ends the config streams of a deleted edge: the edge, calling
+// again, is refused (its token is gone) and stops serving.
+func (h *Hub) Disconnect(edgeID string) {
+	h.mu.Lock()
+	for s := range h.subs {
+		if s.edgeID == edgeID {
+			s.gone = true
+			s.poke()
+		}
+	}
+	h.mu.Unlock()
+}
+
+// deleted reports whether s's edge was deleted.
+func (h *Hub) deleted(s *sub) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return s.gone
 }
 
 // Subscribers is the number of open edge streams.

@@ -15,6 +15,7 @@ import (
 type Presence struct {
 	mu      sync.RWMutex
 	edges   map[string]*EdgeState
+	deleted map[string]struct{} // Forget: their late signs of life are ignored
 	offline time.Duration
 	now     func() time.Time
 }
@@ -32,14 +33,16 @@ type EdgeState struct {
 
 // NewPresence returns a tracker with the given offline window.
 func NewPresence(offline time.Duration) *Presence {
-	return &Presence{edges: make(map[string]*EdgeState), offline: offline, now: time.Now}
+	return &Presence{edges: make(map[string]*EdgeState), deleted: make(map[string]struct{}), offline: offline, now: time.Now}
 }
 
 func (p *Presence) edge(id string) *EdgeState {
 	e := p.edges[id]
 	if e == nil {
 		e = &EdgeState{Agents: map[string]struct{}{}}
-		p.edges[id] = e
+		if _, gone := p.deleted[id]; !gone {
+			p.edges[id] = e
+		}
 	}
 	return e
 }
@@ -98,10 +101,12 @@ func (p *Presence) Report(id string, r *config.Report) (appeared, gone []string)
 	return appeared, gone
 }
 
-// Forget drops an edge (deleted).
+// Forget drops a deleted edge for good: a ping or report of it still in
+// flight does not bring it back (edge ids are never reused).
 func (p *Presence) Forget(id string) {
 	p.mu.Lock()
 	delete(p.edges, id)
+	p.deleted[id] = struct{}{}
 	p.mu.Unlock()
 }
 

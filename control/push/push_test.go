@@ -206,6 +206,30 @@ func TestPresenceOfflineWindow(t *testing.T) {
 	assert.False(t, p.AgentOnline("a"))
 }
 
+// TestDisconnectDeletedEdge: deleting an edge ends its open stream, and
+// its late signs of life (a ping, a report in flight) do not bring it back.
+func TestDisconnectDeletedEdge(t *testing.T) {
+	h, _ := newHub(t, Options{PingInterval: time.Hour})
+	ch, _ := stream(t, h, "", 0)
+	require.Equal(t, config.MsgSnapshot, recv(t, ch).Type)
+	require.Eventually(t, func() bool { _, ok := h.Presence.Edge("edge-1"); return ok }, time.Second, 5*time.Millisecond)
+	h.Presence.Forget("edge-1")
+	h.Disconnect("edge-1")
+	select {
+	case _, open := <-ch:
+		require.False(t, open, "the stream ends")
+	case <-time.After(2 * time.Second):
+		t.Fatal("the deleted edge's stream stayed open")
+	}
+	h.Presence.Touch("edge-1")
+	h.Presence.Report("edge-1", &config.Report{Agents: []string{"a"}})
+	_, online := h.Presence.Edge("edge-1")
+	assert.False(t, online)
+	assert.Empty(t, h.Presence.OnlineEdges())
+	assert.False(t, h.Presence.AgentOnline("a"))
+	require.Eventually(t, func() bool { return h.Subscribers() == 0 }, time.Second, 5*time.Millisecond)
+}
+
 // nextData skips pings.
 func nextData(t *testing.T, ch <-chan config.Message) config.Message {
 	t.Helper()

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -18,7 +19,7 @@ import (
 // message is one JSON line, flushed at once. The edge counts as connected
 // (see [Presence]) while its stream is open.
 func (h *Hub) Stream(ctx context.Context, w *bufio.Writer, edgeID, epoch string, version int64) error {
-	me := h.subscribe()
+	me := h.subscribe(edgeID)
 	defer h.unsubscribe(me)
 	h.Presence.StreamOpened(edgeID)
 	defer h.Presence.StreamClosed(edgeID)
@@ -37,6 +38,9 @@ func (h *Hub) Stream(ctx context.Context, w *bufio.Writer, edgeID, epoch string,
 		case <-ctx.Done():
 			return nil
 		case <-me.wake:
+			if h.deleted(me) {
+				return ErrEdgeDeleted
+			}
 			if cur, err = h.sendSince(ctx, w, "", h.epoch, cur, false); err != nil {
 				return err
 			}
@@ -90,6 +94,9 @@ func (h *Hub) sendSince(ctx context.Context, w *bufio.Writer, edgeID, epoch stri
 	}
 	return cur, writeMsg(w, m)
 }
+
+// ErrEdgeDeleted ends the stream of an edge deleted while it was open.
+var ErrEdgeDeleted = errors.New("push: the edge was deleted")
 
 const snapshotPrefix = `{"type":"snapshot",`
 

@@ -54,6 +54,7 @@ type Syncer struct {
 	table     atomic.Pointer[routes.Table]
 	edgeID    atomic.Pointer[string]
 	connected atomic.Bool
+	refused   atomic.Bool  // the control plane refused the token (refuse)
 	lastMsg   atomic.Int64 // unix nanos of the last stream message
 	tokenHash string
 
@@ -90,6 +91,43 @@ func (s *Syncer) EdgeID() string { return *s.edgeID.Load() }
 
 // Connected reports whether the config stream is up.
 func (s *Syncer) Connected() bool { return s.connected.Load() }
+
+// Refused reports whether the control plane refused this edge's token at
+// the last try; the edge then serves nothing (refuse).
+func (s *Syncer) Refused() bool { return s.refused.Load() }
+
+// refuse drops everything the edge serves from once the control plane has
+// refused its token, which is how an edge is revoked (DELETE /v1/edges/:id
+// deletes the token and ends its stream): the table in force and the saved
+// snapshot, so that neither this process nor a restart serves revoked
+// shares from them. Sessions of agents end as the empty table comes into
+// force. A token accepted again (a restored control plane) brings a full
+// snapshot back.
+func (s *Syncer) refuse() {
+	if s.refused.Swap(true) {
+		return
+	}
+	s.log.Error("the control plane refused this edge's token (the edge was deleted, or the token is wrong): serving nothing until it is accepted")
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	s.swap(routes.Empty(), false)
+	if s.cfg.DataDir == "" {
+		return
+	}
+	paths, _ := filepath.Glob(filepath.Join(s.cfg.DataDir, "edge-*", "snapshot.json"))
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		var sv saved
+		if json.Unmarshal(b, &sv) == nil && sv.TokenHash == s.tokenHash {
+			if err := os.Remove(p); err != nil {
+				s.log.Error("could not remove the saved snapshot of the refused token", "path", p, "err", err)
+			}
+		}
+	}
+}
 
 // LastMessage is when the config stream last delivered a message.
 func (s *Syncer) LastMessage() time.Time {
@@ -168,6 +206,9 @@ func (s *Syncer) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, ErrUnauthorized) {
+			s.refuse()
+		}
 		if time.Since(start) > 10*time.Second {
 			backoff = 250 * time.Millisecond
 		}
@@ -216,6 +257,7 @@ func (s *Syncer) stream(ctx context.Context) error {
 		}
 	}()
 	s.connected.Store(true)
+	s.refused.Store(false)
 	// A reader decodes messages as they arrive while the loop below builds
 	// tables: the changes that queued up while one table was being built
 	// are applied together in the next one. At 100,000 shares a table costs
@@ -363,7 +405,7 @@ func (s *Syncer) Save() error {
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
 	id := s.EdgeID()
-	if s.cfg.DataDir == "" || id == "" {
+	if s.cfg.DataDir == "" || id == "" || s.refused.Load() {
 		return nil
 	}
 	dir := filepath.Join(s.cfg.DataDir, "edge-"+id)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -255,4 +256,66 @@ func TestAgentWithTwoAddressesForOneEdge(t *testing.T) {
 	require.Zero(t, drops.Load())
 	require.Len(t, ag.Connected(), 1)
 	t.Logf("%d requests, one session, the alias kept in reserve", n)
+}
+
+// TestDeletedEdgeServesNothing: DELETE /v1/edges/:id is how an operator
+// revokes an edge. The edge, refused by the control plane, stops serving at
+// once: no share (revoked since or not) answers on it, its agents' sessions
+// end, its health says so, and neither a restart nor a control plane that
+// is down brings its saved snapshot back. The other edge goes on.
+func TestDeletedEdgeServesNothing(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	ctx := context.Background()
+	e2 := env.AddEdge("edge-2")
+	org := origin(t)
+	ag, svc := env.ExposeAgent("a", "web", org.URL)
+	env.WaitAgentOnEdges(ag.ID, 5*time.Second)
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	kept := env.Share(svc.ID, client.CreateShareRequest{})
+	on1, on2 := testenv.ShareURL(env.Edges[0], sh.Token), testenv.ShareURL(e2, sh.Token)
+	eventuallyStatus(t, on2+"/", 200, 5*time.Second)
+	snapshot := filepath.Join(e2.DataDir, "edge-"+e2.ID, "snapshot.json")
+	require.Eventually(t, func() bool { _, err := os.Stat(snapshot); return err == nil }, 5*time.Second, 20*time.Millisecond)
+
+	start := time.Now()
+	require.NoError(t, env.Client.DeleteEdge(ctx, e2.ID))
+	eventuallyStatus(t, on2+"/", 404, 3*time.Second)
+	t.Logf("the deleted edge stopped serving %v after the API answered", time.Since(start).Round(time.Millisecond))
+	code, body := get(t, "http://"+e2.AdminAddr()+"/health")
+	require.Equal(t, 503, code)
+	require.Contains(t, body, `"status":"refused"`)
+	require.Eventually(t, func() bool { return len(e2.ConnectedAgents()) == 0 }, 3*time.Second, 20*time.Millisecond, "agent sessions end")
+	_, err := os.Stat(snapshot)
+	require.True(t, os.IsNotExist(err), "the saved snapshot is removed: %v", err)
+
+	// The other edge and the agent go on; a revocation is in force there and
+	// nothing is served on the deleted edge.
+	code, _ = get(t, testenv.ShareURL(env.Edges[0], kept.Token)+"/")
+	require.Equal(t, 200, code)
+	require.NoError(t, env.Client.RevokeShare(ctx, sh.ID))
+	eventuallyStatus(t, on1+"/", 410, 2*time.Second)
+	code, _ = get(t, on2+"/")
+	require.Equal(t, 404, code)
+	code, _ = get(t, testenv.ShareURL(e2, kept.Token)+"/")
+	require.Equal(t, 404, code)
+
+	// Restarted while the control plane is down, it has nothing to serve.
+	env.StopControl()
+	env.RestartEdge(e2)
+	time.Sleep(300 * time.Millisecond)
+	code, _ = get(t, testenv.ShareURL(e2, kept.Token)+"/")
+	require.Equal(t, 404, code)
+	code, _ = get(t, testenv.ShareURL(env.Edges[0], kept.Token)+"/")
+	require.Equal(t, 200, code, "the live edge serves from its snapshot meanwhile")
+
+	// The control plane forgets it: no online edge, no lag series.
+	env.StartControl()
+	require.Eventually(t, func() bool {
+		fams := scrapeMetrics(t, env.ControlURL()+"/metrics")
+		return metricValue(fams, "pc_control_online_edges", nil) == 1
+	}, 5*time.Second, 50*time.Millisecond)
+	require.Eventually(t, func() bool {
+		code, body := get(t, "http://"+e2.AdminAddr()+"/health")
+		return code == 503 && strings.Contains(body, `"status":"refused"`)
+	}, 5*time.Second, 50*time.Millisecond)
 }
