@@ -160,6 +160,7 @@ type Server struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	fatal     chan error // the owned store failed for good (Run shuts down)
 
 	drainer // lets requests in flight finish on shutdown (drain.go)
 }
@@ -174,12 +175,18 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("control: config: %w", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, kv: cfg.Store}
+	s := &Server{cfg: cfg, log: cfg.Logger, kv: cfg.Store, fatal: make(chan error, 1)}
 	if s.kv == nil {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("control: data dir: %w", err)
 		}
-		kv, err := badgerstore.Open(badgerstore.Options{Dir: filepath.Join(cfg.DataDir, "control.db"), Logger: cfg.Logger})
+		kv, err := badgerstore.Open(badgerstore.Options{Dir: filepath.Join(cfg.DataDir, "control.db"), Logger: cfg.Logger,
+			OnFatal: func(err error) {
+				select {
+				case s.fatal <- err:
+				default:
+				}
+			}})
 		if err != nil {
 			return nil, fmt.Errorf("control: %w", err)
 		}
@@ -247,18 +254,30 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Run serves until ctx is done, then ends the edge streams, drains open
-// requests (up to ShutdownTimeout) and closes the server.
+// requests (up to ShutdownTimeout) and closes the server. A store that
+// fails for good (Badger lost its memtable: an unwritable data directory, no
+// file descriptor left) shuts it down the same way, with that error, so
+// that a supervisor restarts it: the database reopens once the cause is
+// fixed, and the edges serve from their snapshots meanwhile.
 func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.ln) }()
 	s.log.Info("control plane listening", "addr", s.Addr())
 	var err error
+	var stop bool
 	select {
 	case err = <-errc:
 		if err != nil {
 			err = fmt.Errorf("control: serve: %w", err)
 		}
+	case err = <-s.fatal:
+		s.log.Error("the store failed and cannot recover in this process: shutting down (restart once the cause is fixed)", "err", err)
+		err = fmt.Errorf("control: %w", err)
+		stop = true
 	case <-ctx.Done():
+		stop = true
+	}
+	if stop {
 		s.api.StopStreams()
 		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 		s.drain(sctx, s.ln)

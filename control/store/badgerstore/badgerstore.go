@@ -15,7 +15,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -39,6 +41,10 @@ type Options struct {
 	// mapped files may still claim (default DefaultMinFreeBytes; negative
 	// disables the check). See diskGuard.
 	MinFreeBytes int64
+	// OnFatal is called once, from its own goroutine, when the database
+	// can no longer be used in this process (fail): the owner should shut
+	// down so that a restart reopens it.
+	OnFatal func(error)
 }
 
 // Store is a Badger-backed KV.
@@ -49,6 +55,9 @@ type Store struct {
 	stop  chan struct{}
 	wg    sync.WaitGroup
 	once  sync.Once
+
+	failed  atomic.Pointer[error] // set by fail: every call answers it
+	onFatal func(error)
 }
 
 // Open opens (or creates) the database in opts.Dir.
@@ -114,7 +123,7 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("badgerstore: open %s: %w", opts.Dir, err)
 	}
-	s := &Store{db: db, log: log, guard: guard, stop: make(chan struct{})}
+	s := &Store{db: db, log: log, guard: guard, stop: make(chan struct{}), onFatal: opts.OnFatal}
 	iv := opts.GCInterval
 	if iv <= 0 {
 		iv = 5 * time.Minute
@@ -149,6 +158,9 @@ const maxConflictRetries = 200
 // fails with store.ErrUnavailable, without running fn, when the disk is
 // almost full.
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
+	if err := s.broken(); err != nil {
+		return err
+	}
 	if err := s.guard.check(); err != nil {
 		return err
 	}
@@ -157,15 +169,21 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 			return err
 		}
 		var fnErr error
-		err := s.db.Update(func(txn *badger.Txn) error {
-			fnErr = fn(&tx{txn: txn, write: true})
-			return fnErr
+		err := s.guarded(func() error {
+			return s.db.Update(func(txn *badger.Txn) error {
+				fnErr = fn(&tx{s: s, txn: txn, write: true})
+				return fnErr
+			})
 		})
 		switch {
 		case err == nil:
 			return nil
 		case fnErr != nil && err == fnErr:
 			return err
+		case strings.Contains(err.Error(), "cannot create new mem table"):
+			// Badger has no memtable left (it set it to nil): every later
+			// read or write would crash the process.
+			return s.fail(err)
 		case errors.Is(err, badger.ErrConflict) && attempt < maxConflictRetries:
 			// Back off a little, with jitter, so that contending writers spread out.
 			time.Sleep(time.Duration(rand.Int64N(int64(50*time.Microsecond) * int64(min(attempt+1, 20)))))
@@ -181,10 +199,15 @@ func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := s.broken(); err != nil {
+		return err
+	}
 	var fnErr error
-	err := s.db.View(func(txn *badger.Txn) error {
-		fnErr = fn(&tx{txn: txn})
-		return fnErr
+	err := s.guarded(func() error {
+		return s.db.View(func(txn *badger.Txn) error {
+			fnErr = fn(&tx{s: s, txn: txn})
+			return fnErr
+		})
 	})
 	if err != nil && err != fnErr {
 		return unavailable("view", err)
@@ -194,6 +217,9 @@ func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
 
 // Ping reads a key to check that the database answers.
 func (s *Store) Ping(ctx context.Context) error {
+	if err := s.broken(); err != nil {
+		return err
+	}
 	if s.db.IsClosed() {
 		return unavailable("ping", badger.ErrDBClosed)
 	}
@@ -212,6 +238,11 @@ func (s *Store) Close() error {
 	s.once.Do(func() {
 		close(s.stop)
 		s.wg.Wait()
+		if e := s.broken(); e != nil {
+			// Closing would flush through the memtable Badger lost.
+			s.log.Error("closing the database as a crash would: it failed in this process", "err", e)
+			return
+		}
 		if e := s.guard.check(); e != nil {
 			// Closing flushes the memtable into a new table file, which a
 			// full disk cannot hold (SIGBUS). Every committed write is
@@ -243,6 +274,48 @@ func (s *Store) Close() error {
 // one memtable: well under a second.
 var closeTimeout = 20 * time.Second
 
+// fail records that the database cannot be used any more in this process
+// (Badger lost its memtable, or panicked): from then on every call fails
+// with store.ErrUnavailable without touching Badger, and OnFatal is called
+// once. Committed writes are in Badger's synced log; a restart reopens the
+// database once the cause (an unwritable directory, no file descriptors
+// left) is fixed.
+func (s *Store) fail(cause error) error {
+	e := fmt.Errorf("badgerstore: the database failed and must be reopened (restart the process once the cause is fixed): %w: %w", store.ErrUnavailable, cause)
+	if s.failed.CompareAndSwap(nil, &e) {
+		s.log.Error("storage failed; every call now answers 503 until the process restarts", "err", cause)
+		if s.onFatal != nil {
+			go s.onFatal(e)
+		}
+	}
+	return *s.failed.Load()
+}
+
+// guarded runs a transaction. Once the store has failed inside it (a read
+// of the lost memtable, recovered by tx.call), Badger panics again when it
+// discards the transaction (the iterator it was opening counts as open):
+// that panic is the same failure. Any other panic is the caller's.
+func (s *Store) guarded(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if e := s.broken(); e != nil {
+				err = e
+				return
+			}
+			panic(r)
+		}
+	}()
+	return f()
+}
+
+// broken is the recorded failure (fail), or nil.
+func (s *Store) broken() error {
+	if p := s.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 func unavailable(op string, err error) error {
 	if errors.Is(err, store.ErrUnavailable) {
 		return err
@@ -251,12 +324,29 @@ func unavailable(op string, err error) error {
 }
 
 type tx struct {
+	s     *Store
 	txn   *badger.Txn
 	write bool
 }
 
+// call runs f, a read of Badger's memtables, turning a panic in it into the
+// store's failure: a Badger that lost its memtable dereferences nil there.
+func (t *tx) call(op string, f func()) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = t.s.fail(fmt.Errorf("%s: badger: %v", op, r))
+		}
+	}()
+	f()
+	return nil
+}
+
 func (t *tx) Get(key []byte) ([]byte, error) {
-	it, err := t.txn.Get(key)
+	var it *badger.Item
+	var err error
+	if perr := t.call("get", func() { it, err = t.txn.Get(key) }); perr != nil {
+		return nil, perr
+	}
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, store.ErrNotFound
 	}
@@ -308,7 +398,10 @@ func (t *tx) Scan(prefix, after []byte, fn func(k, v []byte) (bool, error)) erro
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = prefix
 	opts.PrefetchValues = false
-	it := t.txn.NewIterator(opts)
+	var it *badger.Iterator
+	if err := t.call("scan", func() { it = t.txn.NewIterator(opts) }); err != nil {
+		return err
+	}
 	defer it.Close()
 	start := prefix
 	if after != nil && string(after) >= string(prefix) {

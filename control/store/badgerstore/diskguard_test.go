@@ -3,7 +3,9 @@ package badgerstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -94,5 +96,60 @@ func TestCloseIsBoundedWhenTheDirectoryIsGone(t *testing.T) {
 	err = s.Close()
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "did not finish within 500ms")
+	require.Less(t, time.Since(start), 5*time.Second)
+}
+
+// TestLostMemtableFailsClosed: when Badger cannot create a new memtable
+// (here its directory was moved away; in production an unwritable
+// directory or no file descriptor left) it sets its memtable to nil, and
+// every later read dereferences it: the webhook worker's scan crashed the
+// control plane. The store now records the failure, answers ErrUnavailable
+// to every call without touching Badger, tells its owner once, and closes
+// without a flush.
+func TestLostMemtableFailsClosed(t *testing.T) {
+	dir := t.TempDir()
+	fatal := make(chan error, 4)
+	s, err := Open(Options{Dir: filepath.Join(dir, "db"), MinFreeBytes: -1, OnFatal: func(err error) { fatal <- err }})
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, s.Update(ctx, func(tx store.Tx) error { return tx.Put([]byte("k"), []byte("v")) }))
+	require.NoError(t, os.Rename(filepath.Join(dir, "db"), filepath.Join(dir, "moved")))
+
+	// 512 KiB values stay in the LSM tree: the 8 MiB memtable fills up
+	// after about 16 and Badger needs a new one.
+	val := make([]byte, 512<<10)
+	var failure error
+	for i := 0; i < 64 && failure == nil; i++ {
+		failure = s.Update(ctx, func(tx store.Tx) error { return tx.Put([]byte(fmt.Sprintf("big/%d", i)), val) })
+	}
+	require.Error(t, failure, "the memtable never rotated")
+	require.ErrorIs(t, failure, store.ErrUnavailable)
+	require.Contains(t, failure.Error(), "cannot create new mem table")
+	select {
+	case err := <-fatal:
+		require.ErrorIs(t, err, store.ErrUnavailable)
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnFatal was not called")
+	}
+
+	// Reads and writes fail closed; before, a read crashed the process.
+	err = s.View(ctx, func(tx store.Tx) error { _, err := tx.Get([]byte("k")); return err })
+	require.ErrorIs(t, err, store.ErrUnavailable)
+	require.ErrorIs(t, s.Update(ctx, func(tx store.Tx) error { return tx.Put([]byte("k2"), nil) }), store.ErrUnavailable)
+	require.ErrorIs(t, s.Ping(ctx), store.ErrUnavailable)
+
+	// A read that slipped past the check (a race) panics inside Badger:
+	// that panic becomes the same failure.
+	s.failed.Store(nil)
+	err = s.View(ctx, func(tx store.Tx) error {
+		return tx.Scan([]byte("big/"), nil, func(k, v []byte) (bool, error) { return true, nil })
+	})
+	require.ErrorIs(t, err, store.ErrUnavailable)
+	err = s.View(ctx, func(tx store.Tx) error { _, err := tx.Get([]byte("k")); return err })
+	require.ErrorIs(t, err, store.ErrUnavailable)
+	require.Len(t, fatal, 0, "OnFatal is called once per failure record")
+
+	start := time.Now()
+	require.NoError(t, s.Close())
 	require.Less(t, time.Since(start), 5*time.Second)
 }
