@@ -92,11 +92,13 @@ func Document(fs *pflag.FlagSet) {
 	})
 }
 
-// Execute runs a command tree with args until it returns or SIGINT/SIGTERM
-// cancels its context, printing an error as "error: ..." on stderr. It
-// returns the exit code: 0 on success, 1 on error.
+// Execute runs a command tree with args until it returns or SIGINT, SIGTERM
+// or SIGHUP cancels its context, printing an error as "error: ..." on
+// stderr. It returns the exit code: 0 on success, 1 on error. SIGHUP stops
+// gracefully too (nothing is reloaded): a closed terminal or a reload
+// habit must not kill a process with requests in flight.
 func Execute(root *cobra.Command, args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	root.SetArgs(args)
 	root.SetOut(stdout)

@@ -42,8 +42,15 @@ func holdOrigin(t *testing.T) string {
 // TestGracefulEdgeSIGTERMDrains sends SIGTERM to pcd edge while requests
 // that take 1.5 s are in flight: every one completes with its full body,
 // new connections are refused at once, and the edge exits 0 after the
-// drain.
+// drain. SIGHUP (a closed terminal, a logrotate habit) does the same; it
+// killed the process at once before.
 func TestGracefulEdgeSIGTERMDrains(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGHUP} {
+		t.Run(sig.String(), func(t *testing.T) { edgeSignalDrains(t, sig) })
+	}
+}
+
+func edgeSignalDrains(t *testing.T, sig syscall.Signal) {
 	c := newCluster(t, clusterOptions{})
 	e := c.addEdge("edge-1")
 	c.expose("web", holdOrigin(t), "http", 1)
@@ -73,7 +80,7 @@ func TestGracefulEdgeSIGTERMDrains(t *testing.T) {
 		return err == nil && h["activeRequests"].(float64) >= inflight
 	})
 	sent := time.Now()
-	require.NoError(t, e.p.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, e.p.cmd.Process.Signal(sig))
 	// The listener closes at once: a new visitor is refused and can go to
 	// another edge.
 	waitFor(t, 2*time.Second, "listener closed", func() bool {
@@ -90,8 +97,8 @@ func TestGracefulEdgeSIGTERMDrains(t *testing.T) {
 	err, ok := waitExit(e.p, 15*time.Second)
 	require.True(t, ok, "pcd edge did not exit")
 	require.NoError(t, err, "pcd edge exits 0 after draining")
-	t.Logf("SIGTERM with %d requests in flight: all completed; new connections refused after %v; exited after %v",
-		inflight, refusedAfter.Round(time.Millisecond), time.Since(sent).Round(time.Millisecond))
+	t.Logf("%v with %d requests in flight: all completed; new connections refused after %v; exited after %v",
+		sig, inflight, refusedAfter.Round(time.Millisecond), time.Since(sent).Round(time.Millisecond))
 }
 
 // TestGracefulControlSIGTERMDrains sends SIGTERM to pcd control while four
