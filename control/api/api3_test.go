@@ -64,7 +64,24 @@ func TestAPIKeys(t *testing.T) {
 	h.assertError(h.req("DELETE", "/v1/api-keys/"+id, h.admin, nil), 404)
 	assert.Len(t, h.must(200, "GET", "/v1/api-keys", h.admin, nil).list(), 1)
 	// The name is free again.
-	h.must(201, "POST", "/v1/api-keys", h.admin, map[string]any{"name": "ci", "scopes": []string{"read", "admin"}})
+	ci := h.must(201, "POST", "/v1/api-keys", h.admin, map[string]any{"name": "ci", "scopes": []string{"read", "admin"}}).data()
+
+	// The last usable admin key cannot be revoked: nothing could make
+	// another one. An expired admin key does not count.
+	var bootstrap string
+	for _, k := range h.must(200, "GET", "/v1/api-keys", h.admin, nil).list() {
+		if k := k.(map[string]any); k["id"] != ci["id"] {
+			bootstrap = k["id"].(string)
+		}
+	}
+	require.NotEmpty(t, bootstrap)
+	h.must(201, "POST", "/v1/api-keys", h.admin, map[string]any{"name": "soon", "scopes": []string{"admin"}, "expiresAt": time.Now().Add(time.Second).UTC().Format(time.RFC3339Nano)})
+	h.must(200, "DELETE", "/v1/api-keys/"+ci["id"].(string), ci["key"].(string), nil) // itself, while another is left
+	time.Sleep(1100 * time.Millisecond)
+	r = h.req("DELETE", "/v1/api-keys/"+bootstrap, h.admin, nil)
+	h.assertError(r, 409)
+	assert.Contains(t, string(r.Raw), "last admin key")
+	h.must(200, "GET", "/v1/api-keys", h.admin, nil)
 }
 
 func TestWorkspacesStatusAudit(t *testing.T) {

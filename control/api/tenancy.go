@@ -189,6 +189,9 @@ func (a *API) setKeyIPs(c *call) (any, error) {
 func (a *API) revokeKey(c *call) (any, error) {
 	var k *store.APIKey
 	err := a.kv.Update(c.ctx, func(tx store.Tx) error {
+		if err := lastAdminKey(tx, c.ws, c.param("id"), c.now); err != nil {
+			return err
+		}
 		var err error
 		k, err = store.RevokeAPIKey(tx, c.ws, c.param("id"), c.now)
 		return err
@@ -199,6 +202,30 @@ func (a *API) revokeKey(c *call) (any, error) {
 	a.keys.invalidate(k.KeyHash)
 	c.resource = k.ID
 	return map[string]any{"id": k.ID, "revoked": true, "revokedAt": k.RevokedAt}, nil
+}
+
+// lastAdminKey refuses to revoke the workspace's last usable admin key:
+// nothing could create another one (for the default workspace, not even a
+// restart: the bootstrap key is only made for an empty store).
+func lastAdminKey(tx store.Tx, ws, id string, now time.Time) error {
+	k, err := store.GetAPIKey(tx, ws, id)
+	if err != nil || !usableAdmin(k, now) {
+		return nil // RevokeAPIKey answers for a missing or revoked key
+	}
+	keys, _, err := store.ListAPIKeys(tx, ws, "", 0)
+	if err != nil {
+		return err
+	}
+	for i := range keys {
+		if keys[i].ID != id && usableAdmin(&keys[i], now) {
+			return nil
+		}
+	}
+	return newError(409, "this is the workspace's last admin key: create another admin key before revoking it")
+}
+
+func usableAdmin(k *store.APIKey, now time.Time) bool {
+	return k.RevokedAt == nil && (k.ExpiresAt == nil || now.Before(*k.ExpiresAt)) && slices.Contains(k.Scopes, store.ScopeAdmin)
 }
 
 type workspaceUsage struct {
