@@ -140,7 +140,7 @@ func edgeCmd(c *common) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "edge",
 		Short:   "Run an edge node (share links and agent tunnels)",
-		Example: "  pcd edge --control http://127.0.0.1:3001 --token $EDGE_TOKEN --http 127.0.0.1:8080 --tunnel 127.0.0.1:7070",
+		Example: "  PC_TOKEN=$EDGE_TOKEN pcd edge --control http://127.0.0.1:3001 --http 127.0.0.1:8080 --tunnel 127.0.0.1:7070",
 		Args:    cobra.NoArgs,
 		RunE: c.runE(func(cmd *cobra.Command, log *slog.Logger) error {
 			cfg, err := f.config()
