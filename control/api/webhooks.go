@@ -37,6 +37,7 @@ func (a *API) startMonitoring() error {
 		wo.Logger = a.log
 	}
 	wo.OnlineEdges = a.hub.Presence.OnlineEdges
+	wo.EdgeAuditWorkspace = a.opts.DefaultWorkspaceID
 	d, err := webhooks.New(a.kv, wo)
 	if err != nil {
 		return err

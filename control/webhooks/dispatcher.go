@@ -116,6 +116,10 @@ type Options struct {
 	EdgeCheckInterval, EdgeOfflineGrace time.Duration
 	// OnlineEdges returns the ids of the online edges (nil: no edge events).
 	OnlineEdges func() []string
+	// EdgeAuditWorkspace is the workspace whose audit log records each
+	// edge's connections and disconnections (the operator's; "" records
+	// none).
+	EdgeAuditWorkspace string
 	// SecretKey seals webhook secrets (32 bytes); nil keeps a key in the
 	// store (see secret.go).
 	SecretKey []byte

@@ -3,6 +3,8 @@ package webhooks
 import (
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/privateconnect/pc/control/store"
 )
 
@@ -102,12 +104,18 @@ func (d *Dispatcher) CheckEdges(now time.Time) error {
 			if err := store.PutMeta(tx, edgeStatePrefix+c.id, []byte(c.state)); err != nil {
 				return err
 			}
-			ev := EdgeConnected
+			ev, audit := EdgeConnected, "CONNECTED"
 			if c.state == "offline" {
-				ev = EdgeDisconnected
+				ev, audit = EdgeDisconnected, "DISCONNECTED"
 			}
 			if err := d.EnqueueAll(tx, ev, map[string]any{"edgeId": c.id, "name": c.name}); err != nil {
 				return err
+			}
+			if ws := d.opts.EdgeAuditWorkspace; ws != "" {
+				if err := store.AppendAudit(tx, &store.AuditEvent{ID: uuid.NewString(), WorkspaceID: ws, Type: "edge." + audit,
+					Event: audit, EdgeID: c.id, Details: c.name, CreatedAt: now.UTC().Truncate(time.Millisecond)}); err != nil {
+					return err
+				}
 			}
 		}
 		return nil

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -237,6 +238,18 @@ func TestShareMonitoringEndToEnd(t *testing.T) {
 		}
 		return false
 	}, 5*time.Second, 20*time.Millisecond, "edge.connected of the edge that came online after the webhook")
+	// The audit log has every edge's connection too (api-v1.md: "every
+	// agent and edge connection event"), webhook or not.
+	require.Eventually(t, func() bool {
+		var evs []map[string]any
+		_, err := env.Client.Do(ctx, "GET", "/v1/audit", url.Values{"type": {"edge.CONNECTED"}}, nil, &evs)
+		require.NoError(t, err)
+		seen := map[any]bool{}
+		for _, e := range evs {
+			seen[e["edgeId"]] = e["event"] == "CONNECTED"
+		}
+		return seen[env.Edges[0].ID] && seen[edge2.ID]
+	}, 5*time.Second, 20*time.Millisecond, "edge.CONNECTED in the audit log")
 	assert.Equal(t, id, sink.of("agent.connected")[0]["agentId"])
 	assert.Equal(t, svc.ID, sink.of("tunnel.connected")[0]["serviceId"])
 	ag.Stop()
