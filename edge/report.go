@@ -117,6 +117,7 @@ func (r *reporter) run(ctx context.Context) {
 			if r.s.proxy != nil {
 				r.s.proxy.CutInactive(r.s.Table())
 			}
+			r.s.tcp.retry(r.s.Table())
 		case <-r.kick:
 		}
 		r.flush(ctx)

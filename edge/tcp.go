@@ -20,9 +20,11 @@ type tcpPorts struct {
 	host     string
 	min, max int
 
-	mu     sync.Mutex
-	ports  map[int]*portListener
-	closed bool
+	mu      sync.Mutex
+	ports   map[int]*portListener
+	failed  map[int]string // port → why it did not open (retried each report tick)
+	outside map[string]int // service → its port outside the range (warned once)
+	closed  bool
 }
 
 type portListener struct {
@@ -31,7 +33,22 @@ type portListener struct {
 }
 
 func newTCPPorts(s *Server, host string, min, max int) *tcpPorts {
-	return &tcpPorts{s: s, host: host, min: min, max: max, ports: map[int]*portListener{}}
+	return &tcpPorts{s: s, host: host, min: min, max: max, ports: map[int]*portListener{}, failed: map[int]string{}, outside: map[string]int{}}
+}
+
+// retry opens again the ports that could not be opened (another process
+// held them): called every report tick, so that a port freed later opens
+// without waiting for a config change.
+func (p *tcpPorts) retry(t *routes.Table) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	n := len(p.failed)
+	p.mu.Unlock()
+	if n > 0 {
+		p.reconcile(t)
+	}
 }
 
 // reconcile opens the ports of the table's services and closes the others.
@@ -40,15 +57,31 @@ func (p *tcpPorts) reconcile(t *routes.Table) {
 		return
 	}
 	want := map[int]string{}
-	for _, svc := range t.Services() {
-		if svc.TunnelPort >= p.min && svc.TunnelPort <= p.max {
-			want[svc.TunnelPort] = svc.ID
-		}
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return
+	}
+	outside := map[string]int{}
+	for _, svc := range t.Services() {
+		switch {
+		case svc.TunnelPort >= p.min && svc.TunnelPort <= p.max:
+			want[svc.TunnelPort] = svc.ID
+		case svc.TunnelPort != 0:
+			// The control plane's range changed after the port was
+			// handed out: it must be the same on every edge.
+			outside[svc.ID] = svc.TunnelPort
+			if p.outside[svc.ID] != svc.TunnelPort {
+				p.s.log.Warn("service's TCP tunnel port is outside this edge's range: not opened (--tcp-ports must match the control plane's)",
+					"service", svc.ID, "port", svc.TunnelPort, "range", strconv.Itoa(p.min)+"-"+strconv.Itoa(p.max))
+			}
+		}
+	}
+	p.outside = outside
+	for port := range p.failed {
+		if _, ok := want[port]; !ok {
+			delete(p.failed, port)
+		}
 	}
 	for port, pl := range p.ports {
 		if id, ok := want[port]; !ok || id != pl.serviceID {
@@ -62,8 +95,15 @@ func (p *tcpPorts) reconcile(t *routes.Table) {
 		}
 		ln, err := net.Listen("tcp", net.JoinHostPort(p.host, strconv.Itoa(port)))
 		if err != nil {
-			p.s.log.Warn("cannot open TCP tunnel port", "port", port, "service", id, "err", err)
+			if p.failed[port] != err.Error() {
+				p.s.log.Warn("cannot open TCP tunnel port; retrying every second", "port", port, "service", id, "err", err)
+			}
+			p.failed[port] = err.Error()
 			continue
+		}
+		if _, ok := p.failed[port]; ok {
+			p.s.log.Info("opened TCP tunnel port", "port", port, "service", id)
+			delete(p.failed, port)
 		}
 		pl := &portListener{ln: ln, serviceID: id}
 		p.ports[port] = pl

@@ -89,3 +89,55 @@ func TestTCPTunnelAndReach(t *testing.T) {
 	_, err = ag2.Dial(ctx, "00000000-0000-4000-8000-000000000000")
 	require.ErrorContains(t, err, "no such service")
 }
+
+// TestTCPPortHeldElsewhereOpensWhenFreed: an edge that finds a service's
+// tunnel port held by another process opens it as soon as it is free,
+// without waiting for a config change (before, it retried only on the
+// next one, so a quiet configuration kept the port closed).
+func TestTCPPortHeldElsewhereOpensWhenFreed(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	host, port := halfCloseServer(t)
+	id, token, edges := env.ProvisionAgent("db-host")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.ExposeProtocol(ag, "sink", host, port, "tcp")
+	env.WaitAgentOnEdges(id, 5*time.Second)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(svc.TunnelPort))
+	through := func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte("hello")); err != nil {
+			return false
+		}
+		_ = c.(*net.TCPConn).CloseWrite()
+		b, _ := io.ReadAll(c)
+		return string(b) == "got 5"
+	}
+	require.Eventually(t, through, 5*time.Second, 20*time.Millisecond)
+
+	// The edge restarts while another process holds the port.
+	ed := env.Edges[0]
+	require.NoError(t, ed.Close())
+	var holder net.Listener
+	require.Eventually(t, func() bool {
+		var err error
+		holder, err = net.Listen("tcp", addr)
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond)
+	env.RestartEdge(ed)
+	env.WaitAgentOnEdges(id, 5*time.Second)
+	env.WaitSynced(5 * time.Second)
+	require.False(t, through(), "the holder answers, not the service")
+
+	// Freed: the edge opens it within a few report ticks, with no change
+	// of configuration.
+	version := ed.Table().Version
+	require.NoError(t, holder.Close())
+	start := time.Now()
+	require.Eventually(t, through, 5*time.Second, 50*time.Millisecond)
+	t.Logf("the freed port carried the tunnel %v later", time.Since(start).Round(time.Millisecond))
+	require.Equal(t, version, ed.Table().Version, "no config change was needed")
+}
