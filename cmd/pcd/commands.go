@@ -262,12 +262,13 @@ func runDev(ctx context.Context, c *common, cf *controlFlags, ef *edgeFlags, log
 		cancel()
 		return err
 	}
+	// The key is shown once, at the start that created it (product.md:
+	// "never logged again"); later starts name its file.
 	key, created := ctrl.BootstrapAdminKey()
 	keyFile := filepath.Join(cf.data, control.AdminKeyFile)
+	keyLine := key + "   (saved to " + keyFile + ", shown once)"
 	if !created {
-		if b, err := os.ReadFile(keyFile); err == nil {
-			key = strings.TrimSpace(string(b))
-		}
+		keyLine = "in " + keyFile
 	}
 	fmt.Fprintf(c.stdout, `Private Connect dev node is up.
 
@@ -276,15 +277,15 @@ func runDev(ctx context.Context, c *common, cf *controlFlags, ef *edgeFlags, log
   Agent tunnel  %s
   Edge admin    http://%s/health
   Edge id       %s
-  Admin API key %s   (in %s)
+  Admin API key %s
 
 Try:
-  export PC_API_KEY=%s PC_CONTROL_URL=http://%[1]s
+  export PC_API_KEY=$(cat %s) PC_CONTROL_URL=http://%[1]s
   python3 -m http.server 9000 &
-  %[10]s expose 127.0.0.1:9000 --name web &
-  curl "$(%[10]s link web)/"
+  %[9]s expose 127.0.0.1:9000 --name web &
+  curl "$(%[9]s link web)/"
 
-`, ctrl.Addr(), ctrl.Addr(), publicURL, tunAddr, e.AdminAddr(), edgeID, key, keyFile, key, connectCommand())
+`, ctrl.Addr(), ctrl.Addr(), publicURL, tunAddr, e.AdminAddr(), edgeID, keyLine, shellQuote(keyFile), connectCommand())
 	if devPin != "" {
 		fmt.Fprintf(c.stdout, "TLS: self-signed certificate %s\n  agents: %s expose ... --ca-file %s   (or --pin-sha256 %s)\n  curl:   curl --cacert %s ...\n\n",
 			ef.tlsCert, connectCommand(), ef.tlsCert, devPin, ef.tlsCert)
@@ -327,4 +328,12 @@ func connectCommand() string {
 		rel = "." + string(filepath.Separator) + rel
 	}
 	return rel
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

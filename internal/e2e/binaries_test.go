@@ -289,6 +289,13 @@ func TestQuickStartWithBinaries(t *testing.T) {
 	for sc.Scan() {
 		require.NotContains(t, sc.Text(), `"level":"ERROR"`, "no error logged during the quick start")
 	}
+
+	// A second start names the key's file and never shows the key again
+	// (product.md).
+	restarted := start(t, nil, bin+"/pcd", "dev", "--data", dir+"/data", "--listen", api, "--http", httpAddr, "--tunnel", tun, "--admin", admin, "--log-format", "json")
+	require.Eventually(t, func() bool { return strings.Contains(restarted.output(), "dev node is up") }, 20*time.Second, 50*time.Millisecond)
+	require.Contains(t, restarted.output(), "PC_API_KEY=$(cat "+dir+"/data/admin.key)")
+	require.NotContains(t, restarted.output(), key)
 }
 
 // TestConnectUpServesServicesAddedLater runs `connect up` (a daemon with no
