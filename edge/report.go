@@ -118,6 +118,9 @@ func (r *reporter) run(ctx context.Context) {
 				r.s.proxy.CutInactive(r.s.Table())
 			}
 			r.s.tcp.retry(r.s.Table())
+			if r.s.registry != nil {
+				r.s.registry.CloseExpired(r.s.Table(), time.Now())
+			}
 		case <-r.kick:
 		}
 		r.flush(ctx)

@@ -79,7 +79,7 @@ func newApp(stdout, stderr io.Writer, getenv func(string) (string, bool)) *app {
 
 // run is the whole program: it returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	stopProfile, err := cliconf.StartCPUProfile(args)
 	if err != nil {

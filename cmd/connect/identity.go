@@ -210,6 +210,11 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 				fmt.Fprintln(a.stderr, "Stopped.")
 			}
 			return nil
+		case errors.Is(err, agent.ErrStopped):
+			if !a.jsonOut {
+				fmt.Fprintln(a.stderr, "Stopped by a command from the control plane.")
+			}
+			return nil
 		case errors.Is(err, agent.ErrReplaced):
 			return fmt.Errorf("%w\n(stopped so as not to take the tunnel back: run one process per identity, or give this one its own with --state)", err)
 		case err != nil:

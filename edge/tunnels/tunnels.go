@@ -593,6 +593,26 @@ func (r *Registry) Refresh(t *routes.Table) {
 	}
 }
 
+// CloseExpired ends the sessions of agents whose token has expired by now
+// (Refresh sees an expiry only when a new table comes; the edge calls this
+// on every report tick). The agent, calling again, is refused with
+// tunnel.ResultExpired. It returns how many sessions it closed.
+func (r *Registry) CloseExpired(t *routes.Table, now time.Time) int {
+	r.mu.RLock()
+	var list []*Session
+	for _, s := range r.sessions {
+		if ag, ok := t.Agent(s.AgentID); ok && !ag.ExpiresAt.IsZero() && now.After(ag.ExpiresAt) {
+			list = append(list, s)
+		}
+	}
+	r.mu.RUnlock()
+	for _, s := range list {
+		r.log.Info("closing agent session: its token expired", "agent", s.AgentID)
+		s.Close()
+	}
+	return len(list)
+}
+
 // Close stops accepting sessions and closes every live one.
 func (r *Registry) Close() {
 	r.mu.Lock()

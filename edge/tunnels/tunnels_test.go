@@ -1,17 +1,21 @@
 package tunnels
 
 import (
+	"context"
 	"encoding/hex"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
 
 	"github.com/privateconnect/pc/edge/routes"
 	"github.com/privateconnect/pc/internal/config"
 	"github.com/privateconnect/pc/internal/tunnel"
+	"github.com/privateconnect/pc/sdk/agent"
 )
 
 // TestHandshakesPerIPAreCapped: one address holding MaxHandshakesPerIP
@@ -167,4 +171,54 @@ func TestHandshakeVersions(t *testing.T) {
 			t.Errorf("%s: result %d %q, want %d", tc.name, got.Status, got.Message, tc.want)
 		}
 	}
+}
+
+// TestExpiredTokenEndsTheSession: an agent whose token expires while its
+// session is up loses the session at the next tick (before, only at the
+// next config change, which a quiet configuration may never bring), and
+// the SDK's Run, refused for good on reconnecting, returns the
+// *RejectedError of an expired token instead of retrying for ever.
+func TestExpiredTokenEndsTheSession(t *testing.T) {
+	id := uuid.New()
+	pub := tunnel.AgentPublicKey("the-token")
+	expires := time.Now().Add(400 * time.Millisecond)
+	table, err := routes.Build(&config.Snapshot{Agents: []config.Agent{
+		{ID: id.String(), PublicKey: hex.EncodeToString(pub[:]), TokenExpiresAt: expires},
+	}})
+	require.NoError(t, err)
+	r := New(Config{EdgeID: func() string { return "edge-1" }, Table: func() *routes.Table { return table }})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = r.Serve(ln) }()
+	t.Cleanup(func() { ln.Close(); r.Close() })
+
+	var events []string
+	var mu sync.Mutex
+	a, err := agent.New(agent.Config{AgentID: id.String(), Token: "the-token", Edges: []string{ln.Addr().String()},
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+		OnEvent: func(e agent.Event) { mu.Lock(); events = append(events, e.Kind); mu.Unlock() }})
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(context.Background()) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, a.WaitConnected(ctx))
+	require.Zero(t, r.CloseExpired(table, time.Now()), "not expired yet")
+	require.Len(t, r.Connected(), 1)
+
+	time.Sleep(time.Until(expires) + 50*time.Millisecond)
+	require.Equal(t, 1, r.CloseExpired(table, time.Now()))
+	select {
+	case err := <-done:
+		var rej *agent.RejectedError
+		require.ErrorAs(t, err, &rej)
+		require.Equal(t, tunnel.ResultExpired, rej.Status)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run kept retrying an expired token")
+	}
+	require.ErrorAs(t, a.WaitConnected(ctx), new(*agent.RejectedError), "WaitConnected ends with Run")
+	require.ErrorIs(t, a.Run(context.Background()), agent.ErrRunTwice)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{agent.EventConnected, agent.EventDisconnected, agent.EventRejected}, events, "every event delivered before Run returned")
 }

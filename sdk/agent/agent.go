@@ -31,7 +31,8 @@ type Config struct {
 	AgentID string
 	Token   string
 	// Edges are the tunnel addresses to dial: "host:port" (plain TCP, for
-	// loopback and tests) or "tls://host:port".
+	// loopback and tests) or "tls://host:port" (from provisioning: the
+	// tunnelAddr of each edge).
 	Edges []string
 	// CAFile, when set, is the PEM bundle used to verify edges over TLS.
 	CAFile string
@@ -63,8 +64,10 @@ type Config struct {
 	DialTimeout time.Duration
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
-	// OnEvent, when set, is called for connection events (connected,
-	// disconnected, rejected) so a CLI can print them.
+	// OnEvent, when set, receives the connection events (EventConnected,
+	// EventDisconnected, EventRejected, EventError, EventReplaced) in order,
+	// from one goroutine of its own: a slow callback delays later events,
+	// never the tunnels. Run returns once every event was delivered.
 	OnEvent func(Event)
 	// OnCommand, when set, is offered every command first; it returns
 	// handled=false to let the agent run its built-in handling (status,
@@ -127,6 +130,12 @@ type Agent struct {
 	refused    map[string]time.Time // "serviceID addr" → when the refusal expires
 	counters   counters
 	collectors []prometheus.Collector
+	ran        bool                      // Run was called (it runs once)
+	definitive map[string]*RejectedError // tunnel addr → its refusal for good, until a session is up
+
+	evMu   sync.Mutex
+	evQ    []Event
+	evWake chan struct{}
 }
 
 type target struct {
@@ -149,6 +158,9 @@ func New(cfg Config) (*Agent, error) {
 		return nil, errors.New("agent: at least one edge is required")
 	}
 	for _, e := range cfg.Edges {
+		if err := checkEdgeAddr(e); err != nil {
+			return nil, err
+		}
 		if err := cfg.checkPlaintext(e); err != nil {
 			return nil, err
 		}
@@ -171,7 +183,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, id: id, log: log, services: map[uuid.UUID]target{},
 		edges: map[string]context.CancelFunc{}, sessions: map[string]*edgeConn{}, edgeOwner: map[string]string{},
-		trying: map[string]int{}}
+		trying: map[string]int{}, definitive: map[string]*RejectedError{}, evWake: make(chan struct{}, 1)}
 	a.svcCond = sync.NewCond(&a.mu)
 	if cfg.Registerer != nil {
 		if err := a.registerMetrics(cfg.Registerer); err != nil {
@@ -191,16 +203,32 @@ func (a *Agent) ID() string { return a.cfg.AgentID }
 
 // Run connects to every edge and serves until ctx is done. It reconnects
 // with exponential backoff and jitter, and returns nil when ctx is cancelled.
-// An edge that says a newer session of this agent identity replaced this
-// one (another process runs the same identity) is not reconnected to, since
-// that would only displace the other process in turn; once the agent then
-// holds no tunnel (the other edges replaced it too, or cannot be reached),
-// Run stops by itself and returns a *ReplacedError (errors.Is ErrReplaced).
-// One edge cannot end the agent's tunnels to the others.
+// An Agent runs once: a second call returns ErrRunTwice.
+//
+// Run also stops by itself:
+//   - with a *ReplacedError (errors.Is ErrReplaced) when an edge says a
+//     newer session of this agent identity replaced this one (another
+//     process runs the same identity): that edge is not reconnected to,
+//     since that would only displace the other process in turn, and Run
+//     stops once the agent holds no tunnel (the other edges replaced it
+//     too, or cannot be reached). One edge cannot end the agent's tunnels
+//     to the others.
+//   - with a *RejectedError when every edge refuses the agent for good: an
+//     expired token, a protocol version the edges do not accept. Invalid
+//     credentials are retried (an edge may not know a new agent yet, or
+//     its control plane may be away) and reported as EventRejected.
+//   - with ErrStopped when the control plane sent the agent a stop command.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	a.mu.Lock()
+	if a.ran {
+		a.mu.Unlock()
+		return ErrRunTwice
+	}
+	a.ran = true
+	evStop, evDone := make(chan struct{}), make(chan struct{})
+	go a.deliverEvents(evStop, evDone)
 	a.runCtx, a.stop = ctx, stop
 	for _, e := range a.cfg.Edges {
 		a.addEdgeLocked(e)
@@ -214,10 +242,85 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.svcCond.Broadcast()
 	a.mu.Unlock()
 	a.wg.Wait()
+	close(evStop)
+	<-evDone
 	a.unregisterMetrics()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.runErr
+}
+
+// ErrRunTwice is returned by a second call of Run.
+var ErrRunTwice = errors.New("agent: Run was already called: an Agent runs once; create a new one to run again")
+
+// ErrStopped is returned by Run when the control plane sent the agent a
+// stop command (POST /v1/agents/:id/commands {"action":"stop"}).
+var ErrStopped = errors.New("agent: stopped by a command from the control plane")
+
+// stopWith ends Run with err (the first reason wins).
+func (a *Agent) stopWith(err error) {
+	a.mu.Lock()
+	if a.runErr == nil {
+		a.runErr = err
+	}
+	cancel := a.stop
+	a.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// stopIfRejected stops Run when every edge has refused the agent for good
+// and no session is up or being opened.
+func (a *Agent) stopIfRejected() {
+	a.mu.Lock()
+	var first *RejectedError
+	stop := len(a.sessions) == 0 && len(a.trying) == 0 && len(a.edges) > 0 && a.runErr == nil && a.runCtx != nil && a.runCtx.Err() == nil
+	for addr := range a.edges {
+		if !stop {
+			break
+		}
+		r, ok := a.definitive[addr]
+		if !ok {
+			stop = false
+		} else if first == nil {
+			first = r
+		}
+	}
+	a.mu.Unlock()
+	if stop {
+		a.stopWith(first)
+	}
+}
+
+// deliverEvents calls OnEvent with the queued events, in order, until stop
+// is closed and the queue is empty.
+func (a *Agent) deliverEvents(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	for {
+		a.evMu.Lock()
+		q := a.evQ
+		a.evQ = nil
+		a.evMu.Unlock()
+		for _, e := range q {
+			a.cfg.OnEvent(e)
+		}
+		if len(q) > 0 {
+			continue
+		}
+		select {
+		case <-a.evWake:
+		case <-stop:
+			a.evMu.Lock()
+			q = a.evQ
+			a.evQ = nil
+			a.evMu.Unlock()
+			for _, e := range q {
+				a.cfg.OnEvent(e)
+			}
+			return
+		}
+	}
 }
 
 // setTrying records whether an attempt to connect to addr is under way (a
@@ -354,6 +457,12 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 			a.counters.rejected.Add(1)
 			a.emit(Event{Kind: EventRejected, Edge: addr, Message: rej.Message, Err: err})
 			a.log.Warn("edge rejected the agent", "edge", addr, "reason", rej.Message)
+			if rej.Status == tunnel.ResultExpired || rej.Status == tunnel.ResultUnsupportedVersion {
+				a.mu.Lock()
+				a.definitive[addr] = rej
+				a.mu.Unlock()
+				a.stopIfRejected()
+			}
 		} else if err != nil {
 			a.emit(Event{Kind: EventError, Edge: addr, Err: err, Message: err.Error()})
 			a.log.Debug("tunnel ended", "edge", addr, "err", err)
@@ -372,13 +481,24 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 	}
 }
 
+// emit queues an event for OnEvent (deliverEvents).
 func (a *Agent) emit(e Event) {
-	if a.cfg.OnEvent != nil {
-		a.cfg.OnEvent(e)
+	if a.cfg.OnEvent == nil {
+		return
+	}
+	a.evMu.Lock()
+	a.evQ = append(a.evQ, e)
+	a.evMu.Unlock()
+	select {
+	case a.evWake <- struct{}{}:
+	default:
 	}
 }
 
-// RejectedError is returned when an edge refuses the agent's credentials.
+// RejectedError is an edge's refusal of the agent's credentials: the Err
+// of an EventRejected, and what Run returns when every edge refuses the
+// agent for good (Status tunnel result 2, an expired token, or 3, an
+// unsupported protocol version).
 type RejectedError struct {
 	Status  byte
 	Message string
@@ -415,6 +535,16 @@ func (a *Agent) dial(ctx context.Context, addr string) (net.Conn, error) {
 		return nil, err
 	}
 	return d.DialContext(ctx, "tcp", strings.TrimPrefix(addr, "tcp://"))
+}
+
+// checkEdgeAddr checks the form of an edge's tunnel address.
+func checkEdgeAddr(addr string) error {
+	hp := strings.TrimPrefix(strings.TrimPrefix(addr, "tls://"), "tcp://")
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil || host == "" || port == "" || strings.Contains(hp, "/") {
+		return fmt.Errorf("agent: edge address %q: want host:port or tls://host:port (an edge's tunnelAddr, not its share URL)", addr)
+	}
+	return nil
 }
 
 // checkPlaintext refuses a plain-TCP edge address off loopback unless

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -143,5 +144,21 @@ func TestRefusedTargetIsRemembered(t *testing.T) {
 	a.refusedMu.Unlock()
 	if n > maxRefusals {
 		t.Fatalf("%d refusals remembered, want at most %d", n, maxRefusals)
+	}
+}
+
+// TestMalformedEdgeAddresses: a share URL or a host without a port is
+// named as a malformed address, not as a plain-TCP refusal.
+func TestMalformedEdgeAddresses(t *testing.T) {
+	for _, addr := range []string{"http://127.0.0.1:7070", "127.0.0.1", "tls://edge.example.com", "", "127.0.0.1:7070/x", ":7070"} {
+		_, err := New(Config{AgentID: testAgentID, Token: "t", Edges: []string{addr}, AllowPlaintext: true})
+		if err == nil || !strings.Contains(err.Error(), "want host:port or tls://host:port") {
+			t.Errorf("%q: err = %v", addr, err)
+		}
+	}
+	for _, addr := range []string{"127.0.0.1:7070", "tls://edge.example.com:443", "tcp://127.0.0.1:7070", "[::1]:7070"} {
+		if _, err := New(Config{AgentID: testAgentID, Token: "t", Edges: []string{addr}}); err != nil {
+			t.Errorf("%q: %v", addr, err)
+		}
 	}
 }

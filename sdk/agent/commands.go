@@ -67,8 +67,8 @@ func (a *Agent) runCommand(ec *edgeConn, write func(*tunnel.Control) error, c *t
 	if err == nil && c.Action == "restart" {
 		a.reconnectAll()
 	}
-	if err == nil && c.Action == "stop" && a.stop != nil {
-		a.stop()
+	if err == nil && c.Action == "stop" {
+		a.stopWith(ErrStopped)
 	}
 }
 

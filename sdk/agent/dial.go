@@ -56,11 +56,22 @@ func (a *Agent) Dial(ctx context.Context, serviceID string) (net.Conn, error) {
 	return nil, lastErr
 }
 
-// WaitConnected blocks until the agent holds at least one edge session.
+// WaitConnected blocks until the agent holds at least one edge session, ctx
+// ends, or Run has ended (its error, or ErrNotRunning). Rejections that Run
+// retries do not end the wait: watch EventRejected, or bound ctx.
 func (a *Agent) WaitConnected(ctx context.Context) error {
 	for {
 		if len(a.liveSessions()) > 0 {
 			return nil
+		}
+		a.mu.Lock()
+		ended, runErr := a.runCtx != nil && a.runCtx.Err() != nil, a.runErr
+		a.mu.Unlock()
+		if ended {
+			if runErr != nil {
+				return runErr
+			}
+			return ErrNotRunning
 		}
 		select {
 		case <-ctx.Done():
@@ -69,6 +80,9 @@ func (a *Agent) WaitConnected(ctx context.Context) error {
 		}
 	}
 }
+
+// ErrNotRunning: Run has ended.
+var ErrNotRunning = errors.New("agent: not running")
 
 func (a *Agent) liveSessions() []*edgeConn {
 	a.mu.Lock()

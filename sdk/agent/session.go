@@ -59,6 +59,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		old.close()
 	}
 	a.sessions[addr] = ec
+	delete(a.definitive, addr)
 	a.mu.Unlock()
 	a.log.Info("connected to edge", "edge", addr, "edgeId", edgeID)
 	a.emit(Event{Kind: EventConnected, Edge: addr, EdgeID: edgeID})

@@ -1,5 +1,6 @@
 // Package client is a typed Go client for the Private Connect control API
-// (`/v1`, see docs api-v1.md). It is what the `connect` CLI uses, and what a CI
+// (`/v1`; every route is described at the control plane's /docs and
+// /openapi.json). It is what the `connect` CLI uses, and what a CI
 // pipeline or custom tooling can import.
 //
 // Every route has one method taking a context and typed request values; the
