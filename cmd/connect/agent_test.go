@@ -264,6 +264,17 @@ func TestReachForwardsToTheEdgeTCPPort(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("reach did not stop on cancel")
 	}
+
+	// A --port that is taken is an error, never another port: a client of
+	// that port would reach whatever holds it.
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer held.Close()
+	var out2, err2 syncBuffer
+	code := h.app(&out2, &err2).execute(context.Background(), []string{"reach", "db", "--port", strconv.Itoa(held.Addr().(*net.TCPAddr).Port), "--edge", "127.0.0.1"})
+	assert.Equal(t, 1, code)
+	assert.Contains(t, err2.String(), "cannot listen on 127.0.0.1:"+strconv.Itoa(held.Addr().(*net.TCPAddr).Port))
+	assert.Empty(t, out2.String())
 }
 
 func TestRunningAgentRenewsItsToken(t *testing.T) {

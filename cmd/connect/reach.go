@@ -63,14 +63,20 @@ func (a *app) reachCmd() *cobra.Command {
 				agentDone = done
 				dial = func(ctx context.Context) (net.Conn, error) { return ag.Dial(ctx, svc.ID) }
 			}
-			if port == 0 {
+			explicit := port != 0
+			if !explicit {
 				port = svc.TargetPort
 			}
 			ln, err := net.Listen("tcp", net.JoinHostPort(bind, strconv.Itoa(port)))
 			if err != nil {
+				if explicit {
+					// Never somewhere else: a client of the asked-for port
+					// would reach whatever holds it.
+					return fmt.Errorf("cannot listen on %s: %w", net.JoinHostPort(bind, strconv.Itoa(port)), err)
+				}
 				// The service's own port is taken (often by the service itself): pick one.
 				if ln, err = net.Listen("tcp", net.JoinHostPort(bind, "0")); err != nil {
-					return err
+					return fmt.Errorf("cannot listen on %s: %w", bind, err)
 				}
 			}
 			fmt.Fprintf(a.stderr, "Reaching %s on %s (via %s); press Ctrl-C to stop.\n", svc.Name, ln.Addr(), via)
@@ -102,7 +108,7 @@ func (a *app) reachCmd() *cobra.Command {
 				return err
 			}
 		})
-	cmd.Flags().IntVar(&port, "port", 0, "local port (default: the service's port, or a free one if taken)")
+	cmd.Flags().IntVar(&port, "port", 0, "local port (default: the service's port, or a free one if that is taken; a --port that cannot be had is an error)")
 	cmd.Flags().StringVar(&bind, "bind", "127.0.0.1", "local address to listen on")
 	cmd.Flags().StringVar(&edgeAddr, "edge", "", "connect to the service's TCP port on this edge host instead of through an agent tunnel")
 	addAgentFlags(cmd, &af, false)
