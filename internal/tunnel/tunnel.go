@@ -534,13 +534,17 @@ func ReadControl(r *bufio.Reader) (*Control, error) {
 }
 
 // SmuxConfig returns the smux configuration both sides use: protocol v2,
-// keep-alives that detect a dead peer within ~30 s, and bounded buffers.
+// keep-alives that detect a dead peer within 30 s (dataplane.md), and
+// bounded buffers. smux checks once per KeepAliveTimeout whether anything
+// arrived since the last check, so a peer that dies just after a check is
+// found up to two timeouts later: 15 s finds it in 15-30 s (30 s took up
+// to 60). A keep-alive every 7 s leaves 8 s of slack for a late one.
 // Buffers are limits, not allocations: an idle session holds little memory.
 func SmuxConfig() *smux.Config {
 	c := smux.DefaultConfig()
 	c.Version = 2
-	c.KeepAliveInterval = 10 * time.Second
-	c.KeepAliveTimeout = 30 * time.Second
+	c.KeepAliveInterval = 7 * time.Second
+	c.KeepAliveTimeout = 15 * time.Second
 	c.MaxFrameSize = 32768
 	c.MaxReceiveBuffer = 8 << 20
 	c.MaxStreamBuffer = 2 << 20
