@@ -181,6 +181,7 @@ func New(cfg Config) (*Server, error) {
 	s.conns = newConnTracker(s.sync.EdgeID)
 	s.registry = tunnels.New(tunnels.Config{EdgeID: s.sync.EdgeID, Table: s.sync.Table,
 		MaxStreams: cfg.MaxStreamsPerAgent, TrustedProxies: trusted, OnEvent: s.reporter.event, OnControl: s.onAgentControl,
+		TrackConn: s.conns.track,
 		Logger: cfg.Logger.With("component", "tunnels")})
 	if cfg.Policy == nil && !cfg.DisablePlugins {
 		cacheDir := cfg.PluginCacheDir
@@ -217,6 +218,9 @@ func (s *Server) onSwap(t *routes.Table) {
 		s.registry.Refresh(t)
 	}
 	s.tcp.reconcile(t)
+	if n := s.conns.cutInactive(t); n > 0 {
+		s.log.Info("ended the TCP connections of tunnels paused or gone", "connections", n)
+	}
 	if s.proxy != nil {
 		s.proxy.ForgetShares(t)
 		if n := s.proxy.CutInactive(t); n > 0 {

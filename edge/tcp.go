@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -151,9 +152,9 @@ func (p *tcpPorts) handle(c net.Conn, serviceID string) {
 		c.Close()
 		return
 	}
-	conn := p.s.conns.add(serviceID, "tcp", ip)
-	in, out := tunnel.Pipe(c, st)
-	p.s.conns.done(conn, in, out)
+	vc, done := p.s.conns.track(serviceID, ip, c)
+	defer done()
+	tunnel.Pipe(vc, st)
 }
 
 // Ports lists the open tunnel ports.
@@ -185,39 +186,93 @@ func hostOf(a net.Addr) string {
 	return h
 }
 
-// connTracker keeps the live TCP and WebSocket connections for reports.
+// connTracker keeps the live TCP connections (tunnel ports and reach) for
+// reports, with their bytes so far, and ends those of a service that is
+// paused or gone (cutInactive).
 type connTracker struct {
 	mu     sync.Mutex
-	next   uint64
-	live   map[uint64]*config.Connection
+	live   map[*trackedConn]struct{}
 	edgeID func() string
 }
 
+// trackedConn is the visitor's side of a TCP connection through the edge:
+// it counts bytes as they pass.
+type trackedConn struct {
+	net.Conn
+	info    config.Connection
+	in, out atomic.Int64 // from and to the visitor
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.in.Add(int64(n))
+	return n, err
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.out.Add(int64(n))
+	return n, err
+}
+
+// CloseWrite forwards half-close.
+func (c *trackedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+// Abort resets the connection (tunnel.Reset).
+func (c *trackedConn) Abort() { tunnel.Reset(c.Conn) }
+
 func newConnTracker(edgeID func() string) *connTracker {
-	return &connTracker{live: map[uint64]*config.Connection{}, edgeID: edgeID}
+	return &connTracker{live: map[*trackedConn]struct{}{}, edgeID: edgeID}
 }
 
-func (ct *connTracker) add(serviceID, kind, ip string) uint64 {
+// track registers the visitor's side c of a TCP connection to a service;
+// the connection must be piped through the returned conn, and done called
+// when it ends.
+func (ct *connTracker) track(serviceID, ip string, c net.Conn) (net.Conn, func()) {
+	tc := &trackedConn{Conn: c, info: config.Connection{ID: uuid.NewString(), ServiceID: serviceID, Kind: "tcp", ClientIP: ip,
+		StartedAt: time.Now().UTC()}}
 	ct.mu.Lock()
-	defer ct.mu.Unlock()
-	ct.next++
-	ct.live[ct.next] = &config.Connection{ID: uuid.NewString(), ServiceID: serviceID, Kind: kind, ClientIP: ip,
-		StartedAt: time.Now().UTC()}
-	return ct.next
-}
-
-func (ct *connTracker) done(id uint64, in, out int64) {
-	ct.mu.Lock()
-	delete(ct.live, id)
+	ct.live[tc] = struct{}{}
 	ct.mu.Unlock()
+	return tc, func() {
+		ct.mu.Lock()
+		delete(ct.live, tc)
+		ct.mu.Unlock()
+	}
 }
 
 func (ct *connTracker) list() []config.Connection {
 	ct.mu.Lock()
 	defer ct.mu.Unlock()
 	out := make([]config.Connection, 0, len(ct.live))
-	for _, c := range ct.live {
-		out = append(out, *c)
+	for c := range ct.live {
+		info := c.info
+		info.BytesIn, info.BytesOut = c.in.Load(), c.out.Load()
+		out = append(out, info)
 	}
 	return out
+}
+
+// cutInactive resets the connections of services that are paused or gone
+// from t, as the share links' live streams are (proxy.CutInactive): a
+// paused tunnel refuses traffic, open connections included. The reset
+// reaches the service's agent (tunnel.CtlAbort).
+func (ct *connTracker) cutInactive(t *routes.Table) int {
+	var cut []*trackedConn
+	ct.mu.Lock()
+	for c := range ct.live {
+		if svc, ok := t.Service(c.info.ServiceID); !ok || svc.Paused {
+			cut = append(cut, c)
+		}
+	}
+	ct.mu.Unlock()
+	for _, c := range cut {
+		c.Abort()
+	}
+	return len(cut)
 }

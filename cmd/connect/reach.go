@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/privateconnect/pc/internal/tunnel"
 	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
 )
@@ -208,27 +208,7 @@ func (a *app) forward(ctx context.Context, ln net.Listener, dial func(context.Co
 			defer up.Close()
 			stop := context.AfterFunc(ctx, func() { conn.Close(); up.Close() })
 			defer stop()
-			pipe(conn, up)
+			tunnel.Pipe(conn, up) // half-close, and a reset on either side resets the other
 		}()
 	}
-}
-
-// pipe copies both ways until both directions are done, half-closing each
-// side's write end when its source ends.
-func pipe(x, y net.Conn) {
-	var wg sync.WaitGroup
-	cp := func(dst, src net.Conn) {
-		defer wg.Done()
-		_, err := io.Copy(dst, src)
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok && err == nil {
-			cw.CloseWrite()
-		} else {
-			dst.Close()
-			src.Close()
-		}
-	}
-	wg.Add(2)
-	go cp(x, y)
-	go cp(y, x)
-	wg.Wait()
 }

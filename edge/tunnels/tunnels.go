@@ -53,6 +53,11 @@ type Config struct {
 	OnEvent func(config.AgentEvent)
 	// OnControl receives the control frames an agent sends (command results).
 	OnControl func(s *Session, c *tunnel.Control)
+	// TrackConn, when set, registers the reaching side of a reach
+	// connection to a service: the connection is piped through the conn it
+	// returns, and done is called when it ends (the edge counts its bytes
+	// and ends it when the tunnel is paused).
+	TrackConn func(serviceID, ip string, c net.Conn) (tracked net.Conn, done func())
 	Logger    *slog.Logger
 }
 
@@ -152,6 +157,12 @@ type Session struct {
 	ctlMu sync.Mutex
 	ctl   *smux.Stream
 
+	// aborts are the session's TCP streams, whose teardown each side tells
+	// the other (tunnel.CtlAbort); conn is the connection under smux, whose
+	// failure ends them as torn down.
+	aborts tunnel.Aborts
+	conn   net.Conn
+
 	// Clients caches per-service HTTP clients of the proxy (service id →
 	// value), so they live and die with the session.
 	Clients sync.Map
@@ -250,12 +261,13 @@ func (r *Registry) handshake(c net.Conn, ip string) (*Session, error) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	sess, err := smux.Client(tunnel.Buffered(c), tunnel.SmuxConfig())
+	bc := tunnel.Buffered(c)
+	sess, err := smux.Client(bc, tunnel.SmuxConfig())
 	if err != nil {
 		return nil, err
 	}
 	return &Session{AgentID: agentID, WorkspaceID: ag.WorkspaceID, RemoteIP: ip, Since: time.Now().UTC(),
-		key: ag.Key, pub: ag.Pub, sess: sess, sem: make(chan struct{}, r.cfg.MaxStreams), reg: r}, nil
+		key: ag.Key, pub: ag.Pub, sess: sess, conn: bc, sem: make(chan struct{}, r.cfg.MaxStreams), reg: r}, nil
 }
 
 // serve registers s (replacing an older session of the same agent), opens
@@ -297,11 +309,16 @@ func (r *Registry) serve(s *Session) {
 		if err != nil {
 			break
 		}
+		if c.Type == tunnel.CtlAbort {
+			s.aborts.Abort(c.Stream)
+			continue
+		}
 		if r.cfg.OnControl != nil && c.Type != tunnel.CtlPong {
 			r.cfg.OnControl(s, c)
 		}
 	}
 	s.Close()
+	s.aborts.AbortAll() // their connections were lost, not ended
 	<-s.sess.CloseChan()
 	r.mu.Lock()
 	current := r.sessions[s.AgentID] == s
@@ -376,7 +393,14 @@ func (r *Registry) serveReach(from *Session, st *smux.Stream) {
 		st.Close()
 		return
 	}
-	tunnel.Pipe(st, conn)
+	// Either agent's teardown reaches the other (tunnel.Pipe resets both).
+	var reacher net.Conn = from.abortable(st, st.ID())
+	if r.cfg.TrackConn != nil {
+		var done func()
+		reacher, done = r.cfg.TrackConn(svc.ID, from.RemoteIP, reacher)
+		defer done()
+	}
+	tunnel.Pipe(reacher, conn)
 }
 
 // PushConfig sends the agent its services and the edges to connect to from
@@ -516,7 +540,15 @@ func (s *Session) OpenStream(kind byte, serviceID uuid.UUID, clientIP string) (n
 		c.Close()
 		return nil, fmt.Errorf("%w: %s", ErrRefused, res.Message)
 	}
+	if kind == tunnel.KindTCP {
+		return s.abortable(c, st.ID()), nil
+	}
 	return c, nil
+}
+
+// abortable makes a TCP stream of the session abortable (tunnel.CtlAbort).
+func (s *Session) abortable(c net.Conn, id uint32) *tunnel.AbortConn {
+	return s.aborts.Wrap(c, id, s.Control, func() bool { return tunnel.ReadFailed(s.conn) })
 }
 
 // Stream is a proxied stream; Close releases its slot once.

@@ -2,13 +2,17 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/privateconnect/pc/internal/testenv"
+	"github.com/privateconnect/pc/internal/tunnel"
+	"github.com/privateconnect/pc/sdk/client"
 	"github.com/stretchr/testify/require"
 )
 
@@ -140,4 +144,151 @@ func TestTCPPortHeldElsewhereOpensWhenFreed(t *testing.T) {
 	require.Eventually(t, through, 5*time.Second, 50*time.Millisecond)
 	t.Logf("the freed port carried the tunnel %v later", time.Since(start).Round(time.Millisecond))
 	require.Equal(t, version, ed.Table().Version, "no config change was needed")
+}
+
+// TestTCPTeardownReachesTheOtherEnd: a TCP connection torn down at one end
+// (a reset, a killed client) is torn down at the other at once, through the
+// edge's tunnel port and through reach, instead of looking like a clean end
+// (smux has only FIN): the service's backend is freed, not held while it
+// writes into a stream nobody reads, and a client whose service reset the
+// connection gets an error, not a truncated transfer that ends cleanly.
+func TestTCPTeardownReachesTheOtherEnd(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	// A service that streams without end (a COPY TO STDOUT, a big GET) and
+	// says when its writes fail; told to, it resets its connection.
+	writeFailed := make(chan time.Time, 8)
+	resetNow := make(chan struct{}, 8)
+	ln := tcpService(t, func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			select {
+			case <-resetNow:
+				_ = c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+				return
+			default:
+			}
+			_ = c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			if _, err := c.Write(buf); err != nil {
+				writeFailed <- time.Now()
+				return
+			}
+		}
+	})
+	id, token, edges := env.ProvisionAgent("db-host")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.ExposeProtocol(ag, "stream", "127.0.0.1", ln.Addr().(*net.TCPAddr).Port, "tcp")
+	env.WaitAgentOnEdges(id, 5*time.Second)
+	env.WaitSynced(5 * time.Second)
+	id2, token2, edges2 := env.ProvisionAgent("laptop")
+	ag2 := env.RunAgent(id2, token2, edges2)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, ag2.WaitConnected(ctx))
+
+	viaPort := func() net.Conn {
+		var c net.Conn
+		require.Eventually(t, func() bool {
+			var err error
+			c, err = net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(svc.TunnelPort)))
+			return err == nil
+		}, 3*time.Second, 20*time.Millisecond)
+		return c
+	}
+	viaReach := func() net.Conn {
+		c, err := ag2.Dial(ctx, svc.ID)
+		require.NoError(t, err)
+		return c
+	}
+	for _, tc := range []struct {
+		name string
+		open func() net.Conn
+	}{{"tunnel port", viaPort}, {"reach", viaReach}} {
+		t.Run(tc.name+": the client resets", func(t *testing.T) {
+			c := tc.open()
+			_, err := io.ReadFull(c, make([]byte, 1<<20)) // the transfer is under way
+			require.NoError(t, err)
+			// Stop reading long enough for every buffer on the way to fill
+			// up, then reset.
+			time.Sleep(300 * time.Millisecond)
+			reset := time.Now()
+			tunnel.Reset(c)
+			select {
+			case at := <-writeFailed:
+				t.Logf("the service's writes failed %v after the client's reset", at.Sub(reset).Round(time.Millisecond))
+			case <-time.After(10 * time.Second):
+				t.Fatal("the service kept its connection: the reset did not reach it")
+			}
+		})
+		t.Run(tc.name+": the service resets", func(t *testing.T) {
+			c := tc.open()
+			defer c.Close()
+			_, err := io.ReadFull(c, make([]byte, 1<<20))
+			require.NoError(t, err)
+			resetNow <- struct{}{}
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = io.Copy(io.Discard, c)
+			require.Error(t, err, "a reset must not read as a clean end of the transfer")
+			require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "the reset did not reach the client: %v", err)
+		})
+	}
+}
+
+// TestPausedTunnelEndsOpenTCPConnections: the open connections of a tunnel
+// (through its port and through reach) are listed with their bytes so far,
+// and pausing the tunnel ends them, as it ends a share's live streams;
+// before, they went on and only new ones were refused.
+func TestPausedTunnelEndsOpenTCPConnections(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	echo := tcpService(t, func(c net.Conn) { defer c.Close(); _, _ = io.Copy(c, c) })
+	id, token, edges := env.ProvisionAgent("db-host")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.ExposeProtocol(ag, "echo", "127.0.0.1", echo.Addr().(*net.TCPAddr).Port, "tcp")
+	env.WaitAgentOnEdges(id, 5*time.Second)
+	env.WaitSynced(5 * time.Second)
+	id2, token2, edges2 := env.ProvisionAgent("laptop")
+	ag2 := env.RunAgent(id2, token2, edges2)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, ag2.WaitConnected(ctx))
+
+	var viaPort net.Conn
+	require.Eventually(t, func() bool {
+		var err error
+		viaPort, err = net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(svc.TunnelPort)))
+		return err == nil
+	}, 3*time.Second, 20*time.Millisecond)
+	defer viaPort.Close()
+	viaReach, err := ag2.Dial(ctx, svc.ID)
+	require.NoError(t, err)
+	defer viaReach.Close()
+	for _, c := range []net.Conn{viaPort, viaReach} {
+		_, err := c.Write([]byte("hello"))
+		require.NoError(t, err)
+		_, err = io.ReadFull(c, make([]byte, 5))
+		require.NoError(t, err)
+	}
+
+	require.Eventually(t, func() bool {
+		conns, _, err := env.Client.ListTunnelConnections(ctx, svc.ID, client.ListOptions{})
+		if err != nil || len(conns) != 2 {
+			return false
+		}
+		for _, c := range conns {
+			if c.Kind != "tcp" || c.BytesIn != 5 || c.BytesOut != 5 {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, 50*time.Millisecond, "both connections listed, with their bytes")
+
+	_, err = env.Client.PauseTunnel(ctx, svc.ID)
+	require.NoError(t, err)
+	for name, c := range map[string]net.Conn{"tunnel port": viaPort, "reach": viaReach} {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		require.Error(t, err, name)
+		require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "%s: the connection outlived the pause", name)
+	}
 }

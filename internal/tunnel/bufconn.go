@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 )
 
 // Buffered wraps the connection under an smux session so that frames cost
@@ -17,7 +18,7 @@ import (
 // back full (see readBuf).
 func Buffered(c net.Conn) net.Conn {
 	if os.Getenv("PC_TUNNEL_UNBUFFERED") == "1" {
-		return c
+		return &failConn{Conn: c}
 	}
 	b := &bufConn{Conn: c}
 	b.cond = sync.NewCond(&b.mu)
@@ -44,9 +45,44 @@ type bufConn struct {
 	pending  *[]byte
 	flushing bool
 	err      error
+	failed   atomic.Bool // a read failed: the session is lost (ReadFailed)
 }
 
-func (c *bufConn) Read(p []byte) (int, error) { return c.readBuf.read(c.Conn, p) }
+func (c *bufConn) Read(p []byte) (int, error) {
+	n, err := c.readBuf.read(c.Conn, p)
+	if err != nil {
+		c.failed.Store(true)
+	}
+	return n, err
+}
+
+// failConn records read failures of an unbuffered session connection.
+type failConn struct {
+	net.Conn
+	failed atomic.Bool
+}
+
+func (c *failConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.failed.Store(true)
+	}
+	return n, err
+}
+
+// ReadFailed reports whether a read of c, a connection from Buffered, has
+// failed: smux then ends every stream of the session with that error, an
+// end of file when the peer went away, which a stream's reader must not
+// take for the stream's own end (AbortConn).
+func ReadFailed(c net.Conn) bool {
+	switch c := c.(type) {
+	case *bufConn:
+		return c.failed.Load()
+	case *failConn:
+		return c.failed.Load()
+	}
+	return false
+}
 
 // readBuf buffers the reads of one goroutine (smux's recvLoop). A session
 // spends most of its life blocked in a read: with a fixed 8 KiB buffer every

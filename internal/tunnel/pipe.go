@@ -36,9 +36,11 @@ func copyHalf(dst, src net.Conn) int64 {
 	n, err := io.CopyBuffer(dst, onlyReader{src}, *bp)
 	copyBufPool.Put(bp)
 	if err != nil {
-		// A broken side: tear both down so the other direction ends too.
-		dst.Close()
-		src.Close()
+		// A broken side (a reset, a lost session, an abort): reset both, so
+		// the other direction ends too and neither end takes it for a
+		// clean end (abort.go).
+		Reset(dst)
+		Reset(src)
 		return n
 	}
 	if cw, ok := dst.(closeWriter); ok {

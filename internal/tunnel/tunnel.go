@@ -470,6 +470,7 @@ const (
 	CtlCommand       = "command"
 	CtlCommandResult = "command_result"
 	CtlReplaced      = "replaced" // edge → agent: a newer session of the agent took over (Reason)
+	CtlAbort         = "abort"    // either side: the connection of stream Stream was torn down, not ended (abort.go)
 )
 
 // Control is one frame of the control stream.
@@ -485,6 +486,7 @@ type Control struct {
 	OK       bool            `json:"ok,omitempty"`
 	Error    string          `json:"error,omitempty"`
 	Reason   string          `json:"reason,omitempty"` // why the session ends (replaced)
+	Stream   uint32          `json:"stream,omitempty"` // the stream an abort is about
 }
 
 // Service is a target the agent may dial, as told by the edge.

@@ -51,7 +51,9 @@ func (a *Agent) Dial(ctx context.Context, serviceID string) (net.Conn, error) {
 			st.Close()
 			return nil, fmt.Errorf("agent: reach refused by edge: %s", res.Message)
 		}
-		return st, nil
+		// A reset of the connection at either end reaches the other
+		// (tunnel.CtlAbort); tunnel.Pipe resets the caller's side.
+		return ec.abortable(st, st.ID()), nil
 	}
 	return nil, lastErr
 }

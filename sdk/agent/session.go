@@ -25,6 +25,28 @@ type edgeConn struct {
 	sess     *smux.Session
 	once     sync.Once
 	replaced atomic.Pointer[string] // the edge's reason, when it said a newer session replaced this one
+
+	// aborts are the session's TCP streams, whose teardown each side tells
+	// the other (tunnel.CtlAbort) on the control stream (ctl, once it is
+	// up); conn is the connection under smux.
+	aborts tunnel.Aborts
+	ctl    atomic.Pointer[func(*tunnel.Control) error]
+	conn   net.Conn
+}
+
+// tell writes a control frame to the edge.
+func (e *edgeConn) tell(c *tunnel.Control) error {
+	if w := e.ctl.Load(); w != nil {
+		return (*w)(c)
+	}
+	return errNoControl
+}
+
+var errNoControl = errors.New("agent: no control stream yet")
+
+// abortable makes a TCP stream of the session abortable.
+func (e *edgeConn) abortable(c net.Conn, id uint32) *tunnel.AbortConn {
+	return e.aborts.Wrap(c, id, e.tell, func() bool { return tunnel.ReadFailed(e.conn) })
 }
 
 func (e *edgeConn) close() { e.once.Do(func() { e.sess.Close() }) }
@@ -48,12 +70,13 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	if br.Buffered() > 0 {
 		sc = &bufferedConn{Conn: conn, r: br}
 	}
-	sess, err := smux.Server(tunnel.Buffered(sc), tunnel.SmuxConfig())
+	bc := tunnel.Buffered(sc)
+	sess, err := smux.Server(bc, tunnel.SmuxConfig())
 	if err != nil {
 		conn.Close()
 		return fmt.Errorf("smux: %w", err)
 	}
-	ec := &edgeConn{addr: addr, edgeID: edgeID, sess: sess}
+	ec := &edgeConn{addr: addr, edgeID: edgeID, sess: sess, conn: bc}
 	a.mu.Lock()
 	if old := a.sessions[addr]; old != nil {
 		old.close()
@@ -74,6 +97,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		go a.serveStream(ec, st)
 	}
 	ec.close()
+	ec.aborts.AbortAll() // their connections were lost, not ended
 	a.mu.Lock()
 	if a.sessions[addr] == ec {
 		delete(a.sessions, addr)
@@ -207,11 +231,20 @@ func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tu
 		st.Close()
 		return
 	}
-	// A write to the edge that makes no progress for two minutes means
-	// nobody reads the stream any more: give up rather than hold the target.
-	var src net.Conn = tunnel.StallTimeout(st, 2*time.Minute)
+	var src net.Conn = st
+	if h.Kind == tunnel.KindHTTP {
+		// A write to the edge that makes no progress for two minutes
+		// means nobody reads the HTTP response any more: give up rather
+		// than hold the target. A TCP stream has no such limit (a client
+		// may pause reading for as long as it likes, as over plain TCP):
+		// its teardown comes as an abort.
+		src = tunnel.StallTimeout(st, 2*time.Minute)
+	}
 	if br.Buffered() > 0 {
 		src = &bufferedConn{Conn: src, r: br}
+	}
+	if h.Kind == tunnel.KindTCP {
+		src = ec.abortable(src, st.ID())
 	}
 	a.counters.streams.Add(1)
 	a.counters.served.Add(1)
@@ -323,6 +356,7 @@ func (a *Agent) serveControl(ec *edgeConn, st *smux.Stream, br *bufio.Reader) {
 		_ = st.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		return tunnel.WriteControl(st, c)
 	}
+	ec.ctl.Store(&write)
 	for {
 		c, err := tunnel.ReadControl(br)
 		if err != nil {
@@ -346,6 +380,8 @@ func (a *Agent) serveControl(ec *edgeConn, st *smux.Stream, br *bufio.Reader) {
 			ec.replaced.Store(&reason)
 			ec.close()
 			return
+		case tunnel.CtlAbort:
+			ec.aborts.Abort(c.Stream)
 		case tunnel.CtlMessage:
 			var m Message
 			if json.Unmarshal(c.Payload, &m) == nil && a.cfg.OnMessage != nil {

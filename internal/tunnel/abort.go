@@ -1,0 +1,177 @@
+package tunnel
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Aborts tell apart the two ends a TCP connection carried by a stream can
+// have. smux has one: a FIN, which a half-close sends too. A connection torn
+// down (a reset, a client killed, a tunnel paused) must not look like a
+// clean end: the side that still talks to its peer would half-close it and
+// go on writing into a stream nobody reads (a database backend held until
+// a timeout), and its client would take a truncated transfer for a whole
+// one. So the side that sees the teardown says so on the session's control
+// stream (CtlAbort with the stream's id) and the other side resets its own
+// connection (a TCP RST): both ends learn at once, as with a plain TCP
+// connection. Peers that do not know CtlAbort ignore it.
+
+// Aborter is a connection Pipe can reset rather than close.
+type Aborter interface{ Abort() }
+
+// Reset ends c as a torn-down connection: an Aborter is aborted, a TCP
+// connection is reset (RST: its peer gets an error, not an end of file), any
+// other connection is closed.
+func Reset(c net.Conn) {
+	switch c := c.(type) {
+	case Aborter:
+		c.Abort()
+	case *net.TCPConn:
+		_ = c.SetLinger(0)
+		_ = c.Close()
+	default:
+		_ = c.Close()
+	}
+}
+
+// ErrAborted is what reads of an AbortConn return once the peer said the
+// connection was torn down.
+var ErrAborted = errors.New("tunnel: the connection was torn down at the other end")
+
+// AbortConn is a stream whose teardown is told to the peer (CtlAbort) and
+// whose peer's teardown resets it (Aborts.Abort).
+type AbortConn struct {
+	net.Conn
+	id     uint32
+	tell   func(*Control) error
+	lost   func() bool // the session's connection failed (ReadFailed)
+	reg     *Aborts
+	once    sync.Once // the teardown was told, or heard
+	heard   chan struct{}
+	waiting atomic.Bool // told: the peer closes the stream (Abort)
+	closed  sync.Once
+}
+
+// abortGrace bounds how long an aborted stream waits for the peer to close
+// it (a variable for tests).
+var abortGrace = 10 * time.Second
+
+// Abort tells the peer the connection was torn down, once. The stream is
+// not closed at once: a FIN sent now could reach the peer before the abort
+// (they travel on different streams) and read as a clean end. Local reads
+// and writes fail from now on; the peer closes the stream when it reads the
+// abort, and this side after abortGrace in any case.
+func (c *AbortConn) Abort() {
+	c.once.Do(func() {
+		if c.tell != nil && c.tell(&Control{Type: CtlAbort, Stream: c.id}) == nil {
+			c.waiting.Store(true)
+			_ = c.Conn.SetDeadline(time.Unix(1, 0))
+			time.AfterFunc(abortGrace, func() { _ = c.closeNow() })
+		}
+	})
+	_ = c.Close()
+}
+
+// Read reads the stream; after the peer's abort, or once the session's
+// connection is lost, it fails with ErrAborted rather than an end of file.
+func (c *AbortConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		select {
+		case <-c.heard:
+			return n, ErrAborted
+		default:
+		}
+		if err == io.EOF && c.lost != nil && c.lost() {
+			return n, ErrAborted
+		}
+	}
+	return n, err
+}
+
+// Close closes the stream and forgets it (after an Abort, once the peer
+// had time to read it).
+func (c *AbortConn) Close() error {
+	if c.waiting.Load() {
+		return nil
+	}
+	return c.closeNow()
+}
+
+func (c *AbortConn) closeNow() error {
+	var err error
+	c.closed.Do(func() {
+		c.reg.remove(c.id, c)
+		err = c.Conn.Close()
+	})
+	return err
+}
+
+// CloseWrite half-closes the stream.
+func (c *AbortConn) CloseWrite() error {
+	if cw, ok := c.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
+
+// peerAborted is the peer's CtlAbort: nothing is told back.
+func (c *AbortConn) peerAborted() {
+	c.once.Do(func() { close(c.heard) })
+	_ = c.closeNow()
+}
+
+// Aborts are the abortable streams of one session, by stream id.
+type Aborts struct {
+	mu sync.Mutex
+	m  map[uint32]*AbortConn
+}
+
+// Wrap makes st (stream id) abortable: tell writes a control frame to the
+// peer; lost reports whether the session's connection failed.
+func (a *Aborts) Wrap(st net.Conn, id uint32, tell func(*Control) error, lost func() bool) *AbortConn {
+	c := &AbortConn{Conn: st, id: id, tell: tell, lost: lost, reg: a, heard: make(chan struct{})}
+	a.mu.Lock()
+	if a.m == nil {
+		a.m = map[uint32]*AbortConn{}
+	}
+	a.m[id] = c
+	a.mu.Unlock()
+	return c
+}
+
+// Abort applies the peer's CtlAbort for stream id.
+func (a *Aborts) Abort(id uint32) {
+	a.mu.Lock()
+	c := a.m[id]
+	a.mu.Unlock()
+	if c != nil {
+		c.peerAborted()
+	}
+}
+
+// AbortAll resets every stream of a session that ended: its connections
+// were lost, not ended.
+func (a *Aborts) AbortAll() {
+	a.mu.Lock()
+	list := make([]*AbortConn, 0, len(a.m))
+	for _, c := range a.m {
+		list = append(list, c)
+	}
+	a.mu.Unlock()
+	for _, c := range list {
+		c.peerAborted()
+	}
+}
+
+func (a *Aborts) remove(id uint32, c *AbortConn) {
+	a.mu.Lock()
+	if a.m[id] == c {
+		delete(a.m, id)
+	}
+	a.mu.Unlock()
+}

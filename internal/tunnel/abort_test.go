@@ -1,0 +1,84 @@
+package tunnel
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestAbortConn: an abort is told once and the stream is left for the peer
+// to close (a FIN first could read as a clean end), local reads fail at
+// once; the peer's abort makes reads fail with ErrAborted, not EOF; a lost
+// session does the same to an end of file.
+func TestAbortConn(t *testing.T) {
+	old := abortGrace
+	abortGrace = 100 * time.Millisecond
+	defer func() { abortGrace = old }()
+
+	var told []*Control
+	var mu sync.Mutex
+	tell := func(c *Control) error { mu.Lock(); told = append(told, c); mu.Unlock(); return nil }
+	var reg Aborts
+	a, b := net.Pipe()
+	defer b.Close()
+	c := reg.Wrap(a, 7, tell, nil)
+	c.Abort()
+	c.Abort() // Pipe resets both sides; the second is a no-op
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a read after Abort succeeded")
+	}
+	mu.Lock()
+	if len(told) != 1 || told[0].Type != CtlAbort || told[0].Stream != 7 {
+		t.Fatalf("told %+v, want one abort of stream 7", told)
+	}
+	mu.Unlock()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Not closed yet: the peer has abortGrace to close it.
+	_ = b.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := b.Read(make([]byte, 1)); !errors.Is(err, errTimeout(err)) {
+		t.Fatalf("the stream was closed at once: %v", err)
+	}
+	_ = b.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := b.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("the stream was not closed after the grace: %v", err)
+	}
+
+	// The peer's abort.
+	a2, b2 := net.Pipe()
+	defer b2.Close()
+	c2 := reg.Wrap(a2, 9, tell, nil)
+	done := make(chan error, 1)
+	go func() { _, err := c2.Read(make([]byte, 1)); done <- err }()
+	reg.Abort(9)
+	if err := <-done; !errors.Is(err, ErrAborted) {
+		t.Fatalf("read after the peer's abort: %v, want ErrAborted", err)
+	}
+	reg.Abort(9) // gone: nothing happens
+
+	// A lost session: an end of file reads as an abort.
+	a3, b3 := net.Pipe()
+	c3 := reg.Wrap(a3, 11, tell, func() bool { return true })
+	b3.Close()
+	if _, err := c3.Read(make([]byte, 1)); !errors.Is(err, ErrAborted) {
+		t.Fatalf("read on a lost session: %v, want ErrAborted", err)
+	}
+	c3.Close()
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	if len(reg.m) != 0 {
+		t.Fatalf("%d streams still registered", len(reg.m))
+	}
+}
+
+func errTimeout(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return err
+	}
+	return errors.New("not a timeout")
+}
