@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,9 +67,10 @@ func Open(opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	la := &logAdapter{l: log}
 	bo := badger.DefaultOptions(opts.Dir).
 		WithSyncWrites(true).
-		WithLogger(logAdapter{log}).
+		WithLogger(la).
 		WithNumVersionsToKeep(1).
 		WithMemTableSize(8 << 20).
 		WithNumMemtables(3).
@@ -124,6 +126,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("badgerstore: open %s: %w", opts.Dir, err)
 	}
 	s := &Store{db: db, log: log, guard: guard, stop: make(chan struct{}), onFatal: opts.OnFatal}
+	la.s.Store(s)
 	iv := opts.GCInterval
 	if iv <= 0 {
 		iv = 5 * time.Minute
@@ -143,6 +146,9 @@ func (s *Store) gcLoop(iv time.Duration) {
 		case <-s.stop:
 			return
 		case <-t.C:
+			if s.broken() != nil {
+				return // value-log GC reads the memtables
+			}
 			for s.db.RunValueLogGC(0.5) == nil {
 			}
 			s.checkFileLimit()
@@ -334,6 +340,7 @@ type tx struct {
 func (t *tx) call(op string, f func()) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
+			t.s.log.Error("badger panicked", "op", op, "panic", r, "stack", string(debug.Stack()))
 			err = t.s.fail(fmt.Errorf("%s: badger: %v", op, r))
 		}
 	}()
@@ -428,13 +435,30 @@ func (t *tx) Scan(prefix, after []byte, fn func(k, v []byte) (bool, error)) erro
 	return nil
 }
 
-type logAdapter struct{ l *slog.Logger }
-
-func (a logAdapter) Errorf(f string, args ...any) {
-	a.l.Error(fmt.Sprintf(f, args...), "component", "badger")
+type logAdapter struct {
+	l *slog.Logger
+	s atomic.Pointer[Store]
 }
-func (a logAdapter) Warningf(f string, args ...any) {
+
+// Errorf logs Badger's errors. One of them says Badger lost its memtable
+// (writeRequests: cannot create new mem table): it is logged by the
+// goroutine that writes commits, before it hands over to the next batch,
+// whose first step asserts the memtable exists and exits the process
+// (log.Fatal) when it does not. So that goroutine records the failure and
+// stops there: the commits queued behind it wait (their callers are cut by
+// the shutdown OnFatal starts) instead of killing the process undrained.
+func (a *logAdapter) Errorf(f string, args ...any) {
+	msg := fmt.Sprintf(f, args...)
+	a.l.Error(msg, "component", "badger")
+	if strings.HasPrefix(msg, "writeRequests: ") && strings.Contains(msg, "cannot create new mem table") {
+		if s := a.s.Load(); s != nil {
+			s.fail(errors.New(msg))
+			select {} // the writer goroutine parks for good (see above)
+		}
+	}
+}
+func (a *logAdapter) Warningf(f string, args ...any) {
 	a.l.Warn(fmt.Sprintf(f, args...), "component", "badger")
 }
-func (a logAdapter) Infof(string, ...any)  {}
-func (a logAdapter) Debugf(string, ...any) {}
+func (a *logAdapter) Infof(string, ...any)  {}
+func (a *logAdapter) Debugf(string, ...any) {}

@@ -117,11 +117,7 @@ func TestLostMemtableFailsClosed(t *testing.T) {
 
 	// 512 KiB values stay in the LSM tree: the 8 MiB memtable fills up
 	// after about 16 and Badger needs a new one.
-	val := make([]byte, 512<<10)
-	var failure error
-	for i := 0; i < 64 && failure == nil; i++ {
-		failure = s.Update(ctx, func(tx store.Tx) error { return tx.Put([]byte(fmt.Sprintf("big/%d", i)), val) })
-	}
+	failure := fillMemtable(s)
 	require.Error(t, failure, "the memtable never rotated")
 	require.ErrorIs(t, failure, store.ErrUnavailable)
 	require.Contains(t, failure.Error(), "cannot create new mem table")
@@ -152,4 +148,57 @@ func TestLostMemtableFailsClosed(t *testing.T) {
 	start := time.Now()
 	require.NoError(t, s.Close())
 	require.Less(t, time.Since(start), 5*time.Second)
+}
+
+// fillMemtable writes 512 KiB values, which stay in the LSM tree, until one
+// fails (the 8 MiB memtable fills up after about 16).
+func fillMemtable(s *Store) error {
+	val := make([]byte, 512<<10)
+	for i := 0; i < 64; i++ {
+		if err := s.Update(context.Background(), func(tx store.Tx) error { return tx.Put(fmt.Appendf(nil, "big/%d", i), val) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestLostMemtableUnderConcurrentWrites: with several writers (the case
+// under load), the commits queued behind the one that lost the memtable
+// used to reach Badger's assertion and exit the process at once (6 runs out
+// of 6 with two writers). They now wait (for the shutdown OnFatal starts);
+// the failure is answered and reported.
+func TestLostMemtableUnderConcurrentWrites(t *testing.T) {
+	dir := t.TempDir()
+	fatal := make(chan error, 4)
+	s, err := Open(Options{Dir: filepath.Join(dir, "db"), MinFreeBytes: -1, OnFatal: func(err error) { fatal <- err }})
+	require.NoError(t, err)
+	require.NoError(t, os.Rename(filepath.Join(dir, "db"), filepath.Join(dir, "moved")))
+	val := make([]byte, 512<<10)
+	failures := make(chan error, 8)
+	for w := 0; w < 8; w++ {
+		go func() {
+			for i := 0; i < 16; i++ {
+				err := s.Update(context.Background(), func(tx store.Tx) error { return tx.Put(fmt.Appendf(nil, "big/%d/%d", w, i), val) })
+				if err != nil {
+					failures <- err
+					return
+				}
+			}
+		}()
+	}
+	select {
+	case err := <-failures:
+		require.ErrorIs(t, err, store.ErrUnavailable)
+	case <-time.After(20 * time.Second):
+		t.Fatal("no write failed")
+	}
+	select {
+	case err := <-fatal:
+		require.Contains(t, err.Error(), "cannot create new mem table")
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnFatal was not called")
+	}
+	require.ErrorIs(t, s.Update(context.Background(), func(tx store.Tx) error { return tx.Put([]byte("k"), nil) }), store.ErrUnavailable)
+	time.Sleep(200 * time.Millisecond) // the process would have exited by now
+	require.NoError(t, s.Close())
 }
