@@ -17,14 +17,14 @@ func (s *Server) adminHandler(ctx *fasthttp.RequestCtx) {
 		code := fasthttp.StatusOK
 		switch {
 		case s.sync.Refused():
-			// Deleted, or a wrong token: out of every load balancer.
+			// Deleted: out of every load balancer.
 			status, code = "refused", fasthttp.StatusServiceUnavailable
 		case t.Version == 0 && t.Epoch == "":
 			status, code = "starting", fasthttp.StatusServiceUnavailable
 		}
 		body, _ := json.Marshal(map[string]any{"success": code == 200, "data": map[string]any{
 			"status": status, "version": Version, "edgeId": s.sync.EdgeID(),
-			"configVersion": t.Version, "configConnected": s.sync.Connected(),
+			"configVersion": t.Version, "configConnected": s.sync.Connected(), "tokenRefused": s.sync.TokenRefused(),
 			"shares": shares, "services": services, "agents": agents,
 			"connectedAgents": len(s.registry.Connected()), "activeRequests": s.proxy.Active(),
 			"uptimeSeconds": int(time.Since(s.start).Seconds()),

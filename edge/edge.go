@@ -182,7 +182,7 @@ func New(cfg Config) (*Server, error) {
 	s.registry = tunnels.New(tunnels.Config{EdgeID: s.sync.EdgeID, Table: s.sync.Table,
 		MaxStreams: cfg.MaxStreamsPerAgent, TrustedProxies: trusted, OnEvent: s.reporter.event, OnControl: s.onAgentControl,
 		TrackConn: s.conns.track,
-		Logger: cfg.Logger.With("component", "tunnels")})
+		Logger:    cfg.Logger.With("component", "tunnels")})
 	if cfg.Policy == nil && !cfg.DisablePlugins {
 		cacheDir := cfg.PluginCacheDir
 		if cacheDir == "" {

@@ -133,6 +133,11 @@ func (a *API) authKey(c *call) error {
 }
 
 // authEdge authenticates an edge by its bearer token.
+// EdgeDeletedHeader marks the 401 answered to the token of a deleted edge:
+// the edge then stops serving. Any other refusal (an unknown token, a
+// proxy's 403) leaves it serving its last configuration.
+const EdgeDeletedHeader = "X-Pc-Edge-Deleted"
+
 func (a *API) authEdge(c *call) error {
 	h := c.ctx.Request.Header.Peek("Authorization")
 	tok, ok := bytes.CutPrefix(h, []byte("Bearer "))
@@ -141,12 +146,24 @@ func (a *API) authEdge(c *call) error {
 	}
 	hash := HashSecret(string(tok))
 	var e *store.Edge
+	deleted := false
 	err := a.kv.View(c.ctx, func(tx store.Tx) error {
 		var err error
 		e, err = store.GetEdgeByTokenHash(tx, hash)
+		if errors.Is(err, store.ErrNotFound) {
+			var derr error
+			if deleted, derr = store.EdgeDeleted(tx, hash); derr != nil {
+				return derr
+			}
+		}
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
+		if deleted {
+			// The edge stops serving on this answer (configsync).
+			c.ctx.Response.Header.Set(EdgeDeletedHeader, "true")
+			return unauthorized("this edge was deleted")
+		}
 		return unauthorized("invalid edge token")
 	}
 	if err != nil {

@@ -76,13 +76,14 @@ type Hub struct {
 	opts     Options
 	Presence *Presence
 
-	mu       sync.Mutex
-	version  int64
-	reserved int64
-	ring     []config.Change // ring[i] has version ringBase+i ... kept contiguous
-	subs     map[*sub]struct{}
-	snapVer  int64 // version of the cached encoded snapshot (-1: none)
-	snapMsg  []byte
+	mu        sync.Mutex
+	version   int64
+	reserved  int64
+	ring      []config.Change // ring[i] has version ringBase+i ... kept contiguous
+	subs      map[*sub]struct{}
+	goneEdges map[string]struct{} // edges deleted in this process (Disconnect); guarded by mu
+	snapVer   int64               // version of the cached encoded snapshot (-1: none)
+	snapMsg   []byte
 	// live is the configuration at h.version, kept current by Publish; nil
 	// until the first snapshot reads the store, and again after a publish
 	// failed (something committed may then be missing from it).
@@ -109,7 +110,7 @@ func New(ctx context.Context, kv store.KV, opts Options) (*Hub, error) {
 	_, _ = rand.Read(b[:])
 	h := &Hub{
 		kv: kv, log: opts.Logger, opts: opts, epoch: hex.EncodeToString(b[:]),
-		subs: make(map[*sub]struct{}), snapVer: -1,
+		subs: make(map[*sub]struct{}), goneEdges: make(map[string]struct{}), snapVer: -1,
 		Presence: NewPresence(30 * time.Second),
 	}
 	err := kv.View(ctx, func(tx store.Tx) error {
@@ -423,6 +424,8 @@ func (h *Hub) rebuild(ctx context.Context) ([]byte, int64, error) {
 func (h *Hub) subscribe(edgeID string) *sub {
 	s := &sub{edgeID: edgeID, wake: make(chan struct{}, 1), inbox: map[string]struct{}{}}
 	h.mu.Lock()
+	// A stream authorized just before its edge was deleted ends too.
+	_, s.gone = h.goneEdges[edgeID]
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()
 	return s
@@ -438,6 +441,7 @@ func (h *Hub) unsubscribe(s *sub) {
 // again, is refused (its token is gone) and stops serving.
 func (h *Hub) Disconnect(edgeID string) {
 	h.mu.Lock()
+	h.goneEdges[edgeID] = struct{}{}
 	for s := range h.subs {
 		if s.edgeID == edgeID {
 			s.gone = true

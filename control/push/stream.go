@@ -24,6 +24,9 @@ func (h *Hub) Stream(ctx context.Context, w *bufio.Writer, edgeID, epoch string,
 	h.Presence.StreamOpened(edgeID)
 	defer h.Presence.StreamClosed(edgeID)
 
+	if h.deleted(me) {
+		return ErrEdgeDeleted
+	}
 	cur, err := h.sendSince(ctx, w, edgeID, epoch, version, true)
 	if err != nil {
 		return err

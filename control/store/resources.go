@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"time"
 )
@@ -448,5 +449,18 @@ func DeleteEdge(tx Tx, id string) error {
 			return err
 		}
 	}
-	return nil
+	// The token is remembered as deleted, so that the edge, calling again,
+	// is told so (and stops serving) rather than only refused, as any
+	// unknown token is (a restore from an older backup, say).
+	return tx.Put(key("idx", "edgedeleted", e.TokenHash), []byte(id))
+}
+
+// EdgeDeleted reports whether the edge token with this hash belonged to an
+// edge that was deleted.
+func EdgeDeleted(tx Tx, hash string) (bool, error) {
+	_, err := tx.Get(key("idx", "edgedeleted", hash))
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }

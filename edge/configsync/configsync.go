@@ -49,14 +49,15 @@ type Config struct {
 
 // Syncer maintains the current routing table.
 type Syncer struct {
-	cfg       Config
-	log       *slog.Logger
-	table     atomic.Pointer[routes.Table]
-	edgeID    atomic.Pointer[string]
-	connected atomic.Bool
-	refused   atomic.Bool  // the control plane refused the token (refuse)
-	lastMsg   atomic.Int64 // unix nanos of the last stream message
-	tokenHash string
+	cfg          Config
+	log          *slog.Logger
+	table        atomic.Pointer[routes.Table]
+	edgeID       atomic.Pointer[string]
+	connected    atomic.Bool
+	refused      atomic.Bool  // the control plane said this edge was deleted (refuse)
+	tokenRefused atomic.Bool  // the last try was refused (ErrUnauthorized)
+	lastMsg      atomic.Int64 // unix nanos of the last stream message
+	tokenHash    string
 
 	saveMu   sync.Mutex
 	saveCond chan struct{}
@@ -92,22 +93,27 @@ func (s *Syncer) EdgeID() string { return *s.edgeID.Load() }
 // Connected reports whether the config stream is up.
 func (s *Syncer) Connected() bool { return s.connected.Load() }
 
-// Refused reports whether the control plane refused this edge's token at
-// the last try; the edge then serves nothing (refuse).
+// Refused reports whether the control plane said this edge was deleted;
+// the edge then serves nothing (refuse).
 func (s *Syncer) Refused() bool { return s.refused.Load() }
 
+// TokenRefused reports whether the control plane refused the edge token at
+// the last try, for a reason other than a deletion: the edge serves its last
+// configuration meanwhile.
+func (s *Syncer) TokenRefused() bool { return s.tokenRefused.Load() }
+
 // refuse drops everything the edge serves from once the control plane has
-// refused its token, which is how an edge is revoked (DELETE /v1/edges/:id
-// deletes the token and ends its stream): the table in force and the saved
-// snapshot, so that neither this process nor a restart serves revoked
-// shares from them. Sessions of agents end as the empty table comes into
-// force. A token accepted again (a restored control plane) brings a full
-// snapshot back.
+// said the edge was deleted (DELETE /v1/edges/:id deletes the token, ends
+// the edge's stream, and answers its next call so): the table in force and
+// the saved snapshot, so that neither this process nor a restart serves
+// revoked shares from them. Sessions of agents end as the empty table comes
+// into force. A bare refusal (an unknown token, a proxy's 403) does not:
+// the edge then keeps serving, as when the control plane is away.
 func (s *Syncer) refuse() {
 	if s.refused.Swap(true) {
 		return
 	}
-	s.log.Error("the control plane refused this edge's token (the edge was deleted, or the token is wrong): serving nothing until it is accepted")
+	s.log.Error("the control plane says this edge was deleted: serving nothing")
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
 	s.swap(routes.Empty(), false)
@@ -122,8 +128,10 @@ func (s *Syncer) refuse() {
 		}
 		var sv saved
 		if json.Unmarshal(b, &sv) == nil && sv.TokenHash == s.tokenHash {
-			if err := os.Remove(p); err != nil {
-				s.log.Error("could not remove the saved snapshot of the refused token", "path", p, "err", err)
+			// The whole directory: a crashed save's temp files hold the
+			// table too.
+			if err := os.RemoveAll(filepath.Dir(p)); err != nil {
+				s.log.Error("could not remove the saved snapshot of the deleted edge", "path", p, "err", err)
 			}
 		}
 	}
@@ -206,8 +214,13 @@ func (s *Syncer) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if errors.Is(err, ErrUnauthorized) {
+		switch {
+		case errors.Is(err, ErrDeleted):
 			s.refuse()
+		case errors.Is(err, ErrUnauthorized):
+			if !s.tokenRefused.Swap(true) {
+				s.log.Error("the control plane refused this edge's token (a wrong token, a control plane restored from an older backup, a proxy in front of it?): serving the last configuration meanwhile")
+			}
 		}
 		if time.Since(start) > 10*time.Second {
 			backoff = 250 * time.Millisecond
@@ -223,8 +236,16 @@ func (s *Syncer) Run(ctx context.Context) {
 	}
 }
 
-// ErrUnauthorized means the control plane refused the edge token.
+// ErrUnauthorized means the control plane (or something in front of it)
+// refused the edge token: the edge goes on serving its last configuration.
 var ErrUnauthorized = errors.New("configsync: edge token refused")
+
+// ErrDeleted means the control plane said this edge was deleted: the edge
+// stops serving (refuse).
+var ErrDeleted = errors.New("configsync: this edge was deleted")
+
+// deletedHeader is control/api.EdgeDeletedHeader.
+const deletedHeader = "X-Pc-Edge-Deleted"
 
 func (s *Syncer) stream(ctx context.Context) error {
 	t := s.Table()
@@ -258,6 +279,7 @@ func (s *Syncer) stream(ctx context.Context) error {
 	}()
 	s.connected.Store(true)
 	s.refused.Store(false)
+	s.tokenRefused.Store(false)
 	// A reader decodes messages as they arrive while the loop below builds
 	// tables: the changes that queued up while one table was being built
 	// are applied together in the next one. At 100,000 shares a table costs
@@ -507,6 +529,9 @@ func (s *Syncer) do(ctx context.Context, method, path string, body []byte) (*htt
 		return resp, nil
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized && resp.Header.Get(deletedHeader) == "true" {
+		return nil, ErrDeleted
+	}
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
 		return nil, ErrUnauthorized
 	}

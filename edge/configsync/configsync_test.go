@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -119,4 +121,75 @@ func TestStreamAppliesEveryChange(t *testing.T) {
 		}
 	}
 	t.Logf("%d change messages applied in %d tables", n, s.Swaps()-1)
+}
+
+// TestOnlyADeletionWipesTheEdge: a control plane (or a proxy in front of
+// it) that refuses the edge token leaves the edge serving its last
+// configuration, as when the control plane is away (a wrong --data, a
+// restore from an older backup, a misconfigured proxy must not take every
+// edge down); only the answer that says the edge was deleted empties its
+// table and removes its saved snapshot.
+func TestOnlyADeletionWipesTheEdge(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		status  int
+		deleted bool
+	}{{"unknown token", 401, false}, {"a proxy's 403", 403, false}, {"deleted", 401, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			refuse := make(chan struct{})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				select {
+				case <-refuse:
+					if tc.deleted {
+						w.Header().Set(deletedHeader, "true")
+					}
+					w.WriteHeader(tc.status)
+					return
+				default:
+				}
+				snap := &config.Snapshot{Epoch: "e", Version: 5, Shares: []config.Share{{ID: "s", TokenHash: tokenHash("tok")}}}
+				_ = json.NewEncoder(w).Encode(&config.Message{Type: config.MsgSnapshot, EdgeID: "edge-1", Epoch: "e", Version: 5, Snapshot: snap})
+				w.(http.Flusher).Flush()
+				select {
+				case <-refuse:
+				case <-r.Context().Done():
+				}
+			}))
+			defer srv.Close()
+			s := New(Config{ControlURL: srv.URL, Token: "edge-token", DataDir: dir})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { s.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			snapshot := filepath.Join(dir, "edge-edge-1", "snapshot.json")
+			waitFor(t, func() bool { _, err := os.Stat(snapshot); return err == nil && s.Table().Version == 5 })
+			close(refuse) // the stream ends; the next call is refused
+			if tc.deleted {
+				waitFor(t, func() bool { return s.Refused() && s.Table().Version == 0 })
+				if _, err := os.Stat(filepath.Dir(snapshot)); !os.IsNotExist(err) {
+					t.Fatalf("the deleted edge's snapshot directory is still there: %v", err)
+				}
+				return
+			}
+			waitFor(t, s.TokenRefused)
+			if s.Refused() || s.Table().Version != 5 {
+				t.Fatalf("a bare refusal wiped the edge: refused=%v version=%d", s.Refused(), s.Table().Version)
+			}
+			if _, err := os.Stat(snapshot); err != nil {
+				t.Fatalf("a bare refusal removed the saved snapshot: %v", err)
+			}
+		})
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
