@@ -117,7 +117,7 @@ func (r *reporter) run(ctx context.Context) {
 			if r.s.proxy != nil {
 				r.s.proxy.CutInactive(r.s.Table())
 			}
-			r.s.tcp.retry(r.s.Table())
+			r.s.tcp.retry()
 			if r.s.registry != nil {
 				r.s.registry.CloseExpired(r.s.Table(), time.Now())
 			}

@@ -40,15 +40,16 @@ func newTCPPorts(s *Server, host string, min, max int) *tcpPorts {
 // retry opens again the ports that could not be opened (another process
 // held them): called every report tick, so that a port freed later opens
 // without waiting for a config change.
-func (p *tcpPorts) retry(t *routes.Table) {
+func (p *tcpPorts) retry() {
 	if p == nil {
 		return
 	}
 	p.mu.Lock()
-	n := len(p.failed)
-	p.mu.Unlock()
-	if n > 0 {
-		p.reconcile(t)
+	defer p.mu.Unlock()
+	if len(p.failed) > 0 {
+		// The table in force, read under the lock: one read before it
+		// could be older than a swap's reconcile that ran meanwhile.
+		p.reconcileLocked(p.s.sync.Table())
 	}
 }
 
@@ -57,9 +58,13 @@ func (p *tcpPorts) reconcile(t *routes.Table) {
 	if p == nil || p.max == 0 {
 		return
 	}
-	want := map[int]string{}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.reconcileLocked(t)
+}
+
+func (p *tcpPorts) reconcileLocked(t *routes.Table) {
+	want := map[int]string{}
 	if p.closed {
 		return
 	}

@@ -13,7 +13,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -79,7 +78,7 @@ func newApp(stdout, stderr io.Writer, getenv func(string) (string, bool)) *app {
 
 // run is the whole program: it returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	ctx, stop := signal.NotifyContext(context.Background(), cliconf.StopSignals()...)
 	defer stop()
 	stopProfile, err := cliconf.StartCPUProfile(args)
 	if err != nil {

@@ -71,6 +71,11 @@ func rewriteHead(h *fasthttp.ResponseHeader, tg *target, scratch []byte) []byte 
 // port) becomes prefix plus its path. Relative paths, redirects elsewhere,
 // and paths already under prefix stay.
 func appendLocation(dst, loc, prefix []byte, host string, port int) ([]byte, bool) {
+	if bytes.ContainsAny(loc, "\t\r\n") {
+		// Browsers drop these anywhere in a URL: "/\t/evil.example" is
+		// "//evil.example" to them. Left as the service wrote it.
+		return dst, false
+	}
 	path := loc
 	switch {
 	case len(loc) >= 2 && loc[0] == '/' && (loc[1] == '/' || loc[1] == '\\'):
@@ -151,7 +156,7 @@ func sameAuthority(u []byte, host string, port, defPort int) ([]byte, bool) {
 
 // underPrefix reports whether path is prefix itself or below it.
 func underPrefix(path, prefix []byte) bool {
-	return bytes.HasPrefix(path, prefix) && (len(path) == len(prefix) || path[len(prefix)] == '/' || path[len(prefix)] == '?')
+	return bytes.HasPrefix(path, prefix) && (len(path) == len(prefix) || path[len(prefix)] == '/' || path[len(prefix)] == '?' || path[len(prefix)] == '#')
 }
 
 // appendCookiePath appends a Set-Cookie value with every Path attribute

@@ -49,6 +49,9 @@ func TestAppendLocation(t *testing.T) {
 		{"http://127.0.0.1:3000", "", "/"},
 		{"http://127.0.0.1:3000//evil.example/", "", ""},
 		{"http://127.0.0.1:3000/\\evil.example/", "", ""},
+		{"http://127.0.0.1:3000/\t/evil.example/", "", ""}, // browsers drop the tab: //evil.example
+		{"/\t/evil.example/", testPrefix, ""},
+		{"/shared/abc#top", testPrefix, ""},
 	} {
 		t.Run(tc.loc+"|"+tc.prefix, func(t *testing.T) {
 			got, ok := appendLocation(nil, []byte(tc.loc), []byte(tc.prefix), "127.0.0.1", 3000)
@@ -155,6 +158,13 @@ func FuzzRewriteHead(f *testing.F) {
 			}
 		}
 		if got, ok := appendLocation(nil, []byte(v), nil, "127.0.0.1", 3000); ok {
+			// As a browser reads it: tabs and newlines dropped.
+			got = bytes.Map(func(r rune) rune {
+				if r == '\t' || r == '\r' || r == '\n' {
+					return -1
+				}
+				return r
+			}, got)
 			if len(got) == 0 || got[0] != '/' || len(got) > 1 && (got[1] == '/' || got[1] == '\\') {
 				t.Fatalf("%q → %q: not a path on the visitor's host", v, got)
 			}

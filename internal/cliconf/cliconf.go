@@ -92,13 +92,24 @@ func Document(fs *pflag.FlagSet) {
 	})
 }
 
+// StopSignals are the signals that stop a command gracefully: SIGINT,
+// SIGTERM, and SIGHUP unless the process was started with it ignored
+// (nohup): handling it would undo that.
+func StopSignals() []os.Signal {
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	return sigs
+}
+
 // Execute runs a command tree with args until it returns or SIGINT, SIGTERM
 // or SIGHUP cancels its context, printing an error as "error: ..." on
 // stderr. It returns the exit code: 0 on success, 1 on error. SIGHUP stops
 // gracefully too (nothing is reloaded): a closed terminal or a reload
 // habit must not kill a process with requests in flight.
 func Execute(root *cobra.Command, args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	ctx, stop := signal.NotifyContext(context.Background(), StopSignals()...)
 	defer stop()
 	root.SetArgs(args)
 	root.SetOut(stdout)

@@ -132,6 +132,7 @@ type Agent struct {
 	collectors []prometheus.Collector
 	ran        bool                      // Run was called (it runs once)
 	definitive map[string]*RejectedError // tunnel addr → its refusal for good, until a session is up
+	finished   map[string]bool           // tunnel addr → its loop ended for good (replaced there, plain TCP refused)
 
 	evMu   sync.Mutex
 	evQ    []Event
@@ -183,7 +184,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, id: id, log: log, services: map[uuid.UUID]target{},
 		edges: map[string]context.CancelFunc{}, sessions: map[string]*edgeConn{}, edgeOwner: map[string]string{},
-		trying: map[string]int{}, definitive: map[string]*RejectedError{}, evWake: make(chan struct{}, 1)}
+		trying: map[string]int{}, definitive: map[string]*RejectedError{}, finished: map[string]bool{}, evWake: make(chan struct{}, 1)}
 	a.svcCond = sync.NewCond(&a.mu)
 	if cfg.Registerer != nil {
 		if err := a.registerMetrics(cfg.Registerer); err != nil {
@@ -270,8 +271,9 @@ func (a *Agent) stopWith(err error) {
 	}
 }
 
-// stopIfRejected stops Run when every edge has refused the agent for good
-// and no session is up or being opened.
+// stopIfRejected stops Run when an edge has refused the agent for good and
+// every other edge has too or will never be tried again (replaced there, or
+// a plain-TCP address refused), and no session is up or being opened.
 func (a *Agent) stopIfRejected() {
 	a.mu.Lock()
 	var first *RejectedError
@@ -280,15 +282,16 @@ func (a *Agent) stopIfRejected() {
 		if !stop {
 			break
 		}
-		r, ok := a.definitive[addr]
-		if !ok {
+		if r, ok := a.definitive[addr]; ok {
+			if first == nil {
+				first = r
+			}
+		} else if !a.finished[addr] {
 			stop = false
-		} else if first == nil {
-			first = r
 		}
 	}
 	a.mu.Unlock()
-	if stop {
+	if stop && first != nil {
 		a.stopWith(first)
 	}
 }
@@ -373,11 +376,18 @@ func (a *Agent) addEdgeLocked(addr string) {
 	}
 	ctx, cancel := context.WithCancel(a.runCtx)
 	a.edges[addr] = cancel
+	delete(a.finished, addr)
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		a.maintain(ctx, addr)
+		if ctx.Err() == nil {
+			a.mu.Lock()
+			a.finished[addr] = true
+			a.mu.Unlock()
+		}
 		a.stopIfReplaced() // an edge dropped from the list may have been the last one trying
+		a.stopIfRejected()
 	}()
 }
 
