@@ -421,6 +421,19 @@ func TestExposeLeavesOutOfflineWhenStarting(t *testing.T) {
 	out, errOut, code = h.run("expose", "localhost:3000", "--name", "web", "--detach")
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, "(protocol http, status offline)")
+	assert.Contains(t, out, "Share link: connect link web")
+}
+
+// A TCP service is pointed to reach, not to a share link (which speaks
+// HTTP: following it gave a 502 from Postgres).
+func TestExposeTCPPointsToReach(t *testing.T) {
+	h := newHarness(t)
+	provisionRoutes(h)
+	h.ok("POST /v1/services/register", 201, strings.Replace(strings.Replace(webService, `"protocol":"http"`, `"protocol":"tcp"`, 1), `"name":"web"`, `"name":"db"`, 1))
+	out, errOut, code := h.run("expose", "localhost:5432", "--name", "db", "--protocol", "tcp", "--detach")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "Reach it:   connect reach db")
+	assert.NotContains(t, out, "Share link")
 }
 
 // A malformed --pin-sha256 is a usage error before anything is provisioned.

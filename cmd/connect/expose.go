@@ -155,6 +155,12 @@ func (a *app) printExposed(svc *client.Service, created bool, st *agentState, st
 	if svc.PublicURL != "" {
 		fmt.Fprintf(a.stdout, "  Public URL: %s\n", svc.PublicURL)
 	}
+	if svc.Protocol == "tcp" {
+		// A share link speaks HTTP: a TCP service is reached with its own
+		// client through reach (or the edge's port above).
+		fmt.Fprintf(a.stdout, "  Reach it:   connect reach %s\n", svc.Name)
+		return
+	}
 	fmt.Fprintf(a.stdout, "  Share link: connect link %s\n", svc.Name)
 }
 

@@ -225,14 +225,22 @@ func (s *Syncer) Run(ctx context.Context) {
 		if time.Since(start) > 10*time.Second {
 			backoff = 250 * time.Millisecond
 		}
-		s.log.Warn("config stream ended", "err", err, "retryIn", backoff)
+		if s.refused.Load() {
+			// Deleted: ask again now and then (a restored control plane
+			// may know it again), quietly.
+			backoff = time.Minute
+		} else {
+			s.log.Warn("config stream ended", "err", err, "retryIn", backoff)
+		}
 		d := backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(d):
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		if !s.refused.Load() {
+			backoff = min(backoff*2, 5*time.Second)
+		}
 	}
 }
 

@@ -46,9 +46,9 @@ var ErrAborted = errors.New("tunnel: the connection was torn down at the other e
 // whose peer's teardown resets it (Aborts.Abort).
 type AbortConn struct {
 	net.Conn
-	id     uint32
-	tell   func(*Control) error
-	lost   func() bool // the session's connection failed (ReadFailed)
+	id      uint32
+	tell    func(*Control) error
+	lost    func() bool // the session's connection failed (ReadFailed)
 	reg     *Aborts
 	once    sync.Once // the teardown was told, or heard
 	heard   chan struct{}

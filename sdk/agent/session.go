@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,6 +146,13 @@ func (a *Agent) handshake(conn net.Conn, addr string) (string, *bufio.Reader, er
 	br := bufio.NewReaderSize(conn, 256)
 	sh, err := tunnel.ReadServerHello(br)
 	if err != nil {
+		var ne net.Error
+		if !strings.HasPrefix(addr, "tls://") && errors.As(err, &ne) && ne.Timeout() {
+			// A TLS listener waits for a ClientHello as this side waits
+			// for the edge's hello.
+			return "", nil, fmt.Errorf("handshake: no answer from the edge in %v: if it serves TLS, use tls://%s (with --ca-file or --pin-sha256): %w",
+				tunnel.HandshakeTimeout, strings.TrimPrefix(addr, "tcp://"), err)
+		}
 		return "", nil, fmt.Errorf("handshake: %w", err)
 	}
 	if !a.claimEdge(sh.EdgeID, addr) {
