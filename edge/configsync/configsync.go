@@ -120,21 +120,39 @@ func (s *Syncer) refuse() {
 	if s.cfg.DataDir == "" {
 		return
 	}
+	for _, f := range s.savedFiles() {
+		if f.err == nil && f.sv.TokenHash == s.tokenHash {
+			// The whole directory: a crashed save's temp files hold the
+			// table too.
+			if err := os.RemoveAll(filepath.Dir(f.path)); err != nil {
+				s.log.Error("could not remove the saved snapshot of the deleted edge", "path", f.path, "err", err)
+			}
+		}
+	}
+}
+
+// savedFile is a snapshot file of the data directory, decoded (or why not).
+type savedFile struct {
+	path string
+	sv   saved
+	err  error
+}
+
+// savedFiles reads the saved snapshots of the data directory (one per
+// edge id it was saved under); unreadable files are left out.
+func (s *Syncer) savedFiles() []savedFile {
 	paths, _ := filepath.Glob(filepath.Join(s.cfg.DataDir, "edge-*", "snapshot.json"))
+	var out []savedFile
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			continue
 		}
-		var sv saved
-		if json.Unmarshal(b, &sv) == nil && sv.TokenHash == s.tokenHash {
-			// The whole directory: a crashed save's temp files hold the
-			// table too.
-			if err := os.RemoveAll(filepath.Dir(p)); err != nil {
-				s.log.Error("could not remove the saved snapshot of the deleted edge", "path", p, "err", err)
-			}
-		}
+		f := savedFile{path: p}
+		f.err = json.Unmarshal(b, &f.sv)
+		out = append(out, f)
 	}
+	return out
 }
 
 // LastMessage is when the config stream last delivered a message.
@@ -162,15 +180,10 @@ func (s *Syncer) LoadSaved() (bool, error) {
 	if s.cfg.DataDir == "" {
 		return false, nil
 	}
-	paths, _ := filepath.Glob(filepath.Join(s.cfg.DataDir, "edge-*", "snapshot.json"))
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		var sv saved
-		if err := json.Unmarshal(b, &sv); err != nil || sv.Snapshot == nil {
-			s.log.Warn("ignoring unreadable saved snapshot", "path", p, "err", err)
+	for _, f := range s.savedFiles() {
+		p, sv := f.path, f.sv
+		if f.err != nil || sv.Snapshot == nil {
+			s.log.Warn("ignoring unreadable saved snapshot", "path", p, "err", f.err)
 			continue
 		}
 		if sv.TokenHash != s.tokenHash {

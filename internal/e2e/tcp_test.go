@@ -176,26 +176,11 @@ func TestTCPTeardownReachesTheOtherEnd(t *testing.T) {
 			}
 		}
 	})
-	id, token, edges := env.ProvisionAgent("db-host")
-	ag := env.RunAgent(id, token, edges)
-	svc := env.ExposeProtocol(ag, "stream", "127.0.0.1", ln.Addr().(*net.TCPAddr).Port, "tcp")
-	env.WaitAgentOnEdges(id, 5*time.Second)
-	env.WaitSynced(5 * time.Second)
-	id2, token2, edges2 := env.ProvisionAgent("laptop")
-	ag2 := env.RunAgent(id2, token2, edges2)
+	svc, ag2 := exposeTCPAndReacher(t, env, "stream", ln.Addr().(*net.TCPAddr).Port)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	require.NoError(t, ag2.WaitConnected(ctx))
 
-	viaPort := func() net.Conn {
-		var c net.Conn
-		require.Eventually(t, func() bool {
-			var err error
-			c, err = net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(svc.TunnelPort)))
-			return err == nil
-		}, 3*time.Second, 20*time.Millisecond)
-		return c
-	}
+	viaPort := func() net.Conn { return dialTunnelPort(t, svc) }
 	viaReach := func() net.Conn {
 		c, err := ag2.Dial(ctx, svc.ID)
 		require.NoError(t, err)
@@ -242,23 +227,11 @@ func TestTCPTeardownReachesTheOtherEnd(t *testing.T) {
 func TestPausedTunnelEndsOpenTCPConnections(t *testing.T) {
 	env := testenv.New(t, testenv.Options{})
 	echo := tcpService(t, func(c net.Conn) { defer c.Close(); _, _ = io.Copy(c, c) })
-	id, token, edges := env.ProvisionAgent("db-host")
-	ag := env.RunAgent(id, token, edges)
-	svc := env.ExposeProtocol(ag, "echo", "127.0.0.1", echo.Addr().(*net.TCPAddr).Port, "tcp")
-	env.WaitAgentOnEdges(id, 5*time.Second)
-	env.WaitSynced(5 * time.Second)
-	id2, token2, edges2 := env.ProvisionAgent("laptop")
-	ag2 := env.RunAgent(id2, token2, edges2)
+	svc, ag2 := exposeTCPAndReacher(t, env, "echo", echo.Addr().(*net.TCPAddr).Port)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	require.NoError(t, ag2.WaitConnected(ctx))
 
-	var viaPort net.Conn
-	require.Eventually(t, func() bool {
-		var err error
-		viaPort, err = net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(svc.TunnelPort)))
-		return err == nil
-	}, 3*time.Second, 20*time.Millisecond)
+	viaPort := dialTunnelPort(t, svc)
 	defer viaPort.Close()
 	viaReach, err := ag2.Dial(ctx, svc.ID)
 	require.NoError(t, err)
@@ -291,4 +264,32 @@ func TestPausedTunnelEndsOpenTCPConnections(t *testing.T) {
 		require.Error(t, err, name)
 		require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "%s: the connection outlived the pause", name)
 	}
+}
+
+// exposeTCPAndReacher exposes a TCP service on 127.0.0.1:port from one
+// agent and runs a second agent of the workspace, connected, to reach it.
+func exposeTCPAndReacher(t *testing.T, env *testenv.Env, name string, port int) (*client.Service, *testenv.Agent) {
+	t.Helper()
+	id, token, edges := env.ProvisionAgent("db-host")
+	svc := env.ExposeProtocol(env.RunAgent(id, token, edges), name, "127.0.0.1", port, "tcp")
+	env.WaitAgentOnEdges(id, 5*time.Second)
+	env.WaitSynced(5 * time.Second)
+	id2, token2, edges2 := env.ProvisionAgent("laptop")
+	reacher := env.RunAgent(id2, token2, edges2)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, reacher.WaitConnected(ctx))
+	return svc, reacher
+}
+
+// dialTunnelPort connects to the service's port on the edge, once open.
+func dialTunnelPort(t *testing.T, svc *client.Service) net.Conn {
+	t.Helper()
+	var c net.Conn
+	require.Eventually(t, func() bool {
+		var err error
+		c, err = net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(svc.TunnelPort)))
+		return err == nil
+	}, 3*time.Second, 20*time.Millisecond)
+	return c
 }
