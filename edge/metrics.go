@@ -67,6 +67,9 @@ func newMetrics(s *Server) *metrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pc_edge_handshakes_refused_total",
 			Help: "Tunnel connections closed at once because their address already held the maximum of connections in handshake."},
 			func() float64 { return float64(s.registry.HandshakesRefused()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pc_edge_streams_refused_total",
+			Help: "Streams (requests, TCP connections, reaches) refused because their agent already had the maximum open."},
+			func() float64 { return float64(s.registry.StreamsRefused()) }),
 		&pluginCollector{s: s},
 	)
 	m.handler = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))

@@ -75,6 +75,7 @@ type Registry struct {
 	wg       sync.WaitGroup
 
 	handshakesRefused atomic.Uint64 // connections closed by MaxHandshakesPerIP
+	streamsRefused    atomic.Uint64 // streams refused by MaxStreams
 }
 
 func (r *Registry) trustedProxy(ip string) bool {
@@ -94,6 +95,10 @@ func (r *Registry) trustedProxy(ip string) bool {
 // HandshakesRefused counts the connections closed at once because their
 // address already held MaxHandshakesPerIP handshakes.
 func (r *Registry) HandshakesRefused() uint64 { return r.handshakesRefused.Load() }
+
+// StreamsRefused counts the streams refused because their agent had
+// MaxStreams open.
+func (r *Registry) StreamsRefused() uint64 { return r.streamsRefused.Load() }
 
 // New returns a Registry.
 func New(cfg Config) *Registry {
@@ -173,6 +178,7 @@ type Session struct {
 	lastServices []tunnel.Service // what the agent was last sent
 	lastEdges    []string
 	pushQueued   atomic.Bool // a push is scheduled (Refresh): one at a time
+	capWarned    atomic.Bool // the stream cap was logged for this session
 }
 
 // handle runs the handshake on c and serves the session.
@@ -502,6 +508,11 @@ func (s *Session) acquire() bool {
 	case s.sem <- struct{}{}:
 		return true
 	default:
+		s.reg.streamsRefused.Add(1)
+		if !s.capWarned.Swap(true) {
+			s.reg.log.Warn("agent at its stream cap: further streams are refused until some end",
+				"agent", s.AgentID, "cap", cap(s.sem))
+		}
 		return false
 	}
 }

@@ -341,6 +341,9 @@ func TestHostileAgent(t *testing.T) {
 			}
 		}
 		require.Equal(t, 100, closed, "streams beyond the cap are refused")
+		// ...and counted, so an operator can see it.
+		fams := scrapeMetrics(t, "http://"+ed.AdminAddr()+"/metrics")
+		require.GreaterOrEqual(t, metricValue(fams, "pc_edge_streams_refused_total", nil), float64(len(opened)-maxStreams))
 		s.Close()
 		require.Eventually(t, func() bool { return !slices.Contains(ed.ConnectedAgents(), rogueID) }, 3*time.Second, 10*time.Millisecond)
 	})
