@@ -334,12 +334,15 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Shutdown()
 }
 
-// Shutdown stops accepting, lets in-flight requests finish (up to
-// DrainTimeout), then closes the tunnels.
+// Shutdown stops accepting, lets in-flight requests and open TCP
+// connections finish (up to DrainTimeout), then closes the tunnels.
 func (s *Server) Shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 	defer cancel()
 	var err error
+	if s.tcp != nil {
+		s.tcp.close() // no new TCP connections; the open ones drain below
+	}
 	if s.httpSrv != nil {
 		err = s.httpSrv.ShutdownWithContext(ctx)
 	}
@@ -349,8 +352,13 @@ func (s *Server) Shutdown() error {
 	if s.tunLn != nil {
 		s.tunLn.Close()
 	}
-	if s.tcp != nil {
-		s.tcp.close()
+	// Open TCP connections (tunnel ports, reach) get the rest of the drain
+	// to finish, as requests do; those left are reset with the tunnels.
+	for len(s.conns.list()) > 0 && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	s.registry.Close()
 	if s.cancel != nil {

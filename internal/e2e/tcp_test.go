@@ -293,3 +293,44 @@ func dialTunnelPort(t *testing.T, svc *client.Service) net.Conn {
 	}, 3*time.Second, 20*time.Millisecond)
 	return c
 }
+
+// TestEdgeShutdownDrainsTCP: an edge that stops (SIGTERM) refuses new TCP
+// connections at once and gives the open ones the drain to finish, as it
+// does requests; before, it reset them at once.
+func TestEdgeShutdownDrainsTCP(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	echo := tcpService(t, func(c net.Conn) { defer c.Close(); _, _ = io.Copy(c, c) })
+	svc, _ := exposeTCPAndReacher(t, env, "echo", echo.Addr().(*net.TCPAddr).Port)
+	c := dialTunnelPort(t, svc)
+	defer c.Close()
+	echoes := func(msg string) error {
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return err
+		}
+		got := make([]byte, len(msg))
+		_, err := io.ReadFull(c, got)
+		return err
+	}
+	require.NoError(t, echoes("before"))
+
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- env.Edges[0].Shutdown() }() // the harness drains for 2 s
+	require.Eventually(t, func() bool {
+		nc, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(svc.TunnelPort)), 200*time.Millisecond)
+		if err == nil {
+			nc.Close()
+		}
+		return err != nil
+	}, 2*time.Second, 20*time.Millisecond, "new connections are refused")
+	time.Sleep(300 * time.Millisecond)
+	require.NoError(t, echoes("during the drain"), "the open connection goes on while the edge drains")
+	c.Close()
+	select {
+	case <-done:
+		require.Less(t, time.Since(start), 1900*time.Millisecond, "the drain ended when the last connection did")
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+}
