@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -475,4 +476,30 @@ func TestSetupHolderIsWaitedFor(t *testing.T) {
 	_, errOut, code = h.run("up")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut, "is still using this identity after 200ms")
+}
+
+// A reach whose service is gone (deleted) stops, saying so, instead of
+// refusing every connection for ever.
+func TestReachStopsWhenTheServiceIsGone(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var stdout, stderr syncBuffer
+	a := newHarness(t).app(&stdout, &stderr)
+	a.log = slog.New(slog.DiscardHandler)
+	done := make(chan error, 1)
+	go func() {
+		done <- a.forward(context.Background(), ln, func(context.Context) (net.Conn, error) {
+			return nil, fmt.Errorf("%w: no such service", agent.ErrNoSuchService)
+		})
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	select {
+	case err := <-done:
+		require.ErrorContains(t, err, "the service no longer exists")
+	case <-time.After(5 * time.Second):
+		t.Fatal("reach went on")
+	}
+	assert.Contains(t, stderr.String(), "no such service")
 }

@@ -187,9 +187,23 @@ func (a *app) forward(ctx context.Context, ln net.Listener, dial func(context.Co
 	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	var gone sync.Once
+	goneCh := make(chan struct{})
+	go func() {
+		select {
+		case <-goneCh:
+			ln.Close()
+		case <-ctx.Done():
+		}
+	}()
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
+			select {
+			case <-goneCh:
+				return errors.New("the service no longer exists (deleted?): reach stopped")
+			default:
+			}
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -203,6 +217,9 @@ func (a *app) forward(ctx context.Context, ln net.Listener, dial func(context.Co
 			if err != nil {
 				a.log.Warn("reach: connect to the service", "err", err)
 				fmt.Fprintf(a.stderr, "reach: %v\n", err)
+				if errors.Is(err, agent.ErrNoSuchService) {
+					gone.Do(func() { close(goneCh) }) // the service was deleted: reach ends
+				}
 				return
 			}
 			defer up.Close()

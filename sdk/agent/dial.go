@@ -14,6 +14,10 @@ import (
 // ErrNotConnected is returned by Dial when the agent holds no edge session.
 var ErrNotConnected = errors.New("agent: not connected to any edge")
 
+// ErrNoSuchService is returned by Dial when the edge knows no such service
+// in the agent's workspace (deleted, say): retrying cannot help.
+var ErrNoSuchService = errors.New("agent: reach refused by edge: no such service")
+
 // Dial opens a TCP connection to a service of the agent's workspace through
 // an edge (agent → edge → the service's agent → target). It is what
 // `connect reach` uses for each local connection.
@@ -49,6 +53,9 @@ func (a *Agent) Dial(ctx context.Context, serviceID string) (net.Conn, error) {
 		_ = st.SetDeadline(time.Time{})
 		if res.Status != tunnel.ReplyOK {
 			st.Close()
+			if res.Status == tunnel.ReplyUnknownService {
+				return nil, fmt.Errorf("%w: %s", ErrNoSuchService, res.Message)
+			}
 			return nil, fmt.Errorf("agent: reach refused by edge: %s", res.Message)
 		}
 		// A reset of the connection at either end reaches the other
