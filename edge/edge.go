@@ -343,6 +343,7 @@ func (s *Server) Shutdown() error {
 	if s.tcp != nil {
 		s.tcp.close() // no new TCP connections; the open ones drain below
 	}
+	s.registry.Drain() // nor new reaches
 	if s.httpSrv != nil {
 		err = s.httpSrv.ShutdownWithContext(ctx)
 	}

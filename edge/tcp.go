@@ -151,14 +151,16 @@ func (p *tcpPorts) handle(c net.Conn, serviceID string) {
 		return
 	}
 	ip := hostOf(c.RemoteAddr())
+	// Tracked before the stream opens (which can take the agent a while):
+	// a pause meanwhile cuts it too.
+	vc, done := p.s.conns.track(serviceID, ip, c)
+	defer done()
 	st, err := sess.OpenStream(tunnel.KindTCP, id, ip)
 	if err != nil {
 		p.s.log.Debug("tcp tunnel stream refused", "service", serviceID, "err", err)
 		c.Close()
 		return
 	}
-	vc, done := p.s.conns.track(serviceID, ip, c)
-	defer done()
 	tunnel.Pipe(vc, st)
 }
 

@@ -67,7 +67,9 @@ type Syncer struct {
 // New returns a Syncer with an empty table.
 func New(cfg Config) *Syncer {
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{}
+		// No redirects: the answer that makes an edge stop serving (a
+		// deletion) must come from the control plane it was given.
+		cfg.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	if cfg.StaleAfter <= 0 {
 		cfg.StaleAfter = 20 * time.Second

@@ -76,6 +76,7 @@ type Registry struct {
 
 	handshakesRefused atomic.Uint64 // connections closed by MaxHandshakesPerIP
 	streamsRefused    atomic.Uint64 // streams refused by MaxStreams
+	draining          atomic.Bool   // Drain: no new reach streams
 }
 
 func (r *Registry) trustedProxy(ip string) bool {
@@ -316,7 +317,7 @@ func (r *Registry) serve(s *Session) {
 			break
 		}
 		if c.Type == tunnel.CtlAbort {
-			s.aborts.Abort(c.Stream)
+			go s.aborts.Abort(c.Stream) // a close can wait on a busy session: not on this reader
 			continue
 		}
 		if r.cfg.OnControl != nil && c.Type != tunnel.CtlPong {
@@ -384,28 +385,35 @@ func (r *Registry) serveReach(from *Session, st *smux.Stream) {
 		refuse(tunnel.ReplyRefused, "the tunnel is paused")
 		return
 	}
+	if r.draining.Load() {
+		refuse(tunnel.ReplyRefused, "the edge is shutting down")
+		return
+	}
 	to, ok := r.Get(svc.AgentID)
 	if !ok {
 		refuse(tunnel.ReplyDialFailed, "the service's agent is offline")
 		return
 	}
-	conn, err := to.OpenStream(tunnel.KindTCP, h.ServiceID, from.RemoteIP)
-	if err != nil {
-		refuse(tunnel.ReplyDialFailed, "the service could not be reached")
-		return
-	}
-	if err := tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyOK}); err != nil {
-		conn.Close()
-		st.Close()
-		return
-	}
-	// Either agent's teardown reaches the other (tunnel.Pipe resets both).
+	// The reacher's stream is registered for aborts, and tracked (so that a
+	// pause cuts it), before anything can abort or pause it.
 	var reacher net.Conn = from.abortable(st, st.ID())
 	if r.cfg.TrackConn != nil {
 		var done func()
 		reacher, done = r.cfg.TrackConn(svc.ID, from.RemoteIP, reacher)
 		defer done()
 	}
+	conn, err := to.OpenStream(tunnel.KindTCP, h.ServiceID, from.RemoteIP)
+	if err != nil {
+		_ = tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyDialFailed, Message: "the service could not be reached"})
+		reacher.Close()
+		return
+	}
+	if err := tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyOK}); err != nil {
+		conn.Close()
+		reacher.Close()
+		return
+	}
+	// Either agent's teardown reaches the other (tunnel.Pipe resets both).
 	tunnel.Pipe(reacher, conn)
 }
 
@@ -530,7 +538,12 @@ func (s *Session) OpenStream(kind byte, serviceID uuid.UUID, clientIP string) (n
 		s.release()
 		return nil, ErrOffline
 	}
-	c := &Stream{Stream: st, s: s}
+	var c net.Conn = &Stream{Stream: st, s: s}
+	if kind == tunnel.KindTCP {
+		// Registered before the agent can answer: its abort may follow
+		// its reply at once.
+		c = s.abortable(c, st.ID())
+	}
 	var buf [64]byte
 	hdr, err := tunnel.AppendStreamHeader(buf[:0], &tunnel.StreamHeader{Kind: kind, ServiceID: serviceID, ClientIP: clientIP})
 	if err == nil {
@@ -550,9 +563,6 @@ func (s *Session) OpenStream(kind byte, serviceID uuid.UUID, clientIP string) (n
 	if res.Status != tunnel.ReplyOK {
 		c.Close()
 		return nil, fmt.Errorf("%w: %s", ErrRefused, res.Message)
-	}
-	if kind == tunnel.KindTCP {
-		return s.abortable(c, st.ID()), nil
 	}
 	return c, nil
 }
@@ -655,6 +665,10 @@ func (r *Registry) CloseExpired(t *routes.Table, now time.Time) int {
 	}
 	return len(list)
 }
+
+// Drain refuses new reach streams (the edge is shutting down; its open
+// connections finish first).
+func (r *Registry) Drain() { r.draining.Store(true) }
 
 // Close stops accepting sessions and closes every live one.
 func (r *Registry) Close() {

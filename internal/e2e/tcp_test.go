@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/privateconnect/pc/edge"
 	"github.com/privateconnect/pc/internal/testenv"
 	"github.com/privateconnect/pc/internal/tunnel"
 	"github.com/privateconnect/pc/sdk/client"
@@ -333,4 +334,25 @@ func TestEdgeShutdownDrainsTCP(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Shutdown did not return")
 	}
+}
+
+// TestAbortedStreamsFreeTheirSlots: a stream torn down by a reset frees its
+// slot of the agent's stream cap as soon as the agent has read the abort,
+// not after the abort's grace (10 s): clients that reset are common, and a
+// cap full of aborted streams would refuse everything else for that agent.
+func TestAbortedStreamsFreeTheirSlots(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Edge: func(c *edge.Config) { c.MaxStreamsPerAgent = 4 }})
+	echo := tcpService(t, func(c net.Conn) { defer c.Close(); _, _ = io.Copy(c, c) })
+	svc, _ := exposeTCPAndReacher(t, env, "echo", echo.Addr().(*net.TCPAddr).Port)
+	start := time.Now()
+	for i := 0; i < 12; i++ {
+		c := dialTunnelPort(t, svc)
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		_, err := c.Write([]byte("ping"))
+		require.NoError(t, err)
+		_, err = io.ReadFull(c, make([]byte, 4))
+		require.NoError(t, err, "connection %d: refused (the cap of 4 held by aborted streams?)", i)
+		tunnel.Reset(c)
+	}
+	t.Logf("12 connections, each reset, through a cap of 4 streams in %v", time.Since(start).Round(time.Millisecond))
 }

@@ -52,7 +52,8 @@ type AbortConn struct {
 	reg     *Aborts
 	once    sync.Once // the teardown was told, or heard
 	heard   chan struct{}
-	waiting atomic.Bool // told: the peer closes the stream (Abort)
+	waiting atomic.Bool  // told: the peer closes the stream (Abort)
+	reads   atomic.Int32 // Reads in progress (drain waits for them)
 	closed  sync.Once
 }
 
@@ -63,23 +64,57 @@ var abortGrace = 10 * time.Second
 // Abort tells the peer the connection was torn down, once. The stream is
 // not closed at once: a FIN sent now could reach the peer before the abort
 // (they travel on different streams) and read as a clean end. Local reads
-// and writes fail from now on; the peer closes the stream when it reads the
-// abort, and this side after abortGrace in any case.
+// and writes fail from now on; what still arrives is read and dropped
+// (freeing the session's shared receive window) until the peer, having
+// read the abort, closes the stream, about a round trip later; then (or
+// after abortGrace at the latest) the stream is closed and its slot freed.
 func (c *AbortConn) Abort() {
 	c.once.Do(func() {
-		if c.tell != nil && c.tell(&Control{Type: CtlAbort, Stream: c.id}) == nil {
-			c.waiting.Store(true)
-			_ = c.Conn.SetDeadline(time.Unix(1, 0))
-			time.AfterFunc(abortGrace, func() { _ = c.closeNow() })
+		if c.tell == nil {
+			return
 		}
+		c.waiting.Store(true)
+		_ = c.Conn.SetDeadline(time.Unix(1, 0)) // wakes the copies blocked on it
+		go func() {
+			// Off the caller's path: a busy control stream must not hold
+			// up the copy that found the teardown.
+			if c.tell(&Control{Type: CtlAbort, Stream: c.id}) != nil {
+				_ = c.closeNow()
+				return
+			}
+			c.drain()
+		}()
 	})
 	_ = c.Close()
+}
+
+// drain reads and drops what the stream still carries until the peer
+// closes it (or abortGrace passes), then closes it.
+func (c *AbortConn) drain() {
+	defer c.closeNow()
+	// The copies woken by the past deadline leave first: a new deadline
+	// set while one is still inside Read would put it back to sleep.
+	for i := 0; c.reads.Load() > 0 && i < 1000; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	_ = c.Conn.SetReadDeadline(time.Now().Add(abortGrace))
+	buf := make([]byte, 4096)
+	for {
+		if _, err := c.Conn.Read(buf); err != nil {
+			return
+		}
+	}
 }
 
 // Read reads the stream; after the peer's abort, or once the session's
 // connection is lost, it fails with ErrAborted rather than an end of file.
 func (c *AbortConn) Read(p []byte) (int, error) {
+	if c.waiting.Load() {
+		return 0, ErrAborted // Abort drains the stream
+	}
+	c.reads.Add(1)
 	n, err := c.Conn.Read(p)
+	c.reads.Add(-1)
 	if err != nil {
 		select {
 		case <-c.heard:
@@ -91,6 +126,14 @@ func (c *AbortConn) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// Write writes to the stream; after Abort it fails.
+func (c *AbortConn) Write(p []byte) (int, error) {
+	if c.waiting.Load() {
+		return 0, ErrAborted
+	}
+	return c.Conn.Write(p)
 }
 
 // Close closes the stream and forgets it (after an Abort, once the peer

@@ -30,6 +30,16 @@ func TestAbortConn(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatal("a read after Abort succeeded")
 	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		mu.Lock()
+		n := len(told)
+		mu.Unlock()
+		if n > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
 	mu.Lock()
 	if len(told) != 1 || told[0].Type != CtlAbort || told[0].Stream != 7 {
 		t.Fatalf("told %+v, want one abort of stream 7", told)
@@ -47,6 +57,30 @@ func TestAbortConn(t *testing.T) {
 	if _, err := b.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Fatalf("the stream was not closed after the grace: %v", err)
 	}
+
+	// The peer closing the stream (having read the abort) frees it at once,
+	// not after the grace.
+	old2 := abortGrace
+	abortGrace = time.Hour
+	a4, b4 := net.Pipe()
+	c4 := reg.Wrap(a4, 13, tell, nil)
+	c4.Abort()
+	time.Sleep(20 * time.Millisecond)
+	b4.Close()
+	deadline = time.Now().Add(2 * time.Second)
+	for {
+		reg.mu.Lock()
+		_, held := reg.m[13]
+		reg.mu.Unlock()
+		if !held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the aborted stream was held after the peer closed it")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	abortGrace = old2
 
 	// The peer's abort.
 	a2, b2 := net.Pipe()

@@ -33,6 +33,8 @@ func (a *Agent) Dial(ctx context.Context, serviceID string) (net.Conn, error) {
 			lastErr = err
 			continue
 		}
+		// Registered first: the edge's abort may follow its reply at once.
+		ac := ec.abortable(st, st.ID())
 		hdr, _ := tunnel.AppendStreamHeader(nil, &tunnel.StreamHeader{Kind: tunnel.KindReach, ServiceID: id})
 		if dl, ok := ctx.Deadline(); ok {
 			_ = st.SetDeadline(dl)
@@ -40,19 +42,19 @@ func (a *Agent) Dial(ctx context.Context, serviceID string) (net.Conn, error) {
 			_ = st.SetDeadline(time.Now().Add(15 * time.Second))
 		}
 		if _, err := st.Write(hdr); err != nil {
-			st.Close()
+			ac.Close()
 			lastErr = err
 			continue
 		}
 		res, err := tunnel.ReadResult(st)
 		if err != nil {
-			st.Close()
+			ac.Close()
 			lastErr = err
 			continue
 		}
 		_ = st.SetDeadline(time.Time{})
 		if res.Status != tunnel.ReplyOK {
-			st.Close()
+			ac.Close()
 			if res.Status == tunnel.ReplyUnknownService {
 				return nil, fmt.Errorf("%w: %s", ErrNoSuchService, res.Message)
 			}
@@ -60,7 +62,7 @@ func (a *Agent) Dial(ctx context.Context, serviceID string) (net.Conn, error) {
 		}
 		// A reset of the connection at either end reaches the other
 		// (tunnel.CtlAbort); tunnel.Pipe resets the caller's side.
-		return ec.abortable(st, st.ID()), nil
+		return ac, nil
 	}
 	return nil, lastErr
 }

@@ -207,24 +207,43 @@ func (a *Agent) serveStream(ec *edgeConn, st *smux.Stream) {
 
 // serveProxy dials the service's target and pipes bytes both ways.
 func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tunnel.StreamHeader) {
+	// A write to the edge that makes no progress for a while means nobody
+	// reads the stream any more: give up rather than hold the target. Two
+	// minutes for HTTP; ten for TCP, whose client may pause reading (a
+	// pager) and whose teardown comes as an abort from edges that send one
+	// (this is for those that do not).
+	stall := 2 * time.Minute
+	if h.Kind == tunnel.KindTCP {
+		stall = 10 * time.Minute
+	}
+	var src net.Conn = tunnel.StallTimeout(st, stall)
+	if br.Buffered() > 0 {
+		src = &bufferedConn{Conn: src, r: br}
+	}
+	if h.Kind == tunnel.KindTCP {
+		// Registered before the edge learns the stream is open: its abort
+		// may follow the reply at once.
+		src = ec.abortable(src, st.ID())
+	}
+	refuse := func(code byte, msg string) {
+		_ = tunnel.WriteResult(st, tunnel.Result{Status: code, Message: msg})
+		src.Close()
+	}
 	t, ok := a.lookup(h.ServiceID, 3*time.Second)
 	if ok && !a.targetAllowed(h.ServiceID, t.addr) {
 		a.log.Warn("refusing a target outside AllowedTargets", "service", t.name, "target", t.addr)
-		_ = tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyRefused, Message: "target not allowed by this agent"})
-		st.Close()
+		refuse(tunnel.ReplyRefused, "target not allowed by this agent")
 		return
 	}
 	if !ok {
-		_ = tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyUnknownService, Message: "service not served by this agent"})
-		st.Close()
+		refuse(tunnel.ReplyUnknownService, "service not served by this agent")
 		return
 	}
 	conn, err := net.DialTimeout("tcp", t.addr, a.cfg.DialTimeout)
 	if err != nil {
 		a.counters.dialFails.Add(1)
 		a.log.Warn("dial target failed", "service", t.name, "target", t.addr, "err", err)
-		_ = tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyDialFailed, Message: "target unreachable"})
-		st.Close()
+		refuse(tunnel.ReplyDialFailed, "target unreachable")
 		return
 	}
 	if tc, ok := conn.(*net.TCPConn); ok {
@@ -236,23 +255,8 @@ func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tu
 	}
 	if err := tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyOK}); err != nil {
 		conn.Close()
-		st.Close()
+		src.Close()
 		return
-	}
-	var src net.Conn = st
-	if h.Kind == tunnel.KindHTTP {
-		// A write to the edge that makes no progress for two minutes
-		// means nobody reads the HTTP response any more: give up rather
-		// than hold the target. A TCP stream has no such limit (a client
-		// may pause reading for as long as it likes, as over plain TCP):
-		// its teardown comes as an abort.
-		src = tunnel.StallTimeout(st, 2*time.Minute)
-	}
-	if br.Buffered() > 0 {
-		src = &bufferedConn{Conn: src, r: br}
-	}
-	if h.Kind == tunnel.KindTCP {
-		src = ec.abortable(src, st.ID())
 	}
 	a.counters.streams.Add(1)
 	a.counters.served.Add(1)
@@ -389,7 +393,7 @@ func (a *Agent) serveControl(ec *edgeConn, st *smux.Stream, br *bufio.Reader) {
 			ec.close()
 			return
 		case tunnel.CtlAbort:
-			ec.aborts.Abort(c.Stream)
+			go ec.aborts.Abort(c.Stream) // a close can wait on a busy session: not on this reader
 		case tunnel.CtlMessage:
 			var m Message
 			if json.Unmarshal(c.Payload, &m) == nil && a.cfg.OnMessage != nil {
