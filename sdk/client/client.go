@@ -233,6 +233,11 @@ func (c *Client) do(ctx context.Context, r request, out any) (http.Header, error
 // send performs r and returns the response with its body read; a non-2xx
 // answer becomes an *APIError.
 func (c *Client) send(ctx context.Context, r request) (*http.Response, []byte, error) {
+	if strings.HasSuffix(r.path, "/") || strings.Contains(r.path, "//") {
+		// An empty id: the API would answer "no route" (a 404 that reads
+		// as "already deleted" to a caller checking IsNotFound).
+		return nil, nil, fmt.Errorf("%w: %s %s", ErrEmptyID, r.method, r.path)
+	}
 	req, err := c.newRequest(ctx, r)
 	if err != nil {
 		return nil, nil, err
@@ -295,6 +300,9 @@ func parseError(resp *http.Response, body []byte) error {
 }
 
 // p joins escaped path segments under /v1: p("agents", id) = "/v1/agents/<id>".
+// ErrEmptyID is returned, before any request, by a call given an empty id.
+var ErrEmptyID = errors.New("client: an id or name in the path is empty")
+
 func p(segments ...string) string {
 	var b strings.Builder
 	b.WriteString("/v1")

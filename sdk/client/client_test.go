@@ -332,3 +332,18 @@ func TestDecodeErrorIsNotAPIError(t *testing.T) {
 	require.Error(t, err)
 	assert.True(t, strings.Contains(err.Error(), "decode data"), err.Error())
 }
+
+// An empty id is refused before any request: the API would answer 404
+// ("no route"), which a caller checking IsNotFound takes for "already gone".
+func TestEmptyIDIsRefusedLocally(t *testing.T) {
+	f := newFake(t)
+	c := f.client()
+	err := c.RevokeShare(context.Background(), "")
+	require.ErrorIs(t, err, client.ErrEmptyID)
+	require.False(t, client.IsNotFound(err))
+	_, err = c.GetService(context.Background(), "")
+	require.ErrorIs(t, err, client.ErrEmptyID)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	require.Empty(t, f.reqs, "nothing was sent")
+}
