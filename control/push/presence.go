@@ -79,6 +79,9 @@ func (p *Presence) Touch(id string) {
 func (p *Presence) Report(id string, r *config.Report) (appeared, gone []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if _, deleted := p.deleted[id]; deleted {
+		return nil, nil // a report in flight at the deletion: its agents did not appear
+	}
 	e := p.edge(id)
 	e.LastSeen = p.now()
 	e.ConfigEpoch, e.ConfigVersion = r.ConfigEpoch, r.ConfigVersion

@@ -222,7 +222,8 @@ func TestDisconnectDeletedEdge(t *testing.T) {
 		t.Fatal("the deleted edge's stream stayed open")
 	}
 	h.Presence.Touch("edge-1")
-	h.Presence.Report("edge-1", &config.Report{Agents: []string{"a"}})
+	appeared, _ := h.Presence.Report("edge-1", &config.Report{Agents: []string{"a"}})
+	assert.Empty(t, appeared, "no agent.CONNECTED for a deleted edge's late report")
 	_, online := h.Presence.Edge("edge-1")
 	assert.False(t, online)
 	assert.Empty(t, h.Presence.OnlineEdges())
