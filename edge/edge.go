@@ -178,7 +178,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.sync = configsync.New(configsync.Config{ControlURL: cfg.ControlURL, Token: cfg.Token, DataDir: cfg.DataDir,
 		Logger: cfg.Logger.With("component", "configsync"), OnSwap: s.onSwap, OnInbox: s.deliverInbox})
-	s.conns = newConnTracker(s.sync.EdgeID)
+	s.conns = newConnTracker()
 	s.registry = tunnels.New(tunnels.Config{EdgeID: s.sync.EdgeID, Table: s.sync.Table,
 		MaxStreams: cfg.MaxStreamsPerAgent, TrustedProxies: trusted, OnEvent: s.reporter.event, OnControl: s.onAgentControl,
 		TrackConn: s.conns.track,
@@ -355,7 +355,7 @@ func (s *Server) Shutdown() error {
 	}
 	// Open TCP connections (tunnel ports, reach) get the rest of the drain
 	// to finish, as requests do; those left are reset with the tunnels.
-	for len(s.conns.list()) > 0 && ctx.Err() == nil {
+	for s.conns.count() > 0 && ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 		case <-time.After(50 * time.Millisecond):

@@ -63,7 +63,7 @@ func newMetrics(s *Server) *metrics {
 			}
 			return -1
 		}),
-		gauge("pc_edge_tcp_connections", "Open TCP tunnel and WebSocket connections.", func() float64 { return float64(len(s.conns.list())) }),
+		gauge("pc_edge_tcp_connections", "Open TCP connections through tunnel ports and reach.", func() float64 { return float64(s.conns.count()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pc_edge_handshakes_refused_total",
 			Help: "Tunnel connections closed at once because their address already held the maximum of connections in handshake."},
 			func() float64 { return float64(s.registry.HandshakesRefused()) }),

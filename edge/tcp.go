@@ -197,9 +197,8 @@ func hostOf(a net.Addr) string {
 // reports, with their bytes so far, and ends those of a service that is
 // paused or gone (cutInactive).
 type connTracker struct {
-	mu     sync.Mutex
-	live   map[*trackedConn]struct{}
-	edgeID func() string
+	mu   sync.Mutex
+	live map[*trackedConn]struct{}
 }
 
 // trackedConn is the visitor's side of a TCP connection through the edge:
@@ -233,8 +232,15 @@ func (c *trackedConn) CloseWrite() error {
 // Abort resets the connection (tunnel.Reset).
 func (c *trackedConn) Abort() { tunnel.Reset(c.Conn) }
 
-func newConnTracker(edgeID func() string) *connTracker {
-	return &connTracker{live: map[*trackedConn]struct{}{}, edgeID: edgeID}
+func newConnTracker() *connTracker {
+	return &connTracker{live: map[*trackedConn]struct{}{}}
+}
+
+// count is the number of live connections.
+func (ct *connTracker) count() int {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	return len(ct.live)
 }
 
 // track registers the visitor's side c of a TCP connection to a service;

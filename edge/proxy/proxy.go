@@ -620,12 +620,16 @@ func peerIP(ctx *fasthttp.RequestCtx) string {
 // appendHostPort appends host:port, bracketing IPv6 literals as
 // net.JoinHostPort does.
 func appendHostPort(dst []byte, host string, port int) []byte {
+	return strconv.AppendInt(append(appendHost(dst, host), ':'), int64(port), 10)
+}
+
+// appendHost appends host as a URL authority has it: IPv6 literals
+// bracketed.
+func appendHost(dst []byte, host string) []byte {
 	if strings.IndexByte(host, ':') >= 0 {
-		dst = append(append(append(dst, '['), host...), ']')
-	} else {
-		dst = append(dst, host...)
+		return append(append(append(dst, '['), host...), ']')
 	}
-	return strconv.AppendInt(append(dst, ':'), int64(port), 10)
+	return append(dst, host...)
 }
 
 // appendEscapedPath re-encodes a decoded path for the request line.

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"strings"
 
 	"github.com/valyala/fasthttp"
 )
@@ -41,28 +40,28 @@ func rewriteHead(h *fasthttp.ResponseHeader, tg *target, scratch []byte) []byte 
 	if len(tg.prefix) == 0 {
 		return scratch
 	}
-	changed := false
+	// Every cookie, rewritten or not, into scratch (ends: where each ends);
+	// nothing is allocated once scratch has grown.
+	buf, changed := scratch[:0], false
+	var endsArr [8]int
+	ends := endsArr[:0]
 	for _, v := range h.Cookies() {
-		if attributeIndex(v, strPathAttr) >= 0 {
-			changed = true
-			break
+		var c bool
+		buf, c = appendCookiePath(buf, v, tg.prefix)
+		changed = changed || c
+		ends = append(ends, len(buf))
+	}
+	if changed {
+		// fasthttp keys response cookies by name and has no raw setter:
+		// take them all out and put them back, in their order.
+		h.Del(fasthttp.HeaderSetCookie)
+		start := 0
+		for _, e := range ends {
+			h.AddBytesV(fasthttp.HeaderSetCookie, buf[start:e])
+			start = e
 		}
 	}
-	if !changed {
-		return scratch
-	}
-	// fasthttp keys response cookies by name and has no raw setter: take
-	// them all out and put them back, rewritten, in their order.
-	var values [][]byte
-	for _, v := range h.Cookies() {
-		b, _ := appendCookiePath(nil, v, tg.prefix)
-		values = append(values, b)
-	}
-	h.Del(fasthttp.HeaderSetCookie)
-	for _, v := range values {
-		h.AddBytesV(fasthttp.HeaderSetCookie, v)
-	}
-	return scratch
+	return buf
 }
 
 // appendLocation appends the rewritten Location of a redirect, and whether
@@ -137,19 +136,9 @@ func sameAuthority(u []byte, host string, port, defPort int) ([]byte, bool) {
 		return nil, false
 	}
 	var hp [300]byte
-	if bytes.EqualFold(auth, appendHostPort(hp[:0], host, port)) {
+	if bytes.EqualFold(auth, appendHostPort(hp[:0], host, port)) ||
+		port == defPort && bytes.EqualFold(auth, appendHost(hp[:0], host)) {
 		return u[end:], true
-	}
-	if port == defPort {
-		h := hp[:0]
-		if strings.IndexByte(host, ':') >= 0 {
-			h = append(append(append(h, '['), host...), ']')
-		} else {
-			h = append(h, host...)
-		}
-		if bytes.EqualFold(auth, h) {
-			return u[end:], true
-		}
 	}
 	return nil, false
 }

@@ -128,10 +128,13 @@ func TestRewriteHead(t *testing.T) {
 		require.Equal(t, "a=1; Path=/", string(h.PeekCookie("a")), "the host is the share's own")
 	})
 	t.Run("nothing to do allocates nothing", func(t *testing.T) {
-		h := parse(t, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: a=1\r\nContent-Length: 0\r\n\r\n")
+		// A cookie without Path, and one already under the link (a service
+		// that honours X-Forwarded-Prefix): nothing to rewrite.
+		h := parse(t, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2; Path=/shared/abc/x\r\nContent-Length: 0\r\n\r\n")
 		tg := &target{svc: svc, prefix: []byte(testPrefix)}
 		scratch := make([]byte, 0, 64)
 		require.Zero(t, testing.AllocsPerRun(100, func() { scratch = rewriteHead(h, tg, scratch) }))
+		require.Equal(t, "b=2; Path=/shared/abc/x", string(h.PeekCookie("b")))
 	})
 }
 

@@ -71,12 +71,7 @@ func TestTCPTunnelAndReach(t *testing.T) {
 	env.WaitSynced(5 * time.Second)
 
 	// Through the edge's tunnel port.
-	var c net.Conn
-	require.Eventually(t, func() bool {
-		var err error
-		c, err = net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(svc.TunnelPort)))
-		return err == nil
-	}, 3*time.Second, 20*time.Millisecond)
+	c := dialTunnelPort(t, svc)
 	payload := make([]byte, 3<<20)
 	require.Equal(t, "got 3145728", roundTrip(t, c, payload))
 

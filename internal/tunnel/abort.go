@@ -98,12 +98,7 @@ func (c *AbortConn) drain() {
 		time.Sleep(time.Millisecond)
 	}
 	_ = c.Conn.SetReadDeadline(time.Now().Add(abortGrace))
-	buf := make([]byte, 4096)
-	for {
-		if _, err := c.Conn.Read(buf); err != nil {
-			return
-		}
-	}
+	_, _ = io.Copy(io.Discard, onlyReader{c.Conn})
 }
 
 // Read reads the stream; after the peer's abort, or once the session's

@@ -271,31 +271,6 @@ func (a *Agent) stopWith(err error) {
 	}
 }
 
-// stopIfRejected stops Run when an edge has refused the agent for good and
-// every other edge has too or will never be tried again (replaced there, or
-// a plain-TCP address refused), and no session is up or being opened.
-func (a *Agent) stopIfRejected() {
-	a.mu.Lock()
-	var first *RejectedError
-	stop := len(a.sessions) == 0 && len(a.trying) == 0 && len(a.edges) > 0 && a.runErr == nil && a.runCtx != nil && a.runCtx.Err() == nil
-	for addr := range a.edges {
-		if !stop {
-			break
-		}
-		if r, ok := a.definitive[addr]; ok {
-			if first == nil {
-				first = r
-			}
-		} else if !a.finished[addr] {
-			stop = false
-		}
-	}
-	a.mu.Unlock()
-	if stop && first != nil {
-		a.stopWith(first)
-	}
-}
-
 // deliverEvents calls OnEvent with the queued events, in order, until stop
 // is closed and the queue is empty.
 func (a *Agent) deliverEvents(stop <-chan struct{}, done chan<- struct{}) {
@@ -338,23 +313,53 @@ func (a *Agent) setTrying(addr string, on bool) {
 	a.mu.Unlock()
 }
 
-// stopIfReplaced stops Run once an edge has replaced this agent's session and
-// the agent neither holds a tunnel nor is trying one: every edge it had is
-// held by the other process, or the rest failed their last attempt (an agent
-// retrying them would sit there with no tunnel, and the other process would
-// be alone to serve). An edge that says "replaced" while another edge's
-// session is still being opened (at start, say) does not stop the agent.
-func (a *Agent) stopIfReplaced() {
+// stopIfDone stops Run once the agent neither holds a tunnel nor is trying
+// one, and an edge said why it never will:
+//   - a newer session of this identity replaced it (*ReplacedError): every
+//     edge it had is held by the other process, or the rest failed their
+//     last attempt (an agent retrying them would sit there with no tunnel,
+//     and the other process would be alone to serve);
+//   - an edge refused it for good (*RejectedError), and every other edge
+//     did too or will never be tried again (replaced there, a plain-TCP
+//     address refused).
+//
+// An edge that says so while another edge's session is still being opened
+// (at start, say) does not stop the agent.
+func (a *Agent) stopIfDone() {
 	a.mu.Lock()
-	stop := a.replaced != nil && len(a.sessions) == 0 && len(a.trying) == 0 && a.runErr == nil && a.runCtx != nil && a.runCtx.Err() == nil
-	if stop {
-		a.runErr = a.replaced
+	err := a.doneLocked()
+	if err != nil {
+		a.runErr = err
 	}
 	cancel := a.stop
 	a.mu.Unlock()
-	if stop {
+	if err != nil {
 		cancel()
 	}
+}
+
+// doneLocked is why Run should stop by itself now (stopIfDone), or nil.
+func (a *Agent) doneLocked() error {
+	if len(a.sessions) > 0 || len(a.trying) > 0 || a.runErr != nil || a.runCtx == nil || a.runCtx.Err() != nil {
+		return nil
+	}
+	if a.replaced != nil {
+		return a.replaced
+	}
+	var first *RejectedError
+	for addr := range a.edges {
+		if r, ok := a.definitive[addr]; ok {
+			if first == nil {
+				first = r
+			}
+		} else if !a.finished[addr] {
+			return nil
+		}
+	}
+	if first == nil {
+		return nil
+	}
+	return first
 }
 
 // Connected returns the tunnel addresses of the edges the agent holds a live
@@ -386,8 +391,7 @@ func (a *Agent) addEdgeLocked(addr string) {
 			a.finished[addr] = true
 			a.mu.Unlock()
 		}
-		a.stopIfReplaced() // an edge dropped from the list may have been the last one trying
-		a.stopIfRejected()
+		a.stopIfDone() // an edge dropped from the list may have been the last one trying
 	}()
 }
 
@@ -450,7 +454,7 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 				a.replaced = err
 			}
 			a.mu.Unlock()
-			a.stopIfReplaced()
+			a.stopIfDone()
 			return
 		}
 		if errors.As(err, &plain) {
@@ -461,7 +465,7 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 			return
 		}
 		if err != nil {
-			a.stopIfReplaced() // replaced elsewhere, and this edge cannot be had either
+			a.stopIfDone() // replaced elsewhere, and this edge cannot be had either
 		}
 		if errors.As(err, &rej) {
 			a.counters.rejected.Add(1)
@@ -471,7 +475,7 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 				a.mu.Lock()
 				a.definitive[addr] = rej
 				a.mu.Unlock()
-				a.stopIfRejected()
+				a.stopIfDone()
 			}
 		} else if err != nil {
 			a.emit(Event{Kind: EventError, Edge: addr, Err: err, Message: err.Error()})
