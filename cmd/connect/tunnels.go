@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
 	"github.com/privateconnect/pc/sdk/client"
@@ -137,6 +138,9 @@ func (a *app) localAgentID() (string, error) {
 // tunnelID resolves a tunnel by its id or its service's name (a tunnel is
 // a service's live exposure and has the service's id).
 func tunnelID(ctx context.Context, c *client.Client, ref string) (string, error) {
+	if _, err := uuid.Parse(ref); err == nil {
+		return ref, nil // an id goes as it is: the tunnel call answers for it
+	}
 	svc, err := resolveService(ctx, c, ref)
 	if err != nil {
 		return "", err

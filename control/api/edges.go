@@ -182,7 +182,7 @@ func (a *API) invalidateEdgeBase() {
 
 // edgeConfig serves the NDJSON config stream of package internal/config.
 func (a *API) edgeConfig(ctx *fasthttp.RequestCtx) {
-	c := &call{ctx: ctx, a: a, now: time.Now().UTC().Truncate(time.Millisecond)}
+	c := &call{ctx: ctx, a: a, now: apiTime(time.Now())}
 	if err := a.authEdge(c); err != nil {
 		writeError(ctx, toError(err, a.log, "/v1/edges/config"))
 		return

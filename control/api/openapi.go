@@ -95,8 +95,8 @@ func (g *schemaGen) schema(t reflect.Type, request bool) jsonObj {
 	case reflect.Interface:
 		return jsonObj{}
 	case reflect.Struct:
-		if strings.HasPrefix(t.Name(), "opt[") {
-			return nullable(g.schema(t.Field(2).Type, request))
+		if et, ok := optElem(t); ok {
+			return nullable(g.schema(et, request))
 		}
 		if t.Name() == "" {
 			return g.object(t, request)
@@ -129,7 +129,7 @@ func (g *schemaGen) object(t reflect.Type, request bool) jsonObj {
 		props[name] = g.schema(f.Type, request)
 		optional := strings.Contains(opts, "omitempty") ||
 			(request && (f.Type.Kind() == reflect.Pointer || f.Type.Kind() == reflect.Slice || f.Type.Kind() == reflect.Map ||
-				f.Type == rawType || strings.HasPrefix(f.Type.Name(), "opt[")))
+				f.Type == rawType || isOpt(f.Type)))
 		if !optional {
 			required = append(required, name)
 		}
@@ -334,3 +334,16 @@ func (a *API) OpenAPI() []byte { return a.openapiDoc }
 // RegisteredRoutes is the router's own list of registered routes (method →
 // paths), for checking the OpenAPI document against it.
 func (a *API) RegisteredRoutes() map[string][]string { return a.router.List() }
+
+// optElem is T of the field type opt[T] (an optional field, agents.go).
+func optElem(t reflect.Type) (reflect.Type, bool) {
+	if !isOpt(t) {
+		return nil, false
+	}
+	f, _ := t.FieldByName("V")
+	return f.Type, true
+}
+
+func isOpt(t reflect.Type) bool {
+	return t.Kind() == reflect.Struct && strings.HasPrefix(t.Name(), "opt[")
+}

@@ -36,6 +36,10 @@ func walkJSON(raw json.RawMessage, t reflect.Type, path string) *Error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
+	if et, ok := optElem(t); ok {
+		// opt[T] decodes itself, but its value is a T like any other.
+		return walkJSON(raw, et, path)
+	}
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return nil

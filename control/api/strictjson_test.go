@@ -46,6 +46,18 @@ func TestDecodeIsStrictAboutKeysAndTimes(t *testing.T) {
 			assert.Equal(t, tc.field, e.Details[0].Field)
 		})
 	}
+	// An optional field (opt[T], which decodes itself) is checked as its T:
+	// a share's expiresAt is one.
+	var sr shareRequest
+	err := decodeJSON([]byte(`{"expiresAt":"2027-01-01"}`), &sr)
+	var e *Error
+	require.ErrorAs(t, err, &e)
+	require.Len(t, e.Details, 1, e.Message)
+	assert.Equal(t, "expiresAt", e.Details[0].Field)
+	assert.Contains(t, e.Message, `not "2027-01-01"`)
+	require.Nil(t, decodeJSON([]byte(`{"expiresAt":null}`), &sr))
+	require.Nil(t, decodeJSON([]byte(`{"expiresAt":"2027-01-01T00:00:00Z"}`), &sr))
+
 	// What is right still decodes; config objects and label maps are free-form.
 	var b body
 	require.Nil(t, decodeJSON([]byte(`{"name":"x","expiresAt":"2027-01-01T00:00:00Z","plugins":[{"pluginId":"p","config":{"ANY":1,"any":2}}],"labels":{"A":"1","a":"2"}}`), &b))

@@ -245,8 +245,7 @@ func (a *API) edgeView(e *store.Edge) edgeView {
 		IsOnline: online, ConnectedAgents: a.hub.Presence.AgentCount(e.ID), Version: st.Version, CreatedAt: e.CreatedAt,
 	}
 	if !st.LastSeen.IsZero() {
-		t := st.LastSeen.UTC().Truncate(time.Millisecond)
-		v.LastSeenAt = &t
+		v.LastSeenAt = apiTimePtr(&st.LastSeen)
 	}
 	cur := a.hub.Version()
 	if st.ConfigEpoch == a.hub.Epoch() {

@@ -200,9 +200,9 @@ func (a *API) pluginFailures(ctx context.Context, edgeID string, fs []config.Plu
 			if err != nil {
 				return err
 			}
-			at := f.At.UTC().Truncate(time.Millisecond)
+			at := apiTime(f.At)
 			if at.IsZero() {
-				at = time.Now().UTC().Truncate(time.Millisecond)
+				at = apiTime(time.Now())
 			}
 			data := map[string]any{"pluginId": truncate(f.PluginID, 100), "shareId": sh.ID, "serviceId": sh.ServiceID, "edgeId": edgeID,
 				"error": truncate(f.Error, 1000), "count": max(f.Count, 1), "at": at}

@@ -449,13 +449,14 @@ func scrape(t *testing.T, h *harness) map[string]*dtoFamily {
 	return fams
 }
 
-// value sums the samples of a family whose labels include want.
+// value sums the samples of a family whose labels include want (-1 when
+// the family, or any such series, is missing).
 func value(fams map[string]*dtoFamily, name string, want map[string]string) float64 {
 	f := fams[name]
 	if f == nil {
 		return -1
 	}
-	sum := 0.0
+	sum, matched := 0.0, false
 	for _, m := range f.GetMetric() {
 		ok := true
 		for k, v := range want {
@@ -468,6 +469,7 @@ func value(fams map[string]*dtoFamily, name string, want map[string]string) floa
 		if !ok {
 			continue
 		}
+		matched = true
 		switch {
 		case m.Counter != nil:
 			sum += m.GetCounter().GetValue()
@@ -476,6 +478,9 @@ func value(fams map[string]*dtoFamily, name string, want map[string]string) floa
 		case m.Untyped != nil:
 			sum += m.GetUntyped().GetValue()
 		}
+	}
+	if !matched {
+		return -1 // no such series: not the same as one at 0
 	}
 	return sum
 }
