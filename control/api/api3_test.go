@@ -82,7 +82,22 @@ func TestAPIKeys(t *testing.T) {
 	r = h.req("DELETE", "/v1/api-keys/"+bootstrap, h.admin, nil)
 	h.assertError(r, 409)
 	assert.Contains(t, string(r.Raw), "last admin key")
-	h.must(200, "GET", "/v1/api-keys", h.admin, nil)
+
+	// Expired keys are left out by the store, so every page is full: a
+	// page of one is never empty while a cursor says there is more.
+	for i := 0; i < 3; i++ {
+		h.must(201, "POST", "/v1/api-keys", h.admin, map[string]any{"name": fmt.Sprintf("later-%d", i), "scopes": []string{"read"}})
+	}
+	seen, cursor := 0, ""
+	for {
+		page := h.must(200, "GET", "/v1/api-keys?limit=1&cursor="+cursor, h.admin, nil)
+		require.Len(t, page.list(), 1, "page %d", seen)
+		seen++
+		if cursor = page.Header.Get("X-Next-Cursor"); cursor == "" {
+			break
+		}
+	}
+	assert.Equal(t, 4, seen, "the bootstrap key and three later ones; not the expired one")
 }
 
 func TestWorkspacesStatusAudit(t *testing.T) {

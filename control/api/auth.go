@@ -107,8 +107,8 @@ func (a *API) authKey(c *call) error {
 	if subtle.ConstantTimeCompare([]byte(ck.key.KeyHash), []byte(hash)) != 1 {
 		return unauthorized("invalid API key")
 	}
-	if ck.key.ExpiresAt != nil && !c.now.Before(*ck.key.ExpiresAt) {
-		return unauthorized("API key expired")
+	if !ck.key.Active(c.now) {
+		return unauthorized("API key expired") // revoked keys are not in the index
 	}
 	k := ck.key
 	c.key, c.ws = &k, k.WorkspaceID

@@ -110,7 +110,7 @@ func (a *API) listKeys(c *call) (any, error) {
 	var next string
 	err = a.kv.View(c.ctx, func(tx store.Tx) error {
 		var err error
-		keys, next, err = store.ListAPIKeys(tx, c.ws, after, limit)
+		keys, next, err = store.ListAPIKeys(tx, c.ws, after, limit, c.now)
 		return err
 	})
 	if err != nil {
@@ -119,11 +119,7 @@ func (a *API) listKeys(c *call) (any, error) {
 	c.setNext(next)
 	out := make([]apiKeyView, 0, len(keys))
 	for i := range keys {
-		// Active keys (api-v1.md): revoked ones are not listed by the store,
-		// expired ones not here (a page may hold fewer than limit).
-		if k := &keys[i]; k.ExpiresAt == nil || k.ExpiresAt.After(c.now) {
-			out = append(out, a.keyView(k))
-		}
+		out = append(out, a.keyView(&keys[i])) // active keys only (api-v1.md)
 	}
 	return out, nil
 }
@@ -212,7 +208,7 @@ func lastAdminKey(tx store.Tx, ws, id string, now time.Time) error {
 	if err != nil || !usableAdmin(k, now) {
 		return nil // RevokeAPIKey answers for a missing or revoked key
 	}
-	keys, _, err := store.ListAPIKeys(tx, ws, "", 0)
+	keys, _, err := store.ListAPIKeys(tx, ws, "", 0, now)
 	if err != nil {
 		return err
 	}
@@ -225,7 +221,7 @@ func lastAdminKey(tx store.Tx, ws, id string, now time.Time) error {
 }
 
 func usableAdmin(k *store.APIKey, now time.Time) bool {
-	return k.RevokedAt == nil && (k.ExpiresAt == nil || now.Before(*k.ExpiresAt)) && slices.Contains(k.Scopes, store.ScopeAdmin)
+	return k.Active(now) && slices.Contains(k.Scopes, store.ScopeAdmin)
 }
 
 type workspaceUsage struct {

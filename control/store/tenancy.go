@@ -102,9 +102,10 @@ func PutAPIKey(tx Tx, k *APIKey) error {
 	return putJSON(tx, apiKeyKey(k.WorkspaceID, k.ID), k)
 }
 
-// ListAPIKeys pages through the workspace's active keys.
-func ListAPIKeys(tx Tx, ws, after string, limit int) ([]APIKey, string, error) {
-	return List(tx, prefix("w", ws, "key"), after, limit, func(k *APIKey) bool { return k.RevokedAt == nil })
+// ListAPIKeys pages through the workspace's keys active at now (not
+// revoked, not expired), so a page holds limit of them.
+func ListAPIKeys(tx Tx, ws, after string, limit int, now time.Time) ([]APIKey, string, error) {
+	return List(tx, prefix("w", ws, "key"), after, limit, func(k *APIKey) bool { return k.Active(now) })
 }
 
 // RevokeAPIKey marks a key revoked and frees its name and hash.

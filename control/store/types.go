@@ -37,6 +37,12 @@ type APIKey struct {
 	LastUsedIP      string     `json:"lastUsedIp,omitempty"`
 }
 
+// Active reports whether the key authenticates at t: not revoked, not
+// expired.
+func (k *APIKey) Active(t time.Time) bool {
+	return k.RevokedAt == nil && (k.ExpiresAt == nil || t.Before(*k.ExpiresAt))
+}
+
 // Capability is something an agent says it can do.
 type Capability struct {
 	Name     string          `json:"name"`

@@ -66,7 +66,7 @@ func testAPIKeys(t *testing.T, kv store.KV) {
 	require.NoError(t, view(t, kv, func(tx store.Tx) error {
 		_, err := store.GetAPIKeyByHash(tx, "h1")
 		assert.ErrorIs(t, err, store.ErrNotFound, "revoked key no longer authenticates")
-		keys, _, err := store.ListAPIKeys(tx, "wa", "", 0)
+		keys, _, err := store.ListAPIKeys(tx, "wa", "", 0, t0)
 		require.NoError(t, err)
 		assert.Empty(t, keys, "revoked keys are not listed")
 		return nil
