@@ -89,24 +89,16 @@ func (a *app) reachCmd() *cobra.Command {
 			// The reach agent can stop by itself (another process took its
 			// identity's tunnels): then the listener closes and reach says why,
 			// instead of failing every connection.
-			fctx, stop := context.WithCancel(cmd.Context())
-			defer stop()
-			stopped := make(chan error, 1)
+			fctx, stop := context.WithCancelCause(cmd.Context())
+			defer stop(nil)
 			if agentDone != nil {
 				go func() {
 					if err := <-agentDone; err != nil {
-						stopped <- err
-						stop()
+						stop(fmt.Errorf("reach agent stopped: %w", err))
 					}
 				}()
 			}
-			err = a.forward(fctx, ln, dial)
-			select {
-			case serr := <-stopped:
-				return fmt.Errorf("reach agent stopped: %w", serr)
-			default:
-				return err
-			}
+			return a.forward(fctx, ln, dial)
 		})
 	cmd.Flags().IntVar(&port, "port", 0, "local port (default: the service's port, or a free one if that is taken; a --port that cannot be had is an error)")
 	cmd.Flags().StringVar(&bind, "bind", "127.0.0.1", "local address to listen on")
@@ -114,6 +106,9 @@ func (a *app) reachCmd() *cobra.Command {
 	addAgentFlags(cmd, &af, false)
 	return cmd
 }
+
+// errServiceGone ends a reach whose service was deleted.
+var errServiceGone = errors.New("the service no longer exists (deleted?): reach stopped")
 
 // maxReachAgents bounds the reach identities of one state directory, one per
 // `connect reach` running at once.
@@ -180,31 +175,26 @@ func (a *app) takeReachIdentity() (string, error) {
 
 // forward accepts connections on ln until ctx is done and copies each one to
 // a new connection to upstream, with half-close.
+//
+// It returns nil when ctx is cancelled, and the cause when it was cancelled
+// with one (the reach agent stopped); it stops by itself, saying so, when
+// the service is gone.
 func (a *app) forward(ctx context.Context, ln net.Listener, dial func(context.Context) (net.Conn, error)) error {
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	go func() {
 		<-ctx.Done()
 		ln.Close()
 	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	var gone sync.Once
-	goneCh := make(chan struct{})
-	go func() {
-		select {
-		case <-goneCh:
-			ln.Close()
-		case <-ctx.Done():
-		}
-	}()
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
-			select {
-			case <-goneCh:
-				return errors.New("the service no longer exists (deleted?): reach stopped")
-			default:
-			}
 			if ctx.Err() != nil {
+				if cause := context.Cause(ctx); !errors.Is(cause, context.Canceled) {
+					return cause
+				}
 				return nil
 			}
 			return err
@@ -218,7 +208,7 @@ func (a *app) forward(ctx context.Context, ln net.Listener, dial func(context.Co
 				a.log.Warn("reach: connect to the service", "err", err)
 				fmt.Fprintf(a.stderr, "reach: %v\n", err)
 				if errors.Is(err, agent.ErrNoSuchService) {
-					gone.Do(func() { close(goneCh) }) // the service was deleted: reach ends
+					stop(errServiceGone) // the service was deleted: reach ends
 				}
 				return
 			}

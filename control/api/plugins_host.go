@@ -367,9 +367,8 @@ func (a *API) testPlugin(c *call) (any, error) {
 	if d.Err != nil {
 		out.Error = d.Err.Error()
 	}
-	if d.Action == plugins.Error || (d.Action == plugins.Respond && d.Status >= 500 && len(d.Body) == 0) {
-		// What the visitor would get from the edge: the error envelope
-		// (edge/proxy writes it for any 5xx answer without a body).
+	if d.Action == plugins.Error || (d.Action == plugins.Respond && config.PolicyNeedsEnvelope(d.Status, d.Body)) {
+		// What the visitor would get from the edge: its error envelope.
 		b, _ := json.Marshal(errorBody{Error: reason(d.Status), Message: config.PolicyErrorMessage, StatusCode: d.Status})
 		out.Body = string(b)
 	}

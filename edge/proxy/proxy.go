@@ -223,7 +223,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 				ctx.Response.Header.Set(h[0], h[1])
 			}
 			setSecurityHeaders(ctx)
-			if v.Status >= 500 && len(v.Body) == 0 {
+			if config.PolicyNeedsEnvelope(v.Status, v.Body) {
 				writeError(ctx, v.Status, config.PolicyErrorMessage)
 			} else {
 				ctx.SetStatusCode(v.Status)

@@ -307,3 +307,9 @@ func LogPath(p string) string {
 // plane's plugin dry-run shows the same body. The cause is logged, never
 // shown to visitors.
 const PolicyErrorMessage = "The request could not be authorized"
+
+// PolicyNeedsEnvelope reports whether the edge answers a policy's verdict
+// with its own error envelope (PolicyErrorMessage) rather than the
+// verdict's body: a 5xx without one (a plugin's error, a crash, a timeout).
+// The control plane's dry-run shows what the edge would send by the same rule.
+func PolicyNeedsEnvelope(status int, body []byte) bool { return status >= 500 && len(body) == 0 }
