@@ -115,6 +115,7 @@ func (c *compiled) check(pw []byte, d [32]byte) bool {
 var (
 	hdr      [4096]byte
 	basicBuf [512]byte // decoded Basic credentials (one call at a time per instance)
+	keyBuf   [1024]byte
 )
 
 // Handle is the policy: the handler of the built-in's module (and a step of the bundle).
@@ -193,13 +194,17 @@ func Handle(r *plugin.Request) plugin.Result {
 // guesses all go through the limit. Remembered for everyone, the right guess would have
 // answered 200 while every wrong one answered 429, telling a throttled guesser which was
 // right.
+// Both the digest's message and the limit's key are built in keyBuf, so a
+// remembered password costs no allocation in the guest.
 func (c *compiled) attempt(r *plugin.Request, pw []byte) (ok, limited bool) {
-	ip := r.ClientIP()
-	d := r.HMACSHA256(c.cacheKey, append(append([]byte(ip), 0), pw...))
+	msg := append(append(r.AppendClientIP(keyBuf[:0]), 0), pw...)
+	d := r.HMACSHA256(c.cacheKey, msg)
 	if c.verified[d] {
 		return true, false
 	}
-	if !r.RateLimit("pw|"+r.ShareID()+"|"+r.ClientIP(), 10, time.Minute) {
+	key := append(keyBuf[:0], "pw|"...)
+	key = append(r.AppendShareID(key), '|')
+	if !r.RateLimitKey(r.AppendClientIP(key), 10, time.Minute) {
 		return false, true
 	}
 	return c.check(pw, d), false
