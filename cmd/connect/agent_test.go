@@ -386,7 +386,7 @@ func TestReachIdentityPerRunningReach(t *testing.T) {
 	for i, want := range []string{"reach-agent.json", "reach-2-agent.json", "reach-3-agent.json"} {
 		a := newApp(io.Discard, io.Discard, func(string) (string, bool) { return "", false })
 		a.statePath = state
-		name, err := a.takeReachIdentity()
+		name, err := a.takeReachIdentity(context.Background())
 		require.NoError(t, err)
 		a.markRunning() // as the reach agent's start does
 		assert.Equal(t, filepath.Join(dir, want), a.statePath)
@@ -401,7 +401,7 @@ func TestReachIdentityPerRunningReach(t *testing.T) {
 	apps[0].releaseAgentLock()
 	a := newApp(io.Discard, io.Discard, func(string) (string, bool) { return "", false })
 	a.statePath = state
-	_, err := a.takeReachIdentity()
+	_, err := a.takeReachIdentity(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, filepath.Join(dir, "reach-agent.json"), a.statePath)
 	for _, a := range append(apps[1:], a) {
@@ -476,6 +476,18 @@ func TestSetupHolderIsWaitedFor(t *testing.T) {
 	_, errOut, code = h.run("up")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut, "is still using this identity after 200ms")
+
+	// Ctrl-C ends the wait at once, not after setupWait.
+	setupWait = time.Minute
+	a := h.app(io.Discard, io.Discard)
+	a.statePath = h.state
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	start := time.Now()
+	err = a.holdAgentLock(ctx)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Contains(t, err.Error(), "interrupted while waiting for process")
+	assert.Less(t, time.Since(start), 5*time.Second)
 }
 
 // A reach whose service is gone (deleted) stops, saying so, instead of

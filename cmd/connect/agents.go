@@ -69,7 +69,7 @@ func (a *app) agentsCmd() *cobra.Command {
 			// The running agent keeps the token it started with: rotated under
 			// it, it would lose its tunnels at once and could not reconnect.
 			// The lock comes first, so the state read is the one rotated.
-			running, err := a.lockOrRunning()
+			running, err := a.lockOrRunning(a.ctx(cmd))
 			if err != nil {
 				return err
 			}

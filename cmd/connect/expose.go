@@ -44,7 +44,7 @@ func (a *app) exposeCmd() *cobra.Command {
 			// The agent of this identity may run already (an earlier expose or
 			// up): then the service is added to it rather than a second process
 			// running the same identity (lock.go).
-			running, err := a.lockOrRunning()
+			running, err := a.lockOrRunning(ctx)
 			if err != nil {
 				return err
 			}

@@ -169,7 +169,7 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 	if err != nil {
 		return err
 	}
-	if err := a.holdAgentLock(); err != nil {
+	if err := a.holdAgentLock(ctx); err != nil {
 		return err
 	}
 	a.markRunning()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -53,8 +54,8 @@ func runningElsewhere(err error) (*agentRunningError, bool) {
 // holdAgentLock takes the lock of the agent state file for the rest of the
 // process (kept in a.lock; a second call is a no-op). It waits while another
 // process holds it to set up, and fails at once if that process runs the
-// agent.
-func (a *app) holdAgentLock() error {
+// agent; ctx ends the wait (Ctrl-C).
+func (a *app) holdAgentLock(ctx context.Context) error {
 	if a.lock != nil {
 		return nil
 	}
@@ -69,10 +70,15 @@ func (a *app) holdAgentLock() error {
 			a.lock = l
 			return nil
 		}
-		if re, ok := runningElsewhere(err); !ok || re.running || time.Now().After(deadline) {
+		re, ok := runningElsewhere(err)
+		if !ok || re.running || time.Now().After(deadline) {
 			return err
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("interrupted while waiting for %s to finish setting up this identity: %w", re.who(), context.Cause(ctx))
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
@@ -84,8 +90,8 @@ func (a *app) markRunning() {
 }
 
 // lockOrRunning takes the lock, or reports the process that runs the agent.
-func (a *app) lockOrRunning() (*agentRunningError, error) {
-	err := a.holdAgentLock()
+func (a *app) lockOrRunning(ctx context.Context) (*agentRunningError, error) {
+	err := a.holdAgentLock(ctx)
 	if re, ok := runningElsewhere(err); ok && re.running {
 		return re, nil
 	}

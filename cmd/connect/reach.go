@@ -123,7 +123,7 @@ const maxReachAgents = 16
 func (a *app) reachAgent(ctx context.Context, c *client.Client, af *agentFlags) (*agent.Agent, <-chan error, error) {
 	orig := a.statePath
 	defer func() { a.statePath = orig }()
-	name, err := a.takeReachIdentity()
+	name, err := a.takeReachIdentity(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -154,7 +154,7 @@ func (a *app) reachAgent(ctx context.Context, c *client.Client, af *agentFlags) 
 // takeReachIdentity points a.statePath at the first reach identity of the
 // state directory that no other process runs, takes its lock and returns the
 // agent name it goes by.
-func (a *app) takeReachIdentity() (string, error) {
+func (a *app) takeReachIdentity(ctx context.Context) (string, error) {
 	dir, base := filepath.Dir(a.statePath), filepath.Base(a.statePath)
 	host, _ := os.Hostname()
 	for i := 1; ; i++ {
@@ -163,7 +163,7 @@ func (a *app) takeReachIdentity() (string, error) {
 			file, name = fmt.Sprintf("reach-%d-%s", i, base), fmt.Sprintf("reach-%d-%s", i, host)
 		}
 		a.statePath = filepath.Join(dir, file)
-		err := a.holdAgentLock()
+		err := a.holdAgentLock(ctx)
 		if err == nil {
 			return name, nil
 		}

@@ -21,7 +21,7 @@ func (a *app) upCmd() *cobra.Command {
 				return err
 			}
 			ctx := a.ctx(cmd)
-			if err := a.holdAgentLock(); err != nil {
+			if err := a.holdAgentLock(ctx); err != nil {
 				return err
 			}
 			defer a.releaseAgentLock()
