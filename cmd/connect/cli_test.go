@@ -205,13 +205,14 @@ func TestLinkPrintsOnlyTheURL(t *testing.T) {
 	// whose id has a colon of its own.
 	out, errOut, code := h.run("link", "web", "--name", "demo", "--expires", "1h", "--methods", "get", "--paths", "/api/*",
 		"--password", "correct-horse", "--allow-ip", "10.0.0.0/8", "--rate-limit", "60", "--max-uses", "5",
-		"--plugin", "geo:"+cfg, "--plugin", geoV1ID, "--plugin", "builtin:headers:"+hdrs)
+		"--plugin", "geo:"+cfg, "--plugin", geoV1ID, "--plugin", "geo@1.0.0", "--plugin", "builtin:headers:"+hdrs)
 	require.Equal(t, 0, code, errOut)
+	assert.Len(t, h.requests("GET", "/v1/plugins"), 1, "the plugins are listed once for every name")
 	assert.Equal(t, "http://127.0.0.1:8080/shared/abc\n", out)
 	assert.Contains(t, errOut, `Share "demo" of web`)
 	assert.JSONEq(t, `{"name":"demo","expiresIn":"1h","allowedMethods":["GET"],"allowedPaths":["/api/*"],"password":"correct-horse",
 		"allowedIps":["10.0.0.0/8"],"rateLimitPerMin":60,"maxUses":5,
-		"plugins":[{"pluginId":"`+geoV2ID+`","config":{"allow":["FR"]}},{"pluginId":"`+geoV1ID+`"},{"pluginId":"builtin:headers","config":{"setResponse":{"X-A":"1"}}}]}`,
+		"plugins":[{"pluginId":"`+geoV2ID+`","config":{"allow":["FR"]}},{"pluginId":"`+geoV1ID+`"},{"pluginId":"`+geoV1ID+`"},{"pluginId":"builtin:headers","config":{"setResponse":{"X-A":"1"}}}]}`,
 		string(h.one("POST", "/v1/services/"+serviceID+"/shares").Body))
 
 	_, errOut, code = h.run("link", "web", "--plugin", "nope")

@@ -59,11 +59,17 @@ func findPlugins(ctx context.Context, c *client.Client, ref string) ([]client.Pl
 		}
 		return []client.Plugin{*p}, nil
 	}
-	name, version, _ := strings.Cut(ref, "@")
 	all, err := client.All(ctx, c.ListPlugins)
 	if err != nil {
 		return nil, err
 	}
+	return matchPlugins(all, ref)
+}
+
+// matchPlugins picks the plugins of all that a name or name@version names,
+// best first (see resolvePlugin). None is an error.
+func matchPlugins(all []client.Plugin, ref string) ([]client.Plugin, error) {
+	name, version, _ := strings.Cut(ref, "@")
 	var out []client.Plugin
 	for _, p := range all {
 		if p.Name == name && (version == "" || p.Version == version) {
@@ -90,16 +96,24 @@ func findPlugins(ctx context.Context, c *client.Client, ref string) ([]client.Pl
 }
 
 // resolvePluginRefs replaces the names in refs by plugin ids.
+// The plugins are listed once, however many names there are.
 func resolvePluginRefs(ctx context.Context, c *client.Client, refs []client.SharePlugin) error {
+	var all []client.Plugin
 	for i := range refs {
 		if isPluginID(refs[i].PluginID) {
 			continue // the API checks it
 		}
-		p, err := resolvePlugin(ctx, c, refs[i].PluginID)
+		if all == nil {
+			var err error
+			if all, err = client.All(ctx, c.ListPlugins); err != nil {
+				return fmt.Errorf("--plugin %s: %w", refs[i].PluginID, err)
+			}
+		}
+		ps, err := matchPlugins(all, refs[i].PluginID)
 		if err != nil {
 			return fmt.Errorf("--plugin %s: %w", refs[i].PluginID, err)
 		}
-		refs[i].PluginID = p.ID
+		refs[i].PluginID = ps[0].ID
 	}
 	return nil
 }
