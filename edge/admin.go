@@ -19,6 +19,9 @@ func (s *Server) adminHandler(ctx *fasthttp.RequestCtx) {
 		case s.sync.Refused():
 			// Deleted: out of every load balancer.
 			status, code = "refused", fasthttp.StatusServiceUnavailable
+		case s.sync.ReplacedBy() != "":
+			// Another process serves this edge; this one drains.
+			status, code = "replaced", fasthttp.StatusServiceUnavailable
 		case t.Version == 0 && t.Epoch == "":
 			status, code = "starting", fasthttp.StatusServiceUnavailable
 		}

@@ -158,7 +158,15 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	start  time.Time
+	// replaced is closed when another process took this edge's stream
+	// (configsync.Config.OnReplaced): Run drains and returns ErrReplaced.
+	replaced     chan struct{}
+	replacedOnce sync.Once
 }
+
+// ErrReplaced ends Run when another process connected to the control plane
+// with this edge's token: one token is one edge, served by one process.
+var ErrReplaced = errors.New("another process now serves this edge (it connected to the control plane with the same edge token): this one stopped; give each edge process its own token (POST /v1/edges)")
 
 // New validates cfg and builds an edge node; Start binds its listeners.
 func New(cfg Config) (*Server, error) {
@@ -167,7 +175,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, trusted: trusted}
+	s := &Server{cfg: cfg, log: cfg.Logger, trusted: trusted, replaced: make(chan struct{})}
 	s.reporter = newReporter(s)
 	if cfg.TCPPortMax > 0 {
 		host := cfg.TCPHost
@@ -177,7 +185,8 @@ func New(cfg Config) (*Server, error) {
 		s.tcp = newTCPPorts(s, host, cfg.TCPPortMin, cfg.TCPPortMax)
 	}
 	s.sync = configsync.New(configsync.Config{ControlURL: cfg.ControlURL, Token: cfg.Token, DataDir: cfg.DataDir,
-		Logger: cfg.Logger.With("component", "configsync"), OnSwap: s.onSwap, OnInbox: s.deliverInbox})
+		Logger: cfg.Logger.With("component", "configsync"), OnSwap: s.onSwap, OnInbox: s.deliverInbox,
+		OnReplaced: func(string) { s.replacedOnce.Do(func() { close(s.replaced) }) }})
 	s.conns = newConnTracker()
 	s.registry = tunnels.New(tunnels.Config{EdgeID: s.sync.EdgeID, Table: s.sync.Table,
 		MaxStreams: cfg.MaxStreamsPerAgent, TrustedProxies: trusted, OnEvent: s.reporter.event, OnControl: s.onAgentControl,
@@ -325,14 +334,25 @@ func listen(addr string, tc *tls.Config) (net.Listener, error) {
 	return ln, nil
 }
 
-// Run starts the edge and serves until ctx ends, then drains.
+// Run starts the edge and serves until ctx ends, then drains. It also
+// drains, and returns ErrReplaced, when another process took this edge.
 func (s *Server) Run(ctx context.Context) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
-	<-ctx.Done()
-	return s.Shutdown()
+	select {
+	case <-ctx.Done():
+		return s.Shutdown()
+	case <-s.replaced:
+		if err := s.Shutdown(); err != nil {
+			s.log.Warn("drain after replacement", "err", err)
+		}
+		return fmt.Errorf("edge %s: %w (the other process connected from %s)", s.ID(), ErrReplaced, s.sync.ReplacedBy())
+	}
 }
+
+// Replaced is closed when another process took this edge (see Run).
+func (s *Server) Replaced() <-chan struct{} { return s.replaced }
 
 // Shutdown stops accepting, lets in-flight requests and open TCP
 // connections finish (up to DrainTimeout), then closes the tunnels.

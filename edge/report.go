@@ -179,7 +179,7 @@ func (r *reporter) flush(ctx context.Context) {
 	more := len(r.events) > 0 || len(r.results) > 0 || len(r.uses) > 0
 	r.mu.Unlock()
 	t := r.s.sync.Table()
-	rep := &config.Report{EdgeVersion: Version, ConfigEpoch: t.Epoch, ConfigVersion: t.Version,
+	rep := &config.Report{EdgeVersion: Version, Instance: r.s.sync.Instance(), ConfigEpoch: t.Epoch, ConfigVersion: t.Version,
 		Agents: r.s.registry.Connected(), Events: events, AccessLogs: logs, Dropped: r.dropped.Swap(0),
 		Connections: r.s.conns.list(), CommandResult: results, PluginFailures: fails, Uses: uses}
 	if err := r.s.sync.Report(ctx, rep); err != nil {

@@ -293,6 +293,12 @@ Try:
 	log.Info("dev node running", "control", ctrl.Addr(), "http", httpAddr, "tunnel", tunAddr)
 	select {
 	case <-ctx.Done():
+	case <-e.Replaced():
+		// Another process took the dev edge's token: stop as a whole.
+		_ = e.Shutdown()
+		cancel()
+		<-ctrlDone
+		return edge.ErrReplaced
 	case err := <-ctrlDone:
 		if err != nil {
 			_ = e.Shutdown()

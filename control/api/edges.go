@@ -197,6 +197,15 @@ func (a *API) edgeConfig(ctx *fasthttp.RequestCtx) {
 		}
 		version = n
 	}
+	// The edge process's id (config.MsgReplaced); edges before it send none.
+	instance := string(ctx.QueryArgs().Peek("instance"))
+	if len(instance) > 64 || strings.ContainsFunc(instance, func(r rune) bool {
+		return !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-' || r == '_')
+	}) {
+		writeError(ctx, invalidField("instance", "must be at most 64 letters, digits, '-' or '_'"))
+		return
+	}
+	from := ctx.RemoteAddr().String()
 	edgeID := c.edge.ID
 	ctx.SetContentType("application/x-ndjson")
 	ctx.Response.Header.Set("Cache-Control", "no-store")
@@ -211,10 +220,10 @@ func (a *API) edgeConfig(ctx *fasthttp.RequestCtx) {
 	}
 	a.streams.Add(1)
 	a.streamsMu.Unlock()
-	a.log.Info("edge config stream opened", "edge", edgeID, "epoch", epoch, "version", version)
+	a.log.Info("edge config stream opened", "edge", edgeID, "from", from, "instance", instance, "epoch", epoch, "version", version)
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer a.streams.Done()
-		err := a.hub.Stream(a.baseCtx, w, edgeID, epoch, version)
+		err := a.hub.Stream(a.baseCtx, w, edgeID, instance, from, epoch, version)
 		a.log.Info("edge config stream closed", "edge", edgeID, "err", err)
 	})
 }
@@ -267,6 +276,8 @@ func (a *API) edgeReport(c *call) (any, error) {
 		})
 		a.hub.NotifyInbox(pending...)
 	}
-	a.hub.Presence.SetConnections(c.edge.ID, r.Connections)
+	if a.hub.Presence.Current(c.edge.ID, r.Instance) {
+		a.hub.Presence.SetConnections(c.edge.ID, r.Connections)
+	}
 	return reportResponse{ConfigEpoch: a.hub.Epoch(), ConfigVersion: a.hub.Version()}, nil
 }

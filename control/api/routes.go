@@ -140,7 +140,7 @@ func (a *API) table() []*route {
 		{Name: "edges.delete", Method: "DELETE", Path: "/v1/edges/{id}", Access: accessAdmin, Summary: "Delete an edge node (default workspace admins)",
 			Resp: map[string]any{}, h: a.deleteEdge},
 		{Name: "edges.config", Method: "GET", Path: "/v1/edges/config", Access: accessEdge, Summary: "Config stream (NDJSON) for an edge",
-			Query: []string{"epoch", "version"}, raw: a.edgeConfig},
+			Query: []string{"epoch", "version", "instance"}, raw: a.edgeConfig},
 		{Name: "edges.agentInbox", Method: "GET", Path: "/v1/edges/agent-inbox", Access: accessEdge, Query: []string{"agentId"},
 			Summary: "Pending commands and messages of a connected agent (marks them delivered)", Resp: config.AgentInbox{}, h: a.edgeInbox},
 		{Name: "edges.report", Method: "POST", Path: "/v1/edges/report", Access: accessEdge, Summary: "Edge report: applied version, agents, access logs",

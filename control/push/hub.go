@@ -219,10 +219,15 @@ func (h *Hub) append(c config.Change) {
 
 // sub is one open stream.
 type sub struct {
-	edgeID string
-	wake   chan struct{}
-	inbox  map[string]struct{} // agent ids to announce; guarded by Hub.mu
-	gone   bool                // the edge was deleted (Disconnect); guarded by Hub.mu
+	edgeID   string
+	instance string // the edge process's id ("" for edges that send none)
+	from     string // the remote address of the stream
+	wake     chan struct{}
+	inbox    map[string]struct{} // agent ids to announce; guarded by Hub.mu
+	gone     bool                // the edge was deleted (Disconnect); guarded by Hub.mu
+	// replacedBy is the address of a newer process of the same edge
+	// (another instance); guarded by Hub.mu.
+	replacedBy string
 }
 
 func (s *sub) poke() {
@@ -421,14 +426,33 @@ func (h *Hub) rebuild(ctx context.Context) ([]byte, int64, error) {
 	return line, view.Version, nil
 }
 
-func (h *Hub) subscribe(edgeID string) *sub {
-	s := &sub{edgeID: edgeID, wake: make(chan struct{}, 1), inbox: map[string]struct{}{}}
+func (h *Hub) subscribe(edgeID, instance, from string) *sub {
+	s := &sub{edgeID: edgeID, instance: instance, from: from, wake: make(chan struct{}, 1), inbox: map[string]struct{}{}}
 	h.mu.Lock()
 	// A stream authorized just before its edge was deleted ends too.
 	_, s.gone = h.goneEdges[edgeID]
+	// Another process holding this edge's stream is replaced: the newest
+	// process serves the edge (a restarted edge whose old stream the
+	// control plane has not seen die yet is one too). The same process
+	// reconnecting is not another one.
+	for o := range h.subs {
+		if o.edgeID == edgeID && instance != "" && o.instance != "" && o.instance != instance && o.replacedBy == "" {
+			o.replacedBy = from
+			o.poke()
+			h.log.Warn("a second process connected with an edge's token: the older one is told to stop",
+				"edge", edgeID, "older", o.from, "newer", from)
+		}
+	}
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()
 	return s
+}
+
+// replaced returns the address of the process that replaced s's, if one did.
+func (h *Hub) replaced(s *sub) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return s.replacedBy
 }
 
 func (h *Hub) unsubscribe(s *sub) {

@@ -29,6 +29,9 @@ type EdgeState struct {
 	Version       string // edge software version
 	Agents        map[string]struct{}
 	Connections   []config.Connection
+	// Instance is the edge process whose stream opened last (see
+	// config.MsgReplaced); reports of other processes do not move presence.
+	Instance string
 }
 
 // NewPresence returns a tracker with the given offline window.
@@ -47,11 +50,15 @@ func (p *Presence) edge(id string) *EdgeState {
 	return e
 }
 
-// StreamOpened marks an edge's config stream open.
-func (p *Presence) StreamOpened(id string) {
+// StreamOpened marks an edge's config stream open; instance is the edge
+// process that opened it ("" for edges that send none).
+func (p *Presence) StreamOpened(id, instance string) {
 	p.mu.Lock()
 	e := p.edge(id)
 	e.Streams++
+	if instance != "" {
+		e.Instance = instance
+	}
 	e.LastSeen = p.now()
 	p.mu.Unlock()
 }
@@ -64,6 +71,26 @@ func (p *Presence) StreamClosed(id string) {
 		e.LastSeen = p.now()
 	}
 	p.mu.Unlock()
+}
+
+// Current reports whether the edge process instance is the one that serves
+// the edge: the last to open its stream, or unknown on either side. A
+// replaced process still sends reports while it drains; its list of agents
+// is not the edge's. While no stream of the edge is open, the process that
+// reports is taken for the edge's (a restarted edge may report before its
+// stream opens).
+func (p *Presence) Current(id, instance string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.edges[id]
+	if e == nil || instance == "" {
+		return true
+	}
+	if e.Instance == "" || e.Streams <= 0 {
+		e.Instance = instance
+		return true
+	}
+	return e.Instance == instance
 }
 
 // Touch records a sign of life from the edge.

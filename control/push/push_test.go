@@ -48,11 +48,17 @@ func addShare(t *testing.T, kv store.KV, id string) {
 // reader runs a stream into a pipe and decodes its messages.
 func stream(t *testing.T, h *Hub, epoch string, version int64) (<-chan config.Message, context.CancelFunc) {
 	t.Helper()
+	return streamAs(t, h, "", "test", epoch, version)
+}
+
+// streamAs is stream for the edge process instance, connected from from.
+func streamAs(t *testing.T, h *Hub, instance, from, epoch string, version int64) (<-chan config.Message, context.CancelFunc) {
+	t.Helper()
 	pr, pw := io.Pipe()
 	sctx, cancel := context.WithCancel(ctx)
 	go func() {
 		w := bufio.NewWriter(pw)
-		_ = h.Stream(sctx, w, "edge-1", epoch, version)
+		_ = h.Stream(sctx, w, "edge-1", instance, from, epoch, version)
 		pw.Close()
 	}()
 	ch := make(chan config.Message, 100)
@@ -199,7 +205,7 @@ func TestPresenceOfflineWindow(t *testing.T) {
 	now = now.Add(31 * time.Second)
 	assert.False(t, p.AgentOnline("a"), "a silent edge's agents drop")
 	assert.Empty(t, p.OnlineEdges())
-	p.StreamOpened("e1")
+	p.StreamOpened("e1", "")
 	assert.True(t, p.AgentOnline("a"), "an open stream keeps the edge online")
 	p.StreamClosed("e1")
 	now = now.Add(31 * time.Second)
@@ -666,4 +672,41 @@ func TestInChunksReturnsOnlyCommitted(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, items, got)
 	require.Equal(t, 3, kv.calls, "one transaction per chunk")
+}
+
+// A second process of an edge (another instance) takes the stream over: the
+// older one is told so and its stream ends. The same process reconnecting,
+// and edges that name no instance, replace nobody.
+func TestSecondInstanceReplacesTheFirst(t *testing.T) {
+	h, kv := newHub(t, Options{})
+	a, _ := streamAs(t, h, "A", "10.0.0.1:1000", "", 0)
+	require.Equal(t, config.MsgSnapshot, recv(t, a).Type)
+	again, _ := streamAs(t, h, "A", "10.0.0.1:1001", "", 0) // the same process
+	require.Equal(t, config.MsgSnapshot, recv(t, again).Type)
+	old, _ := streamAs(t, h, "", "10.0.0.3:1000", "", 0) // an edge before instances
+	require.Equal(t, config.MsgSnapshot, recv(t, old).Type)
+	addShare(t, kv, "s1")
+	require.NoError(t, h.Publish(ctx, Share("ws", "s1")))
+	for _, ch := range []<-chan config.Message{a, again, old} {
+		require.Equal(t, config.MsgChanges, recv(t, ch).Type)
+	}
+	require.True(t, h.Presence.Current("edge-1", "A"))
+
+	b, _ := streamAs(t, h, "B", "10.0.0.2:2000", "", 0)
+	require.Equal(t, config.MsgSnapshot, recv(t, b).Type)
+	for _, ch := range []<-chan config.Message{a, again} {
+		m := recv(t, ch)
+		require.Equal(t, config.MsgReplaced, m.Type)
+		require.Equal(t, "10.0.0.2:2000", m.ReplacedBy)
+		_, open := <-ch
+		require.False(t, open, "the replaced stream ends")
+	}
+	require.False(t, h.Presence.Current("edge-1", "A"), "the replaced process's reports are not the edge's")
+	require.True(t, h.Presence.Current("edge-1", "B"))
+	require.True(t, h.Presence.Current("edge-1", ""), "a report without instance counts")
+	addShare(t, kv, "s2")
+	require.NoError(t, h.Publish(ctx, Share("ws", "s2")))
+	for _, ch := range []<-chan config.Message{b, old} {
+		require.Equal(t, config.MsgChanges, recv(t, ch).Type)
+	}
 }

@@ -38,8 +38,15 @@ type ReportHooks struct {
 // the agent's lastSeenAt/lastSeenIp), share access counters and command
 // results. Events for unknown agents are ignored.
 func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks ReportHooks) error {
-	appeared, gone := h.Presence.Report(edgeID, r)
+	// A replaced process draining (config.MsgReplaced) still reports its
+	// access logs and uses, but its agents are not the edge's.
+	var appeared, gone []string
 	events := r.Events
+	if h.Presence.Current(edgeID, r.Instance) {
+		appeared, gone = h.Presence.Report(edgeID, r)
+	} else {
+		events = nil
+	}
 	// An agent that appeared or vanished without an explicit event (a report
 	// was lost) still gets a trace in its log.
 	seen := map[string]bool{}

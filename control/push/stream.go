@@ -17,11 +17,12 @@ import (
 // write fails: first a snapshot or the changes since (epoch, version), then
 // every later change as it is published, and a ping every PingInterval. Each
 // message is one JSON line, flushed at once. The edge counts as connected
-// (see [Presence]) while its stream is open.
-func (h *Hub) Stream(ctx context.Context, w *bufio.Writer, edgeID, epoch string, version int64) error {
-	me := h.subscribe(edgeID)
+// (see [Presence]) while its stream is open. instance names the edge
+// process (see config.MsgReplaced) and from is where it connected from.
+func (h *Hub) Stream(ctx context.Context, w *bufio.Writer, edgeID, instance, from, epoch string, version int64) error {
+	me := h.subscribe(edgeID, instance, from)
 	defer h.unsubscribe(me)
-	h.Presence.StreamOpened(edgeID)
+	h.Presence.StreamOpened(edgeID, instance)
 	defer h.Presence.StreamClosed(edgeID)
 
 	if h.deleted(me) {
@@ -43,6 +44,10 @@ func (h *Hub) Stream(ctx context.Context, w *bufio.Writer, edgeID, epoch string,
 		case <-me.wake:
 			if h.deleted(me) {
 				return ErrEdgeDeleted
+			}
+			if by := h.replaced(me); by != "" {
+				_ = writeMsg(w, config.Message{Type: config.MsgReplaced, Epoch: h.epoch, Version: cur, ReplacedBy: by})
+				return ErrEdgeReplaced
 			}
 			if cur, err = h.sendSince(ctx, w, "", h.epoch, cur, false); err != nil {
 				return err
@@ -100,6 +105,10 @@ func (h *Hub) sendSince(ctx context.Context, w *bufio.Writer, edgeID, epoch stri
 
 // ErrEdgeDeleted ends the stream of an edge deleted while it was open.
 var ErrEdgeDeleted = errors.New("push: the edge was deleted")
+
+// ErrEdgeReplaced ends the stream of an edge process when another process
+// of the same edge opened one (config.MsgReplaced).
+var ErrEdgeReplaced = errors.New("push: another process of this edge connected")
 
 const snapshotPrefix = `{"type":"snapshot",`
 

@@ -8,6 +8,7 @@ package configsync
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -39,7 +40,14 @@ type Config struct {
 	OnSwap func(*routes.Table)
 	// OnInbox is called with the agents that have new commands or messages.
 	OnInbox func(agentIDs []string)
-	Logger  *slog.Logger
+	// OnReplaced is called, once, when the control plane says another
+	// process now holds this edge's stream (config.MsgReplaced), with the
+	// address it connected from. Run then returns: the edge should drain
+	// and stop.
+	OnReplaced func(by string)
+	// Instance names this process to the control plane (default: random).
+	Instance string
+	Logger   *slog.Logger
 	// Client is the HTTP client (default: no overall timeout, for the stream).
 	Client *http.Client
 	// StaleAfter is how long the stream may stay silent before it is
@@ -54,8 +62,9 @@ type Syncer struct {
 	table        atomic.Pointer[routes.Table]
 	edgeID       atomic.Pointer[string]
 	connected    atomic.Bool
-	refused      atomic.Bool  // the control plane said this edge was deleted (refuse)
-	tokenRefused atomic.Bool  // the last try was refused (ErrUnauthorized)
+	refused      atomic.Bool // the control plane said this edge was deleted (refuse)
+	tokenRefused atomic.Bool // the last try was refused (ErrUnauthorized)
+	replacedBy   atomic.Pointer[string]
 	lastMsg      atomic.Int64 // unix nanos of the last stream message
 	tokenHash    string
 
@@ -73,6 +82,9 @@ func New(cfg Config) *Syncer {
 	}
 	if cfg.StaleAfter <= 0 {
 		cfg.StaleAfter = 20 * time.Second
+	}
+	if cfg.Instance == "" {
+		cfg.Instance = crand.Text()
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -98,6 +110,18 @@ func (s *Syncer) Connected() bool { return s.connected.Load() }
 // Refused reports whether the control plane said this edge was deleted;
 // the edge then serves nothing (refuse).
 func (s *Syncer) Refused() bool { return s.refused.Load() }
+
+// Instance names this process to the control plane (Config.Instance).
+func (s *Syncer) Instance() string { return s.cfg.Instance }
+
+// ReplacedBy is the address of the process that replaced this one
+// (config.MsgReplaced), or "".
+func (s *Syncer) ReplacedBy() string {
+	if p := s.replacedBy.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
 
 // TokenRefused reports whether the control plane refused the edge token at
 // the last try, for a reason other than a deletion: the edge serves its last
@@ -229,7 +253,15 @@ func (s *Syncer) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		var re *ReplacedError
 		switch {
+		case errors.As(err, &re):
+			s.replacedBy.Store(&re.By)
+			s.log.Error("another process connected to the control plane with this edge's token: this one stops (give each edge process its own token: POST /v1/edges)", "newer", re.By)
+			if s.cfg.OnReplaced != nil {
+				s.cfg.OnReplaced(re.By)
+			}
+			return
 		case errors.Is(err, ErrDeleted):
 			s.refuse()
 		case errors.Is(err, ErrUnauthorized):
@@ -267,6 +299,16 @@ var ErrUnauthorized = errors.New("configsync: edge token refused")
 // stops serving (refuse).
 var ErrDeleted = errors.New("configsync: this edge was deleted")
 
+// ReplacedError ends the stream when another process opened one with the
+// same edge token (config.MsgReplaced).
+type ReplacedError struct {
+	By string // the address the other process connected from
+}
+
+func (e *ReplacedError) Error() string {
+	return "configsync: another process now serves this edge (connected from " + e.By + ")"
+}
+
 // deletedHeader is control/api.EdgeDeletedHeader.
 const deletedHeader = "X-Pc-Edge-Deleted"
 
@@ -275,6 +317,7 @@ func (s *Syncer) stream(ctx context.Context) error {
 	q := url.Values{}
 	q.Set("epoch", t.Epoch)
 	q.Set("version", strconv.FormatInt(t.Version, 10))
+	q.Set("instance", s.cfg.Instance)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	resp, err := s.do(ctx, http.MethodGet, "/v1/edges/config?"+q.Encode(), nil)
@@ -341,6 +384,9 @@ func (s *Syncer) stream(ctx context.Context) error {
 			if m, ok = <-msgs; !ok {
 				return <-readErr
 			}
+		}
+		if m.Type == config.MsgReplaced {
+			return &ReplacedError{By: m.ReplacedBy}
 		}
 		if m.Type == config.MsgChanges {
 			next = coalesce(m, msgs)

@@ -7,7 +7,7 @@
 //
 // An edge holds one long-lived HTTP request to the control plane:
 //
-//	GET /v1/edges/config?epoch=<epoch>&version=<n>
+//	GET /v1/edges/config?epoch=<epoch>&version=<n>&instance=<process id>
 //	Authorization: Bearer <edge token>
 //
 // The response is a stream of newline-delimited JSON [Message] values
@@ -18,7 +18,9 @@
 // sides detect a dead peer. The control plane answers with a full snapshot
 // whenever the edge's epoch differs from its own (the control plane was
 // restarted) or when it no longer holds every change since the edge's version,
-// so a revocation is never lost.
+// so a revocation is never lost. When a second process opens a stream with the
+// same edge token (another instance), the older process's stream ends with a
+// "replaced" message: the older process drains and stops.
 //
 // Versions are monotonic within an epoch. Each [Change] carries the version it
 // produced; an edge applies a batch of changes and swaps in the new state
@@ -51,6 +53,13 @@ const (
 	// GET /v1/edges/agent-inbox (see inbox.go). Edges that do not know the
 	// type ignore it.
 	MsgInbox = "inbox"
+	// MsgReplaced ends the stream of an edge process when another process
+	// opened a stream with the same edge token (Message.ReplacedBy says from
+	// where): one token is one edge, served by one process. The replaced
+	// process drains and stops. Edges say which process they are with the
+	// stream's "instance" query parameter; streams without one are never
+	// replaced (older edges).
+	MsgReplaced = "replaced"
 )
 
 // Change operations.
@@ -85,6 +94,9 @@ type Message struct {
 	Changes  []Change  `json:"changes,omitempty"`
 	// Inbox lists agent ids with pending inbox items (type "inbox").
 	Inbox []string `json:"inbox,omitempty"`
+	// ReplacedBy is the address the newer process connected from (type
+	// "replaced").
+	ReplacedBy string `json:"replacedBy,omitempty"`
 }
 
 // Snapshot is the complete configuration an edge needs to serve requests.
@@ -206,7 +218,10 @@ type Settings struct {
 
 // Report is what an edge posts to the control plane.
 type Report struct {
-	EdgeVersion   string        `json:"edgeVersion,omitempty"` // software version
+	EdgeVersion string `json:"edgeVersion,omitempty"` // software version
+	// Instance is the edge process that sends the report (the config
+	// stream's "instance"; see MsgReplaced).
+	Instance      string        `json:"instance,omitempty"`
 	ConfigEpoch   string        `json:"configEpoch"`
 	ConfigVersion int64         `json:"configVersion"`
 	Agents        []string      `json:"agents"` // agents connected now (full list)

@@ -319,3 +319,83 @@ func TestDeletedEdgeServesNothing(t *testing.T) {
 		return code == 503 && strings.Contains(body, `"status":"refused"`)
 	}, 5*time.Second, 50*time.Millisecond)
 }
+
+// One edge token is one edge served by one process. A second process started
+// with the token of a running edge (a copied config, a second machine) takes
+// the edge over: the control plane tells the older process, which drains and
+// stops instead of both serving and reporting, which made the edge's agents
+// flap between online and offline at every report.
+func TestSecondProcessOfAnEdgeReplacesTheFirst(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	first := env.Edges[0]
+	org := origin(t)
+	ag, _ := env.ExposeAgent("a", "web", org.URL)
+	env.WaitAgentOnEdges(ag.ID, 5*time.Second)
+	online := func() bool {
+		a, err := env.Client.GetAgent(context.Background(), ag.ID)
+		require.NoError(t, err)
+		return a.IsOnline
+	}
+	require.True(t, online())
+
+	// run starts a process of the first edge on addresses of its own.
+	run := func() (*edge.Server, chan error) {
+		s, err := edge.New(edge.Config{ControlURL: env.ControlURL(), Token: first.Token,
+			HTTPAddr: "127.0.0.1:0", TunnelAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+			DataDir: t.TempDir(), ReportInterval: 100 * time.Millisecond, DrainTimeout: time.Second,
+			DisablePlugins: true})
+		require.NoError(t, err)
+		done := make(chan error, 1)
+		go func() { done <- s.Run(context.Background()) }()
+		t.Cleanup(func() { _ = s.Close() })
+		return s, done
+	}
+	second, secondDone := run()
+	select {
+	case <-first.Replaced():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first process was not told it was replaced")
+	}
+	code, body := get(t, "http://"+first.AdminAddr()+"/health")
+	require.Equal(t, 503, code)
+	require.Contains(t, body, `"status":"replaced"`)
+	require.Eventually(t, func() bool {
+		code, body := get(t, "http://"+second.AdminAddr()+"/health")
+		return code == 200 && strings.Contains(body, `"edgeId":"`+first.ID+`"`)
+	}, 5*time.Second, 20*time.Millisecond)
+
+	// The agent's session is with the replaced process (the registered
+	// tunnel address), which goes on reporting it every 100 ms here (a
+	// process under Start, not Run, does not stop by itself), beside the new
+	// process's reports without it. The edge's agents are those of the
+	// process that serves it now: the agent goes offline once, and its
+	// audit log does not flap (it did, connected and disconnected at every
+	// pair of reports).
+	require.Eventually(t, func() bool { return !online() }, 5*time.Second, 50*time.Millisecond)
+	events := func() int {
+		logs, err := client.All(context.Background(), func(ctx context.Context, lo client.ListOptions) ([]client.AgentAuditLog, string, error) {
+			return env.Client.ListAgentAuditLogs(ctx, ag.ID, lo)
+		})
+		require.NoError(t, err)
+		return len(logs)
+	}
+	before := events()
+	time.Sleep(time.Second)
+	require.False(t, online())
+	require.Equal(t, before, events(), "the replaced process's reports move the agent's presence")
+
+	// A process under Run drains and stops with ErrReplaced.
+	_, thirdDone := run()
+	select {
+	case err := <-secondDone:
+		require.ErrorIs(t, err, edge.ErrReplaced)
+		require.Contains(t, err.Error(), "127.0.0.1:")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second process did not stop when a third took over")
+	}
+	select {
+	case err := <-thirdDone:
+		t.Fatalf("the newest process stopped: %v", err)
+	default:
+	}
+}
