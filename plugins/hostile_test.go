@@ -59,8 +59,22 @@ func TestInitTimeout(t *testing.T) {
 	start := time.Now()
 	err := h.Load(context.Background(), "x", wat(t, "init_loop"), ModuleOptions{})
 	require.ErrorIs(t, err, ErrInvalidModule)
-	assert.Contains(t, err.Error(), "_initialize")
+	assert.Contains(t, err.Error(), "_initialize did not return within 50ms")
 	assert.Less(t, time.Since(start), 5*time.Second)
+}
+
+// A start section is guest code run by instantiation itself: it gets the
+// same budget. It had none: one upload held a core of the control plane for
+// ever, and every instance an edge made of a slow one cost its whole run.
+func TestStartSectionTimeout(t *testing.T) {
+	h, _ := newTestHost(t, Config{InitTimeout: 50 * time.Millisecond})
+	start := time.Now()
+	err := h.Load(context.Background(), "x", wat(t, "start_loop"), ModuleOptions{})
+	require.ErrorIs(t, err, ErrInvalidModule)
+	assert.Contains(t, err.Error(), "start function did not return within 50ms")
+	assert.Less(t, time.Since(start), 5*time.Second)
+	_, ok := h.Loaded("x")
+	assert.False(t, ok)
 }
 
 func TestInfiniteLoopStoppedWithinBudget(t *testing.T) {

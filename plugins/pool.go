@@ -168,8 +168,18 @@ func (p *pool) newInstance(ctx context.Context) (*instance, error) {
 	in := &instance{p: p}
 	in.ctx = context.WithValue(context.Background(), instKey{}, in)
 	in.begin(emptyRequest, nil, 0)
-	mod, err := p.rt.InstantiateModule(in.ctx, p.compiled, p.modCfg)
+	// Instantiation runs the module's start section, guest code like any
+	// other: it gets the init budget (the runtime closes the module when
+	// the context ends; trusted modules are ours and have no checks).
+	initTimeout := p.host.cfg.InitTimeout
+	ictx, cancel := context.WithTimeout(in.ctx, initTimeout)
+	mod, err := p.rt.InstantiateModule(ictx, p.compiled, p.modCfg)
+	timedOut := ictx.Err() != nil
+	cancel()
 	if err != nil {
+		if timedOut {
+			return nil, fmt.Errorf("%w: its start function did not return within %s", ErrInvalidModule, initTimeout)
+		}
 		return nil, fmt.Errorf("%w: instantiate: %s", ErrInvalidModule, firstLine(err.Error()))
 	}
 	in.mod = mod
@@ -184,16 +194,21 @@ func (p *pool) newInstance(ctx context.Context) (*instance, error) {
 	p.mu.Unlock()
 	p.host.liveInstances.Add(1)
 
+	initErr := func(name string, err error) error {
+		p.discard(in, false)
+		if errors.Is(err, ErrTimeout) || in.killed {
+			return fmt.Errorf("%w: %s did not return within %s", ErrInvalidModule, name, initTimeout)
+		}
+		return fmt.Errorf("%w: %s: %s", ErrInvalidModule, name, describe(err, in))
+	}
 	if init := mod.ExportedFunction(abi.ExportInitialize); init != nil {
-		if err := in.call(init, int64(p.host.cfg.InitTimeout), false); err != nil {
-			p.discard(in, false)
-			return nil, fmt.Errorf("%w: _initialize: %s", ErrInvalidModule, describe(err, in))
+		if err := in.call(init, int64(initTimeout), false); err != nil {
+			return nil, initErr(abi.ExportInitialize, err)
 		}
 	}
 	ver := mod.ExportedFunction(abi.ExportABIVersion)
-	if err := in.call(ver, int64(p.host.cfg.InitTimeout), false); err != nil || in.killed {
-		p.discard(in, false)
-		return nil, fmt.Errorf("%w: %s: %s", ErrInvalidModule, abi.ExportABIVersion, describe(err, in))
+	if err := in.call(ver, int64(initTimeout), false); err != nil || in.killed {
+		return nil, initErr(abi.ExportABIVersion, err)
 	}
 	if v := int32(in.stack[0]); v != abi.Version {
 		p.discard(in, false)
