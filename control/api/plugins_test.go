@@ -1,13 +1,18 @@
 package api_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"mime/multipart"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -278,6 +283,19 @@ func TestPluginUpload(t *testing.T) {
 	dc.check(t, "POST", "/v1/plugins", r)
 	ct, body = multipartBody(t, [][2]string{{"name", "huge"}}, huge)
 	h.assertError(h.req("POST", "/v1/plugins", h.admin, body, "Content-Type", ct), 413)
+	// Beyond what the server reads at all, the 413 still gives the
+	// upload's limit (it said 1 MiB, the limit of JSON bodies).
+	// (Refused before it is read: only the header is sent.)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.base, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/plugins?name=huge HTTP/1.1\r\nHost: x\r\nX-Api-Key: %s\r\nContent-Type: application/wasm\r\nContent-Length: %d\r\n\r\n",
+		h.admin, api.MaxPluginUploadBytes+(8<<20))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	raw, _ := io.ReadAll(resp.Body)
+	require.Equal(t, 413, resp.StatusCode, "%s", raw)
+	assert.Contains(t, string(raw), fmt.Sprintf("(plugin modules: at most %d bytes)", api.MaxPluginBytes))
 	// Only admin keys upload; other routes keep the 1 MiB limit.
 	h.assertError(h.upload(h.addKey(h.ws, "writer", []string{"write"}, nil, nil), "name=w", guest(t, "minimal")), 403)
 	h.assertError(h.req("POST", "/v1/plugins/x/test", h.admin, append([]byte("{}"), bytes.Repeat([]byte(" "), 1<<20)...)), 413)

@@ -182,7 +182,15 @@ func (a *API) Handler(ctx *fasthttp.RequestCtx) {
 func (a *API) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 	switch {
 	case err == fasthttp.ErrBodyTooLarge:
-		writeError(ctx, newError(fasthttp.StatusRequestEntityTooLarge, "request body is larger than %d bytes", MaxBodyBytes))
+		// The limit of the route the body was sent to (HeaderReceived).
+		switch {
+		case isPluginUpload(&ctx.Request.Header):
+			writeError(ctx, newError(fasthttp.StatusRequestEntityTooLarge, "request body is larger than %d bytes (plugin modules: at most %d bytes)", MaxPluginUploadBytes, MaxPluginBytes))
+		case string(ctx.Request.Header.RequestURI()) == "/v1/edges/report":
+			writeError(ctx, newError(fasthttp.StatusRequestEntityTooLarge, "request body is larger than %d bytes", MaxRequestBodySize))
+		default:
+			writeError(ctx, newError(fasthttp.StatusRequestEntityTooLarge, "request body is larger than %d bytes", MaxBodyBytes))
+		}
 	default:
 		if _, ok := err.(*fasthttp.ErrSmallBuffer); ok {
 			writeError(ctx, newError(fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers are too large"))
