@@ -176,9 +176,31 @@ func TestRoutingErrors(t *testing.T) {
 	_, edgeTok := h.edge("e-head")
 	assert.Equal(t, 405, h.req("HEAD", "/v1/edges/agent-inbox", "", nil, "Authorization", "Bearer "+edgeTok).Status)
 	r = h.req("OPTIONS", "/v1/services", "", nil)
-	assert.Equal(t, 200, r.Status)
+	assert.Equal(t, 204, r.Status)
+	assert.Empty(t, r.Raw)
 	assert.Contains(t, r.Header.Get("Allow"), "GET")
 	assert.Contains(t, r.Header.Get("Allow"), "HEAD")
+
+	// A fixed path beside a pattern is its own route: a wrong method is a
+	// 405 naming its methods, not a lookup of the id "register" (a 404
+	// "service not found"), nor the pattern's methods in Allow.
+	for _, c := range []struct{ method, path, allow string }{
+		{"GET", "/v1/services/register", "OPTIONS, POST"},
+		{"DELETE", "/v1/services/register", "OPTIONS, POST"},
+		{"GET", "/v1/agents/provision", "OPTIONS, POST"},
+		{"DELETE", "/v1/agents/orchestration", "GET, HEAD, OPTIONS"},
+		{"PATCH", "/v1/webhooks/events", "GET, HEAD, OPTIONS"},
+		{"POST", "/v1/webhooks/events", "GET, HEAD, OPTIONS"},
+		{"DELETE", "/v1/edges/report", "OPTIONS, POST"},
+		{"GET", "/v1/edges/report", "OPTIONS, POST"},
+	} {
+		r := h.req(c.method, c.path, h.admin, nil)
+		h.assertError(r, 405)
+		assert.Equal(t, c.allow, r.Header.Get("Allow"), "%s %s", c.method, c.path)
+	}
+	r = h.req("OPTIONS", "/v1/agents/provision", "", nil)
+	assert.Equal(t, 204, r.Status)
+	assert.Equal(t, "OPTIONS, POST", r.Header.Get("Allow"))
 }
 
 func TestServicesLifecycle(t *testing.T) {

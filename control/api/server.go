@@ -9,7 +9,9 @@ import (
 	"hash/crc32"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,6 +76,7 @@ type API struct {
 	hub     *push.Hub
 	log     *slog.Logger
 	router  *router.Router
+	fixed   map[string]fixedRoute // paths without parameters
 	routes  []*route
 	limiter *limiter
 	keys    *keyCache
@@ -143,21 +146,36 @@ func New(opts Options) (*API, error) {
 		writeError(ctx, newError(fasthttp.StatusMethodNotAllowed, "method %s is not allowed on %s (allowed: %s)",
 			ctx.Method(), ctx.Path(), ctx.Response.Header.Peek("Allow")))
 	}
+	// OPTIONS: the Allow header and no content (the router's default was a
+	// 200 with an empty body, which is not the envelope).
+	a.router.GlobalOPTIONS = func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusNoContent) }
 	a.router.PanicHandler = func(ctx *fasthttp.RequestCtx, v any) {
 		a.log.Error("handler panic", "path", string(ctx.Path()), "panic", v, "stack", string(debug.Stack()))
 		writeError(ctx, newError(fasthttp.StatusInternalServerError, "an internal error occurred"))
 	}
 	a.routes = a.table()
+	fixed := map[string][]string{}
 	for _, r := range a.routes {
 		h := a.wrap(r)
 		a.router.Handle(r.Method, r.Path, h)
+		methods := []string{r.Method}
 		// HEAD on every GET route (health probes use it); fasthttp sends the
 		// headers without the body. Not on the edges' routes: the config
 		// stream, and the inbox, whose GET hands commands over (marks them
 		// delivered), which a HEAD would lose.
 		if r.Method == fasthttp.MethodGet && r.Access != accessEdge {
 			a.router.Handle(fasthttp.MethodHead, r.Path, h)
+			methods = append(methods, fasthttp.MethodHead)
 		}
+		if !strings.Contains(r.Path, "{") {
+			fixed[r.Path] = append(fixed[r.Path], methods...)
+		}
+	}
+	a.fixed = map[string]fixedRoute{}
+	for path, methods := range fixed {
+		methods = append(methods, fasthttp.MethodOptions)
+		slices.Sort(methods)
+		a.fixed[path] = fixedRoute{methods: methods, allow: strings.Join(methods, ", ")}
 	}
 	doc, err := json.Marshal(a.openAPI())
 	if err != nil {
@@ -174,7 +192,28 @@ func (a *API) Handler(ctx *fasthttp.RequestCtx) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "strict-origin-when-cross-origin")
 	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+	if f, ok := a.fixed[string(ctx.Path())]; ok && !slices.Contains(f.methods, string(ctx.Method())) {
+		// A fixed path beside a pattern (/v1/services/register beside
+		// /v1/services/{id}): the router would take GET /v1/services/register
+		// for the service "register" (a 404) and list the pattern's methods
+		// in Allow. The methods are the fixed path's.
+		h.Set("Allow", f.allow)
+		writeError(ctx, newError(fasthttp.StatusMethodNotAllowed, "method %s is not allowed on %s (allowed: %s)",
+			ctx.Method(), ctx.Path(), f.allow))
+		return
+	}
+	if f, ok := a.fixed[string(ctx.Path())]; ok && string(ctx.Method()) == fasthttp.MethodOptions {
+		h.Set("Allow", f.allow)
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
+		return
+	}
 	a.router.Handler(ctx)
+}
+
+// fixedRoute is the methods of a path without parameters.
+type fixedRoute struct {
+	methods []string
+	allow   string
 }
 
 // ErrorHandler answers requests fasthttp could not read (too large, bad
