@@ -236,8 +236,8 @@ type orchestrationView struct {
 	Services     []orchestrationService `json:"services"`
 }
 
-// orchestration lists every agent with its capabilities and services,
-// online agents first (then by name). It is not paginated.
+// orchestration lists the agents with their capabilities and services,
+// online agents first (then by name), a page at a time.
 func (a *API) orchestration(c *call) (any, error) {
 	var agents []store.Agent
 	var svcs []store.Service
@@ -267,16 +267,17 @@ func (a *API) orchestration(c *call) (any, error) {
 		out = append(out, orchestrationView{ID: ag.ID, Name: ag.Name, Label: ag.Label, IsOnline: a.hub.Presence.AgentOnline(ag.ID),
 			Capabilities: capViews(ag.Capabilities), Services: ss})
 	}
-	slices.SortStableFunc(out, func(x, y orchestrationView) int {
-		if x.IsOnline != y.IsOnline {
-			if x.IsOnline {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(x.Name, y.Name)
-	})
-	return out, nil
+	slices.SortFunc(out, func(x, y orchestrationView) int { return strings.Compare(orchestrationKey(&x), orchestrationKey(&y)) })
+	return pageOf(c, out, orchestrationKey)
+}
+
+// orchestrationKey orders agents online first, then by name (then id).
+func orchestrationKey(v *orchestrationView) string {
+	online := "1"
+	if v.IsOnline {
+		online = "0"
+	}
+	return online + v.Name + "\x00" + v.ID
 }
 
 // notifier wakes goroutines waiting for a command's state to change.

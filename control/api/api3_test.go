@@ -195,6 +195,35 @@ func TestCapabilitiesAndOrchestration(t *testing.T) {
 	assert.Equal(t, a2, first["id"], "online first")
 	assert.Equal(t, true, first["isOnline"])
 	assert.Equal(t, "db", first["services"].([]any)[0].(map[string]any)["name"])
+
+	// Paginated like every list (it had no limit): the pages, one item at
+	// a time, are the whole list in its order.
+	h.agent(h.admin)
+	all := h.must(200, "GET", "/v1/agents/orchestration", h.admin, nil).list()
+	require.Len(t, all, 3)
+	assert.Equal(t, all, pages(h, "/v1/agents/orchestration", 1))
+	h.assertError(h.req("GET", "/v1/agents/orchestration?limit=0", h.admin, nil), 400)
+	events := h.must(200, "GET", "/v1/webhooks/events?limit=500", "", nil).list()
+	require.Greater(t, len(events), 10)
+	assert.Equal(t, events, pages(h, "/v1/webhooks/events", 4))
+	assert.Len(t, h.must(200, "GET", "/v1/webhooks/events", "", nil).list(), len(events), "the default page holds them all")
+}
+
+// pages reads a list route a page of limit items at a time.
+func pages(h *harness, path string, limit int) []any {
+	h.t.Helper()
+	var out []any
+	cursor := ""
+	for range 1000 {
+		page := h.must(200, "GET", fmt.Sprintf("%s?limit=%d&cursor=%s", path, limit, cursor), h.admin, nil)
+		require.LessOrEqual(h.t, len(page.list()), limit)
+		out = append(out, page.list()...)
+		if cursor = page.Header.Get("X-Next-Cursor"); cursor == "" {
+			return out
+		}
+	}
+	h.t.Fatal("no last page")
+	return nil
 }
 
 // report posts an edge report with the connected agents and extras.
@@ -378,15 +407,22 @@ func TestTunnels(t *testing.T) {
 		h.assertError(h.req("POST", "/v1/tunnels", h.admin, bad), 400)
 	}
 
-	h.report(edgeTok, []string{agentID}, map[string]any{"connections": []any{map[string]any{
-		"id": "c1", "serviceId": id, "kind": "tcp", "clientIp": "192.0.2.1", "startedAt": time.Now().UTC().Format(time.RFC3339), "bytesIn": 10, "bytesOut": 20}}})
+	// Edges report times to the nanosecond; the API gives milliseconds.
+	started := time.Date(2026, 11, 28, 1, 2, 3, 456789123, time.UTC)
+	h.report(edgeTok, []string{agentID}, map[string]any{"connections": []any{
+		map[string]any{"id": "c2", "serviceId": id, "kind": "tcp", "clientIp": "192.0.2.2", "startedAt": started.Add(time.Second).Format(time.RFC3339Nano), "bytesIn": 1, "bytesOut": 2},
+		map[string]any{"id": "c1", "serviceId": id, "kind": "tcp", "clientIp": "192.0.2.1", "startedAt": started.Format(time.RFC3339Nano), "bytesIn": 10, "bytesOut": 20},
+		map[string]any{"id": "c3", "serviceId": id, "kind": "tcp", "clientIp": "192.0.2.3", "startedAt": started.Add(2 * time.Second).Format(time.RFC3339Nano), "bytesIn": 0, "bytesOut": 0},
+	}})
 	tv = h.must(200, "GET", "/v1/tunnels/"+id, h.admin, nil).data()
 	assert.Equal(t, "active", tv["status"])
-	assert.Equal(t, float64(1), tv["activeConnections"])
-	assert.Equal(t, float64(20), tv["bytesOut"])
+	assert.Equal(t, float64(3), tv["activeConnections"])
+	assert.Equal(t, float64(22), tv["bytesOut"])
 	conns := h.must(200, "GET", "/v1/tunnels/"+id+"/connections", h.admin, nil).list()
-	require.Len(t, conns, 1)
-	assert.Equal(t, "192.0.2.1", conns[0].(map[string]any)["clientIp"])
+	require.Len(t, conns, 3)
+	assert.Equal(t, "192.0.2.1", conns[0].(map[string]any)["clientIp"], "oldest first")
+	assert.Equal(t, "2026-11-28T01:02:03.456Z", conns[0].(map[string]any)["startedAt"])
+	assert.Equal(t, conns, pages(h, "/v1/tunnels/"+id+"/connections", 2))
 
 	tv = h.must(200, "PATCH", "/v1/tunnels/"+id, h.admin, map[string]any{"status": "paused"}).data()
 	assert.Equal(t, "paused", tv["status"])

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -332,6 +333,26 @@ func (c *call) page() (after string, limit int, err error) {
 		after = string(b[:n])
 	}
 	return after, limit, nil
+}
+
+// pageOf is the page of items (sorted by key, ascending; keys unique and
+// not empty) that ?limit= and ?cursor= ask for, for lists built in memory.
+// The cursor is the key of the page's last item, so an item added or
+// removed between two pages moves no other one to the wrong page.
+func pageOf[T any](c *call, items []T, key func(*T) string) ([]T, error) {
+	after, limit, err := c.page()
+	if err != nil {
+		return nil, err
+	}
+	i := 0
+	if after != "" {
+		i = sort.Search(len(items), func(i int) bool { return key(&items[i]) > after })
+	}
+	end := min(i+limit, len(items))
+	if end < len(items) {
+		c.setNext(key(&items[end-1]))
+	}
+	return items[i:end], nil
 }
 
 // setNext sets the X-Next-Cursor of a page: the position after its last

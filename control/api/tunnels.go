@@ -3,12 +3,14 @@ package api
 import (
 	"bytes"
 	"encoding/json"
-	"github.com/privateconnect/pc/internal/servicename"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/privateconnect/pc/control/store"
+	"github.com/privateconnect/pc/internal/servicename"
 )
 
 // A tunnel is the live view of a service (tunnel id = service id).
@@ -240,7 +242,13 @@ func (a *API) tunnelConnections(c *call) (any, error) {
 	out := make([]connectionView, 0, len(conns))
 	for _, x := range conns {
 		out = append(out, connectionView{ID: x.ID, Kind: x.Kind, ClientIP: x.ClientIP, EdgeID: x.EdgeID,
-			StartedAt: x.StartedAt, BytesIn: x.BytesIn, BytesOut: x.BytesOut})
+			StartedAt: apiTime(x.StartedAt), BytesIn: x.BytesIn, BytesOut: x.BytesOut})
 	}
-	return out, nil
+	// Oldest first; the edge id and connection id tell apart those of one
+	// millisecond.
+	key := func(v *connectionView) string {
+		return v.StartedAt.Format("20060102T150405.000") + "|" + v.EdgeID + "|" + v.ID
+	}
+	slices.SortFunc(out, func(x, y connectionView) int { return strings.Compare(key(&x), key(&y)) })
+	return pageOf(c, out, key)
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -56,8 +57,8 @@ func (a *API) Webhooks() *webhooks.Dispatcher { return a.webhooks }
 // monitoringRoutes are the routes of webhooks and share monitoring.
 func (a *API) monitoringRoutes() []*route {
 	return []*route{
-		{Name: "webhooks.events", Method: "GET", Path: "/v1/webhooks/events", Access: accessPublic, Summary: "Events a webhook can subscribe to",
-			Resp: []webhooks.EventType{}, h: a.webhookEvents},
+		{Name: "webhooks.events", Method: "GET", Path: "/v1/webhooks/events", Access: accessPublic, List: true, Summary: "Events a webhook can subscribe to",
+			Resp: webhooks.EventType{}, h: a.webhookEvents},
 		{Name: "webhooks.create", Method: "POST", Path: "/v1/webhooks", Access: accessAdmin, Created: true, Summary: "Create a webhook (the secret is shown once)",
 			Req: createWebhookRequest{}, Resp: webhookCreatedView{}, h: a.createWebhook},
 		{Name: "webhooks.list", Method: "GET", Path: "/v1/webhooks", Access: accessAdmin, List: true, Summary: "List webhooks", Resp: webhookView{}, h: a.listWebhooks},
@@ -300,7 +301,26 @@ func deliveryViewOf(d *store.Delivery) deliveryView {
 	return v
 }
 
-func (a *API) webhookEvents(c *call) (any, error) { return webhooks.Events, nil }
+func (a *API) webhookEvents(c *call) (any, error) {
+	// In the catalog's order (its index is the key).
+	type indexed struct {
+		i int
+		e webhooks.EventType
+	}
+	all := make([]indexed, len(webhooks.Events))
+	for i, e := range webhooks.Events {
+		all[i] = indexed{i, e}
+	}
+	page, err := pageOf(c, all, func(x *indexed) string { return fmt.Sprintf("%04d", x.i) })
+	if err != nil {
+		return nil, err
+	}
+	out := make([]webhooks.EventType, len(page))
+	for i, x := range page {
+		out[i] = x.e
+	}
+	return out, nil
+}
 
 // webhookEventList validates a list of event names (≥ 1, from the catalog)
 // and removes duplicates.

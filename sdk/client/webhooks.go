@@ -60,10 +60,11 @@ type WebhookTestResult struct {
 	DurationMs float64 `json:"durationMs"`
 }
 
-// ListWebhookEvents calls GET /v1/webhooks/events (public).
+// ListWebhookEvents calls GET /v1/webhooks/events (public), every page.
 func (c *Client) ListWebhookEvents(ctx context.Context) ([]WebhookEvent, error) {
-	ev, _, err := list[WebhookEvent](ctx, c, p("webhooks", "events"), ListOptions{}, nil)
-	return ev, err
+	return All(ctx, func(ctx context.Context, lo ListOptions) ([]WebhookEvent, string, error) {
+		return list[WebhookEvent](ctx, c, p("webhooks", "events"), lo, nil)
+	})
 }
 
 // CreateWebhook calls POST /v1/webhooks (admin). The secret is shown once.
