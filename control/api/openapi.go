@@ -2,12 +2,15 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"time"
 	"unicode"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/privateconnect/pc/internal/config"
 )
 
 // The OpenAPI 3.1 document is generated from the route table once, at
@@ -232,6 +235,12 @@ func (a *API) operation(g *schemaGen, r *route) jsonObj {
 	tooLarge := "Payload Too Large: body over 1 MiB"
 	if cb, ok := r.Req.(customBody); ok {
 		op["requestBody"], tooLarge = cb.openAPIBody(g)
+	} else if r.Path == "/v1/edges/report" {
+		// Decoded leniently: edges and control planes of neighbouring
+		// versions interoperate, so unknown fields are allowed.
+		op["requestBody"] = jsonObj{"required": true, "description": "internal/config.Report; unknown fields are ignored",
+			"content": jsonObj{"application/json": jsonObj{"schema": g.schema(reflect.TypeOf(config.Report{}), false)}}}
+		tooLarge = fmt.Sprintf("Payload Too Large: body over %d bytes", MaxRequestBodySize)
 	} else if r.Req != nil {
 		op["requestBody"] = jsonObj{"required": true, "content": jsonObj{"application/json": jsonObj{"schema": g.schema(reflect.TypeOf(r.Req), true)}}}
 	}

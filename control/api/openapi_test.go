@@ -76,6 +76,11 @@ func TestOpenAPIValidates(t *testing.T) {
 			if m == "POST" || m == "PATCH" || m == "PUT" {
 				assert.NotNil(t, op.Responses.Value("415"), "%s %s", m, p)
 			}
+			if p == "/v1/edges/report" {
+				require.NotNil(t, op.RequestBody, "the edge report's body is documented")
+				schema := op.RequestBody.Value.Content.Get("application/json").Schema.Value
+				assert.Contains(t, schema.Properties, "agents")
+			}
 		}
 	}
 	// Request schemas are strict (no unknown fields).
