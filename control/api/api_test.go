@@ -113,6 +113,7 @@ func TestStrictRequests(t *testing.T) {
 		{"key case", `{"agentId":"` + agentID + `","NAME":"x","targetHost":"h","targetPort":1}`, "", 400, "case-sensitive", "NAME"},
 		{"text/plain", `{}`, "text/plain", 415, "application/json", ""},
 		{"form", `a=b`, "application/x-www-form-urlencoded", 415, "application/json", ""},
+		{"other json type", `{}`, "application/merge-patch+json", 415, "application/json", ""},
 		{"too large", big, "", 413, "larger than", ""},
 		{"json with charset ok", `{"agentId":"` + agentID + `","name":"ok","targetHost":"h","targetPort":1}`, "application/json; charset=utf-8", 201, "", ""},
 	}

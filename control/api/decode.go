@@ -31,7 +31,7 @@ func checkBody(ctx *fasthttp.RequestCtx, max int) *Error {
 		return nil
 	}
 	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+	if err != nil || mt != "application/json" { // api-v1.md: any other content type is a 415
 		if ct == "" {
 			ct = "none"
 		}

@@ -175,7 +175,7 @@ func (createPluginRequest) checkBody(ctx *fasthttp.RequestCtx) *Error {
 	if ct == "" && len(body) == 0 {
 		return nil
 	}
-	if mt, _, err := mime.ParseMediaType(ct); err == nil && (slices.Contains(uploadTypes, mt) || strings.HasSuffix(mt, "+json")) {
+	if mt, _, err := mime.ParseMediaType(ct); err == nil && slices.Contains(uploadTypes, mt) {
 		return nil
 	}
 	if ct == "" {
