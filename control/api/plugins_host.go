@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/netip"
 	"regexp"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -503,8 +504,33 @@ func (a *API) builtinView(name string) pluginView {
 	if s := builtinSchemas[name]; s != "" {
 		v.ConfigSchema = json.RawMessage(s)
 	}
+	at := a.builtinsAt()
+	v.CreatedAt = &at
 	return v
 }
+
+// builtinsAt is the createdAt of the built-ins: they come with the binary,
+// so the time of the commit it was built from (Go's build information,
+// to the second), or else when this control plane started.
+func (a *API) builtinsAt() time.Time {
+	if t := vcsTime(); !t.IsZero() {
+		return t
+	}
+	return apiTime(a.started)
+}
+
+var vcsTime = sync.OnceValue(func() time.Time {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.time" {
+				if t, err := time.Parse(time.RFC3339, s.Value); err == nil {
+					return apiTime(t)
+				}
+			}
+		}
+	}
+	return time.Time{}
+})
 
 // wasmExports lists a module's exported functions and memories, sorted,
 // from its export section (enough for display; validation is the host's).

@@ -333,6 +333,7 @@ func TestPluginsReadAndDelete(t *testing.T) {
 		assert.Equal(t, "builtin:"+n, p["id"])
 		assert.Equal(t, n, p["name"])
 		assert.Equal(t, true, p["builtin"])
+		assert.NotEmpty(t, p["createdAt"], "every plugin has a createdAt (api-v1.md)")
 		assert.NotEmpty(t, p["description"])
 		assert.NotEmpty(t, p["configSchema"])
 		assert.Contains(t, p["exports"], "handle_request")
