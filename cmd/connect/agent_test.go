@@ -515,3 +515,25 @@ func TestReachStopsWhenTheServiceIsGone(t *testing.T) {
 	}
 	assert.Contains(t, stderr.String(), "no such service")
 }
+
+// A token is rotated 72 h before it expires, or in the last third of a
+// shorter lifetime (rotations keep the provisioned lifetime: rotating a
+// 5-minute token 72 h early would rotate, and restart the agent, every
+// minute).
+func TestRotateWindow(t *testing.T) {
+	now := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name     string
+		issued   time.Time
+		lifetime time.Duration
+		want     time.Duration
+	}{
+		{"30 days", now, 30 * 24 * time.Hour, rotateBefore},
+		{"5 minutes", now, 5 * time.Minute, 100 * time.Second},
+		{"6 days", now, 6 * 24 * time.Hour, 48 * time.Hour},
+		{"state file before issuedAt", time.Time{}, 5 * time.Minute, rotateBefore},
+	} {
+		st := &agentState{IssuedAt: c.issued, ExpiresAt: now.Add(c.lifetime)}
+		assert.Equal(t, c.want, rotateWindow(st), c.name)
+	}
+}

@@ -21,8 +21,20 @@ import (
 	"github.com/privateconnect/pc/sdk/client"
 )
 
-// rotateBefore is how long before its expiry the agent token is rotated.
+// rotateBefore is how long before its expiry the agent token is rotated
+// (a third of its lifetime for shorter-lived tokens, see rotateWindow).
 const rotateBefore = 72 * time.Hour
+
+// rotateWindow is how long before its expiry st's token is rotated: 72 h,
+// or the last third of a shorter lifetime (a rotation keeps the lifetime the
+// token was provisioned with; rotating a 5-minute token 72 h before its
+// expiry would rotate, and restart the agent, every minute).
+func rotateWindow(st *agentState) time.Duration {
+	if st.IssuedAt.IsZero() || !st.ExpiresAt.After(st.IssuedAt) {
+		return rotateBefore
+	}
+	return min(rotateBefore, st.ExpiresAt.Sub(st.IssuedAt)/3)
+}
 
 // agentFlags are the flags of the commands that run the agent.
 type agentFlags struct {
@@ -103,7 +115,7 @@ func (a *app) identity(ctx context.Context, c *client.Client, name, label string
 		if st, err = a.provision(ctx, c, name, label); err != nil {
 			return nil, err
 		}
-	case a.now().Add(rotateBefore).After(st.ExpiresAt):
+	case a.now().Add(rotateWindow(st)).After(st.ExpiresAt):
 		if err := a.rotate(ctx, c, st); err != nil {
 			if !client.IsStatus(err, http.StatusUnauthorized) || a.now().Before(st.ExpiresAt) {
 				return nil, fmt.Errorf("rotate agent token: %w", err)
@@ -141,7 +153,7 @@ func (a *app) provision(ctx context.Context, c *client.Client, name, label strin
 	}
 	fmt.Fprintf(a.stderr, "Provisioned agent %s in workspace %s\n", p.AgentID, orDash(p.WorkspaceName))
 	return &agentState{
-		AgentID: p.AgentID, Token: p.Token, ExpiresAt: p.ExpiresAt, WorkspaceID: p.WorkspaceID,
+		AgentID: p.AgentID, Token: p.Token, ExpiresAt: p.ExpiresAt, IssuedAt: a.now(), WorkspaceID: p.WorkspaceID,
 		ControlURL: a.control, Edges: p.Edges, Name: name, Label: label,
 	}, nil
 }
@@ -152,7 +164,7 @@ func (a *app) rotate(ctx context.Context, c *client.Client, st *agentState) erro
 	if err != nil {
 		return err
 	}
-	st.Token, st.ExpiresAt = t.Token, t.ExpiresAt
+	st.Token, st.ExpiresAt, st.IssuedAt = t.Token, t.ExpiresAt, a.now()
 	fmt.Fprintf(a.stderr, "Rotated the agent token (valid until %s)\n", fmtTime(t.ExpiresAt))
 	return nil
 }
@@ -190,7 +202,7 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 		var renew atomic.Bool
 		var timer *time.Timer
 		if !st.ExpiresAt.IsZero() {
-			d := max(st.ExpiresAt.Sub(a.now())-rotateBefore, a.minRenewWait)
+			d := max(st.ExpiresAt.Sub(a.now())-rotateWindow(st), a.minRenewWait)
 			timer = time.AfterFunc(d, func() { renew.Store(true); cancel() })
 		}
 		err := a.runAgent(runCtx, agent.Config{

@@ -18,6 +18,7 @@ type agentState struct {
 	AgentID     string             `json:"agentId"`
 	Token       string             `json:"token"`
 	ExpiresAt   time.Time          `json:"expiresAt"`
+	IssuedAt    time.Time          `json:"issuedAt,omitzero"` // when the token was provisioned or rotated
 	WorkspaceID string             `json:"workspaceId"`
 	ControlURL  string             `json:"controlUrl"`
 	Edges       []client.AgentEdge `json:"edges"`

@@ -114,7 +114,13 @@ func (a *API) rotateToken(c *call) (any, error) {
 			return err
 		}
 		setAgentToken(ag, token)
-		ag.TokenExpiresAt = c.now.Add(defaultAgentTTL * time.Second)
+		// The new token lives as long as the agent's tokens were provisioned
+		// to (a 5-minute CI token does not rotate into a 30-day one).
+		ttl := ag.TokenTTLSeconds
+		if ttl <= 0 {
+			ttl = defaultAgentTTL
+		}
+		ag.TokenExpiresAt = c.now.Add(time.Duration(ttl) * time.Second)
 		if err := store.PutAgent(tx, ag); err != nil {
 			return err
 		}

@@ -90,6 +90,9 @@ func (a *API) provisionAgent(c *call) (any, error) {
 	token := push.NewToken(32)
 	setAgentToken(&ag, token)
 	ag.TokenExpiresAt = c.now.Add(time.Duration(ttl) * time.Second)
+	if ttl != defaultAgentTTL {
+		ag.TokenTTLSeconds = ttl
+	}
 	var ws *store.Workspace
 	var edges []store.Edge
 	err := a.kv.Update(c.ctx, func(tx store.Tx) error {
@@ -159,6 +162,7 @@ func (a *API) registerAgent(c *call) (any, error) {
 			if subtle.ConstantTimeCompare([]byte(ag.TokenHash), []byte(hash)) != 1 {
 				setAgentToken(ag, req.Token)
 				ag.TokenExpiresAt = c.now.Add(defaultAgentTTL * time.Second)
+				ag.TokenTTLSeconds = 0
 			} else if ag.PublicKey == "" {
 				setAgentToken(ag, req.Token) // a token from before tunnel v2: derive its public key
 			}

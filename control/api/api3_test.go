@@ -168,6 +168,20 @@ func TestAgentTokenRoutes(t *testing.T) {
 		events = append(events, l.(map[string]any)["event"].(string))
 	}
 	assert.Equal(t, []string{"ROTATED", "PROVISIONED"}, events)
+
+	// A rotation keeps the lifetime the token was provisioned with: a
+	// 5-minute token did rotate into a 30-day one.
+	expiresIn := func(r resp) time.Duration {
+		at, err := time.Parse(time.RFC3339, r.str("expiresAt"))
+		require.NoError(t, err)
+		return time.Until(at)
+	}
+	r = h.must(201, "POST", "/v1/agents/provision", h.admin, map[string]any{"name": "ci", "ttlSeconds": 300})
+	assert.InDelta(t, 300, expiresIn(r).Seconds(), 5)
+	r = h.must(200, "POST", "/v1/agents/rotate-token", "", map[string]any{"agentId": r.str("agentId"), "currentToken": r.str("token")})
+	assert.InDelta(t, 300, expiresIn(r).Seconds(), 5, "the rotated token lives 5 minutes too")
+	r = h.must(200, "POST", "/v1/agents/rotate-token", "", map[string]any{"agentId": id, "currentToken": newTok})
+	assert.InDelta(t, 30*24*3600, expiresIn(r).Seconds(), 5, "the default stays 30 days")
 }
 
 func TestCapabilitiesAndOrchestration(t *testing.T) {

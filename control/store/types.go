@@ -51,19 +51,22 @@ type Capability struct {
 
 // Agent is one running connector.
 type Agent struct {
-	ID             string       `json:"id"`
-	WorkspaceID    string       `json:"workspaceId"`
-	Name           string       `json:"name"`
-	Label          string       `json:"label"`
-	ClientType     string       `json:"clientType"`
-	TokenHash      string       `json:"tokenHash"`
-	PublicKey      string       `json:"publicKey,omitempty"` // hex Ed25519 handshake key (tunnel v2)
-	TokenExpiresAt time.Time    `json:"tokenExpiresAt"`
-	Registered     bool         `json:"registered,omitempty"`
-	CreatedAt      time.Time    `json:"createdAt"`
-	LastSeenAt     *time.Time   `json:"lastSeenAt,omitempty"`
-	LastSeenIP     string       `json:"lastSeenIp,omitempty"`
-	Capabilities   []Capability `json:"capabilities,omitempty"`
+	ID             string    `json:"id"`
+	WorkspaceID    string    `json:"workspaceId"`
+	Name           string    `json:"name"`
+	Label          string    `json:"label"`
+	ClientType     string    `json:"clientType"`
+	TokenHash      string    `json:"tokenHash"`
+	PublicKey      string    `json:"publicKey,omitempty"` // hex Ed25519 handshake key (tunnel v2)
+	TokenExpiresAt time.Time `json:"tokenExpiresAt"`
+	// TokenTTLSeconds is the lifetime the token was provisioned with, which
+	// a rotation keeps (0: the default, 30 days; records before it).
+	TokenTTLSeconds int          `json:"tokenTtlSeconds,omitempty"`
+	Registered      bool         `json:"registered,omitempty"`
+	CreatedAt       time.Time    `json:"createdAt"`
+	LastSeenAt      *time.Time   `json:"lastSeenAt,omitempty"`
+	LastSeenIP      string       `json:"lastSeenIp,omitempty"`
+	Capabilities    []Capability `json:"capabilities,omitempty"`
 }
 
 // HealthConfig is a service's health-monitoring setting.
