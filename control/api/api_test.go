@@ -3,6 +3,8 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -469,6 +471,16 @@ func TestRateLimit(t *testing.T) {
 		h.must(200, "GET", "/v1/services", h.admin, nil)
 	}
 	h.assertError(h.req("GET", "/v1/services", h.admin, nil), 429)
+	// On the wire, the names are spelled as api-v1.md spells them (fasthttp
+	// sent "X-Ratelimit-Limit").
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.base, "http://"))
+	require.NoError(t, err)
+	fmt.Fprintf(conn, "GET /v1/services HTTP/1.1\r\nHost: x\r\nX-Api-Key: %s\r\nConnection: close\r\n\r\n", h.admin)
+	raw, _ := io.ReadAll(conn)
+	conn.Close()
+	for _, name := range []string{"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} {
+		assert.Contains(t, string(raw), "\r\n"+name+": ")
+	}
 	other := h.addKey(h.ws, "second", []string{"read"}, nil, nil)
 	h.must(200, "GET", "/v1/services", other, nil)
 	// Health is not limited.

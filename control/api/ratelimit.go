@@ -109,9 +109,11 @@ func (a *API) limit(c *call, key string, perMin int) error {
 	}
 	ok, rem, reset := a.limiter.allow(key, perMin)
 	h := &c.ctx.Response.Header
-	h.Set("X-RateLimit-Limit", strconv.Itoa(perMin))
-	h.Set("X-RateLimit-Remaining", strconv.Itoa(rem))
-	h.Set("X-RateLimit-Reset", strconv.FormatInt(reset, 10))
+	// Spelled as api-v1.md spells them (fasthttp's Set would send
+	// "X-Ratelimit-Limit"); nothing else sets them on this response.
+	h.SetCanonical([]byte("X-RateLimit-Limit"), strconv.AppendInt(nil, int64(perMin), 10))
+	h.SetCanonical([]byte("X-RateLimit-Remaining"), strconv.AppendInt(nil, int64(rem), 10))
+	h.SetCanonical([]byte("X-RateLimit-Reset"), strconv.AppendInt(nil, reset, 10))
 	if !ok {
 		ra := int(reset - a.limiter.now().Unix())
 		if ra < 1 {

@@ -78,6 +78,20 @@ func (e *Edits) Reset() {
 	e.body = visitorBody{}
 }
 
+var (
+	hdrRateLimit     = []byte("X-RateLimit-Limit")
+	hdrRateRemaining = []byte("X-RateLimit-Remaining")
+	hdrRateReset     = []byte("X-RateLimit-Reset")
+)
+
+// setExact sets a header with its name spelled as api-v1.md spells it
+// (fasthttp's Set would send "X-Ratelimit-Limit" on the edge's own
+// answers), replacing the service's own.
+func setExact(h *fasthttp.ResponseHeader, key, value []byte) {
+	h.DelBytes(key)
+	h.SetCanonical(key, value)
+}
+
 // rateInfo is the per-share limit's state for the X-RateLimit headers.
 type rateInfo struct {
 	limit, remaining int
@@ -89,9 +103,9 @@ type rateInfo struct {
 func (e *Edits) applyResponse(h *fasthttp.ResponseHeader) {
 	if e.rate.reset != 0 {
 		var b [20]byte
-		h.SetBytesV("X-RateLimit-Limit", strconv.AppendInt(b[:0], int64(e.rate.limit), 10))
-		h.SetBytesV("X-RateLimit-Remaining", strconv.AppendInt(b[:0], int64(e.rate.remaining), 10))
-		h.SetBytesV("X-RateLimit-Reset", strconv.AppendInt(b[:0], e.rate.reset, 10))
+		setExact(h, hdrRateLimit, strconv.AppendInt(b[:0], int64(e.rate.limit), 10))
+		setExact(h, hdrRateRemaining, strconv.AppendInt(b[:0], int64(e.rate.remaining), 10))
+		setExact(h, hdrRateReset, strconv.AppendInt(b[:0], e.rate.reset, 10))
 	}
 	for _, kv := range e.SetResponse {
 		h.Set(kv[0], kv[1])

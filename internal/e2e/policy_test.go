@@ -3,8 +3,11 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -121,11 +124,32 @@ func TestSharePerMinuteLimit(t *testing.T) {
 	org := origin(t)
 	_, svc := env.ExposeAgent("a", "web", org.URL)
 	sh := env.Share(svc.ID, client.CreateShareRequest{})
-	for i := 0; i < 5; i++ {
+	for i := 0; i < 4; i++ {
 		resp, _ := do(t, "GET", sh.ShareURL+"/", nil)
 		require.Equal(t, 200, resp.StatusCode)
 		require.Equal(t, "5", resp.Header.Get("X-RateLimit-Limit"))
 		require.Equal(t, strconv.Itoa(4-i), resp.Header.Get("X-RateLimit-Remaining"))
+	}
+	// On the wire, the names are spelled as api-v1.md spells them (not
+	// fasthttp's "X-Ratelimit-Limit").
+	// (Forwarded answers and the edge's own 429.)
+	rawHead := func() string {
+		u, err := url.Parse(sh.ShareURL)
+		require.NoError(t, err)
+		conn, err := net.Dial("tcp", u.Host)
+		require.NoError(t, err)
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET %s/ HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", u.Path, u.Host)
+		raw, _ := io.ReadAll(conn)
+		head, _, _ := strings.Cut(string(raw), "\r\n\r\n")
+		return head
+	}
+	for _, want := range []string{" 200 ", " 429 "} {
+		head := rawHead()
+		require.Contains(t, head, want)
+		require.Contains(t, head, "\r\nX-RateLimit-Limit: 5\r\n")
+		require.Contains(t, head, "\r\nX-RateLimit-Remaining: 0\r\n")
+		require.Contains(t, head, "\r\nX-RateLimit-Reset: ")
 	}
 	resp, body := do(t, "GET", sh.ShareURL+"/", nil)
 	require.Equal(t, 429, resp.StatusCode)
