@@ -14,6 +14,7 @@ import (
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -171,6 +172,10 @@ func TestConformanceDecisions(t *testing.T) {
 			var pe *PluginError
 			require.True(t, errors.As(d.Err, &pe))
 			assert.Equal(t, "echo", pe.PluginID)
+			// One kind, one detail: not "ABI violation: ABI violation: ...
+			// (recovered by wazero)".
+			assert.Equal(t, 1, strings.Count(d.Err.Error(), c.kind.Error()), "%v", d.Err)
+			assert.NotContains(t, d.Err.Error(), "recovered by wazero")
 			// The host keeps serving.
 			d = h.Evaluate(ctx, []Attachment{op("m")}, req)
 			require.Equal(t, Respond, d.Action, "%v", d.Err)

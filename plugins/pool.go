@@ -297,15 +297,23 @@ func (h *Host) sampleCPU() int64 {
 	return v
 }
 
-// describe turns a call error into a one-line detail.
+// describe turns a call error into a one-line detail. The detail follows
+// the error's kind (PluginError), so an ABI violation's own "ABI violation: "
+// and wazero's " (recovered by wazero)" (host functions report violations
+// by panicking) are left out.
 func describe(err error, in *instance) string {
 	if err == nil || err == ErrTimeout {
 		return ""
 	}
-	if in != nil && len(in.errMsg) > 0 {
-		return firstLine(err.Error()) + " (" + string(in.errMsg) + ")"
+	msg := firstLine(err.Error())
+	if errors.Is(err, ErrABIViolation) {
+		msg = strings.TrimSuffix(msg, " (recovered by wazero)")
+		msg = strings.TrimPrefix(msg, ErrABIViolation.Error()+": ")
 	}
-	return firstLine(err.Error())
+	if in != nil && len(in.errMsg) > 0 {
+		return msg + " (" + string(in.errMsg) + ")"
+	}
+	return msg
 }
 
 // classify maps a call error to a sentinel Kind.

@@ -461,6 +461,8 @@ func TestPluginShareAttachments(t *testing.T) {
 		"another workspace's":       {[]any{att(theirs, nil)}, "plugins[0].pluginId", "not a plugin"},
 		"unknown built-in":          {[]any{att("builtin:nope", nil)}, "plugins[0].pluginId", "not a plugin"},
 		"config not an object":      {[]any{att(gate, []int{1})}, "plugins[0].config", "object"},
+		"config over the host limit": {[]any{att(gate, map[string]any{"x": strings.Repeat("a", 70000)})}, "plugins[0].config",
+			"larger than 65536 bytes, the most a plugin config may be"},
 	} {
 		r := create(tc.plugins...)
 		h.assertError(r, 400)
