@@ -462,6 +462,12 @@ func TestPluginsPush(t *testing.T) {
 	_, errOut, code = h.run("plugins", "push", file, "--memory-mib", "17592186044416")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errOut, "--memory-mib must be 1-256")
+	// Given explicitly, 0 is out of range (it silently meant the default).
+	for _, flags := range [][]string{{"--memory-mib", "0"}, {"--timeout", "0ms"}} {
+		_, errOut, code = h.run(append([]string{"plugins", "push", file}, flags...)...)
+		assert.Equal(t, 2, code, "%v", flags)
+		assert.Contains(t, errOut, "must be", "%v", flags)
+	}
 }
 
 func TestStatus(t *testing.T) {
@@ -495,6 +501,9 @@ func TestPluginsTestShowsTheFailure(t *testing.T) {
 	h := newHarness(t)
 	h.ok("GET /v1/plugins/{id}", 200, `{"id":"`+geoV1ID+`","name":"geo"}`)
 	h.ok("POST /v1/plugins/{id}/test", 200, `{"decision":"error","status":500,"body":"{}","error":"time budget exceeded","durationMicros":5100}`)
+	// pcd's PC_CONFIG (its YAML file), exported on the same machine, is
+	// not this command's --config (PC_PLUGIN_CONFIG).
+	h.env["PC_CONFIG"] = "/etc/pc/pcd.yaml"
 	out, errOut, code := h.run("plugins", "test", geoV1ID)
 	require.Equal(t, 0, code, errOut)
 	assert.Regexp(t, `(?m)^error\s+time budget exceeded$`, out)

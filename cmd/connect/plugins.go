@@ -41,7 +41,8 @@ func (a *app) pluginsCmd() *cobra.Command {
 		timeout   time.Duration
 		memoryMiB int
 	)
-	push := getCmd(a, "push FILE.wasm --name NAME", "Upload a Wasm access-control plugin; the server validates it (admin)",
+	var push *cobra.Command
+	push = getCmd(a, "push FILE.wasm --name NAME", "Upload a Wasm access-control plugin; the server validates it (admin)",
 		`  connect plugins push geo.wasm --name geo --version 1.2.0
   connect plugins push banner.wasm --fail-open --timeout 20ms --memory-mib 32   # a non-security plugin`, 1,
 		func(ctx context.Context, c *client.Client, args []string) (*client.Plugin, error) {
@@ -49,11 +50,15 @@ func (a *app) pluginsCmd() *cobra.Command {
 			if n == "" {
 				n = strings.TrimSuffix(filepath.Base(args[0]), filepath.Ext(args[0]))
 			}
-			if timeout < 0 || timeout%time.Millisecond != 0 {
-				return nil, usageErrorf("--timeout must be whole milliseconds, e.g. 20ms")
+			// Given explicitly, 0 is out of range too (not "the default").
+			set := push.Flags().Changed
+			if timeout < 0 || timeout%time.Millisecond != 0 || (set("timeout") && timeout == 0) {
+				return nil, usageErrorf("--timeout must be whole milliseconds, 1ms-50ms, e.g. 20ms")
 			}
-			if cmd := memoryMiB; cmd != 0 && (cmd < 1 || cmd > 256) {
-				return nil, usageErrorf("--memory-mib must be 1-256")
+			if memoryMiB != 0 || set("memory-mib") {
+				if memoryMiB < 1 || memoryMiB > 256 {
+					return nil, usageErrorf("--memory-mib must be 1-256")
+				}
 			}
 			o := up
 			o.TimeoutMs = int(timeout / time.Millisecond)
@@ -164,6 +169,9 @@ func (a *app) pluginsCmd() *cobra.Command {
 			return c.TestPlugin(ctx, p.ID, req)
 		})
 	test.Flags().StringVar(&configFile, "config", "", "plugin configuration (JSON file)")
+	// Not PC_CONFIG: that is pcd's configuration file, often exported on
+	// the same machine.
+	setEnvName(test.Flags(), "config", "PC_PLUGIN_CONFIG")
 	test.Flags().StringVar(&method, "method", "GET", "request method")
 	test.Flags().StringVar(&path, "path", "/", "request path")
 	test.Flags().StringVar(&clientIP, "client-ip", "", "client IP of the request")

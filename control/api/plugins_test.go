@@ -238,6 +238,9 @@ func TestPluginUpload(t *testing.T) {
 	h.assertError(r, 409)
 	dc.check(t, "POST", "/v1/plugins", r)
 	h.mustUpload("gate&version=3", guest(t, "minimal"))
+	r = h.upload(h.admin, "name=spin", guest(t, "minimal")) // spin exists without a version
+	h.assertError(r, 409)
+	assert.Contains(t, r.Body["message"], "give this upload a version")
 
 	// Refused modules: 400 with the reason.
 	for name, tc := range map[string]struct {

@@ -78,6 +78,9 @@ func CreatePlugin(tx Tx, p *Plugin, wasm []byte) error {
 	if ok, err := exists(tx, nk); err != nil {
 		return err
 	} else if ok {
+		if p.Version == "" {
+			return conflict("version", "a plugin named %q without a version already exists: give this upload a version (?version=, connect plugins push --version)", p.Name)
+		}
 		return conflict("version", "a plugin named %q with version %q already exists", p.Name, p.Version)
 	}
 	if ok, err := exists(tx, pluginKey(p.WorkspaceID, p.ID)); err != nil {
