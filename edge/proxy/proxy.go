@@ -443,24 +443,40 @@ func (p *Proxy) clientIP(ctx *fasthttp.RequestCtx) string {
 	if len(p.cfg.TrustedProxies) == 0 || !p.trusted(peer) {
 		return peer.String()
 	}
-	xff := ctx.Request.Header.Peek("X-Forwarded-For")
-	for len(xff) > 0 {
-		i := bytes.LastIndexByte(xff, ',')
-		part := bytes.TrimSpace(xff[i+1:])
-		xff = xff[:max(i, 0)]
-		a, err := netip.ParseAddr(string(part))
-		if err != nil {
-			break
-		}
-		a = a.Unmap()
-		if !p.trusted(a) {
-			return a.String()
-		}
-		if i < 0 {
-			break
+	// Right to left through every X-Forwarded-For line, as one list (RFC
+	// 9110: lines of a list header are one comma-separated value, in order;
+	// some load balancers add a line of their own rather than append to the
+	// visitor's, and reading only the first let a visitor pick its address).
+	lines := ctx.Request.Header.PeekAll("X-Forwarded-For")
+	for l := len(lines) - 1; l >= 0; l-- {
+		xff := lines[l]
+		for {
+			i := bytes.LastIndexByte(xff, ',')
+			part := bytes.TrimSpace(xff[i+1:])
+			xff = xff[:max(i, 0)]
+			a, err := netip.ParseAddr(string(part))
+			if err != nil {
+				return peer.String() // a malformed entry: trust nothing left of it
+			}
+			a = a.Unmap()
+			if !p.trusted(a) {
+				return a.String()
+			}
+			if i < 0 {
+				break
+			}
 		}
 	}
 	return peer.String()
+}
+
+// peerTrusted reports whether the TCP peer is a trusted proxy.
+func (p *Proxy) peerTrusted(ctx *fasthttp.RequestCtx) bool {
+	if len(p.cfg.TrustedProxies) == 0 {
+		return false
+	}
+	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	return p.trusted(peer.Unmap())
 }
 
 func (p *Proxy) trusted(a netip.Addr) bool {
@@ -554,8 +570,16 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 	out.Header.SetBytesV("X-Forwarded-Host", ctx.Host())
 	b = appendHostPort(b[:0], tg.svc.TargetHost, tg.svc.TargetPort)
 	out.Header.SetHostBytes(b)
-	if prior := in.Header.Peek("X-Forwarded-For"); len(prior) > 0 && len(p.cfg.TrustedProxies) > 0 {
-		b = append(append(append(b[:0], prior...), ", "...), peerIP(ctx)...)
+	// One X-Forwarded-For line: the chain of a trusted proxy (its lines
+	// joined) then the peer, or the peer alone; a visitor's own claim is
+	// never passed on (it had been whenever any trusted proxy was set).
+	out.Header.Del("X-Forwarded-For")
+	if prior := in.Header.PeekAll("X-Forwarded-For"); len(prior) > 0 && p.peerTrusted(ctx) {
+		b = b[:0]
+		for _, line := range prior {
+			b = append(append(b, line...), ", "...)
+		}
+		b = append(b, peerIP(ctx)...)
 		out.Header.SetBytesV("X-Forwarded-For", b)
 	} else {
 		out.Header.Set("X-Forwarded-For", clientIP)

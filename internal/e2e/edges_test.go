@@ -214,6 +214,50 @@ func TestRealClientIPBehindLoadBalancer(t *testing.T) {
 	require.Equal(t, "203.0.113.9, 127.0.0.1", <-seen)
 }
 
+// TestForwardedForLines: the client IP behind a trusted proxy comes from
+// every X-Forwarded-For line, read as one list (some load balancers add a
+// line rather than append to the visitor's: reading only the first let a
+// visitor pass allowedIps with an address of its choice), and the service
+// gets one line, with a visitor's own claim passed on only through a
+// trusted proxy (it was whenever any trusted proxy was configured).
+func TestForwardedForLines(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Edge: func(c *edge.Config) { c.TrustedProxies = []string{"127.0.0.2/32"} }})
+	seen := make(chan []string, 4)
+	org := httptestServer(t, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Values("X-Forwarded-For")
+		fmt.Fprint(w, "ok")
+	})
+	_, svc := env.ExposeAgent("a", "web", org)
+	limited := env.Share(svc.ID, client.CreateShareRequest{AllowedIPs: []string{"203.0.113.0/24"}})
+	open := env.Share(svc.ID, client.CreateShareRequest{})
+	pathOf := func(sh *client.Share) string {
+		return strings.TrimPrefix(sh.ShareURL, "http://"+env.Edges[0].HTTPAddr())
+	}
+	get := func(from string, sh *client.Share, xff ...string) string {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c, err := d.Dial("tcp", env.Edges[0].HTTPAddr())
+		require.NoError(t, err)
+		defer c.Close()
+		fmt.Fprintf(c, "GET %s/ HTTP/1.1\r\nHost: x\r\n", pathOf(sh))
+		for _, v := range xff {
+			fmt.Fprintf(c, "X-Forwarded-For: %s\r\n", v)
+		}
+		fmt.Fprint(c, "Connection: close\r\n\r\n")
+		line, err := bufio.NewReader(c).ReadString('\n')
+		require.NoError(t, err)
+		return strings.TrimSpace(line)
+	}
+	// The visitor claims 203.0.113.9; the trusted proxy adds its own line
+	// with the address it saw.
+	require.Equal(t, "HTTP/1.1 403 Forbidden", get("127.0.0.2", limited, "203.0.113.9", "6.6.6.6"))
+	require.Equal(t, "HTTP/1.1 200 OK", get("127.0.0.2", limited, "6.6.6.6", "203.0.113.9"))
+	require.Equal(t, []string{"6.6.6.6, 203.0.113.9, 127.0.0.2"}, <-seen)
+	// From an untrusted peer, the visitor's claim goes nowhere.
+	require.Equal(t, "HTTP/1.1 403 Forbidden", get("127.0.0.1", limited, "203.0.113.9"))
+	require.Equal(t, "HTTP/1.1 200 OK", get("127.0.0.1", open, "203.0.113.9"))
+	require.Equal(t, []string{"127.0.0.1"}, <-seen)
+}
+
 func httptestServer(t *testing.T, h http.HandlerFunc) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
