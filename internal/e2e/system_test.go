@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -347,4 +348,59 @@ func TestRevocationEndsOpenStreams(t *testing.T) {
 	require.NoError(t, err)
 	ended(obr, oc)
 	t.Logf("and those of a paused tunnel %v after", time.Since(start).Round(time.Millisecond))
+}
+
+// TestHopByHopHeaders: every Proxy-* header and the headers a Connection
+// header names stay on their hop, both ways and whatever the case the
+// service writes them in (they passed: only a fixed list was removed, and
+// on responses not the names Connection lists).
+func TestHopByHopHeaders(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	heads := make(chan string, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				var head strings.Builder
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					head.WriteString(line)
+					if line == "\r\n" {
+						break
+					}
+				}
+				heads <- head.String()
+				fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: x-secret\r\nx-secret: s3\r\nproxy-foo: bar\r\nX-Kept: yes\r\n\r\nok")
+			}()
+		}
+	}()
+	_, svc := env.ExposeAgent("a", "web", "http://"+ln.Addr().String())
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	req, _ := http.NewRequest("GET", sh.ShareURL+"/", nil)
+	req.Header.Set("Proxy-Foo", "v")
+	req.Header.Set("Connection", "X-Named")
+	req.Header.Set("X-Named", "1")
+	req.Header.Set("X-Kept", "1")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	head := strings.ToLower(<-heads)
+	require.Contains(t, head, "x-kept: 1")
+	require.NotContains(t, head, "proxy-foo")
+	require.NotContains(t, head, "x-named")
+	require.Equal(t, "yes", resp.Header.Get("X-Kept"))
+	require.Empty(t, resp.Header.Get("X-Secret"))
+	require.Empty(t, resp.Header.Get("Proxy-Foo"))
 }
