@@ -180,7 +180,11 @@ var (
 type target struct {
 	share *routes.Share // nil for public services
 	svc   *config.Service
-	path  []byte // path the service sees
+	path  []byte // the request's path after the token, normalized: what policies see
+	// raw is that path as the visitor sent it (percent-encodings kept),
+	// when it is the same path as path (see rawPath); nil otherwise. The
+	// service gets raw when there is one.
+	raw []byte
 	// prefix is /shared/<token> on a path link (empty on a share domain
 	// or a public service): the service's redirects and cookie paths go
 	// under it (rewriteHead).
@@ -283,6 +287,7 @@ func (p *Proxy) resolve(ctx *fasthttp.RequestCtx, t *routes.Table) (target, int,
 			return tg, fasthttp.StatusNotFound, "No public service at this address"
 		}
 		tg.svc, tg.path = svc, path
+		tg.raw = rawPath(ctx.Request.URI().PathOriginal(), nil)
 		if svc.Paused {
 			return tg, fasthttp.StatusServiceUnavailable, "The tunnel is paused"
 		}
@@ -292,6 +297,7 @@ func (p *Proxy) resolve(ctx *fasthttp.RequestCtx, t *routes.Table) (target, int,
 		// tokens use the lowercase base32 alphabet so they survive that.
 		token = bytes.ToLower(host[:len(host)-len(shareDomain)-1])
 		tg.path = path
+		tg.raw = rawPath(ctx.Request.URI().PathOriginal(), nil)
 	case bytes.HasPrefix(path, sharedPrefix):
 		rest := path[len(sharedPrefix):]
 		i := bytes.IndexByte(rest, '/')
@@ -309,6 +315,7 @@ func (p *Proxy) resolve(ctx *fasthttp.RequestCtx, t *routes.Table) (target, int,
 		}
 		token, tg.path = rest[:i], rest[i:]
 		tg.prefix = path[:len(sharedPrefix)+i]
+		tg.raw = rawPath(ctx.Request.URI().PathOriginal(), tg.prefix)
 	default:
 		return tg, fasthttp.StatusNotFound, "Not found"
 	}
@@ -646,7 +653,12 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 	}
 	// The header setters copy: one scratch buffer (pooled with edits)
 	// serves each value in turn.
-	b := appendEscapedPath(edits.scratch[:0], tg.path)
+	var b []byte
+	if tg.raw != nil {
+		b = appendRawPath(edits.scratch[:0], tg.raw)
+	} else {
+		b = appendEscapedPath(edits.scratch[:0], tg.path)
+	}
 	if q := ctx.URI().QueryString(); len(q) > 0 {
 		b = append(append(b, '?'), q...)
 	}
@@ -755,6 +767,20 @@ func appendHost(dst []byte, host string) []byte {
 }
 
 // appendEscapedPath re-encodes a decoded path for the request line.
+// appendRawPath appends a path sent by the visitor, escaping only what may
+// not appear in a request line (its percent-encodings are kept).
+func appendRawPath(dst, path []byte) []byte {
+	const hex = "0123456789ABCDEF"
+	for _, c := range path {
+		if c <= ' ' || c >= 0x7f || c == '?' || c == '#' {
+			dst = append(dst, '%', hex[c>>4], hex[c&15])
+			continue
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
 func appendEscapedPath(dst, path []byte) []byte {
 	const hex = "0123456789ABCDEF"
 	for _, c := range path {
@@ -765,6 +791,61 @@ func appendEscapedPath(dst, path []byte) []byte {
 		dst = append(dst, c)
 	}
 	return dst
+}
+
+// rawPath is the path the visitor sent, after prefix (the link's
+// /shared/<token>, sent as is), for the service: a%2Fb stays one segment
+// instead of becoming a/b. It is nil, and the service gets the normalized
+// path that policies checked, when the two could name different resources:
+// a dot segment (plain or encoded), an empty segment (//), a backslash, or a
+// prefix not sent as is. With those out, raw and normalized differ only in
+// percent-encodings that a service decodes to the same path, or keeps as
+// characters of one segment (%2F): never a segment outside what the policy
+// saw.
+func rawPath(orig, prefix []byte) []byte {
+	if !bytes.HasPrefix(orig, prefix) {
+		return nil
+	}
+	raw := orig[len(prefix):]
+	if len(raw) == 0 || raw[0] != '/' || bytes.IndexByte(raw, '%') < 0 {
+		return nil // nothing encoded: the normalized path is the same
+	}
+	for seg := raw[1:]; ; {
+		i := bytes.IndexByte(seg, '/')
+		part := seg
+		if i >= 0 {
+			part = seg[:i]
+		}
+		if (len(part) == 0 && i >= 0) || isDotSegment(part) || bytes.IndexByte(part, '\\') >= 0 {
+			return nil
+		}
+		if i < 0 {
+			return raw
+		}
+		seg = seg[i+1:]
+	}
+}
+
+// isDotSegment reports whether a path segment is "." or "..", plainly or
+// percent-encoded (%2e), or holds an encoded separator that would make one
+// (%5c, a backslash, to some servers).
+func isDotSegment(part []byte) bool {
+	if bytes.Contains(bytes.ToLower(part), []byte("%5c")) {
+		return true
+	}
+	n := 0
+	for len(part) > 0 {
+		switch {
+		case part[0] == '.':
+			part = part[1:]
+		case len(part) >= 3 && part[0] == '%' && part[1] == '2' && (part[2] == 'e' || part[2] == 'E'):
+			part = part[3:]
+		default:
+			return false
+		}
+		n++
+	}
+	return n == 1 || n == 2
 }
 
 // forward proxies a plain HTTP request with both bodies streamed.

@@ -144,6 +144,21 @@ func TestPublicServiceAndHostRouting(t *testing.T) {
 	code, body = hostGet(sh.Token+".share.example.test", "/via-host")
 	require.Equal(t, 200, code, body)
 	require.Equal(t, "hello from origin: GET /via-host", body)
+	// The path as sent: an encoded slash stays one segment, on every kind of
+	// address (it arrived decoded, as two); a dot segment is resolved first,
+	// as the policies saw it.
+	code, body = hostGet(sh.Token+".share.example.test", "/files/a%2Fb?x=1")
+	require.Equal(t, 200, code, body)
+	require.Equal(t, "hello from origin: GET /files/a%2Fb?x=1", body)
+	code, body = hostGet("my-app.apps.example.test", "/files/a%2Fb")
+	require.Equal(t, 200, code, body)
+	require.Equal(t, "hello from origin: GET /files/a%2Fb", body)
+	code, body = hostGet("x", strings.TrimPrefix(sh.ShareURL, "http://"+env.Edges[0].HTTPAddr())+"/files/a%2Fb")
+	require.Equal(t, 200, code, body)
+	require.Equal(t, "hello from origin: GET /files/a%2Fb", body)
+	code, body = hostGet(sh.Token+".share.example.test", "/files/x/../a%2Fb")
+	require.Equal(t, 200, code, body)
+	require.Equal(t, "hello from origin: GET /files/a/b", body)
 	code, _ = hostGet(strings.ToUpper(sh.Token)+".Share.Example.Test", "/")
 	require.Equal(t, 200, code)
 
