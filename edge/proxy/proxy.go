@@ -78,20 +78,6 @@ func (e *Edits) Reset() {
 	e.body = visitorBody{}
 }
 
-var (
-	hdrRateLimit     = []byte("X-RateLimit-Limit")
-	hdrRateRemaining = []byte("X-RateLimit-Remaining")
-	hdrRateReset     = []byte("X-RateLimit-Reset")
-)
-
-// setExact sets a header with its name spelled as api-v1.md spells it
-// (fasthttp's Set would send "X-Ratelimit-Limit" on the edge's own
-// answers), replacing the service's own.
-func setExact(h *fasthttp.ResponseHeader, key, value []byte) {
-	h.DelBytes(key)
-	h.SetCanonical(key, value)
-}
-
 // rateInfo is the per-share limit's state for the X-RateLimit headers.
 type rateInfo struct {
 	limit, remaining int
@@ -100,12 +86,19 @@ type rateInfo struct {
 
 // applyResponse sets the response edits (and the rate-limit headers) on the
 // response head the visitor gets, after the service's own headers.
+//
+// Header names are kept as written from here on: X-RateLimit-* as api-v1.md
+// spells them (fasthttp would send "X-Ratelimit-Limit" on the edge's own
+// answers), a plugin's as the plugin wrote them, and a plugin's
+// X-RateLimit-Limit replaces the edge's. (Forwarded answers keep the
+// service's spelling already: the edge's client does not normalize.)
 func (e *Edits) applyResponse(h *fasthttp.ResponseHeader) {
+	h.DisableNormalizing()
 	if e.rate.reset != 0 {
 		var b [20]byte
-		setExact(h, hdrRateLimit, strconv.AppendInt(b[:0], int64(e.rate.limit), 10))
-		setExact(h, hdrRateRemaining, strconv.AppendInt(b[:0], int64(e.rate.remaining), 10))
-		setExact(h, hdrRateReset, strconv.AppendInt(b[:0], e.rate.reset, 10))
+		h.SetBytesV("X-RateLimit-Limit", strconv.AppendInt(b[:0], int64(e.rate.limit), 10))
+		h.SetBytesV("X-RateLimit-Remaining", strconv.AppendInt(b[:0], int64(e.rate.remaining), 10))
+		h.SetBytesV("X-RateLimit-Reset", strconv.AppendInt(b[:0], e.rate.reset, 10))
 	}
 	for _, kv := range e.SetResponse {
 		h.Set(kv[0], kv[1])

@@ -114,6 +114,10 @@ func TestSharePolicyFields(t *testing.T) {
 		resp, _ := do(t, "GET", sh.ShareURL+"/", nil)
 		require.Equal(t, 429, resp.StatusCode)
 		require.NotEmpty(t, resp.Header.Get("Retry-After"))
+		// The plugin's X-RateLimit-* replace the edge's own (one of each,
+		// not the edge's 5000 beside the plugin's limit).
+		require.Equal(t, []string{strconv.Itoa(limit)}, resp.Header.Values("X-RateLimit-Limit"))
+		require.Len(t, resp.Header.Values("X-RateLimit-Remaining"), 1)
 	})
 }
 
