@@ -203,6 +203,14 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	share := tg.share
+	if m := ctx.Method(); string(m) == fasthttp.MethodConnect || string(m) == fasthttp.MethodTrace {
+		// Not for a share's service: CONNECT would make it a proxy, TRACE
+		// echoes the request (cross-site tracing). As nginx does.
+		ctx.Response.Header.Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, "Method not allowed through a share link")
+		p.logAccess(ctx, share, start, clientIP, "denied", "method", 0)
+		return
+	}
 	// The order of dataplane.md: the agent is online before the rate limit
 	// and the policy chain run.
 	sess, ok := p.cfg.Sessions.Get(tg.svc.AgentID)
@@ -871,6 +879,9 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 	status := resp.StatusCode()
 	resp.Header.CopyTo(&ctx.Response.Header)
 	ctx.Response.Header.SetProtocol(strHTTP11) // the edge speaks HTTP/1.1 to visitors
+	// An answer without Content-Type stays without (a default would change
+	// how browsers sniff it).
+	ctx.Response.Header.SetNoDefaultContentType(true)
 	stripHopResponse(&ctx.Response.Header)
 	for _, h := range hopHeaders {
 		ctx.Response.Header.Del(h)

@@ -403,4 +403,19 @@ func TestHopByHopHeaders(t *testing.T) {
 	require.Equal(t, "yes", resp.Header.Get("X-Kept"))
 	require.Empty(t, resp.Header.Get("X-Secret"))
 	require.Empty(t, resp.Header.Get("Proxy-Foo"))
+	// The service sent no Content-Type: none is made up.
+	require.Empty(t, resp.Header.Values("Content-Type"))
+	// CONNECT and TRACE are not for a share's service.
+	for _, m := range []string{"TRACE", "CONNECT"} {
+		req, _ := http.NewRequest(m, sh.ShareURL+"/", nil)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, 405, resp.StatusCode, m)
+	}
+	select {
+	case h := <-heads:
+		t.Fatalf("the service got %q", h)
+	default:
+	}
 }
