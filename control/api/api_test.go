@@ -466,6 +466,16 @@ func TestRateLimit(t *testing.T) {
 	assert.Equal(t, "Please wait before trying again", r.Body["message"])
 	assert.Greater(t, r.Body["retryAfter"], float64(0))
 	assert.NotEmpty(t, r.Header.Get("Retry-After"))
+	// Failed authentication counts against the address (3 a minute here):
+	// guessing keys meets a 429 (it never did), with the headers.
+	bad := newHarness(t, func(c *control.Config) { c.RateLimits = control.RateLimits{PublicPerMin: 3, AuthenticatedPerMin: 1000} })
+	for i := 0; i < 3; i++ {
+		r := bad.req("GET", "/v1/services", "pc_"+strings.Repeat("0", 48), nil)
+		bad.assertError(r, 401)
+		assert.Equal(t, fmt.Sprint(2-i), r.Header.Get("X-RateLimit-Remaining"))
+	}
+	bad.assertError(bad.req("GET", "/v1/services", "pc_"+strings.Repeat("1", 48), nil), 429)
+	bad.must(200, "GET", "/v1/services", bad.admin, nil) // a valid key is not held back
 	// Keys have their own budget.
 	for i := 0; i < 5; i++ {
 		h.must(200, "GET", "/v1/services", h.admin, nil)

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"log/slog"
@@ -413,6 +414,15 @@ func (a *API) serve(c *call) (any, error) {
 	switch c.r.Access {
 	case accessRead, accessWrite, accessAdmin:
 		if err := a.authKey(c); err != nil {
+			// Failed attempts count against the address, at the rate of
+			// public routes: guessing keys (or hammering with a revoked one)
+			// meets a 429 like everything else.
+			var e *Error
+			if errors.As(err, &e) && e.Status == fasthttp.StatusUnauthorized {
+				if lerr := a.limit(c, "f:"+c.ctx.RemoteIP().String(), a.opts.RateLimits.PublicPerMin); lerr != nil {
+					return nil, lerr
+				}
+			}
 			return nil, err
 		}
 		if err := a.limit(c, "k:"+c.key.ID, a.opts.RateLimits.AuthenticatedPerMin); err != nil {
