@@ -425,6 +425,12 @@ func TestEdgesAndAgentPresence(t *testing.T) {
 	assert.Equal(t, true, e["isOnline"])
 	assert.Equal(t, float64(1), e["connectedAgents"])
 	assert.NotContains(t, e, "token")
+	// Another workspace's admins see the edge, but only their own agents
+	// on it (the count had every tenant's).
+	tenant := h.must(201, "POST", "/v1/workspaces", h.admin, map[string]any{"name": "acme"}).data()["apiKey"].(map[string]any)["key"].(string)
+	theirs := h.must(200, "GET", "/v1/edges", tenant, nil).list()
+	require.Len(t, theirs, 1)
+	assert.Equal(t, float64(0), theirs[0].(map[string]any)["connectedAgents"])
 
 	// The connection event is in the store's audit log.
 	var evs []store.AuditEvent

@@ -81,7 +81,7 @@ func (a *API) createEdge(c *call) (any, error) {
 	c.resource = e.ID
 	a.invalidateEdgeBase()
 	a.publish(c, push.Edge(e.ID))
-	return edgeCreatedView{edgeView: a.edgeView(&e), Token: token}, nil
+	return edgeCreatedView{edgeView: a.edgeView(&e, nil), Token: token}, nil
 }
 
 func trimSlash(s string) string {
@@ -98,9 +98,22 @@ func (a *API) listEdges(c *call) (any, error) {
 	}
 	var edges []store.Edge
 	var next string
+	// Edges serve every workspace; another workspace's admins count only
+	// their own agents on them (workspaces never see each other).
+	var mine map[string]bool
 	err = a.kv.View(c.ctx, func(tx store.Tx) error {
 		var err error
-		edges, next, err = store.ListEdges(tx, after, limit)
+		if edges, next, err = store.ListEdges(tx, after, limit); err != nil {
+			return err
+		}
+		if c.ws == a.opts.DefaultWorkspaceID {
+			return nil
+		}
+		agents, _, err := store.ListAgents(tx, c.ws, "", 0, nil)
+		mine = make(map[string]bool, len(agents))
+		for _, ag := range agents {
+			mine[ag.ID] = true
+		}
 		return err
 	})
 	if err != nil {
@@ -109,7 +122,7 @@ func (a *API) listEdges(c *call) (any, error) {
 	c.setNext(next)
 	out := make([]edgeView, 0, len(edges))
 	for i := range edges {
-		out = append(out, a.edgeView(&edges[i]))
+		out = append(out, a.edgeView(&edges[i], mine))
 	}
 	return out, nil
 }

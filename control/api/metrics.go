@@ -65,7 +65,7 @@ func newMetrics(a *API) *metrics {
 		gauge("pc_control_agent_sessions", "Agent sessions held by online edges (an agent on two edges counts twice).", func() float64 {
 			n := 0
 			for _, id := range a.hub.Presence.OnlineEdges() {
-				n += a.hub.Presence.AgentCount(id)
+				n += a.hub.Presence.AgentCount(id, nil)
 			}
 			return float64(n)
 		}),

@@ -238,11 +238,13 @@ type edgeView struct {
 	CreatedAt       time.Time  `json:"createdAt"`
 }
 
-func (a *API) edgeView(e *store.Edge) edgeView {
+// edgeView is an edge as the API shows it; connectedAgents counts the agents
+// in agents, or all of them when agents is nil (the platform's admins).
+func (a *API) edgeView(e *store.Edge, agents map[string]bool) edgeView {
 	st, online := a.hub.Presence.Edge(e.ID)
 	v := edgeView{
 		ID: e.ID, Name: e.Name, Region: e.Region, PublicURL: e.PublicURL, TunnelAddr: e.TunnelAddr,
-		IsOnline: online, ConnectedAgents: a.hub.Presence.AgentCount(e.ID), Version: st.Version, CreatedAt: e.CreatedAt,
+		IsOnline: online, ConnectedAgents: a.hub.Presence.AgentCount(e.ID, agents), Version: st.Version, CreatedAt: e.CreatedAt,
 	}
 	if !st.LastSeen.IsZero() {
 		v.LastSeenAt = apiTimePtr(&st.LastSeen)

@@ -157,15 +157,25 @@ func (p *Presence) Edge(id string) (st EdgeState, online bool) {
 	return st, p.online(e, p.now())
 }
 
-// AgentCount returns how many agents an online edge holds.
-func (p *Presence) AgentCount(id string) int {
+// AgentCount returns how many agents an online edge holds: all of them
+// when among is nil, else those in among.
+func (p *Presence) AgentCount(id string, among map[string]bool) int {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	e := p.edges[id]
 	if e == nil || !p.online(e, p.now()) {
 		return 0
 	}
-	return len(e.Agents)
+	if among == nil {
+		return len(e.Agents)
+	}
+	n := 0
+	for a := range e.Agents {
+		if among[a] {
+			n++
+		}
+	}
+	return n
 }
 
 // AgentEdges returns the online edges an agent is connected to, sorted.
