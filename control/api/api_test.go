@@ -108,6 +108,7 @@ func TestStrictRequests(t *testing.T) {
 		{"not an object", `[1,2]`, "", 400, "must be a JSON object", ""},
 		{"unknown field", `{"agentId":"` + agentID + `","name":"x","targetHost":"h","targetPort":1,"extra":1}`, "", 400, `unknown field "extra"`, "extra"},
 		{"wrong type", `{"agentId":"` + agentID + `","name":"x","targetHost":"h","targetPort":"80"}`, "", 400, "targetPort must be a number", "targetPort"},
+		{"not an integer", `{"agentId":"` + agentID + `","name":"x","targetHost":"h","targetPort":80.0}`, "", 400, "targetPort must be an integer, not 80.0", "targetPort"},
 		{"out of range", `{"agentId":"` + agentID + `","name":"x","targetHost":"h","targetPort":70000}`, "", 400, "targetPort", "targetPort"},
 		{"bad name", `{"agentId":"` + agentID + `","name":"a b","targetHost":"h","targetPort":1}`, "", 400, "name", "name"},
 		{"bad protocol", `{"agentId":"` + agentID + `","name":"x","targetHost":"h","targetPort":1,"protocol":"ftp"}`, "", 400, "protocol", "protocol"},
@@ -139,6 +140,11 @@ func TestStrictRequests(t *testing.T) {
 			}
 		})
 	}
+	// A nested unknown field is named with its whole path (it was "foo").
+	svcID, _ := h.service(h.admin, "nested")
+	r := h.req("POST", "/v1/services/"+svcID+"/shares", h.admin, `{"plugins":[{"pluginId":"builtin:ip-allow","foo":1}]}`)
+	h.assertError(r, 400)
+	assert.Equal(t, "plugins[0].foo", r.Body["details"].([]any)[0].(map[string]any)["field"])
 	// A huge declared body is refused before it is read.
 	req, _ := http.NewRequest("POST", h.base+p, strings.NewReader(strings.Repeat(" ", 20<<20)))
 	req.Header.Set("x-api-key", h.admin)

@@ -92,7 +92,16 @@ func walkJSON(raw json.RawMessage, t reflect.Type, path string) *Error {
 						Details: []FieldError{{Field: name, Message: fmt.Sprintf("unknown field; did you mean %q?", exact)}}}
 				}
 			}
-			// Unknown altogether: the decoder reports it.
+			// Unknown altogether: named with its whole path (the decoder
+			// would say "foo" for plugins[0].foo).
+			return &Error{Status: fasthttp.StatusBadRequest, Message: fmt.Sprintf("invalid request: unknown field %q", name),
+				Details: []FieldError{{Field: name, Message: "unknown field"}}}
+		}
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		// 80.0 or 8e1: encoding/json's "must be a number, not number 80.0"
+		// says nothing useful.
+		if (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9') && bytes.ContainsAny(raw, ".eE") {
+			return invalidField(path, fmt.Sprintf("must be an integer, not %s", raw))
 		}
 	case t.Kind() == reflect.Slice && t.Elem().Kind() != reflect.Uint8, t.Kind() == reflect.Array:
 		if raw[0] != '[' {
