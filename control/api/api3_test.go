@@ -319,14 +319,26 @@ func TestCommandsAndChecks(t *testing.T) {
 	h.assertError(h.req("POST", "/v1/services/"+svcID+"/check", h.admin, nil), 503)
 
 	// The agent connects: the edge takes the queued command and reports its result.
+	// With it goes a probe of its "auto" service (api-v1.md: auto detects
+	// HTTP by probing from the agent).
 	h.report(edgeTok, []string{agentID})
 	in := h.inbox(edgeTok, agentID)
 	cmds := in["commands"].([]any)
-	require.Len(t, cmds, 1)
+	require.Len(t, cmds, 2)
+	if cmds[0].(map[string]any)["id"] != cmdID { // queued in the same millisecond
+		cmds[0], cmds[1] = cmds[1], cmds[0]
+	}
 	assert.Equal(t, cmdID, cmds[0].(map[string]any)["id"])
+	probe := cmds[1].(map[string]any)
+	assert.Equal(t, "diagnose", probe["action"])
+	assert.Equal(t, svcID, probe["params"].(map[string]any)["serviceId"])
 	assert.Equal(t, "delivered", h.must(200, "GET", "/v1/agents/"+agentID+"/commands/"+cmdID, h.admin, nil).data()["status"])
+	assert.Equal(t, "auto", h.must(200, "GET", "/v1/services/"+svcID, h.admin, nil).str("protocol"))
 	h.report(edgeTok, []string{agentID}, map[string]any{"commandResults": []any{map[string]any{
-		"commandId": cmdID, "agentId": agentID, "ok": true, "result": map[string]any{"services": 1}}}})
+		"commandId": cmdID, "agentId": agentID, "ok": true, "result": map[string]any{"services": 1}}, map[string]any{
+		"commandId": probe["id"], "agentId": agentID, "ok": true, "result": map[string]any{"status": "ok", "message": "reachable",
+			"tcp": map[string]any{"status": "ok"}, "http": map[string]any{"status": "ok", "statusCode": 200}}}}})
+	assert.Equal(t, "http", h.must(200, "GET", "/v1/services/"+svcID, h.admin, nil).str("protocol"), "detected")
 	g = h.must(200, "GET", "/v1/agents/"+agentID+"/commands/"+cmdID, h.admin, nil).data()
 	assert.Equal(t, "succeeded", g["status"])
 	assert.Equal(t, float64(1), g["result"].(map[string]any)["services"])
@@ -361,7 +373,7 @@ func TestCommandsAndChecks(t *testing.T) {
 	assert.Equal(t, float64(200), d["http"].(map[string]any)["statusCode"])
 	assert.Nil(t, d["tls"])
 	require.Eventually(t, func() bool {
-		return len(h.must(200, "GET", "/v1/services/"+svcID+"/diagnostics", h.admin, nil).list()) == 1
+		return len(h.must(200, "GET", "/v1/services/"+svcID+"/diagnostics", h.admin, nil).list()) == 2 // the probe's and this one
 	}, 2*time.Second, 20*time.Millisecond)
 	sv := h.must(200, "GET", "/v1/services/"+svcID, h.admin, nil).data()
 	assert.Equal(t, "ok", sv["status"])

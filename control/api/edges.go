@@ -276,7 +276,18 @@ func (a *API) edgeReport(c *call) (any, error) {
 		return nil, err
 	}
 	a.reportMonitoring(c, &r) // access logs, drops, plugin failures (sharelogs.go)
-	// Queued commands and messages go out when their agent connects.
+	// Queued commands and messages go out when their agent connects, with
+	// a probe of its "auto" services.
+	byWS := map[string]map[string]bool{}
+	for _, ev := range connected {
+		if byWS[ev.WorkspaceID] == nil {
+			byWS[ev.WorkspaceID] = map[string]bool{}
+		}
+		byWS[ev.WorkspaceID][ev.AgentID] = true
+	}
+	for ws, agents := range byWS {
+		a.detectProtocols(c.ctx, ws, agents, "")
+	}
 	if len(connected) > 0 {
 		var pending []string
 		_ = a.kv.View(c.ctx, func(tx store.Tx) error {

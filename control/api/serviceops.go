@@ -234,6 +234,7 @@ func (a *API) commandDone(cmd store.Command) {
 	}
 	d := diagnosticOf(&cmd, p.ServiceID)
 	var before, after string
+	detected := false
 	err := a.kv.Update(a.baseCtx, func(tx store.Tx) error {
 		s, err := store.GetService(tx, cmd.WorkspaceID, p.ServiceID)
 		if err != nil {
@@ -242,7 +243,20 @@ func (a *API) commandDone(cmd store.Command) {
 		if err := store.AppendDiagnostic(tx, d); err != nil {
 			return err
 		}
-		if cmd.Action != "diagnose" || s.Status == d.Status {
+		if cmd.Action != "diagnose" {
+			return nil
+		}
+		// An "auto" service becomes http (or https) once the agent's probe
+		// gets an HTTP answer from it (api-v1.md: auto detects HTTP by
+		// probing from the agent). Anything else leaves it auto: a service
+		// down, or slow, at the probe is not taken for raw TCP.
+		if proto := detectedProtocol(&cmd); s.Protocol == "auto" && proto != "" {
+			s.Protocol, detected = proto, true
+		}
+		if s.Status == d.Status {
+			if detected {
+				return store.UpdateService(tx, s)
+			}
 			return nil
 		}
 		before, after = s.Status, d.Status
@@ -268,6 +282,53 @@ func (a *API) commandDone(cmd store.Command) {
 			a.log.Warn("diagnostic not saved", "service", p.ServiceID, "err", err)
 		}
 		return
+	}
+	if detected {
+		if err := a.hub.Publish(a.baseCtx, push.Service(cmd.WorkspaceID, p.ServiceID)); err != nil {
+			a.log.Warn("detected protocol not pushed", "service", p.ServiceID, "err", err)
+		}
+	}
+}
+
+// detectedProtocol is what a finished diagnose command says its target
+// speaks: "https" or "http" when it answered HTTP (over TLS or not), else "".
+func detectedProtocol(cmd *store.Command) string {
+	var r struct {
+		TLS  *struct{ Status string } `json:"tls"`
+		HTTP *struct{ Status string } `json:"http"`
+	}
+	if cmd.Status != store.CommandSucceeded || json.Unmarshal(cmd.Result, &r) != nil || r.HTTP == nil || r.HTTP.Status != "ok" {
+		return ""
+	}
+	if r.TLS != nil && r.TLS.Status == "ok" {
+		return "https"
+	}
+	return "http"
+}
+
+// detectProtocols asks agents of workspace ws to probe their "auto"
+// services (one, or all when serviceID is ""): a diagnose command each,
+// whose result commandDone records. One scan of the workspace's services
+// serves every agent of a report.
+func (a *API) detectProtocols(ctx context.Context, ws string, agents map[string]bool, serviceID string) {
+	var auto []store.Service
+	err := a.kv.View(ctx, func(tx store.Tx) error {
+		var err error
+		auto, _, err = store.ListServices(tx, ws, "", 0, func(s *store.Service) bool {
+			return agents[s.AgentID] && s.Protocol == "auto" && (serviceID == "" || s.ID == serviceID)
+		})
+		return err
+	})
+	if err != nil {
+		a.log.Warn("protocol detection not scheduled", "workspace", ws, "err", err)
+		return
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	for _, s := range auto {
+		p, _ := json.Marshal(diagnoseParams{ServiceID: s.ID, ServiceName: s.Name, TargetHost: s.TargetHost, TargetPort: s.TargetPort, Protocol: s.Protocol})
+		if _, err := a.storeCommand(ctx, s.WorkspaceID, s.AgentID, "diagnose", p, 30, now); err != nil {
+			a.log.Warn("protocol detection not scheduled", "service", s.ID, "err", err)
+		}
 	}
 }
 

@@ -129,6 +129,12 @@ func (a *API) upsertService(c *call, agentID, name, host string, port int, proto
 	}
 	c.resource = s.ID
 	a.publish(c, push.Service(c.ws, s.ID))
+	if s.Protocol == "auto" && a.hub.Presence.AgentOnline(s.AgentID) {
+		// Its agent runs already: it probes the new target now (else when
+		// it connects, edgeReport).
+		a.detectProtocols(c.ctx, c.ws, map[string]bool{s.AgentID: true}, s.ID)
+		a.hub.NotifyInbox(s.AgentID)
+	}
 	return s, created, nil
 }
 

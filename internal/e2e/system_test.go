@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -418,4 +419,45 @@ func TestHopByHopHeaders(t *testing.T) {
 		t.Fatalf("the service got %q", h)
 	default:
 	}
+}
+
+// An "auto" service is probed from its agent (api-v1.md): one that answers
+// HTTP becomes http; one that does not stays auto (never taken for raw TCP
+// on a guess).
+func TestAutoProtocolDetection(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	org := origin(t)
+	ag, _ := env.ExposeAgent("a", "web", org.URL)
+	host, port, err := net.SplitHostPort(strings.TrimPrefix(org.URL, "http://"))
+	require.NoError(t, err)
+	p, _ := strconv.Atoi(port)
+	web := env.ExposeProtocol(ag, "auto-web", host, p, "auto")
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprint(c, "220 not http\r\n")
+			c.Close()
+		}
+	}()
+	raw := env.ExposeProtocol(ag, "auto-raw", "127.0.0.1", ln.Addr().(*net.TCPAddr).Port, "auto")
+
+	ctx := context.Background()
+	require.Eventually(t, func() bool {
+		s, err := env.Client.GetService(ctx, web.ID)
+		return err == nil && s.Protocol == "http"
+	}, 10*time.Second, 50*time.Millisecond, "the HTTP target is detected")
+	require.Eventually(t, func() bool {
+		d, _, err := env.Client.ListDiagnostics(ctx, raw.ID, client.ListOptions{})
+		return err == nil && len(d) > 0
+	}, 10*time.Second, 50*time.Millisecond, "the other target is probed")
+	s, err := env.Client.GetService(ctx, raw.ID)
+	require.NoError(t, err)
+	require.Equal(t, "auto", s.Protocol)
 }
