@@ -357,35 +357,24 @@ func TestRevocationEndsOpenStreams(t *testing.T) {
 // on responses not the names Connection lists).
 func TestHopByHopHeaders(t *testing.T) {
 	env := testenv.New(t, testenv.Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { ln.Close() })
 	heads := make(chan string, 4)
-	go func() {
+	ln := tcpService(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		var head strings.Builder
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				var head strings.Builder
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					head.WriteString(line)
-					if line == "\r\n" {
-						break
-					}
-				}
-				heads <- head.String()
-				fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: x-secret\r\nx-secret: s3\r\nproxy-foo: bar\r\nX-Kept: yes\r\n\r\nok")
-			}()
+			head.WriteString(line)
+			if line == "\r\n" {
+				break
+			}
 		}
-	}()
+		heads <- head.String()
+		fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: x-secret\r\nx-secret: s3\r\nproxy-foo: bar\r\nX-Kept: yes\r\n\r\nok")
+	})
 	_, svc := env.ExposeAgent("a", "web", "http://"+ln.Addr().String())
 	sh := env.Share(svc.ID, client.CreateShareRequest{})
 	req, _ := http.NewRequest("GET", sh.ShareURL+"/", nil)
@@ -433,19 +422,10 @@ func TestAutoProtocolDetection(t *testing.T) {
 	p, _ := strconv.Atoi(port)
 	web := env.ExposeProtocol(ag, "auto-web", host, p, "auto")
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprint(c, "220 not http\r\n")
-			c.Close()
-		}
-	}()
+	ln := tcpService(t, func(c net.Conn) {
+		fmt.Fprint(c, "220 not http\r\n")
+		c.Close()
+	})
 	raw := env.ExposeProtocol(ag, "auto-raw", "127.0.0.1", ln.Addr().(*net.TCPAddr).Port, "auto")
 
 	ctx := context.Background()
