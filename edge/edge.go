@@ -283,6 +283,7 @@ func (s *Server) Start(ctx context.Context) error {
 		CloseOnShutdown:              true,
 		DisablePreParseMultipartForm: true,
 		ReduceMemoryUsage:            false,
+		ErrorHandler:                 s.requestError,
 		Logger:                       fasthttpLogger{s.log},
 	}
 	s.goServe(func() error { return s.httpSrv.Serve(s.httpLn) })
@@ -439,6 +440,28 @@ func addrOf(ln net.Listener) string {
 		return ""
 	}
 	return ln.Addr().String()
+}
+
+// requestError answers a request the share listener could not read, in the
+// error envelope of the edge's other answers (fasthttp's own are plain
+// text): a request fasthttp refuses to parse (ambiguous framing, a second
+// Host) is a 400, a head past the read buffer a 431, a body over the limit
+// a 413. The cause is logged, not shown.
+func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
+	status, msg := fasthttp.StatusBadRequest, "Malformed request"
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.As(err, &small):
+		status, msg = fasthttp.StatusRequestHeaderFieldsTooLarge, "The request headers are too large"
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		status, msg = fasthttp.StatusRequestEntityTooLarge, "The request body is too large"
+	case errors.As(err, &ne) && ne.Timeout():
+		status, msg = fasthttp.StatusRequestTimeout, "The request was not received in time"
+	}
+	s.log.Debug("unreadable request", "status", status, "client", ctx.RemoteIP().String(), "err", err)
+	ctx.Response.Reset()
+	proxy.WriteError(ctx, status, msg)
 }
 
 type fasthttpLogger struct{ l *slog.Logger }

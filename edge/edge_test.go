@@ -2,8 +2,17 @@ package edge
 
 import (
 	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/valyala/fasthttp"
 )
 
 func TestPlaintextTunnelListenerOffLoopbackNeedsAnOptIn(t *testing.T) {
@@ -34,5 +43,34 @@ func TestPlaintextTunnelListenerOffLoopbackNeedsAnOptIn(t *testing.T) {
 		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "--insecure-tunnel")) {
 			t.Errorf("%s: err = %v, want the plain-TCP refusal", tc.addr, err)
 		}
+	}
+}
+
+// requestError maps what fasthttp could not read to the status of the
+// answer, in the error envelope. (A head past the read buffer, 431, is
+// TestEdgeParseErrorsAreEnvelopes's: fasthttp's ErrSmallBuffer cannot be
+// made outside fasthttp.)
+func TestRequestErrorStatuses(t *testing.T) {
+	s := &Server{log: slog.New(slog.DiscardHandler)}
+	timeout := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	for _, tc := range []struct {
+		err    error
+		status int
+	}{
+		{errors.New("cannot find http request method"), 400},
+		{io.ErrUnexpectedEOF, 400},
+		{fasthttp.ErrBodyTooLarge, 413},
+		{timeout, 408},
+	} {
+		var ctx fasthttp.RequestCtx
+		ctx.Response.SetBodyString("left over")
+		s.requestError(&ctx, tc.err)
+		require.Equal(t, tc.status, ctx.Response.StatusCode(), "%v", tc.err)
+		require.Equal(t, "application/json", string(ctx.Response.Header.ContentType()))
+		var env map[string]any
+		require.NoError(t, json.Unmarshal(ctx.Response.Body(), &env), "%s", ctx.Response.Body())
+		require.Equal(t, float64(tc.status), env["statusCode"])
+		require.Equal(t, fasthttp.StatusMessage(tc.status), env["error"])
+		require.NotContains(t, string(ctx.Response.Body()), tc.err.Error(), "causes are logged, not shown")
 	}
 }
