@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -70,7 +71,17 @@ type Config struct {
 	// UpstreamTimeout bounds the wait for the first byte of a service's
 	// response (default 100 s): past it the visitor gets 504.
 	UpstreamTimeout time.Duration
-	Logger          *slog.Logger
+	// HeaderTimeout is how long a visitor has to send a request's head, the
+	// request line and headers (default 30 s): counted from the connection's
+	// opening (TLS handshake included) for its first request, from the first
+	// byte of the request for the next ones. Past it the connection is
+	// closed (after a 408). Bodies have no time limit: an upload streams as
+	// long as it takes.
+	HeaderTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that has been waiting this
+	// long for its next request (default 90 s).
+	IdleTimeout time.Duration
+	Logger      *slog.Logger
 
 	// Policy runs share policy chains; nil means the built-in Wasm engine
 	// of package edge/policy (unless DisablePlugins).
@@ -106,6 +117,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 15 * time.Second
+	}
+	if c.HeaderTimeout <= 0 {
+		c.HeaderTimeout = 30 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 90 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -271,6 +288,9 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	ctx, s.cancel = context.WithCancel(ctx)
+	// ReadTimeout bounds the request head only: HeaderReceived lifts it
+	// once the head is in (readBody). A keep-alive connection waits
+	// IdleTimeout for a request's first byte, then ReadTimeout again.
 	s.httpSrv = &fasthttp.Server{
 		Handler:                      s.proxy.Handler,
 		Name:                         "private-connect-edge",
@@ -278,7 +298,9 @@ func (s *Server) Start(ctx context.Context) error {
 		MaxRequestBodySize:           4 << 20, // larger bodies stream
 		ReadBufferSize:               16 << 10,
 		WriteBufferSize:              16 << 10,
-		IdleTimeout:                  90 * time.Second,
+		ReadTimeout:                  s.cfg.HeaderTimeout,
+		HeaderReceived:               readBody,
+		IdleTimeout:                  s.cfg.IdleTimeout,
 		NoDefaultServerHeader:        true,
 		CloseOnShutdown:              true,
 		DisablePreParseMultipartForm: true,
@@ -289,7 +311,8 @@ func (s *Server) Start(ctx context.Context) error {
 	s.goServe(func() error { return s.httpSrv.Serve(s.httpLn) })
 	s.goServe(func() error { return s.registry.Serve(s.tunLn) })
 	if s.adminLn != nil {
-		s.adminSrv = &fasthttp.Server{Handler: s.adminHandler, Name: "private-connect-edge", NoDefaultServerHeader: true}
+		s.adminSrv = &fasthttp.Server{Handler: s.adminHandler, Name: "private-connect-edge", NoDefaultServerHeader: true,
+			ReadTimeout: s.cfg.HeaderTimeout, IdleTimeout: s.cfg.IdleTimeout}
 		s.goServe(func() error { return s.adminSrv.Serve(s.adminLn) })
 	}
 	s.wg.Add(2)
@@ -297,6 +320,20 @@ func (s *Server) Start(ctx context.Context) error {
 	go func() { defer s.wg.Done(); s.reporter.run(ctx) }()
 	s.log.Info("edge started", "http", s.HTTPAddr(), "tunnel", s.TunnelAddr(), "admin", s.AdminAddr())
 	return nil
+}
+
+// noDeadline is as far as a deadline goes (292 years).
+const noDeadline = time.Duration(math.MaxInt64)
+
+// readBody lifts the share listener's read deadline, the HeaderTimeout
+// that fasthttp sets as ReadTimeout, once a request's head is in: fasthttp
+// would otherwise keep it for the body, which it reads (its first 8 KiB
+// before the handler runs, the rest as the handler streams it) under the
+// same deadline, and cut every upload that takes longer than the head may.
+// A RequestConfig can only set a new deadline, not clear one: this one
+// never comes.
+func readBody(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+	return fasthttp.RequestConfig{ReadTimeout: noDeadline}
 }
 
 func (s *Server) goServe(f func() error) {

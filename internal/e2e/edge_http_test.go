@@ -7,6 +7,8 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,7 +18,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/privateconnect/pc/edge"
 	"github.com/privateconnect/pc/internal/testenv"
+	"github.com/privateconnect/pc/sdk/client"
 )
 
 // rawResponse writes payload on a new connection to addr and reads one
@@ -79,4 +83,204 @@ func TestEdgeParseErrorsAreEnvelopes(t *testing.T) {
 			require.True(t, resp.Close, "the connection is closed after a request that could not be read")
 		})
 	}
+}
+
+// closedAfter reads c until the edge closes it and returns how long that
+// took from start and what the edge sent.
+func closedAfter(t *testing.T, c net.Conn, start time.Time, limit time.Duration) (time.Duration, string) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(limit))
+	b, err := io.ReadAll(c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the connection is still open after %v (read %q)", time.Since(start), b)
+	}
+	return time.Since(start), string(b)
+}
+
+// TestHeaderTimeout: a visitor has HeaderTimeout to send a request's head,
+// however it dribbles it (nothing at all, a partial head, a header line now
+// and then, bare-LF lines, through TLS), on the first request of a
+// connection and on the next ones; a body has no time limit; a keep-alive
+// connection still waits IdleTimeout for its next request.
+func TestHeaderTimeout(t *testing.T) {
+	const headerTimeout, idleTimeout = 600 * time.Millisecond, 2500 * time.Millisecond
+	tweak := func(c *edge.Config) { c.HeaderTimeout, c.IdleTimeout = headerTimeout, idleTimeout }
+	env := testenv.New(t, testenv.Options{Edge: tweak})
+	ed := env.Edges[0]
+	_, svc := env.ExposeAgent("a", "web", origin(t).URL)
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	addr, path := ed.HTTPAddr(), "/shared/"+sh.Token
+
+	// The edge must have closed within the timeout plus slack for a
+	// loaded machine (-race, two cores), and not before it.
+	requireCut := func(t *testing.T, took time.Duration, got string) {
+		t.Helper()
+		require.GreaterOrEqual(t, took, headerTimeout-50*time.Millisecond, "cut before the timeout: %q", got)
+		require.Less(t, took, headerTimeout+3*time.Second, "%q", got)
+		if got != "" {
+			resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(got)), nil)
+			require.NoError(t, err, "%q", got)
+			b, _ := io.ReadAll(resp.Body)
+			requireEnvelope(t, resp, string(b), http.StatusRequestTimeout)
+		}
+	}
+	// dribble writes parts one every interval from start until a write
+	// fails, then returns.
+	dribble := func(c net.Conn, parts []string, every time.Duration) {
+		for _, p := range parts {
+			if _, err := io.WriteString(c, p); err != nil {
+				return
+			}
+			time.Sleep(every)
+		}
+	}
+	headerLines := func(n int, eol string) []string {
+		parts := []string{"GET " + path + "/ HTTP/1.1" + eol + "Host: h" + eol}
+		for i := 0; i < n; i++ {
+			parts = append(parts, fmt.Sprintf("X-Line-%d: %d%s", i, i, eol))
+		}
+		return parts
+	}
+
+	t.Run("slowloris", func(t *testing.T) {
+		for _, tc := range []struct {
+			name  string
+			parts []string
+			every time.Duration
+		}{
+			{"nothing sent", nil, 0},
+			{"partial head", []string{"GET " + path + "/ HTTP/1.1\r\nHost: h\r\nX-Partial: "}, 0},
+			{"a header line every 100 ms", headerLines(100, "\r\n"), 100 * time.Millisecond},
+			{"bare-LF lines every 100 ms", headerLines(100, "\n"), 100 * time.Millisecond},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				start := time.Now()
+				c, err := net.Dial("tcp", addr)
+				require.NoError(t, err)
+				defer c.Close()
+				go dribble(c, tc.parts, tc.every)
+				took, got := closedAfter(t, c, start, 10*time.Second)
+				requireCut(t, took, got)
+			})
+		}
+		t.Run("TLS handshake never sent", func(t *testing.T) {
+			t.Parallel()
+			tenv := testenv.New(t, testenv.Options{Edge: tweak, TLS: true})
+			start := time.Now()
+			c, err := net.Dial("tcp", tenv.Edges[0].HTTPAddr())
+			require.NoError(t, err)
+			defer c.Close()
+			took, _ := closedAfter(t, c, start, 10*time.Second)
+			require.GreaterOrEqual(t, took, headerTimeout-50*time.Millisecond)
+			require.Less(t, took, headerTimeout+3*time.Second)
+		})
+		t.Run("admin listener", func(t *testing.T) {
+			t.Parallel()
+			start := time.Now()
+			c, err := net.Dial("tcp", ed.AdminAddr())
+			require.NoError(t, err)
+			defer c.Close()
+			_, err = io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: h\r\n")
+			require.NoError(t, err)
+			took, _ := closedAfter(t, c, start, 10*time.Second)
+			require.Less(t, took, headerTimeout+3*time.Second)
+		})
+	})
+
+	t.Run("slow bodies go through", func(t *testing.T) {
+		// 40 pieces 60 ms apart: the body takes four header timeouts.
+		const pieces, every = 40, 60 * time.Millisecond
+		piece := strings.Repeat("b", 1000)
+		for _, chunked := range []bool{false, true} {
+			t.Run(fmt.Sprintf("chunked=%v", chunked), func(t *testing.T) {
+				t.Parallel()
+				c, err := net.Dial("tcp", addr)
+				require.NoError(t, err)
+				defer c.Close()
+				head := "POST " + path + "/upload HTTP/1.1\r\nHost: h\r\n"
+				if chunked {
+					head += "Transfer-Encoding: chunked\r\n\r\n"
+				} else {
+					head += fmt.Sprintf("Content-Length: %d\r\n\r\n", pieces*len(piece))
+				}
+				start := time.Now()
+				_, err = io.WriteString(c, head)
+				require.NoError(t, err)
+				for i := 0; i < pieces; i++ {
+					time.Sleep(every)
+					p := piece
+					if chunked {
+						p = fmt.Sprintf("%x\r\n%s\r\n", len(piece), piece)
+					}
+					_, err := io.WriteString(c, p)
+					require.NoError(t, err, "piece %d after %v", i, time.Since(start))
+				}
+				if chunked {
+					_, err = io.WriteString(c, "0\r\n\r\n")
+					require.NoError(t, err)
+				}
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				require.NoError(t, err, "after %v", time.Since(start))
+				b, _ := io.ReadAll(resp.Body)
+				require.Equal(t, 200, resp.StatusCode, "%s", b)
+				require.Equal(t, fmt.Sprint(pieces*len(piece)), string(b), "the service got the whole body")
+				require.Greater(t, time.Since(start), 3*headerTimeout)
+			})
+		}
+	})
+
+	t.Run("keep-alive", func(t *testing.T) {
+		t.Parallel()
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		defer c.Close()
+		br := bufio.NewReader(c)
+		ask := func() int {
+			_, err := io.WriteString(c, "GET "+path+"/ HTTP/1.1\r\nHost: h\r\n\r\n")
+			require.NoError(t, err)
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(br, nil)
+			require.NoError(t, err)
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		require.Equal(t, 200, ask())
+		// Idle for twice the header timeout, well within the idle one:
+		// the connection still serves.
+		time.Sleep(2 * headerTimeout)
+		require.Equal(t, 200, ask())
+		// The next head is timed from its first byte.
+		start := time.Now()
+		_, err = io.WriteString(c, "GET "+path+"/ HTTP/1.1\r\nHost: h\r\n")
+		require.NoError(t, err)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		rest, err := io.ReadAll(br)
+		require.NoError(t, err)
+		requireCut(t, time.Since(start), string(rest))
+
+		// A connection idle past IdleTimeout is closed without an answer.
+		c2, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		defer c2.Close()
+		_, err = io.WriteString(c2, "GET "+path+"/ HTTP/1.1\r\nHost: h\r\n\r\n")
+		require.NoError(t, err)
+		br2 := bufio.NewReader(c2)
+		_ = c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(br2, nil)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		start = time.Now()
+		_ = c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+		rest, err = io.ReadAll(br2)
+		require.NoError(t, err)
+		require.Empty(t, rest, "no answer to an idle connection")
+		took := time.Since(start)
+		require.GreaterOrEqual(t, took, idleTimeout-100*time.Millisecond)
+		require.Less(t, took, idleTimeout+3*time.Second)
+	})
 }
