@@ -306,6 +306,7 @@ func (s *Server) Start(ctx context.Context) error {
 		DisablePreParseMultipartForm: true,
 		ReduceMemoryUsage:            false,
 		ErrorHandler:                 s.requestError,
+		ExpectHandler:                s.proxy.Expect,
 		Logger:                       fasthttpLogger{s.log},
 	}
 	s.goServe(func() error { return s.httpSrv.Serve(s.httpLn) })

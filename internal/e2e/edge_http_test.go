@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -282,5 +283,119 @@ func TestHeaderTimeout(t *testing.T) {
 		took := time.Since(start)
 		require.GreaterOrEqual(t, took, idleTimeout-100*time.Millisecond)
 		require.Less(t, took, idleTimeout+3*time.Second)
+	})
+}
+
+// TestExpectContinue: a request that asks `Expect: 100-continue` is told
+// to send its body only when the share it names can take it: an unknown
+// token, a revoked or used-up share, a paused tunnel and an offline agent
+// get their final answer (the one the request would get, in the error
+// envelope) instead of 100 Continue, with the connection closed; a share
+// that serves gets 100 and the upload goes through. A share whose policy
+// chain refuses the visitor (a password) still gets 100: the chain runs on
+// the request, and the edge then answers without reading the body.
+func TestExpectContinue(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	ctx := context.Background()
+	ed := env.Edges[0]
+	addr := ed.HTTPAddr()
+	org := origin(t)
+	_, svc := env.ExposeAgent("a", "web", org.URL)
+	open := env.Share(svc.ID, client.CreateShareRequest{})
+	revoked := env.Share(svc.ID, client.CreateShareRequest{})
+	require.NoError(t, env.Client.RevokeShare(ctx, revoked.ID))
+	usedUp := env.Share(svc.ID, client.CreateShareRequest{MaxUses: 1})
+	code, b := get(t, usedUp.ShareURL+"/")
+	require.Equal(t, 200, code, b)
+	password := env.Share(svc.ID, client.CreateShareRequest{Password: "correct horse battery"})
+	_, paused := env.ExposeAgent("b", "paused", org.URL)
+	pausedShare := env.Share(paused.ID, client.CreateShareRequest{})
+	_, err := env.Client.PauseTunnel(ctx, paused.ID)
+	require.NoError(t, err)
+	offAgent, off := env.ExposeAgent("c", "offline", org.URL)
+	offShare := env.Share(off.ID, client.CreateShareRequest{})
+	offAgent.Stop()
+	env.WaitSynced(5 * time.Second)
+	eventuallyStatus(t, offShare.ShareURL+"/", 503, 5*time.Second)
+	eventuallyStatus(t, pausedShare.ShareURL+"/", 503, 5*time.Second)
+
+	// head sends a request head asking for 100-continue before a body of
+	// size bytes, and returns the connection and the first answer.
+	head := func(t *testing.T, path string, size int64) (net.Conn, *bufio.Reader, *http.Response, string) {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		_, err = fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", path, size)
+		require.NoError(t, err)
+		br := bufio.NewReader(c)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		var body string
+		if resp.StatusCode != http.StatusContinue {
+			bb, _ := io.ReadAll(resp.Body)
+			body = string(bb)
+		}
+		return c, br, resp, body
+	}
+
+	const gig = 1 << 30
+	for _, tc := range []struct {
+		name, path string
+		status     int
+		message    string
+	}{
+		{"unknown token", "/shared/" + strings.Repeat("a", 32) + "/upload", 404, "Share link not found"},
+		{"revoked share", "/shared/" + revoked.Token + "/upload", 410, "revoked"},
+		{"used-up share", "/shared/" + usedUp.Token + "/upload", 410, "maximum number of uses"},
+		{"paused tunnel", "/shared/" + pausedShare.Token + "/upload", 503, "paused"},
+		{"offline agent", "/shared/" + offShare.Token + "/upload", 503, "offline"},
+		{"no share", "/elsewhere", 404, "Not found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br, resp, body := head(t, tc.path, gig)
+			requireEnvelope(t, resp, body, tc.status)
+			require.Contains(t, body, tc.message)
+			require.True(t, resp.Close, "the connection closes: a client may have started the body")
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			rest, err := io.ReadAll(br)
+			require.NoError(t, err)
+			require.Empty(t, rest)
+		})
+	}
+
+	t.Run("path link without a slash", func(t *testing.T) {
+		_, _, resp, _ := head(t, "/shared/"+open.Token, gig)
+		require.Equal(t, http.StatusPermanentRedirect, resp.StatusCode)
+		require.Equal(t, "http://h/shared/"+open.Token+"/", resp.Header.Get("Location"), "as without Expect")
+	})
+
+	t.Run("open share: 100, then the upload", func(t *testing.T) {
+		const size = 3 << 20
+		c, br, resp, _ := head(t, "/shared/"+open.Token+"/upload", size)
+		require.Equal(t, http.StatusContinue, resp.StatusCode)
+		_, err := io.Copy(c, io.LimitReader(zeros{}, size))
+		require.NoError(t, err)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err = http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		require.Equal(t, 200, resp.StatusCode, "%s", b)
+		require.Equal(t, fmt.Sprint(size), string(b))
+	})
+
+	t.Run("password share: 100, refused without reading the body", func(t *testing.T) {
+		c, br, resp, _ := head(t, "/shared/"+password.Token+"/upload", gig)
+		require.Equal(t, http.StatusContinue, resp.StatusCode)
+		// The edge reads the first 8 KiB of a body before the handler.
+		_, err := c.Write(make([]byte, 16<<10))
+		require.NoError(t, err)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err = http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		require.Equal(t, 401, resp.StatusCode, "%s", b)
+		require.True(t, resp.Close, "the rest of the body is not read")
 	})
 }
