@@ -81,7 +81,13 @@ type Config struct {
 	// IdleTimeout closes a keep-alive connection that has been waiting this
 	// long for its next request (default 90 s).
 	IdleTimeout time.Duration
-	Logger      *slog.Logger
+	// MaxBodyBytes is the largest request body the edge forwards (0: no
+	// limit). A request whose Content-Length is larger gets 413 before
+	// anything else (and instead of 100 Continue); a chunked body that
+	// grows past it is cut, the request to the service aborted, and the
+	// visitor gets 413.
+	MaxBodyBytes int64
+	Logger       *slog.Logger
 
 	// Policy runs share policy chains; nil means the built-in Wasm engine
 	// of package edge/policy (unless DisablePlugins).
@@ -137,6 +143,9 @@ func (c *Config) validate() ([]netip.Prefix, error) {
 	if c.TunnelTLS == nil && !c.InsecureTunnel && !tunnel.IsLoopbackAddr(c.TunnelAddr) {
 		return nil, fmt.Errorf("edge: the tunnel listener %s would carry agent traffic in plain TCP off loopback: "+
 			"give it a certificate (--tls-cert/--tls-key), or --insecure-tunnel when a load balancer in front terminates TLS", c.TunnelAddr)
+	}
+	if c.MaxBodyBytes < 0 {
+		return nil, fmt.Errorf("edge: the request body limit %d is negative (0: no limit)", c.MaxBodyBytes)
 	}
 	if c.ProxyProtocol && len(c.TrustedProxies) == 0 {
 		return nil, errors.New("edge: PROXY protocol needs TrustedProxies (the load balancers allowed to send it)")
@@ -225,7 +234,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.proxy = proxy.New(proxy.Config{Table: s.sync.Table, Sessions: s.registry, Policy: cfg.Policy,
 		ShareDomain: cfg.ShareDomain, PublicDomain: cfg.PublicDomain, TrustedProxies: trusted,
-		OnAccess: s.onAccess, Logger: cfg.Logger.With("component", "proxy"), UpstreamTimeout: cfg.UpstreamTimeout})
+		OnAccess: s.onAccess, Logger: cfg.Logger.With("component", "proxy"), UpstreamTimeout: cfg.UpstreamTimeout,
+		MaxBodyBytes: cfg.MaxBodyBytes})
 	s.metrics = newMetrics(s)
 	return s, nil
 }
@@ -292,7 +302,7 @@ func (s *Server) Start(ctx context.Context) error {
 	// once the head is in (readBody). A keep-alive connection waits
 	// IdleTimeout for a request's first byte, then ReadTimeout again.
 	s.httpSrv = &fasthttp.Server{
-		Handler:                      s.proxy.Handler,
+		Handler:                      s.shareHandler(),
 		Name:                         "private-connect-edge",
 		StreamRequestBody:            true,
 		MaxRequestBodySize:           4 << 20, // larger bodies stream
@@ -306,7 +316,7 @@ func (s *Server) Start(ctx context.Context) error {
 		DisablePreParseMultipartForm: true,
 		ReduceMemoryUsage:            false,
 		ErrorHandler:                 s.requestError,
-		ExpectHandler:                s.proxy.Expect,
+		ExpectHandler:                s.expect,
 		Logger:                       fasthttpLogger{s.log},
 	}
 	s.goServe(func() error { return s.httpSrv.Serve(s.httpLn) })
@@ -321,6 +331,41 @@ func (s *Server) Start(ctx context.Context) error {
 	go func() { defer s.wg.Done(); s.reporter.run(ctx) }()
 	s.log.Info("edge started", "http", s.HTTPAddr(), "tunnel", s.TunnelAddr(), "admin", s.AdminAddr())
 	return nil
+}
+
+// shareHandler is the share listener's handler: the share handler, behind
+// the body limit when there is one.
+func (s *Server) shareHandler() fasthttp.RequestHandler {
+	if s.cfg.MaxBodyBytes <= 0 {
+		return s.proxy.Handler
+	}
+	return func(ctx *fasthttp.RequestCtx) {
+		if s.bodyTooLarge(ctx) {
+			return
+		}
+		s.proxy.Handler(ctx)
+	}
+}
+
+// expect decides a request asking `Expect: 100-continue` from its head: a
+// body over the limit, or a request the share checks refuse, gets its
+// answer instead of 100 Continue (proxy.Expect).
+func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
+	if s.bodyTooLarge(ctx) {
+		return fasthttp.StatusRequestEntityTooLarge
+	}
+	return s.proxy.Expect(ctx)
+}
+
+// bodyTooLarge answers 413 to a request whose Content-Length is over
+// MaxBodyBytes, before the share is looked up: nothing of it is forwarded
+// (a chunked body is limited as it streams, by the share handler).
+func (s *Server) bodyTooLarge(ctx *fasthttp.RequestCtx) bool {
+	if s.cfg.MaxBodyBytes <= 0 || int64(ctx.Request.Header.ContentLength()) <= s.cfg.MaxBodyBytes {
+		return false
+	}
+	proxy.WriteError(ctx, fasthttp.StatusRequestEntityTooLarge, proxy.BodyTooLarge)
+	return true
 }
 
 // noDeadline is as far as a deadline goes (292 years).
@@ -493,7 +538,7 @@ func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.As(err, &small):
 		status, msg = fasthttp.StatusRequestHeaderFieldsTooLarge, "The request headers are too large"
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		status, msg = fasthttp.StatusRequestEntityTooLarge, "The request body is too large"
+		status, msg = fasthttp.StatusRequestEntityTooLarge, proxy.BodyTooLarge
 	case errors.As(err, &ne) && ne.Timeout():
 		status, msg = fasthttp.StatusRequestTimeout, "The request was not received in time"
 	}

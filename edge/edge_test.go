@@ -74,3 +74,10 @@ func TestRequestErrorStatuses(t *testing.T) {
 		require.NotContains(t, string(ctx.Response.Body()), tc.err.Error(), "causes are logged, not shown")
 	}
 }
+
+func TestNegativeBodyLimitIsRefused(t *testing.T) {
+	cfg := Config{Token: "edge-token", MaxBodyBytes: -1}
+	cfg.setDefaults()
+	_, err := cfg.validate()
+	require.ErrorContains(t, err, "negative")
+}

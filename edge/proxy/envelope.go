@@ -10,3 +10,7 @@ import "github.com/valyala/fasthttp"
 func WriteError(ctx *fasthttp.RequestCtx, status int, msg string) {
 	writeError(ctx, status, msg)
 }
+
+// BodyTooLarge is the message of the 413 given to a request body over the
+// edge's limit (Config.MaxBodyBytes).
+const BodyTooLarge = "The request body is larger than this edge accepts"

@@ -61,10 +61,19 @@ type Edits struct {
 type visitorBody struct {
 	r   io.Reader
 	err error
+	// max is Config.MaxBodyBytes (0: no limit): past it, reads fail with
+	// fasthttp.ErrBodyTooLarge and the forward is answered 413.
+	max, read int64
 }
 
 func (b *visitorBody) Read(p []byte) (int, error) {
+	if b.max > 0 && int64(len(p)) > b.max-b.read+1 {
+		p = p[:b.max-b.read+1] // one byte past the limit tells a longer body from one that ends there
+	}
 	n, err := b.r.Read(p)
+	if b.read += int64(n); b.max > 0 && b.read > b.max {
+		n, err = max(n-int(b.read-b.max), 0), fasthttp.ErrBodyTooLarge
+	}
 	if err != nil && err != io.EOF {
 		b.err = err
 	}
@@ -132,6 +141,9 @@ type Config struct {
 	// visitor gets 504 and the tunnel stream is closed. A response that
 	// has started is never cut (server-sent events stream for hours).
 	UpstreamTimeout time.Duration
+	// MaxBodyBytes is the most of a request body forwarded (0: no limit):
+	// a streamed body that goes past it is cut and answered 413.
+	MaxBodyBytes int64
 }
 
 // Proxy serves share links.
@@ -715,7 +727,7 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 	}
 	stripSessionCookies(&out.Header, edits)
 	if ctx.Request.IsBodyStream() {
-		edits.body = visitorBody{r: ctx.RequestBodyStream()}
+		edits.body = visitorBody{r: ctx.RequestBodyStream(), max: p.cfg.MaxBodyBytes}
 		out.SetBodyStream(&edits.body, in.Header.ContentLength())
 	} else if body := in.Body(); len(body) > 0 {
 		out.SetBodyRaw(body)
@@ -868,6 +880,9 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 			// The request body could not be read from the visitor: the
 			// stream to the service was dropped half-sent.
 			status, msg = fasthttp.StatusBadRequest, "Malformed request body"
+			if errors.Is(edits.body.err, fasthttp.ErrBodyTooLarge) {
+				status, msg = fasthttp.StatusRequestEntityTooLarge, BodyTooLarge
+			}
 			ctx.SetConnectionClose()
 		}
 		p.log.Debug("upstream error", "service", tg.svc.ID, "err", err)

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -397,5 +398,126 @@ func TestExpectContinue(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		require.Equal(t, 401, resp.StatusCode, "%s", b)
 		require.True(t, resp.Close, "the rest of the body is not read")
+	})
+}
+
+// TestMaxBodyBytes: with a body limit, a body of the limit goes through;
+// a Content-Length past it gets 413 before anything is forwarded (and
+// instead of 100 Continue); a chunked body that grows past it is cut: the
+// request to the service is aborted (it never gets a whole request) and
+// the visitor gets 413, with the connection closed.
+func TestMaxBodyBytes(t *testing.T) {
+	const limit = 64 << 10
+	env := testenv.New(t, testenv.Options{Edge: func(c *edge.Config) { c.MaxBodyBytes = limit }})
+	type got struct {
+		n   int64
+		err error
+	}
+	bodies := make(chan got, 100)
+	org := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		bodies <- got{n, err}
+		fmt.Fprint(w, n)
+	}))
+	t.Cleanup(org.Close)
+	_, svc := env.ExposeAgent("a", "web", org.URL)
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	addr, path := env.Edges[0].HTTPAddr(), "/shared/"+sh.Token+"/upload"
+	received := func() []got {
+		var out []got
+		for {
+			select {
+			case g := <-bodies:
+				out = append(out, g)
+			case <-time.After(300 * time.Millisecond):
+				return out
+			}
+		}
+	}
+
+	// send writes a request head and its body (chunked in 16 KiB chunks
+	// when chunked) from a goroutine, and reads the answer.
+	send := func(t *testing.T, size int, chunked bool) (*http.Response, string) {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		defer c.Close()
+		head := "POST " + path + " HTTP/1.1\r\nHost: h\r\n"
+		if chunked {
+			head += "Transfer-Encoding: chunked\r\n\r\n"
+		} else {
+			head += fmt.Sprintf("Content-Length: %d\r\n\r\n", size)
+		}
+		go func() {
+			if _, err := io.WriteString(c, head); err != nil {
+				return
+			}
+			for left := size; left > 0; {
+				n := min(left, 16<<10)
+				p := strings.Repeat("x", n)
+				if chunked {
+					p = fmt.Sprintf("%x\r\n%s\r\n", n, p)
+				}
+				if _, err := io.WriteString(c, p); err != nil {
+					return // the edge stopped reading
+				}
+				left -= n
+			}
+			if chunked {
+				_, _ = io.WriteString(c, "0\r\n\r\n")
+			}
+		}()
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+
+	for _, chunked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("chunked=%v/at the limit", chunked), func(t *testing.T) {
+			resp, body := send(t, limit, chunked)
+			require.Equal(t, 200, resp.StatusCode, "%s", body)
+			require.Equal(t, fmt.Sprint(limit), body)
+			require.Equal(t, []got{{limit, nil}}, received())
+		})
+	}
+	t.Run("Content-Length past the limit", func(t *testing.T) {
+		resp, body := send(t, limit+1, false)
+		requireEnvelope(t, resp, body, http.StatusRequestEntityTooLarge)
+		require.Empty(t, received(), "nothing is forwarded")
+		// Before the share is looked up (once the 8 KiB fasthttp reads
+		// before any handler are in).
+		resp, body = rawResponse(t, addr, "POST /shared/nope/x HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000000\r\n\r\n"+strings.Repeat("x", 8<<10))
+		requireEnvelope(t, resp, body, http.StatusRequestEntityTooLarge)
+	})
+	t.Run("Expect with a Content-Length past the limit", func(t *testing.T) {
+		resp, body := rawResponse(t, addr, fmt.Sprintf("POST %s HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", path, 1<<30))
+		requireEnvelope(t, resp, body, http.StatusRequestEntityTooLarge)
+		require.True(t, resp.Close)
+		require.Empty(t, received())
+	})
+	t.Run("chunked past the limit", func(t *testing.T) {
+		resp, body := send(t, 1<<20, true)
+		requireEnvelope(t, resp, body, http.StatusRequestEntityTooLarge)
+		require.True(t, resp.Close, "the rest of the body is not read")
+		seen := received()
+		t.Logf("the service saw %+v", seen)
+		for _, g := range seen {
+			require.Error(t, g.err, "the service got a whole request of %d bytes: the upload was not aborted", g.n)
+			require.LessOrEqual(t, g.n, int64(limit))
+		}
+	})
+	t.Run("no limit by default", func(t *testing.T) {
+		plain := testenv.New(t, testenv.Options{})
+		_, svc := plain.ExposeAgent("a", "web", org.URL)
+		sh := plain.Share(svc.ID, client.CreateShareRequest{})
+		resp, err := http.Post(sh.ShareURL+"/upload", "application/octet-stream", io.LimitReader(zeros{}, 4*limit))
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, 200, resp.StatusCode, "%s", b)
+		require.Equal(t, fmt.Sprint(4*limit), string(b))
 	})
 }
