@@ -196,6 +196,40 @@ type target struct {
 	prefix []byte
 }
 
+// admit runs the checks of a request that need only its head, the table
+// and the agent sessions, in the order of dataplane.md: the share (or
+// public service) exists and is in force, the method may go to a service,
+// the agent is online (before the rate limit and the policy chain). When
+// one fails it writes the answer, records the access, and returns false.
+// Handler and Expect (a 100-continue decided before the body) share it.
+func (p *Proxy) admit(ctx *fasthttp.RequestCtx, t *routes.Table, start time.Time, clientIP string) (target, *tunnels.Session, bool) {
+	tg, status, msg := p.resolve(ctx, t)
+	if status != 0 {
+		if status == fasthttp.StatusPermanentRedirect {
+			ctx.Redirect(msg, status)
+			return tg, nil, false
+		}
+		writeError(ctx, status, msg)
+		p.logAccess(ctx, tg.share, start, clientIP, "denied", "", 0)
+		return tg, nil, false
+	}
+	if m := ctx.Method(); string(m) == fasthttp.MethodConnect || string(m) == fasthttp.MethodTrace {
+		// Not for a share's service: CONNECT would make it a proxy, TRACE
+		// echoes the request (cross-site tracing). As nginx does.
+		ctx.Response.Header.Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, "Method not allowed through a share link")
+		p.logAccess(ctx, tg.share, start, clientIP, "denied", "method", 0)
+		return tg, nil, false
+	}
+	sess, ok := p.cfg.Sessions.Get(tg.svc.AgentID)
+	if !ok {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "The service is offline: its agent is not connected")
+		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
+		return tg, nil, false
+	}
+	return tg, sess, true
+}
+
 // Handler is the fasthttp handler of the share listener.
 func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	p.active.Add(1)
@@ -204,33 +238,11 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	t := p.cfg.Table()
 	clientIP := p.clientIP(ctx)
 
-	tg, status, msg := p.resolve(ctx, t)
-	if status != 0 {
-		if status == fasthttp.StatusPermanentRedirect {
-			ctx.Redirect(msg, status)
-			return
-		}
-		writeError(ctx, status, msg)
-		p.logAccess(ctx, tg.share, start, clientIP, "denied", "", 0)
+	tg, sess, ok := p.admit(ctx, t, start, clientIP)
+	if !ok {
 		return
 	}
 	share := tg.share
-	if m := ctx.Method(); string(m) == fasthttp.MethodConnect || string(m) == fasthttp.MethodTrace {
-		// Not for a share's service: CONNECT would make it a proxy, TRACE
-		// echoes the request (cross-site tracing). As nginx does.
-		ctx.Response.Header.Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
-		writeError(ctx, fasthttp.StatusMethodNotAllowed, "Method not allowed through a share link")
-		p.logAccess(ctx, share, start, clientIP, "denied", "method", 0)
-		return
-	}
-	// The order of dataplane.md: the agent is online before the rate limit
-	// and the policy chain run.
-	sess, ok := p.cfg.Sessions.Get(tg.svc.AgentID)
-	if !ok {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "The service is offline: its agent is not connected")
-		p.logAccess(ctx, share, start, clientIP, "allowed", "", 0)
-		return
-	}
 	edits := editsPool.Get().(*Edits)
 	defer func() { edits.Reset(); editsPool.Put(edits) }()
 	var uses *atomic.Int64 // the share's use counter, when it has maxUses
