@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -1093,7 +1094,8 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 	// The visitor's own connection, for a cut: closing the conn handed to
 	// the hijack handler does nothing (fasthttp keeps it until the handler
 	// returns).
-	raw := rawConn(ctx.Conn())
+	served := ctx.Conn()
+	raw := rawConn(served)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
 		if _, err := c.Write(head); err != nil {
@@ -1106,9 +1108,62 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		}
 		// Closing the visitor's connection ends the pipe both ways.
 		defer p.live.add(liveKey(share, svcID), raw)()
-		_, out := tunnel.Pipe(c, up)
+		_, out := tunnel.Pipe(&hijacked{Conn: c, served: served}, up)
 		p.recordAccess(share, start, clientIP, 101, "allowed", "", out, nil)
 	})
+}
+
+// hijacked is the visitor's connection of a WebSocket as Pipe needs it.
+// fasthttp's hijacked conn reads what the server had buffered, but its Close
+// does nothing (the server closes the connection once the hijack handler
+// returns, the pipe's end) and it has no CloseWrite: the end of the service's
+// side, clean or not, never reached the visitor. Close, CloseWrite and Abort
+// act on the connection the server accepted (TLS, PROXY protocol or TCP).
+type hijacked struct {
+	net.Conn          // fasthttp's hijacked conn: reads and writes
+	served   net.Conn // ctx.Conn()
+}
+
+func (c *hijacked) Close() error { return c.served.Close() }
+
+// CloseWrite sends the visitor the end of the stream: close_notify on TLS,
+// then a FIN.
+func (c *hijacked) CloseWrite() error {
+	if tc, ok := c.served.(*tls.Conn); ok {
+		if err := tc.CloseWrite(); err != nil {
+			return err
+		}
+	}
+	if tc := tcpConn(c.served); tc != nil {
+		return tc.CloseWrite()
+	}
+	return errors.New("proxy: no half-close")
+}
+
+// Abort resets the visitor's connection (tunnel.Reset): the service's side
+// was torn down, not ended.
+func (c *hijacked) Abort() {
+	if tc := tcpConn(c.served); tc != nil {
+		tunnel.Reset(tc)
+		return
+	}
+	_ = c.served.Close()
+}
+
+// tcpConn is the TCP connection under c (TLS, PROXY protocol), or nil.
+func tcpConn(c net.Conn) *net.TCPConn {
+	for {
+		switch x := c.(type) {
+		case *net.TCPConn:
+			return x
+		case *tls.Conn:
+			c = x.NetConn()
+		case interface{ Raw() net.Conn }: // proxyproto.Conn
+			c = x.Raw()
+		default:
+			return nil
+		}
+	}
 }
 
 // readerConn reads through a bufio.Reader that may hold bytes already.
