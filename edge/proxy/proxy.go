@@ -543,8 +543,11 @@ func (p *Proxy) httpClient(sess *tunnels.Session, svc *config.Service) (*fasthtt
 			if err != nil {
 				return nil, err
 			}
-			return &firstByteConn{Conn: c}, nil
+			fc := &firstByteConn{Conn: c}
+			fc.addr = streamAddr{Addr: c.RemoteAddr(), c: fc}
+			return fc, nil
 		},
+		Transport: refusedNoRetry{},
 		// With firstByteConn, ReadTimeout bounds the wait for the first
 		// byte of each response only.
 		ReadTimeout:                   p.cfg.UpstreamTimeout,
@@ -903,6 +906,15 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
 		return
 	}
+	if resp.StatusCode() < 200 {
+		// A 101 to a request that asked for no upgrade (firstByteConn
+		// fails those before the client pools the stream): never relayed,
+		// the visitor would wait for a protocol that does not come.
+		fasthttp.ReleaseResponse(resp)
+		writeError(ctx, fasthttp.StatusBadGateway, msgBadResponse)
+		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
+		return
+	}
 	// Copy the response head.
 	status := resp.StatusCode()
 	resp.Header.CopyTo(&ctx.Response.Header)
@@ -917,7 +929,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 	edits.scratch = rewriteHead(&ctx.Response.Header, &tg, edits.scratch)
 	edits.applyResponse(&ctx.Response.Header)
 	ctx.SetStatusCode(status)
-	if ctx.IsHead() || status == fasthttp.StatusNotModified || status == fasthttp.StatusNoContent || status < 200 {
+	if ctx.IsHead() || status == fasthttp.StatusNotModified || status == fasthttp.StatusNoContent {
 		ctx.Response.SkipBody = true
 		if resp.IsBodyStream() {
 			_ = resp.CloseBodyStream()
@@ -999,13 +1011,30 @@ func (b *streamBody) Close() error {
 // firstByteConn is a tunnel stream whose read deadline, set by the HTTP
 // client before it reads a response, lasts until the first byte arrives: it
 // bounds the service's time to answer, never a response already streaming.
+//
+// It also watches the start of each response (sniff) for a 101 Switching
+// Protocols: the client skips interim responses (100, 103...) but takes a
+// 101 for a final, body-less one and puts the stream back in its pool at
+// once, with whatever the service sends next unread; the next request on
+// the stream would get it as its response (another visitor's body and
+// cookies). No request the edge forwards here asks for an upgrade
+// (WebSockets do not use this client), so the read of such a response
+// fails (errBadResponse): the client closes the stream instead.
 type firstByteConn struct {
 	net.Conn
 	armed atomic.Bool
+	addr  streamAddr
+
+	// Used by the stream's holder only (the client, then the body's
+	// reader), one after the other.
+	sniff   bool   // watching a response's start (armed with the deadline)
+	head    []byte // the bytes watched, while they leave the answer open
+	refused bool   // a read failed with errBadResponse
 }
 
 func (c *firstByteConn) SetReadDeadline(t time.Time) error {
 	c.armed.Store(!t.IsZero())
+	c.sniff, c.head = !t.IsZero(), nil
 	return c.Conn.SetReadDeadline(t)
 }
 
@@ -1014,8 +1043,116 @@ func (c *firstByteConn) Read(b []byte) (int, error) {
 	if n > 0 && c.armed.CompareAndSwap(true, false) {
 		_ = c.Conn.SetReadDeadline(time.Time{})
 	}
+	if n > 0 && c.sniff && c.switches(b[:n]) {
+		c.refused = true
+		return 0, errBadResponse
+	}
 	return n, err
 }
+
+// maxInterimHead bounds the interim responses watched before a final one.
+const maxInterimHead = 64 << 10
+
+// switches watches p, the next bytes of a response's start: true once they
+// make it a 101 (or interim responses past maxInterimHead).
+func (c *firstByteConn) switches(p []byte) bool {
+	head := p
+	if c.head != nil {
+		c.head = append(c.head, p...)
+		head = c.head
+	}
+	switch statusDigit(head) {
+	case 0: // not shown yet
+	case '1':
+		if switched, known := finalIsSwitch(head); known {
+			c.sniff, c.head = false, nil
+			return switched
+		}
+	default: // the common case: nothing copied
+		c.sniff, c.head = false, nil
+		return false
+	}
+	if c.head == nil {
+		c.head = append([]byte(nil), p...)
+	}
+	if len(c.head) > maxInterimHead {
+		c.sniff, c.head = false, nil
+		return true
+	}
+	return false
+}
+
+// statusDigit is the first digit of the status code of a response starting
+// with b, read as fasthttp reads a status line (blank lines skipped, then
+// the version, spaces, the code): 0 while b does not show it, 'x' when the
+// line cannot parse.
+func statusDigit(b []byte) byte {
+	for {
+		line, done := b, false
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b, done = b[:i], b[i+1:], true
+			if len(line) > 0 && line[len(line)-1] == '\r' {
+				line = line[:len(line)-1]
+			}
+			if len(line) == 0 {
+				continue
+			}
+		}
+		if i := bytes.IndexByte(line, ' '); i >= 0 {
+			if code := bytes.TrimLeft(line[i:], " "); len(code) > 0 {
+				return code[0]
+			}
+		}
+		if done {
+			return 'x'
+		}
+		return 0
+	}
+}
+
+// finalIsSwitch reads the interim responses at the start of head as the
+// HTTP client does (fasthttp.Response.Read): whether the response they lead
+// to is a 101, known once its head is whole.
+func finalIsSwitch(head []byte) (switched, known bool) {
+	br := bufio.NewReaderSize(bytes.NewReader(head), len(head))
+	var h fasthttp.ResponseHeader
+	for {
+		if h.Read(br) != nil {
+			return false, false
+		}
+		if s := h.StatusCode(); s == fasthttp.StatusSwitchingProtocols || s < 100 || s > 199 {
+			return s == fasthttp.StatusSwitchingProtocols, true
+		}
+	}
+}
+
+// streamAddr is a tunnel stream's RemoteAddr; a response keeps the address
+// of the stream it came from (fasthttp.Response.RemoteAddr), which leads
+// refusedNoRetry to the stream.
+type streamAddr struct {
+	net.Addr
+	c *firstByteConn
+}
+
+func (c *firstByteConn) RemoteAddr() net.Addr { return &c.addr }
+
+// refusedNoRetry is the HTTP client's transport: a request whose response
+// firstByteConn refused fails with errBadResponse and is not sent again (the
+// client would take the failed read for a stale stream and retry).
+type refusedNoRetry struct{}
+
+func (refusedNoRetry) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+	retry, err := fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
+	if a, ok := resp.RemoteAddr().(*streamAddr); ok && err != nil && a.c.refused {
+		return false, errBadResponse
+	}
+	return retry, err
+}
+
+// errBadResponse fails a response the edge does not relay.
+var errBadResponse = errors.New("proxy: 101 Switching Protocols (or interim responses past 64 KiB) to a request without an upgrade")
+
+const msgBadResponse = "The service sent an invalid response"
 
 // isTimeout reports a deadline that passed.
 func isTimeout(err error) bool {
@@ -1030,6 +1167,8 @@ func upstreamError(err error) (int, string) {
 		return fasthttp.StatusServiceUnavailable, "The service is busy, try again"
 	case errors.Is(err, tunnels.ErrRefused):
 		return fasthttp.StatusBadGateway, "The service could not be reached from its agent"
+	case errors.Is(err, errBadResponse):
+		return fasthttp.StatusBadGateway, msgBadResponse
 	case isTimeout(err), errors.Is(err, context.DeadlineExceeded):
 		return fasthttp.StatusGatewayTimeout, "The service did not answer in time"
 	default:
