@@ -966,6 +966,11 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 			n = -1
 		}
 		ctx.SetBodyStream(body, n)
+		// The head goes out as soon as the service's does, not with the
+		// first 16 KiB of body: an event stream's first event may be long
+		// coming, and a body cut short shows as a truncated answer rather
+		// than an empty reply.
+		ctx.Response.ImmediateHeaderFlush = true
 		return
 	}
 	ctx.SetBody(resp.Body())

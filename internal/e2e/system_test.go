@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -440,4 +441,37 @@ func TestAutoProtocolDetection(t *testing.T) {
 	s, err := env.Client.GetService(ctx, raw.ID)
 	require.NoError(t, err)
 	require.Equal(t, "auto", s.Protocol)
+}
+
+// A streamed answer whose service stops early reaches the visitor as a
+// truncated answer (its head, then the end), not as an empty reply: the
+// head goes out as soon as the service's arrives.
+func TestStreamedAnswerCutShort(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	ln := tcpService(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil || line == "\r\n" {
+				break
+			}
+		}
+		fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+		_, _ = c.Write(make([]byte, 1000))
+		time.Sleep(100 * time.Millisecond)
+	})
+	_, svc := env.ExposeAgent("a", "web", "http://"+ln.Addr().String())
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	u, err := url.Parse(sh.ShareURL)
+	require.NoError(t, err)
+	c, err := net.Dial("tcp", u.Host)
+	require.NoError(t, err)
+	defer c.Close()
+	fmt.Fprintf(c, "GET %s/ HTTP/1.1\r\nHost: x\r\n\r\n", u.Path)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, _ := io.ReadAll(c)
+	require.True(t, strings.HasPrefix(string(got), "HTTP/1.1 200 OK\r\n"), "%.200q", got)
+	_, body, _ := strings.Cut(string(got), "\r\n\r\n")
+	require.Equal(t, 1000, len(body), "what the service sent, then the connection closed")
 }
