@@ -132,6 +132,8 @@ func TestWebhookRoutes(t *testing.T) {
 	tr := do(200, "POST", "/v1/webhooks/"+id+"/test", nil).data()
 	assert.Equal(t, true, tr["delivered"], "%v", tr)
 	assert.Equal(t, float64(200), tr["statusCode"])
+	assert.Contains(t, tr, "error")
+	assert.Nil(t, tr["error"], "null when delivered, as elsewhere (it was \"\")")
 	require.Len(t, rcv.byEvent("webhook.test"), 1)
 
 	// Events flow; deliveries are listed.

@@ -369,7 +369,8 @@ func TestPrivateAddressesRefusedAtDial(t *testing.T) {
 	res, err := d.Test(context.Background(), w)
 	require.NoError(t, err)
 	require.False(t, res.Delivered)
-	require.Contains(t, res.Error, "private address")
+	require.NotNil(t, res.Error)
+	require.Contains(t, *res.Error, "private address")
 	require.Zero(t, r.calls.Load())
 }
 

@@ -293,8 +293,9 @@ func transportError(err error) string {
 type TestResult struct {
 	Delivered bool `json:"delivered"`
 	// StatusCode is the receiver's answer; null when there was none.
-	StatusCode *int    `json:"statusCode"`
-	Error      string  `json:"error"`
+	StatusCode *int `json:"statusCode"`
+	// Error is why the delivery failed; null when it did not.
+	Error      *string `json:"error"`
 	DurationMs float64 `json:"durationMs"`
 }
 
@@ -313,7 +314,10 @@ func (d *Dispatcher) Test(ctx context.Context, w *store.Webhook) (TestResult, er
 	}
 	t0 := time.Now()
 	status, msg := d.post(ctx, w.URL, secret, id, TestEvent, now, b)
-	res := TestResult{Delivered: msg == "", Error: msg, DurationMs: float64(time.Since(t0).Microseconds()) / 1000}
+	res := TestResult{Delivered: msg == "", DurationMs: float64(time.Since(t0).Microseconds()) / 1000}
+	if msg != "" {
+		res.Error = &msg
+	}
 	if status != 0 {
 		res.StatusCode = &status
 	}
