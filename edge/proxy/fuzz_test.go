@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -108,6 +109,108 @@ func FuzzShareRequest(f *testing.F) {
 		case fasthttp.StatusNotFound, fasthttp.StatusGone, fasthttp.StatusServiceUnavailable:
 		default:
 			t.Fatalf("%q host %q: unexpected status %d %s", uri, host, status, body)
+		}
+	})
+}
+
+// FuzzRawPath: a path forwarded as the visitor sent it (rawPath) names what
+// the policies checked. Its segments, each percent-decoded, are the
+// normalized path after the link (fasthttp's, what policies see), and none
+// is a dot segment: a service routing on the raw path, decoded or not,
+// never reaches a segment outside that path.
+func FuzzRawPath(f *testing.F) {
+	for _, s := range []string{"/a%2Fb", "/files/a%20b.txt", "/a/%2e%2e/b%2F", "/a%2F..%2Fb", "/%2e", "/a//b%2F",
+		"/a\\b%2F", "/x%zz", "/%2F%2F", "/a%2f%2e%2e", "/.%2e/x%2F", "/a%2Fb?c=%2F", "/%", "/a%2"} {
+		f.Add([]byte(s))
+	}
+	const link = "/shared/abc"
+	f.Fuzz(func(t *testing.T, suffix []byte) {
+		var req fasthttp.Request
+		req.SetRequestURIBytes(append([]byte(link), suffix...))
+		norm, orig := string(req.URI().Path()), req.URI().PathOriginal()
+		if !strings.HasPrefix(norm, link+"/") {
+			return // another link, or none
+		}
+		raw := rawPath(orig, []byte(link))
+		if raw == nil {
+			return
+		}
+		segs := strings.Split(string(raw[1:]), "/")
+		for i, s := range segs {
+			segs[i] = percentDecode(s)
+			if segs[i] == "." || segs[i] == ".." {
+				t.Fatalf("%q: raw path %q has a dot segment", suffix, raw)
+			}
+		}
+		if got := "/" + strings.Join(segs, "/"); got != norm[len(link):] {
+			t.Fatalf("%q: raw path %q decodes to %q, policies saw %q", suffix, raw, got, norm[len(link):])
+		}
+	})
+}
+
+// percentDecode decodes %XY escapes and keeps any other '%' as it is, as
+// fasthttp does.
+func percentDecode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c >= 'a':
+		return c - 'a' + 10
+	default:
+		return c - 'A' + 10
+	}
+}
+
+// FuzzFirstByteConnSwitches: whatever the service sends and however it is
+// split between two reads, the watch of a response's start catches every
+// response the HTTP client would read as a 101 (which would leave the next
+// answer unread in a pooled stream), and refuses no other response the
+// client reads whole.
+func FuzzFirstByteConnSwitches(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 101 X\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "\r\n\nHTTP/1.0 101\r\n\r\n", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+		"HTTP/1.1 101 X\n\n", "HTTP/1.1  101\r\n\r\n", "XYZ 101 ok\r\n\r\n",
+	} {
+		f.Add([]byte(s), uint16(len(s)/2))
+	}
+	f.Fuzz(func(t *testing.T, resp []byte, split uint16) {
+		if len(resp) > maxInterimHead {
+			return
+		}
+		var r fasthttp.Response
+		err := r.Read(bufio.NewReader(bytes.NewReader(resp)))
+		client101 := err == nil && r.StatusCode() == fasthttp.StatusSwitchingProtocols
+		i := int(split) % (len(resp) + 1)
+		c := &firstByteConn{sniff: true}
+		got := false
+		if i > 0 {
+			got = c.switches(resp[:i])
+		}
+		if !got && c.sniff && i < len(resp) {
+			got = c.switches(resp[i:])
+		}
+		if client101 && !got {
+			t.Fatalf("%q split at %d: the client reads a 101 the watch let through", resp, i)
+		}
+		if got && err == nil && !client101 {
+			t.Fatalf("%q split at %d: a %d the client reads whole was refused", resp, i, r.StatusCode())
 		}
 	})
 }

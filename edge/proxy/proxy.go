@@ -826,11 +826,12 @@ func appendEscapedPath(dst, path []byte) []byte {
 // /shared/<token>, sent as is), for the service: a%2Fb stays one segment
 // instead of becoming a/b. It is nil, and the service gets the normalized
 // path that policies checked, when the two could name different resources:
-// a dot segment (plain or encoded), an empty segment (//), a backslash, or a
-// prefix not sent as is. With those out, raw and normalized differ only in
-// percent-encodings that a service decodes to the same path, or keeps as
-// characters of one segment (%2F): never a segment outside what the policy
-// saw.
+// a dot segment or an empty one, between separators plain or encoded (a
+// service that decodes %2F before routing sees a%2F..%2Fb as a/../b), a
+// backslash, or a prefix not sent as is. With those out, raw and normalized
+// differ only in percent-encodings that a service decodes to the same path,
+// or keeps as characters of one segment (%2F): never a segment outside what
+// the policy saw (FuzzRawPath).
 func rawPath(orig, prefix []byte) []byte {
 	if !bytes.HasPrefix(orig, prefix) {
 		return nil
@@ -839,19 +840,32 @@ func rawPath(orig, prefix []byte) []byte {
 	if len(raw) == 0 || raw[0] != '/' || bytes.IndexByte(raw, '%') < 0 {
 		return nil // nothing encoded: the normalized path is the same
 	}
-	for seg := raw[1:]; ; {
-		i := bytes.IndexByte(seg, '/')
-		part := seg
-		if i >= 0 {
-			part = seg[:i]
-		}
-		if (len(part) == 0 && i >= 0) || isDotSegment(part) || bytes.IndexByte(part, '\\') >= 0 {
+	rest, from := raw[1:], 0
+	for i := 0; ; {
+		sep := 0 // the separator's length at i; -1 at the end
+		switch {
+		case i == len(rest):
+			sep = -1
+		case rest[i] == '/':
+			sep = 1
+		case rest[i] == '%' && i+2 < len(rest) && rest[i+1] == '2' && rest[i+2]|0x20 == 'f':
+			sep = 3
+		case rest[i] == '\\':
 			return nil
 		}
-		if i < 0 {
+		if sep == 0 {
+			i++
+			continue
+		}
+		piece := rest[from:i]
+		if (len(piece) == 0 && sep > 0) || isDotSegment(piece) {
+			return nil
+		}
+		if sep < 0 {
 			return raw
 		}
-		seg = seg[i+1:]
+		i += sep
+		from = i
 	}
 }
 

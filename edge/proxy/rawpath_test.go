@@ -25,6 +25,12 @@ func TestRawPath(t *testing.T) {
 		{"/shared/%61bc/x%2Fy", link, ""}, // the link itself encoded
 		{"/shared/abc", link, ""},
 		{"/shared/abc/...%2F", link, "/...%2F"}, // three dots are a name
+		// Separators a service decodes before routing count too: a%2F..%2Fb
+		// is a/../b to it (FuzzRawPath found the first).
+		{"/shared/abc/a%2f%2e%2e", link, ""},
+		{"/shared/abc/admin%2F..%2Fpublic/x", link, ""},
+		{"/shared/abc/a%2F%2Fb", link, ""},
+		{"/shared/abc/%2Fb", link, ""},
 	} {
 		got := string(rawPath([]byte(c.orig), []byte(c.prefix)))
 		if got != c.want {
