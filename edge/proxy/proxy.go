@@ -578,88 +578,128 @@ func (p *Proxy) httpClient(sess *tunnels.Session, svc *config.Service) (*fasthtt
 var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
 	"Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade"}
 
-// stripHop removes, after the fixed hopHeaders, the other hop-by-hop
-// headers of a forwarded request: every Proxy-* header and those its
-// Connection header names (but "Upgrade" when keepUpgrade). It and
-// stripHopResponse are one loop written twice: through an interface or a
-// type parameter the iterators' closures escape (17-20 more allocations per
-// request in TestSharePathAllocations).
-func stripHop(h *fasthttp.RequestHeader, keepUpgrade bool) {
-	var name [128]byte
-	for range 64 { // each pass removes one name; a hostile head is bounded
-		var connBuf [4][]byte
-		conns := connBuf[:0]
-		for k, v := range h.All() {
-			if bytes.EqualFold(k, strConnection) && len(conns) < cap(conns) {
-				conns = append(conns, v)
-			}
+// hopScan finds the hop-by-hop headers of a head beyond what a fixed-case
+// Del of hopHeaders removes: hopHeaders in any case (the edge's client keeps
+// the service's spelling), every Proxy-* header, and those a Connection
+// header names (but Upgrade on a WebSocket upgrade). Linear in the head:
+// the Connection tokens are read once (the first maxHopTokens; a header
+// named beyond them goes on, as any header of its sender would), the names
+// in one pass, copied (the head changes as they are deleted).
+type hopScan struct {
+	toks  [maxHopTokens][]byte
+	nt    int
+	names [2048]byte
+	ends  [64]int
+	n     int
+	full  bool // more names than fit: delete these, then scan again
+}
+
+const maxHopTokens = 32
+
+// conn reads the tokens of a Connection header.
+func (s *hopScan) conn(k, v []byte) {
+	if !bytes.EqualFold(k, strConnection) {
+		return
+	}
+	for len(v) > 0 && s.nt < maxHopTokens {
+		tok := v
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			tok, v = v[:i], v[i+1:]
+		} else {
+			v = nil
 		}
-		victim := name[:0]
-		for k := range h.All() {
-			if isHop(k, conns, keepUpgrade) && len(k) <= len(name) {
-				victim = append(victim, k...)
-				break
-			}
+		if tok = bytes.TrimSpace(tok); len(tok) > 0 {
+			s.toks[s.nt] = tok
+			s.nt++
 		}
-		if len(victim) == 0 {
-			return
-		}
-		h.DelBytes(victim)
 	}
 }
 
-// stripHopResponse is stripHop for a response, whatever the case of its
-// names (the edge's client keeps the service's spelling, which a
-// fixed-case Del would miss).
-func stripHopResponse(h *fasthttp.ResponseHeader) {
-	var name [128]byte
-	for range 64 {
-		var connBuf [4][]byte
-		conns := connBuf[:0]
-		for k, v := range h.All() {
-			if bytes.EqualFold(k, strConnection) && len(conns) < cap(conns) {
-				conns = append(conns, v)
-			}
-		}
-		victim := name[:0]
-		for k := range h.All() {
-			if isHop(k, conns, false) && len(k) <= len(name) {
-				victim = append(victim, k...)
-				break
-			}
-		}
-		if len(victim) == 0 {
-			return
-		}
-		h.DelBytes(victim)
+// name records k when it is hop-by-hop.
+func (s *hopScan) name(k []byte, keepUpgrade bool) {
+	if s.full || !s.isHop(k, keepUpgrade) {
+		return
 	}
+	from := 0
+	if s.n > 0 {
+		from = s.ends[s.n-1]
+	}
+	if s.n == len(s.ends) || from+len(k) > len(s.names) {
+		s.full = true
+		return
+	}
+	s.ends[s.n] = from + copy(s.names[from:], k)
+	s.n++
 }
 
-// isHop reports whether a header name is hop-by-hop beyond hopHeaders: a
-// Proxy-* header, or one a Connection value in conns names.
-func isHop(name []byte, conns [][]byte, keepUpgrade bool) bool {
-	return len(name) >= 6 && bytes.EqualFold(name[:6], strProxyDash) || namedIn(conns, name, keepUpgrade)
-}
-
-// namedIn reports whether a Connection value in conns lists name.
-func namedIn(conns [][]byte, name []byte, keepUpgrade bool) bool {
-	if bytes.EqualFold(name, strConnection) || (keepUpgrade && bytes.EqualFold(name, strUpgrade)) {
-		return false
+func (s *hopScan) isHop(k []byte, keepUpgrade bool) bool {
+	if bytes.EqualFold(k, strConnection) || (keepUpgrade && bytes.EqualFold(k, strUpgrade)) {
+		return false // the callers remove Connection (or keep it) themselves
 	}
-	for _, c := range conns {
-		for len(c) > 0 {
-			tok := c
-			if i := bytes.IndexByte(c, ','); i >= 0 {
-				tok, c = c[:i], c[i+1:]
-			} else {
-				c = nil
-			}
-			if bytes.EqualFold(bytes.TrimSpace(tok), name) {
-				return true
-			}
+	if len(k) >= 6 && bytes.EqualFold(k[:6], strProxyDash) {
+		return true
+	}
+	for _, h := range hopHeaders {
+		if len(h) == len(k) && bytes.EqualFold(k, []byte(h)) && (!keepUpgrade || h != "Upgrade") {
+			return true
+		}
+	}
+	for _, t := range s.toks[:s.nt] {
+		if bytes.EqualFold(t, k) {
+			return true
 		}
 	}
 	return false
+}
+
+// at is the i-th name recorded.
+func (s *hopScan) at(i int) []byte {
+	from := 0
+	if i > 0 {
+		from = s.ends[i-1]
+	}
+	return s.names[from:s.ends[i]]
+}
+
+// stripHop removes the hop-by-hop headers of a forwarded request (hopScan)
+// but Connection. It and stripHopResponse are the same few lines for two
+// types: through an interface or a type parameter the iterators' closures
+// escape (17-20 more allocations per request in TestSharePathAllocations).
+func stripHop(h *fasthttp.RequestHeader, keepUpgrade bool) {
+	for range 4 {
+		var s hopScan
+		for k, v := range h.All() {
+			s.conn(k, v)
+		}
+		for k := range h.All() {
+			s.name(k, keepUpgrade)
+		}
+		for i := range s.n {
+			h.DelBytes(s.at(i))
+		}
+		if !s.full {
+			return
+		}
+	}
+}
+
+// stripHopResponse is stripHop for a response.
+func stripHopResponse(h *fasthttp.ResponseHeader) {
+	for range 4 {
+		var s hopScan
+		for k, v := range h.All() {
+			s.conn(k, v)
+		}
+		for k := range h.All() {
+			s.name(k, false)
+		}
+		for i := range s.n {
+			h.DelBytes(s.at(i))
+		}
+		if !s.full {
+			return
+		}
+	}
 }
 
 var (
@@ -891,6 +931,22 @@ func isDotSegment(part []byte) bool {
 	return n == 1 || n == 2
 }
 
+// relayHead copies a service's answer head to the visitor's answer, as
+// every relayed answer gets it: HTTP/1.1, no made-up Content-Type (a default
+// would change how browsers sniff it), hop-by-hop headers out, redirects
+// and cookies under a path link, the edge's own edits last.
+func relayHead(ctx *fasthttp.RequestCtx, src *fasthttp.ResponseHeader, tg *target, edits *Edits) {
+	src.CopyTo(&ctx.Response.Header)
+	ctx.Response.Header.SetProtocol(strHTTP11)
+	ctx.Response.Header.SetNoDefaultContentType(true)
+	stripHopResponse(&ctx.Response.Header)
+	for _, h := range hopHeaders {
+		ctx.Response.Header.Del(h)
+	}
+	edits.scratch = rewriteHead(&ctx.Response.Header, tg, edits.scratch)
+	edits.applyResponse(&ctx.Response.Header)
+}
+
 // forward proxies a plain HTTP request with both bodies streamed.
 func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg target, clientIP string, edits *Edits, start time.Time) {
 	hc, err := p.httpClient(sess, tg.svc)
@@ -929,19 +985,8 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
 		return
 	}
-	// Copy the response head.
 	status := resp.StatusCode()
-	resp.Header.CopyTo(&ctx.Response.Header)
-	ctx.Response.Header.SetProtocol(strHTTP11) // the edge speaks HTTP/1.1 to visitors
-	// An answer without Content-Type stays without (a default would change
-	// how browsers sniff it).
-	ctx.Response.Header.SetNoDefaultContentType(true)
-	stripHopResponse(&ctx.Response.Header)
-	for _, h := range hopHeaders {
-		ctx.Response.Header.Del(h)
-	}
-	edits.scratch = rewriteHead(&ctx.Response.Header, &tg, edits.scratch)
-	edits.applyResponse(&ctx.Response.Header)
+	relayHead(ctx, &resp.Header, &tg, edits)
 	ctx.SetStatusCode(status)
 	if ctx.IsHead() || status == fasthttp.StatusNotModified || status == fasthttp.StatusNoContent {
 		ctx.Response.SkipBody = true
@@ -1231,13 +1276,8 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		var resp fasthttp.Response
 		rh.CopyTo(&resp.Header)
 		if err := resp.ReadBody(br, 1<<20); err == nil {
+			relayHead(ctx, &resp.Header, &tg, edits)
 			ctx.SetStatusCode(rh.StatusCode())
-			resp.Header.CopyTo(&ctx.Response.Header)
-			for _, h := range hopHeaders {
-				ctx.Response.Header.Del(h)
-			}
-			edits.scratch = rewriteHead(&ctx.Response.Header, &tg, edits.scratch)
-			edits.applyResponse(&ctx.Response.Header)
 			ctx.SetBody(resp.Body())
 		} else {
 			writeError(ctx, fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")

@@ -374,7 +374,12 @@ func TestHopByHopHeaders(t *testing.T) {
 			}
 		}
 		heads <- head.String()
-		fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: x-secret\r\nx-secret: s3\r\nproxy-foo: bar\r\nX-Kept: yes\r\n\r\nok")
+		status := "200 OK"
+		if strings.Contains(strings.ToLower(head.String()), "upgrade: websocket") {
+			status = "400 Bad Request" // a refused upgrade is relayed like any answer
+		}
+		fmt.Fprint(c, "HTTP/1.1 "+status+"\r\nContent-Length: 2\r\nconnection: x-secret\r\nx-secret: s3\r\nproxy-foo: bar\r\n"+
+			"keep-alive: timeout=5\r\nupgrade: h2c\r\nte: trailers\r\nX-Kept: yes\r\n\r\nok")
 	})
 	_, svc := env.ExposeAgent("a", "web", "http://"+ln.Addr().String())
 	sh := env.Share(svc.ID, client.CreateShareRequest{})
@@ -391,11 +396,28 @@ func TestHopByHopHeaders(t *testing.T) {
 	require.Contains(t, head, "x-kept: 1")
 	require.NotContains(t, head, "proxy-foo")
 	require.NotContains(t, head, "x-named")
-	require.Equal(t, "yes", resp.Header.Get("X-Kept"))
-	require.Empty(t, resp.Header.Get("X-Secret"))
-	require.Empty(t, resp.Header.Get("Proxy-Foo"))
-	// The service sent no Content-Type: none is made up.
-	require.Empty(t, resp.Header.Values("Content-Type"))
+	hopFree := func(resp *http.Response) {
+		t.Helper()
+		require.Equal(t, "yes", resp.Header.Get("X-Kept"))
+		for _, h := range []string{"X-Secret", "Proxy-Foo", "Keep-Alive", "Upgrade", "Te"} {
+			require.Empty(t, resp.Header.Values(h), h)
+		}
+		// The service sent no Content-Type: none is made up.
+		require.Empty(t, resp.Header.Values("Content-Type"))
+	}
+	hopFree(resp)
+	// The same for a refused WebSocket upgrade, relayed by another path.
+	req, _ = http.NewRequest("GET", sh.ShareURL+"/ws", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 400, resp.StatusCode)
+	<-heads
+	hopFree(resp)
 	// CONNECT and TRACE are not for a share's service.
 	for _, m := range []string{"TRACE", "CONNECT"} {
 		req, _ := http.NewRequest(m, sh.ShareURL+"/", nil)
