@@ -620,3 +620,30 @@ func TestExpiredKeysAreNotListed(t *testing.T) {
 	require.Len(t, list, 1)
 	assert.NotEqual(t, id, list[0].(map[string]any)["id"])
 }
+
+// Protocol detection probes a target once per connection storm (an agent
+// connects to every edge), and a probe of a target the service has since
+// left does not decide its protocol.
+func TestAutoDetectionGuards(t *testing.T) {
+	h := newHarness(t)
+	_, edgeTok := h.edge("e")
+	svcID, agentID := h.service(h.admin, "web")
+	h.report(edgeTok, []string{agentID})
+	cmds := h.inbox(edgeTok, agentID)["commands"].([]any)
+	require.Len(t, cmds, 1)
+	probe := cmds[0].(map[string]any)
+	// The agent reconnects (another edge, a restart): no second probe.
+	h.report(edgeTok, []string{})
+	h.report(edgeTok, []string{agentID})
+	assert.Empty(t, h.inbox(edgeTok, agentID)["commands"])
+	// The service moves before the probe's answer: the answer is about
+	// the old target.
+	h.must(200, "PATCH", "/v1/services/"+svcID, h.admin, map[string]any{"targetPort": 5432})
+	h.report(edgeTok, []string{agentID}, map[string]any{"commandResults": []any{map[string]any{
+		"commandId": probe["id"], "agentId": agentID, "ok": true, "result": map[string]any{"status": "ok", "message": "reachable",
+			"tcp": map[string]any{"status": "ok"}, "http": map[string]any{"status": "ok", "statusCode": 200}}}}})
+	require.Eventually(t, func() bool {
+		return len(h.must(200, "GET", "/v1/services/"+svcID+"/diagnostics", h.admin, nil).list()) == 1
+	}, 2*time.Second, 20*time.Millisecond)
+	assert.Equal(t, "auto", h.must(200, "GET", "/v1/services/"+svcID, h.admin, nil).str("protocol"))
+}

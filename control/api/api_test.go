@@ -185,8 +185,8 @@ func TestRoutingErrors(t *testing.T) {
 	_, edgeTok := h.edge("e-head")
 	assert.Equal(t, 405, h.req("HEAD", "/v1/edges/agent-inbox", "", nil, "Authorization", "Bearer "+edgeTok).Status)
 	r = h.req("OPTIONS", "/v1/services", "", nil)
-	assert.Equal(t, 204, r.Status)
-	assert.Empty(t, r.Raw)
+	assert.Equal(t, 200, r.Status)
+	assert.Equal(t, []any{"GET", "HEAD", "OPTIONS"}, r.data()["allow"], "the envelope, as every 2xx body")
 	assert.Contains(t, r.Header.Get("Allow"), "GET")
 	assert.Contains(t, r.Header.Get("Allow"), "HEAD")
 
@@ -208,8 +208,9 @@ func TestRoutingErrors(t *testing.T) {
 		assert.Equal(t, c.allow, r.Header.Get("Allow"), "%s %s", c.method, c.path)
 	}
 	r = h.req("OPTIONS", "/v1/agents/provision", "", nil)
-	assert.Equal(t, 204, r.Status)
+	assert.Equal(t, 200, r.Status)
 	assert.Equal(t, "OPTIONS, POST", r.Header.Get("Allow"))
+	assert.Equal(t, []any{"OPTIONS", "POST"}, r.data()["allow"])
 }
 
 func TestServicesLifecycle(t *testing.T) {

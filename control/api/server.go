@@ -73,18 +73,21 @@ type Hooks struct {
 
 // API serves /v1, /health and the edge-facing routes.
 type API struct {
-	opts    Options
-	kv      store.KV
-	hub     *push.Hub
-	log     *slog.Logger
-	router  *router.Router
-	fixed   map[string]fixedRoute // paths without parameters
-	routes  []*route
-	limiter *limiter
-	keys    *keyCache
-	usage   *usageTracker
-	audit   *auditWriter
-	started time.Time
+	opts   Options
+	kv     store.KV
+	hub    *push.Hub
+	log    *slog.Logger
+	router *router.Router
+	fixed  map[string]fixedRoute // paths without parameters
+
+	probedMu sync.Mutex
+	probed   map[string]time.Time // auto services' targets probed (detectProtocols)
+	routes   []*route
+	limiter  *limiter
+	keys     *keyCache
+	usage    *usageTracker
+	audit    *auditWriter
+	started  time.Time
 
 	cmdWait notifier
 	monitor healthMonitor
@@ -120,7 +123,7 @@ func New(opts Options) (*API, error) {
 	opts.RateLimits = opts.RateLimits.withDefaults()
 	a := &API{
 		opts: opts, kv: store.WithCommitHooks(opts.KV), hub: opts.Hub, log: opts.Logger,
-		limiter: newLimiter(), keys: newKeyCache(), started: time.Now(),
+		limiter: newLimiter(), keys: newKeyCache(), started: time.Now(), probed: map[string]time.Time{},
 	}
 	a.baseCtx, a.stop = context.WithCancel(context.Background())
 	a.monitor.last = map[string]time.Time{}
@@ -148,9 +151,10 @@ func New(opts Options) (*API, error) {
 		writeError(ctx, newError(fasthttp.StatusMethodNotAllowed, "method %s is not allowed on %s (allowed: %s)",
 			ctx.Method(), ctx.Path(), ctx.Response.Header.Peek("Allow")))
 	}
-	// OPTIONS: the Allow header and no content (the router's default was a
-	// 200 with an empty body, which is not the envelope).
-	a.router.GlobalOPTIONS = func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusNoContent) }
+	// OPTIONS: the Allow header, and the methods in the envelope (the
+	// router's default was a 200 with an empty body; api-v1.md: every 2xx
+	// body is the envelope).
+	a.router.GlobalOPTIONS = func(ctx *fasthttp.RequestCtx) { writeOptions(ctx, string(ctx.Response.Header.Peek("Allow"))) }
 	a.router.PanicHandler = func(ctx *fasthttp.RequestCtx, v any) {
 		a.log.Error("handler panic", "path", string(ctx.Path()), "panic", v, "stack", string(debug.Stack()))
 		writeError(ctx, newError(fasthttp.StatusInternalServerError, "an internal error occurred"))
@@ -206,10 +210,21 @@ func (a *API) Handler(ctx *fasthttp.RequestCtx) {
 	}
 	if f, ok := a.fixed[string(ctx.Path())]; ok && string(ctx.Method()) == fasthttp.MethodOptions {
 		h.Set("Allow", f.allow)
-		ctx.SetStatusCode(fasthttp.StatusNoContent)
+		writeOptions(ctx, f.allow)
 		return
 	}
 	a.router.Handler(ctx)
+}
+
+// writeOptions answers OPTIONS: 200, {"success":true,"data":{"allow":[...]}}.
+func writeOptions(ctx *fasthttp.RequestCtx, allow string) {
+	methods := []string{}
+	for m := range strings.SplitSeq(allow, ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			methods = append(methods, m)
+		}
+	}
+	writeJSON(ctx, fasthttp.StatusOK, envelope{Success: true, Data: map[string][]string{"allow": methods}})
 }
 
 // fixedRoute is the methods of a path without parameters.

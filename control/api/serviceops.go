@@ -3,6 +3,8 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -250,7 +252,9 @@ func (a *API) commandDone(cmd store.Command) {
 		// gets an HTTP answer from it (api-v1.md: auto detects HTTP by
 		// probing from the agent). Anything else leaves it auto: a service
 		// down, or slow, at the probe is not taken for raw TCP.
-		if proto := detectedProtocol(&cmd); s.Protocol == "auto" && proto != "" {
+		// Only a probe of the service's current target counts (it may have
+		// moved since).
+		if proto := detectedProtocol(&cmd); s.Protocol == "auto" && proto != "" && p.TargetHost == s.TargetHost && p.TargetPort == s.TargetPort {
 			s.Protocol, detected = proto, true
 		}
 		if s.Status == d.Status {
@@ -290,6 +294,9 @@ func (a *API) commandDone(cmd store.Command) {
 	}
 }
 
+// probeEvery bounds how often one target of an auto service is probed.
+const probeEvery = 10 * time.Minute
+
 // detectedProtocol is what a finished diagnose command says its target
 // speaks: "https" or "http" when it answered HTTP (over TLS or not), else "".
 func detectedProtocol(cmd *store.Command) string {
@@ -325,6 +332,21 @@ func (a *API) detectProtocols(ctx context.Context, ws string, agents map[string]
 	}
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	for _, s := range auto {
+		// One probe per target every probeEvery: an agent connects to every
+		// edge, and reconnects, and a raw-TCP target stays auto.
+		key := s.ID + "|" + net.JoinHostPort(s.TargetHost, strconv.Itoa(s.TargetPort))
+		a.probedMu.Lock()
+		last, seen := a.probed[key]
+		if !seen || now.Sub(last) >= probeEvery {
+			if len(a.probed) >= 100_000 {
+				clear(a.probed) // a bound, not a policy: the next probes come again
+			}
+			a.probed[key] = now
+		}
+		a.probedMu.Unlock()
+		if seen && now.Sub(last) < probeEvery {
+			continue
+		}
 		p, _ := json.Marshal(diagnoseParams{ServiceID: s.ID, ServiceName: s.Name, TargetHost: s.TargetHost, TargetPort: s.TargetPort, Protocol: s.Protocol})
 		if _, err := a.storeCommand(ctx, s.WorkspaceID, s.AgentID, "diagnose", p, 30, now); err != nil {
 			a.log.Warn("protocol detection not scheduled", "service", s.ID, "err", err)

@@ -451,11 +451,22 @@ func TestAutoProtocolDetection(t *testing.T) {
 	})
 	raw := env.ExposeProtocol(ag, "auto-raw", "127.0.0.1", ln.Addr().(*net.TCPAddr).Port, "auto")
 
+	// TLS on a port other than 443 (asked in plain HTTP it answers a 400,
+	// which had read as http).
+	tlsOrg := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "tls") }))
+	t.Cleanup(tlsOrg.Close)
+	tlsPort := tlsOrg.Listener.Addr().(*net.TCPAddr).Port
+	secure := env.ExposeProtocol(ag, "auto-tls", "127.0.0.1", tlsPort, "auto")
+
 	ctx := context.Background()
 	require.Eventually(t, func() bool {
 		s, err := env.Client.GetService(ctx, web.ID)
 		return err == nil && s.Protocol == "http"
 	}, 10*time.Second, 50*time.Millisecond, "the HTTP target is detected")
+	require.Eventually(t, func() bool {
+		s, err := env.Client.GetService(ctx, secure.ID)
+		return err == nil && s.Protocol == "https"
+	}, 10*time.Second, 50*time.Millisecond, "the TLS target is detected")
 	require.Eventually(t, func() bool {
 		d, _, err := env.Client.ListDiagnostics(ctx, raw.ID, client.ListOptions{})
 		return err == nil && len(d) > 0

@@ -194,8 +194,19 @@ func diagnoseConn(ctx context.Context, c *Check, host string, port int, protocol
 	conn.Close()
 	c.TCP = TCPCheck{Status: "ok", LatencyMs: ms(time.Since(start))}
 	useTLS := protocol == "https" || (protocol != "http" && port == 443)
+	var tlsRes *TLSCheck
+	if !useTLS && (protocol == "auto" || protocol == "") {
+		// An auto target may speak TLS on any port; asked in plain HTTP, a
+		// TLS server answers a 400 that would read as plain HTTP.
+		if t := tlsCheck(ctx, host, dial); t.Status == "ok" {
+			useTLS, tlsRes = true, t
+		}
+	}
 	if useTLS {
-		c.TLS = tlsCheck(ctx, host, dial)
+		if tlsRes == nil {
+			tlsRes = tlsCheck(ctx, host, dial)
+		}
+		c.TLS = tlsRes
 		if c.TLS.Status != "ok" {
 			c.Status, c.Message = "degraded", "TLS: "+c.TLS.Error
 		} else if c.TLS.DaysUntilExpiry < 7 {
