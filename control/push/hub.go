@@ -439,6 +439,7 @@ func (h *Hub) subscribe(edgeID, instance, from string) *sub {
 		if o.edgeID == edgeID && instance != "" && o.instance != "" && o.instance != instance && o.replacedBy == "" {
 			o.replacedBy = from
 			o.poke()
+			h.Presence.Replaced(edgeID, o.instance)
 			h.log.Warn("a second process connected with an edge's token: the older one is told to stop",
 				"edge", edgeID, "older", o.from, "newer", from)
 		}

@@ -32,7 +32,12 @@ type EdgeState struct {
 	// Instance is the edge process whose stream opened last (see
 	// config.MsgReplaced); reports of other processes do not move presence.
 	Instance string
+	// replaced are the processes told they were replaced (the last
+	// maxReplaced): never the edge's again, even while no stream is open.
+	replaced []string
 }
+
+const maxReplaced = 16
 
 // NewPresence returns a tracker with the given offline window.
 func NewPresence(offline time.Duration) *Presence {
@@ -86,11 +91,32 @@ func (p *Presence) Current(id, instance string) bool {
 	if e == nil || instance == "" {
 		return true
 	}
+	if slices.Contains(e.replaced, instance) {
+		return false
+	}
 	if e.Instance == "" || e.Streams <= 0 {
 		e.Instance = instance
 		return true
 	}
 	return e.Instance == instance
+}
+
+// Replaced records that an edge process was told another replaced it: its
+// reports, while it drains, never count as the edge's (a short gap in the
+// new process's stream would otherwise hand presence back to it).
+func (p *Presence) Replaced(id, instance string) {
+	if instance == "" {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.edge(id)
+	if !slices.Contains(e.replaced, instance) {
+		if len(e.replaced) == maxReplaced {
+			e.replaced = e.replaced[1:]
+		}
+		e.replaced = append(e.replaced, instance)
+	}
 }
 
 // Touch records a sign of life from the edge.
@@ -153,7 +179,7 @@ func (p *Presence) Edge(id string) (st EdgeState, online bool) {
 		return EdgeState{}, false
 	}
 	st = *e
-	st.Agents, st.Connections = nil, nil
+	st.Agents, st.Connections, st.replaced = nil, nil, nil
 	return st, p.online(e, p.now())
 }
 

@@ -710,3 +710,18 @@ func TestSecondInstanceReplacesTheFirst(t *testing.T) {
 		require.Equal(t, config.MsgChanges, recv(t, ch).Type)
 	}
 }
+
+// A replaced edge process never speaks for the edge again, even while the
+// new process has no stream open (a blip): its draining reports would hand
+// presence back to it.
+func TestReplacedInstanceStaysReplaced(t *testing.T) {
+	p := NewPresence(time.Minute)
+	p.StreamOpened("e1", "A")
+	p.StreamOpened("e1", "B")
+	p.Replaced("e1", "A")
+	p.StreamClosed("e1")
+	p.StreamClosed("e1") // no stream open
+	require.False(t, p.Current("e1", "A"))
+	require.True(t, p.Current("e1", "C"), "a process not seen before is taken while no stream is open")
+	require.False(t, p.Current("e1", "A"))
+}

@@ -431,17 +431,22 @@ func TestSecondProcessOfAnEdgeReplacesTheFirst(t *testing.T) {
 	// audit log does not flap (it did, connected and disconnected at every
 	// pair of reports).
 	require.Eventually(t, func() bool { return !online() }, 5*time.Second, 50*time.Millisecond)
-	events := func() int {
+	events := func() []client.AgentAuditLog {
 		logs, err := client.All(context.Background(), func(ctx context.Context, lo client.ListOptions) ([]client.AgentAuditLog, string, error) {
 			return env.Client.ListAgentAuditLogs(ctx, ag.ID, lo)
 		})
 		require.NoError(t, err)
-		return len(logs)
+		return logs
 	}
-	before := events()
+	// Its DISCONNECTED record may land just after presence changed.
+	require.Eventually(t, func() bool {
+		logs := events()
+		return len(logs) > 0 && logs[0].Event == "DISCONNECTED"
+	}, 5*time.Second, 20*time.Millisecond)
+	before := len(events())
 	time.Sleep(time.Second)
 	require.False(t, online())
-	require.Equal(t, before, events(), "the replaced process's reports move the agent's presence")
+	require.Equal(t, before, len(events()), "the replaced process's reports move the agent's presence")
 
 	// A process under Run drains and stops with ErrReplaced.
 	_, thirdDone := run()
