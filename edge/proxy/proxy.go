@@ -703,9 +703,10 @@ func stripHopResponse(h *fasthttp.ResponseHeader) {
 }
 
 var (
-	strConnection = []byte("Connection")
-	strUpgrade    = []byte("Upgrade")
-	strProxyDash  = []byte("Proxy-")
+	strEventStream = []byte("text/event-stream")
+	strConnection  = []byte("Connection")
+	strUpgrade     = []byte("Upgrade")
+	strProxyDash   = []byte("Proxy-")
 )
 
 // prepareRequest fills out from the visitor's request.
@@ -1025,11 +1026,15 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 			n = -1
 		}
 		ctx.SetBodyStream(body, n)
-		// The head goes out as soon as the service's does, not with the
-		// first 16 KiB of body: an event stream's first event may be long
-		// coming, and a body cut short shows as a truncated answer rather
-		// than an empty reply.
-		ctx.Response.ImmediateHeaderFlush = true
+		// The head of a large body (over smallBody) or of an event stream
+		// goes out as soon as the service's does, not with the first 16 KiB
+		// of body: an event stream's first event may be long coming, and a
+		// large body cut short shows as a truncated answer rather than an
+		// empty reply. (Not for other chunked answers, often small: one more
+		// write each.)
+		if n >= 0 || bytes.HasPrefix(resp.Header.ContentType(), strEventStream) {
+			ctx.Response.ImmediateHeaderFlush = true
+		}
 		return
 	}
 	ctx.SetBody(resp.Body())
