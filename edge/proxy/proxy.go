@@ -471,9 +471,8 @@ func (p *Proxy) usedUp(ctx *fasthttp.RequestCtx, share *routes.Share, start time
 // clientIP is the TCP peer, or the forwarded address when the peer is a
 // trusted proxy.
 func (p *Proxy) clientIP(ctx *fasthttp.RequestCtx) string {
-	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
-	peer = peer.Unmap()
-	if len(p.cfg.TrustedProxies) == 0 || !p.trusted(peer) {
+	peer, trusted := p.peer(ctx)
+	if !trusted {
 		return peer.String()
 	}
 	// Right to left through every X-Forwarded-For line, as one list (RFC
@@ -505,11 +504,15 @@ func (p *Proxy) clientIP(ctx *fasthttp.RequestCtx) string {
 
 // peerTrusted reports whether the TCP peer is a trusted proxy.
 func (p *Proxy) peerTrusted(ctx *fasthttp.RequestCtx) bool {
-	if len(p.cfg.TrustedProxies) == 0 {
-		return false
-	}
-	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
-	return p.trusted(peer.Unmap())
+	_, trusted := p.peer(ctx)
+	return trusted
+}
+
+// peer is the TCP peer's address and whether it is a trusted proxy.
+func (p *Proxy) peer(ctx *fasthttp.RequestCtx) (netip.Addr, bool) {
+	a, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	a = a.Unmap()
+	return a, len(p.cfg.TrustedProxies) > 0 && p.trusted(a)
 }
 
 func (p *Proxy) trusted(a netip.Addr) bool {
