@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"crypto/tls"
 	"io"
 	"net"
 	"strings"
@@ -105,11 +104,12 @@ func liveKey(share *routes.Share, serviceID string) string {
 
 const publicPrefix = "public:"
 
-// rawConn is the connection under TLS: a cut closes it at once (closing the
-// TLS connection itself may wait to send close_notify).
+// rawConn is the TCP connection under TLS and PROXY protocol (tcpConn): a
+// cut closes it at once (closing the TLS connection itself may wait to send
+// close_notify).
 func rawConn(c net.Conn) net.Conn {
-	if tc, ok := c.(*tls.Conn); ok {
-		return tc.NetConn()
+	if tc := tcpConn(c); tc != nil {
+		return tc
 	}
 	return c
 }

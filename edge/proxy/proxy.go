@@ -502,12 +502,6 @@ func (p *Proxy) clientIP(ctx *fasthttp.RequestCtx) string {
 	return peer.String()
 }
 
-// peerTrusted reports whether the TCP peer is a trusted proxy.
-func (p *Proxy) peerTrusted(ctx *fasthttp.RequestCtx) bool {
-	_, trusted := p.peer(ctx)
-	return trusted
-}
-
 // peer is the TCP peer's address and whether it is a trusted proxy.
 func (p *Proxy) peer(ctx *fasthttp.RequestCtx) (netip.Addr, bool) {
 	a, _ := netip.AddrFromSlice(ctx.RemoteIP())
@@ -705,6 +699,16 @@ func stripHopResponse(h *fasthttp.ResponseHeader) {
 	}
 }
 
+// delConnection removes what the hop-by-hop scan leaves to the caller:
+// Connection (unless kept for an upgrade), and Transfer-Encoding, which
+// fasthttp keeps apart from the headers it lists.
+func delConnection(h interface{ Del(string) }, keep bool) {
+	if !keep {
+		h.Del(fasthttp.HeaderConnection)
+	}
+	h.Del(fasthttp.HeaderTransferEncoding)
+}
+
 var (
 	strEventStream = []byte("text/event-stream")
 	strConnection  = []byte("Connection")
@@ -716,21 +720,17 @@ var (
 func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, tg target, clientIP string, edits *Edits, keepUpgrade bool) {
 	in := &ctx.Request
 	in.Header.CopyTo(&out.Header)
-	// Headers named in Connection are hop-by-hop too, and every Proxy-*.
+	// hopHeaders, those Connection names and every Proxy-*; then
+	// Connection itself (kept on a WebSocket upgrade).
 	stripHop(&out.Header, keepUpgrade)
-	for _, h := range hopHeaders {
-		if keepUpgrade && (h == "Connection" || h == "Upgrade") {
-			continue
-		}
-		out.Header.Del(h)
-	}
+	delConnection(&out.Header, keepUpgrade)
 	// The header setters copy: one scratch buffer (pooled with edits)
 	// serves each value in turn.
 	var b []byte
 	if tg.raw != nil {
-		b = appendRawPath(edits.scratch[:0], tg.raw)
+		b = appendPath(edits.scratch[:0], tg.raw, false)
 	} else {
-		b = appendEscapedPath(edits.scratch[:0], tg.path)
+		b = appendPath(edits.scratch[:0], tg.path, true)
 	}
 	if q := ctx.URI().QueryString(); len(q) > 0 {
 		b = append(append(b, '?'), q...)
@@ -743,7 +743,8 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 	// joined) then the peer, or the peer alone; a visitor's own claim is
 	// never passed on (it had been whenever any trusted proxy was set).
 	out.Header.Del("X-Forwarded-For")
-	if prior := in.Header.PeekAll("X-Forwarded-For"); len(prior) > 0 && p.peerTrusted(ctx) {
+	if _, trusted := p.peer(ctx); trusted {
+		prior := in.Header.PeekAll("X-Forwarded-For")
 		b = b[:0]
 		for _, line := range prior {
 			b = append(append(b, line...), ", "...)
@@ -839,25 +840,13 @@ func appendHost(dst []byte, host string) []byte {
 	return append(dst, host...)
 }
 
-// appendEscapedPath re-encodes a decoded path for the request line.
-// appendRawPath appends a path sent by the visitor, escaping only what may
-// not appear in a request line (its percent-encodings are kept).
-func appendRawPath(dst, path []byte) []byte {
+// appendPath appends a path for the request line, escaping what may not
+// appear there; decoded (the normalized path) escapes '%' too, a path
+// sent by the visitor keeps its percent-encodings.
+func appendPath(dst, path []byte, decoded bool) []byte {
 	const hex = "0123456789ABCDEF"
 	for _, c := range path {
-		if c <= ' ' || c >= 0x7f || c == '?' || c == '#' {
-			dst = append(dst, '%', hex[c>>4], hex[c&15])
-			continue
-		}
-		dst = append(dst, c)
-	}
-	return dst
-}
-
-func appendEscapedPath(dst, path []byte) []byte {
-	const hex = "0123456789ABCDEF"
-	for _, c := range path {
-		if c <= ' ' || c >= 0x7f || c == '?' || c == '#' || c == '%' {
+		if c <= ' ' || c >= 0x7f || c == '?' || c == '#' || (decoded && c == '%') {
 			dst = append(dst, '%', hex[c>>4], hex[c&15])
 			continue
 		}
@@ -944,9 +933,7 @@ func relayHead(ctx *fasthttp.RequestCtx, src *fasthttp.ResponseHeader, tg *targe
 	ctx.Response.Header.SetProtocol(strHTTP11)
 	ctx.Response.Header.SetNoDefaultContentType(true)
 	stripHopResponse(&ctx.Response.Header)
-	for _, h := range hopHeaders {
-		ctx.Response.Header.Del(h)
-	}
+	delConnection(&ctx.Response.Header, false)
 	edits.scratch = rewriteHead(&ctx.Response.Header, tg, edits.scratch)
 	edits.applyResponse(&ctx.Response.Header)
 }
