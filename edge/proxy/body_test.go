@@ -25,7 +25,7 @@ func TestVisitorBodyLimit(t *testing.T) {
 			if oneByte {
 				r = iotest.OneByteReader(r)
 			}
-			b := &visitorBody{r: r, max: tc.max}
+			b := &visitorBody{r: r, limit: tc.max}
 			got, err := io.ReadAll(b)
 			if tc.over {
 				if !errors.Is(err, fasthttp.ErrBodyTooLarge) || !errors.Is(b.err, fasthttp.ErrBodyTooLarge) {

@@ -62,18 +62,18 @@ type Edits struct {
 type visitorBody struct {
 	r   io.Reader
 	err error
-	// max is Config.MaxBodyBytes (0: no limit): past it, reads fail with
+	// limit is Config.MaxBodyBytes (0: no limit): past it, reads fail with
 	// fasthttp.ErrBodyTooLarge and the forward is answered 413.
-	max, read int64
+	limit, read int64
 }
 
 func (b *visitorBody) Read(p []byte) (int, error) {
-	if b.max > 0 && int64(len(p)) > b.max-b.read+1 {
-		p = p[:b.max-b.read+1] // one byte past the limit tells a longer body from one that ends there
+	if b.limit > 0 && int64(len(p)) > b.limit-b.read+1 {
+		p = p[:b.limit-b.read+1] // one byte past the limit tells a longer body from one that ends there
 	}
 	n, err := b.r.Read(p)
-	if b.read += int64(n); b.max > 0 && b.read > b.max {
-		n, err = max(n-int(b.read-b.max), 0), fasthttp.ErrBodyTooLarge
+	if b.read += int64(n); b.limit > 0 && b.read > b.limit {
+		n, err = max(n-int(b.read-b.limit), 0), fasthttp.ErrBodyTooLarge
 	}
 	if err != nil && err != io.EOF {
 		b.err = err
@@ -788,7 +788,7 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 	}
 	stripSessionCookies(&out.Header, edits)
 	if ctx.Request.IsBodyStream() {
-		edits.body = visitorBody{r: ctx.RequestBodyStream(), max: p.cfg.MaxBodyBytes}
+		edits.body = visitorBody{r: ctx.RequestBodyStream(), limit: p.cfg.MaxBodyBytes}
 		out.SetBodyStream(&edits.body, in.Header.ContentLength())
 	} else if body := in.Body(); len(body) > 0 {
 		out.SetBodyRaw(body)
