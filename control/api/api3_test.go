@@ -639,6 +639,10 @@ func TestAutoDetectionGuards(t *testing.T) {
 	// The service moves before the probe's answer: the answer is about
 	// the old target.
 	h.must(200, "PATCH", "/v1/services/"+svcID, h.admin, map[string]any{"targetPort": 5432})
+	// The new target is probed at once (the agent is connected).
+	moved := h.inbox(edgeTok, agentID)["commands"].([]any)
+	require.Len(t, moved, 1)
+	assert.Equal(t, float64(5432), moved[0].(map[string]any)["params"].(map[string]any)["targetPort"])
 	h.report(edgeTok, []string{agentID}, map[string]any{"commandResults": []any{map[string]any{
 		"commandId": probe["id"], "agentId": agentID, "ok": true, "result": map[string]any{"status": "ok", "message": "reachable",
 			"tcp": map[string]any{"status": "ok"}, "http": map[string]any{"status": "ok", "statusCode": 200}}}}})

@@ -286,7 +286,7 @@ func (a *API) edgeReport(c *call) (any, error) {
 		byWS[ev.WorkspaceID][ev.AgentID] = true
 	}
 	for ws, agents := range byWS {
-		a.detectProtocols(c.ctx, ws, agents, "")
+		a.detectProtocols(c.ctx, ws, agents)
 	}
 	if len(connected) > 0 {
 		var pending []string

@@ -177,6 +177,7 @@ func (a *API) updateServiceTx(c *call, id string, fn func(store.Tx, *store.Servi
 	}
 	c.resource = s.ID
 	a.publish(c, push.Service(c.ws, s.ID))
+	a.probeIfOnline(c.ctx, s)
 	return s, nil
 }
 
@@ -196,19 +197,43 @@ type diagnoseParams struct {
 // {dns:{status,addresses}, tcp:{status,latencyMs}, tls:{…}|null,
 // http:{…}|null, status: ok|degraded|down, message}.
 type checkResult struct {
-	Status  string `json:"status"`
-	Message string `json:"message"`
+	Status  string                   `json:"status"`
+	Message string                   `json:"message"`
+	TLS     *struct{ Status string } `json:"tls"`
+	HTTP    *struct{ Status string } `json:"http"`
 }
 
-// diagnosticOf turns a finished diagnose/reach command into a diagnostic.
-func diagnosticOf(cmd *store.Command, serviceID string) *store.Diagnostic {
+// result decodes a finished diagnose/reach command's result (false when it
+// did not succeed or does not decode).
+func result(cmd *store.Command) (checkResult, bool) {
+	var r checkResult
+	ok := cmd.Status == store.CommandSucceeded && json.Unmarshal(cmd.Result, &r) == nil
+	return r, ok
+}
+
+// protocol is what a probe says its target speaks: "https" or "http" when
+// it answered HTTP (over TLS or not), else "".
+func (r *checkResult) protocol() string {
+	switch {
+	case r.HTTP == nil || r.HTTP.Status != "ok":
+		return ""
+	case r.TLS != nil && r.TLS.Status == "ok":
+		return "https"
+	default:
+		return "http"
+	}
+}
+
+// diagnosticOf turns a finished diagnose/reach command into a diagnostic,
+// and gives its decoded result.
+func diagnosticOf(cmd *store.Command, serviceID string) (*store.Diagnostic, checkResult) {
+	r, ok := result(cmd)
 	d := &store.Diagnostic{ID: cmd.ID, WorkspaceID: cmd.WorkspaceID, ServiceID: serviceID, Perspective: "agent",
 		Status: "down", Result: cmd.Result, CreatedAt: cmd.CreatedAt}
 	if cmd.CompletedAt != nil {
 		d.CreatedAt = *cmd.CompletedAt
 	}
-	var r checkResult
-	if cmd.Status == store.CommandSucceeded && json.Unmarshal(cmd.Result, &r) == nil {
+	if ok {
 		switch r.Status {
 		case "ok", "degraded", "down":
 			d.Status = r.Status
@@ -220,7 +245,7 @@ func diagnosticOf(cmd *store.Command, serviceID string) *store.Diagnostic {
 			d.Message += ": " + cmd.Error
 		}
 	}
-	return d
+	return d, r
 }
 
 // commandDone is called for each command an edge report completed: it wakes
@@ -234,7 +259,7 @@ func (a *API) commandDone(cmd store.Command) {
 	if json.Unmarshal(cmd.Params, &p) != nil || p.ServiceID == "" {
 		return
 	}
-	d := diagnosticOf(&cmd, p.ServiceID)
+	d, r := diagnosticOf(&cmd, p.ServiceID)
 	var before, after string
 	detected := false
 	err := a.kv.Update(a.baseCtx, func(tx store.Tx) error {
@@ -254,7 +279,7 @@ func (a *API) commandDone(cmd store.Command) {
 		// down, or slow, at the probe is not taken for raw TCP.
 		// Only a probe of the service's current target counts (it may have
 		// moved since).
-		if proto := detectedProtocol(&cmd); s.Protocol == "auto" && proto != "" && p.TargetHost == s.TargetHost && p.TargetPort == s.TargetPort {
+		if proto := r.protocol(); s.Protocol == "auto" && proto != "" && p.TargetHost == s.TargetHost && p.TargetPort == s.TargetPort {
 			s.Protocol, detected = proto, true
 		}
 		if s.Status == d.Status {
@@ -297,32 +322,15 @@ func (a *API) commandDone(cmd store.Command) {
 // probeEvery bounds how often one target of an auto service is probed.
 const probeEvery = 10 * time.Minute
 
-// detectedProtocol is what a finished diagnose command says its target
-// speaks: "https" or "http" when it answered HTTP (over TLS or not), else "".
-func detectedProtocol(cmd *store.Command) string {
-	var r struct {
-		TLS  *struct{ Status string } `json:"tls"`
-		HTTP *struct{ Status string } `json:"http"`
-	}
-	if cmd.Status != store.CommandSucceeded || json.Unmarshal(cmd.Result, &r) != nil || r.HTTP == nil || r.HTTP.Status != "ok" {
-		return ""
-	}
-	if r.TLS != nil && r.TLS.Status == "ok" {
-		return "https"
-	}
-	return "http"
-}
-
-// detectProtocols asks agents of workspace ws to probe their "auto"
-// services (one, or all when serviceID is ""): a diagnose command each,
-// whose result commandDone records. One scan of the workspace's services
-// serves every agent of a report.
-func (a *API) detectProtocols(ctx context.Context, ws string, agents map[string]bool, serviceID string) {
+// detectProtocols asks the newly connected agents of workspace ws to probe
+// their "auto" services: one scan of the workspace's services serves every
+// agent of a report.
+func (a *API) detectProtocols(ctx context.Context, ws string, agents map[string]bool) {
 	var auto []store.Service
 	err := a.kv.View(ctx, func(tx store.Tx) error {
 		var err error
 		auto, _, err = store.ListServices(tx, ws, "", 0, func(s *store.Service) bool {
-			return agents[s.AgentID] && s.Protocol == "auto" && (serviceID == "" || s.ID == serviceID)
+			return agents[s.AgentID] && s.Protocol == "auto"
 		})
 		return err
 	})
@@ -330,28 +338,39 @@ func (a *API) detectProtocols(ctx context.Context, ws string, agents map[string]
 		a.log.Warn("protocol detection not scheduled", "workspace", ws, "err", err)
 		return
 	}
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	for _, s := range auto {
-		// One probe per target every probeEvery: an agent connects to every
-		// edge, and reconnects, and a raw-TCP target stays auto.
-		key := s.ID + "|" + net.JoinHostPort(s.TargetHost, strconv.Itoa(s.TargetPort))
-		a.probedMu.Lock()
-		last, seen := a.probed[key]
-		if !seen || now.Sub(last) >= probeEvery {
-			if len(a.probed) >= 100_000 {
-				clear(a.probed) // a bound, not a policy: the next probes come again
-			}
-			a.probed[key] = now
-		}
-		a.probedMu.Unlock()
-		if seen && now.Sub(last) < probeEvery {
-			continue
-		}
-		p, _ := json.Marshal(diagnoseParams{ServiceID: s.ID, ServiceName: s.Name, TargetHost: s.TargetHost, TargetPort: s.TargetPort, Protocol: s.Protocol})
-		if _, err := a.storeCommand(ctx, s.WorkspaceID, s.AgentID, "diagnose", p, 30, now); err != nil {
-			a.log.Warn("protocol detection not scheduled", "service", s.ID, "err", err)
-		}
+	for i := range auto {
+		a.probeService(ctx, &auto[i])
 	}
+}
+
+// probeService asks the agent of an "auto" service to probe its target (a
+// diagnose command, whose result commandDone records), at most once per
+// target every probeEvery: an agent connects to every edge, and reconnects,
+// and a raw-TCP target stays auto. storeCommand tells the agent's edges.
+func (a *API) probeService(ctx context.Context, s *store.Service) {
+	if s.Protocol != "auto" {
+		return
+	}
+	now := apiTime(time.Now())
+	key := s.ID + "|" + net.JoinHostPort(s.TargetHost, strconv.Itoa(s.TargetPort))
+	a.probedMu.Lock()
+	last, seen := a.probed[key]
+	due := !seen || now.Sub(last) >= probeEvery
+	a.probedMu.Unlock()
+	if !due {
+		return
+	}
+	p, _ := json.Marshal(diagnoseParams{ServiceID: s.ID, ServiceName: s.Name, TargetHost: s.TargetHost, TargetPort: s.TargetPort, Protocol: s.Protocol})
+	if _, err := a.storeCommand(ctx, s.WorkspaceID, s.AgentID, "diagnose", p, 30, now); err != nil {
+		a.log.Warn("protocol detection not scheduled", "service", s.ID, "err", err)
+		return
+	}
+	a.probedMu.Lock()
+	if len(a.probed) >= 100_000 {
+		clear(a.probed) // a bound, not a policy: the next probes come again
+	}
+	a.probed[key] = now
+	a.probedMu.Unlock()
 }
 
 // runCheck sends a diagnose/reach command to an online agent and waits for
@@ -369,7 +388,8 @@ func (a *API) runCheck(c *call, agentID, action string, p diagnoseParams, wait t
 	if done == nil {
 		return nil, newError(504, "the agent did not answer within %s", wait)
 	}
-	return diagnosticViewOf(diagnosticOf(done, p.ServiceID)), nil
+	d, _ := diagnosticOf(done, p.ServiceID)
+	return diagnosticViewOf(d), nil
 }
 
 func (a *API) checkService(c *call) (any, error) {

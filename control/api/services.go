@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"regexp"
@@ -129,13 +130,17 @@ func (a *API) upsertService(c *call, agentID, name, host string, port int, proto
 	}
 	c.resource = s.ID
 	a.publish(c, push.Service(c.ws, s.ID))
-	if s.Protocol == "auto" && a.hub.Presence.AgentOnline(s.AgentID) {
-		// Its agent runs already: it probes the new target now (else when
-		// it connects, edgeReport).
-		a.detectProtocols(c.ctx, c.ws, map[string]bool{s.AgentID: true}, s.ID)
-		a.hub.NotifyInbox(s.AgentID)
-	}
+	a.probeIfOnline(c.ctx, s)
 	return s, created, nil
+}
+
+// probeIfOnline probes an "auto" service written (registered, its target
+// or protocol changed) while its agent is connected; otherwise the probe
+// comes when the agent connects (edgeReport).
+func (a *API) probeIfOnline(ctx context.Context, s *store.Service) {
+	if s.Protocol == "auto" && a.hub.Presence.AgentOnline(s.AgentID) {
+		a.probeService(ctx, s)
+	}
 }
 
 var reNotSub = regexp.MustCompile(`[^a-z0-9-]+`)
