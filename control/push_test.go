@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -222,6 +223,15 @@ func TestConfigStreamAuthAndShutdown(t *testing.T) {
 	require.NoError(t, err)
 	res.Body.Close()
 	assert.Equal(t, 401, res.StatusCode, "old token rotated out")
+	// An edge process names itself with letters, digits, '-' and '_'.
+	for q, want := range map[string]int{"?instance=" + strings.Repeat("a", 65): 400, "?instance=a%20b": 400, "?version=-1": 400} {
+		req, _ = http.NewRequest("GET", e.base+"/v1/edges/config"+q, nil)
+		req.Header.Set("Authorization", "Bearer "+token2)
+		res, err = http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		res.Body.Close()
+		assert.Equal(t, want, res.StatusCode, q)
+	}
 	// An open stream does not keep the server from stopping (checked by start's cleanup).
 	ch, _ := e.stream(token2, "", 0)
 	next(t, ch, 2*time.Second)

@@ -438,6 +438,11 @@ func TestEdgesAndAgentPresence(t *testing.T) {
 	theirs := h.must(200, "GET", "/v1/edges", tenant, nil).list()
 	require.Len(t, theirs, 1)
 	assert.Equal(t, float64(0), theirs[0].(map[string]any)["connectedAgents"])
+	tenantAgent, _ := h.agent(tenant)
+	report(map[string]any{"configEpoch": "x", "configVersion": 1, "agents": []string{agentID, tenantAgent}})
+	theirs = h.must(200, "GET", "/v1/edges", tenant, nil).list()
+	assert.Equal(t, float64(1), theirs[0].(map[string]any)["connectedAgents"], "their own agent")
+	assert.Equal(t, float64(2), h.must(200, "GET", "/v1/edges", h.admin, nil).list()[0].(map[string]any)["connectedAgents"], "the platform's admins see all")
 
 	// The connection event is in the store's audit log.
 	var evs []store.AuditEvent

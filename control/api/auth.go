@@ -16,6 +16,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/privateconnect/pc/control/store"
+	"github.com/privateconnect/pc/internal/config"
 )
 
 // access is what a route requires of its caller.
@@ -133,11 +134,6 @@ func (a *API) authKey(c *call) error {
 }
 
 // authEdge authenticates an edge by its bearer token.
-// EdgeDeletedHeader marks the 401 answered to the token of a deleted edge:
-// the edge then stops serving. Any other refusal (an unknown token, a
-// proxy's 403) leaves it serving its last configuration.
-const EdgeDeletedHeader = "X-Pc-Edge-Deleted"
-
 func (a *API) authEdge(c *call) error {
 	h := c.ctx.Request.Header.Peek("Authorization")
 	tok, ok := bytes.CutPrefix(h, []byte("Bearer "))
@@ -161,7 +157,7 @@ func (a *API) authEdge(c *call) error {
 	if errors.Is(err, store.ErrNotFound) {
 		if deleted {
 			// The edge stops serving on this answer (configsync).
-			c.ctx.Response.Header.Set(EdgeDeletedHeader, "true")
+			c.ctx.Response.Header.Set(config.EdgeDeletedHeader, "true")
 			return unauthorized("this edge was deleted")
 		}
 		return unauthorized("invalid edge token")

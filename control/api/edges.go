@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -193,6 +194,9 @@ func (a *API) invalidateEdgeBase() {
 	a.edgeMu.Unlock()
 }
 
+// reInstance is an edge process's id on its config stream.
+var reInstance = regexp.MustCompile(`^[A-Za-z0-9_-]{0,64}$`)
+
 // edgeConfig serves the NDJSON config stream of package internal/config.
 func (a *API) edgeConfig(ctx *fasthttp.RequestCtx) {
 	c := &call{ctx: ctx, a: a, now: apiTime(time.Now())}
@@ -212,9 +216,7 @@ func (a *API) edgeConfig(ctx *fasthttp.RequestCtx) {
 	}
 	// The edge process's id (config.MsgReplaced); edges before it send none.
 	instance := string(ctx.QueryArgs().Peek("instance"))
-	if len(instance) > 64 || strings.ContainsFunc(instance, func(r rune) bool {
-		return !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-' || r == '_')
-	}) {
+	if !reInstance.MatchString(instance) {
 		writeError(ctx, invalidField("instance", "must be at most 64 letters, digits, '-' or '_'"))
 		return
 	}

@@ -154,7 +154,9 @@ func New(opts Options) (*API, error) {
 	// OPTIONS: the Allow header, and the methods in the envelope (the
 	// router's default was a 200 with an empty body; api-v1.md: every 2xx
 	// body is the envelope).
-	a.router.GlobalOPTIONS = func(ctx *fasthttp.RequestCtx) { writeOptions(ctx, string(ctx.Response.Header.Peek("Allow"))) }
+	a.router.GlobalOPTIONS = func(ctx *fasthttp.RequestCtx) {
+		writeOptions(ctx, strings.Split(string(ctx.Response.Header.Peek("Allow")), ", "))
+	}
 	a.router.PanicHandler = func(ctx *fasthttp.RequestCtx, v any) {
 		a.log.Error("handler panic", "path", string(ctx.Path()), "panic", v, "stack", string(debug.Stack()))
 		writeError(ctx, newError(fasthttp.StatusInternalServerError, "an internal error occurred"))
@@ -198,32 +200,28 @@ func (a *API) Handler(ctx *fasthttp.RequestCtx) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "strict-origin-when-cross-origin")
 	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-	if f, ok := a.fixed[string(ctx.Path())]; ok && !slices.Contains(f.methods, string(ctx.Method())) {
-		// A fixed path beside a pattern (/v1/services/register beside
-		// /v1/services/{id}): the router would take GET /v1/services/register
-		// for the service "register" (a 404) and list the pattern's methods
-		// in Allow. The methods are the fixed path's.
-		h.Set("Allow", f.allow)
-		writeError(ctx, newError(fasthttp.StatusMethodNotAllowed, "method %s is not allowed on %s (allowed: %s)",
-			ctx.Method(), ctx.Path(), f.allow))
-		return
-	}
-	if f, ok := a.fixed[string(ctx.Path())]; ok && string(ctx.Method()) == fasthttp.MethodOptions {
-		h.Set("Allow", f.allow)
-		writeOptions(ctx, f.allow)
-		return
+	// A fixed path beside a pattern (/v1/services/register beside
+	// /v1/services/{id}) has its own methods: the router would take GET
+	// /v1/services/register for the service "register" (a 404) and list the
+	// pattern's methods in Allow.
+	if f, ok := a.fixed[string(ctx.Path())]; ok {
+		switch m := string(ctx.Method()); {
+		case m == fasthttp.MethodOptions:
+			h.Set("Allow", f.allow)
+			writeOptions(ctx, f.methods)
+			return
+		case !slices.Contains(f.methods, m):
+			h.Set("Allow", f.allow)
+			writeError(ctx, newError(fasthttp.StatusMethodNotAllowed, "method %s is not allowed on %s (allowed: %s)",
+				m, ctx.Path(), f.allow))
+			return
+		}
 	}
 	a.router.Handler(ctx)
 }
 
 // writeOptions answers OPTIONS: 200, {"success":true,"data":{"allow":[...]}}.
-func writeOptions(ctx *fasthttp.RequestCtx, allow string) {
-	methods := []string{}
-	for m := range strings.SplitSeq(allow, ",") {
-		if m = strings.TrimSpace(m); m != "" {
-			methods = append(methods, m)
-		}
-	}
+func writeOptions(ctx *fasthttp.RequestCtx, methods []string) {
 	writeJSON(ctx, fasthttp.StatusOK, envelope{Success: true, Data: map[string][]string{"allow": methods}})
 }
 

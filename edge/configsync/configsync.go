@@ -309,9 +309,6 @@ func (e *ReplacedError) Error() string {
 	return "configsync: another process now serves this edge (connected from " + e.By + ")"
 }
 
-// deletedHeader is control/api.EdgeDeletedHeader.
-const deletedHeader = "X-Pc-Edge-Deleted"
-
 func (s *Syncer) stream(ctx context.Context) error {
 	t := s.Table()
 	q := url.Values{}
@@ -598,7 +595,7 @@ func (s *Syncer) do(ctx context.Context, method, path string, body []byte) (*htt
 		return resp, nil
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusUnauthorized && resp.Header.Get(deletedHeader) == "true" {
+	if resp.StatusCode == http.StatusUnauthorized && resp.Header.Get(config.EdgeDeletedHeader) == "true" {
 		return nil, ErrDeleted
 	}
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {

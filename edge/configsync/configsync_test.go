@@ -142,7 +142,7 @@ func TestOnlyADeletionWipesTheEdge(t *testing.T) {
 				select {
 				case <-refuse:
 					if tc.deleted {
-						w.Header().Set(deletedHeader, "true")
+						w.Header().Set(config.EdgeDeletedHeader, "true")
 					}
 					w.WriteHeader(tc.status)
 					return

@@ -62,6 +62,12 @@ const (
 	MsgReplaced = "replaced"
 )
 
+// EdgeDeletedHeader marks the 401 the control plane answers to the token of
+// a deleted edge ("true"): the edge then stops serving. Any other refusal
+// (an unknown token, a proxy's 403) leaves it serving its last
+// configuration.
+const EdgeDeletedHeader = "X-Pc-Edge-Deleted"
+
 // Change operations.
 const (
 	OpUpsert = "upsert"
