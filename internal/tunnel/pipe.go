@@ -33,7 +33,7 @@ func Pipe(a, b net.Conn) (aToB, bToA int64) {
 // copyHalf copies src to dst, then half-closes dst (or closes both on error).
 func copyHalf(dst, src net.Conn) int64 {
 	bp := copyBufPool.Get().(*[]byte)
-	n, err := io.CopyBuffer(dst, onlyReader{src}, *bp)
+	n, err := io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
 	copyBufPool.Put(bp)
 	if err != nil {
 		// A broken side (a reset, a lost session, an abort): reset both, so
@@ -52,9 +52,13 @@ func copyHalf(dst, src net.Conn) int64 {
 	return n
 }
 
-// onlyReader hides WriterTo/ReaderFrom so CopyBuffer uses our pooled buffer
-// rather than allocating one per call.
+// onlyReader and onlyWriter hide WriterTo and ReaderFrom so CopyBuffer uses
+// the pooled buffer: a *net.TCPConn destination's ReadFrom cannot splice
+// from a tunnel stream and falls back to io.Copy with a new 32 KiB buffer
+// (TestCopyHalfAllocations).
 type onlyReader struct{ io.Reader }
+
+type onlyWriter struct{ io.Writer }
 
 // PipeClose copies a→b and b→a until either side ends, then closes both:
 // the end of one direction ends the exchange. It suits protocols without
@@ -79,7 +83,7 @@ func PipeClose(a, b net.Conn) (aToB, bToA int64) {
 
 func copyAll(dst, src net.Conn) int64 {
 	bp := copyBufPool.Get().(*[]byte)
-	n, _ := io.CopyBuffer(dst, onlyReader{src}, *bp)
+	n, _ := io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
 	copyBufPool.Put(bp)
 	return n
 }
