@@ -302,8 +302,5 @@ func (a *API) edgeReport(c *call) (any, error) {
 		})
 		a.hub.NotifyInbox(pending...)
 	}
-	if a.hub.Presence.Current(c.edge.ID, r.Instance) {
-		a.hub.Presence.SetConnections(c.edge.ID, r.Connections)
-	}
 	return reportResponse{ConfigEpoch: a.hub.Epoch(), ConfigVersion: a.hub.Version()}, nil
 }

@@ -87,7 +87,11 @@ func (p *Presence) StreamClosed(id string) {
 func (p *Presence) Current(id, instance string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	e := p.edges[id]
+	return p.current(p.edges[id], instance)
+}
+
+// current is Current with p.mu held.
+func (p *Presence) current(e *EdgeState, instance string) bool {
 	if e == nil || instance == "" {
 		return true
 	}
@@ -129,13 +133,20 @@ func (p *Presence) Touch(id string) {
 // Report applies an edge report: applied version and the full list of
 // connected agents. It returns the agents that appeared and disappeared
 // since the previous report.
-func (p *Presence) Report(id string, r *config.Report) (appeared, gone []string) {
+//
+// A report of a process that does not serve the edge (Current: one
+// replaced, draining) moves nothing: current is false.
+func (p *Presence) Report(id string, r *config.Report) (appeared, gone []string, current bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if _, deleted := p.deleted[id]; deleted {
-		return nil, nil // a report in flight at the deletion: its agents did not appear
+		return nil, nil, true // a report in flight at the deletion: its agents did not appear
+	}
+	if !p.current(p.edges[id], r.Instance) {
+		return nil, nil, false
 	}
 	e := p.edge(id)
+	e.Connections = r.Connections
 	e.LastSeen = p.now()
 	e.ConfigEpoch, e.ConfigVersion = r.ConfigEpoch, r.ConfigVersion
 	if r.EdgeVersion != "" {
@@ -154,7 +165,7 @@ func (p *Presence) Report(id string, r *config.Report) (appeared, gone []string)
 		}
 	}
 	e.Agents = now
-	return appeared, gone
+	return appeared, gone, true
 }
 
 // Forget drops a deleted edge for good: a ping or report of it still in
@@ -245,13 +256,6 @@ func (p *Presence) OnlineEdges() []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// SetConnections records an edge's live tunnel connections (full list).
-func (p *Presence) SetConnections(id string, conns []config.Connection) {
-	p.mu.Lock()
-	p.edge(id).Connections = conns
-	p.mu.Unlock()
 }
 
 // EdgeConnection is a live connection and the edge that holds it.

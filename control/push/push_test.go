@@ -195,11 +195,11 @@ func TestPresenceOfflineWindow(t *testing.T) {
 	p := NewPresence(30 * time.Second)
 	now := time.Now()
 	p.now = func() time.Time { return now }
-	app, gone := p.Report("e1", &config.Report{Agents: []string{"a", "b"}})
+	app, gone, _ := p.Report("e1", &config.Report{Agents: []string{"a", "b"}})
 	assert.ElementsMatch(t, []string{"a", "b"}, app)
 	assert.Empty(t, gone)
 	assert.Equal(t, []string{"e1"}, p.AgentEdges("a"))
-	_, gone = p.Report("e1", &config.Report{Agents: []string{"a"}})
+	_, gone, _ = p.Report("e1", &config.Report{Agents: []string{"a"}})
 	assert.Equal(t, []string{"b"}, gone)
 	assert.False(t, p.AgentOnline("b"))
 	now = now.Add(31 * time.Second)
@@ -228,7 +228,7 @@ func TestDisconnectDeletedEdge(t *testing.T) {
 		t.Fatal("the deleted edge's stream stayed open")
 	}
 	h.Presence.Touch("edge-1")
-	appeared, _ := h.Presence.Report("edge-1", &config.Report{Agents: []string{"a"}})
+	appeared, _, _ := h.Presence.Report("edge-1", &config.Report{Agents: []string{"a"}})
 	assert.Empty(t, appeared, "no agent.CONNECTED for a deleted edge's late report")
 	_, online := h.Presence.Edge("edge-1")
 	assert.False(t, online)

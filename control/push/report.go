@@ -40,11 +40,9 @@ type ReportHooks struct {
 func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks ReportHooks) error {
 	// A replaced process draining (config.MsgReplaced) still reports its
 	// access logs and uses, but its agents are not the edge's.
-	var appeared, gone []string
+	appeared, gone, current := h.Presence.Report(edgeID, r)
 	events := r.Events
-	if h.Presence.Current(edgeID, r.Instance) {
-		appeared, gone = h.Presence.Report(edgeID, r)
-	} else {
+	if !current {
 		events = nil
 	}
 	// An agent that appeared or vanished without an explicit event (a report
