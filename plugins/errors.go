@@ -2,7 +2,10 @@ package plugins
 
 import (
 	"errors"
+	"fmt"
 	"strings"
+
+	"github.com/privateconnect/pc/plugins/abi"
 )
 
 // Sentinel errors. A [Decision] of [Error] carries a *[PluginError] whose Kind is one of these,
@@ -21,6 +24,10 @@ var (
 	ErrClosed        = errors.New("host closed")
 	ErrCanceled      = errors.New("request canceled")
 )
+
+// ErrConfigTooLarge is a config over abi.MaxConfigLen, which the host refuses
+// before any plugin runs; it is an ErrInvalidConfig too.
+var ErrConfigTooLarge = fmt.Errorf("%w: larger than %d bytes", ErrInvalidConfig, abi.MaxConfigLen)
 
 // PluginError describes why a plugin call failed. Kind is a sentinel error above; Detail is a
 // one-line description for logs (a guest's set_error reason, the trap message...). It is never

@@ -149,7 +149,7 @@ func (h *Host) Validate(ctx context.Context, wasm []byte) (Info, error) {
 // reason.
 func (h *Host) ValidateConfig(ctx context.Context, pluginID string, config []byte) error {
 	if len(config) > abi.MaxConfigLen {
-		return fmt.Errorf("%w: larger than %d bytes", ErrInvalidConfig, abi.MaxConfigLen)
+		return ErrConfigTooLarge
 	}
 	if len(config) == 0 {
 		config = emptyConfig

@@ -241,15 +241,14 @@ func attachmentConfig(raw json.RawMessage) []byte {
 // it refuses the config (or fails: a timeout, a trap), err a failure of the
 // host itself.
 func validateConfig(ctx context.Context, h *plugins.Host, id string, cfg []byte) (reason string, err error) {
-	if len(cfg) > abi.MaxConfigLen {
-		// The host's limit (plugin-abi-v1.md), not the plugin's refusal.
-		return fmt.Sprintf("larger than %d bytes, the most a plugin config may be", abi.MaxConfigLen), nil
-	}
 	err = h.ValidateConfig(ctx, id, cfg)
 	var pe *plugins.PluginError
 	switch {
 	case err == nil:
 		return "", nil
+	case errors.Is(err, plugins.ErrConfigTooLarge):
+		// The host's limit (plugin-abi-v1.md), not the plugin's refusal.
+		return fmt.Sprintf("larger than %d bytes, the most a plugin config may be", abi.MaxConfigLen), nil
 	case errors.Is(err, plugins.ErrInvalidConfig):
 		return "refused by the plugin: " + strings.TrimPrefix(err.Error(), plugins.ErrInvalidConfig.Error()+": "), nil
 	case errors.Is(err, plugins.ErrNoInstance), errors.Is(err, plugins.ErrClosed), errors.Is(err, plugins.ErrNotLoaded):
