@@ -222,12 +222,7 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 }
 
 // CloseWrite forwards half-close.
-func (c *trackedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return c.Conn.Close()
-}
+func (c *trackedConn) CloseWrite() error { return tunnel.CloseWrite(c.Conn) }
 
 // Abort resets the connection (tunnel.Reset).
 func (c *trackedConn) Abort() { tunnel.Reset(c.Conn) }

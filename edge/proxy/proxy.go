@@ -1368,12 +1368,7 @@ type readerConn struct {
 func (c *readerConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // CloseWrite forwards half-close.
-func (c *readerConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return c.Conn.Close()
-}
+func (c *readerConn) CloseWrite() error { return tunnel.CloseWrite(c.Conn) }
 
 // writeError writes the API's error envelope.
 func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {

@@ -104,9 +104,14 @@ func (c *stallConn) Write(p []byte) (int, error) {
 }
 
 // CloseWrite forwards half-close.
-func (c *stallConn) CloseWrite() error {
-	if cw, ok := c.Conn.(closeWriter); ok {
+func (c *stallConn) CloseWrite() error { return CloseWrite(c.Conn) }
+
+// CloseWrite half-closes c when it can (a TCP or TLS connection, a tunnel
+// stream), else closes it: the CloseWrite of a connection that wraps
+// another.
+func CloseWrite(c net.Conn) error {
+	if cw, ok := c.(closeWriter); ok {
 		return cw.CloseWrite()
 	}
-	return c.Conn.Close()
+	return c.Close()
 }
