@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -302,24 +301,25 @@ func deliveryViewOf(d *store.Delivery) deliveryView {
 }
 
 func (a *API) webhookEvents(c *call) (any, error) {
-	// In the catalog's order (its index is the key).
-	type indexed struct {
-		i int
-		e webhooks.EventType
-	}
-	all := make([]indexed, len(webhooks.Events))
-	for i, e := range webhooks.Events {
-		all[i] = indexed{i, e}
-	}
-	page, err := pageOf(c, all, func(x *indexed) string { return fmt.Sprintf("%04d", x.i) })
+	// In the catalog's order; the cursor is the last event's name, as the
+	// built-ins' in listPlugins.
+	after, limit, err := c.page()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]webhooks.EventType, len(page))
-	for i, x := range page {
-		out[i] = x.e
+	from := 0
+	if after != "" {
+		i := slices.IndexFunc(webhooks.Events, func(e webhooks.EventType) bool { return e.Name == after })
+		if i < 0 {
+			return nil, invalidField("cursor", "is not a cursor this API returned")
+		}
+		from = i + 1
 	}
-	return out, nil
+	page := webhooks.Events[from:min(from+limit, len(webhooks.Events))]
+	if from+len(page) < len(webhooks.Events) {
+		c.setNext(page[len(page)-1].Name)
+	}
+	return page, nil
 }
 
 // webhookEventList validates a list of event names (≥ 1, from the catalog)

@@ -224,7 +224,6 @@ type sub struct {
 	from     string // the remote address of the stream
 	wake     chan struct{}
 	inbox    map[string]struct{} // agent ids to announce; guarded by Hub.mu
-	gone     bool                // the edge was deleted (Disconnect); guarded by Hub.mu
 	// replacedBy is the address of a newer process of the same edge
 	// (another instance); guarded by Hub.mu.
 	replacedBy string
@@ -429,8 +428,6 @@ func (h *Hub) rebuild(ctx context.Context) ([]byte, int64, error) {
 func (h *Hub) subscribe(edgeID, instance, from string) *sub {
 	s := &sub{edgeID: edgeID, instance: instance, from: from, wake: make(chan struct{}, 1), inbox: map[string]struct{}{}}
 	h.mu.Lock()
-	// A stream authorized just before its edge was deleted ends too.
-	_, s.gone = h.goneEdges[edgeID]
 	// Another process holding this edge's stream is replaced: the newest
 	// process serves the edge (a restarted edge whose old stream the
 	// control plane has not seen die yet is one too). The same process
@@ -469,18 +466,19 @@ func (h *Hub) Disconnect(edgeID string) {
 	h.goneEdges[edgeID] = struct{}{}
 	for s := range h.subs {
 		if s.edgeID == edgeID {
-			s.gone = true
 			s.poke()
 		}
 	}
 	h.mu.Unlock()
 }
 
-// deleted reports whether s's edge was deleted.
+// deleted reports whether s's edge was deleted (Disconnect), before or
+// after s was authorized.
 func (h *Hub) deleted(s *sub) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return s.gone
+	_, gone := h.goneEdges[s.edgeID]
+	return gone
 }
 
 // Subscribers is the number of open edge streams.

@@ -725,3 +725,17 @@ func TestReplacedInstanceStaysReplaced(t *testing.T) {
 	require.True(t, p.Current("e1", "C"), "a process not seen before is taken while no stream is open")
 	require.False(t, p.Current("e1", "A"))
 }
+
+// A stream authorized just before its edge was deleted ends at once, with
+// nothing sent: the deletion is the hub's, not the stream's.
+func TestStreamOfADeletedEdgeEnds(t *testing.T) {
+	h, _ := newHub(t, Options{})
+	h.Disconnect("edge-1")
+	ch, _ := stream(t, h, "", 0)
+	select {
+	case m, open := <-ch:
+		require.False(t, open, "got %+v", m)
+	case <-time.After(2 * time.Second):
+		t.Fatal("the stream of a deleted edge did not end")
+	}
+}
