@@ -169,7 +169,7 @@ var uploadTypes = []string{"application/json", "application/wasm", "application/
 func (createPluginRequest) checkBody(ctx *fasthttp.RequestCtx) *Error {
 	body := ctx.Request.Body()
 	if len(body) > MaxPluginUploadBytes {
-		return newError(fasthttp.StatusRequestEntityTooLarge, "request body is larger than %d bytes (plugin modules: at most %d bytes)", MaxPluginUploadBytes, MaxPluginBytes)
+		return newError(fasthttp.StatusRequestEntityTooLarge, "%s", uploadTooLarge)
 	}
 	ct := string(ctx.Request.Header.ContentType())
 	if ct == "" && len(body) == 0 {

@@ -236,15 +236,10 @@ type fixedRoute struct {
 func (a *API) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 	switch {
 	case err == fasthttp.ErrBodyTooLarge:
-		// The limit of the route the body was sent to (HeaderReceived).
-		switch {
-		case isPluginUpload(&ctx.Request.Header):
-			writeError(ctx, newError(fasthttp.StatusRequestEntityTooLarge, "request body is larger than %d bytes (plugin modules: at most %d bytes)", MaxPluginUploadBytes, MaxPluginBytes))
-		case string(ctx.Request.Header.RequestURI()) == "/v1/edges/report":
-			writeError(ctx, newError(fasthttp.StatusRequestEntityTooLarge, "request body is larger than %d bytes", MaxRequestBodySize))
-		default:
-			writeError(ctx, newError(fasthttp.StatusRequestEntityTooLarge, "request body is larger than %d bytes", MaxBodyBytes))
-		}
+		// The limit of the route the body was sent to, as HeaderReceived
+		// read it.
+		_, tooLarge := bodyLimit(&ctx.Request.Header)
+		writeError(ctx, newError(fasthttp.StatusRequestEntityTooLarge, "%s", tooLarge))
 	default:
 		if _, ok := err.(*fasthttp.ErrSmallBuffer); ok {
 			writeError(ctx, newError(fasthttp.StatusRequestHeaderFieldsTooLarge, "request headers are too large"))
@@ -273,14 +268,29 @@ const readLimit = 4 << 20
 // edge reports, readLimit for everything else; use it as
 // fasthttp.Server.HeaderReceived.
 func (a *API) HeaderReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-	if string(h.RequestURI()) == "/v1/edges/report" {
-		return fasthttp.RequestConfig{MaxRequestBodySize: MaxRequestBodySize + readLimit}
-	}
-	if isPluginUpload(h) {
-		return fasthttp.RequestConfig{MaxRequestBodySize: MaxPluginUploadBytes + readLimit}
-	}
-	return fasthttp.RequestConfig{MaxRequestBodySize: readLimit}
+	limit, _ := bodyLimit(h)
+	return fasthttp.RequestConfig{MaxRequestBodySize: limit}
 }
+
+// bodyLimit is how much of a request's body the server reads, by route (the
+// edge report's and plugin uploads' are larger), and the message of the 413
+// past it.
+func bodyLimit(h *fasthttp.RequestHeader) (read int, tooLarge string) {
+	switch {
+	case string(h.RequestURI()) == "/v1/edges/report":
+		return MaxRequestBodySize + readLimit, reportTooLarge
+	case isPluginUpload(h):
+		return MaxPluginUploadBytes + readLimit, uploadTooLarge
+	default:
+		return readLimit, bodyTooLarge
+	}
+}
+
+var (
+	reportTooLarge = fmt.Sprintf("request body is larger than %d bytes", MaxRequestBodySize)
+	uploadTooLarge = fmt.Sprintf("request body is larger than %d bytes (plugin modules: at most %d bytes)", MaxPluginUploadBytes, MaxPluginBytes)
+	bodyTooLarge   = fmt.Sprintf("request body is larger than %d bytes", MaxBodyBytes)
+)
 
 // StopStreams ends every open edge config stream and waits for them; call it
 // before shutting the HTTP server down (streams never end on their own).
