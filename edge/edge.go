@@ -431,12 +431,18 @@ func (s *Server) Run(ctx context.Context) error {
 		if err := s.Shutdown(); err != nil {
 			s.log.Warn("drain after replacement", "err", err)
 		}
-		return fmt.Errorf("edge %s: %w (the other process connected from %s)", s.ID(), ErrReplaced, s.sync.ReplacedBy())
+		return s.ReplacedError()
 	}
 }
 
 // Replaced is closed when another process took this edge (see Run).
 func (s *Server) Replaced() <-chan struct{} { return s.replaced }
+
+// ReplacedError is ErrReplaced, naming the edge and where the other
+// process connected from.
+func (s *Server) ReplacedError() error {
+	return fmt.Errorf("edge %s: %w (the other process connected from %s)", s.ID(), ErrReplaced, s.sync.ReplacedBy())
+}
 
 // Shutdown stops accepting, lets in-flight requests and open TCP
 // connections finish (up to DrainTimeout), then closes the tunnels.

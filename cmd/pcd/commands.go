@@ -301,7 +301,7 @@ Try:
 		_ = e.Shutdown()
 		cancel()
 		<-ctrlDone
-		return edge.ErrReplaced
+		return e.ReplacedError()
 	case err := <-ctrlDone:
 		if err != nil {
 			_ = e.Shutdown()
