@@ -164,10 +164,9 @@ type Session struct {
 	ctl   *smux.Stream
 
 	// aborts are the session's TCP streams, whose teardown each side tells
-	// the other (tunnel.CtlAbort); conn is the connection under smux, whose
-	// failure ends them as torn down.
+	// the other (tunnel.CtlAbort); the failure of the connection under smux
+	// ends them as torn down.
 	aborts tunnel.Aborts
-	conn   net.Conn
 
 	// Clients caches per-service HTTP clients of the proxy (service id →
 	// value), so they live and die with the session.
@@ -273,8 +272,10 @@ func (r *Registry) handshake(c net.Conn, ip string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Session{AgentID: agentID, WorkspaceID: ag.WorkspaceID, RemoteIP: ip, Since: time.Now().UTC(),
-		key: ag.Key, pub: ag.Pub, sess: sess, conn: bc, sem: make(chan struct{}, r.cfg.MaxStreams), reg: r}, nil
+	s := &Session{AgentID: agentID, WorkspaceID: ag.WorkspaceID, RemoteIP: ip, Since: time.Now().UTC(),
+		key: ag.Key, pub: ag.Pub, sess: sess, sem: make(chan struct{}, r.cfg.MaxStreams), reg: r}
+	s.aborts.Init(s.Control, func() bool { return tunnel.ReadFailed(bc) })
+	return s, nil
 }
 
 // serve registers s (replacing an older session of the same agent), opens
@@ -396,7 +397,7 @@ func (r *Registry) serveReach(from *Session, st *smux.Stream) {
 	}
 	// The reacher's stream is registered for aborts, and tracked (so that a
 	// pause cuts it), before anything can abort or pause it.
-	var reacher net.Conn = from.abortable(st, st.ID())
+	var reacher net.Conn = from.aborts.Wrap(st, st.ID())
 	if r.cfg.TrackConn != nil {
 		var done func()
 		reacher, done = r.cfg.TrackConn(svc.ID, from.RemoteIP, reacher)
@@ -542,7 +543,7 @@ func (s *Session) OpenStream(kind byte, serviceID uuid.UUID, clientIP string) (n
 	if kind == tunnel.KindTCP {
 		// Registered before the agent can answer: its abort may follow
 		// its reply at once.
-		c = s.abortable(c, st.ID())
+		c = s.aborts.Wrap(c, st.ID())
 	}
 	var buf [64]byte
 	hdr, err := tunnel.AppendStreamHeader(buf[:0], &tunnel.StreamHeader{Kind: kind, ServiceID: serviceID, ClientIP: clientIP})
@@ -565,11 +566,6 @@ func (s *Session) OpenStream(kind byte, serviceID uuid.UUID, clientIP string) (n
 		return nil, fmt.Errorf("%w: %s", ErrRefused, res.Message)
 	}
 	return c, nil
-}
-
-// abortable makes a TCP stream of the session abortable (tunnel.CtlAbort).
-func (s *Session) abortable(c net.Conn, id uint32) *tunnel.AbortConn {
-	return s.aborts.Wrap(c, id, s.Control, func() bool { return tunnel.ReadFailed(s.conn) })
 }
 
 // Stream is a proxied stream; Close releases its slot once.

@@ -47,11 +47,9 @@ var ErrAborted = errors.New("tunnel: the connection was torn down at the other e
 type AbortConn struct {
 	net.Conn
 	id      uint32
-	tell    func(*Control) error
-	lost    func() bool // the session's connection failed (ReadFailed)
 	reg     *Aborts
-	once    sync.Once // the teardown was told, or heard
-	heard   chan struct{}
+	once    sync.Once    // the teardown was told, or heard
+	heard   atomic.Bool  // the peer told it (peerAborted)
 	waiting atomic.Bool  // told: the peer closes the stream (Abort)
 	reads   atomic.Int32 // Reads in progress (drain waits for them)
 	closed  sync.Once
@@ -70,15 +68,12 @@ var abortGrace = 10 * time.Second
 // after abortGrace at the latest) the stream is closed and its slot freed.
 func (c *AbortConn) Abort() {
 	c.once.Do(func() {
-		if c.tell == nil {
-			return
-		}
 		c.waiting.Store(true)
 		_ = c.Conn.SetDeadline(time.Unix(1, 0)) // wakes the copies blocked on it
 		go func() {
 			// Off the caller's path: a busy control stream must not hold
 			// up the copy that found the teardown.
-			if c.tell(&Control{Type: CtlAbort, Stream: c.id}) != nil {
+			if c.reg.tell(&Control{Type: CtlAbort, Stream: c.id}) != nil {
 				_ = c.closeNow()
 				return
 			}
@@ -110,15 +105,8 @@ func (c *AbortConn) Read(p []byte) (int, error) {
 	c.reads.Add(1)
 	n, err := c.Conn.Read(p)
 	c.reads.Add(-1)
-	if err != nil {
-		select {
-		case <-c.heard:
-			return n, ErrAborted
-		default:
-		}
-		if err == io.EOF && c.lost != nil && c.lost() {
-			return n, ErrAborted
-		}
+	if err != nil && (c.heard.Load() || err == io.EOF && c.reg.lost != nil && c.reg.lost()) {
+		return n, ErrAborted
 	}
 	return n, err
 }
@@ -159,20 +147,28 @@ func (c *AbortConn) CloseWrite() error {
 
 // peerAborted is the peer's CtlAbort: nothing is told back.
 func (c *AbortConn) peerAborted() {
-	c.once.Do(func() { close(c.heard) })
+	c.once.Do(func() { c.heard.Store(true) })
 	_ = c.closeNow()
 }
 
 // Aborts are the abortable streams of one session, by stream id.
 type Aborts struct {
-	mu sync.Mutex
-	m  map[uint32]*AbortConn
+	tell func(*Control) error // writes a control frame to the peer
+	lost func() bool          // the session's connection failed (ReadFailed); may be nil
+	mu   sync.Mutex
+	m    map[uint32]*AbortConn
 }
 
-// Wrap makes st (stream id) abortable: tell writes a control frame to the
-// peer; lost reports whether the session's connection failed.
-func (a *Aborts) Wrap(st net.Conn, id uint32, tell func(*Control) error, lost func() bool) *AbortConn {
-	c := &AbortConn{Conn: st, id: id, tell: tell, lost: lost, reg: a, heard: make(chan struct{})}
+// Init gives the session's means to its streams, before the first Wrap:
+// tell writes a control frame to the peer; lost reports whether the
+// session's connection failed.
+func (a *Aborts) Init(tell func(*Control) error, lost func() bool) {
+	a.tell, a.lost = tell, lost
+}
+
+// Wrap makes st (stream id) abortable.
+func (a *Aborts) Wrap(st net.Conn, id uint32) *AbortConn {
+	c := &AbortConn{Conn: st, id: id, reg: a}
 	a.mu.Lock()
 	if a.m == nil {
 		a.m = map[uint32]*AbortConn{}

@@ -22,9 +22,10 @@ func TestAbortConn(t *testing.T) {
 	var mu sync.Mutex
 	tell := func(c *Control) error { mu.Lock(); told = append(told, c); mu.Unlock(); return nil }
 	var reg Aborts
+	reg.Init(tell, nil)
 	a, b := net.Pipe()
 	defer b.Close()
-	c := reg.Wrap(a, 7, tell, nil)
+	c := reg.Wrap(a, 7)
 	c.Abort()
 	c.Abort() // Pipe resets both sides; the second is a no-op
 	if _, err := c.Read(make([]byte, 1)); err == nil {
@@ -63,7 +64,7 @@ func TestAbortConn(t *testing.T) {
 	old2 := abortGrace
 	abortGrace = time.Hour
 	a4, b4 := net.Pipe()
-	c4 := reg.Wrap(a4, 13, tell, nil)
+	c4 := reg.Wrap(a4, 13)
 	c4.Abort()
 	time.Sleep(20 * time.Millisecond)
 	b4.Close()
@@ -85,7 +86,7 @@ func TestAbortConn(t *testing.T) {
 	// The peer's abort.
 	a2, b2 := net.Pipe()
 	defer b2.Close()
-	c2 := reg.Wrap(a2, 9, tell, nil)
+	c2 := reg.Wrap(a2, 9)
 	done := make(chan error, 1)
 	go func() { _, err := c2.Read(make([]byte, 1)); done <- err }()
 	reg.Abort(9)
@@ -95,8 +96,10 @@ func TestAbortConn(t *testing.T) {
 	reg.Abort(9) // gone: nothing happens
 
 	// A lost session: an end of file reads as an abort.
+	var lostReg Aborts
+	lostReg.Init(tell, func() bool { return true })
 	a3, b3 := net.Pipe()
-	c3 := reg.Wrap(a3, 11, tell, func() bool { return true })
+	c3 := lostReg.Wrap(a3, 11)
 	b3.Close()
 	if _, err := c3.Read(make([]byte, 1)); !errors.Is(err, ErrAborted) {
 		t.Fatalf("read on a lost session: %v, want ErrAborted", err)

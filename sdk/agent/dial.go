@@ -34,7 +34,7 @@ func (a *Agent) Dial(ctx context.Context, serviceID string) (net.Conn, error) {
 			continue
 		}
 		// Registered first: the edge's abort may follow its reply at once.
-		ac := ec.abortable(st, st.ID())
+		ac := ec.aborts.Wrap(st, st.ID())
 		hdr, _ := tunnel.AppendStreamHeader(nil, &tunnel.StreamHeader{Kind: tunnel.KindReach, ServiceID: id})
 		if dl, ok := ctx.Deadline(); ok {
 			_ = st.SetDeadline(dl)

@@ -29,10 +29,9 @@ type edgeConn struct {
 
 	// aborts are the session's TCP streams, whose teardown each side tells
 	// the other (tunnel.CtlAbort) on the control stream (ctl, once it is
-	// up); conn is the connection under smux.
+	// up); the failure of the connection under smux ends them as torn down.
 	aborts tunnel.Aborts
 	ctl    atomic.Pointer[func(*tunnel.Control) error]
-	conn   net.Conn
 }
 
 // tell writes a control frame to the edge.
@@ -44,11 +43,6 @@ func (e *edgeConn) tell(c *tunnel.Control) error {
 }
 
 var errNoControl = errors.New("agent: no control stream yet")
-
-// abortable makes a TCP stream of the session abortable.
-func (e *edgeConn) abortable(c net.Conn, id uint32) *tunnel.AbortConn {
-	return e.aborts.Wrap(c, id, e.tell, func() bool { return tunnel.ReadFailed(e.conn) })
-}
 
 func (e *edgeConn) close() { e.once.Do(func() { e.sess.Close() }) }
 
@@ -77,7 +71,8 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		conn.Close()
 		return fmt.Errorf("smux: %w", err)
 	}
-	ec := &edgeConn{addr: addr, edgeID: edgeID, sess: sess, conn: bc}
+	ec := &edgeConn{addr: addr, edgeID: edgeID, sess: sess}
+	ec.aborts.Init(ec.tell, func() bool { return tunnel.ReadFailed(bc) })
 	a.mu.Lock()
 	if old := a.sessions[addr]; old != nil {
 		old.close()
@@ -223,7 +218,7 @@ func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tu
 	if h.Kind == tunnel.KindTCP {
 		// Registered before the edge learns the stream is open: its abort
 		// may follow the reply at once.
-		src = ec.abortable(src, st.ID())
+		src = ec.aborts.Wrap(src, st.ID())
 	}
 	refuse := func(code byte, msg string) {
 		_ = tunnel.WriteResult(st, tunnel.Result{Status: code, Message: msg})
