@@ -464,9 +464,6 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 			a.log.Error("not connecting to a plain-TCP edge off loopback", "edge", addr)
 			return
 		}
-		if err != nil {
-			a.stopIfDone() // replaced elsewhere, and this edge cannot be had either
-		}
 		if errors.As(err, &rej) {
 			a.counters.rejected.Add(1)
 			a.emit(Event{Kind: EventRejected, Edge: addr, Message: rej.Message, Err: err})
@@ -475,11 +472,15 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 				a.mu.Lock()
 				a.definitive[addr] = rej
 				a.mu.Unlock()
-				a.stopIfDone()
 			}
 		} else if err != nil {
 			a.emit(Event{Kind: EventError, Edge: addr, Err: err, Message: err.Error()})
 			a.log.Debug("tunnel ended", "edge", addr, "err", err)
+		}
+		if err != nil {
+			// Refused here for good, or replaced elsewhere, and this edge
+			// cannot be had either.
+			a.stopIfDone()
 		}
 		// Full jitter in [backoff/2, backoff].
 		d := backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))
