@@ -364,17 +364,16 @@ func (r *Registry) acceptAgentStreams(s *Session) {
 
 // serveReach connects a reaching agent's stream to the service's agent.
 func (r *Registry) serveReach(from *Session, st *smux.Stream) {
+	refuse := func(code byte, msg string) {
+		_ = tunnel.WriteResult(st, tunnel.Result{Status: code, Message: msg})
+		st.Close()
+	}
 	_ = st.SetReadDeadline(time.Now().Add(tunnel.HandshakeTimeout))
 	h, err := tunnel.ReadStreamHeader(st)
 	_ = st.SetReadDeadline(time.Time{})
 	if err != nil || h.Kind != tunnel.KindReach {
-		_ = tunnel.WriteResult(st, tunnel.Result{Status: tunnel.ReplyRefused, Message: "only reach streams may be opened by agents"})
-		st.Close()
+		refuse(tunnel.ReplyRefused, "only reach streams may be opened by agents")
 		return
-	}
-	refuse := func(code byte, msg string) {
-		_ = tunnel.WriteResult(st, tunnel.Result{Status: code, Message: msg})
-		st.Close()
 	}
 	svc, ok := r.cfg.Table().Service(h.ServiceID.String())
 	if !ok || svc.WorkspaceID != from.WorkspaceID {
