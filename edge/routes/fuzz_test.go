@@ -147,5 +147,8 @@ func indexes(t *Table) map[string]string {
 	for id, p := range t.plugins {
 		out["plugin/"+id] = js(p)
 	}
+	for id, n := range t.attached.all() {
+		out["attached/"+id] = fmt.Sprint(n)
+	}
 	return out
 }

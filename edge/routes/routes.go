@@ -63,8 +63,14 @@ type Table struct {
 	subdomains shardMap[string, string] // subdomain → service id
 	agents     shardMap[string, *Agent]
 	agentSvcs  shardMap[string, []string] // agent id → service ids
-	edges      map[string]config.Edge
-	plugins    map[string]config.Plugin
+	// attached counts, per plugin id, the shares not revoked whose chain
+	// names it, each share once (kept as shares change: see attach); ids
+	// of plugins the table does not hold (not yet, or no more) are counted
+	// too. An expired share still counts (expiry comes with time, not with
+	// a change). No zero entries.
+	attached shardMap[string, int32]
+	edges    map[string]config.Edge
+	plugins  map[string]config.Plugin
 }
 
 // Empty returns a table with nothing in it.
@@ -177,6 +183,7 @@ type writer struct {
 	subdomains             cow[string, string]
 	agents                 cow[string, *Agent]
 	agentSvcs              cow[string, []string]
+	attached               cow[string, int32]
 	ownsEdges, ownsPlugins bool
 }
 
@@ -184,6 +191,7 @@ func newWriter(t *Table) *writer {
 	w := &writer{t: t}
 	w.shares.m, w.shareByID.m, w.services.m = &t.shares, &t.shareByID, &t.services
 	w.subdomains.m, w.agents.m, w.agentSvcs.m = &t.subdomains, &t.agents, &t.agentSvcs
+	w.attached.m = &t.attached
 	return w
 }
 
@@ -257,16 +265,51 @@ func (w *writer) putShare(s *config.Share) error {
 	w.delShare(s.ID)
 	var h [32]byte
 	copy(h[:], raw)
+	if old, ok := w.t.shares.get(hashShard(&h), h); ok {
+		// Another share with this token hash (a control plane's mistake):
+		// the newer one replaces it in every index, not only by token.
+		w.delShare(old.ID)
+	}
 	w.shares.put(hashShard(&h), h, sh)
 	w.shareByID.put(strShard(s.ID), s.ID, h)
+	w.attach(sh, 1)
 	return nil
 }
 
 func (w *writer) delShare(id string) {
 	i := strShard(id)
 	if h, ok := w.t.shareByID.get(i, id); ok {
+		if old, ok := w.t.shares.get(hashShard(&h), h); ok {
+			w.attach(old, -1)
+		}
 		w.shares.del(hashShard(&h), h)
 		w.shareByID.del(i, id)
+	}
+}
+
+// attach adds d to the attachment count of each plugin sh's chain names
+// (once per plugin, whatever the number of times the chain names it). A
+// revoked share counts for none: its requests are refused before the chain.
+func (w *writer) attach(sh *Share, d int32) {
+	if sh.Revoked {
+		return
+	}
+	ps := sh.Plugins
+next:
+	for i := range ps {
+		id := ps[i].PluginID
+		for j := range i {
+			if ps[j].PluginID == id {
+				continue next
+			}
+		}
+		k := strShard(id)
+		n, _ := w.t.attached.get(k, id)
+		if n += d; n > 0 {
+			w.attached.put(k, id, n)
+		} else {
+			w.attached.del(k, id)
+		}
 	}
 }
 
@@ -379,6 +422,25 @@ func (t *Table) Plugins() []config.Plugin {
 	out := make([]config.Plugin, 0, len(t.plugins))
 	for _, p := range t.plugins {
 		out = append(out, p)
+	}
+	return out
+}
+
+// Attachments reports how many shares not revoked name the plugin id in
+// their chain, counting each share once.
+func (t *Table) Attachments(pluginID string) int {
+	n, _ := t.attached.get(strShard(pluginID), pluginID)
+	return int(n)
+}
+
+// AttachedPlugins returns the uploaded plugins that at least one share not
+// revoked names: the ones an edge needs loaded.
+func (t *Table) AttachedPlugins() []config.Plugin {
+	var out []config.Plugin
+	for id := range t.attached.all() {
+		if p, ok := t.plugins[id]; ok {
+			out = append(out, p)
+		}
 	}
 	return out
 }
