@@ -97,6 +97,9 @@ type Config struct {
 	DisablePlugins bool
 	// PluginPoolSize is the number of pre-warmed instances per plugin.
 	PluginPoolSize int
+	// PluginUnloadGrace is how long a plugin no share attaches any more
+	// stays loaded (default 30 s, negative none; see policy.Config).
+	PluginUnloadGrace time.Duration
 	// PluginCacheDir holds compiled plugins and fetched modules (default
 	// <DataDir>/plugins). Edges on one machine may share it.
 	PluginCacheDir string
@@ -211,7 +214,7 @@ func New(cfg Config) (*Server, error) {
 		s.tcp = newTCPPorts(s, host, cfg.TCPPortMin, cfg.TCPPortMax)
 	}
 	s.sync = configsync.New(configsync.Config{ControlURL: cfg.ControlURL, Token: cfg.Token, DataDir: cfg.DataDir,
-		Logger: cfg.Logger.With("component", "configsync"), OnSwap: s.onSwap, OnInbox: s.deliverInbox,
+		Logger: cfg.Logger.With("component", "configsync"), BeforeSwap: s.beforeSwap, OnSwap: s.onSwap, OnInbox: s.deliverInbox,
 		OnReplaced: func(string) { s.replacedOnce.Do(func() { close(s.replaced) }) }})
 	s.conns = newConnTracker()
 	s.registry = tunnels.New(tunnels.Config{EdgeID: s.sync.EdgeID, Table: s.sync.Table,
@@ -225,7 +228,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		eng, err := policy.New(context.Background(), policy.Config{CacheDir: cacheDir,
 			Fetch: s.sync.FetchPlugin, Logger: cfg.Logger.With("component", "policy"), PoolSize: cfg.PluginPoolSize,
-			OnFailure: s.reporter.pluginFailed})
+			OnFailure: s.reporter.pluginFailed, UnloadGrace: cfg.PluginUnloadGrace})
 		if err != nil {
 			return nil, err
 		}
@@ -263,6 +266,12 @@ func (s *Server) onSwap(t *routes.Table) {
 			s.log.Info("ended the open streams of shares no longer in force", "streams", n)
 		}
 	}
+}
+
+// beforeSwap readies what a new table needs before requests see it: the
+// plugins its shares attach start loading, and a request naming one still
+// loading waits for it (policy.Engine.Sync).
+func (s *Server) beforeSwap(t *routes.Table) {
 	if s.policy != nil {
 		s.policy.Sync(t)
 	}

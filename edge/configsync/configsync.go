@@ -36,6 +36,9 @@ type Config struct {
 	ControlURL string // e.g. http://127.0.0.1:3001
 	Token      string // edge token
 	DataDir    string // the snapshot lives in <DataDir>/edge-<id>/
+	// BeforeSwap is called with a new table just before it is in force
+	// (no request has seen it yet); it must not block.
+	BeforeSwap func(*routes.Table)
 	// OnSwap is called after a new table is in force.
 	OnSwap func(*routes.Table)
 	// OnInbox is called with the agents that have new commands or messages.
@@ -229,6 +232,9 @@ func (s *Syncer) LoadSaved() (bool, error) {
 }
 
 func (s *Syncer) swap(t *routes.Table, persist bool) {
+	if s.cfg.BeforeSwap != nil {
+		s.cfg.BeforeSwap(t)
+	}
 	s.table.Store(t)
 	s.applied.Add(1)
 	if s.cfg.OnSwap != nil {

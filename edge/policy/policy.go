@@ -3,7 +3,9 @@
 // allowedMethods, password), then the share's extra plugins, in the Wasm host
 // of package plugins. It keeps the host's modules in step with the routing
 // table, fetching uploaded modules from the control plane by SHA-256 and
-// caching them on disk.
+// caching them on disk: it loads the uploaded plugins that shares attach
+// (routes.Table.AttachedPlugins), not every upload, and unloads a plugin
+// when it is deleted or, after a grace, when no share attaches it any more.
 package policy
 
 import (
@@ -41,6 +43,14 @@ type Config struct {
 	// OnFailure is told of every failed plugin call (plugin.failed); it
 	// must not block.
 	OnFailure func(pluginID, shareID string, err error)
+	// UnloadGrace is how long a plugin that no share attaches any more
+	// stays loaded, in case one attaches it again (default 30 s; negative:
+	// none). A plugin deleted from the table is unloaded at once.
+	UnloadGrace time.Duration
+	// LoadWait bounds how long a request waits for the load under way of a
+	// plugin its chain names that the host has not loaded yet (default
+	// 5 s); the plugin then fails closed.
+	LoadWait time.Duration
 }
 
 // Engine evaluates share policies.
@@ -53,12 +63,22 @@ type Engine struct {
 	lastWarn    atomic.Int64 // unix nanos of the last refusal logged (one a second at most)
 	quietWarns  atomic.Int64 // refusals not logged since
 
-	mu     sync.Mutex
-	loaded map[string]string // plugin id → sha256 loaded
-	wanted map[string]config.Plugin
-	kick   chan struct{}
-	cancel context.CancelFunc
-	done   chan struct{}
+	grace, loadWait time.Duration
+
+	mu       sync.Mutex
+	table    *routes.Table            // the last table synced
+	wanted   map[string]config.Plugin // its attached plugins
+	loaded   map[string]string        // plugin id → sha256 loaded
+	detached map[string]time.Time     // loaded but no longer wanted, since
+	// pending holds, for each wanted plugin not loaded, a channel closed
+	// when its load ends (loaded or failed) or it is no longer wanted;
+	// npending is its size, read by every request.
+	pending  map[string]chan struct{}
+	npending atomic.Int32
+	closed   bool // the loader stopped: no more pending loads
+	kick     chan struct{}
+	cancel   context.CancelFunc
+	done     chan struct{}
 }
 
 // New starts the Wasm host and loads the built-in plugins. A missing
@@ -76,8 +96,15 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	e := &Engine{cfg: cfg, log: log, host: host, loaded: map[string]string{}, wanted: map[string]config.Plugin{},
-		kick: make(chan struct{}, 1), done: make(chan struct{})}
+	e := &Engine{cfg: cfg, log: log, host: host, grace: cfg.UnloadGrace, loadWait: cfg.LoadWait,
+		loaded: map[string]string{}, wanted: map[string]config.Plugin{}, detached: map[string]time.Time{},
+		pending: map[string]chan struct{}{}, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	if e.grace == 0 {
+		e.grace = 30 * time.Second
+	}
+	if e.loadWait <= 0 {
+		e.loadWait = 5 * time.Second
+	}
 	if err := builtin.LoadBundle(ctx, host); err != nil {
 		e.builtinsErr = err
 		log.Error("built-in plugins unavailable: shares with policy fields will answer 503", "err", err)
@@ -98,15 +125,34 @@ func (e *Engine) Close(ctx context.Context) error {
 // Host exposes the Wasm host (stats, tests).
 func (e *Engine) Host() *plugins.Host { return e.host }
 
-// Sync makes the loaded custom plugins match the table (in the background:
-// fetching and compiling never blocks the config swap).
+// Sync makes the loaded custom plugins match the table's attached ones (in
+// the background: fetching and compiling never blocks the config swap).
+// Call it before the table is in force: a request of a share that names a
+// plugin this edge has not loaded then finds its load pending and waits for
+// it (Check) rather than failing at once.
 func (e *Engine) Sync(t *routes.Table) {
 	want := map[string]config.Plugin{}
-	for _, p := range t.Plugins() {
+	for _, p := range t.AttachedPlugins() {
 		want[p.ID] = p
 	}
 	e.mu.Lock()
-	e.wanted = want
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	e.table, e.wanted = t, want
+	for id := range want {
+		if _, ok := e.loaded[id]; !ok && e.pending[id] == nil {
+			e.pending[id] = make(chan struct{})
+		}
+	}
+	for id, ch := range e.pending {
+		if _, ok := want[id]; !ok {
+			close(ch)
+			delete(e.pending, id)
+		}
+	}
+	e.npending.Store(int32(len(e.pending)))
 	e.mu.Unlock()
 	select {
 	case e.kick <- struct{}{}:
@@ -116,53 +162,145 @@ func (e *Engine) Sync(t *routes.Table) {
 
 func (e *Engine) loader(ctx context.Context) {
 	defer close(e.done)
+	defer e.stopPending()
+	grace := time.NewTimer(time.Hour)
+	grace.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-e.kick:
+		case <-grace.C:
 		}
-		e.reconcile(ctx)
+		if next := e.reconcile(ctx); next > 0 {
+			grace.Reset(next)
+		}
 	}
 }
 
-func (e *Engine) reconcile(ctx context.Context) {
+// stopPending releases the requests waiting for loads when the loader
+// stops (Close).
+func (e *Engine) stopPending() {
+	e.mu.Lock()
+	e.closed = true
+	for id, ch := range e.pending {
+		close(ch)
+		delete(e.pending, id)
+	}
+	e.npending.Store(0)
+	e.mu.Unlock()
+}
+
+// reconcile loads the wanted plugins the host lacks (or has in another
+// version) and unloads the others: at once when the table no longer holds
+// them, after the grace when no share attaches them. It returns when to
+// run again for a grace that ends (0: no grace pending).
+func (e *Engine) reconcile(ctx context.Context) (next time.Duration) {
 	e.mu.Lock()
 	want := e.wanted
 	e.mu.Unlock()
 	for id, p := range want {
+		if ctx.Err() != nil {
+			return 0
+		}
 		e.mu.Lock()
 		have := e.loaded[id]
 		e.mu.Unlock()
 		if have == p.SHA256 {
 			continue
 		}
-		wasm, err := e.module(ctx, p.SHA256)
-		if err != nil {
-			e.log.Error("plugin module unavailable; its shares fail closed", "plugin", id, "sha256", p.SHA256, "err", err)
-			continue
-		}
-		opts := plugins.ModuleOptions{FailOpen: p.FailOpen, Timeout: time.Duration(p.TimeoutMs) * time.Millisecond, MemoryLimitBytes: p.MemoryLimitBytes}
-		if err := e.host.Load(ctx, id, wasm, opts); err != nil {
-			e.log.Error("plugin failed to load; its shares fail closed", "plugin", id, "err", err)
-			continue
-		}
+		err := e.load(ctx, id, p)
 		e.mu.Lock()
-		e.loaded[id] = p.SHA256
-		e.mu.Unlock()
-		e.log.Info("plugin loaded", "plugin", id, "name", p.Name, "sha256", p.SHA256)
-	}
-	e.mu.Lock()
-	var gone []string
-	for id := range e.loaded {
-		if _, ok := want[id]; !ok {
-			gone = append(gone, id)
-			delete(e.loaded, id)
+		if err == nil {
+			e.loaded[id] = p.SHA256
 		}
+		if ch := e.pending[id]; ch != nil {
+			// Loaded, or failed: the requests waiting go on (and fail closed).
+			close(ch)
+			delete(e.pending, id)
+			e.npending.Store(int32(len(e.pending)))
+		}
+		e.mu.Unlock()
+	}
+	now := time.Now()
+	type drop struct{ id, why string }
+	var gone []drop
+	e.mu.Lock()
+	// Sync may have run during the loads: unload by the latest table.
+	for id := range e.loaded {
+		if _, ok := e.wanted[id]; ok {
+			delete(e.detached, id)
+			continue
+		}
+		why := "deleted"
+		if _, ok := e.table.Plugin(id); ok {
+			since, ok := e.detached[id]
+			if !ok {
+				since, e.detached[id] = now, now
+			}
+			if left := since.Add(e.grace).Sub(now); left > 0 {
+				if next == 0 || left < next {
+					next = left
+				}
+				continue
+			}
+			why = "no share attaches it"
+		}
+		gone = append(gone, drop{id, why})
+		delete(e.loaded, id)
+		delete(e.detached, id)
 	}
 	e.mu.Unlock()
-	for _, id := range gone {
-		e.host.Unload(id)
+	for _, d := range gone {
+		e.host.Unload(d.id)
+		e.log.Info("plugin unloaded", "plugin", d.id, "why", d.why)
+	}
+	return next
+}
+
+// load fetches (or reads from the disk cache) and loads one plugin.
+func (e *Engine) load(ctx context.Context, id string, p config.Plugin) error {
+	wasm, err := e.module(ctx, p.SHA256)
+	if err != nil {
+		e.log.Error("plugin module unavailable; its shares fail closed", "plugin", id, "sha256", p.SHA256, "err", err)
+		return err
+	}
+	opts := plugins.ModuleOptions{FailOpen: p.FailOpen, Timeout: time.Duration(p.TimeoutMs) * time.Millisecond, MemoryLimitBytes: p.MemoryLimitBytes}
+	t0 := time.Now()
+	if err := e.host.Load(ctx, id, wasm, opts); err != nil {
+		e.log.Error("plugin failed to load; its shares fail closed", "plugin", id, "err", err)
+		return err
+	}
+	e.log.Info("plugin loaded", "plugin", id, "name", p.Name, "sha256", p.SHA256, "took", time.Since(t0))
+	return nil
+}
+
+// awaitLoads waits, up to LoadWait in all, for the pending loads of the
+// plugins chain names: the first requests of a share created with a plugin
+// this edge had not loaded wait for it (tens of milliseconds from the
+// compilation cache, about a second without) instead of answering 503. A
+// load that fails ends the wait; the chain then fails closed.
+func (e *Engine) awaitLoads(chain []plugins.Attachment) {
+	var deadline *time.Timer
+	for i := range chain {
+		e.mu.Lock()
+		ch := e.pending[chain[i].PluginID]
+		e.mu.Unlock()
+		if ch == nil {
+			continue
+		}
+		if deadline == nil {
+			deadline = time.NewTimer(e.loadWait)
+		}
+		select {
+		case <-ch:
+			continue
+		case <-deadline.C:
+		}
+		break
+	}
+	if deadline != nil {
+		deadline.Stop()
 	}
 }
 
@@ -253,6 +391,9 @@ func (e *Engine) Check(ctx *fasthttp.RequestCtx, sh *routes.Share, path []byte, 
 	chain := chainOf(sh)
 	if len(chain) == 0 {
 		return nil
+	}
+	if e.npending.Load() > 0 {
+		e.awaitLoads(chain)
 	}
 	st := statePool.Get().(*evalState)
 	st.ctx = ctx

@@ -1,0 +1,337 @@
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/privateconnect/pc/edge/proxy"
+	"github.com/privateconnect/pc/edge/routes"
+	"github.com/privateconnect/pc/internal/config"
+)
+
+// allowWasm is a guest that allows every request:
+//
+//	(module
+//	  (memory (export "memory") 1)
+//	  (func (export "policy_abi_version") (result i32) (i32.const 1))
+//	  (func (export "handle_request") (result i32) (i32.const 0)))
+//
+// followed by a custom section holding tag, so that each test's modules have
+// their own SHA-256 (the module cache on disk would otherwise skip fetches).
+func allowWasm(t *testing.T, tag string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString("0061736d010000000105016000017f03030200000503010001073003066d656d6f72790200" +
+		"12706f6c6963795f6162695f76657273696f6e00000e68616e646c655f7265717565737400010a0b02040041010b040041000b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag = t.Name() + "/" + tag + "/" + time.Now().String()
+	payload := append([]byte{1, 't'}, tag...)
+	if len(payload) > 127 {
+		t.Fatal("tag too long for a one-byte LEB128 size")
+	}
+	return append(append(b, 0, byte(len(payload))), payload...)
+}
+
+func shaOf(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// modules is a control plane's module store: Fetch serves it, each fetch
+// waiting for gate (when set) and failing for the modules in fail.
+type modules struct {
+	mu      sync.Mutex
+	byHash  map[string][]byte
+	fail    map[string]bool
+	gate    chan struct{}
+	fetches atomic.Int32
+}
+
+func (m *modules) add(b []byte) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.byHash == nil {
+		m.byHash, m.fail = map[string][]byte{}, map[string]bool{}
+	}
+	m.byHash[shaOf(b)] = b
+	return shaOf(b)
+}
+
+func (m *modules) fetch(ctx context.Context, sum string) ([]byte, error) {
+	m.fetches.Add(1)
+	m.mu.Lock()
+	gate, b, fail := m.gate, m.byHash[sum], m.fail[sum]
+	m.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if fail || b == nil {
+		return nil, errors.New("no such module")
+	}
+	return b, nil
+}
+
+func newEngine(t *testing.T, m *modules, tweak func(*Config)) *Engine {
+	t.Helper()
+	cfg := Config{
+		// The built-in bundle compiles once for every test on the machine;
+		// the test modules are unique (allowWasm), so fetches still happen.
+		CacheDir: filepath.Join(os.TempDir(), "pc-test-plugin-cache"),
+		Fetch:    m.fetch,
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	e, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := e.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	return e
+}
+
+// snapshot is a table's content: plugins by id (sha256), and shares by id
+// with the plugin ids they attach.
+type snapshot struct {
+	plugins map[string]string
+	shares  map[string][]string
+}
+
+func (s snapshot) table(t *testing.T) *routes.Table {
+	t.Helper()
+	snap := &config.Snapshot{}
+	for id, sum := range s.plugins {
+		snap.Plugins = append(snap.Plugins, config.Plugin{ID: id, Name: id, SHA256: sum})
+	}
+	for id, ps := range s.shares {
+		tok := sha256.Sum256([]byte(id))
+		sh := config.Share{ID: id, ServiceID: "v", TokenHash: hex.EncodeToString(tok[:])}
+		for _, p := range ps {
+			sh.Plugins = append(sh.Plugins, config.PluginAttachment{PluginID: p})
+		}
+		snap.Shares = append(snap.Shares, sh)
+	}
+	tb, err := routes.Build(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+// check runs share id's chain on a GET, as the proxy does: nil means allowed.
+func check(t *testing.T, e *Engine, tb *routes.Table, id string) *proxy.Verdict {
+	t.Helper()
+	sh, ok := tb.ShareByID(id)
+	if !ok {
+		t.Fatalf("no share %s", id)
+	}
+	var rc fasthttp.RequestCtx
+	rc.Request.SetRequestURI("/x")
+	return e.Check(&rc, sh, []byte("/x"), "127.0.0.1", &proxy.Edits{})
+}
+
+func loaded(e *Engine, id string) bool {
+	_, ok := e.Host().Loaded(id)
+	return ok
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10 s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestLoadsOnlyAttachedPlugins: of two uploaded plugins, the edge loads the
+// one a share attaches; a share created with the other answers its first
+// request once that plugin is loaded (it waits for the load, here held
+// 300 ms by a slow fetch) instead of 503; the plugin is unloaded when its
+// share goes, and the first when it is deleted.
+func TestLoadsOnlyAttachedPlugins(t *testing.T) {
+	m := &modules{}
+	a, b := m.add(allowWasm(t, "a")), m.add(allowWasm(t, "b"))
+	e := newEngine(t, m, func(c *Config) { c.UnloadGrace = -1 })
+	s := snapshot{plugins: map[string]string{"a": a, "b": b}, shares: map[string][]string{"s1": {"a"}}}
+	t1 := s.table(t)
+	e.Sync(t1)
+	waitFor(t, "a loaded", func() bool { return loaded(e, "a") })
+	if v := check(t, e, t1, "s1"); v != nil {
+		t.Fatalf("s1 refused: %+v", v)
+	}
+	if loaded(e, "b") {
+		t.Fatal("b is loaded, yet no share attaches it")
+	}
+
+	// A share attaching b, and its first request at once.
+	gate := make(chan struct{})
+	m.mu.Lock()
+	m.gate = gate
+	m.mu.Unlock()
+	s.shares["s2"] = []string{"b"}
+	t2 := s.table(t)
+	e.Sync(t2)
+	time.AfterFunc(300*time.Millisecond, func() { close(gate) })
+	t0 := time.Now()
+	if v := check(t, e, t2, "s2"); v != nil {
+		t.Fatalf("the first request of a new share got %d (%s) instead of waiting for its plugin's load", v.Status, v.DeniedBy)
+	}
+	if took := time.Since(t0); took < 250*time.Millisecond {
+		t.Fatalf("the first request took %v: it did not wait for the load", took)
+	}
+	if !loaded(e, "a") || !loaded(e, "b") {
+		t.Fatal("a and b should both be loaded")
+	}
+
+	// s2 goes: b is unloaded (no grace here); a is deleted while s1 still
+	// names it (an edge's table may hold that): unloaded too.
+	delete(s.shares, "s2")
+	e.Sync(s.table(t))
+	waitFor(t, "b unloaded", func() bool { return !loaded(e, "b") })
+	delete(s.plugins, "a")
+	t3 := s.table(t)
+	e.Sync(t3)
+	waitFor(t, "a unloaded", func() bool { return !loaded(e, "a") })
+	if v := check(t, e, t3, "s1"); v == nil || v.Status != 503 {
+		t.Fatalf("a share naming a deleted plugin must fail closed (503), got %+v", v)
+	}
+}
+
+// TestWaitForLoadIsBounded: a request waits for a pending load at most
+// LoadWait, and no longer than the load takes to fail; either way its
+// plugin fails closed (503). A plugin that is not loading is not waited for.
+func TestWaitForLoadIsBounded(t *testing.T) {
+	m := &modules{}
+	slow, broken := m.add(allowWasm(t, "slow")), m.add(allowWasm(t, "broken"))
+	m.fail[broken] = true
+	gate := make(chan struct{})
+	defer close(gate)
+	e := newEngine(t, m, func(c *Config) { c.LoadWait = time.Second })
+
+	// The fetch of "broken" fails: the waiting request is released then.
+	s := snapshot{plugins: map[string]string{"broken": broken}, shares: map[string][]string{"s": {"broken"}}}
+	tb := s.table(t)
+	m.gate = make(chan struct{})
+	e.Sync(tb)
+	time.AfterFunc(50*time.Millisecond, func() { close(m.gate) })
+	t0 := time.Now()
+	if v := check(t, e, tb, "s"); v == nil || v.Status != 503 {
+		t.Fatalf("a plugin that failed to load must fail closed (503), got %+v", v)
+	}
+	if took := time.Since(t0); took < 40*time.Millisecond || took > 700*time.Millisecond {
+		t.Fatalf("released after %v: want when the fetch failed (50 ms), before LoadWait (1 s)", took)
+	}
+
+	// The fetch of "slow" never ends: the request gives up after LoadWait.
+	m.mu.Lock()
+	m.gate = gate
+	m.mu.Unlock()
+	s = snapshot{plugins: map[string]string{"slow": slow}, shares: map[string][]string{"s": {"slow"}, "none": {"not-uploaded"}}}
+	tb = s.table(t)
+	e.Sync(tb)
+	t0 = time.Now()
+	if v := check(t, e, tb, "s"); v == nil || v.Status != 503 {
+		t.Fatalf("a plugin still loading after LoadWait must fail closed (503), got %+v", v)
+	}
+	if took := time.Since(t0); took < 950*time.Millisecond || took > 4*time.Second {
+		t.Fatalf("gave up after %v, want LoadWait (1 s)", took)
+	}
+	// A plugin the table does not hold is not loading: 503 at once.
+	t0 = time.Now()
+	if v := check(t, e, tb, "none"); v == nil || v.Status != 503 {
+		t.Fatalf("a plugin not uploaded must fail closed (503), got %+v", v)
+	}
+	if took := time.Since(t0); took > 200*time.Millisecond {
+		t.Fatalf("a plugin that is not loading was waited for (%v)", took)
+	}
+}
+
+// TestUnloadGrace: a plugin detached and attached again within the grace
+// is neither unloaded nor loaded again (the same instances go on serving);
+// once the grace has passed without a share it is unloaded; a plugin
+// deleted is unloaded at once, grace or not.
+func TestUnloadGrace(t *testing.T) {
+	m := &modules{}
+	a, b := m.add(allowWasm(t, "a")), m.add(allowWasm(t, "b"))
+	grace := time.Second
+	e := newEngine(t, m, func(c *Config) { c.UnloadGrace = grace })
+	attached := snapshot{plugins: map[string]string{"a": a, "b": b}, shares: map[string][]string{"s": {"a", "b"}}}
+	detached := snapshot{plugins: attached.plugins, shares: map[string][]string{}}
+	t1 := attached.table(t)
+	e.Sync(t1)
+	waitFor(t, "a and b loaded", func() bool { return loaded(e, "a") && loaded(e, "b") })
+	if v := check(t, e, t1, "s"); v != nil {
+		t.Fatalf("refused: %+v", v)
+	}
+	calls := func() uint64 {
+		for _, p := range e.Host().Stats().Plugins {
+			if p.PluginID == "a" {
+				return p.Calls
+			}
+		}
+		return 0
+	}
+	fetches := m.fetches.Load()
+
+	e.Sync(detached.table(t))
+	waitFor(t, "a's grace started", func() bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		_, ok := e.detached["a"]
+		return ok || !loaded(e, "a")
+	})
+	if !loaded(e, "a") {
+		t.Fatal("a was unloaded before its grace ended")
+	}
+	t2 := attached.table(t)
+	e.Sync(t2)
+	if v := check(t, e, t2, "s"); v != nil {
+		t.Fatalf("refused once attached again: %+v", v)
+	}
+	if calls() != 2 || m.fetches.Load() != fetches {
+		t.Fatalf("a was loaded again (%d calls on its instances, %d fetches more)", calls(), m.fetches.Load()-fetches)
+	}
+
+	// Detached for good: unloaded after the grace, not before.
+	t0 := time.Now()
+	e.Sync(detached.table(t))
+	waitFor(t, "a unloaded", func() bool { return !loaded(e, "a") })
+	if took := time.Since(t0); took < grace-50*time.Millisecond {
+		t.Fatalf("unloaded after %v, before the %v grace", took, grace)
+	}
+
+	// A deleted plugin goes at once, though a share still names it: b (which
+	// went with a) attached again, then deleted.
+	e.Sync(snapshot{plugins: attached.plugins, shares: map[string][]string{"s": {"b"}}}.table(t))
+	waitFor(t, "b loaded", func() bool { return loaded(e, "b") })
+	t0 = time.Now()
+	e.Sync(snapshot{plugins: map[string]string{"a": a}, shares: map[string][]string{"s": {"b"}}}.table(t))
+	waitFor(t, "b unloaded", func() bool { return !loaded(e, "b") })
+	if took := time.Since(t0); took >= grace {
+		t.Fatalf("a deleted plugin was unloaded after %v, as after a grace", took)
+	}
+}
