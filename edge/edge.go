@@ -26,6 +26,7 @@ import (
 	"github.com/privateconnect/pc/edge/tunnels"
 	"github.com/privateconnect/pc/internal/config"
 	"github.com/privateconnect/pc/internal/tunnel"
+	"github.com/privateconnect/pc/plugins"
 	"github.com/valyala/fasthttp"
 )
 
@@ -518,6 +519,15 @@ func (s *Server) ID() string { return s.sync.EdgeID() }
 
 // Table returns the routing table in force.
 func (s *Server) Table() *routes.Table { return s.sync.Table() }
+
+// PluginHost is the edge's Wasm host (what it has loaded, for stats and
+// tests), or nil when the edge runs no Wasm policy engine.
+func (s *Server) PluginHost() *plugins.Host {
+	if s.policy == nil {
+		return nil
+	}
+	return s.policy.Host()
+}
 
 // TCPPorts lists the open TCP tunnel ports.
 func (s *Server) TCPPorts() []int {

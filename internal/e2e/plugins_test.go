@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/privateconnect/pc/control"
+	"github.com/privateconnect/pc/edge"
 	"github.com/privateconnect/pc/internal/testenv"
 	"github.com/privateconnect/pc/sdk/client"
 )
@@ -68,9 +70,9 @@ func buildGuest(t *testing.T, pkg string) []byte {
 	return wasm
 }
 
-// eventually polls until the share answers want (a plugin loads on the edge
-// in the background after the config reaches it: the share answers 503
-// until then).
+// eventually polls until the share answers want (for a state that takes
+// a while to reach the edge; a request waits up to 5 s for its plugin's
+// load, then answers 503).
 func eventually(t *testing.T, url string, hdr map[string]string, want int) (*http.Response, string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -248,4 +250,96 @@ func TestCustomPlugins(t *testing.T) {
 		r.Body.Close()
 		assert.Equal(t, 404, r.StatusCode, "the module went with its last plugin")
 	})
+}
+
+// TestOnlyAttachedPluginsLoad: an edge loads the uploaded plugins that
+// shares attach, not every upload (docs/security.md, finding 25). Of two
+// Go plugins uploaded, the edge's Wasm host holds neither until a share
+// attaches one, then that one only; a share created with the other answers
+// its first request, sent as soon as the edge has the share, through the
+// plugin (the request waits for the load under way instead of getting 503);
+// detaching a plugin from its last share unloads it (no grace here), and so
+// does deleting it.
+func TestOnlyAttachedPluginsLoad(t *testing.T) {
+	cache := filepath.Join(os.TempDir(), "pc-test-plugin-cache", "compiled")
+	env := testenv.New(t, testenv.Options{Control: func(c *control.Config) { c.PluginCacheDir = cache },
+		Edge: func(c *edge.Config) { c.PluginUnloadGrace = -1 }})
+	org := origin(t)
+	id, token, edges := env.ProvisionAgent("a")
+	ag := env.RunAgent(id, token, edges)
+	svc := env.Expose(ag, "web", org.URL)
+	ctx := context.Background()
+	c := env.Client
+	host := env.Edges[0].PluginHost()
+	require.NotNil(t, host)
+
+	// What the edge has loaded besides the built-ins.
+	uploaded := func() []string {
+		var ids []string
+		for _, p := range host.Stats().Plugins {
+			if !strings.HasPrefix(p.PluginID, "builtin:") {
+				ids = append(ids, p.PluginID)
+			}
+		}
+		return ids
+	}
+	waitUploaded := func(want ...string) {
+		t.Helper()
+		slices.Sort(want)
+		deadline := time.Now().Add(10 * time.Second)
+		for !slices.Equal(uploaded(), want) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		require.Equal(t, want, uploaded())
+	}
+	attach := func(id string, cfg any) []client.SharePlugin {
+		b, err := jsonRaw(cfg)
+		require.NoError(t, err)
+		return []client.SharePlugin{{PluginID: id, Config: b}}
+	}
+	// The first request of a share, as soon as the edge has it.
+	first := func(sh *client.Share, pluginID string) {
+		t.Helper()
+		_, wasLoaded := host.Loaded(pluginID)
+		t0 := time.Now()
+		resp, body := do(t, "GET", sh.ShareURL+"/first", nil)
+		require.Equal(t, 200, resp.StatusCode, body)
+		assert.True(t, strings.HasPrefix(body, "hello from origin: GET /first"), body)
+		t.Logf("first request of share %s: 200 in %v (plugin loaded when it was sent: %v)", sh.Name, time.Since(t0), wasLoaded)
+	}
+
+	maint, err := c.UploadPlugin(ctx, "maintenance", "1", bytes.NewReader(buildGuest(t, "./sdk/examples/maintenance")))
+	require.NoError(t, err)
+	guest, err := c.UploadPlugin(ctx, "guest", "1", bytes.NewReader(buildGuest(t, "./plugins/testdata/guest")))
+	require.NoError(t, err)
+	env.WaitSynced(5 * time.Second)
+	_, ok := env.Edges[0].Table().Plugin(guest.ID)
+	require.True(t, ok, "the edge knows both plugins")
+	assert.Empty(t, uploaded(), "no share attaches them")
+
+	now := time.Now().UTC()
+	past := map[string]any{"windows": []any{map[string]any{"start": now.Add(-2 * time.Hour).Format(time.RFC3339),
+		"end": now.Add(-time.Hour).Format(time.RFC3339)}}, "message": "later"}
+	one := env.Share(svc.ID, client.CreateShareRequest{Name: "one", Plugins: attach(maint.ID, past)})
+	first(one, maint.ID)
+	assert.Equal(t, []string{maint.ID}, uploaded(), "only the attached plugin is loaded")
+
+	two := env.Share(svc.ID, client.CreateShareRequest{Name: "two", Plugins: attach(guest.ID, map[string]any{"op": "allow"})})
+	first(two, guest.ID)
+	waitUploaded(maint.ID, guest.ID)
+
+	// Detached from its only share: unloaded; the share serves without it.
+	_, err = c.UpdateShare(ctx, two.ID, client.UpdateShareRequest{Plugins: &[]client.SharePlugin{}})
+	require.NoError(t, err)
+	env.WaitSynced(5 * time.Second)
+	waitUploaded(maint.ID)
+	resp, body := do(t, "GET", two.ShareURL+"/", nil)
+	assert.Equal(t, 200, resp.StatusCode, body)
+
+	// Deleted (once its share is revoked): unloaded.
+	require.NoError(t, c.RevokeShare(ctx, one.ID))
+	require.NoError(t, c.DeletePlugin(ctx, maint.ID))
+	env.WaitSynced(5 * time.Second)
+	waitUploaded()
+	require.NoError(t, c.DeletePlugin(ctx, guest.ID))
 }
