@@ -64,6 +64,9 @@
 // upload is a new plugin with its own id, and shares keep the one they name until they are
 // updated. `--fail-open` (for non-security plugins), `--timeout` and `--memory-mib` on push
 // set its failure mode and limits.
+// Edges load a plugin when a share attaches it, not at upload: a share's first requests wait
+// for that load (about a second the first time an edge compiles the module, tens of
+// milliseconds from its compilation cache after).
 //
 // # Testing without Wasm
 //
