@@ -215,8 +215,11 @@ func TestCustomPlugins(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for j := 0; j < 3; j++ {
-					resp, _ := do(t, "GET", hostile.ShareURL+"/", nil)
-					assert.Equal(t, 500, resp.StatusCode)
+					// 500 when the call ran out of its budget; 503 when the
+					// other client's spinning call held the host's one guest
+					// slot (2 cores) past AcquireTimeout. Both fail closed.
+					resp, body := do(t, "GET", hostile.ShareURL+"/", nil)
+					assert.Contains(t, []int{500, 503}, resp.StatusCode, body)
 				}
 			}()
 		}
