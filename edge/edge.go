@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -76,9 +77,15 @@ type Config struct {
 	// request line and headers (default 30 s): counted from the connection's
 	// opening (TLS handshake included) for its first request, from the first
 	// byte of the request for the next ones. Past it the connection is
-	// closed (after a 408). Bodies have no time limit: an upload streams as
-	// long as it takes.
+	// closed (after a 408).
 	HeaderTimeout time.Duration
+	// BodyTimeout is how long a request body may go without a byte arriving
+	// (default 30 s): past it the request ends, answered 408 unless its
+	// answer has started, its stream to the service dropped half-sent, and
+	// the connection is closed. A body has no time limit as a whole: an
+	// upload streams as long as it takes while it makes progress.
+	// (WebSockets and TCP tunnels, once open, are not timed.)
+	BodyTimeout time.Duration
 	// IdleTimeout closes a keep-alive connection that has been waiting this
 	// long for its next request (default 90 s).
 	IdleTimeout time.Duration
@@ -131,6 +138,9 @@ func (c *Config) setDefaults() {
 	if c.HeaderTimeout <= 0 {
 		c.HeaderTimeout = 30 * time.Second
 	}
+	if c.BodyTimeout <= 0 {
+		c.BodyTimeout = 30 * time.Second
+	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 90 * time.Second
 	}
@@ -178,6 +188,8 @@ type Server struct {
 	policy   *policy.Engine
 	metrics  *metrics
 	trusted  []netip.Prefix
+	// bodyStalls counts request bodies ended by BodyTimeout.
+	bodyStalls atomic.Int64
 
 	httpSrv  *fasthttp.Server
 	adminSrv *fasthttp.Server
@@ -290,6 +302,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.httpLn, err = listen(s.cfg.HTTPAddr, nil); err != nil {
 		return fmt.Errorf("edge: share listener: %w", err)
 	}
+	s.httpLn = &bodyListener{Listener: s.httpLn, stall: s.cfg.BodyTimeout, stalled: s.bodyStalled}
 	if s.cfg.ProxyProtocol {
 		s.httpLn = &proxyproto.Listener{Listener: s.httpLn, ReadHeaderTimeout: 10 * time.Second, ConnPolicy: s.proxyPolicy}
 	}
@@ -308,9 +321,10 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	ctx, s.cancel = context.WithCancel(ctx)
-	// ReadTimeout bounds the request head only: HeaderReceived lifts it
-	// once the head is in (readBody). A keep-alive connection waits
-	// IdleTimeout for a request's first byte, then ReadTimeout again.
+	// ReadTimeout bounds the request head only: once the head is in,
+	// HeaderReceived (readBody) has bodyConn time the body by its progress
+	// (BodyTimeout). A keep-alive connection waits IdleTimeout for a
+	// request's first byte, then ReadTimeout again.
 	s.httpSrv = &fasthttp.Server{
 		Handler:                      s.shareHandler(),
 		Name:                         "private-connect-edge",
@@ -381,15 +395,23 @@ func (s *Server) bodyTooLarge(ctx *fasthttp.RequestCtx) bool {
 // noDeadline is as far as a deadline goes (292 years).
 const noDeadline = time.Duration(math.MaxInt64)
 
-// readBody lifts the share listener's read deadline, the HeaderTimeout
+// readBody replaces the share listener's read deadline, the HeaderTimeout
 // that fasthttp sets as ReadTimeout, once a request's head is in: fasthttp
 // would otherwise keep it for the body, which it reads (its first 8 KiB
 // before the handler runs, the rest as the handler streams it) under the
 // same deadline, and cut every upload that takes longer than the head may.
-// A RequestConfig can only set a new deadline, not clear one: this one
-// never comes.
+// A RequestConfig can only set a deadline fixed from now: this one never
+// comes, and is the mark (past bodyMark) on which bodyConn, under fasthttp,
+// times the body by its progress instead (BodyTimeout without a byte).
 func readBody(*fasthttp.RequestHeader) fasthttp.RequestConfig {
 	return fasthttp.RequestConfig{ReadTimeout: noDeadline}
+}
+
+// bodyStalled counts and logs a request body that went BodyTimeout
+// without a byte (bodyConn): its connection is closing.
+func (s *Server) bodyStalled(peer net.Addr) {
+	s.bodyStalls.Add(1)
+	s.log.Debug("request body stalled: no byte within the body timeout", "peer", peer.String(), "timeout", s.cfg.BodyTimeout)
 }
 
 func (s *Server) goServe(f func() error) {
@@ -554,7 +576,9 @@ func addrOf(ln net.Listener) string {
 // error envelope of the edge's other answers (fasthttp's own are plain
 // text): a request fasthttp refuses to parse (ambiguous framing, a second
 // Host) is a 400, a head past the read buffer a 431, a body over the limit
-// a 413. The cause is logged, not shown.
+// a 413, a head not in within HeaderTimeout or a body's first bytes (read
+// before the handler runs) stalled past BodyTimeout a 408. The cause is
+// logged, not shown.
 func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
 	status, msg := fasthttp.StatusBadRequest, "Malformed request"
 	var small *fasthttp.ErrSmallBuffer
@@ -565,7 +589,7 @@ func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		status, msg = fasthttp.StatusRequestEntityTooLarge, proxy.BodyTooLarge
 	case errors.As(err, &ne) && ne.Timeout():
-		status, msg = fasthttp.StatusRequestTimeout, "The request was not received in time"
+		status, msg = fasthttp.StatusRequestTimeout, proxy.RequestTimeout
 	}
 	s.log.Debug("unreadable request", "status", status, "client", ctx.RemoteIP().String(), "err", err)
 	ctx.Response.Reset()

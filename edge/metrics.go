@@ -70,6 +70,9 @@ func newMetrics(s *Server) *metrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pc_edge_streams_refused_total",
 			Help: "Streams (requests, TCP connections, reaches) refused because their agent already had the maximum open."},
 			func() float64 { return float64(s.registry.StreamsRefused()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pc_edge_body_stalls_total",
+			Help: "Requests ended because no byte of their body arrived within the body timeout (408 unless the answer had started; the connection closed)."},
+			func() float64 { return float64(s.bodyStalls.Load()) }),
 		&pluginCollector{s: s},
 	)
 	m.handler = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))

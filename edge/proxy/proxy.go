@@ -57,8 +57,9 @@ type Edits struct {
 }
 
 // visitorBody reads the visitor's streamed request body and remembers a
-// failure to read it (a malformed chunk, a visitor gone mid-body), so that
-// the failed forward is answered 400, the visitor's fault, not 502.
+// failure to read it (a malformed chunk, a visitor gone mid-body, a body
+// stalled past the edge's body timeout), so that the failed forward is
+// answered as the visitor's fault (400, 408), not 502.
 type visitorBody struct {
 	r   io.Reader
 	err error
@@ -957,8 +958,12 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 			// The request body could not be read from the visitor: the
 			// stream to the service was dropped half-sent.
 			status, msg = fasthttp.StatusBadRequest, "Malformed request body"
-			if errors.Is(edits.body.err, fasthttp.ErrBodyTooLarge) {
+			switch {
+			case errors.Is(edits.body.err, fasthttp.ErrBodyTooLarge):
 				status, msg = fasthttp.StatusRequestEntityTooLarge, BodyTooLarge
+			case isTimeout(edits.body.err):
+				// No byte of it for the edge's body timeout.
+				status, msg = fasthttp.StatusRequestTimeout, RequestTimeout
 			}
 			ctx.SetConnectionClose()
 		}
@@ -1343,13 +1348,14 @@ func (c *hijacked) Abort() {
 	_ = c.served.Close()
 }
 
-// tcpConn is the TCP connection under c (TLS, PROXY protocol), or nil.
+// tcpConn is the TCP connection under c (TLS, PROXY protocol, the edge's
+// body timing), or nil.
 func tcpConn(c net.Conn) *net.TCPConn {
 	for {
 		switch x := c.(type) {
 		case *net.TCPConn:
 			return x
-		case *tls.Conn:
+		case interface{ NetConn() net.Conn }: // *tls.Conn, the edge's bodyConn
 			c = x.NetConn()
 		case interface{ Raw() net.Conn }: // proxyproto.Conn
 			c = x.Raw()

@@ -1,0 +1,130 @@
+package edge
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// bodyPair is a bodyConn on an accepted loopback connection, the visitor's
+// end of it, and the count of stalls reported.
+func bodyPair(t *testing.T, stall time.Duration) (*bodyConn, net.Conn, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	var stalls atomic.Int32
+	bl := &bodyListener{Listener: ln, stall: stall, stalled: func(net.Addr) { stalls.Add(1) }}
+	visitor, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { visitor.Close() })
+	c, err := bl.Accept()
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c.(*bodyConn), visitor, &stalls
+}
+
+// startBody is what fasthttp does once a head is in: the deadline of
+// readBody's RequestConfig.
+func startBody(t *testing.T, c net.Conn) {
+	t.Helper()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(readBody(nil).ReadTimeout)))
+}
+
+// TestBodyConnTimesBodiesByProgress: once readBody's mark is set, a read
+// fails after the stall timeout without a byte (reported once), but a body
+// that keeps coming is never cut, however long it takes; any other deadline
+// (the idle wait, a hijack's clearing) ends the body's timing.
+func TestBodyConnTimesBodiesByProgress(t *testing.T) {
+	const stall = 150 * time.Millisecond
+	read := func(c net.Conn) (time.Duration, error) {
+		start := time.Now()
+		_, err := c.Read(make([]byte, 64))
+		return time.Since(start), err
+	}
+	readN := func(c net.Conn, n int) error {
+		b := make([]byte, 64)
+		for got := 0; got < n; {
+			k, err := c.Read(b)
+			if err != nil {
+				return err
+			}
+			got += k
+		}
+		return nil
+	}
+
+	t.Run("progress goes on, a stall ends it", func(t *testing.T) {
+		c, visitor, stalls := bodyPair(t, stall)
+		startBody(t, c)
+		go func() {
+			for range 8 { // two stall timeouts in all
+				time.Sleep(stall / 4)
+				if _, err := visitor.Write([]byte("x")); err != nil {
+					return
+				}
+			}
+		}()
+		require.NoError(t, readN(c, 8))
+		took, err := read(c)
+		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+		var ne net.Error
+		require.True(t, errors.As(err, &ne) && ne.Timeout(), "a timeout for fasthttp's 408")
+		require.GreaterOrEqual(t, took, stall-20*time.Millisecond)
+		require.Less(t, took, stall+time.Second)
+		require.EqualValues(t, 1, stalls.Load())
+		_, err = read(c)
+		require.Error(t, err)
+		require.EqualValues(t, 1, stalls.Load(), "one stall, reported once")
+	})
+
+	t.Run("the idle wait is not a body", func(t *testing.T) {
+		c, visitor, stalls := bodyPair(t, stall)
+		startBody(t, c)
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(3*stall))) // fasthttp's idle timeout
+		go func() {
+			time.Sleep(2 * stall)
+			_, _ = visitor.Write([]byte("GET"))
+		}()
+		took, err := read(c)
+		require.NoError(t, err)
+		require.Greater(t, took, stall)
+		require.Zero(t, stalls.Load())
+	})
+
+	t.Run("a hijacked connection is not a body", func(t *testing.T) {
+		c, visitor, stalls := bodyPair(t, stall)
+		startBody(t, c)
+		require.NoError(t, c.SetDeadline(time.Time{})) // fasthttp before a hijack
+		go func() {
+			time.Sleep(3 * stall)
+			_, _ = visitor.Write([]byte("frame"))
+		}()
+		took, err := read(c)
+		require.NoError(t, err)
+		require.Greater(t, took, 2*stall)
+		require.Zero(t, stalls.Load())
+	})
+
+	t.Run("the TCP connection is found under it", func(t *testing.T) {
+		c, _, _ := bodyPair(t, stall)
+		_, ok := c.NetConn().(*net.TCPConn)
+		require.True(t, ok)
+	})
+}
+
+func TestBodyTimeoutDefault(t *testing.T) {
+	for _, d := range []time.Duration{0, -time.Second} {
+		cfg := Config{BodyTimeout: d}
+		cfg.setDefaults()
+		require.Equal(t, 30*time.Second, cfg.BodyTimeout, "0 or less is the default, as for the other timeouts")
+	}
+	cfg := Config{BodyTimeout: time.Minute}
+	cfg.setDefaults()
+	require.Equal(t, time.Minute, cfg.BodyTimeout)
+}
