@@ -93,7 +93,7 @@ type edgeFlags struct {
 	trusted                                             []string
 	proxyProtocol, insecureTunnel                       bool
 	devTLS                                              bool
-	upstreamTimeout, headerTimeout                      time.Duration
+	upstreamTimeout, headerTimeout, bodyTimeout         time.Duration
 	maxBodyBytes                                        int64
 }
 
@@ -116,7 +116,8 @@ func (f *edgeFlags) register(cmd *cobra.Command, dev bool) {
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for TLS on the share and tunnel listeners")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.DurationVar(&f.upstreamTimeout, "upstream-timeout", 100*time.Second, "how long a service may take to start answering a share request before the visitor gets 504")
-	fs.DurationVar(&f.headerTimeout, "header-timeout", 30*time.Second, "how long a visitor may take to send a request's line and headers before the connection is closed (request bodies have no time limit)")
+	fs.DurationVar(&f.headerTimeout, "header-timeout", 30*time.Second, "how long a visitor may take to send a request's line and headers before the connection is closed")
+	fs.DurationVar(&f.bodyTimeout, "body-timeout", 30*time.Second, "how long a request body may go without a byte arriving before the request ends (408) and the connection is closed; an upload that keeps making progress has no time limit (0: the default)")
 	fs.Int64Var(&f.maxBodyBytes, "max-body-bytes", 0, "largest request body forwarded to a service, in bytes (0: no limit); a larger one gets 413")
 	fs.BoolVar(&f.insecureTunnel, "insecure-tunnel", false, "allow a plain-TCP tunnel listener off loopback (only behind a load balancer that terminates TLS)")
 	fs.StringSliceVar(&f.trusted, "trusted-proxies", nil, "CIDRs of load balancers allowed to set X-Forwarded-For (or send PROXY headers)")
@@ -135,7 +136,7 @@ func (f *edgeFlags) config() (edge.Config, error) {
 	return edge.Config{TCPPortMin: lo, TCPPortMax: hi, ControlURL: f.control, Token: f.token, HTTPAddr: f.http, TunnelAddr: f.tunnel, AdminAddr: f.admin,
 		DataDir: f.data, HTTPTLS: tc, TunnelTLS: tc, ShareDomain: f.shareDomain, PublicDomain: f.publicDomain,
 		TrustedProxies: f.trusted, ProxyProtocol: f.proxyProtocol, InsecureTunnel: f.insecureTunnel,
-		UpstreamTimeout: f.upstreamTimeout, HeaderTimeout: f.headerTimeout, MaxBodyBytes: f.maxBodyBytes}, nil
+		UpstreamTimeout: f.upstreamTimeout, HeaderTimeout: f.headerTimeout, BodyTimeout: f.bodyTimeout, MaxBodyBytes: f.maxBodyBytes}, nil
 }
 
 func edgeCmd(c *common) *cobra.Command {
