@@ -651,3 +651,31 @@ func TestAutoDetectionGuards(t *testing.T) {
 	}, 2*time.Second, 20*time.Millisecond)
 	assert.Equal(t, "auto", h.must(200, "GET", "/v1/services/"+svcID, h.admin, nil).str("protocol"))
 }
+
+// A service's name taken by another agent: registering it moves the service
+// only while that agent is offline; a connected one keeps it (409), with
+// its share links.
+func TestRegisterServiceOfAConnectedAgent(t *testing.T) {
+	h := newHarness(t)
+	_, edgeTok := h.edge("e1")
+	svcID, owner := h.service(h.admin, "web")
+	other, _ := h.agent(h.admin)
+	body := map[string]any{"agentId": other, "name": "web", "targetHost": "127.0.0.1", "targetPort": 9001}
+
+	h.report(edgeTok, []string{owner})
+	r := h.req("POST", "/v1/services/register", h.admin, body)
+	h.assertError(r, 409)
+	msg, _ := r.Body["message"].(string)
+	assert.Contains(t, msg, owner)
+	assert.Contains(t, msg, "connected")
+	s := h.must(200, "GET", "/v1/services/"+svcID, h.admin, nil).data()
+	assert.Equal(t, owner, s["agentId"], "unchanged")
+	assert.Equal(t, float64(9000), s["targetPort"])
+	// Its own agent still updates it, connected or not.
+	h.must(200, "POST", "/v1/services/register", h.admin, map[string]any{"agentId": owner, "name": "web", "targetHost": "127.0.0.1", "targetPort": 9002})
+
+	h.report(edgeTok, []string{})
+	s = h.must(200, "POST", "/v1/services/register", h.admin, body).data()
+	assert.Equal(t, other, s["agentId"], "an offline agent's service moves")
+	assert.Equal(t, svcID, s["id"])
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
@@ -64,6 +65,22 @@ func (a *API) registerService(c *call) (any, error) {
 	return a.serviceView(s), nil
 }
 
+// checkOwner refuses to move a service to another agent while the agent that
+// exposes it is connected (409): a name taken by a colleague's running agent
+// would otherwise hand it, and every share link of it, to whoever registers
+// the name next. An offline agent's service moves (a machine replaced).
+func (a *API) checkOwner(tx store.Tx, ws string, s *store.Service, agentID string) error {
+	if s.AgentID == agentID || len(a.hub.Presence.AgentEdges(s.AgentID)) == 0 {
+		return nil
+	}
+	owner := s.AgentID
+	if ag, err := store.GetAgent(tx, ws, s.AgentID); err == nil && ag.Name != "" {
+		owner = strconv.Quote(ag.Name) + " (" + ag.ID + ")"
+	}
+	return &store.ConflictError{Field: "name", Message: "the service " + strconv.Quote(s.Name) + " is exposed by agent " + owner +
+		", which is connected: choose another name, or stop that agent first"}
+}
+
 func (a *API) upsertService(c *call, agentID, name, host string, port int, protocol *string, isPublic *bool) (*store.Service, bool, error) {
 	var s *store.Service
 	created := false
@@ -76,6 +93,9 @@ func (a *API) upsertService(c *call, agentID, name, host string, port int, proto
 		switch {
 		case err == nil:
 			created = false
+			if err := a.checkOwner(tx, c.ws, s, agentID); err != nil {
+				return err
+			}
 			s.AgentID, s.TargetHost, s.TargetPort, s.UpdatedAt = agentID, host, port, c.now
 			if protocol != nil {
 				s.Protocol = *protocol
