@@ -31,7 +31,7 @@ func (f *controlFlags) register(cmd *cobra.Command, withListen bool) {
 		fs.StringVar(&f.listen, "listen", "127.0.0.1:3001", "control API address")
 	}
 	fs.StringVar(&f.data, "data", "./data", "data directory (Badger database, admin.key, edge snapshots)")
-	fs.StringVar(&f.publicURL, "public-url", "", "base URL of share links (default: the first edge's public URL)")
+	fs.StringVar(&f.publicURL, "public-url", "", "base URL of share links (default: the public URL of the oldest edge online)")
 	fs.StringVar(&f.shareDomain, "share-domain", "", "domain for host-based share links: <token>.<domain>")
 	fs.StringVar(&f.publicDomain, "public-domain", "", "domain of public services: <subdomain>.<domain>")
 	fs.StringVar(&f.tcpPorts, "tcp-ports", "23000-23999", "edge TCP tunnel port range")

@@ -679,3 +679,15 @@ func TestRegisterServiceOfAConnectedAgent(t *testing.T) {
 	assert.Equal(t, other, s["agentId"], "an offline agent's service moves")
 	assert.Equal(t, svcID, s["id"])
 }
+
+// A new share's link names an edge that is online: the oldest of them, not
+// the oldest edge when that one is down.
+func TestShareURLNamesAnOnlineEdge(t *testing.T) {
+	h := newHarness(t)
+	h.must(201, "POST", "/v1/edges", h.admin, map[string]any{"name": "old", "publicUrl": "http://127.0.0.1:8081", "tunnelAddr": "127.0.0.1:7071"})
+	tok := h.must(201, "POST", "/v1/edges", h.admin, map[string]any{"name": "new", "publicUrl": "http://127.0.0.1:8082", "tunnelAddr": "127.0.0.1:7072"}).str("token")
+	svcID, _ := h.service(h.admin, "web")
+	h.report(tok, []string{})
+	sh := h.must(201, "POST", "/v1/services/"+svcID+"/shares", h.admin, map[string]any{"name": "s"})
+	assert.True(t, strings.HasPrefix(sh.str("shareUrl"), "http://127.0.0.1:8082/shared/"), sh.str("shareUrl"))
+}

@@ -157,7 +157,9 @@ func sortEdges(edges []store.Edge) {
 }
 
 // edgeBaseURL is the base of share links: PublicShareBaseURL, else the
-// publicUrl of the oldest edge (cached briefly), else "".
+// publicUrl of the oldest edge online (of the oldest edge when none is), or
+// "" without edges; cached briefly. A link names an edge that serves it
+// now, though every edge serves every share.
 func (a *API) edgeBaseURL() string {
 	if a.opts.PublicShareBaseURL != "" {
 		return trimSlash(a.opts.PublicShareBaseURL)
@@ -180,6 +182,12 @@ func (a *API) edgeBaseURL() string {
 	a.edgeBase = ""
 	if len(edges) > 0 {
 		a.edgeBase = edges[0].PublicURL
+	}
+	for i := range edges {
+		if _, online := a.hub.Presence.Edge(edges[i].ID); online {
+			a.edgeBase = edges[i].PublicURL
+			break
+		}
 	}
 	a.edgeBaseT = time.Now()
 	return a.edgeBase
