@@ -175,7 +175,8 @@ func (a *app) sendCmd() *cobra.Command {
 	f.StringVar(&channel, "channel", "", "channel (default \"default\")")
 	f.StringVar(&typ, "type", "", "request, response or event (default event)")
 	f.StringVar(&corr, "correlation-id", "", "correlation id")
-	f.IntVar(&ttl, "ttl", 0, "time to live in seconds (default 86400)")
+	f.IntVar(&ttl, "ttl", 0, "time to live in seconds, 1-604800 (default 86400)")
+	checkRange(cmd, "ttl", 1, 604800, "seconds")
 	return cmd
 }
 
@@ -237,6 +238,7 @@ func (a *app) commandCmd() *cobra.Command {
 	f.IntVar(&timeout, "timeout", 0, "seconds the agent has to complete it (1-300, default 30)")
 	f.BoolVar(&wait, "wait", false, "wait for the outcome and print it")
 	f.StringVar(&get, "get", "", "show the command with this id instead of sending one")
+	checkRange(cmd, "timeout", 1, 300, "seconds")
 	return cmd
 }
 

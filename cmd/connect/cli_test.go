@@ -288,6 +288,54 @@ func TestLinkUnknownService(t *testing.T) {
 	assert.Contains(t, errOut, `error: no service named "nope"`)
 }
 
+// Zero is the "not set" value of the integer flags: given explicitly it is
+// refused like any other out-of-range value, not taken as "no limit".
+func TestExplicitZeroIsRefused(t *testing.T) {
+	h := newHarness(t)
+	h.ok("GET /v1/services", 200, `[`+webService+`]`)
+	h.ok("POST /v1/services/{id}/shares", 201, `{"id":"s1","shareUrl":"http://e/shared/x"}`)
+	h.ok("PATCH /v1/shares/{id}", 200, `{"id":"s1"}`)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"link", "web", "--max-uses", "0"}, "--max-uses must be at least 1, not 0"},
+		{[]string{"link", "web", "--max-uses", "-1"}, "--max-uses must be at least 1, not -1"},
+		{[]string{"link", "web", "--rate-limit", "0"}, "--rate-limit must be 1-100000 requests per minute, not 0"},
+		{[]string{"link", "web", "--rate-limit", "100001"}, "--rate-limit must be 1-100000"},
+		{[]string{"link", "web", "--expires", ""}, "--expires must be 1h, 24h, 7d, 30d or never, not empty"},
+		{[]string{"link", "web", "--password", ""}, "--password must not be empty"},
+		{[]string{"shares", "update", "s1", "--max-uses", "0"}, "--max-uses must be at least 1"},
+		{[]string{"shares", "update", "s1", "--rate-limit", "0"}, "--rate-limit must be 1-100000"},
+		{[]string{"keys", "create", "ci", "--expires", ""}, "--expires must not be empty"},
+		{[]string{"agents", "send", agentID, "--to", agentID, "--ttl", "0"}, "--ttl must be 1-604800 seconds, not 0"},
+		{[]string{"agents", "command", agentID, "status", "--timeout", "0"}, "--timeout must be 1-300 seconds, not 0"},
+		{[]string{"services", "health", "web", "--interval", "0"}, "--interval must be 10-3600 seconds, not 0"},
+		{[]string{"services", "reach", "web", "--from", agentID, "--timeout-ms", "0"}, "--timeout-ms must be 1000-30000 ms, not 0"},
+		{[]string{"services", "update", "web", "--target", ""}, "--target must not be empty"},
+		{[]string{"services", "ls", "--limit", "0"}, "--limit must be 1-500, not 0"},
+		{[]string{"reach", "web", "--port", "0"}, "--port must be 1-65535, not 0"},
+	} {
+		out, errOut, code := h.run(c.args...)
+		assert.Equal(t, 2, code, "%v: %s", c.args, errOut)
+		assert.Empty(t, out, "%v", c.args)
+		assert.Contains(t, errOut, c.want, "%v", c.args)
+	}
+	h.mu.Lock()
+	assert.Empty(t, h.reqs, "refused before any API call")
+	h.mu.Unlock()
+
+	// In range, they are sent as given.
+	_, errOut, code := h.run("link", "web", "--max-uses", "1", "--rate-limit", "1")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, float64(1), body(t, h.one("POST", "/v1/services/"+serviceID+"/shares"))["maxUses"])
+	// The same zero through the environment is refused too.
+	h.env["PC_MAX_USES"] = "0"
+	_, errOut, code = h.run("link", "web")
+	assert.Equal(t, 2, code, errOut)
+	assert.Contains(t, errOut, "--max-uses must be at least 1")
+}
+
 // --- lists and details ---
 
 func TestServicesLsTableAndCursor(t *testing.T) {

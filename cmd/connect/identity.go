@@ -58,14 +58,14 @@ func addAgentFlags(cmd *cobra.Command, af *agentFlags, withName bool) {
 	cmd.Flags().BoolVar(&af.allowPlaintext, "allow-plaintext", false, "dial plain-TCP edges that are not on loopback (an edge behind a TLS-terminating load balancer)")
 	cmd.Flags().StringVar(&af.metrics, "metrics", "", "serve the agent's Prometheus metrics on this address (e.g. 127.0.0.1:9091)")
 	// A bad pin is refused before anything is provisioned or registered.
-	cmd.PreRunE = func(*cobra.Command, []string) error {
+	addPreRun(cmd, func(*cobra.Command) error {
 		if af.pin != "" {
 			if _, err := agent.ParsePin(af.pin); err != nil {
 				return usageErrorf("--pin-sha256: %v", err)
 			}
 		}
 		return nil
-	}
+	})
 }
 
 // serveMetrics starts the --metrics listener; the agent registers on it.

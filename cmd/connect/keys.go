@@ -57,6 +57,7 @@ func (a *app) keysCmd() *cobra.Command {
 	create.Flags().StringSliceVar(&req.Scopes, "scopes", nil, "read, write and/or admin (server default write)")
 	create.Flags().StringSliceVar(&req.AllowedIPRanges, "allow-ip", nil, "client networks allowed to use the key (CIDR), repeatable")
 	create.Flags().StringVar(&expires, "expires", "", "expiry: a duration (720h) or an RFC 3339 time (default never)")
+	checkNotEmpty(create, "expires")
 
 	rm := actionCmd(a, "rm KEY_ID", "Revoke an API key at once (admin)", "  connect keys rm 6f1c…", 1,
 		func(ctx context.Context, c *client.Client, args []string) (string, error) {

@@ -28,8 +28,8 @@ func addPolicyFlags(cmd *cobra.Command, pf *policyFlags) {
 	f.StringSliceVar(&pf.paths, "paths", nil, "allowed paths: prefixes or globs, e.g. /api/*")
 	f.StringVar(&pf.password, "password", "", "require this password (8-128 characters)")
 	f.StringSliceVar(&pf.allowIPs, "allow-ip", nil, "allowed client networks (CIDR), repeatable")
-	f.IntVar(&pf.rateLimit, "rate-limit", 0, "requests per minute (1-100000)")
-	f.IntVar(&pf.maxUses, "max-uses", 0, "number of uses before the link stops working")
+	f.IntVar(&pf.rateLimit, "rate-limit", 0, "requests per minute per visitor IP, 1-100000 (default: no limit)")
+	f.IntVar(&pf.maxUses, "max-uses", 0, "number of uses before the link stops working, at least 1 (default: no limit)")
 	f.StringArrayVar(&pf.plugins, "plugin", nil, "extra Wasm policy: PLUGIN or PLUGIN:config.json (an id, builtin:<name>, a name or name@version), repeatable, run in order")
 }
 
@@ -39,6 +39,27 @@ func validExpires(s string) error {
 		return nil
 	}
 	return usageErrorf("--expires must be 1h, 24h, 7d, 30d or never, not %q", s)
+}
+
+// check refuses out-of-range policy flags before anything is sent. A flag
+// given explicitly is checked whatever its value: 0 (or an empty --expires)
+// would otherwise read as "not set" and make an unlimited link.
+func (pf *policyFlags) check(cmd *cobra.Command) error {
+	if cmd.Flags().Changed("expires") && pf.expires == "" {
+		return usageErrorf("--expires must be 1h, 24h, 7d, 30d or never, not empty")
+	}
+	if err := validExpires(pf.expires); err != nil {
+		return err
+	}
+	if err := intInRange(cmd, "rate-limit", pf.rateLimit, 1, 100000, "requests per minute"); err != nil {
+		return err
+	}
+	if cmd.Flags().Changed("max-uses") || pf.maxUses != 0 {
+		if pf.maxUses < 1 {
+			return usageErrorf("--max-uses must be at least 1, not %d", pf.maxUses)
+		}
+	}
+	return notEmpty(cmd, "password", pf.password)
 }
 
 func upperAll(in []string) []string {
@@ -87,7 +108,7 @@ func (a *app) linkCmd() *cobra.Command {
   curl "$(connect link api --methods GET --paths '/v1/*' --rate-limit 60)/v1/health"
   connect link web --password 's3cret-pass' --allow-ip 203.0.113.0/24 --plugin geo:geo.json`,
 		1, 1, func(cmd *cobra.Command, args []string) error {
-			if err := validExpires(pf.expires); err != nil {
+			if err := pf.check(cmd); err != nil {
 				return err
 			}
 			plugins, err := parsePlugins(pf.plugins)

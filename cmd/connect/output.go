@@ -268,6 +268,7 @@ func addListFlags(cmd *cobra.Command) *listFlags {
 	cmd.Flags().IntVar(&lf.limit, "limit", 0, "page size (server default 50, max 500)")
 	cmd.Flags().StringVar(&lf.cursor, "cursor", "", "cursor of the page to fetch (printed after a partial page)")
 	cmd.Flags().BoolVar(&lf.all, "all", false, "fetch every page")
+	checkRange(cmd, "limit", 1, 500, "")
 	return lf
 }
 

@@ -104,6 +104,7 @@ func (a *app) reachCmd() *cobra.Command {
 	cmd.Flags().StringVar(&bind, "bind", "127.0.0.1", "local address to listen on")
 	cmd.Flags().StringVar(&edgeAddr, "edge", "", "connect to the service's TCP port on this edge host instead of through an agent tunnel")
 	addAgentFlags(cmd, &af, false)
+	checkRange(cmd, "port", 1, 65535, "")
 	return cmd
 }
 

@@ -126,6 +126,7 @@ func (a *app) servicesCmd() *cobra.Command {
 	health.Flags().BoolVar(&enable, "enable", false, "enable health checks")
 	health.Flags().BoolVar(&disable, "disable", false, "disable health checks")
 	health.Flags().IntVar(&interval, "interval", 0, "seconds between checks (10-3600)")
+	checkRange(health, "interval", 10, 3600, "seconds")
 
 	var (
 		off       bool
@@ -164,6 +165,7 @@ func (a *app) servicesCmd() *cobra.Command {
 	update.Flags().StringVar(&newName, "rename", "", "new service name")
 	update.Flags().StringVar(&target, "target", "", "new HOST:PORT")
 	update.Flags().StringVar(&protocol, "protocol", "", "new protocol (auto|tcp|http|https)")
+	checkNotEmpty(update, "rename", "target", "protocol")
 
 	var reach client.ReachRequest
 	reachCheck := getCmd(a, "reach SERVICE --from AGENT_ID", "Check a service from another agent, through the edge",
@@ -177,6 +179,7 @@ func (a *app) servicesCmd() *cobra.Command {
 	reachCheck.Flags().StringVar(&reach.SourceAgentID, "from", "", "id of the agent that runs the check")
 	reachCheck.Flags().StringVar(&reach.Mode, "mode", "", "tcp, tls or http")
 	reachCheck.Flags().IntVar(&reach.TimeoutMs, "timeout-ms", 0, "timeout in ms (1000-30000)")
+	checkRange(reachCheck, "timeout-ms", 1000, 30000, "ms")
 
 	return group("services", "Manage services (exposed targets)", ls, get, rm, check, diags, health, public, update, reachCheck)
 }

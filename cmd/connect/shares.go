@@ -110,7 +110,7 @@ func (a *app) shareUpdateCmd() *cobra.Command {
 		`  connect shares update 6f1c… --methods GET,HEAD --rate-limit 120
   connect shares update 6f1c… --clear allow-ip,rate-limit`, 1,
 		func(ctx context.Context, c *client.Client, args []string) (*client.Share, error) {
-			if err := validExpires(pf.expires); err != nil {
+			if err := pf.check(cmd); err != nil {
 				return nil, err
 			}
 			var req client.UpdateShareRequest
