@@ -288,6 +288,32 @@ func TestLinkUnknownService(t *testing.T) {
 	assert.Contains(t, errOut, `error: no service named "nope"`)
 }
 
+// A share link speaks HTTP: one to a TCP service could never work, so it is
+// refused with the ways to reach the service instead.
+func TestLinkRefusesATCPService(t *testing.T) {
+	h := newHarness(t)
+	redis := strings.NewReplacer(`"name":"web"`, `"name":"redis"`, `"protocol":"http"`, `"protocol":"tcp"`).Replace(webService)
+	h.ok("GET /v1/services", 200, `[`+redis+`]`)
+	h.ok("POST /v1/services/{id}/shares", 201, `{"id":"s1","shareUrl":"http://e/shared/x"}`)
+	out, errOut, code := h.run("link", "redis")
+	assert.Equal(t, 1, code, errOut)
+	assert.Empty(t, out)
+	assert.Contains(t, errOut, "service redis speaks tcp, not HTTP: a share link cannot reach it")
+	assert.Contains(t, errOut, "connect reach redis")
+	assert.Contains(t, errOut, "port 23001 of every edge (tunnelPort)")
+	assert.Empty(t, h.requests("POST", "/v1/services/"+serviceID+"/shares"), "no share is created")
+
+	for _, proto := range []string{"auto", "http", "https"} {
+		svc := strings.Replace(webService, `"protocol":"http"`, `"protocol":"`+proto+`"`, 1)
+		h := newHarness(t)
+		h.ok("GET /v1/services", 200, `[`+svc+`]`)
+		h.ok("POST /v1/services/{id}/shares", 201, `{"id":"s1","shareUrl":"http://e/shared/x"}`)
+		out, errOut, code := h.run("link", "web")
+		assert.Equal(t, 0, code, "%s: %s", proto, errOut)
+		assert.Equal(t, "http://e/shared/x\n", out, proto)
+	}
+}
+
 // Zero is the "not set" value of the integer flags: given explicitly it is
 // refused like any other out-of-range value, not taken as "no limit".
 func TestExplicitZeroIsRefused(t *testing.T) {

@@ -62,6 +62,20 @@ func (pf *policyFlags) check(cmd *cobra.Command) error {
 	return notEmpty(cmd, "password", pf.password)
 }
 
+// linkable refuses a share link to a service that does not speak HTTP: the
+// edge would send HTTP requests into it, and every visit would fail.
+func linkable(svc *client.Service) error {
+	switch svc.Protocol {
+	case "", "auto", "http", "https":
+		return nil
+	}
+	hint := fmt.Sprintf("reach it with its own client through 'connect reach %s'", svc.Name)
+	if svc.TunnelPort > 0 {
+		hint += fmt.Sprintf(", or on port %d of every edge (tunnelPort)", svc.TunnelPort)
+	}
+	return fmt.Errorf("service %s speaks %s, not HTTP: a share link cannot reach it; %s", svc.Name, svc.Protocol, hint)
+}
+
 func upperAll(in []string) []string {
 	out := make([]string, len(in))
 	for i, s := range in {
@@ -122,6 +136,9 @@ func (a *app) linkCmd() *cobra.Command {
 			ctx := a.ctx(cmd)
 			svc, err := resolveService(ctx, c, args[0])
 			if err != nil {
+				return err
+			}
+			if err := linkable(svc); err != nil {
 				return err
 			}
 			if err := resolvePluginRefs(ctx, c, plugins); err != nil {
