@@ -537,3 +537,22 @@ func TestRotateWindow(t *testing.T) {
 		assert.Equal(t, c.want, rotateWindow(st), c.name)
 	}
 }
+
+// A --port that cannot be had fails reach before a reach identity is
+// provisioned or registered.
+func TestReachChecksThePortFirst(t *testing.T) {
+	h := newHarness(t)
+	provisionRoutes(h)
+	h.ok("GET /v1/services", 200, `[{"id":"`+serviceID+`","name":"redis","targetPort":6379,"protocol":"tcp"}]`)
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer held.Close()
+	port := strconv.Itoa(held.Addr().(*net.TCPAddr).Port)
+	_, errOut, code := h.run("reach", "redis", "--port", port)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "cannot listen on 127.0.0.1:"+port)
+	assert.Empty(t, h.requests("POST", "/v1/agents/provision"))
+	assert.Empty(t, h.requests("POST", "/v1/agents/register"))
+	_, err = os.Stat(filepath.Join(filepath.Dir(h.state), "reach-agent.json"))
+	assert.True(t, os.IsNotExist(err), "no reach identity is written: %v", err)
+}

@@ -259,6 +259,52 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// notControl reports whether err, a 404 or 405 or an answer that is not
+// JSON, came from a server that is not a control plane (an edge's share
+// listener, an unrelated web server): the control plane serves its API
+// description at /openapi.json; anything else does not.
+func (a *app) notControl(err error) bool {
+	var ae *client.APIError
+	switch {
+	case errors.As(err, &ae):
+		if ae.StatusCode != http.StatusNotFound && ae.StatusCode != http.StatusMethodNotAllowed {
+			return false
+		}
+	case strings.Contains(err.Error(), "decode response"):
+	default:
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, rerr := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(a.control, "/")+"/openapi.json", nil)
+	if rerr != nil {
+		return false
+	}
+	resp, rerr := a.httpClient.Do(req)
+	if rerr != nil {
+		return false // unreachable now: say nothing about what it is
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		OpenAPI string `json:"openapi"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&doc) != nil || doc.OpenAPI == "" {
+		return true
+	}
+	return false
+}
+
+// note tells the user something on stderr: the text line, or with
+// --log-format json a log record (msg and args) instead, so that stderr
+// holds only JSON records there.
+func (a *app) note(level slog.Level, text, msg string, args ...any) {
+	if a.logFormat == "json" && a.log != nil {
+		a.log.Log(context.Background(), level, msg, args...)
+		return
+	}
+	fmt.Fprintln(a.stderr, text)
+}
+
 // usageError marks an error as a misuse of the command line (exit code 2).
 type usageError struct{ err error }
 
@@ -295,9 +341,31 @@ func (a *app) printError(cmd *cobra.Command, err error) int {
 	var ue *url.Error
 	if errors.As(err, &ue) && !errors.Is(err, context.Canceled) {
 		err = fmt.Errorf("cannot reach the control plane at %s: %w", a.control, ue.Err)
+	} else if a.notControl(err) {
+		err = fmt.Errorf("%s does not look like a control plane's API (it answered: %w; it serves no /openapi.json): "+
+			"check --control / PC_CONTROL_URL (default %s; an edge's share or tunnel address is not it)", a.control, err, defaultControlURL)
+	}
+	var ae *client.APIError
+	if a.logFormat == "json" && a.log != nil {
+		// stderr holds only JSON records in this mode.
+		args := []any{"error", err.Error()}
+		if errors.As(err, &ae) {
+			args = append(args, "status", ae.StatusCode)
+			for _, d := range ae.Details {
+				args = append(args, slog.String("field."+d.Field, d.Message))
+			}
+			if ae.RetryAfter > 0 {
+				args = append(args, "retryAfter", ae.RetryAfter)
+			}
+		}
+		code := 1
+		if isUsage(err) {
+			code = 2
+		}
+		a.log.Error("command failed", append(args, "exitCode", code)...)
+		return code
 	}
 	fmt.Fprintf(a.stderr, "error: %s\n", err)
-	var ae *client.APIError
 	if errors.As(err, &ae) {
 		for _, d := range ae.Details {
 			if !strings.Contains(ae.Message, d.Field+" "+d.Message) { // not already said

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
 )
 
@@ -340,7 +343,7 @@ func TestExplicitZeroIsRefused(t *testing.T) {
 		{[]string{"services", "reach", "web", "--from", agentID, "--timeout-ms", "0"}, "--timeout-ms must be 1000-30000 ms, not 0"},
 		{[]string{"services", "update", "web", "--target", ""}, "--target must not be empty"},
 		{[]string{"services", "ls", "--limit", "0"}, "--limit must be 1-500, not 0"},
-		{[]string{"reach", "web", "--port", "0"}, "--port must be 1-65535, not 0"},
+		{[]string{"reach", "web", "--port", "-1"}, "--port must be 0-65535, not -1"},
 	} {
 		out, errOut, code := h.run(c.args...)
 		assert.Equal(t, 2, code, "%v: %s", c.args, errOut)
@@ -604,4 +607,81 @@ func TestTunnelsByServiceName(t *testing.T) {
 	_, errOut, code = h.run("tunnels", "pause", "nope")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut, `no service named "nope"`)
+}
+
+// --- small things of the walk-through ---
+
+// With --log-format json every line the agent commands write on stderr is a
+// JSON record: "Stopped." too, and the final error.
+func TestJSONLogFormatWritesOnlyJSONToStderr(t *testing.T) {
+	h := exposeHarness(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.agentRun = func(actx context.Context, cfg agent.Config) error {
+		cancel() // Ctrl-C
+		<-actx.Done()
+		return nil
+	}
+	var stdout, stderr syncBuffer
+	code := h.app(&stdout, &stderr).execute(ctx, []string{"expose", "localhost:3000", "--name", "web", "--log-format", "json"})
+	require.Equal(t, 0, code, stderr.String())
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	msgs := []string{}
+	for _, l := range lines {
+		var rec map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &rec), "not a JSON record: %q", l)
+		msgs = append(msgs, rec["msg"].(string))
+	}
+	assert.Contains(t, msgs, "provisioned agent")
+	assert.Contains(t, msgs, "stopped")
+
+	// An error too.
+	h.env["PC_CONTROL_URL"] = "http://127.0.0.1:1"
+	_, errOut, code := h.run("services", "ls", "--log-format", "json")
+	assert.Equal(t, 1, code)
+	var rec map[string]any
+	require.NoError(t, json.Unmarshal([]byte(strings.TrimSpace(errOut)), &rec), errOut)
+	assert.Equal(t, "ERROR", rec["level"])
+	assert.Contains(t, rec["error"], "cannot reach the control plane")
+
+	// The text format is unchanged.
+	_, errOut, code = h.run("services", "ls")
+	assert.Equal(t, 1, code)
+	assert.True(t, strings.HasPrefix(errOut, "error: cannot reach the control plane"), errOut)
+}
+
+// The edge token goes in the environment, as the README says.
+func TestEdgesAddHintsPCToken(t *testing.T) {
+	h := newHarness(t)
+	h.ok("POST /v1/edges", 201, `{"id":"e1","name":"eu-1","token":"pce_x"}`)
+	_, errOut, code := h.run("edges", "add", "eu-1", "--public-url", "https://eu1.example.com", "--tunnel-addr", "eu1.example.com:7070")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, errOut, "PC_TOKEN")
+	assert.NotContains(t, errOut, "(pcd edge --token)")
+	out, _, _ := h.run("edges", "add", "--help")
+	assert.Contains(t, out, `PC_TOKEN="$(connect edges add`)
+}
+
+// A --control that is an edge's share listener (or any other server)
+// answers 404 in an envelope like the API's: the error says the URL is not
+// a control plane's, not just "Not found".
+func TestControlURLThatIsNotAControlPlane(t *testing.T) {
+	edge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(404)
+		io.WriteString(w, `{"error":"Not Found","message":"Not found","statusCode":404}`)
+	}))
+	defer edge.Close()
+	h := newHarness(t)
+	h.env["PC_CONTROL_URL"] = edge.URL
+	_, errOut, code := h.run("services", "ls")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "error: "+edge.URL+" does not look like a control plane's API (it answered: Not found")
+	assert.Contains(t, errOut, "PC_CONTROL_URL")
+
+	// A real 404 of the control plane is left as it is.
+	h = newHarness(t)
+	h.fail("GET /v1/shares/{id}", 404, `{"error":"Not Found","message":"share not found","statusCode":404}`)
+	_, errOut, code = h.run("shares", "get", "s1")
+	assert.Equal(t, 1, code)
+	assert.Equal(t, "error: share not found\n", errOut)
 }

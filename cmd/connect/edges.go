@@ -30,7 +30,7 @@ func (a *app) edgesCmd() *cobra.Command {
 	var req client.CreateEdgeRequest
 	add := getCmd(a, "add NAME --public-url URL --tunnel-addr HOST:PORT", "Register an edge node; prints its token once (admin)",
 		`  connect edges add eu-1 --public-url https://eu1.share.example.com --tunnel-addr eu1.example.com:7070 --region eu
-  pcd edge --token "$(connect edges add local --public-url http://127.0.0.1:8080 --tunnel-addr 127.0.0.1:7070 --json | jq -r .token)"`, 1,
+  PC_TOKEN="$(connect edges add local --public-url http://127.0.0.1:8080 --tunnel-addr 127.0.0.1:7070 --json | jq -r .token)" pcd edge`, 1,
 		func(ctx context.Context, c *client.Client, args []string) (*client.Edge, error) {
 			r := req
 			r.Name = args[0]
@@ -39,7 +39,7 @@ func (a *app) edgesCmd() *cobra.Command {
 			}
 			e, err := c.CreateEdge(ctx, r)
 			if err == nil && !a.jsonOut {
-				fmt.Fprintln(a.stderr, "Store the edge token now: it is shown only once (pcd edge --token).")
+				fmt.Fprintln(a.stderr, "Store the edge token now: it is shown only once. Give it to pcd edge in its environment (PC_TOKEN) or --config file, not --token, which every local user can read in the process list.")
 			}
 			return e, err
 		})

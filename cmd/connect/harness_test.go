@@ -50,6 +50,10 @@ func newHarness(t *testing.T) *harness {
 		h.mux.ServeHTTP(w, r)
 	}))
 	t.Cleanup(h.srv.Close)
+	// What tells a control plane from another server (app.notControl).
+	h.mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"openapi":"3.1.0"}`)
+	})
 	h.state = filepath.Join(t.TempDir(), "cfg", "privateconnect", "agent.json")
 	h.env = map[string]string{"PC_API_KEY": testKey, "PC_CONTROL_URL": h.srv.URL, "PC_STATE": h.state}
 	return h

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -84,7 +85,7 @@ func (a *app) serveMetrics(ctx context.Context, af *agentFlags) error {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	context.AfterFunc(ctx, func() { _ = srv.Close() })
-	fmt.Fprintf(a.stderr, "Metrics on http://%s/metrics\n", ln.Addr())
+	a.note(slog.LevelInfo, fmt.Sprintf("Metrics on http://%s/metrics", ln.Addr()), "serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 	return nil
 }
 
@@ -120,7 +121,8 @@ func (a *app) identity(ctx context.Context, c *client.Client, name, label string
 			if !client.IsStatus(err, http.StatusUnauthorized) || a.now().Before(st.ExpiresAt) {
 				return nil, fmt.Errorf("rotate agent token: %w", err)
 			}
-			fmt.Fprintf(a.stderr, "agent token expired on %s: provisioning a new agent identity\n", fmtTime(st.ExpiresAt))
+			a.note(slog.LevelWarn, fmt.Sprintf("agent token expired on %s: provisioning a new agent identity", fmtTime(st.ExpiresAt)),
+				"agent token expired: provisioning a new agent identity", "expiredAt", st.ExpiresAt)
 			if st, err = a.provision(ctx, c, st.Name, st.Label); err != nil {
 				return nil, err
 			}
@@ -151,7 +153,8 @@ func (a *app) provision(ctx context.Context, c *client.Client, name, label strin
 	if err != nil {
 		return nil, fmt.Errorf("provision agent: %w", err)
 	}
-	fmt.Fprintf(a.stderr, "Provisioned agent %s in workspace %s\n", p.AgentID, orDash(p.WorkspaceName))
+	a.note(slog.LevelInfo, fmt.Sprintf("Provisioned agent %s in workspace %s", p.AgentID, orDash(p.WorkspaceName)),
+		"provisioned agent", "agentId", p.AgentID, "workspace", p.WorkspaceName)
 	return &agentState{
 		AgentID: p.AgentID, Token: p.Token, ExpiresAt: p.ExpiresAt, IssuedAt: a.now(), WorkspaceID: p.WorkspaceID,
 		ControlURL: a.control, Edges: p.Edges, Name: name, Label: label,
@@ -165,7 +168,7 @@ func (a *app) rotate(ctx context.Context, c *client.Client, st *agentState) erro
 		return err
 	}
 	st.Token, st.ExpiresAt, st.IssuedAt = t.Token, t.ExpiresAt, a.now()
-	fmt.Fprintf(a.stderr, "Rotated the agent token (valid until %s)\n", fmtTime(t.ExpiresAt))
+	a.note(slog.LevelInfo, fmt.Sprintf("Rotated the agent token (valid until %s)", fmtTime(t.ExpiresAt)), "rotated the agent token", "expiresAt", t.ExpiresAt)
 	return nil
 }
 
@@ -218,13 +221,13 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 		cancel()
 		switch {
 		case ctx.Err() != nil:
-			if !a.jsonOut {
-				fmt.Fprintln(a.stderr, "Stopped.")
+			if !a.jsonOut || a.logFormat == "json" {
+				a.note(slog.LevelInfo, "Stopped.", "stopped")
 			}
 			return nil
 		case errors.Is(err, agent.ErrStopped):
-			if !a.jsonOut {
-				fmt.Fprintln(a.stderr, "Stopped by a command from the control plane.")
+			if !a.jsonOut || a.logFormat == "json" {
+				a.note(slog.LevelInfo, "Stopped by a command from the control plane.", "stopped by a command from the control plane")
 			}
 			return nil
 		case errors.Is(err, agent.ErrReplaced):

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -41,6 +42,26 @@ func (a *app) reachCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// The local port first: one that cannot be had fails the command
+			// before a reach identity is provisioned or registered for it.
+			// --port 0 given explicitly: any free port.
+			explicit := cmd.Flags().Changed("port")
+			if !explicit {
+				port = svc.TargetPort
+			}
+			ln, err := net.Listen("tcp", net.JoinHostPort(bind, strconv.Itoa(port)))
+			if err != nil {
+				if explicit {
+					// Never somewhere else: a client of the asked-for port
+					// would reach whatever holds it.
+					return fmt.Errorf("cannot listen on %s: %w", net.JoinHostPort(bind, strconv.Itoa(port)), err)
+				}
+				// The service's own port is taken (often by the service itself): pick one.
+				if ln, err = net.Listen("tcp", net.JoinHostPort(bind, "0")); err != nil {
+					return fmt.Errorf("cannot listen on %s: %w", bind, err)
+				}
+			}
+			defer ln.Close()
 			var dial func(context.Context) (net.Conn, error)
 			var agentDone <-chan error // the reach agent's Run result
 			via := "agent tunnel"
@@ -63,23 +84,8 @@ func (a *app) reachCmd() *cobra.Command {
 				agentDone = done
 				dial = func(ctx context.Context) (net.Conn, error) { return ag.Dial(ctx, svc.ID) }
 			}
-			explicit := port != 0
-			if !explicit {
-				port = svc.TargetPort
-			}
-			ln, err := net.Listen("tcp", net.JoinHostPort(bind, strconv.Itoa(port)))
-			if err != nil {
-				if explicit {
-					// Never somewhere else: a client of the asked-for port
-					// would reach whatever holds it.
-					return fmt.Errorf("cannot listen on %s: %w", net.JoinHostPort(bind, strconv.Itoa(port)), err)
-				}
-				// The service's own port is taken (often by the service itself): pick one.
-				if ln, err = net.Listen("tcp", net.JoinHostPort(bind, "0")); err != nil {
-					return fmt.Errorf("cannot listen on %s: %w", bind, err)
-				}
-			}
-			fmt.Fprintf(a.stderr, "Reaching %s on %s (via %s); press Ctrl-C to stop.\n", svc.Name, ln.Addr(), via)
+			a.note(slog.LevelInfo, fmt.Sprintf("Reaching %s on %s (via %s); press Ctrl-C to stop.", svc.Name, ln.Addr(), via),
+				"reaching", "service", svc.Name, "listen", ln.Addr().String(), "via", via)
 			if !a.jsonOut {
 				fmt.Fprintln(a.stdout, ln.Addr().String())
 			} else {
@@ -100,11 +106,11 @@ func (a *app) reachCmd() *cobra.Command {
 			}
 			return a.forward(fctx, ln, dial)
 		})
-	cmd.Flags().IntVar(&port, "port", 0, "local port (default: the service's port, or a free one if that is taken; a --port that cannot be had is an error)")
+	cmd.Flags().IntVar(&port, "port", 0, "local port (default: the service's port, or a free one if that is taken; 0: a free one; a --port that cannot be had is an error)")
 	cmd.Flags().StringVar(&bind, "bind", "127.0.0.1", "local address to listen on")
 	cmd.Flags().StringVar(&edgeAddr, "edge", "", "connect to the service's TCP port on this edge host instead of through an agent tunnel")
 	addAgentFlags(cmd, &af, false)
-	checkRange(cmd, "port", 1, 65535, "")
+	checkRange(cmd, "port", 0, 65535, "")
 	return cmd
 }
 
@@ -206,8 +212,7 @@ func (a *app) forward(ctx context.Context, ln net.Listener, dial func(context.Co
 			defer conn.Close()
 			up, err := dial(ctx)
 			if err != nil {
-				a.log.Warn("reach: connect to the service", "err", err)
-				fmt.Fprintf(a.stderr, "reach: %v\n", err)
+				a.note(slog.LevelWarn, fmt.Sprintf("reach: %v", err), "reach: connect to the service", "err", err)
 				if errors.Is(err, agent.ErrNoSuchService) {
 					stop(errServiceGone) // the service was deleted: reach ends
 				}
