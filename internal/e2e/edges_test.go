@@ -11,7 +11,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -462,4 +464,46 @@ func TestSecondProcessOfAnEdgeReplacesTheFirst(t *testing.T) {
 		t.Fatalf("the newest process stopped: %v", err)
 	default:
 	}
+}
+
+// TestAgentDropsADeletedEdge: an agent started with two edges (from
+// provisioning, or its saved state) stops dialing one deleted with
+// DELETE /v1/edges/:id once the other edge's list no longer names it,
+// instead of being refused by it at every backoff for ever.
+func TestAgentDropsADeletedEdge(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	e2 := env.AddEdge("edge-2")
+	id, token, edges := env.ProvisionAgent("a")
+	require.Len(t, edges, 2)
+	var mu sync.Mutex
+	rejected := map[string]int{}
+	var lists [][]string
+	env.RunAgentWith(id, token, edges, func(c *agent.Config) {
+		c.MinBackoff, c.MaxBackoff = 20*time.Millisecond, 50*time.Millisecond
+		c.OnEvent = func(e agent.Event) {
+			if e.Kind == agent.EventRejected {
+				mu.Lock()
+				rejected[e.Edge]++
+				mu.Unlock()
+			}
+		}
+		c.OnEdges = func(l []string) { mu.Lock(); lists = append(lists, l); mu.Unlock() }
+	})
+	env.WaitAgentOnEdges(id, 5*time.Second)
+
+	require.NoError(t, env.Client.DeleteEdge(context.Background(), e2.ID))
+	gone := e2.TunnelAddr()
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(lists) > 0 && !slices.Contains(lists[len(lists)-1], gone)
+	}, 5*time.Second, 20*time.Millisecond, "the deleted edge leaves the agent's list")
+	mu.Lock()
+	n := rejected[gone]
+	mu.Unlock()
+	time.Sleep(500 * time.Millisecond) // ten backoff periods
+	mu.Lock()
+	defer mu.Unlock()
+	require.LessOrEqual(t, rejected[gone]-n, 1, "the deleted edge is not dialed again")
+	require.Equal(t, []string{env.Edges[0].TunnelAddr()}, lists[len(lists)-1])
 }

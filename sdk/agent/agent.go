@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -30,10 +31,23 @@ type Config struct {
 	// AgentID and Token are the agent's identity (from provisioning).
 	AgentID string
 	Token   string
-	// Edges are the tunnel addresses to dial: "host:port" (plain TCP, for
-	// loopback and tests) or "tls://host:port" (from provisioning: the
-	// tunnelAddr of each edge).
+	// Edges are the tunnel addresses to dial first: "host:port" (plain TCP,
+	// for loopback and tests) or "tls://host:port" (from provisioning, or
+	// an agent's saved list: the tunnelAddr of each edge). The edges then
+	// tell the agent the current list (edges added later are dialed too),
+	// and an address of Edges that no connected edge lists any more, and
+	// that holds no session, is dropped: an edge deleted with
+	// DELETE /v1/edges/:id is not dialed for ever.
 	Edges []string
+	// StaticEdges are addresses the agent always holds a tunnel to,
+	// whatever the edges list: ones a user gave by hand (an address of an
+	// edge that the registered tunnelAddr does not reach from here, a lab
+	// edge). Edges or StaticEdges must name at least one edge.
+	StaticEdges []string
+	// OnEdges, when set, is called with the addresses the agent dials
+	// after an edge's list changed them (to keep a saved list current).
+	// It is called from the goroutine reading that edge's control stream.
+	OnEdges func(edges []string)
 	// CAFile, when set, is the PEM bundle used to verify edges over TLS.
 	CAFile string
 	// PinSHA256, when set, is the hex SHA-256 of the edge certificate's
@@ -119,6 +133,7 @@ type Agent struct {
 	edges      map[string]context.CancelFunc // tunnel addr → stop
 	sessions   map[string]*edgeConn          // tunnel addr → live session
 	edgeOwner  map[string]string             // edge id → the tunnel addr holding (or opening) its session
+	listed     map[string][]string           // tunnel addr of a live session → the edges it listed last
 	runCtx     context.Context
 	stop       context.CancelFunc
 	runErr     error          // why Run stopped by itself (a *ReplacedError)
@@ -155,10 +170,10 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: AgentID: %w", err)
 	}
-	if len(cfg.Edges) == 0 {
+	if len(cfg.Edges) == 0 && len(cfg.StaticEdges) == 0 {
 		return nil, errors.New("agent: at least one edge is required")
 	}
-	for _, e := range cfg.Edges {
+	for _, e := range append(slices.Clip(cfg.Edges), cfg.StaticEdges...) {
 		if err := checkEdgeAddr(e); err != nil {
 			return nil, err
 		}
@@ -183,7 +198,7 @@ func New(cfg Config) (*Agent, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Agent{cfg: cfg, id: id, log: log, services: map[uuid.UUID]target{},
-		edges: map[string]context.CancelFunc{}, sessions: map[string]*edgeConn{}, edgeOwner: map[string]string{},
+		edges: map[string]context.CancelFunc{}, sessions: map[string]*edgeConn{}, edgeOwner: map[string]string{}, listed: map[string][]string{},
 		trying: map[string]int{}, definitive: map[string]*RejectedError{}, finished: map[string]bool{}, evWake: make(chan struct{}, 1)}
 	a.svcCond = sync.NewCond(&a.mu)
 	if cfg.Registerer != nil {
@@ -232,6 +247,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.deliverEvents(evStop, evDone)
 	a.runCtx, a.stop = ctx, stop
 	for _, e := range a.cfg.Edges {
+		a.addEdgeLocked(e)
+	}
+	for _, e := range a.cfg.StaticEdges {
 		a.addEdgeLocked(e)
 	}
 	a.mu.Unlock()
@@ -395,32 +413,109 @@ func (a *Agent) addEdgeLocked(addr string) {
 	}()
 }
 
-// setEdges reconciles the edges to hold tunnels to with the list an edge
-// sent. Edges from the static configuration are always kept.
-func (a *Agent) setEdges(list []string) {
+// setEdges reconciles the edges to hold tunnels to with the list the edge
+// of session ec sent (nil: a list from no session, for tests). The agent
+// keeps StaticEdges, every edge it holds a session with, and every edge
+// that one of those sessions' edges listed last; it drops the rest (an
+// edge deleted from the control plane refuses the agent, so it holds no
+// session, and the other edges stop listing it). Taking the union of the
+// lists of every live session, not the last list alone, keeps an edge that
+// one edge does not list yet (its configuration is behind: the control
+// plane is away) while another does; and one edge, even a compromised
+// one, cannot make the agent drop the edges that the others list.
+func (a *Agent) setEdges(ec *edgeConn, list []string) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	want := map[string]bool{}
-	for _, e := range a.cfg.Edges {
-		want[e] = true
-	}
+	var clean []string
 	for _, e := range list {
 		if e != "" {
+			clean = append(clean, e)
+		}
+	}
+	if len(clean) == 0 {
+		a.mu.Unlock()
+		return // an edge that lists nothing says nothing about the others
+	}
+	if ec != nil {
+		if a.sessions[ec.addr] != ec {
+			a.mu.Unlock()
+			return // that session has ended
+		}
+		a.listed[ec.addr] = clean
+	}
+	now := a.reconcileLocked(clean)
+	a.mu.Unlock()
+	if now != nil {
+		a.cfg.OnEdges(now)
+	}
+}
+
+// sessionEnded reconciles the edges once the session of ec ended: an edge
+// that was kept only because it held a session (a deleted edge ends its
+// agents' sessions as other edges stop listing it) is dropped if no other
+// live edge lists it. With no live session left nothing is dropped: the
+// network may be down, which says nothing about the edges.
+func (a *Agent) sessionEnded(ec *edgeConn) {
+	a.mu.Lock()
+	if a.sessions[ec.addr] == ec {
+		delete(a.sessions, ec.addr)
+		delete(a.listed, ec.addr)
+	}
+	var now []string
+	if len(a.listed) > 0 && a.runCtx != nil && a.runCtx.Err() == nil {
+		now = a.reconcileLocked(nil)
+	}
+	a.mu.Unlock()
+	if now != nil {
+		a.cfg.OnEdges(now)
+	}
+}
+
+// reconcileLocked holds tunnels to the edges wanted (setEdges) and drops
+// the others, with extra listed too. It returns the addresses dialed when
+// they changed and OnEdges is set, else nil.
+func (a *Agent) reconcileLocked(extra []string) []string {
+	want := map[string]bool{}
+	for _, e := range a.cfg.StaticEdges {
+		want[e] = true
+	}
+	for _, e := range extra {
+		want[e] = true
+	}
+	for addr, l := range a.listed {
+		want[addr] = true
+		for _, e := range l {
 			want[e] = true
 		}
 	}
+	for addr := range a.sessions {
+		want[addr] = true
+	}
+	changed := false
 	for addr, cancel := range a.edges {
 		if !want[addr] {
+			changed = true
 			cancel()
 			delete(a.edges, addr)
-			if s := a.sessions[addr]; s != nil {
-				s.close()
-			}
+			delete(a.definitive, addr)
+			delete(a.finished, addr)
+			a.log.Info("edge no longer listed by the edges: not dialing it any more", "edge", addr)
 		}
 	}
 	for addr := range want {
-		a.addEdgeLocked(addr)
+		if _, ok := a.edges[addr]; !ok {
+			changed = true
+			a.addEdgeLocked(addr)
+		}
 	}
+	if !changed || a.cfg.OnEdges == nil {
+		return nil
+	}
+	now := make([]string, 0, len(a.edges))
+	for addr := range a.edges {
+		now = append(now, addr)
+	}
+	slices.Sort(now)
+	return now
 }
 
 // maintain keeps one edge connected until ctx ends.
@@ -466,8 +561,14 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 		}
 		if errors.As(err, &rej) {
 			a.counters.rejected.Add(1)
-			a.emit(Event{Kind: EventRejected, Edge: addr, Message: rej.Message, Err: err})
-			a.log.Warn("edge rejected the agent", "edge", addr, "reason", rej.Message)
+			msg := rej.Message
+			if n := a.othersAccepting(addr); n > 0 && rej.Status == tunnel.ResultBadCredentials {
+				// The credentials are good: this edge does not know them.
+				msg = fmt.Sprintf("%s here, though %d other edge(s) accept them: this edge does not know the agent "+
+					"(removed from the control plane, or behind on its configuration)", rej.Message, n)
+			}
+			a.emit(Event{Kind: EventRejected, Edge: addr, Message: msg, Err: err})
+			a.log.Warn("edge rejected the agent", "edge", addr, "reason", msg)
 			if rej.Status == tunnel.ResultExpired || rej.Status == tunnel.ResultUnsupportedVersion {
 				a.mu.Lock()
 				a.definitive[addr] = rej
@@ -494,6 +595,20 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 			backoff = a.cfg.MaxBackoff
 		}
 	}
+}
+
+// othersAccepting is the number of edges other than addr's that hold a
+// session of the agent.
+func (a *Agent) othersAccepting(addr string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for s, ec := range a.sessions {
+		if s != addr && ec.edgeID != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // emit queues an event for OnEvent (deliverEvents).

@@ -65,7 +65,7 @@ func TestPlaintextEdgePushedLaterIsRefusedOnce(t *testing.T) {
 	for a.runCtxSet() == false {
 		time.Sleep(time.Millisecond)
 	}
-	a.setEdges([]string{"192.0.2.10:7070"})
+	a.setEdges(nil, []string{"192.0.2.10:7070"})
 	time.Sleep(300 * time.Millisecond) // sixty backoff periods
 	mu.Lock()
 	defer mu.Unlock()

@@ -94,11 +94,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	}
 	ec.close()
 	ec.aborts.AbortAll() // their connections were lost, not ended
-	a.mu.Lock()
-	if a.sessions[addr] == ec {
-		delete(a.sessions, addr)
-	}
-	a.mu.Unlock()
+	a.sessionEnded(ec)
 	a.log.Info("disconnected from edge", "edge", addr)
 	a.emit(Event{Kind: EventDisconnected, Edge: addr, EdgeID: edgeID})
 	if reason := ec.replaced.Load(); reason != nil {
@@ -373,7 +369,7 @@ func (a *Agent) serveControl(ec *edgeConn, st *smux.Stream, br *bufio.Reader) {
 		case tunnel.CtlServices:
 			a.setServices(c.Services)
 		case tunnel.CtlEdges:
-			a.setEdges(c.Edges)
+			a.setEdges(ec, c.Edges)
 		case tunnel.CtlPing:
 			if err := write(&tunnel.Control{Type: tunnel.CtlPong, Seq: c.Seq}); err != nil {
 				return
