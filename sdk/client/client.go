@@ -146,6 +146,31 @@ func IsStatus(err error, status int) bool {
 // IsNotFound reports whether err is a 404 answer.
 func IsNotFound(err error) bool { return IsStatus(err, http.StatusNotFound) }
 
+// IsUnreachable reports whether err says the control plane could not be
+// reached or could not answer, rather than that it refused the call: a
+// network error (connection refused, a timeout, a name that does not
+// resolve) or a 502, 503 or 504 (a proxy in front of a control plane that
+// is down or restarting, or a control plane that cannot serve). A caller
+// that can go on without the control plane (an agent with a saved identity)
+// goes on, and tries again later. A cancelled ctx is not "unreachable".
+func IsUnreachable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return true
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		switch ae.StatusCode {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return true
+		}
+	}
+	return false
+}
+
 type rawDataKey struct{}
 
 // WithRawData returns a context that makes every call made with it store the

@@ -347,3 +347,22 @@ func TestEmptyIDIsRefusedLocally(t *testing.T) {
 	defer f.mu.Unlock()
 	require.Empty(t, f.reqs, "nothing was sent")
 }
+
+func TestIsUnreachable(t *testing.T) {
+	down := httptest.NewServer(http.NotFoundHandler())
+	url := down.URL
+	down.Close()
+	_, err := client.New(url, "k").Status(context.Background())
+	require.Error(t, err)
+	assert.True(t, client.IsUnreachable(err), "connection refused: %v", err)
+	assert.True(t, client.IsUnreachable(errors.Join(errors.New("register agent"), err)), "wrapped")
+	assert.True(t, client.IsUnreachable(&client.APIError{StatusCode: 503}))
+	assert.True(t, client.IsUnreachable(&client.APIError{StatusCode: 502}))
+	assert.False(t, client.IsUnreachable(&client.APIError{StatusCode: 401}))
+	assert.False(t, client.IsUnreachable(&client.APIError{StatusCode: 404}))
+	assert.False(t, client.IsUnreachable(nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = client.New(url, "k").Status(ctx)
+	assert.False(t, client.IsUnreachable(err), "cancelled: %v", err)
+}
