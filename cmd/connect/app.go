@@ -41,6 +41,12 @@ type app struct {
 	// minRenewWait is the shortest wait before a running agent's token is
 	// rotated (a floor for tokens already within rotateBefore of expiry).
 	minRenewWait time.Duration
+	// controlRetry paces the calls of a running agent to a control plane
+	// that could not be reached (registration, token rotation).
+	controlRetry time.Duration
+	// setupTimeout bounds each call an agent makes to the control plane
+	// at start (and when it comes back).
+	setupTimeout time.Duration
 
 	// Global flags.
 	apiKey    string
@@ -66,6 +72,8 @@ func newApp(stdout, stderr io.Writer, getenv func(string) (string, bool)) *app {
 		httpClient:   &http.Client{Timeout: 2 * time.Minute},
 		pollInterval: 2 * time.Second,
 		minRenewWait: time.Minute,
+		controlRetry: 10 * time.Second,
+		setupTimeout: 20 * time.Second,
 		runAgent: func(ctx context.Context, cfg agent.Config) error {
 			ag, err := agent.New(cfg)
 			if err != nil {

@@ -50,26 +50,62 @@ func (a *app) exposeCmd() *cobra.Command {
 			}
 			defer a.releaseAgentLock()
 			var st *agentState
+			var offline error // the control plane could not be reached
 			if running != nil {
 				st, err = a.runningState(running)
 			} else {
-				st, err = a.identity(ctx, c, af.name, "")
+				st, offline, err = a.identity(ctx, c, af.name, "")
 			}
 			if err != nil {
 				return err
 			}
-			svc, created, err := c.RegisterService(ctx, client.RegisterServiceRequest{
-				AgentID: st.AgentID, Name: name, TargetHost: host, TargetPort: port, Protocol: protocol, IsPublic: public,
-			})
-			if err != nil {
-				return fmt.Errorf("register service: %w", err)
+			var svc *client.Service
+			created := false
+			if offline == nil {
+				svc, created, err = c.RegisterService(ctx, client.RegisterServiceRequest{
+					AgentID: st.AgentID, Name: name, TargetHost: host, TargetPort: port, Protocol: protocol, IsPublic: public,
+				})
+				if err != nil && !client.IsUnreachable(err) {
+					return fmt.Errorf("register service: %w", err)
+				}
+				if err != nil {
+					offline = err
+				} else if running == nil {
+					// Saved for a start without the control plane (the
+					// running agent's own file is left to that process).
+					st.putService(*svc)
+					if err := a.saveStateOf(st); err != nil {
+						return err
+					}
+				}
+			}
+			if offline != nil && detach {
+				return fmt.Errorf("register service %s: cannot reach the control plane at %s (%s)", name, a.control, shortErr(offline))
+			}
+			if offline != nil {
+				// The control plane is away: only a service it already
+				// registered for this agent, with this target, can be served
+				// (the edges know it); a new one, or a change, needs it.
+				saved, ok := st.savedService(name)
+				if !ok || saved.TargetHost != host || saved.TargetPort != port ||
+					(protocol != "auto" && protocol != saved.Protocol) || (public && !saved.IsPublic) {
+					what := "a service that is not in it"
+					if ok {
+						what = fmt.Sprintf("a change to the saved one (%s → %s, protocol %s)", saved.Name,
+							net.JoinHostPort(saved.TargetHost, strconv.Itoa(saved.TargetPort)), saved.Protocol)
+					}
+					return fmt.Errorf("register service %s: cannot reach the control plane at %s (%s): without it, only a service saved in the state file "+
+						"with the same target can be served, and %s needs the control plane", name, a.control, shortErr(offline), what)
+				}
+				s := saved.service(st.AgentID)
+				svc = &s
 			}
 			if a.jsonOut {
 				if err := a.printJSON(svc); err != nil {
 					return err
 				}
 			} else {
-				a.printExposed(svc, created, st, running == nil && !detach)
+				a.printExposed(svc, created, offline != nil, st, running == nil && !detach)
 			}
 			if running != nil {
 				if !a.jsonOut {
@@ -82,8 +118,13 @@ func (a *app) exposeCmd() *cobra.Command {
 			}
 			// Dial only what this agent registered (a compromised edge cannot
 			// point it anywhere else).
-			af.pinTargets(c, st.AgentID, a.registeredTargets(ctx, c, st.AgentID, net.JoinHostPort(host, strconv.Itoa(port))))
-			return a.runForeground(cmd.Context(), c, st, &af)
+			target := net.JoinHostPort(host, strconv.Itoa(port))
+			if offline != nil {
+				af.pinTargets(c, st.AgentID, append([]string{target}, st.savedTargets()...))
+			} else {
+				af.pinTargets(c, st.AgentID, a.registeredTargets(ctx, c, st.AgentID, target))
+			}
+			return a.runForeground(cmd.Context(), c, st, &af, offline)
 		})
 	cmd.Flags().StringVar(&name, "name", "", "service name, unique in the workspace (default: derived from the port, e.g. web for 3000)")
 	cmd.Flags().StringVar(&protocol, "protocol", "auto", "auto, tcp, http or https")
@@ -134,13 +175,16 @@ func targetsOf(svcs []client.Service) []string {
 // printExposed tells the user where a service is reachable. starting: this
 // process is about to run the agent, so the service's "offline" (its agent
 // not connected yet) says nothing and is left out.
-func (a *app) printExposed(svc *client.Service, created bool, st *agentState, starting bool) {
+func (a *app) printExposed(svc *client.Service, created, saved bool, st *agentState, starting bool) {
 	verb := "Exposing"
-	if !created {
+	switch {
+	case saved:
+		verb = "Exposing (as saved)"
+	case !created:
 		verb = "Exposing (updated)"
 	}
 	status := ", status " + orDash(svc.Status)
-	if starting && svc.Status == "offline" {
+	if (starting && svc.Status == "offline") || svc.Status == "" {
 		status = ""
 	}
 	fmt.Fprintf(a.stdout, "%s %s → %s (protocol %s%s)\n", verb, svc.Name,

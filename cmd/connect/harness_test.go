@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +38,9 @@ type harness struct {
 	agents []agent.Config
 	// agentRun, when set, replaces the default agent stub.
 	agentRun func(ctx context.Context, cfg agent.Config) error
+	// down makes the fake answer every request 503 with no body, as a
+	// proxy in front of a control plane that is down does.
+	down atomic.Bool
 }
 
 func newHarness(t *testing.T) *harness {
@@ -47,6 +51,10 @@ func newHarness(t *testing.T) *harness {
 		h.reqs = append(h.reqs, seen{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Get("x-api-key"), body})
 		h.mu.Unlock()
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		if h.down.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
 		h.mux.ServeHTTP(w, r)
 	}))
 	t.Cleanup(h.srv.Close)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -92,17 +93,26 @@ func (a *app) serveMetrics(ctx context.Context, af *agentFlags) error {
 // identity loads the agent identity from the state file, provisioning one on
 // first use and rotating its token when it is near expiry, then registers the
 // agent and refreshes its edge list. The state file is updated.
-func (a *app) identity(ctx context.Context, c *client.Client, name, label string) (*agentState, error) {
+//
+// When the control plane cannot be reached (client.IsUnreachable) and the
+// state file holds an identity whose token has not expired, the agent starts
+// from that saved state, as the edges know it from their own configuration:
+// offline is then the error that said so, a warning is printed, and what
+// needed the control plane (registering the agent, refreshing its edges and
+// services, rotating a token near expiry) is done once it is back
+// (keepIdentity), or at the next start. Provisioning a new identity always
+// needs it.
+func (a *app) identity(ctx context.Context, c *client.Client, name, label string) (st *agentState, offline, err error) {
 	path, err := a.stateFile()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	st, err := loadState(path)
+	st, err = loadState(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if st != nil && st.ControlURL != "" && !sameControl(st.ControlURL, a.control) {
-		return nil, fmt.Errorf("state file %s holds an agent of %s, not %s: pass --state to use another file", path, st.ControlURL, a.control)
+		return nil, nil, fmt.Errorf("state file %s holds an agent of %s, not %s: pass --state to use another file", path, st.ControlURL, a.control)
 	}
 	if name != "" {
 		if st != nil {
@@ -111,41 +121,76 @@ func (a *app) identity(ctx context.Context, c *client.Client, name, label string
 	} else if st == nil {
 		name, _ = os.Hostname()
 	}
+	// A control plane that does not answer (a host that drops packets)
+	// must not hold the start for the HTTP client's two minutes per call.
+	cctx, cancel := context.WithTimeout(ctx, a.setupTimeout)
+	defer cancel()
 	switch {
 	case st == nil:
-		if st, err = a.provision(ctx, c, name, label); err != nil {
-			return nil, err
+		if st, err = a.provision(cctx, c, name, label); err != nil {
+			return nil, nil, err
 		}
 	case a.now().Add(rotateWindow(st)).After(st.ExpiresAt):
-		if err := a.rotate(ctx, c, st); err != nil {
-			if !client.IsStatus(err, http.StatusUnauthorized) || a.now().Before(st.ExpiresAt) {
-				return nil, fmt.Errorf("rotate agent token: %w", err)
-			}
-			a.note(slog.LevelWarn, fmt.Sprintf("agent token expired on %s: provisioning a new agent identity", fmtTime(st.ExpiresAt)),
-				"agent token expired: provisioning a new agent identity", "expiredAt", st.ExpiresAt)
-			if st, err = a.provision(ctx, c, st.Name, st.Label); err != nil {
-				return nil, err
+		if err := a.rotate(cctx, c, st); err != nil {
+			switch {
+			case client.IsUnreachable(err) && a.now().Before(st.ExpiresAt):
+				offline = err // still valid: rotated once the control plane is back
+			case client.IsUnreachable(err):
+				return nil, nil, fmt.Errorf("the agent token in %s expired on %s, and the control plane at %s cannot be reached to rotate it: %w",
+					path, fmtTime(st.ExpiresAt), a.control, err)
+			case !client.IsStatus(err, http.StatusUnauthorized) || a.now().Before(st.ExpiresAt):
+				return nil, nil, fmt.Errorf("rotate agent token: %w", err)
+			default:
+				a.note(slog.LevelWarn, fmt.Sprintf("agent token expired on %s: provisioning a new agent identity", fmtTime(st.ExpiresAt)),
+					"agent token expired: provisioning a new agent identity", "expiredAt", st.ExpiresAt)
+				if st, err = a.provision(cctx, c, st.Name, st.Label); err != nil {
+					return nil, nil, err
+				}
 			}
 		}
 	}
 	if label != "" {
 		st.Label = label
 	}
-	if _, err := c.RegisterAgent(ctx, client.RegisterAgentRequest{AgentID: st.AgentID, Token: st.Token, Name: st.Name, Label: st.Label}); err != nil {
-		return nil, fmt.Errorf("register agent: %w", err)
+	if offline == nil {
+		if _, err := c.RegisterAgent(cctx, client.RegisterAgentRequest{AgentID: st.AgentID, Token: st.Token, Name: st.Name, Label: st.Label}); err != nil {
+			if !client.IsUnreachable(err) {
+				return nil, nil, fmt.Errorf("register agent: %w", err)
+			}
+			offline = err
+		}
 	}
-	// Edges added after provisioning: the edge list is admin-only, so keep
-	// the stored list when the key may not read it.
+	if offline == nil {
+		// Edges added after provisioning: the edge list is admin-only, so
+		// keep the stored list when the key may not read it.
+		a.refreshEdges(cctx, c, st)
+	}
+	if err := saveState(path, st); err != nil {
+		return nil, nil, err
+	}
+	return st, offline, nil
+}
+
+// refreshEdges replaces st's edges by the control plane's list, when the
+// key may read it (admin) and it is not empty.
+func (a *app) refreshEdges(ctx context.Context, c *client.Client, st *agentState) {
 	if edges, _, err := c.ListEdges(ctx, client.ListOptions{Limit: 500}); err == nil && len(edges) > 0 {
 		st.Edges = st.Edges[:0]
 		for _, e := range edges {
 			st.Edges = append(st.Edges, client.AgentEdge{ID: e.ID, TunnelAddr: e.TunnelAddr})
 		}
 	}
-	if err := saveState(path, st); err != nil {
-		return nil, err
+}
+
+// shortErr is the cause of a call that could not reach the control plane
+// ("dial tcp 127.0.0.1:3001: connect: connection refused"), without the
+// method and URL.
+func shortErr(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
 	}
-	return st, nil
+	return err.Error()
 }
 
 func (a *app) provision(ctx context.Context, c *client.Client, name, label string) (*agentState, error) {
@@ -172,10 +217,35 @@ func (a *app) rotate(ctx context.Context, c *client.Client, st *agentState) erro
 	return nil
 }
 
+// liveState is the state of the agent this process runs, which the agent's
+// callbacks and keepIdentity update while it runs; every change is saved.
+type liveState struct {
+	mu   sync.Mutex
+	st   *agentState
+	path string
+}
+
+// get returns a copy of the state.
+func (l *liveState) get() agentState {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return *l.st
+}
+
+// update changes the state and saves it.
+func (l *liveState) update(f func(st *agentState)) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f(l.st)
+	return saveState(l.path, l.st)
+}
+
 // runForeground runs the agent until ctx is done, printing its connection
-// events; it rotates the token before it expires and restarts the agent
+// events. keepIdentity runs beside it: it registers the agent once the
+// control plane is back when the agent started without it (offline, from
+// identity), and rotates the token before it expires, restarting the agent
 // with the new one.
-func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentState, af *agentFlags) error {
+func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentState, af *agentFlags, offline error) error {
 	edges := st.edgeAddrs()
 	if len(edges) == 0 {
 		return fmt.Errorf("no edge to connect to: register one with `connect edges add` (admin key)")
@@ -188,11 +258,26 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 		return err
 	}
 	a.markRunning()
+	if offline != nil {
+		a.note(slog.LevelWarn, fmt.Sprintf("warning: cannot reach the control plane at %s (%s): running agent %s from its saved state (%s); "+
+			"it registers again, refreshes its edges and services and rotates its token once the control plane is back",
+			a.control, shortErr(offline), st.AgentID, path),
+			"control plane unreachable: running from the saved state; refreshing once it is back",
+			"control", a.control, "err", offline.Error(), "agentId", st.AgentID, "state", path)
+	}
+	ls := &liveState{st: st, path: path}
 	var mu sync.Mutex
 	onEvent := func(e agent.Event) {
 		mu.Lock()
 		defer mu.Unlock()
 		a.printEvent(e)
+	}
+	// The edges tell the agent which edges exist now: the saved list
+	// follows, for the next start (without the control plane, say).
+	onEdges := func(addrs []string) {
+		if err := ls.update(func(st *agentState) { st.setEdgeAddrs(addrs) }); err != nil {
+			a.log.Warn("saving the edge list", "err", err)
+		}
 	}
 	if !a.jsonOut {
 		fmt.Fprintf(a.stdout, "Agent %s connecting to %d edge(s); press Ctrl-C to stop.\n", st.AgentID, len(edges))
@@ -200,25 +285,28 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 	if err := a.serveMetrics(ctx, af); err != nil {
 		return err
 	}
+	pending := offline != nil
 	for {
 		runCtx, cancel := context.WithCancel(ctx)
-		var renew atomic.Bool
-		var timer *time.Timer
-		if !st.ExpiresAt.IsZero() {
-			d := max(st.ExpiresAt.Sub(a.now())-rotateWindow(st), a.minRenewWait)
-			timer = time.AfterFunc(d, func() { renew.Store(true); cancel() })
-		}
+		var renewed atomic.Bool
+		var failed atomic.Pointer[error]
+		kept := make(chan struct{})
+		go func() {
+			defer close(kept)
+			a.keepIdentity(runCtx, c, ls, &pending,
+				func() { renewed.Store(true); cancel() },
+				func(err error) { failed.Store(&err); cancel() })
+		}()
+		cur := ls.get()
 		err := a.runAgent(runCtx, agent.Config{
-			AgentID: st.AgentID, Token: st.Token, Edges: edges,
+			AgentID: cur.AgentID, Token: cur.Token, Edges: cur.edgeAddrs(), OnEdges: onEdges,
 			CAFile: af.caFile, PinSHA256: af.pin, InsecureSkipVerify: af.insecureSkipVerify, AllowPlaintext: af.allowPlaintext,
 			Logger: a.log, OnEvent: onEvent, Software: "connect/" + version,
 			Registerer: registererOf(af), AllowedTargets: af.allowed, VerifyTarget: af.verify,
-			OnCommand: agentCommands(c, st.AgentID),
+			OnCommand: agentCommands(c, cur.AgentID),
 		})
-		if timer != nil {
-			timer.Stop()
-		}
 		cancel()
+		<-kept
 		switch {
 		case ctx.Err() != nil:
 			if !a.jsonOut || a.logFormat == "json" {
@@ -232,18 +320,119 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 			return nil
 		case errors.Is(err, agent.ErrReplaced):
 			return fmt.Errorf("%w\n(stopped so as not to take the tunnel back: run one process per identity, or give this one its own with --state)", err)
+		case failed.Load() != nil:
+			return *failed.Load()
 		case err != nil:
 			return err
-		case !renew.Load():
+		case !renewed.Load():
 			return nil
 		}
-		if err := a.rotate(ctx, c, st); err != nil {
-			return fmt.Errorf("rotate agent token: %w", err)
+		// The token was rotated: run again with the new one.
+	}
+}
+
+// keepIdentity does, while the agent runs, what needs the control plane:
+//   - when the agent started without it (*pending), it registers the agent
+//     every controlRetry until the control plane answers, then refreshes the
+//     saved edges and services;
+//   - it rotates the token rotateWindow before expiry (no sooner than
+//     minRenewWait), then calls restart to run the agent with the new token.
+//     A control plane that cannot be reached then is tried again every
+//     controlRetry while the agent goes on with its current token; any
+//     other failure calls fail.
+//
+// It returns when ctx ends, after restart or fail, or when there is nothing
+// left to do.
+func (a *app) keepIdentity(ctx context.Context, c *client.Client, ls *liveState, pending *bool, restart func(), fail func(error)) {
+	retrying := false // a rotation failed for want of the control plane
+	for {
+		st := ls.get()
+		var wait time.Duration
+		switch {
+		case *pending || retrying:
+			wait = a.controlRetry
+		case st.ExpiresAt.IsZero():
+			return
+		default:
+			wait = max(st.ExpiresAt.Sub(a.now())-rotateWindow(&st), a.minRenewWait)
 		}
-		if err := saveState(path, st); err != nil {
-			return err
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if *pending {
+			err := a.reconnectControl(ctx, c, ls)
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err == nil:
+				*pending = false
+				a.note(slog.LevelInfo, fmt.Sprintf("The control plane at %s answers again: agent registered, saved edges and services refreshed.", a.control),
+					"control plane back: agent registered", "control", a.control)
+			case client.IsUnreachable(err):
+				continue
+			default:
+				// Refused (the agent was deleted meanwhile, say): the
+				// edges decide whether it may still connect.
+				*pending = false
+				a.note(slog.LevelWarn, fmt.Sprintf("warning: the control plane at %s answers again but refused to register the agent: %v", a.control, err),
+					"control plane back: register agent refused", "control", a.control, "err", err.Error())
+			}
+			if st = ls.get(); st.ExpiresAt.IsZero() || !a.now().Add(rotateWindow(&st)).After(st.ExpiresAt) {
+				continue // not due yet
+			}
+		}
+		err := a.rotateLive(ctx, c, ls)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil:
+			restart()
+			return
+		case client.IsUnreachable(err) && a.now().Before(st.ExpiresAt):
+			if !retrying {
+				a.note(slog.LevelWarn, fmt.Sprintf("warning: cannot reach the control plane at %s to rotate the agent token (%s): the agent goes on with the current one (valid until %s) and tries again",
+					a.control, shortErr(err), fmtTime(st.ExpiresAt)),
+					"cannot rotate the agent token: control plane unreachable; retrying", "control", a.control, "err", err.Error(), "expiresAt", st.ExpiresAt)
+			}
+			retrying = true
+		default:
+			fail(fmt.Errorf("rotate agent token: %w", err))
+			return
 		}
 	}
+}
+
+// reconnectControl registers the running agent with a control plane that
+// was away at its start and refreshes the saved edges and services.
+func (a *app) reconnectControl(ctx context.Context, c *client.Client, ls *liveState) error {
+	st := ls.get()
+	cctx, cancel := context.WithTimeout(ctx, a.setupTimeout)
+	defer cancel()
+	if _, err := c.RegisterAgent(cctx, client.RegisterAgentRequest{AgentID: st.AgentID, Token: st.Token, Name: st.Name, Label: st.Label}); err != nil {
+		return err
+	}
+	svcs, err := agentServices(cctx, c, st.AgentID)
+	return ls.update(func(st *agentState) {
+		a.refreshEdges(cctx, c, st)
+		if err == nil {
+			st.setServices(svcs)
+		}
+	})
+}
+
+// rotateLive rotates the running agent's token and saves it.
+func (a *app) rotateLive(ctx context.Context, c *client.Client, ls *liveState) error {
+	st := ls.get()
+	cctx, cancel := context.WithTimeout(ctx, a.setupTimeout)
+	defer cancel()
+	if err := a.rotate(cctx, c, &st); err != nil {
+		return err
+	}
+	return ls.update(func(cur *agentState) { cur.Token, cur.ExpiresAt, cur.IssuedAt = st.Token, st.ExpiresAt, st.IssuedAt })
 }
 
 // printEvent prints one agent connection event (a JSON line with --json).

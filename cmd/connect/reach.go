@@ -134,7 +134,7 @@ func (a *app) reachAgent(ctx context.Context, c *client.Client, af *agentFlags) 
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := a.identity(ctx, c, name, "reach")
+	st, _, err := a.identity(ctx, c, name, "reach")
 	if err != nil {
 		return nil, nil, err
 	}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +26,83 @@ type agentState struct {
 	Edges       []client.AgentEdge `json:"edges"`
 	Name        string             `json:"name,omitempty"`
 	Label       string             `json:"label,omitempty"`
+	// Services are the agent's services as the control plane last listed
+	// them: what the agent serves when it starts without the control plane
+	// (the edges know them from their own configuration).
+	Services []savedService `json:"services,omitempty"`
+}
+
+// savedService is a service of the agent kept in the state file.
+type savedService struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	TargetHost string `json:"targetHost"`
+	TargetPort int    `json:"targetPort"`
+	Protocol   string `json:"protocol"`
+	TunnelPort int    `json:"tunnelPort,omitempty"`
+	IsPublic   bool   `json:"isPublic,omitempty"`
+}
+
+func saveService(s client.Service) savedService {
+	return savedService{ID: s.ID, Name: s.Name, TargetHost: s.TargetHost, TargetPort: s.TargetPort,
+		Protocol: s.Protocol, TunnelPort: s.TunnelPort, IsPublic: s.IsPublic}
+}
+
+// service is s as the API would describe it (status unknown: no API).
+func (s savedService) service(agentID string) client.Service {
+	return client.Service{ID: s.ID, Name: s.Name, AgentID: agentID, TargetHost: s.TargetHost, TargetPort: s.TargetPort,
+		Protocol: s.Protocol, TunnelPort: s.TunnelPort, IsPublic: s.IsPublic}
+}
+
+// setServices replaces the saved services by the control plane's list.
+func (s *agentState) setServices(svcs []client.Service) {
+	s.Services = s.Services[:0]
+	for _, sv := range svcs {
+		s.Services = append(s.Services, saveService(sv))
+	}
+}
+
+// putService adds or updates one saved service (by id).
+func (s *agentState) putService(svc client.Service) {
+	for i := range s.Services {
+		if s.Services[i].ID == svc.ID || s.Services[i].Name == svc.Name {
+			s.Services[i] = saveService(svc)
+			return
+		}
+	}
+	s.Services = append(s.Services, saveService(svc))
+}
+
+// savedService returns the saved service named name.
+func (s *agentState) savedService(name string) (savedService, bool) {
+	for _, sv := range s.Services {
+		if sv.Name == name {
+			return sv, true
+		}
+	}
+	return savedService{}, false
+}
+
+// savedTargets are the host:port targets of the saved services.
+func (s *agentState) savedTargets() []string {
+	out := make([]string, 0, len(s.Services))
+	for _, sv := range s.Services {
+		out = append(out, net.JoinHostPort(sv.TargetHost, strconv.Itoa(sv.TargetPort)))
+	}
+	return out
+}
+
+// setEdgeAddrs replaces the edge list by the addresses the agent dials,
+// keeping the ids of the edges already known.
+func (s *agentState) setEdgeAddrs(addrs []string) {
+	ids := map[string]string{}
+	for _, e := range s.Edges {
+		ids[e.TunnelAddr] = e.ID
+	}
+	s.Edges = s.Edges[:0]
+	for _, addr := range addrs {
+		s.Edges = append(s.Edges, client.AgentEdge{ID: ids[addr], TunnelAddr: addr})
+	}
 }
 
 // edgeAddrs returns the tunnel addresses the agent dials.
@@ -42,6 +121,15 @@ func (s *agentState) edgeAddrs() []string {
 // statePath returns the state file path with "~" expanded.
 func (a *app) stateFile() (string, error) {
 	return expandHome(a.statePath)
+}
+
+// saveStateOf saves st in this command's state file.
+func (a *app) saveStateOf(st *agentState) error {
+	path, err := a.stateFile()
+	if err != nil {
+		return err
+	}
+	return saveState(path, st)
 }
 
 // loadState reads the state file; it returns nil, nil when there is none.

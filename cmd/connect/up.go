@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 
@@ -25,13 +26,35 @@ func (a *app) upCmd() *cobra.Command {
 				return err
 			}
 			defer a.releaseAgentLock()
-			st, err := a.identity(ctx, c, af.name, af.label)
+			st, offline, err := a.identity(ctx, c, af.name, af.label)
 			if err != nil {
 				return err
 			}
-			svcs, err := agentServices(ctx, c, st.AgentID)
-			if err != nil {
-				return err
+			var svcs []client.Service
+			if offline == nil {
+				svcs, err = agentServices(ctx, c, st.AgentID)
+				switch {
+				case err == nil:
+					st.setServices(svcs) // for a start without the control plane
+					if err := a.saveStateOf(st); err != nil {
+						return err
+					}
+				case client.IsUnreachable(err):
+					offline = err
+				default:
+					return err
+				}
+			}
+			if offline != nil {
+				// The services the control plane listed last (the edges
+				// list them to the agent from their own configuration).
+				for _, sv := range st.Services {
+					svcs = append(svcs, sv.service(st.AgentID))
+				}
+				if len(svcs) == 0 {
+					a.note(slog.LevelWarn, "warning: the state file lists no service of this agent (a state file of an older connect, or none yet): "+
+						"until the control plane is back, the agent serves none", "no saved services: serving none until the control plane is back")
+				}
 			}
 			if !a.jsonOut {
 				if len(svcs) == 0 {
@@ -46,7 +69,7 @@ func (a *app) upCmd() *cobra.Command {
 				}
 			}
 			af.pinTargets(c, st.AgentID, targetsOf(svcs))
-			return a.runForeground(cmd.Context(), c, st, &af)
+			return a.runForeground(cmd.Context(), c, st, &af, offline)
 		})
 	cmd.Flags().StringVar(&af.name, "name", "", "agent name (default: the host name)")
 	cmd.Flags().StringVar(&af.label, "label", "", "agent label (default \"default\")")

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/privateconnect/pc/sdk/agent"
+	"github.com/privateconnect/pc/sdk/client"
+)
+
+// runUntilConnected runs the CLI with an agent stub that stops it (Ctrl-C)
+// as soon as the agent runs, and returns what the agent was given.
+func runUntilConnected(t *testing.T, h *harness, args ...string) (string, string, int, agent.Config) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var got agent.Config
+	h.agentRun = func(actx context.Context, cfg agent.Config) error {
+		got = cfg
+		cancel()
+		<-actx.Done()
+		return nil
+	}
+	out, errOut, code := h.runCtx(ctx, args...)
+	return out, errOut, code, got
+}
+
+// With the control plane down (edges serve from their snapshots), an agent
+// starts from its saved state: `up`, and `expose` of a service already saved
+// with the same target. A new service, or a changed one, still needs the
+// control plane.
+func TestAgentStartsFromSavedStateWithoutControl(t *testing.T) {
+	h := exposeHarness(t)
+	h.ok("GET /v1/services", 200, `[`+webService+`]`)
+	_, errOut, code := h.run("expose", "localhost:3000", "--name", "web")
+	require.Equal(t, 0, code, errOut)
+	st := readState(t, h.state)
+	require.Len(t, st.Services, 1, "the service is saved for a start without the control plane")
+	assert.Equal(t, savedService{ID: serviceID, Name: "web", TargetHost: "localhost", TargetPort: 3000, Protocol: "http", TunnelPort: 23001}, st.Services[0])
+
+	h.srv.Close() // connection refused from now on
+	registers := len(h.requests("POST", "/v1/agents/register"))
+
+	out, errOut, code, cfg := runUntilConnected(t, h, "up")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, errOut, "warning: cannot reach the control plane at "+h.srv.URL+" (dial tcp")
+	assert.Contains(t, errOut, "running agent "+agentID+" from its saved state ("+h.state+")")
+	assert.Contains(t, errOut, "once the control plane is back")
+	assert.Regexp(t, `(?m)^web\s+localhost:3000\s+http\s+23001$`, out)
+	assert.Equal(t, st.Token, cfg.Token)
+	assert.Equal(t, []string{"127.0.0.1:7070"}, cfg.Edges)
+	assert.Equal(t, []string{"localhost:3000"}, cfg.AllowedTargets)
+	assert.Len(t, h.requests("POST", "/v1/agents/register"), registers, "nothing reached the control plane")
+
+	out, errOut, code, cfg = runUntilConnected(t, h, "expose", "localhost:3000", "--name", "web")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, errOut, "from its saved state")
+	assert.Contains(t, out, "Exposing (as saved) web → localhost:3000 (protocol http)")
+	assert.Equal(t, st.Token, cfg.Token)
+	assert.Contains(t, cfg.AllowedTargets, "localhost:3000")
+
+	for _, args := range [][]string{
+		{"expose", "localhost:4000", "--name", "ws"},
+		{"expose", "localhost:3001", "--name", "web"},
+		{"expose", "localhost:3000", "--name", "web", "--protocol", "tcp"},
+	} {
+		out, errOut, code, _ := runUntilConnected(t, h, args...)
+		assert.Equal(t, 1, code, "%v: %s", args, errOut)
+		assert.Empty(t, out, "%v", args)
+		assert.Contains(t, errOut, "cannot reach the control plane at "+h.srv.URL, "%v", args)
+		assert.Contains(t, errOut, "only a service saved in the state file with the same target can be served", "%v", args)
+	}
+}
+
+// Without a saved identity, or with an expired token, the control plane is
+// needed, and the error says so.
+func TestAgentWithoutControlNeedsAValidSavedIdentity(t *testing.T) {
+	h := exposeHarness(t)
+	h.down.Store(true)
+	_, errOut, code, _ := runUntilConnected(t, h, "up")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "provision agent: Service Unavailable")
+	assert.NoFileExists(t, h.state)
+
+	require.NoError(t, saveState(h.state, &agentState{AgentID: agentID, Token: "old", ExpiresAt: time.Now().Add(-time.Minute),
+		ControlURL: h.srv.URL, Edges: []client.AgentEdge{{TunnelAddr: "127.0.0.1:7070"}}}))
+	_, errOut, code, _ = runUntilConnected(t, h, "up")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "the agent token in "+h.state+" expired on ")
+	assert.Contains(t, errOut, "and the control plane at "+h.srv.URL+" cannot be reached to rotate it")
+}
+
+// An agent started without the control plane registers once it is back,
+// and rotates a token that came near expiry meanwhile, then runs on with
+// the new one; until then it runs with the saved token.
+func TestOfflineAgentCatchesUpWhenControlIsBack(t *testing.T) {
+	h := newHarness(t)
+	h.ok("POST /v1/agents/register", 201, `{"id":"`+agentID+`"}`)
+	h.ok("GET /v1/services", 200, `[`+webService+`]`)
+	h.ok("GET /v1/edges", 200, `[{"id":"e1","tunnelAddr":"127.0.0.1:7070"},{"id":"e2","tunnelAddr":"tls://edge2:7443"}]`)
+	h.ok("POST /v1/agents/rotate-token", 200, `{"token":"fresh","expiresAt":"2099-01-01T00:00:00Z"}`)
+	require.NoError(t, saveState(h.state, &agentState{
+		AgentID: agentID, Token: "old", ExpiresAt: time.Now().Add(time.Hour), // within the rotation window
+		ControlURL: h.srv.URL, Edges: []client.AgentEdge{{TunnelAddr: "127.0.0.1:7070"}},
+		Services: []savedService{{ID: serviceID, Name: "web", TargetHost: "localhost", TargetPort: 3000, Protocol: "http"}},
+	}))
+	h.down.Store(true)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var tokens []string
+	h.agentRun = func(actx context.Context, cfg agent.Config) error {
+		h.mu.Lock()
+		tokens = append(tokens, cfg.Token)
+		n := len(tokens)
+		h.mu.Unlock()
+		if n == 1 {
+			// The control plane comes back while the agent runs.
+			time.AfterFunc(100*time.Millisecond, func() { h.down.Store(false) })
+		} else {
+			cancel()
+		}
+		<-actx.Done()
+		return nil
+	}
+	var stdout, stderr syncBuffer
+	a := h.app(&stdout, &stderr)
+	a.controlRetry = 20 * time.Millisecond
+	code := a.execute(ctx, []string{"up"})
+	require.Equal(t, 0, code, stderr.String())
+	assert.Equal(t, []string{"old", "fresh"}, tokens, "the saved token first, the rotated one once the control plane is back")
+	assert.Contains(t, stderr.String(), "from its saved state")
+	assert.Contains(t, stderr.String(), "The control plane at "+h.srv.URL+" answers again: agent registered")
+	assert.Contains(t, stderr.String(), "Rotated the agent token")
+	reg := h.requests("POST", "/v1/agents/register")
+	require.NotEmpty(t, reg)
+	assert.Equal(t, "old", body(t, reg[len(reg)-1])["token"])
+	st := readState(t, h.state)
+	assert.Equal(t, "fresh", st.Token)
+	assert.Equal(t, []client.AgentEdge{{ID: "e1", TunnelAddr: "127.0.0.1:7070"}, {ID: "e2", TunnelAddr: "tls://edge2:7443"}}, st.Edges, "edges refreshed")
+}
+
+// A rotation that finds the control plane away does not stop the agent:
+// it goes on with its token and tries again.
+func TestRotationWaitsForTheControlPlane(t *testing.T) {
+	h := exposeHarness(t)
+	h.ok("GET /v1/services", 200, `[`+webService+`]`)
+	h.ok("POST /v1/agents/rotate-token", 200, `{"token":"fresh","expiresAt":"2099-01-01T00:00:00Z"}`)
+	require.NoError(t, saveState(h.state, &agentState{
+		AgentID: agentID, Token: "old", ExpiresAt: time.Now().Add(rotateBefore + 200*time.Millisecond),
+		ControlURL: h.srv.URL, Edges: []client.AgentEdge{{TunnelAddr: "127.0.0.1:7070"}},
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var tokens []string
+	h.agentRun = func(actx context.Context, cfg agent.Config) error {
+		h.mu.Lock()
+		tokens = append(tokens, cfg.Token)
+		n := len(tokens)
+		h.mu.Unlock()
+		if n == 1 {
+			h.down.Store(true) // away when the rotation is due
+			time.AfterFunc(500*time.Millisecond, func() { h.down.Store(false) })
+		} else {
+			cancel()
+		}
+		<-actx.Done()
+		return nil
+	}
+	var stdout, stderr syncBuffer
+	a := h.app(&stdout, &stderr)
+	a.controlRetry, a.minRenewWait = 20*time.Millisecond, 10*time.Millisecond
+	code := a.execute(ctx, []string{"up"})
+	require.Equal(t, 0, code, stderr.String())
+	assert.Equal(t, []string{"old", "fresh"}, tokens)
+	assert.Contains(t, stderr.String(), "warning: cannot reach the control plane at "+h.srv.URL+" to rotate the agent token")
+	assert.Equal(t, 1, strings.Count(stderr.String(), "to rotate the agent token"), "said once")
+}
+
+// The agent keeps the saved edge list current with what the edges say.
+func TestRunningAgentSavesTheEdgesItLearns(t *testing.T) {
+	h := exposeHarness(t)
+	h.agentRun = func(actx context.Context, cfg agent.Config) error {
+		cfg.OnEdges([]string{"127.0.0.1:7070", "tls://new:7443"})
+		return nil
+	}
+	_, errOut, code := h.run("expose", "localhost:3000", "--name", "web")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, []client.AgentEdge{{ID: "e1", TunnelAddr: "127.0.0.1:7070"}, {TunnelAddr: "tls://new:7443"}}, readState(t, h.state).Edges)
+}
