@@ -211,7 +211,7 @@ func TestAgentsRotateTokenUsesStateFile(t *testing.T) {
 	}
 	held, err := lockAgent(h.state)
 	require.NoError(t, err)
-	held.mark(true)
+	held.mark(true, nil)
 	defer held.release()
 	_, errOut, code := h.run("agents", "rotate-token")
 	assert.Equal(t, 1, code)
@@ -334,7 +334,7 @@ func TestOneProcessPerAgentIdentity(t *testing.T) {
 	// Another process runs the agent (a lock of its own on the state file).
 	held, err := lockAgent(h.state)
 	require.NoError(t, err)
-	held.mark(true)
+	held.mark(true, nil)
 	lockFile, err := os.ReadFile(h.state + ".lock")
 	require.NoError(t, err)
 	assert.Equal(t, strconv.Itoa(os.Getpid())+" run", strings.TrimSpace(string(lockFile)), "the lock file names the running process")
@@ -388,7 +388,7 @@ func TestReachIdentityPerRunningReach(t *testing.T) {
 		a.statePath = state
 		name, err := a.takeReachIdentity(context.Background())
 		require.NoError(t, err)
-		a.markRunning() // as the reach agent's start does
+		a.markRunning(nil) // as the reach agent's start does
 		assert.Equal(t, filepath.Join(dir, want), a.statePath)
 		if i == 0 {
 			assert.Equal(t, "reach-"+host, name)

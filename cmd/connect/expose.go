@@ -52,6 +52,9 @@ func (a *app) exposeCmd() *cobra.Command {
 			var st *agentState
 			var offline error // the control plane could not be reached
 			if running != nil {
+				if err := a.checkSameAgentSettings(cmd, running, &af); err != nil {
+					return err
+				}
 				st, err = a.runningState(running)
 			} else {
 				st, offline, err = a.identity(ctx, c, af.name, "")

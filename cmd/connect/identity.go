@@ -257,7 +257,7 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 	if err := a.holdAgentLock(ctx); err != nil {
 		return err
 	}
-	a.markRunning()
+	a.markRunning(af)
 	if offline != nil {
 		a.note(slog.LevelWarn, fmt.Sprintf("warning: cannot reach the control plane at %s (%s): running agent %s from its saved state (%s); "+
 			"it registers again, refreshes its edges and services and rotates its token once the control plane is back",

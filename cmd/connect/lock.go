@@ -2,9 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 // An agent identity must run in one process at a time: an edge keeps the
@@ -23,9 +29,10 @@ var setupWait = 15 * time.Second
 
 // agentRunningError: another process holds the lock of this state file.
 type agentRunningError struct {
-	path    string
-	pid     int
-	running bool // it runs the agent (else it is setting up)
+	path     string
+	pid      int
+	running  bool         // it runs the agent (else it is setting up)
+	settings *runSettings // what it runs with, when it said
 }
 
 func (e *agentRunningError) Error() string {
@@ -82,11 +89,97 @@ func (a *app) holdAgentLock(ctx context.Context) error {
 	}
 }
 
-// markRunning records in the lock file that this process now runs the agent.
-func (a *app) markRunning() {
-	if a.lock != nil {
-		a.lock.mark(true)
+// runSettings are the settings an agent runs with, written in its lock file
+// so that another command of the same identity can tell whether the running
+// agent uses what that command asks for (--ca-file, say).
+type runSettings struct {
+	Control            string `json:"control"`
+	CAFile             string `json:"caFile,omitempty"` // absolute
+	PinSHA256          string `json:"pinSha256,omitempty"`
+	InsecureSkipVerify bool   `json:"insecureSkipVerify,omitempty"`
+	AllowPlaintext     bool   `json:"allowPlaintext,omitempty"`
+}
+
+func (a *app) runSettings(af *agentFlags) runSettings {
+	rs := runSettings{Control: a.control, PinSHA256: strings.ToLower(af.pin), InsecureSkipVerify: af.insecureSkipVerify, AllowPlaintext: af.allowPlaintext}
+	if af.caFile != "" {
+		rs.CAFile = absPath(af.caFile)
 	}
+	return rs
+}
+
+func absPath(p string) string {
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
+}
+
+// markRunning records in the lock file that this process now runs the
+// agent, and with which settings (af: nil for none worth telling).
+func (a *app) markRunning(af *agentFlags) {
+	if a.lock == nil {
+		return
+	}
+	var settings []byte
+	if af != nil {
+		settings, _ = json.Marshal(a.runSettings(af))
+	}
+	a.lock.mark(true, settings)
+}
+
+// checkSameAgentSettings refuses a command whose agent flags (those given:
+// cmd.Flags().Changed) or control plane differ from those of the agent
+// that already runs this identity (re): that agent would go on with its
+// own, and the flags would be silently ignored.
+func (a *app) checkSameAgentSettings(cmd *cobra.Command, re *agentRunningError, af *agentFlags) error {
+	set := cmd.Flags().Changed
+	given := set("ca-file") || set("pin-sha256") || set("insecure-skip-verify") || set("allow-plaintext")
+	rs := re.settings
+	if rs == nil {
+		if given {
+			a.note(slog.LevelWarn, fmt.Sprintf("warning: the agent of this identity already runs (%s) with settings this command cannot read: "+
+				"its TLS flags are not applied to it (stop it first to run with them)", re.who()),
+				"running agent's settings unknown: TLS flags not applied", "pid", re.pid)
+		}
+		return nil
+	}
+	var diffs []string
+	if rs.Control != "" && !sameControl(rs.Control, a.control) {
+		diffs = append(diffs, fmt.Sprintf("control plane %s (it runs against %s)", a.control, rs.Control))
+	}
+	want := a.runSettings(af)
+	describe := func(flag, given, running string) string {
+		if running == "" {
+			return fmt.Sprintf("%s %s (it runs without)", flag, given)
+		}
+		if given == "" {
+			return fmt.Sprintf("%s %s (it runs with %s)", flag, "off", running)
+		}
+		return fmt.Sprintf("%s %s (it runs with %s)", flag, given, running)
+	}
+	if set("ca-file") && want.CAFile != rs.CAFile {
+		diffs = append(diffs, describe("--ca-file", af.caFile, rs.CAFile))
+	}
+	if set("pin-sha256") && want.PinSHA256 != rs.PinSHA256 {
+		diffs = append(diffs, describe("--pin-sha256", want.PinSHA256, rs.PinSHA256))
+	}
+	if set("insecure-skip-verify") && want.InsecureSkipVerify != rs.InsecureSkipVerify {
+		diffs = append(diffs, fmt.Sprintf("--insecure-skip-verify=%t (it runs with %t)", want.InsecureSkipVerify, rs.InsecureSkipVerify))
+	}
+	if set("allow-plaintext") && want.AllowPlaintext != rs.AllowPlaintext {
+		diffs = append(diffs, fmt.Sprintf("--allow-plaintext=%t (it runs with %t)", want.AllowPlaintext, rs.AllowPlaintext))
+	}
+	if len(diffs) == 0 {
+		return nil
+	}
+	stop := "Ctrl-C where it runs"
+	if re.pid > 0 {
+		stop += fmt.Sprintf(", or kill %d", re.pid)
+	}
+	return fmt.Errorf("the agent of this identity already runs (%s) with other settings than this command's: %s; "+
+		"it would go on with its own. Stop it first (%s), then run this command again, or give this one its own identity with --state",
+		re.who(), strings.Join(diffs, "; "), stop)
 }
 
 // lockOrRunning takes the lock, or reports the process that runs the agent.
@@ -104,6 +197,9 @@ func (a *app) runningState(re *agentRunningError) (*agentState, error) {
 	st, err := loadState(re.path)
 	if err == nil && st == nil {
 		err = re // still provisioning its identity
+	}
+	if err == nil && st.ControlURL != "" && !sameControl(st.ControlURL, a.control) {
+		err = fmt.Errorf("state file %s holds an agent of %s, not %s: pass --state to use another file", re.path, st.ControlURL, a.control)
 	}
 	return st, err
 }

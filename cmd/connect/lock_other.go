@@ -8,7 +8,7 @@ type agentLock struct{}
 
 func lockAgent(string) (*agentLock, error) { return &agentLock{}, nil }
 
-func (*agentLock) mark(bool) {}
+func (*agentLock) mark(bool, []byte) {}
 
 func (*agentLock) release() {}
 

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,29 +34,42 @@ func lockAgent(path string) (*agentLock, error) {
 		return nil, fmt.Errorf("agent lock: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		b, _ := io.ReadAll(io.LimitReader(f, 64))
+		b, _ := io.ReadAll(io.LimitReader(f, 4096))
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			pid, role, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+			first, rest, _ := strings.Cut(string(b), "\n")
+			pid, role, _ := strings.Cut(strings.TrimSpace(first), " ")
 			n, _ := strconv.Atoi(pid)
 			// An old connect wrote its pid alone, and held it to run.
-			return nil, &agentRunningError{path: path, pid: n, running: role != "setup"}
+			re := &agentRunningError{path: path, pid: n, running: role != "setup"}
+			var rs runSettings
+			if json.Unmarshal([]byte(strings.TrimSpace(rest)), &rs) == nil {
+				re.settings = &rs
+			}
+			return nil, re
 		}
 		return nil, fmt.Errorf("agent lock %s: %w", f.Name(), err)
 	}
 	l := &agentLock{f: f}
-	l.mark(false)
+	l.mark(false, nil)
 	return l, nil
 }
 
-// mark writes who holds the lock and why ("<pid> setup" or "<pid> run").
-func (l *agentLock) mark(running bool) {
+// mark writes who holds the lock and why ("<pid> setup" or "<pid> run"),
+// and on a second line the settings the agent runs with (JSON), if any.
+// (Older releases read the first 64 bytes up to the first space: the pid,
+// then a role that is not "setup".)
+func (l *agentLock) mark(running bool, settings []byte) {
 	role := "setup"
 	if running {
 		role = "run"
 	}
+	b := []byte(strconv.Itoa(os.Getpid()) + " " + role + "\n")
+	if len(settings) > 0 {
+		b = append(append(b, settings...), '\n')
+	}
 	if l.f.Truncate(0) == nil {
-		_, _ = l.f.WriteAt([]byte(strconv.Itoa(os.Getpid())+" "+role+"\n"), 0)
+		_, _ = l.f.WriteAt(b, 0)
 	}
 }
 

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -192,4 +195,63 @@ func TestRunningAgentSavesTheEdgesItLearns(t *testing.T) {
 	_, errOut, code := h.run("expose", "localhost:3000", "--name", "web")
 	require.Equal(t, 0, code, errOut)
 	assert.Equal(t, []client.AgentEdge{{ID: "e1", TunnelAddr: "127.0.0.1:7070"}, {TunnelAddr: "tls://new:7443"}}, readState(t, h.state).Edges)
+}
+
+// A second `expose` while the agent runs with other TLS settings (the
+// README's switch to `pcd dev --tls`) is refused instead of adding the
+// service to an agent that would ignore --ca-file; the same settings, or
+// none given, add it as before.
+func TestSecondExposeWithOtherSettingsIsRefused(t *testing.T) {
+	skipWithoutLock(t)
+	h := exposeHarness(t)
+	_, errOut, code := h.run("expose", "localhost:3000", "--name", "web", "--detach")
+	require.Equal(t, 0, code, errOut)
+
+	// The running agent was started with no TLS flags.
+	held, err := lockAgent(h.state)
+	require.NoError(t, err)
+	settings, _ := json.Marshal(runSettings{Control: h.srv.URL})
+	held.mark(true, settings)
+	defer held.release()
+	pid := strconv.Itoa(os.Getpid())
+
+	out, errOut, code := h.run("expose", "localhost:9000", "--name", "web", "--ca-file", "data/tls/cert.pem")
+	assert.Equal(t, 1, code, errOut)
+	assert.Empty(t, out)
+	assert.Contains(t, errOut, "the agent of this identity already runs (process "+pid)
+	assert.Contains(t, errOut, "--ca-file data/tls/cert.pem (it runs without)")
+	assert.Contains(t, errOut, "Stop it first (Ctrl-C where it runs, or kill "+pid+")")
+	assert.Len(t, h.requests("POST", "/v1/services/register"), 1, "nothing registered")
+
+	_, errOut, code = h.run("expose", "localhost:9000", "--name", "web", "--pin-sha256", strings.Repeat("ab", 32))
+	assert.Equal(t, 1, code, errOut)
+	assert.Contains(t, errOut, "--pin-sha256 "+strings.Repeat("ab", 32)+" (it runs without)")
+
+	// Another control plane for the same state file.
+	h.env["PC_CONTROL_URL"] = "http://127.0.0.1:1"
+	_, errOut, code = h.run("expose", "localhost:9000", "--name", "web")
+	assert.Equal(t, 1, code, errOut)
+	assert.Contains(t, errOut, "control plane http://127.0.0.1:1 (it runs against "+h.srv.URL+")")
+	h.env["PC_CONTROL_URL"] = h.srv.URL
+
+	// No TLS flag, or the same ones: the service goes to the running agent.
+	out, errOut, code = h.run("expose", "localhost:9000", "--name", "web", "--allow-plaintext=false")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "already runs")
+	assert.Len(t, h.requests("POST", "/v1/services/register"), 2)
+
+	// What an agent writes in its lock file when it runs.
+	held.release()
+	h.agentRun = func(actx context.Context, cfg agent.Config) error {
+		b, err := os.ReadFile(h.state + ".lock")
+		require.NoError(t, err)
+		first, rest, _ := strings.Cut(string(b), "\n")
+		assert.Equal(t, pid+" run", first)
+		var rs runSettings
+		require.NoError(t, json.Unmarshal([]byte(rest), &rs))
+		assert.Equal(t, runSettings{Control: h.srv.URL, CAFile: absPath("cert.pem"), AllowPlaintext: true}, rs)
+		return nil
+	}
+	_, errOut, code = h.run("expose", "localhost:3000", "--name", "web", "--ca-file", "cert.pem", "--allow-plaintext")
+	require.Equal(t, 0, code, errOut)
 }

@@ -147,7 +147,7 @@ func (a *app) reachAgent(ctx context.Context, c *client.Client, af *agentFlags) 
 	if err != nil {
 		return nil, nil, err
 	}
-	a.markRunning()
+	a.markRunning(af)
 	done := make(chan error, 1)
 	go func() { done <- ag.Run(ctx) }()
 	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
