@@ -159,7 +159,12 @@ func TestOneEdgeCannotStopAnAgent(t *testing.T) {
 
 	id, token, edges := env.ProvisionAgent("lied-to")
 	var log eventLog
-	ag := env.RunAgentWith(id, token, append(edges, ln.Addr().String()), func(c *agent.Config) { c.OnEvent = log.record })
+	// Given by hand (StaticEdges): the real edge does not list it, and an
+	// unlisted edge from Edges would be dropped before it could lie.
+	ag := env.RunAgentWith(id, token, edges, func(c *agent.Config) {
+		c.StaticEdges = []string{ln.Addr().String()}
+		c.OnEvent = log.record
+	})
 	svc := env.Expose(ag, "web", origin.Listener.Addr().String())
 	share := env.Share(svc.ID, client.CreateShareRequest{Name: "kept"})
 	require.Eventually(t, func() bool { _, ok := log.find(agent.EventReplaced); return ok }, 5*time.Second, 10*time.Millisecond)
@@ -190,7 +195,8 @@ func TestReplacedAgentWithItsOtherEdgeDown(t *testing.T) {
 	down.Close()
 
 	id, token, edges := env.ProvisionAgent("half-down")
-	first := env.RunAgentWith(id, token, append(edges, downAddr), nil)
+	// Given by hand (StaticEdges): kept though no edge lists it.
+	first := env.RunAgentWith(id, token, edges, func(c *agent.Config) { c.StaticEdges = []string{downAddr} })
 	env.WaitAgentOnEdges(id, 5*time.Second)
 	env.RunAgent(id, token, edges)
 	select {
