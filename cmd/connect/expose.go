@@ -125,7 +125,7 @@ func (a *app) exposeCmd() *cobra.Command {
 			if offline != nil {
 				af.pinTargets(c, st.AgentID, append([]string{target}, st.savedTargets()...))
 			} else {
-				af.pinTargets(c, st.AgentID, a.registeredTargets(ctx, c, st.AgentID, target))
+				af.pinTargets(c, st.AgentID, a.registeredTargets(ctx, c, st, target))
 			}
 			return a.runForeground(cmd.Context(), c, st, &af, offline)
 		})
@@ -150,11 +150,16 @@ func (af *agentFlags) pinTargets(c *client.Client, agentID string, targets []str
 }
 
 // registeredTargets lists the host:port targets of the agent's services,
-// with target first.
-func (a *app) registeredTargets(ctx context.Context, c *client.Client, agentID, target string) []string {
-	svcs, err := agentServices(ctx, c, agentID)
+// with target first, and saves the services in the state file (for a start
+// without the control plane).
+func (a *app) registeredTargets(ctx context.Context, c *client.Client, st *agentState, target string) []string {
+	svcs, err := agentServices(ctx, c, st.AgentID)
 	if err != nil {
 		return []string{target}
+	}
+	st.setServices(svcs)
+	if err := a.saveStateOf(st); err != nil {
+		a.log.Warn("saving the services in the state file", "err", err)
 	}
 	return append([]string{target}, targetsOf(svcs)...)
 }
