@@ -87,7 +87,7 @@ func (c *common) logger() (*slog.Logger, error) {
 	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}
 	format := c.logFormat
 	if format == "" {
 		format = "json"
@@ -99,9 +99,9 @@ func (c *common) logger() (*slog.Logger, error) {
 	}
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(c.stderr, opts)), nil
+		return slog.New(newComponentHandler(slog.NewTextHandler(c.stderr, opts))), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(c.stderr, opts)), nil
+		return slog.New(newComponentHandler(slog.NewJSONHandler(c.stderr, opts))), nil
 	default:
 		return nil, fmt.Errorf("--log-format %q: want text or json", format)
 	}

@@ -288,7 +288,10 @@ func TestQuickStartWithBinaries(t *testing.T) {
 	sc := bufio.NewScanner(strings.NewReader(pcd.output()))
 	for sc.Scan() {
 		require.NotContains(t, sc.Text(), `"level":"ERROR"`, "no error logged during the quick start")
+		// One component per line ("control", "edge.configsync"), never the key twice.
+		require.LessOrEqual(t, strings.Count(sc.Text(), `"component":`), 1, sc.Text())
 	}
+	require.Contains(t, pcd.output(), `"component":"edge.configsync"`)
 
 	// A second start names the key's file and never shows the key again
 	// (product.md).
