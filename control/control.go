@@ -277,10 +277,19 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		stop = true
 	}
+	start := time.Now()
 	if stop {
+		// /health answers 503 "draining" from here (on connections
+		// already open: the listener closes now).
+		s.api.SetDraining()
+		s.log.Info("draining: refusing new connections; requests in flight may finish",
+			"activeRequests", s.inflight.Load(), "edgeStreams", s.hub.Subscribers(), "timeout", s.cfg.ShutdownTimeout)
 		s.api.StopStreams()
 		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 		s.drain(sctx, s.ln)
+		if sctx.Err() != nil {
+			s.log.Warn("the drain timed out: cutting the requests still in flight", "activeRequests", s.inflight.Load())
+		}
 		if e := s.srv.ShutdownWithContext(sctx); e != nil && !errors.Is(e, context.DeadlineExceeded) {
 			s.log.Warn("shutdown", "err", e)
 		}
@@ -289,6 +298,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if e := s.Close(); err == nil {
 		err = e
+	}
+	if stop {
+		s.log.Info("stopped", "drain", time.Since(start))
 	}
 	return err
 }

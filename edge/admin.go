@@ -7,7 +7,9 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// adminHandler serves /health on the admin listener.
+// adminHandler serves /health on the admin listener. Its activeRequests
+// are the share requests in flight, those whose answer is still streaming
+// included (proxy.Proxy.Active).
 func (s *Server) adminHandler(ctx *fasthttp.RequestCtx) {
 	switch string(ctx.Path()) {
 	case "/health":
@@ -22,6 +24,10 @@ func (s *Server) adminHandler(ctx *fasthttp.RequestCtx) {
 		case s.sync.ReplacedBy() != "":
 			// Another process serves this edge; this one drains.
 			status, code = "replaced", fasthttp.StatusServiceUnavailable
+		case s.draining.Load():
+			// Stopping: out of the load balancers while what is in flight
+			// finishes (new connections are refused already).
+			status, code = "draining", fasthttp.StatusServiceUnavailable
 		case t.Version == 0 && t.Epoch == "":
 			status, code = "starting", fasthttp.StatusServiceUnavailable
 		}

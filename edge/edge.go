@@ -204,6 +204,8 @@ type Server struct {
 	// (configsync.Config.OnReplaced): Run drains and returns ErrReplaced.
 	replaced     chan struct{}
 	replacedOnce sync.Once
+	// draining is set when Shutdown starts: /health answers 503.
+	draining atomic.Bool
 }
 
 // ErrReplaced ends Run when another process connected to the control plane
@@ -477,10 +479,16 @@ func (s *Server) ReplacedError() error {
 }
 
 // Shutdown stops accepting, lets in-flight requests and open TCP
-// connections finish (up to DrainTimeout), then closes the tunnels.
+// connections finish (up to DrainTimeout), then closes the tunnels. From its
+// start /health answers 503 "draining", and it logs what is in flight.
 func (s *Server) Shutdown() error {
+	start := time.Now()
+	s.draining.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 	defer cancel()
+	s.log.Info("draining: refusing new requests and connections; those in flight may finish",
+		"activeRequests", s.proxy.Active(), "tcpConnections", s.conns.count(),
+		"agents", len(s.registry.Connected()), "timeout", s.cfg.DrainTimeout)
 	var err error
 	if s.tcp != nil {
 		s.tcp.close() // no new TCP connections; the open ones drain below
@@ -488,9 +496,9 @@ func (s *Server) Shutdown() error {
 	s.registry.Drain() // nor new reaches
 	if s.httpSrv != nil {
 		err = s.httpSrv.ShutdownWithContext(ctx)
-	}
-	if s.adminSrv != nil {
-		_ = s.adminSrv.Shutdown()
+		// Shutdown closes the listeners Serve registered: one whose Serve
+		// had not started yet (a stop right after Start) is closed here.
+		s.httpLn.Close()
 	}
 	if s.tunLn != nil {
 		s.tunLn.Close()
@@ -503,6 +511,13 @@ func (s *Server) Shutdown() error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	timedOut := ctx.Err() != nil
+	leftRequests, leftConns := s.proxy.Active(), s.conns.count()
+	// /health answered "draining" until here.
+	if s.adminSrv != nil {
+		_ = s.adminSrv.Shutdown()
+		s.adminLn.Close()
+	}
 	s.registry.Close()
 	if s.cancel != nil {
 		s.cancel()
@@ -514,6 +529,12 @@ func (s *Server) Shutdown() error {
 	}
 	if s.sync.EdgeID() != "" {
 		_ = s.sync.Save()
+	}
+	if timedOut && (leftRequests > 0 || leftConns > 0) {
+		s.log.Warn("stopped: the drain timed out and cut what was still in flight",
+			"activeRequests", leftRequests, "tcpConnections", leftConns, "drain", time.Since(start))
+	} else {
+		s.log.Info("stopped", "drain", time.Since(start))
 	}
 	return err
 }

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/router"
@@ -91,6 +92,8 @@ type API struct {
 
 	cmdWait notifier
 	monitor healthMonitor
+
+	draining atomic.Bool // SetDraining: /health answers 503 "draining"
 
 	baseCtx context.Context // cancelled by StopStreams
 	stop    context.CancelFunc

@@ -170,7 +170,10 @@ func New(cfg Config) *Proxy {
 	return &Proxy{cfg: cfg, log: log, limiter: newLimiter()}
 }
 
-// Active returns the number of requests in flight.
+// Active returns the number of requests in flight: those being handled and
+// those whose answer is still streaming to the visitor (a download, an event
+// stream), as the edge's drain waits for both. Upgraded connections
+// (WebSockets) are not requests any more once switched.
 func (p *Proxy) Active() int64 { return p.active.Load() }
 
 // smallBody is the largest body of known length the edge copies at once
@@ -235,7 +238,12 @@ func (p *Proxy) admit(ctx *fasthttp.RequestCtx, t *routes.Table, start time.Time
 // Handler is the fasthttp handler of the share listener.
 func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	p.active.Add(1)
-	defer p.active.Add(-1)
+	streaming := false // the answer's body (streamBody) ends the request
+	defer func() {
+		if !streaming {
+			p.active.Add(-1)
+		}
+	}()
 	start := time.Now()
 	t := p.cfg.Table()
 	clientIP := p.clientIP(ctx)
@@ -288,7 +296,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		p.websocket(ctx, sess, tg, clientIP, edits, start)
 		return
 	}
-	p.forward(ctx, sess, tg, clientIP, edits, start)
+	streaming = p.forward(ctx, sess, tg, clientIP, edits, start)
 }
 
 // resolve finds the share or public service of a request and runs the
@@ -939,12 +947,14 @@ func relayHead(ctx *fasthttp.RequestCtx, src *fasthttp.ResponseHeader, tg *targe
 	edits.applyResponse(&ctx.Response.Header)
 }
 
-// forward proxies a plain HTTP request with both bodies streamed.
-func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg target, clientIP string, edits *Edits, start time.Time) {
+// forward proxies a plain HTTP request with both bodies streamed. It
+// returns true when the answer's body streams after the handler returns:
+// the request is then counted active until the body closes.
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg target, clientIP string, edits *Edits, start time.Time) bool {
 	hc, err := p.httpClient(sess, tg.svc)
 	if err != nil {
 		writeError(ctx, fasthttp.StatusInternalServerError, "Internal error")
-		return
+		return false
 	}
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
@@ -970,7 +980,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 		p.log.Debug("upstream error", "service", tg.svc.ID, "err", err)
 		writeError(ctx, status, msg)
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
-		return
+		return false
 	}
 	if resp.StatusCode() < 200 {
 		// A 101 to a request that asked for no upgrade (firstByteConn
@@ -979,7 +989,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 		fasthttp.ReleaseResponse(resp)
 		writeError(ctx, fasthttp.StatusBadGateway, msgBadResponse)
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
-		return
+		return false
 	}
 	status := resp.StatusCode()
 	relayHead(ctx, &resp.Header, &tg, edits)
@@ -991,7 +1001,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 		}
 		fasthttp.ReleaseResponse(resp)
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
-		return
+		return false
 	}
 	if n := resp.Header.ContentLength(); resp.IsBodyStream() && n >= 0 && n <= smallBody {
 		// A small body of known length: copy it now and free the stream,
@@ -1008,7 +1018,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 			n = 0
 		}
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", int64(n))
-		return
+		return false
 	}
 	if resp.IsBodyStream() {
 		body := &streamBody{resp: resp, r: resp.BodyStream(), p: p, ctx: ctx, share: tg.share, start: start, clientIP: clientIP, status: status}
@@ -1030,12 +1040,13 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 		if n >= 0 || bytes.HasPrefix(resp.Header.ContentType(), strEventStream) {
 			ctx.Response.ImmediateHeaderFlush = true
 		}
-		return
+		return true
 	}
 	ctx.SetBody(resp.Body())
 	n := int64(len(resp.Body()))
 	fasthttp.ReleaseResponse(resp)
 	p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", n)
+	return false
 }
 
 // streamBody relays the upstream body; fasthttp closes it after writing,
@@ -1068,6 +1079,7 @@ func (b *streamBody) Close() error {
 		_ = b.resp.CloseBodyStream()
 		fasthttp.ReleaseResponse(b.resp)
 		b.p.recordAccess(b.share, b.start, b.clientIP, b.status, "allowed", "", b.n, b.ctx)
+		b.p.active.Add(-1) // the request the handler left streaming ends
 	})
 	return nil
 }

@@ -172,6 +172,15 @@ func TestGracefulControlSIGTERMDrains(t *testing.T) {
 	if len(failures) > 0 {
 		t.Fatalf("%d requests in flight at SIGTERM were failed instead of drained, e.g. %q", len(failures), failures[0])
 	}
+	// The log says so (pcd control said nothing of its drain).
+	out := c.ctl.output()
+	draining := logLines(out, "draining: refusing new connections; requests in flight may finish")
+	require.Len(t, draining, 1, out)
+	require.Equal(t, "INFO", draining[0]["level"])
+	require.Contains(t, draining[0], "activeRequests")
+	stopped := logLines(out, "stopped")
+	require.Len(t, stopped, 1, out)
+	require.Equal(t, "INFO", stopped[0]["level"])
 
 	c.startControl()
 	list, err := client.All(ctx, func(ctx context.Context, lo client.ListOptions) ([]client.Share, string, error) {

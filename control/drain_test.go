@@ -1,0 +1,123 @@
+package control
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/valyala/fasthttp"
+
+	"github.com/privateconnect/pc/control/store/memstore"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDrainShowsOnHealthAndInTheLog: once Run is told to stop, /health
+// answers 503 "draining" on a connection a load balancer already holds (the
+// listener is closed), while a request in flight finishes; the log says
+// "draining" with what is in flight, then "stopped", at info level.
+func TestDrainShowsOnHealthAndInTheLog(t *testing.T) {
+	var logs syncBuffer
+	s, err := New(Config{Listen: "127.0.0.1:0", Store: memstore.New(), DataDir: t.TempDir(), ShutdownTimeout: 5 * time.Second,
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	require.NoError(t, err)
+	slow, release := make(chan struct{}), make(chan struct{})
+	s.srv.Handler = s.track(func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/slow" {
+			close(slow)
+			<-release
+			ctx.SetStatusCode(204)
+			return
+		}
+		s.api.Handler(ctx)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+
+	// A keep-alive connection, as a load balancer's health checks hold.
+	conn, err := net.Dial("tcp", s.Addr())
+	require.NoError(t, err)
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	health := func() (int, map[string]any, bool) {
+		_, err := conn.Write([]byte("GET /health HTTP/1.1\r\nHost: control\r\n\r\n"))
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var env struct {
+			Data map[string]any `json:"data"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&env))
+		return resp.StatusCode, env.Data, resp.Close
+	}
+	code, h, _ := health()
+	require.Equal(t, 200, code)
+	require.Equal(t, "ok", h["status"])
+
+	slowDone := make(chan error, 1)
+	go func() {
+		resp, err := http.Get("http://" + s.Addr() + "/slow")
+		if err == nil {
+			resp.Body.Close()
+		}
+		slowDone <- err
+	}()
+	<-slow
+	cancel()
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `"msg":"draining`) }, 5*time.Second, 5*time.Millisecond)
+	code, h, closing := health()
+	require.Equal(t, 503, code)
+	require.Equal(t, "draining", h["status"])
+	require.Equal(t, "ok", h["database"])
+	require.True(t, closing, "the connection closes after the answer")
+	close(release)
+	require.NoError(t, <-slowDone, "the request in flight finished")
+	require.NoError(t, <-done)
+
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &m), l)
+		lines = append(lines, m)
+	}
+	var draining, stopped map[string]any
+	for _, m := range lines {
+		switch msg := m["msg"].(string); {
+		case strings.HasPrefix(msg, "draining"):
+			draining = m
+		case msg == "stopped":
+			stopped = m
+		}
+	}
+	require.NotNil(t, draining, logs.String())
+	require.Equal(t, "INFO", draining["level"])
+	require.Equal(t, 1.0, draining["activeRequests"], "the log says what is in flight")
+	require.NotNil(t, stopped, logs.String())
+	require.Equal(t, "INFO", stopped["level"])
+}

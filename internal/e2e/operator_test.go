@@ -1,0 +1,122 @@
+package e2e
+
+// What an operator meets running `pcd control`, `pcd edge` and `pcd dev`
+// by hand: a drain that shows on /health and in the log.
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/privateconnect/pc/sdk/client"
+)
+
+// logLines are the JSON log lines of a process's output with message msg.
+func logLines(out, msg string) []map[string]any {
+	var got []map[string]any
+	for _, line := range strings.Split(out, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == msg {
+			got = append(got, m)
+		}
+	}
+	return got
+}
+
+// healthOf returns the status code and data of a /health.
+func healthOf(t *testing.T, url string) (int, map[string]any) {
+	t.Helper()
+	code, body := httpGet(url)
+	var env struct {
+		Data map[string]any `json:"data"`
+	}
+	if code != 0 {
+		require.NoError(t, json.Unmarshal([]byte(body), &env), body)
+	}
+	return code, env.Data
+}
+
+// TestEdgeDrainIsVisible: a download is streaming through pcd edge when it
+// gets SIGTERM. /health counted the download among activeRequests (its
+// handler had returned: the count left streamed answers out), answers 503
+// "draining" from the signal on (it said 200 "ok" all through the drain),
+// the download completes, and the log says "draining" (with what is in
+// flight) and "stopped" at info level.
+func TestEdgeDrainIsVisible(t *testing.T) {
+	c := newCluster(t, clusterOptions{})
+	e := c.addEdge("edge-1")
+	const chunk, chunks = 32 << 10, 20 // 640 KiB over 2 s: streamed, not copied
+	org := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(chunk*chunks))
+		for i := 0; i < chunks; i++ {
+			if _, err := w.Write([]byte(strings.Repeat("d", chunk))); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}))
+	t.Cleanup(org.Close)
+	c.expose("files", strings.TrimPrefix(org.URL, "http://"), "http", 1)
+	sh := c.share("files", client.CreateShareRequest{})
+	health := "http://" + e.admin + "/health"
+
+	type result struct {
+		n   int64
+		err error
+	}
+	started, done := make(chan struct{}), make(chan result, 1)
+	go func() {
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Get(e.shareURL(sh.Token) + "/download")
+		if err != nil {
+			close(started)
+			done <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		first := make([]byte, 1024)
+		n, err := io.ReadFull(resp.Body, first)
+		close(started)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		rest, err := io.Copy(io.Discard, resp.Body)
+		done <- result{n: int64(n) + rest, err: err}
+	}()
+	<-started
+	waitFor(t, 2*time.Second, "the streaming download counted in activeRequests", func() bool {
+		code, h := healthOf(t, health)
+		return code == 200 && h["activeRequests"] == 1.0
+	})
+
+	require.NoError(t, e.p.cmd.Process.Signal(syscall.SIGTERM))
+	waitFor(t, time.Second, "/health 503 draining", func() bool {
+		code, h := healthOf(t, health)
+		return code == 503 && h["status"] == "draining" && h["activeRequests"] == 1.0
+	})
+	r := <-done
+	require.NoError(t, r.err, "the download in flight completes")
+	require.Equal(t, int64(chunk*chunks), r.n)
+	err, ok := waitExit(e.p, 15*time.Second)
+	require.True(t, ok, "pcd edge did not exit")
+	require.NoError(t, err, "pcd edge exits 0 after draining")
+
+	out := e.p.output()
+	draining := logLines(out, "draining: refusing new requests and connections; those in flight may finish")
+	require.Len(t, draining, 1, out)
+	require.Equal(t, "INFO", draining[0]["level"])
+	require.Equal(t, 1.0, draining[0]["activeRequests"], "the log says what is in flight")
+	require.Equal(t, "15s", draining[0]["timeout"], "durations are logged as text")
+	stopped := logLines(out, "stopped")
+	require.Len(t, stopped, 1, out)
+	require.Equal(t, "INFO", stopped[0]["level"])
+}
