@@ -13,6 +13,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -37,7 +38,9 @@ var Version = "dev"
 // Config configures an edge node. Zero values take the defaults of
 // product.md.
 type Config struct {
-	ControlURL string // default http://127.0.0.1:3001
+	// ControlURL is the control plane's API, http:// or https://
+	// (default http://127.0.0.1:3001).
+	ControlURL string
 	Token      string // edge token from POST /v1/edges
 	HTTPAddr   string // share listener, default 127.0.0.1:8080
 	TunnelAddr string // agent tunnel listener, default 127.0.0.1:7070
@@ -154,6 +157,11 @@ func (c *Config) validate() ([]netip.Prefix, error) {
 	if c.Token == "" {
 		return nil, errors.New("edge: an edge token is required (POST /v1/edges or `connect edges add`)")
 	}
+	u, err := url.Parse(c.ControlURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || strings.HasSuffix(u.Host, ":") ||
+		u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("edge: control URL %q: want the control plane's http:// or https:// address, e.g. http://127.0.0.1:3001", c.ControlURL)
+	}
 	if c.TunnelTLS == nil && !c.InsecureTunnel && !tunnel.IsLoopbackAddr(c.TunnelAddr) {
 		return nil, fmt.Errorf("edge: the tunnel listener %s would carry agent traffic in plain TCP off loopback: "+
 			"give it a certificate (--tls-cert/--tls-key), or --insecure-tunnel when a load balancer in front terminates TLS", c.TunnelAddr)
@@ -204,6 +212,12 @@ type Server struct {
 	// (configsync.Config.OnReplaced): Run drains and returns ErrReplaced.
 	replaced     chan struct{}
 	replacedOnce sync.Once
+	// failed is closed, with failErr set, when the control plane cannot
+	// give this edge a configuration and it has none to serve
+	// (configsync.Config.OnFatal): Run drains and returns failErr.
+	failed   chan struct{}
+	failOnce sync.Once
+	failErr  error
 	// draining is set when Shutdown starts: /health answers 503.
 	draining atomic.Bool
 }
@@ -219,7 +233,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, trusted: trusted, replaced: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, trusted: trusted, replaced: make(chan struct{}), failed: make(chan struct{})}
 	s.reporter = newReporter(s)
 	if cfg.TCPPortMax > 0 {
 		host := cfg.TCPHost
@@ -230,7 +244,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.sync = configsync.New(configsync.Config{ControlURL: cfg.ControlURL, Token: cfg.Token, DataDir: cfg.DataDir,
 		Logger: cfg.Logger.With("component", "configsync"), BeforeSwap: s.beforeSwap, OnSwap: s.onSwap, OnInbox: s.deliverInbox,
-		OnReplaced: func(string) { s.replacedOnce.Do(func() { close(s.replaced) }) }})
+		OnReplaced: func(string) { s.replacedOnce.Do(func() { close(s.replaced) }) },
+		OnFatal: func(err error) {
+			s.failOnce.Do(func() {
+				s.failErr = fmt.Errorf("edge: %w", err)
+				close(s.failed)
+			})
+		}})
 	s.conns = newConnTracker()
 	s.registry = tunnels.New(tunnels.Config{EdgeID: s.sync.EdgeID, Table: s.sync.Table,
 		MaxStreams: cfg.MaxStreamsPerAgent, TrustedProxies: trusted, OnEvent: s.reporter.event, OnControl: s.onAgentControl,
@@ -355,7 +375,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.sync.Run(ctx) }()
 	go func() { defer s.wg.Done(); s.reporter.run(ctx) }()
-	s.log.Info("edge started", "http", s.HTTPAddr(), "tunnel", s.TunnelAddr(), "admin", s.AdminAddr())
+	s.log.Info("edge started", "http", s.HTTPAddr(), "tunnel", s.TunnelAddr(), "admin", s.AdminAddr(), "control", s.cfg.ControlURL)
 	return nil
 }
 
@@ -453,7 +473,9 @@ func listen(addr string, tc *tls.Config) (net.Listener, error) {
 }
 
 // Run starts the edge and serves until ctx ends, then drains. It also
-// drains, and returns ErrReplaced, when another process took this edge.
+// drains, and returns ErrReplaced, when another process took this edge, and
+// returns the error of Failed when the control plane cannot give it a
+// configuration while it has none to serve.
 func (s *Server) Run(ctx context.Context) error {
 	if err := s.Start(ctx); err != nil {
 		return err
@@ -466,11 +488,31 @@ func (s *Server) Run(ctx context.Context) error {
 			s.log.Warn("drain after replacement", "err", err)
 		}
 		return s.ReplacedError()
+	case <-s.failed:
+		_ = s.Shutdown()
+		return s.failErr
 	}
 }
 
 // Replaced is closed when another process took this edge (see Run).
 func (s *Server) Replaced() <-chan struct{} { return s.replaced }
+
+// Failed is closed when the control plane cannot give this edge a
+// configuration and it has none to serve: its token refused, the edge
+// deleted, the control URL not a control plane or its certificate not
+// trusted (configsync.Config.OnFatal). FailedError says which. Retrying
+// cannot cure these: Run stops.
+func (s *Server) Failed() <-chan struct{} { return s.failed }
+
+// FailedError is the reason Failed was closed (nil before).
+func (s *Server) FailedError() error {
+	select {
+	case <-s.failed:
+		return s.failErr
+	default:
+		return nil
+	}
+}
 
 // ReplacedError is ErrReplaced, naming the edge and where the other
 // process connected from.

@@ -81,3 +81,30 @@ func TestNegativeBodyLimitIsRefused(t *testing.T) {
 	_, err := cfg.validate()
 	require.ErrorContains(t, err, "negative")
 }
+
+// A control URL the edge cannot use is refused by New, before anything
+// starts: without a scheme it looped for ever on a parse error.
+func TestControlURLIsValidated(t *testing.T) {
+	for url, ok := range map[string]bool{
+		"http://127.0.0.1:3001":          true,
+		"https://control.example.com":    true,
+		"https://control.example.com/pc": true,
+		"127.0.0.1:41731":                false,
+		"localhost:3001":                 false,
+		"ftp://127.0.0.1:3001":           false,
+		"http://":                        false,
+		"http://127.0.0.1:":              false,
+		"http://user:pw@127.0.0.1:3001":  false,
+		"http://127.0.0.1:3001/?x=1":     false,
+	} {
+		cfg := Config{Token: "edge-token", ControlURL: url}
+		cfg.setDefaults()
+		_, err := cfg.validate()
+		if ok && err != nil {
+			t.Errorf("%s: %v", url, err)
+		}
+		if !ok && (err == nil || !strings.Contains(err.Error(), "control URL")) {
+			t.Errorf("%s: err = %v, want a control URL refusal", url, err)
+		}
+	}
+}

@@ -303,6 +303,11 @@ Try:
 		cancel()
 		<-ctrlDone
 		return e.ReplacedError()
+	case <-e.Failed():
+		_ = e.Shutdown()
+		cancel()
+		<-ctrlDone
+		return e.FailedError()
 	case err := <-ctrlDone:
 		if err != nil {
 			_ = e.Shutdown()

@@ -10,6 +10,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -51,6 +52,14 @@ type Config struct {
 	// Instance names this process to the control plane (default: random).
 	Instance string
 	Logger   *slog.Logger
+	// OnFatal is called, once, when retrying cannot get this edge a
+	// configuration while it has none to serve (none saved, none received
+	// in this process): the control plane refused its token (ErrUnauthorized)
+	// or said it was deleted (ErrDeleted), the control URL is not a control
+	// plane (ErrNotControlPlane), or its certificate is not trusted. The
+	// error says which; Run then returns. An edge with a configuration keeps
+	// serving it and retrying; so does every edge without OnFatal.
+	OnFatal func(error)
 	// Client is the HTTP client (default: no overall timeout, for the stream).
 	Client *http.Client
 	// StaleAfter is how long the stream may stay silent before it is
@@ -67,6 +76,8 @@ type Syncer struct {
 	connected    atomic.Bool
 	refused      atomic.Bool // the control plane said this edge was deleted (refuse)
 	tokenRefused atomic.Bool // the last try was refused (ErrUnauthorized)
+	notControl   atomic.Bool // the last try met something else (ErrNotControlPlane)
+	served       atomic.Bool // a configuration was in force (saved or received)
 	replacedBy   atomic.Pointer[string]
 	lastMsg      atomic.Int64 // unix nanos of the last stream message
 	tokenHash    string
@@ -128,7 +139,7 @@ func (s *Syncer) ReplacedBy() string {
 
 // TokenRefused reports whether the control plane refused the edge token at
 // the last try, for a reason other than a deletion: the edge serves its last
-// configuration meanwhile.
+// configuration meanwhile (an edge without one stops: Config.OnFatal).
 func (s *Syncer) TokenRefused() bool { return s.tokenRefused.Load() }
 
 // refuse drops everything the edge serves from once the control plane has
@@ -225,6 +236,7 @@ func (s *Syncer) LoadSaved() (bool, error) {
 		id := sv.EdgeID
 		s.edgeID.Store(&id)
 		s.swap(t, false)
+		s.served.Store(true)
 		s.log.Info("serving from the saved snapshot", "version", t.Version, "savedAt", sv.SavedAt)
 		return true, nil
 	}
@@ -260,19 +272,34 @@ func (s *Syncer) Run(ctx context.Context) {
 			return
 		}
 		var re *ReplacedError
-		switch {
-		case errors.As(err, &re):
+		if errors.As(err, &re) {
 			s.replacedBy.Store(&re.By)
 			s.log.Error("another process connected to the control plane with this edge's token: this one stops (give each edge process its own token: POST /v1/edges)", "newer", re.By)
 			if s.cfg.OnReplaced != nil {
 				s.cfg.OnReplaced(re.By)
 			}
 			return
-		case errors.Is(err, ErrDeleted):
+		}
+		if errors.Is(err, ErrDeleted) {
 			s.refuse()
+		}
+		if s.cfg.OnFatal != nil && !s.served.Load() && permanent(err) {
+			s.cfg.OnFatal(s.fatalError(err))
+			return
+		}
+		// What the edge does meanwhile, as its log says it.
+		meanwhile := "nothing to serve meanwhile"
+		if t := s.Table(); t.Epoch != "" || t.Version != 0 {
+			meanwhile = "serving the configuration it has (version " + strconv.FormatInt(t.Version, 10) + ") meanwhile"
+		}
+		switch {
 		case errors.Is(err, ErrUnauthorized):
 			if !s.tokenRefused.Swap(true) {
-				s.log.Error("the control plane refused this edge's token (a wrong token, a control plane restored from an older backup, a proxy in front of it?): serving the last configuration meanwhile")
+				s.log.Error("the control plane refused this edge's token (a wrong token, a control plane restored from an older backup, a proxy in front of it?): "+meanwhile, "control", s.cfg.ControlURL)
+			}
+		case errors.Is(err, ErrNotControlPlane):
+			if !s.notControl.Swap(true) {
+				s.log.Error("the control URL does not look like the control plane (404 on the edge config route): "+meanwhile, "control", s.cfg.ControlURL)
 			}
 		}
 		if time.Since(start) > 10*time.Second {
@@ -301,6 +328,46 @@ func (s *Syncer) Run(ctx context.Context) {
 // refused the edge token: the edge goes on serving its last configuration.
 var ErrUnauthorized = errors.New("configsync: edge token refused")
 
+// ErrNotControlPlane means the control URL answered 404 on the edge config
+// route: it is something else (an edge's share or admin listener, a web
+// server), or a wrong path prefix.
+var ErrNotControlPlane = errors.New("configsync: not a control plane")
+
+// StatusError is an answer of the control plane (or of whatever is at the
+// control URL) that is not 2xx, and not a refusal of the token.
+type StatusError struct {
+	Method, Path string // Path without its query
+	Code         int
+	Body         string // its start
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("configsync: %s %s answered %d: %s", e.Method, e.Path, e.Code, e.Body)
+}
+
+// permanent reports whether retrying cannot cure err by itself: the
+// control plane refused the edge, or the control URL is wrong (not a
+// control plane, a certificate not trusted).
+func permanent(err error) bool {
+	var cert *tls.CertificateVerificationError
+	return errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrDeleted) || errors.Is(err, ErrNotControlPlane) || errors.As(err, &cert)
+}
+
+// fatalError explains a permanent error (Config.OnFatal) to the operator.
+func (s *Syncer) fatalError(err error) error {
+	u := s.cfg.ControlURL
+	switch {
+	case errors.Is(err, ErrUnauthorized):
+		return fmt.Errorf("the control plane at %s refused this edge's token, and the edge has no saved configuration to serve: check the edge token (from POST /v1/edges or `connect edges add`): %w", u, err)
+	case errors.Is(err, ErrDeleted):
+		return fmt.Errorf("the control plane at %s says this edge was deleted (DELETE /v1/edges/:id), and the edge has no saved configuration to serve: register it again (`connect edges add`) and use its new token: %w", u, err)
+	case errors.Is(err, ErrNotControlPlane):
+		return fmt.Errorf("%s does not look like the control plane (it answered 404 to GET /v1/edges/config): the control URL is the address of the control API (pcd control --listen), not of an edge's share or admin listener: %w", u, err)
+	default:
+		return fmt.Errorf("the control plane at %s presented a certificate this edge does not trust, and the edge has no saved configuration to serve: give the edge the CA that signed it: %w", u, err)
+	}
+}
+
 // ErrDeleted means the control plane said this edge was deleted: the edge
 // stops serving (refuse).
 var ErrDeleted = errors.New("configsync: this edge was deleted")
@@ -324,6 +391,9 @@ func (s *Syncer) stream(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	resp, err := s.do(ctx, http.MethodGet, "/v1/edges/config?"+q.Encode(), nil)
+	if se := (*StatusError)(nil); errors.As(err, &se) && se.Code == http.StatusNotFound {
+		return fmt.Errorf("%w: %w", ErrNotControlPlane, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -349,6 +419,7 @@ func (s *Syncer) stream(ctx context.Context) error {
 	s.connected.Store(true)
 	s.refused.Store(false)
 	s.tokenRefused.Store(false)
+	s.notControl.Store(false)
 	// A reader decodes messages as they arrive while the loop below builds
 	// tables: the changes that queued up while one table was being built
 	// are applied together in the next one. At 100,000 shares a table costs
@@ -443,6 +514,7 @@ func (s *Syncer) apply(m *config.Message) error {
 			return err
 		}
 		s.swap(t, true)
+		s.served.Store(true)
 		s.log.Info("applied config snapshot", "version", t.Version)
 	case config.MsgChanges:
 		cur := s.Table()
@@ -608,5 +680,5 @@ func (s *Syncer) do(ctx context.Context, method, path string, body []byte) (*htt
 		return nil, ErrUnauthorized
 	}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	return nil, fmt.Errorf("configsync: %s %s answered %d: %s", method, strings.SplitN(path, "?", 2)[0], resp.StatusCode, bytes.TrimSpace(b))
+	return nil, &StatusError{Method: method, Path: strings.SplitN(path, "?", 2)[0], Code: resp.StatusCode, Body: string(bytes.TrimSpace(b))}
 }

@@ -1,15 +1,21 @@
 package configsync
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -157,7 +163,9 @@ func TestOnlyADeletionWipesTheEdge(t *testing.T) {
 				}
 			}))
 			defer srv.Close()
-			s := New(Config{ControlURL: srv.URL, Token: "edge-token", DataDir: dir})
+			// An edge that has a configuration never stops on a refusal.
+			s := New(Config{ControlURL: srv.URL, Token: "edge-token", DataDir: dir,
+				OnFatal: func(err error) { t.Errorf("OnFatal(%v) with a configuration in force", err) }})
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() { s.Run(ctx); close(done) }()
@@ -178,6 +186,122 @@ func TestOnlyADeletionWipesTheEdge(t *testing.T) {
 			}
 			if _, err := os.Stat(snapshot); err != nil {
 				t.Fatalf("a bare refusal removed the saved snapshot: %v", err)
+			}
+		})
+	}
+}
+
+// logBuffer collects JSON log lines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRefusalWithoutConfigurationIsFatal: an edge that has nothing to
+// serve (no saved snapshot, none received) and meets an answer that
+// retrying cannot change (its token refused, its edge deleted, a control
+// URL that answers 404 on the config route) is told through OnFatal, and
+// Run returns: pcd edge exits 1 instead of looping for ever, saying it
+// serves "the last configuration" it does not have. An answer that can
+// change (a 502 of a proxy while the control plane restarts) is retried.
+// With a saved snapshot, the edge serves it and retries, and says so.
+func TestRefusalWithoutConfigurationIsFatal(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		status  int
+		deleted bool
+		saved   bool // a snapshot of this token is on disk
+		fatal   error
+	}{
+		{"refused token", 401, false, false, ErrUnauthorized},
+		{"a proxy's 403", 403, false, false, ErrUnauthorized},
+		{"deleted", 401, true, false, ErrDeleted},
+		{"not a control plane", 404, false, false, ErrNotControlPlane},
+		{"a proxy's 502", 502, false, false, nil},
+		{"refused token, snapshot saved", 401, false, true, nil},
+		{"not a control plane, snapshot saved", 404, false, true, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls atomic.Int64
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				calls.Add(1)
+				if tc.deleted {
+					w.Header().Set(config.EdgeDeletedHeader, "true")
+				}
+				w.WriteHeader(tc.status)
+			}))
+			defer srv.Close()
+			dir := t.TempDir()
+			if tc.saved {
+				prev := New(Config{ControlURL: srv.URL, Token: "edge-token", DataDir: dir})
+				snap := &config.Snapshot{Epoch: "e", Version: 5}
+				if err := prev.apply(&config.Message{Type: config.MsgSnapshot, Epoch: "e", Version: 5, Snapshot: snap}); err != nil {
+					t.Fatal(err)
+				}
+				id := "edge-1"
+				prev.edgeID.Store(&id)
+				if err := prev.Save(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var logs logBuffer
+			fatal := make(chan error, 2)
+			s := New(Config{ControlURL: srv.URL, Token: "edge-token", DataDir: dir, Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+				OnFatal: func(err error) { fatal <- err }})
+			if ok, err := s.LoadSaved(); err != nil || ok != tc.saved {
+				t.Fatalf("LoadSaved: %v, %v", ok, err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { s.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			if tc.fatal != nil {
+				select {
+				case err := <-fatal:
+					if !errors.Is(err, tc.fatal) {
+						t.Fatalf("OnFatal(%v), want %v", err, tc.fatal)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("OnFatal was not called")
+				}
+				select {
+				case <-done:
+				case <-time.After(5 * time.Second):
+					t.Fatal("Run went on after OnFatal")
+				}
+				if n := calls.Load(); n != 1 {
+					t.Fatalf("%d calls to the control plane, want 1", n)
+				}
+				return
+			}
+			waitFor(t, func() bool { return calls.Load() >= 3 })
+			select {
+			case err := <-fatal:
+				t.Fatalf("OnFatal(%v) on an answer that may change, or with a configuration to serve", err)
+			default:
+			}
+			if tc.saved {
+				if s.Table().Version != 5 {
+					t.Fatalf("serving version %d, want the saved 5", s.Table().Version)
+				}
+				if !strings.Contains(logs.String(), "serving the configuration it has (version 5) meanwhile") {
+					t.Fatalf("the log does not say what the edge serves:\n%s", logs.String())
+				}
+			}
+			if strings.Contains(logs.String(), "serving the last configuration") {
+				t.Fatalf("the log claims a configuration:\n%s", logs.String())
 			}
 		})
 	}

@@ -1,7 +1,8 @@
 package e2e
 
 // What an operator meets running `pcd control`, `pcd edge` and `pcd dev`
-// by hand: a drain that shows on /health and in the log.
+// by hand: a drain that shows on /health and in the log, an edge that
+// stops at once on settings that cannot work.
 
 import (
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -119,4 +121,48 @@ func TestEdgeDrainIsVisible(t *testing.T) {
 	stopped := logLines(out, "stopped")
 	require.Len(t, stopped, 1, out)
 	require.Equal(t, "INFO", stopped[0]["level"])
+}
+
+// TestEdgeFailsFastOnBadSettings: pcd edge with settings that cannot work
+// and nothing to serve meanwhile (no saved snapshot) exits 1 at once with
+// what to fix, instead of looping for ever: a control URL without a scheme,
+// a token the control plane refuses, a control URL that is not the control
+// plane. An edge waiting for a control plane that is down is not wrong:
+// SIGTERM stops it with 0.
+func TestEdgeFailsFastOnBadSettings(t *testing.T) {
+	c := newCluster(t, clusterOptions{})
+	other := c.addEdge("edge-1")
+	run := func(t *testing.T, args ...string) *proc {
+		args = append([]string{"edge", "--http", freePort(t), "--tunnel", freePort(t), "--admin", freePort(t),
+			"--data", t.TempDir(), "--tcp-ports", c.ports, "--log-format", "json"}, args...)
+		return start(t, nil, c.bin+"/pcd", args...)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"control URL without a scheme", []string{"--control", c.api, "--token", other.token},
+			`control URL "` + c.api + `": want the control plane's http:// or https:// address`},
+		{"refused token", []string{"--control", c.controlURL(), "--token", "not-an-edge-token"},
+			"refused this edge's token, and the edge has no saved configuration to serve"},
+		{"not the control plane", []string{"--control", "http://" + other.http, "--token", other.token},
+			"does not look like the control plane (it answered 404 to GET /v1/edges/config)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := run(t, tc.args...)
+			err, ok := waitExit(p, 10*time.Second)
+			require.True(t, ok, "pcd edge did not stop:\n%s", p.output())
+			var ee *exec.ExitError
+			require.ErrorAs(t, err, &ee, p.output())
+			require.Equal(t, 1, ee.ExitCode())
+			require.Contains(t, p.output(), tc.want)
+		})
+	}
+	t.Run("control plane down", func(t *testing.T) {
+		p := run(t, "--control", "http://"+freePort(t), "--token", other.token)
+		time.Sleep(time.Second)
+		require.False(t, exited(p), "an edge waiting for its control plane stopped:\n%s", p.output())
+		require.NoError(t, terminate(t, p, 10*time.Second), "SIGTERM stops a waiting edge with 0")
+	})
 }
