@@ -168,16 +168,24 @@ type Server struct {
 // AdminKeyFile is the bootstrap admin key's file name inside DataDir.
 const AdminKeyFile = "admin.key"
 
-// New opens the store, bootstraps workspace "default" (and, on first
-// start, its admin key), and listens on cfg.Listen.
+// New listens on cfg.Listen, opens the store and bootstraps workspace
+// "default" (and, on first start, its admin key). It listens first: a start
+// that cannot bind its address creates nothing, so the admin key is created
+// by a start that goes on to show it.
 func New(cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("control: config: %w", err)
 	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("control: listen: %w", err)
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, kv: cfg.Store, fatal: make(chan error, 1)}
+	s.ln = &onceCloseListener{Listener: ln}
 	if s.kv == nil {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			s.ln.Close()
 			return nil, fmt.Errorf("control: data dir: %w", err)
 		}
 		kv, err := badgerstore.Open(badgerstore.Options{Dir: filepath.Join(cfg.DataDir, "control.db"), Logger: cfg.Logger,
@@ -188,6 +196,7 @@ func New(cfg Config) (*Server, error) {
 				}
 			}})
 		if err != nil {
+			s.ln.Close()
 			return nil, fmt.Errorf("control: %w", err)
 		}
 		s.kv, s.ownsKV = kv, true
@@ -229,11 +238,6 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("control: listen: %w", err)
-	}
-	s.ln = &onceCloseListener{Listener: ln}
 	s.srv = &fasthttp.Server{
 		Handler:                       s.track(s.api.Handler),
 		ErrorHandler:                  s.api.ErrorHandler,

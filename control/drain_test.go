@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -120,4 +122,26 @@ func TestDrainShowsOnHealthAndInTheLog(t *testing.T) {
 	require.Equal(t, 1.0, draining["activeRequests"], "the log says what is in flight")
 	require.NotNil(t, stopped, logs.String())
 	require.Equal(t, "INFO", stopped["level"])
+}
+
+// TestListenBeforeBootstrap: a control plane that cannot bind its address
+// creates nothing: the start that can shows the admin key it creates.
+func TestListenBeforeBootstrap(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
+	dir := t.TempDir()
+	_, err = New(Config{Listen: busy.Addr().String(), DataDir: dir})
+	require.ErrorContains(t, err, "listen")
+	_, err = os.Stat(filepath.Join(dir, AdminKeyFile))
+	require.True(t, os.IsNotExist(err), "a failed start created the admin key: %v", err)
+	_, err = os.Stat(filepath.Join(dir, "control.db"))
+	require.True(t, os.IsNotExist(err), "a failed start created the database: %v", err)
+
+	s, err := New(Config{Listen: "127.0.0.1:0", DataDir: dir})
+	require.NoError(t, err)
+	defer s.Close()
+	key, created := s.BootstrapAdminKey()
+	require.True(t, created)
+	require.NotEmpty(t, key)
 }

@@ -193,45 +193,82 @@ func devCmd(c *common) *cobra.Command {
 func runDev(ctx context.Context, c *common, cf *controlFlags, ef *edgeFlags, log interface {
 	Info(string, ...any)
 },
-) error {
+) (err error) {
 	ccfg, err := cf.config(c)
 	if err != nil {
 		return err
 	}
 	logger, _ := c.logger()
 	ccfg.Logger = logger.With("component", "control")
+
+	// Every listener is bound before the control plane bootstraps its
+	// workspace: a start that cannot bind an address creates no admin key
+	// it would then never show (control.New binds its own first). The
+	// edge's are bound again by the edge; their real addresses (port 0)
+	// are registered with the control plane.
+	var held []net.Listener
+	release := func() {
+		for _, ln := range held {
+			ln.Close()
+		}
+		held = nil
+	}
+	defer release()
+	bind := func(what, addr string) (string, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", what, err)
+		}
+		held = append(held, ln)
+		return ln.Addr().String(), nil
+	}
+	httpAddr, err := bind("share listener", ef.http)
+	if err != nil {
+		return err
+	}
+	tunAddr, err := bind("tunnel listener", ef.tunnel)
+	if err != nil {
+		return err
+	}
+	adminAddr := ef.admin
+	if adminAddr != "-" {
+		if adminAddr, err = bind("admin listener", ef.admin); err != nil {
+			return err
+		}
+	}
 	ctrl, err := control.New(ccfg)
 	if err != nil {
 		return err
 	}
+	// The key is shown once, at the start that created it (product.md:
+	// "never logged again"); later starts name its file.
+	key, created := ctrl.BootstrapAdminKey()
+	keyFile := filepath.Join(cf.data, control.AdminKeyFile)
+	keyShown := false
+	defer func() {
+		// A start that created the admin key and failed after shows it
+		// all the same: the next start would not.
+		if err != nil && created && !keyShown {
+			fmt.Fprintf(c.stdout, "Admin API key (saved to %s, shown once):\n  %s\n", keyFile, key)
+		}
+	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ctrlDone := make(chan error, 1)
 	go func() { ctrlDone <- ctrl.Run(ctx) }()
+	// stopControl ends the control plane on the way out of a failed start.
+	stopControl := func(err error) error {
+		cancel()
+		<-ctrlDone
+		return err
+	}
 
-	// The edge's listeners are bound first so their real addresses can be
-	// registered with the control plane.
-	httpLn, err := net.Listen("tcp", ef.http)
-	if err != nil {
-		cancel()
-		return fmt.Errorf("share listener: %w", err)
-	}
-	tunLn, err := net.Listen("tcp", ef.tunnel)
-	if err != nil {
-		httpLn.Close()
-		cancel()
-		return fmt.Errorf("tunnel listener: %w", err)
-	}
-	httpAddr, tunAddr := httpLn.Addr().String(), tunLn.Addr().String()
-	httpLn.Close()
-	tunLn.Close()
 	var devPin string
 	if ef.devTLS && ef.tlsCert == "" {
 		host, _, _ := net.SplitHostPort(httpAddr)
 		files, err := devcert.Ensure(filepath.Join(cf.data, "tls"), []string{host, "localhost"})
 		if err != nil {
-			cancel()
-			return err
+			return stopControl(err)
 		}
 		ef.tlsCert, ef.tlsKey, devPin = files.CertFile, files.KeyFile, files.Pin
 	}
@@ -242,73 +279,69 @@ func runDev(ctx context.Context, c *common, cf *controlFlags, ef *edgeFlags, log
 	publicURL := scheme + "://" + httpAddr
 	edgeID, token, err := ctrl.EnsureEdge(ctx, "dev", publicURL, tunScheme+tunAddr)
 	if err != nil {
-		cancel()
-		return err
+		return stopControl(err)
 	}
 	ef.tcpPorts = cf.tcpPorts
 	ecfg, err := ef.config()
 	if err != nil {
-		cancel()
-		return err
+		return stopControl(err)
 	}
 	ecfg.TCPPortMin, ecfg.TCPPortMax = ccfg.TCPPortMin, ccfg.TCPPortMax
 	ecfg.ControlURL = "http://" + ctrl.Addr()
 	ecfg.Token = token
-	ecfg.HTTPAddr, ecfg.TunnelAddr = httpAddr, tunAddr
+	ecfg.HTTPAddr, ecfg.TunnelAddr, ecfg.AdminAddr = httpAddr, tunAddr, adminAddr
 	ecfg.DataDir = cf.data
 	ecfg.Logger = logger.With("component", "edge")
 	e, err := edge.New(ecfg)
 	if err != nil {
-		cancel()
-		return err
+		return stopControl(err)
 	}
+	release()
 	if err := e.Start(ctx); err != nil {
-		cancel()
-		return err
+		return stopControl(err)
 	}
-	// The key is shown once, at the start that created it (product.md:
-	// "never logged again"); later starts name its file.
-	key, created := ctrl.BootstrapAdminKey()
-	keyFile := filepath.Join(cf.data, control.AdminKeyFile)
 	keyLine := key + "   (saved to " + keyFile + ", shown once)"
 	if !created {
 		keyLine = "in " + keyFile
 	}
+	edgeAdmin := "disabled (--admin -)"
+	if e.AdminAddr() != "" {
+		edgeAdmin = "http://" + e.AdminAddr() + "/health"
+	}
 	fmt.Fprintf(c.stdout, `Private Connect dev node is up.
 
-  Control API   http://%s   (docs: http://%s/docs)
+  Control API   %s   (docs: %[1]s/docs)
   Share links   %s/shared/<token>
   Agent tunnel  %s
-  Edge admin    http://%s/health
+  Edge admin    %s
   Edge id       %s
   Admin API key %s
 
 Try:
-  export PC_API_KEY=$(cat %s) PC_CONTROL_URL=http://%[1]s
+  export PC_API_KEY=$(cat %s) PC_CONTROL_URL=%[1]s
   python3 -m http.server 9000 &
-  %[9]s expose 127.0.0.1:9000 --name web &
-  curl "$(%[9]s link web)/"
+  %[8]s expose 127.0.0.1:9000 --name web &
+  curl "$(%[8]s link web)/"
 
-`, ctrl.Addr(), ctrl.Addr(), publicURL, tunAddr, e.AdminAddr(), edgeID, keyLine, shellQuote(keyFile), connectCommand())
+`, "http://"+ctrl.Addr(), publicURL, tunAddr, edgeAdmin, edgeID, keyLine, shellQuote(keyFile), connectCommand())
+	keyShown = true
 	if devPin != "" {
 		fmt.Fprintf(c.stdout, "TLS: self-signed certificate %s\n  agents: %s expose ... --ca-file %s   (or --pin-sha256 %s)\n  curl:   curl --cacert %s ...\n\n",
 			ef.tlsCert, connectCommand(), ef.tlsCert, devPin, ef.tlsCert)
 	}
 	log.Info("dev node running", "control", ctrl.Addr(), "http", httpAddr, "tunnel", tunAddr)
+	ctrlStopped := false
 	select {
 	case <-ctx.Done():
 	case <-e.Replaced():
 		// Another process took the dev edge's token: stop as a whole.
 		_ = e.Shutdown()
-		cancel()
-		<-ctrlDone
-		return e.ReplacedError()
+		return stopControl(e.ReplacedError())
 	case <-e.Failed():
 		_ = e.Shutdown()
-		cancel()
-		<-ctrlDone
-		return e.FailedError()
-	case err := <-ctrlDone:
+		return stopControl(e.FailedError())
+	case err = <-ctrlDone:
+		ctrlStopped = true
 		if err != nil {
 			_ = e.Shutdown()
 			return err
@@ -317,7 +350,9 @@ Try:
 	shutdownStart := time.Now()
 	_ = e.Shutdown()
 	cancel()
-	err = <-ctrlDone
+	if !ctrlStopped {
+		err = <-ctrlDone
+	}
 	log.Info("stopped", "drainSeconds", time.Since(shutdownStart).Seconds())
 	return err
 }

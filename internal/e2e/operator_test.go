@@ -2,15 +2,19 @@ package e2e
 
 // What an operator meets running `pcd control`, `pcd edge` and `pcd dev`
 // by hand: a drain that shows on /health and in the log, an edge that
-// stops at once on settings that cannot work.
+// stops at once on settings that cannot work, an admin key that a failed
+// start does not swallow.
 
 import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -164,5 +168,49 @@ func TestEdgeFailsFastOnBadSettings(t *testing.T) {
 		time.Sleep(time.Second)
 		require.False(t, exited(p), "an edge waiting for its control plane stopped:\n%s", p.output())
 		require.NoError(t, terminate(t, p, 10*time.Second), "SIGTERM stops a waiting edge with 0")
+	})
+}
+
+// TestAdminKeyShownAfterFailedStart: a start that cannot bind one of its
+// addresses exits 1 before it creates the workspace and its admin key, so
+// the next start shows the key. It created them first, exited without
+// showing the key, and the next start showed only where it was.
+func TestAdminKeyShownAfterFailedStart(t *testing.T) {
+	bin := binaries(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
+	keyShown := func(t *testing.T, data string, p *proc, what string) {
+		t.Helper()
+		waitFor(t, 20*time.Second, what, func() bool {
+			require.False(t, exited(p), "%s exited:\n%s", what, p.output())
+			b, err := os.ReadFile(filepath.Join(data, "admin.key"))
+			key := strings.TrimSpace(string(b))
+			return err == nil && key != "" && strings.Contains(p.output(), key)
+		})
+	}
+	failed := func(t *testing.T, data string, p *proc) {
+		t.Helper()
+		err, ok := waitExit(p, 20*time.Second)
+		require.True(t, ok)
+		require.Error(t, err, "a start on a busy address fails")
+		require.Contains(t, p.output(), "address already in use")
+		_, err = os.Stat(filepath.Join(data, "admin.key"))
+		require.True(t, os.IsNotExist(err), "the failed start created the admin key: %v", err)
+	}
+
+	t.Run("pcd control", func(t *testing.T) {
+		data := t.TempDir()
+		failed(t, data, start(t, nil, bin+"/pcd", "control", "--listen", busy.Addr().String(), "--data", data, "--log-format", "json"))
+		keyShown(t, data, start(t, nil, bin+"/pcd", "control", "--listen", freePort(t), "--data", data, "--log-format", "json"), "pcd control shows the key")
+	})
+	t.Run("pcd dev", func(t *testing.T) {
+		data := t.TempDir()
+		// The edge's admin listener is the one bound last.
+		failed(t, data, start(t, nil, bin+"/pcd", "dev", "--listen", freePort(t), "--http", freePort(t), "--tunnel", freePort(t),
+			"--admin", busy.Addr().String(), "--data", data, "--log-format", "json"))
+		p := start(t, nil, bin+"/pcd", "dev", "--listen", freePort(t), "--http", freePort(t), "--tunnel", freePort(t),
+			"--admin", freePort(t), "--data", data, "--log-format", "json")
+		keyShown(t, data, p, "pcd dev shows the key")
 	})
 }
