@@ -10,6 +10,7 @@ package control
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,8 @@ import (
 	"github.com/privateconnect/pc/control/store/badgerstore"
 	"github.com/privateconnect/pc/control/webhooks"
 	"github.com/privateconnect/pc/internal/config"
+	"github.com/privateconnect/pc/internal/tlsplain"
+	"github.com/privateconnect/pc/internal/tunnel"
 )
 
 // RateLimits are the API's per-minute request limits (see api.RateLimits).
@@ -54,6 +57,10 @@ type Hooks = api.Hooks
 type Config struct {
 	// Listen is the API address (default 127.0.0.1:3001; port 0 picks one).
 	Listen string
+	// TLS, when set, serves the API over TLS (its Certificates). Without it
+	// the API is plain HTTP: API keys and edge tokens cross the network in
+	// clear, and Run logs a warning when Listen is not a loopback address.
+	TLS *tls.Config
 	// DataDir holds the Badger database (<data>/control.db) and the
 	// bootstrap admin key (<data>/admin.key). Default ./data, unless Store
 	// is set (then empty means: write no admin.key file).
@@ -182,6 +189,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("control: listen: %w", err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, kv: cfg.Store, fatal: make(chan error, 1)}
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS)
+	}
 	s.ln = &onceCloseListener{Listener: ln}
 	if s.kv == nil {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -240,7 +250,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.srv = &fasthttp.Server{
 		Handler:                       s.track(s.api.Handler),
-		ErrorHandler:                  s.api.ErrorHandler,
+		ErrorHandler:                  tlsplain.ErrorHandler(s.api.ErrorHandler),
 		HeaderReceived:                s.api.HeaderReceived,
 		MaxRequestBodySize:            api.ServerMaxBodySize,
 		ReadTimeout:                   30 * time.Second,
@@ -257,6 +267,14 @@ func New(cfg Config) (*Server, error) {
 // Addr is the address the API listens on (the real port when Listen had port 0).
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
+// URL is the API's base URL: https://<Addr> with Config.TLS, else http://.
+func (s *Server) URL() string {
+	if s.cfg.TLS != nil {
+		return "https://" + s.Addr()
+	}
+	return "http://" + s.Addr()
+}
+
 // Run serves until ctx is done, then ends the edge streams, drains open
 // requests (up to ShutdownTimeout) and closes the server. A store that
 // fails for good (Badger lost its memtable: an unwritable data directory, no
@@ -266,7 +284,11 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.ln) }()
-	s.log.Info("control plane listening", "addr", s.Addr())
+	s.log.Info("control plane listening", "addr", s.Addr(), "tls", s.cfg.TLS != nil)
+	if inClear(s.cfg, s.Addr()) {
+		s.log.Warn("the control API listens in plain HTTP off loopback: API keys and edge tokens cross the network in clear; give it a certificate (--tls-cert/--tls-key) or keep it behind a proxy that terminates TLS",
+			"addr", s.Addr())
+	}
 	var err error
 	var stop bool
 	select {
@@ -307,6 +329,12 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Info("stopped", "drain", time.Since(start))
 	}
 	return err
+}
+
+// inClear reports whether the API at addr serves plain HTTP off loopback:
+// API keys and edge tokens then cross the network in clear (Run warns).
+func inClear(cfg Config, addr string) bool {
+	return cfg.TLS == nil && !tunnel.IsLoopbackAddr(addr)
 }
 
 // Close releases everything (listener, background writers, owned store).

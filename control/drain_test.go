@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"log/slog"
 	"net"
@@ -144,4 +145,16 @@ func TestListenBeforeBootstrap(t *testing.T) {
 	key, created := s.BootstrapAdminKey()
 	require.True(t, created)
 	require.NotEmpty(t, key)
+}
+
+// The control API in plain HTTP off loopback carries keys and tokens in
+// clear: Run warns then.
+func TestPlainHTTPOffLoopbackIsFlagged(t *testing.T) {
+	withTLS := Config{TLS: &tls.Config{MinVersion: tls.VersionTLS12}}
+	for addr, want := range map[string]bool{
+		"127.0.0.1:3001": false, "[::1]:3001": false, "0.0.0.0:3001": true, "[::]:3001": true, "10.1.2.3:3001": true,
+	} {
+		require.Equal(t, want, inClear(Config{}, addr), addr)
+		require.False(t, inClear(withTLS, addr), addr)
+	}
 }

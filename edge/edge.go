@@ -27,6 +27,7 @@ import (
 	"github.com/privateconnect/pc/edge/routes"
 	"github.com/privateconnect/pc/edge/tunnels"
 	"github.com/privateconnect/pc/internal/config"
+	"github.com/privateconnect/pc/internal/tlsplain"
 	"github.com/privateconnect/pc/internal/tunnel"
 	"github.com/privateconnect/pc/plugins"
 	"github.com/valyala/fasthttp"
@@ -41,6 +42,9 @@ type Config struct {
 	// ControlURL is the control plane's API, http:// or https://
 	// (default http://127.0.0.1:3001).
 	ControlURL string
+	// ControlTLS verifies the control plane over https (a private CA in
+	// RootCAs); nil means the system roots.
+	ControlTLS *tls.Config
 	Token      string // edge token from POST /v1/edges
 	HTTPAddr   string // share listener, default 127.0.0.1:8080
 	TunnelAddr string // agent tunnel listener, default 127.0.0.1:7070
@@ -162,6 +166,9 @@ func (c *Config) validate() ([]netip.Prefix, error) {
 		u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("edge: control URL %q: want the control plane's http:// or https:// address, e.g. http://127.0.0.1:3001", c.ControlURL)
 	}
+	if c.ControlTLS != nil && u.Scheme != "https" {
+		return nil, fmt.Errorf("edge: a CA for the control plane is set but the control URL %q is not https://", c.ControlURL)
+	}
 	if c.TunnelTLS == nil && !c.InsecureTunnel && !tunnel.IsLoopbackAddr(c.TunnelAddr) {
 		return nil, fmt.Errorf("edge: the tunnel listener %s would carry agent traffic in plain TCP off loopback: "+
 			"give it a certificate (--tls-cert/--tls-key), or --insecure-tunnel when a load balancer in front terminates TLS", c.TunnelAddr)
@@ -242,7 +249,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.tcp = newTCPPorts(s, host, cfg.TCPPortMin, cfg.TCPPortMax)
 	}
-	s.sync = configsync.New(configsync.Config{ControlURL: cfg.ControlURL, Token: cfg.Token, DataDir: cfg.DataDir,
+	s.sync = configsync.New(configsync.Config{ControlURL: cfg.ControlURL, Token: cfg.Token, DataDir: cfg.DataDir, TLS: cfg.ControlTLS,
 		Logger: cfg.Logger.With("component", "configsync"), BeforeSwap: s.beforeSwap, OnSwap: s.onSwap, OnInbox: s.deliverInbox,
 		OnReplaced: func(string) { s.replacedOnce.Do(func() { close(s.replaced) }) },
 		OnFatal: func(err error) {
@@ -376,6 +383,10 @@ func (s *Server) Start(ctx context.Context) error {
 	go func() { defer s.wg.Done(); s.sync.Run(ctx) }()
 	go func() { defer s.wg.Done(); s.reporter.run(ctx) }()
 	s.log.Info("edge started", "http", s.HTTPAddr(), "tunnel", s.TunnelAddr(), "admin", s.AdminAddr(), "control", s.cfg.ControlURL)
+	if u, err := url.Parse(s.cfg.ControlURL); err == nil && u.Scheme == "http" && !tunnel.IsLoopbackAddr(hostPort(u)) {
+		s.log.Warn("the control plane is reached over plain HTTP off loopback: the edge token and the configuration (agent token hashes, share settings) cross the network in clear; serve the control API over TLS (pcd control --tls-cert/--tls-key) and give the edge an https:// control URL",
+			"control", s.cfg.ControlURL)
+	}
 	return nil
 }
 
@@ -470,6 +481,18 @@ func listen(addr string, tc *tls.Config) (net.Listener, error) {
 		return tls.NewListener(ln, tc), nil
 	}
 	return ln, nil
+}
+
+// hostPort is u's host with its port (the scheme's default when it has none).
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	port := "80"
+	if u.Scheme == "https" {
+		port = "443"
+	}
+	return net.JoinHostPort(u.Hostname(), port)
 }
 
 // Run starts the edge and serves until ctx ends, then drains. It also
@@ -641,8 +664,14 @@ func addrOf(ln net.Listener) string {
 // Host) is a 400, a head past the read buffer a 431, a body over the limit
 // a 413, a head not in within HeaderTimeout or a body's first bytes (read
 // before the handler runs) stalled past BodyTimeout a 408. The cause is
-// logged, not shown.
+// logged, not shown. Plain HTTP on a TLS listener gets net/http's 400 in
+// clear (tlsplain).
 func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
+	if tlsplain.Answer(err) {
+		// Plain HTTP to a TLS share listener: 400 in clear, as net/http.
+		s.log.Debug("plain HTTP request on the TLS share listener", "client", ctx.RemoteIP().String())
+		return
+	}
 	status, msg := fasthttp.StatusBadRequest, "Malformed request"
 	var small *fasthttp.ErrSmallBuffer
 	var ne net.Error

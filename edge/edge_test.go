@@ -107,4 +107,8 @@ func TestControlURLIsValidated(t *testing.T) {
 			t.Errorf("%s: err = %v, want a control URL refusal", url, err)
 		}
 	}
+	cfg := Config{Token: "edge-token", ControlURL: "http://127.0.0.1:3001", ControlTLS: &tls.Config{MinVersion: tls.VersionTLS12}}
+	cfg.setDefaults()
+	_, err := cfg.validate()
+	require.ErrorContains(t, err, "not https://", "a CA for a plain-HTTP control plane is a mistake")
 }

@@ -19,6 +19,7 @@ import (
 
 type controlFlags struct {
 	listen, data, publicURL, shareDomain, publicDomain, tcpPorts string
+	tlsCert, tlsKey                                              string // pcd control only
 	shareRate, keyRate, publicRate                               int
 	wsMaxServices, wsMaxShares                                   int
 	hooksInsecure, hooksPrivate                                  bool
@@ -45,12 +46,24 @@ func (f *controlFlags) register(cmd *cobra.Command, withListen bool) {
 	fs.IntVar(&f.wsMaxShares, "workspace-max-shares", 0, "default active-share limit of workspaces created through the API (0: no limit)")
 }
 
+// registerTLS adds pcd control's certificate flags (pcd dev's --tls-cert
+// and --tls-key are its edge's).
+func (f *controlFlags) registerTLS(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (with its chain) to serve the control API over TLS (edges: --control https://...; without it the API is plain HTTP, for loopback or behind a proxy that terminates TLS)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
+}
+
 func (f *controlFlags) config(c *common) (control.Config, error) {
 	lo, hi, err := parsePorts(f.tcpPorts)
 	if err != nil {
 		return control.Config{}, err
 	}
-	return control.Config{Listen: f.listen, DataDir: f.data, Version: version, PublicShareBaseURL: f.publicURL,
+	tc, err := loadTLS(f.tlsCert, f.tlsKey)
+	if err != nil {
+		return control.Config{}, err
+	}
+	return control.Config{Listen: f.listen, TLS: tc, DataDir: f.data, Version: version, PublicShareBaseURL: f.publicURL,
 		ShareDomain: f.shareDomain, PublicDomain: f.publicDomain, TCPPortMin: lo, TCPPortMax: hi,
 		RateLimits:         control.RateLimits{SharePerMin: f.shareRate, AuthenticatedPerMin: f.keyRate, PublicPerMin: f.publicRate},
 		Webhooks:           control.WebhookOptions{AllowInsecure: f.hooksInsecure, AllowPrivate: f.hooksPrivate},
@@ -78,29 +91,37 @@ func controlCmd(c *common) *cobra.Command {
 			if key, created := srv.BootstrapAdminKey(); created {
 				fmt.Fprintf(c.stdout, "Admin API key (saved to %s, shown once):\n  %s\n", filepath.Join(f.data, control.AdminKeyFile), key)
 			}
-			fmt.Fprintf(c.stdout, "Control API: http://%s\n", srv.Addr())
+			fmt.Fprintf(c.stdout, "Control API: %s\n", srv.URL())
+			if f.tlsCert != "" {
+				if pin, err := devcert.PinOfFile(f.tlsCert); err == nil {
+					log.Info("TLS certificate", "file", f.tlsCert, "pinSha256", pin)
+				}
+			}
 			return srv.Run(cmd.Context())
 		}),
 	}
 	f.register(cmd, true)
+	f.registerTLS(cmd)
 	cliconf.Document(cmd.Flags())
 	return cmd
 }
 
 type edgeFlags struct {
-	control, token, http, tunnel, tcpPorts, admin, data string
-	tlsCert, tlsKey, shareDomain, publicDomain          string
-	trusted                                             []string
-	proxyProtocol, insecureTunnel                       bool
-	devTLS                                              bool
-	upstreamTimeout, headerTimeout, bodyTimeout         time.Duration
-	maxBodyBytes                                        int64
+	control, controlCA, token, http, tunnel, tcpPorts string
+	admin, data                                       string
+	tlsCert, tlsKey, shareDomain, publicDomain        string
+	trusted                                           []string
+	proxyProtocol, insecureTunnel                     bool
+	devTLS                                            bool
+	upstreamTimeout, headerTimeout, bodyTimeout       time.Duration
+	maxBodyBytes                                      int64
 }
 
 func (f *edgeFlags) register(cmd *cobra.Command, dev bool) {
 	fs := cmd.Flags()
 	if !dev {
-		fs.StringVar(&f.control, "control", "http://127.0.0.1:3001", "control plane URL")
+		fs.StringVar(&f.control, "control", "http://127.0.0.1:3001", "control plane URL, http:// or https://")
+		fs.StringVar(&f.controlCA, "control-ca", "", "PEM bundle of the CA that signed an https:// control plane's certificate (default: the system roots)")
 		fs.StringVar(&f.token, "token", "", "edge token (from POST /v1/edges or connect edges add)")
 		fs.StringVar(&f.data, "data", "./data", "data directory (the last good config snapshot)")
 		fs.StringVar(&f.tcpPorts, "tcp-ports", "23000-23999", "TCP tunnel port range")
@@ -133,7 +154,11 @@ func (f *edgeFlags) config() (edge.Config, error) {
 	if err != nil {
 		return edge.Config{}, err
 	}
-	return edge.Config{TCPPortMin: lo, TCPPortMax: hi, ControlURL: f.control, Token: f.token, HTTPAddr: f.http, TunnelAddr: f.tunnel, AdminAddr: f.admin,
+	ctc, err := loadCA(f.controlCA)
+	if err != nil {
+		return edge.Config{}, fmt.Errorf("--control-ca: %w", err)
+	}
+	return edge.Config{TCPPortMin: lo, TCPPortMax: hi, ControlURL: f.control, ControlTLS: ctc, Token: f.token, HTTPAddr: f.http, TunnelAddr: f.tunnel, AdminAddr: f.admin,
 		DataDir: f.data, HTTPTLS: tc, TunnelTLS: tc, ShareDomain: f.shareDomain, PublicDomain: f.publicDomain,
 		TrustedProxies: f.trusted, ProxyProtocol: f.proxyProtocol, InsecureTunnel: f.insecureTunnel,
 		UpstreamTimeout: f.upstreamTimeout, HeaderTimeout: f.headerTimeout, BodyTimeout: f.bodyTimeout, MaxBodyBytes: f.maxBodyBytes}, nil
@@ -287,7 +312,7 @@ func runDev(ctx context.Context, c *common, cf *controlFlags, ef *edgeFlags, log
 		return stopControl(err)
 	}
 	ecfg.TCPPortMin, ecfg.TCPPortMax = ccfg.TCPPortMin, ccfg.TCPPortMax
-	ecfg.ControlURL = "http://" + ctrl.Addr()
+	ecfg.ControlURL = ctrl.URL()
 	ecfg.Token = token
 	ecfg.HTTPAddr, ecfg.TunnelAddr, ecfg.AdminAddr = httpAddr, tunAddr, adminAddr
 	ecfg.DataDir = cf.data
@@ -323,7 +348,7 @@ Try:
   %[8]s expose 127.0.0.1:9000 --name web &
   curl "$(%[8]s link web)/"
 
-`, "http://"+ctrl.Addr(), publicURL, tunAddr, edgeAdmin, edgeID, keyLine, shellQuote(keyFile), connectCommand())
+`, ctrl.URL(), publicURL, tunAddr, edgeAdmin, edgeID, keyLine, shellQuote(keyFile), connectCommand())
 	keyShown = true
 	if devPin != "" {
 		fmt.Fprintf(c.stdout, "TLS: self-signed certificate %s\n  agents: %s expose ... --ca-file %s   (or --pin-sha256 %s)\n  curl:   curl --cacert %s ...\n\n",

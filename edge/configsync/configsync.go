@@ -62,6 +62,9 @@ type Config struct {
 	OnFatal func(error)
 	// Client is the HTTP client (default: no overall timeout, for the stream).
 	Client *http.Client
+	// TLS verifies the control plane over https when Client is nil (nil:
+	// the system roots).
+	TLS *tls.Config
 	// StaleAfter is how long the stream may stay silent before it is
 	// considered dead (default 20 s; the control plane pings every 5 s).
 	StaleAfter time.Duration
@@ -93,6 +96,11 @@ func New(cfg Config) *Syncer {
 		// No redirects: the answer that makes an edge stop serving (a
 		// deletion) must come from the control plane it was given.
 		cfg.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		if cfg.TLS != nil {
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.TLSClientConfig = cfg.TLS.Clone()
+			cfg.Client.Transport = tr
+		}
 	}
 	if cfg.StaleAfter <= 0 {
 		cfg.StaleAfter = 20 * time.Second

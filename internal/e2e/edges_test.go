@@ -507,3 +507,33 @@ func TestAgentDropsADeletedEdge(t *testing.T) {
 	require.LessOrEqual(t, rejected[gone]-n, 1, "the deleted edge is not dialed again")
 	require.Equal(t, []string{env.Edges[0].TunnelAddr()}, lists[len(lists)-1])
 }
+
+// TestPlainHTTPOnTLSShareListener: plain HTTP sent to an edge's TLS share
+// listener gets net/http's "400 Client sent an HTTP request to an HTTPS
+// server" in clear; it got an empty reply.
+func TestPlainHTTPOnTLSShareListener(t *testing.T) {
+	env := testenv.New(t, testenv.Options{TLS: true})
+	conn, err := net.Dial("tcp", env.Edges[0].HTTPAddr())
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = io.WriteString(conn, "GET /shared/x/ HTTP/1.1\r\nHost: edge\r\n\r\n")
+	require.NoError(t, err)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, 400, resp.StatusCode)
+	require.Contains(t, string(b), "Client sent an HTTP request to an HTTPS server")
+
+	// TLS on the same listener still works.
+	pem, err := os.ReadFile(env.CAFile)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(pem))
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err = hc.Get("https://" + env.Edges[0].HTTPAddr() + "/shared/x/")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 404, resp.StatusCode)
+}

@@ -3,9 +3,11 @@ package e2e
 // What an operator meets running `pcd control`, `pcd edge` and `pcd dev`
 // by hand: a drain that shows on /health and in the log, an edge that
 // stops at once on settings that cannot work, an admin key that a failed
-// start does not swallow.
+// start does not swallow, a control API over TLS that edges can trust.
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/privateconnect/pc/internal/devcert"
 	"github.com/privateconnect/pc/sdk/client"
 )
 
@@ -213,4 +216,67 @@ func TestAdminKeyShownAfterFailedStart(t *testing.T) {
 			"--admin", freePort(t), "--data", data, "--log-format", "json")
 		keyShown(t, data, p, "pcd dev shows the key")
 	})
+}
+
+// TestControlAPIOverTLS: pcd control serves its API over TLS with
+// --tls-cert/--tls-key (a private CA's certificate here); an edge given
+// that CA with --control-ca gets its configuration over https, and one
+// without it stops at once (a certificate it does not trust, nothing to
+// serve). Plain HTTP to the TLS port is answered 400, as net/http does.
+func TestControlAPIOverTLS(t *testing.T) {
+	bin := binaries(t)
+	dir := t.TempDir()
+	certPEM, keyPEM, err := devcert.SelfSigned([]string{"127.0.0.1"}, time.Hour)
+	require.NoError(t, err)
+	certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "key.pem")
+	require.NoError(t, os.WriteFile(certFile, certPEM, 0o644))
+	require.NoError(t, os.WriteFile(keyFile, keyPEM, 0o600))
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(certPEM))
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+
+	api := freePort(t)
+	ctl := start(t, nil, bin+"/pcd", "control", "--listen", api, "--data", filepath.Join(dir, "control"),
+		"--tls-cert", certFile, "--tls-key", keyFile, "--log-format", "json")
+	waitFor(t, 20*time.Second, "control /health over https", func() bool {
+		require.False(t, exited(ctl), "pcd control exited:\n%s", ctl.output())
+		resp, err := hc.Get("https://" + api + "/health")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	require.Contains(t, ctl.output(), "Control API: https://"+api+"\n")
+	code, body := httpGet("http://" + api + "/health")
+	require.Equal(t, 400, code, body)
+	require.Contains(t, body, "Client sent an HTTP request to an HTTPS server")
+
+	b, err := os.ReadFile(filepath.Join(dir, "control", "admin.key"))
+	require.NoError(t, err)
+	cl := client.New("https://"+api, strings.TrimSpace(string(b)), client.WithHTTPClient(hc))
+	reg, err := cl.CreateEdge(t.Context(), client.CreateEdgeRequest{Name: "edge-1", PublicURL: "http://127.0.0.1:1", TunnelAddr: "127.0.0.1:1"})
+	require.NoError(t, err)
+	lo, hi := freePortRange(t, 2)
+	edgeArgs := func(admin string, extra ...string) []string {
+		return append([]string{"edge", "--control", "https://" + api, "--token", reg.Token, "--http", freePort(t),
+			"--tunnel", freePort(t), "--admin", admin, "--data", t.TempDir(), "--tcp-ports", fmt.Sprintf("%d-%d", lo, hi),
+			"--log-format", "json"}, extra...)
+	}
+
+	admin := freePort(t)
+	e := start(t, nil, bin+"/pcd", edgeArgs(admin, "--control-ca", certFile)...)
+	waitFor(t, 20*time.Second, "the edge's config over https", func() bool {
+		require.False(t, exited(e), "pcd edge exited:\n%s", e.output())
+		code, h := healthOf(t, "http://"+admin+"/health")
+		return code == 200 && h["configConnected"] == true && h["edgeId"] == reg.ID
+	})
+	require.NoError(t, terminate(t, e, 20*time.Second))
+
+	// Without the CA (and a fresh data directory: no snapshot).
+	untrusting := start(t, nil, bin+"/pcd", edgeArgs(freePort(t))...)
+	err, ok := waitExit(untrusting, 10*time.Second)
+	require.True(t, ok, "an edge that does not trust the control plane kept running:\n%s", untrusting.output())
+	require.Error(t, err)
+	require.Contains(t, untrusting.output(), "presented a certificate this edge does not trust")
 }
