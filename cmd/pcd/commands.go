@@ -348,13 +348,13 @@ Try:
   %[8]s expose 127.0.0.1:9000 --name web &
   curl "$(%[8]s link web)/"
 
-`, ctrl.URL(), publicURL, tunAddr, edgeAdmin, edgeID, keyLine, shellQuote(keyFile), connectCommand())
+`, ctrl.URL(), publicURL, tunScheme+tunAddr, edgeAdmin, edgeID, keyLine, shellQuote(keyFile), connectCommand())
 	keyShown = true
 	if devPin != "" {
 		fmt.Fprintf(c.stdout, "TLS: self-signed certificate %s\n  agents: %s expose ... --ca-file %s   (or --pin-sha256 %s)\n  curl:   curl --cacert %s ...\n\n",
 			ef.tlsCert, connectCommand(), ef.tlsCert, devPin, ef.tlsCert)
 	}
-	log.Info("dev node running", "control", ctrl.Addr(), "http", httpAddr, "tunnel", tunAddr)
+	log.Info("dev node running", "control", ctrl.Addr(), "http", httpAddr, "tunnel", tunScheme+tunAddr)
 	ctrlStopped := false
 	select {
 	case <-ctx.Done():

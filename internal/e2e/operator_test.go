@@ -212,9 +212,12 @@ func TestAdminKeyShownAfterFailedStart(t *testing.T) {
 		// The edge's admin listener is the one bound last.
 		failed(t, data, start(t, nil, bin+"/pcd", "dev", "--listen", freePort(t), "--http", freePort(t), "--tunnel", freePort(t),
 			"--admin", busy.Addr().String(), "--data", data, "--log-format", "json"))
-		p := start(t, nil, bin+"/pcd", "dev", "--listen", freePort(t), "--http", freePort(t), "--tunnel", freePort(t),
-			"--admin", freePort(t), "--data", data, "--log-format", "json")
+		tunnel := freePort(t)
+		p := start(t, nil, bin+"/pcd", "dev", "--listen", freePort(t), "--http", freePort(t), "--tunnel", tunnel,
+			"--admin", freePort(t), "--data", data, "--tls", "--log-format", "json")
 		keyShown(t, data, p, "pcd dev shows the key")
+		// With --tls agents dial the tunnel with tls://, as the banner says.
+		require.Contains(t, p.output(), "Agent tunnel  tls://"+tunnel+"\n")
 	})
 }
 
