@@ -29,6 +29,9 @@ type reporter struct {
 	fails   map[[2]string]*config.PluginFailure
 	dropped atomic.Int64
 	kick    chan struct{}
+	// stopping marks the reports sent once the edge has drained
+	// (config.Report.Stopping): the control plane takes it offline at once.
+	stopping atomic.Bool
 }
 
 func newReporter(s *Server) *reporter {
@@ -181,7 +184,7 @@ func (r *reporter) flush(ctx context.Context) {
 	t := r.s.sync.Table()
 	rep := &config.Report{EdgeVersion: Version, Instance: r.s.sync.Instance(), ConfigEpoch: t.Epoch, ConfigVersion: t.Version,
 		Agents: r.s.registry.Connected(), Events: events, AccessLogs: logs, Dropped: r.dropped.Swap(0),
-		Connections: r.s.conns.list(), CommandResult: results, PluginFailures: fails, Uses: uses}
+		Connections: r.s.conns.list(), CommandResult: results, PluginFailures: fails, Uses: uses, Stopping: r.stopping.Load()}
 	if err := r.s.sync.Report(ctx, rep); err != nil {
 		r.s.log.Debug("report failed", "err", err)
 		r.mu.Lock()

@@ -10,8 +10,11 @@ import (
 
 // Presence tracks edge liveness and which agents each edge holds. An edge is
 // online while it has an open config stream or reported within the offline
-// window; an offline edge's agents no longer count as connected through it.
-// State is in memory: after a restart edges re-report within seconds.
+// window (a stream lost to the network or a control-plane restart comes
+// back within it, without the edge and its agents flapping offline); an
+// edge that says it stops (config.Report.Stopping) is offline at once. An
+// offline edge's agents no longer count as connected through it. State is
+// in memory: after a restart edges re-report within seconds.
 type Presence struct {
 	mu      sync.RWMutex
 	edges   map[string]*EdgeState
@@ -35,6 +38,10 @@ type EdgeState struct {
 	// replaced are the processes told they were replaced (the last
 	// maxReplaced): never the edge's again, even while no stream is open.
 	replaced []string
+	// stopped: the edge's process said it stops (config.Report.Stopping);
+	// it is offline until a stream opens or another process reports.
+	stopped   bool
+	stoppedBy string // the process that said so
 }
 
 const maxReplaced = 16
@@ -65,6 +72,7 @@ func (p *Presence) StreamOpened(id, instance string) {
 		e.Instance = instance
 	}
 	e.LastSeen = p.now()
+	e.stopped = false
 	p.mu.Unlock()
 }
 
@@ -148,12 +156,23 @@ func (p *Presence) Report(id string, r *config.Report) (appeared, gone []string,
 	e := p.edge(id)
 	e.Connections = r.Connections
 	e.LastSeen = p.now()
+	// A report of the stopping process that overtook its last one does not
+	// bring it back.
+	e.stopped = r.Stopping || (e.stopped && r.Instance != "" && r.Instance == e.stoppedBy)
+	if r.Stopping {
+		e.stoppedBy = r.Instance
+	}
+	agents := r.Agents
+	if e.stopped {
+		// Its tunnels are closed: its agents go with it.
+		agents, e.Connections = nil, nil
+	}
 	e.ConfigEpoch, e.ConfigVersion = r.ConfigEpoch, r.ConfigVersion
 	if r.EdgeVersion != "" {
 		e.Version = r.EdgeVersion
 	}
-	now := make(map[string]struct{}, len(r.Agents))
-	for _, a := range r.Agents {
+	now := make(map[string]struct{}, len(agents))
+	for _, a := range agents {
 		now[a] = struct{}{}
 		if _, ok := e.Agents[a]; !ok {
 			appeared = append(appeared, a)
@@ -178,7 +197,7 @@ func (p *Presence) Forget(id string) {
 }
 
 func (p *Presence) online(e *EdgeState, now time.Time) bool {
-	return e.Streams > 0 || now.Sub(e.LastSeen) < p.offline
+	return !e.stopped && (e.Streams > 0 || now.Sub(e.LastSeen) < p.offline)
 }
 
 // Edge returns a copy of an edge's state and whether it is online.

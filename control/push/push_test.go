@@ -212,6 +212,47 @@ func TestPresenceOfflineWindow(t *testing.T) {
 	assert.False(t, p.AgentOnline("a"))
 }
 
+// TestPresenceOfAStoppingEdge: the offline window rides out a lost stream
+// (the edge reconnects within it), not a deliberate stop: an edge whose
+// last report says it stops is offline at once, with its agents, even while
+// its stream has not closed yet on this side, and stays so after the stream
+// closes; its next process brings it back.
+func TestPresenceOfAStoppingEdge(t *testing.T) {
+	p := NewPresence(30 * time.Second)
+	now := time.Now()
+	p.now = func() time.Time { return now }
+	p.StreamOpened("e1", "i1")
+	p.Report("e1", &config.Report{Instance: "i1", Agents: []string{"a"}})
+	require.True(t, p.AgentOnline("a"))
+
+	_, gone, current := p.Report("e1", &config.Report{Instance: "i1", Agents: []string{"a"}, Stopping: true})
+	require.True(t, current)
+	assert.Equal(t, []string{"a"}, gone, "its agents go with it")
+	_, online := p.Edge("e1")
+	assert.False(t, online, "offline at once, its stream still open")
+	assert.Empty(t, p.OnlineEdges())
+	assert.False(t, p.AgentOnline("a"))
+	p.StreamClosed("e1")
+	now = now.Add(time.Second)
+	_, online = p.Edge("e1")
+	assert.False(t, online, "the stream's close does not bring it back")
+	appeared, _, _ := p.Report("e1", &config.Report{Instance: "i1", Agents: []string{"a"}})
+	_, online = p.Edge("e1")
+	assert.False(t, online, "nor a report of the stopped process that overtook its last one")
+	assert.Empty(t, appeared)
+
+	// A lost stream, by contrast, keeps the edge online for the window.
+	p.StreamOpened("e1", "i2")
+	p.Report("e1", &config.Report{Instance: "i2", Agents: []string{"a"}})
+	_, online = p.Edge("e1")
+	require.True(t, online, "the next process is online")
+	p.StreamClosed("e1")
+	now = now.Add(29 * time.Second)
+	_, online = p.Edge("e1")
+	assert.True(t, online)
+	assert.True(t, p.AgentOnline("a"))
+}
+
 // TestDisconnectDeletedEdge: deleting an edge ends its open stream, and
 // its late signs of life (a ping, a report in flight) do not bring it back.
 func TestDisconnectDeletedEdge(t *testing.T) {

@@ -248,6 +248,10 @@ type Report struct {
 	// were none; without it (edges before it), the control plane counts the
 	// allowed logs.
 	Uses []ShareUse `json:"shareUses"`
+	// Stopping marks an edge's last report, sent as it stops (SIGTERM,
+	// after its drain): the control plane takes it offline at once
+	// instead of after the offline window that covers a lost stream.
+	Stopping bool `json:"stopping,omitempty"`
 }
 
 // ShareUse is one share's allowed requests on an edge between two reports.

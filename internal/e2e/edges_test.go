@@ -508,6 +508,38 @@ func TestAgentDropsADeletedEdge(t *testing.T) {
 	require.Equal(t, []string{env.Edges[0].TunnelAddr()}, lists[len(lists)-1])
 }
 
+// TestStoppedEdgeIsOfflineAtOnce: an edge that stops (SIGTERM: Shutdown)
+// says so in its last report, and `connect edges ls` shows it offline, its
+// agents no longer counted, at once; it showed ONLINE yes for the 30 s
+// window meant for streams lost to the network.
+func TestStoppedEdgeIsOfflineAtOnce(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	e2 := env.AddEdge("edge-2")
+	org := origin(t)
+	ag, _ := env.ExposeAgent("a", "web", org.URL)
+	env.WaitAgentOnEdges(ag.ID, 5*time.Second)
+	online := func() (bool, int) {
+		edges, _, err := env.Client.ListEdges(context.Background(), client.ListOptions{})
+		require.NoError(t, err)
+		for _, e := range edges {
+			if e.ID == e2.ID {
+				return e.IsOnline, e.ConnectedAgents
+			}
+		}
+		t.Fatalf("edge-2 not listed")
+		return false, 0
+	}
+	require.Eventually(t, func() bool { on, n := online(); return on && n == 1 }, 5*time.Second, 20*time.Millisecond)
+	require.NoError(t, e2.Shutdown())
+	stopped := time.Now()
+	require.Eventually(t, func() bool { on, n := online(); return !on && n == 0 }, 3*time.Second, 20*time.Millisecond,
+		"the stopped edge still shows online")
+	t.Logf("offline %v after its stop", time.Since(stopped).Round(time.Millisecond))
+	a, err := env.Client.GetAgent(context.Background(), ag.ID)
+	require.NoError(t, err)
+	require.True(t, a.IsOnline, "the agent stays online through the other edge")
+}
+
 // TestPlainHTTPOnTLSShareListener: plain HTTP sent to an edge's TLS share
 // listener gets net/http's "400 Client sent an HTTP request to an HTTPS
 // server" in clear; it got an empty reply.
