@@ -260,11 +260,7 @@ func parseLevel(s, format string) (slog.Level, error) {
 }
 
 func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(cliconf.LogHandler(w, format == "json", level))
 }
 
 // notControl reports whether err, a 404 or 405 or an answer that is not

@@ -88,7 +88,6 @@ func (c *common) logger() (*slog.Logger, error) {
 	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)
 	}
-	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}
 	format := c.logFormat
 	if format == "" {
 		format = "json"
@@ -100,9 +99,9 @@ func (c *common) logger() (*slog.Logger, error) {
 	}
 	switch format {
 	case "text":
-		return slog.New(newComponentHandler(slog.NewTextHandler(c.stderr, opts))), nil
+		return slog.New(cliconf.LogHandler(c.stderr, false, level)), nil
 	case "json":
-		return slog.New(newComponentHandler(slog.NewJSONHandler(c.stderr, opts))), nil
+		return slog.New(cliconf.LogHandler(c.stderr, true, level)), nil
 	default:
 		return nil, fmt.Errorf("--log-format %q: want text or json", format)
 	}

@@ -3,7 +3,7 @@
 // Apply fills command-line flags that were not given from the
 // environment (PC_<FLAG_NAME>) and from a YAML config file, in that order of
 // precedence: flag > environment > file > default. Unknown keys in the file
-// are errors.
+// are errors. LogHandler is the log handler of pcd and connect.
 package cliconf
 
 import (

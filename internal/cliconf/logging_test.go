@@ -1,8 +1,9 @@
-package main
+package cliconf
 
 import (
 	"bytes"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -13,13 +14,12 @@ import (
 // pcd dev narrows its loggers ("component":"edge") and the edge narrows
 // them again ("component":"configsync"): a JSON line held the key twice.
 // And the JSON handler wrote durations as nanoseconds ("retryIn":5000000000).
+// pcd and connect both log through LogHandler.
 func TestLogsOneComponentAndDurationsAsText(t *testing.T) {
 	for _, format := range []string{"json", "text"} {
 		t.Run(format, func(t *testing.T) {
 			var buf bytes.Buffer
-			c := &common{logFormat: format, logLevel: "info", stderr: &buf}
-			log, err := c.logger()
-			require.NoError(t, err)
+			log := slog.New(LogHandler(&buf, format == "json", slog.LevelInfo))
 			edge := log.With("component", "edge")
 			edge.With("component", "configsync").Info("config stream ended", "retryIn", 5*time.Second)
 			edge.Info("fasthttp says", "component", "fasthttp")

@@ -1,9 +1,20 @@
-package main
+package cliconf
 
 import (
 	"context"
+	"io"
 	"log/slog"
 )
+
+// LogHandler is the servers' and connect's log handler: JSON or text on w,
+// durations as text, one "component" key per line (componentHandler).
+func LogHandler(w io.Writer, json bool, level slog.Leveler) slog.Handler {
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}
+	if json {
+		return newComponentHandler(slog.NewJSONHandler(w, opts))
+	}
+	return newComponentHandler(slog.NewTextHandler(w, opts))
+}
 
 // durationsAsText writes durations as Go duration strings ("5s", "1.5ms")
 // in every format: the JSON handler would write them as integer
