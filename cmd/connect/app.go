@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +36,7 @@ type app struct {
 	getenv         func(string) (string, bool)
 	now            func() time.Time
 	httpClient     *http.Client
+	controlCA      string // --control-ca
 	// runAgent runs an agent until ctx is done; tests replace it.
 	runAgent func(ctx context.Context, cfg agent.Config) error
 	// pollInterval paces `shares logs --follow` and `agents command --wait`.
@@ -148,13 +151,14 @@ Every flag can also be set in the environment as PC_<FLAG_NAME>
 				return err
 			}
 			a.log = newLogger(a.stderr, a.logFormat, level)
-			return nil
+			return a.trustControlCA()
 		},
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.apiKey, "api-key", "", "API key (x-api-key)")
 	pf.StringVar(&a.control, "control", defaultControlURL, "control plane URL")
 	setEnvName(pf, "control", "PC_CONTROL_URL")
+	pf.StringVar(&a.controlCA, "control-ca", "", "PEM file of the CA that signed an https control plane's certificate (default: the system's roots)")
 	pf.BoolVar(&a.jsonOut, "json", false, "print the API's JSON data instead of tables")
 	pf.StringVar(&a.statePath, "state", "~/.config/privateconnect/agent.json", "agent identity state file")
 	pf.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
@@ -210,6 +214,32 @@ func leaf(use, short, example string, minArgs, maxArgs int, run func(cmd *cobra.
 		},
 		RunE: run,
 	}
+}
+
+// trustControlCA makes the API client verify an https control plane with
+// --control-ca instead of the system's roots (pcd edge --control-ca).
+func (a *app) trustControlCA() error {
+	if a.controlCA == "" {
+		return nil
+	}
+	path, err := expandHome(a.controlCA)
+	if err != nil {
+		return err
+	}
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return usageErrorf("--control-ca: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return usageErrorf("--control-ca: no PEM certificate in %s", a.controlCA)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	hc := *a.httpClient
+	hc.Transport = tr
+	a.httpClient = &hc
+	return nil
 }
 
 // client returns an API client for the authenticated routes.

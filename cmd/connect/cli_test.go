@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -684,4 +685,29 @@ func TestControlURLThatIsNotAControlPlane(t *testing.T) {
 	_, errOut, code = h.run("shares", "get", "s1")
 	assert.Equal(t, 1, code)
 	assert.Equal(t, "error: share not found\n", errOut)
+}
+
+// An https control plane signed by a private CA: --control-ca (or
+// PC_CONTROL_CA) makes connect trust it; without it the certificate is
+// refused.
+func TestControlCA(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"success":true,"data":[]}`)
+	}))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600))
+	h := newHarness(t)
+	_, stderr, code := h.run("--control", srv.URL, "--api-key", "k", "edges", "ls")
+	require.Equal(t, 1, code)
+	assert.Contains(t, stderr, "certificate")
+	_, stderr, code = h.run("--control", srv.URL, "--control-ca", ca, "--api-key", "k", "edges", "ls")
+	require.Equal(t, 0, code, stderr)
+	h.env = map[string]string{"PC_CONTROL_CA": ca}
+	_, stderr, code = h.run("--control", srv.URL, "--api-key", "k", "edges", "ls")
+	require.Equal(t, 0, code, stderr)
+	_, stderr, code = h.run("--control", srv.URL, "--control-ca", filepath.Join(t.TempDir(), "none.pem"), "edges", "ls")
+	require.Equal(t, 2, code, stderr)
+	assert.Contains(t, stderr, "--control-ca")
 }
