@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -175,7 +176,7 @@ func (a *app) identity(ctx context.Context, c *client.Client, name, label string
 // key may read it (admin) and it is not empty.
 func (a *app) refreshEdges(ctx context.Context, c *client.Client, st *agentState) {
 	if edges, _, err := c.ListEdges(ctx, client.ListOptions{Limit: 500}); err == nil && len(edges) > 0 {
-		st.Edges = st.Edges[:0]
+		st.Edges = make([]client.AgentEdge, 0, len(edges)) // not in place: copies of st share the old one
 		for _, e := range edges {
 			st.Edges = append(st.Edges, client.AgentEdge{ID: e.ID, TunnelAddr: e.TunnelAddr})
 		}
@@ -225,11 +226,14 @@ type liveState struct {
 	path string
 }
 
-// get returns a copy of the state.
+// get returns a copy of the state (its lists copied too: update changes
+// them under the lock).
 func (l *liveState) get() agentState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return *l.st
+	st := *l.st
+	st.Edges, st.Services = slices.Clone(st.Edges), slices.Clone(st.Services)
+	return st
 }
 
 // update changes the state and saves it.
@@ -272,11 +276,15 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 		defer mu.Unlock()
 		a.printEvent(e)
 	}
-	// The edges tell the agent which edges exist now: the saved list
-	// follows, for the next start (without the control plane, say).
-	onEdges := func(addrs []string) {
-		if err := ls.update(func(st *agentState) { st.setEdgeAddrs(addrs) }); err != nil {
-			a.log.Warn("saving the edge list", "err", err)
+	// An edge of the agent's list that was deleted leaves the saved list
+	// too, for the next start (without the control plane, say); edges the
+	// list gained since the agent started (a refresh from the control
+	// plane) stay.
+	onEdges := func(started []string) func([]string) {
+		return func(kept []string) {
+			if err := ls.update(func(st *agentState) { st.dropEdges(started, kept) }); err != nil {
+				a.log.Warn("saving the edge list", "err", err)
+			}
 		}
 	}
 	if !a.jsonOut {
@@ -299,7 +307,7 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 		}()
 		cur := ls.get()
 		err := a.runAgent(runCtx, agent.Config{
-			AgentID: cur.AgentID, Token: cur.Token, Edges: cur.edgeAddrs(), OnEdges: onEdges,
+			AgentID: cur.AgentID, Token: cur.Token, Edges: cur.edgeAddrs(), OnEdges: onEdges(cur.edgeAddrs()),
 			CAFile: af.caFile, PinSHA256: af.pin, InsecureSkipVerify: af.insecureSkipVerify, AllowPlaintext: af.allowPlaintext,
 			Logger: a.log, OnEvent: onEvent, Software: "connect/" + version,
 			Registerer: registererOf(af), AllowedTargets: af.allowed, VerifyTarget: af.verify,
@@ -416,8 +424,12 @@ func (a *app) reconnectControl(ctx context.Context, c *client.Client, ls *liveSt
 		return err
 	}
 	svcs, err := agentServices(cctx, c, st.AgentID)
+	// The calls are made before the update: it holds the state's lock,
+	// which the agent's OnEdges waits for.
+	fresh := st
+	a.refreshEdges(cctx, c, &fresh)
 	return ls.update(func(st *agentState) {
-		a.refreshEdges(cctx, c, st)
+		st.Edges = fresh.Edges
 		if err == nil {
 			st.setServices(svcs)
 		}

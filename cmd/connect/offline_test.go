@@ -185,16 +185,23 @@ func TestRotationWaitsForTheControlPlane(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(stderr.String(), "to rotate the agent token"), "said once")
 }
 
-// The agent keeps the saved edge list current with what the edges say.
-func TestRunningAgentSavesTheEdgesItLearns(t *testing.T) {
+// The running agent's saved edge list loses an edge the agent dropped (a
+// deleted one) and keeps what it still holds, edges the list gained since
+// the agent started included.
+func TestRunningAgentSavesTheEdgesItDrops(t *testing.T) {
 	h := exposeHarness(t)
 	h.agentRun = func(actx context.Context, cfg agent.Config) error {
-		cfg.OnEdges([]string{"127.0.0.1:7070", "tls://new:7443"})
+		require.Equal(t, []string{"127.0.0.1:7070"}, cfg.Edges)
+		cfg.OnEdges([]string{"tls://new:7443"}) // 127.0.0.1:7070 deleted, and the last one
 		return nil
 	}
 	_, errOut, code := h.run("expose", "localhost:3000", "--name", "web")
 	require.Equal(t, 0, code, errOut)
-	assert.Equal(t, []client.AgentEdge{{ID: "e1", TunnelAddr: "127.0.0.1:7070"}, {TunnelAddr: "tls://new:7443"}}, readState(t, h.state).Edges)
+	assert.Equal(t, []client.AgentEdge{{TunnelAddr: "tls://new:7443"}}, readState(t, h.state).Edges)
+
+	st := &agentState{Edges: []client.AgentEdge{{ID: "e1", TunnelAddr: "a:1"}, {ID: "e2", TunnelAddr: "b:1"}, {ID: "e3", TunnelAddr: "c:1"}}}
+	st.dropEdges([]string{"a:1", "b:1"}, []string{"b:1"})
+	assert.Equal(t, []client.AgentEdge{{ID: "e2", TunnelAddr: "b:1"}, {ID: "e3", TunnelAddr: "c:1"}}, st.Edges, "c:1 came after the start")
 }
 
 // A second `expose` while the agent runs with other TLS settings (the

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -92,17 +93,20 @@ func (s *agentState) savedTargets() []string {
 	return out
 }
 
-// setEdgeAddrs replaces the edge list by the addresses the agent dials,
-// keeping the ids of the edges already known.
-func (s *agentState) setEdgeAddrs(addrs []string) {
-	ids := map[string]string{}
-	for _, e := range s.Edges {
-		ids[e.TunnelAddr] = e.ID
+// dropEdges removes from the edge list the addresses of started (the list
+// an agent started with) that are not in kept (what it still holds: it
+// dropped a deleted edge), and adds those of kept it lacks (every edge of
+// the list was deleted: the agent took the edges it is connected to).
+func (s *agentState) dropEdges(started, kept []string) {
+	edges := slices.DeleteFunc(slices.Clone(s.Edges), func(e client.AgentEdge) bool {
+		return slices.Contains(started, e.TunnelAddr) && !slices.Contains(kept, e.TunnelAddr)
+	})
+	for _, addr := range kept {
+		if !slices.ContainsFunc(edges, func(e client.AgentEdge) bool { return e.TunnelAddr == addr }) {
+			edges = append(edges, client.AgentEdge{TunnelAddr: addr})
+		}
 	}
-	s.Edges = s.Edges[:0]
-	for _, addr := range addrs {
-		s.Edges = append(s.Edges, client.AgentEdge{ID: ids[addr], TunnelAddr: addr})
-	}
+	s.Edges = edges
 }
 
 // edgeAddrs returns the tunnel addresses the agent dials.

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -31,22 +32,25 @@ type Config struct {
 	// AgentID and Token are the agent's identity (from provisioning).
 	AgentID string
 	Token   string
-	// Edges are the tunnel addresses to dial first: "host:port" (plain TCP,
-	// for loopback and tests) or "tls://host:port" (from provisioning, or
-	// an agent's saved list: the tunnelAddr of each edge). The edges then
-	// tell the agent the current list (edges added later are dialed too),
-	// and an address of Edges that no connected edge lists any more, and
-	// that holds no session, is dropped: an edge deleted with
-	// DELETE /v1/edges/:id is not dialed for ever.
+	// Edges are the tunnel addresses to dial: "host:port" (plain TCP, for
+	// loopback and tests) or "tls://host:port" (from provisioning, or an
+	// agent's saved list: the tunnelAddr of each edge). The edges also tell
+	// the agent the current list: edges added later are dialed too, while
+	// an edge that holds a session of the agent lists them. An address of
+	// Edges is dropped only when it refuses the agent's credentials and no
+	// edge holding a session lists it any more (an edge deleted with
+	// DELETE /v1/edges/:id): one edge's list alone, a stale or compromised
+	// edge's, never drops it.
 	Edges []string
 	// StaticEdges are addresses the agent always holds a tunnel to,
-	// whatever the edges list: ones a user gave by hand (an address of an
-	// edge that the registered tunnelAddr does not reach from here, a lab
-	// edge). Edges or StaticEdges must name at least one edge.
+	// whatever the edges say (an edge's address the registered tunnelAddr
+	// does not reach from here, a lab edge). Edges or StaticEdges must name
+	// at least one edge.
 	StaticEdges []string
-	// OnEdges, when set, is called with the addresses the agent dials
-	// after an edge's list changed them (to keep a saved list current).
-	// It is called from the goroutine reading that edge's control stream.
+	// OnEdges, when set, is called with what remains of Edges each time one
+	// is dropped (to keep a saved list current), in order. When the last one
+	// goes, the edges the agent is connected to and those they list take
+	// their place.
 	OnEdges func(edges []string)
 	// CAFile, when set, is the PEM bundle used to verify edges over TLS.
 	CAFile string
@@ -134,6 +138,11 @@ type Agent struct {
 	sessions   map[string]*edgeConn          // tunnel addr → live session
 	edgeOwner  map[string]string             // edge id → the tunnel addr holding (or opening) its session
 	listed     map[string][]string           // tunnel addr of a live session → the edges it listed last
+	floor      map[string]bool               // Config.Edges still held (reconcileLocked)
+	badCreds   map[string]bool               // tunnel addr → refused the agent's credentials, until a session is up
+	floorSeq   uint64                        // changes of floor (deliverEdges)
+	onEdgesMu  sync.Mutex                    // orders OnEdges calls
+	onEdgesSeq uint64                        // the floor change OnEdges was last given
 	runCtx     context.Context
 	stop       context.CancelFunc
 	runErr     error          // why Run stopped by itself (a *ReplacedError)
@@ -199,6 +208,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, id: id, log: log, services: map[uuid.UUID]target{},
 		edges: map[string]context.CancelFunc{}, sessions: map[string]*edgeConn{}, edgeOwner: map[string]string{}, listed: map[string][]string{},
+		floor: map[string]bool{}, badCreds: map[string]bool{},
 		trying: map[string]int{}, definitive: map[string]*RejectedError{}, finished: map[string]bool{}, evWake: make(chan struct{}, 1)}
 	a.svcCond = sync.NewCond(&a.mu)
 	if cfg.Registerer != nil {
@@ -247,6 +257,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.deliverEvents(evStop, evDone)
 	a.runCtx, a.stop = ctx, stop
 	for _, e := range a.cfg.Edges {
+		a.floor[e] = true
 		a.addEdgeLocked(e)
 	}
 	for _, e := range a.cfg.StaticEdges {
@@ -415,14 +426,14 @@ func (a *Agent) addEdgeLocked(addr string) {
 
 // setEdges reconciles the edges to hold tunnels to with the list the edge
 // of session ec sent (nil: a list from no session, for tests). The agent
-// keeps StaticEdges, every edge it holds a session with, and every edge
-// that one of those sessions' edges listed last; it drops the rest (an
-// edge deleted from the control plane refuses the agent, so it holds no
-// session, and the other edges stop listing it). Taking the union of the
-// lists of every live session, not the last list alone, keeps an edge that
-// one edge does not list yet (its configuration is behind: the control
-// plane is away) while another does; and one edge, even a compromised
-// one, cannot make the agent drop the edges that the others list.
+// holds tunnels to StaticEdges, to the edges of Config.Edges (its saved or
+// provisioned list: see reconcileLocked for the one way one leaves it), to
+// every edge it holds a session with, and to every edge one of those
+// sessions' edges listed last (edges added since); it drops a learned edge
+// that no live session lists any more. Taking the union of the lists of
+// every live session, not the last list alone, keeps an edge that one edge
+// does not list yet (its configuration is behind: the control plane is
+// away) while another does.
 func (a *Agent) setEdges(ec *edgeConn, list []string) {
 	a.mu.Lock()
 	var clean []string
@@ -442,80 +453,126 @@ func (a *Agent) setEdges(ec *edgeConn, list []string) {
 		}
 		a.listed[ec.addr] = clean
 	}
-	now := a.reconcileLocked(clean)
+	floor, seq := a.reconcileLocked(clean)
 	a.mu.Unlock()
-	if now != nil {
-		a.cfg.OnEdges(now)
-	}
+	a.deliverEdges(floor, seq)
 }
 
-// sessionEnded reconciles the edges once the session of ec ended: an edge
-// that was kept only because it held a session (a deleted edge ends its
-// agents' sessions as other edges stop listing it) is dropped if no other
-// live edge lists it. With no live session left nothing is dropped: the
-// network may be down, which says nothing about the edges.
+// sessionEnded reconciles the edges once the session of ec ended: a
+// learned edge that was kept only because it held a session is dropped if
+// no other live edge lists it. With no live session left nothing is
+// dropped: the network may be down, which says nothing about the edges.
 func (a *Agent) sessionEnded(ec *edgeConn) {
 	a.mu.Lock()
 	if a.sessions[ec.addr] == ec {
 		delete(a.sessions, ec.addr)
 		delete(a.listed, ec.addr)
 	}
-	var now []string
+	var floor []string
+	var seq uint64
 	if len(a.listed) > 0 && a.runCtx != nil && a.runCtx.Err() == nil {
-		now = a.reconcileLocked(nil)
+		floor, seq = a.reconcileLocked(nil)
 	}
 	a.mu.Unlock()
-	if now != nil {
-		a.cfg.OnEdges(now)
+	a.deliverEdges(floor, seq)
+}
+
+// refusedCredentials records that the edge at addr refused the agent's
+// credentials, and reconciles: a saved edge that also left the live
+// sessions' lists was deleted.
+func (a *Agent) refusedCredentials(addr string) {
+	a.mu.Lock()
+	a.badCreds[addr] = true
+	var floor []string
+	var seq uint64
+	if len(a.listed) > 0 && a.runCtx != nil && a.runCtx.Err() == nil {
+		floor, seq = a.reconcileLocked(nil)
 	}
+	a.mu.Unlock()
+	a.deliverEdges(floor, seq)
 }
 
 // reconcileLocked holds tunnels to the edges wanted (setEdges) and drops
-// the others, with extra listed too. It returns the addresses dialed when
-// they changed and OnEdges is set, else nil.
-func (a *Agent) reconcileLocked(extra []string) []string {
-	want := map[string]bool{}
+// the others, with extra listed too. An edge of Config.Edges (the floor)
+// leaves only on two signals at once: it refused the agent's credentials
+// itself, and no edge holding a session of the agent lists it (an edge
+// deleted from the control plane). One edge's list alone, a stale or a
+// compromised edge's, never drops it, nor does an edge that is down. When
+// the floor shrinks it returns it for OnEdges, with its sequence number;
+// else nil.
+func (a *Agent) reconcileLocked(extra []string) (floor []string, seq uint64) {
+	listed := map[string]bool{}
+	for _, e := range extra {
+		listed[e] = true
+	}
+	for _, l := range a.listed {
+		for _, e := range l {
+			listed[e] = true
+		}
+	}
+	want := maps.Clone(listed)
 	for _, e := range a.cfg.StaticEdges {
 		want[e] = true
-	}
-	for _, e := range extra {
-		want[e] = true
-	}
-	for addr, l := range a.listed {
-		want[addr] = true
-		for _, e := range l {
-			want[e] = true
-		}
 	}
 	for addr := range a.sessions {
 		want[addr] = true
 	}
-	changed := false
+	shrunk := false
+	for addr := range a.floor {
+		if a.badCreds[addr] && len(listed) > 0 && !listed[addr] && a.sessions[addr] == nil {
+			delete(a.floor, addr)
+			shrunk = true
+			a.log.Info("edge dropped: it refuses the agent's credentials and the connected edges no longer list it (deleted)", "edge", addr)
+			continue
+		}
+		want[addr] = true
+	}
 	for addr, cancel := range a.edges {
 		if !want[addr] {
-			changed = true
 			cancel()
 			delete(a.edges, addr)
 			delete(a.definitive, addr)
 			delete(a.finished, addr)
+			delete(a.badCreds, addr)
 			a.log.Info("edge no longer listed by the edges: not dialing it any more", "edge", addr)
 		}
 	}
 	for addr := range want {
 		if _, ok := a.edges[addr]; !ok {
-			changed = true
 			a.addEdgeLocked(addr)
 		}
 	}
-	if !changed || a.cfg.OnEdges == nil {
-		return nil
+	if shrunk && len(a.floor) == 0 {
+		// Every edge of the list was deleted: the edges the agent is
+		// connected to, and those they list, become the list.
+		for addr := range listed {
+			a.floor[addr] = true
+		}
+		for addr := range a.sessions {
+			a.floor[addr] = true
+		}
 	}
-	now := make([]string, 0, len(a.edges))
-	for addr := range a.edges {
-		now = append(now, addr)
+	if !shrunk || a.cfg.OnEdges == nil {
+		return nil, 0
 	}
-	slices.Sort(now)
-	return now
+	floor = slices.Sorted(maps.Keys(a.floor))
+	a.floorSeq++
+	return floor, a.floorSeq
+}
+
+// deliverEdges calls OnEdges with a shrunk floor, in the order the floor
+// changed (a later list is never overwritten by an earlier one).
+func (a *Agent) deliverEdges(floor []string, seq uint64) {
+	if floor == nil {
+		return
+	}
+	a.onEdgesMu.Lock()
+	defer a.onEdgesMu.Unlock()
+	if seq <= a.onEdgesSeq {
+		return
+	}
+	a.onEdgesSeq = seq
+	a.cfg.OnEdges(floor)
 }
 
 // maintain keeps one edge connected until ctx ends.
@@ -562,6 +619,9 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 		if errors.As(err, &rej) {
 			a.counters.rejected.Add(1)
 			msg := rej.Message
+			if rej.Status == tunnel.ResultBadCredentials {
+				a.refusedCredentials(addr)
+			}
 			if n := a.othersAccepting(addr); n > 0 && rej.Status == tunnel.ResultBadCredentials {
 				// The credentials are good: this edge does not know them.
 				msg = fmt.Sprintf("%s here, though %d other edge(s) accept them: this edge does not know the agent "+

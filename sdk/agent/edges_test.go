@@ -205,7 +205,7 @@ func TestStaticEdgeIsKept(t *testing.T) {
 	live, static, added := newFakeEdge(t, "e1"), newFakeEdge(t, "e2"), newFakeEdge(t, "e3")
 	static.refuse.Store(true)
 	a, _ := runAgent(t, Config{Edges: []string{live.addr()}, StaticEdges: []string{static.addr()}})
-	eventually(t, "the agent to connect", func() bool { return len(a.Connected()) == 1 })
+	eventually(t, "the agent to connect", func() bool { return live.up() })
 	live.push(live.addr(), added.addr())
 	eventually(t, "the listed edge", func() bool { return len(a.Connected()) == 2 })
 	n := static.dials.Load()
@@ -213,14 +213,14 @@ func TestStaticEdgeIsKept(t *testing.T) {
 }
 
 // A deleted edge ends its agents' sessions about when the other edges stop
-// listing it: whichever comes first, it is dropped once neither holds.
+// listing it, and refuses the agent: it is dropped once all three hold.
 // With no session left at all nothing is dropped (the network may be down).
 func TestEdgeDroppedWhenItsSessionEndsUnlisted(t *testing.T) {
 	live, gone := newFakeEdge(t, "e1"), newFakeEdge(t, "e2")
 	a, log := runAgent(t, Config{Edges: []string{live.addr(), gone.addr()}})
-	eventually(t, "both sessions", func() bool { return len(a.Connected()) == 2 })
+	eventually(t, "both sessions", func() bool { return live.up() && gone.up() })
 	live.push(live.addr()) // no longer lists gone, which still holds a session
-	time.Sleep(50 * time.Millisecond)
+	eventually(t, "the list read", func() bool { return slices.Equal(a.listedBy(live.addr()), []string{live.addr()}) })
 	if len(a.Connected()) != 2 {
 		t.Fatal("an edge holding a session was dropped")
 	}
@@ -238,4 +238,42 @@ func TestEdgeDroppedWhenItsSessionEndsUnlisted(t *testing.T) {
 	live.kill()
 	n = live.dials.Load()
 	eventually(t, "the last edge dialed again", func() bool { return live.dials.Load() >= n+3 })
+}
+
+// listedBy is the edge list the session at addr sent last.
+func (a *Agent) listedBy(addr string) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.listed[addr]
+}
+
+// One edge's list cannot take the others away, even when its session is
+// the only one left: an edge of the agent's list that blips (a restart)
+// while a stale or compromised edge lists only itself is dialed again, and
+// the saved list is not touched.
+func TestOneEdgeListCannotDropTheOthers(t *testing.T) {
+	good, evil := newFakeEdge(t, "good"), newFakeEdge(t, "evil")
+	good.onStart = []string{good.addr(), evil.addr()}
+	evil.onStart = []string{evil.addr()}
+	a, log := runAgent(t, Config{Edges: []string{good.addr()}})
+	eventually(t, "both sessions (evil learned from good's list)", func() bool { return good.up() && evil.up() })
+	eventually(t, "evil's list read", func() bool { return slices.Equal(a.listedBy(evil.addr()), []string{evil.addr()}) })
+	n := good.dials.Load()
+	good.kill() // evil's is now the only live session, and omits good
+	eventually(t, "good dialed again", func() bool { return good.dials.Load() > n && good.up() })
+	eventually(t, "both connected again", func() bool { return len(a.Connected()) == 2 })
+	if e := log.lastEdges(); e != nil {
+		t.Fatalf("the saved edge list changed to %v", e)
+	}
+	// Down for a while (connection refused, not a refusal of the
+	// credentials): still not dropped.
+	good.kill()
+	good.ln.Close()
+	time.Sleep(100 * time.Millisecond)
+	a.mu.Lock()
+	_, held := a.edges[good.addr()]
+	a.mu.Unlock()
+	if !held {
+		t.Fatal("an edge that is down was dropped on one edge's list")
+	}
 }

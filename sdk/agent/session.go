@@ -79,6 +79,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	}
 	a.sessions[addr] = ec
 	delete(a.definitive, addr)
+	delete(a.badCreds, addr)
 	a.mu.Unlock()
 	a.log.Info("connected to edge", "edge", addr, "edgeId", edgeID)
 	a.emit(Event{Kind: EventConnected, Edge: addr, EdgeID: edgeID})
