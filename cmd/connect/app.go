@@ -301,7 +301,7 @@ func (a *app) notControl(err error) bool {
 	var ae *client.APIError
 	switch {
 	case errors.As(err, &ae):
-		if ae.StatusCode != http.StatusNotFound && ae.StatusCode != http.StatusMethodNotAllowed {
+		if ae.StatusCode != http.StatusNotFound && ae.StatusCode != http.StatusMethodNotAllowed || controlNotFound(ae.Message) {
 			return false
 		}
 	case strings.Contains(err.Error(), "decode response"):
@@ -326,6 +326,18 @@ func (a *app) notControl(err error) bool {
 		return true
 	}
 	return false
+}
+
+// controlNotFound reports whether a 404's message is one the control plane
+// writes ("service not found", "no route for GET /v1/x"): then no probe is
+// needed, and a proxy in front that hides /openapi.json cannot make an
+// ordinary 404 read as "not a control plane". Edges write capitalized
+// sentences ("Share link not found").
+func controlNotFound(msg string) bool {
+	if msg == "" || msg[0] < 'a' || msg[0] > 'z' {
+		return false
+	}
+	return strings.HasSuffix(msg, " not found") || strings.HasPrefix(msg, "no route for ")
 }
 
 // note tells the user something on stderr: the text line, or with

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -685,6 +686,24 @@ func TestControlURLThatIsNotAControlPlane(t *testing.T) {
 	_, errOut, code = h.run("shares", "get", "s1")
 	assert.Equal(t, 1, code)
 	assert.Equal(t, "error: share not found\n", errOut)
+
+	// Behind a proxy that does not pass /openapi.json, the control plane's
+	// own 404s still read as themselves, without a probe.
+	var probes atomic.Int32
+	proxied := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/openapi.json" {
+			probes.Add(1)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(404)
+		io.WriteString(w, `{"error":"Not Found","message":"share not found","statusCode":404}`)
+	}))
+	defer proxied.Close()
+	h.env["PC_CONTROL_URL"] = proxied.URL
+	_, errOut, code = h.run("shares", "get", "s1")
+	assert.Equal(t, 1, code)
+	assert.Equal(t, "error: share not found\n", errOut)
+	assert.Zero(t, probes.Load())
 }
 
 // An https control plane signed by a private CA: --control-ca (or
