@@ -9,14 +9,17 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -199,7 +202,14 @@ func (e *Engine) reconcile(ctx context.Context) (next time.Duration) {
 	e.mu.Lock()
 	want := e.wanted
 	e.mu.Unlock()
-	for id, p := range want {
+	// Modules already on disk first: a fetch from a slow or unreachable
+	// control plane (up to 30 s) must not hold up, past their requests'
+	// LoadWait, plugins that load in milliseconds.
+	ids := slices.SortedFunc(maps.Keys(want), func(x, y string) int {
+		return cmp.Compare(e.fetchNeeded(want[x].SHA256), e.fetchNeeded(want[y].SHA256))
+	})
+	for _, id := range ids {
+		p := want[id]
 		if ctx.Err() != nil {
 			return 0
 		}
@@ -302,6 +312,17 @@ func (e *Engine) awaitLoads(chain []plugins.Attachment) {
 	if deadline != nil {
 		deadline.Stop()
 	}
+}
+
+// fetchNeeded is 1 when a module is not in the disk cache (it must be
+// fetched), else 0.
+func (e *Engine) fetchNeeded(sum string) int {
+	if e.cfg.CacheDir != "" {
+		if _, err := os.Stat(filepath.Join(e.cfg.CacheDir, "modules", sum+".wasm")); err == nil {
+			return 0
+		}
+	}
+	return 1
 }
 
 // module returns a module's bytes from the disk cache or the control plane,

@@ -335,3 +335,32 @@ func TestUnloadGrace(t *testing.T) {
 		t.Fatalf("a deleted plugin was unloaded after %v, as after a grace", took)
 	}
 }
+
+// TestCachedModulesLoadFirst: a plugin whose module is on disk loads while
+// the fetches of others hang (a slow or unreachable control plane): its
+// share's requests do not wait out LoadWait behind them.
+func TestCachedModulesLoadFirst(t *testing.T) {
+	m := &modules{}
+	gate := make(chan struct{})
+	defer close(gate)
+	m.gate = gate
+	s := snapshot{plugins: map[string]string{}, shares: map[string][]string{}}
+	for _, id := range []string{"u1", "u2", "u3", "cached"} {
+		s.plugins[id] = m.add(allowWasm(t, id))
+		s.shares["s-"+id] = []string{id}
+	}
+	e := newEngine(t, m, nil)
+	mod := m.byHash[s.plugins["cached"]]
+	dir := filepath.Join(e.cfg.CacheDir, "modules")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, s.plugins["cached"]+".wasm"), mod, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.Sync(s.table(t))
+	waitFor(t, "the cached plugin loaded while the fetches hang", func() bool { return loaded(e, "cached") })
+	if loaded(e, "u1") || loaded(e, "u2") || loaded(e, "u3") {
+		t.Fatal("a module was fetched through the closed gate")
+	}
+}
