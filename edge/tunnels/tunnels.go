@@ -157,6 +157,7 @@ type Session struct {
 	Since       time.Time
 	key, pub    [32]byte // the credentials it was accepted with
 	sess        *smux.Session
+	conn        net.Conn // under sess (tunnel.Buffered)
 	sem         chan struct{}
 	reg         *Registry
 
@@ -273,7 +274,7 @@ func (r *Registry) handshake(c net.Conn, ip string) (*Session, error) {
 		return nil, err
 	}
 	s := &Session{AgentID: agentID, WorkspaceID: ag.WorkspaceID, RemoteIP: ip, Since: time.Now().UTC(),
-		key: ag.Key, pub: ag.Pub, sess: sess, sem: make(chan struct{}, r.cfg.MaxStreams), reg: r}
+		key: ag.Key, pub: ag.Pub, sess: sess, conn: bc, sem: make(chan struct{}, r.cfg.MaxStreams), reg: r}
 	s.aborts.Init(s.Control, func() bool { return tunnel.ReadFailed(bc) })
 	return s, nil
 }
@@ -572,6 +573,15 @@ type Stream struct {
 	*smux.Stream
 	s    *Session
 	once sync.Once
+}
+
+// Write writes to the stream. When it fails because the session died, it
+// returns only once the session no longer reads p (tunnel.WriteSettled):
+// the proxy's pooled buffers are reused at once.
+func (c *Stream) Write(p []byte) (int, error) {
+	n, err := c.Stream.Write(p)
+	tunnel.WriteSettled(err, c.s.sess, c.s.conn)
+	return n, err
 }
 
 // Close closes the stream and releases its slot.

@@ -204,6 +204,26 @@ func (c *bufConn) flush() {
 	c.mu.Unlock()
 }
 
+// WriteSettled is for a stream writer whose smux Write failed: when the
+// session is closed it waits until conn, the session's connection (from
+// Buffered), is closed too. smux's Write returns as soon as the session
+// dies, while its send loop may still be copying the caller's bytes into
+// conn's buffer; a caller that then reused them (a pooled buffer: another
+// request's headers, another connection's data) would have them sent on a
+// stream that failed. bufConn copies only under its lock and never once
+// closed, and smux closes it right after marking the session dead.
+func WriteSettled(err error, sess interface{ IsClosed() bool }, conn net.Conn) {
+	c, ok := conn.(*bufConn)
+	if err == nil || !ok || !sess.IsClosed() {
+		return
+	}
+	c.mu.Lock()
+	for c.err == nil {
+		c.cond.Wait()
+	}
+	c.mu.Unlock()
+}
+
 // Close closes the connection; pending writes are dropped, as a TCP close
 // with unsent data would.
 func (c *bufConn) Close() error {

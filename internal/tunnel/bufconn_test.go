@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -114,4 +115,35 @@ func TestBufferedReadsAnySizes(t *testing.T) {
 	require.NoError(t, a.Close())
 	_, err := r.Read(make([]byte, 8))
 	require.ErrorIs(t, err, io.EOF)
+}
+
+type closedFlag bool
+
+func (c closedFlag) IsClosed() bool { return bool(c) }
+
+// TestWriteSettledWaitsForTheConnection: after a failed stream write of a
+// dead session, WriteSettled returns only once the session's connection is
+// closed (nothing copies the caller's bytes after that); a failed write of
+// a live session, and a write that did not fail, do not wait.
+func TestWriteSettledWaitsForTheConnection(t *testing.T) {
+	a, _ := tcpPair(t)
+	w := Buffered(a)
+	failed := io.ErrClosedPipe
+	WriteSettled(nil, closedFlag(true), w)
+	WriteSettled(failed, closedFlag(false), w)
+	WriteSettled(failed, closedFlag(true), a) // not a Buffered connection
+
+	done := make(chan struct{})
+	go func() { WriteSettled(failed, closedFlag(true), w); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("returned while the connection was open")
+	case <-time.After(50 * time.Millisecond):
+	}
+	require.NoError(t, w.Close())
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("still waiting after the connection closed")
+	}
 }
