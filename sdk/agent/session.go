@@ -32,6 +32,21 @@ type edgeConn struct {
 	// up); the failure of the connection under smux ends them as torn down.
 	aborts tunnel.Aborts
 	ctl    atomic.Pointer[func(*tunnel.Control) error]
+	conn   net.Conn // under sess (tunnel.Buffered)
+}
+
+// settledStream is a stream the agent copies a service's bytes into from
+// pooled buffers: a Write that failed because the session died returns only
+// once the session no longer reads them (tunnel.WriteSettled).
+type settledStream struct {
+	*smux.Stream
+	ec *edgeConn
+}
+
+func (s *settledStream) Write(p []byte) (int, error) {
+	n, err := s.Stream.Write(p)
+	tunnel.WriteSettled(err, s.ec.sess, s.ec.conn)
+	return n, err
 }
 
 // tell writes a control frame to the edge.
@@ -71,7 +86,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		conn.Close()
 		return fmt.Errorf("smux: %w", err)
 	}
-	ec := &edgeConn{addr: addr, edgeID: edgeID, sess: sess}
+	ec := &edgeConn{addr: addr, edgeID: edgeID, sess: sess, conn: bc}
 	ec.aborts.Init(ec.tell, func() bool { return tunnel.ReadFailed(bc) })
 	a.mu.Lock()
 	if old := a.sessions[addr]; old != nil {
@@ -208,7 +223,7 @@ func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tu
 	if h.Kind == tunnel.KindTCP {
 		stall = 10 * time.Minute
 	}
-	var src net.Conn = tunnel.StallTimeout(st, stall)
+	var src net.Conn = tunnel.StallTimeout(&settledStream{Stream: st, ec: ec}, stall)
 	if br.Buffered() > 0 {
 		src = &bufferedConn{Conn: src, r: br}
 	}
