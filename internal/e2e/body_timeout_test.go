@@ -200,12 +200,8 @@ func bodyTimeoutCases(t *testing.T, options func(*testenv.Options), dial func(*t
 			t.Fatal("the service never saw the request end")
 		}
 	}
-	post := func(path string, length int) string {
-		return fmt.Sprintf("POST %s%s HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n", prefix, path, length)
-	}
-	chunkedPost := func(path string) string {
-		return fmt.Sprintf("POST %s%s HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n", prefix, path)
-	}
+	post := func(path string, length int) string { return postHead(prefix+path, length, false) }
+	chunkedPost := func(path string) string { return postHead(prefix+path, 0, true) }
 	// steady sends pieces of 1,500 bytes timeout/4 apart, two
 	// timeouts in all: past the 8 KiB read before the handler, the
 	// rest streamed.
@@ -214,24 +210,9 @@ func bodyTimeoutCases(t *testing.T, options func(*testenv.Options), dial func(*t
 		const pieces = 8
 		c, br := connect(t)
 		piece := strings.Repeat("s", 1500)
-		if chunked {
-			write(t, c, chunkedPost(path))
-		} else {
-			write(t, c, post(path, pieces*len(piece)))
-		}
+		write(t, c, postHead(prefix+path, pieces*len(piece), chunked))
 		start := time.Now()
-		for i := 0; i < pieces; i++ {
-			time.Sleep(timeout / 4)
-			p := piece
-			if chunked {
-				p = fmt.Sprintf("%x\r\n%s\r\n", len(piece), piece)
-			}
-			_, err := io.WriteString(c, p)
-			require.NoError(t, err, "piece %d after %v", i, time.Since(start))
-		}
-		if chunked {
-			write(t, c, "0\r\n\r\n")
-		}
+		writeSlowBody(t, c, piece, pieces, timeout/4, chunked)
 		resp, b := answer(t, c, br)
 		require.Equal(t, 200, resp.StatusCode, "%s", b)
 		require.Equal(t, fmt.Sprint(pieces*len(piece)), b)

@@ -43,6 +43,35 @@ func rawResponse(t *testing.T, addr, payload string) (*http.Response, string) {
 	return resp, string(b)
 }
 
+// postHead is the head of a POST to path with a body of length bytes, or
+// a chunked one.
+func postHead(path string, length int, chunked bool) string {
+	if chunked {
+		return "POST " + path + " HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+	}
+	return fmt.Sprintf("POST %s HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n", path, length)
+}
+
+// writeSlowBody writes a body of pieces copies of piece, every apart (each
+// a chunk when chunked, then the last chunk), as a slow upload does.
+func writeSlowBody(t *testing.T, c net.Conn, piece string, pieces int, every time.Duration, chunked bool) {
+	t.Helper()
+	start := time.Now()
+	for i := 0; i < pieces; i++ {
+		time.Sleep(every)
+		p := piece
+		if chunked {
+			p = fmt.Sprintf("%x\r\n%s\r\n", len(piece), piece)
+		}
+		_, err := io.WriteString(c, p)
+		require.NoError(t, err, "piece %d after %v", i, time.Since(start))
+	}
+	if chunked {
+		_, err := io.WriteString(c, "0\r\n\r\n")
+		require.NoError(t, err)
+	}
+}
+
 // requireEnvelope checks an answer the edge wrote itself: the status, and
 // the API's error envelope with the edge's security header.
 func requireEnvelope(t *testing.T, resp *http.Response, body string, status int) {
@@ -201,28 +230,10 @@ func TestHeaderTimeout(t *testing.T) {
 				c, err := net.Dial("tcp", addr)
 				require.NoError(t, err)
 				defer c.Close()
-				head := "POST " + path + "/upload HTTP/1.1\r\nHost: h\r\n"
-				if chunked {
-					head += "Transfer-Encoding: chunked\r\n\r\n"
-				} else {
-					head += fmt.Sprintf("Content-Length: %d\r\n\r\n", pieces*len(piece))
-				}
 				start := time.Now()
-				_, err = io.WriteString(c, head)
+				_, err = io.WriteString(c, postHead(path+"/upload", pieces*len(piece), chunked))
 				require.NoError(t, err)
-				for i := 0; i < pieces; i++ {
-					time.Sleep(every)
-					p := piece
-					if chunked {
-						p = fmt.Sprintf("%x\r\n%s\r\n", len(piece), piece)
-					}
-					_, err := io.WriteString(c, p)
-					require.NoError(t, err, "piece %d after %v", i, time.Since(start))
-				}
-				if chunked {
-					_, err = io.WriteString(c, "0\r\n\r\n")
-					require.NoError(t, err)
-				}
+				writeSlowBody(t, c, piece, pieces, every, chunked)
 				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 				require.NoError(t, err, "after %v", time.Since(start))
@@ -442,12 +453,7 @@ func TestMaxBodyBytes(t *testing.T) {
 		c, err := net.Dial("tcp", addr)
 		require.NoError(t, err)
 		defer c.Close()
-		head := "POST " + path + " HTTP/1.1\r\nHost: h\r\n"
-		if chunked {
-			head += "Transfer-Encoding: chunked\r\n\r\n"
-		} else {
-			head += fmt.Sprintf("Content-Length: %d\r\n\r\n", size)
-		}
+		head := postHead(path, size, chunked)
 		go func() {
 			if _, err := io.WriteString(c, head); err != nil {
 				return
