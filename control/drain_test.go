@@ -2,17 +2,16 @@ package control
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"github.com/privateconnect/pc/internal/syncbuf"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,29 +21,12 @@ import (
 	"github.com/privateconnect/pc/control/store/memstore"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestDrainShowsOnHealthAndInTheLog: once Run is told to stop, /health
 // answers 503 "draining" on a connection a load balancer already holds (the
 // listener is closed), while a request in flight finishes; the log says
 // "draining" with what is in flight, then "stopped", at info level.
 func TestDrainShowsOnHealthAndInTheLog(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	s, err := New(Config{Listen: "127.0.0.1:0", Store: memstore.New(), DataDir: t.TempDir(), ShutdownTimeout: 5 * time.Second,
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	require.NoError(t, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/privateconnect/pc/internal/syncbuf"
 	"io"
 	"log/slog"
 	"net"
@@ -240,7 +241,7 @@ func TestReachForwardsToTheEdgeTCPPort(t *testing.T) {
 	h.ok("GET /v1/services", 200, `[{"id":"`+serviceID+`","name":"db","targetPort":5432,"tunnelPort":`+strconv.Itoa(port)+`}]`)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- h.app(&stdout, &stderr).execute(ctx, []string{"reach", "db", "--port", "0", "--edge", "127.0.0.1"})
@@ -271,7 +272,7 @@ func TestReachForwardsToTheEdgeTCPPort(t *testing.T) {
 	held, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer held.Close()
-	var out2, err2 syncBuffer
+	var out2, err2 syncbuf.Buffer
 	code := h.app(&out2, &err2).execute(context.Background(), []string{"reach", "db", "--port", strconv.Itoa(held.Addr().(*net.TCPAddr).Port), "--edge", "127.0.0.1"})
 	assert.Equal(t, 1, code)
 	assert.Contains(t, err2.String(), "cannot listen on 127.0.0.1:"+strconv.Itoa(held.Addr().(*net.TCPAddr).Port))
@@ -298,7 +299,7 @@ func TestRunningAgentRenewsItsToken(t *testing.T) {
 		<-actx.Done()
 		return nil
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	a := h.app(&stdout, &stderr)
 	a.minRenewWait = 10 * time.Millisecond
 	code := a.execute(ctx, []string{"expose", "localhost:3000"})
@@ -495,7 +496,7 @@ func TestSetupHolderIsWaitedFor(t *testing.T) {
 func TestReachStopsWhenTheServiceIsGone(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	a := newHarness(t).app(&stdout, &stderr)
 	a.log = slog.New(slog.DiscardHandler)
 	done := make(chan error, 1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/pem"
+	"github.com/privateconnect/pc/internal/syncbuf"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -623,7 +624,7 @@ func TestJSONLogFormatWritesOnlyJSONToStderr(t *testing.T) {
 		<-actx.Done()
 		return nil
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	code := h.app(&stdout, &stderr).execute(ctx, []string{"expose", "localhost:3000", "--name", "web", "--log-format", "json"})
 	require.Equal(t, 0, code, stderr.String())
 	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"github.com/privateconnect/pc/internal/syncbuf"
 	"os"
 	"strconv"
 	"strings"
@@ -131,7 +132,7 @@ func TestOfflineAgentCatchesUpWhenControlIsBack(t *testing.T) {
 		<-actx.Done()
 		return nil
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	a := h.app(&stdout, &stderr)
 	a.controlRetry = 20 * time.Millisecond
 	code := a.execute(ctx, []string{"up"})
@@ -175,7 +176,7 @@ func TestRotationWaitsForTheControlPlane(t *testing.T) {
 		<-actx.Done()
 		return nil
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	a := h.app(&stdout, &stderr)
 	a.controlRetry, a.minRenewWait = 20*time.Millisecond, 10*time.Millisecond
 	code := a.execute(ctx, []string{"up"})

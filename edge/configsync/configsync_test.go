@@ -1,20 +1,19 @@
 package configsync
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/privateconnect/pc/internal/syncbuf"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -191,24 +190,6 @@ func TestOnlyADeletionWipesTheEdge(t *testing.T) {
 	}
 }
 
-// logBuffer collects JSON log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestRefusalWithoutConfigurationIsFatal: an edge that has nothing to
 // serve (no saved snapshot, none received) and meets an answer that
 // retrying cannot change (its token refused, its edge deleted, a control
@@ -256,7 +237,7 @@ func TestRefusalWithoutConfigurationIsFatal(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			var logs logBuffer
+			var logs syncbuf.Buffer
 			fatal := make(chan error, 2)
 			s := New(Config{ControlURL: srv.URL, Token: "edge-token", DataDir: dir, Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
 				OnFatal: func(err error) { fatal <- err }})
