@@ -343,34 +343,35 @@ func (a *API) detectProtocols(ctx context.Context, ws string, agents map[string]
 	}
 }
 
-// probeService asks the agent of an "auto" service to probe its target (a
-// diagnose command, whose result commandDone records), at most once per
-// target every probeEvery: an agent connects to every edge, and reconnects,
-// and a raw-TCP target stays auto. storeCommand tells the agent's edges.
+// probeService asks the agent of an "auto" service (its callers check) to
+// probe its target (a diagnose command, whose result commandDone records),
+// at most once per target every probeEvery: an agent connects to every
+// edge, and reconnects, and a raw-TCP target stays auto. The slot is taken
+// before the command is stored, so two reports at once queue one probe; a
+// command that could not be stored gives it back. storeCommand tells the
+// agent's edges.
 func (a *API) probeService(ctx context.Context, s *store.Service) {
-	if s.Protocol != "auto" {
-		return
-	}
 	now := apiTime(time.Now())
 	key := s.ID + "|" + net.JoinHostPort(s.TargetHost, strconv.Itoa(s.TargetPort))
 	a.probedMu.Lock()
-	last, seen := a.probed[key]
-	due := !seen || now.Sub(last) >= probeEvery
-	a.probedMu.Unlock()
-	if !due {
+	if last, seen := a.probed[key]; seen && now.Sub(last) < probeEvery {
+		a.probedMu.Unlock()
 		return
 	}
-	p, _ := json.Marshal(diagnoseParams{ServiceID: s.ID, ServiceName: s.Name, TargetHost: s.TargetHost, TargetPort: s.TargetPort, Protocol: s.Protocol})
-	if _, err := a.storeCommand(ctx, s.WorkspaceID, s.AgentID, "diagnose", p, 30, now); err != nil {
-		a.log.Warn("protocol detection not scheduled", "service", s.ID, "err", err)
-		return
-	}
-	a.probedMu.Lock()
 	if len(a.probed) >= 100_000 {
 		clear(a.probed) // a bound, not a policy: the next probes come again
 	}
 	a.probed[key] = now
 	a.probedMu.Unlock()
+	p, _ := json.Marshal(diagnoseParams{ServiceID: s.ID, ServiceName: s.Name, TargetHost: s.TargetHost, TargetPort: s.TargetPort, Protocol: s.Protocol})
+	if _, err := a.storeCommand(ctx, s.WorkspaceID, s.AgentID, "diagnose", p, 30, now); err != nil {
+		a.log.Warn("protocol detection not scheduled", "service", s.ID, "err", err)
+		a.probedMu.Lock()
+		if a.probed[key] == now {
+			delete(a.probed, key)
+		}
+		a.probedMu.Unlock()
+	}
 }
 
 // runCheck sends a diagnose/reach command to an online agent and waits for
