@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"time"
+
+	"github.com/privateconnect/pc/internal/tunnel"
 )
 
 // Request bodies are timed by progress: a read of a body that gets no byte
@@ -96,16 +98,15 @@ func (c *bodyConn) SetDeadline(t time.Time) error {
 	return c.Conn.SetDeadline(t)
 }
 
-// ReadFrom is the TCP connection's, as if bodyConn were not there:
-// fasthttp's writer hands a streamed answer's body to it when its buffer is
-// empty (bufio.Writer.ReadFrom), and it writes what it reads at once
-// instead of holding up to 16 KiB in the buffer; an answer the service
-// cuts reaches the visitor as far as it came (TestStreamedAnswerCutShort).
+// ReadFrom writes r to the TCP connection as it reads it: fasthttp's writer
+// hands a streamed answer's body to it when its buffer is empty
+// (bufio.Writer.ReadFrom), and it writes what it reads at once instead of
+// holding up to 16 KiB in the buffer; an answer the service cuts reaches
+// the visitor as far as it came (TestStreamedAnswerCutShort). It copies
+// through a pooled buffer: the TCP connection's own ReadFrom cannot splice
+// from a response body and would allocate 32 KiB per answer.
 func (c *bodyConn) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := c.Conn.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
-	}
-	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+	return tunnel.CopyPooled(c.Conn, r)
 }
 
 // NetConn is the TCP connection (edge/proxy's tcpConn finds it as under

@@ -32,9 +32,7 @@ func Pipe(a, b net.Conn) (aToB, bToA int64) {
 
 // copyHalf copies src to dst, then half-closes dst (or closes both on error).
 func copyHalf(dst, src net.Conn) int64 {
-	bp := copyBufPool.Get().(*[]byte)
-	n, err := io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
-	copyBufPool.Put(bp)
+	n, err := CopyPooled(dst, src)
 	if err != nil {
 		// A broken side (a reset, a lost session, an abort): reset both, so
 		// the other direction ends too and neither end takes it for a
@@ -82,10 +80,19 @@ func PipeClose(a, b net.Conn) (aToB, bToA int64) {
 }
 
 func copyAll(dst, src net.Conn) int64 {
-	bp := copyBufPool.Get().(*[]byte)
-	n, _ := io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
-	copyBufPool.Put(bp)
+	n, _ := CopyPooled(dst, src)
 	return n
+}
+
+// CopyPooled copies src to dst through a pooled 32 KiB buffer. The
+// ReaderFrom and WriterTo of both sides are hidden: a *net.TCPConn that
+// cannot splice from src falls back to io.Copy, which allocates its own
+// buffer for every copy (TestCopyHalfAllocations).
+func CopyPooled(dst io.Writer, src io.Reader) (int64, error) {
+	bp := copyBufPool.Get().(*[]byte)
+	n, err := io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
+	copyBufPool.Put(bp)
+	return n, err
 }
 
 // StallTimeout wraps c so that a write making no progress for d fails: a
