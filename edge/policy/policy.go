@@ -9,14 +9,12 @@
 package policy
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,6 +70,7 @@ type Engine struct {
 	table    *routes.Table            // the last table synced
 	wanted   map[string]config.Plugin // its attached plugins
 	loaded   map[string]string        // plugin id → sha256 loaded
+	failed   map[string]string        // plugin id → sha256 whose last load failed
 	detached map[string]time.Time     // loaded but no longer wanted, since
 	// pending holds, for each wanted plugin not loaded, a channel closed
 	// when its load ends (loaded or failed) or it is no longer wanted;
@@ -100,7 +99,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	e := &Engine{cfg: cfg, log: log, host: host, grace: cfg.UnloadGrace, loadWait: cfg.LoadWait,
-		loaded: map[string]string{}, wanted: map[string]config.Plugin{}, detached: map[string]time.Time{},
+		loaded: map[string]string{}, failed: map[string]string{}, wanted: map[string]config.Plugin{}, detached: map[string]time.Time{},
 		pending: map[string]chan struct{}{}, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	if e.grace == 0 {
 		e.grace = 30 * time.Second
@@ -144,8 +143,10 @@ func (e *Engine) Sync(t *routes.Table) {
 		return
 	}
 	e.table, e.wanted = t, want
-	for id := range want {
-		if _, ok := e.loaded[id]; !ok && e.pending[id] == nil {
+	for id, p := range want {
+		// A plugin whose load of this version failed is retried in the
+		// background; its requests fail closed at once rather than wait.
+		if _, ok := e.loaded[id]; !ok && e.pending[id] == nil && e.failed[id] != p.SHA256 {
 			e.pending[id] = make(chan struct{})
 		}
 	}
@@ -202,27 +203,36 @@ func (e *Engine) reconcile(ctx context.Context) (next time.Duration) {
 	e.mu.Lock()
 	want := e.wanted
 	e.mu.Unlock()
-	// Modules already on disk first: a fetch from a slow or unreachable
-	// control plane (up to 30 s) must not hold up, past their requests'
-	// LoadWait, plugins that load in milliseconds.
-	ids := slices.SortedFunc(maps.Keys(want), func(x, y string) int {
-		return cmp.Compare(e.fetchNeeded(want[x].SHA256), e.fetchNeeded(want[y].SHA256))
+	// The plugins to load, modules already on disk first: a fetch from a
+	// slow or unreachable control plane (up to 30 s) must not hold up, past
+	// their requests' LoadWait, plugins that load in milliseconds.
+	var todo, toFetch []string
+	e.mu.Lock()
+	for id, p := range want {
+		if e.loaded[id] != p.SHA256 {
+			todo = append(todo, id)
+		}
+	}
+	e.mu.Unlock()
+	todo = slices.DeleteFunc(todo, func(id string) bool {
+		if e.onDisk(want[id].SHA256) {
+			return false
+		}
+		toFetch = append(toFetch, id)
+		return true
 	})
-	for _, id := range ids {
+	for _, id := range append(todo, toFetch...) {
 		p := want[id]
 		if ctx.Err() != nil {
 			return 0
-		}
-		e.mu.Lock()
-		have := e.loaded[id]
-		e.mu.Unlock()
-		if have == p.SHA256 {
-			continue
 		}
 		err := e.load(ctx, id, p)
 		e.mu.Lock()
 		if err == nil {
 			e.loaded[id] = p.SHA256
+			delete(e.failed, id)
+		} else {
+			e.failed[id] = p.SHA256
 		}
 		if ch := e.pending[id]; ch != nil {
 			// Loaded, or failed: the requests waiting go on (and fail closed).
@@ -314,15 +324,13 @@ func (e *Engine) awaitLoads(chain []plugins.Attachment) {
 	}
 }
 
-// fetchNeeded is 1 when a module is not in the disk cache (it must be
-// fetched), else 0.
-func (e *Engine) fetchNeeded(sum string) int {
-	if e.cfg.CacheDir != "" {
-		if _, err := os.Stat(filepath.Join(e.cfg.CacheDir, "modules", sum+".wasm")); err == nil {
-			return 0
-		}
+// onDisk reports whether a module is in the disk cache (no fetch needed).
+func (e *Engine) onDisk(sum string) bool {
+	if e.cfg.CacheDir == "" {
+		return false
 	}
-	return 1
+	_, err := os.Stat(filepath.Join(e.cfg.CacheDir, "modules", sum+".wasm"))
+	return err == nil
 }
 
 // module returns a module's bytes from the disk cache or the control plane,

@@ -364,3 +364,34 @@ func TestCachedModulesLoadFirst(t *testing.T) {
 		t.Fatal("a module was fetched through the closed gate")
 	}
 }
+
+// TestFailedLoadDoesNotMakeRequestsWait: once a plugin's load failed, its
+// shares' requests fail closed at once on later table swaps, while the load
+// is retried (here a fetch that hangs), instead of waiting LoadWait each
+// time.
+func TestFailedLoadDoesNotMakeRequestsWait(t *testing.T) {
+	m := &modules{}
+	bad := m.add(allowWasm(t, "bad"))
+	m.fail[bad] = true
+	e := newEngine(t, m, func(c *Config) { c.LoadWait = 3 * time.Second })
+	s := snapshot{plugins: map[string]string{"bad": bad}, shares: map[string][]string{"s1": {"bad"}}}
+	e.Sync(s.table(t))
+	waitFor(t, "the failed load", func() bool { return e.npending.Load() == 0 && m.fetches.Load() > 0 })
+
+	gate := make(chan struct{})
+	defer close(gate)
+	m.mu.Lock()
+	m.gate = gate // the retry's fetch hangs
+	m.mu.Unlock()
+	s.shares["s2"] = nil
+	t2 := s.table(t)
+	e.Sync(t2)
+	t0 := time.Now()
+	v := check(t, e, t2, "s1")
+	if v == nil || v.Status != 503 {
+		t.Fatalf("verdict %+v, want 503", v)
+	}
+	if took := time.Since(t0); took > time.Second {
+		t.Fatalf("the request waited %v for a load that had failed", took)
+	}
+}
