@@ -193,9 +193,14 @@ func New(cfg Config) (*Server, error) {
 		ln = tls.NewListener(ln, cfg.TLS)
 	}
 	s.ln = &onceCloseListener{Listener: ln}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
 	if s.kv == nil {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			s.ln.Close()
 			return nil, fmt.Errorf("control: data dir: %w", err)
 		}
 		kv, err := badgerstore.Open(badgerstore.Options{Dir: filepath.Join(cfg.DataDir, "control.db"), Logger: cfg.Logger,
@@ -206,18 +211,11 @@ func New(cfg Config) (*Server, error) {
 				}
 			}})
 		if err != nil {
-			s.ln.Close()
 			return nil, fmt.Errorf("control: %w", err)
 		}
 		s.kv, s.ownsKV = kv, true
 	}
 	s.kv = store.WithCommitHooks(s.kv) // the webhook outbox wakes its worker on commit
-	ok := false
-	defer func() {
-		if !ok {
-			s.Close()
-		}
-	}()
 	ctx := context.Background()
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, fmt.Errorf("control: bootstrap: %w", err)

@@ -166,7 +166,7 @@ func (e *Env) StopControl() {
 }
 
 // ControlURL is the control plane's base URL.
-func (e *Env) ControlURL() string { return "http://" + e.Control.Addr() }
+func (e *Env) ControlURL() string { return e.Control.URL() }
 
 // AddEdge registers and starts a new edge. Its ports are picked free and
 // then bound; if another process takes one in between, it tries new ones.
