@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/privateconnect/pc/internal/cliconf"
+	"github.com/privateconnect/pc/internal/devcert"
 	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
 )
@@ -226,16 +225,12 @@ func (a *app) trustControlCA() error {
 	if err != nil {
 		return err
 	}
-	pem, err := os.ReadFile(path)
+	tc, err := devcert.ClientTLS(path)
 	if err != nil {
 		return usageErrorf("--control-ca: %v", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return usageErrorf("--control-ca: no PEM certificate in %s", a.controlCA)
-	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	tr.TLSClientConfig = tc
 	hc := *a.httpClient
 	hc.Transport = tr
 	a.httpClient = &hc

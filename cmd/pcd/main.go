@@ -5,7 +5,6 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/privateconnect/pc/edge"
 	"github.com/privateconnect/pc/internal/cliconf"
+	"github.com/privateconnect/pc/internal/devcert"
 	"github.com/spf13/cobra"
 )
 
@@ -128,15 +128,7 @@ func loadCA(file string) (*tls.Config, error) {
 	if file == "" {
 		return nil, nil
 	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("%s: no PEM certificate", file)
-	}
-	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+	return devcert.ClientTLS(file)
 }
 
 // parsePorts parses "23000-23999".

@@ -92,6 +92,30 @@ func SelfSigned(hosts []string, validity time.Duration) (certPEM, keyPEM []byte,
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
 }
 
+// CertPool returns a pool of the certificates of a PEM file (a private CA,
+// a dev certificate).
+func CertPool(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s: no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+// ClientTLS returns a TLS client configuration trusting the certificates
+// of a PEM file only.
+func ClientTLS(file string) (*tls.Config, error) {
+	pool, err := CertPool(file)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
 // PinOfFile returns the pin of the first certificate in a PEM file.
 func PinOfFile(path string) (string, error) {
 	b, err := os.ReadFile(path)

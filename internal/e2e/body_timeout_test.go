@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -51,12 +50,6 @@ func TestBodyTimeoutUnderTLSAndProxyProtocol(t *testing.T) {
 			c.ProxyProtocol = true
 		}
 	}, func(env *testenv.Env) (net.Conn, error) {
-		pem, err := os.ReadFile(env.CAFile)
-		if err != nil {
-			return nil, err
-		}
-		roots := x509.NewCertPool()
-		roots.AppendCertsFromPEM(pem)
 		c, err := net.Dial("tcp", env.Edges[0].HTTPAddr())
 		if err != nil {
 			return nil, err
@@ -65,7 +58,9 @@ func TestBodyTimeoutUnderTLSAndProxyProtocol(t *testing.T) {
 			c.Close()
 			return nil, err
 		}
-		tc := tls.Client(c, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+		cfg := env.ClientTLS()
+		cfg.ServerName = "127.0.0.1"
+		tc := tls.Client(c, cfg)
 		if err := tc.Handshake(); err != nil {
 			c.Close()
 			return nil, err

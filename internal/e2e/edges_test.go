@@ -3,8 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -38,11 +36,7 @@ func TestTLSEverywhere(t *testing.T) {
 	sh := env.Share(svc.ID, client.CreateShareRequest{})
 	require.True(t, strings.HasPrefix(sh.ShareURL, "https://"), sh.ShareURL)
 
-	pem, err := os.ReadFile(env.CAFile)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	require.True(t, pool.AppendCertsFromPEM(pem))
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: env.ClientTLS()}}
 	resp, err := hc.Get(sh.ShareURL + "/tls")
 	require.NoError(t, err)
 	b, _ := io.ReadAll(resp.Body)
@@ -545,26 +539,13 @@ func TestStoppedEdgeIsOfflineAtOnce(t *testing.T) {
 // server" in clear; it got an empty reply.
 func TestPlainHTTPOnTLSShareListener(t *testing.T) {
 	env := testenv.New(t, testenv.Options{TLS: true})
-	conn, err := net.Dial("tcp", env.Edges[0].HTTPAddr())
-	require.NoError(t, err)
-	defer conn.Close()
-	_, err = io.WriteString(conn, "GET /shared/x/ HTTP/1.1\r\nHost: edge\r\n\r\n")
-	require.NoError(t, err)
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	require.NoError(t, err)
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, b := rawResponse(t, env.Edges[0].HTTPAddr(), "GET /shared/x/ HTTP/1.1\r\nHost: edge\r\n\r\n")
 	require.Equal(t, 400, resp.StatusCode)
-	require.Contains(t, string(b), "Client sent an HTTP request to an HTTPS server")
+	require.Contains(t, b, "Client sent an HTTP request to an HTTPS server")
 
 	// TLS on the same listener still works.
-	pem, err := os.ReadFile(env.CAFile)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	require.True(t, pool.AppendCertsFromPEM(pem))
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	resp, err = hc.Get("https://" + env.Edges[0].HTTPAddr() + "/shared/x/")
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: env.ClientTLS()}}
+	resp, err := hc.Get("https://" + env.Edges[0].HTTPAddr() + "/shared/x/")
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, 404, resp.StatusCode)

@@ -3,13 +3,11 @@ package e2e
 import (
 	"bufio"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
@@ -65,13 +63,7 @@ func TestWebSocketEndReachesVisitor(t *testing.T) {
 			return net.Dial("tcp", env.Edges[0].HTTPAddr())
 		}},
 		{"tls", testenv.Options{TLS: true}, func(env *testenv.Env) (net.Conn, error) {
-			pem, err := os.ReadFile(env.CAFile)
-			if err != nil {
-				return nil, err
-			}
-			roots := x509.NewCertPool()
-			roots.AppendCertsFromPEM(pem)
-			return tls.Dial("tcp", env.Edges[0].HTTPAddr(), &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})
+			return tls.Dial("tcp", env.Edges[0].HTTPAddr(), env.ClientTLS())
 		}},
 		{"proxy-protocol", testenv.Options{Edge: func(c *edge.Config) {
 			c.TrustedProxies = []string{"127.0.0.0/8"}

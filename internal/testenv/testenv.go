@@ -168,6 +168,17 @@ func (e *Env) StopControl() {
 // ControlURL is the control plane's base URL.
 func (e *Env) ControlURL() string { return e.Control.URL() }
 
+// ClientTLS is a visitor's TLS configuration trusting the edges'
+// certificate (Options.TLS).
+func (e *Env) ClientTLS() *tls.Config {
+	e.t.Helper()
+	tc, err := devcert.ClientTLS(e.CAFile)
+	if err != nil {
+		e.t.Fatalf("testenv: %v", err)
+	}
+	return tc
+}
+
 // AddEdge registers and starts a new edge. Its ports are picked free and
 // then bound; if another process takes one in between, it tries new ones.
 func (e *Env) AddEdge(name string) *Edge {

@@ -8,8 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
+
+	"github.com/privateconnect/pc/internal/devcert"
 )
 
 // ParsePin decodes an edge certificate pin (Config.PinSHA256, connect's
@@ -30,13 +31,9 @@ func ParsePin(pin string) ([]byte, error) {
 func (a *Agent) edgeTLSConfig() (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if a.cfg.CAFile != "" {
-		pem, err := os.ReadFile(a.cfg.CAFile)
+		pool, err := devcert.CertPool(a.cfg.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("agent: read CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, errors.New("agent: CA file holds no PEM certificate")
+			return nil, fmt.Errorf("agent: CA file: %w", err)
 		}
 		tc.RootCAs = pool
 	}
