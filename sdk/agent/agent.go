@@ -468,13 +468,7 @@ func (a *Agent) sessionEnded(ec *edgeConn) {
 		delete(a.sessions, ec.addr)
 		delete(a.listed, ec.addr)
 	}
-	var floor []string
-	var seq uint64
-	if len(a.listed) > 0 && a.runCtx != nil && a.runCtx.Err() == nil {
-		floor, seq = a.reconcileLocked(nil)
-	}
-	a.mu.Unlock()
-	a.deliverEdges(floor, seq)
+	a.reconcileUnlock()
 }
 
 // refusedCredentials records that the edge at addr refused the agent's
@@ -483,6 +477,13 @@ func (a *Agent) sessionEnded(ec *edgeConn) {
 func (a *Agent) refusedCredentials(addr string) {
 	a.mu.Lock()
 	a.badCreds[addr] = true
+	a.reconcileUnlock()
+}
+
+// reconcileUnlock reconciles the edges after a session ended or an edge
+// refused the agent, unless no live session lists any edge (the network
+// may be down) or Run is over, unlocks a.mu and tells OnEdges of a drop.
+func (a *Agent) reconcileUnlock() {
 	var floor []string
 	var seq uint64
 	if len(a.listed) > 0 && a.runCtx != nil && a.runCtx.Err() == nil {
@@ -538,9 +539,7 @@ func (a *Agent) reconcileLocked(extra []string) (floor []string, seq uint64) {
 		}
 	}
 	for addr := range want {
-		if _, ok := a.edges[addr]; !ok {
-			a.addEdgeLocked(addr)
-		}
+		a.addEdgeLocked(addr) // a no-op for an edge already held
 	}
 	if shrunk && len(a.floor) == 0 {
 		// Every edge of the list was deleted: the edges the agent is
