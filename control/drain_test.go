@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"github.com/privateconnect/pc/internal/syncbuf"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/privateconnect/pc/control/store/memstore"
+	"github.com/privateconnect/pc/internal/syncbuf"
 )
 
 // TestDrainShowsOnHealthAndInTheLog: once Run is told to stop, /health

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/privateconnect/pc/internal/syncbuf"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/privateconnect/pc/internal/syncbuf"
 	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
 )

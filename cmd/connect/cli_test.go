@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/pem"
-	"github.com/privateconnect/pc/internal/syncbuf"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -20,7 +19,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
 )
 
@@ -618,16 +616,9 @@ func TestTunnelsByServiceName(t *testing.T) {
 // JSON record: "Stopped." too, and the final error.
 func TestJSONLogFormatWritesOnlyJSONToStderr(t *testing.T) {
 	h := exposeHarness(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	h.agentRun = func(actx context.Context, cfg agent.Config) error {
-		cancel() // Ctrl-C
-		<-actx.Done()
-		return nil
-	}
-	var stdout, stderr syncbuf.Buffer
-	code := h.app(&stdout, &stderr).execute(ctx, []string{"expose", "localhost:3000", "--name", "web", "--log-format", "json"})
-	require.Equal(t, 0, code, stderr.String())
-	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	_, stderr, code, _ := runUntilConnected(t, h, "expose", "localhost:3000", "--name", "web", "--log-format", "json")
+	require.Equal(t, 0, code, stderr)
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
 	msgs := []string{}
 	for _, l := range lines {
 		var rec map[string]any

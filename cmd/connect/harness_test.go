@@ -41,6 +41,17 @@ type harness struct {
 	// down makes the fake answer every request 503 with no body, as a
 	// proxy in front of a control plane that is down does.
 	down atomic.Bool
+	// upAfter, when set while down, is a "METHOD /path" whose first
+	// request is refused, and the fake is up again after it.
+	upAfter atomic.Pointer[string]
+}
+
+// downUntil makes the control plane down until it has refused one request
+// of route ("POST /v1/agents/register"): it comes back on the agent's own
+// next attempt, whatever the timing.
+func (h *harness) downUntil(route string) {
+	h.upAfter.Store(&route)
+	h.down.Store(true)
 }
 
 func newHarness(t *testing.T) *harness {
@@ -52,6 +63,10 @@ func newHarness(t *testing.T) *harness {
 		h.mu.Unlock()
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		if h.down.Load() {
+			if route := h.upAfter.Load(); route != nil && *route == r.Method+" "+r.URL.Path {
+				h.upAfter.Store(nil)
+				h.down.Store(false)
+			}
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}

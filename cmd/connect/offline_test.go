@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"github.com/privateconnect/pc/internal/syncbuf"
 	"os"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/privateconnect/pc/internal/syncbuf"
 	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
 )
@@ -32,6 +32,35 @@ func runUntilConnected(t *testing.T, h *harness, args ...string) (string, string
 	}
 	out, errOut, code := h.runCtx(ctx, args...)
 	return out, errOut, code, got
+}
+
+// runUpRecordingTokens runs `connect up` with an agent stub that records
+// the token of each run: first is called as the first run starts, and the
+// second run (after a rotation) stops the CLI. tune adjusts the app.
+func runUpRecordingTokens(h *harness, first func(), tune func(*app)) ([]string, string, int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var tokens []string
+	h.agentRun = func(actx context.Context, cfg agent.Config) error {
+		h.mu.Lock()
+		tokens = append(tokens, cfg.Token)
+		n := len(tokens)
+		h.mu.Unlock()
+		if n == 1 {
+			first()
+		} else {
+			cancel()
+		}
+		<-actx.Done()
+		return nil
+	}
+	var stdout, stderr syncbuf.Buffer
+	a := h.app(&stdout, &stderr)
+	tune(a)
+	code := a.execute(ctx, []string{"up"})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return tokens, stderr.String(), code
 }
 
 // With the control plane down (edges serve from their snapshots), an agent
@@ -114,33 +143,14 @@ func TestOfflineAgentCatchesUpWhenControlIsBack(t *testing.T) {
 		Services: []savedService{{ID: serviceID, Name: "web", TargetHost: "localhost", TargetPort: 3000, Protocol: "http"}},
 	}))
 	h.down.Store(true)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var tokens []string
-	h.agentRun = func(actx context.Context, cfg agent.Config) error {
-		h.mu.Lock()
-		tokens = append(tokens, cfg.Token)
-		n := len(tokens)
-		h.mu.Unlock()
-		if n == 1 {
-			// The control plane comes back while the agent runs.
-			time.AfterFunc(100*time.Millisecond, func() { h.down.Store(false) })
-		} else {
-			cancel()
-		}
-		<-actx.Done()
-		return nil
-	}
-	var stdout, stderr syncbuf.Buffer
-	a := h.app(&stdout, &stderr)
-	a.controlRetry = 20 * time.Millisecond
-	code := a.execute(ctx, []string{"up"})
-	require.Equal(t, 0, code, stderr.String())
+	tokens, stderr, code := runUpRecordingTokens(h, func() {
+		h.downUntil("POST /v1/agents/register") // back on the agent's next attempt
+	}, func(a *app) { a.controlRetry = 20 * time.Millisecond })
+	require.Equal(t, 0, code, stderr)
 	assert.Equal(t, []string{"old", "fresh"}, tokens, "the saved token first, the rotated one once the control plane is back")
-	assert.Contains(t, stderr.String(), "from its saved state")
-	assert.Contains(t, stderr.String(), "The control plane at "+h.srv.URL+" answers again: agent registered")
-	assert.Contains(t, stderr.String(), "Rotated the agent token")
+	assert.Contains(t, stderr, "from its saved state")
+	assert.Contains(t, stderr, "The control plane at "+h.srv.URL+" answers again: agent registered")
+	assert.Contains(t, stderr, "Rotated the agent token")
 	reg := h.requests("POST", "/v1/agents/register")
 	require.NotEmpty(t, reg)
 	assert.Equal(t, "old", body(t, reg[len(reg)-1])["token"])
@@ -159,31 +169,13 @@ func TestRotationWaitsForTheControlPlane(t *testing.T) {
 		AgentID: agentID, Token: "old", ExpiresAt: time.Now().Add(rotateBefore + 200*time.Millisecond),
 		ControlURL: h.srv.URL, Edges: []client.AgentEdge{{TunnelAddr: "127.0.0.1:7070"}},
 	}))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var tokens []string
-	h.agentRun = func(actx context.Context, cfg agent.Config) error {
-		h.mu.Lock()
-		tokens = append(tokens, cfg.Token)
-		n := len(tokens)
-		h.mu.Unlock()
-		if n == 1 {
-			h.down.Store(true) // away when the rotation is due
-			time.AfterFunc(500*time.Millisecond, func() { h.down.Store(false) })
-		} else {
-			cancel()
-		}
-		<-actx.Done()
-		return nil
-	}
-	var stdout, stderr syncbuf.Buffer
-	a := h.app(&stdout, &stderr)
-	a.controlRetry, a.minRenewWait = 20*time.Millisecond, 10*time.Millisecond
-	code := a.execute(ctx, []string{"up"})
-	require.Equal(t, 0, code, stderr.String())
+	tokens, stderr, code := runUpRecordingTokens(h, func() {
+		h.downUntil("POST /v1/agents/rotate-token") // away when the rotation is due
+	}, func(a *app) { a.controlRetry, a.minRenewWait = 20*time.Millisecond, 10*time.Millisecond })
+	require.Equal(t, 0, code, stderr)
 	assert.Equal(t, []string{"old", "fresh"}, tokens)
-	assert.Contains(t, stderr.String(), "warning: cannot reach the control plane at "+h.srv.URL+" to rotate the agent token")
-	assert.Equal(t, 1, strings.Count(stderr.String(), "to rotate the agent token"), "said once")
+	assert.Contains(t, stderr, "warning: cannot reach the control plane at "+h.srv.URL+" to rotate the agent token")
+	assert.Equal(t, 1, strings.Count(stderr, "to rotate the agent token"), "said once")
 }
 
 // The running agent's saved edge list loses an edge the agent dropped (a
@@ -250,7 +242,9 @@ func TestSecondExposeWithOtherSettingsIsRefused(t *testing.T) {
 
 	// What an agent writes in its lock file when it runs.
 	held.release()
+	ran := false
 	h.agentRun = func(actx context.Context, cfg agent.Config) error {
+		ran = true
 		b, err := os.ReadFile(h.state + ".lock")
 		require.NoError(t, err)
 		first, rest, _ := strings.Cut(string(b), "\n")
@@ -262,4 +256,5 @@ func TestSecondExposeWithOtherSettingsIsRefused(t *testing.T) {
 	}
 	_, errOut, code = h.run("expose", "localhost:3000", "--name", "web", "--ca-file", "cert.pem", "--allow-plaintext")
 	require.Equal(t, 0, code, errOut)
+	require.True(t, ran, "the agent ran, and its lock file was read")
 }

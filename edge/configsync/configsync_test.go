@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/privateconnect/pc/internal/syncbuf"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/privateconnect/pc/internal/config"
+	"github.com/privateconnect/pc/internal/syncbuf"
 )
 
 func changes(epoch string, versions ...int64) *config.Message {
