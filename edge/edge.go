@@ -677,13 +677,12 @@ func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
 	}
 	status, msg := fasthttp.StatusBadRequest, "Malformed request"
 	var small *fasthttp.ErrSmallBuffer
-	var ne net.Error
 	switch {
 	case errors.As(err, &small):
 		status, msg = fasthttp.StatusRequestHeaderFieldsTooLarge, "The request headers are too large"
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		status, msg = fasthttp.StatusRequestEntityTooLarge, proxy.BodyTooLarge
-	case errors.As(err, &ne) && ne.Timeout():
+	case proxy.IsTimeout(err):
 		status, msg = fasthttp.StatusRequestTimeout, proxy.RequestTimeout
 	}
 	s.log.Debug("unreadable request", "status", status, "client", ctx.RemoteIP().String(), "err", err)

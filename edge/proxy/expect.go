@@ -28,9 +28,11 @@ func (p *Proxy) Expect(ctx *fasthttp.RequestCtx) int {
 	if !ok {
 		return ctx.Response.StatusCode()
 	}
-	if share := tg.share; share != nil && share.MaxUses > 0 && p.uses(share).Load() >= share.MaxUses {
-		p.usedUp(ctx, share, start, clientIP)
-		return fasthttp.StatusGone
+	if share := tg.share; share != nil {
+		if _, spent := p.spent(share); spent {
+			p.usedUp(ctx, share, start, clientIP)
+			return fasthttp.StatusGone
+		}
 	}
 	return fasthttp.StatusContinue
 }

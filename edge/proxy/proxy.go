@@ -214,7 +214,7 @@ func (p *Proxy) admit(ctx *fasthttp.RequestCtx, t *routes.Table, start time.Time
 			ctx.Redirect(msg, status)
 			return tg, nil, false
 		}
-		writeError(ctx, status, msg)
+		WriteError(ctx, status, msg)
 		p.logAccess(ctx, tg.share, start, clientIP, "denied", "", 0)
 		return tg, nil, false
 	}
@@ -222,13 +222,13 @@ func (p *Proxy) admit(ctx *fasthttp.RequestCtx, t *routes.Table, start time.Time
 		// Not for a share's service: CONNECT would make it a proxy, TRACE
 		// echoes the request (cross-site tracing). As nginx does.
 		ctx.Response.Header.Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
-		writeError(ctx, fasthttp.StatusMethodNotAllowed, "Method not allowed through a share link")
+		WriteError(ctx, fasthttp.StatusMethodNotAllowed, "Method not allowed through a share link")
 		p.logAccess(ctx, tg.share, start, clientIP, "denied", "method", 0)
 		return tg, nil, false
 	}
 	sess, ok := p.cfg.Sessions.Get(tg.svc.AgentID)
 	if !ok {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "The service is offline: its agent is not connected")
+		WriteError(ctx, fasthttp.StatusServiceUnavailable, "The service is offline: its agent is not connected")
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
 		return tg, nil, false
 	}
@@ -261,11 +261,10 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			p.logAccess(ctx, share, start, clientIP, "denied", "rate-limit", 0)
 			return
 		}
-		if share.MaxUses > 0 {
-			if uses = p.uses(share); uses.Load() >= share.MaxUses {
-				p.usedUp(ctx, share, start, clientIP)
-				return
-			}
+		var spent bool
+		if uses, spent = p.spent(share); spent {
+			p.usedUp(ctx, share, start, clientIP)
+			return
 		}
 	}
 	if share != nil && p.cfg.Policy != nil {
@@ -277,7 +276,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 			}
 			setSecurityHeaders(ctx)
 			if config.PolicyNeedsEnvelope(v.Status, v.Body) {
-				writeError(ctx, v.Status, config.PolicyErrorMessage)
+				WriteError(ctx, v.Status, config.PolicyErrorMessage)
 			} else {
 				ctx.SetStatusCode(v.Status)
 				ctx.SetBody(v.Body)
@@ -433,6 +432,17 @@ func (p *Proxy) allowRate(ctx *fasthttp.RequestCtx, t *routes.Table, share *rout
 // uses is a share's use counter on this edge: its uses here, counted from
 // the accessCount the control plane last sent (share.Uses) whenever that is
 // higher (after a restart, or uses on other edges).
+// spent reports whether a share with maxUses has none left, with its use
+// counter (nil without maxUses): Handler takes a use from it once the
+// request is through, Expect only looks.
+func (p *Proxy) spent(share *routes.Share) (*atomic.Int64, bool) {
+	if share.MaxUses <= 0 {
+		return nil, false
+	}
+	uses := p.uses(share)
+	return uses, uses.Load() >= share.MaxUses
+}
+
 func (p *Proxy) uses(share *routes.Share) *atomic.Int64 {
 	v, ok := p.useCounts.Load(share.ID)
 	if !ok {
@@ -473,7 +483,7 @@ func takeUse(c *atomic.Int64, max int64) bool {
 }
 
 func (p *Proxy) usedUp(ctx *fasthttp.RequestCtx, share *routes.Share, start time.Time, clientIP string) {
-	writeError(ctx, fasthttp.StatusGone, "This share link has reached its maximum number of uses")
+	WriteError(ctx, fasthttp.StatusGone, "This share link has reached its maximum number of uses")
 	p.logAccess(ctx, share, start, clientIP, "denied", "max-uses", 0)
 }
 
@@ -570,7 +580,7 @@ func (p *Proxy) httpClient(sess *tunnels.Session, svc *config.Service) (*fasthtt
 			// Retry idempotent requests (and body-less ones) once on a stale
 			// pooled stream; never re-send a streamed body, never wait twice
 			// for a service that did not answer.
-			if isTimeout(err) {
+			if IsTimeout(err) {
 				return false, false
 			}
 			return false, attempts < 2 && !req.IsBodyStream() && (req.Header.IsGet() || req.Header.IsHead() || len(req.Body()) == 0)
@@ -953,7 +963,7 @@ func relayHead(ctx *fasthttp.RequestCtx, src *fasthttp.ResponseHeader, tg *targe
 func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg target, clientIP string, edits *Edits, start time.Time) bool {
 	hc, err := p.httpClient(sess, tg.svc)
 	if err != nil {
-		writeError(ctx, fasthttp.StatusInternalServerError, "Internal error")
+		WriteError(ctx, fasthttp.StatusInternalServerError, "Internal error")
 		return false
 	}
 	req := fasthttp.AcquireRequest()
@@ -971,14 +981,14 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 			switch {
 			case errors.Is(edits.body.err, fasthttp.ErrBodyTooLarge):
 				status, msg = fasthttp.StatusRequestEntityTooLarge, BodyTooLarge
-			case isTimeout(edits.body.err):
+			case IsTimeout(edits.body.err):
 				// No byte of it for the edge's body timeout.
 				status, msg = fasthttp.StatusRequestTimeout, RequestTimeout
 			}
 			ctx.SetConnectionClose()
 		}
 		p.log.Debug("upstream error", "service", tg.svc.ID, "err", err)
-		writeError(ctx, status, msg)
+		WriteError(ctx, status, msg)
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
 		return false
 	}
@@ -987,7 +997,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 		// fails those before the client pools the stream): never relayed,
 		// the visitor would wait for a protocol that does not come.
 		fasthttp.ReleaseResponse(resp)
-		writeError(ctx, fasthttp.StatusBadGateway, msgBadResponse)
+		WriteError(ctx, fasthttp.StatusBadGateway, msgBadResponse)
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
 		return false
 	}
@@ -1014,7 +1024,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 			// Set-Cookie, Content-Encoding, ETag...): only the edge's own.
 			ctx.Response.Reset()
 			edits.applyResponse(&ctx.Response.Header)
-			writeError(ctx, fasthttp.StatusBadGateway, "The connection to the service was lost")
+			WriteError(ctx, fasthttp.StatusBadGateway, "The connection to the service was lost")
 			n = 0
 		}
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", int64(n))
@@ -1231,7 +1241,9 @@ var errBadResponse = errors.New("proxy: 101 Switching Protocols (or interim resp
 const msgBadResponse = "The service sent an invalid response"
 
 // isTimeout reports a deadline that passed.
-func isTimeout(err error) bool {
+// IsTimeout reports whether err is a timeout: fasthttp's, a passed
+// deadline, or a net.Error that says so.
+func IsTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
@@ -1245,7 +1257,7 @@ func upstreamError(err error) (int, string) {
 		return fasthttp.StatusBadGateway, "The service could not be reached from its agent"
 	case errors.Is(err, errBadResponse):
 		return fasthttp.StatusBadGateway, msgBadResponse
-	case isTimeout(err), errors.Is(err, context.DeadlineExceeded):
+	case IsTimeout(err), errors.Is(err, context.DeadlineExceeded):
 		return fasthttp.StatusGatewayTimeout, "The service did not answer in time"
 	default:
 		return fasthttp.StatusBadGateway, "The connection to the service was lost"
@@ -1258,7 +1270,7 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 	conn, err := sess.OpenStream(tunnel.KindHTTP, id, clientIP)
 	if err != nil {
 		status, msg := upstreamError(err)
-		writeError(ctx, status, msg)
+		WriteError(ctx, status, msg)
 		return
 	}
 	req := fasthttp.AcquireRequest()
@@ -1271,7 +1283,7 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 	fasthttp.ReleaseRequest(req)
 	if err != nil {
 		conn.Close()
-		writeError(ctx, fasthttp.StatusBadGateway, "The connection to the service was lost")
+		WriteError(ctx, fasthttp.StatusBadGateway, "The connection to the service was lost")
 		return
 	}
 	br := bufio.NewReader(conn)
@@ -1279,7 +1291,7 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if err := rh.Read(br); err != nil {
 		conn.Close()
-		writeError(ctx, fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
+		WriteError(ctx, fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
 		return
 	}
 	_ = conn.SetReadDeadline(time.Time{})
@@ -1292,7 +1304,7 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 			ctx.SetStatusCode(rh.StatusCode())
 			ctx.SetBody(resp.Body())
 		} else {
-			writeError(ctx, fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
+			WriteError(ctx, fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
 		}
 		conn.Close()
 		return
@@ -1388,8 +1400,12 @@ func (c *readerConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 // CloseWrite forwards half-close.
 func (c *readerConn) CloseWrite() error { return tunnel.CloseWrite(c.Conn) }
 
-// writeError writes the API's error envelope.
-func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
+// WriteError answers ctx with status and the API's error envelope
+// ({"error","message","statusCode"}) and the security headers of every
+// answer the edge writes itself: the share handler's own errors, and those
+// the edge's HTTP server answers before any handler runs (a malformed
+// request, headers too large).
+func WriteError(ctx *fasthttp.RequestCtx, status int, msg string) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
 	setSecurityHeaders(ctx)
