@@ -112,8 +112,8 @@ func (a *app) identity(ctx context.Context, c *client.Client, name, label string
 	if err != nil {
 		return nil, nil, err
 	}
-	if st != nil && st.ControlURL != "" && !sameControl(st.ControlURL, a.control) {
-		return nil, nil, fmt.Errorf("state file %s holds an agent of %s, not %s: pass --state to use another file", path, st.ControlURL, a.control)
+	if err := a.checkStateControl(path, st); err != nil {
+		return nil, nil, err
 	}
 	if name != "" {
 		if st != nil {

@@ -198,10 +198,19 @@ func (a *app) runningState(re *agentRunningError) (*agentState, error) {
 	if err == nil && st == nil {
 		err = re // still provisioning its identity
 	}
-	if err == nil && st.ControlURL != "" && !sameControl(st.ControlURL, a.control) {
-		err = fmt.Errorf("state file %s holds an agent of %s, not %s: pass --state to use another file", re.path, st.ControlURL, a.control)
+	if err == nil {
+		err = a.checkStateControl(re.path, st)
 	}
 	return st, err
+}
+
+// checkStateControl refuses a state file (st, nil when there is none) that
+// holds an agent of another control plane than --control.
+func (a *app) checkStateControl(path string, st *agentState) error {
+	if st != nil && st.ControlURL != "" && !sameControl(st.ControlURL, a.control) {
+		return fmt.Errorf("state file %s holds an agent of %s, not %s: pass --state to use another file", path, st.ControlURL, a.control)
+	}
+	return nil
 }
 
 // releaseAgentLock gives the lock back (the process normally just exits;
