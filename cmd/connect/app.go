@@ -386,6 +386,10 @@ func (a *app) printError(cmd *cobra.Command, err error) int {
 		err = fmt.Errorf("%s does not look like a control plane's API (it answered: %w; it serves no /openapi.json): "+
 			"check --control / PC_CONTROL_URL (default %s; an edge's share or tunnel address is not it)", a.control, err, defaultControlURL)
 	}
+	code := 1
+	if isUsage(err) {
+		code = 2
+	}
 	var ae *client.APIError
 	if a.logFormat == "json" && a.log != nil {
 		// stderr holds only JSON records in this mode.
@@ -398,10 +402,6 @@ func (a *app) printError(cmd *cobra.Command, err error) int {
 			if ae.RetryAfter > 0 {
 				args = append(args, "retryAfter", ae.RetryAfter)
 			}
-		}
-		code := 1
-		if isUsage(err) {
-			code = 2
 		}
 		a.log.Error("command failed", append(args, "exitCode", code)...)
 		return code
@@ -417,15 +417,14 @@ func (a *app) printError(cmd *cobra.Command, err error) int {
 			fmt.Fprintf(a.stderr, "  retry after %d s\n", ae.RetryAfter)
 		}
 	}
-	if isUsage(err) {
+	if code == 2 {
 		path := "connect"
 		if cmd != nil {
 			path = cmd.CommandPath()
 		}
 		fmt.Fprintf(a.stderr, "Run '%s --help' for usage.\n", path)
-		return 2
 	}
-	return 1
+	return code
 }
 
 // envAnnotation names the environment variable of a flag when it is not

@@ -154,7 +154,7 @@ func (a *app) checkSameAgentSettings(cmd *cobra.Command, re *agentRunningError, 
 			return fmt.Sprintf("%s %s (it runs without)", flag, given)
 		}
 		if given == "" {
-			return fmt.Sprintf("%s %s (it runs with %s)", flag, "off", running)
+			given = "off"
 		}
 		return fmt.Sprintf("%s %s (it runs with %s)", flag, given, running)
 	}
