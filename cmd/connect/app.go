@@ -288,22 +288,31 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	return slog.New(cliconf.LogHandler(w, format == "json", level))
 }
 
+// cmdContext is the command's context (Ctrl-C ends it), or Background for
+// an error met before a command ran.
+func cmdContext(cmd *cobra.Command) context.Context {
+	if cmd != nil && cmd.Context() != nil {
+		return cmd.Context()
+	}
+	return context.Background()
+}
+
 // notControl reports whether err, a 404 or 405 or an answer that is not
 // JSON, came from a server that is not a control plane (an edge's share
 // listener, an unrelated web server): the control plane serves its API
 // description at /openapi.json; anything else does not.
-func (a *app) notControl(err error) bool {
+func (a *app) notControl(ctx context.Context, err error) bool {
 	var ae *client.APIError
 	switch {
 	case errors.As(err, &ae):
 		if ae.StatusCode != http.StatusNotFound && ae.StatusCode != http.StatusMethodNotAllowed || controlNotFound(ae.Message) {
 			return false
 		}
-	case strings.Contains(err.Error(), "decode response"):
+	case errors.Is(err, client.ErrDecode):
 	default:
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, rerr := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(a.control, "/")+"/openapi.json", nil)
 	if rerr != nil {
@@ -382,7 +391,7 @@ func (a *app) printError(cmd *cobra.Command, err error) int {
 	var ue *url.Error
 	if errors.As(err, &ue) && !errors.Is(err, context.Canceled) {
 		err = fmt.Errorf("cannot reach the control plane at %s: %w", a.control, ue.Err)
-	} else if a.notControl(err) {
+	} else if a.notControl(cmdContext(cmd), err) {
 		err = fmt.Errorf("%s does not look like a control plane's API (it answered: %w; it serves no /openapi.json): "+
 			"check --control / PC_CONTROL_URL (default %s; an edge's share or tunnel address is not it)", a.control, err, defaultControlURL)
 	}

@@ -282,11 +282,16 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, []byte, e
 	return resp, body, nil
 }
 
+// ErrDecode is wrapped by the error of an answer whose body is not the
+// API's JSON envelope (a server that is not a control plane, a proxy's
+// error page).
+var ErrDecode = errors.New("decode response")
+
 func decodeData(ctx context.Context, r request, body []byte, out any) error {
 	var env envelope
 	if len(bytes.TrimSpace(body)) > 0 {
 		if err := json.Unmarshal(body, &env); err != nil {
-			return fmt.Errorf("%s %s: decode response: %w", r.method, r.path, err)
+			return fmt.Errorf("%s %s: %w: %w", r.method, r.path, ErrDecode, err)
 		}
 	}
 	if dst, ok := ctx.Value(rawDataKey{}).(*json.RawMessage); ok && dst != nil {

@@ -331,6 +331,15 @@ func TestDecodeErrorIsNotAPIError(t *testing.T) {
 	_, err := f.client().Status(context.Background())
 	require.Error(t, err)
 	assert.True(t, strings.Contains(err.Error(), "decode data"), err.Error())
+
+	// A body that is not the API's JSON at all (an HTML error page).
+	f.mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		io.WriteString(w, "<html>bad gateway</html>")
+	})
+	_, _, err = f.client().ListServices(context.Background(), client.ListOptions{}, client.ServiceFilter{})
+	require.ErrorIs(t, err, client.ErrDecode)
+	assert.Contains(t, err.Error(), "decode response: invalid character")
 }
 
 // An empty id is refused before any request: the API would answer 404
