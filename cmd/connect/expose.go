@@ -65,9 +65,11 @@ func (a *app) exposeCmd() *cobra.Command {
 			var svc *client.Service
 			created := false
 			if offline == nil {
-				svc, created, err = c.RegisterService(ctx, client.RegisterServiceRequest{
+				sctx, cancel := context.WithTimeout(ctx, a.setupTimeout) // as identity's calls
+				svc, created, err = c.RegisterService(sctx, client.RegisterServiceRequest{
 					AgentID: st.AgentID, Name: name, TargetHost: host, TargetPort: port, Protocol: protocol, IsPublic: public,
 				})
+				cancel()
 				if err != nil && !client.IsUnreachable(err) {
 					return fmt.Errorf("register service: %w", err)
 				}
@@ -153,6 +155,8 @@ func (af *agentFlags) pinTargets(c *client.Client, agentID string, targets []str
 // with target first, and saves the services in the state file (for a start
 // without the control plane).
 func (a *app) registeredTargets(ctx context.Context, c *client.Client, st *agentState, target string) []string {
+	ctx, cancel := context.WithTimeout(ctx, a.setupTimeout) // as identity's calls
+	defer cancel()
 	svcs, err := agentServices(ctx, c, st.AgentID)
 	if err != nil {
 		return []string{target}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -32,7 +33,9 @@ func (a *app) upCmd() *cobra.Command {
 			}
 			var svcs []client.Service
 			if offline == nil {
-				svcs, err = agentServices(ctx, c, st.AgentID)
+				sctx, cancel := context.WithTimeout(ctx, a.setupTimeout) // as identity's calls
+				svcs, err = agentServices(sctx, c, st.AgentID)
+				cancel()
 				switch {
 				case err == nil:
 					st.setServices(svcs) // for a start without the control plane
