@@ -426,13 +426,6 @@ func (t *Table) Plugins() []config.Plugin {
 	return out
 }
 
-// Attachments reports how many shares not revoked name the plugin id in
-// their chain, counting each share once.
-func (t *Table) Attachments(pluginID string) int {
-	n, _ := t.attached.get(strShard(pluginID), pluginID)
-	return int(n)
-}
-
 // AttachedPlugins returns the uploaded plugins that at least one share not
 // revoked names: the ones an edge needs loaded.
 func (t *Table) AttachedPlugins() []config.Plugin {
