@@ -1,8 +1,10 @@
 package tunnel
 
 import (
+	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -88,11 +90,27 @@ func copyAll(dst, src net.Conn) int64 {
 // ReaderFrom and WriterTo of both sides are hidden: a *net.TCPConn that
 // cannot splice from src falls back to io.Copy, which allocates its own
 // buffer for every copy (TestCopyHalfAllocations).
+//
+// A copy that ends on a timeout does not give its buffer back: a tunnel
+// stream's Write woken by its deadline (an abort, a stalled peer) returns
+// while smux still holds the frame it queued, which points into the buffer
+// and is sent later. Reused, the buffer would put another connection's
+// bytes (another workspace's, on an edge) into that frame. The garbage
+// collector frees it once smux lets go.
 func CopyPooled(dst io.Writer, src io.Reader) (int64, error) {
 	bp := copyBufPool.Get().(*[]byte)
 	n, err := io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
-	copyBufPool.Put(bp)
+	if err == nil || !isTimeout(err) {
+		copyBufPool.Put(bp)
+	}
 	return n, err
+}
+
+// isTimeout reports a passed deadline (os.ErrDeadlineExceeded, smux's
+// ErrTimeout, any net.Error that says so).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // StallTimeout wraps c so that a write making no progress for d fails: a

@@ -5,7 +5,11 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/xtaci/smux"
 )
 
 // readerConn is a net.Conn that reads from r (no WriterTo: a tunnel
@@ -53,5 +57,120 @@ func TestCopyHalfAllocations(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 1<<10 {
 		t.Fatalf("%d bytes allocated per copy into a TCP connection (its ReadFrom's 32 KiB buffer?)", per)
+	}
+}
+
+// gateConn is a connection whose writes wait while it is shut: a tunnel
+// connection the kernel stopped taking bytes for.
+type gateConn struct {
+	net.Conn
+	mu   sync.Mutex
+	shut chan struct{}
+}
+
+func (c *gateConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	shut := c.shut
+	c.mu.Unlock()
+	if shut != nil {
+		<-shut
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *gateConn) close() { c.mu.Lock(); c.shut = make(chan struct{}); c.mu.Unlock() }
+
+func (c *gateConn) open() { c.mu.Lock(); close(c.shut); c.shut = nil; c.mu.Unlock() }
+
+// A stream write woken by its deadline returns while smux still holds the
+// frame it queued, which points into the copy's buffer and leaves later.
+// TestTimedOutCopyKeepsItsBuffer: that buffer must not serve another copy
+// meanwhile, or the frame carries the other connection's bytes.
+func TestTimedOutCopyKeepsItsBuffer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := &gateConn{Conn: c}
+	client, err := smux.Client(Buffered(gate), SmuxConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := smux.Server(Buffered(<-accepted), SmuxConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	open := func() (*smux.Stream, *smux.Stream) {
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Write([]byte{'x'}); err != nil {
+			t.Fatal(err)
+		}
+		peer, err := server.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(peer, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		return st, peer
+	}
+	bulk, bulkPeer := open()
+	// Several victims: under -race sync.Pool drops a quarter of what it is
+	// given, so one could miss a reuse.
+	victims := make([]*smux.Stream, 4)
+	peers := make([]*smux.Stream, len(victims))
+	for i := range victims {
+		victims[i], peers[i] = open()
+	}
+
+	// The connection jams: smux's send loop blocks behind a bulk write
+	// larger than what the buffered connection holds.
+	gate.close()
+	go func() { _, _ = bulk.Write(make([]byte, 512<<10)) }()
+	time.Sleep(200 * time.Millisecond)
+	for _, v := range victims {
+		_, err = CopyPooled(StallTimeout(v, 50*time.Millisecond), bytes.NewReader(bytes.Repeat([]byte{'A'}, 1000)))
+		if !isTimeout(err) {
+			t.Fatalf("copy into a jammed stream: %v, want its deadline", err)
+		}
+		// Other connections copy meanwhile, through the pool.
+		for range 4 {
+			if _, err := CopyPooled(io.Discard, bytes.NewReader(bytes.Repeat([]byte{'B'}, 32<<10))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	gate.open()
+	go func() { _, _ = io.Copy(io.Discard, bulkPeer) }()
+	for _, p := range peers {
+		// The frame still leaves (nothing resets the stream here).
+		_ = p.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, 1000)
+		if _, err := io.ReadFull(p, got); err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.IndexByte(got, 'B'); i >= 0 {
+			t.Fatalf("the timed-out frame left with another copy's bytes: %q…", got[i:min(len(got), i+16)])
+		}
+		if n := bytes.Count(got, []byte{'A'}); n != len(got) {
+			t.Fatalf("the stream carried %q, not the copy's bytes", got)
+		}
 	}
 }
