@@ -53,10 +53,11 @@
 //
 // Failures. Plugins fail closed: Error with 500, or 503 when no instance could be had, the
 // plugin is not loaded or its breaker is open. ModuleOptions.FailOpen skips a failing plugin
-// instead. Each plugin version has a circuit breaker: BreakerThreshold failures within a
-// minute open it for BreakerBackoff, then one trial call; a failed trial doubles the backoff
-// (up to 10 minutes); a reload resets it. Failures are logged with the plugin id
-// (rate-limited) and reported through Config.OnFailure at most every 10 s per plugin.
+// instead (Config.FailOpenUnloaded, one that is not loaded). Each plugin version has a
+// circuit breaker: BreakerThreshold failures within a minute open it for BreakerBackoff, then
+// one trial call; a failed trial doubles the backoff (up to 10 minutes); a reload resets it.
+// Failures are logged with the plugin id (rate-limited) and reported through
+// Config.OnFailure at most every 10 s per plugin.
 //
 // Hot reload. Load of another module (or other options) for a loaded id builds and warms the
 // complete new pool first, then swaps it in atomically; the old pool drains (idle instances

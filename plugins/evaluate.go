@@ -142,6 +142,9 @@ func (h *Host) EvaluateInto(ctx context.Context, chain []Attachment, req *Reques
 		}
 		pl := h.lookup(a.PluginID)
 		if pl == nil {
+			if f := h.cfg.FailOpenUnloaded; f != nil && f(a.PluginID) {
+				continue
+			}
 			d.fail(503, &PluginError{PluginID: a.PluginID, Kind: ErrNotLoaded})
 			return
 		}

@@ -67,6 +67,11 @@ type Config struct {
 	// 10 s) when a plugin call fails; the control plane turns it into the plugin.failed
 	// webhook.
 	OnFailure func(pluginID string, err error)
+	// FailOpenUnloaded, when set, tells whether a plugin that is not loaded (its load failed,
+	// or is still under way) is marked failOpen: the chain then skips it, as it skips a
+	// loaded failOpen plugin that fails, instead of answering 503. The host learns a
+	// plugin's options only when it loads it; the caller knows them from its configuration.
+	FailOpenUnloaded func(pluginID string) bool
 }
 
 func (c Config) withDefaults() (Config, error) {

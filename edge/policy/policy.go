@@ -77,6 +77,10 @@ type Engine struct {
 	// npending is its size, read by every request.
 	pending  map[string]chan struct{}
 	npending atomic.Int32
+	// failOpens are the wanted plugins marked failOpen: when one is not
+	// loaded (its load failed, or the wait for it ran out), its shares'
+	// chains skip it rather than answer 503.
+	failOpens atomic.Pointer[map[string]bool]
 	closed   bool // the loader stopped: no more pending loads
 	kick     chan struct{}
 	cancel   context.CancelFunc
@@ -90,7 +94,11 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	hcfg := plugins.Config{Logger: log.With("component", "plugins"), PoolSize: cfg.PoolSize}
+	e := &Engine{cfg: cfg, log: log, grace: cfg.UnloadGrace, loadWait: cfg.LoadWait,
+		loaded: map[string]string{}, failed: map[string]string{}, wanted: map[string]config.Plugin{}, detached: map[string]time.Time{},
+		pending: map[string]chan struct{}{}, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	hcfg := plugins.Config{Logger: log.With("component", "plugins"), PoolSize: cfg.PoolSize,
+		FailOpenUnloaded: e.failOpen}
 	if cfg.CacheDir != "" {
 		hcfg.CacheDir = filepath.Join(cfg.CacheDir, "compiled")
 	}
@@ -98,9 +106,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	e := &Engine{cfg: cfg, log: log, host: host, grace: cfg.UnloadGrace, loadWait: cfg.LoadWait,
-		loaded: map[string]string{}, failed: map[string]string{}, wanted: map[string]config.Plugin{}, detached: map[string]time.Time{},
-		pending: map[string]chan struct{}{}, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	e.host = host
 	if e.grace == 0 {
 		e.grace = 30 * time.Second
 	}
@@ -134,9 +140,14 @@ func (e *Engine) Host() *plugins.Host { return e.host }
 // it (Check) rather than failing at once.
 func (e *Engine) Sync(t *routes.Table) {
 	want := map[string]config.Plugin{}
+	failOpens := map[string]bool{}
 	for _, p := range t.AttachedPlugins() {
 		want[p.ID] = p
+		if p.FailOpen {
+			failOpens[p.ID] = true
+		}
 	}
+	e.failOpens.Store(&failOpens)
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -162,6 +173,13 @@ func (e *Engine) Sync(t *routes.Table) {
 	case e.kick <- struct{}{}:
 	default:
 	}
+}
+
+// failOpen tells the host whether a plugin it has not loaded is marked
+// failOpen (plugins.Config.FailOpenUnloaded).
+func (e *Engine) failOpen(id string) bool {
+	m := e.failOpens.Load()
+	return m != nil && (*m)[id]
 }
 
 func (e *Engine) loader(ctx context.Context) {
@@ -282,17 +300,26 @@ func (e *Engine) reconcile(ctx context.Context) (next time.Duration) {
 func (e *Engine) load(ctx context.Context, id string, p config.Plugin) error {
 	wasm, err := e.module(ctx, p.SHA256)
 	if err != nil {
-		e.log.Error("plugin module unavailable; its shares fail closed", "plugin", id, "sha256", p.SHA256, "err", err)
+		e.log.Error("plugin module unavailable; "+unloadedMeans(p), "plugin", id, "sha256", p.SHA256, "err", err)
 		return err
 	}
 	opts := plugins.ModuleOptions{FailOpen: p.FailOpen, Timeout: time.Duration(p.TimeoutMs) * time.Millisecond, MemoryLimitBytes: p.MemoryLimitBytes}
 	t0 := time.Now()
 	if err := e.host.Load(ctx, id, wasm, opts); err != nil {
-		e.log.Error("plugin failed to load; its shares fail closed", "plugin", id, "err", err)
+		e.log.Error("plugin failed to load; "+unloadedMeans(p), "plugin", id, "err", err)
 		return err
 	}
 	e.log.Info("plugin loaded", "plugin", id, "name", p.Name, "sha256", p.SHA256, "took", time.Since(t0))
 	return nil
+}
+
+// unloadedMeans says what a plugin that could not be loaded does to its
+// shares' requests.
+func unloadedMeans(p config.Plugin) string {
+	if p.FailOpen {
+		return "its shares skip it (failOpen)"
+	}
+	return "its shares fail closed"
 }
 
 // awaitLoads waits, up to LoadWait in all, for the pending loads of the

@@ -114,15 +114,16 @@ func newEngine(t *testing.T, m *modules, tweak func(*Config)) *Engine {
 // snapshot is a table's content: plugins by id (sha256), and shares by id
 // with the plugin ids they attach.
 type snapshot struct {
-	plugins map[string]string
-	shares  map[string][]string
+	plugins  map[string]string
+	shares   map[string][]string
+	failOpen map[string]bool // plugin ids marked failOpen
 }
 
 func (s snapshot) table(t *testing.T) *routes.Table {
 	t.Helper()
 	snap := &config.Snapshot{}
 	for id, sum := range s.plugins {
-		snap.Plugins = append(snap.Plugins, config.Plugin{ID: id, Name: id, SHA256: sum})
+		snap.Plugins = append(snap.Plugins, config.Plugin{ID: id, Name: id, SHA256: sum, FailOpen: s.failOpen[id]})
 	}
 	for id, ps := range s.shares {
 		tok := sha256.Sum256([]byte(id))
@@ -393,5 +394,36 @@ func TestFailedLoadDoesNotMakeRequestsWait(t *testing.T) {
 	}
 	if took := time.Since(t0); took > time.Second {
 		t.Fatalf("the request waited %v for a load that had failed", took)
+	}
+}
+
+// TestUnloadedFailOpenPluginIsSkipped: a plugin marked failOpen whose load
+// failed is skipped by its shares' chains, as a loaded one that fails is;
+// one that is not marked still fails closed (503).
+func TestUnloadedFailOpenPluginIsSkipped(t *testing.T) {
+	m := &modules{}
+	open, closed := m.add(allowWasm(t, "open")), m.add(allowWasm(t, "closed"))
+	m.fail[open], m.fail[closed] = true, true
+	e := newEngine(t, m, nil)
+	s := snapshot{plugins: map[string]string{"open": open, "closed": closed},
+		shares:   map[string][]string{"s-open": {"open"}, "s-closed": {"closed"}, "s-both": {"open", "closed"}},
+		failOpen: map[string]bool{"open": true}}
+	tb := s.table(t)
+	e.Sync(tb)
+	waitFor(t, "the failed loads", func() bool { return e.npending.Load() == 0 && m.fetches.Load() >= 2 })
+	if v := check(t, e, tb, "s-open"); v != nil {
+		t.Fatalf("a failOpen plugin that is not loaded: verdict %+v, want the request let through", v)
+	}
+	for _, id := range []string{"s-closed", "s-both"} {
+		if v := check(t, e, tb, id); v == nil || v.Status != 503 || v.DeniedBy != "closed" {
+			t.Fatalf("%s: verdict %+v, want 503 by the plugin that is not failOpen", id, v)
+		}
+	}
+	// The mark follows the table: unmarked, the same plugin fails closed.
+	s.failOpen = nil
+	tb = s.table(t)
+	e.Sync(tb)
+	if v := check(t, e, tb, "s-open"); v == nil || v.Status != 503 {
+		t.Fatalf("verdict %+v after failOpen was cleared, want 503", v)
 	}
 }
