@@ -680,6 +680,33 @@ func TestRegisterServiceOfAConnectedAgent(t *testing.T) {
 	assert.Equal(t, svcID, s["id"])
 }
 
+// Presence lives in memory: just after the control plane starts, an agent
+// reads as offline until its edge reports. TestRegisterWhilePresenceSettles:
+// meanwhile another agent's register of the name does not move the service
+// (409, with when to retry), and does once every edge has reported.
+func TestRegisterWhilePresenceSettles(t *testing.T) {
+	h := newHarness(t)
+	_, tok1 := h.edge("e1")
+	_, tok2 := h.edge("e2")
+	svcID, owner := h.service(h.admin, "web")
+	other, _ := h.agent(h.admin)
+	body := map[string]any{"agentId": other, "name": "web", "targetHost": "127.0.0.1", "targetPort": 9001}
+
+	h.report(tok1, []string{})
+	r := h.req("POST", "/v1/services/register", h.admin, body)
+	h.assertError(r, 409)
+	msg, _ := r.Body["message"].(string)
+	assert.Contains(t, msg, owner)
+	assert.Contains(t, msg, "retry in")
+	assert.Equal(t, owner, h.must(200, "GET", "/v1/services/"+svcID, h.admin, nil).data()["agentId"], "unchanged")
+	// Its own agent is not held up.
+	h.must(200, "POST", "/v1/services/register", h.admin, map[string]any{"agentId": owner, "name": "web", "targetHost": "127.0.0.1", "targetPort": 9002})
+
+	h.report(tok2, []string{})
+	s := h.must(200, "POST", "/v1/services/register", h.admin, body).data()
+	assert.Equal(t, other, s["agentId"], "every edge reported: the offline agent's service moves")
+}
+
 // A new share's link names an edge that is online: the oldest of them, not
 // the oldest edge when that one is down.
 func TestShareURLNamesAnOnlineEdge(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -70,15 +71,48 @@ func (a *API) registerService(c *call) (any, error) {
 // would otherwise hand it, and every share link of it, to whoever registers
 // the name next. An offline agent's service moves (a machine replaced).
 func (a *API) checkOwner(tx store.Tx, ws string, s *store.Service, agentID string) error {
-	if s.AgentID == agentID || len(a.hub.Presence.AgentEdges(s.AgentID)) == 0 {
+	if s.AgentID == agentID {
 		return nil
 	}
-	owner := s.AgentID
-	if ag, err := store.GetAgent(tx, ws, s.AgentID); err == nil && ag.Name != "" {
-		owner = strconv.Quote(ag.Name) + " (" + ag.ID + ")"
+	owner := func() string {
+		if ag, err := store.GetAgent(tx, ws, s.AgentID); err == nil && ag.Name != "" {
+			return strconv.Quote(ag.Name) + " (" + ag.ID + ")"
+		}
+		return s.AgentID
 	}
-	return &store.ConflictError{Field: "name", Message: "the service " + strconv.Quote(s.Name) + " is exposed by agent " + owner +
+	if len(a.hub.Presence.AgentEdges(s.AgentID)) == 0 {
+		// Presence lives in memory: just after a start, an agent reads as
+		// offline until its edge reports, and must not lose its service.
+		left, err := a.presenceSettling(tx)
+		if err != nil || left == 0 {
+			return err
+		}
+		return &store.ConflictError{Field: "name", Message: "the service " + strconv.Quote(s.Name) + " is exposed by agent " + owner() +
+			"; the control plane started moments ago and not every edge has reported its agents yet, so whether that agent is connected is not known: retry in " +
+			strconv.Itoa(int((left+time.Second-1)/time.Second)) + " s"}
+	}
+	return &store.ConflictError{Field: "name", Message: "the service " + strconv.Quote(s.Name) + " is exposed by agent " + owner() +
 		", which is connected: choose another name, or stop that agent first"}
+}
+
+// presenceSettling is Presence.Settling for the registered edges.
+func (a *API) presenceSettling(tx store.Tx) (time.Duration, error) {
+	return a.hub.Presence.Settling(func() ([]string, error) {
+		var ids []string
+		for after := ""; ; {
+			page, next, err := store.ListEdges(tx, after, 500)
+			if err != nil {
+				return nil, err
+			}
+			for _, e := range page {
+				ids = append(ids, e.ID)
+			}
+			if next == "" {
+				return ids, nil
+			}
+			after = next
+		}
+	})
 }
 
 func (a *API) upsertService(c *call, agentID, name, host string, port int, protocol *string, isPublic *bool) (*store.Service, bool, error) {

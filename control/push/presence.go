@@ -21,6 +21,7 @@ type Presence struct {
 	deleted map[string]struct{} // Forget: their late signs of life are ignored
 	offline time.Duration
 	now     func() time.Time
+	start   time.Time // presence is rebuilt from the edges' reports from here
 }
 
 // EdgeState is what the control plane knows of a live edge.
@@ -42,13 +43,40 @@ type EdgeState struct {
 	// it is offline until a stream opens or another process reports.
 	stopped   bool
 	stoppedBy string // the process that said so
+	// reported: a report came since the control plane started, so Agents
+	// is the edge's word, not an empty guess.
+	reported bool
 }
 
 const maxReplaced = 16
 
 // NewPresence returns a tracker with the given offline window.
 func NewPresence(offline time.Duration) *Presence {
-	return &Presence{edges: make(map[string]*EdgeState), deleted: make(map[string]struct{}), offline: offline, now: time.Now}
+	return &Presence{edges: make(map[string]*EdgeState), deleted: make(map[string]struct{}), offline: offline, now: time.Now, start: time.Now()}
+}
+
+// Settling tells how long presence may still miss connected agents after
+// the control plane's start, which it keeps no record of: until each of the
+// registered edges (listed by edges, only asked during that time) has
+// reported since, or until the offline window has passed (an edge that has
+// not reported by then counts as offline in any case). 0 means settled.
+func (p *Presence) Settling(edges func() ([]string, error)) (time.Duration, error) {
+	left := p.offline - p.now().Sub(p.start)
+	if left <= 0 {
+		return 0, nil
+	}
+	ids, err := edges()
+	if err != nil {
+		return 0, err
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for _, id := range ids {
+		if e := p.edges[id]; e == nil || !e.reported {
+			return left, nil
+		}
+	}
+	return 0, nil
 }
 
 func (p *Presence) edge(id string) *EdgeState {
@@ -156,6 +184,7 @@ func (p *Presence) Report(id string, r *config.Report) (appeared, gone []string,
 	e := p.edge(id)
 	e.Connections = r.Connections
 	e.LastSeen = p.now()
+	e.reported = true
 	// A report of the stopping process that overtook its last one does not
 	// bring it back.
 	e.stopped = r.Stopping || (e.stopped && r.Instance != "" && r.Instance == e.stoppedBy)

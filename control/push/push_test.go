@@ -212,6 +212,41 @@ func TestPresenceOfflineWindow(t *testing.T) {
 	assert.False(t, p.AgentOnline("a"))
 }
 
+// TestPresenceSettling: after a start, presence is unsettled until every
+// registered edge has reported (an open stream alone says nothing of its
+// agents), or until the offline window has passed.
+func TestPresenceSettling(t *testing.T) {
+	p := NewPresence(30 * time.Second)
+	now := p.start
+	p.now = func() time.Time { return now }
+	asked := 0
+	edges := func() ([]string, error) { asked++; return []string{"e1", "e2"}, nil }
+	settling := func() time.Duration {
+		t.Helper()
+		d, err := p.Settling(edges)
+		require.NoError(t, err)
+		return d
+	}
+	now = now.Add(5 * time.Second)
+	assert.Equal(t, 25*time.Second, settling(), "no edge heard yet")
+	p.StreamOpened("e1", "")
+	p.Report("e2", &config.Report{Agents: []string{"a"}})
+	assert.Equal(t, 25*time.Second, settling(), "e1's stream is open but it has not reported")
+	p.Report("e1", &config.Report{})
+	assert.Zero(t, settling(), "every edge reported")
+
+	q := NewPresence(30 * time.Second)
+	now = q.start.Add(30 * time.Second)
+	q.now = func() time.Time { return now }
+	asked = 0
+	d, err := q.Settling(edges)
+	require.NoError(t, err)
+	assert.Zero(t, d, "the window passed: an edge silent so far is offline anyway")
+	assert.Zero(t, asked, "the edges are not listed once the window passed")
+	_, err = NewPresence(time.Minute).Settling(func() ([]string, error) { return nil, errors.New("store") })
+	assert.Error(t, err)
+}
+
 // TestPresenceOfAStoppingEdge: the offline window rides out a lost stream
 // (the edge reconnects within it), not a deliberate stop: an edge whose
 // last report says it stops is offline at once, with its agents, even while
