@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,10 +82,10 @@ type Engine struct {
 	// loaded (its load failed, or the wait for it ran out), its shares'
 	// chains skip it rather than answer 503.
 	failOpens atomic.Pointer[map[string]bool]
-	closed   bool // the loader stopped: no more pending loads
-	kick     chan struct{}
-	cancel   context.CancelFunc
-	done     chan struct{}
+	closed    bool // the loader stopped: no more pending loads
+	kick      chan struct{}
+	cancel    context.CancelFunc
+	done      chan struct{}
 }
 
 // New starts the Wasm host and loads the built-in plugins. A missing
@@ -427,15 +428,41 @@ type evalState struct {
 
 var statePool = sync.Pool{New: func() any {
 	st := &evalState{}
-	st.req.Header = func(name string) (string, bool) {
-		v := st.ctx.Request.Header.Peek(name)
-		if v == nil {
-			return "", false
-		}
-		return b2s(v), true
-	}
+	st.req.Header = func(name string) (string, bool) { return headerValue(&st.ctx.Request.Header, name) }
 	return st
 }}
+
+// headerValue is get_header's view of a request header: every line of it,
+// joined by ", " (plugin-abi-v1.md), so that a policy judges what the
+// service receives, not only the first line. Cookie lines are joined by
+// "; ", the separator of their own syntax (RFC 9113 §8.2.3 joins them so).
+// A header sent once costs no allocation.
+func headerValue(h *fasthttp.RequestHeader, name string) (string, bool) {
+	vs := h.PeekAll(name)
+	switch len(vs) {
+	case 0:
+		return "", false
+	case 1:
+		return b2s(vs[0]), true
+	}
+	sep := ", "
+	if strings.EqualFold(name, fasthttp.HeaderCookie) {
+		sep = "; "
+	}
+	n := len(sep) * (len(vs) - 1)
+	for _, v := range vs {
+		n += len(v)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for i, v := range vs {
+		if i > 0 {
+			b.WriteString(sep)
+		}
+		b.Write(v)
+	}
+	return b.String(), true
+}
 
 // b2s views bytes as a string without copying: the plugin host copies every
 // value into guest memory and keeps no reference after the call.

@@ -1,12 +1,15 @@
 package policy
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +20,7 @@ import (
 	"github.com/privateconnect/pc/edge/proxy"
 	"github.com/privateconnect/pc/edge/routes"
 	"github.com/privateconnect/pc/internal/config"
+	"github.com/privateconnect/pc/internal/sharepass"
 )
 
 // allowWasm is a guest that allows every request:
@@ -425,5 +429,69 @@ func TestUnloadedFailOpenPluginIsSkipped(t *testing.T) {
 	e.Sync(tb)
 	if v := check(t, e, tb, "s-open"); v == nil || v.Status != 503 {
 		t.Fatalf("verdict %+v after failOpen was cleared, want 503", v)
+	}
+}
+
+// TestHeaderValueJoinsEveryLine: get_header sees every line of a header,
+// joined by ", " (Cookie lines by "; "), as the service receives them all.
+func TestHeaderValueJoinsEveryLine(t *testing.T) {
+	for _, tc := range []struct {
+		name, raw, header, want string
+		ok                      bool
+	}{
+		{"absent", "", "X-Multi", "", false},
+		{"once", "X-Multi: a\r\n", "x-multi", "a", true},
+		{"twice", "X-Multi: a\r\nX-Multi: b\r\n", "X-Multi", "a, b", true},
+		{"three times, other headers between", "X-Multi: a\r\nX-Other: z\r\nx-multi: b\r\nX-MULTI: c\r\n", "X-Multi", "a, b, c", true},
+		{"empty line kept", "X-Multi: a\r\nX-Multi: \r\n", "X-Multi", "a, ", true},
+		{"cookies", "Cookie: a=1\r\nCookie: b=2\r\n", "Cookie", "a=1; b=2", true},
+		{"authorization", "Authorization: Basic AAA\r\nAuthorization: Basic BBB\r\n", "authorization", "Basic AAA, Basic BBB", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var h fasthttp.RequestHeader
+			if err := h.Read(bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\nHost: x\r\n" + tc.raw + "\r\n"))); err != nil {
+				t.Fatal(err)
+			}
+			got, ok := headerValue(&h, tc.header)
+			if got != tc.want || ok != tc.ok {
+				t.Fatalf("headerValue(%q) = %q, %v; want %q, %v", tc.header, got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+// TestPolicySeesEveryHeaderLine: a password share's Basic check judges
+// every Authorization line the service would receive: a valid first line
+// does not let a second one through unseen.
+func TestPolicySeesEveryHeaderLine(t *testing.T) {
+	e := newEngine(t, &modules{}, nil)
+	if e.builtinsErr != nil {
+		t.Skipf("built-in plugins not built (make plugins): %v", e.builtinsErr)
+	}
+	hash, err := sharepass.Hash("correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := sha256.Sum256([]byte("s"))
+	tb, err := routes.Build(&config.Snapshot{Shares: []config.Share{{ID: "s", ServiceID: "v", TokenHash: hex.EncodeToString(tok[:]), PasswordHash: hash}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Sync(tb)
+	sh, _ := tb.ShareByID("s")
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("x:correct horse"))
+	run := func(lines ...string) *proxy.Verdict {
+		var rc fasthttp.RequestCtx
+		rc.Request.SetRequestURI("/x")
+		for _, l := range lines {
+			rc.Request.Header.Add("Authorization", l)
+		}
+		return e.Check(&rc, sh, []byte("/x"), "127.0.0.1", &proxy.Edits{})
+	}
+	if v := run(basic); v != nil {
+		t.Fatalf("one valid Authorization line: verdict %+v, want allowed", v)
+	}
+	if v := run(basic, "Bearer smuggled"); v == nil || v.Status != 401 {
+		t.Fatalf("a valid line then another: verdict %+v, want 401", v)
 	}
 }
