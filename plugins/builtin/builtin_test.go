@@ -152,6 +152,8 @@ func TestAllowPaths(t *testing.T) {
 		{name: "dot dot", plugin: AllowPaths, config: cfg, req: plugins.Request{Method: "GET", Path: "/api/../admin"}, want: plugins.Respond, status: 403},
 		{name: "encoded", plugin: AllowPaths, config: cfg, req: plugins.Request{Method: "GET", Path: "/api/%2E%2E/admin"}, want: plugins.Respond, status: 403},
 		{name: "methods only", plugin: AllowPaths, config: `{"methods":["GET"]}`, req: plugins.Request{Method: "GET", Path: "/anything"}, want: plugins.Allow},
+		{name: "prefix without star", plugin: AllowPaths, config: `{"paths":["/api"]}`, req: plugins.Request{Method: "GET", Path: "/api/x"}, want: plugins.Allow},
+		{name: "prefix is whole segments", plugin: AllowPaths, config: `{"paths":["/api"]}`, req: plugins.Request{Method: "GET", Path: "/apiary"}, want: plugins.Respond, status: 403},
 		{name: "bad config", plugin: AllowPaths, config: `{"paths":"x"}`, req: plugins.Request{Method: "GET", Path: "/"}, want: plugins.Error, status: 500},
 	})
 }

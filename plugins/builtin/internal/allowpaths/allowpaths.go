@@ -1,10 +1,12 @@
 // Package allowpaths is the built-in plugin behind a share's allowedPaths and
 // allowedMethods: requests outside the allowed paths or methods get 403.
 //
-// Config: {"paths": ["/api/**", "/docs/*.html"], "methods": ["GET", "POST"]}. An empty or
-// missing list allows everything on that axis. In a path pattern "*" matches any run of
-// characters within one segment and "**" any run of characters across segments ("/a/**"
-// also matches "/a" itself). Methods are case-insensitive; allowing GET allows HEAD.
+// Config: {"paths": ["/api/**", "/docs/*.html", "/static"], "methods": ["GET", "POST"]}. An
+// empty or missing list allows everything on that axis. A pattern without a star is a prefix
+// of whole segments (api-v1.md: "prefix, or glob"): "/static" (or "/static/") allows
+// "/static" and everything under "/static/", not "/staticfiles". In a glob "*" matches any
+// run of characters within one segment and "**" any run of characters across segments
+// ("/a/**" also matches "/a" itself). Methods are case-insensitive; allowing GET allows HEAD.
 //
 // Paths with dot segments ("/a/../b"), backslashes or percent-encoded dots, slashes or
 // backslashes are refused unless "/**" is allowed: the service might resolve them differently
@@ -36,8 +38,8 @@ type compiled struct {
 // the common shapes use the runtime's optimised byte comparisons instead of the matcher.
 type pattern struct {
 	glob   string
-	kind   byte   // 'e' exact, 'p' "<prefix>/**" without other stars, 'g' glob
-	prefix []byte // 'p': "<prefix>/" ; 'e': the path
+	kind   byte   // 'p' a prefix: "<prefix>/**" without other stars, or no star at all; 'g' glob
+	prefix []byte // 'p': "<prefix>/"
 }
 
 func parse(b []byte) (*compiled, error) {
@@ -56,13 +58,13 @@ func parse(b []byte) (*compiled, error) {
 		if strings.Contains(strings.ReplaceAll(p, "**", ""), "**") {
 			return nil, fmt.Errorf("path pattern %q: more than two stars in a row", p)
 		}
-		if p == "/**" {
+		if p == "/**" || p == "/" {
 			c.any = true
 		}
 		pt := pattern{glob: p, kind: 'g'}
 		switch {
 		case !strings.Contains(p, "*"):
-			pt.kind, pt.prefix = 'e', []byte(p)
+			pt.kind, pt.prefix = 'p', []byte(strings.TrimSuffix(p, "/")+"/")
 		case strings.HasSuffix(p, "/**") && !strings.Contains(p[:len(p)-3], "*"):
 			pt.kind, pt.prefix = 'p', []byte(p[:len(p)-2])
 		}
@@ -116,9 +118,7 @@ func Handle(r *plugin.Request) plugin.Result {
 		pt := &c.patterns[i]
 		var ok bool
 		switch pt.kind {
-		case 'e':
-			ok = bytes.Equal(p, pt.prefix)
-		case 'p': // "/a/**" matches "/a" and everything under "/a/"
+		case 'p': // "/a/**" and "/a" match "/a" and everything under "/a/"
 			ok = bytes.HasPrefix(p, pt.prefix) || bytes.Equal(p, pt.prefix[:len(pt.prefix)-1])
 		default:
 			ok = match(pt.glob, p)

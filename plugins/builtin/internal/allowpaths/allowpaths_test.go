@@ -53,6 +53,30 @@ func TestHandle(t *testing.T) {
 			t.Errorf("%s %s: %+v", tc.method, tc.path, res)
 		}
 	}
+	// A pattern without a star is a prefix of whole segments.
+	for _, tc := range []struct {
+		path  string
+		allow bool
+	}{
+		{"/api", true},
+		{"/api/", true},
+		{"/api/v1/items", true},
+		{"/apiary", false},
+		{"/ap", false},
+		{"/docs", true},
+		{"/docs/a/b", true},
+		{"/doc", false},
+		{"/other", false},
+		{"/api/../admin", false},
+	} {
+		res := plugintest.Run(Handle, `{"paths":["/api","/docs/"]}`, plugintest.Request{Method: "GET", Path: tc.path})
+		if (res.Action == plugintest.Allow) != tc.allow || (!tc.allow && res.Status != 403) {
+			t.Errorf("prefix patterns, GET %s: %+v", tc.path, res)
+		}
+	}
+	if res := plugintest.Run(Handle, `{"paths":["/"]}`, plugintest.Request{Method: "GET", Path: "/any/thing"}); res.Action != plugintest.Allow {
+		t.Errorf(`"/" allows every path: %+v`, res)
+	}
 	if err := plugintest.Validate(Validate, `{"paths":["nope"]}`); err == nil {
 		t.Error("relative pattern accepted")
 	}
