@@ -112,6 +112,12 @@ type Config struct {
 	DisablePlugins bool
 	// PluginPoolSize is the number of pre-warmed instances per plugin.
 	PluginPoolSize int
+	// PluginBreakerThreshold is how many failures within a minute trip a
+	// plugin's circuit breaker (default 20); PluginBreakerBackoff how long
+	// its shares then answer 503 before a trial call (default 30 s,
+	// doubling on each failed trial up to 10 minutes).
+	PluginBreakerThreshold int
+	PluginBreakerBackoff   time.Duration
 	// PluginUnloadGrace is how long a plugin no share attaches any more
 	// stays loaded (default 30 s, negative none; see policy.Config).
 	PluginUnloadGrace time.Duration
@@ -270,7 +276,8 @@ func New(cfg Config) (*Server, error) {
 		}
 		eng, err := policy.New(context.Background(), policy.Config{CacheDir: cacheDir,
 			Fetch: s.sync.FetchPlugin, Logger: cfg.Logger.With("component", "policy"), PoolSize: cfg.PluginPoolSize,
-			OnFailure: s.reporter.pluginFailed, UnloadGrace: cfg.PluginUnloadGrace})
+			OnFailure: s.reporter.pluginFailed, UnloadGrace: cfg.PluginUnloadGrace,
+			BreakerThreshold: cfg.PluginBreakerThreshold, BreakerBackoff: cfg.PluginBreakerBackoff})
 		if err != nil {
 			return nil, err
 		}

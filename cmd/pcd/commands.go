@@ -115,6 +115,8 @@ type edgeFlags struct {
 	devTLS                                            bool
 	upstreamTimeout, headerTimeout, bodyTimeout       time.Duration
 	maxBodyBytes                                      int64
+	breakerThreshold                                  int
+	breakerBackoff                                    time.Duration
 }
 
 func (f *edgeFlags) register(cmd *cobra.Command, dev bool) {
@@ -140,6 +142,8 @@ func (f *edgeFlags) register(cmd *cobra.Command, dev bool) {
 	fs.DurationVar(&f.headerTimeout, "header-timeout", 30*time.Second, "how long a visitor may take to send a request's line and headers before the connection is closed")
 	fs.DurationVar(&f.bodyTimeout, "body-timeout", 30*time.Second, "how long a request body may go without a byte arriving before the request ends (408) and the connection is closed; an upload that keeps making progress has no time limit (0: the default)")
 	fs.Int64Var(&f.maxBodyBytes, "max-body-bytes", 0, "largest request body forwarded to a service, in bytes (0: no limit); a larger one gets 413")
+	fs.IntVar(&f.breakerThreshold, "plugin-breaker-threshold", 20, "failures of a plugin within a minute that trip its circuit breaker: its shares answer 503 until a trial call succeeds")
+	fs.DurationVar(&f.breakerBackoff, "plugin-breaker-backoff", 30*time.Second, "how long a tripped plugin's shares answer 503 before a trial call (doubles after each failed trial, up to 10m)")
 	fs.BoolVar(&f.insecureTunnel, "insecure-tunnel", false, "allow a plain-TCP tunnel listener off loopback (only behind a load balancer that terminates TLS)")
 	fs.StringSliceVar(&f.trusted, "trusted-proxies", nil, "CIDRs of load balancers allowed to set X-Forwarded-For (or send PROXY headers)")
 	fs.BoolVar(&f.proxyProtocol, "proxy-protocol", false, "accept PROXY protocol v1/v2 on the share listener from --trusted-proxies")
@@ -158,10 +162,17 @@ func (f *edgeFlags) config() (edge.Config, error) {
 	if err != nil {
 		return edge.Config{}, fmt.Errorf("--control-ca: %w", err)
 	}
+	if f.breakerThreshold < 1 {
+		return edge.Config{}, fmt.Errorf("--plugin-breaker-threshold: %d: must be at least 1", f.breakerThreshold)
+	}
+	if f.breakerBackoff <= 0 || f.breakerBackoff > 10*time.Minute {
+		return edge.Config{}, fmt.Errorf("--plugin-breaker-backoff: %v: must be above 0 and at most 10m", f.breakerBackoff)
+	}
 	return edge.Config{TCPPortMin: lo, TCPPortMax: hi, ControlURL: f.control, ControlTLS: ctc, Token: f.token, HTTPAddr: f.http, TunnelAddr: f.tunnel, AdminAddr: f.admin,
 		DataDir: f.data, HTTPTLS: tc, TunnelTLS: tc, ShareDomain: f.shareDomain, PublicDomain: f.publicDomain,
 		TrustedProxies: f.trusted, ProxyProtocol: f.proxyProtocol, InsecureTunnel: f.insecureTunnel,
-		UpstreamTimeout: f.upstreamTimeout, HeaderTimeout: f.headerTimeout, BodyTimeout: f.bodyTimeout, MaxBodyBytes: f.maxBodyBytes}, nil
+		UpstreamTimeout: f.upstreamTimeout, HeaderTimeout: f.headerTimeout, BodyTimeout: f.bodyTimeout, MaxBodyBytes: f.maxBodyBytes,
+		PluginBreakerThreshold: f.breakerThreshold, PluginBreakerBackoff: f.breakerBackoff}, nil
 }
 
 func edgeCmd(c *common) *cobra.Command {

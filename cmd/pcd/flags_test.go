@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,5 +62,55 @@ func TestEdgeLimitFlags(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// The plugins' circuit breaker is set by pcd edge's flags (plugin-abi-v1.md:
+// a configurable threshold per minute); settings that cannot work are
+// refused.
+func TestPluginBreakerFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		args      []string
+		env       map[string]string
+		threshold int
+		backoff   time.Duration
+		err       string
+	}{
+		{"defaults", nil, nil, 20, 30 * time.Second, ""},
+		{"flags", []string{"--plugin-breaker-threshold", "5", "--plugin-breaker-backoff", "2m"}, nil, 5, 2 * time.Minute, ""},
+		{"environment", nil, map[string]string{"PC_PLUGIN_BREAKER_THRESHOLD": "7", "PC_PLUGIN_BREAKER_BACKOFF": "45s"}, 7, 45 * time.Second, ""},
+		{"zero threshold", []string{"--plugin-breaker-threshold", "0"}, nil, 0, 0, "--plugin-breaker-threshold"},
+		{"negative threshold", []string{"--plugin-breaker-threshold", "-3"}, nil, 0, 0, "--plugin-breaker-threshold"},
+		{"zero backoff", []string{"--plugin-breaker-backoff", "0s"}, nil, 0, 0, "--plugin-breaker-backoff"},
+		{"backoff past the cap", []string{"--plugin-breaker-backoff", "11m"}, nil, 0, 0, "--plugin-breaker-backoff"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var f edgeFlags
+			cmd := &cobra.Command{Use: "edge"}
+			f.register(cmd, false)
+			if err := cmd.Flags().Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			if err := cliconf.Apply(cmd.Flags(), ""); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := f.config()
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one naming %s", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.PluginBreakerThreshold != tc.threshold || cfg.PluginBreakerBackoff != tc.backoff {
+				t.Fatalf("threshold %d, backoff %v; want %d, %v", cfg.PluginBreakerThreshold, cfg.PluginBreakerBackoff, tc.threshold, tc.backoff)
+			}
+		})
 	}
 }

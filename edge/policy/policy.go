@@ -53,6 +53,12 @@ type Config struct {
 	// plugin its chain names that the host has not loaded yet (default
 	// 5 s); the plugin then fails closed.
 	LoadWait time.Duration
+	// BreakerThreshold and BreakerBackoff set the plugins' circuit breaker:
+	// the failures within a minute that trip a plugin, and how long its
+	// shares answer 503 before a trial call (plugins.Config; defaults 20
+	// and 30 s).
+	BreakerThreshold int
+	BreakerBackoff   time.Duration
 }
 
 // Engine evaluates share policies.
@@ -99,7 +105,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		loaded: map[string]string{}, failed: map[string]string{}, wanted: map[string]config.Plugin{}, detached: map[string]time.Time{},
 		pending: map[string]chan struct{}{}, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	hcfg := plugins.Config{Logger: log.With("component", "plugins"), PoolSize: cfg.PoolSize,
-		FailOpenUnloaded: e.failOpen}
+		BreakerThreshold: cfg.BreakerThreshold, BreakerBackoff: cfg.BreakerBackoff, FailOpenUnloaded: e.failOpen}
 	if cfg.CacheDir != "" {
 		hcfg.CacheDir = filepath.Join(cfg.CacheDir, "compiled")
 	}

@@ -2,11 +2,13 @@ package policy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,6 +47,20 @@ func allowWasm(t *testing.T, tag string) []byte {
 		t.Fatal("tag too long for a one-byte LEB128 size")
 	}
 	return append(append(b, 0, byte(len(payload))), payload...)
+}
+
+// trapWasm is allowWasm whose handle_request traps (unreachable).
+func trapWasm(t *testing.T, tag string) []byte {
+	t.Helper()
+	b := allowWasm(t, tag)
+	allowCode, trapCode := "0a0b02040041010b040041000b", "0a0a02040041010b0300000b"
+	code, _ := hex.DecodeString(allowCode)
+	trap, _ := hex.DecodeString(trapCode)
+	i := bytes.Index(b, code)
+	if i < 0 {
+		t.Fatal("allowWasm's code section not found")
+	}
+	return append(append(append([]byte(nil), b[:i]...), trap...), b[i+len(code):]...)
 }
 
 func shaOf(b []byte) string {
@@ -493,5 +509,30 @@ func TestPolicySeesEveryHeaderLine(t *testing.T) {
 	}
 	if v := run(basic, "Bearer smuggled"); v == nil || v.Status != 401 {
 		t.Fatalf("a valid line then another: verdict %+v, want 401", v)
+	}
+}
+
+// TestBreakerSettings: the engine's breaker settings reach the plugin host:
+// with a threshold of 2, a plugin that traps answers 500 twice, then its
+// breaker is open (503) for the backoff.
+func TestBreakerSettings(t *testing.T) {
+	for _, tc := range []struct {
+		threshold int
+		third     int
+	}{{2, 503}, {0, 500}} { // 0: the default, 20
+		t.Run(fmt.Sprint(tc.threshold), func(t *testing.T) {
+			m := &modules{}
+			sum := m.add(trapWasm(t, fmt.Sprint(tc.threshold)))
+			e := newEngine(t, m, func(c *Config) { c.BreakerThreshold, c.BreakerBackoff = tc.threshold, time.Minute })
+			s := snapshot{plugins: map[string]string{"trap": sum}, shares: map[string][]string{"s": {"trap"}}}
+			tb := s.table(t)
+			e.Sync(tb)
+			waitFor(t, "the load", func() bool { return loaded(e, "trap") })
+			for i, want := range []int{500, 500, tc.third} {
+				if v := check(t, e, tb, "s"); v == nil || v.Status != want {
+					t.Fatalf("call %d: verdict %+v, want %d", i+1, v, want)
+				}
+			}
+		})
 	}
 }
