@@ -81,9 +81,13 @@ type Syncer struct {
 	tokenRefused atomic.Bool // the last try was refused (ErrUnauthorized)
 	notControl   atomic.Bool // the last try met something else (ErrNotControlPlane)
 	served       atomic.Bool // a configuration was in force (saved or received)
-	replacedBy   atomic.Pointer[string]
-	lastMsg      atomic.Int64 // unix nanos of the last stream message
-	tokenHash    string
+	// resync: an update was rejected; the next stream asks for a full
+	// snapshot instead of the changes after the table's version, which
+	// would bring the rejected change again (until a snapshot applies).
+	resync     atomic.Bool
+	replacedBy atomic.Pointer[string]
+	lastMsg    atomic.Int64 // unix nanos of the last stream message
+	tokenHash  string
 
 	saveMu   sync.Mutex
 	saveCond chan struct{}
@@ -393,7 +397,11 @@ func (e *ReplacedError) Error() string {
 func (s *Syncer) stream(ctx context.Context) error {
 	t := s.Table()
 	q := url.Values{}
-	q.Set("epoch", t.Epoch)
+	epoch := t.Epoch
+	if s.resync.Load() {
+		epoch = "" // no epoch: the control plane answers with a snapshot
+	}
+	q.Set("epoch", epoch)
 	q.Set("version", strconv.FormatInt(t.Version, 10))
 	q.Set("instance", s.cfg.Instance)
 	ctx, cancel := context.WithCancel(ctx)
@@ -479,7 +487,8 @@ func (s *Syncer) stream(ctx context.Context) error {
 		}
 		if err := s.apply(m); err != nil {
 			// Keep serving the last good table; a full snapshot fixes it.
-			s.log.Error("rejected a config update; keeping the last good state", "err", err)
+			s.resync.Store(true)
+			s.log.Error("rejected a config update; keeping the last good state and asking for a full snapshot", "err", err)
 			return err
 		}
 	}
@@ -523,6 +532,7 @@ func (s *Syncer) apply(m *config.Message) error {
 		}
 		s.swap(t, true)
 		s.served.Store(true)
+		s.resync.Store(false)
 		s.log.Info("applied config snapshot", "version", t.Version)
 	case config.MsgChanges:
 		cur := s.Table()

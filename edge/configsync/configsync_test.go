@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -296,5 +298,55 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("timed out")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRejectedUpdateAsksForASnapshot: a change the edge cannot apply ends
+// the stream with the last good table in force, and the next stream asks
+// for a full snapshot (no epoch) rather than the changes after the table's
+// version, which would bring the same change back for ever and hold back
+// every later one (a revocation, say).
+func TestRejectedUpdateAsksForASnapshot(t *testing.T) {
+	var mu sync.Mutex
+	var queries []url.Values
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		queries = append(queries, r.URL.Query())
+		n := len(queries)
+		mu.Unlock()
+		enc := json.NewEncoder(w)
+		switch {
+		case n == 1 || r.URL.Query().Get("epoch") == "":
+			// A snapshot; the first one is followed by a change the edge
+			// rejects (an upsert without its share).
+			v := int64(5)
+			if n > 1 {
+				v = 7 // holds the shares of the bad change's successors
+			}
+			snap := &config.Snapshot{Epoch: "e", Version: v, Shares: []config.Share{{ID: "s", TokenHash: tokenHash("tok")}}}
+			_ = enc.Encode(&config.Message{Type: config.MsgSnapshot, EdgeID: "edge-1", Epoch: "e", Version: v, Snapshot: snap})
+			if n == 1 {
+				_ = enc.Encode(&config.Message{Type: config.MsgChanges, Epoch: "e", Version: 6, Changes: []config.Change{
+					{Version: 6, Op: config.OpUpsert, Kind: config.KindShare, ID: "bad"}}})
+			}
+		default:
+			// The changes after the edge's version: the bad one again.
+			_ = enc.Encode(&config.Message{Type: config.MsgChanges, Epoch: "e", Version: 6, Changes: []config.Change{
+				{Version: 6, Op: config.OpUpsert, Kind: config.KindShare, ID: "bad"}}})
+		}
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	s := New(Config{ControlURL: srv.URL, Token: "edge-token"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, func() bool { return s.Table().Version == 7 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(queries) < 2 || queries[1].Get("epoch") != "" {
+		t.Fatalf("the stream after the rejected change asked %v, want no epoch (a snapshot)", queries[1:])
 	}
 }
