@@ -228,8 +228,15 @@ func (pl *plugin) run(a *Attachment, req *Request, d *Decision) bool {
 		}
 		return pl.failed(in, d, &PluginError{PluginID: id, Kind: ErrGuestError, Detail: detail}, strike)
 	}
-	if err == nil && code == abi.DecisionRespond && !in.responded {
-		err = errNoRespond
+	if err == nil && code == abi.DecisionRespond {
+		switch {
+		case !in.responded:
+			err = errNoRespond
+		case in.status < abi.MinFinalStatus:
+			// A 1xx written as the answer leaves the visitor waiting for a
+			// final response that never comes: fail closed instead.
+			err = fmt.Errorf("%w %d", errInterim, in.status)
+		}
 	}
 	if err != nil {
 		return pl.failed(in, d, &PluginError{PluginID: pl.id, Kind: in.classify(err), Detail: describe(err, in)}, true)

@@ -49,7 +49,7 @@
 //	set_request_header     (name, name_len, value, value_len)                        set a header on the request forwarded to the service
 //	remove_request_header  (name, name_len)                                          remove a header from the forwarded request
 //	set_response_header    (name, name_len, value, value_len)                        set a header on the visitor's response (ALLOW and RESPOND)
-//	respond                (status, body, body_len)                                  the response for RESPOND; status 100-599
+//	respond                (status, body, body_len)                                  the response for RESPOND; status 100-599, final 200-599
 //	rate_limit             (key, key_len, limit, window_ms) -> i32                   shared counter: 1 = within the limit (counted), 0 = over
 //	hmac_sha256            (key, key_len, msg, msg_len, out)                         writes the 32-byte HMAC-SHA256 at out
 //	verify_signature       (alg, alg_len, key, key_len, msg, msg_len, sig, sig_len) -> i32   1 = valid, 0 = anything else
@@ -71,6 +71,10 @@
 //     Editing a connection-level header ([ForbiddenHeaders]) is not allowed. Any violation, a
 //     body larger than [MaxBodyLen], a status outside 100-599, returning RESPOND without calling
 //     respond, or a return code other than 0 and 1 makes the call an ERROR.
+//   - respond accepts 100-599, but the status RESPOND answers with must be a final one
+//     ([MinFinalStatus]-599): returning RESPOND while the last respond set an informational
+//     status (1xx: 100 Continue, 101 Switching Protocols...) makes the call an ERROR, so the
+//     visitor gets 500, not an interim response that no final one would follow.
 //   - rate_limit keys are scoped by plugin id and window on the host, so plugins cannot touch
 //     each other's counters; a key is at most [MaxRateLimitKeyLen] bytes, window_ms is
 //     1..[MaxRateLimitWindowMs], limit <= 0 always answers 0. The window is sliding,
@@ -198,6 +202,7 @@ const (
 	MaxLogLen            = 2048
 	MinStatus            = 100
 	MaxStatus            = 599
+	MinFinalStatus       = 200 // the lowest status RESPOND may answer with (1xx is not final)
 	HMACSize             = 32
 
 	DefaultTimeout          = 5 * time.Millisecond

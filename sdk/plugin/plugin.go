@@ -214,13 +214,14 @@ type Result struct {
 // Allow forwards the request (with any header edits made).
 func Allow() Result { return Result{code: decisionAllow} }
 
-// Deny answers the visitor with status and a text body.
+// Deny answers the visitor with status (200-599, as for Respond) and a text body.
 func Deny(status int, body string) Result {
 	return Result{code: decisionRespond, status: status, body: []byte(body)}.
 		WithHeader("Content-Type", "text/plain; charset=utf-8")
 }
 
-// Respond answers the visitor with status and body; add headers with WithHeader.
+// Respond answers the visitor with status and body; add headers with WithHeader. status must
+// be a final one, 200-599: the host takes an informational status (1xx) for an ERROR (500).
 func Respond(status int, body []byte) Result {
 	return Result{code: decisionRespond, status: status, body: body}
 }

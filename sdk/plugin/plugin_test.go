@@ -53,6 +53,8 @@ func TestDispatch(t *testing.T) {
 			return plugin.Redirect("/login")
 		case "/panic":
 			panic("boom")
+		case "/continue":
+			return plugin.Respond(100, nil)
 		case "/bad-header":
 			r.SetRequestHeader("Bad Name", "x")
 			return plugin.Allow()
@@ -80,6 +82,11 @@ func TestDispatch(t *testing.T) {
 		t.Fatal(res)
 	}
 	if res := plugintest.Run(handler, `{"name":"n"}`, plugintest.Request{Path: "/bad-header"}); res.Action != plugintest.Error {
+		t.Fatal(res)
+	}
+	// As on the host: RESPOND must answer with a final status, a 1xx is an ERROR (500).
+	if res := plugintest.Run(handler, `{"name":"n"}`, plugintest.Request{Path: "/continue"}); res.Action != plugintest.Error || res.Status != 500 ||
+		!strings.Contains(res.Err, "informational") {
 		t.Fatal(res)
 	}
 	if res := plugintest.Run(handler, `{"nope":1}`, plugintest.Request{Path: "/"}); res.Action != plugintest.Error || !strings.Contains(res.Err, "unknown field") {

@@ -108,6 +108,8 @@ func (h *Host) Run(handler any, config any, req Request) Result {
 		res.Action = Allow
 	case code == 1 && !c.responded:
 		res.Action, res.Err = Error, "ABI violation: RESPOND without respond"
+	case code == 1 && c.res.Status < 200:
+		res.Action, res.Err = Error, fmt.Sprintf("ABI violation: RESPOND with an informational status, not a final response: %d", c.res.Status)
 	case code == 1:
 		res.Action = Respond
 	default:
