@@ -1238,7 +1238,10 @@ func (refusedNoRetry) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, 
 // errBadResponse fails a response the edge does not relay.
 var errBadResponse = errors.New("proxy: 101 Switching Protocols (or interim responses past 64 KiB) to a request without an upgrade")
 
-const msgBadResponse = "The service sent an invalid response"
+const (
+	msgBadResponse     = "The service sent an invalid response"
+	msgUpstreamTimeout = "The service did not answer in time"
+)
 
 // isTimeout reports a deadline that passed.
 // IsTimeout reports whether err is a timeout: fasthttp's, a passed
@@ -1258,7 +1261,7 @@ func upstreamError(err error) (int, string) {
 	case errors.Is(err, errBadResponse):
 		return fasthttp.StatusBadGateway, msgBadResponse
 	case IsTimeout(err), errors.Is(err, context.DeadlineExceeded):
-		return fasthttp.StatusGatewayTimeout, "The service did not answer in time"
+		return fasthttp.StatusGatewayTimeout, msgUpstreamTimeout
 	default:
 		return fasthttp.StatusBadGateway, "The connection to the service was lost"
 	}
@@ -1288,10 +1291,17 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 	}
 	br := bufio.NewReader(conn)
 	var rh fasthttp.ResponseHeader
-	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	// The service has the upstream timeout to answer the upgrade, as any
+	// request (here for the whole head: nothing of it goes out before).
+	_ = conn.SetReadDeadline(time.Now().Add(p.cfg.UpstreamTimeout))
 	if err := rh.Read(br); err != nil {
 		conn.Close()
-		WriteError(ctx, fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
+		p.log.Debug("upstream error", "service", tg.svc.ID, "err", err)
+		if IsTimeout(err) {
+			WriteError(ctx, fasthttp.StatusGatewayTimeout, msgUpstreamTimeout)
+		} else {
+			WriteError(ctx, fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
+		}
 		return
 	}
 	_ = conn.SetReadDeadline(time.Time{})

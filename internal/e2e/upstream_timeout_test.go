@@ -97,3 +97,34 @@ func TestServiceDropsMidBody(t *testing.T) {
 	require.Empty(t, resp.Header.Get("Content-Encoding"))
 	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
 }
+
+// TestUpstreamTimeoutWebSocket: a service that does not answer a WebSocket
+// upgrade within the edge's upstream timeout gets the visitor a 504 at the
+// timeout, as any request. The upgrade used to wait a fixed 30 s whatever
+// the timeout, then answer 502.
+func TestUpstreamTimeoutWebSocket(t *testing.T) {
+	const timeout = 400 * time.Millisecond
+	env := testenv.New(t, testenv.Options{Edge: func(c *edge.Config) { c.UpstreamTimeout = timeout }})
+	ln := tcpService(t, func(c net.Conn) {
+		defer c.Close()
+		_, _ = io.Copy(io.Discard, c) // reads the upgrade, never answers
+	})
+	_, svc := env.ExposeAgent("a", "ws", "http://"+ln.Addr().String())
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+
+	c, err := net.Dial("tcp", env.Edges[0].HTTPAddr())
+	require.NoError(t, err)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	fmt.Fprintf(c, "GET /shared/%s/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", sh.Token)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	took := time.Since(start)
+	require.Equal(t, http.StatusGatewayTimeout, resp.StatusCode, "%s", body)
+	require.Contains(t, string(body), "did not answer in time")
+	require.GreaterOrEqual(t, took, timeout)
+	require.Less(t, took, 2*timeout+time.Second, "the upstream timeout, not a fixed wait")
+}
