@@ -964,6 +964,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 	hc, err := p.httpClient(sess, tg.svc)
 	if err != nil {
 		WriteError(ctx, fasthttp.StatusInternalServerError, "Internal error")
+		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
 		return false
 	}
 	req := fasthttp.AcquireRequest()
@@ -1267,13 +1268,21 @@ func upstreamError(err error) (int, string) {
 	}
 }
 
-// websocket relays an upgrade request and, on 101, pipes both ways.
+// websocket relays an upgrade request and, on 101, pipes both ways. Every
+// attempt is counted once (access log and metrics), with what the visitor
+// got: the edge's error, the service's refusal, or the 101, recorded when
+// the WebSocket ends (with the bytes it sent the visitor).
 func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg target, clientIP string, edits *Edits, start time.Time) {
+	// fail answers the visitor with the edge's error and counts the attempt.
+	fail := func(status int, msg string) {
+		WriteError(ctx, status, msg)
+		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
+	}
 	id, _ := uuid.Parse(tg.svc.ID)
 	conn, err := sess.OpenStream(tunnel.KindHTTP, id, clientIP)
 	if err != nil {
-		status, msg := upstreamError(err)
-		WriteError(ctx, status, msg)
+		p.log.Debug("upstream error", "service", tg.svc.ID, "err", err)
+		fail(upstreamError(err))
 		return
 	}
 	req := fasthttp.AcquireRequest()
@@ -1286,7 +1295,8 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 	fasthttp.ReleaseRequest(req)
 	if err != nil {
 		conn.Close()
-		WriteError(ctx, fasthttp.StatusBadGateway, "The connection to the service was lost")
+		p.log.Debug("upstream error", "service", tg.svc.ID, "err", err)
+		fail(fasthttp.StatusBadGateway, "The connection to the service was lost")
 		return
 	}
 	br := bufio.NewReader(conn)
@@ -1298,9 +1308,9 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		conn.Close()
 		p.log.Debug("upstream error", "service", tg.svc.ID, "err", err)
 		if IsTimeout(err) {
-			WriteError(ctx, fasthttp.StatusGatewayTimeout, msgUpstreamTimeout)
+			fail(fasthttp.StatusGatewayTimeout, msgUpstreamTimeout)
 		} else {
-			WriteError(ctx, fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
+			fail(fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
 		}
 		return
 	}
@@ -1309,20 +1319,25 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		// Not upgraded: relay the answer as a normal response.
 		var resp fasthttp.Response
 		rh.CopyTo(&resp.Header)
-		if err := resp.ReadBody(br, 1<<20); err == nil {
-			relayHead(ctx, &resp.Header, &tg, edits)
-			ctx.SetStatusCode(rh.StatusCode())
-			ctx.SetBody(resp.Body())
-		} else {
-			WriteError(ctx, fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
-		}
+		err := resp.ReadBody(br, 1<<20)
 		conn.Close()
+		if err != nil {
+			fail(fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
+			return
+		}
+		relayHead(ctx, &resp.Header, &tg, edits)
+		ctx.SetStatusCode(rh.StatusCode())
+		ctx.SetBody(resp.Body())
+		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", int64(len(resp.Body())))
 		return
 	}
 	edits.scratch = rewriteHead(&rh, &tg, edits.scratch)
 	edits.applyResponse(&rh)
 	head := append([]byte(nil), rh.Header()...)
 	share, svcID := tg.share, tg.svc.ID
+	// The record is made now: the hijack handler runs once the server has
+	// let go of ctx.
+	rec, keep := p.newAccess(tg.share, start, clientIP, fasthttp.StatusSwitchingProtocols, "allowed", "", 0, ctx)
 	// The visitor's own connection, for a cut: closing the conn handed to
 	// the hijack handler does nothing (fasthttp keeps it until the handler
 	// returns).
@@ -1330,6 +1345,14 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 	raw := rawConn(served)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
+		var out int64
+		defer func() {
+			if keep {
+				rec.BytesOut = out
+				rec.LatencyMs = float64(time.Since(start).Microseconds()) / 1000
+				p.cfg.OnAccess(rec)
+			}
+		}()
 		if _, err := c.Write(head); err != nil {
 			conn.Close()
 			return
@@ -1340,8 +1363,7 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		}
 		// Closing the visitor's connection ends the pipe both ways.
 		defer p.live.add(liveKey(share, svcID), raw)()
-		_, out := tunnel.Pipe(&hijacked{Conn: c, served: served}, up)
-		p.recordAccess(share, start, clientIP, 101, "allowed", "", out, nil)
+		_, out = tunnel.Pipe(&hijacked{Conn: c, served: served}, up)
 	})
 }
 
@@ -1450,8 +1472,16 @@ func methodString(m []byte) string {
 
 // recordAccess hands one access record to the reporter.
 func (p *Proxy) recordAccess(share *routes.Share, start time.Time, clientIP string, status int, decision, deniedBy string, bytesOut int64, ctx *fasthttp.RequestCtx) {
+	if rec, ok := p.newAccess(share, start, clientIP, status, decision, deniedBy, bytesOut, ctx); ok {
+		p.cfg.OnAccess(rec)
+	}
+}
+
+// newAccess makes the access record of a request; false when none is kept
+// (a public service, or no reporter).
+func (p *Proxy) newAccess(share *routes.Share, start time.Time, clientIP string, status int, decision, deniedBy string, bytesOut int64, ctx *fasthttp.RequestCtx) (config.AccessLog, bool) {
 	if share == nil || p.cfg.OnAccess == nil {
-		return
+		return config.AccessLog{}, false
 	}
 	rec := config.AccessLog{ShareID: share.ID, At: start.UTC(), IP: clientIP, StatusCode: status,
 		LatencyMs: float64(time.Since(start).Microseconds()) / 1000, BytesOut: bytesOut, Decision: decision, DeniedBy: deniedBy}
@@ -1460,5 +1490,5 @@ func (p *Proxy) recordAccess(share *routes.Share, start time.Time, clientIP stri
 		rec.Path = config.LogPath(string(ctx.Path()))
 		rec.UserAgent = string(ctx.UserAgent())
 	}
-	p.cfg.OnAccess(rec)
+	return rec, true
 }
