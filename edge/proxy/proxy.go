@@ -1140,6 +1140,10 @@ func (c *firstByteConn) Read(b []byte) (int, error) {
 // maxInterimHead bounds the interim responses watched before a final one.
 const maxInterimHead = 64 << 10
 
+// maxInterimHeads bounds the interim responses skipped before the answer to
+// a WebSocket upgrade.
+const maxInterimHeads = 16
+
 // switches watches p, the next bytes of a response's start: true once they
 // make it a 101 (or interim responses past maxInterimHead).
 func (c *firstByteConn) switches(p []byte) bool {
@@ -1304,15 +1308,28 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 	// The service has the upstream timeout to answer the upgrade, as any
 	// request (here for the whole head: nothing of it goes out before).
 	_ = conn.SetReadDeadline(time.Now().Add(p.cfg.UpstreamTimeout))
-	if err := rh.Read(br); err != nil {
-		conn.Close()
-		p.log.Debug("upstream error", "service", tg.svc.ID, "err", err)
-		if IsTimeout(err) {
-			fail(fasthttp.StatusGatewayTimeout, msgUpstreamTimeout)
-		} else {
-			fail(fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
+	for interim := 0; ; interim++ {
+		if err := rh.Read(br); err != nil {
+			conn.Close()
+			p.log.Debug("upstream error", "service", tg.svc.ID, "err", err)
+			if IsTimeout(err) {
+				fail(fasthttp.StatusGatewayTimeout, msgUpstreamTimeout)
+			} else {
+				fail(fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
+			}
+			return
 		}
-		return
+		if st := rh.StatusCode(); st == fasthttp.StatusSwitchingProtocols || st >= 200 {
+			break
+		}
+		// An interim response (100 Continue, 103 Early Hints): skipped, as
+		// the HTTP client does; relayed as the answer, it would leave the
+		// visitor waiting for a final one that never comes.
+		if rh.StatusCode() < 100 || interim == maxInterimHeads {
+			conn.Close()
+			fail(fasthttp.StatusBadGateway, msgBadResponse)
+			return
+		}
 	}
 	_ = conn.SetReadDeadline(time.Time{})
 	if rh.StatusCode() != fasthttp.StatusSwitchingProtocols {

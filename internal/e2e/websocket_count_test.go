@@ -122,3 +122,46 @@ func wsAttempt(t *testing.T, addr, token, path string) (int, string) {
 	require.NoError(t, err, path)
 	return resp.StatusCode, string(b)
 }
+
+// TestWebSocketInterimResponses: interim responses (100 Continue, 103 Early
+// Hints) a service sends before its answer to an upgrade are skipped, as the
+// HTTP client skips them: the visitor gets the 101 or the refusal after
+// them. The first head was taken for the answer: the visitor got a bare
+// "100 Continue" and waited for a response that never came.
+func TestWebSocketInterimResponses(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	const interim = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+	ln := tcpService(t, func(c net.Conn) {
+		defer c.Close()
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		switch req.URL.Path {
+		case "/refuse":
+			_, _ = io.WriteString(c, interim+"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope")
+		case "/ok":
+			_, _ = io.WriteString(c, interim+"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+				"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+			_, _ = c.Write(wsCloseFrame)
+		case "/endless":
+			for i := 0; i < 100; i++ {
+				_, _ = io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+			}
+			_, _ = io.Copy(io.Discard, c)
+		}
+	})
+	_, svc := env.ExposeAgent("a", "ws", "http://"+ln.Addr().String())
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	addr := env.Edges[0].HTTPAddr()
+
+	status, body := wsAttempt(t, addr, sh.Token, "/refuse")
+	require.Equal(t, 403, status, body)
+	require.Equal(t, "nope", body)
+	status, body = wsAttempt(t, addr, sh.Token, "/ok")
+	require.Equal(t, 101, status, body)
+	require.Equal(t, string(wsCloseFrame), body)
+	status, body = wsAttempt(t, addr, sh.Token, "/endless")
+	require.Equal(t, 502, status, body)
+	require.Contains(t, body, "invalid response")
+}
