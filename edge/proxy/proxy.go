@@ -1331,11 +1331,13 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 			return
 		}
 	}
-	_ = conn.SetReadDeadline(time.Time{})
 	if rh.StatusCode() != fasthttp.StatusSwitchingProtocols {
-		// Not upgraded: relay the answer as a normal response.
+		// Not upgraded: relay the answer as a normal response, read whole
+		// (1 MiB at most) within another upstream timeout: a service that
+		// stalls in it must not hold the visitor and the stream.
 		var resp fasthttp.Response
 		rh.CopyTo(&resp.Header)
+		_ = conn.SetReadDeadline(time.Now().Add(p.cfg.UpstreamTimeout))
 		err := resp.ReadBody(br, 1<<20)
 		conn.Close()
 		if err != nil {
@@ -1348,6 +1350,7 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", int64(len(resp.Body())))
 		return
 	}
+	_ = conn.SetReadDeadline(time.Time{})
 	edits.scratch = rewriteHead(&rh, &tg, edits.scratch)
 	edits.applyResponse(&rh)
 	head := append([]byte(nil), rh.Header()...)

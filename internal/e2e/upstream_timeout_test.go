@@ -105,26 +105,44 @@ func TestServiceDropsMidBody(t *testing.T) {
 func TestUpstreamTimeoutWebSocket(t *testing.T) {
 	const timeout = 400 * time.Millisecond
 	env := testenv.New(t, testenv.Options{Edge: func(c *edge.Config) { c.UpstreamTimeout = timeout }})
-	ln := tcpService(t, func(c net.Conn) {
-		defer c.Close()
-		_, _ = io.Copy(io.Discard, c) // reads the upgrade, never answers
-	})
-	_, svc := env.ExposeAgent("a", "ws", "http://"+ln.Addr().String())
-	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	for _, tc := range []struct {
+		name   string
+		answer string // what the service sends before it stalls
+		status int
+		msg    string
+	}{
+		{"no answer", "", http.StatusGatewayTimeout, "did not answer in time"},
+		// A refusal whose body stalls is not relayed half-read.
+		{"refusal that stalls", "HTTP/1.1 403 Forbidden\r\nContent-Length: 100\r\n\r\nnot", http.StatusBadGateway, "did not accept"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln := tcpService(t, func(c net.Conn) {
+				defer c.Close()
+				if tc.answer != "" {
+					// After the upgrade's head (the upgrade has no body).
+					_, _ = http.ReadRequest(bufio.NewReader(c))
+					_, _ = io.WriteString(c, tc.answer)
+				}
+				_, _ = io.Copy(io.Discard, c) // never (finishes) answering
+			})
+			_, svc := env.ExposeAgent("a-"+strings.ReplaceAll(tc.name, " ", "-"), "ws-"+strings.ReplaceAll(tc.name, " ", "-"), "http://"+ln.Addr().String())
+			sh := env.Share(svc.ID, client.CreateShareRequest{})
 
-	c, err := net.Dial("tcp", env.Edges[0].HTTPAddr())
-	require.NoError(t, err)
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	start := time.Now()
-	fmt.Fprintf(c, "GET /shared/%s/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", sh.Token)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	require.NoError(t, err)
-	body, _ := io.ReadAll(resp.Body)
-	took := time.Since(start)
-	require.Equal(t, http.StatusGatewayTimeout, resp.StatusCode, "%s", body)
-	require.Contains(t, string(body), "did not answer in time")
-	require.GreaterOrEqual(t, took, timeout)
-	require.Less(t, took, 2*timeout+time.Second, "the upstream timeout, not a fixed wait")
+			c, err := net.Dial("tcp", env.Edges[0].HTTPAddr())
+			require.NoError(t, err)
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			start := time.Now()
+			fmt.Fprintf(c, "GET /shared/%s/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+				"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", sh.Token)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			require.NoError(t, err)
+			body, _ := io.ReadAll(resp.Body)
+			took := time.Since(start)
+			require.Equal(t, tc.status, resp.StatusCode, "%s", body)
+			require.Contains(t, string(body), tc.msg)
+			require.GreaterOrEqual(t, took, timeout)
+			require.Less(t, took, 2*timeout+time.Second, "the upstream timeout, not a fixed wait")
+		})
+	}
 }
