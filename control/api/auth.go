@@ -87,7 +87,9 @@ func clientAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 	return a.Unmap()
 }
 
-// authKey authenticates the x-api-key header and checks scope and IP.
+// authKey authenticates the x-api-key header (401s) and sets c.key; the
+// key's IP allowlist and scope are checked by authorizeKey, after the
+// request has been counted against the key's rate limit.
 func (a *API) authKey(c *call) error {
 	raw := c.ctx.Request.Header.Peek("x-api-key")
 	if len(raw) == 0 {
@@ -112,11 +114,18 @@ func (a *API) authKey(c *call) error {
 		return unauthorized("API key expired") // revoked keys are not in the index
 	}
 	k := ck.key
-	c.key, c.ws = &k, k.WorkspaceID
+	c.key, c.ws, c.keyNets = &k, k.WorkspaceID, ck.nets
+	return nil
+}
+
+// authorizeKey checks the authenticated key's IP allowlist and scope (403s)
+// and records its use.
+func (a *API) authorizeKey(c *call) error {
+	k := c.key
 	ip := clientAddr(c.ctx)
-	if len(ck.nets) > 0 {
+	if nets := c.keyNets; len(nets) > 0 {
 		ok := false
-		for _, n := range ck.nets {
+		for _, n := range nets {
 			if n.Contains(ip) {
 				ok = true
 				break

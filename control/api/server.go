@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"net/netip"
 	"runtime/debug"
 	"slices"
 	"sort"
@@ -319,9 +320,10 @@ type call struct {
 	ctx      *fasthttp.RequestCtx
 	a        *API
 	r        *route
-	key      *store.APIKey // nil on public, agent and edge routes
-	ws       string        // the key's workspace
-	edge     *store.Edge   // on edge routes
+	key      *store.APIKey  // nil on public, agent and edge routes
+	keyNets  []netip.Prefix // the key's allowed IP ranges (authKey)
+	ws       string         // the key's workspace
+	edge     *store.Edge    // on edge routes
 	status   int
 	next     string // cursor of the next page
 	resource string // id of the resource a mutation touched (audit)
@@ -451,7 +453,13 @@ func (a *API) serve(c *call) (any, error) {
 			}
 			return nil, err
 		}
+		// A valid key's requests count against its own budget, the ones its
+		// scope or IP allowlist then refuses (403) included: they carry the
+		// X-RateLimit-* headers and meet a 429 past the limit like any other.
 		if err := a.limit(c, "k:"+c.key.ID, a.opts.RateLimits.AuthenticatedPerMin); err != nil {
+			return nil, err
+		}
+		if err := a.authorizeKey(c); err != nil {
 			return nil, err
 		}
 	case accessEdge:
