@@ -14,8 +14,8 @@ import (
 )
 
 type heartbeatRequest struct {
-	AgentID string `json:"agentId"`
-	Token   string `json:"token"`
+	AgentID string `json:"agentId" api:"required"`
+	Token   string `json:"token" api:"required"`
 }
 
 type heartbeatResponse struct {
@@ -87,8 +87,8 @@ func (a *API) heartbeat(c *call) (any, error) {
 }
 
 type rotateRequest struct {
-	AgentID      string `json:"agentId"`
-	CurrentToken string `json:"currentToken"`
+	AgentID      string `json:"agentId" api:"required"`
+	CurrentToken string `json:"currentToken" api:"required"`
 }
 
 type rotateResponse struct {
@@ -170,11 +170,11 @@ func (a *API) agentAuditLogs(c *call) (any, error) {
 }
 
 type capabilitiesRequest struct {
-	Capabilities []capabilityRequest `json:"capabilities"`
+	Capabilities []capabilityRequest `json:"capabilities" api:"required"`
 }
 
 type capabilityRequest struct {
-	Name     string          `json:"name"`
+	Name     string          `json:"name" api:"required"`
 	Metadata json.RawMessage `json:"metadata"`
 }
 

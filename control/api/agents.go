@@ -122,8 +122,8 @@ func (a *API) provisionAgent(c *call) (any, error) {
 }
 
 type registerAgentRequest struct {
-	AgentID string  `json:"agentId"`
-	Token   string  `json:"token"`
+	AgentID string  `json:"agentId" api:"required"`
+	Token   string  `json:"token" api:"required"`
 	Name    *string `json:"name"`
 	Label   *string `json:"label"`
 }

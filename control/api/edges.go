@@ -20,9 +20,9 @@ import (
 )
 
 type createEdgeRequest struct {
-	Name       string  `json:"name"`
-	PublicURL  string  `json:"publicUrl"`
-	TunnelAddr string  `json:"tunnelAddr"`
+	Name       string  `json:"name" api:"required"`
+	PublicURL  string  `json:"publicUrl" api:"required"`
+	TunnelAddr string  `json:"tunnelAddr" api:"required"`
 	Region     *string `json:"region"`
 }
 

@@ -31,8 +31,8 @@ func isObject(raw json.RawMessage) bool {
 }
 
 type sendMessageRequest struct {
-	ToAgentID     string          `json:"toAgentId"`
-	Payload       json.RawMessage `json:"payload"`
+	ToAgentID     string          `json:"toAgentId" api:"required"`
+	Payload       json.RawMessage `json:"payload" api:"required"`
 	Channel       *string         `json:"channel"`
 	Type          *string         `json:"type"`
 	CorrelationID *string         `json:"correlationId"`
@@ -98,7 +98,7 @@ func (a *API) sendMessage(c *call) (any, error) {
 }
 
 type broadcastRequest struct {
-	Payload    json.RawMessage `json:"payload"`
+	Payload    json.RawMessage `json:"payload" api:"required"`
 	Channel    *string         `json:"channel"`
 	TTLSeconds *int            `json:"ttlSeconds"`
 }
@@ -209,7 +209,7 @@ func (a *API) listMessages(c *call) (any, error) {
 }
 
 type readMessagesRequest struct {
-	MessageIDs []string `json:"messageIds"`
+	MessageIDs []string `json:"messageIds" api:"required"`
 }
 
 func (a *API) readMessages(c *call) (any, error) {
@@ -242,7 +242,7 @@ func (a *API) readMessages(c *call) (any, error) {
 }
 
 type commandRequest struct {
-	Action         string          `json:"action"`
+	Action         string          `json:"action" api:"required"`
 	Params         json.RawMessage `json:"params"`
 	TimeoutSeconds *int            `json:"timeoutSeconds"`
 }

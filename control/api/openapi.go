@@ -125,15 +125,22 @@ func (g *schemaGen) schema(t reflect.Type, request bool) jsonObj {
 }
 
 // object describes a struct: its json fields (embedded structs flattened).
+// In a response every field without omitempty is required (it is always
+// sent); in a request body exactly the fields tagged api:"required" are:
+// what the handler refuses with a 400 when the field is absent, whatever
+// the field's Go type (a pointer or a slice tells absent from empty, it
+// does not make the field optional). TestOpenAPIRequiredFields holds the
+// tags to the handlers.
 func (g *schemaGen) object(t reflect.Type, request bool) jsonObj {
 	props := jsonObj{}
 	var required []any
 	eachJSONField(t, func(name, opts string, f reflect.StructField) {
 		props[name] = g.schema(f.Type, request)
-		optional := strings.Contains(opts, "omitempty") ||
-			(request && (f.Type.Kind() == reflect.Pointer || f.Type.Kind() == reflect.Slice || f.Type.Kind() == reflect.Map ||
-				f.Type == rawType || isOpt(f.Type)))
-		if !optional {
+		req := !strings.Contains(opts, "omitempty")
+		if request {
+			req = f.Tag.Get("api") == "required"
+		}
+		if req {
 			required = append(required, name)
 		}
 	})

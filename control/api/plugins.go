@@ -144,9 +144,9 @@ func pluginViewOf(p *store.Plugin) pluginView {
 // takes the same fields (but the module) as query parameters, the multipart
 // form as parts.
 type createPluginRequest struct {
-	Name             string  `json:"name"`
+	Name             string  `json:"name" api:"required"`
 	Version          *string `json:"version"`
-	WasmBase64       string  `json:"wasmBase64"`
+	WasmBase64       string  `json:"wasmBase64" api:"required"`
 	Description      *string `json:"description"`
 	FailOpen         *bool   `json:"failOpen"`
 	TimeoutMs        *int    `json:"timeoutMs"`

@@ -60,7 +60,7 @@ func (a *API) table() []*route {
 			Resp: deleteServiceResponse{}, h: a.deleteService},
 
 		{Name: "shares.create", Method: "POST", Path: "/v1/services/{id}/shares", Access: accessWrite, Created: true, Summary: "Create a share link",
-			Req: shareRequest{}, Resp: shareCreatedView{}, h: a.createShare},
+			Req: createShareRequest{}, Resp: shareCreatedView{}, h: a.createShare},
 		{Name: "shares.listByService", Method: "GET", Path: "/v1/services/{id}/shares", Access: accessRead, List: true, Summary: "List a service's shares",
 			Resp: shareView{}, h: a.listServiceShares},
 		{Name: "shares.get", Method: "GET", Path: "/v1/shares/{id}", Access: accessRead, Summary: "Get a share", Resp: shareView{}, h: a.getShare},
@@ -115,7 +115,7 @@ func (a *API) table() []*route {
 		{Name: "tunnels.delete", Method: "DELETE", Path: "/v1/tunnels/{id}", Access: accessWrite, Summary: "Delete a tunnel (its service)",
 			Resp: deleteServiceResponse{}, h: a.deleteService},
 		{Name: "tunnels.share", Method: "POST", Path: "/v1/tunnels/{id}/share", Access: accessWrite, Created: true, Summary: "Create a share link for a tunnel",
-			Req: shareRequest{}, Resp: shareCreatedView{}, h: a.shareTunnel},
+			Req: createShareRequest{}, Resp: shareCreatedView{}, h: a.shareTunnel},
 		{Name: "tunnels.connections", Method: "GET", Path: "/v1/tunnels/{id}/connections", Access: accessRead, List: true, Summary: "Live connections through a tunnel",
 			Resp: connectionView{}, h: a.tunnelConnections},
 

@@ -109,7 +109,7 @@ func (a *API) patchHealthConfig(c *call) (any, error) {
 }
 
 type publicRequest struct {
-	IsPublic  *bool   `json:"isPublic"`
+	IsPublic  *bool   `json:"isPublic" api:"required"`
 	Subdomain *string `json:"subdomain"`
 }
 
@@ -403,7 +403,7 @@ func (a *API) checkService(c *call) (any, error) {
 }
 
 type reachRequest struct {
-	SourceAgentID string  `json:"sourceAgentId"`
+	SourceAgentID string  `json:"sourceAgentId" api:"required"`
 	Mode          *string `json:"mode"`
 	TimeoutMs     *int    `json:"timeoutMs"`
 }

@@ -19,10 +19,10 @@ import (
 var protocols = []string{"auto", "tcp", "http", "https"}
 
 type registerServiceRequest struct {
-	AgentID    string  `json:"agentId"`
-	Name       string  `json:"name"`
-	TargetHost string  `json:"targetHost"`
-	TargetPort int     `json:"targetPort"`
+	AgentID    string  `json:"agentId" api:"required"`
+	Name       string  `json:"name" api:"required"`
+	TargetHost string  `json:"targetHost" api:"required"`
+	TargetPort int     `json:"targetPort" api:"required"`
 	Protocol   *string `json:"protocol"`
 	IsPublic   *bool   `json:"isPublic"`
 }

@@ -23,14 +23,26 @@ var (
 )
 
 type pluginRefRequest struct {
-	PluginID string          `json:"pluginId"`
+	PluginID string          `json:"pluginId" api:"required"`
 	Config   json.RawMessage `json:"config"`
 }
 
-// shareRequest is the body of share creation and (all fields optional) of
-// PATCH /v1/shares/:id.
+// shareRequest is the body of PATCH /v1/shares/:id (every field optional)
+// and, as createShareRequest, of share creation.
 type shareRequest struct {
-	Name            *string             `json:"name"`
+	Name *string `json:"name"`
+	shareFields
+}
+
+// createShareRequest is the body of share creation: a shareRequest whose
+// name is required (apply with create refuses it absent).
+type createShareRequest struct {
+	Name *string `json:"name" api:"required"`
+	shareFields
+}
+
+// shareFields are a share's fields besides its name.
+type shareFields struct {
 	Description     *string             `json:"description"`
 	ExpiresIn       *string             `json:"expiresIn"`
 	ExpiresAt       opt[time.Time]      `json:"expiresAt"`
@@ -165,10 +177,11 @@ func (a *API) createShare(c *call) (any, error) {
 }
 
 func (a *API) createShareFor(c *call, serviceID string) (any, error) {
-	var req shareRequest
-	if err := c.decode(&req); err != nil {
+	var creq createShareRequest
+	if err := c.decode(&creq); err != nil {
 		return nil, err
 	}
+	req := shareRequest(creq)
 	token := newShareToken()
 	sh := store.Share{ID: uuid.NewString(), WorkspaceID: c.ws, ServiceID: serviceID, TokenHash: HashSecret(token),
 		TokenPreview: token[:6], CreatedAt: c.now, CreatedBy: c.key.ID,

@@ -12,7 +12,7 @@ import (
 )
 
 type createKeyRequest struct {
-	Name            string     `json:"name"`
+	Name            string     `json:"name" api:"required"`
 	Scopes          *[]string  `json:"scopes"`
 	AllowedIPRanges *[]string  `json:"allowedIpRanges"`
 	ExpiresAt       *time.Time `json:"expiresAt"`
@@ -146,7 +146,7 @@ func (a *API) getKey(c *call) (any, error) {
 }
 
 type ipRestrictionsRequest struct {
-	AllowedIPRanges *[]string `json:"allowedIpRanges"`
+	AllowedIPRanges *[]string `json:"allowedIpRanges" api:"required"`
 }
 
 func (a *API) setKeyIPs(c *call) (any, error) {
@@ -283,7 +283,7 @@ func (a *API) getWorkspace(c *call) (any, error) {
 }
 
 type createWorkspaceRequest struct {
-	Name string `json:"name"`
+	Name string `json:"name" api:"required"`
 	// MaxServices and MaxShares limit the workspace (0: no limit; absent:
 	// the control plane's default, pcd control --workspace-max-*).
 	MaxServices *int `json:"maxServices,omitempty"`

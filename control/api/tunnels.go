@@ -129,8 +129,8 @@ func (t *tunnelTarget) UnmarshalJSON(b []byte) error {
 }
 
 type createTunnelRequest struct {
-	Target   tunnelTarget `json:"target"`
-	AgentID  string       `json:"agentId"`
+	Target   tunnelTarget `json:"target" api:"required"`
+	AgentID  string       `json:"agentId" api:"required"`
 	Name     *string      `json:"name"`
 	Protocol *string      `json:"protocol"`
 	IsPublic *bool        `json:"isPublic"`

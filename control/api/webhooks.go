@@ -227,8 +227,8 @@ func truncate(s string, n int) string {
 // Handlers.
 
 type createWebhookRequest struct {
-	URL         string   `json:"url"`
-	Events      []string `json:"events"`
+	URL         string   `json:"url" api:"required"`
+	Events      []string `json:"events" api:"required"`
 	Description *string  `json:"description"`
 }
 
