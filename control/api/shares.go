@@ -85,7 +85,7 @@ func (req *shareRequest) apply(sh *store.Share, now time.Time, create bool) erro
 	case req.ExpiresAt.Set && req.ExpiresAt.Null:
 		sh.ExpiresAt = nil
 	case req.ExpiresAt.Set:
-		t := req.ExpiresAt.V.UTC()
+		t := apiTime(req.ExpiresAt.V)
 		if v.check(t.After(now), "expiresAt", "must be in the future") {
 			sh.ExpiresAt = &t
 		}
@@ -215,7 +215,7 @@ func (a *API) createShareFor(c *call, serviceID string) (any, error) {
 	c.resource = sh.ID
 	a.publish(c, push.Share(c.ws, sh.ID))
 	return shareCreatedView{ID: sh.ID, ServiceID: serviceID, Token: token, Name: sh.Name, Description: sh.Description,
-		ShareURL: a.edgeBaseURL() + "/shared/" + token, ExpiresAt: sh.ExpiresAt, CreatedAt: sh.CreatedAt, sharePolicy: policyView(&sh)}, nil
+		ShareURL: a.edgeBaseURL() + "/shared/" + token, ExpiresAt: apiTimePtr(sh.ExpiresAt), CreatedAt: sh.CreatedAt, sharePolicy: policyView(&sh)}, nil
 }
 
 func (a *API) listServiceShares(c *call) (any, error) {
@@ -340,7 +340,7 @@ func (a *API) sharedInfo(c *call) (any, error) {
 		if err != nil {
 			return err
 		}
-		out = sharedInfoView{Name: sh.Name, Description: sh.Description, ExpiresAt: sh.ExpiresAt,
+		out = sharedInfoView{Name: sh.Name, Description: sh.Description, ExpiresAt: apiTimePtr(sh.ExpiresAt),
 			ServiceName: s.Name, Protocol: s.Protocol, RequiresPassword: sh.PasswordHash != ""}
 		return nil
 	})

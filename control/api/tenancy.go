@@ -43,7 +43,7 @@ type apiKeyCreatedView struct {
 
 func (a *API) keyView(k *store.APIKey) apiKeyView {
 	v := apiKeyView{ID: k.ID, Name: k.Name, KeyPrefix: k.KeyPrefix, Scopes: nonNil(k.Scopes), AllowedIPRanges: nonNil(k.AllowedIPRanges),
-		CreatedAt: k.CreatedAt, LastUsedAt: k.LastUsedAt, LastUsedIP: strPtr(k.LastUsedIP), ExpiresAt: k.ExpiresAt}
+		CreatedAt: k.CreatedAt, LastUsedAt: k.LastUsedAt, LastUsedIP: strPtr(k.LastUsedIP), ExpiresAt: apiTimePtr(k.ExpiresAt)}
 	if u, ok := a.usage.get(k.ID); ok && (v.LastUsedAt == nil || u.at.After(*v.LastUsedAt)) {
 		at := u.at
 		v.LastUsedAt, v.LastUsedIP = &at, strPtr(u.ip)
@@ -60,7 +60,7 @@ func newKey(ws, name string, scopes, ranges []string, expires *time.Time, now ti
 
 func createdKeyView(k *store.APIKey, plain string) apiKeyCreatedView {
 	return apiKeyCreatedView{ID: k.ID, Name: k.Name, Key: plain, KeyPrefix: k.KeyPrefix, Scopes: k.Scopes,
-		AllowedIPRanges: k.AllowedIPRanges, CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt}
+		AllowedIPRanges: k.AllowedIPRanges, CreatedAt: k.CreatedAt, ExpiresAt: apiTimePtr(k.ExpiresAt)}
 }
 
 func (a *API) createKey(c *call) (any, error) {
@@ -86,7 +86,7 @@ func (a *API) createKey(c *call) (any, error) {
 	}
 	var expires *time.Time
 	if req.ExpiresAt != nil {
-		t := req.ExpiresAt.UTC()
+		t := apiTime(*req.ExpiresAt)
 		v.check(t.After(c.now), "expiresAt", "must be in the future")
 		expires = &t
 	}

@@ -218,7 +218,7 @@ func nonNil(s []string) []string {
 func shareViewOf(s *store.Share, now time.Time) shareView {
 	return shareView{
 		ID: s.ID, ServiceID: s.ServiceID, Name: s.Name, Description: s.Description, TokenPreview: s.TokenPreview,
-		ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, IsActive: s.Active(now), AccessCount: s.AccessCount,
+		ExpiresAt: apiTimePtr(s.ExpiresAt), RevokedAt: s.RevokedAt, IsActive: s.Active(now), AccessCount: s.AccessCount,
 		LastAccessedAt: s.LastAccessedAt, CreatedAt: s.CreatedAt, CreatedBy: s.CreatedBy, sharePolicy: policyView(s),
 	}
 }
