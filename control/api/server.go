@@ -200,10 +200,7 @@ func New(opts Options) (*API, error) {
 // Handler is the fasthttp handler of the whole API.
 func (a *API) Handler(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Response.Header
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "strict-origin-when-cross-origin")
-	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+	setSecurityHeaders(h)
 	// A fixed path beside a pattern (/v1/services/register beside
 	// /v1/services/{id}) has its own methods: the router would take GET
 	// /v1/services/register for the service "register" (a 404) and list the
@@ -224,6 +221,15 @@ func (a *API) Handler(ctx *fasthttp.RequestCtx) {
 	a.router.Handler(ctx)
 }
 
+// setSecurityHeaders sets the security headers of every API answer
+// (api-v1.md; /docs relaxes the CSP).
+func setSecurityHeaders(h *fasthttp.ResponseHeader) {
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "strict-origin-when-cross-origin")
+	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+}
+
 // writeOptions answers OPTIONS: 200, {"success":true,"data":{"allow":[...]}}.
 func writeOptions(ctx *fasthttp.RequestCtx, methods []string) {
 	writeJSON(ctx, fasthttp.StatusOK, envelope{Success: true, Data: map[string][]string{"allow": methods}})
@@ -236,8 +242,10 @@ type fixedRoute struct {
 }
 
 // ErrorHandler answers requests fasthttp could not read (too large, bad
-// framing) in the error envelope; use it as fasthttp.Server.ErrorHandler.
+// framing) in the error envelope, with the security headers of every other
+// answer; use it as fasthttp.Server.ErrorHandler.
 func (a *API) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
+	setSecurityHeaders(&ctx.Response.Header)
 	switch {
 	case err == fasthttp.ErrBodyTooLarge:
 		// The limit of the route the body was sent to, as HeaderReceived
