@@ -291,7 +291,7 @@ func (a *API) operation(g *schemaGen, r *route) jsonObj {
 		headers["X-Next-Cursor"] = jsonObj{"description": "Cursor of the next page, when there is one", "schema": jsonObj{"type": "string"}}
 	}
 	meta := r.Path == "/health" || r.Path == "/openapi.json" || r.Path == "/metrics" || strings.HasPrefix(r.Path, "/docs")
-	limited := r.Access != accessEdge && !meta
+	limited := r.Access != accessEdge && r.Path != "/health"
 	if limited {
 		for k, v := range rateHeaders {
 			headers[k] = v

@@ -26,6 +26,13 @@ type route struct {
 	raw     fasthttp.RequestHandler
 }
 
+// publicLimited reports whether a public route counts against the client
+// IP's public rate limit: all but /health, which load balancers and probes
+// poll (docs/architecture.md).
+func (r *route) publicLimited() bool {
+	return r.Access == accessPublic && r.Path != "/health"
+}
+
 func (r *route) mutation() bool {
 	return r.Method != fasthttp.MethodGet && r.Method != fasthttp.MethodHead
 }

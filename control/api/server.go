@@ -407,12 +407,22 @@ type handler func(c *call) (any, error)
 // audit to a route's handler.
 func (a *API) wrap(r *route) fasthttp.RequestHandler {
 	if r.raw != nil {
+		raw := r.raw
+		if r.publicLimited() {
+			raw = func(ctx *fasthttp.RequestCtx) {
+				if err := a.limit(&call{ctx: ctx, a: a, r: r}, "p:"+ctx.RemoteIP().String(), a.opts.RateLimits.PublicPerMin); err != nil {
+					writeError(ctx, toError(err, a.log, r.Path))
+					return
+				}
+				r.raw(ctx)
+			}
+		}
 		if r.Path == "/v1/edges/config" || r.Path == "/metrics" {
-			return r.raw // streams last for hours; scrapes need no self-count
+			return raw // streams last for hours; scrapes need no self-count
 		}
 		return func(ctx *fasthttp.RequestCtx) {
 			t0 := time.Now()
-			r.raw(ctx)
+			raw(ctx)
 			a.metrics.observe(r.Name, r.Method, ctx.Response.StatusCode(), time.Since(t0))
 		}
 	}
@@ -479,7 +489,7 @@ func (a *API) serve(c *call) (any, error) {
 			return nil, err
 		}
 	case accessPublic:
-		if c.r.Path != "/health" {
+		if c.r.publicLimited() {
 			if err := a.limit(c, "p:"+c.ctx.RemoteIP().String(), a.opts.RateLimits.PublicPerMin); err != nil {
 				return nil, err
 			}
