@@ -31,7 +31,7 @@ func (a *API) patchService(c *call) (any, error) {
 		v.serviceName(*req.Name, "name")
 	}
 	if req.TargetHost != nil {
-		v.target(*req.TargetHost, 1)
+		v.target(*req.TargetHost, 1, "targetHost", "targetPort")
 	}
 	if req.TargetPort != nil {
 		v.intRange(*req.TargetPort, "targetPort", 1, 65535)

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -31,12 +32,19 @@ func (v *validator) serviceName(s, field string) {
 	v.re(s, reServiceName, field, "must be 1-100 characters of A-Z, a-z, 0-9, _ and -")
 }
 
-func (v *validator) target(host string, port int) {
-	v.strLen(host, "targetHost", 1, 253)
-	if strings.ContainsAny(host, " /\\?#@") || strings.IndexFunc(host, func(r rune) bool { return r < 0x21 || r == 0x7f }) >= 0 {
-		v.add("targetHost", "must be a host name or IP address")
+// target checks a service's target host and port, reported under the
+// fields the client sent them in (hostField, portField). When the two are
+// one field (a tunnel's "host:port" target) the messages name the part.
+func (v *validator) target(host string, port int, hostField, portField string) {
+	hostPart, portPart := "", ""
+	if hostField == portField {
+		hostPart, portPart = "host ", "port "
 	}
-	v.intRange(port, "targetPort", 1, 65535)
+	v.check(utf8.RuneCountInString(host) >= 1 && utf8.RuneCountInString(host) <= 253, hostField, "%smust be 1-253 characters", hostPart)
+	if strings.ContainsAny(host, " /\\?#@") || strings.IndexFunc(host, func(r rune) bool { return r < 0x21 || r == 0x7f }) >= 0 {
+		v.add(hostField, "%smust be a host name or IP address", hostPart)
+	}
+	v.check(port >= 1 && port <= 65535, portField, "%smust be between 1 and 65535", portPart)
 }
 
 // registerService creates a service, or updates the one with the same name
@@ -49,7 +57,7 @@ func (a *API) registerService(c *call) (any, error) {
 	var v validator
 	v.uuid(req.AgentID, "agentId")
 	v.serviceName(req.Name, "name")
-	v.target(req.TargetHost, req.TargetPort)
+	v.target(req.TargetHost, req.TargetPort, "targetHost", "targetPort")
 	if req.Protocol != nil {
 		v.oneOf(*req.Protocol, "protocol", protocols...)
 	}

@@ -94,6 +94,7 @@ type tunnelTarget struct {
 	Host string `json:"host"`
 	Port int    `json:"port"`
 	set  bool
+	str  bool // given as "host:port"
 }
 
 func (t *tunnelTarget) UnmarshalJSON(b []byte) error {
@@ -112,7 +113,7 @@ func (t *tunnelTarget) UnmarshalJSON(b []byte) error {
 		if err != nil {
 			return invalidField("target", "port must be a number")
 		}
-		t.Host, t.Port = host, p
+		t.Host, t.Port, t.str = host, p, true
 		return nil
 	}
 	var obj struct {
@@ -154,7 +155,12 @@ func (a *API) createTunnel(c *call) (any, error) {
 	}
 	v.serviceName(name, "name")
 	if req.Target.set {
-		v.target(req.Target.Host, req.Target.Port)
+		// Errors name the fields of the request, not the service's.
+		if req.Target.str {
+			v.target(req.Target.Host, req.Target.Port, "target", "target")
+		} else {
+			v.target(req.Target.Host, req.Target.Port, "target.host", "target.port")
+		}
 	}
 	if req.Protocol != nil {
 		v.oneOf(*req.Protocol, "protocol", protocols...)

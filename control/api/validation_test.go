@@ -1,0 +1,54 @@
+package api_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// fieldErrors returns the fields named by a 400's details.
+func fieldErrors(t *testing.T, r resp) []string {
+	t.Helper()
+	assertErr(t, r, 400)
+	details, _ := r.Body["details"].([]any)
+	var fields []string
+	for _, d := range details {
+		fields = append(fields, d.(map[string]any)["field"].(string))
+	}
+	return fields
+}
+
+// TestTunnelTargetErrorsNameRequestFields: a bad target of POST /v1/tunnels
+// is reported under the field the client sent ("target", or target.host and
+// target.port of the object form), never the service's targetHost or
+// targetPort, which the request does not have.
+func TestTunnelTargetErrorsNameRequestFields(t *testing.T) {
+	h := newHarness(t)
+	agentID, _ := h.agent(h.admin)
+	for _, tc := range []struct {
+		name   string
+		target any
+		fields []string
+		msg    string
+	}{
+		{"port 0", "127.0.0.1:0", []string{"target"}, "invalid request: target port must be between 1 and 65535"},
+		{"port too large", "127.0.0.1:70000", []string{"target"}, "invalid request: target port must be between 1 and 65535"},
+		{"empty host", ":80", []string{"target"}, "invalid request: target host must be 1-253 characters"},
+		{"bad host", "a@b:80", []string{"target"}, "invalid request: target host must be a host name or IP address"},
+		{"object port 0", map[string]any{"host": "h", "port": 0}, []string{"target.port"}, "invalid request: target.port must be between 1 and 65535"},
+		{"object, no host", map[string]any{"port": 80}, []string{"target.host"}, "invalid request: target.host must be 1-253 characters"},
+		{"object, both bad", map[string]any{"host": "a b", "port": -1}, []string{"target.host", "target.port"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := h.req("POST", "/v1/tunnels", h.admin, map[string]any{"target": tc.target, "agentId": agentID})
+			assert.Equal(t, tc.fields, fieldErrors(t, r), "%s", r.Raw)
+			if tc.msg != "" {
+				assert.Equal(t, tc.msg, r.Body["message"])
+			}
+		})
+	}
+	// The service routes keep their own field names.
+	r := h.req("POST", "/v1/services/register", h.admin, map[string]any{"agentId": agentID, "name": "x", "targetHost": "h", "targetPort": 0})
+	require.Equal(t, []string{"targetPort"}, fieldErrors(t, r))
+}
