@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -128,6 +129,21 @@ func (v *validator) check(ok bool, field, format string, args ...any) bool {
 func (v *validator) strLen(s, field string, min, max int) bool {
 	n := utf8.RuneCountInString(s)
 	return v.check(n >= min && n <= max, field, "must be %d-%d characters", min, max)
+}
+
+// displayName checks a free-text name (an API key's): min-max characters,
+// not only white space, no control characters (a name is printed in lists
+// and terminals, where a NUL or an escape sequence does harm and a blank
+// name cannot be told apart).
+func (v *validator) displayName(s, field string, min, max int) bool {
+	if !v.strLen(s, field, min, max) {
+		return false
+	}
+	if strings.IndexFunc(s, unicode.IsControl) >= 0 {
+		v.add(field, "must not contain control characters")
+		return false
+	}
+	return v.check(s == "" || strings.TrimSpace(s) != "", field, "must not be only white space")
 }
 
 func (v *validator) optStrLen(s *string, field string, min, max int) {

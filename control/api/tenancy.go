@@ -69,7 +69,7 @@ func (a *API) createKey(c *call) (any, error) {
 		return nil, err
 	}
 	var v validator
-	v.strLen(req.Name, "name", 1, 50)
+	v.displayName(req.Name, "name", 1, 50)
 	scopes := []string{store.ScopeWrite}
 	if req.Scopes != nil {
 		scopes = []string{}

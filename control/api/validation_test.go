@@ -1,6 +1,8 @@
 package api_test
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -51,4 +53,39 @@ func TestTunnelTargetErrorsNameRequestFields(t *testing.T) {
 	// The service routes keep their own field names.
 	r := h.req("POST", "/v1/services/register", h.admin, map[string]any{"agentId": agentID, "name": "x", "targetHost": "h", "targetPort": 0})
 	require.Equal(t, []string{"targetPort"}, fieldErrors(t, r))
+}
+
+// TestAPIKeyNames: an API key's name is 1-50 characters that are not all
+// white space and hold no control character.
+func TestAPIKeyNames(t *testing.T) {
+	h := newHarness(t)
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"ci", true},
+		{"CI deploy key", true},
+		{"clé été ✓", true},
+		{" padded ", true},
+		{strings.Repeat("x", 50), true},
+		{"", false},
+		{strings.Repeat("x", 51), false},
+		{"   ", false},
+		{"\t\n", false},
+		{"\u00a0\u3000", false}, // Unicode spaces
+		{"nul\u0000x", false},
+		{"esc\u001b[31mred", false},
+		{"del\u007f", false},
+		{"c1\u0085", false},
+	} {
+		t.Run(fmt.Sprintf("%q", tc.name), func(t *testing.T) {
+			r := h.req("POST", "/v1/api-keys", h.admin, map[string]any{"name": tc.name})
+			if tc.ok {
+				require.Equal(t, 201, r.Status, "%s", r.Raw)
+				assert.Equal(t, tc.name, r.str("name"))
+				return
+			}
+			assert.Equal(t, []string{"name"}, fieldErrors(t, r), "%s", r.Raw)
+		})
+	}
 }
