@@ -189,19 +189,28 @@ func (v *validator) cidrs(in []string, field string) []string {
 	return out
 }
 
+// parseCIDR parses a CIDR or a bare IP. An IPv4-mapped IPv6 prefix
+// (::ffff:a.b.c.d, /96 and longer) is returned as the IPv4 prefix it maps:
+// client addresses are compared unmapped (clientAddr), so the mapped form
+// would never match; the edge's ip-allow does the same.
 func parseCIDR(s string) (netip.Prefix, error) {
+	var p netip.Prefix
 	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
 			return p, err
 		}
-		return p.Masked(), nil
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	return p.Masked(), nil
 }
 
 func (v *validator) err() error {

@@ -89,3 +89,40 @@ func TestAPIKeyNames(t *testing.T) {
 		})
 	}
 }
+
+// TestIPv4MappedRanges: an IPv4-mapped IPv6 range (::ffff:a.b.c.d/96 and
+// longer) is stored and applied as the IPv4 range it maps, since client
+// addresses are compared unmapped: "::ffff:127.0.0.1/128" lets a key be
+// used from 127.0.0.1 (it matched nothing), "::ffff:10.0.0.0/104" keeps it
+// from being used from anywhere else.
+func TestIPv4MappedRanges(t *testing.T) {
+	h := newHarness(t)
+	keyID := h.must(201, "POST", "/v1/api-keys", h.admin, map[string]any{"name": "k"}).str("id")
+	ranges := func(r resp) []any { return r.data()["allowedIpRanges"].([]any) }
+	for _, tc := range []struct {
+		in   []string
+		want []any
+	}{
+		{[]string{"::ffff:127.0.0.1/128"}, []any{"127.0.0.1/32"}},
+		{[]string{"::ffff:127.0.0.1"}, []any{"127.0.0.1/32"}},
+		{[]string{"::ffff:10.1.2.3/104"}, []any{"10.0.0.0/8"}},
+		{[]string{"::ffff:0.0.0.0/96"}, []any{"0.0.0.0/0"}},
+		{[]string{"::ffff:0:0/80", "::1/128", "2001:db8::/32", "10.0.0.0/8"}, []any{"::/80", "::1/128", "2001:db8::/32", "10.0.0.0/8"}},
+	} {
+		r := h.must(200, "PUT", "/v1/api-keys/"+keyID+"/ip-restrictions", h.admin, map[string]any{"allowedIpRanges": tc.in})
+		assert.Equal(t, tc.want, ranges(r), "%v", tc.in)
+	}
+	created := h.must(201, "POST", "/v1/api-keys", h.admin, map[string]any{"name": "k2", "allowedIpRanges": []string{"::ffff:127.0.0.1/128"}})
+	assert.Equal(t, []any{"127.0.0.1/32"}, ranges(created))
+
+	// Applied: the harness's client is 127.0.0.1.
+	loopback := h.must(201, "POST", "/v1/api-keys", h.admin, map[string]any{"name": "lo", "scopes": []string{"read"},
+		"allowedIpRanges": []string{"::ffff:127.0.0.1/128"}}).str("key")
+	h.must(200, "GET", "/v1/services", loopback, nil)
+	elsewhere := h.must(201, "POST", "/v1/api-keys", h.admin, map[string]any{"name": "ten", "scopes": []string{"read"},
+		"allowedIpRanges": []string{"::ffff:10.0.0.0/104"}}).str("key")
+	h.assertError(h.req("GET", "/v1/services", elsewhere, nil), 403)
+	// A key stored with a mapped range before this rule works too.
+	stored := h.addKey(h.ws, "stored", []string{"read"}, []string{"::ffff:127.0.0.1/128"}, nil)
+	h.must(200, "GET", "/v1/services", stored, nil)
+}
