@@ -88,8 +88,8 @@ func clientAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 }
 
 // authKey authenticates the x-api-key header (401s) and sets c.key; the
-// key's IP allowlist and scope are checked by authorizeKey, after the
-// request has been counted against the key's rate limit.
+// key's IP allowlist (keyFromAllowedIP) and scope (authorizeKey) are
+// checked after.
 func (a *API) authKey(c *call) error {
 	raw := c.ctx.Request.Header.Peek("x-api-key")
 	if len(raw) == 0 {
@@ -118,27 +118,29 @@ func (a *API) authKey(c *call) error {
 	return nil
 }
 
-// authorizeKey checks the authenticated key's IP allowlist and scope (403s)
-// and records its use.
-func (a *API) authorizeKey(c *call) error {
-	k := c.key
+// keyFromAllowedIP checks the authenticated key's IP allowlist (403).
+func (a *API) keyFromAllowedIP(c *call) error {
+	nets := c.keyNets
+	if len(nets) == 0 {
+		return nil
+	}
 	ip := clientAddr(c.ctx)
-	if nets := c.keyNets; len(nets) > 0 {
-		ok := false
-		for _, n := range nets {
-			if n.Contains(ip) {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			return forbidden("client IP " + ip.String() + " is not allowed for this API key")
+	for _, n := range nets {
+		if n.Contains(ip) {
+			return nil
 		}
 	}
+	return forbidden("client IP " + ip.String() + " is not allowed for this API key")
+}
+
+// authorizeKey checks the authenticated key's scope (403) and records its
+// use.
+func (a *API) authorizeKey(c *call) error {
+	k := c.key
 	if need := c.r.Access.scope(); keyRank(k.Scopes) < scopeRank(need) {
 		return forbidden("this route needs an API key with the " + need + " scope")
 	}
-	a.usage.touch(k.WorkspaceID, k.ID, c.now, ip.String())
+	a.usage.touch(k.WorkspaceID, k.ID, c.now, clientAddr(c.ctx).String())
 	return nil
 }
 

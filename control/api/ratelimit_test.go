@@ -14,24 +14,27 @@ import (
 	"github.com/privateconnect/pc/control"
 )
 
-// TestRateLimitCountsForbidden: a request authenticated by a valid key is
-// counted against that key's budget before its scope or IP allowlist is
-// checked, so the 403s carry X-RateLimit-* and a key past its limit gets
-// 429s, not an endless stream of free 403s.
+// TestRateLimitCountsForbidden: the 403s of a valid key are counted, so
+// they carry X-RateLimit-* and meet 429s past the limit, not an endless
+// stream of free 403s: a key refused by its scope against its own budget,
+// a key used from outside its IP allowlist against the address's (whoever
+// holds a leaked key elsewhere cannot spend its owner's budget).
 func TestRateLimitCountsForbidden(t *testing.T) {
-	const perMin = 5
+	const perKey, perIP = 5, 3
 	h := newHarness(t, func(c *control.Config) {
-		c.RateLimits = control.RateLimits{PublicPerMin: 1000, AuthenticatedPerMin: perMin}
+		c.RateLimits = control.RateLimits{PublicPerMin: perIP, AuthenticatedPerMin: perKey}
 	})
 	awayFromMinuteEdge(t)
 	for _, tc := range []struct {
 		name, method, path string
 		key                string
 		body               any
+		perMin             int
 	}{
-		{"scope too small", "POST", "/v1/agents/provision", h.addKey(h.ws, "reader", []string{"read"}, nil, nil), map[string]any{}},
-		{"ip not allowed", "GET", "/v1/services", h.addKey(h.ws, "elsewhere", []string{"admin"}, []string{"10.0.0.0/8"}, nil), nil},
+		{"scope too small", "POST", "/v1/agents/provision", h.addKey(h.ws, "reader", []string{"read"}, nil, nil), map[string]any{}, perKey},
+		{"ip not allowed", "GET", "/v1/services", h.addKey(h.ws, "elsewhere", []string{"admin"}, []string{"10.0.0.0/8"}, nil), nil, perIP},
 	} {
+		perMin := tc.perMin
 		t.Run(tc.name, func(t *testing.T) {
 			for i := 0; i < perMin; i++ {
 				r := h.req(tc.method, tc.path, tc.key, tc.body)
@@ -48,7 +51,7 @@ func TestRateLimitCountsForbidden(t *testing.T) {
 	}
 	// The budget is the key's own: the admin key was not charged.
 	r := h.must(200, "GET", "/v1/services", h.admin, nil)
-	require.Equal(t, fmt.Sprint(perMin-1), r.Header.Get("X-RateLimit-Remaining"))
+	require.Equal(t, fmt.Sprint(perKey-1), r.Header.Get("X-RateLimit-Remaining"))
 }
 
 // TestUnversionedRoutesRateLimited: /openapi.json, /docs, its assets and

@@ -471,9 +471,19 @@ func (a *API) serve(c *call) (any, error) {
 			}
 			return nil, err
 		}
-		// A valid key's requests count against its own budget, the ones its
-		// scope or IP allowlist then refuses (403) included: they carry the
-		// X-RateLimit-* headers and meet a 429 past the limit like any other.
+		// A key used from outside its IP allowlist is refused before its
+		// budget is touched, counted against the address like a failed
+		// authentication: whoever holds a leaked key elsewhere cannot spend
+		// its owner's budget.
+		if err := a.keyFromAllowedIP(c); err != nil {
+			if lerr := a.limit(c, "f:"+c.ctx.RemoteIP().String(), a.opts.RateLimits.PublicPerMin); lerr != nil {
+				return nil, lerr
+			}
+			return nil, err
+		}
+		// Its other requests count against its own budget, the ones its
+		// scope then refuses (403) included: they carry the X-RateLimit-*
+		// headers and meet a 429 past the limit like any other.
 		if err := a.limit(c, "k:"+c.key.ID, a.opts.RateLimits.AuthenticatedPerMin); err != nil {
 			return nil, err
 		}
