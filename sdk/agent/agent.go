@@ -182,14 +182,28 @@ func New(cfg Config) (*Agent, error) {
 	if len(cfg.Edges) == 0 && len(cfg.StaticEdges) == 0 {
 		return nil, errors.New("agent: at least one edge is required")
 	}
-	for _, e := range append(slices.Clip(cfg.Edges), cfg.StaticEdges...) {
-		if err := checkEdgeAddr(e); err != nil {
-			return nil, err
+	// An edge of Edges (the control plane's list) this agent cannot use (a
+	// malformed address, plain TCP off loopback) is skipped with a warning:
+	// one edge registered wrong must not stop every agent of the fleet at
+	// its next start. StaticEdges are the user's own: any is an error.
+	var usable []string
+	var skipped []error
+	for _, e := range cfg.Edges {
+		if err := cfg.checkEdge(e); err != nil {
+			skipped = append(skipped, err)
+			continue
 		}
-		if err := cfg.checkPlaintext(e); err != nil {
+		usable = append(usable, e)
+	}
+	for _, e := range cfg.StaticEdges {
+		if err := cfg.checkEdge(e); err != nil {
 			return nil, err
 		}
 	}
+	if len(usable) == 0 && len(cfg.StaticEdges) == 0 {
+		return nil, skipped[0]
+	}
+	cfg.Edges = usable
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 10 * time.Second
 	}
@@ -205,6 +219,9 @@ func New(cfg Config) (*Agent, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	for _, err := range skipped {
+		log.Warn("skipping an edge this agent cannot use", "err", err)
 	}
 	a := &Agent{cfg: cfg, id: id, log: log, services: map[uuid.UUID]target{},
 		edges: map[string]context.CancelFunc{}, sessions: map[string]*edgeConn{}, edgeOwner: map[string]string{}, listed: map[string][]string{},
@@ -724,6 +741,14 @@ func (a *Agent) dial(ctx context.Context, addr string) (net.Conn, error) {
 		return nil, err
 	}
 	return d.DialContext(ctx, "tcp", strings.TrimPrefix(addr, "tcp://"))
+}
+
+// checkEdge checks an edge address's form, then its transport.
+func (c *Config) checkEdge(addr string) error {
+	if err := checkEdgeAddr(addr); err != nil {
+		return err
+	}
+	return c.checkPlaintext(addr)
 }
 
 // checkEdgeAddr checks the form of an edge's tunnel address.

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/privateconnect/pc/internal/syncbuf"
 )
 
 const testAgentID = "6a1f0c0e-7d4b-4a57-9a55-2f4c3f1b9d10"
@@ -40,6 +44,36 @@ func TestPlaintextEdgesOffLoopbackNeedAnOptIn(t *testing.T) {
 		if !errors.As(err, &pe) || pe.Addr != tc.edge {
 			t.Errorf("%s: err = %v, want a PlaintextError", tc.edge, err)
 		}
+	}
+}
+
+// TestUnusableListedEdgeIsSkipped: an edge of the control plane's list the
+// agent cannot use (plain TCP off loopback, a malformed address) is skipped
+// with a warning while another is usable: one edge registered wrong does
+// not stop every agent at its next start. Alone, it is still an error; a
+// StaticEdges address (the user's own) always is.
+func TestUnusableListedEdgeIsSkipped(t *testing.T) {
+	var logs syncbuf.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	a, err := New(Config{AgentID: testAgentID, Token: "t", Logger: log,
+		Edges: []string{"edge.example.com:7070", "127.0.0.1:7070", "http://x"}})
+	if err != nil {
+		t.Fatalf("one usable edge among unusable ones: %v", err)
+	}
+	if !slices.Equal(a.cfg.Edges, []string{"127.0.0.1:7070"}) {
+		t.Fatalf("edges %v, want the usable one", a.cfg.Edges)
+	}
+	for _, want := range []string{"edge.example.com:7070", "http://x"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no warning names %s: %s", want, logs.String())
+		}
+	}
+	var pe *PlaintextError
+	if _, err := New(Config{AgentID: testAgentID, Token: "t", Edges: []string{"edge.example.com:7070", "http://x"}}); !errors.As(err, &pe) {
+		t.Errorf("no usable edge: err = %v, want the first one's PlaintextError", err)
+	}
+	if _, err := New(Config{AgentID: testAgentID, Token: "t", Edges: []string{"127.0.0.1:7070"}, StaticEdges: []string{"edge.example.com:7070"}}); !errors.As(err, &pe) {
+		t.Errorf("an unusable static edge: err = %v, want a PlaintextError", err)
 	}
 }
 
