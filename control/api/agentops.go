@@ -189,7 +189,7 @@ func (a *API) setCapabilities(c *call) (any, error) {
 	v.check(len(req.Capabilities) <= 100, "capabilities", "must have at most 100 entries")
 	for i, cp := range req.Capabilities {
 		f := "capabilities[" + itoa(i) + "]"
-		v.strLen(cp.Name, f+".name", 1, 100)
+		v.displayName(cp.Name, f+".name", 1, 100)
 		md := strings.TrimSpace(string(cp.Metadata))
 		v.check(md == "" || md == "null" || md[0] == '{', f+".metadata", "must be an object")
 	}

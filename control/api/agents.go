@@ -71,10 +71,10 @@ func (a *API) provisionAgent(c *call) (any, error) {
 	if req.ClientType != nil && v.oneOf(*req.ClientType, "clientType", "cli", "sdk", "ci", "custom") {
 		ag.ClientType = *req.ClientType
 	}
-	if req.Name != nil && v.strLen(*req.Name, "name", 0, 100) {
+	if req.Name != nil && v.displayName(*req.Name, "name", 0, 100) {
 		ag.Name = *req.Name
 	}
-	if req.Label != nil && v.strLen(*req.Label, "label", 0, 100) && *req.Label != "" {
+	if req.Label != nil && v.displayName(*req.Label, "label", 0, 100) && *req.Label != "" {
 		ag.Label = *req.Label
 	}
 	ttl := defaultAgentTTL

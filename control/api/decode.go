@@ -131,10 +131,11 @@ func (v *validator) strLen(s, field string, min, max int) bool {
 	return v.check(n >= min && n <= max, field, "must be %d-%d characters", min, max)
 }
 
-// displayName checks a free-text name (an API key's): min-max characters,
-// not only white space, no control characters (a name is printed in lists
-// and terminals, where a NUL or an escape sequence does harm and a blank
-// name cannot be told apart).
+// displayName checks a free-text name (of a key, share, agent, edge,
+// workspace or capability): min-max characters, not only white space, no
+// control characters (a name is printed in lists and terminals, where a
+// NUL or an escape sequence does harm and a blank name cannot be told
+// apart).
 func (v *validator) displayName(s, field string, min, max int) bool {
 	if !v.strLen(s, field, min, max) {
 		return false

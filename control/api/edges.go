@@ -64,7 +64,7 @@ func (a *API) createEdge(c *call) (any, error) {
 		return nil, err
 	}
 	var v validator
-	v.strLen(req.Name, "name", 1, 100)
+	v.displayName(req.Name, "name", 1, 100)
 	validEdgeAddrs(&v, req.PublicURL, req.TunnelAddr)
 	v.optStrLen(req.Region, "region", 0, 100)
 	if err := v.err(); err != nil {

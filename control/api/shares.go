@@ -60,7 +60,7 @@ type shareFields struct {
 func (req *shareRequest) apply(sh *store.Share, now time.Time, create bool) error {
 	var v validator
 	if req.Name != nil {
-		if v.strLen(*req.Name, "name", 1, 100) {
+		if v.displayName(*req.Name, "name", 1, 100) {
 			sh.Name = *req.Name
 		}
 	} else if create {

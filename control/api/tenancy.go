@@ -353,7 +353,7 @@ func (a *API) createWorkspace(c *call) (any, error) {
 	}
 	limits := a.opts.WorkspaceLimits
 	var v validator
-	v.strLen(req.Name, "name", 1, 100)
+	v.displayName(req.Name, "name", 1, 100)
 	if req.MaxServices != nil && v.intRange(*req.MaxServices, "maxServices", 0, maxLimit) {
 		limits.MaxServices = *req.MaxServices
 	}

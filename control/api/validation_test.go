@@ -126,3 +126,32 @@ func TestIPv4MappedRanges(t *testing.T) {
 	stored := h.addKey(h.ws, "stored", []string{"read"}, []string{"::ffff:127.0.0.1/128"}, nil)
 	h.must(200, "GET", "/v1/services", stored, nil)
 }
+
+// TestDisplayNames: the other free-text names (an agent's name and label, a
+// share's, an edge's, a workspace's) refuse what a key's name refuses: only
+// white space, control characters.
+func TestDisplayNames(t *testing.T) {
+	h := newHarness(t)
+	svcID, _ := h.service(h.admin, "web")
+	for _, tc := range []struct {
+		route, path, field string
+		body               func(name string) map[string]any
+	}{
+		{"agent name", "/v1/agents/provision", "name", func(n string) map[string]any { return map[string]any{"name": n} }},
+		{"agent label", "/v1/agents/provision", "label", func(n string) map[string]any { return map[string]any{"label": n} }},
+		{"share", "/v1/services/" + svcID + "/shares", "name", func(n string) map[string]any { return map[string]any{"name": n} }},
+		{"edge", "/v1/edges", "name", func(n string) map[string]any {
+			return map[string]any{"name": n, "publicUrl": "http://127.0.0.1:1", "tunnelAddr": "127.0.0.1:2"}
+		}},
+		{"workspace", "/v1/workspaces", "name", func(n string) map[string]any { return map[string]any{"name": n} }},
+	} {
+		t.Run(tc.route, func(t *testing.T) {
+			for _, bad := range []string{"   ", "nul\u0000x", "esc\u001b[31mred"} {
+				r := h.req("POST", tc.path, h.admin, tc.body(bad))
+				assert.Equal(t, []string{tc.field}, fieldErrors(t, r), "%q: %s", bad, r.Raw)
+			}
+			r := h.req("POST", tc.path, h.admin, tc.body("Dev box ✓ "+tc.route))
+			require.Less(t, r.Status, 300, "%s", r.Raw)
+		})
+	}
+}
