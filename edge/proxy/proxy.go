@@ -1032,7 +1032,8 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 		return false
 	}
 	if resp.IsBodyStream() {
-		body := &streamBody{resp: resp, r: resp.BodyStream(), p: p, ctx: ctx, share: tg.share, start: start, clientIP: clientIP, status: status}
+		body := &streamBody{resp: resp, r: resp.BodyStream(), p: p, ctx: ctx, share: tg.share, start: start, clientIP: clientIP, status: status,
+			head: time.Since(start)}
 		// Cut by closing the visitor's connection: fasthttp's next write
 		// fails and it closes the body (closing the body here, while its
 		// goroutine reads it, would release the response under it).
@@ -1072,6 +1073,7 @@ type streamBody struct {
 	start    time.Time
 	clientIP string
 	status   int
+	head     time.Duration // the request's latency: its answer's head was ready
 	once     sync.Once
 	unlive   func() // leaves the live streams (CutInactive)
 }
@@ -1089,7 +1091,13 @@ func (b *streamBody) Close() error {
 		}
 		_ = b.resp.CloseBodyStream()
 		fasthttp.ReleaseResponse(b.resp)
-		b.p.recordAccess(b.share, b.start, b.clientIP, b.status, "allowed", "", b.n, b.ctx)
+		if rec, ok := b.p.newAccess(b.share, b.start, b.clientIP, b.status, "allowed", "", b.n, b.ctx); ok {
+			// Recorded at the end, for its bytes; its latency is the time
+			// to its head, as for every request (an event stream's hours
+			// would swamp the latency histogram).
+			rec.LatencyMs = latencyMs(b.head)
+			b.p.cfg.OnAccess(rec)
+		}
 		b.p.active.Add(-1) // the request the handler left streaming ends
 	})
 	return nil
@@ -1368,8 +1376,7 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		var out int64
 		defer func() {
 			if keep {
-				rec.BytesOut = out
-				rec.LatencyMs = float64(time.Since(start).Microseconds()) / 1000
+				rec.BytesOut = out // its latency is the 101's (newAccess)
 				p.cfg.OnAccess(rec)
 			}
 		}()
@@ -1497,6 +1504,9 @@ func (p *Proxy) recordAccess(share *routes.Share, start time.Time, clientIP stri
 	}
 }
 
+// latencyMs is a latency in an access record.
+func latencyMs(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
 // newAccess makes the access record of a request; false when none is kept
 // (a public service, or no reporter).
 func (p *Proxy) newAccess(share *routes.Share, start time.Time, clientIP string, status int, decision, deniedBy string, bytesOut int64, ctx *fasthttp.RequestCtx) (config.AccessLog, bool) {
@@ -1504,7 +1514,7 @@ func (p *Proxy) newAccess(share *routes.Share, start time.Time, clientIP string,
 		return config.AccessLog{}, false
 	}
 	rec := config.AccessLog{ShareID: share.ID, At: start.UTC(), IP: clientIP, StatusCode: status,
-		LatencyMs: float64(time.Since(start).Microseconds()) / 1000, BytesOut: bytesOut, Decision: decision, DeniedBy: deniedBy}
+		LatencyMs: latencyMs(time.Since(start)), BytesOut: bytesOut, Decision: decision, DeniedBy: deniedBy}
 	if ctx != nil {
 		rec.Method = methodString(ctx.Method())
 		rec.Path = config.LogPath(string(ctx.Path()))
