@@ -105,12 +105,9 @@ func TestStreamAppliesEveryChange(t *testing.T) {
 		w.(http.Flusher).Flush()
 		<-r.Context().Done()
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close) // after runSyncer's cleanup (LIFO): the stream ends first
 	s := New(Config{ControlURL: srv.URL, Token: "edge-token"})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	runSyncer(t, s)
 	deadline := time.Now().Add(10 * time.Second)
 	for s.Table().Version < int64(10+n) {
 		if time.Now().After(deadline) {
@@ -163,14 +160,11 @@ func TestOnlyADeletionWipesTheEdge(t *testing.T) {
 				case <-r.Context().Done():
 				}
 			}))
-			defer srv.Close()
+			t.Cleanup(srv.Close) // after runSyncer's cleanup (LIFO): the stream ends first
 			// An edge that has a configuration never stops on a refusal.
 			s := New(Config{ControlURL: srv.URL, Token: "edge-token", DataDir: dir,
 				OnFatal: func(err error) { t.Errorf("OnFatal(%v) with a configuration in force", err) }})
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { s.Run(ctx); close(done) }()
-			defer func() { cancel(); <-done }()
+			runSyncer(t, s)
 			snapshot := filepath.Join(dir, "edge-edge-1", "snapshot.json")
 			waitFor(t, func() bool { _, err := os.Stat(snapshot); return err == nil && s.Table().Version == 5 })
 			close(refuse) // the stream ends; the next call is refused
@@ -225,7 +219,7 @@ func TestRefusalWithoutConfigurationIsFatal(t *testing.T) {
 				}
 				w.WriteHeader(tc.status)
 			}))
-			defer srv.Close()
+			t.Cleanup(srv.Close) // after runSyncer's cleanup (LIFO): the stream ends first
 			dir := t.TempDir()
 			if tc.saved {
 				prev := New(Config{ControlURL: srv.URL, Token: "edge-token", DataDir: dir})
@@ -246,10 +240,7 @@ func TestRefusalWithoutConfigurationIsFatal(t *testing.T) {
 			if ok, err := s.LoadSaved(); err != nil || ok != tc.saved {
 				t.Fatalf("LoadSaved: %v, %v", ok, err)
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { s.Run(ctx); close(done) }()
-			defer func() { cancel(); <-done }()
+			done := runSyncer(t, s)
 			if tc.fatal != nil {
 				select {
 				case err := <-fatal:
@@ -337,16 +328,22 @@ func TestRejectedUpdateAsksForASnapshot(t *testing.T) {
 		w.(http.Flusher).Flush()
 		<-r.Context().Done()
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close) // after runSyncer's cleanup (LIFO): the stream ends first
 	s := New(Config{ControlURL: srv.URL, Token: "edge-token"})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	runSyncer(t, s)
 	waitFor(t, func() bool { return s.Table().Version == 7 })
 	mu.Lock()
 	defer mu.Unlock()
 	if len(queries) < 2 || queries[1].Get("epoch") != "" {
 		t.Fatalf("the stream after the rejected change asked %v, want no epoch (a snapshot)", queries[1:])
 	}
+}
+
+// runSyncer runs s until the test ends; done is closed when Run returns.
+func runSyncer(t *testing.T, s *Syncer) (done <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan struct{})
+	go func() { s.Run(ctx); close(ch) }()
+	t.Cleanup(func() { cancel(); <-ch })
+	return ch
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -24,13 +23,8 @@ import (
 func TestStreamedAnswersLatency(t *testing.T) {
 	const hold = 1500 * time.Millisecond
 	env := testenv.New(t, testenv.Options{})
-	ln := tcpService(t, func(c net.Conn) {
-		defer c.Close()
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			return
-		}
-		switch req.URL.Path {
+	ln := rawHTTPService(t, func(c net.Conn, path string) {
+		switch path {
 		case "/events": // the head at once, the body over hold
 			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
 			for i := range 3 {
@@ -40,8 +34,7 @@ func TestStreamedAnswersLatency(t *testing.T) {
 			}
 			_, _ = io.WriteString(c, "0\r\n\r\n")
 		case "/ws": // a 101 at once, open for hold
-			_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-				"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+			_, _ = io.WriteString(c, ws101)
 			time.Sleep(hold)
 			_, _ = c.Write(wsCloseFrame)
 		}

@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"testing"
@@ -34,6 +36,24 @@ func tcpService(t *testing.T, serve func(net.Conn)) net.Listener {
 	}()
 	return ln
 }
+
+// rawHTTPService is a service that reads the head of one request on each
+// connection and hands the connection and the request's path to serve,
+// which answers what it likes (or nothing).
+func rawHTTPService(t *testing.T, serve func(c net.Conn, path string)) net.Listener {
+	return tcpService(t, func(c net.Conn) {
+		defer c.Close()
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		serve(c, req.URL.Path)
+	})
+}
+
+// ws101 is a service's answer accepting a WebSocket upgrade.
+const ws101 = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
 
 // halfCloseServer reads everything until EOF, then answers with the byte
 // count and closes: it only works if half-close crosses the tunnel.

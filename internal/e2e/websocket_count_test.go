@@ -26,18 +26,12 @@ import (
 // attempts were answered but left no trace.
 func TestWebSocketAttemptsCounted(t *testing.T) {
 	env := testenv.New(t, testenv.Options{})
-	ln := tcpService(t, func(c net.Conn) {
-		defer c.Close()
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			return
-		}
-		switch req.URL.Path {
+	ln := rawHTTPService(t, func(c net.Conn, path string) {
+		switch path {
 		case "/refuse":
 			_, _ = io.WriteString(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope")
 		case "/ok":
-			_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-				"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+			_, _ = io.WriteString(c, ws101)
 			_, _ = c.Write(wsCloseFrame)
 		}
 		// /drop: no answer at all.
@@ -131,18 +125,12 @@ func wsAttempt(t *testing.T, addr, token, path string) (int, string) {
 func TestWebSocketInterimResponses(t *testing.T) {
 	env := testenv.New(t, testenv.Options{})
 	const interim = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
-	ln := tcpService(t, func(c net.Conn) {
-		defer c.Close()
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			return
-		}
-		switch req.URL.Path {
+	ln := rawHTTPService(t, func(c net.Conn, path string) {
+		switch path {
 		case "/refuse":
 			_, _ = io.WriteString(c, interim+"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope")
 		case "/ok":
-			_, _ = io.WriteString(c, interim+"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-				"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+			_, _ = io.WriteString(c, interim+ws101)
 			_, _ = c.Write(wsCloseFrame)
 		case "/endless":
 			for i := 0; i < 100; i++ {

@@ -26,15 +26,9 @@ var wsCloseFrame = []byte{0x88, 0x02, 0x03, 0xe8}
 // FIN, /reset with a close frame and an RST, /hold not at all (it reads
 // until the agent drops the connection).
 func wsOrigin(t *testing.T) string {
-	ln := tcpService(t, func(c net.Conn) {
-		defer c.Close()
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			return
-		}
-		fmt.Fprint(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-			"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
-		switch req.URL.Path {
+	ln := rawHTTPService(t, func(c net.Conn, path string) {
+		_, _ = io.WriteString(c, ws101)
+		switch path {
 		case "/close":
 			_, _ = c.Write(wsCloseFrame)
 		case "/reset":
