@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -44,6 +45,8 @@ func TestUnparsableRequestsCarrySecurityHeaders(t *testing.T) {
 			raw, _ := io.ReadAll(res.Body)
 			require.Equal(t, tc.status, res.StatusCode, "%s", raw)
 			assert.Contains(t, string(raw), `"statusCode":`, "the error envelope")
+			// The status line's reason is the envelope's error.
+			assert.Contains(t, string(raw), `"error":"`+strings.TrimPrefix(res.Status, fmt.Sprint(tc.status)+" ")+`"`)
 			assert.Equal(t, "nosniff", res.Header.Get("X-Content-Type-Options"))
 			assert.Equal(t, "DENY", res.Header.Get("X-Frame-Options"))
 			assert.Equal(t, "strict-origin-when-cross-origin", res.Header.Get("Referrer-Policy"))
