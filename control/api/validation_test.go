@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -139,6 +140,12 @@ func TestDisplayNames(t *testing.T) {
 	}{
 		{"agent name", "/v1/agents/provision", "name", func(n string) map[string]any { return map[string]any{"name": n} }},
 		{"agent label", "/v1/agents/provision", "label", func(n string) map[string]any { return map[string]any{"label": n} }},
+		{"registered agent name", "/v1/agents/register", "name", func(n string) map[string]any {
+			return map[string]any{"agentId": uuid.NewString(), "token": strings.Repeat("t", 40), "name": n}
+		}},
+		{"registered agent label", "/v1/agents/register", "label", func(n string) map[string]any {
+			return map[string]any{"agentId": uuid.NewString(), "token": strings.Repeat("t", 40), "label": n}
+		}},
 		{"share", "/v1/services/" + svcID + "/shares", "name", func(n string) map[string]any { return map[string]any{"name": n} }},
 		{"edge", "/v1/edges", "name", func(n string) map[string]any {
 			return map[string]any{"name": n, "publicUrl": "http://127.0.0.1:1", "tunnelAddr": "127.0.0.1:2"}
