@@ -4,9 +4,11 @@
 // Config: {"paths": ["/api/**", "/docs/*.html", "/static"], "methods": ["GET", "POST"]}. An
 // empty or missing list allows everything on that axis. A pattern without a star is a prefix
 // of whole segments (api-v1.md: "prefix, or glob"): "/static" (or "/static/") allows
-// "/static" and everything under "/static/", not "/staticfiles". In a glob "*" matches any
-// run of characters within one segment and "**" any run of characters across segments
-// ("/a/**" also matches "/a" itself). Methods are case-insensitive; allowing GET allows HEAD.
+// "/static" and everything under "/static/", not "/staticfiles". "/" alone allows the root
+// only, as it always did (every path is "/**"): read as a prefix it would have opened every
+// path of the links made with it. In a glob "*" matches any run of characters within one
+// segment and "**" any run of characters across segments ("/a/**" also matches "/a"
+// itself). Methods are case-insensitive; allowing GET allows HEAD.
 //
 // Paths with dot segments ("/a/../b"), backslashes or percent-encoded dots, slashes or
 // backslashes are refused unless "/**" is allowed: the service might resolve them differently
@@ -38,7 +40,7 @@ type compiled struct {
 // the common shapes use the runtime's optimised byte comparisons instead of the matcher.
 type pattern struct {
 	glob   string
-	kind   byte   // 'p' a prefix: "<prefix>/**" without other stars, or no star at all; 'g' glob
+	kind   byte   // 'p' a prefix: "<prefix>/**" without other stars, or no star at all; 'e' "/" (the root); 'g' glob
 	prefix []byte // 'p': "<prefix>/"
 }
 
@@ -58,11 +60,13 @@ func parse(b []byte) (*compiled, error) {
 		if strings.Contains(strings.ReplaceAll(p, "**", ""), "**") {
 			return nil, fmt.Errorf("path pattern %q: more than two stars in a row", p)
 		}
-		if p == "/**" || p == "/" {
+		if p == "/**" {
 			c.any = true
 		}
 		pt := pattern{glob: p, kind: 'g'}
 		switch {
+		case p == "/":
+			pt.kind = 'e'
 		case !strings.Contains(p, "*"):
 			pt.kind, pt.prefix = 'p', []byte(strings.TrimSuffix(p, "/")+"/")
 		case strings.HasSuffix(p, "/**") && !strings.Contains(p[:len(p)-3], "*"):
@@ -118,6 +122,8 @@ func Handle(r *plugin.Request) plugin.Result {
 		pt := &c.patterns[i]
 		var ok bool
 		switch pt.kind {
+		case 'e':
+			ok = len(p) == 1 && p[0] == '/'
 		case 'p': // "/a/**" and "/a" match "/a" and everything under "/a/"
 			ok = bytes.HasPrefix(p, pt.prefix) || bytes.Equal(p, pt.prefix[:len(pt.prefix)-1])
 		default:

@@ -74,8 +74,13 @@ func TestHandle(t *testing.T) {
 			t.Errorf("prefix patterns, GET %s: %+v", tc.path, res)
 		}
 	}
-	if res := plugintest.Run(Handle, `{"paths":["/"]}`, plugintest.Request{Method: "GET", Path: "/any/thing"}); res.Action != plugintest.Allow {
-		t.Errorf(`"/" allows every path: %+v`, res)
+	// "/" alone is the root page, as it always was: read as a prefix it
+	// would open every path of the links made with it.
+	if res := plugintest.Run(Handle, `{"paths":["/"]}`, plugintest.Request{Method: "GET", Path: "/"}); res.Action != plugintest.Allow {
+		t.Errorf(`"/" allows the root: %+v`, res)
+	}
+	if res := plugintest.Run(Handle, `{"paths":["/"]}`, plugintest.Request{Method: "GET", Path: "/any/thing"}); res.Action == plugintest.Allow {
+		t.Errorf(`"/" allows only the root: %+v`, res)
 	}
 	if err := plugintest.Validate(Validate, `{"paths":["nope"]}`); err == nil {
 		t.Error("relative pattern accepted")
