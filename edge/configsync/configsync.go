@@ -317,6 +317,9 @@ func (s *Syncer) Run(ctx context.Context) {
 		if time.Since(start) > 10*time.Second {
 			backoff = 250 * time.Millisecond
 		}
+		if errors.Is(err, errSnapshotRejected) {
+			backoff = time.Minute
+		}
 		if s.refused.Load() {
 			// Deleted: ask again now and then (a restored control plane
 			// may know it again), quietly.
@@ -335,6 +338,11 @@ func (s *Syncer) Run(ctx context.Context) {
 		}
 	}
 }
+
+// errSnapshotRejected: a full snapshot could not be applied (an edge older
+// than its control plane, say). Asking again at once would download the
+// whole table again for the same answer: the next try waits a minute.
+var errSnapshotRejected = errors.New("configsync: snapshot rejected")
 
 // ErrUnauthorized means the control plane (or something in front of it)
 // refused the edge token: the edge goes on serving its last configuration.
@@ -489,6 +497,9 @@ func (s *Syncer) stream(ctx context.Context) error {
 			// Keep serving the last good table; a full snapshot fixes it.
 			s.resync.Store(true)
 			s.log.Error("rejected a config update; keeping the last good state and asking for a full snapshot", "err", err)
+			if m.Type == config.MsgSnapshot {
+				return fmt.Errorf("%w: %w", errSnapshotRejected, err)
+			}
 			return err
 		}
 	}

@@ -347,3 +347,29 @@ func runSyncer(t *testing.T, s *Syncer) (done <-chan struct{}) {
 	t.Cleanup(func() { cancel(); <-ch })
 	return ch
 }
+
+// TestRejectedSnapshotWaitsBeforeAskingAgain: a full snapshot the edge
+// cannot apply is not downloaded again at once (each try of a resync asks
+// for the whole table): the next try waits a minute, the last good table
+// staying in force.
+func TestRejectedSnapshotWaitsBeforeAskingAgain(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		snap := &config.Snapshot{Epoch: "e", Version: 5, Shares: []config.Share{{ID: "s", TokenHash: "not a hash"}}}
+		_ = json.NewEncoder(w).Encode(&config.Message{Type: config.MsgSnapshot, EdgeID: "edge-1", Epoch: "e", Version: 5, Snapshot: snap})
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(srv.Close) // after runSyncer's cleanup (LIFO): the stream ends first
+	s := New(Config{ControlURL: srv.URL, Token: "edge-token"})
+	runSyncer(t, s)
+	waitFor(t, func() bool { return calls.Load() == 1 && !s.Connected() })
+	time.Sleep(1500 * time.Millisecond) // a 250 ms backoff would have asked 2-3 times more
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d snapshot downloads within 1.5 s of a rejected one, want 1", n)
+	}
+	if s.Table().Version != 0 {
+		t.Fatalf("table at version %d: the rejected snapshot was applied", s.Table().Version)
+	}
+}
