@@ -403,6 +403,25 @@ func (c *call) setNext(next string) {
 
 type handler func(c *call) (any, error)
 
+// limitPublic counts a request of a public route against its address's
+// public budget. /metrics has a budget of its own, so that an address's
+// other public traffic (many visitors behind one NAT or ingress reading
+// /docs or share info) cannot turn a scraper's requests into 429s, which
+// Prometheus reports as the target down.
+func (a *API) limitPublic(c *call) error {
+	bucket := "p:"
+	if c.r.Path == "/metrics" {
+		bucket = "m:"
+	}
+	return a.limit(c, bucket+c.ctx.RemoteIP().String(), a.opts.RateLimits.PublicPerMin)
+}
+
+// limitFailed counts a refused credential (a bad key, a key used from
+// outside its allowlist) against the address, at the public rate.
+func (a *API) limitFailed(c *call) error {
+	return a.limit(c, "f:"+c.ctx.RemoteIP().String(), a.opts.RateLimits.PublicPerMin)
+}
+
 // wrap applies authentication, rate limits, body rules, the envelope and
 // audit to a route's handler.
 func (a *API) wrap(r *route) fasthttp.RequestHandler {
@@ -410,7 +429,7 @@ func (a *API) wrap(r *route) fasthttp.RequestHandler {
 		raw := r.raw
 		if r.publicLimited() {
 			raw = func(ctx *fasthttp.RequestCtx) {
-				if err := a.limit(&call{ctx: ctx, a: a, r: r}, "p:"+ctx.RemoteIP().String(), a.opts.RateLimits.PublicPerMin); err != nil {
+				if err := a.limitPublic(&call{ctx: ctx, a: a, r: r}); err != nil {
 					writeError(ctx, toError(err, a.log, r.Path))
 					return
 				}
@@ -465,7 +484,7 @@ func (a *API) serve(c *call) (any, error) {
 			// meets a 429 like everything else.
 			var e *Error
 			if errors.As(err, &e) && e.Status == fasthttp.StatusUnauthorized {
-				if lerr := a.limit(c, "f:"+c.ctx.RemoteIP().String(), a.opts.RateLimits.PublicPerMin); lerr != nil {
+				if lerr := a.limitFailed(c); lerr != nil {
 					return nil, lerr
 				}
 			}
@@ -476,7 +495,7 @@ func (a *API) serve(c *call) (any, error) {
 		// authentication: whoever holds a leaked key elsewhere cannot spend
 		// its owner's budget.
 		if err := a.keyFromAllowedIP(c); err != nil {
-			if lerr := a.limit(c, "f:"+c.ctx.RemoteIP().String(), a.opts.RateLimits.PublicPerMin); lerr != nil {
+			if lerr := a.limitFailed(c); lerr != nil {
 				return nil, lerr
 			}
 			return nil, err
@@ -500,7 +519,7 @@ func (a *API) serve(c *call) (any, error) {
 		}
 	case accessPublic:
 		if c.r.publicLimited() {
-			if err := a.limit(c, "p:"+c.ctx.RemoteIP().String(), a.opts.RateLimits.PublicPerMin); err != nil {
+			if err := a.limitPublic(c); err != nil {
 				return nil, err
 			}
 		}
