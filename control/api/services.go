@@ -106,20 +106,12 @@ func (a *API) checkOwner(tx store.Tx, ws string, s *store.Service, agentID strin
 // presenceSettling is Presence.Settling for the registered edges.
 func (a *API) presenceSettling(tx store.Tx) (time.Duration, error) {
 	return a.hub.Presence.Settling(func() ([]string, error) {
-		var ids []string
-		for after := ""; ; {
-			page, next, err := store.ListEdges(tx, after, 500)
-			if err != nil {
-				return nil, err
-			}
-			for _, e := range page {
-				ids = append(ids, e.ID)
-			}
-			if next == "" {
-				return ids, nil
-			}
-			after = next
+		edges, _, err := store.ListEdges(tx, "", 0) // all of them
+		ids := make([]string, len(edges))
+		for i, e := range edges {
+			ids[i] = e.ID
 		}
+		return ids, err
 	})
 }
 
