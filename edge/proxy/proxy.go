@@ -1349,7 +1349,12 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		err := resp.ReadBody(br, 1<<20)
 		conn.Close()
 		if err != nil {
-			fail(fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
+			p.log.Debug("upstream error", "service", tg.svc.ID, "err", err)
+			if IsTimeout(err) {
+				fail(fasthttp.StatusGatewayTimeout, msgUpstreamTimeout)
+			} else {
+				fail(fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
+			}
 			return
 		}
 		relayHead(ctx, &resp.Header, &tg, edits)

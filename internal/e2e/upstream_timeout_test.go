@@ -113,7 +113,7 @@ func TestUpstreamTimeoutWebSocket(t *testing.T) {
 	}{
 		{"no answer", "", http.StatusGatewayTimeout, "did not answer in time"},
 		// A refusal whose body stalls is not relayed half-read.
-		{"refusal that stalls", "HTTP/1.1 403 Forbidden\r\nContent-Length: 100\r\n\r\nnot", http.StatusBadGateway, "did not accept"},
+		{"refusal that stalls", "HTTP/1.1 403 Forbidden\r\nContent-Length: 100\r\n\r\nnot", http.StatusGatewayTimeout, "did not answer in time"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ln := tcpService(t, func(c net.Conn) {
