@@ -53,7 +53,9 @@ func Verify(encoded, password string) bool {
 	}
 	salt, err1 := hex.DecodeString(parts[2])
 	want, err2 := hex.DecodeString(parts[3])
-	if err1 != nil || err2 != nil || len(want) == 0 || len(want) > 64 {
+	// As the password plugin parses it: a 32-byte key (a short one would
+	// match by chance), a salt of 8 bytes at least.
+	if err1 != nil || err2 != nil || len(want) != 32 || len(salt) < 8 {
 		return false
 	}
 	got, err := pbkdf2.Key(sha256.New, password, salt, iter, len(want))
