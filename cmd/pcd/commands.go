@@ -142,7 +142,7 @@ func (f *edgeFlags) register(cmd *cobra.Command, dev bool) {
 	fs.DurationVar(&f.headerTimeout, "header-timeout", 30*time.Second, "how long a visitor may take to send a request's line and headers before the connection is closed")
 	fs.DurationVar(&f.bodyTimeout, "body-timeout", 30*time.Second, "how long a request body may go without a byte arriving before the request ends (408) and the connection is closed; an upload that keeps making progress has no time limit (0: the default)")
 	fs.Int64Var(&f.maxBodyBytes, "max-body-bytes", 0, "largest request body forwarded to a service, in bytes (0: no limit); a larger one gets 413")
-	fs.IntVar(&f.breakerThreshold, "plugin-breaker-threshold", 20, "failures of a plugin within a minute that trip its circuit breaker: its shares answer 503 until a trial call succeeds")
+	fs.IntVar(&f.breakerThreshold, "plugin-breaker-threshold", 20, "failures of a plugin within a minute that trip its circuit breaker: its shares answer 503 (a failOpen plugin is skipped instead) until a trial call succeeds")
 	fs.DurationVar(&f.breakerBackoff, "plugin-breaker-backoff", 30*time.Second, "how long a tripped plugin's shares answer 503 before a trial call (doubles after each failed trial, up to 10m)")
 	fs.BoolVar(&f.insecureTunnel, "insecure-tunnel", false, "allow a plain-TCP tunnel listener off loopback (only behind a load balancer that terminates TLS)")
 	fs.StringSliceVar(&f.trusted, "trusted-proxies", nil, "CIDRs of load balancers allowed to set X-Forwarded-For (or send PROXY headers)")
