@@ -235,7 +235,7 @@ func (pl *plugin) run(a *Attachment, req *Request, d *Decision) bool {
 		case in.status < abi.MinFinalStatus:
 			// A 1xx written as the answer leaves the visitor waiting for a
 			// final response that never comes: fail closed instead.
-			err = fmt.Errorf("%w %d", errInterim, in.status)
+			err = fmt.Errorf("%w: %d", errInterim, in.status)
 		}
 	}
 	if err != nil {

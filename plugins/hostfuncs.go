@@ -27,7 +27,7 @@ var (
 	errRateKey       = fmt.Errorf("%w: rate_limit key empty or longer than %d bytes", ErrABIViolation, abi.MaxRateLimitKeyLen)
 	errRateWindow    = fmt.Errorf("%w: rate_limit window_ms outside 1..%d", ErrABIViolation, abi.MaxRateLimitWindowMs)
 	errNoRespond     = fmt.Errorf("%w: RESPOND without respond", ErrABIViolation)
-	errInterim       = fmt.Errorf("%w: RESPOND with an informational status, not a final response:", ErrABIViolation)
+	errInterim       = fmt.Errorf("%w: RESPOND with an informational status, not a final response", ErrABIViolation)
 	errSignatureSize = fmt.Errorf("%w: verify_signature key longer than %d bytes", ErrABIViolation, abi.MaxSignatureKeyLen)
 )
 
