@@ -1311,6 +1311,16 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		fail(fasthttp.StatusBadGateway, "The connection to the service was lost")
 		return
 	}
+	// readFailed answers a failed read of the service's answer: 504 past
+	// the upstream timeout, else 502.
+	readFailed := func(err error) {
+		p.log.Debug("upstream error", "service", tg.svc.ID, "err", err)
+		if IsTimeout(err) {
+			fail(fasthttp.StatusGatewayTimeout, msgUpstreamTimeout)
+		} else {
+			fail(fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
+		}
+	}
 	br := bufio.NewReader(conn)
 	var rh fasthttp.ResponseHeader
 	// The service has the upstream timeout to answer the upgrade, as any
@@ -1319,12 +1329,7 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 	for interim := 0; ; interim++ {
 		if err := rh.Read(br); err != nil {
 			conn.Close()
-			p.log.Debug("upstream error", "service", tg.svc.ID, "err", err)
-			if IsTimeout(err) {
-				fail(fasthttp.StatusGatewayTimeout, msgUpstreamTimeout)
-			} else {
-				fail(fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
-			}
+			readFailed(err)
 			return
 		}
 		if st := rh.StatusCode(); st == fasthttp.StatusSwitchingProtocols || st >= 200 {
@@ -1349,12 +1354,7 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		err := resp.ReadBody(br, 1<<20)
 		conn.Close()
 		if err != nil {
-			p.log.Debug("upstream error", "service", tg.svc.ID, "err", err)
-			if IsTimeout(err) {
-				fail(fasthttp.StatusGatewayTimeout, msgUpstreamTimeout)
-			} else {
-				fail(fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
-			}
+			readFailed(err)
 			return
 		}
 		relayHead(ctx, &resp.Header, &tg, edits)
