@@ -281,6 +281,7 @@ func (s *Server) URL() string {
 // fixed, and the edges serve from their snapshots meanwhile.
 func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
+	s.hub.Presence.Serving()
 	go func() { errc <- s.srv.Serve(s.ln) }()
 	s.log.Info("control plane listening", "addr", s.Addr(), "tls", s.cfg.TLS != nil)
 	if inClear(s.cfg, s.Addr()) {

@@ -3,6 +3,7 @@ package push
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/privateconnect/pc/internal/config"
@@ -21,7 +22,7 @@ type Presence struct {
 	deleted map[string]struct{} // Forget: their late signs of life are ignored
 	offline time.Duration
 	now     func() time.Time
-	start   time.Time // presence is rebuilt from the edges' reports from here
+	start   atomic.Int64 // unix ns: presence is rebuilt from the edges' reports from here (Serving)
 }
 
 // EdgeState is what the control plane knows of a live edge.
@@ -52,8 +53,15 @@ const maxReplaced = 16
 
 // NewPresence returns a tracker with the given offline window.
 func NewPresence(offline time.Duration) *Presence {
-	return &Presence{edges: make(map[string]*EdgeState), deleted: make(map[string]struct{}), offline: offline, now: time.Now, start: time.Now()}
+	p := &Presence{edges: make(map[string]*EdgeState), deleted: make(map[string]struct{}), offline: offline, now: time.Now}
+	p.start.Store(time.Now().UnixNano())
+	return p
 }
+
+// Serving marks the moment the API starts serving: edges cannot report
+// before it, so the window of Settling runs from there (a store that took
+// long to open must not eat it).
+func (p *Presence) Serving() { p.start.Store(p.now().UnixNano()) }
 
 // Settling tells how long presence may still miss connected agents after
 // the control plane's start, which it keeps no record of: until each of the
@@ -61,7 +69,7 @@ func NewPresence(offline time.Duration) *Presence {
 // reported since, or until the offline window has passed (an edge that has
 // not reported by then counts as offline in any case). 0 means settled.
 func (p *Presence) Settling(edges func() ([]string, error)) (time.Duration, error) {
-	left := p.offline - p.now().Sub(p.start)
+	left := p.offline - p.now().Sub(time.Unix(0, p.start.Load()))
 	if left <= 0 {
 		return 0, nil
 	}

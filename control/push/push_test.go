@@ -217,8 +217,9 @@ func TestPresenceOfflineWindow(t *testing.T) {
 // agents), or until the offline window has passed.
 func TestPresenceSettling(t *testing.T) {
 	p := NewPresence(30 * time.Second)
-	now := p.start
+	now := time.Now().Add(-time.Hour) // the store took an hour to open
 	p.now = func() time.Time { return now }
+	p.Serving() // the window starts here
 	asked := 0
 	edges := func() ([]string, error) { asked++; return []string{"e1", "e2"}, nil }
 	settling := func() time.Duration {
@@ -236,8 +237,9 @@ func TestPresenceSettling(t *testing.T) {
 	assert.Zero(t, settling(), "every edge reported")
 
 	q := NewPresence(30 * time.Second)
-	now = q.start.Add(30 * time.Second)
 	q.now = func() time.Time { return now }
+	q.Serving()
+	now = now.Add(30 * time.Second)
 	asked = 0
 	d, err := q.Settling(edges)
 	require.NoError(t, err)
