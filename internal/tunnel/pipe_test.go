@@ -104,7 +104,8 @@ func TestTimedOutCopyKeepsItsBuffer(t *testing.T) {
 		t.Fatal(err)
 	}
 	gate := &gateConn{Conn: c}
-	client, err := smux.Client(Buffered(gate), SmuxConfig())
+	buffered := Buffered(gate).(*bufConn)
+	client, err := smux.Client(buffered, SmuxConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +145,16 @@ func TestTimedOutCopyKeepsItsBuffer(t *testing.T) {
 	// larger than what the buffered connection holds.
 	gate.close()
 	go func() { _, _ = bulk.Write(make([]byte, 512<<10)) }()
-	time.Sleep(200 * time.Millisecond)
+	jammed := func() bool {
+		buffered.mu.Lock()
+		defer buffered.mu.Unlock()
+		return buffered.pending != nil && len(*buffered.pending) >= maxPending
+	}
+	for deadline := time.Now().Add(10 * time.Second); !jammed(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the send loop never filled the buffered connection")
+		}
+	}
 	for _, v := range victims {
 		_, err = CopyPooled(StallTimeout(v, 50*time.Millisecond), bytes.NewReader(bytes.Repeat([]byte{'A'}, 1000)))
 		if !isTimeout(err) {
