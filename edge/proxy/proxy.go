@@ -1091,12 +1091,11 @@ func (b *streamBody) Close() error {
 		}
 		_ = b.resp.CloseBodyStream()
 		fasthttp.ReleaseResponse(b.resp)
-		if rec, ok := b.p.newAccess(b.share, b.start, b.clientIP, b.status, "allowed", "", b.n, b.ctx); ok {
+		if b.p.keepsAccess(b.share) {
 			// Recorded at the end, for its bytes; its latency is the time
 			// to its head, as for every request (an event stream's hours
 			// would swamp the latency histogram).
-			rec.LatencyMs = latencyMs(b.head)
-			b.p.cfg.OnAccess(rec)
+			b.p.cfg.OnAccess(b.p.newAccess(b.share, b.start, b.head, b.clientIP, b.status, "allowed", "", b.n, b.ctx))
 		}
 		b.p.active.Add(-1) // the request the handler left streaming ends
 	})
@@ -1370,7 +1369,11 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 	share, svcID := tg.share, tg.svc.ID
 	// The record is made now: the hijack handler runs once the server has
 	// let go of ctx.
-	rec, keep := p.newAccess(tg.share, start, clientIP, fasthttp.StatusSwitchingProtocols, "allowed", "", 0, ctx)
+	keep := p.keepsAccess(tg.share)
+	var rec config.AccessLog
+	if keep {
+		rec = p.newAccess(tg.share, start, time.Since(start), clientIP, fasthttp.StatusSwitchingProtocols, "allowed", "", 0, ctx)
+	}
 	// The visitor's own connection, for a cut: closing the conn handed to
 	// the hijack handler does nothing (fasthttp keeps it until the handler
 	// returns).
@@ -1381,7 +1384,7 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		var out int64
 		defer func() {
 			if keep {
-				rec.BytesOut = out // its latency is the 101's (newAccess)
+				rec.BytesOut = out // its latency is the 101's
 				p.cfg.OnAccess(rec)
 			}
 		}()
@@ -1488,8 +1491,12 @@ func setSecurityHeaders(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set("X-Content-Type-Options", "nosniff")
 }
 
+// logAccess hands the access record of a request answered now to the
+// reporter.
 func (p *Proxy) logAccess(ctx *fasthttp.RequestCtx, share *routes.Share, start time.Time, clientIP, decision, deniedBy string, bytesOut int64) {
-	p.recordAccess(share, start, clientIP, ctx.Response.StatusCode(), decision, deniedBy, bytesOut, ctx)
+	if p.keepsAccess(share) {
+		p.cfg.OnAccess(p.newAccess(share, start, time.Since(start), clientIP, ctx.Response.StatusCode(), decision, deniedBy, bytesOut, ctx))
+	}
 }
 
 // methodString returns the common methods without allocating.
@@ -1502,28 +1509,19 @@ func methodString(m []byte) string {
 	return string(m)
 }
 
-// recordAccess hands one access record to the reporter.
-func (p *Proxy) recordAccess(share *routes.Share, start time.Time, clientIP string, status int, decision, deniedBy string, bytesOut int64, ctx *fasthttp.RequestCtx) {
-	if rec, ok := p.newAccess(share, start, clientIP, status, decision, deniedBy, bytesOut, ctx); ok {
-		p.cfg.OnAccess(rec)
-	}
-}
+// keepsAccess reports whether requests of share are recorded (not those of
+// a public service, nor any without a reporter).
+func (p *Proxy) keepsAccess(share *routes.Share) bool { return share != nil && p.cfg.OnAccess != nil }
 
-// latencyMs is a latency in an access record.
-func latencyMs(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// newAccess makes the access record of a request; false when none is kept
-// (a public service, or no reporter).
-func (p *Proxy) newAccess(share *routes.Share, start time.Time, clientIP string, status int, decision, deniedBy string, bytesOut int64, ctx *fasthttp.RequestCtx) (config.AccessLog, bool) {
-	if share == nil || p.cfg.OnAccess == nil {
-		return config.AccessLog{}, false
-	}
+// newAccess makes the access record of a request whose answer's head took
+// latency.
+func (p *Proxy) newAccess(share *routes.Share, start time.Time, latency time.Duration, clientIP string, status int, decision, deniedBy string, bytesOut int64, ctx *fasthttp.RequestCtx) config.AccessLog {
 	rec := config.AccessLog{ShareID: share.ID, At: start.UTC(), IP: clientIP, StatusCode: status,
-		LatencyMs: latencyMs(time.Since(start)), BytesOut: bytesOut, Decision: decision, DeniedBy: deniedBy}
+		LatencyMs: float64(latency.Microseconds()) / 1000, BytesOut: bytesOut, Decision: decision, DeniedBy: deniedBy}
 	if ctx != nil {
 		rec.Method = methodString(ctx.Method())
 		rec.Path = config.LogPath(string(ctx.Path()))
 		rec.UserAgent = string(ctx.UserAgent())
 	}
-	return rec, true
+	return rec
 }
