@@ -14,25 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/privateconnect/pc/internal/testenv"
+	"github.com/privateconnect/pc/internal/testwasm"
 	"github.com/privateconnect/pc/sdk/client"
 )
-
-// respondWasm answers every request RESPOND with status and no body:
-//
-//	(module
-//	  (import "policy" "respond" (func $respond (param i32 i32 i32)))
-//	  (memory (export "memory") 1)
-//	  (func (export "policy_abi_version") (result i32) (i32.const 1))
-//	  (func (export "handle_request") (result i32)
-//	    (call $respond (i32.const STATUS) (i32.const 0) (i32.const 0))
-//	    (i32.const 1)))
-//
-// (STATUS as a two-byte signed LEB128: 64-8191; plugins/interim_test.go has the same bytes.)
-func respondWasm(t *testing.T, status int) []byte {
-	return mustHex(t, "0061736d01000000010b0260037f7f7f006000017f02120106706f6c69637907726573706f6e6400000303020101"+
-		"0503010001073003066d656d6f7279020012706f6c6963795f6162695f76657273696f6e00010e68616e646c655f7265717565737400020a"+
-		"1402040041010b0d0041"+fmt.Sprintf("%02x%02x", byte(status&0x7f|0x80), byte(status>>7))+"41004100100041010b")
-}
 
 // TestPluginInformationalStatus: a plugin answering RESPOND with 100 or 101
 // had the edge write "HTTP/1.1 100 Continue" (or 101 Switching Protocols)
@@ -45,7 +29,7 @@ func TestPluginInformationalStatus(t *testing.T) {
 	_, svc := env.ExposeAgent("a", "web", org.URL)
 	ctx := context.Background()
 	for _, status := range []int{100, 101} {
-		pl, err := env.Client.UploadPlugin(ctx, fmt.Sprintf("respond-%d", status), "1", strings.NewReader(string(respondWasm(t, status))))
+		pl, err := env.Client.UploadPlugin(ctx, fmt.Sprintf("respond-%d", status), "1", strings.NewReader(string(testwasm.Respond(status))))
 		require.NoError(t, err)
 		sh := env.Share(svc.ID, client.CreateShareRequest{Plugins: []client.SharePlugin{{PluginID: pl.ID}}})
 		host := strings.TrimPrefix(sh.ShareURL, "http://")
