@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -152,14 +153,19 @@ func IsNotFound(err error) bool { return IsStatus(err, http.StatusNotFound) }
 // resolve) or a 502, 503 or 504 (a proxy in front of a control plane that
 // is down or restarting, or a control plane that cannot serve). A caller
 // that can go on without the control plane (an agent with a saved identity)
-// goes on, and tries again later. A cancelled ctx is not "unreachable".
+// goes on, and tries again later. A cancelled ctx is not "unreachable",
+// nor a setup that retrying cannot mend: a certificate this client does not
+// trust, a URL of an unsupported scheme.
 func IsUnreachable(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return true
+		// The transport's own failure, not url.Error's wrapping (itself a
+		// net.Error): a network error, or a connection cut before an answer.
+		var ne net.Error
+		return errors.As(ue.Err, &ne) || errors.Is(ue.Err, io.EOF) || errors.Is(ue.Err, io.ErrUnexpectedEOF)
 	}
 	var ae *APIError
 	if errors.As(err, &ae) {

@@ -374,4 +374,14 @@ func TestIsUnreachable(t *testing.T) {
 	cancel()
 	_, err = client.New(url, "k").Status(ctx)
 	assert.False(t, client.IsUnreachable(err), "cancelled: %v", err)
+	// A setup that retrying cannot mend is not "unreachable": a certificate
+	// the client does not trust, an unsupported scheme.
+	untrusted := httptest.NewTLSServer(http.NotFoundHandler())
+	defer untrusted.Close()
+	_, err = client.New(untrusted.URL, "k").Status(context.Background())
+	require.Error(t, err)
+	assert.False(t, client.IsUnreachable(err), "untrusted certificate: %v", err)
+	_, err = client.New("ftp://127.0.0.1:1", "k").Status(context.Background())
+	require.Error(t, err)
+	assert.False(t, client.IsUnreachable(err), "unsupported scheme: %v", err)
 }
