@@ -146,12 +146,8 @@ func (a *API) registerAgent(c *call) (any, error) {
 	var v validator
 	v.uuid(req.AgentID, "agentId")
 	v.strLen(req.Token, "token", 32, 512)
-	if req.Name != nil {
-		v.displayName(*req.Name, "name", 0, 100)
-	}
-	if req.Label != nil {
-		v.displayName(*req.Label, "label", 0, 100)
-	}
+	v.optDisplayName(req.Name, "name", 0, 100)
+	v.optDisplayName(req.Label, "label", 0, 100)
 	if err := v.err(); err != nil {
 		return nil, err
 	}

@@ -147,6 +147,13 @@ func (v *validator) displayName(s, field string, min, max int) bool {
 	return v.check(s == "" || strings.TrimSpace(s) != "", field, "must not be only white space")
 }
 
+// optDisplayName is displayName for an optional field.
+func (v *validator) optDisplayName(s *string, field string, min, max int) {
+	if s != nil {
+		v.displayName(*s, field, min, max)
+	}
+}
+
 func (v *validator) optStrLen(s *string, field string, min, max int) {
 	if s != nil {
 		v.strLen(*s, field, min, max)

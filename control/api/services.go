@@ -88,7 +88,7 @@ func (a *API) checkOwner(tx store.Tx, ws string, s *store.Service, agentID strin
 		}
 		return s.AgentID
 	}
-	if len(a.hub.Presence.AgentEdges(s.AgentID)) == 0 {
+	if !a.hub.Presence.AgentOnline(s.AgentID) {
 		// Presence lives in memory: just after a start, an agent reads as
 		// offline until its edge reports, and must not lose its service.
 		left, err := a.presenceSettling(tx)
