@@ -6,8 +6,6 @@ package e2e
 // start does not swallow, a control API over TLS that edges can trust.
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -234,9 +232,9 @@ func TestControlAPIOverTLS(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "key.pem")
 	require.NoError(t, os.WriteFile(certFile, certPEM, 0o644))
 	require.NoError(t, os.WriteFile(keyFile, keyPEM, 0o600))
-	pool := x509.NewCertPool()
-	require.True(t, pool.AppendCertsFromPEM(certPEM))
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	tc, err := devcert.ClientTLS(certFile)
+	require.NoError(t, err)
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
 
 	api := freePort(t)
 	ctl := start(t, nil, bin+"/pcd", "control", "--listen", api, "--data", filepath.Join(dir, "control"),

@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -38,7 +35,7 @@ func TestPluginInformationalStatus(t *testing.T) {
 		var body string
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			resp, body = rawGet(t, host, "/"+path+"/")
+			resp, body = rawResponse(t, host, fmt.Sprintf("GET /%s/ HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host))
 			if (resp.StatusCode != 404 && resp.StatusCode != 503) || time.Now().After(deadline) {
 				break // 404 until the edge has the share, 503 until it has the plugin
 			}
@@ -49,20 +46,4 @@ func TestPluginInformationalStatus(t *testing.T) {
 		require.Contains(t, body, `"statusCode":500`)
 		require.NotContains(t, body, "informational", "internal causes are not shown to visitors")
 	}
-}
-
-// rawGet sends GET path to addr on a fresh connection and reads the first
-// response there is, interim or not (a Go client waits past a 100).
-func rawGet(t *testing.T, addr, path string) (*http.Response, string) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, addr)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	require.NoError(t, err)
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err, "the answer's body (got %d)", resp.StatusCode)
-	return resp, string(b)
 }
