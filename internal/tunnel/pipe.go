@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"time"
 )
@@ -100,17 +99,17 @@ func copyAll(dst, src net.Conn) int64 {
 func CopyPooled(dst io.Writer, src io.Reader) (int64, error) {
 	bp := copyBufPool.Get().(*[]byte)
 	n, err := io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
-	if err == nil || !isTimeout(err) {
+	if err == nil || !IsTimeout(err) {
 		copyBufPool.Put(bp)
 	}
 	return n, err
 }
 
-// isTimeout reports a passed deadline (os.ErrDeadlineExceeded, smux's
-// ErrTimeout, any net.Error that says so).
-func isTimeout(err error) bool {
+// IsTimeout reports a passed deadline: a net.Error that says so, which
+// os.ErrDeadlineExceeded and smux's ErrTimeout are.
+func IsTimeout(err error) bool {
 	var ne net.Error
-	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // StallTimeout wraps c so that a write making no progress for d fails: a

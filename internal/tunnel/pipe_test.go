@@ -157,7 +157,7 @@ func TestTimedOutCopyKeepsItsBuffer(t *testing.T) {
 	}
 	for _, v := range victims {
 		_, err = CopyPooled(StallTimeout(v, 50*time.Millisecond), bytes.NewReader(bytes.Repeat([]byte{'A'}, 1000)))
-		if !isTimeout(err) {
+		if !IsTimeout(err) {
 			t.Fatalf("copy into a jammed stream: %v, want its deadline", err)
 		}
 		// Other connections copy meanwhile, through the pool.
