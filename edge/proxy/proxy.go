@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -429,9 +428,6 @@ func (p *Proxy) allowRate(ctx *fasthttp.RequestCtx, t *routes.Table, share *rout
 	return true
 }
 
-// uses is a share's use counter on this edge: its uses here, counted from
-// the accessCount the control plane last sent (share.Uses) whenever that is
-// higher (after a restart, or uses on other edges).
 // spent reports whether a share with maxUses has none left, with its use
 // counter (nil without maxUses): Handler takes a use from it once the
 // request is through, Expect only looks.
@@ -443,6 +439,9 @@ func (p *Proxy) spent(share *routes.Share) (*atomic.Int64, bool) {
 	return uses, uses.Load() >= share.MaxUses
 }
 
+// uses is a share's use counter on this edge: its uses here, counted from
+// the accessCount the control plane last sent (share.Uses) whenever that is
+// higher (after a restart, or uses on other edges).
 func (p *Proxy) uses(share *routes.Share) *atomic.Int64 {
 	v, ok := p.useCounts.Load(share.ID)
 	if !ok {
@@ -1255,12 +1254,10 @@ const (
 	msgUpstreamTimeout = "The service did not answer in time"
 )
 
-// isTimeout reports a deadline that passed.
-// IsTimeout reports whether err is a timeout: fasthttp's, a passed
-// deadline, or a net.Error that says so.
+// IsTimeout reports whether err is a timeout: fasthttp's, or a passed
+// deadline (tunnel.IsTimeout).
 func IsTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+	return errors.Is(err, fasthttp.ErrTimeout) || tunnel.IsTimeout(err)
 }
 
 // upstreamError maps a forwarding error to the visitor's status.
