@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,14 +83,10 @@ type Engine struct {
 	// npending is its size, read by every request.
 	pending  map[string]chan struct{}
 	npending atomic.Int32
-	// failOpens are the wanted plugins marked failOpen: when one is not
-	// loaded (its load failed, or the wait for it ran out), its shares'
-	// chains skip it rather than answer 503.
-	failOpens atomic.Pointer[map[string]bool]
-	closed    bool // the loader stopped: no more pending loads
-	kick      chan struct{}
-	cancel    context.CancelFunc
-	done      chan struct{}
+	closed   bool // the loader stopped: no more pending loads
+	kick     chan struct{}
+	cancel   context.CancelFunc
+	done     chan struct{}
 }
 
 // New starts the Wasm host and loads the built-in plugins. A missing
@@ -147,14 +142,9 @@ func (e *Engine) Host() *plugins.Host { return e.host }
 // it (Check) rather than failing at once.
 func (e *Engine) Sync(t *routes.Table) {
 	want := map[string]config.Plugin{}
-	failOpens := map[string]bool{}
 	for _, p := range t.AttachedPlugins() {
 		want[p.ID] = p
-		if p.FailOpen {
-			failOpens[p.ID] = true
-		}
 	}
-	e.failOpens.Store(&failOpens)
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -182,11 +172,14 @@ func (e *Engine) Sync(t *routes.Table) {
 	}
 }
 
-// failOpen tells the host whether a plugin it has not loaded is marked
-// failOpen (plugins.Config.FailOpenUnloaded).
+// failOpen tells the host whether a plugin it has not loaded (its load
+// failed, or the wait for it ran out) is marked failOpen, so that its
+// shares' chains skip it (plugins.Config.FailOpenUnloaded). Only such
+// requests ask, never the usual ones.
 func (e *Engine) failOpen(id string) bool {
-	m := e.failOpens.Load()
-	return m != nil && (*m)[id]
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.wanted[id].FailOpen
 }
 
 func (e *Engine) loader(ctx context.Context) {
@@ -225,28 +218,27 @@ func (e *Engine) stopPending() {
 // them, after the grace when no share attaches them. It returns when to
 // run again for a grace that ends (0: no grace pending).
 func (e *Engine) reconcile(ctx context.Context) (next time.Duration) {
+	var todo []string
 	e.mu.Lock()
 	want := e.wanted
-	e.mu.Unlock()
-	// The plugins to load, modules already on disk first: a fetch from a
-	// slow or unreachable control plane (up to 30 s) must not hold up, past
-	// their requests' LoadWait, plugins that load in milliseconds.
-	var todo, toFetch []string
-	e.mu.Lock()
 	for id, p := range want {
 		if e.loaded[id] != p.SHA256 {
 			todo = append(todo, id)
 		}
 	}
 	e.mu.Unlock()
-	todo = slices.DeleteFunc(todo, func(id string) bool {
+	// Modules already on disk first: a fetch from a slow or unreachable
+	// control plane (up to 30 s) must not hold up, past their requests'
+	// LoadWait, plugins that load in milliseconds.
+	var cached, toFetch []string
+	for _, id := range todo {
 		if e.onDisk(want[id].SHA256) {
-			return false
+			cached = append(cached, id)
+		} else {
+			toFetch = append(toFetch, id)
 		}
-		toFetch = append(toFetch, id)
-		return true
-	})
-	for _, id := range append(todo, toFetch...) {
+	}
+	for _, id := range append(cached, toFetch...) {
 		p := want[id]
 		if ctx.Err() != nil {
 			return 0
