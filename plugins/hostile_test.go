@@ -119,6 +119,30 @@ func TestMemoryCap(t *testing.T) {
 	require.Equal(t, Respond, d.Action)
 }
 
+// A guest that recurses without end is stopped by its stack guard at an 8 MiB estimate, at
+// once and without growing wazero's stack in the edge's memory (TestUnboundedRecursionStops
+// in stackguard tests the shapes of recursion).
+func TestUnboundedRecursion(t *testing.T) {
+	h, _ := newTestHost(t, Config{PoolSize: 2})
+	require.NoError(t, h.Load(context.Background(), "recurse", wat(t, "recurse"), ModuleOptions{}))
+	for range 3 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		start := time.Now()
+		d := h.Evaluate(context.Background(), []Attachment{{PluginID: "recurse"}}, testRequest())
+		elapsed := time.Since(start)
+		runtime.ReadMemStats(&after)
+		require.Equal(t, Error, d.Action)
+		assert.Equal(t, 500, d.Status)
+		assert.ErrorIs(t, d.Err, ErrTrap)
+		assert.ErrorContains(t, d.Err, "call stack deeper than its 8 MiB budget")
+		grown := after.TotalAlloc - before.TotalAlloc
+		t.Logf("stopped in %v, %.1f MiB allocated", elapsed, float64(grown)/(1<<20))
+		assert.Less(t, grown, uint64(32<<20), "Go memory allocated during the call")
+	}
+	waitFor(t, func() bool { return h.Stats().Instances == 2 }, "pool refilled")
+}
+
 func TestFailOpen(t *testing.T) {
 	h, _ := newTestHost(t, Config{})
 	ctx := context.Background()

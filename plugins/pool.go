@@ -14,6 +14,7 @@ import (
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/privateconnect/pc/plugins/abi"
+	"github.com/privateconnect/pc/plugins/internal/harden"
 )
 
 const watchdogTick = time.Millisecond
@@ -57,6 +58,7 @@ type pool struct {
 	warm     int    // instances made at load and kept by refill; more on demand
 	memLimit uint32 // bytes, rounded to pages
 	trusted  bool   // compiled without termination checks (ModuleOptions.Trusted)
+	guard    string // the exported stack-guard counter of an untrusted module ("" if none)
 
 	idle chan *instance // free instances; capacity size
 
@@ -141,9 +143,9 @@ func (h *Host) newPool(ctx context.Context, pl *plugin, wasm []byte, memLimit ui
 	if err := h.instantiatePolicyModule(ctx, rt); err != nil {
 		return fail(fmt.Errorf("host module: %w", err))
 	}
-	cm, err := rt.CompileModule(ctx, wasm)
+	cm, err := p.compile(ctx, wasm)
 	if err != nil {
-		return fail(fmt.Errorf("%w: compile: %s", ErrInvalidModule, firstLine(err.Error())))
+		return fail(err)
 	}
 	p.compiled = cm
 	info, err := checkModule(cm)
@@ -161,6 +163,35 @@ func (h *Host) newPool(ctx context.Context, pl *plugin, wasm []byte, memLimit ui
 		p.idle <- in
 	}
 	return p, info, nil
+}
+
+// compile compiles the module; an untrusted one is hardened first (see
+// package harden), and wazero never sees a module harden refused: its
+// decoder trusts the counts a module declares.
+func (p *pool) compile(ctx context.Context, wasm []byte) (wazero.CompiledModule, error) {
+	if !p.trusted {
+		h, err := harden.Module(wasm)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s", ErrInvalidModule, err)
+		}
+		wasm = h.Wasm
+		p.guard = h.Export
+	}
+	cm, err := p.rt.CompileModule(ctx, wasm)
+	if err != nil {
+		return nil, fmt.Errorf("%w: compile: %s", ErrInvalidModule, firstLine(err.Error()))
+	}
+	return cm, nil
+}
+
+// stackTripped reports whether the instance's last call was stopped by its
+// stack guard.
+func (in *instance) stackTripped() bool {
+	if in.p.guard == "" || in.mod == nil {
+		return false
+	}
+	g := in.mod.ExportedGlobal(in.p.guard)
+	return g != nil && g.Get() == harden.Tripped
 }
 
 // newInstance instantiates the module, runs _initialize and checks policy_abi_version.
@@ -306,6 +337,9 @@ func describe(err error, in *instance) string {
 		return ""
 	}
 	msg := firstLine(err.Error())
+	if in != nil && in.stackTripped() {
+		msg = fmt.Sprintf("call stack deeper than its %d MiB budget (unbounded recursion?)", harden.StackBudget>>20)
+	}
 	if errors.Is(err, ErrABIViolation) {
 		msg = strings.TrimSuffix(msg, " (recovered by wazero)")
 		msg = strings.TrimPrefix(msg, ErrABIViolation.Error()+": ")

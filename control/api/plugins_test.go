@@ -250,6 +250,10 @@ func TestPluginUpload(t *testing.T) {
 		"forbidden import": {guest(t, "forbidden"), "path_open"},
 		"not wasm":         {[]byte("hello, world"), "invalid plugin module"},
 		"empty":            {nil, "module"},
+		// 40 bytes declaring 2^31 imports: wazero's decoder allocated 26 GB for them and the
+		// control plane died; the module is refused before wazero sees it.
+		"declared counts": {[]byte("\x00asm\x01\x00\x00\x00\x01\t\x02`\x01\x7f\x00`\x00\x01\x7f\x02o\xf3\xf3\xf3n\x00\x01\x0ehandle_request0"),
+			"malformed module: import section"},
 	} {
 		r := h.upload(h.admin, "name=bad", tc.wasm)
 		h.assertError(r, 400)

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/privateconnect/pc/plugins/internal/harden"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 )
@@ -46,7 +47,15 @@ func TestWarm(t *testing.T) {
 				return
 			}
 			// Must match plugins.newPool: the cache key covers the module and the
-			// termination-check setting.
+			// termination-check setting; untrusted modules get the stack guard.
+			if !trusted {
+				g, err := harden.Module(wasm)
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				wasm = g.Wasm
+			}
 			rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(!trusted).
 				WithCoreFeatures(api.CoreFeaturesV2).WithCompilationCache(cache)
 			rt := wazero.NewRuntimeWithConfig(ctx, rc)

@@ -1,0 +1,332 @@
+package harden
+
+import (
+	"errors"
+	"fmt"
+)
+
+var errEOF = errors.New("unexpected end")
+
+// reader decodes the binary format's primitives, refusing what a valid
+// module cannot hold.
+type reader struct {
+	b   []byte
+	off int
+}
+
+func (r *reader) done() bool { return r.off >= len(r.b) }
+
+func (r *reader) byte() (byte, error) {
+	if r.off >= len(r.b) {
+		return 0, errEOF
+	}
+	c := r.b[r.off]
+	r.off++
+	return c, nil
+}
+
+func (r *reader) bytes(n int) ([]byte, error) {
+	if n < 0 || n > len(r.b)-r.off {
+		return nil, errEOF
+	}
+	s := r.b[r.off : r.off+n]
+	r.off += n
+	return s, nil
+}
+
+// uleb reads an unsigned LEB128 of at most bits bits.
+func (r *reader) uleb(bits uint) (uint64, error) {
+	var v uint64
+	for shift := uint(0); ; shift += 7 {
+		c, err := r.byte()
+		if err != nil {
+			return 0, err
+		}
+		if shift+7 > bits && c&0x7f>>(bits-shift) != 0 {
+			return 0, fmt.Errorf("integer too large")
+		}
+		v |= uint64(c&0x7f) << shift
+		if c&0x80 == 0 {
+			return v, nil
+		}
+		if shift+7 >= bits {
+			return 0, fmt.Errorf("integer representation too long")
+		}
+	}
+}
+
+// sleb skips a signed LEB128 of at most bits bits.
+func (r *reader) sleb(bits uint) error {
+	for n := uint(0); ; n++ {
+		c, err := r.byte()
+		if err != nil {
+			return err
+		}
+		if c&0x80 == 0 {
+			return nil
+		}
+		if (n+1)*7 >= bits {
+			return fmt.Errorf("integer representation too long")
+		}
+	}
+}
+
+func (r *reader) u32() (uint32, error) {
+	v, err := r.uleb(32)
+	return uint32(v), err
+}
+
+// count reads a vector length whose elements take at least min bytes each.
+func (r *reader) count(min int) (uint32, error) {
+	n, err := r.u32()
+	if err != nil {
+		return 0, err
+	}
+	if uint64(n)*uint64(min) > uint64(len(r.b)-r.off) {
+		return 0, fmt.Errorf("vector of %d longer than its section", n)
+	}
+	return n, nil
+}
+
+func (r *reader) name() (string, error) {
+	n, err := r.u32()
+	if err != nil {
+		return "", err
+	}
+	b, err := r.bytes(int(n))
+	return string(b), err
+}
+
+func (r *reader) valType() (byte, error) {
+	t, err := r.byte()
+	if err != nil {
+		return 0, err
+	}
+	switch t {
+	case 0x7f, 0x7e, 0x7d, 0x7c, 0x7b, 0x70, 0x6f:
+		return t, nil
+	}
+	return 0, fmt.Errorf("unknown value type 0x%02x", t)
+}
+
+func (r *reader) valTypes() ([]byte, error) {
+	n, err := r.count(1)
+	if err != nil {
+		return nil, err
+	}
+	ts := make([]byte, n)
+	for i := range ts {
+		if ts[i], err = r.valType(); err != nil {
+			return nil, err
+		}
+	}
+	return ts, nil
+}
+
+func (r *reader) refType() (byte, error) {
+	t, err := r.byte()
+	if err == nil && t != 0x70 && t != 0x6f {
+		err = fmt.Errorf("unknown reference type 0x%02x", t)
+	}
+	return t, err
+}
+
+func (r *reader) globalType() error {
+	if _, err := r.valType(); err != nil {
+		return err
+	}
+	mut, err := r.byte()
+	if err == nil && mut > 1 {
+		err = fmt.Errorf("unknown mutability %d", mut)
+	}
+	return err
+}
+
+// skipExpr skips a constant expression, up to its end.
+func skipExpr(r *reader) error {
+	_, _, err := scan(r, false)
+	return err
+}
+
+func (r *reader) limits() error {
+	flags, err := r.byte()
+	if err != nil {
+		return err
+	}
+	if flags > 3 { // bit 0: has max; bit 1: shared
+		return fmt.Errorf("unsupported limits 0x%02x", flags)
+	}
+	if _, err := r.u32(); err != nil {
+		return err
+	}
+	if flags&1 != 0 {
+		_, err = r.u32()
+	}
+	return err
+}
+
+// scan walks instructions to the end that closes them and returns the
+// offset of every `return` and whether any calls a function. Offsets are
+// kept only when body is set.
+func scan(r *reader, body bool) (returns []int, calls bool, err error) {
+	depth := 1
+	for {
+		at := r.off
+		op, err := r.byte()
+		if err != nil {
+			return nil, false, err
+		}
+		switch {
+		case op == 0x0b: // end
+			depth--
+			if depth == 0 {
+				return returns, calls, nil
+			}
+		case op == 0x02 || op == 0x03 || op == 0x04: // block, loop, if
+			err = r.sleb(33)
+			depth++
+		case op == 0x0f: // return
+			if body {
+				returns = append(returns, at)
+			}
+		case op == 0x10: // call
+			calls = true
+			_, err = r.u32()
+		case op == 0x11: // call_indirect
+			calls = true
+			if _, err = r.u32(); err == nil {
+				_, err = r.u32()
+			}
+		case op == 0x0e: // br_table
+			var n uint32
+			if n, err = r.count(1); err == nil {
+				for i := uint32(0); i <= n && err == nil; i++ {
+					_, err = r.u32()
+				}
+			}
+		case op == 0x1c: // select t*
+			_, err = r.valTypes()
+		case op == 0x41: // i32.const
+			err = r.sleb(32)
+		case op == 0x42: // i64.const
+			err = r.sleb(64)
+		case op == 0x43: // f32.const
+			_, err = r.bytes(4)
+		case op == 0x44: // f64.const
+			_, err = r.bytes(8)
+		case op == 0xd0: // ref.null t
+			_, err = r.valType()
+		case op == 0xfc:
+			err = scanFC(r)
+		case op == 0xfd:
+			err = scanSIMD(r)
+		default:
+			err = skipImmediates(r, op)
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("instruction 0x%02x at %d: %w", op, at, err)
+		}
+	}
+}
+
+// skipImmediates handles the one-byte opcodes with no immediate or only
+// u32 immediates.
+func skipImmediates(r *reader, op byte) error {
+	var n int // u32 immediates
+	switch {
+	case op <= 0x01, op == 0x05, op == 0x1a, op == 0x1b, op == 0xd1,
+		op >= 0x45 && op <= 0xc4:
+	case op == 0x0c, op == 0x0d, // br, br_if
+		op >= 0x20 && op <= 0x26, // local.*, global.*, table.get/set
+		op == 0x3f, op == 0x40,   // memory.size/grow (a zero byte, read as a u32)
+		op == 0xd2: // ref.func
+		n = 1
+	case op >= 0x28 && op <= 0x3e: // loads and stores: align, offset
+		n = 2
+	default:
+		return fmt.Errorf("unsupported opcode")
+	}
+	for range n {
+		if _, err := r.u32(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scanFC skips a 0xFC-prefixed instruction (saturating conversions, bulk
+// memory, tables).
+func scanFC(r *reader) error {
+	sub, err := r.u32()
+	if err != nil {
+		return err
+	}
+	var n int
+	switch {
+	case sub <= 7:
+	case sub == 8 || sub == 10 || sub == 12 || sub == 14: // memory.init, memory.copy, table.init, table.copy
+		n = 2
+	case sub <= 17: // data.drop, memory.fill, elem.drop, table.grow/size/fill
+		n = 1
+	default:
+		return fmt.Errorf("unsupported 0xfc %d", sub)
+	}
+	for range n {
+		if _, err := r.u32(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scanSIMD skips a 0xFD-prefixed (SIMD) instruction.
+func scanSIMD(r *reader) error {
+	sub, err := r.u32()
+	if err != nil {
+		return err
+	}
+	memarg := func() error {
+		if _, err := r.u32(); err != nil {
+			return err
+		}
+		_, err := r.u32()
+		return err
+	}
+	switch {
+	case sub <= 11 || sub == 92 || sub == 93: // loads and stores
+		return memarg()
+	case sub == 12 || sub == 13: // v128.const, i8x16.shuffle
+		_, err = r.bytes(16)
+	case sub >= 21 && sub <= 34: // extract and replace lane
+		_, err = r.bytes(1)
+	case sub >= 84 && sub <= 91: // load and store lane
+		if err = memarg(); err == nil {
+			_, err = r.bytes(1)
+		}
+	case sub <= 255: // the rest have no immediate; wazero validates the opcode
+	default:
+		return fmt.Errorf("unsupported 0xfd %d", sub)
+	}
+	return err
+}
+
+func appendU32(b []byte, v uint32) []byte {
+	for v >= 0x80 {
+		b = append(b, byte(v)|0x80)
+		v >>= 7
+	}
+	return append(b, byte(v))
+}
+
+func appendS32(b []byte, v int32) []byte { return appendS33(b, int64(v)) }
+
+func appendS33(b []byte, v int64) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
+}

@@ -1,0 +1,547 @@
+// Package harden rewrites an untrusted Wasm module before wazero sees it, so
+// that neither decoding it nor running it can take the host's memory.
+//
+// Three holes, all found with modules of a few dozen bytes:
+//
+//   - wazero's decoder sizes its slices and maps from the counts a module
+//     declares, before reading the entries: an import section claiming four
+//     billion imports made it allocate 26 GB, and the process died ("fatal
+//     error: out of memory", which no recover catches). The same holds for
+//     functions, tables, globals, exports, elements, code, data, locals and
+//     the name section. Module checks every count against the bytes left in
+//     its section, at least one byte per entry, caps a function's locals at
+//     [MaxLocals], and drops custom sections (names and debug information,
+//     which the host never shows) instead of decoding them.
+//   - A table is memory outside the memory cap: 8 bytes an element, declared
+//     up to 2^27 elements (1 GB) or grown at run time by table.grow. Module
+//     refuses tables declared over [MaxTableElements] and sets every table's
+//     maximum to at most that, so table.grow fails (-1) beyond it, as
+//     memory.grow does at the memory cap. At most [MaxTables] tables.
+//   - wazero grows a guest's call stack in Go memory, doubling it up to a
+//     ceiling of about 400 MB, and the watchdog cannot stop a guest between
+//     two growths: a plugin recursing without end took 160 MB and 260-350 ms
+//     (its budget: 5 ms) per call. Module adds a stack guard (stack.go) that
+//     traps once an upper bound of the call stack passes [StackBudget].
+//
+// The rewrite keeps every index of the module (functions, types, globals,
+// locals, labels), so exports, tables and element segments stay valid. Only
+// the instruction set of wazero's CoreFeaturesV2 (WebAssembly 2.0) is
+// understood; other modules are refused, as wazero refuses them.
+package harden
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+const (
+	// StackBudget is the estimated call stack an untrusted call may use:
+	// about the default stack of a native thread, 50 times less than
+	// wazero's ceiling. Frame estimates are conservative (stack.go): the Go
+	// guest of the plugin tests needs between 1 and 2 MiB of the budget on
+	// its deepest path (a panic printed with its traceback by Go's wasip1
+	// runtime), and its real stack is smaller still.
+	StackBudget = 8 << 20
+	// MaxTableElements bounds each table (8 bytes an element: 2 MiB). A Go
+	// guest's table holds one entry per function, a few thousand.
+	MaxTableElements = 1 << 18
+	// MaxTables bounds the tables of a module, imported ones included.
+	MaxTables = 4
+	// MaxLocals bounds a function's params and locals, as browsers do.
+	MaxLocals = 50_000
+)
+
+// Tripped is the stack counter's value after the guard stopped a call.
+const Tripped = 1<<32 - 1
+
+// ErrMalformed wraps every decoding error.
+var ErrMalformed = errors.New("malformed module")
+
+// Result is a hardened module.
+type Result struct {
+	Wasm []byte
+	// Export names the exported global holding the stack counter, "" when
+	// no function calls another.
+	Export string
+	// Guarded is how many functions got the stack guard (those that call).
+	Guarded int
+}
+
+// Module checks and rewrites an untrusted module (see the package doc).
+// Every error wraps [ErrMalformed] or says which limit the module passes.
+func Module(wasm []byte) (Result, error) {
+	return module(wasm, StackBudget)
+}
+
+func module(wasm []byte, budget uint32) (Result, error) {
+	if budget == 0 || budget >= 1<<31 {
+		return Result{}, fmt.Errorf("harden: stack budget %d out of range", budget)
+	}
+	m, err := parse(wasm)
+	if err != nil {
+		return Result{}, err
+	}
+	return m.rewrite(budget)
+}
+
+type funcType struct {
+	params  int
+	results []byte
+}
+
+type section struct {
+	id   byte
+	body []byte // contents, without id and size
+}
+
+type parsed struct {
+	sections       []section // custom sections dropped
+	types          []funcType
+	importedFuncs  int
+	importedGlobal int
+	definedGlobals int
+	tables         int
+	funcTypes      []uint32 // type index of each defined function
+	exports        map[string]bool
+	codeIndex      int // index in sections of the code section, or -1
+}
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+}
+
+var sectionNames = [...]string{"custom", "type", "import", "function", "table", "memory", "global",
+	"export", "start", "element", "code", "data", "data count"}
+
+func parse(wasm []byte) (*parsed, error) {
+	if len(wasm) < 8 || string(wasm[:4]) != "\x00asm" {
+		return nil, malformed("no wasm magic number")
+	}
+	if binary.LittleEndian.Uint32(wasm[4:8]) != 1 {
+		return nil, malformed("binary format version %d, want 1", binary.LittleEndian.Uint32(wasm[4:8]))
+	}
+	m := &parsed{exports: map[string]bool{}, codeIndex: -1}
+	r := &reader{b: wasm, off: 8}
+	seen := map[byte]bool{}
+	for !r.done() {
+		id, _ := r.byte()
+		if int(id) >= len(sectionNames) {
+			return nil, malformed("unknown section id %d", id)
+		}
+		name := sectionNames[id]
+		size, err := r.u32()
+		if err != nil {
+			return nil, malformed("%s section: size: %v", name, err)
+		}
+		body, err := r.bytes(int(size))
+		if err != nil {
+			return nil, malformed("%s section: size %d past the end of the module", name, size)
+		}
+		if id == 0 {
+			continue
+		}
+		if seen[id] {
+			return nil, malformed("two %s sections", name)
+		}
+		seen[id] = true
+		s := section{id: id, body: body}
+		sr := &reader{b: body}
+		switch id {
+		case 1:
+			err = m.parseTypes(sr)
+		case 2:
+			err = m.parseImports(sr)
+		case 3:
+			err = m.parseFunctions(sr)
+		case 4:
+			s.body, err = m.parseTables(sr)
+		case 5:
+			err = vector(sr, 2, func() error { return sr.limits() })
+		case 6:
+			err = m.parseGlobals(sr)
+		case 7:
+			err = m.parseExports(sr)
+		case 8, 12: // start function, data count
+			_, err = sr.u32()
+		case 9:
+			err = parseElements(sr)
+		case 10:
+			m.codeIndex = len(m.sections)
+			_, err = sr.count(2)
+			sr.off = len(body) // the bodies are read by rewrite
+		case 11:
+			err = parseData(sr)
+		}
+		if err == nil && !sr.done() {
+			err = fmt.Errorf("%d bytes after its last entry", len(body)-sr.off)
+		}
+		if err != nil {
+			return nil, malformed("%s section: %v", name, err)
+		}
+		m.sections = append(m.sections, s)
+	}
+	return m, nil
+}
+
+// vector reads a vector's length, checks that its entries (at least min
+// bytes each) fit in what is left, and reads each with entry.
+func vector(r *reader, min int, entry func() error) error {
+	n, err := r.count(min)
+	if err != nil {
+		return err
+	}
+	for i := range n {
+		if err := entry(); err != nil {
+			return fmt.Errorf("entry %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func (m *parsed) parseTypes(r *reader) error {
+	return vector(r, 3, func() error {
+		if b, err := r.byte(); err != nil || b != 0x60 {
+			return fmt.Errorf("not a function type")
+		}
+		params, err := r.valTypes()
+		if err != nil {
+			return err
+		}
+		results, err := r.valTypes()
+		if err != nil {
+			return err
+		}
+		m.types = append(m.types, funcType{params: len(params), results: results})
+		return nil
+	})
+}
+
+func (m *parsed) parseImports(r *reader) error {
+	return vector(r, 4, func() error {
+		if _, err := r.name(); err != nil {
+			return err
+		}
+		if _, err := r.name(); err != nil {
+			return err
+		}
+		kind, err := r.byte()
+		if err != nil {
+			return err
+		}
+		switch kind {
+		case 0: // function
+			m.importedFuncs++
+			_, err = r.u32()
+		case 1: // table
+			m.tables++
+			if _, err = r.refType(); err == nil {
+				err = r.limits()
+			}
+		case 2: // memory
+			err = r.limits()
+		case 3: // global
+			m.importedGlobal++
+			err = r.globalType()
+		default:
+			err = fmt.Errorf("unknown import kind %d", kind)
+		}
+		return err
+	})
+}
+
+func (m *parsed) parseFunctions(r *reader) error {
+	return vector(r, 1, func() error {
+		t, err := r.u32()
+		m.funcTypes = append(m.funcTypes, t)
+		return err
+	})
+}
+
+// parseTables returns the section with every table's maximum at most
+// MaxTableElements.
+func (m *parsed) parseTables(r *reader) ([]byte, error) {
+	n, err := r.count(3)
+	if err != nil {
+		return nil, err
+	}
+	if m.tables+int(n) > MaxTables {
+		return nil, fmt.Errorf("%d tables, more than %d", m.tables+int(n), MaxTables)
+	}
+	m.tables += int(n)
+	out := appendU32(nil, n)
+	for i := range n {
+		t, err := r.refType()
+		if err != nil {
+			return nil, fmt.Errorf("table %d: %w", i, err)
+		}
+		flags, err := r.byte()
+		if err != nil {
+			return nil, err
+		}
+		if flags > 1 {
+			return nil, fmt.Errorf("table %d: unsupported limits 0x%02x", i, flags)
+		}
+		lo, err := r.u32()
+		if err != nil {
+			return nil, err
+		}
+		hi := uint32(MaxTableElements)
+		if flags == 1 {
+			v, err := r.u32()
+			if err != nil {
+				return nil, err
+			}
+			hi = min(hi, v)
+		}
+		if lo > MaxTableElements {
+			return nil, fmt.Errorf("table %d: %d elements, more than %d", i, lo, MaxTableElements)
+		}
+		if lo > hi {
+			return nil, fmt.Errorf("table %d: minimum %d above maximum %d", i, lo, hi)
+		}
+		out = append(out, t, 0x01)
+		out = appendU32(appendU32(out, lo), hi)
+	}
+	return out, nil
+}
+
+func (m *parsed) parseGlobals(r *reader) error {
+	n, err := r.count(3)
+	if err != nil {
+		return err
+	}
+	m.definedGlobals = int(n)
+	for i := range n {
+		if err := r.globalType(); err != nil {
+			return fmt.Errorf("global %d: %w", i, err)
+		}
+		if err := skipExpr(r); err != nil {
+			return fmt.Errorf("global %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func (m *parsed) parseExports(r *reader) error {
+	return vector(r, 3, func() error {
+		name, err := r.name()
+		if err != nil {
+			return err
+		}
+		m.exports[name] = true
+		if _, err := r.byte(); err != nil {
+			return err
+		}
+		_, err = r.u32()
+		return err
+	})
+}
+
+func parseElements(r *reader) error {
+	return vector(r, 2, func() error {
+		flags, err := r.u32()
+		if err != nil {
+			return err
+		}
+		if flags > 7 {
+			return fmt.Errorf("unknown element segment kind %d", flags)
+		}
+		if flags == 2 || flags == 6 { // explicit table
+			if _, err := r.u32(); err != nil {
+				return err
+			}
+		}
+		if flags&1 == 0 { // active: offset
+			if err := skipExpr(r); err != nil {
+				return err
+			}
+		}
+		if flags&3 != 0 { // element kind (0x00) or reference type
+			if _, err := r.byte(); err != nil {
+				return err
+			}
+		}
+		if flags&4 == 0 {
+			return vector(r, 1, func() error { _, err := r.u32(); return err })
+		}
+		return vector(r, 2, func() error { return skipExpr(r) })
+	})
+}
+
+func parseData(r *reader) error {
+	return vector(r, 2, func() error {
+		flags, err := r.u32()
+		if err != nil {
+			return err
+		}
+		switch flags {
+		case 2: // explicit memory
+			if _, err := r.u32(); err != nil {
+				return err
+			}
+			fallthrough
+		case 0:
+			if err := skipExpr(r); err != nil {
+				return err
+			}
+		case 1: // passive
+		default:
+			return fmt.Errorf("unknown data segment kind %d", flags)
+		}
+		n, err := r.u32()
+		if err != nil {
+			return err
+		}
+		_, err = r.bytes(int(n))
+		return err
+	})
+}
+
+// blockType returns the block type of a block whose results are those of
+// type ti, appending a type () -> results when there is more than one.
+func (m *parsed) blockType(ti uint32, added *[]funcType) ([]byte, error) {
+	if int(ti) >= len(m.types) {
+		return nil, fmt.Errorf("function type %d out of range", ti)
+	}
+	res := m.types[ti].results
+	switch len(res) {
+	case 0:
+		return []byte{0x40}, nil
+	case 1:
+		return []byte{res[0]}, nil
+	}
+	for i, t := range m.types {
+		if t.params == 0 && string(t.results) == string(res) {
+			return appendS33(nil, int64(i)), nil
+		}
+	}
+	m.types = append(m.types, funcType{results: res})
+	*added = append(*added, funcType{results: res})
+	return appendS33(nil, int64(len(m.types)-1)), nil
+}
+
+func (m *parsed) rewrite(budget uint32) (Result, error) {
+	res := Result{}
+	if m.codeIndex < 0 {
+		if len(m.funcTypes) > 0 {
+			return res, malformed("%d functions without a code section", len(m.funcTypes))
+		}
+		res.Wasm = m.encode()
+		return res, nil
+	}
+	g := uint32(m.importedGlobal + m.definedGlobals)
+	var added []funcType
+	code := &reader{b: m.sections[m.codeIndex].body}
+	n, _ := code.u32() // checked by parse
+	if int(n) != len(m.funcTypes) {
+		return res, malformed("%d function bodies for %d functions", n, len(m.funcTypes))
+	}
+	out := appendU32(nil, n)
+	var body []byte
+	for i := range int(n) {
+		size, err := code.u32()
+		if err != nil {
+			return res, malformed("code section: function %d: %v", m.importedFuncs+i, err)
+		}
+		raw, err := code.bytes(int(size))
+		if err != nil {
+			return res, malformed("code section: function %d: %v", m.importedFuncs+i, err)
+		}
+		ti := m.funcTypes[i]
+		bt, err := m.blockType(ti, &added)
+		if err != nil {
+			return res, malformed("code section: function %d: %v", m.importedFuncs+i, err)
+		}
+		var guarded bool
+		body, guarded, err = guard(body[:0], raw, m.types[ti].params, bt, g, budget)
+		if err != nil {
+			return res, malformed("code section: function %d: %v", m.importedFuncs+i, err)
+		}
+		if guarded {
+			res.Guarded++
+		}
+		out = appendU32(out, uint32(len(body)))
+		out = append(out, body...)
+	}
+	if !code.done() {
+		return res, malformed("code section: %d bytes after its last entry", len(code.b)-code.off)
+	}
+	m.sections[m.codeIndex].body = out
+	if res.Guarded == 0 {
+		res.Wasm = m.encode()
+		return res, nil
+	}
+	if len(added) > 0 {
+		m.appendToSection(1, func(b []byte) []byte {
+			for _, t := range added {
+				b = append(b, 0x60, 0)
+				b = appendU32(b, uint32(len(t.results)))
+				b = append(b, t.results...)
+			}
+			return b
+		}, len(added))
+	}
+	// (global (mut i32) (i32.const 0))
+	m.appendToSection(6, func(b []byte) []byte { return append(b, 0x7f, 0x01, 0x41, 0x00, 0x0b) }, 1)
+	res.Export = "pc_stack_guard"
+	for i := 1; m.exports[res.Export]; i++ {
+		res.Export = "pc_stack_guard_" + strconv.Itoa(i)
+	}
+	m.appendToSection(7, func(b []byte) []byte {
+		b = appendU32(b, uint32(len(res.Export)))
+		b = append(b, res.Export...)
+		b = append(b, 0x03)
+		return appendU32(b, g)
+	}, 1)
+	res.Wasm = m.encode()
+	return res, nil
+}
+
+// sectionOrder is the position of each section id in a module.
+var sectionOrder = [...]int{1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 7, 8: 8, 9: 9, 12: 10, 10: 11, 11: 12}
+
+// appendToSection adds n entries (written by add) to the vector of section
+// id, creating the section where the order requires it.
+func (m *parsed) appendToSection(id byte, add func([]byte) []byte, n int) {
+	for i := range m.sections {
+		s := &m.sections[i]
+		if s.id != id {
+			continue
+		}
+		r := &reader{b: s.body}
+		count, _ := r.u32() // checked by parse
+		b := appendU32(nil, count+uint32(n))
+		b = append(b, s.body[r.off:]...)
+		s.body = add(b)
+		return
+	}
+	at := len(m.sections)
+	for i, s := range m.sections {
+		if sectionOrder[s.id] > sectionOrder[id] {
+			at = i
+			break
+		}
+	}
+	s := section{id: id, body: add(appendU32(nil, uint32(n)))}
+	m.sections = append(m.sections[:at], append([]section{s}, m.sections[at:]...)...)
+	if m.codeIndex >= at {
+		m.codeIndex++
+	}
+}
+
+func (m *parsed) encode() []byte {
+	size := 8
+	for _, s := range m.sections {
+		size += 6 + len(s.body)
+	}
+	b := make([]byte, 0, size)
+	b = append(b, "\x00asm\x01\x00\x00\x00"...)
+	for _, s := range m.sections {
+		b = append(b, s.id)
+		b = appendU32(b, uint32(len(s.body)))
+		b = append(b, s.body...)
+	}
+	return b
+}
