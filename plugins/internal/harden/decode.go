@@ -143,8 +143,8 @@ func (r *reader) globalType() error {
 }
 
 // skipExpr skips a constant expression, up to its end.
-func skipExpr(r *reader) error {
-	_, _, err := scan(r, false)
+func skipExpr(r *reader, globals uint32) error {
+	_, _, err := scan(r, false, globals)
 	return err
 }
 
@@ -167,8 +167,10 @@ func (r *reader) limits() error {
 
 // scan walks instructions to the end that closes them and returns the
 // offset of every `return` and whether any calls a function. Offsets are
-// kept only when body is set.
-func scan(r *reader, body bool) (returns []int, calls bool, err error) {
+// kept only when body is set. Global indices must be below globals: the
+// stack guard's counter comes after the module's globals, and code naming
+// it before it exists could otherwise reset it.
+func scan(r *reader, body bool, globals uint32) (returns []int, calls bool, err error) {
 	depth := 1
 	for {
 		at := r.off
@@ -204,6 +206,11 @@ func scan(r *reader, body bool) (returns []int, calls bool, err error) {
 					_, err = r.u32()
 				}
 			}
+		case op == 0x23 || op == 0x24: // global.get, global.set
+			var g uint32
+			if g, err = r.u32(); err == nil && g >= globals {
+				err = fmt.Errorf("global %d out of range", g)
+			}
 		case op == 0x1c: // select t*
 			_, err = r.valTypes()
 		case op == 0x41: // i32.const
@@ -237,7 +244,7 @@ func skipImmediates(r *reader, op byte) error {
 	case op <= 0x01, op == 0x05, op == 0x1a, op == 0x1b, op == 0xd1,
 		op >= 0x45 && op <= 0xc4:
 	case op == 0x0c, op == 0x0d, // br, br_if
-		op >= 0x20 && op <= 0x26, // local.*, global.*, table.get/set
+		op >= 0x20 && op <= 0x22, op == 0x25, op == 0x26, // local.*, table.get/set
 		op == 0x3f, op == 0x40,   // memory.size/grow (a zero byte, read as a u32)
 		op == 0xd2: // ref.func
 		n = 1

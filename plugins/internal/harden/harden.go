@@ -108,6 +108,9 @@ type parsed struct {
 	codeIndex      int // index in sections of the code section, or -1
 }
 
+// globals is the module's own global count: the counter's index.
+func (m *parsed) globals() uint32 { return uint32(m.importedGlobal + m.definedGlobals) }
+
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
 }
@@ -125,6 +128,7 @@ func parse(wasm []byte) (*parsed, error) {
 	m := &parsed{exports: map[string]bool{}, codeIndex: -1}
 	r := &reader{b: wasm, off: 8}
 	seen := map[byte]bool{}
+	last := 0
 	for !r.done() {
 		id, _ := r.byte()
 		if int(id) >= len(sectionNames) {
@@ -145,7 +149,10 @@ func parse(wasm []byte) (*parsed, error) {
 		if seen[id] {
 			return nil, malformed("two %s sections", name)
 		}
-		seen[id] = true
+		if sectionOrder[id] < last {
+			return nil, malformed("%s section out of order", name)
+		}
+		seen[id], last = true, sectionOrder[id]
 		s := section{id: id, body: body}
 		sr := &reader{b: body}
 		switch id {
@@ -166,13 +173,13 @@ func parse(wasm []byte) (*parsed, error) {
 		case 8, 12: // start function, data count
 			_, err = sr.u32()
 		case 9:
-			err = parseElements(sr)
+			err = m.parseElements(sr)
 		case 10:
 			m.codeIndex = len(m.sections)
 			_, err = sr.count(2)
 			sr.off = len(body) // the bodies are read by rewrite
 		case 11:
-			err = parseData(sr)
+			err = m.parseData(sr)
 		}
 		if err == nil && !sr.done() {
 			err = fmt.Errorf("%d bytes after its last entry", len(body)-sr.off)
@@ -317,7 +324,7 @@ func (m *parsed) parseGlobals(r *reader) error {
 		if err := r.globalType(); err != nil {
 			return fmt.Errorf("global %d: %w", i, err)
 		}
-		if err := skipExpr(r); err != nil {
+		if err := skipExpr(r, m.globals()); err != nil {
 			return fmt.Errorf("global %d: %w", i, err)
 		}
 	}
@@ -331,15 +338,19 @@ func (m *parsed) parseExports(r *reader) error {
 			return err
 		}
 		m.exports[name] = true
-		if _, err := r.byte(); err != nil {
+		kind, err := r.byte()
+		if err != nil {
 			return err
 		}
-		_, err = r.u32()
+		idx, err := r.u32()
+		if err == nil && kind == 3 && idx >= m.globals() {
+			err = fmt.Errorf("global %d out of range", idx)
+		}
 		return err
 	})
 }
 
-func parseElements(r *reader) error {
+func (m *parsed) parseElements(r *reader) error {
 	return vector(r, 2, func() error {
 		flags, err := r.u32()
 		if err != nil {
@@ -354,7 +365,7 @@ func parseElements(r *reader) error {
 			}
 		}
 		if flags&1 == 0 { // active: offset
-			if err := skipExpr(r); err != nil {
+			if err := skipExpr(r, m.globals()); err != nil {
 				return err
 			}
 		}
@@ -366,11 +377,11 @@ func parseElements(r *reader) error {
 		if flags&4 == 0 {
 			return vector(r, 1, func() error { _, err := r.u32(); return err })
 		}
-		return vector(r, 2, func() error { return skipExpr(r) })
+		return vector(r, 2, func() error { return skipExpr(r, m.globals()) })
 	})
 }
 
-func parseData(r *reader) error {
+func (m *parsed) parseData(r *reader) error {
 	return vector(r, 2, func() error {
 		flags, err := r.u32()
 		if err != nil {
@@ -383,7 +394,7 @@ func parseData(r *reader) error {
 			}
 			fallthrough
 		case 0:
-			if err := skipExpr(r); err != nil {
+			if err := skipExpr(r, m.globals()); err != nil {
 				return err
 			}
 		case 1: // passive
@@ -431,7 +442,7 @@ func (m *parsed) rewrite(budget uint32) (Result, error) {
 		res.Wasm = m.encode()
 		return res, nil
 	}
-	g := uint32(m.importedGlobal + m.definedGlobals)
+	g := m.globals()
 	var added []funcType
 	code := &reader{b: m.sections[m.codeIndex].body}
 	n, _ := code.u32() // checked by parse

@@ -216,6 +216,12 @@ func TestMalformed(t *testing.T) {
 		"body past end": codeModule(0x0b, 0x0b),
 		"no end":        codeModule(0x01),
 		"no bodies":     wasmOf(typeSec, funcSec),
+		"out of order":  wasmOf(funcSec, typeSec),
+		// Naming the global the stack counter will be, to reset it from guest code.
+		"counter set":      codeModule(0x41, 0x00, 0x24, 0x00, 0x0b),
+		"counter read":     codeModule(0x23, 0x00, 0x1a, 0x0b),
+		"counter exported": wasmOf(sec(7, 0x01, 0x01, 'g', 0x03, 0x00)),
+		"counter in init":  wasmOf(sec(6, 0x01, 0x7f, 0x00, 0x23, 0x01, 0x0b)),
 		// Counts far beyond the bytes that follow: wazero's decoder allocates for the count
 		// first (the first one, found by FuzzModule, made it allocate 26 GB and die).
 		"imports":         []byte("\x00asm\x01\x00\x00\x00\x01\t\x02`\x01\x7f\x00`\x00\x01\x7f\x02o\xf3\xf3\xf3n\x00\x01\x0ehandle_request0"),

@@ -57,7 +57,7 @@ func guard(dst, raw []byte, params int, bt []byte, g, budget uint32) ([]byte, bo
 		}
 	}
 	codeStart := r.off
-	returns, calls, err := scan(r, true)
+	returns, calls, err := scan(r, true, g)
 	if err != nil {
 		return nil, false, err
 	}
