@@ -412,7 +412,10 @@ func (a *API) createPlugin(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	info, err := host.Validate(c.ctx, up.wasm)
+	info, err := a.plugins.validate(c.ctx, host, up.wasm)
+	if e := (*Error)(nil); errors.As(err, &e) {
+		return nil, e
+	}
 	if err != nil {
 		return nil, moduleError(err, up.field)
 	}

@@ -43,12 +43,37 @@ type pluginHost struct {
 	mu   sync.Mutex       // serializes loads; guards used and tick
 	used map[string]int64 // loaded plugin id → tick of last use
 	tick int64
+
+	// validating is the one slot for validating uploads: compiling a module
+	// may take seconds of a core (package plugins/internal/harden bounds it
+	// near what the largest Go guest costs), and uploads at once would take
+	// every core from the API.
+	validating chan struct{}
+}
+
+// validateWait is how long an upload waits for the validation slot.
+var validateWait = 30 * time.Second
+
+// validate runs h.Validate in the validation slot.
+func (ph *pluginHost) validate(ctx context.Context, h *plugins.Host, wasm []byte) (plugins.Info, error) {
+	t := time.NewTimer(validateWait)
+	defer t.Stop()
+	select {
+	case ph.validating <- struct{}{}:
+	case <-ctx.Done():
+		return plugins.Info{}, unavailable("the request ended while waiting to validate the module")
+	case <-t.C:
+		return plugins.Info{}, unavailable("other plugin uploads are being validated; try again in a few seconds")
+	}
+	defer func() { <-ph.validating }()
+	return h.Validate(ctx, wasm)
 }
 
 // pluginHost returns the host, creating it at the first call.
 func (a *API) pluginHost() (*plugins.Host, error) {
 	p := &a.plugins
 	p.once.Do(func() {
+		p.validating = make(chan struct{}, 1)
 		p.h, p.err = plugins.NewHost(context.Background(), plugins.Config{
 			CacheDir: a.opts.PluginCacheDir, Logger: a.log.With("component", "plugins"),
 			PoolSize: 1,

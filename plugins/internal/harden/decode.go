@@ -144,8 +144,36 @@ func (r *reader) globalType() error {
 
 // skipExpr skips a constant expression, up to its end.
 func skipExpr(r *reader, globals uint32) error {
-	_, _, err := scan(r, false, globals)
-	return err
+	return scan(r, nil, globals)
+}
+
+// shape is what scan learns of a function body.
+type shape struct {
+	returns []int // offsets of each `return`
+	calls   bool  // whether it calls a function
+	blocks  int   // block, loop and if instructions
+	targets int   // branch targets: one for br and br_if, each of br_table's
+	used    int   // distinct locals read or written
+	seen    []uint64
+}
+
+func (s *shape) reset(locals int) {
+	s.returns = s.returns[:0]
+	s.calls = false
+	s.blocks, s.targets, s.used = 0, 0, 0
+	n := (locals + 63) / 64
+	if cap(s.seen) < n {
+		s.seen = make([]uint64, n)
+	}
+	s.seen = s.seen[:n]
+	clear(s.seen)
+}
+
+func (s *shape) local(i uint32) {
+	if int(i/64) < len(s.seen) && s.seen[i/64]&(1<<(i%64)) == 0 {
+		s.seen[i/64] |= 1 << (i % 64)
+		s.used++
+	}
 }
 
 func (r *reader) limits() error {
@@ -165,46 +193,57 @@ func (r *reader) limits() error {
 	return err
 }
 
-// scan walks instructions to the end that closes them and returns the
-// offset of every `return` and whether any calls a function. Offsets are
-// kept only when body is set. Global indices must be below globals: the
-// stack guard's counter comes after the module's globals, and code naming
-// it before it exists could otherwise reset it.
-func scan(r *reader, body bool, globals uint32) (returns []int, calls bool, err error) {
+// scan walks instructions to the end that closes them, recording a
+// function body's shape in s (nil for a constant expression). Global
+// indices must be below globals: the stack guard's counter comes after the
+// module's globals, and code naming it before it exists could otherwise
+// reset it.
+func scan(r *reader, s *shape, globals uint32) error {
+	if s == nil {
+		s = &shape{}
+	}
 	depth := 1
 	for {
 		at := r.off
 		op, err := r.byte()
 		if err != nil {
-			return nil, false, err
+			return err
 		}
 		switch {
 		case op == 0x0b: // end
 			depth--
 			if depth == 0 {
-				return returns, calls, nil
+				return nil
 			}
 		case op == 0x02 || op == 0x03 || op == 0x04: // block, loop, if
 			err = r.sleb(33)
 			depth++
+			s.blocks++
 		case op == 0x0f: // return
-			if body {
-				returns = append(returns, at)
-			}
+			s.returns = append(s.returns, at)
 		case op == 0x10: // call
-			calls = true
+			s.calls = true
 			_, err = r.u32()
 		case op == 0x11: // call_indirect
-			calls = true
+			s.calls = true
 			if _, err = r.u32(); err == nil {
 				_, err = r.u32()
 			}
+		case op == 0x0c || op == 0x0d: // br, br_if
+			s.targets++
+			_, err = r.u32()
 		case op == 0x0e: // br_table
 			var n uint32
 			if n, err = r.count(1); err == nil {
+				s.targets += int(n) + 1
 				for i := uint32(0); i <= n && err == nil; i++ {
 					_, err = r.u32()
 				}
+			}
+		case op >= 0x20 && op <= 0x22: // local.get, local.set, local.tee
+			var l uint32
+			if l, err = r.u32(); err == nil {
+				s.local(l)
 			}
 		case op == 0x23 || op == 0x24: // global.get, global.set
 			var g uint32
@@ -231,7 +270,7 @@ func scan(r *reader, body bool, globals uint32) (returns []int, calls bool, err 
 			err = skipImmediates(r, op)
 		}
 		if err != nil {
-			return nil, false, fmt.Errorf("instruction 0x%02x at %d: %w", op, at, err)
+			return fmt.Errorf("instruction 0x%02x at %d: %w", op, at, err)
 		}
 	}
 }
@@ -243,9 +282,8 @@ func skipImmediates(r *reader, op byte) error {
 	switch {
 	case op <= 0x01, op == 0x05, op == 0x1a, op == 0x1b, op == 0xd1,
 		op >= 0x45 && op <= 0xc4:
-	case op == 0x0c, op == 0x0d, // br, br_if
-		op >= 0x20 && op <= 0x22, op == 0x25, op == 0x26, // local.*, table.get/set
-		op == 0x3f, op == 0x40,   // memory.size/grow (a zero byte, read as a u32)
+	case op == 0x25, op == 0x26, // table.get, table.set
+		op == 0x3f, op == 0x40, // memory.size/grow (a zero byte, read as a u32)
 		op == 0xd2: // ref.func
 		n = 1
 	case op >= 0x28 && op <= 0x3e: // loads and stores: align, offset

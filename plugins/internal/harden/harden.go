@@ -1,7 +1,7 @@
 // Package harden rewrites an untrusted Wasm module before wazero sees it, so
 // that neither decoding it nor running it can take the host's memory.
 //
-// Three holes, all found with modules of a few dozen bytes:
+// Four holes, all opened by modules of a few dozen bytes to a few dozen KB:
 //
 //   - wazero's decoder sizes its slices and maps from the counts a module
 //     declares, before reading the entries: an import section claiming four
@@ -17,6 +17,8 @@
 //     refuses tables declared over [MaxTableElements] and sets every table's
 //     maximum to at most that, so table.grow fails (-1) beyond it, as
 //     memory.grow does at the memory cap. At most [MaxTables] tables.
+//   - wazero's compiler does work that grows faster than the code: a 52 KB
+//     function took 142 s and 1.8 GB to compile. compileCost bounds it.
 //   - wazero grows a guest's call stack in Go memory, doubling it up to a
 //     ceiling of about 400 MB, and the watchdog cannot stop a guest between
 //     two growths: a plugin recursing without end took 160 MB and 260-350 ms
@@ -451,6 +453,8 @@ func (m *parsed) rewrite(budget uint32) (Result, error) {
 	}
 	out := appendU32(nil, n)
 	var body []byte
+	var sh shape
+	var cost compileCost
 	for i := range int(n) {
 		size, err := code.u32()
 		if err != nil {
@@ -466,9 +470,12 @@ func (m *parsed) rewrite(budget uint32) (Result, error) {
 			return res, malformed("code section: function %d: %v", m.importedFuncs+i, err)
 		}
 		var guarded bool
-		body, guarded, err = guard(body[:0], raw, m.types[ti].params, bt, g, budget)
+		body, guarded, err = guard(body[:0], raw, m.types[ti].params, bt, g, budget, &sh)
 		if err != nil {
 			return res, malformed("code section: function %d: %v", m.importedFuncs+i, err)
+		}
+		if err := cost.add(&sh); err != nil {
+			return res, fmt.Errorf("function %d: %w", m.importedFuncs+i, err)
 		}
 		if guarded {
 			res.Guarded++
@@ -555,4 +562,56 @@ func (m *parsed) encode() []byte {
 		b = append(b, s.body...)
 	}
 	return b
+}
+
+// compileCost bounds the work wazero's compiler does on a module. Its SSA
+// passes grow faster than the code they read, in two measured ways (on the
+// 2-core machine of docs/benchmarks.md, wazero v1.12):
+//
+//   - with the branches of a function (blocks, loops, ifs and branch
+//     targets: n): dominators and loop detection take time in n², 1.4e-8 s
+//     per n² at worst (21,800 nested blocks, a 65 KB module: 5.2 s);
+//   - with the locals a function uses (u) times its branches: SSA
+//     construction adds a block parameter for each, 2-4 s and 200 MiB for
+//     u·n = 10^6 (a 13 KB module), 19 s and 876 MiB for 4·10^6, and a 52 KB
+//     module took 142 s and 1.8 GB.
+//
+// Both are capped per function and summed over the module. The module sums
+// leave room for a Go guest of the 16 MiB upload limit: the Go guest of the
+// plugin tests (3.4 MB) has at most 2,181 branches and 21 used locals in a
+// function (u·n at most 31,464), Σn² = 5.7·10^7 and Σu·n = 1.5·10^6.
+// BenchmarkCompileAtLimits measures the worst accepted cost.
+type compileCost struct {
+	branches2   uint64 // Σ n²
+	localsTimes uint64 // Σ u·n
+}
+
+const (
+	MaxFunctionBranches        = 20_000      // n of one function (n² = 4·10^8)
+	MaxModuleBranches2         = 400_000_000 // Σ n²
+	MaxFunctionLocalsXBranches = 100_000     // u·n of one function
+	MaxModuleLocalsXBranches   = 10_000_000  // Σ u·n
+)
+
+// ErrTooComplex wraps the refusals of modules that would cost the compiler
+// too much.
+var ErrTooComplex = errors.New("too complex to compile safely")
+
+func (c *compileCost) add(s *shape) error {
+	n := uint64(s.blocks + s.targets)
+	ln := uint64(s.used) * n
+	if n > MaxFunctionBranches {
+		return fmt.Errorf("%w: %d blocks and branch targets, more than %d in one function", ErrTooComplex, n, MaxFunctionBranches)
+	}
+	if ln > MaxFunctionLocalsXBranches {
+		return fmt.Errorf("%w: %d locals used across %d blocks and branch targets, more than %d of their product in one function",
+			ErrTooComplex, s.used, n, MaxFunctionLocalsXBranches)
+	}
+	c.branches2 += n * n
+	c.localsTimes += ln
+	if c.branches2 > MaxModuleBranches2 || c.localsTimes > MaxModuleLocalsXBranches {
+		return fmt.Errorf("%w: its functions' branches (Σn² %d, at most %d) and locals times branches (%d, at most %d) are past the module's limits",
+			ErrTooComplex, c.branches2, uint64(MaxModuleBranches2), c.localsTimes, uint64(MaxModuleLocalsXBranches))
+	}
+	return nil
 }

@@ -36,8 +36,8 @@ const (
 )
 
 // guard appends to dst the body raw with the stack guard, or raw itself when
-// the function makes no call, and says which.
-func guard(dst, raw []byte, params int, bt []byte, g, budget uint32) ([]byte, bool, error) {
+// the function makes no call, says which, and leaves the body's shape in s.
+func guard(dst, raw []byte, params int, bt []byte, g, budget uint32, s *shape) ([]byte, bool, error) {
 	r := &reader{b: raw}
 	groups, err := r.count(2)
 	if err != nil {
@@ -57,14 +57,14 @@ func guard(dst, raw []byte, params int, bt []byte, g, budget uint32) ([]byte, bo
 		}
 	}
 	codeStart := r.off
-	returns, calls, err := scan(r, true, g)
-	if err != nil {
+	s.reset(int(locals))
+	if err := scan(r, s, g); err != nil {
 		return nil, false, err
 	}
 	if !r.done() {
 		return nil, false, fmt.Errorf("code after the function's end")
 	}
-	if !calls {
+	if !s.calls {
 		return append(dst, raw...), false, nil
 	}
 	cost := frameBase + bytesPerLocal*locals + bytesPerOpByte*uint64(len(raw)-codeStart)
@@ -84,7 +84,7 @@ func guard(dst, raw []byte, params int, bt []byte, g, budget uint32) ([]byte, bo
 	dst = append(dst, 0x02)
 	dst = append(dst, bt...)
 	last := codeStart
-	for _, at := range returns {
+	for _, at := range s.returns {
 		dst = append(dst, raw[last:at]...)
 		dst = append(dst, release...)
 		last = at
