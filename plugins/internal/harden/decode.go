@@ -123,6 +123,56 @@ func (r *reader) valTypes() ([]byte, error) {
 	return ts, nil
 }
 
+// blockType reads a block type as wazero does and returns how many values
+// the block takes and gives: the empty type, a value type, or the index of
+// a function type of the module. (wazero also reads the 0x63/0x64 typed
+// references of later proposals, which are refused here.)
+func (r *reader) blockType(m *parsed) (int, error) {
+	if r.off >= len(r.b) {
+		return 0, errEOF
+	}
+	switch b := r.b[r.off]; b {
+	case 0x40:
+		r.off++
+		return 0, nil
+	case 0x7f, 0x7e, 0x7d, 0x7c, 0x7b, 0x70, 0x6f:
+		r.off++
+		return 1, nil
+	}
+	v, err := r.s33()
+	if err != nil {
+		return 0, err
+	}
+	if v < 0 || v >= int64(m.moduleTypes) {
+		return 0, fmt.Errorf("block type %d out of range", v)
+	}
+	t := m.types[v]
+	return t.params + len(t.results), nil
+}
+
+// s33 reads a signed LEB128 of at most 33 bits.
+func (r *reader) s33() (int64, error) {
+	var v int64
+	var shift uint
+	for {
+		c, err := r.byte()
+		if err != nil {
+			return 0, err
+		}
+		v |= int64(c&0x7f) << shift
+		shift += 7
+		if c&0x80 == 0 {
+			if c&0x40 != 0 {
+				v |= -1 << shift
+			}
+			return v, nil
+		}
+		if shift >= 35 {
+			return 0, fmt.Errorf("integer representation too long")
+		}
+	}
+}
+
 func (r *reader) refType() (byte, error) {
 	t, err := r.byte()
 	if err == nil && t != 0x70 && t != 0x6f {
@@ -143,8 +193,8 @@ func (r *reader) globalType() error {
 }
 
 // skipExpr skips a constant expression, up to its end.
-func skipExpr(r *reader, globals uint32) error {
-	return scan(r, nil, globals)
+func skipExpr(r *reader, m *parsed) error {
+	return scan(r, nil, m)
 }
 
 // shape is what scan learns of a function body.
@@ -154,19 +204,36 @@ type shape struct {
 	blocks  int   // block, loop and if instructions
 	targets int   // branch targets: one for br and br_if, each of br_table's
 	used    int   // distinct locals read or written
-	seen    []uint64
+	// carried counts the values that blocks take and give (their types'
+	// params and results) and calls give back: SSA block parameters, like
+	// locals across merges.
+	carried int
+	// callArity is the most values (params and results) one call passes.
+	callArity int
+	seen      []uint64
 }
 
 func (s *shape) reset(locals int) {
 	s.returns = s.returns[:0]
 	s.calls = false
-	s.blocks, s.targets, s.used = 0, 0, 0
+	s.blocks, s.targets, s.used, s.carried, s.callArity = 0, 0, 0, 0, 0
 	n := (locals + 63) / 64
 	if cap(s.seen) < n {
 		s.seen = make([]uint64, n)
 	}
 	s.seen = s.seen[:n]
 	clear(s.seen)
+}
+
+// call records a call to a function of type t.
+func (s *shape) call(m *parsed, t uint32) error {
+	if int(t) >= m.moduleTypes {
+		return fmt.Errorf("type %d out of range", t)
+	}
+	ft := m.types[t]
+	s.carried += len(ft.results)
+	s.callArity = max(s.callArity, ft.params+len(ft.results))
+	return nil
 }
 
 func (s *shape) local(i uint32) {
@@ -194,12 +261,14 @@ func (r *reader) limits() error {
 }
 
 // scan walks instructions to the end that closes them, recording a
-// function body's shape in s (nil for a constant expression). Global
-// indices must be below globals: the stack guard's counter comes after the
-// module's globals, and code naming it before it exists could otherwise
-// reset it.
-func scan(r *reader, s *shape, globals uint32) error {
-	if s == nil {
+// function body's shape in s (nil for a constant expression). It reads
+// every immediate exactly as wazero does, or refuses the code: a different
+// reading would let wazero run instructions harden never saw. Global
+// indices must be below the module's own: the stack guard's counter comes
+// after them, and code naming it before it exists could otherwise reset it.
+func scan(r *reader, s *shape, m *parsed) error {
+	expr := s == nil
+	if expr {
 		s = &shape{}
 	}
 	depth := 1
@@ -216,9 +285,38 @@ func scan(r *reader, s *shape, globals uint32) error {
 				return nil
 			}
 		case op == 0x02 || op == 0x03 || op == 0x04: // block, loop, if
-			err = r.sleb(33)
+			var arity int
+			arity, err = r.blockType(m)
 			depth++
 			s.blocks++
+			s.carried += arity
+		case op == 0x10: // call
+			s.calls = true
+			var f uint32
+			if f, err = r.u32(); err == nil {
+				if int(f) >= len(m.funcTypeIdx) {
+					err = fmt.Errorf("function %d out of range", f)
+				} else {
+					err = s.call(m, m.funcTypeIdx[f])
+				}
+			}
+		case op == 0x11: // call_indirect
+			s.calls = true
+			var t uint32
+			if t, err = r.u32(); err == nil {
+				if err = s.call(m, t); err == nil {
+					_, err = r.u32()
+				}
+			}
+		case op == 0xd2: // ref.func
+			if !expr {
+				// Each ref.func run in code makes wazero allocate a function
+				// instance the module keeps until it closes: a plugin could
+				// grow its pooled instance without bound. Tables are filled
+				// by element segments, where it is allowed.
+				return fmt.Errorf("ref.func at %d: not allowed in code (element segments only)", at)
+			}
+			_, err = r.u32()
 		case op == 0x0f: // return
 			s.returns = append(s.returns, at)
 		case op == 0x10: // call
@@ -247,7 +345,7 @@ func scan(r *reader, s *shape, globals uint32) error {
 			}
 		case op == 0x23 || op == 0x24: // global.get, global.set
 			var g uint32
-			if g, err = r.u32(); err == nil && g >= globals {
+			if g, err = r.u32(); err == nil && g >= m.globals() {
 				err = fmt.Errorf("global %d out of range", g)
 			}
 		case op == 0x1c: // select t*
@@ -283,8 +381,7 @@ func skipImmediates(r *reader, op byte) error {
 	case op <= 0x01, op == 0x05, op == 0x1a, op == 0x1b, op == 0xd1,
 		op >= 0x45 && op <= 0xc4:
 	case op == 0x25, op == 0x26, // table.get, table.set
-		op == 0x3f, op == 0x40, // memory.size/grow (a zero byte, read as a u32)
-		op == 0xd2: // ref.func
+		op == 0x3f, op == 0x40: // memory.size/grow (a zero byte, read as a u32)
 		n = 1
 	case op >= 0x28 && op <= 0x3e: // loads and stores: align, offset
 		n = 2
@@ -325,10 +422,22 @@ func scanFC(r *reader) error {
 }
 
 // scanSIMD skips a 0xFD-prefixed (SIMD) instruction.
+//
+// wazero reads the sub-opcode as one byte, where the format has a u32: its
+// reading agrees with the format's for the single-byte encodings (0-127)
+// and for the canonical two-byte ones (0x80-0xff then 0x01, which wazero
+// runs as an instruction with no immediate, then nop). Anything else is
+// refused.
 func scanSIMD(r *reader) error {
-	sub, err := r.u32()
+	b, err := r.byte()
 	if err != nil {
 		return err
+	}
+	sub := uint32(b)
+	if b >= 0x80 {
+		if next, err := r.byte(); err != nil || next != 0x01 {
+			return fmt.Errorf("0xfd sub-opcode not in its canonical encoding")
+		}
 	}
 	memarg := func() error {
 		if _, err := r.u32(); err != nil {

@@ -25,6 +25,12 @@
 //     (its budget: 5 ms) per call. Module adds a stack guard (stack.go) that
 //     traps once an upper bound of the call stack passes [StackBudget].
 //
+// Every immediate is read as wazero reads it, or the module is refused:
+// where the two readings differ, wazero would run instructions harden never
+// saw. Counts wazero pays for per item (types, functions, imports, globals,
+// exports, segments and their entries) are capped far above what compilers
+// emit.
+//
 // The rewrite keeps every index of the module (functions, types, globals,
 // locals, labels), so exports, tables and element segments stay valid. Only
 // the instruction set of wazero's CoreFeaturesV2 (WebAssembly 2.0) is
@@ -53,6 +59,21 @@ const (
 	MaxTables = 4
 	// MaxLocals bounds a function's params and locals, as browsers do.
 	MaxLocals = 50_000
+	// MaxParams bounds a function type's params, and its results, as
+	// browsers do: wazero's work on a type grows with its length squared.
+	MaxParams = 1_000
+	// Counts of what wazero builds per item, at compile time or in every
+	// instance (≈ 90 bytes for each global or element entry), far above what
+	// compilers emit (the Go guest: 2,231 functions, 18 types, 8 globals,
+	// 36 imports, one element segment of ~2,000 entries).
+	MaxTypes          = 50_000
+	MaxFunctions      = 100_000
+	MaxImports        = 1_000
+	MaxGlobals        = 10_000
+	MaxExports        = 10_000
+	MaxElemSegments   = 10_000
+	MaxDataSegments   = 500_000 // Go's linker writes one a symbol: 38,445 in the Go guest
+	MaxElementEntries = 65_536
 )
 
 // Tripped is the stack counter's value after the guard stopped a call.
@@ -101,11 +122,13 @@ type section struct {
 type parsed struct {
 	sections       []section // custom sections dropped
 	types          []funcType
+	moduleTypes    int // the module's own types (the rewrite may add some)
 	importedFuncs  int
 	importedGlobal int
 	definedGlobals int
 	tables         int
 	funcTypes      []uint32 // type index of each defined function
+	funcTypeIdx    []uint32 // type index of every function, imported ones first
 	exports        map[string]bool
 	codeIndex      int // index in sections of the code section, or -1
 }
@@ -186,6 +209,9 @@ func parse(wasm []byte) (*parsed, error) {
 		if err == nil && !sr.done() {
 			err = fmt.Errorf("%d bytes after its last entry", len(body)-sr.off)
 		}
+		if errors.Is(err, ErrTooComplex) {
+			return nil, fmt.Errorf("%s section: %w", name, err)
+		}
 		if err != nil {
 			return nil, malformed("%s section: %v", name, err)
 		}
@@ -222,13 +248,24 @@ func (m *parsed) parseTypes(r *reader) error {
 		if err != nil {
 			return err
 		}
+		if len(params) > MaxParams || len(results) > MaxParams {
+			return fmt.Errorf("%w: %d params and %d results, more than %d", ErrTooComplex, len(params), len(results), MaxParams)
+		}
+		if len(m.types) == MaxTypes {
+			return fmt.Errorf("%w: more than %d types", ErrTooComplex, MaxTypes)
+		}
 		m.types = append(m.types, funcType{params: len(params), results: results})
+		m.moduleTypes = len(m.types)
 		return nil
 	})
 }
 
 func (m *parsed) parseImports(r *reader) error {
+	n := 0
 	return vector(r, 4, func() error {
+		if n++; n > MaxImports {
+			return fmt.Errorf("%w: more than %d imports", ErrTooComplex, MaxImports)
+		}
 		if _, err := r.name(); err != nil {
 			return err
 		}
@@ -242,7 +279,9 @@ func (m *parsed) parseImports(r *reader) error {
 		switch kind {
 		case 0: // function
 			m.importedFuncs++
-			_, err = r.u32()
+			var t uint32
+			t, err = r.u32()
+			m.funcTypeIdx = append(m.funcTypeIdx, t)
 		case 1: // table
 			m.tables++
 			if _, err = r.refType(); err == nil {
@@ -264,6 +303,10 @@ func (m *parsed) parseFunctions(r *reader) error {
 	return vector(r, 1, func() error {
 		t, err := r.u32()
 		m.funcTypes = append(m.funcTypes, t)
+		m.funcTypeIdx = append(m.funcTypeIdx, t)
+		if len(m.funcTypeIdx) > MaxFunctions {
+			return fmt.Errorf("%w: more than %d functions", ErrTooComplex, MaxFunctions)
+		}
 		return err
 	})
 }
@@ -321,12 +364,15 @@ func (m *parsed) parseGlobals(r *reader) error {
 	if err != nil {
 		return err
 	}
+	if m.importedGlobal+int(n) > MaxGlobals {
+		return fmt.Errorf("%w: more than %d globals", ErrTooComplex, MaxGlobals)
+	}
 	m.definedGlobals = int(n)
 	for i := range n {
 		if err := r.globalType(); err != nil {
 			return fmt.Errorf("global %d: %w", i, err)
 		}
-		if err := skipExpr(r, m.globals()); err != nil {
+		if err := skipExpr(r, m); err != nil {
 			return fmt.Errorf("global %d: %w", i, err)
 		}
 	}
@@ -335,6 +381,9 @@ func (m *parsed) parseGlobals(r *reader) error {
 
 func (m *parsed) parseExports(r *reader) error {
 	return vector(r, 3, func() error {
+		if len(m.exports) >= MaxExports {
+			return fmt.Errorf("%w: more than %d exports", ErrTooComplex, MaxExports)
+		}
 		name, err := r.name()
 		if err != nil {
 			return err
@@ -353,38 +402,76 @@ func (m *parsed) parseExports(r *reader) error {
 }
 
 func (m *parsed) parseElements(r *reader) error {
-	return vector(r, 2, func() error {
-		flags, err := r.u32()
+	n, err := r.count(2)
+	if err != nil {
+		return err
+	}
+	if n > MaxElemSegments {
+		return fmt.Errorf("%w: more than %d element segments", ErrTooComplex, MaxElemSegments)
+	}
+	entries := 0
+	for i := range n {
+		if err := m.parseElement(r, &entries); err != nil {
+			return fmt.Errorf("entry %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func (m *parsed) parseElement(r *reader, entries *int) error {
+	flags, err := r.u32()
+	if err != nil {
+		return err
+	}
+	if flags > 7 {
+		return fmt.Errorf("unknown element segment kind %d", flags)
+	}
+	if flags == 2 || flags == 6 { // explicit table
+		if _, err := r.u32(); err != nil {
+			return err
+		}
+	}
+	if flags&1 == 0 { // active: offset
+		if err := skipExpr(r, m); err != nil {
+			return err
+		}
+	}
+	if flags&3 != 0 {
+		if flags&4 == 0 { // element kind: funcref
+			if k, err := r.byte(); err != nil || k != 0x00 {
+				return fmt.Errorf("unknown element kind")
+			}
+		} else if _, err := r.refType(); err != nil {
+			return err
+		}
+	}
+	count, err := r.count(1)
+	if err != nil {
+		return err
+	}
+	// wazero keeps ≈ 90 bytes per entry in every instance.
+	if *entries += int(count); *entries > MaxElementEntries {
+		return fmt.Errorf("%w: more than %d element segment entries", ErrTooComplex, MaxElementEntries)
+	}
+	for range count {
+		if flags&4 == 0 {
+			_, err = r.u32()
+		} else {
+			err = skipExpr(r, m)
+		}
 		if err != nil {
 			return err
 		}
-		if flags > 7 {
-			return fmt.Errorf("unknown element segment kind %d", flags)
-		}
-		if flags == 2 || flags == 6 { // explicit table
-			if _, err := r.u32(); err != nil {
-				return err
-			}
-		}
-		if flags&1 == 0 { // active: offset
-			if err := skipExpr(r, m.globals()); err != nil {
-				return err
-			}
-		}
-		if flags&3 != 0 { // element kind (0x00) or reference type
-			if _, err := r.byte(); err != nil {
-				return err
-			}
-		}
-		if flags&4 == 0 {
-			return vector(r, 1, func() error { _, err := r.u32(); return err })
-		}
-		return vector(r, 2, func() error { return skipExpr(r, m.globals()) })
-	})
+	}
+	return nil
 }
 
 func (m *parsed) parseData(r *reader) error {
+	n := 0
 	return vector(r, 2, func() error {
+		if n++; n > MaxDataSegments {
+			return fmt.Errorf("%w: more than %d data segments", ErrTooComplex, MaxDataSegments)
+		}
 		flags, err := r.u32()
 		if err != nil {
 			return err
@@ -396,7 +483,7 @@ func (m *parsed) parseData(r *reader) error {
 			}
 			fallthrough
 		case 0:
-			if err := skipExpr(r, m.globals()); err != nil {
+			if err := skipExpr(r, m); err != nil {
 				return err
 			}
 		case 1: // passive
@@ -470,7 +557,7 @@ func (m *parsed) rewrite(budget uint32) (Result, error) {
 			return res, malformed("code section: function %d: %v", m.importedFuncs+i, err)
 		}
 		var guarded bool
-		body, guarded, err = guard(body[:0], raw, m.types[ti].params, bt, g, budget, &sh)
+		body, guarded, err = guard(body[:0], raw, m, ti, bt, budget, &sh)
 		if err != nil {
 			return res, malformed("code section: function %d: %v", m.importedFuncs+i, err)
 		}
@@ -590,7 +677,7 @@ const (
 	MaxFunctionBranches        = 20_000      // n of one function (n² = 4·10^8)
 	MaxModuleBranches2         = 400_000_000 // Σ n²
 	MaxFunctionLocalsXBranches = 100_000     // u·n of one function
-	MaxModuleLocalsXBranches   = 10_000_000  // Σ u·n
+	MaxModuleLocalsXBranches   = 10_000_000  // Σ u·n (plus values carried by blocks and calls)
 )
 
 // ErrTooComplex wraps the refusals of modules that would cost the compiler
@@ -599,7 +686,7 @@ var ErrTooComplex = errors.New("too complex to compile safely")
 
 func (c *compileCost) add(s *shape) error {
 	n := uint64(s.blocks + s.targets)
-	ln := uint64(s.used) * n
+	ln := uint64(s.used)*n + uint64(s.carried)
 	if n > MaxFunctionBranches {
 		return fmt.Errorf("%w: %d blocks and branch targets, more than %d in one function", ErrTooComplex, n, MaxFunctionBranches)
 	}

@@ -26,8 +26,8 @@ import "fmt"
 // Frame cost model: wazero's register allocator gives every spilled virtual
 // register a slot of its own (8 or 16 bytes), and a function has no more
 // virtual registers than a small multiple of its values: its params, its
-// locals, and what its instructions produce, at most one per byte of code
-// for all but a few instructions. Measured against real frames the estimate
+// locals, the values its calls and results pass, and what its instructions
+// produce, at most one per byte of code for all but a few instructions. Measured against real frames the estimate
 // is 5-25 times too high, which is the side to err on.
 const (
 	frameBase      = 256 // return address, frame pointer, saved registers, call area
@@ -37,7 +37,9 @@ const (
 
 // guard appends to dst the body raw with the stack guard, or raw itself when
 // the function makes no call, says which, and leaves the body's shape in s.
-func guard(dst, raw []byte, params int, bt []byte, g, budget uint32, s *shape) ([]byte, bool, error) {
+func guard(dst, raw []byte, m *parsed, ti uint32, bt []byte, budget uint32, s *shape) ([]byte, bool, error) {
+	g := m.globals()
+	params := m.types[ti].params
 	r := &reader{b: raw}
 	groups, err := r.count(2)
 	if err != nil {
@@ -58,7 +60,7 @@ func guard(dst, raw []byte, params int, bt []byte, g, budget uint32, s *shape) (
 	}
 	codeStart := r.off
 	s.reset(int(locals))
-	if err := scan(r, s, g); err != nil {
+	if err := scan(r, s, m); err != nil {
 		return nil, false, err
 	}
 	if !r.done() {
@@ -67,7 +69,10 @@ func guard(dst, raw []byte, params int, bt []byte, g, budget uint32, s *shape) (
 	if !s.calls {
 		return append(dst, raw...), false, nil
 	}
-	cost := frameBase + bytesPerLocal*locals + bytesPerOpByte*uint64(len(raw)-codeStart)
+	// Values passed on the stack: the function's results, and the most any
+	// one of its calls passes (params and results).
+	values := uint64(len(m.types[ti].results) + s.callArity)
+	cost := frameBase + bytesPerLocal*(locals+values) + bytesPerOpByte*uint64(len(raw)-codeStart)
 	// A frame bigger than the whole budget may still run once, from the top.
 	cost = min(cost, uint64(budget))
 	release := appendAdjust(nil, g, uint32(cost), 0x6b) // i32.sub
