@@ -127,27 +127,27 @@ func (r *reader) valTypes() ([]byte, error) {
 // the block takes and gives: the empty type, a value type, or the index of
 // a function type of the module. (wazero also reads the 0x63/0x64 typed
 // references of later proposals, which are refused here.)
-func (r *reader) blockType(m *parsed) (int, error) {
+func (r *reader) blockType(m *parsed) (params, results int, err error) {
 	if r.off >= len(r.b) {
-		return 0, errEOF
+		return 0, 0, errEOF
 	}
 	switch b := r.b[r.off]; b {
 	case 0x40:
 		r.off++
-		return 0, nil
+		return 0, 0, nil
 	case 0x7f, 0x7e, 0x7d, 0x7c, 0x7b, 0x70, 0x6f:
 		r.off++
-		return 1, nil
+		return 0, 1, nil
 	}
 	v, err := r.s33()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if v < 0 || v >= int64(m.moduleTypes) {
-		return 0, fmt.Errorf("block type %d out of range", v)
+		return 0, 0, fmt.Errorf("block type %d out of range", v)
 	}
 	t := m.types[v]
-	return t.params + len(t.results), nil
+	return t.params, len(t.results), nil
 }
 
 // s33 reads a signed LEB128 of at most 33 bits.
@@ -210,13 +210,32 @@ type shape struct {
 	carried int
 	// callArity is the most values (params and results) one call passes.
 	callArity int
-	seen      []uint64
+	// labels holds the values a branch to each open label passes, the
+	// innermost last.
+	labels []int
+	seen   []uint64
+}
+
+// branch reads a branch's label and counts the values it passes: wazero
+// copies them for every branch edge (a block of a br_table target).
+func (s *shape) branch(r *reader) error {
+	l, err := r.u32()
+	if err != nil {
+		return err
+	}
+	if int(l) >= len(s.labels) {
+		return fmt.Errorf("label %d out of range", l)
+	}
+	s.targets++
+	s.carried += s.labels[len(s.labels)-1-int(l)]
+	return nil
 }
 
 func (s *shape) reset(locals int) {
 	s.returns = s.returns[:0]
 	s.calls = false
 	s.blocks, s.targets, s.used, s.carried, s.callArity = 0, 0, 0, 0, 0
+	s.labels = s.labels[:0]
 	n := (locals + 63) / 64
 	if cap(s.seen) < n {
 		s.seen = make([]uint64, n)
@@ -261,7 +280,8 @@ func (r *reader) limits() error {
 }
 
 // scan walks instructions to the end that closes them, recording a
-// function body's shape in s (nil for a constant expression). It reads
+// function body's shape in s (nil for a constant expression; for a body,
+// s.labels holds the function's result count). It reads
 // every immediate exactly as wazero does, or refuses the code: a different
 // reading would let wazero run instructions harden never saw. Global
 // indices must be below the module's own: the stack guard's counter comes
@@ -269,9 +289,8 @@ func (r *reader) limits() error {
 func scan(r *reader, s *shape, m *parsed) error {
 	expr := s == nil
 	if expr {
-		s = &shape{}
+		s = &shape{labels: []int{0}}
 	}
-	depth := 1
 	for {
 		at := r.off
 		op, err := r.byte()
@@ -280,16 +299,20 @@ func scan(r *reader, s *shape, m *parsed) error {
 		}
 		switch {
 		case op == 0x0b: // end
-			depth--
-			if depth == 0 {
+			s.labels = s.labels[:len(s.labels)-1]
+			if len(s.labels) == 0 {
 				return nil
 			}
 		case op == 0x02 || op == 0x03 || op == 0x04: // block, loop, if
-			var arity int
-			arity, err = r.blockType(m)
-			depth++
+			var params, results int
+			params, results, err = r.blockType(m)
 			s.blocks++
-			s.carried += arity
+			s.carried += params + results
+			if op == 0x03 {
+				s.labels = append(s.labels, params) // a branch to a loop restarts it
+			} else {
+				s.labels = append(s.labels, results)
+			}
 		case op == 0x10: // call
 			s.calls = true
 			var f uint32
@@ -319,23 +342,13 @@ func scan(r *reader, s *shape, m *parsed) error {
 			_, err = r.u32()
 		case op == 0x0f: // return
 			s.returns = append(s.returns, at)
-		case op == 0x10: // call
-			s.calls = true
-			_, err = r.u32()
-		case op == 0x11: // call_indirect
-			s.calls = true
-			if _, err = r.u32(); err == nil {
-				_, err = r.u32()
-			}
 		case op == 0x0c || op == 0x0d: // br, br_if
-			s.targets++
-			_, err = r.u32()
+			err = s.branch(r)
 		case op == 0x0e: // br_table
 			var n uint32
 			if n, err = r.count(1); err == nil {
-				s.targets += int(n) + 1
 				for i := uint32(0); i <= n && err == nil; i++ {
-					_, err = r.u32()
+					err = s.branch(r)
 				}
 			}
 		case op >= 0x20 && op <= 0x22: // local.get, local.set, local.tee

@@ -74,6 +74,10 @@ const (
 	MaxElemSegments   = 10_000
 	MaxDataSegments   = 500_000 // Go's linker writes one a symbol: 38,445 in the Go guest
 	MaxElementEntries = 65_536
+	// MaxFunctionBytes bounds one function's code: wazero's compiler holds
+	// 50-70 bytes per byte of the function it compiles (a 16 MB function:
+	// 1 GB).
+	MaxFunctionBytes = 1 << 20
 )
 
 // Tripped is the stack counter's value after the guard stopped a call.
@@ -558,6 +562,9 @@ func (m *parsed) rewrite(budget uint32) (Result, error) {
 		}
 		var guarded bool
 		body, guarded, err = guard(body[:0], raw, m, ti, bt, budget, &sh)
+		if errors.Is(err, ErrTooComplex) {
+			return res, fmt.Errorf("function %d: %w", m.importedFuncs+i, err)
+		}
 		if err != nil {
 			return res, malformed("code section: function %d: %v", m.importedFuncs+i, err)
 		}

@@ -82,10 +82,59 @@ func TestCompileLimits(t *testing.T) {
 	}
 }
 
+// brTable is a block of type 1 (() -> (r × i32)) that branches to itself
+// through a br_table of t+1 labels, passing r values on each edge.
+func brTable(r, t int) []byte {
+	b := []byte{0x02, 0x01}
+	for range r {
+		b = append(b, 0x20, 0x00)
+	}
+	b = append(b, 0x20, 0x00, 0x0e)
+	b = appendU32(b, uint32(t))
+	b = append(b, make([]byte, t+1)...)
+	b = append(b, 0x0b)
+	for range r {
+		b = append(b, 0x1a)
+	}
+	return append(b, 0x0b)
+}
+
+// resultsModule is funcsModule with a second type, () -> (r × i32), for
+// the blocks of brTable.
+func resultsModule(count, r int, body []byte) []byte {
+	m := funcsModule(count, 0, body)
+	results := append([]byte{0x02, 0x60, 0x01, 0x7f, 0x00, 0x60, 0x00}, appendU32(nil, uint32(r))...)
+	for range r {
+		results = append(results, 0x7f)
+	}
+	old := sec(1, 0x01, 0x60, 0x01, 0x7f, 0x00)
+	return append(wasmOf(sec(1, results...)), m[8+len(old):]...)
+}
+
+// Every branch edge passes its target's values, which wazero copies per
+// edge: a 23 KB br_table of 19,001 labels passing 1,000 values took 37 s.
+func TestBranchValuesCount(t *testing.T) {
+	_, err := Module(resultsModule(1, 1000, brTable(1000, 19000)))
+	assert.ErrorIs(t, err, ErrTooComplex)
+	_, err = Module(resultsModule(1, 100, brTable(100, 900)))
+	assert.NoError(t, err)
+	_, err = Module(codeModule(0x0c, 0x01, 0x0b)) // br 1: no such label
+	assert.ErrorIs(t, err, ErrMalformed)
+	// One function's code is at most MaxFunctionBytes.
+	big := make([]byte, MaxFunctionBytes)
+	for i := range big {
+		big[i] = 0x01 // nop
+	}
+	_, err = Module(codeModule(append(big, 0x0b)...))
+	assert.ErrorIs(t, err, ErrTooComplex)
+	_, err = Module(codeModule(append(big[1:], 0x0b)...))
+	assert.NoError(t, err)
+}
+
 // BenchmarkCompileAtLimits compiles, as the plugin host does, the costliest
 // shapes harden accepts: one function of 20,000 nested blocks (Σn² at its
-// limit), and 100 functions with 400 locals live across 250 merges each
-// (Σu·n at its limit).
+// limit), 100 functions with 400 locals live across 250 merges each
+// (Σu·n at its limit), and 100 br_tables of 981 labels passing 100 values.
 func BenchmarkCompileAtLimits(b *testing.B) {
 	for _, bc := range []struct {
 		name string
@@ -94,6 +143,7 @@ func BenchmarkCompileAtLimits(b *testing.B) {
 		{"nested", funcsModule(1, 0, nested(20000))},
 		{"locals", funcsModule(100, 400, diamonds(250, 400))},
 		{"locals-square", funcsModule(100, 316, diamonds(316, 316))},
+		{"br_table", resultsModule(100, 100, brTable(100, 980))},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			res, err := Module(bc.wasm)

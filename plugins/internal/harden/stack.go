@@ -58,8 +58,12 @@ func guard(dst, raw []byte, m *parsed, ti uint32, bt []byte, budget uint32, s *s
 			return nil, false, fmt.Errorf("more than %d params and locals", MaxLocals)
 		}
 	}
+	if len(raw)-r.off > MaxFunctionBytes {
+		return nil, false, fmt.Errorf("%w: %d bytes of code, more than %d in one function", ErrTooComplex, len(raw)-r.off, MaxFunctionBytes)
+	}
 	codeStart := r.off
 	s.reset(int(locals))
+	s.labels = append(s.labels, len(m.types[ti].results))
 	if err := scan(r, s, m); err != nil {
 		return nil, false, err
 	}
