@@ -71,6 +71,16 @@ func (r *reader) sleb(bits uint) error {
 	}
 }
 
+// skipU32s skips n u32 immediates.
+func (r *reader) skipU32s(n int) error {
+	for range n {
+		if _, err := r.u32(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (r *reader) u32() (uint32, error) {
 	v, err := r.uleb(32)
 	return uint32(v), err
@@ -401,12 +411,7 @@ func skipImmediates(r *reader, op byte) error {
 	default:
 		return fmt.Errorf("unsupported opcode")
 	}
-	for range n {
-		if _, err := r.u32(); err != nil {
-			return err
-		}
-	}
-	return nil
+	return r.skipU32s(n)
 }
 
 // scanFC skips a 0xFC-prefixed instruction (saturating conversions, bulk
@@ -426,12 +431,7 @@ func scanFC(r *reader) error {
 	default:
 		return fmt.Errorf("unsupported 0xfc %d", sub)
 	}
-	for range n {
-		if _, err := r.u32(); err != nil {
-			return err
-		}
-	}
-	return nil
+	return r.skipU32s(n)
 }
 
 // scanSIMD skips a 0xFD-prefixed (SIMD) instruction.

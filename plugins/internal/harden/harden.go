@@ -41,6 +41,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 )
 
@@ -227,9 +228,17 @@ func parse(wasm []byte) (*parsed, error) {
 // vector reads a vector's length, checks that its entries (at least min
 // bytes each) fit in what is left, and reads each with entry.
 func vector(r *reader, min int, entry func() error) error {
+	return capped(r, min, math.MaxInt, "", entry)
+}
+
+// capped is vector for a vector of at most max entries (what they are).
+func capped(r *reader, min, max int, what string, entry func() error) error {
 	n, err := r.count(min)
 	if err != nil {
 		return err
+	}
+	if int(n) > max {
+		return fmt.Errorf("%w: %d %s, more than %d", ErrTooComplex, n, what, max)
 	}
 	for i := range n {
 		if err := entry(); err != nil {
@@ -265,11 +274,7 @@ func (m *parsed) parseTypes(r *reader) error {
 }
 
 func (m *parsed) parseImports(r *reader) error {
-	n := 0
-	return vector(r, 4, func() error {
-		if n++; n > MaxImports {
-			return fmt.Errorf("%w: more than %d imports", ErrTooComplex, MaxImports)
-		}
+	return capped(r, 4, MaxImports, "imports", func() error {
 		if _, err := r.name(); err != nil {
 			return err
 		}
@@ -471,11 +476,7 @@ func (m *parsed) parseElement(r *reader, entries *int) error {
 }
 
 func (m *parsed) parseData(r *reader) error {
-	n := 0
-	return vector(r, 2, func() error {
-		if n++; n > MaxDataSegments {
-			return fmt.Errorf("%w: more than %d data segments", ErrTooComplex, MaxDataSegments)
-		}
+	return capped(r, 2, MaxDataSegments, "data segments", func() error {
 		flags, err := r.u32()
 		if err != nil {
 			return err
