@@ -373,8 +373,12 @@ func (up *pluginUpload) validate() error {
 }
 
 // moduleError turns a validation or load failure into what the client
-// sees: 400 with the reason, unless the host itself is gone.
+// sees: 400 with the reason, unless the host itself is gone or the API
+// already said what to answer (no validation slot in time).
 func moduleError(err error, field string) error {
+	if e := (*Error)(nil); errors.As(err, &e) {
+		return e
+	}
 	if errors.Is(err, plugins.ErrClosed) {
 		return unavailable("the plugin host is shutting down")
 	}
@@ -413,9 +417,6 @@ func (a *API) createPlugin(c *call) (any, error) {
 		return nil, err
 	}
 	info, err := a.plugins.validate(c.ctx, host, up.wasm)
-	if e := (*Error)(nil); errors.As(err, &e) {
-		return nil, e
-	}
 	if err != nil {
 		return nil, moduleError(err, up.field)
 	}

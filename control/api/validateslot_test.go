@@ -32,6 +32,7 @@ func TestValidationSlot(t *testing.T) {
 	assert.Equal(t, fasthttp.StatusServiceUnavailable, e.Status)
 	assert.Contains(t, e.Message, "try again")
 	assert.GreaterOrEqual(t, time.Since(start), validateWait)
+	assert.Same(t, e, moduleError(err, "body"), "the upload answers the slot's 503, not a 400")
 
 	<-ph.validating
 	info, err := ph.validate(context.Background(), h, testwasm.Respond(200))
