@@ -127,7 +127,9 @@ type section struct {
 type parsed struct {
 	sections       []section // custom sections dropped
 	types          []funcType
-	moduleTypes    int // the module's own types (the rewrite may add some)
+	moduleTypes    int            // the module's own types (the rewrite may add some)
+	added          []funcType     // types the rewrite adds, for multi-value blocks
+	resultTypes    map[string]int // a type () -> results, by results
 	importedFuncs  int
 	importedGlobal int
 	definedGlobals int
@@ -157,7 +159,6 @@ func parse(wasm []byte) (*parsed, error) {
 	}
 	m := &parsed{exports: map[string]bool{}, codeIndex: -1}
 	r := &reader{b: wasm, off: 8}
-	seen := map[byte]bool{}
 	last := 0
 	for !r.done() {
 		id, _ := r.byte()
@@ -176,13 +177,10 @@ func parse(wasm []byte) (*parsed, error) {
 		if id == 0 {
 			continue
 		}
-		if seen[id] {
-			return nil, malformed("two %s sections", name)
+		if sectionOrder[id] <= last { // each id has its own place: this refuses duplicates too
+			return nil, malformed("%s section repeated or out of order", name)
 		}
-		if sectionOrder[id] < last {
-			return nil, malformed("%s section out of order", name)
-		}
-		seen[id], last = true, sectionOrder[id]
+		last = sectionOrder[id]
 		s := section{id: id, body: body}
 		sr := &reader{b: body}
 		switch id {
@@ -249,7 +247,7 @@ func capped(r *reader, min, max int, what string, entry func() error) error {
 }
 
 func (m *parsed) parseTypes(r *reader) error {
-	return vector(r, 3, func() error {
+	return capped(r, 3, MaxTypes, "types", func() error {
 		if b, err := r.byte(); err != nil || b != 0x60 {
 			return fmt.Errorf("not a function type")
 		}
@@ -263,9 +261,6 @@ func (m *parsed) parseTypes(r *reader) error {
 		}
 		if len(params) > MaxParams || len(results) > MaxParams {
 			return fmt.Errorf("%w: %d params and %d results, more than %d", ErrTooComplex, len(params), len(results), MaxParams)
-		}
-		if len(m.types) == MaxTypes {
-			return fmt.Errorf("%w: more than %d types", ErrTooComplex, MaxTypes)
 		}
 		m.types = append(m.types, funcType{params: len(params), results: results})
 		m.moduleTypes = len(m.types)
@@ -289,8 +284,9 @@ func (m *parsed) parseImports(r *reader) error {
 		case 0: // function
 			m.importedFuncs++
 			var t uint32
-			t, err = r.u32()
-			m.funcTypeIdx = append(m.funcTypeIdx, t)
+			if t, err = m.typeIndex(r); err == nil {
+				m.funcTypeIdx = append(m.funcTypeIdx, t)
+			}
 		case 1: // table
 			m.tables++
 			if _, err = r.refType(); err == nil {
@@ -309,15 +305,22 @@ func (m *parsed) parseImports(r *reader) error {
 }
 
 func (m *parsed) parseFunctions(r *reader) error {
-	return vector(r, 1, func() error {
-		t, err := r.u32()
+	// Imports are capped far below MaxFunctions.
+	return capped(r, 1, MaxFunctions-m.importedFuncs, "functions", func() error {
+		t, err := m.typeIndex(r)
 		m.funcTypes = append(m.funcTypes, t)
 		m.funcTypeIdx = append(m.funcTypeIdx, t)
-		if len(m.funcTypeIdx) > MaxFunctions {
-			return fmt.Errorf("%w: more than %d functions", ErrTooComplex, MaxFunctions)
-		}
 		return err
 	})
+}
+
+// typeIndex reads the type index of a function, which must exist.
+func (m *parsed) typeIndex(r *reader) (uint32, error) {
+	t, err := r.u32()
+	if err == nil && int(t) >= len(m.types) {
+		err = fmt.Errorf("type %d out of range", t)
+	}
+	return t, err
 }
 
 // parseTables returns the section with every table's maximum at most
@@ -389,10 +392,8 @@ func (m *parsed) parseGlobals(r *reader) error {
 }
 
 func (m *parsed) parseExports(r *reader) error {
-	return vector(r, 3, func() error {
-		if len(m.exports) >= MaxExports {
-			return fmt.Errorf("%w: more than %d exports", ErrTooComplex, MaxExports)
-		}
+	// The declared count: wazero allocates for it, duplicate names included.
+	return capped(r, 3, MaxExports, "exports", func() error {
 		name, err := r.name()
 		if err != nil {
 			return err
@@ -411,20 +412,8 @@ func (m *parsed) parseExports(r *reader) error {
 }
 
 func (m *parsed) parseElements(r *reader) error {
-	n, err := r.count(2)
-	if err != nil {
-		return err
-	}
-	if n > MaxElemSegments {
-		return fmt.Errorf("%w: more than %d element segments", ErrTooComplex, MaxElemSegments)
-	}
 	entries := 0
-	for i := range n {
-		if err := m.parseElement(r, &entries); err != nil {
-			return fmt.Errorf("entry %d: %w", i, err)
-		}
-	}
-	return nil
+	return capped(r, 2, MaxElemSegments, "element segments", func() error { return m.parseElement(r, &entries) })
 }
 
 func (m *parsed) parseElement(r *reader, entries *int) error {
@@ -505,26 +494,32 @@ func (m *parsed) parseData(r *reader) error {
 }
 
 // blockType returns the block type of a block whose results are those of
-// type ti, appending a type () -> results when there is more than one.
-func (m *parsed) blockType(ti uint32, added *[]funcType) ([]byte, error) {
-	if int(ti) >= len(m.types) {
-		return nil, fmt.Errorf("function type %d out of range", ti)
-	}
+// type ti, adding a type () -> results when there is more than one and the
+// module has none.
+func (m *parsed) blockType(ti uint32) []byte {
 	res := m.types[ti].results
 	switch len(res) {
 	case 0:
-		return []byte{0x40}, nil
+		return []byte{0x40}
 	case 1:
-		return []byte{res[0]}, nil
+		return []byte{res[0]}
 	}
-	for i, t := range m.types {
-		if t.params == 0 && string(t.results) == string(res) {
-			return appendS33(nil, int64(i)), nil
+	if m.resultTypes == nil {
+		m.resultTypes = map[string]int{}
+		for i, t := range m.types {
+			if _, ok := m.resultTypes[string(t.results)]; !ok && t.params == 0 {
+				m.resultTypes[string(t.results)] = i
+			}
 		}
 	}
-	m.types = append(m.types, funcType{results: res})
-	*added = append(*added, funcType{results: res})
-	return appendS33(nil, int64(len(m.types)-1)), nil
+	i, ok := m.resultTypes[string(res)]
+	if !ok {
+		m.types = append(m.types, funcType{results: res})
+		m.added = append(m.added, funcType{results: res})
+		i = len(m.types) - 1
+		m.resultTypes[string(res)] = i
+	}
+	return appendS33(nil, int64(i))
 }
 
 func (m *parsed) rewrite(budget uint32) (Result, error) {
@@ -537,7 +532,6 @@ func (m *parsed) rewrite(budget uint32) (Result, error) {
 		return res, nil
 	}
 	g := m.globals()
-	var added []funcType
 	code := &reader{b: m.sections[m.codeIndex].body}
 	n, _ := code.u32() // checked by parse
 	if int(n) != len(m.funcTypes) {
@@ -556,13 +550,8 @@ func (m *parsed) rewrite(budget uint32) (Result, error) {
 		if err != nil {
 			return res, malformed("code section: function %d: %v", m.importedFuncs+i, err)
 		}
-		ti := m.funcTypes[i]
-		bt, err := m.blockType(ti, &added)
-		if err != nil {
-			return res, malformed("code section: function %d: %v", m.importedFuncs+i, err)
-		}
 		var guarded bool
-		body, guarded, err = guard(body[:0], raw, m, ti, bt, budget, &sh)
+		body, guarded, err = guard(body[:0], raw, m, m.funcTypes[i], budget, &sh)
 		if errors.Is(err, ErrTooComplex) {
 			return res, fmt.Errorf("function %d: %w", m.importedFuncs+i, err)
 		}
@@ -586,15 +575,15 @@ func (m *parsed) rewrite(budget uint32) (Result, error) {
 		res.Wasm = m.encode()
 		return res, nil
 	}
-	if len(added) > 0 {
+	if len(m.added) > 0 {
 		m.appendToSection(1, func(b []byte) []byte {
-			for _, t := range added {
+			for _, t := range m.added {
 				b = append(b, 0x60, 0)
 				b = appendU32(b, uint32(len(t.results)))
 				b = append(b, t.results...)
 			}
 			return b
-		}, len(added))
+		}, len(m.added))
 	}
 	// (global (mut i32) (i32.const 0))
 	m.appendToSection(6, func(b []byte) []byte { return append(b, 0x7f, 0x01, 0x41, 0x00, 0x0b) }, 1)

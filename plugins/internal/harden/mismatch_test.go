@@ -32,7 +32,7 @@ func TestReadLikeWazero(t *testing.T) {
 	}
 	for name, wasm := range cases {
 		_, err := module(wasm, testBudget)
-		assert.Error(t, err, name)
+		assert.ErrorIs(t, err, ErrMalformed, name)
 	}
 	// The canonical two-byte sub-opcode (0x80 0x01, i16x8.abs) is kept, and
 	// ref.func in an element segment.
@@ -77,13 +77,35 @@ func TestCounts(t *testing.T) {
 	for range MaxImports + 1 {
 		imports = append(imports, 0x01, 'a', 0x01, 'b', 0x00, 0x00)
 	}
+	manyResults := []byte{0x01, 0x60, 0x00}
+	manyResults = appendU32(manyResults, MaxParams+1)
+	for range MaxParams + 1 {
+		manyResults = append(manyResults, 0x7e)
+	}
+	// Duplicate names too: wazero allocates for the declared count.
+	exports := appendU32(nil, MaxExports+1)
+	for range MaxExports + 1 {
+		exports = append(exports, 0x00, 0x02, 0x00)
+	}
+	elemSegments := appendU32(nil, MaxElemSegments+1)
+	for range MaxElemSegments + 1 {
+		elemSegments = append(elemSegments, 0x01, 0x00, 0x00) // passive, funcref, no entries
+	}
+	dataSegments := appendU32(nil, MaxDataSegments+1)
+	for range MaxDataSegments + 1 {
+		dataSegments = append(dataSegments, 0x01, 0x00) // passive, empty
+	}
 	cases := map[string][]byte{
-		"params":          wasmOf(sec(1, manyParams...)),
-		"types":           wasmOf(sec(1, types...)),
-		"functions":       wasmOf(sec(1, 0x01, 0x60, 0x00, 0x00), sec(3, funcs...)),
-		"globals":         wasmOf(sec(6, globals...)),
-		"element entries": wasmOf(sec(9, entries...)),
-		"imports":         wasmOf(sec(1, 0x01, 0x60, 0x00, 0x00), sec(2, imports...)),
+		"params":           wasmOf(sec(1, manyParams...)),
+		"results":          wasmOf(sec(1, manyResults...)),
+		"exports":          wasmOf(sec(5, 0x01, 0x00, 0x01), sec(7, exports...)),
+		"element segments": wasmOf(sec(9, elemSegments...)),
+		"data segments":    wasmOf(sec(11, dataSegments...)),
+		"types":            wasmOf(sec(1, types...)),
+		"functions":        wasmOf(sec(1, 0x01, 0x60, 0x00, 0x00), sec(3, funcs...)),
+		"globals":          wasmOf(sec(6, globals...)),
+		"element entries":  wasmOf(sec(9, entries...)),
+		"imports":          wasmOf(sec(1, 0x01, 0x60, 0x00, 0x00), sec(2, imports...)),
 	}
 	for name, wasm := range cases {
 		_, err := module(wasm, testBudget)

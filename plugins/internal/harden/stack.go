@@ -37,7 +37,7 @@ const (
 
 // guard appends to dst the body raw with the stack guard, or raw itself when
 // the function makes no call, says which, and leaves the body's shape in s.
-func guard(dst, raw []byte, m *parsed, ti uint32, bt []byte, budget uint32, s *shape) ([]byte, bool, error) {
+func guard(dst, raw []byte, m *parsed, ti uint32, budget uint32, s *shape) ([]byte, bool, error) {
 	g := m.globals()
 	params := m.types[ti].params
 	r := &reader{b: raw}
@@ -91,7 +91,7 @@ func guard(dst, raw []byte, m *parsed, ti uint32, bt []byte, budget uint32, s *s
 	dst = append(dst, 0x00, 0x0b)
 	dst = appendAdjust(dst, g, uint32(cost), 0x6a) // i32.add
 	dst = append(dst, 0x02)
-	dst = append(dst, bt...)
+	dst = append(dst, m.blockType(ti)...)
 	last := codeStart
 	for _, at := range s.returns {
 		dst = append(dst, raw[last:at]...)

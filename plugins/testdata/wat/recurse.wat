@@ -1,4 +1,4 @@
-;; recurse.wat: handle_request recurses without end, keeping 64 values live across each call.
+;; recurse.wat: handle_request recurses without end, keeping 8 values live across each call.
 ;; Without the stack guard wazero grew its stack to ~400 MB of the edge's memory before the
 ;; call failed, late (the watchdog cannot interrupt a guest between two stack growths).
 (module
