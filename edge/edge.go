@@ -689,7 +689,7 @@ func (s *Server) requestError(ctx *fasthttp.RequestCtx, err error) {
 		status, msg = fasthttp.StatusRequestHeaderFieldsTooLarge, "The request headers are too large"
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		status, msg = fasthttp.StatusRequestEntityTooLarge, proxy.BodyTooLarge
-	case proxy.IsTimeout(err):
+	case tunnel.IsTimeout(err):
 		status, msg = fasthttp.StatusRequestTimeout, proxy.RequestTimeout
 	}
 	s.log.Debug("unreadable request", "status", status, "client", ctx.RemoteIP().String(), "err", err)

@@ -117,7 +117,7 @@ func writeError(ctx *fasthttp.RequestCtx, e *Error) {
 		ctx.Response.Header.Set("Retry-After", strconv.Itoa(ra))
 	}
 	writeJSON(ctx, e.Status, b)
-	if b.Error != fasthttp.StatusMessage(e.Status) {
+	if e.Status == fasthttp.StatusRequestEntityTooLarge { // the one reason of its own
 		// The status line says what the envelope says ("413 Payload Too
 		// Large", api-v1.md, not fasthttp's "Request Entity Too Large").
 		ctx.Response.Header.SetStatusMessage([]byte(b.Error))

@@ -8,7 +8,6 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -579,7 +578,7 @@ func (p *Proxy) httpClient(sess *tunnels.Session, svc *config.Service) (*fasthtt
 			// Retry idempotent requests (and body-less ones) once on a stale
 			// pooled stream; never re-send a streamed body, never wait twice
 			// for a service that did not answer.
-			if IsTimeout(err) {
+			if tunnel.IsTimeout(err) {
 				return false, false
 			}
 			return false, attempts < 2 && !req.IsBodyStream() && (req.Header.IsGet() || req.Header.IsHead() || len(req.Body()) == 0)
@@ -981,7 +980,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 			switch {
 			case errors.Is(edits.body.err, fasthttp.ErrBodyTooLarge):
 				status, msg = fasthttp.StatusRequestEntityTooLarge, BodyTooLarge
-			case IsTimeout(edits.body.err):
+			case tunnel.IsTimeout(edits.body.err):
 				// No byte of it for the edge's body timeout.
 				status, msg = fasthttp.StatusRequestTimeout, RequestTimeout
 			}
@@ -1254,12 +1253,6 @@ const (
 	msgUpstreamTimeout = "The service did not answer in time"
 )
 
-// IsTimeout reports whether err is a timeout: fasthttp's, or a passed
-// deadline (tunnel.IsTimeout).
-func IsTimeout(err error) bool {
-	return errors.Is(err, fasthttp.ErrTimeout) || tunnel.IsTimeout(err)
-}
-
 // upstreamError maps a forwarding error to the visitor's status.
 func upstreamError(err error) (int, string) {
 	switch {
@@ -1269,7 +1262,7 @@ func upstreamError(err error) (int, string) {
 		return fasthttp.StatusBadGateway, "The service could not be reached from its agent"
 	case errors.Is(err, errBadResponse):
 		return fasthttp.StatusBadGateway, msgBadResponse
-	case IsTimeout(err), errors.Is(err, context.DeadlineExceeded):
+	case tunnel.IsTimeout(err):
 		return fasthttp.StatusGatewayTimeout, msgUpstreamTimeout
 	default:
 		return fasthttp.StatusBadGateway, "The connection to the service was lost"
@@ -1311,7 +1304,7 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 	// the upstream timeout, else 502.
 	readFailed := func(err error) {
 		p.log.Debug("upstream error", "service", tg.svc.ID, "err", err)
-		if IsTimeout(err) {
+		if tunnel.IsTimeout(err) {
 			fail(fasthttp.StatusGatewayTimeout, msgUpstreamTimeout)
 		} else {
 			fail(fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")

@@ -105,11 +105,12 @@ func CopyPooled(dst io.Writer, src io.Reader) (int64, error) {
 	return n, err
 }
 
-// IsTimeout reports a passed deadline: a net.Error that says so, which
-// os.ErrDeadlineExceeded and smux's ErrTimeout are.
+// IsTimeout reports a timeout: an error that says so with Timeout(), as
+// os.ErrDeadlineExceeded, smux's ErrTimeout, context.DeadlineExceeded and
+// fasthttp's ErrTimeout (which is no net.Error) do.
 func IsTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
 }
 
 // StallTimeout wraps c so that a write making no progress for d fails: a

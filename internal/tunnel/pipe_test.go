@@ -2,13 +2,19 @@ package tunnel
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/valyala/fasthttp"
 	"github.com/xtaci/smux"
 )
 
@@ -182,5 +188,22 @@ func TestTimedOutCopyKeepsItsBuffer(t *testing.T) {
 		if n := bytes.Count(got, []byte{'A'}); n != len(got) {
 			t.Fatalf("the stream carried %q, not the copy's bytes", got)
 		}
+	}
+}
+
+func TestIsTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{os.ErrDeadlineExceeded, true},
+		{fmt.Errorf("read: %w", os.ErrDeadlineExceeded), true},
+		{context.DeadlineExceeded, true},
+		{fasthttp.ErrTimeout, true}, // no net.Error: it has Timeout() only
+		{io.EOF, false},
+		{context.Canceled, false},
+		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, false},
+	} {
+		assert.Equal(t, tc.want, IsTimeout(tc.err), "%v", tc.err)
 	}
 }
