@@ -1030,8 +1030,13 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 		return false
 	}
 	if resp.IsBodyStream() {
-		body := &streamBody{resp: resp, r: resp.BodyStream(), p: p, ctx: ctx, share: tg.share, start: start, clientIP: clientIP, status: status,
-			head: time.Since(start)}
+		body := &streamBody{resp: resp, r: resp.BodyStream(), p: p, keep: p.keepsAccess(tg.share)}
+		if body.keep {
+			// Recorded at the end, for its bytes; its latency is the time
+			// to its head, as for every request (an event stream's hours
+			// would swamp the latency histogram).
+			body.rec = p.newAccess(tg.share, start, time.Since(start), clientIP, status, "allowed", "", 0, ctx)
+		}
 		// Cut by closing the visitor's connection: fasthttp's next write
 		// fails and it closes the body (closing the body here, while its
 		// goroutine reads it, would release the response under it).
@@ -1062,18 +1067,14 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 // streamBody relays the upstream body; fasthttp closes it after writing,
 // which releases the upstream response and records the access.
 type streamBody struct {
-	resp     *fasthttp.Response
-	r        io.Reader
-	n        int64
-	p        *Proxy
-	ctx      *fasthttp.RequestCtx
-	share    *routes.Share
-	start    time.Time
-	clientIP string
-	status   int
-	head     time.Duration // the request's latency: its answer's head was ready
-	once     sync.Once
-	unlive   func() // leaves the live streams (CutInactive)
+	resp   *fasthttp.Response
+	r      io.Reader
+	n      int64
+	p      *Proxy
+	keep   bool             // the request is recorded (keepsAccess)
+	rec    config.AccessLog // its record but for the bytes, made at the head
+	once   sync.Once
+	unlive func() // leaves the live streams (CutInactive)
 }
 
 func (b *streamBody) Read(q []byte) (int, error) {
@@ -1089,11 +1090,9 @@ func (b *streamBody) Close() error {
 		}
 		_ = b.resp.CloseBodyStream()
 		fasthttp.ReleaseResponse(b.resp)
-		if b.p.keepsAccess(b.share) {
-			// Recorded at the end, for its bytes; its latency is the time
-			// to its head, as for every request (an event stream's hours
-			// would swamp the latency histogram).
-			b.p.cfg.OnAccess(b.p.newAccess(b.share, b.start, b.head, b.clientIP, b.status, "allowed", "", b.n, b.ctx))
+		if b.keep {
+			b.rec.BytesOut = b.n
+			b.p.cfg.OnAccess(b.rec)
 		}
 		b.p.active.Add(-1) // the request the handler left streaming ends
 	})
