@@ -17,6 +17,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -40,22 +41,31 @@ func Hash(password string) (string, error) {
 	return prefix + ":" + strconv.Itoa(Iterations) + ":" + hex.EncodeToString(salt) + ":" + hex.EncodeToString(key), nil
 }
 
+// Parse splits an encoded hash into its parts, checked as the password
+// plugin needs them: 1 to 100,000 iterations, a salt of 8 bytes at least and
+// a 32-byte key (a shorter one would match by chance).
+func Parse(encoded string) (iter int, salt, key []byte, err error) {
+	parts := strings.Split(encoded, ":")
+	if len(parts) != 4 || parts[0] != prefix {
+		return 0, nil, nil, errors.New(`passwordHash must be "pbkdf2-sha256:<iterations>:<salt hex>:<key hex>"`)
+	}
+	if iter, err = strconv.Atoi(parts[1]); err != nil || iter < 1 || iter > 100_000 {
+		return 0, nil, nil, errors.New("passwordHash: iterations must be 1..100000")
+	}
+	if salt, err = hex.DecodeString(parts[2]); err != nil || len(salt) < 8 {
+		return 0, nil, nil, errors.New("passwordHash: bad salt")
+	}
+	if key, err = hex.DecodeString(parts[3]); err != nil || len(key) != 32 {
+		return 0, nil, nil, errors.New("passwordHash: bad key")
+	}
+	return iter, salt, key, nil
+}
+
 // Verify reports whether password matches the encoded hash, in constant time
 // with respect to the key.
 func Verify(encoded, password string) bool {
-	parts := strings.Split(encoded, ":")
-	if len(parts) != 4 || parts[0] != prefix {
-		return false
-	}
-	iter, err := strconv.Atoi(parts[1])
-	if err != nil || iter < 1 || iter > 100_000 {
-		return false
-	}
-	salt, err1 := hex.DecodeString(parts[2])
-	want, err2 := hex.DecodeString(parts[3])
-	// As the password plugin parses it: a 32-byte key (a short one would
-	// match by chance), a salt of 8 bytes at least.
-	if err1 != nil || err2 != nil || len(want) != 32 || len(salt) < 8 {
+	iter, salt, want, err := Parse(encoded)
+	if err != nil {
 		return false
 	}
 	got, err := pbkdf2.Key(sha256.New, password, salt, iter, len(want))

@@ -31,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/privateconnect/pc/internal/sharepass"
 	"github.com/privateconnect/pc/plugins/builtin/internal/envelope"
 	"github.com/privateconnect/pc/sdk/plugin"
 )
@@ -58,19 +59,9 @@ func parse(b []byte) (*compiled, error) {
 	if err != nil {
 		return nil, err
 	}
-	parts := strings.Split(cfg.PasswordHash, ":")
-	if len(parts) != 4 || parts[0] != "pbkdf2-sha256" {
-		return nil, errors.New(`passwordHash must be "pbkdf2-sha256:<iterations>:<salt hex>:<key hex>"`)
-	}
 	c := &compiled{realm: cfg.Realm, secure: cfg.SecureCookie, verified: map[[32]byte]bool{}}
-	if c.iter, err = strconv.Atoi(parts[1]); err != nil || c.iter < 1 || c.iter > 100000 {
-		return nil, errors.New("passwordHash: iterations must be 1..100000")
-	}
-	if c.salt, err = hex.DecodeString(parts[2]); err != nil || len(c.salt) < 8 {
-		return nil, errors.New("passwordHash: bad salt")
-	}
-	if c.key, err = hex.DecodeString(parts[3]); err != nil || len(c.key) != 32 {
-		return nil, errors.New("passwordHash: bad key")
+	if c.iter, c.salt, c.key, err = sharepass.Parse(cfg.PasswordHash); err != nil {
+		return nil, err
 	}
 	if c.realm == "" {
 		c.realm = "Private Connect share"
