@@ -49,52 +49,29 @@ func TestReadLikeWazero(t *testing.T) {
 	}
 }
 
+// vec appends to prefix a vector of n copies of entry.
+func vec(prefix []byte, n int, entry ...byte) []byte {
+	b := appendU32(prefix, uint32(n))
+	for range n {
+		b = append(b, entry...)
+	}
+	return b
+}
+
 // Counts wazero pays for per item, at compile time or in every instance,
 // are capped.
 func TestCounts(t *testing.T) {
-	manyParams := append([]byte{0x01, 0x60}, appendU32(nil, MaxParams+1)...)
-	for range MaxParams + 1 {
-		manyParams = append(manyParams, 0x7e)
-	}
-	manyParams = append(manyParams, 0x00)
-	types := appendU32(nil, MaxTypes+1)
-	for range MaxTypes + 1 {
-		types = append(types, 0x60, 0x00, 0x00)
-	}
-	funcs := appendU32(nil, MaxFunctions+1)
-	for range MaxFunctions + 1 {
-		funcs = append(funcs, 0x00)
-	}
-	globals := appendU32(nil, MaxGlobals+1)
-	for range MaxGlobals + 1 {
-		globals = append(globals, 0x7f, 0x00, 0x41, 0x00, 0x0b)
-	}
-	entries := append([]byte{0x01, 0x05, 0x70}, appendU32(nil, MaxElementEntries+1)...)
-	for range MaxElementEntries + 1 {
-		entries = append(entries, 0xd0, 0x70, 0x0b)
-	}
-	imports := appendU32(nil, MaxImports+1)
-	for range MaxImports + 1 {
-		imports = append(imports, 0x01, 'a', 0x01, 'b', 0x00, 0x00)
-	}
-	manyResults := []byte{0x01, 0x60, 0x00}
-	manyResults = appendU32(manyResults, MaxParams+1)
-	for range MaxParams + 1 {
-		manyResults = append(manyResults, 0x7e)
-	}
+	manyParams := append(vec([]byte{0x01, 0x60}, MaxParams+1, 0x7e), 0x00)
+	manyResults := vec([]byte{0x01, 0x60, 0x00}, MaxParams+1, 0x7e)
+	types := vec(nil, MaxTypes+1, 0x60, 0x00, 0x00)
+	funcs := vec(nil, MaxFunctions+1, 0x00)
+	globals := vec(nil, MaxGlobals+1, 0x7f, 0x00, 0x41, 0x00, 0x0b)
+	entries := vec([]byte{0x01, 0x05, 0x70}, MaxElementEntries+1, 0xd0, 0x70, 0x0b)
+	imports := vec(nil, MaxImports+1, 0x01, 'a', 0x01, 'b', 0x00, 0x00)
 	// Duplicate names too: wazero allocates for the declared count.
-	exports := appendU32(nil, MaxExports+1)
-	for range MaxExports + 1 {
-		exports = append(exports, 0x00, 0x02, 0x00)
-	}
-	elemSegments := appendU32(nil, MaxElemSegments+1)
-	for range MaxElemSegments + 1 {
-		elemSegments = append(elemSegments, 0x01, 0x00, 0x00) // passive, funcref, no entries
-	}
-	dataSegments := appendU32(nil, MaxDataSegments+1)
-	for range MaxDataSegments + 1 {
-		dataSegments = append(dataSegments, 0x01, 0x00) // passive, empty
-	}
+	exports := vec(nil, MaxExports+1, 0x00, 0x02, 0x00)
+	elemSegments := vec(nil, MaxElemSegments+1, 0x01, 0x00, 0x00) // passive, funcref, no entries
+	dataSegments := vec(nil, MaxDataSegments+1, 0x01, 0x00)       // passive, empty
 	cases := map[string][]byte{
 		"params":           wasmOf(sec(1, manyParams...)),
 		"results":          wasmOf(sec(1, manyResults...)),
