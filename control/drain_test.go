@@ -140,3 +140,35 @@ func TestPlainHTTPOffLoopbackIsFlagged(t *testing.T) {
 		require.False(t, inClear(withTLS, addr), addr)
 	}
 }
+
+// TestSettlingWindowStartsWhenServing: the window in which presence may
+// still miss connected agents runs from the moment Run serves, not from New
+// (a store that took long to open must not eat it). Presence.Settling's
+// answer must leave at least what a window started at Run would.
+func TestSettlingWindowStartsWhenServing(t *testing.T) {
+	s, err := New(Config{Listen: "127.0.0.1:0", Store: memstore.New(), DataDir: t.TempDir()})
+	require.NoError(t, err)
+	unreported := func() ([]string, error) { return []string{"edge-that-has-not-reported"}, nil }
+	atNew, err := s.hub.Presence.Settling(unreported)
+	require.NoError(t, err)
+	require.Positive(t, atNew)
+
+	time.Sleep(100 * time.Millisecond) // a slow start, between New and Run
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	began := time.Now()
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("tcp", s.Addr())
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, 5*time.Second, 5*time.Millisecond)
+	left, err := s.hub.Presence.Settling(unreported)
+	require.NoError(t, err)
+	// Started at or after began, the window leaves at least atNew less what
+	// passed since; started at New, 100 ms less than that.
+	require.GreaterOrEqual(t, left, atNew-time.Since(began), "the window still runs from New")
+}
