@@ -362,12 +362,16 @@ func TestRejectedSnapshotWaitsBeforeAskingAgain(t *testing.T) {
 		<-r.Context().Done()
 	}))
 	t.Cleanup(srv.Close) // after runSyncer's cleanup (LIFO): the stream ends first
-	s := New(Config{ControlURL: srv.URL, Token: "edge-token"})
+	var logs syncbuf.Buffer
+	s := New(Config{ControlURL: srv.URL, Token: "edge-token", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	runSyncer(t, s)
 	waitFor(t, func() bool { return calls.Load() == 1 && !s.Connected() })
-	time.Sleep(1500 * time.Millisecond) // a 250 ms backoff would have asked 2-3 times more
+	// The decision, as logged; then no second download where a 250 ms
+	// backoff (125-250 ms with jitter) would have made one.
+	waitFor(t, func() bool { return strings.Contains(logs.String(), "retryIn=1m0s") })
+	time.Sleep(400 * time.Millisecond)
 	if n := calls.Load(); n != 1 {
-		t.Fatalf("%d snapshot downloads within 1.5 s of a rejected one, want 1", n)
+		t.Fatalf("%d snapshot downloads within 0.4 s of a rejected one, want 1 (log: %s)", n, logs.String())
 	}
 	if s.Table().Version != 0 {
 		t.Fatalf("table at version %d: the rejected snapshot was applied", s.Table().Version)
