@@ -440,7 +440,8 @@ func TestMetricsParse(t *testing.T) {
 		h.must(201, "POST", "/v1/services/"+svc+"/shares", h.admin, map[string]any{"name": "x"})
 	}
 	fams = scrape(t, h)
-	assert.GreaterOrEqual(t, value(fams, "pc_control_webhook_queue_depth", nil)+value(fams, "pc_control_webhook_deliveries_total", map[string]string{"status": "failed"}), float64(1))
+	assert.GreaterOrEqual(t, value(fams, "pc_control_webhook_events_pending", nil)+value(fams, "pc_control_webhook_queue_depth", nil)+
+		value(fams, "pc_control_webhook_deliveries_total", map[string]string{"status": "failed"}), float64(1))
 }
 
 type dtoFamily = dto.MetricFamily

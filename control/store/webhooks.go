@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -15,13 +16,18 @@ import (
 //	w/<ws>/whdel/<webhook>/<order>         Delivery, newest first
 //	w/<ws>/whdelid/<delivery>              "<webhook>/<order>" (lookup by id)
 //	whq/<webhook>/<due: 16 hex ns>/<delivery>   "<ws>/<order>": the outbox
+//	whe/<at: 16 hex ns>/<event>            WebhookEvent not yet fanned out
 //
+// An event is written once, as a [WebhookEvent], inside the transaction of
+// the change that raised it, so it exists if and only if its change
+// committed, and that transaction grows by one record whatever the number
+// of webhooks. The delivery worker then fans it out to the webhooks
+// subscribed to it, a bounded number per transaction ([EnqueueDelivery]).
 // The outbox holds one entry per pending delivery: one queue per webhook,
 // ordered by the time each delivery is due, so that a worker can take the
-// due heads of every queue without wading through one receiver's backlog. Deliveries are written by [EnqueueDelivery] inside the transaction of
-// the change that raised the event, so an event exists if and only if its
-// change committed. Finished deliveries leave the outbox and keep their
-// record for a retention period (TTL).
+// due heads of every queue without wading through one receiver's backlog.
+// Finished deliveries leave the outbox and keep their record for a
+// retention period (TTL).
 
 // Delivery statuses.
 const (
@@ -121,16 +127,66 @@ func deliveryIDKey(ws, id string) []byte { return key("w", ws, "whdelid", id) }
 
 // queueKey is the outbox key of a delivery due at t.
 func queueKey(webhookID string, t time.Time, id string) string {
+	return "whq/" + webhookID + "/" + hex16(t) + "/" + id
+}
+
+// hex16 is t in Unix ns as 16 hex digits: keys in time order.
+func hex16(t time.Time) string {
 	var b [8]byte
 	n := uint64(max(t.UnixNano(), 0))
 	for i := 7; i >= 0; i-- {
 		b[i] = byte(n)
 		n >>= 8
 	}
-	return "whq/" + webhookID + "/" + hex.EncodeToString(b[:]) + "/" + id
+	return hex.EncodeToString(b[:])
 }
 
 var queuePrefix = []byte("whq/")
+
+// WebhookEvent is an event waiting to be fanned out to the webhooks
+// subscribed to it. WorkspaceID "" is a platform event (edges), fanned out
+// first into one event per workspace.
+type WebhookEvent struct {
+	ID          string          `json:"id"` // X-Webhook-Id of its deliveries
+	WorkspaceID string          `json:"workspaceId"`
+	Event       string          `json:"event"`
+	Data        json.RawMessage `json:"data"`
+	CreatedAt   time.Time       `json:"createdAt"`
+	// After is how far the fan-out went: the last webhook (or, for a
+	// platform event, workspace) given the event.
+	After string `json:"after,omitempty"`
+	Key   string `json:"-"`
+}
+
+var eventPrefix = []byte("whe/")
+
+// PutWebhookEvent stores an event to fan out (again, with its progress).
+func PutWebhookEvent(tx Tx, e *WebhookEvent) error {
+	if e.Key == "" {
+		e.Key = string(eventPrefix) + hex16(e.CreatedAt) + "/" + e.ID
+	}
+	return putJSON(tx, []byte(e.Key), e)
+}
+
+// NextWebhookEvent returns the oldest event to fan out, or nil.
+func NextWebhookEvent(tx Tx) (*WebhookEvent, error) {
+	var e *WebhookEvent
+	err := tx.Scan(eventPrefix, nil, func(k, v []byte) (bool, error) {
+		e = new(WebhookEvent)
+		if err := json.Unmarshal(v, e); err != nil {
+			return false, fmt.Errorf("decode %s: %w", k, err)
+		}
+		e.Key = string(k)
+		return false, nil
+	})
+	return e, err
+}
+
+// DeleteWebhookEvent removes an event fanned out to all its webhooks.
+func DeleteWebhookEvent(tx Tx, e *WebhookEvent) error { return tx.Delete([]byte(e.Key)) }
+
+// WebhookEventsPending counts the events not yet fanned out.
+func WebhookEventsPending(tx Tx) (int, error) { return count(tx, eventPrefix) }
 
 // EnqueueDelivery stores a new pending delivery, due at d.NextAttemptAt
 // (or at once), and puts it in the outbox.

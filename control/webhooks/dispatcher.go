@@ -4,14 +4,17 @@
 // # Outbox
 //
 // An event is enqueued with [Dispatcher.Enqueue] inside the store
-// transaction of the change that raised it: Enqueue reads the workspace's
-// active webhooks subscribed to the event and writes one pending
-// [store.Delivery] per webhook, plus its outbox entry
-// (whq/<webhook>/<due>/<id>: one queue per webhook, in due order), in
-// that same transaction. So the event is stored exactly when the change
-// commits — never for a change that failed, never lost for one that
-// committed — and before the API call that made it returns. A commit hook
-// ([store.OnCommit]) wakes the worker; a periodic scan catches anything else.
+// transaction of the change that raised it, as one [store.WebhookEvent]
+// when an active webhook of the workspace subscribes to it. So the event is
+// stored exactly when the change commits — never for a change that failed,
+// never lost for one that committed — and before the API call that made it
+// returns, and the change's transaction grows by one record whatever the
+// number of webhooks. The worker then fans the event out (fanout.go): one
+// pending [store.Delivery] per subscribed webhook, plus its outbox entry
+// (whq/<webhook>/<due>/<id>: one queue per webhook, in due order), at most
+// fanOutChunk per transaction; a delivery is listed a few milliseconds
+// after the change. A commit hook ([store.OnCommit]) wakes the worker; a
+// periodic scan catches anything else.
 //
 // # Delivery
 //
@@ -343,36 +346,18 @@ type body struct {
 // ErrUnknownEvent is returned by Enqueue for names outside the catalog.
 var ErrUnknownEvent = errors.New("webhooks: unknown event")
 
-// Enqueue writes the event into the outbox of every active webhook of the
-// workspace subscribed to it, in tx: the event is stored if and only if tx
-// commits. It writes nothing when no webhook wants the event.
+// Enqueue stores the event for the active webhooks of the workspace
+// subscribed to it, in tx: the event is stored if and only if tx commits.
+// It writes one record, whatever the number of webhooks (the worker fans it
+// out to them, see fanout.go), and nothing when no webhook wants the event.
 func (d *Dispatcher) Enqueue(tx store.Tx, workspaceID, event string, data any) error {
 	if !known[event] {
 		return fmt.Errorf("%w %q", ErrUnknownEvent, event)
 	}
-	hooks, _, err := store.ListWebhooks(tx, workspaceID, "", 0, func(w *store.Webhook) bool { return w.IsActive && w.Subscribed(event) })
-	if err != nil || len(hooks) == 0 {
+	if ok, err := d.Wants(tx, workspaceID, event); err != nil || !ok {
 		return err
 	}
-	now := time.Now().UTC()
-	eventID := uuid.NewString()
-	b, err := json.Marshal(body{ID: eventID, Event: event, Timestamp: now.Truncate(time.Millisecond), WorkspaceID: workspaceID, Data: data})
-	if err != nil {
-		return fmt.Errorf("webhooks: encode %s: %w", event, err)
-	}
-	for i := range hooks {
-		del := store.Delivery{ID: uuid.NewString(), WorkspaceID: workspaceID, WebhookID: hooks[i].ID, EventID: eventID,
-			Event: event, Body: b, CreatedAt: now}
-		if err := store.EnqueueDelivery(tx, &del); err != nil {
-			return err
-		}
-	}
-	n := len(hooks)
-	store.OnCommit(tx, func() {
-		d.metrics.enqueued.WithLabelValues(event).Add(float64(n))
-		d.Kick()
-	})
-	return nil
+	return d.store(tx, workspaceID, event, data)
 }
 
 // Wants reports whether an active webhook of the workspace subscribes to
@@ -382,17 +367,26 @@ func (d *Dispatcher) Wants(tx store.Tx, workspaceID, event string) (bool, error)
 	return len(hooks) > 0, err
 }
 
-// EnqueueAll enqueues a platform-level event (edges) in every workspace.
+// EnqueueAll enqueues a platform-level event (edges) in every workspace
+// with a webhook subscribed to it: one record in tx, fanned out to the
+// workspaces by the worker.
 func (d *Dispatcher) EnqueueAll(tx store.Tx, event string, data any) error {
-	wss, _, err := store.ListWorkspaces(tx, "", 0)
+	if !known[event] {
+		return fmt.Errorf("%w %q", ErrUnknownEvent, event)
+	}
+	return d.store(tx, "", event, data)
+}
+
+func (d *Dispatcher) store(tx store.Tx, workspaceID, event string, data any) error {
+	raw, err := json.Marshal(data)
 	if err != nil {
+		return fmt.Errorf("webhooks: encode %s: %w", event, err)
+	}
+	e := store.WebhookEvent{ID: uuid.NewString(), WorkspaceID: workspaceID, Event: event, Data: raw, CreatedAt: time.Now().UTC()}
+	if err := store.PutWebhookEvent(tx, &e); err != nil {
 		return err
 	}
-	for _, w := range wss {
-		if err := d.Enqueue(tx, w.ID, event, data); err != nil {
-			return err
-		}
-	}
+	store.OnCommit(tx, d.Kick)
 	return nil
 }
 

@@ -18,6 +18,7 @@ type Metrics struct {
 	deliveries *prometheus.CounterVec
 	duration   prometheus.Histogram
 	depth      *prometheus.Desc
+	events     *prometheus.Desc
 	lag        *prometheus.Desc
 	inflight   *prometheus.Desc
 }
@@ -34,6 +35,8 @@ func newMetrics(d *Dispatcher) *Metrics {
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pc_control_webhook_attempt_duration_seconds",
 			Help: "Duration of webhook delivery attempts.", Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
 		depth: prometheus.NewDesc("pc_control_webhook_queue_depth", "Pending webhook deliveries in the outbox (due now or waiting for a retry).", nil, nil),
+		events: prometheus.NewDesc("pc_control_webhook_events_pending",
+			"Events stored but not yet fanned out to their webhooks' deliveries (normally 0 within milliseconds).", nil, nil),
 		lag: prometheus.NewDesc("pc_control_webhook_queue_lag_seconds",
 			"How long the oldest due webhook delivery has been waiting (0 when nothing is overdue).", nil, nil),
 		inflight: prometheus.NewDesc("pc_control_webhook_inflight", "Webhook requests in flight.", nil, nil),
@@ -60,6 +63,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.deliveries.Describe(ch)
 	m.duration.Describe(ch)
 	ch <- m.depth
+	ch <- m.events
 	ch <- m.lag
 	ch <- m.inflight
 }
@@ -71,12 +75,16 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.deliveries.Collect(ch)
 	m.duration.Collect(ch)
 	now := time.Now()
-	var depth int
+	var depth, events int
 	var oldest time.Time
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	err := m.d.kv.View(ctx, func(tx store.Tx) error {
 		depth, oldest = 0, time.Time{}
+		var err error
+		if events, err = store.WebhookEventsPending(tx); err != nil {
+			return err
+		}
 		return store.ScanOutbox(tx, func(it store.QueueItem) store.OutboxStep {
 			if depth == 0 || it.Due.Before(oldest) {
 				oldest = it.Due
@@ -87,6 +95,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	})
 	if err == nil {
 		ch <- prometheus.MustNewConstMetric(m.depth, prometheus.GaugeValue, float64(depth))
+		ch <- prometheus.MustNewConstMetric(m.events, prometheus.GaugeValue, float64(events))
 		lag := 0.0
 		if !oldest.IsZero() && now.After(oldest) {
 			lag = now.Sub(oldest).Seconds()

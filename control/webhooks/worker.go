@@ -35,6 +35,9 @@ func (d *Dispatcher) deliverLoop() {
 		case <-d.kick:
 		case <-t.C:
 		}
+		if d.fanOut() {
+			d.Kick() // more events: come back after this pass's deliveries
+		}
 		next := d.dispatchDue(time.Now())
 		wait := d.opts.PollInterval
 		if !next.IsZero() {

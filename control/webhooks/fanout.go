@@ -1,0 +1,129 @@
+package webhooks
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/privateconnect/pc/control/store"
+)
+
+// An event is stored once, in the transaction of the change that raised it
+// (Enqueue). Writing a delivery per webhook there made that transaction grow
+// with the webhooks: 100 webhooks on an agent's events and an edge report of
+// 20 such events went past Badger's transaction size, so the report failed,
+// again on every retry, with every other workspace's events and access logs
+// in it. The worker now fans events out in transactions of a bounded size.
+
+// fanOutChunk bounds the deliveries (or, for a platform event, the
+// workspaces) that one fan-out transaction writes: tens of KB whatever the
+// event, far below Badger's limit of about a megabyte.
+const fanOutChunk = 32
+
+// fanOutSteps bounds the transactions of one pass, so that deliveries due
+// are not kept waiting behind a burst of events.
+const fanOutSteps = 64
+
+// fanOut gives stored events to their webhooks, one bounded transaction at
+// a time. It reports whether events are left.
+func (d *Dispatcher) fanOut() (more bool) {
+	for range fanOutSteps {
+		var (
+			left  bool
+			event string
+			n     int
+		)
+		err := d.kv.Update(d.ctx, func(tx store.Tx) error {
+			left, event, n = false, "", 0
+			e, err := store.NextWebhookEvent(tx)
+			if err != nil || e == nil {
+				return err
+			}
+			left, event = true, e.Event
+			if e.WorkspaceID == "" {
+				return d.expand(tx, e)
+			}
+			n, err = d.deliverEvent(tx, e)
+			return err
+		})
+		if err != nil {
+			if d.ctx.Err() == nil {
+				d.log.Warn("webhooks: fan-out", "err", err)
+				d.pause(err)
+			}
+			return false
+		}
+		if n > 0 {
+			d.metrics.enqueued.WithLabelValues(event).Add(float64(n))
+		}
+		if !left {
+			return false
+		}
+	}
+	return true
+}
+
+// deliverEvent writes the deliveries of a workspace event to its next
+// fanOutChunk webhooks: those active, subscribed, and existing when the
+// event happened. The event goes when the last is done.
+func (d *Dispatcher) deliverEvent(tx store.Tx, e *store.WebhookEvent) (int, error) {
+	hooks, next, err := store.ListWebhooks(tx, e.WorkspaceID, e.After, fanOutChunk, func(w *store.Webhook) bool {
+		return w.IsActive && w.Subscribed(e.Event) && !w.CreatedAt.After(e.CreatedAt)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if len(hooks) > 0 {
+		b, err := json.Marshal(body{ID: e.ID, Event: e.Event, Timestamp: e.CreatedAt.Truncate(time.Millisecond), WorkspaceID: e.WorkspaceID, Data: e.Data})
+		if err != nil {
+			return 0, err
+		}
+		for i := range hooks {
+			del := store.Delivery{ID: uuid.NewString(), WorkspaceID: e.WorkspaceID, WebhookID: hooks[i].ID, EventID: e.ID,
+				Event: e.Event, Body: b, CreatedAt: e.CreatedAt}
+			if err := store.EnqueueDelivery(tx, &del); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if next == "" {
+		return len(hooks), store.DeleteWebhookEvent(tx, e)
+	}
+	e.After = next
+	return len(hooks), store.PutWebhookEvent(tx, e)
+}
+
+// expand turns a platform event into one event for each of its next
+// fanOutChunk workspaces that has a webhook subscribed to it. Each gets its
+// own event id, derived from the platform event's, so that a step run again
+// after a crash writes the same events.
+func (d *Dispatcher) expand(tx store.Tx, e *store.WebhookEvent) error {
+	wss, next, err := store.ListWorkspaces(tx, e.After, fanOutChunk)
+	if err != nil {
+		return err
+	}
+	parent, err := uuid.Parse(e.ID)
+	if err != nil {
+		parent = uuid.NewSHA1(uuid.Nil, []byte(e.ID))
+	}
+	for _, w := range wss {
+		ok, err := d.Wants(tx, w.ID, e.Event)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		we := store.WebhookEvent{ID: uuid.NewSHA1(parent, []byte(w.ID)).String(), WorkspaceID: w.ID, Event: e.Event,
+			Data: e.Data, CreatedAt: e.CreatedAt}
+		if err := store.PutWebhookEvent(tx, &we); err != nil {
+			return err
+		}
+	}
+	if next == "" {
+		return store.DeleteWebhookEvent(tx, e)
+	}
+	e.After = next
+	return store.PutWebhookEvent(tx, e)
+}
