@@ -3,11 +3,13 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/valyala/fasthttp"
 
 	"github.com/privateconnect/pc/control/store"
 	"github.com/privateconnect/pc/control/webhooks"
@@ -470,6 +472,9 @@ func (a *API) patchWebhook(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if w.IsActive {
+		a.webhooks.Resume(w.ID) // deliveries held while it was disabled go now
+	}
 	c.resource = w.ID
 	return webhookViewOf(w), nil
 }
@@ -519,6 +524,11 @@ func (a *API) testWebhook(c *call) (any, error) {
 	ctx, cancel := context.WithCancel(a.baseCtx)
 	defer cancel()
 	res, err := a.webhooks.Test(ctx, w)
+	if errors.Is(err, webhooks.ErrTestsBusy) {
+		return nil, &Error{Status: fasthttp.StatusTooManyRequests, RetryAfter: 1, Message: fmt.Sprintf(
+			"too many webhook tests in progress (at most %d per workspace at once, each up to the delivery timeout): retry when one has answered",
+			webhooks.TestsPerWorkspace)}
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -99,9 +99,11 @@ type Options struct {
 	Retries []time.Duration
 	// Timeout bounds one attempt (default 10 s).
 	Timeout time.Duration
-	// Concurrency bounds requests in flight (default 16); PerWebhook bounds
-	// them per webhook (default 4).
-	Concurrency, PerWebhook int
+	// Concurrency bounds requests in flight (default 32); PerWorkspace
+	// bounds them per workspace (default 8), so that one tenant's slow
+	// receivers leave the others most workers; PerWebhook per webhook
+	// (default 4).
+	Concurrency, PerWorkspace, PerWebhook int
 	// PollInterval is how often the outbox is scanned without a wake-up
 	// (default 1 s).
 	PollInterval time.Duration
@@ -144,12 +146,16 @@ func (o Options) withDefaults() Options {
 		o.Timeout = 10 * time.Second
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 16
+		o.Concurrency = 32
+	}
+	if o.PerWorkspace <= 0 {
+		o.PerWorkspace = 8
 	}
 	if o.PerWebhook <= 0 {
 		o.PerWebhook = 4
 	}
-	o.PerWebhook = min(o.PerWebhook, o.Concurrency)
+	o.PerWorkspace = min(o.PerWorkspace, o.Concurrency)
+	o.PerWebhook = min(o.PerWebhook, o.PerWorkspace)
 	if o.PollInterval <= 0 {
 		o.PollInterval = time.Second
 	}
@@ -191,10 +197,14 @@ type Dispatcher struct {
 	runOnce sync.Once
 	stopped sync.Once
 
-	mu         sync.Mutex
-	inflight   map[string]bool // delivery ids being sent
-	perWebhook map[string]int
-	busy       int
+	mu           sync.Mutex
+	inflight     map[string]bool // delivery ids being sent
+	perWebhook   map[string]int
+	perWorkspace map[string]int
+	paused       map[string]time.Time // disabled webhooks' queues, left alone until then (hold)
+	busy         int
+	tests        map[string]int // POST /v1/webhooks/:id/test in flight, by workspace
+	testsBusy    int
 }
 
 // New returns a dispatcher on kv (which should be wrapped with
@@ -245,7 +255,8 @@ func New(kv store.KV, opts Options) (*Dispatcher, error) {
 		opts: opts, kv: kv, log: opts.Logger, seal: s, started: time.Now(),
 		client: &http.Client{Transport: tr, Timeout: opts.Timeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
-		kick: make(chan struct{}, 1), inflight: map[string]bool{}, perWebhook: map[string]int{},
+		kick: make(chan struct{}, 1), inflight: map[string]bool{}, perWebhook: map[string]int{}, perWorkspace: map[string]int{},
+		paused: map[string]time.Time{}, tests: map[string]int{},
 	}
 	d.metrics = newMetrics(d)
 	d.ctx, d.cancel = context.WithCancel(context.Background())
@@ -295,16 +306,16 @@ func (d *Dispatcher) CheckURL(raw string) string {
 		return "must be an absolute http(s) URL of at most 2048 characters"
 	case u.Fragment != "":
 		return "must not have a fragment"
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "must be an http or https URL"
 	case !d.opts.AllowPrivate && privateHost(u.Hostname()):
-		return "must not point to a loopback, private or link-local address (this server does not allow private webhooks)"
+		return "must not point to a loopback, private, link-local or other special-use address (this server does not allow private webhooks)"
 	case u.Scheme == "https":
 		return ""
 	case u.Scheme == "http" && d.opts.AllowInsecure:
 		return ""
-	case u.Scheme == "http":
-		return "must use https (this server does not allow insecure webhooks)"
 	default:
-		return "must be an http or https URL"
+		return "must use https (this server does not allow insecure webhooks)"
 	}
 }
 
@@ -312,11 +323,48 @@ func (d *Dispatcher) CheckURL(raw string) string {
 // Options.AllowPrivate).
 var ErrPrivateAddress = errors.New("webhooks: the destination is a private address")
 
+// privateAddr reports whether a delivery may not go to ip without
+// Options.AllowPrivate: anything but a global unicast address, and the
+// special-use ranges inside it where cloud metadata, carrier-grade NAT or
+// a network's own services live, or that embed an IPv4 address
+// (translation and tunnelling prefixes).
 func privateAddr(ip netip.Addr) bool {
 	ip = ip.Unmap()
-	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-		ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast()
+	if !ip.IsGlobalUnicast() || ip.IsPrivate() {
+		return true
+	}
+	for _, p := range specialUse {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
+
+var specialUse = func() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range []string{
+		"0.0.0.0/8",       // "this network"
+		"100.64.0.0/10",   // carrier-grade NAT, Tailscale; 100.100.100.200 is a cloud metadata address
+		"192.0.0.0/24",    // IETF protocol assignments
+		"192.0.2.0/24",    // documentation
+		"198.18.0.0/15",   // benchmarking
+		"198.51.100.0/24", // documentation
+		"203.0.113.0/24",  // documentation
+		"240.0.0.0/4",     // reserved
+		"::/96",           // IPv4-compatible
+		"64:ff9b::/96",    // NAT64
+		"64:ff9b:1::/48",  // local NAT64
+		"100::/64",        // discard
+		"2001::/32",       // Teredo
+		"2001:db8::/32",   // documentation
+		"2002::/16",       // 6to4
+		"fec0::/10",       // site-local (deprecated)
+	} {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}()
 
 // privateHost reports whether a URL host is a private IP literal or a
 // loopback name (names are checked again when connecting).

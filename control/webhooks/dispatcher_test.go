@@ -350,6 +350,16 @@ func TestCheckURL(t *testing.T) {
 	require.Contains(t, d.CheckURL("https://[fd00::1]/x"), "private")
 	require.Contains(t, d.CheckURL("https://LOCALHOST./x"), "private")
 	require.Empty(t, d.CheckURL("https://8.8.8.8/x"))
+	require.Empty(t, d.CheckURL("https://[2606:4700::1111]/x"))
+	// Special-use ranges: cloud metadata behind carrier-grade NAT, benchmark
+	// and reserved ranges, and IPv6 prefixes that embed an IPv4 address.
+	for _, h := range []string{"100.100.100.200", "100.64.0.1", "198.18.0.1", "192.0.0.1", "240.0.0.1", "0.1.2.3",
+		"255.255.255.255", "[64:ff9b::a9fe:a9fe]", "[::127.0.0.1]", "[::ffff:127.0.0.1]", "[2002:7f00:1::]",
+		"[2001:0:4136:e378::1]", "[fec0::1]", "[ff02::1]", "[fe80::1]"} {
+		require.Contains(t, d.CheckURL("https://"+h+"/x"), "special-use", h)
+	}
+	// The scheme is named before the address.
+	require.Contains(t, d.CheckURL("ftp://localhost/x"), "http or https")
 	d.opts.AllowInsecure, d.opts.AllowPrivate = true, true
 	require.Empty(t, d.CheckURL("http://127.0.0.1:9/x"))
 }
@@ -366,11 +376,18 @@ func TestPrivateAddressesRefusedAtDial(t *testing.T) {
 	_, port, _ := strings.Cut(r.srv.Listener.Addr().String(), ":")
 	w := &store.Webhook{ID: "w", WorkspaceID: "ws", URL: "http://localhost:" + port + "/x", IsActive: true}
 	w.Secret = d.Seal(w.ID, "s")
+	// The name passes no URL check here (post is what a delivery calls
+	// after CheckURL): the dialer refuses the address it resolves to.
+	status, msg := d.post(context.Background(), w.URL, "s", "id", TestEvent, time.Now(), []byte("{}"))
+	require.Zero(t, status)
+	require.Contains(t, msg, "private or special-use address")
+	require.NotContains(t, msg, "127.0.0.1", "the refusal names the address the host resolved to")
+	// A test to a URL this server refuses is not sent.
 	res, err := d.Test(context.Background(), w)
 	require.NoError(t, err)
 	require.False(t, res.Delivered)
 	require.NotNil(t, res.Error)
-	require.Contains(t, *res.Error, "private address")
+	require.Contains(t, *res.Error, "the webhook's URL must not point to a loopback")
 	require.Zero(t, r.calls.Load())
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"time"
 
@@ -60,7 +61,7 @@ func (d *Dispatcher) dispatchDue(now time.Time) (next time.Time) {
 	var items []store.QueueItem
 	err := d.kv.View(d.ctx, func(tx store.Tx) error {
 		items, next = items[:0], time.Time{}
-		taken := map[string]int{}
+		taken, takenWS := map[string]int{}, map[string]int{}
 		scanned := 0
 		return store.ScanOutbox(tx, func(it store.QueueItem) store.OutboxStep {
 			if it.Due.After(now) { // this queue's head is not due yet
@@ -75,15 +76,18 @@ func (d *Dispatcher) dispatchDue(now time.Time) (next time.Time) {
 			}
 			d.mu.Lock()
 			inflight := d.inflight[it.DeliveryID]
-			full := d.perWebhook[it.WebhookID]+taken[it.WebhookID] >= d.opts.PerWebhook
+			full := d.perWebhook[it.WebhookID]+taken[it.WebhookID] >= d.opts.PerWebhook ||
+				d.perWorkspace[it.WorkspaceID]+takenWS[it.WorkspaceID] >= d.opts.PerWorkspace
+			paused := d.paused[it.WebhookID].After(now)
 			d.mu.Unlock()
 			switch {
-			case full:
+			case full, paused:
 				return store.OutboxSkip
 			case inflight:
 				return store.OutboxNext
 			}
 			taken[it.WebhookID]++
+			takenWS[it.WorkspaceID]++
 			items = append(items, it)
 			if len(items) >= free {
 				return store.OutboxStop
@@ -101,6 +105,7 @@ func (d *Dispatcher) dispatchDue(now time.Time) (next time.Time) {
 		d.mu.Lock()
 		d.inflight[it.DeliveryID] = true
 		d.perWebhook[it.WebhookID]++
+		d.perWorkspace[it.WorkspaceID]++
 		d.busy++
 		d.mu.Unlock()
 		d.wg.Add(1)
@@ -114,6 +119,9 @@ func (d *Dispatcher) release(it store.QueueItem) {
 	delete(d.inflight, it.DeliveryID)
 	if d.perWebhook[it.WebhookID]--; d.perWebhook[it.WebhookID] <= 0 {
 		delete(d.perWebhook, it.WebhookID)
+	}
+	if d.perWorkspace[it.WorkspaceID]--; d.perWorkspace[it.WorkspaceID] <= 0 {
+		delete(d.perWorkspace, it.WorkspaceID)
 	}
 	d.busy--
 	d.mu.Unlock()
@@ -156,13 +164,19 @@ func (d *Dispatcher) attempt(it store.QueueItem) {
 		})
 		return
 	case !wh.IsActive:
-		d.record(it, 0, "webhook is disabled", true)
+		d.hold(it)
+		return
+	}
+	if msg := d.CheckURL(wh.URL); msg != "" {
+		// Allowed when it was saved, refused by this server's settings now
+		// (insecure or private webhooks turned off): never sent.
+		d.record(it, 0, "the webhook's URL "+msg, false)
 		return
 	}
 	secret, err := d.Open(wh)
 	if err != nil {
 		d.log.Error("webhooks: cannot open secret", "webhook", wh.ID, "err", err)
-		d.record(it, 0, "the signing secret cannot be read by this control plane; rotate it", false)
+		d.record(it, 0, unreadableSecret, false)
 		return
 	}
 	t0 := time.Now()
@@ -172,6 +186,42 @@ func (d *Dispatcher) attempt(it store.QueueItem) {
 		return // shutting down: the delivery stays pending and is sent again
 	}
 	d.record(it, status, msg, false)
+}
+
+const unreadableSecret = "the signing secret cannot be read by this control plane; rotate it"
+
+// heldFor is how long a disabled webhook's queue is left alone before the
+// worker looks at it again (Resume ends it at once).
+const heldFor = time.Minute
+
+// hold keeps a disabled webhook's deliveries pending, without an attempt:
+// they are sent once it is enabled again (PATCH isActive, then Resume), or
+// dropped with it. Its queue is skipped meanwhile, and the delivery met is
+// due again after heldFor.
+func (d *Dispatcher) hold(it store.QueueItem) {
+	d.mu.Lock()
+	d.paused[it.WebhookID] = time.Now().Add(heldFor)
+	d.mu.Unlock()
+	err := d.update(func(tx store.Tx) error {
+		del, err := store.DeliveryAt(tx, it)
+		if err != nil || del.QueueKey != it.Key {
+			return err
+		}
+		t := time.Now().UTC().Add(heldFor)
+		del.NextAttemptAt = &t
+		return store.SaveDelivery(tx, del, 0)
+	})
+	if err != nil {
+		d.pause(err)
+	}
+}
+
+// Resume sends a webhook's held deliveries now: call it when it is enabled.
+func (d *Dispatcher) Resume(webhookID string) {
+	d.mu.Lock()
+	delete(d.paused, webhookID)
+	d.mu.Unlock()
+	d.Kick()
 }
 
 // record writes the outcome of an attempt: succeeded, retried later, or
@@ -275,15 +325,28 @@ func (d *Dispatcher) post(ctx context.Context, url, secret, id, event string, at
 }
 
 // transportError says why a request got no answer, in the receiver's terms:
-// a DNS failure names the host, not the control plane's resolver (its
-// address is the operator's business, not the webhook owner's).
+// a DNS failure names the host, not the control plane's resolver, and no
+// answer names the address a host resolved to (the operator's network is
+// not the webhook owner's business: a refusal must not map internal names
+// to addresses).
 func transportError(err error) string {
+	if errors.Is(err, ErrPrivateAddress) {
+		return "the host resolves to a loopback, private or special-use address, which this server does not allow for webhooks"
+	}
 	var de *net.DNSError
 	if errors.As(err, &de) {
 		if de.IsNotFound {
 			return "cannot resolve " + de.Name + ": no such host"
 		}
 		return "cannot resolve " + de.Name + ": " + de.Err
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		var se *os.SyscallError
+		if errors.As(oe.Err, &se) {
+			return oe.Op + ": " + se.Err.Error() // "dial: connection refused"
+		}
+		return oe.Op + ": " + oe.Err.Error()
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -302,12 +365,54 @@ type TestResult struct {
 	DurationMs float64 `json:"durationMs"`
 }
 
-// Test sends a signed webhook.test event to w now (not stored, not retried).
+// Test sends at most TestsPerWorkspace webhook tests of one workspace at
+// once, and at most Tests in all: tests do not queue behind deliveries, but
+// must not let the control plane be used to flood a host.
+const (
+	Tests             = 8
+	TestsPerWorkspace = 2
+)
+
+// ErrTestsBusy refuses a test while the workspace (or the server) has as
+// many in flight as allowed.
+var ErrTestsBusy = errors.New("webhooks: too many webhook tests in progress")
+
+func (d *Dispatcher) takeTest(ws string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.testsBusy >= Tests || d.tests[ws] >= TestsPerWorkspace {
+		return false
+	}
+	d.testsBusy++
+	d.tests[ws]++
+	return true
+}
+
+func (d *Dispatcher) releaseTest(ws string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.testsBusy--
+	if d.tests[ws]--; d.tests[ws] <= 0 {
+		delete(d.tests, ws)
+	}
+}
+
+// Test sends a signed webhook.test event to w now (not stored, not
+// retried). It refuses with ErrTestsBusy past the limits above.
 func (d *Dispatcher) Test(ctx context.Context, w *store.Webhook) (TestResult, error) {
+	fail := func(msg string) (TestResult, error) { return TestResult{Error: &msg}, nil }
+	if msg := d.CheckURL(w.URL); msg != "" {
+		return fail("the webhook's URL " + msg)
+	}
 	secret, err := d.Open(w)
 	if err != nil {
-		return TestResult{}, err
+		d.log.Error("webhooks: cannot open secret", "webhook", w.ID, "err", err)
+		return fail(unreadableSecret)
 	}
+	if !d.takeTest(w.WorkspaceID) {
+		return TestResult{}, ErrTestsBusy
+	}
+	defer d.releaseTest(w.WorkspaceID)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	id := uuid.NewString()
 	b, err := json.Marshal(body{ID: id, Event: TestEvent, Timestamp: now, WorkspaceID: w.WorkspaceID,

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net"
 	"net/url"
+	"os"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -20,6 +22,11 @@ func TestTransportErrorHidesTheResolver(t *testing.T) {
 	timeout := &url.Error{Op: "Post", URL: "https://hooks.example/x",
 		Err: &net.DNSError{Err: "i/o timeout", Name: "hooks.example", Server: "10.255.255.53:53", IsTimeout: true}}
 	assert.Equal(t, "cannot resolve hooks.example: i/o timeout", transportError(timeout))
-	refused := &url.Error{Op: "Post", URL: "https://203.0.113.9/x", Err: errors.New("dial tcp 203.0.113.9:443: connect: connection refused")}
-	assert.Equal(t, "dial tcp 203.0.113.9:443: connect: connection refused", transportError(refused))
+	// Nor the address a name resolved to.
+	refused := &url.Error{Op: "Post", URL: "https://hooks.example/x", Err: &net.OpError{Op: "dial", Net: "tcp",
+		Addr: &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 443}, Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}
+	assert.Contains(t, refused.Error(), "10.1.2.3")
+	assert.Equal(t, "dial: connection refused", transportError(refused))
+	other := &url.Error{Op: "Post", URL: "https://hooks.example/x", Err: errors.New("tls: handshake failure")}
+	assert.Equal(t, "tls: handshake failure", transportError(other))
 }
