@@ -108,9 +108,14 @@ func newDispatcher(t *testing.T, kv store.KV, o Options) *Dispatcher {
 
 func addHook(t *testing.T, kv store.KV, d *Dispatcher, url string, events ...string) (id, secret string) {
 	t.Helper()
+	return addHookIn(t, kv, d, "ws", url, events...)
+}
+
+func addHookIn(t *testing.T, kv store.KV, d *Dispatcher, ws, url string, events ...string) (id, secret string) {
+	t.Helper()
 	id, secret = "hook-"+NewSecret()[:8], NewSecret()
 	require.NoError(t, kv.Update(context.Background(), func(tx store.Tx) error {
-		return store.CreateWebhook(tx, &store.Webhook{ID: id, WorkspaceID: "ws", URL: url, Events: events, IsActive: true,
+		return store.CreateWebhook(tx, &store.Webhook{ID: id, WorkspaceID: ws, URL: url, Events: events, IsActive: true,
 			Secret: d.Seal(id, secret), CreatedAt: time.Now()})
 	}))
 	return id, secret
@@ -118,9 +123,14 @@ func addHook(t *testing.T, kv store.KV, d *Dispatcher, url string, events ...str
 
 func emit(t *testing.T, kv store.KV, d *Dispatcher, event string, n int) {
 	t.Helper()
+	emitIn(t, kv, d, "ws", event, n)
+}
+
+func emitIn(t *testing.T, kv store.KV, d *Dispatcher, ws, event string, n int) {
+	t.Helper()
 	for i := 0; i < n; i++ {
 		require.NoError(t, kv.Update(context.Background(), func(tx store.Tx) error {
-			return d.Enqueue(tx, "ws", event, map[string]any{"i": i})
+			return d.Enqueue(tx, ws, event, map[string]any{"i": i})
 		}))
 	}
 }

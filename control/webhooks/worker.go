@@ -194,26 +194,14 @@ const unreadableSecret = "the signing secret cannot be read by this control plan
 // worker looks at it again (Resume ends it at once).
 const heldFor = time.Minute
 
-// hold keeps a disabled webhook's deliveries pending, without an attempt:
-// they are sent once it is enabled again (PATCH isActive, then Resume), or
-// dropped with it. Its queue is skipped meanwhile, and the delivery met is
-// due again after heldFor.
+// hold keeps a disabled webhook's deliveries pending, without an attempt
+// and without a write: its queue is skipped for heldFor (then looked at
+// again), and the deliveries go once it is enabled again (PATCH isActive,
+// then Resume), or are dropped with it.
 func (d *Dispatcher) hold(it store.QueueItem) {
 	d.mu.Lock()
 	d.paused[it.WebhookID] = time.Now().Add(heldFor)
 	d.mu.Unlock()
-	err := d.update(func(tx store.Tx) error {
-		del, err := store.DeliveryAt(tx, it)
-		if err != nil || del.QueueKey != it.Key {
-			return err
-		}
-		t := time.Now().UTC().Add(heldFor)
-		del.NextAttemptAt = &t
-		return store.SaveDelivery(tx, del, 0)
-	})
-	if err != nil {
-		d.pause(err)
-	}
 }
 
 // Resume sends a webhook's held deliveries now: call it when it is enabled.
