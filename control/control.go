@@ -97,6 +97,10 @@ type Config struct {
 	// concurrency, the share.accessed window (1 min). Without SecretKey the
 	// key sealing webhook secrets is <DataDir>/webhook.key (created 0600).
 	Webhooks WebhookOptions
+	// WebhookKeyFile holds the key that seals webhook secrets when
+	// Webhooks.SecretKey is nil (default <DataDir>/webhook.key; created when
+	// missing).
+	WebhookKeyFile string
 	// AccessLogRetention is how long share access logs are kept (default
 	// 7 days; Badger TTL).
 	AccessLogRetention time.Duration
@@ -227,11 +231,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.hub = hub
 	wo := cfg.Webhooks
-	if wo.SecretKey == nil && cfg.DataDir != "" {
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("control: data dir: %w", err)
+	if wo.SecretKey == nil && (cfg.DataDir != "" || cfg.WebhookKeyFile != "") {
+		file := cfg.WebhookKeyFile
+		if file == "" {
+			if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+				return nil, fmt.Errorf("control: data dir: %w", err)
+			}
+			file = filepath.Join(cfg.DataDir, WebhookKeyFile)
 		}
-		if wo.SecretKey, err = webhooks.KeyFile(filepath.Join(cfg.DataDir, WebhookKeyFile)); err != nil {
+		if wo.SecretKey, err = webhooks.KeyFile(file); err != nil {
 			return nil, fmt.Errorf("control: %w", err)
 		}
 	}

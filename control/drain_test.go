@@ -172,3 +172,18 @@ func TestSettlingWindowStartsWhenServing(t *testing.T) {
 	// passed since; started at New, 100 ms less than that.
 	require.GreaterOrEqual(t, left, atNew-time.Since(began), "the window still runs from New")
 }
+
+// TestWebhookKeyFileSetting: the key that seals webhook secrets is kept
+// where Config.WebhookKeyFile says (pcd --webhooks-key-file), created 0600,
+// and not in the data directory.
+func TestWebhookKeyFileSetting(t *testing.T) {
+	data, keys := t.TempDir(), t.TempDir()
+	file := filepath.Join(keys, "hooks.key")
+	s, err := New(Config{Listen: "127.0.0.1:0", Store: memstore.New(), DataDir: data, WebhookKeyFile: file})
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	st, err := os.Stat(file)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+	require.NoFileExists(t, filepath.Join(data, WebhookKeyFile))
+}

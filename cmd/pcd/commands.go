@@ -23,6 +23,8 @@ type controlFlags struct {
 	shareRate, keyRate, publicRate                               int
 	wsMaxServices, wsMaxShares                                   int
 	hooksInsecure, hooksPrivate                                  bool
+	hooksRetries, hooksKeyFile                                   string
+	hooksTimeout                                                 time.Duration
 	logRetention                                                 time.Duration
 }
 
@@ -40,7 +42,10 @@ func (f *controlFlags) register(cmd *cobra.Command, withListen bool) {
 	fs.IntVar(&f.keyRate, "api-rate-limit", 0, "API requests per minute per API key (0: default 1000, -1: no limit)")
 	fs.IntVar(&f.publicRate, "public-rate-limit", 0, "public API requests per minute per client IP (0: default 100, -1: no limit)")
 	fs.BoolVar(&f.hooksInsecure, "webhooks-allow-insecure", false, "accept http:// webhook URLs (default: https only)")
-	fs.BoolVar(&f.hooksPrivate, "webhooks-allow-private", false, "let webhooks reach loopback, private and link-local addresses")
+	fs.BoolVar(&f.hooksPrivate, "webhooks-allow-private", false, "let webhooks reach loopback, private, link-local and other special-use addresses")
+	fs.StringVar(&f.hooksRetries, "webhooks-retries", "1m,5m,25m,2h,10h", "delays before each retry of a failed webhook delivery, comma-separated (a delivery fails after one attempt more than the delays)")
+	fs.DurationVar(&f.hooksTimeout, "webhooks-timeout", 10*time.Second, "time a webhook receiver has to answer one delivery")
+	fs.StringVar(&f.hooksKeyFile, "webhooks-key-file", "", "file of the key that seals webhook secrets, created when missing (default <data>/webhook.key; keep it out of database backups)")
 	fs.DurationVar(&f.logRetention, "access-log-retention", 0, "how long share access logs are kept (default 7 days)")
 	fs.IntVar(&f.wsMaxServices, "workspace-max-services", 0, "default service limit of workspaces created through the API (0: no limit)")
 	fs.IntVar(&f.wsMaxShares, "workspace-max-shares", 0, "default active-share limit of workspaces created through the API (0: no limit)")
@@ -63,10 +68,19 @@ func (f *controlFlags) config(c *common) (control.Config, error) {
 	if err != nil {
 		return control.Config{}, err
 	}
+	retries, err := parseRetries(f.hooksRetries)
+	if err != nil {
+		return control.Config{}, err
+	}
+	if f.hooksTimeout <= 0 {
+		return control.Config{}, fmt.Errorf("--webhooks-timeout %v: want a positive duration", f.hooksTimeout)
+	}
 	return control.Config{Listen: f.listen, TLS: tc, DataDir: f.data, Version: version, PublicShareBaseURL: f.publicURL,
 		ShareDomain: f.shareDomain, PublicDomain: f.publicDomain, TCPPortMin: lo, TCPPortMax: hi,
-		RateLimits:         control.RateLimits{SharePerMin: f.shareRate, AuthenticatedPerMin: f.keyRate, PublicPerMin: f.publicRate},
-		Webhooks:           control.WebhookOptions{AllowInsecure: f.hooksInsecure, AllowPrivate: f.hooksPrivate},
+		RateLimits: control.RateLimits{SharePerMin: f.shareRate, AuthenticatedPerMin: f.keyRate, PublicPerMin: f.publicRate},
+		Webhooks: control.WebhookOptions{AllowInsecure: f.hooksInsecure, AllowPrivate: f.hooksPrivate,
+			Retries: retries, Timeout: f.hooksTimeout},
+		WebhookKeyFile:     f.hooksKeyFile,
 		AccessLogRetention: f.logRetention,
 		WorkspaceLimits:    control.WorkspaceLimits{MaxServices: f.wsMaxServices, MaxShares: f.wsMaxShares}}, nil
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/privateconnect/pc/control"
+	"github.com/privateconnect/pc/control/webhooks"
 	"github.com/privateconnect/pc/internal/cliconf"
 )
 
@@ -112,5 +114,41 @@ func TestPluginBreakerFlags(t *testing.T) {
 				t.Fatalf("threshold %d, backoff %v; want %d, %v", cfg.PluginBreakerThreshold, cfg.PluginBreakerBackoff, tc.threshold, tc.backoff)
 			}
 		})
+	}
+}
+
+// The webhook retry schedule, timeout and key file reach control.Config;
+// settings that cannot work are refused.
+func TestWebhookFlags(t *testing.T) {
+	parse := func(args ...string) (control.Config, error) {
+		var f controlFlags
+		cmd := &cobra.Command{Use: "control"}
+		f.register(cmd, true)
+		if err := cmd.Flags().Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return f.config(nil)
+	}
+	cfg, err := parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(cfg.Webhooks.Retries) != fmt.Sprint(webhooks.DefaultRetries) || cfg.Webhooks.Timeout != 10*time.Second || cfg.WebhookKeyFile != "" {
+		t.Fatalf("defaults: retries %v, timeout %v, key file %q", cfg.Webhooks.Retries, cfg.Webhooks.Timeout, cfg.WebhookKeyFile)
+	}
+	cfg, err = parse("--webhooks-retries", "30s, 2m", "--webhooks-timeout", "3s", "--webhooks-key-file", "/etc/pc/webhook.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(cfg.Webhooks.Retries) != "[30s 2m0s]" || cfg.Webhooks.Timeout != 3*time.Second || cfg.WebhookKeyFile != "/etc/pc/webhook.key" {
+		t.Fatalf("retries %v, timeout %v, key file %q", cfg.Webhooks.Retries, cfg.Webhooks.Timeout, cfg.WebhookKeyFile)
+	}
+	for _, bad := range [][]string{
+		{"--webhooks-retries", ""}, {"--webhooks-retries", "1m,,2m"}, {"--webhooks-retries", "1m,-5s"}, {"--webhooks-retries", "soon"},
+		{"--webhooks-retries", strings.Repeat("1s,", 20) + "1s"}, {"--webhooks-timeout", "0s"},
+	} {
+		if _, err := parse(bad...); err == nil || !strings.Contains(err.Error(), bad[0]) {
+			t.Errorf("%v: error %v, want one naming %s", bad, err, bad[0])
+		}
 	}
 }

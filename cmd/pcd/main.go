@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/privateconnect/pc/edge"
 	"github.com/privateconnect/pc/internal/cliconf"
@@ -129,6 +130,25 @@ func loadCA(file string) (*tls.Config, error) {
 		return nil, nil
 	}
 	return devcert.ClientTLS(file)
+}
+
+// maxRetries bounds --webhooks-retries.
+const maxRetries = 20
+
+// parseRetries parses --webhooks-retries: "1m,5m,25m".
+func parseRetries(s string) ([]time.Duration, error) {
+	var out []time.Duration
+	for _, f := range strings.Split(s, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("--webhooks-retries %q: want positive durations separated by commas, e.g. 1m,5m,25m", s)
+		}
+		out = append(out, d)
+	}
+	if len(out) > maxRetries {
+		return nil, fmt.Errorf("--webhooks-retries %q: at most %d retries", s, maxRetries)
+	}
+	return out, nil
 }
 
 // parsePorts parses "23000-23999".
