@@ -536,6 +536,13 @@ func (a *API) serve(c *call) (any, error) {
 		if e != nil {
 			return nil, e
 		}
+		if c.r.Req == nil && c.r.Access != accessEdge {
+			// A route without a request body takes none, {} or null: a
+			// field it would ignore is refused like any unknown field.
+			if err := decodeJSON(c.ctx.Request.Body(), &struct{}{}); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return c.r.h(c)
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,13 +108,16 @@ func TestWebhookRoutes(t *testing.T) {
 		{"url": rcv.srv.URL}, {"url": rcv.srv.URL, "events": []string{}}, {"url": rcv.srv.URL, "events": []string{"nope"}},
 		{"url": "ftp://x", "events": []string{"share.created"}}, {"url": "not a url", "events": []string{"share.created"}},
 		{"url": rcv.srv.URL, "events": []string{"share.created"}, "description": strings.Repeat("d", 501)},
+		{"url": rcv.srv.URL, "events": slices.Repeat([]string{"share.created"}, 101)},
 	} {
 		r := h.req("POST", "/v1/webhooks", h.admin, bad)
 		h.assertError(r, 400)
 		dc.check(t, "POST", "/v1/webhooks", r)
 	}
-	created := do(201, "POST", "/v1/webhooks", map[string]any{"url": rcv.srv.URL, "events": []string{"share.created", "share.revoked", "share.created"},
-		"description": "ops"})
+	// Duplicates are removed before the list is counted: 18 names of two
+	// events are fine.
+	created := do(201, "POST", "/v1/webhooks", map[string]any{"url": rcv.srv.URL,
+		"events": append(slices.Repeat([]string{"share.created"}, 17), "share.revoked", "share.created"), "description": "ops"})
 	id, secret := created.str("id"), created.str("secret")
 	require.Regexp(t, `^[0-9a-f]{64}$`, secret)
 	assert.Equal(t, []any{"share.created", "share.revoked"}, created.data()["events"], "duplicates removed")
