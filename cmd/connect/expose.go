@@ -210,6 +210,8 @@ func (a *app) printExposed(svc *client.Service, created, saved bool, st *agentSt
 	}
 	if svc.PublicURL != "" {
 		fmt.Fprintf(a.stdout, "  Public URL: %s\n", svc.PublicURL)
+	} else if svc.IsPublic {
+		fmt.Fprintf(a.stdout, "  Public URL: none yet: the control plane has no public domain (pcd control --public-domain, with a wildcard DNS record to the edges)\n")
 	}
 	if svc.Protocol == "tcp" {
 		// A share link speaks HTTP: a TCP service is reached with its own

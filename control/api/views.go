@@ -2,8 +2,8 @@ package api
 
 import (
 	"encoding/json"
+	"net/netip"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/privateconnect/pc/control/store"
@@ -115,9 +115,13 @@ func (a *API) serviceView(s *store.Service) serviceView {
 	}
 }
 
-// publicURL is where a public service is reached: <scheme>://<subdomain>.<domain>[:port].
-// Without a configured public domain the first edge's host is used, with
-// ".localhost" for an IP address (browsers resolve *.localhost to loopback).
+// publicURL is where a public service is reached:
+// <scheme>://<subdomain>.<public domain>. Without a configured public
+// domain, edges serve public services at <subdomain>.localhost (browsers
+// resolve *.localhost to loopback: a development set-up), so the URL is
+// that on the first edge's port when the edge is on an IP address or
+// localhost, and "" (none) for an edge with a host name, whose subdomains
+// the edge would not route.
 func (a *API) publicURL(s *store.Service) string {
 	if !s.IsPublic || s.Subdomain == "" {
 		return ""
@@ -127,15 +131,14 @@ func (a *API) publicURL(s *store.Service) string {
 	if u, err := url.Parse(base); err == nil && u.Host != "" {
 		scheme, host, port = u.Scheme, u.Hostname(), u.Port()
 	}
-	domain := a.opts.PublicDomain
-	if domain == "" {
-		domain = host
-		if domain == "" || strings.Trim(domain, "0123456789.:[]") == "" {
-			domain = "localhost"
-		}
+	if a.opts.PublicDomain != "" {
+		return scheme + "://" + s.Subdomain + "." + a.opts.PublicDomain
 	}
-	out := scheme + "://" + s.Subdomain + "." + domain
-	if port != "" && a.opts.PublicDomain == "" {
+	if _, err := netip.ParseAddr(host); err != nil && host != "" && host != "localhost" {
+		return ""
+	}
+	out := scheme + "://" + s.Subdomain + ".localhost"
+	if port != "" {
 		out += ":" + port
 	}
 	return out

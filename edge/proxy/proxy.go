@@ -309,6 +309,11 @@ func (p *Proxy) resolve(ctx *fasthttp.RequestCtx, t *routes.Table) (target, int,
 	if publicDomain == "" {
 		publicDomain = t.Settings.PublicDomain
 	}
+	if publicDomain == "" {
+		// No public domain configured: <subdomain>.localhost, as the
+		// control plane's publicUrl says for an edge on an IP address.
+		publicDomain = DefaultPublicDomain
+	}
 	var token []byte
 	path := ctx.Path()
 	switch {
@@ -393,6 +398,11 @@ func hostWithoutPort(h []byte) []byte {
 	}
 	return h
 }
+
+// DefaultPublicDomain is where public services are served when no public
+// domain is configured (development set-ups: browsers resolve *.localhost
+// to loopback).
+const DefaultPublicDomain = "localhost"
 
 func hasSubdomain(host []byte, domain string) bool {
 	return len(host) > len(domain)+1 && host[len(host)-len(domain)-1] == '.' &&

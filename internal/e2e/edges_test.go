@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -549,4 +550,32 @@ func TestPlainHTTPOnTLSShareListener(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, 404, resp.StatusCode)
+}
+
+// TestPublicServiceWithoutPublicDomain: with no public domain configured
+// the API gives a public service <subdomain>.localhost on the edge's port,
+// and the edge serves it there (it answered 404: it routed public services
+// only under a configured domain). Share links are unchanged.
+func TestPublicServiceWithoutPublicDomain(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	org := origin(t)
+	_, svc := env.ExposeAgent("a", "web", org.URL)
+	pa, err := env.Client.SetServicePublic(context.Background(), svc.ID, client.PublicRequest{IsPublic: true, Subdomain: "my-app"})
+	require.NoError(t, err)
+	u, err := url.Parse(pa.PublicURL)
+	require.NoError(t, err)
+	require.Equal(t, "my-app.localhost", u.Hostname(), pa.PublicURL)
+	env.WaitSynced(5 * time.Second)
+
+	req, _ := http.NewRequest("GET", "http://"+env.Edges[0].HTTPAddr()+"/pub", nil)
+	req.Host = u.Host
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode, string(b))
+	require.Equal(t, "hello from origin: GET /pub", string(b))
+
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	eventuallyStatus(t, testenv.ShareURL(env.Edges[0], sh.Token)+"/", 200, 2*time.Second)
 }
