@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -129,16 +130,49 @@ func claimSubdomain(tx Tx, s *Service) error {
 	return tx.Put(sk, pointer(s.WorkspaceID, s.ID))
 }
 
-// freePort returns the lowest port of [min, max] without an index entry.
+// portCursor holds the last tunnel port handed out.
+var portCursor = key("meta", "tunnelport")
+
+// freePort returns the first port of [min, max] without an index entry
+// after the last one handed out, wrapping around: a freed port goes back
+// to use only once the rest of the range has been used, so the clients of
+// a deleted tunnel (a psql configuration, say) do not reach the next
+// service created, maybe another workspace's, with their credentials.
 func freePort(tx Tx, min, max int) (int, error) {
 	if min <= 0 || max < min {
 		return 0, ErrExhausted
 	}
-	want := min
+	last := 0
+	if b, err := tx.Get(portCursor); err == nil {
+		last = atoiOr(string(b), 0)
+	} else if !errors.Is(err, ErrNotFound) {
+		return 0, err
+	}
+	start := min
+	if last >= min && last < max {
+		start = last + 1
+	}
+	p, err := firstFreePort(tx, start, max)
+	if err == nil && p == 0 && start > min {
+		p, err = firstFreePort(tx, min, start-1)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if p == 0 {
+		return 0, ErrExhausted
+	}
+	return p, tx.Put(portCursor, []byte(strconv.Itoa(p)))
+}
+
+// firstFreePort returns the lowest port of [from, to] without an index
+// entry, or 0.
+func firstFreePort(tx Tx, from, to int) (int, error) {
+	want := from
 	pfx := prefix("idx", "port")
-	err := tx.Scan(pfx, []byte(string(pfx)+portKey(min-1)), func(k, v []byte) (bool, error) {
+	err := tx.Scan(pfx, []byte(string(pfx)+portKey(from-1)), func(k, v []byte) (bool, error) {
 		p := atoiOr(string(k[len(pfx):]), -1)
-		if p > want || p > max {
+		if p > want || p > to {
 			return false, nil
 		}
 		if p == want {
@@ -146,11 +180,8 @@ func freePort(tx Tx, min, max int) (int, error) {
 		}
 		return true, nil
 	})
-	if err != nil {
+	if err != nil || want > to {
 		return 0, err
-	}
-	if want > max {
-		return 0, ErrExhausted
 	}
 	return want, nil
 }
