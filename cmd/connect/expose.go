@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/privateconnect/pc/internal/servicename"
 	"net"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/privateconnect/pc/internal/servicename"
 	"github.com/privateconnect/pc/sdk/client"
 )
 
@@ -35,6 +35,10 @@ func (a *app) exposeCmd() *cobra.Command {
 			}
 			if name == "" {
 				name = defaultServiceName(port)
+			} else if !servicename.Valid(name) {
+				// Checked here, as the control plane does, so that nothing is
+				// provisioned for a name it refuses.
+				return usageErrorf("--name %q: a service name %s", name, servicename.Rule)
 			}
 			c, err := a.client()
 			if err != nil {

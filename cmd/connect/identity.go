@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/privateconnect/pc/internal/devcert"
 	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
 )
@@ -60,11 +61,22 @@ func addAgentFlags(cmd *cobra.Command, af *agentFlags, withName bool) {
 	cmd.Flags().BoolVar(&af.insecureSkipVerify, "insecure-skip-verify", false, "do not verify edge certificates (dev only)")
 	cmd.Flags().BoolVar(&af.allowPlaintext, "allow-plaintext", false, "dial plain-TCP edges that are not on loopback (an edge behind a TLS-terminating load balancer)")
 	cmd.Flags().StringVar(&af.metrics, "metrics", "", "serve the agent's Prometheus metrics on this address (e.g. 127.0.0.1:9091)")
-	// A bad pin is refused before anything is provisioned or registered.
+	// A bad pin, metrics address or CA file is refused before anything is
+	// provisioned or registered.
 	addPreRun(cmd, func(*cobra.Command) error {
 		if af.pin != "" {
 			if _, err := agent.ParsePin(af.pin); err != nil {
 				return usageErrorf("--pin-sha256: %v", err)
+			}
+		}
+		if af.metrics != "" {
+			if _, _, err := net.SplitHostPort(af.metrics); err != nil {
+				return usageErrorf("--metrics %q: want HOST:PORT (e.g. 127.0.0.1:9091): %v", af.metrics, err)
+			}
+		}
+		if af.caFile != "" {
+			if _, err := devcert.CertPool(af.caFile); err != nil {
+				return usageErrorf("--ca-file: %v", err)
 			}
 		}
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/privateconnect/pc/internal/devcert"
 	"github.com/privateconnect/pc/internal/syncbuf"
 	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
@@ -214,12 +216,17 @@ func TestSecondExposeWithOtherSettingsIsRefused(t *testing.T) {
 	held.mark(true, settings)
 	defer held.release()
 	pid := strconv.Itoa(os.Getpid())
+	// --ca-file is read before anything else: it must hold a certificate.
+	certPEM, _, err := devcert.SelfSigned([]string{"127.0.0.1"}, time.Hour)
+	require.NoError(t, err)
+	caFile := filepath.Join(t.TempDir(), "cert.pem")
+	require.NoError(t, os.WriteFile(caFile, certPEM, 0o600))
 
-	out, errOut, code := h.run("expose", "localhost:9000", "--name", "web", "--ca-file", "data/tls/cert.pem")
+	out, errOut, code := h.run("expose", "localhost:9000", "--name", "web", "--ca-file", caFile)
 	assert.Equal(t, 1, code, errOut)
 	assert.Empty(t, out)
 	assert.Contains(t, errOut, "the agent of this identity already runs (process "+pid)
-	assert.Contains(t, errOut, "--ca-file data/tls/cert.pem (it runs without)")
+	assert.Contains(t, errOut, "--ca-file "+caFile+" (it runs without)")
 	assert.Contains(t, errOut, "Stop it first (Ctrl-C where it runs, or kill "+pid+")")
 	assert.Len(t, h.requests("POST", "/v1/services/register"), 1, "nothing registered")
 
@@ -251,10 +258,10 @@ func TestSecondExposeWithOtherSettingsIsRefused(t *testing.T) {
 		assert.Equal(t, pid+" run", first)
 		var rs runSettings
 		require.NoError(t, json.Unmarshal([]byte(rest), &rs))
-		assert.Equal(t, runSettings{Control: h.srv.URL, CAFile: absPath("cert.pem"), AllowPlaintext: true}, rs)
+		assert.Equal(t, runSettings{Control: h.srv.URL, CAFile: caFile, AllowPlaintext: true}, rs)
 		return nil
 	}
-	_, errOut, code = h.run("expose", "localhost:3000", "--name", "web", "--ca-file", "cert.pem", "--allow-plaintext")
+	_, errOut, code = h.run("expose", "localhost:3000", "--name", "web", "--ca-file", caFile, "--allow-plaintext")
 	require.Equal(t, 0, code, errOut)
 	require.True(t, ran, "the agent ran, and its lock file was read")
 }

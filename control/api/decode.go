@@ -234,6 +234,5 @@ func (v *validator) err() error {
 }
 
 var (
-	reServiceName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,100}$`)
-	reSubdomain   = regexp.MustCompile(`^[a-z0-9-]{3,32}$`)
+	reSubdomain = regexp.MustCompile(`^[a-z0-9-]{3,32}$`)
 )

@@ -15,6 +15,7 @@ import (
 	"github.com/privateconnect/pc/control/push"
 	"github.com/privateconnect/pc/control/store"
 	"github.com/privateconnect/pc/control/webhooks"
+	"github.com/privateconnect/pc/internal/servicename"
 )
 
 var protocols = []string{"auto", "tcp", "http", "https"}
@@ -29,7 +30,7 @@ type registerServiceRequest struct {
 }
 
 func (v *validator) serviceName(s, field string) {
-	v.re(s, reServiceName, field, "must be 1-100 characters of A-Z, a-z, 0-9, _ and -")
+	v.re(s, servicename.Pattern, field, servicename.Rule)
 }
 
 // target checks a service's target host and port, reported under the

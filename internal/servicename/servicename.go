@@ -3,7 +3,10 @@
 // CLI (`connect expose` without --name).
 package servicename
 
-import "strconv"
+import (
+	"regexp"
+	"strconv"
+)
 
 // ForPort returns postgres, mysql, redis, mongodb, web or api for their
 // usual ports, else service-<port>.
@@ -24,3 +27,13 @@ func ForPort(port int) string {
 	}
 	return "service-" + strconv.Itoa(port)
 }
+
+// Pattern is the rule for a service name, checked by the control plane
+// (POST /v1/services, /v1/tunnels) and by the CLI before it calls it.
+var Pattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,100}$`)
+
+// Rule describes Pattern to a user.
+const Rule = "must be 1-100 characters of A-Z, a-z, 0-9, _ and -"
+
+// Valid reports whether name follows Pattern.
+func Valid(name string) bool { return Pattern.MatchString(name) }
