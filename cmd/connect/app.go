@@ -29,6 +29,9 @@ var version = "dev"
 
 const defaultControlURL = "http://127.0.0.1:3001"
 
+// defaultStatePath is the agent identity state file of --state.
+const defaultStatePath = "~/.config/privateconnect/agent.json"
+
 // app holds the global flags and the injectable dependencies of one run.
 type app struct {
 	stdout, stderr io.Writer
@@ -150,6 +153,11 @@ Every flag can also be set in the environment as PC_<FLAG_NAME>
 				return err
 			}
 			a.log = newLogger(a.stderr, a.logFormat, level)
+			if strings.TrimSpace(a.statePath) == "" {
+				// Not the current directory: an agent provisioned there
+				// would be lost to the next run.
+				return usageErrorf("--state must not be empty (leave the flag out for %s)", defaultStatePath)
+			}
 			return a.trustControlCA()
 		},
 	}
@@ -159,7 +167,7 @@ Every flag can also be set in the environment as PC_<FLAG_NAME>
 	setEnvName(pf, "control", "PC_CONTROL_URL")
 	pf.StringVar(&a.controlCA, "control-ca", "", "PEM file of the CA that signed an https control plane's certificate (default: the system's roots)")
 	pf.BoolVar(&a.jsonOut, "json", false, "print the API's JSON data instead of tables")
-	pf.StringVar(&a.statePath, "state", "~/.config/privateconnect/agent.json", "agent identity state file")
+	pf.StringVar(&a.statePath, "state", defaultStatePath, "agent identity state file")
 	pf.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringVar(&a.logLevel, "log-level", "", "debug, info, warn or error (default: warn for text, whose events are printed anyway; info for json)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })

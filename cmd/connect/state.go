@@ -124,6 +124,9 @@ func (s *agentState) edgeAddrs() []string {
 
 // statePath returns the state file path with "~" expanded.
 func (a *app) stateFile() (string, error) {
+	if strings.TrimSpace(a.statePath) == "" {
+		return "", usageErrorf("--state must not be empty")
+	}
 	return expandHome(a.statePath)
 }
 

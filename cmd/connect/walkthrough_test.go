@@ -1,10 +1,12 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // Defects found by a CLI walk-through: each is refused, or reported, before
@@ -34,5 +36,29 @@ func TestExposeChecksFlagsBeforeAnyAPICall(t *testing.T) {
 			assert.Empty(t, h.reqs, "no API call before the flags are checked")
 			assert.Empty(t, h.agents)
 		})
+	}
+}
+
+// TestEmptyStateIsAUsageError: --state "" would provision an agent, then
+// fail to save it in the current directory (leaving ./.lock there).
+func TestEmptyStateIsAUsageError(t *testing.T) {
+	for _, args := range [][]string{
+		{"expose", "127.0.0.1:3000", "--name", "web", "--state", ""},
+		{"up", "--state", ""},
+		{"agents", "rotate-token", "--state", " "},
+	} {
+		h := exposeHarness(t)
+		dir := t.TempDir()
+		t.Chdir(dir)
+		out, errOut, code := h.run(args...)
+		assert.Equal(t, 2, code, "%v: %s", args, errOut)
+		assert.Empty(t, out, "%v", args)
+		assert.Contains(t, errOut, "--state must not be empty", "%v", args)
+		h.mu.Lock()
+		assert.Empty(t, h.reqs, "%v: no API call", args)
+		h.mu.Unlock()
+		entries, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		assert.Empty(t, entries, "%v: nothing written in the current directory", args)
 	}
 }
