@@ -113,8 +113,19 @@ func (a *app) shareUpdateCmd() *cobra.Command {
 			if err := pf.check(cmd); err != nil {
 				return nil, err
 			}
-			var req client.UpdateShareRequest
 			set := cmd.Flags().Changed
+			// A setting both cleared and given: which one was meant is
+			// not for the CLI to guess (the clear used to win silently).
+			for _, f := range clear {
+				flag := f
+				if f == "plugins" {
+					flag = "plugin"
+				}
+				if cmd.Flags().Lookup(flag) != nil && set(flag) {
+					return nil, usageErrorf("--clear %s and --%s contradict each other: give one of them", f, flag)
+				}
+			}
+			var req client.UpdateShareRequest
 			if set("name") {
 				req.Name = &pf.name
 			}
@@ -180,7 +191,7 @@ func (a *app) shareUpdateCmd() *cobra.Command {
 			return c.UpdateShare(ctx, args[0], req)
 		})
 	addPolicyFlags(cmd, &pf)
-	cmd.Flags().StringSliceVar(&clear, "clear", nil, "policy settings to remove: methods, paths, allow-ip, plugins, rate-limit, max-uses, password")
+	cmd.Flags().StringSliceVar(&clear, "clear", nil, "policy settings to remove: methods, paths, allow-ip, plugins, rate-limit, max-uses, password (not with the same setting's flag)")
 	return cmd
 }
 

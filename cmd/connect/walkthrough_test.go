@@ -62,3 +62,27 @@ func TestEmptyStateIsAUsageError(t *testing.T) {
 		assert.Empty(t, entries, "%v: nothing written in the current directory", args)
 	}
 }
+
+// TestSharesUpdateRefusesClearingWhatItSets: the clear used to win silently.
+func TestSharesUpdateRefusesClearingWhatItSets(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--clear", "allow-ip", "--allow-ip", "10.1.0.0/16"}, "--clear allow-ip and --allow-ip"},
+		{[]string{"--rate-limit", "60", "--clear", "max-uses,rate-limit"}, "--clear rate-limit and --rate-limit"},
+		{[]string{"--clear", "methods", "--methods", "GET"}, "--clear methods and --methods"},
+		{[]string{"--clear", "paths", "--paths", "/api/*"}, "--clear paths and --paths"},
+		{[]string{"--clear", "max-uses", "--max-uses", "5"}, "--clear max-uses and --max-uses"},
+		{[]string{"--clear", "password", "--password", "pw"}, "--clear password and --password"},
+		{[]string{"--clear", "plugins", "--plugin", "p1"}, "--clear plugins and --plugin"},
+	} {
+		h := newHarness(t)
+		h.ok("PATCH /v1/shares/{id}", 200, `{"id":"s1","name":"demo"}`)
+		out, errOut, code := h.run(append([]string{"shares", "update", "s1"}, tc.args...)...)
+		assert.Equal(t, 2, code, "%v: %s", tc.args, errOut)
+		assert.Empty(t, out)
+		assert.Contains(t, errOut, tc.want, "%v", tc.args)
+		assert.Empty(t, h.requests("PATCH", "/v1/shares/s1"), "%v: nothing changed", tc.args)
+	}
+}
