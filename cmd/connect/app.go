@@ -29,6 +29,11 @@ var version = "dev"
 
 const defaultControlURL = "http://127.0.0.1:3001"
 
+// defaultTimeout bounds each call to the control plane (--timeout), as
+// the agent's calls at its start (setupTimeout): a control plane that
+// accepts connections but never answers is reported instead of waited for.
+const defaultTimeout = 20 * time.Second
+
 // defaultStatePath is the agent identity state file of --state.
 const defaultStatePath = "~/.config/privateconnect/agent.json"
 
@@ -60,6 +65,7 @@ type app struct {
 	logFormat string
 	logLevel  string
 	jsonOut   bool
+	timeout   time.Duration // --timeout: bounds each call to the control plane
 
 	// raw is the data payload of the last API answer, printed by --json.
 	raw json.RawMessage
@@ -74,7 +80,7 @@ func newApp(stdout, stderr io.Writer, getenv func(string) (string, bool)) *app {
 		stderr:       stderr,
 		getenv:       getenv,
 		now:          time.Now,
-		httpClient:   &http.Client{Timeout: 2 * time.Minute},
+		httpClient:   &http.Client{Timeout: defaultTimeout},
 		pollInterval: 2 * time.Second,
 		minRenewWait: time.Minute,
 		controlRetry: 10 * time.Second,
@@ -158,6 +164,12 @@ Every flag can also be set in the environment as PC_<FLAG_NAME>
 				// would be lost to the next run.
 				return usageErrorf("--state must not be empty (leave the flag out for %s)", defaultStatePath)
 			}
+			if a.timeout <= 0 {
+				return usageErrorf("--timeout must be more than 0, not %s", a.timeout)
+			}
+			hc := *a.httpClient
+			hc.Timeout = a.timeout
+			a.httpClient = &hc
 			return a.trustControlCA()
 		},
 	}
@@ -168,6 +180,7 @@ Every flag can also be set in the environment as PC_<FLAG_NAME>
 	pf.StringVar(&a.controlCA, "control-ca", "", "PEM file of the CA that signed an https control plane's certificate (default: the system's roots)")
 	pf.BoolVar(&a.jsonOut, "json", false, "print the API's JSON data instead of tables")
 	pf.StringVar(&a.statePath, "state", defaultStatePath, "agent identity state file")
+	pf.DurationVar(&a.timeout, "timeout", defaultTimeout, "how long to wait for each answer of the control plane")
 	pf.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringVar(&a.logLevel, "log-level", "", "debug, info, warn or error (default: warn for text, whose events are printed anyway; info for json)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
@@ -397,7 +410,15 @@ func isUsage(err error) bool {
 // details) and returns the exit code: 2 for usage errors, 1 otherwise.
 func (a *app) printError(cmd *cobra.Command, err error) int {
 	var ue *url.Error
-	if errors.As(err, &ue) && !errors.Is(err, context.Canceled) {
+	if errors.As(err, &ue) && !errors.Is(err, context.Canceled) && (ue.Timeout() || errors.Is(err, context.DeadlineExceeded)) {
+		// Not Go's "context deadline exceeded (Client.Timeout exceeded
+		// while awaiting headers)".
+		within := a.httpClient.Timeout
+		if !strings.Contains(ue.Err.Error(), "Client.Timeout") && a.setupTimeout < within {
+			within = a.setupTimeout // an agent's setup call
+		}
+		err = fmt.Errorf("the control plane at %s did not answer within %s (set --timeout or PC_TIMEOUT to wait longer)", a.control, within)
+	} else if errors.As(err, &ue) && !errors.Is(err, context.Canceled) {
 		err = fmt.Errorf("cannot reach the control plane at %s: %w", a.control, ue.Err)
 	} else if a.notControl(cmdContext(cmd), err) {
 		err = fmt.Errorf("%s does not look like a control plane's API (it answered: %w; it serves no /openapi.json): "+

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -85,4 +89,63 @@ func TestSharesUpdateRefusesClearingWhatItSets(t *testing.T) {
 		assert.Contains(t, errOut, tc.want, "%v", tc.args)
 		assert.Empty(t, h.requests("PATCH", "/v1/shares/s1"), "%v: nothing changed", tc.args)
 	}
+}
+
+// silentControl is a control plane that accepts connections but never
+// answers; it is closed, with its connections, at the end of the test.
+func silentControl(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// TestAdminCommandTimeout: a control plane that never answers is reported
+// after --timeout (PC_TIMEOUT), 20 s by default, in a plain sentence.
+func TestAdminCommandTimeout(t *testing.T) {
+	assert.Equal(t, 20*time.Second, newApp(io.Discard, io.Discard, func(string) (string, bool) { return "", false }).httpClient.Timeout)
+	url := silentControl(t)
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{nil, []string{"--timeout", "300ms"}, "within 300ms"},
+		{map[string]string{"PC_TIMEOUT": "250ms"}, nil, "within 250ms"},
+	} {
+		h := newHarness(t)
+		h.env["PC_CONTROL_URL"] = url
+		for k, v := range tc.env {
+			h.env[k] = v
+		}
+		start := time.Now()
+		_, errOut, code := h.run(append([]string{"services", "ls"}, tc.args...)...)
+		assert.Equal(t, 1, code, errOut)
+		assert.Less(t, time.Since(start), 10*time.Second)
+		assert.Equal(t, "error: the control plane at "+url+" did not answer "+tc.want+" (set --timeout or PC_TIMEOUT to wait longer)\n", errOut)
+	}
+	h := newHarness(t)
+	_, errOut, code := h.run("services", "ls", "--timeout", "0s")
+	assert.Equal(t, 2, code, errOut)
+	assert.Contains(t, errOut, "--timeout must be more than 0")
 }
