@@ -15,6 +15,9 @@ import (
 	"syscall"
 )
 
+// openLockFile opens a lock file (os.OpenFile; tests replace it).
+var openLockFile = os.OpenFile
+
 // agentLock is a held flock(2) on a state file's lock file.
 type agentLock struct{ f *os.File }
 
@@ -24,11 +27,16 @@ func lockAgent(path string) (*agentLock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
-	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openLockFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
 	if errors.Is(err, fs.ErrPermission) {
 		// Made by another user (root before a service user): flock works on
 		// a read-only descriptor; only the note of who holds it is lost.
-		f, err = os.Open(path + ".lock")
+		// When that fails too (no lock file: the directory is not
+		// writable), the permission error is the one that says why.
+		var rerr error
+		if f, rerr = openLockFile(path+".lock", os.O_RDONLY, 0); rerr == nil {
+			err = nil
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("agent lock: %w", err)
