@@ -418,6 +418,11 @@ func (a *app) printError(cmd *cobra.Command, err error) int {
 			within = a.setupTimeout // an agent's setup call
 		}
 		err = fmt.Errorf("the control plane at %s did not answer within %s (set --timeout or PC_TIMEOUT to wait longer)", a.control, within)
+	} else if errors.As(err, &ue) && !errors.Is(err, context.Canceled) && notHTTP(ue.Err) {
+		// Something that does not speak HTTP (an edge's tunnel listener
+		// greets with its own protocol): Go's error quotes its bytes.
+		err = fmt.Errorf("%s does not look like a control plane's API (it answered with something that is not HTTP): "+
+			"check --control / PC_CONTROL_URL (default %s; an edge's share or tunnel address is not it)", a.control, defaultControlURL)
 	} else if errors.As(err, &ue) && !errors.Is(err, context.Canceled) {
 		err = fmt.Errorf("cannot reach the control plane at %s: %w", a.control, ue.Err)
 	} else if a.notControl(cmdContext(cmd), err) {
@@ -463,6 +468,13 @@ func (a *app) printError(cmd *cobra.Command, err error) int {
 		fmt.Fprintf(a.stderr, "Run '%s --help' for usage.\n", path)
 	}
 	return code
+}
+
+// notHTTP reports whether the transport error err says the server answered
+// with something that is not HTTP (Go quotes its bytes).
+func notHTTP(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "malformed HTTP") || strings.Contains(msg, "readLoopPeekFailLocked")
 }
 
 // envAnnotation names the environment variable of a flag when it is not

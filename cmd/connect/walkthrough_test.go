@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"os"
@@ -148,4 +149,58 @@ func TestAdminCommandTimeout(t *testing.T) {
 	_, errOut, code := h.run("services", "ls", "--timeout", "0s")
 	assert.Equal(t, 2, code, errOut)
 	assert.Contains(t, errOut, "--timeout must be more than 0")
+}
+
+// rawServer answers every request with greeting, as a server of another
+// protocol does, and closes it.
+func rawServer(t *testing.T, greeting string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				// The request first, as an edge's tunnel listener reads the
+				// agent's hello before it answers.
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						break
+					}
+				}
+				_, _ = c.Write([]byte(greeting))
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// TestControlURLThatIsNotHTTP: --control at an edge's tunnel listener gets
+// the hint of the share and admin listeners, never the raw bytes Go quotes
+// ("malformed HTTP response \"PCT1\x02…\"", with the edge's id).
+func TestControlURLThatIsNotHTTP(t *testing.T) {
+	for _, greeting := range []string{
+		"PCT1\x02\x00\x24edge-0123-secret-id\x00\x01\r\n\r\n",
+		"\x00\x01\x02\x03binary\xff\xfe\r\n\r\n",
+	} {
+		url := rawServer(t, greeting)
+		for _, args := range [][]string{{"services", "ls"}, {"expose", "127.0.0.1:3000", "--name", "web", "--detach"}} {
+			h := newHarness(t)
+			h.env["PC_CONTROL_URL"] = url
+			_, errOut, code := h.run(args...)
+			assert.Equal(t, 1, code, "%v: %s", args, errOut)
+			assert.Contains(t, errOut, "error: "+url+" does not look like a control plane's API", "%v", args)
+			assert.Contains(t, errOut, "an edge's share or tunnel address is not it", "%v", args)
+			assert.NotContains(t, errOut, "PCT1")
+			assert.NotContains(t, errOut, "secret-id")
+			assert.NotContains(t, errOut, "binary")
+			assert.NotContains(t, errOut, "\\x")
+		}
+	}
 }
