@@ -164,6 +164,9 @@ Every flag can also be set in the environment as PC_<FLAG_NAME>
 				// would be lost to the next run.
 				return usageErrorf("--state must not be empty (leave the flag out for %s)", defaultStatePath)
 			}
+			if err := a.checkControlAndKey(); err != nil {
+				return err
+			}
 			if a.timeout <= 0 {
 				return usageErrorf("--timeout must be more than 0, not %s", a.timeout)
 			}
@@ -234,6 +237,23 @@ func leaf(use, short, example string, minArgs, maxArgs int, run func(cmd *cobra.
 		},
 		RunE: run,
 	}
+}
+
+// checkControlAndKey refuses a --control that is not an http(s) URL with a
+// host (as pcd edge does) and an API key with control characters, and
+// trims the whitespace around the key (a key read from a file ends with a
+// newline): otherwise Go's URL or header errors would say it, confusingly.
+func (a *app) checkControlAndKey() error {
+	u, err := url.Parse(a.control)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || strings.HasSuffix(u.Host, ":") ||
+		u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return usageErrorf("--control %q: want the control plane's http:// or https:// address, e.g. %s (also PC_CONTROL_URL)", a.control, defaultControlURL)
+	}
+	a.apiKey = strings.TrimSpace(a.apiKey)
+	if strings.IndexFunc(a.apiKey, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+		return usageErrorf("the API key (--api-key / PC_API_KEY) contains a control character (a line break, tab...): give the key alone")
+	}
+	return nil
 }
 
 // trustControlCA makes the API client verify an https control plane with

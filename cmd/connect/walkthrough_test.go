@@ -204,3 +204,45 @@ func TestControlURLThatIsNotHTTP(t *testing.T) {
 		}
 	}
 }
+
+// TestControlURLAndAPIKeyAreChecked: a malformed --control is a usage error
+// (not "cannot reach ...: first path segment in URL cannot contain colon"),
+// a key's surrounding whitespace is trimmed, and a control character inside
+// it is refused (not "net/http: invalid header field value").
+func TestControlURLAndAPIKeyAreChecked(t *testing.T) {
+	for _, tc := range []struct {
+		control, key string
+		want         string
+	}{
+		{"127.0.0.1:3001", testKey, `--control "127.0.0.1:3001": want the control plane's http:// or https:// address`},
+		{"ftp://x", testKey, `--control "ftp://x": want`},
+		{"http://", testKey, `--control "http://": want`},
+		{"http://127.0.0.1:", testKey, `--control "http://127.0.0.1:": want`},
+		{"", testKey, `--control "": want`},
+		{"", "pc_abc\ndef", "the API key (--api-key / PC_API_KEY) contains a control character"},
+		{"", "pc_abc\x7fdef", "contains a control character"},
+	} {
+		h := newHarness(t)
+		h.ok("GET /v1/services", 200, `[]`)
+		args := []string{"services", "ls", "--api-key", tc.key}
+		if tc.control != "" || tc.key == testKey {
+			args = append(args, "--control", tc.control)
+		}
+		out, errOut, code := h.run(args...)
+		assert.Equal(t, 2, code, "%q: %s", tc.control, errOut)
+		assert.Empty(t, out)
+		assert.Contains(t, errOut, tc.want, "%q %q", tc.control, tc.key)
+		assert.NotContains(t, errOut, "cannot reach")
+		h.mu.Lock()
+		assert.Empty(t, h.reqs)
+		h.mu.Unlock()
+	}
+
+	// Whitespace around the key (a file's trailing newline) is trimmed.
+	h := newHarness(t)
+	h.ok("GET /v1/services", 200, `[]`)
+	h.env["PC_API_KEY"] = "  " + testKey + "\r\n"
+	_, errOut, code := h.run("services", "ls")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, testKey, h.one("GET", "/v1/services").APIKey)
+}
