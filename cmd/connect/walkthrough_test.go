@@ -2,16 +2,20 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/privateconnect/pc/sdk/agent"
 )
 
 // Defects found by a CLI walk-through: each is refused, or reported, before
@@ -245,4 +249,25 @@ func TestControlURLAndAPIKeyAreChecked(t *testing.T) {
 	_, errOut, code := h.run("services", "ls")
 	require.Equal(t, 0, code, errOut)
 	assert.Equal(t, testKey, h.one("GET", "/v1/services").APIKey)
+}
+
+// TestRejectionPrintedOnce: an edge's rejection is one clean line, not
+// "...rejected the agent: invalid agent credentials: agent: edge rejected
+// the agent: invalid agent credentials", and the agent's own WARN record
+// of it is not printed as well.
+func TestRejectionPrintedOnce(t *testing.T) {
+	h := exposeHarness(t)
+	h.agentRun = func(ctx context.Context, cfg agent.Config) error {
+		// What sdk/agent does on a rejection.
+		rej := &agent.RejectedError{Message: "invalid agent credentials"}
+		cfg.OnEvent(agent.Event{Kind: agent.EventRejected, Edge: cfg.Edges[0], Message: rej.Message, Err: rej})
+		cfg.Logger.With("agentId", cfg.AgentID).Warn("edge rejected the agent", "edge", cfg.Edges[0], "reason", rej.Message)
+		cfg.Logger.Warn("another warning")
+		return nil
+	}
+	out, errOut, code := h.run("expose", "127.0.0.1:3000", "--name", "web")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, 1, strings.Count(out+errOut, "invalid agent credentials"), "stdout: %s\nstderr: %s", out, errOut)
+	assert.Regexp(t, `(?m)^\d\d:\d\d:\d\d edge 127\.0\.0\.1:7070 rejected the agent: invalid agent credentials$`, out)
+	assert.Contains(t, errOut, "another warning", "other records are kept")
 }
