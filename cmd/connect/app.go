@@ -108,6 +108,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return newApp(stdout, stderr, os.LookupEnv).execute(ctx, args)
 }
 
+// exitInterrupted is the exit code of a command ended by Ctrl-C (128+SIGINT,
+// as shells report it).
+const exitInterrupted = 130
+
 // execute runs the command line args and maps the outcome to an exit code.
 // A panic is reported as an error line, never as a stack trace.
 func (a *app) execute(ctx context.Context, args []string) (code int) {
@@ -124,6 +128,12 @@ func (a *app) execute(ctx context.Context, args []string) (code int) {
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return 0
+	}
+	if ctx.Err() != nil {
+		// Ctrl-C (or SIGTERM) ended a call: not an error of its own
+		// ("provision agent: Post …: interrupt signal received").
+		a.note(slog.LevelWarn, "interrupted", "interrupted", "exitCode", exitInterrupted)
+		return exitInterrupted
 	}
 	return a.printError(cmd, err)
 }

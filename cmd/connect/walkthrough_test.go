@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -270,4 +272,21 @@ func TestRejectionPrintedOnce(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(out+errOut, "invalid agent credentials"), "stdout: %s\nstderr: %s", out, errOut)
 	assert.Regexp(t, `(?m)^\d\d:\d\d:\d\d edge 127\.0\.0\.1:7070 rejected the agent: invalid agent credentials$`, out)
 	assert.Contains(t, errOut, "another warning", "other records are kept")
+}
+
+// TestInterruptedDuringSetup: Ctrl-C while expose provisions its agent
+// prints "interrupted" and exits 130, not "error: provision agent: Post
+// …: interrupt signal received" with exit 1.
+func TestInterruptedDuringSetup(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	h.mux.HandleFunc("POST /v1/agents/provision", func(w http.ResponseWriter, r *http.Request) {
+		cancel(errors.New("interrupt signal received")) // as signal.NotifyContext's cause
+		<-r.Context().Done()
+	})
+	out, errOut, code := h.runCtx(ctx, "expose", "127.0.0.1:3000", "--name", "web")
+	assert.Equal(t, 130, code, errOut)
+	assert.Empty(t, out)
+	assert.Equal(t, "interrupted\n", errOut)
 }
