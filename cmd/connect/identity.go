@@ -288,15 +288,18 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 		defer mu.Unlock()
 		a.printEvent(e)
 	}
-	// An edge of the agent's list that was deleted leaves the saved list
-	// too, for the next start (without the control plane, say); edges the
-	// list gained since the agent started (a refresh from the control
-	// plane) stay.
+	// The agent's edge list is saved each time it changes, for the next
+	// start (without the control plane, say): an edge that was deleted
+	// leaves it, an edge added since joins it. An edge the agent reported
+	// leaves the saved list only when the agent drops it; edges the saved
+	// list gained otherwise (a refresh from the control plane) stay.
 	onEdges := func(started []string) func([]string) {
+		known := slices.Clone(started) // the agent's list as last reported (calls are in order)
 		return func(kept []string) {
-			if err := ls.update(func(st *agentState) { st.dropEdges(started, kept) }); err != nil {
+			if err := ls.update(func(st *agentState) { st.dropEdges(known, kept) }); err != nil {
 				a.log.Warn("saving the edge list", "err", err)
 			}
+			known = slices.Clone(kept)
 		}
 	}
 	if !a.jsonOut {

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/privateconnect/pc/sdk/agent"
+	"github.com/privateconnect/pc/sdk/client"
 )
 
 // Defects found by a CLI walk-through: each is refused, or reported, before
@@ -289,4 +290,26 @@ func TestInterruptedDuringSetup(t *testing.T) {
 	assert.Equal(t, 130, code, errOut)
 	assert.Empty(t, out)
 	assert.Equal(t, "interrupted\n", errOut)
+}
+
+// TestRunningAgentSavesItsEdgeList: the edge list the agent reports is
+// saved each time it changes, growing as well as shrinking (an edge added
+// since the start joins the state file, and leaves it when the agent
+// drops it).
+func TestRunningAgentSavesItsEdgeList(t *testing.T) {
+	h := exposeHarness(t)
+	var saved [][]client.AgentEdge
+	h.agentRun = func(actx context.Context, cfg agent.Config) error {
+		require.Equal(t, []string{"127.0.0.1:7070"}, cfg.Edges)
+		cfg.OnEdges([]string{"127.0.0.1:7070", "tls://new:7443"}) // an edge added
+		saved = append(saved, readState(t, h.state).Edges)
+		cfg.OnEdges([]string{"127.0.0.1:7070"}) // and deleted again
+		saved = append(saved, readState(t, h.state).Edges)
+		return nil
+	}
+	_, errOut, code := h.run("expose", "localhost:3000", "--name", "web")
+	require.Equal(t, 0, code, errOut)
+	require.Len(t, saved, 2)
+	assert.Equal(t, []client.AgentEdge{{ID: "e1", TunnelAddr: "127.0.0.1:7070"}, {TunnelAddr: "tls://new:7443"}}, saved[0])
+	assert.Equal(t, []client.AgentEdge{{ID: "e1", TunnelAddr: "127.0.0.1:7070"}}, saved[1])
 }

@@ -47,10 +47,12 @@ type Config struct {
 	// does not reach from here, a lab edge). Edges or StaticEdges must name
 	// at least one edge.
 	StaticEdges []string
-	// OnEdges, when set, is called with what remains of Edges each time one
-	// is dropped (to keep a saved list current), in order. When the last one
-	// goes, the edges the agent is connected to and those they list take
-	// their place.
+	// OnEdges, when set, is called with the agent's edge list each time it
+	// changes (to keep a saved list current), in order: what remains of
+	// Edges, plus the edges the live sessions list that the agent has held
+	// a session with (edges added since). An edge of Edges leaves it only
+	// as reconcileLocked says; when the last one goes, the edges the agent
+	// is connected to and those they list take their place.
 	OnEdges func(edges []string)
 	// CAFile, when set, is the PEM bundle used to verify edges over TLS.
 	CAFile string
@@ -140,7 +142,9 @@ type Agent struct {
 	listed     map[string][]string           // tunnel addr of a live session → the edges it listed last
 	floor      map[string]bool               // Config.Edges still held (reconcileLocked)
 	badCreds   map[string]bool               // tunnel addr → refused the agent's credentials, until a session is up
-	floorSeq   uint64                        // changes of floor (deliverEdges)
+	floorSeq   uint64                        // changes of the reported list (deliverEdges)
+	held       map[string]bool               // tunnel addrs that held a session in this run (their edge took the agent)
+	reported   []string                      // the edge list OnEdges was given last (Config.Edges at first)
 	onEdgesMu  sync.Mutex                    // orders OnEdges calls
 	onEdgesSeq uint64                        // the floor change OnEdges was last given
 	runCtx     context.Context
@@ -225,7 +229,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, id: id, log: log, services: map[uuid.UUID]target{},
 		edges: map[string]context.CancelFunc{}, sessions: map[string]*edgeConn{}, edgeOwner: map[string]string{}, listed: map[string][]string{},
-		floor: map[string]bool{}, badCreds: map[string]bool{},
+		floor: map[string]bool{}, badCreds: map[string]bool{}, held: map[string]bool{},
 		trying: map[string]int{}, definitive: map[string]*RejectedError{}, finished: map[string]bool{}, evWake: make(chan struct{}, 1)}
 	a.svcCond = sync.NewCond(&a.mu)
 	if cfg.Registerer != nil {
@@ -277,6 +281,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.floor[e] = true
 		a.addEdgeLocked(e)
 	}
+	a.reported = slices.Sorted(maps.Keys(a.floor))
 	for _, e := range a.cfg.StaticEdges {
 		a.addEdgeLocked(e)
 	}
@@ -516,8 +521,9 @@ func (a *Agent) reconcileUnlock() {
 // itself, and no edge holding a session of the agent lists it (an edge
 // deleted from the control plane). One edge's list alone, a stale or a
 // compromised edge's, never drops it, nor does an edge that is down. When
-// the floor shrinks it returns it for OnEdges, with its sequence number;
-// else nil.
+// the edge list changes (the floor shrinks, or a listed edge the agent held
+// a session with joins it) it returns the list for OnEdges, with its
+// sequence number; else nil.
 func (a *Agent) reconcileLocked(extra []string) (floor []string, seq uint64) {
 	listed := map[string]bool{}
 	for _, e := range extra {
@@ -552,6 +558,7 @@ func (a *Agent) reconcileLocked(extra []string) (floor []string, seq uint64) {
 			delete(a.definitive, addr)
 			delete(a.finished, addr)
 			delete(a.badCreds, addr)
+			delete(a.held, addr)
 			a.log.Info("edge no longer listed by the edges: not dialing it any more", "edge", addr)
 		}
 	}
@@ -568,15 +575,28 @@ func (a *Agent) reconcileLocked(extra []string) (floor []string, seq uint64) {
 			a.floor[addr] = true
 		}
 	}
-	if !shrunk || a.cfg.OnEdges == nil {
+	if a.cfg.OnEdges == nil {
 		return nil, 0
 	}
-	floor = slices.Sorted(maps.Keys(a.floor))
+	// Edges added since the agent started are saved too, once the agent
+	// has held a session with them (the edge took its credentials, over a
+	// verified TLS connection off loopback), while they stay listed.
+	list := maps.Clone(a.floor)
+	for addr := range listed {
+		if a.held[addr] {
+			list[addr] = true
+		}
+	}
+	floor = slices.Sorted(maps.Keys(list))
+	if slices.Equal(floor, a.reported) {
+		return nil, 0
+	}
+	a.reported = floor
 	a.floorSeq++
 	return floor, a.floorSeq
 }
 
-// deliverEdges calls OnEdges with a shrunk floor, in the order the floor
+// deliverEdges calls OnEdges with a changed edge list, in the order the floor
 // changed (a later list is never overwritten by an earlier one).
 func (a *Agent) deliverEdges(floor []string, seq uint64) {
 	if floor == nil {

@@ -240,6 +240,27 @@ func TestEdgeDroppedWhenItsSessionEndsUnlisted(t *testing.T) {
 	eventually(t, "the last edge dialed again", func() bool { return live.dials.Load() >= n+3 })
 }
 
+// An edge added since the agent started (listed by its edges) joins the
+// saved list once the agent holds a session with it, and leaves it when the
+// edges no longer list it. Found by a CLI walk-through: the list was saved
+// only when it shrank.
+func TestGainedEdgeIsReported(t *testing.T) {
+	live, added, never := newFakeEdge(t, "e1"), newFakeEdge(t, "e2"), newFakeEdge(t, "e3")
+	never.refuse.Store(true) // listed, but never takes the agent
+	_, log := runAgent(t, Config{Edges: []string{live.addr()}})
+	eventually(t, "the agent to connect", func() bool { return live.up() })
+	live.push(live.addr(), added.addr(), never.addr())
+	want := slices.Sorted(slices.Values([]string{live.addr(), added.addr()}))
+	eventually(t, "the gained edge reported", func() bool { return slices.Equal(log.lastEdges(), want) })
+	eventually(t, "the refusing edge tried", func() bool { return never.dials.Load() >= 2 })
+	if e := log.lastEdges(); !slices.Equal(e, want) {
+		t.Fatalf("edge list %v, want %v (an edge that never took the agent is not saved)", e, want)
+	}
+
+	live.push(live.addr()) // added is deleted
+	eventually(t, "the unlisted edge left the list", func() bool { return slices.Equal(log.lastEdges(), []string{live.addr()}) })
+}
+
 // listedBy is the edge list the session at addr sent last.
 func (a *Agent) listedBy(addr string) []string {
 	a.mu.Lock()
@@ -262,8 +283,10 @@ func TestOneEdgeListCannotDropTheOthers(t *testing.T) {
 	good.kill() // evil's is now the only live session, and omits good
 	eventually(t, "good dialed again", func() bool { return good.dials.Load() > n && good.up() })
 	eventually(t, "both connected again", func() bool { return len(a.Connected()) == 2 })
-	if e := log.lastEdges(); e != nil {
-		t.Fatalf("the saved edge list changed to %v", e)
+	// The list gained evil (good lists it, and it took the agent) and
+	// lost nothing.
+	if e := log.lastEdges(); e != nil && !slices.Contains(e, good.addr()) {
+		t.Fatalf("the saved edge list lost good: %v", e)
 	}
 	// Down for a while (connection refused, not a refusal of the
 	// credentials): still not dropped.

@@ -93,9 +93,10 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		old.close()
 	}
 	a.sessions[addr] = ec
+	a.held[addr] = true
 	delete(a.definitive, addr)
 	delete(a.badCreds, addr)
-	a.mu.Unlock()
+	a.reconcileUnlock() // a listed edge it now holds a session with joins the edge list
 	a.log.Info("connected to edge", "edge", addr, "edgeId", edgeID)
 	a.emit(Event{Kind: EventConnected, Edge: addr, EdgeID: edgeID})
 
