@@ -80,12 +80,14 @@ func (a *app) exposeCmd() *cobra.Command {
 				if err != nil {
 					offline = err
 				} else if running == nil {
-					// Saved for a start without the control plane (the
-					// running agent's own file is left to that process).
+					// Saved for a start without the control plane.
 					st.putService(*svc)
 					if err := a.saveStateOf(st); err != nil {
 						return err
 					}
+				} else if err := mergeService(running.path, st.AgentID, *svc); err != nil {
+					// The running agent serves it all the same.
+					a.log.Warn("saving the service in the state file", "err", err)
 				}
 			}
 			if offline != nil && detach {

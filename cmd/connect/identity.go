@@ -248,10 +248,24 @@ func (l *liveState) get() agentState {
 	return st
 }
 
-// update changes the state and saves it.
+// update changes the state and saves it, under the lock of the state
+// file's writes: the services a second expose added to the file meanwhile
+// (mergeService) are kept.
 func (l *liveState) update(f func(st *agentState)) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	unlock, err := lockStateWrite(l.path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if disk, err := loadState(l.path); err == nil && disk != nil && disk.AgentID == l.st.AgentID {
+		for _, sv := range disk.Services {
+			if !slices.ContainsFunc(l.st.Services, func(s savedService) bool { return s.ID == sv.ID || s.Name == sv.Name }) {
+				l.st.Services = append(l.st.Services, sv)
+			}
+		}
+	}
 	f(l.st)
 	return saveState(l.path, l.st)
 }

@@ -83,5 +83,33 @@ func (l *agentLock) mark(running bool, settings []byte) {
 
 func (l *agentLock) release() { l.f.Close() }
 
+// lockStateWrite takes, waiting for it, the lock of the writes to the state
+// file at path (<path>.wlock): the running agent and a second expose that
+// adds its service to the file (mergeService) read, change and write it in
+// turn. unlock gives it back.
+func lockStateWrite(path string) (unlock func(), err error) {
+	f, err := openLockFile(path+".wlock", os.O_RDWR|os.O_CREATE, 0o600)
+	if errors.Is(err, fs.ErrPermission) {
+		var rerr error
+		if f, rerr = openLockFile(path+".wlock", os.O_RDONLY, 0); rerr == nil {
+			err = nil
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state file lock: %w", err)
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("state file lock %s: %w", f.Name(), err)
+	}
+	return func() { f.Close() }, nil
+}
+
 // lockEnforced: this build keeps one process per identity.
 const lockEnforced = true

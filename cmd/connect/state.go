@@ -139,6 +139,24 @@ func (a *app) saveStateOf(st *agentState) error {
 	return saveState(path, st)
 }
 
+// mergeService adds svc, registered for the agent another process runs,
+// to the state file at path, under the lock of its writes (that process
+// saves the file too: liveState.update keeps what is added here). A file
+// that holds another agent is left alone.
+func mergeService(path, agentID string, svc client.Service) error {
+	unlock, err := lockStateWrite(path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := loadState(path)
+	if err != nil || st == nil || st.AgentID != agentID {
+		return err
+	}
+	st.putService(svc)
+	return saveState(path, st)
+}
+
 // loadState reads the state file; it returns nil, nil when there is none.
 func loadState(path string) (*agentState, error) {
 	b, err := os.ReadFile(path)

@@ -3,12 +3,15 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -312,4 +315,41 @@ func TestRunningAgentSavesItsEdgeList(t *testing.T) {
 	require.Len(t, saved, 2)
 	assert.Equal(t, []client.AgentEdge{{ID: "e1", TunnelAddr: "127.0.0.1:7070"}, {TunnelAddr: "tls://new:7443"}}, saved[0])
 	assert.Equal(t, []client.AgentEdge{{ID: "e1", TunnelAddr: "127.0.0.1:7070"}}, saved[1])
+}
+
+// TestJoiningExposeSavesItsService: a second expose that adds its service
+// to the running agent saves it in the state file too (for a start without
+// the control plane), and the running agent's own saves keep it.
+func TestJoiningExposeSavesItsService(t *testing.T) {
+	skipWithoutLock(t)
+	h := newHarness(t)
+	provisionRoutes(h)
+	h.mux.HandleFunc("POST /v1/services/register", func(w http.ResponseWriter, r *http.Request) {
+		var req map[string]any
+		require.NoError(t, json.NewDecoder(r.Body).Decode(&req))
+		svc := strings.NewReplacer("web", req["name"].(string), "3000", fmt.Sprint(req["targetPort"]), serviceID, "svc-"+req["name"].(string)).Replace(webService)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(201)
+		io.WriteString(w, `{"success":true,"data":`+svc+`}`)
+	})
+	h.ok("GET /v1/services", 200, `[`+webService+`]`)
+	var joined string
+	h.agentRun = func(actx context.Context, cfg agent.Config) error {
+		out, errOut, code := h.run("expose", "localhost:5432", "--name", "db")
+		require.Equal(t, 0, code, errOut)
+		joined = out
+		// The running agent saves the file after that (its edge list).
+		cfg.OnEdges([]string{"127.0.0.1:7070", "tls://new:7443"})
+		return nil
+	}
+	_, errOut, code := h.run("expose", "localhost:3000", "--name", "web")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, joined, "already runs")
+	st := readState(t, h.state)
+	var names []string
+	for _, s := range st.Services {
+		names = append(names, s.Name+"="+strconv.Itoa(s.TargetPort))
+	}
+	assert.ElementsMatch(t, []string{"web=3000", "db=5432"}, names)
+	assert.Len(t, st.Edges, 2)
 }
