@@ -459,7 +459,9 @@ func (s *Server) goServe(f func() error) {
 	go func() {
 		defer s.wg.Done()
 		if err := f(); err != nil && !errors.Is(err, net.ErrClosed) {
-			s.log.Debug("listener stopped", "err", err)
+			// Accept errors are retried (tunnel.AcceptBackoff): a listener
+			// that stops otherwise leaves its port unserved.
+			s.log.Warn("listener stopped", "err", err)
 		}
 	}()
 }

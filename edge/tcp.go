@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"errors"
 	"net"
 	"strconv"
 	"sync"
@@ -117,17 +116,20 @@ func (p *tcpPorts) reconcileLocked(t *routes.Table) {
 	}
 }
 
+// serve accepts visitors on pl until it is closed: other accept errors
+// (descriptors exhausted, a client gone before its accept) are retried, or
+// the port would stay listed, and bound, but serve no one.
 func (p *tcpPorts) serve(pl *portListener) {
+	b := tunnel.AcceptBackoff{Log: p.s.log, What: "TCP tunnel port " + pl.ln.Addr().String()}
 	for {
 		c, err := pl.ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
+			if b.Retry(err) {
 				continue
 			}
 			return
 		}
+		b.Accepted()
 		go p.handle(c, pl.serviceID)
 	}
 }

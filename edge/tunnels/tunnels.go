@@ -118,16 +118,21 @@ func New(cfg Config) *Registry {
 
 // Serve accepts agent connections on ln until ln is closed.
 func (r *Registry) Serve(ln net.Listener) error {
+	// Only a closed listener ends the loop: descriptors exhausted, a client
+	// gone before its accept and the like pass (tunnel.AcceptBackoff).
+	b := tunnel.AcceptBackoff{Log: r.log, What: "agent tunnel listener " + ln.Addr().String()}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
+			r.mu.Lock()
+			closed := r.closed
+			r.mu.Unlock()
+			if !closed && b.Retry(err) {
 				continue
 			}
 			return err
 		}
+		b.Accepted()
 		ip := hostOf(c.RemoteAddr())
 		r.mu.Lock()
 		if r.closed {
