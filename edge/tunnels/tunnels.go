@@ -402,7 +402,9 @@ func (r *Registry) serveReach(from *Session, st *smux.Stream) {
 	}
 	// The reacher's stream is registered for aborts, and tracked (so that a
 	// pause cuts it), before anything can abort or pause it.
-	var reacher net.Conn = from.aborts.Wrap(st, st.ID())
+	// Pipe copies the service's bytes into it from pooled buffers: its
+	// failed writes settle (reachStream), as every stream's do.
+	var reacher net.Conn = from.aborts.Wrap(&reachStream{Stream: st, s: from}, st.ID())
 	if r.cfg.TrackConn != nil {
 		var done func()
 		reacher, done = r.cfg.TrackConn(svc.ID, from.RemoteIP, reacher)
@@ -584,6 +586,21 @@ type Stream struct {
 // returns only once the session no longer reads p (tunnel.WriteSettled):
 // the proxy's pooled buffers are reused at once.
 func (c *Stream) Write(p []byte) (int, error) {
+	n, err := c.Stream.Write(p)
+	tunnel.WriteSettled(err, c.s.sess, c.s.conn)
+	return n, err
+}
+
+// reachStream is a reaching agent's stream (no slot of its own): Pipe
+// copies into it from pooled buffers, so a Write that failed because the
+// session died returns only once the session no longer reads p
+// (tunnel.WriteSettled), as Stream's does.
+type reachStream struct {
+	*smux.Stream
+	s *Session
+}
+
+func (c *reachStream) Write(p []byte) (int, error) {
 	n, err := c.Stream.Write(p)
 	tunnel.WriteSettled(err, c.s.sess, c.s.conn)
 	return n, err

@@ -34,7 +34,9 @@ func (a *Agent) Dial(ctx context.Context, serviceID string) (net.Conn, error) {
 			continue
 		}
 		// Registered first: the edge's abort may follow its reply at once.
-		ac := ec.aborts.Wrap(st, st.ID())
+		// The caller copies into it from pooled buffers (tunnel.Pipe in
+		// `connect reach`): its failed writes settle (settledStream).
+		ac := ec.aborts.Wrap(&settledStream{Stream: st, ec: ec}, st.ID())
 		hdr, _ := tunnel.AppendStreamHeader(nil, &tunnel.StreamHeader{Kind: tunnel.KindReach, ServiceID: id})
 		if dl, ok := ctx.Deadline(); ok {
 			_ = st.SetDeadline(dl)
