@@ -137,19 +137,23 @@ func (p *tcpPorts) serve(pl *portListener) {
 // handle connects one visitor TCP connection to the service.
 func (p *tcpPorts) handle(c net.Conn, serviceID string) {
 	t := p.s.sync.Table()
+	// A visitor refused (the tunnel paused, its agent offline, the
+	// target refusing, the agent at its stream cap) is reset, not closed:
+	// a clean end of file would read as a service that answered nothing,
+	// where a reset reads as the failure it is, as with other teardowns.
 	svc, ok := t.Service(serviceID)
 	if !ok || svc.Paused {
-		c.Close()
+		tunnel.Reset(c)
 		return
 	}
 	sess, ok := p.s.registry.Get(svc.AgentID)
 	if !ok {
-		c.Close()
+		tunnel.Reset(c)
 		return
 	}
 	id, err := uuid.Parse(serviceID)
 	if err != nil {
-		c.Close()
+		tunnel.Reset(c)
 		return
 	}
 	ip := hostOf(c.RemoteAddr())
@@ -160,7 +164,7 @@ func (p *tcpPorts) handle(c net.Conn, serviceID string) {
 	st, err := sess.OpenStream(tunnel.KindTCP, id, ip)
 	if err != nil {
 		p.s.log.Debug("tcp tunnel stream refused", "service", serviceID, "err", err)
-		c.Close()
+		tunnel.Reset(c)
 		return
 	}
 	tunnel.Pipe(vc, st)
