@@ -233,6 +233,10 @@ func (c *trackedConn) CloseWrite() error { return tunnel.CloseWrite(c.Conn) }
 // Abort resets the connection (tunnel.Reset).
 func (c *trackedConn) Abort() { tunnel.Reset(c.Conn) }
 
+// NetConn returns the tracked connection (a reach stream's AbortConn finds
+// its partner through it: tunnel.Pipe).
+func (c *trackedConn) NetConn() net.Conn { return c.Conn }
+
 func newConnTracker() *connTracker {
 	return &connTracker{live: map[*trackedConn]struct{}{}}
 }

@@ -53,6 +53,39 @@ type AbortConn struct {
 	waiting atomic.Bool  // told: the peer closes the stream (Abort)
 	reads   atomic.Int32 // Reads in progress (drain waits for them)
 	closed  sync.Once
+
+	partnerMu sync.Mutex
+	partner   net.Conn // the connection Pipe copies to and from (SetPartner)
+}
+
+// SetPartner names the connection p that c is piped to (Pipe does it): the
+// peer's teardown resets p at once. Resetting it only when a copy next
+// read c would never happen while the copy is blocked writing to p (a
+// visitor or target that stopped reading): p, and the copies, would be
+// held for ever. p is reset at once if the peer's teardown came first.
+func (c *AbortConn) SetPartner(p net.Conn) {
+	c.partnerMu.Lock()
+	c.partner = p
+	c.partnerMu.Unlock()
+	if c.heard.Load() {
+		Reset(p)
+	}
+}
+
+// abortConnOf returns the AbortConn c is, or wraps (a wrapper names what
+// it wraps with NetConn, as *tls.Conn does), or nil.
+func abortConnOf(c net.Conn) *AbortConn {
+	for i := 0; i < 8 && c != nil; i++ {
+		switch x := c.(type) {
+		case *AbortConn:
+			return x
+		case interface{ NetConn() net.Conn }:
+			c = x.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
 }
 
 // abortGrace bounds how long an aborted stream waits for the peer to close
@@ -145,10 +178,22 @@ func (c *AbortConn) CloseWrite() error {
 	return c.Close()
 }
 
-// peerAborted is the peer's CtlAbort: nothing is told back.
+// peerAborted is the peer's CtlAbort (or the session's loss): nothing is
+// told back, and the partner connection (SetPartner) is reset at once, not
+// when a copy next reads the stream, which a copy blocked writing to the
+// partner never does.
 func (c *AbortConn) peerAborted() {
 	c.once.Do(func() { c.heard.Store(true) })
 	_ = c.closeNow()
+	if !c.heard.Load() {
+		return // torn down here first: Pipe resets the partner
+	}
+	c.partnerMu.Lock()
+	p := c.partner
+	c.partnerMu.Unlock()
+	if p != nil {
+		Reset(p)
+	}
 }
 
 // Aborts are the abortable streams of one session, by stream id.

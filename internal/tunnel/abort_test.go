@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -118,4 +119,47 @@ func errTimeout(err error) error {
 		return err
 	}
 	return errors.New("not a timeout")
+}
+
+// TestPeerAbortResetsABlockedPartner: the peer's teardown of a stream
+// (its abort, or the session's loss) resets the connection the stream is
+// piped to at once, while Pipe's copy is blocked writing to it because
+// its client stopped reading (found by a TCP fault review: only the stream
+// was closed, and the reset waited for a read of the stream that never
+// came, holding the connection and both copies for ever).
+func TestPeerAbortResetsABlockedPartner(t *testing.T) {
+	for _, all := range []bool{false, true} {
+		var reg Aborts
+		reg.Init(func(*Control) error { return nil }, nil)
+		visitor, edgeSide := tcpPair(t) // the visitor reads nothing
+		stream, agent := net.Pipe()
+		defer agent.Close()
+		go func() { // the service floods
+			buf := make([]byte, 32<<10)
+			for {
+				if _, err := agent.Write(buf); err != nil {
+					return
+				}
+			}
+		}()
+		ac := reg.Wrap(stream, 3)
+		done := make(chan struct{})
+		go func() { Pipe(edgeSide, ac); close(done) }()
+		time.Sleep(300 * time.Millisecond) // the copy to the visitor blocks
+		if all {
+			reg.AbortAll() // the session was lost
+		} else {
+			reg.Abort(3) // the peer's abort
+		}
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+			t.Fatalf("AbortAll=%v: Pipe still blocked a second after the peer's teardown", all)
+		}
+		_ = visitor.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := io.Copy(io.Discard, visitor)
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("AbortAll=%v: the visitor read %v, want a reset", all, err)
+		}
+	}
 }

@@ -17,7 +17,17 @@ var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 // half-close: when one side stops sending, the other side's write half is
 // closed and the reverse direction keeps flowing. It closes both
 // connections when done and returns the bytes copied each way.
+//
+// A side that is, or wraps, an AbortConn learns the other as its partner
+// (SetPartner): the peer's teardown of the stream resets the other side at
+// once, even while a copy is blocked writing to it.
 func Pipe(a, b net.Conn) (aToB, bToA int64) {
+	if ac := abortConnOf(a); ac != nil {
+		ac.SetPartner(b)
+	}
+	if ac := abortConnOf(b); ac != nil {
+		ac.SetPartner(a)
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
