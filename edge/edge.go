@@ -91,8 +91,15 @@ type Config struct {
 	// answer has started, its stream to the service dropped half-sent, and
 	// the connection is closed. A body has no time limit as a whole: an
 	// upload streams as long as it takes while it makes progress.
-	// (WebSockets and TCP tunnels, once open, are not timed.)
+	// (WebSockets and TCP tunnels, once open, are not timed by it; see
+	// TCPWriteTimeout.)
 	BodyTimeout time.Duration
+	// TCPWriteTimeout resets a TCP tunnel port's visitor when a write to it
+	// makes no progress for this long (default 60 s). A visitor that stops
+	// reading leaves its stream's bytes in the agent session's shared
+	// receive buffer; a few such visitors fill it, and smux then stops
+	// reading the session: every stream of that agent stalls until they go.
+	TCPWriteTimeout time.Duration
 	// IdleTimeout closes a keep-alive connection that has been waiting this
 	// long for its next request (default 90 s).
 	IdleTimeout time.Duration
@@ -156,6 +163,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 90 * time.Second
+	}
+	if c.TCPWriteTimeout <= 0 {
+		c.TCPWriteTimeout = 60 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -167,7 +167,10 @@ func (p *tcpPorts) handle(c net.Conn, serviceID string) {
 		tunnel.Reset(c)
 		return
 	}
-	tunnel.Pipe(vc, st)
+	// A visitor that stops reading for TCPWriteTimeout is reset (its
+	// stream aborted and drained): left, it would hold its share of the
+	// session's receive buffer, and a few would stall the whole session.
+	tunnel.Pipe(tunnel.StallTimeout(vc, p.s.cfg.TCPWriteTimeout), st)
 }
 
 // Ports lists the open tunnel ports.

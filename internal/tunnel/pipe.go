@@ -141,6 +141,10 @@ func (c *stallConn) Write(p []byte) (int, error) {
 // CloseWrite forwards half-close.
 func (c *stallConn) CloseWrite() error { return CloseWrite(c.Conn) }
 
+// Abort resets the connection (Reset): a stalled TCP connection's end is
+// a reset, not a clean close.
+func (c *stallConn) Abort() { Reset(c.Conn) }
+
 // CloseWrite half-closes c when it can (a TCP or TLS connection, a tunnel
 // stream), else closes it: the CloseWrite of a connection that wraps
 // another.

@@ -82,6 +82,12 @@ type Config struct {
 	UpstreamTLSVerify bool
 	// DialTimeout bounds connecting to an edge or a target (default 10 s).
 	DialTimeout time.Duration
+	// TargetWriteTimeout resets a TCP service's connection when a write to
+	// it makes no progress for this long (default 60 s): a service that
+	// stops reading leaves its stream's bytes in the edge session's shared
+	// receive buffer, and a few such would stall every stream of the
+	// session.
+	TargetWriteTimeout time.Duration
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 	// OnEvent, when set, receives the connection events (EventConnected,
@@ -210,6 +216,9 @@ func New(cfg Config) (*Agent, error) {
 	cfg.Edges = usable
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.TargetWriteTimeout <= 0 {
+		cfg.TargetWriteTimeout = 60 * time.Second
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 250 * time.Millisecond

@@ -275,7 +275,10 @@ func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tu
 		// (an endless SSE response stops at once).
 		in, out = tunnel.PipeClose(src, conn)
 	} else {
-		in, out = tunnel.Pipe(src, conn)
+		// A target that stops reading is reset after TargetWriteTimeout
+		// (its stream aborted and drained): it would hold its share of the
+		// session's receive buffer, and a few would stall the session.
+		in, out = tunnel.Pipe(src, tunnel.StallTimeout(conn, a.cfg.TargetWriteTimeout))
 	}
 	a.counters.streams.Add(-1)
 	a.counters.bytesIn.Add(uint64(in))
