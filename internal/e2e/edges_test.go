@@ -392,7 +392,8 @@ func TestSecondProcessOfAnEdgeReplacesTheFirst(t *testing.T) {
 		require.NoError(t, err)
 		return a.IsOnline
 	}
-	require.True(t, online())
+	// The edge holds the session; the control plane knows once it reports.
+	require.Eventually(t, online, 5*time.Second, 20*time.Millisecond)
 
 	// run starts a process of the first edge on addresses of its own.
 	run := func() (*edge.Server, chan error) {
