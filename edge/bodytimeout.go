@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/privateconnect/pc/internal/tunnel"
@@ -44,6 +45,7 @@ type bodyListener struct {
 	net.Listener
 	stall   time.Duration       // Config.BodyTimeout
 	stalled func(peer net.Addr) // called once per body that stalls
+	write   time.Duration       // Config.VisitorWriteTimeout (0: none)
 }
 
 func (l *bodyListener) Accept() (net.Conn, error) {
@@ -62,7 +64,48 @@ type bodyConn struct {
 	net.Conn
 	l    *bodyListener
 	body bool // a body is being read: each Read sets its deadline first
+	// armed is when the write deadline set last (unix ns) has only half of
+	// VisitorWriteTimeout left: a write after it sets a new one. Atomic: a
+	// WebSocket's frames may be written from more than one goroutine.
+	armed atomic.Int64
 }
+
+// Writes to the visitor are timed by progress too: a write that moves no
+// byte for VisitorWriteTimeout fails, and fasthttp (or the WebSocket relay)
+// closes the connection. A visitor that stops reading an answer would
+// otherwise hold its stream's window of the agent session's shared receive
+// buffer for as long as it liked, and a few such visitors stop every stream
+// of that agent (smux stops reading a session whose buffer is full). The
+// deadline moves at most every half timeout, so a write costs a clock read,
+// and a quiet event stream is not cut when it next writes.
+func (c *bodyConn) Write(p []byte) (int, error) {
+	c.arm()
+	return c.Conn.Write(p)
+}
+
+func (c *bodyConn) arm() {
+	if c.l.write <= 0 {
+		return
+	}
+	now := time.Now()
+	if now.UnixNano() < c.armed.Load() {
+		return
+	}
+	if c.Conn.SetWriteDeadline(now.Add(c.l.write)) == nil {
+		c.armed.Store(now.Add(c.l.write / 2).UnixNano())
+	}
+}
+
+// SetWriteDeadline sets t; the next write sets the progress deadline again.
+func (c *bodyConn) SetWriteDeadline(t time.Time) error {
+	c.armed.Store(0)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// connWriter writes to the TCP connection through bodyConn's deadline.
+type connWriter struct{ c *bodyConn }
+
+func (w connWriter) Write(p []byte) (int, error) { return w.c.Write(p) }
 
 func (c *bodyConn) Read(p []byte) (int, error) {
 	if !c.body {
@@ -95,6 +138,7 @@ func (c *bodyConn) SetReadDeadline(t time.Time) error {
 // SetDeadline ends a body's timing (a hijack clears every deadline).
 func (c *bodyConn) SetDeadline(t time.Time) error {
 	c.body = false
+	c.armed.Store(0)
 	return c.Conn.SetDeadline(t)
 }
 
@@ -106,7 +150,7 @@ func (c *bodyConn) SetDeadline(t time.Time) error {
 // through a pooled buffer: the TCP connection's own ReadFrom cannot splice
 // from a response body and would allocate 32 KiB per answer.
 func (c *bodyConn) ReadFrom(r io.Reader) (int64, error) {
-	return tunnel.CopyPooled(c.Conn, r)
+	return tunnel.CopyPooled(connWriter{c}, r)
 }
 
 // NetConn is the TCP connection (edge/proxy's tcpConn finds it as under

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync/atomic"
@@ -128,3 +129,37 @@ func TestBodyTimeoutDefault(t *testing.T) {
 	cfg.setDefaults()
 	require.Equal(t, time.Minute, cfg.BodyTimeout)
 }
+
+// TestBodyConnTimesWritesByProgress: a write to a visitor that reads
+// nothing fails after VisitorWriteTimeout, through Write and through the
+// ReadFrom of streamed answers alike; a connection quiet for longer than the
+// timeout (an event stream between events) still writes, and a deadline
+// set from above (a hijack's clearing) is followed by a fresh one.
+func TestBodyConnTimesWritesByProgress(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	c, visitor, _ := bodyPair(t, time.Minute)
+	c.l.write = timeout
+	_, err := c.Write([]byte("event 1"))
+	require.NoError(t, err)
+	time.Sleep(2 * timeout) // quiet, longer than the timeout
+	_, err = c.Write([]byte("event 2"))
+	require.NoError(t, err, "a quiet connection's next write")
+	require.NoError(t, c.SetDeadline(time.Time{})) // a hijack clears deadlines
+	_, err = c.Write([]byte("event 3"))
+	require.NoError(t, err)
+	_ = visitor.(*net.TCPConn).SetReadBuffer(4096)
+
+	// The visitor reads nothing more: a big write stalls, then fails.
+	start := time.Now()
+	_, err = c.ReadFrom(io.LimitReader(zeros{}, 64<<20))
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	require.Less(t, time.Since(start), 5*time.Second)
+	start = time.Now()
+	_, err = c.Write(make([]byte, 8<<20))
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	require.Less(t, time.Since(start), 5*time.Second)
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }

@@ -92,14 +92,15 @@ type Config struct {
 	// the connection is closed. A body has no time limit as a whole: an
 	// upload streams as long as it takes while it makes progress.
 	// (WebSockets and TCP tunnels, once open, are not timed by it; see
-	// TCPWriteTimeout.)
+	// VisitorWriteTimeout.)
 	BodyTimeout time.Duration
-	// TCPWriteTimeout resets a TCP tunnel port's visitor when a write to it
-	// makes no progress for this long (default 60 s). A visitor that stops
-	// reading leaves its stream's bytes in the agent session's shared
-	// receive buffer; a few such visitors fill it, and smux then stops
-	// reading the session: every stream of that agent stalls until they go.
-	TCPWriteTimeout time.Duration
+	// VisitorWriteTimeout ends a visitor's connection (share links, their
+	// WebSockets, TCP tunnel ports) when a write to it makes no progress
+	// for this long (default 60 s). A visitor that stops reading leaves its
+	// stream's bytes in the agent session's shared receive buffer; a few
+	// such visitors fill it, and smux then stops reading the session: every
+	// stream of that agent stalls until they go.
+	VisitorWriteTimeout time.Duration
 	// IdleTimeout closes a keep-alive connection that has been waiting this
 	// long for its next request (default 90 s).
 	IdleTimeout time.Duration
@@ -164,8 +165,8 @@ func (c *Config) setDefaults() {
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 90 * time.Second
 	}
-	if c.TCPWriteTimeout <= 0 {
-		c.TCPWriteTimeout = 60 * time.Second
+	if c.VisitorWriteTimeout <= 0 {
+		c.VisitorWriteTimeout = 60 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -348,7 +349,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.httpLn, err = listen(s.cfg.HTTPAddr, nil); err != nil {
 		return fmt.Errorf("edge: share listener: %w", err)
 	}
-	s.httpLn = &bodyListener{Listener: s.httpLn, stall: s.cfg.BodyTimeout, stalled: s.bodyStalled}
+	s.httpLn = &bodyListener{Listener: s.httpLn, stall: s.cfg.BodyTimeout, stalled: s.bodyStalled, write: s.cfg.VisitorWriteTimeout}
 	if s.cfg.ProxyProtocol {
 		s.httpLn = &proxyproto.Listener{Listener: s.httpLn, ReadHeaderTimeout: 10 * time.Second, ConnPolicy: s.proxyPolicy}
 	}

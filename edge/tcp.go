@@ -167,10 +167,10 @@ func (p *tcpPorts) handle(c net.Conn, serviceID string) {
 		tunnel.Reset(c)
 		return
 	}
-	// A visitor that stops reading for TCPWriteTimeout is reset (its
+	// A visitor that stops reading for VisitorWriteTimeout is reset (its
 	// stream aborted and drained): left, it would hold its share of the
 	// session's receive buffer, and a few would stall the whole session.
-	tunnel.Pipe(tunnel.StallTimeout(vc, p.s.cfg.TCPWriteTimeout), st)
+	tunnel.Pipe(tunnel.StallTimeout(vc, p.s.cfg.VisitorWriteTimeout), st)
 }
 
 // Ports lists the open tunnel ports.

@@ -128,6 +128,7 @@ type edgeFlags struct {
 	proxyProtocol, insecureTunnel                     bool
 	devTLS                                            bool
 	upstreamTimeout, headerTimeout, bodyTimeout       time.Duration
+	writeTimeout                                      time.Duration
 	maxBodyBytes                                      int64
 	breakerThreshold                                  int
 	breakerBackoff                                    time.Duration
@@ -154,6 +155,7 @@ func (f *edgeFlags) register(cmd *cobra.Command, dev bool) {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
 	fs.DurationVar(&f.upstreamTimeout, "upstream-timeout", 100*time.Second, "how long a service may take to start answering a share request before the visitor gets 504")
 	fs.DurationVar(&f.headerTimeout, "header-timeout", 30*time.Second, "how long a visitor may take to send a request's line and headers before the connection is closed")
+	fs.DurationVar(&f.writeTimeout, "visitor-write-timeout", 60*time.Second, "how long a write to a visitor (share links, WebSockets, TCP tunnel ports) may go without a byte leaving before the connection is ended; a visitor that stops reading holds its share of the agent's tunnel buffer (0: the default)")
 	fs.DurationVar(&f.bodyTimeout, "body-timeout", 30*time.Second, "how long a request body may go without a byte arriving before the request ends (408) and the connection is closed; an upload that keeps making progress has no time limit (0: the default)")
 	fs.Int64Var(&f.maxBodyBytes, "max-body-bytes", 0, "largest request body forwarded to a service, in bytes (0: no limit); a larger one gets 413")
 	fs.IntVar(&f.breakerThreshold, "plugin-breaker-threshold", 20, "failures of a plugin within a minute that trip its circuit breaker: its shares answer 503 (a failOpen plugin is skipped instead) until a trial call succeeds")
@@ -185,7 +187,7 @@ func (f *edgeFlags) config() (edge.Config, error) {
 	return edge.Config{TCPPortMin: lo, TCPPortMax: hi, ControlURL: f.control, ControlTLS: ctc, Token: f.token, HTTPAddr: f.http, TunnelAddr: f.tunnel, AdminAddr: f.admin,
 		DataDir: f.data, HTTPTLS: tc, TunnelTLS: tc, ShareDomain: f.shareDomain, PublicDomain: f.publicDomain,
 		TrustedProxies: f.trusted, ProxyProtocol: f.proxyProtocol, InsecureTunnel: f.insecureTunnel,
-		UpstreamTimeout: f.upstreamTimeout, HeaderTimeout: f.headerTimeout, BodyTimeout: f.bodyTimeout, MaxBodyBytes: f.maxBodyBytes,
+		UpstreamTimeout: f.upstreamTimeout, HeaderTimeout: f.headerTimeout, BodyTimeout: f.bodyTimeout, VisitorWriteTimeout: f.writeTimeout, MaxBodyBytes: f.maxBodyBytes,
 		PluginBreakerThreshold: f.breakerThreshold, PluginBreakerBackoff: f.breakerBackoff}, nil
 }
 

@@ -20,7 +20,7 @@ import (
 // alike.
 func TestEdgeLimitFlags(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "pcd.yaml")
-	if err := os.WriteFile(file, []byte("max-body-bytes: 3000\nheader-timeout: 3s\nbody-timeout: 13s\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("max-body-bytes: 3000\nheader-timeout: 3s\nbody-timeout: 13s\nvisitor-write-timeout: 23s\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, dev := range []bool{false, true} {
@@ -32,11 +32,12 @@ func TestEdgeLimitFlags(t *testing.T) {
 			max    int64
 			header time.Duration
 			body   time.Duration
+			write  time.Duration
 		}{
-			{"defaults", nil, nil, "", 0, 30 * time.Second, 30 * time.Second},
-			{"flags", []string{"--max-body-bytes", "1000", "--header-timeout", "1s", "--body-timeout", "11s"}, nil, "", 1000, time.Second, 11 * time.Second},
-			{"environment", nil, map[string]string{"PC_MAX_BODY_BYTES": "2000", "PC_HEADER_TIMEOUT": "2s", "PC_BODY_TIMEOUT": "12s"}, "", 2000, 2 * time.Second, 12 * time.Second},
-			{"config file", nil, nil, file, 3000, 3 * time.Second, 13 * time.Second},
+			{"defaults", nil, nil, "", 0, 30 * time.Second, 30 * time.Second, time.Minute},
+			{"flags", []string{"--max-body-bytes", "1000", "--header-timeout", "1s", "--body-timeout", "11s", "--visitor-write-timeout", "21s"}, nil, "", 1000, time.Second, 11 * time.Second, 21 * time.Second},
+			{"environment", nil, map[string]string{"PC_MAX_BODY_BYTES": "2000", "PC_HEADER_TIMEOUT": "2s", "PC_BODY_TIMEOUT": "12s", "PC_VISITOR_WRITE_TIMEOUT": "22s"}, "", 2000, 2 * time.Second, 12 * time.Second, 22 * time.Second},
+			{"config file", nil, nil, file, 3000, 3 * time.Second, 13 * time.Second, 23 * time.Second},
 		} {
 			t.Run(fmt.Sprintf("%s/dev=%v", tc.name, dev), func(t *testing.T) {
 				for k, v := range tc.env {
@@ -57,6 +58,9 @@ func TestEdgeLimitFlags(t *testing.T) {
 				cfg, err := f.config()
 				if err != nil {
 					t.Fatal(err)
+				}
+				if cfg.VisitorWriteTimeout != tc.write {
+					t.Fatalf("dev=%v: VisitorWriteTimeout %v, want %v", dev, cfg.VisitorWriteTimeout, tc.write)
 				}
 				if cfg.MaxBodyBytes != tc.max || cfg.HeaderTimeout != tc.header || cfg.BodyTimeout != tc.body {
 					t.Fatalf("dev=%v: MaxBodyBytes %d, HeaderTimeout %v, BodyTimeout %v; want %d, %v, %v",

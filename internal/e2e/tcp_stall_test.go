@@ -46,9 +46,9 @@ func stallSetup(t *testing.T, env *testenv.Env, svc net.Listener, tweak func(*ag
 // stream, 8 MiB per session), after which smux stopped reading the session
 // and every stream of that agent stalled for good (found by a TCP fault
 // review). The edge now resets a visitor whose write made no progress for
-// TCPWriteTimeout, which frees its share and the session recovers.
+// VisitorWriteTimeout, which frees its share and the session recovers.
 func TestVisitorsThatStopReadingDoNotStallTheSession(t *testing.T) {
-	env := testenv.New(t, testenv.Options{Edge: func(c *edge.Config) { c.TCPWriteTimeout = 500 * time.Millisecond }})
+	env := testenv.New(t, testenv.Options{Edge: func(c *edge.Config) { c.VisitorWriteTimeout = 500 * time.Millisecond }})
 	flood := tcpService(t, func(c net.Conn) {
 		defer c.Close()
 		buf := make([]byte, 32<<10)
