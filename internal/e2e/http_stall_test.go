@@ -11,6 +11,7 @@ import (
 
 	"github.com/privateconnect/pc/edge"
 	"github.com/privateconnect/pc/internal/testenv"
+	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
 	"github.com/stretchr/testify/require"
 )
@@ -61,4 +62,53 @@ func TestHTTPVisitorsThatStopReadingDoNotStallTheSession(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	}, 10*time.Second, 100*time.Millisecond, "the agent's other requests stay stalled behind visitors that stopped reading")
+}
+
+// TestHTTPServicesThatStopReadingDoNotStallTheSession: uploads through share
+// links into an HTTP service that stops reading fill the agent session's
+// receive buffer the same way; the agent's writes to HTTP services are
+// timed by progress as its writes to TCP services are (TargetWriteTimeout).
+func TestHTTPServicesThatStopReadingDoNotStallTheSession(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	hold := make(chan struct{})
+	defer close(hold)
+	sink := tcpService(t, func(c net.Conn) { // accepts, never reads
+		_ = c.(*net.TCPConn).SetReadBuffer(4096)
+		<-hold
+		c.Close()
+	})
+	org := origin(t)
+	id, token, edges := env.ProvisionAgent("host")
+	ag := env.RunAgentWith(id, token, edges, func(c *agent.Config) { c.TargetWriteTimeout = 500 * time.Millisecond })
+	ss := env.ExposeProtocol(ag, "sink", "127.0.0.1", sink.Addr().(*net.TCPAddr).Port, "http")
+	ws := env.Expose(ag, "web", org.URL)
+	sinkShare := env.Share(ss.ID, client.CreateShareRequest{})
+	webShare := env.Share(ws.ID, client.CreateShareRequest{})
+	webURL := testenv.ShareURL(env.Edges[0], webShare.Token) + "/"
+	eventuallyStatus(t, webURL, 200, 5*time.Second)
+
+	u, err := url.Parse(testenv.ShareURL(env.Edges[0], sinkShare.Token) + "/upload")
+	require.NoError(t, err)
+	for range 8 {
+		c, err := net.Dial("tcp", u.Host)
+		require.NoError(t, err)
+		defer c.Close()
+		go func() {
+			_ = c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			const n = 16 << 20
+			if _, err := fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", u.Path, u.Host, n); err == nil {
+				_, _ = c.Write(make([]byte, n))
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	probe := &http.Client{Timeout: 3 * time.Second}
+	require.Eventually(t, func() bool {
+		resp, err := probe.Get(webURL)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}, 10*time.Second, 100*time.Millisecond, "the agent's other requests stay stalled behind a service that stopped reading")
 }

@@ -82,8 +82,8 @@ type Config struct {
 	UpstreamTLSVerify bool
 	// DialTimeout bounds connecting to an edge or a target (default 10 s).
 	DialTimeout time.Duration
-	// TargetWriteTimeout resets a TCP service's connection when a write to
-	// it makes no progress for this long (default 60 s): a service that
+	// TargetWriteTimeout resets a service's connection (TCP or HTTP) when a
+	// write to it makes no progress for this long (default 60 s): a service that
 	// stops reading leaves its stream's bytes in the edge session's shared
 	// receive buffer, and a few such would stall every stream of the
 	// session.

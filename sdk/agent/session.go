@@ -269,16 +269,17 @@ func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tu
 	a.counters.streams.Add(1)
 	a.counters.served.Add(1)
 	var in, out int64
+	// A target that stops reading is reset after TargetWriteTimeout (its
+	// stream aborted and drained): it would hold its share of the
+	// session's receive buffer, and a few would stall the session.
+	conn = tunnel.StallTimeout(conn, a.cfg.TargetWriteTimeout)
 	if h.Kind == tunnel.KindHTTP {
 		// HTTP streams carry no half-close: the edge closing the stream
 		// means the visitor is gone, so drop the service connection too
 		// (an endless SSE response stops at once).
 		in, out = tunnel.PipeClose(src, conn)
 	} else {
-		// A target that stops reading is reset after TargetWriteTimeout
-		// (its stream aborted and drained): it would hold its share of the
-		// session's receive buffer, and a few would stall the session.
-		in, out = tunnel.Pipe(src, tunnel.StallTimeout(conn, a.cfg.TargetWriteTimeout))
+		in, out = tunnel.Pipe(src, conn)
 	}
 	a.counters.streams.Add(-1)
 	a.counters.bytesIn.Add(uint64(in))
