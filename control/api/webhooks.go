@@ -331,7 +331,7 @@ const maxEventNames = 100
 // webhookEventList validates a list of event names (≥ 1, from the catalog)
 // and removes duplicates.
 func webhookEventList(v *validator, in []string, field string) []string {
-	if !v.check(len(in) >= 1 && len(in) <= maxEventNames, field, "must list 1-%d events of GET /v1/webhooks/events", len(webhooks.Events)) {
+	if !v.check(len(in) >= 1 && len(in) <= maxEventNames, field, "must list 1-%d names of the %d events of GET /v1/webhooks/events", maxEventNames, len(webhooks.Events)) {
 		return nil
 	}
 	out := make([]string, 0, len(in))

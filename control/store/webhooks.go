@@ -168,11 +168,13 @@ func PutWebhookEvent(tx Tx, e *WebhookEvent) error {
 	return putJSON(tx, []byte(e.Key), e)
 }
 
-// NextWebhookEvent returns the oldest event to fan out, or nil.
+// NextWebhookEvent returns the oldest event to fan out, or nil. An event
+// that does not decode is returned with its Key (to delete it) and the
+// error.
 func NextWebhookEvent(tx Tx) (*WebhookEvent, error) {
 	var e *WebhookEvent
 	err := tx.Scan(eventPrefix, nil, func(k, v []byte) (bool, error) {
-		e = new(WebhookEvent)
+		e = &WebhookEvent{Key: string(k)}
 		if err := json.Unmarshal(v, e); err != nil {
 			return false, fmt.Errorf("decode %s: %w", k, err)
 		}

@@ -205,6 +205,11 @@ type Dispatcher struct {
 	busy         int
 	tests        map[string]int // POST /v1/webhooks/:id/test in flight, by workspace
 	testsBusy    int
+
+	// Of the fan-out loop (deliverLoop's goroutine only): the event at the
+	// head that failed last, and how many times in a row.
+	fanFailKey string
+	fanFails   int
 }
 
 // New returns a dispatcher on kv (which should be wrapped with

@@ -2,6 +2,7 @@ package webhooks
 
 import (
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,6 +26,13 @@ const fanOutChunk = 32
 // are not kept waiting behind a burst of events.
 const fanOutSteps = 64
 
+// maxFanOutFailures is how many times in a row an event may fail to fan
+// out (for another reason than a store that is unavailable) before it is
+// dropped: events are taken oldest first, and one that cannot be fanned
+// out (a record that does not decode) must not hold every later event of
+// every workspace.
+const maxFanOutFailures = 3
+
 // fanOut gives stored events to their webhooks, one bounded transaction at
 // a time. It reports whether events are left.
 func (d *Dispatcher) fanOut() (more bool) {
@@ -33,10 +41,12 @@ func (d *Dispatcher) fanOut() (more bool) {
 			left  bool
 			event string
 			n     int
+			cur   *store.WebhookEvent
 		)
 		err := d.kv.Update(d.ctx, func(tx store.Tx) error {
-			left, event, n = false, "", 0
+			left, event, n, cur = false, "", 0, nil
 			e, err := store.NextWebhookEvent(tx)
+			cur = e
 			if err != nil || e == nil {
 				return err
 			}
@@ -50,10 +60,14 @@ func (d *Dispatcher) fanOut() (more bool) {
 		if err != nil {
 			if d.ctx.Err() == nil {
 				d.log.Warn("webhooks: fan-out", "err", err)
+				if cur != nil && !errors.Is(err, store.ErrUnavailable) && !errors.Is(err, store.ErrConflict) {
+					d.fanOutFailed(cur, err)
+				}
 				d.pause(err)
 			}
 			return false
 		}
+		d.fanFails = 0
 		if n > 0 {
 			d.metrics.enqueued.WithLabelValues(event).Add(float64(n))
 		}
@@ -65,11 +79,14 @@ func (d *Dispatcher) fanOut() (more bool) {
 }
 
 // deliverEvent writes the deliveries of a workspace event to its next
-// fanOutChunk webhooks: those active, subscribed, and existing when the
-// event happened. The event goes when the last is done.
+// fanOutChunk webhooks: those subscribed to it that existed when it
+// happened and were active then, as far as the webhook tells: an active
+// one, or a disabled one changed since the event (disabled after it, most
+// likely: its delivery waits until it is enabled, see hold). The event goes
+// when the last is done.
 func (d *Dispatcher) deliverEvent(tx store.Tx, e *store.WebhookEvent) (int, error) {
 	hooks, next, err := store.ListWebhooks(tx, e.WorkspaceID, e.After, fanOutChunk, func(w *store.Webhook) bool {
-		return w.IsActive && w.Subscribed(e.Event) && !w.CreatedAt.After(e.CreatedAt)
+		return w.Subscribed(e.Event) && !w.CreatedAt.After(e.CreatedAt) && (w.IsActive || !w.UpdatedAt.Before(e.CreatedAt))
 	})
 	if err != nil {
 		return 0, err
@@ -126,4 +143,21 @@ func (d *Dispatcher) expand(tx store.Tx, e *store.WebhookEvent) error {
 	}
 	e.After = next
 	return store.PutWebhookEvent(tx, e)
+}
+
+// fanOutFailed counts a failure of the event at the head; past
+// maxFanOutFailures in a row it drops the event, saying so.
+func (d *Dispatcher) fanOutFailed(e *store.WebhookEvent, err error) {
+	if e.Key != d.fanFailKey {
+		d.fanFailKey, d.fanFails = e.Key, 0
+	}
+	if d.fanFails++; d.fanFails < maxFanOutFailures {
+		return
+	}
+	d.log.Error("webhooks: an event could not be fanned out and is dropped, so that later events are not held behind it",
+		"event", e.Event, "id", e.ID, "workspace", e.WorkspaceID, "err", err)
+	if uerr := d.update(func(tx store.Tx) error { return store.DeleteWebhookEvent(tx, e) }); uerr == nil {
+		d.fanFailKey, d.fanFails = "", 0
+		d.metrics.dropped.Inc()
+	}
 }

@@ -167,3 +167,84 @@ func TestWebhookTestsAreBounded(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, res.Delivered)
 }
+
+// setActiveIn sets a webhook's isActive as PATCH does (UpdatedAt too).
+func setActiveIn(t *testing.T, kv store.KV, ws, hook string, on bool) {
+	t.Helper()
+	require.NoError(t, kv.Update(context.Background(), func(tx store.Tx) error {
+		w, err := store.GetWebhook(tx, ws, hook)
+		require.NoError(t, err)
+		w.IsActive, w.UpdatedAt = on, time.Now()
+		return store.PutWebhook(tx, w)
+	}))
+}
+
+// TestDisabledBeforeFanOutStillGetsTheEvent: a webhook active when an
+// event is raised and disabled before the worker fans it out gets its
+// delivery, held until it is enabled again (the review of the fan-out found
+// it got none); one disabled before the event gets none.
+func TestDisabledBeforeFanOutStillGetsTheEvent(t *testing.T) {
+	kv := store.WithCommitHooks(memstore.New())
+	d, err := New(kv, fastOptions())
+	require.NoError(t, err)
+	t.Cleanup(d.Close)
+	r := newReceiver(t)
+	hook, secret := addHook(t, kv, d, r.srv.URL, ShareCreated)
+	before, _ := addHook(t, kv, d, r.srv.URL, ShareCreated)
+	r.secret = secret
+	setActiveIn(t, kv, "ws", before, false)
+	time.Sleep(time.Millisecond)
+	emit(t, kv, d, ShareCreated, 1)
+	setActiveIn(t, kv, "ws", hook, false) // after the event, before its fan-out
+	fanOutAll(t, d)
+	require.Len(t, deliveries(t, kv, hook), 1)
+	require.Empty(t, deliveries(t, kv, before), "disabled before the event")
+
+	d.Start()
+	time.Sleep(100 * time.Millisecond)
+	require.Zero(t, r.calls.Load(), "held while disabled")
+	setActiveIn(t, kv, "ws", hook, true)
+	d.Resume(hook)
+	require.Eventually(t, func() bool { return r.distinct() == 1 }, 5*time.Second, 5*time.Millisecond)
+}
+
+// TestHoldLooksAgainAfterPausing: a webhook enabled while an attempt held
+// it (its Resume coming before the pause) is not left paused for a minute.
+func TestHoldLooksAgainAfterPausing(t *testing.T) {
+	kv := store.WithCommitHooks(memstore.New())
+	d, err := New(kv, fastOptions())
+	require.NoError(t, err)
+	t.Cleanup(d.Close)
+	hook, _ := addHook(t, kv, d, "https://receiver.example/", ShareCreated) // active
+	d.hold(store.QueueItem{WorkspaceID: "ws", WebhookID: hook})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	require.NotContains(t, d.paused, hook)
+}
+
+// TestAnEventThatCannotFanOutIsDropped: an event record that cannot be
+// fanned out is dropped after a few tries, and the events behind it go;
+// it held every later event of every workspace.
+func TestAnEventThatCannotFanOutIsDropped(t *testing.T) {
+	kv := store.WithCommitHooks(memstore.New())
+	o := fastOptions()
+	o.PollInterval = 5 * time.Millisecond
+	d, err := New(kv, o)
+	require.NoError(t, err)
+	t.Cleanup(d.Close)
+	hook, _ := addHook(t, kv, d, "https://receiver.example/", ShareCreated)
+	require.NoError(t, kv.Update(context.Background(), func(tx store.Tx) error {
+		return tx.Put([]byte("whe/0000000000000001/broken"), []byte("{not json"))
+	}))
+	emit(t, kv, d, ShareCreated, 1)
+	for i := 0; i < maxFanOutFailures; i++ {
+		require.False(t, d.fanOut(), "try %d", i)
+	}
+	fanOutAll(t, d)
+	require.Len(t, deliveries(t, kv, hook), 1, "the event behind the broken one")
+	require.NoError(t, kv.View(context.Background(), func(tx store.Tx) error {
+		n, err := store.WebhookEventsPending(tx)
+		require.Zero(t, n)
+		return err
+	}))
+}

@@ -16,6 +16,7 @@ type Metrics struct {
 	enqueued   *prometheus.CounterVec
 	attempts   *prometheus.CounterVec
 	deliveries *prometheus.CounterVec
+	dropped    prometheus.Counter
 	duration   prometheus.Histogram
 	depth      *prometheus.Desc
 	events     *prometheus.Desc
@@ -32,6 +33,8 @@ func newMetrics(d *Dispatcher) *Metrics {
 			Help: "Webhook delivery attempts by outcome (success: 2xx; failure: anything else)."}, []string{"outcome"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pc_control_webhook_deliveries_total",
 			Help: "Webhook deliveries finished, by final status (succeeded, failed after every retry)."}, []string{"status"}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "pc_control_webhook_events_dropped_total",
+			Help: "Events dropped because they could not be fanned out to their webhooks (see the control plane's log)."}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pc_control_webhook_attempt_duration_seconds",
 			Help: "Duration of webhook delivery attempts.", Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
 		depth: prometheus.NewDesc("pc_control_webhook_queue_depth", "Pending webhook deliveries in the outbox (due now or waiting for a retry).", nil, nil),
@@ -61,6 +64,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.enqueued.Describe(ch)
 	m.attempts.Describe(ch)
 	m.deliveries.Describe(ch)
+	m.dropped.Describe(ch)
 	m.duration.Describe(ch)
 	ch <- m.depth
 	ch <- m.events
@@ -73,6 +77,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.enqueued.Collect(ch)
 	m.attempts.Collect(ch)
 	m.deliveries.Collect(ch)
+	m.dropped.Collect(ch)
 	m.duration.Collect(ch)
 	now := time.Now()
 	var depth, events int

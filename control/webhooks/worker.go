@@ -78,7 +78,11 @@ func (d *Dispatcher) dispatchDue(now time.Time) (next time.Time) {
 			inflight := d.inflight[it.DeliveryID]
 			full := d.perWebhook[it.WebhookID]+taken[it.WebhookID] >= d.opts.PerWebhook ||
 				d.perWorkspace[it.WorkspaceID]+takenWS[it.WorkspaceID] >= d.opts.PerWorkspace
-			paused := d.paused[it.WebhookID].After(now)
+			until, held := d.paused[it.WebhookID]
+			paused := until.After(now)
+			if held && !paused {
+				delete(d.paused, it.WebhookID) // looked at again now (a deleted webhook's goes too)
+			}
 			d.mu.Unlock()
 			switch {
 			case full, paused:
@@ -202,6 +206,17 @@ func (d *Dispatcher) hold(it store.QueueItem) {
 	d.mu.Lock()
 	d.paused[it.WebhookID] = time.Now().Add(heldFor)
 	d.mu.Unlock()
+	// Enabled since the attempt read it? Its Resume may have come before
+	// the pause above: look again, after it.
+	var active bool
+	_ = d.kv.View(d.ctx, func(tx store.Tx) error {
+		w, err := store.GetWebhook(tx, it.WorkspaceID, it.WebhookID)
+		active = err == nil && w.IsActive
+		return nil
+	})
+	if active {
+		d.Resume(it.WebhookID)
+	}
 }
 
 // Resume sends a webhook's held deliveries now: call it when it is enabled.
