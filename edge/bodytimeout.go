@@ -3,6 +3,7 @@ package edge
 import (
 	"errors"
 	"io"
+	"math"
 	"net"
 	"os"
 	"sync/atomic"
@@ -78,15 +79,27 @@ type bodyConn struct {
 // of that agent (smux stops reading a session whose buffer is full). The
 // deadline moves at most every half timeout, so a write costs a clock read,
 // and a quiet event stream is not cut when it next writes.
+// A write that times out having moved some bytes goes on under a fresh
+// deadline (a slow reader is not a stalled one).
 func (c *bodyConn) Write(p []byte) (int, error) {
-	c.arm()
-	return c.Conn.Write(p)
+	if c.l.write <= 0 {
+		return c.Conn.Write(p)
+	}
+	first := true
+	return tunnel.WriteWithProgress(c.Conn, p, func() {
+		if a := c.armed.Load(); !first && a != armedByCaller {
+			c.armed.CompareAndSwap(a, 0) // progress: a full timeout for the rest
+		}
+		first = false
+		c.arm()
+	})
 }
 
+// armedByCaller in armed: a deadline set from above (SetWriteDeadline)
+// stands until it is cleared; writes do not move it.
+const armedByCaller = math.MaxInt64
+
 func (c *bodyConn) arm() {
-	if c.l.write <= 0 {
-		return
-	}
 	now := time.Now()
 	if now.UnixNano() < c.armed.Load() {
 		return
@@ -96,10 +109,19 @@ func (c *bodyConn) arm() {
 	}
 }
 
-// SetWriteDeadline sets t; the next write sets the progress deadline again.
+// SetWriteDeadline sets t. A zero t hands the deadline back to the writes'
+// progress; any other stands until it is cleared.
 func (c *bodyConn) SetWriteDeadline(t time.Time) error {
-	c.armed.Store(0)
+	c.setArmed(t)
 	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *bodyConn) setArmed(t time.Time) {
+	if t.IsZero() {
+		c.armed.Store(0)
+	} else {
+		c.armed.Store(armedByCaller)
+	}
 }
 
 // connWriter writes to the TCP connection through bodyConn's deadline.
@@ -138,7 +160,7 @@ func (c *bodyConn) SetReadDeadline(t time.Time) error {
 // SetDeadline ends a body's timing (a hijack clears every deadline).
 func (c *bodyConn) SetDeadline(t time.Time) error {
 	c.body = false
-	c.armed.Store(0)
+	c.setArmed(t)
 	return c.Conn.SetDeadline(t)
 }
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/privateconnect/pc/internal/tunnel"
 )
 
 // bodyPair is a bodyConn on an accepted loopback connection, the visitor's
@@ -163,3 +165,55 @@ func TestBodyConnTimesWritesByProgress(t *testing.T) {
 type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// slowConn takes 1 KiB a write every 10 ms, and fails a write with
+// os.ErrDeadlineExceeded, returning what it moved, once its write deadline
+// has passed: a slow reader, as seen from the writer.
+type slowConn struct {
+	net.Conn // nil: only Write and the deadlines are used
+	deadline time.Time
+	wrote    int
+}
+
+func (c *slowConn) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		if !c.deadline.IsZero() && time.Now().After(c.deadline) {
+			return n, os.ErrDeadlineExceeded
+		}
+		time.Sleep(10 * time.Millisecond)
+		n += min(1024, len(p)-n)
+	}
+	c.wrote += n
+	return n, nil
+}
+
+func (c *slowConn) SetWriteDeadline(t time.Time) error { c.deadline = t; return nil }
+func (c *slowConn) SetDeadline(t time.Time) error      { c.deadline = t; return nil }
+
+// TestWritesTimedByProgress: a reader that reads slowly, but reads, is not
+// cut however long one write takes (a write that times out having moved
+// bytes goes on under a new deadline), through bodyConn and
+// tunnel.StallTimeout alike; a deadline set from above on bodyConn stands
+// until it is cleared.
+func TestWritesTimedByProgress(t *testing.T) {
+	const timeout = 50 * time.Millisecond
+	big := make([]byte, 16<<10) // 160 ms at 1 KiB / 10 ms: three timeouts
+	slow := &slowConn{}
+	c := &bodyConn{Conn: slow, l: &bodyListener{write: timeout}}
+	n, err := c.Write(big)
+	require.NoError(t, err)
+	require.Equal(t, len(big), n)
+	slow2 := &slowConn{}
+	n, err = tunnel.StallTimeout(slow2, timeout).Write(big)
+	require.NoError(t, err)
+	require.Equal(t, len(big), n)
+
+	// A caller's deadline stands: writes do not move it.
+	require.NoError(t, c.SetWriteDeadline(time.Now().Add(-time.Second)))
+	_, err = c.Write([]byte("x"))
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	require.NoError(t, c.SetWriteDeadline(time.Time{}))
+	_, err = c.Write([]byte("x"))
+	require.NoError(t, err)
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -125,7 +126,9 @@ func IsTimeout(err error) bool {
 
 // StallTimeout wraps c so that a write making no progress for d fails: a
 // peer that stopped reading (or is gone without a word) cannot pin the
-// copy forever.
+// copy forever. Progress is any byte: a write that times out having moved
+// some goes on with the rest under a new deadline, so a slow reader is
+// not taken for a stalled one.
 func StallTimeout(c net.Conn, d time.Duration) net.Conn { return &stallConn{Conn: c, d: d} }
 
 type stallConn struct {
@@ -134,8 +137,22 @@ type stallConn struct {
 }
 
 func (c *stallConn) Write(p []byte) (int, error) {
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.d))
-	return c.Conn.Write(p)
+	return WriteWithProgress(c.Conn, p, func() { _ = c.Conn.SetWriteDeadline(time.Now().Add(c.d)) })
+}
+
+// WriteWithProgress writes p to c, calling arm before each write: a write
+// that times out after moving some bytes (a slow reader, not a stalled
+// one) goes on with the rest.
+func WriteWithProgress(c net.Conn, p []byte, arm func()) (int, error) {
+	written := 0
+	for {
+		arm()
+		n, err := c.Write(p[written:])
+		written += n
+		if err == nil || n == 0 || written == len(p) || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return written, err
+		}
+	}
 }
 
 // CloseWrite forwards half-close.
