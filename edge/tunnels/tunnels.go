@@ -403,8 +403,8 @@ func (r *Registry) serveReach(from *Session, st *smux.Stream) {
 	// The reacher's stream is registered for aborts, and tracked (so that a
 	// pause cuts it), before anything can abort or pause it.
 	// Pipe copies the service's bytes into it from pooled buffers: its
-	// failed writes settle (reachStream), as every stream's do.
-	var reacher net.Conn = from.aborts.Wrap(&reachStream{Stream: st, s: from}, st.ID())
+	// failed writes settle (tunnel.SettledStream), as every stream's do.
+	var reacher net.Conn = from.aborts.Wrap(&tunnel.SettledStream{Stream: st, Sess: from.sess, Conn: from.conn}, st.ID())
 	if r.cfg.TrackConn != nil {
 		var done func()
 		reacher, done = r.cfg.TrackConn(svc.ID, from.RemoteIP, reacher)
@@ -546,7 +546,7 @@ func (s *Session) OpenStream(kind byte, serviceID uuid.UUID, clientIP string) (n
 		s.release()
 		return nil, ErrOffline
 	}
-	var c net.Conn = &Stream{Stream: st, s: s}
+	var c net.Conn = &Stream{SettledStream: tunnel.SettledStream{Stream: st, Sess: s.sess, Conn: s.conn}, s: s}
 	if kind == tunnel.KindTCP {
 		// Registered before the agent can answer: its abort may follow
 		// its reply at once.
@@ -575,35 +575,13 @@ func (s *Session) OpenStream(kind byte, serviceID uuid.UUID, clientIP string) (n
 	return c, nil
 }
 
-// Stream is a proxied stream; Close releases its slot once.
+// Stream is a proxied stream; Close releases its slot once. Its failed
+// writes settle (tunnel.SettledStream): the proxy's pooled buffers are
+// reused at once.
 type Stream struct {
-	*smux.Stream
+	tunnel.SettledStream
 	s    *Session
 	once sync.Once
-}
-
-// Write writes to the stream. When it fails because the session died, it
-// returns only once the session no longer reads p (tunnel.WriteSettled):
-// the proxy's pooled buffers are reused at once.
-func (c *Stream) Write(p []byte) (int, error) {
-	n, err := c.Stream.Write(p)
-	tunnel.WriteSettled(err, c.s.sess, c.s.conn)
-	return n, err
-}
-
-// reachStream is a reaching agent's stream (no slot of its own): Pipe
-// copies into it from pooled buffers, so a Write that failed because the
-// session died returns only once the session no longer reads p
-// (tunnel.WriteSettled), as Stream's does.
-type reachStream struct {
-	*smux.Stream
-	s *Session
-}
-
-func (c *reachStream) Write(p []byte) (int, error) {
-	n, err := c.Stream.Write(p)
-	tunnel.WriteSettled(err, c.s.sess, c.s.conn)
-	return n, err
 }
 
 // Close closes the stream and releases its slot.

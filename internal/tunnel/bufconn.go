@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"github.com/xtaci/smux"
 	"net"
 	"os"
 	"sync"
@@ -222,6 +223,22 @@ func WriteSettled(err error, sess interface{ IsClosed() bool }, conn net.Conn) {
 		c.cond.Wait()
 	}
 	c.mu.Unlock()
+}
+
+// SettledStream is a smux stream written from pooled buffers: a Write that
+// failed because the session died returns only once the session no longer
+// reads p (WriteSettled), so the caller may reuse p at once. Sess and Conn
+// are the stream's session and the connection under it.
+type SettledStream struct {
+	*smux.Stream
+	Sess *smux.Session
+	Conn net.Conn
+}
+
+func (s *SettledStream) Write(p []byte) (int, error) {
+	n, err := s.Stream.Write(p)
+	WriteSettled(err, s.Sess, s.Conn)
+	return n, err
 }
 
 // Close closes the connection; pending writes are dropped, as a TCP close

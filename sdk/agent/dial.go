@@ -35,8 +35,8 @@ func (a *Agent) Dial(ctx context.Context, serviceID string) (net.Conn, error) {
 		}
 		// Registered first: the edge's abort may follow its reply at once.
 		// The caller copies into it from pooled buffers (tunnel.Pipe in
-		// `connect reach`): its failed writes settle (settledStream).
-		ac := ec.aborts.Wrap(&settledStream{Stream: st, ec: ec}, st.ID())
+		// `connect reach`): its failed writes settle (tunnel.SettledStream).
+		ac := ec.aborts.Wrap(ec.settled(st), st.ID())
 		hdr, _ := tunnel.AppendStreamHeader(nil, &tunnel.StreamHeader{Kind: tunnel.KindReach, ServiceID: id})
 		if dl, ok := ctx.Deadline(); ok {
 			_ = st.SetDeadline(dl)

@@ -35,18 +35,11 @@ type edgeConn struct {
 	conn   net.Conn // under sess (tunnel.Buffered)
 }
 
-// settledStream is a stream the agent copies a service's bytes into from
-// pooled buffers: a Write that failed because the session died returns only
-// once the session no longer reads them (tunnel.WriteSettled).
-type settledStream struct {
-	*smux.Stream
-	ec *edgeConn
-}
-
-func (s *settledStream) Write(p []byte) (int, error) {
-	n, err := s.Stream.Write(p)
-	tunnel.WriteSettled(err, s.ec.sess, s.ec.conn)
-	return n, err
+// settled is st as the agent copies a service's bytes into it from pooled
+// buffers: a Write that failed because the session died returns only once
+// the session no longer reads them (tunnel.SettledStream).
+func (ec *edgeConn) settled(st *smux.Stream) *tunnel.SettledStream {
+	return &tunnel.SettledStream{Stream: st, Sess: ec.sess, Conn: ec.conn}
 }
 
 // tell writes a control frame to the edge.
@@ -224,7 +217,7 @@ func (a *Agent) serveProxy(ec *edgeConn, st *smux.Stream, br *bufio.Reader, h tu
 	if h.Kind == tunnel.KindTCP {
 		stall = 10 * time.Minute
 	}
-	var src net.Conn = tunnel.StallTimeout(&settledStream{Stream: st, ec: ec}, stall)
+	var src net.Conn = tunnel.StallTimeout(ec.settled(st), stall)
 	if br.Buffered() > 0 {
 		src = &bufferedConn{Conn: src, r: br}
 	}
