@@ -7,10 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -556,4 +558,58 @@ func TestReachChecksThePortFirst(t *testing.T) {
 	assert.Empty(t, h.requests("POST", "/v1/agents/register"))
 	_, err = os.Stat(filepath.Join(filepath.Dir(h.state), "reach-agent.json"))
 	assert.True(t, os.IsNotExist(err), "no reach identity is written: %v", err)
+}
+
+// TestExposeKeepsTheProtocolAndSaysWhatChanged: exposing an existing
+// service again without --protocol keeps its protocol (a detected http was
+// set back to auto), and a new target is said, since its share links
+// follow it (it printed only "Exposing (updated)").
+func TestExposeKeepsTheProtocolAndSaysWhatChanged(t *testing.T) {
+	h := newHarness(t)
+	provisionRoutes(h)
+	var answer atomic.Pointer[string]
+	first := webService
+	answer.Store(&first)
+	h.mux.HandleFunc("POST /v1/services/register", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		a := *answer.Load()
+		status := 200
+		if a == webService {
+			status = 201
+		}
+		w.WriteHeader(status)
+		io.WriteString(w, `{"success":true,"data":`+a+`}`)
+	})
+	_, errOut, code := h.run("expose", "localhost:3000", "--name", "web", "--detach")
+	require.Equal(t, 0, code, errOut)
+	assert.NotContains(t, string(h.requests("POST", "/v1/services/register")[0].Body), "protocol", "--protocol not given")
+
+	moved := strings.Replace(webService, `"targetPort":3000`, `"targetPort":4000`, 1)
+	answer.Store(&moved)
+	out, errOut, code := h.run("expose", "localhost:4000", "--name", "web", "--detach")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "Exposing (updated) web → localhost:4000")
+	assert.Contains(t, out, "Changed:    target localhost:3000 → localhost:4000: its share links now reach the new target")
+
+	// Given, it is sent.
+	_, errOut, code = h.run("expose", "localhost:4000", "--name", "web", "--detach", "--protocol", "tcp")
+	require.Equal(t, 0, code, errOut)
+	regs := h.requests("POST", "/v1/services/register")
+	assert.Equal(t, "tcp", body(t, regs[len(regs)-1])["protocol"])
+}
+
+// TestExposeJSONIsNDJSON: the service is one line, then one line per event.
+func TestExposeJSONIsNDJSON(t *testing.T) {
+	h := exposeHarness(t)
+	h.agentRun = func(actx context.Context, cfg agent.Config) error {
+		cfg.OnEvent(agent.Event{Kind: agent.EventConnected, Edge: cfg.Edges[0]})
+		return nil
+	}
+	out, errOut, code := h.run("expose", "localhost:3000", "--json")
+	require.Equal(t, 0, code, errOut)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.GreaterOrEqual(t, len(lines), 2, out)
+	for _, l := range lines {
+		require.True(t, json.Valid([]byte(l)), "not one JSON value per line: %q", l)
+	}
 }

@@ -68,10 +68,17 @@ func (a *app) exposeCmd() *cobra.Command {
 			}
 			var svc *client.Service
 			created := false
+			prev, hadPrev := st.savedService(name)
 			if offline == nil {
+				// --protocol not given: a new service is auto, an existing one
+				// keeps the protocol it has (one detected as http, say).
+				sendProto := protocol
+				if !cmd.Flags().Changed("protocol") {
+					sendProto = ""
+				}
 				sctx, cancel := context.WithTimeout(ctx, a.setupTimeout) // as identity's calls
 				svc, created, err = c.RegisterService(sctx, client.RegisterServiceRequest{
-					AgentID: st.AgentID, Name: name, TargetHost: host, TargetPort: port, Protocol: protocol, IsPublic: public,
+					AgentID: st.AgentID, Name: name, TargetHost: host, TargetPort: port, Protocol: sendProto, IsPublic: public,
 				})
 				cancel()
 				if err != nil && !client.IsUnreachable(err) {
@@ -112,11 +119,14 @@ func (a *app) exposeCmd() *cobra.Command {
 				svc = &s
 			}
 			if a.jsonOut {
-				if err := a.printJSON(svc); err != nil {
+				if err := a.printJSONLine(svc); err != nil {
 					return err
 				}
 			} else {
 				a.printExposed(svc, created, offline != nil, st, running == nil && !detach)
+				if offline == nil && !created {
+					a.printRetarget(svc, prev, hadPrev)
+				}
 			}
 			if running != nil {
 				if !a.jsonOut {
@@ -188,6 +198,19 @@ func targetsOf(svcs []client.Service) []string {
 		out = append(out, net.JoinHostPort(s.TargetHost, strconv.Itoa(s.TargetPort)))
 	}
 	return out
+}
+
+// printRetarget says what an expose of an existing service changed: its
+// share links follow the service to its new target.
+func (a *app) printRetarget(svc *client.Service, prev savedService, hadPrev bool) {
+	now := net.JoinHostPort(svc.TargetHost, strconv.Itoa(svc.TargetPort))
+	switch {
+	case !hadPrev:
+		fmt.Fprintf(a.stdout, "  Note:       the service %s existed already (not in this agent's state): it now points to %s, and its share links with it\n", svc.Name, now)
+	case prev.TargetHost != svc.TargetHost || prev.TargetPort != svc.TargetPort:
+		fmt.Fprintf(a.stdout, "  Changed:    target %s → %s: its share links now reach the new target\n",
+			net.JoinHostPort(prev.TargetHost, strconv.Itoa(prev.TargetPort)), now)
+	}
 }
 
 // printExposed tells the user where a service is reachable. starting: this

@@ -134,6 +134,11 @@ func (a *app) markRunning(af *agentFlags) {
 // own, and the flags would be silently ignored.
 func (a *app) checkSameAgentSettings(cmd *cobra.Command, re *agentRunningError, af *agentFlags) error {
 	set := cmd.Flags().Changed
+	if set("metrics") {
+		a.note(slog.LevelWarn, fmt.Sprintf("warning: the agent of this identity already runs (%s): --metrics is not applied to it "+
+			"(its metrics are where that process serves them, if it was started with --metrics)", re.who()),
+			"agent already runs: --metrics not applied", "pid", re.pid)
+	}
 	given := set("ca-file") || set("pin-sha256") || set("insecure-skip-verify") || set("allow-plaintext")
 	rs := re.settings
 	if rs == nil {

@@ -246,6 +246,10 @@ func TestSecondExposeWithOtherSettingsIsRefused(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, "already runs")
 	assert.Len(t, h.requests("POST", "/v1/services/register"), 2)
+	// --metrics cannot reach the running agent: said, not silently dropped.
+	_, errOut, code = h.run("expose", "localhost:9000", "--name", "web", "--metrics", "127.0.0.1:0")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, errOut, "--metrics is not applied to it")
 
 	// What an agent writes in its lock file when it runs.
 	held.release()

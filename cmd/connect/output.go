@@ -105,6 +105,26 @@ func (a *app) printJSON(v any) error {
 	return err
 }
 
+// printJSONLine is printJSON on one line: `connect expose --json` prints
+// its service so, then one line per agent event (NDJSON).
+func (a *app) printJSONLine(v any) error {
+	var buf bytes.Buffer
+	if len(a.raw) > 0 {
+		if err := json.Compact(&buf, a.raw); err != nil {
+			return err
+		}
+	} else {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		buf.Write(b)
+	}
+	buf.WriteByte('\n')
+	_, err := a.stdout.Write(buf.Bytes())
+	return err
+}
+
 // printDetail prints the exported fields of a struct (or pointer to one) with
 // their JSON names, one per line, skipping empty ones. Nested values are
 // printed as compact JSON.
