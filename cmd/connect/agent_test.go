@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/privateconnect/pc/internal/syncbuf"
+	"github.com/privateconnect/pc/internal/tunnel"
 	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
 )
@@ -611,5 +612,45 @@ func TestExposeJSONIsNDJSON(t *testing.T) {
 	require.GreaterOrEqual(t, len(lines), 2, out)
 	for _, l := range lines {
 		require.True(t, json.Valid([]byte(l)), "not one JSON value per line: %q", l)
+	}
+}
+
+// TestDeletedAgentStops: an agent whose credentials an edge refuses asks
+// the control plane whether it still knows it; deleted (401 to its own
+// heartbeat), it stops with exit 1 and says what to do, where it retried
+// for ever. Known, it goes on.
+func TestDeletedAgentStops(t *testing.T) {
+	for _, known := range []bool{false, true} {
+		h := exposeHarness(t)
+		if known {
+			h.ok("POST /v1/agents/heartbeat", 200, `{"ok":true}`)
+		} else {
+			h.fail("POST /v1/agents/heartbeat", 401, `{"error":"Unauthorized","message":"invalid agent credentials","statusCode":401}`)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		h.agentRun = func(actx context.Context, cfg agent.Config) error {
+			cfg.OnEvent(agent.Event{Kind: agent.EventRejected, Edge: cfg.Edges[0], Message: "invalid agent credentials",
+				Err: &agent.RejectedError{Status: tunnel.ResultBadCredentials, Message: "invalid agent credentials"}})
+			if known {
+				go func() { // the check answered: Ctrl-C
+					for len(h.requests("POST", "/v1/agents/heartbeat")) == 0 {
+						time.Sleep(5 * time.Millisecond)
+					}
+					cancel()
+				}()
+			}
+			<-actx.Done()
+			return nil
+		}
+		_, errOut, code := h.runCtx(ctx, "expose", "localhost:3000", "--name", "web")
+		cancel()
+		if known {
+			assert.Equal(t, 0, code, errOut)
+			continue
+		}
+		assert.Equal(t, 1, code, errOut)
+		assert.Contains(t, errOut, "the control plane no longer knows this agent")
+		hb := body(t, h.one("POST", "/v1/agents/heartbeat"))
+		assert.Equal(t, agentID, hb["agentId"])
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/privateconnect/pc/internal/devcert"
+	"github.com/privateconnect/pc/internal/tunnel"
 	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
 )
@@ -297,9 +298,17 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 	}
 	ls := &liveState{st: st, path: path}
 	var mu sync.Mutex
+	badCreds := make(chan struct{}, 1) // an edge refused the agent's credentials
 	onEvent := func(e agent.Event) {
 		mu.Lock()
 		defer mu.Unlock()
+		var rej *agent.RejectedError
+		if e.Kind == agent.EventRejected && errors.As(e.Err, &rej) && rej.Status == tunnel.ResultBadCredentials {
+			select {
+			case badCreds <- struct{}{}:
+			default:
+			}
+		}
 		a.printEvent(e)
 	}
 	// The agent's edge list is saved each time it changes, for the next
@@ -328,12 +337,13 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 		var renewed atomic.Bool
 		var failed atomic.Pointer[error]
 		kept := make(chan struct{})
+		fail := func(err error) { failed.Store(&err); cancel() }
 		go func() {
 			defer close(kept)
 			a.keepIdentity(runCtx, c, ls, &pending,
-				func() { renewed.Store(true); cancel() },
-				func(err error) { failed.Store(&err); cancel() })
+				func() { renewed.Store(true); cancel() }, fail)
 		}()
+		go a.watchDeleted(runCtx, c, ls, badCreds, fail)
 		cur := ls.get()
 		err := a.runAgent(runCtx, agent.Config{
 			AgentID: cur.AgentID, Token: cur.Token, Edges: cur.edgeAddrs(), OnEdges: onEdges(cur.edgeAddrs()),
@@ -365,6 +375,43 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 			return nil
 		}
 		// The token was rotated: run again with the new one.
+	}
+}
+
+// errAgentGone stops an agent the control plane no longer knows.
+var errAgentGone = errors.New("the control plane no longer knows this agent (deleted with `connect agents rm`, or its token revoked): stopping. " +
+	"Run `connect expose` or `connect up` again to register it anew, or remove the state file (--state) for a new identity")
+
+// deletedCheckEvery bounds how often watchDeleted asks the control plane.
+var deletedCheckEvery = 30 * time.Second
+
+// watchDeleted asks the control plane, when an edge refuses the agent's
+// credentials (at most every deletedCheckEvery), whether it still knows
+// the agent: an agent deleted from it is refused by every edge for ever, and
+// went on retrying, printing each refusal. A 401 to the agent's own
+// heartbeat stops it with errAgentGone; a control plane that cannot be
+// reached or that knows the agent changes nothing (an edge behind on its
+// configuration refuses a new agent for a moment).
+func (a *app) watchDeleted(ctx context.Context, c *client.Client, ls *liveState, badCreds <-chan struct{}, fail func(error)) {
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-badCreds:
+		}
+		if !last.IsZero() && a.now().Sub(last) < deletedCheckEvery {
+			continue
+		}
+		last = a.now()
+		st := ls.get()
+		cctx, cancel := context.WithTimeout(ctx, a.setupTimeout)
+		_, err := c.AgentHeartbeat(cctx, st.AgentID, st.Token)
+		cancel()
+		if client.IsStatus(err, http.StatusUnauthorized) {
+			fail(errAgentGone)
+			return
+		}
 	}
 }
 
