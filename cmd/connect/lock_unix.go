@@ -21,23 +21,28 @@ var openLockFile = os.OpenFile
 // agentLock is a held flock(2) on a state file's lock file.
 type agentLock struct{ f *os.File }
 
+// openLock opens (creating it) a lock file. One made by another user (root
+// before a service user) is opened read-only: flock works on such a
+// descriptor; only the note of who holds it is lost. When that fails too
+// (no lock file: the directory is not writable), the permission error is
+// the one that says why.
+func openLock(name string) (*os.File, error) {
+	f, err := openLockFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	if errors.Is(err, fs.ErrPermission) {
+		if rf, rerr := openLockFile(name, os.O_RDONLY, 0); rerr == nil {
+			return rf, nil
+		}
+	}
+	return f, err
+}
+
 // lockAgent takes the exclusive lock of the agent state file at path without
 // waiting: an *agentRunningError when another process holds it.
 func lockAgent(path string) (*agentLock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
-	f, err := openLockFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
-	if errors.Is(err, fs.ErrPermission) {
-		// Made by another user (root before a service user): flock works on
-		// a read-only descriptor; only the note of who holds it is lost.
-		// When that fails too (no lock file: the directory is not
-		// writable), the permission error is the one that says why.
-		var rerr error
-		if f, rerr = openLockFile(path+".lock", os.O_RDONLY, 0); rerr == nil {
-			err = nil
-		}
-	}
+	f, err := openLock(path + ".lock")
 	if err != nil {
 		return nil, fmt.Errorf("agent lock: %w", err)
 	}
@@ -88,13 +93,7 @@ func (l *agentLock) release() { l.f.Close() }
 // adds its service to the file (mergeService) read, change and write it in
 // turn. unlock gives it back.
 func lockStateWrite(path string) (unlock func(), err error) {
-	f, err := openLockFile(path+".wlock", os.O_RDWR|os.O_CREATE, 0o600)
-	if errors.Is(err, fs.ErrPermission) {
-		var rerr error
-		if f, rerr = openLockFile(path+".wlock", os.O_RDONLY, 0); rerr == nil {
-			err = nil
-		}
-	}
+	f, err := openLock(path + ".wlock")
 	if err != nil {
 		return nil, fmt.Errorf("state file lock: %w", err)
 	}
