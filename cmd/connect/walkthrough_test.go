@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/privateconnect/pc/internal/testnet"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -164,30 +166,19 @@ func TestAdminCommandTimeout(t *testing.T) {
 // rawServer answers every request with greeting, as a server of another
 // protocol does, and closes it.
 func rawServer(t *testing.T, greeting string) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	ln := testnet.Serve(t, func(c net.Conn) {
+		defer c.Close()
+		// The request first, as an edge's tunnel listener reads the
+		// agent's hello before it answers.
+		r := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+			line, err := r.ReadString('\n')
+			if err != nil || line == "\r\n" {
+				break
 			}
-			go func() {
-				defer c.Close()
-				// The request first, as an edge's tunnel listener reads the
-				// agent's hello before it answers.
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil || line == "\r\n" {
-						break
-					}
-				}
-				_, _ = c.Write([]byte(greeting))
-			}()
 		}
-	}()
+		_, _ = c.Write([]byte(greeting))
+	})
 	return "http://" + ln.Addr().String()
 }
 

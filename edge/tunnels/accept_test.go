@@ -2,30 +2,15 @@ package tunnels
 
 import (
 	"net"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/privateconnect/pc/internal/testnet"
 
 	"github.com/privateconnect/pc/edge/routes"
 	"github.com/privateconnect/pc/internal/config"
 	"github.com/privateconnect/pc/internal/tunnel"
 )
-
-// failingListener fails its first n Accepts as a process out of
-// descriptors does (EMFILE), then accepts.
-type failingListener struct {
-	net.Listener
-	n     int32
-	calls atomic.Int32
-}
-
-func (l *failingListener) Accept() (net.Conn, error) {
-	if l.calls.Add(1) <= l.n {
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
-	}
-	return l.Listener.Accept()
-}
 
 // TestServeOutlivesAcceptErrors: accept errors that are not timeouts
 // (EMFILE here) do not end Serve (found by a TCP fault review): once they
@@ -40,7 +25,7 @@ func TestServeOutlivesAcceptErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := &failingListener{Listener: inner, n: 5}
+	ln := &testnet.FailingListener{Listener: inner, N: 5}
 	served := make(chan error, 1)
 	go func() { served <- r.Serve(ln) }()
 	t.Cleanup(func() { inner.Close(); r.Close() })
@@ -52,7 +37,7 @@ func TestServeOutlivesAcceptErrors(t *testing.T) {
 	defer c.Close()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := tunnel.ReadServerHello(c); err != nil {
-		t.Fatalf("no server hello after accept errors (%d accepts): %v", ln.calls.Load(), err)
+		t.Fatalf("no server hello after accept errors (%d accepts): %v", ln.Calls.Load(), err)
 	}
 	select {
 	case err := <-served:

@@ -1,7 +1,6 @@
 package tunnels
 
 import (
-	"net"
 	"testing"
 	"time"
 
@@ -10,33 +9,9 @@ import (
 
 	"github.com/privateconnect/pc/edge/routes"
 	"github.com/privateconnect/pc/internal/config"
+	"github.com/privateconnect/pc/internal/testnet"
 	"github.com/privateconnect/pc/internal/tunnel"
 )
-
-// keepOpen hides Close: smux's Close of the session leaves the buffered
-// connection open, as in the instant between smux marking a session dead
-// and closing its connection, while the send loop may still copy.
-type keepOpen struct{ net.Conn }
-
-func (keepOpen) Close() error { return nil }
-
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() { c, _ := ln.Accept(); ch <- c }()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-ch
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
 
 // TestReachStreamWritesSettle: serveReach copies the service's bytes into
 // the reaching agent's stream from pooled buffers (tunnel.Pipe); a write
@@ -56,7 +31,7 @@ func TestReachStreamWritesSettle(t *testing.T) {
 	noTell := func(*tunnel.Control) error { return nil }
 
 	// The service's agent: answers the stream and floods it.
-	e1, a1 := tcpPair(t)
+	e1, a1 := testnet.Pair(t)
 	toSess, err := smux.Server(tunnel.Buffered(e1), tunnel.SmuxConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -88,10 +63,10 @@ func TestReachStreamWritesSettle(t *testing.T) {
 	}()
 
 	// The reaching agent: reaches the service, then reads nothing.
-	e2, a2 := tcpPair(t)
+	e2, a2 := testnet.Pair(t)
 	bc := tunnel.Buffered(e2)
 	defer bc.Close()
-	fromSess, err := smux.Server(keepOpen{bc}, tunnel.SmuxConfig())
+	fromSess, err := smux.Server(testnet.KeepOpen{Conn: bc}, tunnel.SmuxConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/privateconnect/pc/internal/testnet"
+
 	"github.com/privateconnect/pc/edge"
 	"github.com/privateconnect/pc/internal/testenv"
 	"github.com/privateconnect/pc/internal/tunnel"
@@ -21,21 +23,7 @@ import (
 
 // tcpService listens on 127.0.0.1 until the test ends and serves each
 // connection with serve (which closes it) on its own goroutine.
-func tcpService(t *testing.T, serve func(net.Conn)) net.Listener {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serve(c)
-		}
-	}()
-	return ln
-}
+func tcpService(t *testing.T, serve func(net.Conn)) net.Listener { return testnet.Serve(t, serve) }
 
 // rawHTTPService is a service that reads the head of one request on each
 // connection and hands the connection and the request's path to serve,

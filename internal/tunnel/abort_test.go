@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/privateconnect/pc/internal/testnet"
 )
 
 // TestAbortConn: an abort is told once and the stream is left for the peer
@@ -131,7 +133,7 @@ func TestPeerAbortResetsABlockedPartner(t *testing.T) {
 	for _, all := range []bool{false, true} {
 		var reg Aborts
 		reg.Init(func(*Control) error { return nil }, nil)
-		visitor, edgeSide := tcpPair(t) // the visitor reads nothing
+		visitor, edgeSide := testnet.Pair(t) // the visitor reads nothing
 		stream, agent := net.Pipe()
 		defer agent.Close()
 		go func() { // the service floods

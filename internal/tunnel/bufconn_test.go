@@ -8,26 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/privateconnect/pc/internal/testnet"
 	"github.com/stretchr/testify/require"
 )
-
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() { c, _ := ln.Accept(); ch <- c }()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	b := <-ch
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
 
 // TestBufferedKeepsOrderAndBytes: coalesced writes arrive complete and in
 // order, through Write and WriteBuffers, beyond the pending bound.
 func TestBufferedKeepsOrderAndBytes(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := testnet.Pair(t)
 	w := Buffered(a)
 	want := make([]byte, 3<<20)
 	_, _ = rand.Read(want)
@@ -65,7 +53,7 @@ func TestBufferedKeepsOrderAndBytes(t *testing.T) {
 // TestBufferedWriteAfterCloseFails: writes after Close fail instead of
 // queueing forever.
 func TestBufferedWriteAfterCloseFails(t *testing.T) {
-	a, _ := tcpPair(t)
+	a, _ := testnet.Pair(t)
 	w := Buffered(a)
 	require.NoError(t, w.Close())
 	_, err := w.Write([]byte("x"))
@@ -77,7 +65,7 @@ func TestBufferedWriteAfterCloseFails(t *testing.T) {
 // the pooled buffer, ones bigger than it), the bytes come out whole and in
 // order; a quiet connection ends with no pooled buffer held.
 func TestBufferedReadsAnySizes(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := testnet.Pair(t)
 	want := make([]byte, 2<<20)
 	_, _ = rand.Read(want)
 	go func() {
@@ -126,7 +114,7 @@ func (c closedFlag) IsClosed() bool { return bool(c) }
 // closed (nothing copies the caller's bytes after that); a failed write of
 // a live session, and a write that did not fail, do not wait.
 func TestWriteSettledWaitsForTheConnection(t *testing.T) {
-	a, _ := tcpPair(t)
+	a, _ := testnet.Pair(t)
 	w := Buffered(a)
 	failed := io.ErrClosedPipe
 	WriteSettled(nil, closedFlag(true), w)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/privateconnect/pc/internal/testnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/valyala/fasthttp"
 	"github.com/xtaci/smux"
@@ -97,22 +98,7 @@ func (c *gateConn) open() { c.mu.Lock(); close(c.shut); c.shut = nil; c.mu.Unloc
 // TestTimedOutCopyKeepsItsBuffer: that buffer must not serve another copy
 // meanwhile, or the frame carries the other connection's bytes.
 func TestTimedOutCopyKeepsItsBuffer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c
-		}
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, accepted := testnet.Pair(t)
 	gate := &gateConn{Conn: c}
 	buffered := Buffered(gate).(*bufConn)
 	client, err := smux.Client(buffered, SmuxConfig())
@@ -120,7 +106,7 @@ func TestTimedOutCopyKeepsItsBuffer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	server, err := smux.Server(Buffered(<-accepted), SmuxConfig())
+	server, err := smux.Server(Buffered(accepted), SmuxConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,40 +2,15 @@ package agent
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/xtaci/smux"
 
+	"github.com/privateconnect/pc/internal/testnet"
 	"github.com/privateconnect/pc/internal/tunnel"
 )
-
-// keepOpen hides Close: smux's Close of the session leaves the buffered
-// connection open, as in the instant between smux marking a session dead
-// and closing its connection, while the send loop may still copy.
-type keepOpen struct{ net.Conn }
-
-func (keepOpen) Close() error { return nil }
-
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() { c, _ := ln.Accept(); ch <- c }()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-ch
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
 
 // TestDialedStreamWritesSettle: a write to a stream from Dial (which
 // `connect reach` copies into from pooled buffers) that failed because the
@@ -43,10 +18,10 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 // (tunnel.WriteSettled, security.md findings 29/30; found by a TCP fault
 // review: Dial wrapped the raw smux stream).
 func TestDialedStreamWritesSettle(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := testnet.Pair(t)
 	bc := tunnel.Buffered(a)
 	defer bc.Close()
-	sess, err := smux.Client(keepOpen{bc}, tunnel.SmuxConfig())
+	sess, err := smux.Client(testnet.KeepOpen{Conn: bc}, tunnel.SmuxConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
