@@ -85,23 +85,20 @@ func (c *bodyConn) Write(p []byte) (int, error) {
 	if c.l.write <= 0 {
 		return c.Conn.Write(p)
 	}
-	first := true
-	return tunnel.WriteWithProgress(c.Conn, p, func() {
-		if a := c.armed.Load(); !first && a != armedByCaller {
-			c.armed.CompareAndSwap(a, 0) // progress: a full timeout for the rest
-		}
-		first = false
-		c.arm()
-	})
+	return tunnel.WriteWithProgress(c.Conn, p, c.armWrite)
 }
 
 // armedByCaller in armed: a deadline set from above (SetWriteDeadline)
 // stands until it is cleared; writes do not move it.
 const armedByCaller = math.MaxInt64
 
-func (c *bodyConn) arm() {
+// armWrite sets the write deadline before a write: when the one set last
+// is past half its time, or again (after progress: a whole timeout for the
+// rest), unless the caller set its own.
+func (c *bodyConn) armWrite(again bool) {
+	a := c.armed.Load()
 	now := time.Now()
-	if now.UnixNano() < c.armed.Load() {
+	if a == armedByCaller || (!again && now.UnixNano() < a) {
 		return
 	}
 	if c.Conn.SetWriteDeadline(now.Add(c.l.write)) == nil {

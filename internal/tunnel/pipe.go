@@ -137,16 +137,17 @@ type stallConn struct {
 }
 
 func (c *stallConn) Write(p []byte) (int, error) {
-	return WriteWithProgress(c.Conn, p, func() { _ = c.Conn.SetWriteDeadline(time.Now().Add(c.d)) })
+	return WriteWithProgress(c.Conn, p, func(bool) { _ = c.Conn.SetWriteDeadline(time.Now().Add(c.d)) })
 }
 
-// WriteWithProgress writes p to c, calling arm before each write: a write
-// that times out after moving some bytes (a slow reader, not a stalled
-// one) goes on with the rest.
-func WriteWithProgress(c net.Conn, p []byte, arm func()) (int, error) {
+// WriteWithProgress writes p to c, calling arm before each write to set its
+// deadline: a write that times out after moving some bytes (a slow reader,
+// not a stalled one) goes on with the rest, arm(true) giving it a whole
+// timeout again.
+func WriteWithProgress(c net.Conn, p []byte, arm func(again bool)) (int, error) {
 	written := 0
 	for {
-		arm()
+		arm(written > 0)
 		n, err := c.Write(p[written:])
 		written += n
 		if err == nil || n == 0 || written == len(p) || !errors.Is(err, os.ErrDeadlineExceeded) {
