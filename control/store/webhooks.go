@@ -175,10 +175,9 @@ func NextWebhookEvent(tx Tx) (*WebhookEvent, error) {
 	var e *WebhookEvent
 	err := tx.Scan(eventPrefix, nil, func(k, v []byte) (bool, error) {
 		e = &WebhookEvent{Key: string(k)}
-		if err := json.Unmarshal(v, e); err != nil {
+		if err := json.Unmarshal(v, e); err != nil { // Key is no JSON field: it stays
 			return false, fmt.Errorf("decode %s: %w", k, err)
 		}
-		e.Key = string(k)
 		return false, nil
 	})
 	return e, err

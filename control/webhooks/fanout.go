@@ -38,23 +38,19 @@ const maxFanOutFailures = 3
 func (d *Dispatcher) fanOut() (more bool) {
 	for range fanOutSteps {
 		var (
-			left  bool
-			event string
-			n     int
-			cur   *store.WebhookEvent
+			cur *store.WebhookEvent // the event at the head (nil: none left)
+			n   int                 // deliveries written
 		)
 		err := d.kv.Update(d.ctx, func(tx store.Tx) error {
-			left, event, n, cur = false, "", 0, nil
-			e, err := store.NextWebhookEvent(tx)
-			cur = e
-			if err != nil || e == nil {
+			var err error
+			n = 0
+			if cur, err = store.NextWebhookEvent(tx); err != nil || cur == nil {
 				return err
 			}
-			left, event = true, e.Event
-			if e.WorkspaceID == "" {
-				return d.expand(tx, e)
+			if cur.WorkspaceID == "" {
+				return d.expand(tx, cur)
 			}
-			n, err = d.deliverEvent(tx, e)
+			n, err = d.deliverEvent(tx, cur)
 			return err
 		})
 		if err != nil {
@@ -68,11 +64,11 @@ func (d *Dispatcher) fanOut() (more bool) {
 			return false
 		}
 		d.fanFails = 0
-		if n > 0 {
-			d.metrics.enqueued.WithLabelValues(event).Add(float64(n))
-		}
-		if !left {
+		if cur == nil {
 			return false
+		}
+		if n > 0 {
+			d.metrics.enqueued.WithLabelValues(cur.Event).Add(float64(n))
 		}
 	}
 	return true

@@ -121,12 +121,8 @@ func (d *Dispatcher) dispatchDue(now time.Time) (next time.Time) {
 func (d *Dispatcher) release(it store.QueueItem) {
 	d.mu.Lock()
 	delete(d.inflight, it.DeliveryID)
-	if d.perWebhook[it.WebhookID]--; d.perWebhook[it.WebhookID] <= 0 {
-		delete(d.perWebhook, it.WebhookID)
-	}
-	if d.perWorkspace[it.WorkspaceID]--; d.perWorkspace[it.WorkspaceID] <= 0 {
-		delete(d.perWorkspace, it.WorkspaceID)
-	}
+	countDown(d.perWebhook, it.WebhookID)
+	countDown(d.perWorkspace, it.WorkspaceID)
 	d.busy--
 	d.mu.Unlock()
 	d.Kick()
@@ -395,8 +391,13 @@ func (d *Dispatcher) releaseTest(ws string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.testsBusy--
-	if d.tests[ws]--; d.tests[ws] <= 0 {
-		delete(d.tests, ws)
+	countDown(d.tests, ws)
+}
+
+// countDown takes one from m[k], forgetting k at zero.
+func countDown(m map[string]int, k string) {
+	if m[k]--; m[k] <= 0 {
+		delete(m, k)
 	}
 }
 
