@@ -440,24 +440,26 @@ func isUsage(err error) bool {
 // details) and returns the exit code: 2 for usage errors, 1 otherwise.
 func (a *app) printError(cmd *cobra.Command, err error) int {
 	var ue *url.Error
-	if errors.As(err, &ue) && !errors.Is(err, context.Canceled) && (ue.Timeout() || errors.Is(err, context.DeadlineExceeded)) {
-		// Not Go's "context deadline exceeded (Client.Timeout exceeded
-		// while awaiting headers)".
-		within := a.httpClient.Timeout
-		if !strings.Contains(ue.Err.Error(), "Client.Timeout") && a.setupTimeout < within {
-			within = a.setupTimeout // an agent's setup call
+	switch {
+	case errors.As(err, &ue) && !errors.Is(err, context.Canceled):
+		switch {
+		case ue.Timeout() || errors.Is(err, context.DeadlineExceeded):
+			// Not Go's "context deadline exceeded (Client.Timeout exceeded
+			// while awaiting headers)".
+			within := a.httpClient.Timeout
+			if !strings.Contains(ue.Err.Error(), "Client.Timeout") && a.setupTimeout < within {
+				within = a.setupTimeout // an agent's setup call
+			}
+			err = fmt.Errorf("the control plane at %s did not answer within %s (set --timeout or PC_TIMEOUT to wait longer)", a.control, within)
+		case notHTTP(ue.Err):
+			// Something that does not speak HTTP (an edge's tunnel listener
+			// greets with its own protocol): Go's error quotes its bytes.
+			err = fmt.Errorf("%s does not look like a control plane's API (it answered with something that is not HTTP): %s", a.control, checkControl)
+		default:
+			err = fmt.Errorf("cannot reach the control plane at %s: %w", a.control, ue.Err)
 		}
-		err = fmt.Errorf("the control plane at %s did not answer within %s (set --timeout or PC_TIMEOUT to wait longer)", a.control, within)
-	} else if errors.As(err, &ue) && !errors.Is(err, context.Canceled) && notHTTP(ue.Err) {
-		// Something that does not speak HTTP (an edge's tunnel listener
-		// greets with its own protocol): Go's error quotes its bytes.
-		err = fmt.Errorf("%s does not look like a control plane's API (it answered with something that is not HTTP): "+
-			"check --control / PC_CONTROL_URL (default %s; an edge's share or tunnel address is not it)", a.control, defaultControlURL)
-	} else if errors.As(err, &ue) && !errors.Is(err, context.Canceled) {
-		err = fmt.Errorf("cannot reach the control plane at %s: %w", a.control, ue.Err)
-	} else if a.notControl(cmdContext(cmd), err) {
-		err = fmt.Errorf("%s does not look like a control plane's API (it answered: %w; it serves no /openapi.json): "+
-			"check --control / PC_CONTROL_URL (default %s; an edge's share or tunnel address is not it)", a.control, err, defaultControlURL)
+	case a.notControl(cmdContext(cmd), err):
+		err = fmt.Errorf("%s does not look like a control plane's API (it answered: %w; it serves no /openapi.json): %s", a.control, err, checkControl)
 	}
 	code := 1
 	if isUsage(err) {
@@ -499,6 +501,9 @@ func (a *app) printError(cmd *cobra.Command, err error) int {
 	}
 	return code
 }
+
+// checkControl ends the message of a --control that is not a control plane.
+const checkControl = "check --control / PC_CONTROL_URL (default " + defaultControlURL + "; an edge's share or tunnel address is not it)"
 
 // notHTTP reports whether the transport error err says the server answered
 // with something that is not HTTP (Go quotes its bytes).

@@ -123,12 +123,7 @@ func (s *agentState) edgeAddrs() []string {
 }
 
 // statePath returns the state file path with "~" expanded.
-func (a *app) stateFile() (string, error) {
-	if strings.TrimSpace(a.statePath) == "" {
-		return "", usageErrorf("--state must not be empty")
-	}
-	return expandHome(a.statePath)
-}
+func (a *app) stateFile() (string, error) { return expandHome(a.statePath) }
 
 // saveStateOf saves st in this command's state file.
 func (a *app) saveStateOf(st *agentState) error {
