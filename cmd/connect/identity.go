@@ -348,7 +348,7 @@ func (a *app) runForeground(ctx context.Context, c *client.Client, st *agentStat
 		err := a.runAgent(runCtx, agent.Config{
 			AgentID: cur.AgentID, Token: cur.Token, Edges: cur.edgeAddrs(), OnEdges: onEdges(cur.edgeAddrs()),
 			CAFile: af.caFile, PinSHA256: af.pin, InsecureSkipVerify: af.insecureSkipVerify, AllowPlaintext: af.allowPlaintext,
-			Logger: a.agentLogger(), OnEvent: onEvent, Software: "connect/" + version,
+			Logger: a.log, OnEvent: onEvent, Software: "connect/" + version,
 			Registerer: registererOf(af), AllowedTargets: af.allowed, VerifyTarget: af.verify,
 			OnCommand: agentCommands(c, cur.AgentID),
 		})
@@ -563,41 +563,6 @@ func (a *app) printEvent(e agent.Event) {
 		msg += ": " + e.Err.Error()
 	}
 	fmt.Fprintf(a.stdout, "%s %s\n", ts, msg)
-}
-
-// eventLogs are the agent's log records of an event printEvent prints.
-var eventLogs = map[string]bool{
-	"edge rejected the agent": true,
-	"not reconnecting: the edge holds a newer session of this agent identity": true,
-	"not connecting to a plain-TCP edge off loopback":                         true,
-}
-
-// agentLogger is the logger of the agent runForeground runs: with text
-// logs, which share stderr's reader with the printed events, the agent's
-// records of those events are left out (each event is said once).
-func (a *app) agentLogger() *slog.Logger {
-	if a.logFormat == "json" || a.log == nil {
-		return a.log
-	}
-	return slog.New(eventFilter{a.log.Handler()})
-}
-
-// eventFilter drops the records of eventLogs.
-type eventFilter struct{ slog.Handler }
-
-func (f eventFilter) Handle(ctx context.Context, r slog.Record) error {
-	if eventLogs[r.Message] {
-		return nil
-	}
-	return f.Handler.Handle(ctx, r)
-}
-
-func (f eventFilter) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return eventFilter{f.Handler.WithAttrs(attrs)}
-}
-
-func (f eventFilter) WithGroup(name string) slog.Handler {
-	return eventFilter{f.Handler.WithGroup(name)}
 }
 
 // registererOf returns the --metrics registry, or nil.

@@ -250,15 +250,16 @@ func TestControlURLAndAPIKeyAreChecked(t *testing.T) {
 
 // TestRejectionPrintedOnce: an edge's rejection is one clean line, not
 // "...rejected the agent: invalid agent credentials: agent: edge rejected
-// the agent: invalid agent credentials", and the agent's own WARN record
-// of it is not printed as well.
+// the agent: invalid agent credentials", and the agent's own record of it
+// (at debug level when OnEvent is set: TestEventRecordsAreDebugWithOnEvent)
+// is not printed as well.
 func TestRejectionPrintedOnce(t *testing.T) {
 	h := exposeHarness(t)
 	h.agentRun = func(ctx context.Context, cfg agent.Config) error {
 		// What sdk/agent does on a rejection.
 		rej := &agent.RejectedError{Message: "invalid agent credentials"}
 		cfg.OnEvent(agent.Event{Kind: agent.EventRejected, Edge: cfg.Edges[0], Message: rej.Message, Err: rej})
-		cfg.Logger.With("agentId", cfg.AgentID).Warn("edge rejected the agent", "edge", cfg.Edges[0], "reason", rej.Message)
+		cfg.Logger.With("agentId", cfg.AgentID).Debug("edge rejected the agent", "edge", cfg.Edges[0], "reason", rej.Message)
 		cfg.Logger.Warn("another warning")
 		return nil
 	}

@@ -93,7 +93,9 @@ type Config struct {
 	// OnEvent, when set, receives the connection events (EventConnected,
 	// EventDisconnected, EventRejected, EventError, EventReplaced) in order,
 	// from one goroutine of its own: a slow callback delays later events,
-	// never the tunnels. Run returns once every event was delivered.
+	// never the tunnels. Run returns once every event was delivered. The
+	// Logger's records of those events are then at debug level: the caller
+	// reports them (without OnEvent, a rejection is a warning, say).
 	OnEvent func(Event)
 	// OnCommand, when set, is offered every command first; it returns
 	// handled=false to let the agent run its built-in handling (status,
@@ -645,7 +647,7 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 		var replaced *ReplacedError
 		if errors.As(err, &replaced) {
 			a.emit(Event{Kind: EventReplaced, Edge: addr, Message: replaced.Reason, Err: err})
-			a.log.Warn("not reconnecting: the edge holds a newer session of this agent identity", "edge", addr, "reason", replaced.Reason)
+			a.logEvent(slog.LevelWarn, "not reconnecting: the edge holds a newer session of this agent identity", "edge", addr, "reason", replaced.Reason)
 			a.mu.Lock()
 			if a.replaced == nil {
 				a.replaced = err
@@ -658,7 +660,7 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 			// An edge added later (config push) with a plain address off
 			// loopback: retrying cannot help.
 			a.emit(Event{Kind: EventRejected, Edge: addr, Message: plain.Error(), Err: err})
-			a.log.Error("not connecting to a plain-TCP edge off loopback", "edge", addr)
+			a.logEvent(slog.LevelError, "not connecting to a plain-TCP edge off loopback", "edge", addr)
 			return
 		}
 		if errors.As(err, &rej) {
@@ -673,7 +675,7 @@ func (a *Agent) maintain(ctx context.Context, addr string) {
 					"(removed from the control plane, or behind on its configuration)", rej.Message, n)
 			}
 			a.emit(Event{Kind: EventRejected, Edge: addr, Message: msg, Err: err})
-			a.log.Warn("edge rejected the agent", "edge", addr, "reason", msg)
+			a.logEvent(slog.LevelWarn, "edge rejected the agent", "edge", addr, "reason", msg)
 			if rej.Status == tunnel.ResultExpired || rej.Status == tunnel.ResultUnsupportedVersion {
 				a.mu.Lock()
 				a.definitive[addr] = rej
@@ -717,6 +719,16 @@ func (a *Agent) othersAccepting(addr string) int {
 }
 
 // emit queues an event for OnEvent (deliverEvents).
+// logEvent logs the record of an event emitted with it: at level, or at
+// debug when OnEvent takes the events (the caller reports them; a second
+// line for each would say it twice).
+func (a *Agent) logEvent(level slog.Level, msg string, args ...any) {
+	if a.cfg.OnEvent != nil {
+		level = slog.LevelDebug
+	}
+	a.log.Log(context.Background(), level, msg, args...)
+}
+
 func (a *Agent) emit(e Event) {
 	if a.cfg.OnEvent == nil {
 		return

@@ -196,3 +196,42 @@ func TestMalformedEdgeAddresses(t *testing.T) {
 		}
 	}
 }
+
+// TestEventRecordsAreDebugWithOnEvent: the log record of an event is at
+// its level without OnEvent, and at debug level with it (the caller
+// reports the event: connect printed each rejection twice).
+func TestEventRecordsAreDebugWithOnEvent(t *testing.T) {
+	for _, withEvents := range []bool{false, true} {
+		var logs syncbuf.Buffer
+		cfg := Config{AgentID: testAgentID, Token: "t", Edges: []string{"127.0.0.1:1"},
+			MinBackoff: 5 * time.Millisecond, MaxBackoff: 10 * time.Millisecond,
+			Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+		if withEvents {
+			cfg.OnEvent = func(Event) {}
+		}
+		a, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = a.Run(ctx); close(done) }()
+		for !a.runCtxSet() {
+			time.Sleep(time.Millisecond)
+		}
+		a.setEdges(nil, []string{"192.0.2.10:7070"}) // pushed later: refused with an event
+		want := "level=ERROR msg=\"not connecting to a plain-TCP edge off loopback\""
+		if withEvents {
+			want = "level=DEBUG msg=\"not connecting to a plain-TCP edge off loopback\""
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(logs.String(), want) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+		<-done
+		if !strings.Contains(logs.String(), want) {
+			t.Fatalf("OnEvent set: %v; want %s in:\n%s", withEvents, want, logs.String())
+		}
+	}
+}
