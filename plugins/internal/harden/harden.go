@@ -134,7 +134,6 @@ type parsed struct {
 	importedGlobal int
 	definedGlobals int
 	tables         int
-	funcTypes      []uint32 // type index of each defined function
 	funcTypeIdx    []uint32 // type index of every function, imported ones first
 	exports        map[string]bool
 	codeIndex      int // index in sections of the code section, or -1
@@ -308,7 +307,6 @@ func (m *parsed) parseFunctions(r *reader) error {
 	// Imports are capped far below MaxFunctions.
 	return capped(r, 1, MaxFunctions-m.importedFuncs, "functions", func() error {
 		t, err := m.typeIndex(r)
-		m.funcTypes = append(m.funcTypes, t)
 		m.funcTypeIdx = append(m.funcTypeIdx, t)
 		return err
 	})
@@ -522,11 +520,39 @@ func (m *parsed) blockType(ti uint32) []byte {
 	return appendS33(nil, int64(i))
 }
 
+// rewriteFunc reads the next body of the code section and appends it,
+// guarded if it calls, to body, adding its compile cost to cost.
+func (m *parsed) rewriteFunc(code *reader, body []byte, typ, budget uint32, sh *shape, cost *compileCost) ([]byte, bool, error) {
+	size, err := code.u32()
+	if err != nil {
+		return body, false, err
+	}
+	raw, err := code.bytes(int(size))
+	if err != nil {
+		return body, false, err
+	}
+	body, guarded, err := guard(body, raw, m, typ, budget, sh)
+	if err != nil {
+		return body, false, err
+	}
+	return body, guarded, cost.add(sh)
+}
+
+// funcError names function i in err: a limit passed stays ErrTooComplex,
+// anything else makes the module malformed.
+func funcError(i int, err error) error {
+	if errors.Is(err, ErrTooComplex) {
+		return fmt.Errorf("function %d: %w", i, err)
+	}
+	return malformed("code section: function %d: %v", i, err)
+}
+
 func (m *parsed) rewrite(budget uint32) (Result, error) {
 	res := Result{}
+	defined := m.funcTypeIdx[m.importedFuncs:] // the type of each function the module defines
 	if m.codeIndex < 0 {
-		if len(m.funcTypes) > 0 {
-			return res, malformed("%d functions without a code section", len(m.funcTypes))
+		if len(defined) > 0 {
+			return res, malformed("%d functions without a code section", len(defined))
 		}
 		res.Wasm = m.encode()
 		return res, nil
@@ -534,32 +560,18 @@ func (m *parsed) rewrite(budget uint32) (Result, error) {
 	g := m.globals()
 	code := &reader{b: m.sections[m.codeIndex].body}
 	n, _ := code.u32() // checked by parse
-	if int(n) != len(m.funcTypes) {
-		return res, malformed("%d function bodies for %d functions", n, len(m.funcTypes))
+	if int(n) != len(defined) {
+		return res, malformed("%d function bodies for %d functions", n, len(defined))
 	}
 	out := appendU32(nil, n)
 	var body []byte
 	var sh shape
 	var cost compileCost
 	for i := range int(n) {
-		size, err := code.u32()
-		if err != nil {
-			return res, malformed("code section: function %d: %v", m.importedFuncs+i, err)
-		}
-		raw, err := code.bytes(int(size))
-		if err != nil {
-			return res, malformed("code section: function %d: %v", m.importedFuncs+i, err)
-		}
 		var guarded bool
-		body, guarded, err = guard(body[:0], raw, m, m.funcTypes[i], budget, &sh)
-		if errors.Is(err, ErrTooComplex) {
-			return res, fmt.Errorf("function %d: %w", m.importedFuncs+i, err)
-		}
-		if err != nil {
-			return res, malformed("code section: function %d: %v", m.importedFuncs+i, err)
-		}
-		if err := cost.add(&sh); err != nil {
-			return res, fmt.Errorf("function %d: %w", m.importedFuncs+i, err)
+		var err error
+		if body, guarded, err = m.rewriteFunc(code, body[:0], defined[i], budget, &sh, &cost); err != nil {
+			return res, funcError(m.importedFuncs+i, err)
 		}
 		if guarded {
 			res.Guarded++
