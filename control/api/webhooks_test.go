@@ -526,3 +526,61 @@ func TestTunnelCreatedForOnlineAgentIsConnected(t *testing.T) {
 // package under -race at once on two cores, and a 5 s bound failed there
 // once (TestWebhookRoutes, load average 6 from other work on the machine).
 const deliveryWait = 20 * time.Second
+
+// TestEnablingAWebhookSendsItsHeldDeliveries: PATCH isActive:true sends the
+// deliveries held while the webhook was disabled at once (Resume), not
+// after the worker's minute of leaving a disabled webhook's queue alone.
+func TestEnablingAWebhookSendsItsHeldDeliveries(t *testing.T) {
+	h := newHarness(t, func(c *control.Config) {
+		fastHooks(c)
+		c.Webhooks.Retries = []time.Duration{300 * time.Millisecond, time.Hour}
+	})
+	rcv := newHookReceiver(t)
+	rcv.fail.Store(true)
+	hook := h.must(201, "POST", "/v1/webhooks", h.admin, map[string]any{"url": rcv.srv.URL, "events": []string{"tunnel.created"}})
+	id := hook.str("id")
+	rcv.setSecret(hook.str("secret"))
+	h.service(h.admin, "web")
+	delivery := func() map[string]any {
+		ds := h.must(200, "GET", "/v1/webhooks/"+id+"/deliveries", h.admin, nil).list()
+		if len(ds) != 1 {
+			return nil
+		}
+		return ds[0].(map[string]any)
+	}
+	require.Eventually(t, func() bool { d := delivery(); return d != nil && d["attempts"] == float64(1) }, 5*time.Second, 10*time.Millisecond)
+	h.must(200, "PATCH", "/v1/webhooks/"+id, h.admin, map[string]any{"isActive": false})
+	time.Sleep(time.Second) // its retry came due: held, not sent
+	d := delivery()
+	require.Equal(t, "pending", d["status"])
+	require.Equal(t, float64(1), d["attempts"])
+
+	rcv.fail.Store(false)
+	h.must(200, "PATCH", "/v1/webhooks/"+id, h.admin, map[string]any{"isActive": true})
+	require.Eventually(t, func() bool { return len(rcv.byEvent("tunnel.created")) == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return delivery()["status"] == "succeeded" }, 5*time.Second, 10*time.Millisecond)
+}
+
+// TestWebhookTestsBusyIs429: past the tests a workspace may have in flight,
+// POST /v1/webhooks/:id/test answers 429 with Retry-After.
+func TestWebhookTestsBusyIs429(t *testing.T) {
+	h := newHarness(t, fastHooks)
+	release := make(chan struct{})
+	var held atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		held.Add(1)
+		<-release
+		w.WriteHeader(204)
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) })
+	id := h.must(201, "POST", "/v1/webhooks", h.admin, map[string]any{"url": srv.URL, "events": []string{"tunnel.created"}}).str("id")
+	for range webhooks.TestsPerWorkspace {
+		go h.req("POST", "/v1/webhooks/"+id+"/test", h.admin, nil)
+	}
+	require.Eventually(t, func() bool { return held.Load() == webhooks.TestsPerWorkspace }, 5*time.Second, 5*time.Millisecond)
+	r := h.req("POST", "/v1/webhooks/"+id+"/test", h.admin, nil)
+	h.assertError(r, 429)
+	assert.Equal(t, "1", r.Header.Get("Retry-After"))
+	assert.Contains(t, r.Body["message"], "too many webhook tests in progress")
+}
