@@ -34,16 +34,8 @@ func TestHTTPVisitorsThatStopReadingDoNotStallTheSession(t *testing.T) {
 	}))
 	t.Cleanup(flood.CloseClientConnections)
 	t.Cleanup(flood.Close)
-	org := origin(t)
 	ag, fs := env.ExposeAgent("host", "flood", flood.URL)
-	ws := env.Expose(ag, "web", org.URL)
-	floodShare := env.Share(fs.ID, client.CreateShareRequest{})
-	webShare := env.Share(ws.ID, client.CreateShareRequest{})
-	webURL := testenv.ShareURL(env.Edges[0], webShare.Token) + "/"
-	eventuallyStatus(t, webURL, 200, 5*time.Second)
-
-	u, err := url.Parse(testenv.ShareURL(env.Edges[0], floodShare.Token) + "/big")
-	require.NoError(t, err)
+	u, webURL := sharesBeside(t, env, ag, fs, "/big")
 	for range 8 {
 		c, err := net.Dial("tcp", u.Host)
 		require.NoError(t, err)
@@ -70,18 +62,10 @@ func TestHTTPServicesThatStopReadingDoNotStallTheSession(t *testing.T) {
 		<-hold
 		c.Close()
 	})
-	org := origin(t)
 	id, token, edges := env.ProvisionAgent("host")
 	ag := env.RunAgentWith(id, token, edges, func(c *agent.Config) { c.TargetWriteTimeout = 500 * time.Millisecond })
 	ss := env.ExposeProtocol(ag, "sink", "127.0.0.1", sink.Addr().(*net.TCPAddr).Port, "http")
-	ws := env.Expose(ag, "web", org.URL)
-	sinkShare := env.Share(ss.ID, client.CreateShareRequest{})
-	webShare := env.Share(ws.ID, client.CreateShareRequest{})
-	webURL := testenv.ShareURL(env.Edges[0], webShare.Token) + "/"
-	eventuallyStatus(t, webURL, 200, 5*time.Second)
-
-	u, err := url.Parse(testenv.ShareURL(env.Edges[0], sinkShare.Token) + "/upload")
-	require.NoError(t, err)
+	u, webURL := sharesBeside(t, env, ag, ss, "/upload")
 	for range 8 {
 		c, err := net.Dial("tcp", u.Host)
 		require.NoError(t, err)
@@ -111,4 +95,17 @@ func answers(url string) func() bool {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	}
+}
+
+// sharesBeside shares svc, and a web service it exposes beside it on the
+// same agent: it returns svc's share URL for path, and the web share's URL
+// once it answers (the probe of a session that must not stall).
+func sharesBeside(t *testing.T, env *testenv.Env, ag *testenv.Agent, svc *client.Service, path string) (*url.URL, string) {
+	t.Helper()
+	ws := env.Expose(ag, "web", origin(t).URL)
+	webURL := testenv.ShareURL(env.Edges[0], env.Share(ws.ID, client.CreateShareRequest{}).Token) + "/"
+	eventuallyStatus(t, webURL, 200, 5*time.Second)
+	u, err := url.Parse(testenv.ShareURL(env.Edges[0], env.Share(svc.ID, client.CreateShareRequest{}).Token) + path)
+	require.NoError(t, err)
+	return u, webURL
 }
