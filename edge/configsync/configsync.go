@@ -168,19 +168,20 @@ func (s *Syncer) refuse() {
 	s.log.Error("the control plane says this edge was deleted: serving nothing")
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
-	s.swap(routes.Empty(), false)
-	if s.cfg.DataDir == "" {
-		return
-	}
-	for _, f := range s.savedFiles() {
-		if f.err == nil && f.sv.TokenHash == s.tokenHash {
-			// The whole directory: a crashed save's temp files hold the
-			// table too.
-			if err := os.RemoveAll(filepath.Dir(f.path)); err != nil {
-				s.log.Error("could not remove the saved snapshot of the deleted edge", "path", f.path, "err", err)
+	// The saved snapshot goes first: once the edge serves nothing, a crash
+	// or a restart cannot bring the table back from it.
+	if s.cfg.DataDir != "" {
+		for _, f := range s.savedFiles() {
+			if f.err == nil && f.sv.TokenHash == s.tokenHash {
+				// The whole directory: a crashed save's temp files hold the
+				// table too.
+				if err := os.RemoveAll(filepath.Dir(f.path)); err != nil {
+					s.log.Error("could not remove the saved snapshot of the deleted edge", "path", f.path, "err", err)
+				}
 			}
 		}
 	}
+	s.swap(routes.Empty(), false)
 }
 
 // savedFile is a snapshot file of the data directory, decoded (or why not).
