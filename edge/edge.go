@@ -74,9 +74,14 @@ type Config struct {
 	TCPPortMin, TCPPortMax int
 	TCPHost                string
 
-	MaxStreamsPerAgent int           // default 1024
-	ReportInterval     time.Duration // default 1 s
-	DrainTimeout       time.Duration // default 15 s
+	MaxStreamsPerAgent int // default 1024
+	// AccessLogRate is how many access logs a second the edge sends to the
+	// control plane (default 1000): above it they are a uniform sample of
+	// about that many a second, while the share statistics, accessCount
+	// and the metrics count every request. Negative sends none.
+	AccessLogRate  int
+	ReportInterval time.Duration // default 1 s
+	DrainTimeout   time.Duration // default 15 s
 	// UpstreamTimeout bounds the wait for the first byte of a service's
 	// response (default 100 s): past it the visitor gets 504.
 	UpstreamTimeout time.Duration
@@ -152,6 +157,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReportInterval <= 0 {
 		c.ReportInterval = time.Second
+	}
+	if c.AccessLogRate == 0 {
+		c.AccessLogRate = 1000
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 15 * time.Second

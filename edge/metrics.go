@@ -25,8 +25,13 @@ type metrics struct {
 	bytes    prometheus.Counter
 	decision *prometheus.CounterVec
 	dropped  prometheus.Counter
-	handler  fasthttp.RequestHandler
-	counters sync.Map // reqKey → prometheus.Counter
+	// sampledOut counts the access logs the sample left out (the edge was
+	// above its access log rate), statsDropped the requests left out of the
+	// share statistics (too many share-minutes waiting to be reported).
+	sampledOut   prometheus.Counter
+	statsDropped prometheus.Counter
+	handler      fasthttp.RequestHandler
+	counters     sync.Map // reqKey → prometheus.Counter
 
 	pruneEvery time.Duration // at most one pruneShares per period
 	lastPrune  atomic.Int64  // unix ns
@@ -42,10 +47,14 @@ func newMetrics(s *Server) *metrics {
 	m.decision = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pc_edge_policy_decisions_total",
 		Help: "Share requests by policy decision (allowed, denied) and the deciding check."}, []string{"decision", "by"})
 	m.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "pc_edge_report_dropped_total", Help: "Access logs dropped because the report buffer was full or the control plane was unreachable."})
+	m.sampledOut = prometheus.NewCounter(prometheus.CounterOpts{Name: "pc_edge_access_logs_sampled_out_total",
+		Help: "Access logs not sent because the edge served more requests a second than its access log rate (the share statistics count them)."})
+	m.statsDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "pc_edge_share_stats_dropped_total",
+		Help: "Requests left out of the share statistics because 200,000 share-minutes were waiting to be reported."})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.bytes, m.decision, m.dropped,
+	m.reg.MustRegister(m.requests, m.duration, m.bytes, m.decision, m.dropped, m.sampledOut, m.statsDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("pc_edge_active_requests", "Share requests in flight.", func() float64 { return float64(s.proxy.Active()) }),
 		gauge("pc_edge_tunnel_sessions", "Connected agent sessions.", func() float64 { return float64(len(s.registry.Connected())) }),

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,9 +12,10 @@ import (
 
 // Bounds of the report buffers: the request path never blocks on them.
 const (
-	maxPendingLogs   = 10000
+	maxPendingLogs   = 10000 // at least; twice the access log rate when that is more
 	maxPendingEvents = 10000
 	maxPendingUses   = 200000 // shares with uses not yet reported (one entry per share)
+	maxPendingStats  = 200000 // share-minutes with requests not yet reported
 	maxReportItems   = 1000   // events, command results and share uses in one report
 )
 
@@ -25,7 +27,10 @@ type reporter struct {
 	logs    []config.AccessLog
 	spare   []config.AccessLog // the last report's logs, emptied, for the next one
 	results []config.CommandDone
-	uses    map[string]*config.ShareUse // every allowed request counts, logged or not
+	uses    map[string]*config.ShareUse     // every allowed request counts, logged or not
+	stats   map[statsKey]*config.ShareStats // every request counts, logged or not
+	sample  sampler
+	maxLogs int
 	fails   map[[2]string]*config.PluginFailure
 	dropped atomic.Int64
 	kick    chan struct{}
@@ -35,7 +40,36 @@ type reporter struct {
 }
 
 func newReporter(s *Server) *reporter {
-	return &reporter{s: s, kick: make(chan struct{}, 1)}
+	rate := max(s.cfg.AccessLogRate, 0)
+	return &reporter{s: s, kick: make(chan struct{}, 1), sample: sampler{rate: int64(rate)}, maxLogs: max(maxPendingLogs, 2*rate)}
+}
+
+type statsKey struct {
+	share  string
+	minute int64
+}
+
+// sampler chooses the access logs an edge sends: all of them while it
+// serves fewer than rate requests a second, then a uniform sample of about
+// rate a second (each kept with probability rate/n, n the requests of the
+// busier of this second and the last).
+type sampler struct {
+	rate    int64 // logs per second; 0 keeps none
+	sec     int64 // the current second (Unix time)
+	n, last int64 // requests in it and in the second before
+}
+
+func (s *sampler) keep(now int64) bool {
+	if now > s.sec {
+		s.last = 0
+		if now == s.sec+1 {
+			s.last = s.n
+		}
+		s.sec, s.n = now, 0
+	}
+	s.n++
+	n := max(s.n, s.last)
+	return n <= s.rate || rand.Int64N(n) < s.rate
 }
 
 // event records an agent connection event and asks for a prompt report.
@@ -92,19 +126,48 @@ func (r *reporter) commandDone(c config.CommandDone) {
 	}
 }
 
-// access records one access log; it never blocks.
+// access counts one request and queues its access log, if the sample takes
+// it; it never blocks.
 func (r *reporter) access(a config.AccessLog) {
+	now := time.Now().Unix()
 	r.mu.Lock()
 	if a.Decision == "allowed" {
 		r.use(a.ShareID, 1, a.At)
 	}
-	if len(r.logs) < maxPendingLogs {
+	if st := r.shareStats(a.ShareID, config.Minute(a.At)); st != nil {
+		st.Add(&a)
+	}
+	keep := r.sample.keep(now)
+	if keep && len(r.logs) < r.maxLogs {
 		r.logs = append(r.logs, a)
-	} else {
+	} else if keep {
 		r.dropped.Add(1)
 		r.s.metrics.dropped.Inc()
 	}
 	r.mu.Unlock()
+	if !keep {
+		r.s.metrics.sampledOut.Inc()
+	}
+}
+
+// shareStats is the pending statistics of a share's minute, nil when
+// maxPendingStats share-minutes are already waiting (the request is then
+// counted as left out); r.mu is held.
+func (r *reporter) shareStats(share string, minute int64) *config.ShareStats {
+	k := statsKey{share, minute}
+	st := r.stats[k]
+	if st == nil {
+		if len(r.stats) >= maxPendingStats {
+			r.s.metrics.statsDropped.Inc()
+			return nil
+		}
+		if r.stats == nil {
+			r.stats = map[statsKey]*config.ShareStats{}
+		}
+		st = &config.ShareStats{ShareID: share, Minute: minute}
+		r.stats[k] = st
+	}
+	return st
 }
 
 func (r *reporter) run(ctx context.Context) {
@@ -179,12 +242,20 @@ func (r *reporter) flush(ctx context.Context) {
 		uses = append(uses, *u)
 		delete(r.uses, id)
 	}
-	more := len(r.events) > 0 || len(r.results) > 0 || len(r.uses) > 0
+	stats := []config.ShareStats{} // [], not null: this edge counts requests
+	for k, st := range r.stats {
+		if len(stats) == maxReportItems {
+			break
+		}
+		stats = append(stats, *st)
+		delete(r.stats, k)
+	}
+	more := len(r.events) > 0 || len(r.results) > 0 || len(r.uses) > 0 || len(r.stats) > 0
 	r.mu.Unlock()
 	t := r.s.sync.Table()
 	rep := &config.Report{EdgeVersion: Version, Instance: r.s.sync.Instance(), ConfigEpoch: t.Epoch, ConfigVersion: t.Version,
 		Agents: r.s.registry.Connected(), Events: events, AccessLogs: logs, Dropped: r.dropped.Swap(0),
-		Connections: r.s.conns.list(), CommandResult: results, PluginFailures: fails, Uses: uses, Stopping: r.stopping.Load()}
+		Connections: r.s.conns.list(), CommandResult: results, PluginFailures: fails, Uses: uses, Stats: stats, Stopping: r.stopping.Load()}
 	if err := r.s.sync.Report(ctx, rep); err != nil {
 		r.s.log.Debug("report failed", "err", err)
 		r.mu.Lock()
@@ -196,6 +267,11 @@ func (r *reporter) flush(ctx context.Context) {
 		}
 		for _, u := range uses { // counted in the next report
 			r.use(u.ShareID, u.Allowed, u.Last)
+		}
+		for i := range stats {
+			if st := r.shareStats(stats[i].ShareID, stats[i].Minute); st != nil {
+				st.Merge(&stats[i])
+			}
 		}
 		r.mu.Unlock()
 		r.dropped.Add(int64(len(logs)) + rep.Dropped)

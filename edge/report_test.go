@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/privateconnect/pc/internal/config"
 )
@@ -29,12 +32,14 @@ func reporterTo(t *testing.T, url string) *reporter {
 // TestReporterDeliversEveryLogOnce: each report carries exactly the logs
 // recorded since the previous one, in order, while the reporter reuses the
 // last report's buffer; a report the control plane refuses counts its logs
-// as dropped and the next one is unaffected. Share uses count every allowed
-// request, beyond the log buffer's bound too, and survive a refused report.
+// as dropped and the next one is unaffected. Share uses and statistics
+// count every request, beyond the log buffer's bound too, and survive a
+// refused report.
 func TestReporterDeliversEveryLogOnce(t *testing.T) {
 	var mu sync.Mutex
 	var got [][]config.AccessLog
 	var uses []map[string]int64
+	var counted []map[string][2]int64 // share → allowed, denied
 	fail := false
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var rep config.Report
@@ -53,9 +58,18 @@ func TestReporterDeliversEveryLogOnce(t *testing.T) {
 			u[x.ShareID] += x.Allowed
 		}
 		uses = append(uses, u)
+		c := map[string][2]int64{}
+		for _, st := range rep.Stats {
+			n := c[st.ShareID]
+			c[st.ShareID] = [2]int64{n[0] + st.Allowed, n[1] + st.Denied}
+		}
+		counted = append(counted, c)
 	}))
 	defer srv.Close()
 	r := reporterTo(t, srv.URL)
+	// Every log is kept (the sample: TestReporterSamplesAboveItsRate) up to
+	// the buffer's bound.
+	r.sample.rate, r.maxLogs = math.MaxInt64, maxPendingLogs
 	seq := 0
 	round := func(n int) []string {
 		var paths []string
@@ -107,6 +121,9 @@ func TestReporterDeliversEveryLogOnce(t *testing.T) {
 		if uses[i]["sh"] != wantUses[i] || uses[i]["other"] != 0 {
 			t.Fatalf("report %d: uses %v, want sh: %d", i, uses[i], wantUses[i])
 		}
+		if want := map[string][2]int64{"sh": {wantUses[i], 0}, "other": {0, wantUses[i]}}; wantUses[i] > 0 && !maps.Equal(counted[i], want) {
+			t.Fatalf("report %d: statistics (allowed, denied) %v, want %v", i, counted[i], want)
+		}
 	}
 }
 
@@ -143,8 +160,9 @@ func TestReporterSplitsABacklog(t *testing.T) {
 		mu.Lock()
 		rep := reps[len(reps)-1]
 		mu.Unlock()
-		if len(rep.Events) != want || len(rep.Uses) != want || len(rep.CommandResult) != want {
-			t.Fatalf("report %d: %d events, %d uses and %d command results, want %d", round, len(rep.Events), len(rep.Uses), len(rep.CommandResult), want)
+		if len(rep.Events) != want || len(rep.Uses) != want || len(rep.CommandResult) != want || len(rep.Stats) != want {
+			t.Fatalf("report %d: %d events, %d uses, %d command results and %d share statistics, want %d",
+				round, len(rep.Events), len(rep.Uses), len(rep.CommandResult), len(rep.Stats), want)
 		}
 		for _, ev := range rep.Events {
 			if ev.AgentID != fmt.Sprint("ag", next) {
@@ -163,11 +181,111 @@ func TestReporterSplitsABacklog(t *testing.T) {
 			}
 		}
 	}
-	// An edge with nothing to count still says it counts uses.
+	// An edge with nothing to count still says it counts uses and requests.
 	r.flush(context.Background())
 	mu.Lock()
 	defer mu.Unlock()
-	if last := raw[len(raw)-1]; !strings.Contains(last, `"shareUses":[]`) {
-		t.Fatalf("an empty report without shareUses: []: %.300s", last)
+	if last := raw[len(raw)-1]; !strings.Contains(last, `"shareUses":[]`) || !strings.Contains(last, `"shareStats":[]`) {
+		t.Fatalf("an empty report without shareUses: [] and shareStats: []: %.300s", last)
+	}
+}
+
+// TestSamplerKeepsAboutItsRate: below the rate every log is kept; above it
+// about rate a second once the traffic of the second before is known (the
+// first second of a burst keeps rate·(1+ln(n/rate)) at most on average);
+// after a quiet second every log is kept again; a rate of 0 keeps none.
+func TestSamplerKeepsAboutItsRate(t *testing.T) {
+	s := sampler{rate: 1000}
+	second := func(sec int64, n int) int {
+		kept := 0
+		for i := 0; i < n; i++ {
+			if s.keep(sec) {
+				kept++
+			}
+		}
+		return kept
+	}
+	if k := second(100, 1000); k != 1000 {
+		t.Fatalf("at the rate: %d of 1000 kept", k)
+	}
+	if k, most := second(101, 10000), 1000*(1+math.Log(10))*1.2; k < 1000 || float64(k) > most {
+		t.Fatalf("first second of 10,000: %d kept, want 1000..%.0f", k, most)
+	}
+	for sec := int64(102); sec < 105; sec++ {
+		if k := second(sec, 10000); k < 850 || k > 1150 {
+			t.Fatalf("second %d of 10,000 requests: %d kept, want about 1000", sec, k)
+		}
+	}
+	if k := second(107, 1000); k != 1000 {
+		t.Fatalf("after quiet seconds: %d of 1000 kept", k)
+	}
+	s = sampler{}
+	if k := second(200, 100); k != 0 {
+		t.Fatalf("rate 0: %d kept", k)
+	}
+}
+
+// TestReporterSamplesAboveItsRate: above the access log rate the reports
+// carry a sample of the logs, and the share statistics and uses still count
+// every request, with their status codes, bytes and deniers; the metrics
+// count what the sample left out.
+func TestReporterSamplesAboveItsRate(t *testing.T) {
+	var mu sync.Mutex
+	var reps []config.Report
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var rep config.Report
+		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil {
+			t.Errorf("report: %v", err)
+		}
+		mu.Lock()
+		reps = append(reps, rep)
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	s, err := New(Config{ControlURL: srv.URL, Token: "edge-token", DataDir: t.TempDir(), DisablePlugins: true,
+		HTTPAddr: "127.0.0.1:0", TunnelAddr: "127.0.0.1:0", AccessLogRate: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.reporter
+	at := time.Date(2026, 11, 28, 10, 0, 59, 0, time.UTC) // two minutes
+	const n = 5000
+	for i := 0; i < n; i++ {
+		a := config.AccessLog{ShareID: "sh", At: at.Add(time.Duration(i) * time.Millisecond), StatusCode: 200, BytesOut: 10, Decision: "allowed", LatencyMs: 2}
+		if i%5 == 0 {
+			a.StatusCode, a.BytesOut, a.Decision, a.DeniedBy = 403, 1, "denied", "ip-allowlist"
+		}
+		r.access(a)
+	}
+	r.flush(context.Background())
+	mu.Lock()
+	defer mu.Unlock()
+	rep := reps[0]
+	if l := len(rep.AccessLogs); l < 100 || l > 800 {
+		t.Fatalf("%d logs of %d requests at 100 a second, want a sample", l, n)
+	}
+	var total config.ShareStats
+	minutes := map[int64]bool{}
+	for i := range rep.Stats {
+		total.Merge(&rep.Stats[i])
+		minutes[rep.Stats[i].Minute] = true
+	}
+	want := config.ShareStats{Allowed: 4000, Denied: 1000, AllowedBytes: 40000, DeniedBytes: 1000,
+		AllowedStatus: map[int]int64{200: 4000}, DeniedStatus: map[int]int64{403: 1000}, DeniedBy: map[string]int64{"ip-allowlist": 1000}}
+	if total.Allowed != want.Allowed || total.Denied != want.Denied || total.AllowedBytes != want.AllowedBytes || total.DeniedBytes != want.DeniedBytes ||
+		!maps.Equal(total.AllowedStatus, want.AllowedStatus) || !maps.Equal(total.DeniedStatus, want.DeniedStatus) || !maps.Equal(total.DeniedBy, want.DeniedBy) {
+		t.Fatalf("statistics %+v, want %+v", total, want)
+	}
+	if len(minutes) != 2 || !total.First.Equal(at) || !total.Last.Equal(at.Add((n-1)*time.Millisecond)) {
+		t.Fatalf("minutes %v, first %v, last %v", minutes, total.First, total.Last)
+	}
+	if got := total.Latency.Quantile(0.5); got != 2 {
+		t.Fatalf("median latency %v, want 2", got)
+	}
+	if len(rep.Uses) != 1 || rep.Uses[0].Allowed != 4000 {
+		t.Fatalf("uses %+v, want 4000 allowed", rep.Uses)
+	}
+	if out := counterValue(t, s.metrics.sampledOut); int(out)+len(rep.AccessLogs) != n {
+		t.Fatalf("sampled out %v + sent %d, want %d", out, len(rep.AccessLogs), n)
 	}
 }

@@ -130,6 +130,7 @@ type edgeFlags struct {
 	upstreamTimeout, headerTimeout, bodyTimeout       time.Duration
 	writeTimeout                                      time.Duration
 	maxBodyBytes                                      int64
+	accessLogRate                                     int
 	breakerThreshold                                  int
 	breakerBackoff                                    time.Duration
 }
@@ -158,6 +159,7 @@ func (f *edgeFlags) register(cmd *cobra.Command, dev bool) {
 	fs.DurationVar(&f.writeTimeout, "visitor-write-timeout", 60*time.Second, "how long a write to a visitor (share links, WebSockets, TCP tunnel ports) may go without a byte leaving before the connection is ended; a visitor that stops reading holds its share of the agent's tunnel buffer (0: the default)")
 	fs.DurationVar(&f.bodyTimeout, "body-timeout", 30*time.Second, "how long a request body may go without a byte arriving before the request ends (408) and the connection is closed; an upload that keeps making progress has no time limit (0: the default)")
 	fs.Int64Var(&f.maxBodyBytes, "max-body-bytes", 0, "largest request body forwarded to a service, in bytes (0: no limit); a larger one gets 413")
+	fs.IntVar(&f.accessLogRate, "access-log-rate", 1000, "access logs a second the edge sends to the control plane; above it they are a uniform sample, while share statistics and metrics count every request (0: none)")
 	fs.IntVar(&f.breakerThreshold, "plugin-breaker-threshold", 20, "failures of a plugin within a minute that trip its circuit breaker: its shares answer 503 (a failOpen plugin is skipped instead) until a trial call succeeds")
 	fs.DurationVar(&f.breakerBackoff, "plugin-breaker-backoff", 30*time.Second, "how long a tripped plugin's shares answer 503 before a trial call (doubles after each failed trial, up to 10m)")
 	fs.BoolVar(&f.insecureTunnel, "insecure-tunnel", false, "allow a plain-TCP tunnel listener off loopback (only behind a load balancer that terminates TLS)")
@@ -178,6 +180,13 @@ func (f *edgeFlags) config() (edge.Config, error) {
 	if err != nil {
 		return edge.Config{}, fmt.Errorf("--control-ca: %w", err)
 	}
+	if f.accessLogRate < 0 {
+		return edge.Config{}, fmt.Errorf("--access-log-rate: %d: must be 0 (no access logs) or more", f.accessLogRate)
+	}
+	logRate := f.accessLogRate
+	if logRate == 0 {
+		logRate = -1 // edge.Config: negative sends none
+	}
 	if f.breakerThreshold < 1 {
 		return edge.Config{}, fmt.Errorf("--plugin-breaker-threshold: %d: must be at least 1", f.breakerThreshold)
 	}
@@ -188,7 +197,7 @@ func (f *edgeFlags) config() (edge.Config, error) {
 		DataDir: f.data, HTTPTLS: tc, TunnelTLS: tc, ShareDomain: f.shareDomain, PublicDomain: f.publicDomain,
 		TrustedProxies: f.trusted, ProxyProtocol: f.proxyProtocol, InsecureTunnel: f.insecureTunnel,
 		UpstreamTimeout: f.upstreamTimeout, HeaderTimeout: f.headerTimeout, BodyTimeout: f.bodyTimeout, VisitorWriteTimeout: f.writeTimeout, MaxBodyBytes: f.maxBodyBytes,
-		PluginBreakerThreshold: f.breakerThreshold, PluginBreakerBackoff: f.breakerBackoff}, nil
+		AccessLogRate: logRate, PluginBreakerThreshold: f.breakerThreshold, PluginBreakerBackoff: f.breakerBackoff}, nil
 }
 
 func edgeCmd(c *common) *cobra.Command {

@@ -15,12 +15,13 @@ import (
 	"github.com/privateconnect/pc/internal/cliconf"
 )
 
-// The edge's body limit, head timeout and body timeout reach edge.Config
-// from a flag, PC_<FLAG> or a --config file key, in pcd edge and pcd dev
-// alike.
+// The edge's body limit, head and body timeouts and access log rate reach
+// edge.Config from a flag, PC_<FLAG> or a --config file key, in pcd edge and
+// pcd dev alike; an access log rate of 0 sends none (negative in
+// edge.Config, where 0 is the default).
 func TestEdgeLimitFlags(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "pcd.yaml")
-	if err := os.WriteFile(file, []byte("max-body-bytes: 3000\nheader-timeout: 3s\nbody-timeout: 13s\nvisitor-write-timeout: 23s\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("max-body-bytes: 3000\nheader-timeout: 3s\nbody-timeout: 13s\nvisitor-write-timeout: 23s\naccess-log-rate: 0\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, dev := range []bool{false, true} {
@@ -33,11 +34,12 @@ func TestEdgeLimitFlags(t *testing.T) {
 			header time.Duration
 			body   time.Duration
 			write  time.Duration
+			rate   int
 		}{
-			{"defaults", nil, nil, "", 0, 30 * time.Second, 30 * time.Second, time.Minute},
-			{"flags", []string{"--max-body-bytes", "1000", "--header-timeout", "1s", "--body-timeout", "11s", "--visitor-write-timeout", "21s"}, nil, "", 1000, time.Second, 11 * time.Second, 21 * time.Second},
-			{"environment", nil, map[string]string{"PC_MAX_BODY_BYTES": "2000", "PC_HEADER_TIMEOUT": "2s", "PC_BODY_TIMEOUT": "12s", "PC_VISITOR_WRITE_TIMEOUT": "22s"}, "", 2000, 2 * time.Second, 12 * time.Second, 22 * time.Second},
-			{"config file", nil, nil, file, 3000, 3 * time.Second, 13 * time.Second, 23 * time.Second},
+			{"defaults", nil, nil, "", 0, 30 * time.Second, 30 * time.Second, time.Minute, 1000},
+			{"flags", []string{"--max-body-bytes", "1000", "--header-timeout", "1s", "--body-timeout", "11s", "--visitor-write-timeout", "21s", "--access-log-rate", "50"}, nil, "", 1000, time.Second, 11 * time.Second, 21 * time.Second, 50},
+			{"environment", nil, map[string]string{"PC_MAX_BODY_BYTES": "2000", "PC_HEADER_TIMEOUT": "2s", "PC_BODY_TIMEOUT": "12s", "PC_VISITOR_WRITE_TIMEOUT": "22s", "PC_ACCESS_LOG_RATE": "20000"}, "", 2000, 2 * time.Second, 12 * time.Second, 22 * time.Second, 20000},
+			{"config file", nil, nil, file, 3000, 3 * time.Second, 13 * time.Second, 23 * time.Second, -1},
 		} {
 			t.Run(fmt.Sprintf("%s/dev=%v", tc.name, dev), func(t *testing.T) {
 				for k, v := range tc.env {
@@ -58,6 +60,9 @@ func TestEdgeLimitFlags(t *testing.T) {
 				cfg, err := f.config()
 				if err != nil {
 					t.Fatal(err)
+				}
+				if cfg.AccessLogRate != tc.rate {
+					t.Fatalf("dev=%v: AccessLogRate %d, want %d", dev, cfg.AccessLogRate, tc.rate)
 				}
 				if cfg.VisitorWriteTimeout != tc.write {
 					t.Fatalf("dev=%v: VisitorWriteTimeout %v, want %v", dev, cfg.VisitorWriteTimeout, tc.write)
@@ -90,6 +95,7 @@ func TestPluginBreakerFlags(t *testing.T) {
 		{"negative threshold", []string{"--plugin-breaker-threshold", "-3"}, nil, 0, 0, "--plugin-breaker-threshold"},
 		{"zero backoff", []string{"--plugin-breaker-backoff", "0s"}, nil, 0, 0, "--plugin-breaker-backoff"},
 		{"backoff past the cap", []string{"--plugin-breaker-backoff", "11m"}, nil, 0, 0, "--plugin-breaker-backoff"},
+		{"negative access log rate", []string{"--access-log-rate", "-1"}, nil, 0, 0, "--access-log-rate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {

@@ -601,6 +601,57 @@ func TestShareUsesCountEveryAllowedRequest(t *testing.T) {
 	assert.Equal(t, float64(12002), h.must(200, "GET", "/v1/shares/"+shareID, h.admin, nil).data()["accessCount"])
 }
 
+// TestShareStatsCountEveryRequest: an edge above its access log rate sends
+// a sample of the logs and statistics that count every request; the share's
+// stats are the edge's counts, its logs the sample. A report's statistics
+// no edge could count (negative, latency buckets out of range) are ignored;
+// an edge that sends no shareStats is counted from its logs, as before.
+func TestShareStatsCountEveryRequest(t *testing.T) {
+	h := newHarness(t)
+	_, edgeTok := h.edge("e1")
+	svcID, _ := h.service(h.admin, "svc")
+	shareID := h.must(201, "POST", "/v1/services/"+svcID+"/shares", h.admin, map[string]any{"name": "s"}).data()["id"].(string)
+	minute := time.Now().UTC().Add(-5 * time.Minute).Truncate(time.Minute)
+	logEntry := func(decision string, status int) map[string]any {
+		return map[string]any{"shareId": shareID, "at": minute.Add(10 * time.Second), "ip": "192.0.2.1", "method": "GET", "path": "/",
+			"statusCode": status, "latencyMs": 3, "bytesOut": 7, "decision": decision}
+	}
+	counts := func(m int64, allowed, denied int64) map[string]any {
+		return map[string]any{"shareId": shareID, "minute": m, "allowed": allowed, "denied": denied,
+			"allowedBytes": allowed * 7, "deniedBytes": denied, "allowedByStatus": map[string]int64{"200": allowed},
+			"deniedByStatus": map[string]int64{"403": denied}, "deniedBy": map[string]int64{"ip-allowlist": denied},
+			"latency":       map[string]any{"counts": map[string]int64{"15": allowed + denied}, "min": 3, "max": 3},
+			"firstAccessAt": minute, "lastAccessAt": minute.Add(59 * time.Second)}
+	}
+	m := minute.Unix() / 60
+	unknown := counts(m, 1, 1)
+	unknown["shareId"] = "unknown-share"
+	h.report(edgeTok, nil, map[string]any{
+		"accessLogs": []any{logEntry("allowed", 200), logEntry("denied", 403)},
+		"shareUses":  []any{map[string]any{"shareId": shareID, "allowed": 12000 + 3000, "lastAccessAt": minute}},
+		"shareStats": []any{counts(m, 12000, 400), counts(m+1, 3000, 0),
+			map[string]any{"shareId": shareID, "minute": m, "allowed": -5},                                                                  // ignored
+			map[string]any{"shareId": shareID, "minute": m, "allowed": 1, "latency": map[string]any{"counts": map[string]int64{"9999": 1}}}, // ignored
+			unknown},
+	})
+	st := h.must(200, "GET", "/v1/shares/"+shareID+"/stats", h.admin, nil).data()
+	assert.Equal(t, float64(15400), st["requests"])
+	assert.Equal(t, float64(15000), st["allowed"])
+	assert.Equal(t, float64(400), st["denied"])
+	assert.Equal(t, float64(15000*7+400), st["bytesOut"])
+	assert.Equal(t, map[string]any{"200": float64(15000), "403": float64(400)}, st["byStatus"])
+	assert.Equal(t, float64(3), st["p99LatencyMs"])
+	require.Len(t, st["byMinute"], 2)
+	assert.Equal(t, float64(12400), st["byMinute"].([]any)[0].(map[string]any)["requests"])
+	assert.Len(t, h.must(200, "GET", "/v1/shares/"+shareID+"/logs", h.admin, nil).list(), 2, "the logs are the sample the edge sent")
+
+	// An edge without shareStats: its logs count.
+	h.report(edgeTok, nil, map[string]any{"accessLogs": []any{logEntry("allowed", 200), logEntry("denied", 403), logEntry("allowed", 200)}})
+	st = h.must(200, "GET", "/v1/shares/"+shareID+"/stats", h.admin, nil).data()
+	assert.Equal(t, float64(15403), st["requests"])
+	assert.Equal(t, float64(401), st["denied"])
+}
+
 // GET /v1/api-keys lists active keys: an expired one is left out, as a
 // revoked one is.
 func TestExpiredKeysAreNotListed(t *testing.T) {

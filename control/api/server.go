@@ -66,7 +66,8 @@ type Hooks struct {
 	// Event is called after a committed mutation or connection event with
 	// a webhook-style event name (e.g. "share.created") and its data.
 	Event func(workspaceID, event string, data any)
-	// AccessLogs receives the access logs of edge reports (share logs/stats).
+	// AccessLogs receives the access logs of edge reports (a sample above
+	// each edge's access log rate; the statistics count every request).
 	AccessLogs func(edgeID string, logs []config.AccessLog)
 	// AgentInbox is called when a command or message for an agent is stored,
 	// so that a live tunnel can deliver it at once (see package doc).

@@ -11,41 +11,97 @@ import (
 	"github.com/privateconnect/pc/internal/config"
 )
 
-// Share monitoring: edge reports carry access logs; each is stored with a
-// TTL (MonitoringOptions.AccessLogRetention) together with per-minute
-// statistics and the share-event window (store.RecordAccess), in chunks of
-// accessChunk records per transaction (Badger bounds a transaction's size).
+// Share monitoring: edge reports carry access logs (a sample above the
+// edge's access log rate) and per-minute share statistics counting every
+// request; each log is stored with a TTL
+// (MonitoringOptions.AccessLogRetention), the statistics are added to the
+// per-minute statistics and the share-event window (store.RecordAccess), in
+// transactions of at most accessChunk items (Badger bounds a transaction's
+// size).
 
 const accessChunk = 500
 
-// recordAccessLogs stores the access logs of an edge report. Logs of
-// unknown shares are skipped; a storage failure drops the chunk (counted in
-// pc_control_access_logs_dropped_total) without failing the report.
-func (a *API) recordAccessLogs(ctx context.Context, edgeID string, logs []config.AccessLog) {
-	if len(logs) == 0 {
+// A share-minute of statistics counts as this many items of a chunk: it
+// reads and writes a minute's record and the share's event window.
+const statsWeight = 4
+
+// recordAccess stores the access logs and share statistics of an edge
+// report; stats nil (edges that do not count) counts the logs instead. Logs
+// and statistics of unknown shares are skipped; a storage failure drops the
+// chunk (its logs counted in pc_control_access_logs_dropped_total) without
+// failing the report.
+func (a *API) recordAccess(ctx context.Context, edgeID string, logs []config.AccessLog, stats []config.ShareStats) {
+	if len(logs) == 0 && len(stats) == 0 {
 		return
 	}
 	type shareRef struct{ ws, service string }
-	refs := map[string]*shareRef{} // nil: unknown share
-	for start := 0; start < len(logs); start += accessChunk {
-		chunk := logs[start:min(start+accessChunk, len(logs))]
-		order := []string{}
-		groups := map[string][]store.AccessRecord{}
-		for i := range chunk {
-			l := &chunk[i]
-			if _, ok := groups[l.ShareID]; !ok {
-				order = append(order, l.ShareID)
+	type work struct {
+		recs  []store.AccessRecord
+		stats []config.ShareStats
+	}
+	counted := stats != nil
+	order := []string{}
+	byShare := map[string]*work{}
+	get := func(id string) *work {
+		w := byShare[id]
+		if w == nil {
+			w = &work{}
+			if counted {
+				w.stats = []config.ShareStats{} // not nil: do not count the records
 			}
-			groups[l.ShareID] = append(groups[l.ShareID], accessRecordOf(edgeID, l))
+			byShare[id] = w
+			order = append(order, id)
+		}
+		return w
+	}
+	for i := range logs {
+		w := get(logs[i].ShareID)
+		w.recs = append(w.recs, accessRecordOf(edgeID, &logs[i]))
+	}
+	for i := range stats {
+		if err := stats[i].Check(); err != nil {
+			a.log.Warn("edge report: share statistics ignored", "edge", edgeID, "share", stats[i].ShareID, "err", err)
+			continue
+		}
+		w := get(stats[i].ShareID)
+		w.stats = append(w.stats, stats[i])
+	}
+	refs := map[string]*shareRef{} // nil: unknown share
+	for len(order) > 0 {
+		// The next chunk: whole shares while they fit, a share's records
+		// beyond accessChunk alone in chunks of their own.
+		var chunk []store.AccessBatch
+		cost := 0
+		for len(order) > 0 {
+			w := byShare[order[0]]
+			c := len(w.recs) + statsWeight*len(w.stats)
+			if cost > 0 && cost+c > accessChunk {
+				break
+			}
+			b := store.AccessBatch{ShareID: order[0], Records: w.recs, Stats: w.stats}
+			if len(w.recs) > accessChunk { // the rest of the records next time, without the statistics
+				b.Records, w.recs = w.recs[:accessChunk], w.recs[accessChunk:]
+				if counted {
+					w.stats = []config.ShareStats{}
+				}
+			} else {
+				order = order[1:]
+			}
+			chunk = append(chunk, b)
+			cost += len(b.Records) + statsWeight*len(b.Stats)
 		}
 		now := time.Now().UTC()
-		stored, unknown := 0, 0
+		stored, unknown, logsIn := 0, 0, 0
+		for i := range chunk {
+			logsIn += len(chunk[i].Records)
+		}
 		err := a.kv.Update(ctx, func(tx store.Tx) error {
 			stored, unknown = 0, 0
-			for _, id := range order {
-				ref, seen := refs[id]
+			for i := range chunk {
+				b := chunk[i] // a copy: a retried transaction starts afresh
+				ref, seen := refs[b.ShareID]
 				if !seen {
-					sh, err := store.LookupShare(tx, id)
+					sh, err := store.LookupShare(tx, b.ShareID)
 					switch {
 					case errors.Is(err, store.ErrNotFound):
 					case err != nil:
@@ -53,24 +109,24 @@ func (a *API) recordAccessLogs(ctx context.Context, edgeID string, logs []config
 					default:
 						ref = &shareRef{ws: sh.WorkspaceID, service: sh.ServiceID}
 					}
-					refs[id] = ref
+					refs[b.ShareID] = ref
 				}
 				if ref == nil {
-					unknown += len(groups[id])
+					unknown += len(b.Records)
 					continue
 				}
-				b := store.AccessBatch{WorkspaceID: ref.ws, ShareID: id, ServiceID: ref.service, Records: groups[id]}
+				b.WorkspaceID, b.ServiceID = ref.ws, ref.service
 				if err := store.RecordAccess(tx, &b, a.opts.Monitoring.AccessLogRetention,
 					a.webhooks.Options().ShareEventWindow, now); err != nil {
 					return err
 				}
-				stored += len(groups[id])
+				stored += len(b.Records)
 			}
 			return nil
 		})
 		if err != nil {
-			a.log.Warn("access logs not stored", "edge", edgeID, "logs", len(chunk), "err", err)
-			a.metrics.accessDropped.WithLabelValues("store").Add(float64(len(chunk)))
+			a.log.Warn("access logs not stored", "edge", edgeID, "logs", logsIn, "err", err)
+			a.metrics.accessDropped.WithLabelValues("store").Add(float64(logsIn))
 			continue
 		}
 		if unknown > 0 {
@@ -213,11 +269,11 @@ func (a *API) shareStats(c *call) (any, error) {
 }
 
 // reportMonitoring applies the monitoring parts of an edge report: access
-// logs (stored before the report is answered, so logs and stats are
+// logs and share statistics (stored before the report is answered, so logs and stats are
 // readable once the edge's report returned), the edge's dropped count, and
 // plugin failures.
 func (a *API) reportMonitoring(c *call, r *config.Report) {
-	a.recordAccessLogs(c.ctx, c.edge.ID, r.AccessLogs)
+	a.recordAccess(c.ctx, c.edge.ID, r.AccessLogs, r.Stats)
 	if r.Dropped > 0 {
 		a.metrics.edgeDropped.WithLabelValues(c.edge.ID).Add(float64(r.Dropped))
 	}

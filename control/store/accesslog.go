@@ -3,11 +3,10 @@ package store
 import (
 	"bytes"
 	"fmt"
-	"maps"
-	"math"
-	"slices"
 	"strconv"
 	"time"
+
+	"github.com/privateconnect/pc/internal/config"
 )
 
 // Share access logs, per-minute statistics and share-event windows.
@@ -59,96 +58,8 @@ type MinuteStats struct {
 	Latency  LatencyHistogram `json:"latency"`
 }
 
-// LatencyHistogram counts latencies in logarithmic buckets (ratio
-// [latencyRatio], so a percentile read from it is within about 4% of the
-// true value), plus the exact minimum and maximum.
-type LatencyHistogram struct {
-	Counts map[int]int64 `json:"counts"` // bucket index → count (JSON keys are the index in decimal)
-	Min    float64       `json:"min"`
-	Max    float64       `json:"max"`
-}
-
-const (
-	latencyBase  = 0.01 // ms: bucket 0 holds everything up to this
-	latencyRatio = 1.08
-	latencyMax   = 400 // last bucket (≈ 2.3 hours)
-)
-
-func latencyBucket(ms float64) int {
-	if ms <= latencyBase {
-		return 0
-	}
-	i := int(math.Ceil(math.Log(ms/latencyBase) / math.Log(latencyRatio)))
-	return min(max(i, 0), latencyMax)
-}
-
-// Add records one latency.
-func (h *LatencyHistogram) Add(ms float64) {
-	if h.Counts == nil {
-		h.Counts = map[int]int64{}
-	}
-	empty := len(h.Counts) == 0 // counts only grow: no key means no sample
-	h.Counts[latencyBucket(ms)]++
-	if empty || ms < h.Min {
-		h.Min = ms
-	}
-	if empty || ms > h.Max {
-		h.Max = ms
-	}
-}
-
-// Merge adds o into h.
-func (h *LatencyHistogram) Merge(o *LatencyHistogram) {
-	if len(o.Counts) == 0 {
-		return
-	}
-	if h.Counts == nil {
-		h.Counts = map[int]int64{}
-	}
-	empty := len(h.Counts) == 0
-	for k, v := range o.Counts {
-		h.Counts[k] += v
-	}
-	if empty || o.Min < h.Min {
-		h.Min = o.Min
-	}
-	if empty || o.Max > h.Max {
-		h.Max = o.Max
-	}
-}
-
-func (h *LatencyHistogram) total() int64 {
-	var n int64
-	for _, v := range h.Counts {
-		n += v
-	}
-	return n
-}
-
-// Quantile returns the q-quantile (0 < q ≤ 1) in milliseconds: the
-// geometric middle of the bucket holding it, clamped to [Min, Max]. It is 0
-// when the histogram is empty.
-func (h *LatencyHistogram) Quantile(q float64) float64 {
-	n := h.total()
-	if n == 0 {
-		return 0
-	}
-	idx := slices.Sorted(maps.Keys(h.Counts))
-	rank := int64(math.Ceil(q * float64(n)))
-	rank = min(max(rank, 1), n)
-	var seen int64
-	for _, i := range idx {
-		seen += h.Counts[i]
-		if seen >= rank {
-			v := latencyBase
-			if i > 0 {
-				v = latencyBase * math.Pow(latencyRatio, float64(i)-0.5)
-			}
-			return math.Round(min(max(v, h.Min), h.Max)*1000) / 1000
-		}
-	}
-	return h.Max
-}
+// LatencyHistogram is the latency histogram of the edges' reports.
+type LatencyHistogram = config.LatencyHistogram
 
 // ShareWindow aggregates one share's requests received in one event window.
 type ShareWindow struct {
@@ -182,16 +93,17 @@ func windowSuffix(t time.Time) string { return fmt.Sprintf("%016x", uint64(max(t
 type AccessBatch struct {
 	WorkspaceID, ShareID, ServiceID string
 	Records                         []AccessRecord
+	// Stats counts the share's requests per minute: every request, whether
+	// or not its record is in Records (edges that count them send a sample
+	// of the records). Nil counts the records instead.
+	Stats []config.ShareStats
 }
 
 // RecordAccess stores one share's access records (kept for retention), adds
-// them to the per-minute statistics, and to the share-event window of now
-// (window long; a window already flushed moves them to the next one).
+// its requests to the per-minute statistics, and to the share-event window
+// of now (window long; a window already flushed moves them to the next
+// one).
 func RecordAccess(tx Tx, b *AccessBatch, retention, window time.Duration, now time.Time) error {
-	if len(b.Records) == 0 {
-		return nil
-	}
-	minutes := map[int64]*MinuteStats{}
 	// One buffer holds every encoded record of the batch: the transaction
 	// keeps the slices until it commits, so each is a part never written
 	// again (a grown buffer leaves the earlier parts in the old array).
@@ -203,28 +115,36 @@ func RecordAccess(tx Tx, b *AccessBatch, retention, window time.Duration, now ti
 		if err := tx.PutTTL(accessKey(b.WorkspaceID, r), buf[start:len(buf):len(buf)], retention); err != nil {
 			return err
 		}
-		m := r.At.Unix() / 60
-		ms := minutes[m]
+	}
+	stats := b.Stats
+	if stats == nil {
+		stats = countRecords(b.Records)
+	}
+	if len(stats) == 0 {
+		return nil
+	}
+	minutes := map[int64]*MinuteStats{}
+	for i := range stats {
+		st := &stats[i]
+		ms := minutes[st.Minute]
 		if ms == nil {
 			ms = &MinuteStats{}
-			if err := getJSON(tx, minuteKey(b.WorkspaceID, b.ShareID, m), ms); err != nil && !isNotFound(err) {
+			if err := getJSON(tx, minuteKey(b.WorkspaceID, b.ShareID, st.Minute), ms); err != nil && !isNotFound(err) {
 				return err
 			}
-			ms.Minute = time.Unix(m*60, 0).UTC()
+			ms.Minute = time.Unix(st.Minute*60, 0).UTC()
 			if ms.ByStatus == nil {
 				ms.ByStatus = map[string]int64{}
 			}
-			minutes[m] = ms
+			minutes[st.Minute] = ms
 		}
-		ms.Requests++
-		if r.Allowed() {
-			ms.Allowed++
-		} else {
-			ms.Denied++
-		}
-		ms.BytesOut += r.BytesOut
-		ms.ByStatus[strconv.Itoa(r.StatusCode)]++
-		ms.Latency.Add(r.LatencyMs)
+		ms.Requests += st.Allowed + st.Denied
+		ms.Allowed += st.Allowed
+		ms.Denied += st.Denied
+		ms.BytesOut += st.AllowedBytes + st.DeniedBytes
+		addByStatus(ms.ByStatus, st.AllowedStatus)
+		addByStatus(ms.ByStatus, st.DeniedStatus)
+		ms.Latency.Merge(&st.Latency)
 	}
 	for m, ms := range minutes {
 		ttl := StatsRetention - now.Sub(ms.Minute)
@@ -235,10 +155,35 @@ func RecordAccess(tx Tx, b *AccessBatch, retention, window time.Duration, now ti
 			return err
 		}
 	}
-	return addToWindow(tx, b, window, now)
+	return addToWindow(tx, b, stats, window, now)
 }
 
-func addToWindow(tx Tx, b *AccessBatch, window time.Duration, now time.Time) error {
+// countRecords counts records per minute, for a batch without statistics.
+func countRecords(recs []AccessRecord) []config.ShareStats {
+	var out []config.ShareStats
+	at := map[int64]int{} // minute → index in out
+	for i := range recs {
+		r := &recs[i]
+		m := config.Minute(r.At)
+		j, ok := at[m]
+		if !ok {
+			j = len(out)
+			at[m] = j
+			out = append(out, config.ShareStats{ShareID: r.ShareID, Minute: m})
+		}
+		out[j].Add(&config.AccessLog{At: r.At, StatusCode: r.StatusCode, LatencyMs: r.LatencyMs, BytesOut: r.BytesOut,
+			Decision: r.Decision, DeniedBy: r.DeniedBy})
+	}
+	return out
+}
+
+func addByStatus(to map[string]int64, from map[int]int64) {
+	for code, n := range from {
+		to[strconv.Itoa(code)] += n
+	}
+}
+
+func addToWindow(tx Tx, b *AccessBatch, stats []config.ShareStats, window time.Duration, now time.Time) error {
 	if window <= 0 {
 		return nil
 	}
@@ -262,26 +207,24 @@ func addToWindow(tx Tx, b *AccessBatch, window time.Duration, now time.Time) err
 		}
 		start = start.Add(window) // its events are out: count in the next window
 	}
-	for i := range b.Records {
-		r := &b.Records[i]
-		if r.Allowed() {
-			w.Allowed++
-			w.BytesOut += r.BytesOut
-			w.ByStatus[strconv.Itoa(r.StatusCode)]++
-		} else {
-			w.Denied++
-			by := r.DeniedBy
-			if by == "" {
-				by = "policy"
-			}
-			w.DeniedBy[by]++
-			w.DeniedCodes[strconv.Itoa(r.StatusCode)]++
+	for i := range stats {
+		st := &stats[i]
+		w.Allowed += st.Allowed
+		w.BytesOut += st.AllowedBytes
+		addByStatus(w.ByStatus, st.AllowedStatus)
+		w.Denied += st.Denied
+		for by, n := range st.DeniedBy {
+			w.DeniedBy[by] += n
 		}
-		if w.FirstAt.IsZero() || r.At.Before(w.FirstAt) {
-			w.FirstAt = r.At
+		addByStatus(w.DeniedCodes, st.DeniedStatus)
+		if st.First.IsZero() {
+			continue
 		}
-		if r.At.After(w.LastAt) {
-			w.LastAt = r.At
+		if w.FirstAt.IsZero() || st.First.Before(w.FirstAt) {
+			w.FirstAt = st.First
+		}
+		if st.Last.After(w.LastAt) {
+			w.LastAt = st.Last
 		}
 	}
 	ttl := windowTTL(window)

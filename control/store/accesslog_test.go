@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/privateconnect/pc/control/store"
+	"github.com/privateconnect/pc/internal/config"
 )
 
 func rec(i int, at time.Time, allowed bool, status int, latency float64) store.AccessRecord {
@@ -145,6 +146,51 @@ func TestShareWindows(t *testing.T) {
 		require.Len(t, ws, 1)
 		require.Equal(t, int64(1), ws[0].Allowed)
 		require.Equal(t, t0.Truncate(window).Add(window), ws[0].Start)
+	})
+}
+
+// TestCountedBatch: a batch with the edge's statistics stores its records
+// (a sample) as they are and counts the statistics, not the records, in the
+// minutes and in the share-event window.
+func TestCountedBatch(t *testing.T) {
+	stores(t, func(t *testing.T, kv store.KV) {
+		ctx := context.Background()
+		const window = time.Minute
+		t0 := time.Now().UTC().Truncate(time.Minute).Add(-10 * time.Minute)
+		var st config.ShareStats
+		for i := 0; i < 90; i++ {
+			a := config.AccessLog{At: t0.Add(time.Duration(i) * time.Second / 2), StatusCode: 200, BytesOut: 5, LatencyMs: 4, Decision: "allowed"}
+			if i%3 == 0 {
+				a.StatusCode, a.Decision, a.BytesOut = 401, "denied", 0
+			}
+			st.Add(&a)
+		}
+		st.ShareID, st.Minute = "sh", config.Minute(t0)
+		b := store.AccessBatch{WorkspaceID: "ws", ShareID: "sh", ServiceID: "svc", Records: []store.AccessRecord{rec(1, t0, true, 200, 4)},
+			Stats: []config.ShareStats{st}}
+		require.NoError(t, kv.Update(ctx, func(tx store.Tx) error { return store.RecordAccess(tx, &b, time.Hour, window, t0) }))
+		require.NoError(t, kv.View(ctx, func(tx store.Tx) error {
+			logs, _, err := store.ListAccessLogs(tx, "ws", "sh", time.Time{}, "", 100)
+			require.NoError(t, err)
+			require.Len(t, logs, 1)
+			mins, err := store.ShareMinutes(tx, "ws", "sh", t0)
+			require.NoError(t, err)
+			require.Len(t, mins, 1)
+			m := mins[0]
+			require.Equal(t, [4]int64{90, 60, 30, 300}, [4]int64{m.Requests, m.Allowed, m.Denied, m.BytesOut})
+			require.Equal(t, map[string]int64{"200": 60, "401": 30}, m.ByStatus)
+			require.Equal(t, float64(4), m.Latency.Quantile(0.99))
+			var ws []store.ShareWindow
+			require.NoError(t, store.ClosedWindows(tx, t0.Add(window), func(w *store.ShareWindow) bool { ws = append(ws, *w); return true }))
+			require.Len(t, ws, 1)
+			w := ws[0]
+			require.Equal(t, [3]int64{60, 30, 300}, [3]int64{w.Allowed, w.Denied, w.BytesOut})
+			require.Equal(t, map[string]int64{"policy": 30}, w.DeniedBy)
+			require.Equal(t, map[string]int64{"401": 30}, w.DeniedCodes)
+			require.Equal(t, t0, w.FirstAt)
+			require.Equal(t, t0.Add(89*time.Second/2), w.LastAt)
+			return nil
+		}))
 	})
 }
 

@@ -242,12 +242,19 @@ type Report struct {
 	// (webhook plugin.failed); edges aggregate repeated failures in Count.
 	PluginFailures []PluginFailure `json:"pluginFailures,omitempty"`
 	// Uses counts every share's allowed requests since the last report,
-	// whether or not their logs fit in AccessLogs (bounded, so a sample
-	// above about 10,000 requests/s); it drives a share's accessCount and
+	// whether or not their logs are in AccessLogs (a sample above the
+	// edge's access log rate); it drives a share's accessCount and
 	// lastAccessedAt. Edges that count uses always send it, [] when there
 	// were none; without it (edges before it), the control plane counts the
 	// allowed logs.
 	Uses []ShareUse `json:"shareUses"`
+	// Stats counts every request per share and minute since the last
+	// report, logged or not: above the edge's access log rate
+	// (--access-log-rate), AccessLogs is a sample and the statistics still
+	// count every request. Edges that count send it always, [] when there
+	// were none; without it (edges before it), the control plane counts the
+	// access logs.
+	Stats []ShareStats `json:"shareStats"`
 	// Stopping marks an edge's last report, sent as it stops (SIGTERM,
 	// after its drain): the control plane takes it offline at once
 	// instead of after the offline window that covers a lost stream.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/privateconnect/pc/control"
 	"github.com/privateconnect/pc/control/webhooks"
+	"github.com/privateconnect/pc/edge"
 	"github.com/privateconnect/pc/internal/testenv"
 	"github.com/privateconnect/pc/sdk/client"
 )
@@ -306,6 +307,54 @@ func checkTimes(t *testing.T, where string, v any) int {
 		}
 	}
 	return n
+}
+
+// TestShareStatsCountEveryRequestAboveTheLogRate: an edge past its access
+// log rate sends a sample of the logs, and the share's statistics and
+// accessCount still count every request (the statistics the edge counts).
+func TestShareStatsCountEveryRequestAboveTheLogRate(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Edge: func(c *edge.Config) { c.AccessLogRate = 10 }})
+	ctx := context.Background()
+	org := origin(t)
+	_, svc := env.ExposeAgent("sampled", "web", org.URL)
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	const n = 150
+	var wg sync.WaitGroup
+	for w := 0; w < 10; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < n/10; i++ {
+				resp, err := http.Get(sh.ShareURL + "/x")
+				if !assert.NoError(t, err) {
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				assert.Equal(t, 200, resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	var stats *client.ShareStats
+	require.Eventually(t, func() bool {
+		var err error
+		stats, err = env.Client.ShareStats(ctx, sh.ID)
+		return err == nil && stats.Requests >= n
+	}, 10*time.Second, 20*time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // a late report would show up here
+	stats, err := env.Client.ShareStats(ctx, sh.ID)
+	require.NoError(t, err)
+	assert.EqualValues(t, n, stats.Requests)
+	assert.EqualValues(t, n, stats.Allowed)
+	assert.Equal(t, map[string]int64{"200": n}, stats.ByStatus)
+	got, err := env.Client.GetShare(ctx, sh.ID)
+	require.NoError(t, err)
+	assert.EqualValues(t, n, got.AccessCount)
+	logs, _, err := env.Client.ListShareLogs(ctx, sh.ID, client.ListOptions{Limit: 200}, client.ShareLogFilter{})
+	require.NoError(t, err)
+	assert.NotEmpty(t, logs)
+	assert.Less(t, len(logs), n*2/3, "the logs are a sample at 10 a second")
 }
 
 // TestGrafanaDashboardMetrics checks docs/grafana-dashboard.json: valid
