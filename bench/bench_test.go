@@ -67,6 +67,21 @@ func TestOpenLoop(t *testing.T) {
 	require.Greater(t, ph.Latency.P99, 150.0, "latency from the intended send time includes the queue")
 }
 
+// An open loop against a server that cannot keep up ends on time: the
+// window's ops no worker could send by openLoopGrace after its end are
+// counted as unsent instead of being sent, late, for as long as the backlog
+// lasts (here 500 ops at 20/s would have taken 25 s).
+func TestOpenLoopEndsOnTime(t *testing.T) {
+	start := time.Now()
+	ph := runLoad(context.Background(), loadSpec{Conns: 2, Duration: 500 * time.Millisecond, Rate: 1000, Unit: unitReqs,
+		Op: func(*worker) (int64, string) { time.Sleep(100 * time.Millisecond); return 1, "" }}, nil)
+	require.Less(t, time.Since(start), 500*time.Millisecond+openLoopGrace+time.Second, "the phase ends after the grace")
+	require.Positive(t, ph.ErrorKinds[kindUnsent])
+	require.Equal(t, ph.ErrorKinds[kindUnsent], ph.Errors)
+	require.EqualValues(t, 500, ph.Ops+ph.Errors, "every op due in the window is either done or unsent")
+	require.Greater(t, ph.Latency.Max, 1000.0, "the late ops' latency still runs from their intended send time")
+}
+
 func TestMaxOpsAndErrors(t *testing.T) {
 	n := 0
 	var mu sync.Mutex

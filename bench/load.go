@@ -29,7 +29,9 @@ type loadSpec struct {
 	// Rate is the open-loop target in ops/s over all workers (0: closed
 	// loop). In open loop each op's latency is measured from its intended
 	// send time, so a stalled server cannot hide queueing delay
-	// (no coordinated omission).
+	// (no coordinated omission). An op due in the window that no worker
+	// could send by openLoopGrace after its end is not sent: it counts as
+	// an error of kind "unsent", and the phase ends on time.
 	Rate float64
 	// MaxOps stops the phase after this many ops (0: no limit).
 	MaxOps int64
@@ -74,6 +76,15 @@ func (w *worker) record(d time.Duration) {
 	}
 	_ = w.hist.RecordValue(us)
 }
+
+// openLoopGrace is how long after the end of the window an open loop may
+// still send the window's late ops (the workers were all busy): a server
+// that cannot keep up must not stretch a 10 s phase into minutes of backlog.
+const openLoopGrace = time.Second
+
+// kindUnsent counts the ops of an open loop that were due in the measured
+// window but never sent, every worker being busy with earlier ones.
+const kindUnsent = "unsent"
 
 // live counters read by the progress line.
 type liveCounters struct {
@@ -125,6 +136,7 @@ func runLoad(ctx context.Context, spec loadSpec, prog *progress) *Phase {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var lastDone atomic.Int64
+	var sentMeasured atomic.Int64 // open loop: ops of the window that were sent
 	var wg sync.WaitGroup
 	for i, w := range workers {
 		if setupErrs[i] != nil {
@@ -149,6 +161,12 @@ func runLoad(ctx context.Context, spec loadSpec, prog *progress) *Phase {
 					}
 					if d := time.Until(start); d > 0 {
 						sleepCtx(ctx, d)
+					}
+					if !end.IsZero() && time.Now().After(end.Add(openLoopGrace)) {
+						return // too late: counted as unsent below
+					}
+					if !start.Before(measStart) {
+						sentMeasured.Add(1)
 					}
 				} else {
 					if spec.MaxOps > 0 && ticket.Add(1) > spec.MaxOps {
@@ -229,6 +247,17 @@ func runLoad(ctx context.Context, spec loadSpec, prog *progress) *Phase {
 		for k, v := range w.errs {
 			ph.ErrorKinds[k] += v
 			ph.Errors += v
+		}
+	}
+	if interval > 0 && !end.IsZero() && ctx.Err() == nil {
+		// The window's due ops (those MaxOps allows) that were never sent.
+		due := int64((end.Sub(t0)+interval-1)/interval) - int64((measStart.Sub(t0)+interval-1)/interval)
+		if spec.MaxOps > 0 {
+			due = min(due, spec.MaxOps-int64((measStart.Sub(t0)+interval-1)/interval))
+		}
+		if unsent := due - sentMeasured.Load(); unsent > 0 {
+			ph.ErrorKinds[kindUnsent] += unsent
+			ph.Errors += unsent
 		}
 	}
 	ph.Rate = rateOf(spec.Unit, ph.Ops, ph.Bytes, elapsed.Seconds())
