@@ -289,6 +289,9 @@ func Run(ctx context.Context, opts Options, names []string) (*Report, error) {
 				tries = append(tries, try)
 			}
 			res = medianRun(tries)
+			if ctx.Err() != nil {
+				res.interrupted()
+			}
 		}
 		res.Seconds = round3(time.Since(start).Seconds())
 		prog.logf("%s", summaryLine(res))
@@ -313,7 +316,10 @@ func Run(ctx context.Context, opts Options, names []string) (*Report, error) {
 			return rep, err
 		}
 	}
-	return rep, ctx.Err()
+	if ctx.Err() != nil {
+		return rep, fmt.Errorf("interrupted: %w", ctx.Err())
+	}
+	return rep, nil
 }
 
 // runOnce runs s into res.
@@ -327,6 +333,16 @@ func (r *runner) runOnce(ctx context.Context, s scenario, res *Result) {
 		res.Status, res.Reason = StatusFailed, err.Error()
 	}
 	res.computeRatios()
+}
+
+// interrupted marks a scenario stopped by a signal: its partial figures are
+// kept (in the JSON) but not judged.
+func (r *Result) interrupted() {
+	r.Status, r.Pass = StatusInterrupted, nil
+	r.Reason = "stopped by a signal before the end; the figures cover the time before it and are not judged"
+	for i := range r.Metrics {
+		r.Metrics[i].Pass = nil
+	}
 }
 
 // repeatable: a load scenario whose ratio a repeat steadies (the others

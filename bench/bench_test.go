@@ -9,6 +9,8 @@ import (
 	"encoding/xml"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,6 +82,54 @@ func TestOpenLoopEndsOnTime(t *testing.T) {
 	require.Equal(t, ph.ErrorKinds[kindUnsent], ph.Errors)
 	require.EqualValues(t, 500, ph.Ops+ph.Errors, "every op due in the window is either done or unsent")
 	require.Greater(t, ph.Latency.Max, 1000.0, "the late ops' latency still runs from their intended send time")
+}
+
+// A phase stopped by SIGINT reports its rate over the time it ran, not
+// over the whole window, and says it was interrupted.
+func TestInterruptedPhase(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	ph := runLoad(ctx, loadSpec{Conns: 2, Duration: 5 * time.Second, Unit: unitReqs,
+		Op: func(*worker) (int64, string) { time.Sleep(time.Millisecond); return 1, "" }}, nil)
+	require.True(t, ph.Interrupted)
+	require.Less(t, ph.Seconds, 1.0)
+	require.InEpsilon(t, float64(ph.Ops)/ph.Seconds, ph.Rate, 0.01)
+	require.Zero(t, ph.Errors)
+}
+
+// SIGINT during a run against a target that stalls: the requests in
+// flight end at once (not at the 60 s read timeout), the scenario is
+// reported interrupted with its figures over the time it ran, unjudged, and
+// its connections' closing is not counted as the server's errors.
+func TestRunInterrupted(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stall" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		w.Write(make([]byte, 1024))
+	}))
+	defer srv.Close()
+	defer close(release)
+	for _, path := range []string{"/fast", "/stall"} {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(time.Second, cancel)
+		start := time.Now()
+		var out bytes.Buffer
+		rep, err := Run(ctx, Options{Target: srv.URL + path, Duration: 20 * time.Second, Connections: 2, Quiet: true, Stdout: &out}, []string{"http-small"})
+		require.ErrorIs(t, err, context.Canceled)
+		require.Less(t, time.Since(start), 5*time.Second, path)
+		res := rep.Results[0]
+		require.Equal(t, StatusInterrupted, res.Status, path)
+		require.Nil(t, res.Pass, path)
+		require.True(t, res.System.Interrupted, path)
+		require.Less(t, res.System.Seconds, 2.0, path)
+		require.Zero(t, res.System.Errors, "%s: %v", path, res.System.ErrorKinds)
+		require.Contains(t, out.String(), "Interrupted", path)
+	}
 }
 
 func TestMaxOpsAndErrors(t *testing.T) {

@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"io"
+	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,6 +56,13 @@ func (r *runner) httpPhase(ctx context.Context, label, addr string, hc httpCase,
 		NoDefaultUserAgentHeader:      true,
 		MaxIdemponentCallAttempts:     1,
 	}
+	// fasthttp's Do takes no context: on SIGINT the connections are closed
+	// so that requests in flight to a stalled server end now, not at the
+	// read timeout.
+	tracked := &connSet{m: map[*trackedConn]struct{}{}}
+	client.Dial = tracked.dial
+	stopWatch := context.AfterFunc(ctx, tracked.closeAll)
+	defer stopWatch()
 	defer client.CloseIdleConnections()
 	var seq atomic.Uint64
 	unit := unitReqs
@@ -125,4 +134,57 @@ func (r *runner) httpPhase(ctx context.Context, label, addr string, hc httpCase,
 		},
 	}
 	return runLoad(ctx, spec, r.prog)
+}
+
+// connSet holds a phase's open connections, so that they can all be closed
+// when the run is interrupted.
+type connSet struct {
+	mu     sync.Mutex
+	m      map[*trackedConn]struct{}
+	closed bool
+}
+
+type trackedConn struct {
+	net.Conn
+	set  *connSet
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.set.mu.Lock()
+		delete(c.set.m, c)
+		c.set.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func (s *connSet) dial(addr string) (net.Conn, error) {
+	c, err := fasthttp.Dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, set: s}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	s.m[tc] = struct{}{}
+	return tc, nil
+}
+
+// closeAll closes every open connection and refuses new ones.
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	s.closed = true
+	open := make([]*trackedConn, 0, len(s.m))
+	for c := range s.m {
+		open = append(open, c)
+	}
+	s.mu.Unlock()
+	for _, c := range open {
+		_ = c.Close()
+	}
 }

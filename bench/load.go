@@ -182,6 +182,9 @@ func runLoad(ctx context.Context, spec loadSpec, prog *progress) *Phase {
 				b, ek := spec.Op(w)
 				done := time.Now()
 				measured := !start.Before(measStart)
+				if ek != "" && ctx.Err() != nil {
+					return // the run was interrupted: not the server's error
+				}
 				if ek != "" {
 					live.errs.Add(1)
 					if measured {
@@ -220,6 +223,7 @@ func runLoad(ctx context.Context, spec loadSpec, prog *progress) *Phase {
 		}()
 	}
 	wg.Wait()
+	interrupted := ctx.Err() != nil
 	series, latSeries := stopProg()
 	if spec.Teardown != nil {
 		for i, w := range workers {
@@ -231,11 +235,16 @@ func runLoad(ctx context.Context, spec loadSpec, prog *progress) *Phase {
 	elapsed := time.Duration(lastDone.Load() - measStart.UnixNano())
 	if spec.Duration > 0 && elapsed < spec.Duration && !exhausted.Load() {
 		elapsed = spec.Duration
+		if interrupted {
+			// Stopped early (SIGINT): the ops were done in the time
+			// before it, not over the whole window.
+			elapsed = min(spec.Duration, time.Since(measStart))
+		}
 	}
 	if elapsed <= 0 {
 		elapsed = time.Since(measStart)
 	}
-	ph := &Phase{Seconds: round3(elapsed.Seconds()), Unit: spec.Unit, Connections: spec.Conns, ErrorKinds: map[string]int64{}, Series: series, LatencySeries: latSeries}
+	ph := &Phase{Interrupted: interrupted, Seconds: round3(elapsed.Seconds()), Unit: spec.Unit, Connections: spec.Conns, ErrorKinds: map[string]int64{}, Series: series, LatencySeries: latSeries}
 	if spec.Rate > 0 {
 		ph.TargetRate = spec.Rate
 	}
@@ -249,7 +258,7 @@ func runLoad(ctx context.Context, spec loadSpec, prog *progress) *Phase {
 			ph.Errors += v
 		}
 	}
-	if interval > 0 && !end.IsZero() && ctx.Err() == nil {
+	if interval > 0 && !end.IsZero() && !interrupted {
 		// The window's due ops (those MaxOps allows) that were never sent.
 		due := int64((end.Sub(t0)+interval-1)/interval) - int64((measStart.Sub(t0)+interval-1)/interval)
 		if spec.MaxOps > 0 {

@@ -39,6 +39,9 @@ func summaryLine(r *Result) string {
 	if r.Pass != nil {
 		fmt.Fprintf(&b, " [%s]", passWord(*r.Pass))
 	}
+	if r.Status == StatusInterrupted {
+		b.WriteString(" [interrupted: partial figures]")
+	}
 	return b.String()
 }
 

@@ -28,13 +28,19 @@ const (
 	StatusOK           = "ok"
 	StatusNotAvailable = "not available"
 	StatusFailed       = "failed"
+	// StatusInterrupted: the run was stopped (SIGINT, SIGTERM) during the
+	// scenario; its figures cover the time before that and are not judged.
+	StatusInterrupted = "interrupted"
 )
 
 // Phase is one measured run: the direct baseline or the system.
 type Phase struct {
-	Target      string           `json:"target"`
-	Connections int              `json:"connections"`
-	TargetRate  float64          `json:"targetRate,omitempty"`
+	Target      string  `json:"target"`
+	Connections int     `json:"connections"`
+	TargetRate  float64 `json:"targetRate,omitempty"`
+	// Interrupted: the run was stopped (SIGINT) before the end of the
+	// window; the figures cover the time before it.
+	Interrupted bool             `json:"interrupted,omitempty"`
 	Seconds     float64          `json:"seconds"`
 	Ops         int64            `json:"ops"`
 	Errors      int64            `json:"errors"`
