@@ -22,7 +22,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -80,6 +82,9 @@ type Options struct {
 }
 
 func (o *Options) setDefaults(all bool) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
 	if o.BinDir == "" {
 		o.BinDir = "./bin"
 	}
@@ -123,6 +128,67 @@ func (o *Options) setDefaults(all bool) error {
 			return err
 		}
 		o.Self = exe
+	}
+	return nil
+}
+
+// validate refuses the values no run can mean (0 stands for the default).
+func (o *Options) validate() error {
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--duration", o.Duration}, {"--soak-duration", o.SoakDuration}, {"--shares-budget", o.SharesBudget}} {
+		if d.v < 0 {
+			return fmt.Errorf("%s must be positive, not %v", d.flag, d.v)
+		}
+	}
+	for _, n := range []struct {
+		flag string
+		v    int
+	}{{"--connections", o.Connections}, {"--idle-agents", o.IdleAgents}, {"--shares", o.Shares}, {"--repeat", o.Repeat}} {
+		if n.v < 0 {
+			return fmt.Errorf("%s must be positive, not %d", n.flag, n.v)
+		}
+	}
+	if o.Rate < 0 || math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) {
+		return fmt.Errorf("--rate must be a positive number of requests per second, not %v", o.Rate)
+	}
+	if o.Direct != "" && o.Target == "" {
+		return fmt.Errorf("--direct is the baseline of --target: give --target too")
+	}
+	for _, f := range []string{o.JSONFile, o.MarkdownFile, o.PlotFile} {
+		if err := checkWritable(f); err != nil {
+			return err
+		}
+	}
+	if o.PlotFile != "" {
+		switch strings.ToLower(filepath.Ext(o.PlotFile)) {
+		case ".svg":
+		case ".png":
+			if err := pngConverter(); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("--plot %s: the chart is written as .svg or .png", o.PlotFile)
+		}
+	}
+	return nil
+}
+
+// checkWritable makes sure an output file can be written before a run that
+// may last many minutes, without truncating one that exists.
+func checkWritable(path string) error {
+	if path == "" {
+		return nil
+	}
+	_, statErr := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("output file: %w", err)
+	}
+	f.Close()
+	if os.IsNotExist(statErr) {
+		os.Remove(path)
 	}
 	return nil
 }

@@ -38,10 +38,13 @@ const (
 func (rep *Report) WritePlotFile(path string) error {
 	var buf bytes.Buffer
 	rep.WritePlot(&buf)
-	if strings.EqualFold(filepath.Ext(path), ".png") {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".png":
 		return svgToPNG(buf.Bytes(), path)
+	case ".svg":
+		return os.WriteFile(path, buf.Bytes(), 0o644)
 	}
-	return os.WriteFile(path, buf.Bytes(), 0o644)
+	return fmt.Errorf("--plot %s: the chart is written as .svg or .png", path)
 }
 
 func svgToPNG(svg []byte, path string) error {
@@ -68,7 +71,19 @@ func svgToPNG(svg []byte, path string) error {
 			return nil
 		}
 	}
-	return errors.New("--plot .png needs rsvg-convert or ImageMagick on PATH; use a .svg file instead")
+	return errNoConverter
+}
+
+var errNoConverter = errors.New("--plot .png needs rsvg-convert or ImageMagick on PATH; use a .svg file instead")
+
+// pngConverter reports whether a program that svgToPNG uses is on PATH.
+func pngConverter() error {
+	for _, name := range []string{"rsvg-convert", "magick", "convert"} {
+		if _, err := exec.LookPath(name); err == nil {
+			return nil
+		}
+	}
+	return errNoConverter
 }
 
 type svgDoc struct {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -68,6 +69,22 @@ func addRunFlags(cmd *cobra.Command, o *bench.Options) {
 	fs.IntVar(&o.Repeat, "repeat", 1, "run each load scenario N times and report the run with the median ratio (the others' ratios in its notes): steadier figures on a noisy machine")
 }
 
+// checkZeroFlags refuses a 0 given on the command line to the flags where
+// 0 only stands for "not set" (the default): --rate 0 would otherwise be a
+// closed loop and --connections 0 the scenario's 64.
+func checkZeroFlags(cmd *cobra.Command) error {
+	for _, name := range []string{"duration", "connections", "rate", "repeat", "idle-agents", "shares", "soak-duration", "shares-budget"} {
+		f := cmd.Flags().Lookup(name)
+		if f == nil || !f.Changed {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f.Value.String(), 64); (err == nil && v == 0) || f.Value.String() == "0s" {
+			return fmt.Errorf("--%s must be positive, not %s (leave it out for the default)", name, f.Value.String())
+		}
+	}
+	return nil
+}
+
 func runCmd(stdout, stderr io.Writer) *cobra.Command {
 	var o bench.Options
 	var names []string
@@ -90,6 +107,9 @@ func runCmd(stdout, stderr io.Writer) *cobra.Command {
 					}
 				}
 			}
+			if err := checkZeroFlags(cmd); err != nil {
+				return err
+			}
 			o.Stdout, o.Stderr = stdout, stderr
 			_, err := bench.Run(cmd.Context(), o, list)
 			return err
@@ -108,6 +128,9 @@ func allCmd(stdout, stderr io.Writer) *cobra.Command {
 		Example: "  pcbench all --json bench/results/latest.json --plot bench/results/latest.svg\n  pcbench all --quick",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkZeroFlags(cmd); err != nil {
+				return err
+			}
 			o.Stdout, o.Stderr = stdout, stderr
 			_, err := bench.Run(cmd.Context(), o, nil)
 			return err
