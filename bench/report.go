@@ -285,5 +285,10 @@ func ReadJSONFile(path string) (*Report, error) {
 	if err := json.Unmarshal(b, &rep); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	// Any JSON object decodes into a Report: one without a run's start and
+	// results is not one (it would print an empty table as if it were).
+	if rep.StartedAt.IsZero() || rep.Results == nil {
+		return nil, fmt.Errorf("%s: not a pcbench report (no startedAt or results)", path)
+	}
 	return &rep, nil
 }

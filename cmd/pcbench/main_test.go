@@ -44,3 +44,20 @@ func TestBadFlags(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, entries, "the checks leave no file behind")
 }
+
+// report refuses a JSON file that is not a pcbench report instead of
+// printing an empty table.
+func TestReportNotAReport(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{"other.json": `{"version": 99, "foo": [1, 2]}`, "cut.json": `{"startedAt": "2026-`, "array.json": `[]`} {
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, []byte(body), 0o644))
+		var stdout, stderr bytes.Buffer
+		require.Equal(t, 1, run([]string{"report", path}, &stdout, &stderr), name)
+		require.Contains(t, stderr.String(), path, name)
+		require.Empty(t, stdout.String(), name)
+	}
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, run([]string{"report", "../../bench/results/reference.json", "--plot", filepath.Join(dir, "r.svg")}, &stdout, &stderr), stderr.String())
+	require.Contains(t, stdout.String(), "http-small")
+}
