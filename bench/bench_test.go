@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/valyala/fasthttp"
 )
 
 func startTestOrigin(t testing.TB) *Origin {
@@ -259,6 +260,43 @@ func TestErrKind(t *testing.T) {
 	require.Equal(t, "status-429", statusKind(429))
 	_, err := wsDial("127.0.0.1:1", "/", 200*time.Millisecond)
 	require.Equal(t, kindRefused, errKind(err))
+
+	// A server that answers, but not HTTP; HTTPS against plain HTTP; a
+	// name that does not resolve: kinds that say what went wrong, not
+	// "other".
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.Read(make([]byte, 4096))
+				c.Write([]byte("SSH-2.0-OpenSSH_9.0\r\nnot http\r\n\r\n"))
+				time.Sleep(100 * time.Millisecond)
+			}()
+		}
+	}()
+	do := func(addr string, tls bool) error {
+		c := &fasthttp.HostClient{Addr: addr, IsTLS: tls, ReadTimeout: 2 * time.Second}
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		scheme := "http://"
+		if tls {
+			scheme = "https://"
+		}
+		req.SetRequestURI(scheme + addr + "/")
+		return c.Do(req, resp)
+	}
+	require.Equal(t, kindProtocol, errKind(do(ln.Addr().String(), false)))
+	o := startTestOrigin(t)
+	require.Equal(t, kindTLS, errKind(do(o.Addrs.HTTP, true)))
+	require.Equal(t, kindDNS, errKind(&net.DNSError{Err: "no such host", Name: "x.invalid", IsNotFound: true}))
 }
 
 // TestEveryScenarioQuick runs `pcbench all --quick` against freshly built

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -140,6 +141,8 @@ const (
 	kindStatus   = "status"
 	kindShort    = "short-body"
 	kindProtocol = "protocol"
+	kindTLS      = "tls"
+	kindDNS      = "dns"
 	kindOther    = "other"
 )
 
@@ -161,8 +164,24 @@ func errKind(err error) string {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return kindTimeout
 	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return kindDNS
+	}
+	var recErr tls.RecordHeaderError
+	var certErr *tls.CertificateVerificationError
+	var alert tls.AlertError
+	if errors.As(err, &recErr) || errors.As(err, &certErr) || errors.As(err, &alert) {
+		return kindTLS
+	}
 	s := err.Error()
 	switch {
+	case strings.Contains(s, "error when reading response headers"), strings.Contains(s, "malformed HTTP"),
+		strings.Contains(s, "cannot find whitespace"), strings.Contains(s, "unexpected content-length"):
+		// Something answered, but not with HTTP (fasthttp's parse errors).
+		return kindProtocol
+	case strings.HasPrefix(s, "tls: "), strings.Contains(s, "x509: "):
+		return kindTLS
 	case strings.Contains(s, "connection refused"):
 		return kindRefused
 	case strings.Contains(s, "reset by peer"), strings.Contains(s, "broken pipe"):
