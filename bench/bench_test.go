@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -199,6 +200,18 @@ func TestProcStat(t *testing.T) {
 	require.Len(t, st, 1)
 	require.Equal(t, "self", st[0].Name)
 	require.Positive(t, st[0].PeakRSSMiB)
+
+	// Memory touched just before the end (after the last 100 ms sample)
+	// still counts in the peak.
+	m = newMonitor(map[string]int{"self": os.Getpid()})
+	big := make([]byte, 64<<20)
+	for i := range big {
+		big[i] = 1
+	}
+	st = m.end()
+	require.GreaterOrEqual(t, st[0].PeakRSSMiB, st[0].EndRSSMiB, "peak RSS below the end RSS")
+	require.GreaterOrEqual(t, st[0].PeakRSSMiB, st[0].StartRSSMiB)
+	runtime.KeepAlive(big)
 }
 
 func sampleReport() *Report {

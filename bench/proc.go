@@ -230,6 +230,8 @@ func (m *monitor) end() []ProcStat {
 		if err != nil {
 			continue
 		}
+		// The end reading is a sample too: the peak is never below it.
+		p.peak = max(p.peak, s.RSSBytes)
 		out = append(out, ProcStat{Name: p.name, PID: p.pid, CPUSeconds: round3(s.CPUSeconds - p.start.CPUSeconds),
 			PeakRSSMiB: mib(p.peak), HWMMiB: mib(s.HWMBytes), StartRSSMiB: mib(p.start.RSSBytes), EndRSSMiB: mib(s.RSSBytes)})
 	}
