@@ -134,6 +134,18 @@ func TestRunInterrupted(t *testing.T) {
 	}
 }
 
+// --target @FILE names a file of URLs: one that cannot be read fails the
+// scenario with the reason instead of being loaded as the URL "@FILE".
+func TestTargetFileMissing(t *testing.T) {
+	var out bytes.Buffer
+	missing := filepath.Join(t.TempDir(), "urls.txt")
+	rep, err := Run(context.Background(), Options{Target: "@" + missing, Duration: 200 * time.Millisecond, Quiet: true, Stdout: &out}, []string{"http-small"})
+	require.NoError(t, err)
+	require.Equal(t, StatusFailed, rep.Results[0].Status)
+	require.Contains(t, rep.Results[0].Reason, "--target: open "+missing)
+	require.Nil(t, rep.Results[0].System, "nothing was loaded")
+}
+
 func TestMaxOpsAndErrors(t *testing.T) {
 	n := 0
 	var mu sync.Mutex

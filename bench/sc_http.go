@@ -76,7 +76,11 @@ func (r *runner) httpScenario(ctx context.Context, res *Result, path string, hc 
 	if r.env == nil { // --target
 		if r.opts.Direct != "" {
 			d := hc
-			d.uris, d.wantBody = splitURLs(r.opts.Direct), -1
+			uris, err := splitURLs(r.opts.Direct)
+			if err != nil {
+				return fmt.Errorf("--direct: %w", err)
+			}
+			d.uris, d.wantBody = uris, -1
 			if len(d.uris) == 0 {
 				return fmt.Errorf("--direct: no URL")
 			}
@@ -87,7 +91,11 @@ func (r *runner) httpScenario(ctx context.Context, res *Result, path string, hc 
 			res.Direct.Target = r.opts.Direct
 		}
 		s := hc
-		s.uris, s.wantBody = splitURLs(r.opts.Target), -1
+		uris, err := splitURLs(r.opts.Target)
+		if err != nil {
+			return fmt.Errorf("--target: %w", err)
+		}
+		s.uris, s.wantBody = uris, -1
 		if len(s.uris) == 0 {
 			return fmt.Errorf("--target: no URL")
 		}
@@ -233,12 +241,13 @@ func hostOf(url string) string {
 // splitURLs splits a comma-separated --target or --direct list; requests
 // rotate over the URLs (all on one host).
 // "@FILE" reads them from FILE, one a line.
-func splitURLs(list string) [][]byte {
+func splitURLs(list string) ([][]byte, error) {
 	if f, ok := strings.CutPrefix(list, "@"); ok {
 		b, err := os.ReadFile(f)
-		if err == nil {
-			list = strings.ReplaceAll(string(b), "\n", ",")
+		if err != nil {
+			return nil, err
 		}
+		list = strings.ReplaceAll(string(b), "\n", ",")
 	}
 	var out [][]byte
 	for _, u := range strings.Split(list, ",") {
@@ -246,5 +255,5 @@ func splitURLs(list string) [][]byte {
 			out = append(out, []byte(u))
 		}
 	}
-	return out
+	return out, nil
 }
