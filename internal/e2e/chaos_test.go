@@ -22,6 +22,53 @@ type sample struct {
 	err     string
 }
 
+// outage is the span from the kill of a component until it is back.
+type outage struct {
+	name       string
+	start, end time.Time
+}
+
+// explains reports whether w may have failed s: s was in flight
+// at some point between w's start (less 50 ms of clock slack) and 2 s after
+// w's end (the time to recover). A request is judged by when it was in
+// flight, not when it was sent: one sent just before a kill (the agent's,
+// say) fails when the kill ends the stream it waits on, and under load
+// (-race, a busy machine) requests take hundreds of milliseconds, so its
+// start can be well before the window's.
+func (w outage) explains(s sample) bool {
+	answered := s.at.Add(s.latency)
+	return !answered.Before(w.start.Add(-50*time.Millisecond)) && s.at.Before(w.end.Add(2*time.Second))
+}
+
+// TestOutageWindowExplains pins which failed requests an outage explains,
+// from a run of TestChaosRestarts under load that failed: a GET sent to the
+// edge that was not restarted 267 ms before the agent was stopped, answered
+// 502 ("The connection to the service was lost") 558 ms later, when the
+// agent's sessions had closed under it. Only requests that were never in
+// flight during a window are errors outside it.
+func TestOutageWindowExplains(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
+	w := outage{name: "agent restart", start: t0, end: t0.Add(450 * time.Millisecond)}
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	for _, c := range []struct {
+		name     string
+		at       time.Duration // from the window's start
+		latency  time.Duration
+		explains bool
+	}{
+		{"sent before the kill, failed by it", ms(-267), ms(558), true},
+		{"sent in the window", ms(100), ms(5), true},
+		{"sent while recovering", ms(450 + 1900), ms(5), true},
+		{"answered before the kill", ms(-300), ms(200), false},
+		{"sent after recovery", ms(450 + 2000), ms(5), false},
+	} {
+		s := sample{at: t0.Add(c.at), edge: 1, latency: c.latency, err: "502 Bad Gateway"}
+		if got := w.explains(s); got != c.explains {
+			t.Errorf("%s: explains = %v, want %v", c.name, got, c.explains)
+		}
+	}
+}
+
 // loadRun sends requests to every edge in turn from several goroutines
 // until stop is closed.
 func loadRun(urls []string, workers int, stop <-chan struct{}) []sample {
@@ -91,30 +138,26 @@ func TestChaosRestarts(t *testing.T) {
 	res := make(chan []sample, 1)
 	go func() { res <- loadRun(urls, 4, stop) }()
 
-	type window struct {
-		name       string
-		start, end time.Time
-	}
-	var windows []window
-	outage := func(name string, f func()) {
+	var windows []outage
+	down := func(name string, f func()) {
 		time.Sleep(700 * time.Millisecond)
-		w := window{name: name, start: time.Now()}
+		w := outage{name: name, start: time.Now()}
 		f()
 		w.end = time.Now()
 		windows = append(windows, w)
 	}
-	outage("agent restart", func() {
+	down("agent restart", func() {
 		ag.Stop()
 		time.Sleep(200 * time.Millisecond)
 		ag = env.RunAgent(id, token, edges)
 		env.WaitAgentOnEdges(id, 5*time.Second)
 	})
-	outage("edge-1 restart", func() {
+	down("edge-1 restart", func() {
 		env.RestartEdge(env.Edges[0])
 		env.WaitAgentOnEdges(id, 5*time.Second)
 	})
-	controlDown := window{name: "control down", start: time.Now()}
-	outage("control restart", func() {
+	controlDown := outage{name: "control down", start: time.Now()}
+	down("control restart", func() {
 		env.StopControl()
 		time.Sleep(time.Second)
 		env.StartControl()
@@ -137,7 +180,7 @@ func TestChaosRestarts(t *testing.T) {
 			if w.name == "control restart" {
 				continue // the data path does not need the control plane
 			}
-			if !s.at.Before(w.start.Add(-50*time.Millisecond)) && s.at.Before(w.end.Add(2*time.Second)) {
+			if w.explains(s) {
 				in = true
 			}
 		}
