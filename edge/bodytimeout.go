@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,12 +42,18 @@ import (
 // from the start) is no deadline but the start of a body.
 var bodyMark = time.Now().Add(noDeadline / 2)
 
-// bodyListener wraps the share listener's TCP connections in bodyConn.
+// bodyListener wraps the share listener's TCP connections in bodyConn,
+// and holds them until they close: fasthttp leaves the connections still
+// open when a shutdown's drain times out serving requests (it resets its
+// stop flag), so the edge closes them itself (closeAll).
 type bodyListener struct {
 	net.Listener
 	stall   time.Duration       // Config.BodyTimeout
 	stalled func(peer net.Addr) // called once per body that stalls
 	write   time.Duration       // Config.VisitorWriteTimeout (0: none)
+
+	mu    sync.Mutex
+	conns map[*bodyConn]struct{}
 }
 
 func (l *bodyListener) Accept() (net.Conn, error) {
@@ -54,7 +61,36 @@ func (l *bodyListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &bodyConn{Conn: c, l: l}, nil
+	bc := &bodyConn{Conn: c, l: l}
+	l.mu.Lock()
+	if l.conns == nil {
+		l.conns = map[*bodyConn]struct{}{}
+	}
+	l.conns[bc] = struct{}{}
+	l.mu.Unlock()
+	return bc, nil
+}
+
+// closeAll closes the connections still open (the end of a drain) and
+// returns how many there were.
+func (l *bodyListener) closeAll() int {
+	l.mu.Lock()
+	open := make([]*bodyConn, 0, len(l.conns))
+	for c := range l.conns {
+		open = append(open, c)
+	}
+	l.mu.Unlock()
+	for _, c := range open {
+		_ = c.Close()
+	}
+	return len(open)
+}
+
+// open is the number of connections not closed yet.
+func (l *bodyListener) open() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
 }
 
 // bodyConn is a share listener's TCP connection whose reads of a request
@@ -81,6 +117,14 @@ type bodyConn struct {
 // and a quiet event stream is not cut when it next writes.
 // A write that times out having moved some bytes goes on under a fresh
 // deadline (a slow reader is not a stalled one).
+// Close closes the connection and forgets it.
+func (c *bodyConn) Close() error {
+	c.l.mu.Lock()
+	delete(c.l.conns, c)
+	c.l.mu.Unlock()
+	return c.Conn.Close()
+}
+
 func (c *bodyConn) Write(p []byte) (int, error) {
 	if c.l.write <= 0 {
 		return c.Conn.Write(p)

@@ -234,6 +234,7 @@ type Server struct {
 	httpSrv  *fasthttp.Server
 	adminSrv *fasthttp.Server
 	httpLn   net.Listener
+	bodyLn   *bodyListener // under httpLn's PROXY protocol and TLS: every visitor connection
 	tunLn    net.Listener
 	adminLn  net.Listener
 
@@ -357,7 +358,8 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.httpLn, err = listen(s.cfg.HTTPAddr, nil); err != nil {
 		return fmt.Errorf("edge: share listener: %w", err)
 	}
-	s.httpLn = &bodyListener{Listener: s.httpLn, stall: s.cfg.BodyTimeout, stalled: s.bodyStalled, write: s.cfg.VisitorWriteTimeout}
+	s.bodyLn = &bodyListener{Listener: s.httpLn, stall: s.cfg.BodyTimeout, stalled: s.bodyStalled, write: s.cfg.VisitorWriteTimeout}
+	s.httpLn = s.bodyLn
 	if s.cfg.ProxyProtocol {
 		s.httpLn = &proxyproto.Listener{Listener: s.httpLn, ReadHeaderTimeout: 10 * time.Second, ConnPolicy: s.proxyPolicy}
 	}
@@ -606,6 +608,11 @@ func (s *Server) Shutdown() error {
 	}
 	timedOut := ctx.Err() != nil
 	leftRequests, leftConns := s.proxy.Active(), s.conns.count()
+	if s.bodyLn != nil {
+		// fasthttp leaves the connections it could not drain serving
+		// (their next requests too): they end here.
+		s.bodyLn.closeAll()
+	}
 	// /health answered "draining" until here.
 	if s.adminSrv != nil {
 		_ = s.adminSrv.Shutdown()

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/privateconnect/pc/internal/testenv"
 	"github.com/privateconnect/pc/sdk/client"
 )
 
@@ -254,4 +256,34 @@ func TestGracefulRollingRestart(t *testing.T) {
 	require.Greater(t, s.total, 150*rounds)
 	t.Logf("rolling restart, %d round(s): %s; %d requests, %d failed, %d retried on the other edge after a refused or closed connection",
 		rounds, strings.Join(log, "; "), s.total, s.failed, retried)
+}
+
+// TestClosedEdgeEndsItsConnections: a drain that times out ends the
+// visitors' connections it could not drain. fasthttp leaves them serving
+// (its shutdown resets the stop flag when its context expires), so a
+// stopped edge went on answering their next requests with 503 "agent is not
+// connected" for as long as they stayed open.
+func TestClosedEdgeEndsItsConnections(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	_, svc := env.ExposeAgent("held", "web", "http://"+holdOrigin(t))
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	ed := env.Edges[0]
+	u, err := url.Parse(sh.ShareURL)
+	require.NoError(t, err)
+	conn, err := net.Dial("tcp", ed.HTTPAddr())
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "GET %s/hold?ms=2000 HTTP/1.1\r\nHost: %s\r\n\r\n", u.Path, u.Host)
+	require.NoError(t, err)
+	waitFor(t, 3*time.Second, "the request in flight", func() bool {
+		_, h := healthOf(t, "http://"+ed.AdminAddr()+"/health")
+		return h["activeRequests"] == 1.0
+	})
+	require.NoError(t, ed.Close()) // a drain of 1 ms
+	// The connection ends (whatever was answered on it first).
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err = io.Copy(io.Discard, conn)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the stopped edge kept the visitor's connection open")
+	}
 }

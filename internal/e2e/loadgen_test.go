@@ -201,8 +201,14 @@ type window struct {
 	edges      []int // affected edges; nil means every edge
 }
 
+// covers reports whether r was in flight at some point between w's start
+// (less 50 ms) and slack after its end, on an edge w affects. A request is
+// judged by when it was in flight, not when it was sent: one sent before a
+// kill fails when the kill ends it, and under load (-race, a busy machine)
+// it may have been sent hundreds of milliseconds before (TestChaosRestarts'
+// outage.explains has the same rule).
 func (w window) covers(r result, slack time.Duration) bool {
-	if r.at.Before(w.start.Add(-50*time.Millisecond)) || r.at.After(w.end.Add(slack)) {
+	if r.at.Add(r.dur).Before(w.start.Add(-50*time.Millisecond)) || r.at.After(w.end.Add(slack)) {
 		return false
 	}
 	if w.edges == nil {
