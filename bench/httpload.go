@@ -5,11 +5,12 @@ import (
 	"io"
 	"net"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/privateconnect/pc/internal/connset"
 )
 
 // httpCase is one kind of HTTP request for the load generator.
@@ -59,9 +60,9 @@ func (r *runner) httpPhase(ctx context.Context, label, addr string, hc httpCase,
 	// fasthttp's Do takes no context: on SIGINT the connections are closed
 	// so that requests in flight to a stalled server end now, not at the
 	// read timeout.
-	tracked := &connSet{m: map[*trackedConn]struct{}{}}
-	client.Dial = tracked.dial
-	stopWatch := context.AfterFunc(ctx, tracked.closeAll)
+	var tracked connset.Set[*trackedConn]
+	client.Dial = func(addr string) (net.Conn, error) { return dialTracked(&tracked, addr) }
+	stopWatch := context.AfterFunc(ctx, func() { tracked.CloseAll() })
 	defer stopWatch()
 	defer client.CloseIdleConnections()
 	var seq atomic.Uint64
@@ -136,55 +137,29 @@ func (r *runner) httpPhase(ctx context.Context, label, addr string, hc httpCase,
 	return runLoad(ctx, spec, r.prog)
 }
 
-// connSet holds a phase's open connections, so that they can all be closed
-// when the run is interrupted.
-type connSet struct {
-	mu     sync.Mutex
-	m      map[*trackedConn]struct{}
-	closed bool
-}
-
+// trackedConn is a load connection held in its phase's set until it
+// closes, so that an interrupted run can close them all.
 type trackedConn struct {
 	net.Conn
-	set  *connSet
-	once sync.Once
+	set *connset.Set[*trackedConn]
 }
 
 func (c *trackedConn) Close() error {
-	c.once.Do(func() {
-		c.set.mu.Lock()
-		delete(c.set.m, c)
-		c.set.mu.Unlock()
-	})
+	c.set.Remove(c)
 	return c.Conn.Close()
 }
 
-func (s *connSet) dial(addr string) (net.Conn, error) {
+// dialTracked dials addr and holds the connection in set (refused once the
+// set was closed).
+func dialTracked(set *connset.Set[*trackedConn], addr string) (net.Conn, error) {
 	c, err := fasthttp.Dial(addr)
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, set: s}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	tc := &trackedConn{Conn: c, set: set}
+	if !set.Add(tc) {
 		c.Close()
 		return nil, net.ErrClosed
 	}
-	s.m[tc] = struct{}{}
 	return tc, nil
-}
-
-// closeAll closes every open connection and refuses new ones.
-func (s *connSet) closeAll() {
-	s.mu.Lock()
-	s.closed = true
-	open := make([]*trackedConn, 0, len(s.m))
-	for c := range s.m {
-		open = append(open, c)
-	}
-	s.mu.Unlock()
-	for _, c := range open {
-		_ = c.Close()
-	}
 }

@@ -6,10 +6,10 @@ import (
 	"math"
 	"net"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/privateconnect/pc/internal/connset"
 	"github.com/privateconnect/pc/internal/tunnel"
 )
 
@@ -45,15 +45,13 @@ var bodyMark = time.Now().Add(noDeadline / 2)
 // bodyListener wraps the share listener's TCP connections in bodyConn,
 // and holds them until they close: fasthttp leaves the connections still
 // open when a shutdown's drain times out serving requests (it resets its
-// stop flag), so the edge closes them itself (closeAll).
+// stop flag), so the edge closes them itself (conns.CloseAll).
 type bodyListener struct {
 	net.Listener
 	stall   time.Duration       // Config.BodyTimeout
 	stalled func(peer net.Addr) // called once per body that stalls
 	write   time.Duration       // Config.VisitorWriteTimeout (0: none)
-
-	mu    sync.Mutex
-	conns map[*bodyConn]struct{}
+	conns   connset.Set[*bodyConn]
 }
 
 func (l *bodyListener) Accept() (net.Conn, error) {
@@ -62,35 +60,11 @@ func (l *bodyListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	bc := &bodyConn{Conn: c, l: l}
-	l.mu.Lock()
-	if l.conns == nil {
-		l.conns = map[*bodyConn]struct{}{}
+	if !l.conns.Add(bc) { // the drain is over
+		c.Close()
+		return nil, net.ErrClosed
 	}
-	l.conns[bc] = struct{}{}
-	l.mu.Unlock()
 	return bc, nil
-}
-
-// closeAll closes the connections still open (the end of a drain) and
-// returns how many there were.
-func (l *bodyListener) closeAll() int {
-	l.mu.Lock()
-	open := make([]*bodyConn, 0, len(l.conns))
-	for c := range l.conns {
-		open = append(open, c)
-	}
-	l.mu.Unlock()
-	for _, c := range open {
-		_ = c.Close()
-	}
-	return len(open)
-}
-
-// open is the number of connections not closed yet.
-func (l *bodyListener) open() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.conns)
 }
 
 // bodyConn is a share listener's TCP connection whose reads of a request
@@ -119,9 +93,7 @@ type bodyConn struct {
 // deadline (a slow reader is not a stalled one).
 // Close closes the connection and forgets it.
 func (c *bodyConn) Close() error {
-	c.l.mu.Lock()
-	delete(c.l.conns, c)
-	c.l.mu.Unlock()
+	c.l.conns.Remove(c)
 	return c.Conn.Close()
 }
 

@@ -220,7 +220,7 @@ func TestWritesTimedByProgress(t *testing.T) {
 
 // TestBodyListenerHoldsOpenConnections: the share listener forgets a
 // connection once it is closed, whichever side closes it first, and
-// closeAll ends those still open (the end of a drain).
+// CloseAll ends those still open (the end of a drain).
 func TestBodyListenerHoldsOpenConnections(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -236,17 +236,17 @@ func TestBodyListenerHoldsOpenConnections(t *testing.T) {
 		require.NoError(t, err)
 		visitors, served = append(visitors, v), append(served, c)
 	}
-	require.Equal(t, 3, bl.open())
+	require.Equal(t, 3, bl.conns.Len())
 	require.NoError(t, served[0].Close())
 	require.NoError(t, visitors[1].Close()) // the visitor first: the server closes on EOF
 	_, err = served[1].Read(make([]byte, 1))
 	require.ErrorIs(t, err, io.EOF)
 	require.NoError(t, served[1].Close())
 	_ = served[1].Close() // twice: no harm
-	require.Equal(t, 1, bl.open())
-	require.Equal(t, 1, bl.closeAll())
-	require.Zero(t, bl.open())
+	require.Equal(t, 1, bl.conns.Len())
+	require.Equal(t, 1, bl.conns.CloseAll())
+	require.Zero(t, bl.conns.Len())
 	require.NoError(t, visitors[2].SetReadDeadline(time.Now().Add(5*time.Second)))
 	_, err = visitors[2].Read(make([]byte, 1))
-	require.ErrorIs(t, err, io.EOF, "closeAll ended the open connection")
+	require.ErrorIs(t, err, io.EOF, "CloseAll ended the open connection")
 }

@@ -611,7 +611,7 @@ func (s *Server) Shutdown() error {
 	if s.bodyLn != nil {
 		// fasthttp leaves the connections it could not drain serving
 		// (their next requests too): they end here.
-		s.bodyLn.closeAll()
+		s.bodyLn.conns.CloseAll()
 	}
 	// /health answered "draining" until here.
 	if s.adminSrv != nil {
