@@ -30,6 +30,7 @@ type reporter struct {
 	uses    map[string]*config.ShareUse     // every allowed request counts, logged or not
 	stats   map[statsKey]*config.ShareStats // every request counts, logged or not
 	sample  sampler
+	start   time.Time // the sampler's seconds count from it (monotonic)
 	maxLogs int
 	fails   map[[2]string]*config.PluginFailure
 	dropped atomic.Int64
@@ -41,7 +42,8 @@ type reporter struct {
 
 func newReporter(s *Server) *reporter {
 	rate := max(s.cfg.AccessLogRate, 0)
-	return &reporter{s: s, kick: make(chan struct{}, 1), sample: sampler{rate: int64(rate)}, maxLogs: max(maxPendingLogs, 2*rate)}
+	return &reporter{s: s, kick: make(chan struct{}, 1), sample: sampler{rate: int64(rate)}, start: time.Now(),
+		maxLogs: max(maxPendingLogs, 2*rate)}
 }
 
 type statsKey struct {
@@ -55,12 +57,16 @@ type statsKey struct {
 // busier of this second and the last).
 type sampler struct {
 	rate    int64 // logs per second; 0 keeps none
-	sec     int64 // the current second (Unix time)
+	sec     int64 // the current second
 	n, last int64 // requests in it and in the second before
 }
 
+// keep counts a request of second now and tells whether its log is kept.
+// Any other second than the current one starts a new second, an earlier
+// one too (a clock stepped back): otherwise every request until the clock
+// caught up would count in one second, and almost none would be kept.
 func (s *sampler) keep(now int64) bool {
-	if now > s.sec {
+	if now != s.sec {
 		s.last = 0
 		if now == s.sec+1 {
 			s.last = s.n
@@ -129,7 +135,7 @@ func (r *reporter) commandDone(c config.CommandDone) {
 // access counts one request and queues its access log, if the sample takes
 // it; it never blocks.
 func (r *reporter) access(a config.AccessLog) {
-	now := time.Now().Unix()
+	now := int64(time.Since(r.start) / time.Second) // monotonic: a clock step is no burst
 	r.mu.Lock()
 	if a.Decision == "allowed" {
 		r.use(a.ShareID, 1, a.At)

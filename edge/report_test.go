@@ -289,3 +289,25 @@ func TestReporterSamplesAboveItsRate(t *testing.T) {
 		t.Fatalf("sampled out %v + sent %d, want %d", out, len(rep.AccessLogs), n)
 	}
 }
+
+// TestSamplerAfterTheClockStepsBack: a clock stepped back (NTP, a VM
+// restored) starts a new second; it does not keep counting the requests of
+// every later second as one second's, which kept almost no logs until the
+// clock caught up again.
+func TestSamplerAfterTheClockStepsBack(t *testing.T) {
+	s := sampler{rate: 1000}
+	for i := 0; i < 500; i++ {
+		s.keep(5000)
+	}
+	for sec := int64(1400); sec < 1420; sec++ { // an hour back, 500 requests a second
+		kept := 0
+		for i := 0; i < 500; i++ {
+			if s.keep(sec) {
+				kept++
+			}
+		}
+		if kept != 500 {
+			t.Fatalf("second %d after the clock stepped back: %d of 500 kept, below the rate of 1000", sec, kept)
+		}
+	}
+}
