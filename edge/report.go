@@ -32,9 +32,11 @@ type reporter struct {
 	sample  sampler
 	start   time.Time // the sampler's seconds count from it (monotonic)
 	maxLogs int
-	fails   map[[2]string]*config.PluginFailure
-	dropped atomic.Int64
-	kick    chan struct{}
+	// maxStats bounds stats (maxPendingStats; tests lower it).
+	maxStats int
+	fails    map[[2]string]*config.PluginFailure
+	dropped  atomic.Int64
+	kick     chan struct{}
 	// stopping marks the reports sent once the edge has drained
 	// (config.Report.Stopping): the control plane takes it offline at once.
 	stopping atomic.Bool
@@ -43,7 +45,7 @@ type reporter struct {
 func newReporter(s *Server) *reporter {
 	rate := max(s.cfg.AccessLogRate, 0)
 	return &reporter{s: s, kick: make(chan struct{}, 1), sample: sampler{rate: int64(rate)}, start: time.Now(),
-		maxLogs: max(maxPendingLogs, 2*rate)}
+		maxLogs: max(maxPendingLogs, 2*rate), maxStats: maxPendingStats}
 }
 
 type statsKey struct {
@@ -140,7 +142,7 @@ func (r *reporter) access(a config.AccessLog) {
 	if a.Decision == "allowed" {
 		r.use(a.ShareID, 1, a.At)
 	}
-	if st := r.shareStats(a.ShareID, config.Minute(a.At)); st != nil {
+	if st := r.shareStats(a.ShareID, config.Minute(a.At), 1); st != nil {
 		st.Add(&a)
 	}
 	keep := r.sample.keep(now)
@@ -157,14 +159,14 @@ func (r *reporter) access(a config.AccessLog) {
 }
 
 // shareStats is the pending statistics of a share's minute, nil when
-// maxPendingStats share-minutes are already waiting (the request is then
-// counted as left out); r.mu is held.
-func (r *reporter) shareStats(share string, minute int64) *config.ShareStats {
+// maxPendingStats share-minutes are already waiting (the n requests the
+// caller would add are then counted as left out); r.mu is held.
+func (r *reporter) shareStats(share string, minute int64, n int64) *config.ShareStats {
 	k := statsKey{share, minute}
 	st := r.stats[k]
 	if st == nil {
-		if len(r.stats) >= maxPendingStats {
-			r.s.metrics.statsDropped.Inc()
+		if len(r.stats) >= r.maxStats {
+			r.s.metrics.statsDropped.Add(float64(n))
 			return nil
 		}
 		if r.stats == nil {
@@ -275,7 +277,7 @@ func (r *reporter) flush(ctx context.Context) {
 			r.use(u.ShareID, u.Allowed, u.Last)
 		}
 		for i := range stats {
-			if st := r.shareStats(stats[i].ShareID, stats[i].Minute); st != nil {
+			if st := r.shareStats(stats[i].ShareID, stats[i].Minute, stats[i].Allowed+stats[i].Denied); st != nil {
 				st.Merge(&stats[i])
 			}
 		}

@@ -311,3 +311,28 @@ func TestSamplerAfterTheClockStepsBack(t *testing.T) {
 		}
 	}
 }
+
+// TestReporterCountsStatisticsItCannotKeep: when a refused report's share
+// statistics no longer fit (the pending share-minutes filled up while it was
+// sent), every request they counted is counted in
+// pc_edge_share_stats_dropped_total, not one per share-minute.
+func TestReporterCountsStatisticsItCannotKeep(t *testing.T) {
+	var r *reporter
+	at := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		// New share-minutes arrive while the report is on its way.
+		r.access(config.AccessLog{ShareID: "b", At: at, StatusCode: 200, Decision: "allowed"})
+		r.access(config.AccessLog{ShareID: "c", At: at, StatusCode: 200, Decision: "allowed"})
+		http.Error(w, "no", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	r = reporterTo(t, srv.URL)
+	r.maxStats = 2
+	for i := 0; i < 5; i++ {
+		r.access(config.AccessLog{ShareID: "a", At: at, StatusCode: 200, Decision: "allowed"})
+	}
+	r.flush(context.Background())
+	if got := counterValue(t, r.s.metrics.statsDropped); got != 5 {
+		t.Fatalf("pc_edge_share_stats_dropped_total %v, want the 5 requests of the share-minute that no longer fit", got)
+	}
+}
