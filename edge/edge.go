@@ -624,9 +624,9 @@ func (s *Server) Shutdown() error {
 	}
 	s.wg.Wait() // the reporter's goroutine too: no report goes after the last
 	// The last report says the edge stops: it is offline on the control
-	// plane at once (not after its 30 s window for lost streams).
-	s.reporter.stopping.Store(true)
-	s.reporter.flush(context.Background())
+	// plane at once (not after its 30 s window for lost streams). A backlog
+	// goes out before it.
+	s.reporter.last()
 	if s.policy != nil {
 		_ = s.policy.Close(context.Background())
 	}

@@ -221,9 +221,24 @@ func (r *reporter) use(shareID string, n int64, last time.Time) {
 	}
 }
 
-// flush sends what is pending; on failure the events and the share uses are
-// kept for the next try (bounded) and the access logs are counted as dropped.
-func (r *reporter) flush(ctx context.Context) {
+// last sends what is pending as the edge stops: the backlog first, in as
+// many reports as it takes (each carries at most maxReportItems events,
+// command results, share uses and share-minutes) while the control plane
+// takes them, for 10 s at most; then the report that says the edge stops.
+func (r *reporter) last() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	for ctx.Err() == nil && r.flush(ctx) {
+	}
+	cancel()
+	r.stopping.Store(true)
+	r.flush(context.Background())
+}
+
+// flush sends what is pending; on failure the events, the share uses and
+// the share statistics are kept for the next try (bounded) and the access
+// logs are counted as dropped. It reports whether the control plane took
+// the report and more is pending (a backlog beyond one report).
+func (r *reporter) flush(ctx context.Context) (more bool) {
 	r.mu.Lock()
 	events, logs, results := r.events, r.logs, r.results
 	r.events, r.logs, r.results = nil, r.spare, nil
@@ -258,7 +273,7 @@ func (r *reporter) flush(ctx context.Context) {
 		stats = append(stats, *st)
 		delete(r.stats, k)
 	}
-	more := len(r.events) > 0 || len(r.results) > 0 || len(r.uses) > 0 || len(r.stats) > 0
+	more = len(r.events) > 0 || len(r.results) > 0 || len(r.uses) > 0 || len(r.stats) > 0
 	r.mu.Unlock()
 	t := r.s.sync.Table()
 	rep := &config.Report{EdgeVersion: Version, Instance: r.s.sync.Instance(), ConfigEpoch: t.Epoch, ConfigVersion: t.Version,
@@ -284,6 +299,7 @@ func (r *reporter) flush(ctx context.Context) {
 		r.mu.Unlock()
 		r.dropped.Add(int64(len(logs)) + rep.Dropped)
 		r.s.metrics.dropped.Add(float64(len(logs)))
+		more = false
 	} else if more {
 		select { // the rest of the backlog, at once
 		case r.kick <- struct{}{}:
@@ -301,4 +317,5 @@ func (r *reporter) flush(ctx context.Context) {
 		r.spare = logs[:0]
 	}
 	r.mu.Unlock()
+	return more
 }

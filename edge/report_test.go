@@ -336,3 +336,46 @@ func TestReporterCountsStatisticsItCannotKeep(t *testing.T) {
 		t.Fatalf("pc_edge_share_stats_dropped_total %v, want the 5 requests of the share-minute that no longer fit", got)
 	}
 }
+
+// TestLastReportsSendTheBacklog: as the edge stops, the share statistics,
+// uses and events still pending go out in as many reports as they need (one
+// carries at most maxReportItems of each), the last one saying the edge
+// stops; a single last report lost what did not fit in it.
+func TestLastReportsSendTheBacklog(t *testing.T) {
+	var mu sync.Mutex
+	var reps []config.Report
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var rep config.Report
+		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil {
+			t.Errorf("report: %v", err)
+		}
+		mu.Lock()
+		reps = append(reps, rep)
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	r := reporterTo(t, srv.URL)
+	at := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	const shares = 2500
+	for i := 0; i < shares; i++ {
+		r.access(config.AccessLog{ShareID: fmt.Sprint("sh", i), At: at, StatusCode: 200, Decision: "allowed"})
+	}
+	r.last()
+	mu.Lock()
+	defer mu.Unlock()
+	var stats, uses int64
+	for i, rep := range reps {
+		for _, st := range rep.Stats {
+			stats += st.Allowed
+		}
+		for _, u := range rep.Uses {
+			uses += u.Allowed
+		}
+		if rep.Stopping != (i == len(reps)-1) {
+			t.Fatalf("report %d of %d: stopping %v", i+1, len(reps), rep.Stopping)
+		}
+	}
+	if stats != shares || uses != shares {
+		t.Fatalf("the last reports counted %d requests in the statistics and %d uses, want %d", stats, uses, shares)
+	}
+}
