@@ -16,12 +16,14 @@ import (
 //	shareev/<window>/<ws>/<share>              ShareWindow: counts of one event window
 //	shareevq/<window>/<ws>/<share>             the window is waiting for its events
 //
-// Records and their aggregates are written in one transaction
-// ([RecordAccess]), so statistics always agree with the logs they cover.
-// Share events (share.accessed, share.denied) are aggregated per share per
-// event window, by the time the control plane received the logs; package
-// control/webhooks turns each closed window into at most one event of each
-// kind, in the transaction that consumes the shareevq entry.
+// A batch's records and the statistics it brings are written in one
+// transaction ([RecordAccess]). The statistics are the edge's counts of every
+// request when it sends them (the records are then a sample), else the
+// records' own. Share events (share.accessed, share.denied) are aggregated
+// per share per event window, by the time the control plane received the
+// statistics; package control/webhooks turns each closed window into at
+// most one event of each kind, in the transaction that consumes the
+// shareevq entry.
 
 // StatsRetention is how long per-minute statistics are kept (stats cover
 // the last 24 hours).
