@@ -1,0 +1,16 @@
+package main
+
+import (
+	"io"
+	"testing"
+
+	"github.com/privateconnect/pc/internal/docscheck"
+)
+
+// TestDocsFlags checks every connect command line of README.md and docs/*.md
+// (code spans that start with connect, shell blocks) against connect's commands
+// and flags: a flag renamed or removed, or a typo in the docs, fails here
+// with the file and line.
+func TestDocsFlags(t *testing.T) {
+	docscheck.CheckFlags(t, "../..", newApp(io.Discard, io.Discard, nil).rootCmd())
+}
