@@ -17,6 +17,11 @@ const (
 	maxPendingUses   = 200000 // shares with uses not yet reported (one entry per share)
 	maxPendingStats  = 200000 // share-minutes with requests not yet reported
 	maxReportItems   = 1000   // events, command results and share uses in one report
+	// maxReportLogs bounds the access logs of one report: at most ≈ 2.8 KB
+	// each (path and user agent cut to config.MaxLogPath and
+	// MaxLogUserAgent), so a report stays under the control plane's 16 MiB
+	// body limit whatever the access log rate.
+	maxReportLogs = 5000
 )
 
 // reporter batches agent events and access logs to the control plane.
@@ -243,6 +248,11 @@ func (r *reporter) flush(ctx context.Context) (more bool) {
 	events, logs, results := r.events, r.logs, r.results
 	r.events, r.logs, r.results = nil, r.spare, nil
 	r.spare = nil
+	split := len(logs) > maxReportLogs
+	if split { // the rest goes in the next report, sent at once
+		r.logs = append(r.logs, logs[maxReportLogs:]...)
+		logs = logs[:maxReportLogs]
+	}
 	// A backlog (thousands of agents reconnecting at once) goes out in
 	// reports of at most maxReportItems events, results and share uses,
 	// sent one after the other.
@@ -273,7 +283,7 @@ func (r *reporter) flush(ctx context.Context) (more bool) {
 		stats = append(stats, *st)
 		delete(r.stats, k)
 	}
-	more = len(r.events) > 0 || len(r.results) > 0 || len(r.uses) > 0 || len(r.stats) > 0
+	more = split || len(r.events) > 0 || len(r.results) > 0 || len(r.uses) > 0 || len(r.stats) > 0
 	r.mu.Unlock()
 	t := r.s.sync.Table()
 	rep := &config.Report{EdgeVersion: Version, Instance: r.s.sync.Instance(), ConfigEpoch: t.Epoch, ConfigVersion: t.Version,
@@ -309,7 +319,7 @@ func (r *reporter) flush(ctx context.Context) (more bool) {
 	// The report is sent (or given up): its log buffer, grown to the
 	// last second's traffic, takes the next second's logs instead of a
 	// new slice growing again from nothing.
-	clear(logs)
+	clear(logs[:cap(logs)]) // a split's rest was copied out
 	r.mu.Lock()
 	if r.logs == nil {
 		r.logs = logs[:0]

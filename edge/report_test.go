@@ -87,7 +87,7 @@ func TestReporterDeliversEveryLogOnce(t *testing.T) {
 	for _, n := range []int{300, 50, 700, 0, 10} {
 		want = append(want, round(n))
 	}
-	wantUses := []int64{300, 50, 700, 0, 10, 40 + 25, maxPendingLogs}
+	wantUses := []int64{300, 50, 700, 0, 10, 40 + 25, maxPendingLogs, 0}
 	mu.Lock()
 	fail = true
 	mu.Unlock()
@@ -101,8 +101,17 @@ func TestReporterDeliversEveryLogOnce(t *testing.T) {
 	r.dropped.Store(0)
 	want = append(want, round(25))
 	// Beyond the log buffer: the logs are a sample, the uses are all there.
+	// A report carries at most maxReportLogs logs: the rest go in the
+	// next one, asked for at once.
 	logs := round(maxPendingLogs)
-	want = append(want, logs[:maxPendingLogs/2])
+	want = append(want, logs[:maxReportLogs/2])
+	select {
+	case <-r.kick:
+	default:
+		t.Fatal("no report asked for with logs left over")
+	}
+	r.flush(context.Background())
+	want = append(want, logs[maxReportLogs/2:maxPendingLogs/2])
 
 	mu.Lock()
 	defer mu.Unlock()

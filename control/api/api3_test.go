@@ -632,6 +632,7 @@ func TestShareStatsCountEveryRequest(t *testing.T) {
 		"shareStats": []any{counts(m, 12000, 400), counts(m+1, 3000, 0),
 			map[string]any{"shareId": shareID, "minute": m, "allowed": -5},                                                                  // ignored
 			map[string]any{"shareId": shareID, "minute": m, "allowed": 1, "latency": map[string]any{"counts": map[string]int64{"9999": 1}}}, // ignored
+			counts(m+600, 5, 0), // ignored: ten hours ahead
 			unknown},
 	})
 	st := h.must(200, "GET", "/v1/shares/"+shareID+"/stats", h.admin, nil).data()

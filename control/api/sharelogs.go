@@ -58,13 +58,25 @@ func (a *API) recordAccess(ctx context.Context, edgeID string, logs []config.Acc
 		w := get(logs[i].ShareID)
 		w.recs = append(w.recs, accessRecordOf(edgeID, &logs[i]))
 	}
+	// Statistics no edge counts are left out, with one warning a report:
+	// a minute more than 10 minutes ahead of this clock (it would be kept
+	// for ever and shown in every 24 hours' stats) or what Check refuses.
+	latest := config.Minute(time.Now().Add(10 * time.Minute))
+	bad, why := 0, ""
 	for i := range stats {
-		if err := stats[i].Check(); err != nil {
-			a.log.Warn("edge report: share statistics ignored", "edge", edgeID, "share", stats[i].ShareID, "err", err)
+		err := stats[i].Check()
+		if err == nil && stats[i].Minute > latest {
+			err = errors.New("minute in the future")
+		}
+		if err != nil {
+			bad, why = bad+1, err.Error()
 			continue
 		}
 		w := get(stats[i].ShareID)
 		w.stats = append(w.stats, stats[i])
+	}
+	if bad > 0 {
+		a.log.Warn("edge report: share statistics ignored", "edge", edgeID, "entries", bad, "last", why)
 	}
 	refs := map[string]*shareRef{} // nil: unknown share
 	for len(order) > 0 {
@@ -146,7 +158,7 @@ func accessRecordOf(edgeID string, l *config.AccessLog) store.AccessRecord {
 		decision = "denied"
 	}
 	return store.AccessRecord{ID: uuid.NewString(), ShareID: l.ShareID, EdgeID: edgeID, At: at, IP: truncate(l.IP, 64),
-		UserAgent: truncate(l.UserAgent, 512), Method: truncate(l.Method, 16), Path: truncate(config.LogPath(l.Path), 2048),
+		UserAgent: truncate(l.UserAgent, config.MaxLogUserAgent), Method: truncate(l.Method, 16), Path: truncate(config.LogPath(l.Path), config.MaxLogPath),
 		StatusCode: l.StatusCode, LatencyMs: max(l.LatencyMs, 0), BytesOut: max(l.BytesOut, 0), Decision: decision,
 		DeniedBy: truncate(l.DeniedBy, 100)}
 }

@@ -1519,8 +1519,9 @@ func (p *Proxy) newAccess(share *routes.Share, start time.Time, latency time.Dur
 		LatencyMs: float64(latency.Microseconds()) / 1000, BytesOut: bytesOut, Decision: decision, DeniedBy: deniedBy}
 	if ctx != nil {
 		rec.Method = methodString(ctx.Method())
-		rec.Path = config.LogPath(string(ctx.Path()))
-		rec.UserAgent = string(ctx.UserAgent())
+		rec.Path = config.Cut(config.LogPath(string(ctx.Path())), config.MaxLogPath)
+		ua := ctx.UserAgent()
+		rec.UserAgent = string(ua[:min(len(ua), config.MaxLogUserAgent)])
 	}
 	return rec
 }

@@ -318,6 +318,21 @@ type CommandDone struct {
 	Error     string          `json:"error,omitempty"`
 }
 
+// Longest path and user agent an access log keeps (edges cut them so, and
+// the control plane again): they bound a log's size, and so a report's.
+const (
+	MaxLogPath      = 2048
+	MaxLogUserAgent = 512
+)
+
+// Cut returns s cut to at most n bytes.
+func Cut(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
 // LogPath is the path an access log records: a link path /shared/<token>/rest
 // becomes /rest, the path the service sees, so that share tokens (secrets,
 // stored only hashed) never reach the logs. The edge records it so, and the
