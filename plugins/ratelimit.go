@@ -12,7 +12,11 @@ import (
 // Keys are stored as 64-bit maphash values under a per-process random seed, so a lookup does
 // not allocate and a guest cannot engineer collisions. Memory is bounded: each of the shards
 // holds at most maxKeys/shards entries; expired entries are swept every 10 s and when a shard
-// is full; if it is still full an arbitrary entry is evicted.
+// is full; if it is still full, an entry of the plugin holding the most entries of the shard
+// is evicted. The store is shared by the plugins of every workspace: a plugin that calls
+// rate_limit with ever new keys evicts its own counters, never those of a plugin holding fewer
+// (which would reset another workspace's limits: the ABI says plugins cannot touch each
+// other's counters).
 type rateLimiter struct {
 	perShard int
 	shards   [rlShards]rlShard
@@ -21,14 +25,16 @@ type rateLimiter struct {
 const rlShards = 64
 
 type rlShard struct {
-	mu sync.Mutex
-	m  map[uint64]rlEntry
-	_  [40]byte // keep shards on separate cache lines
+	mu  sync.Mutex
+	m   map[uint64]rlEntry
+	per map[string]int // entries of m per plugin id
+	_   [32]byte       // keep shards on separate cache lines
 }
 
 type rlEntry struct {
-	start  int64 // start of the current fixed window, ms, aligned to a multiple of window
-	window int64 // ms
+	plugin string // the plugin id the counter belongs to
+	start  int64  // start of the current fixed window, ms, aligned to a multiple of window
+	window int64  // ms
 	curr   int64
 	prev   int64
 }
@@ -37,6 +43,7 @@ func newRateLimiter(maxKeys int) *rateLimiter {
 	rl := &rateLimiter{perShard: max(1, maxKeys/rlShards)}
 	for i := range rl.shards {
 		rl.shards[i].m = make(map[uint64]rlEntry)
+		rl.shards[i].per = make(map[string]int)
 	}
 	return rl
 }
@@ -69,13 +76,11 @@ func (rl *rateLimiter) allow(seed maphash.Seed, pluginID string, key []byte, lim
 		if len(sh.m) >= rl.perShard {
 			sh.sweepLocked(nowMs)
 			if len(sh.m) >= rl.perShard {
-				for victim := range sh.m {
-					delete(sh.m, victim)
-					break
-				}
+				sh.evictLocked(pluginID)
 			}
 		}
-		e = rlEntry{start: start, window: window}
+		e = rlEntry{plugin: pluginID, start: start, window: window}
+		sh.per[pluginID]++
 	} else if e.start != start {
 		if start-e.start == window {
 			e.prev = e.curr
@@ -101,8 +106,37 @@ func (rl *rateLimiter) allow(seed maphash.Seed, pluginID string, key []byte, lim
 func (sh *rlShard) sweepLocked(nowMs int64) {
 	for k, e := range sh.m {
 		if nowMs >= e.start+2*e.window {
-			delete(sh.m, k)
+			sh.deleteLocked(k, e.plugin)
 		}
+	}
+}
+
+// evictLocked removes one entry of the plugin holding the most entries of
+// the shard (the inserting plugin's own when it holds as many as any).
+func (sh *rlShard) evictLocked(inserting string) {
+	victim, most := inserting, sh.per[inserting]
+	for p, n := range sh.per {
+		if n > most {
+			victim, most = p, n
+		}
+	}
+	if most == 0 {
+		return
+	}
+	for k, e := range sh.m {
+		if e.plugin == victim {
+			sh.deleteLocked(k, victim)
+			return
+		}
+	}
+}
+
+func (sh *rlShard) deleteLocked(k uint64, plugin string) {
+	delete(sh.m, k)
+	if n := sh.per[plugin] - 1; n > 0 {
+		sh.per[plugin] = n
+	} else {
+		delete(sh.per, plugin)
 	}
 }
 
