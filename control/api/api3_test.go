@@ -770,3 +770,36 @@ func TestShareURLNamesAnOnlineEdge(t *testing.T) {
 	sh := h.must(201, "POST", "/v1/services/"+svcID+"/shares", h.admin, map[string]any{"name": "s"})
 	assert.True(t, strings.HasPrefix(sh.str("shareUrl"), "http://127.0.0.1:8082/shared/"), sh.str("shareUrl"))
 }
+
+// TestReleasedSubdomainStaysWithItsWorkspace: a public subdomain a workspace
+// releases (made private, or its service deleted) is not handed to another
+// workspace at once: browsers still hold the cookies its service set for
+// <subdomain>.<domain>, and its users still follow its links, which would
+// all go to the other workspace's service. The workspace that held it gets
+// it back at once.
+func TestReleasedSubdomainStaysWithItsWorkspace(t *testing.T) {
+	h := newHarness(t)
+	h.edge("e")
+	svcA, agentA := h.service(h.admin, "web")
+	goneA := h.must(201, "POST", "/v1/services/register", h.admin, map[string]any{"agentId": agentA, "name": "gone", "targetHost": "h", "targetPort": 1}).str("id")
+	h.must(200, "PATCH", "/v1/services/"+svcA+"/public", h.admin, map[string]any{"isPublic": true, "subdomain": "app"})
+	h.must(200, "PATCH", "/v1/services/"+goneA+"/public", h.admin, map[string]any{"isPublic": true, "subdomain": "gone"})
+	h.must(200, "PATCH", "/v1/services/"+svcA+"/public", h.admin, map[string]any{"isPublic": false})
+	h.must(200, "DELETE", "/v1/services/"+goneA, h.admin, nil)
+
+	_, other := h.newWorkspace("tenant")
+	k := other["admin"]
+	svcB, agentB := h.service(k, "bweb")
+	for _, sub := range []string{"app", "gone"} {
+		h.assertError(h.req("PATCH", "/v1/services/"+svcB+"/public", k, map[string]any{"isPublic": true, "subdomain": sub}), 409)
+	}
+	// A derived subdomain avoids them too.
+	for _, name := range []string{"app", "gone"} {
+		r := h.must(201, "POST", "/v1/services/register", k, map[string]any{"agentId": agentB, "name": name, "targetHost": "h", "targetPort": 1, "isPublic": true})
+		assert.NotEqual(t, "http://"+name+".localhost:8080", r.data()["publicUrl"], "another workspace's released subdomain %q", name)
+	}
+	// The workspace that released them takes them back.
+	h.must(200, "PATCH", "/v1/services/"+svcA+"/public", h.admin, map[string]any{"isPublic": true, "subdomain": "app"})
+	r := h.must(201, "POST", "/v1/services/register", h.admin, map[string]any{"agentId": agentA, "name": "gone", "targetHost": "h", "targetPort": 1, "isPublic": true})
+	assert.Equal(t, "http://gone.localhost:8080", r.data()["publicUrl"])
+}

@@ -144,7 +144,7 @@ func (a *API) setPublic(c *call) (any, error) {
 			s.Subdomain = *req.Subdomain
 		case s.Subdomain == "":
 			var err error
-			if s.Subdomain, err = pickSubdomain(tx, s.Name); err != nil {
+			if s.Subdomain, err = pickSubdomain(tx, c.ws, s.Name); err != nil {
 				return err
 			}
 		}

@@ -139,7 +139,7 @@ func (a *API) upsertService(c *call, agentID, name, host string, port int, proto
 				s.IsPublic = *isPublic
 			}
 			if s.IsPublic && s.Subdomain == "" {
-				if s.Subdomain, err = pickSubdomain(tx, s.Name); err != nil {
+				if s.Subdomain, err = pickSubdomain(tx, c.ws, s.Name); err != nil {
 					return err
 				}
 			}
@@ -154,7 +154,7 @@ func (a *API) upsertService(c *call, agentID, name, host string, port int, proto
 			}
 			if isPublic != nil && *isPublic {
 				s.IsPublic = true
-				if s.Subdomain, err = pickSubdomain(tx, s.Name); err != nil {
+				if s.Subdomain, err = pickSubdomain(tx, c.ws, s.Name); err != nil {
 					return err
 				}
 			}
@@ -200,8 +200,9 @@ func (a *API) probeIfOnline(ctx context.Context, s *store.Service) {
 
 var reNotSub = regexp.MustCompile(`[^a-z0-9-]+`)
 
-// pickSubdomain derives a free subdomain from a service name.
-func pickSubdomain(tx store.Tx, name string) (string, error) {
+// pickSubdomain derives a subdomain free for workspace ws from a service
+// name.
+func pickSubdomain(tx store.Tx, ws, name string) (string, error) {
 	base := strings.Trim(reNotSub.ReplaceAllString(strings.ToLower(name), "-"), "-")
 	if len(base) > 27 {
 		base = base[:27]
@@ -211,7 +212,7 @@ func pickSubdomain(tx store.Tx, name string) (string, error) {
 	}
 	cand := base
 	for i := 0; i < 8; i++ {
-		taken, err := store.SubdomainTaken(tx, cand)
+		taken, err := store.SubdomainTaken(tx, ws, cand)
 		if err != nil {
 			return "", err
 		}

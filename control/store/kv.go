@@ -21,6 +21,7 @@
 //	idx/sharetok/<sha256>           share     (<ws>/<id>)
 //	idx/port/<00000>                service   (<ws>/<id>)   tunnel port
 //	idx/subdomain/<name>            service   (<ws>/<id>)
+//	idx/subdomainheld/<name>        workspace that released it (expires: SubdomainHold)
 //	edge/<id>, idx/edgename/<name>, idx/edgetok/<sha256>
 //	wasm/<sha256>, wasmref/<sha256>/<ws>/<id>   plugin modules, stored once (plugins.go)
 //	meta/<name>                     control-plane metadata (config version, settings)

@@ -117,17 +117,58 @@ func CreateService(tx Tx, s *Service, portMin, portMax int) error {
 	return putJSON(tx, serviceKey(s.WorkspaceID, s.ID), s)
 }
 
-// SubdomainTaken reports whether a public subdomain is in use.
-func SubdomainTaken(tx Tx, sub string) (bool, error) { return exists(tx, key("idx", "subdomain", sub)) }
+// SubdomainHold is how long a released public subdomain stays reserved for
+// the workspace that held it: browsers keep the cookies its service set for
+// <subdomain>.<domain> and its users its links, which must not reach
+// another workspace's service as soon as it is released.
+const SubdomainHold = 30 * 24 * time.Hour
+
+func subdomainHeldKey(sub string) []byte { return key("idx", "subdomainheld", sub) }
+
+// SubdomainTaken reports whether a public subdomain is unavailable to
+// workspace ws: in use, or released by another workspace less than
+// [SubdomainHold] ago.
+func SubdomainTaken(tx Tx, ws, sub string) (bool, error) {
+	if ok, err := exists(tx, key("idx", "subdomain", sub)); err != nil || ok {
+		return ok, err
+	}
+	return subdomainHeldByOther(tx, ws, sub)
+}
+
+func subdomainHeldByOther(tx Tx, ws, sub string) (bool, error) {
+	b, err := tx.Get(subdomainHeldKey(sub))
+	switch {
+	case isNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return string(b) != ws, nil
+}
 
 func claimSubdomain(tx Tx, s *Service) error {
-	sk := key("idx", "subdomain", s.Subdomain)
-	if ok, err := exists(tx, sk); err != nil {
+	taken, err := SubdomainTaken(tx, s.WorkspaceID, s.Subdomain)
+	if err != nil {
 		return err
-	} else if ok {
+	}
+	if taken {
+		// The same answer whether it is in use or held: which workspace
+		// has it is none of the caller's business.
 		return conflict("subdomain", "subdomain %q is taken", s.Subdomain)
 	}
-	return tx.Put(sk, pointer(s.WorkspaceID, s.ID))
+	if err := tx.Delete(subdomainHeldKey(s.Subdomain)); err != nil {
+		return err
+	}
+	return tx.Put(key("idx", "subdomain", s.Subdomain), pointer(s.WorkspaceID, s.ID))
+}
+
+// releaseSubdomain frees a service's subdomain, held for its workspace for
+// SubdomainHold.
+func releaseSubdomain(tx Tx, ws, sub string) error {
+	if err := tx.Delete(key("idx", "subdomain", sub)); err != nil {
+		return err
+	}
+	return tx.PutTTL(subdomainHeldKey(sub), []byte(ws), SubdomainHold)
 }
 
 // portCursor holds the last tunnel port handed out.
@@ -214,7 +255,7 @@ func UpdateService(tx Tx, s *Service) error {
 			}
 		}
 		if old.Subdomain != "" {
-			if err := tx.Delete(key("idx", "subdomain", old.Subdomain)); err != nil {
+			if err := releaseSubdomain(tx, s.WorkspaceID, old.Subdomain); err != nil {
 				return err
 			}
 		}
@@ -278,11 +319,13 @@ func DeleteService(tx Tx, ws, id string, at time.Time) (int, error) {
 		key("idx", "port", portKey(s.TunnelPort)),
 		serviceKey(ws, id),
 	}
-	if s.Subdomain != "" {
-		dels = append(dels, key("idx", "subdomain", s.Subdomain))
-	}
 	for _, k := range dels {
 		if err := tx.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	if s.Subdomain != "" {
+		if err := releaseSubdomain(tx, ws, s.Subdomain); err != nil {
 			return 0, err
 		}
 	}
