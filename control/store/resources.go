@@ -19,7 +19,7 @@ func PutAgent(tx Tx, a *Agent) error {
 	switch {
 	case err == nil:
 		if string(owner) != a.WorkspaceID {
-			return conflict("agentId", "agent id %s belongs to another workspace", a.ID)
+			return conflict("agentId", "agent id %s is taken", a.ID) // not saying by whom
 		}
 	case isNotFound(err):
 		if err := tx.Put(ik, []byte(a.WorkspaceID)); err != nil {
