@@ -1,12 +1,15 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -651,6 +654,56 @@ func TestShareStatsCountEveryRequest(t *testing.T) {
 	st = h.must(200, "GET", "/v1/shares/"+shareID+"/stats", h.admin, nil).data()
 	assert.Equal(t, float64(15403), st["requests"])
 	assert.Equal(t, float64(401), st["denied"])
+}
+
+// failMinutesKV fails, while on, every write of a share's per-minute
+// statistics: the access-log transaction of a report fails, the rest of
+// the report does not.
+type failMinutesKV struct {
+	store.KV
+	on *atomic.Bool
+}
+
+func (k failMinutesKV) Update(ctx context.Context, fn func(store.Tx) error) error {
+	return k.KV.Update(ctx, func(tx store.Tx) error {
+		if k.on.Load() {
+			tx = failMinutesTx{tx}
+		}
+		return fn(tx)
+	})
+}
+
+type failMinutesTx struct{ store.Tx }
+
+func (t failMinutesTx) PutTTL(k, v []byte, ttl time.Duration) error {
+	if bytes.Contains(k, []byte("/amin/")) {
+		return errors.New("disk full")
+	}
+	return t.Tx.PutTTL(k, v, ttl)
+}
+
+// TestShareStatsNotStoredAreCounted: a report whose statistics cannot be
+// written is still taken (the edge does not send it again), and the
+// requests they counted and the logs are counted as dropped.
+func TestShareStatsNotStoredAreCounted(t *testing.T) {
+	var failing atomic.Bool
+	h := newHarness(t, func(c *control.Config) { c.Store = failMinutesKV{KV: c.Store, on: &failing} })
+	_, edgeTok := h.edge("e1")
+	svcID, _ := h.service(h.admin, "svc")
+	shareID := h.must(201, "POST", "/v1/services/"+svcID+"/shares", h.admin, map[string]any{"name": "s"}).data()["id"].(string)
+	at := time.Now().UTC().Add(-time.Minute)
+	failing.Store(true)
+	h.report(edgeTok, nil, map[string]any{
+		"accessLogs": []any{map[string]any{"shareId": shareID, "at": at, "ip": "192.0.2.1", "method": "GET", "path": "/",
+			"statusCode": 200, "latencyMs": 1, "bytesOut": 1, "decision": "allowed"}},
+		"shareStats": []any{map[string]any{"shareId": shareID, "minute": at.Unix() / 60, "allowed": 7, "denied": 2,
+			"latency": map[string]any{"counts": map[string]int64{"1": 9}}}},
+	})
+	failing.Store(false)
+	fams := scrape(t, h)
+	assert.Equal(t, float64(9), value(fams, "pc_control_share_stats_dropped_total", nil))
+	assert.Equal(t, float64(1), value(fams, "pc_control_access_logs_dropped_total", map[string]string{"reason": "store"}))
+	assert.Equal(t, float64(0), h.must(200, "GET", "/v1/shares/"+shareID+"/stats", h.admin, nil).data()["requests"])
 }
 
 // GET /v1/api-keys lists active keys: an expired one is left out, as a

@@ -29,7 +29,8 @@ const statsWeight = 4
 // report; stats nil (edges that do not count) counts the logs instead. Logs
 // and statistics of unknown shares are skipped; a storage failure drops the
 // chunk (its logs counted in pc_control_access_logs_dropped_total) without
-// failing the report.
+// failing the report (the requests its statistics counted in
+// pc_control_share_stats_dropped_total).
 func (a *API) recordAccess(ctx context.Context, edgeID string, logs []config.AccessLog, stats []config.ShareStats) {
 	if len(logs) == 0 && len(stats) == 0 {
 		return
@@ -103,9 +104,12 @@ func (a *API) recordAccess(ctx context.Context, edgeID string, logs []config.Acc
 			cost += len(b.Records) + statsWeight*len(b.Stats)
 		}
 		now := time.Now().UTC()
-		stored, unknown, logsIn := 0, 0, 0
+		stored, unknown, logsIn, counted := 0, 0, 0, int64(0)
 		for i := range chunk {
 			logsIn += len(chunk[i].Records)
+			for j := range chunk[i].Stats {
+				counted += chunk[i].Stats[j].Allowed + chunk[i].Stats[j].Denied
+			}
 		}
 		err := a.kv.Update(ctx, func(tx store.Tx) error {
 			stored, unknown = 0, 0
@@ -139,6 +143,7 @@ func (a *API) recordAccess(ctx context.Context, edgeID string, logs []config.Acc
 		if err != nil {
 			a.log.Warn("access logs not stored", "edge", edgeID, "logs", logsIn, "err", err)
 			a.metrics.accessDropped.WithLabelValues("store").Add(float64(logsIn))
+			a.metrics.statsDropped.Add(float64(counted))
 			continue
 		}
 		if unknown > 0 {
