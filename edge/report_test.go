@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,39 @@ func reporterTo(t *testing.T, url string) *reporter {
 		t.Fatal(err)
 	}
 	return s.reporter
+}
+
+// reportSink is a control plane that takes every report and keeps it,
+// decoded and as sent.
+type reportSink struct {
+	srv  *httptest.Server
+	mu   sync.Mutex
+	reps []config.Report
+	raw  []string
+}
+
+func newReportSink(t *testing.T) *reportSink {
+	k := &reportSink{}
+	k.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b strings.Builder
+		var rep config.Report
+		if err := json.NewDecoder(io.TeeReader(r.Body, &b)).Decode(&rep); err != nil {
+			t.Errorf("report: %v", err)
+		}
+		k.mu.Lock()
+		k.reps = append(k.reps, rep)
+		k.raw = append(k.raw, b.String())
+		k.mu.Unlock()
+	}))
+	t.Cleanup(k.srv.Close)
+	return k
+}
+
+// reports returns the reports taken so far and what was sent.
+func (k *reportSink) reports() ([]config.Report, []string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Clone(k.reps), slices.Clone(k.raw)
 }
 
 // TestReporterDeliversEveryLogOnce: each report carries exactly the logs
@@ -140,22 +174,8 @@ func TestReporterDeliversEveryLogOnce(t *testing.T) {
 // results and share uses go out in reports of at most maxReportItems each, in order, and the
 // reporter asks for the next report at once while a backlog remains.
 func TestReporterSplitsABacklog(t *testing.T) {
-	var mu sync.Mutex
-	var reps []config.Report
-	var raw []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var b strings.Builder
-		var rep config.Report
-		if err := json.NewDecoder(io.TeeReader(r.Body, &b)).Decode(&rep); err != nil {
-			t.Errorf("report: %v", err)
-		}
-		mu.Lock()
-		reps = append(reps, rep)
-		raw = append(raw, b.String())
-		mu.Unlock()
-	}))
-	defer srv.Close()
-	r := reporterTo(t, srv.URL)
+	sink := newReportSink(t)
+	r := reporterTo(t, sink.srv.URL)
 	const n = 2*maxReportItems + 500
 	for i := 0; i < n; i++ {
 		r.event(config.AgentEvent{AgentID: fmt.Sprint("ag", i), Event: config.EventDisconnected})
@@ -166,9 +186,8 @@ func TestReporterSplitsABacklog(t *testing.T) {
 	next := 0
 	for round, want := range []int{maxReportItems, maxReportItems, 500} {
 		r.flush(context.Background())
-		mu.Lock()
+		reps, _ := sink.reports()
 		rep := reps[len(reps)-1]
-		mu.Unlock()
 		if len(rep.Events) != want || len(rep.Uses) != want || len(rep.CommandResult) != want || len(rep.Stats) != want {
 			t.Fatalf("report %d: %d events, %d uses, %d command results and %d share statistics, want %d",
 				round, len(rep.Events), len(rep.Uses), len(rep.CommandResult), len(rep.Stats), want)
@@ -192,8 +211,7 @@ func TestReporterSplitsABacklog(t *testing.T) {
 	}
 	// An edge with nothing to count still says it counts uses and requests.
 	r.flush(context.Background())
-	mu.Lock()
-	defer mu.Unlock()
+	_, raw := sink.reports()
 	if last := raw[len(raw)-1]; !strings.Contains(last, `"shareUses":[]`) || !strings.Contains(last, `"shareStats":[]`) {
 		t.Fatalf("an empty report without shareUses: [] and shareStats: []: %.300s", last)
 	}
@@ -239,19 +257,8 @@ func TestSamplerKeepsAboutItsRate(t *testing.T) {
 // every request, with their status codes, bytes and deniers; the metrics
 // count what the sample left out.
 func TestReporterSamplesAboveItsRate(t *testing.T) {
-	var mu sync.Mutex
-	var reps []config.Report
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var rep config.Report
-		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil {
-			t.Errorf("report: %v", err)
-		}
-		mu.Lock()
-		reps = append(reps, rep)
-		mu.Unlock()
-	}))
-	defer srv.Close()
-	s, err := New(Config{ControlURL: srv.URL, Token: "edge-token", DataDir: t.TempDir(), DisablePlugins: true,
+	sink := newReportSink(t)
+	s, err := New(Config{ControlURL: sink.srv.URL, Token: "edge-token", DataDir: t.TempDir(), DisablePlugins: true,
 		HTTPAddr: "127.0.0.1:0", TunnelAddr: "127.0.0.1:0", AccessLogRate: 100})
 	if err != nil {
 		t.Fatal(err)
@@ -267,8 +274,7 @@ func TestReporterSamplesAboveItsRate(t *testing.T) {
 		r.access(a)
 	}
 	r.flush(context.Background())
-	mu.Lock()
-	defer mu.Unlock()
+	reps, _ := sink.reports()
 	rep := reps[0]
 	if l := len(rep.AccessLogs); l < 100 || l > 800 {
 		t.Fatalf("%d logs of %d requests at 100 a second, want a sample", l, n)
@@ -351,27 +357,15 @@ func TestReporterCountsStatisticsItCannotKeep(t *testing.T) {
 // carries at most maxReportItems of each), the last one saying the edge
 // stops; a single last report lost what did not fit in it.
 func TestLastReportsSendTheBacklog(t *testing.T) {
-	var mu sync.Mutex
-	var reps []config.Report
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var rep config.Report
-		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil {
-			t.Errorf("report: %v", err)
-		}
-		mu.Lock()
-		reps = append(reps, rep)
-		mu.Unlock()
-	}))
-	defer srv.Close()
-	r := reporterTo(t, srv.URL)
+	sink := newReportSink(t)
+	r := reporterTo(t, sink.srv.URL)
 	at := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
 	const shares = 2500
 	for i := 0; i < shares; i++ {
 		r.access(config.AccessLog{ShareID: fmt.Sprint("sh", i), At: at, StatusCode: 200, Decision: "allowed"})
 	}
 	r.last()
-	mu.Lock()
-	defer mu.Unlock()
+	reps, _ := sink.reports()
 	var stats, uses int64
 	for i, rep := range reps {
 		for _, st := range rep.Stats {
