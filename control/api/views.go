@@ -116,7 +116,8 @@ func (a *API) serviceView(s *store.Service) serviceView {
 }
 
 // publicURL is where a public service is reached:
-// <scheme>://<subdomain>.<public domain>. Without a configured public
+// <scheme>://<subdomain>.<public domain>[:port], with the scheme and port of
+// the first edge's URL (its share listener serves public services too). Without a configured public
 // domain, edges serve public services at <subdomain>.localhost (browsers
 // resolve *.localhost to loopback: a development set-up), so the URL is
 // that on the first edge's port when the edge is on an IP address or
@@ -131,17 +132,16 @@ func (a *API) publicURL(s *store.Service) string {
 	if u, err := url.Parse(base); err == nil && u.Host != "" {
 		scheme, host, port = u.Scheme, u.Hostname(), u.Port()
 	}
+	if port != "" {
+		port = ":" + port // the share listener's: it serves public services too
+	}
 	if a.opts.PublicDomain != "" {
-		return scheme + "://" + s.Subdomain + "." + a.opts.PublicDomain
+		return scheme + "://" + s.Subdomain + "." + a.opts.PublicDomain + port
 	}
 	if _, err := netip.ParseAddr(host); err != nil && host != "" && host != "localhost" {
 		return ""
 	}
-	out := scheme + "://" + s.Subdomain + ".localhost"
-	if port != "" {
-		out += ":" + port
-	}
-	return out
+	return scheme + "://" + s.Subdomain + ".localhost" + port
 }
 
 type pluginRefView struct {
