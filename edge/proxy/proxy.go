@@ -751,6 +751,13 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 	// Connection itself (kept on a WebSocket upgrade).
 	stripHop(&out.Header, keepUpgrade)
 	delConnection(&out.Header, keepUpgrade)
+	// Every line of the headers the edge sets: fasthttp's Set replaces the
+	// first line of a name only, and a visitor's second X-Share-Id or
+	// X-Forwarded-Proto went on behind the edge's (services that read the
+	// last or the joined value took it).
+	for _, h := range edgeHeaders {
+		out.Header.Del(h)
+	}
 	// The header setters copy: one scratch buffer (pooled with edits)
 	// serves each value in turn.
 	var b []byte
@@ -769,7 +776,6 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 	// One X-Forwarded-For line: the chain of a trusted proxy (its lines
 	// joined) then the peer, or the peer alone; a visitor's own claim is
 	// never passed on (it had been whenever any trusted proxy was set).
-	out.Header.Del("X-Forwarded-For")
 	if _, trusted := p.peer(ctx); trusted {
 		prior := in.Header.PeekAll("X-Forwarded-For")
 		b = b[:0]
@@ -789,13 +795,6 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 	}
 	if tg.share != nil {
 		out.Header.Set("X-Share-Id", tg.share.ID)
-	} else {
-		out.Header.Del("X-Share-Id")
-	}
-	// Other claims about the client, from the visitor: the edge's
-	// X-Forwarded-For above is the only one a service may trust.
-	for _, h := range clientClaims {
-		out.Header.Del(h)
 	}
 	if len(tg.prefix) > 0 {
 		// Where the service is mounted, for those that build their links
@@ -806,11 +805,13 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 		out.Header.Del(h)
 	}
 	for _, h := range edits.SetRequest {
+		// A plugin's edit replaces every line the visitor sent (Set alone
+		// replaces the first), and the cookies fasthttp parsed (a
+		// Set("Cookie") adds to them).
 		if strings.EqualFold(h[0], "Cookie") {
-			// fasthttp adds the cookies of a Set("Cookie") to those it
-			// parsed: a plugin's edit replaces them.
 			out.Header.DelAllCookies()
 		}
+		out.Header.Del(h[0])
 		out.Header.Set(h[0], h[1])
 	}
 	stripSessionCookies(&out.Header, edits)
@@ -822,9 +823,12 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 	}
 }
 
-// clientClaims are headers in which a visitor could claim another client
-// address; the edge's X-Forwarded-For is the only such claim a service gets.
-var clientClaims = []string{"Forwarded", "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Cf-Connecting-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix"}
+// edgeHeaders are removed from a visitor's request, every line of them:
+// those the edge sets itself (X-Forwarded-*, X-Share-Id), and other claims
+// about the client (its address, the link's mount point), of which the
+// edge's X-Forwarded-For is the only one a service gets.
+var edgeHeaders = []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Share-Id",
+	"Forwarded", "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Cf-Connecting-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix"}
 
 // sessionCookiePrefix names the share-session cookies the password built-in
 // sets ("pc_s_<share id>", Path=/): a browser sends them to every share of the

@@ -1,0 +1,66 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/privateconnect/pc/edge/routes"
+	"github.com/privateconnect/pc/internal/config"
+)
+
+// forwardRaw parses a visitor's raw request as the share listener does,
+// prepares the request the edge sends the service (with the policy chain's
+// edits), and returns it as a service's net/http reads it.
+func forwardRaw(t *testing.T, raw string, edits *Edits) *http.Request {
+	t.Helper()
+	var req fasthttp.Request
+	if err := req.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+		t.Fatalf("the visitor's request does not parse: %v", err)
+	}
+	var ctx fasthttp.RequestCtx
+	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4242}, nil)
+	const link = "/shared/tok"
+	tg := target{share: &routes.Share{Share: config.Share{ID: "share-1"}}, path: ctx.Path()[len(link):], prefix: []byte(link),
+		svc: &config.Service{ID: "11111111-1111-4111-8111-111111111111", TargetHost: "127.0.0.1", TargetPort: 80}}
+	var out fasthttp.Request
+	New(Config{}).prepareRequest(&ctx, &out, tg, "192.0.2.1", edits, false)
+	var b bytes.Buffer
+	bw := bufio.NewWriter(&b)
+	if err := out.Write(bw); err != nil {
+		t.Fatal(err)
+	}
+	_ = bw.Flush()
+	got, err := http.ReadRequest(bufio.NewReader(&b))
+	if err != nil {
+		t.Fatalf("the forwarded request does not parse: %v\n%s", err, b.String())
+	}
+	return got
+}
+
+// A header the edge or the policy chain sets reaches the service once,
+// with the edge's value, however many lines of it the visitor sent: a
+// Set replaced only the first line, and the second went on (Rails, Werkzeug's
+// ProxyFix and Node read the last or the joined value).
+func TestForwardedHeadersReplaceEveryVisitorLine(t *testing.T) {
+	raw := "GET /shared/tok/public/x HTTP/1.1\r\nHost: edge.example\r\n" +
+		"X-Share-Id: a\r\nX-Share-Id: someone-else\r\n" +
+		"X-Forwarded-Proto: http\r\nX-Forwarded-Proto: https\r\n" +
+		"X-Forwarded-Host: a\r\nX-Forwarded-Host: evil.example\r\n" +
+		"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 7.7.7.7\r\n" +
+		"X-User: a\r\nX-User: admin\r\n\r\n"
+	got := forwardRaw(t, raw, &Edits{SetRequest: [][2]string{{"X-User", "bob"}}})
+	for name, want := range map[string]string{
+		"X-Share-Id": "share-1", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "edge.example",
+		"X-Forwarded-For": "192.0.2.1", "X-User": "bob",
+	} {
+		if v := got.Header.Values(name); len(v) != 1 || v[0] != want {
+			t.Errorf("%s reached the service as %q, want only %q", name, v, want)
+		}
+	}
+}
