@@ -64,3 +64,41 @@ func TestForwardedHeadersReplaceEveryVisitorLine(t *testing.T) {
 		}
 	}
 }
+
+// A header name that is not a token ("X A", "X(A)") is refused: the edge
+// would forward it as sent, and Python's http.server (http.client's header
+// parser) takes such a line for the end of the head, so every header after
+// it, the edge's X-Forwarded-For and X-Share-Id and a plugin's set headers
+// among them, never reached the service. Go's net/http refuses it too.
+func TestHeaderNamesMustBeTokens(t *testing.T) {
+	p := fuzzProxy(t)
+	for _, name := range []string{"X A", "X(A)", "X\"A", "X,A", "X@A", "X/A", "X\x80A", "X{A}", "X[A]", "X=A", "X\\A", "X?A"} {
+		raw := "GET /shared/tok-live/x HTTP/1.1\r\nHost: edge\r\n" + name + ": b\r\n\r\n"
+		var req fasthttp.Request
+		if err := req.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+			continue // refused by the parser already
+		}
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4242}, nil)
+		p.Handler(&ctx)
+		if got := ctx.Response.StatusCode(); got != fasthttp.StatusBadRequest || !ctx.Response.ConnectionClose() {
+			t.Errorf("header name %q: status %d (close %v), want 400 and the connection closed", name, got, ctx.Response.ConnectionClose())
+		}
+		ctx.Response.Reset()
+		if got := p.Expect(&ctx); got != fasthttp.StatusBadRequest {
+			t.Errorf("header name %q: Expect answered %d, want 400", name, got)
+		}
+	}
+	// Tokens pass (no agent online: 503).
+	raw := "GET /shared/tok-live/x HTTP/1.1\r\nHost: edge\r\nX_A.b~c!#$%&'*+^`|: b\r\n\r\n"
+	var req fasthttp.Request
+	if err := req.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+		t.Fatal(err)
+	}
+	var ctx fasthttp.RequestCtx
+	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4242}, nil)
+	p.Handler(&ctx)
+	if got := ctx.Response.StatusCode(); got != fasthttp.StatusServiceUnavailable {
+		t.Errorf("token header names: status %d, want 503", got)
+	}
+}

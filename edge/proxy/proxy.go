@@ -206,6 +206,15 @@ type target struct {
 // one fails it writes the answer, records the access, and returns false.
 // Handler and Expect (a 100-continue decided before the body) share it.
 func (p *Proxy) admit(ctx *fasthttp.RequestCtx, t *routes.Table, start time.Time, clientIP string) (target, *tunnels.Session, bool) {
+	if !tokenNames(&ctx.Request.Header) {
+		// The edge would forward the name as sent: Python's http.server
+		// ends the head at such a line, dropping the edge's headers after
+		// it (X-Forwarded-For, X-Share-Id, a plugin's). Refused, as a
+		// malformed request, the way Go's net/http refuses it.
+		ctx.SetConnectionClose()
+		WriteError(ctx, fasthttp.StatusBadRequest, "Malformed request")
+		return target{}, nil, false
+	}
 	tg, status, msg := p.resolve(ctx, t)
 	if status != 0 {
 		if status == fasthttp.StatusPermanentRedirect {
@@ -295,6 +304,32 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	}
 	streaming = p.forward(ctx, sess, tg, clientIP, edits, start)
 }
+
+// tokenNames reports whether every header name of h is an RFC 9110 token
+// (fasthttp's parser lets a space inside a name through).
+func tokenNames(h *fasthttp.RequestHeader) bool {
+	for k := range h.All() {
+		for _, c := range k {
+			if !isTokenChar[c] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+var isTokenChar = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
 
 // resolve finds the share or public service of a request and runs the
 // existence, revocation, expiry and availability checks. A non-zero status

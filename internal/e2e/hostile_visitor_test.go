@@ -241,6 +241,7 @@ func TestHostileVisitors(t *testing.T) {
 		{"bad chunk size", "POST " + T + "/public/badchunk HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", []int{400}, true},
 		{"huge chunk size", "POST " + T + "/public/hugechunk HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nhello\r\n0\r\n\r\n", []int{400}, true},
 		{"TE on HTTP/1.0", "POST " + T + "/public/te10 HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", []int{400}, true},
+		{"space inside a header name", "GET " + T + "/public/spname HTTP/1.1\r\nHost: h\r\nX A: b\r\n\r\n", []int{400}, true},
 		{"bare CR in a header value", "GET " + T + "/public/cr HTTP/1.1\r\nHost: h\r\nX-A: a\rX-Injected: 1\r\n\r\n", []int{400}, true},
 		{"bare LF ends a header line", "GET " + T + "/public/lf HTTP/1.1\r\nHost: h\r\nX-A: a\nX-Lf: 1\r\n\r\n", nil, false},
 		{"NUL in a header value", "GET " + T + "/public/nul HTTP/1.1\r\nHost: h\r\nX-A: a\x00b\r\n\r\n", []int{400}, true},
