@@ -102,3 +102,30 @@ func TestHeaderNamesMustBeTokens(t *testing.T) {
 		t.Errorf("token header names: status %d, want 503", got)
 	}
 }
+
+// CGI-style servers (Python's wsgiref, PHP, Rack, many WSGI servers) name
+// both X-Share-Id and X_Share_Id HTTP_X_SHARE_ID and join or pick between
+// them: a visitor's X_Forwarded_For reached a WSGI service as
+// HTTP_X_FORWARDED_FOR "6.6.6.6,<the edge's>". A visitor header spelled with
+// underscores is dropped when it aliases a header the edge or the policy
+// chain sets or removes, or another header of the request (one a plugin
+// checked); other underscore headers go on.
+func TestUnderscoreAliasesDropped(t *testing.T) {
+	raw := "GET /shared/tok/public/x HTTP/1.1\r\nHost: edge.example\r\n" +
+		"X_Forwarded_For: 6.6.6.6\r\nX_Share_Id: evil\r\nx_forwarded_proto: https\r\nX-Forwarded_Host: evil.example\r\n" +
+		"X_Real_Ip: 6.6.6.6\r\nX_User: admin\r\nX_Internal: 1\r\n" +
+		"X_Api_Token: forged\r\nX-Api-Token: checked\r\n" +
+		"Api_Key: k\r\nX_Custom: 1\r\n\r\n"
+	got := forwardRaw(t, raw, &Edits{SetRequest: [][2]string{{"X-User", "bob"}}, RemoveRequest: []string{"X-Internal"}})
+	for _, name := range []string{"X_forwarded_for", "X_share_id", "X_forwarded_proto", "X-Forwarded_host",
+		"X_real_ip", "X_user", "X_internal", "X_api_token"} {
+		if v := got.Header[name]; len(v) > 0 {
+			t.Errorf("%s reached the service: %q", name, v)
+		}
+	}
+	for name, want := range map[string]string{"Api_key": "k", "X_custom": "1", "X-Api-Token": "checked", "X-User": "bob"} {
+		if v := got.Header[name]; len(v) != 1 || v[0] != want {
+			t.Errorf("%s reached the service as %q, want %q", name, v, want)
+		}
+	}
+}

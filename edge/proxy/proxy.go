@@ -850,6 +850,7 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 		out.Header.Set(h[0], h[1])
 	}
 	stripSessionCookies(&out.Header, edits)
+	dropUnderscoreAliases(&out.Header, edits)
 	if ctx.Request.IsBodyStream() {
 		edits.body = visitorBody{r: ctx.RequestBodyStream(), limit: p.cfg.MaxBodyBytes}
 		out.SetBodyStream(&edits.body, in.Header.ContentLength())
@@ -884,6 +885,76 @@ func stripSessionCookies(h *fasthttp.RequestHeader, edits *Edits) {
 		h.DelCookie(n)
 	}
 	edits.cookieNames = names[:0]
+}
+
+// dropUnderscoreAliases removes the visitor's headers whose names, read
+// with '-' for '_', are a header the edge or the policy chain sets or
+// removes, or another header of the request: CGI-style servers (Python's
+// wsgiref, PHP, Rack, many WSGI servers) name X-Share-Id and X_Share_Id
+// alike (HTTP_X_SHARE_ID) and join or pick between them, so X_Forwarded_For
+// reached a WSGI service ahead of the edge's X-Forwarded-For, and a header a
+// plugin checked could be joined with another value. (nginx drops every
+// header with an underscore by default; other underscore headers go on
+// here.) Free unless a name has an underscore.
+func dropUnderscoreAliases(h *fasthttp.RequestHeader, edits *Edits) {
+	var under []string
+	for k := range h.All() {
+		if bytes.IndexByte(k, '_') >= 0 {
+			under = append(under, string(k))
+		}
+	}
+	if len(under) == 0 {
+		return
+	}
+	drop := make([]bool, len(under))
+	for i, u := range under {
+		for _, n := range edgeHeaders {
+			drop[i] = drop[i] || dashFold(u, n)
+		}
+		for _, e := range edits.SetRequest {
+			drop[i] = drop[i] || dashFold(u, e[0])
+		}
+		for _, n := range edits.RemoveRequest {
+			drop[i] = drop[i] || dashFold(u, n)
+		}
+	}
+	for k := range h.All() {
+		if bytes.IndexByte(k, '_') >= 0 {
+			continue
+		}
+		for i, u := range under {
+			drop[i] = drop[i] || dashFold(u, string(k))
+		}
+	}
+	for i, u := range under {
+		if drop[i] {
+			h.Del(u)
+		}
+	}
+}
+
+// dashFold reports whether header names a and b are the same once case is
+// folded and '_' read as '-'.
+func dashFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if foldDash(a[i]) != foldDash(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func foldDash(c byte) byte {
+	switch {
+	case c == '_':
+		return '-'
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 func peerIP(ctx *fasthttp.RequestCtx) string {

@@ -308,6 +308,9 @@ func TestHostileVisitors(t *testing.T) {
 	req.Header.Add("X-Forwarded-Proto", "https")
 	req.Header.Set("X-Forwarded-Host", "a.example")
 	req.Header.Add("X-Forwarded-Host", "evil.example")
+	// CGI-style servers read X_Forwarded_For as X-Forwarded-For.
+	req.Header["X_Forwarded_For"] = []string{"6.6.6.6"}
+	req.Header["X_Share_Id"] = []string{"someone-else-3"}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()
@@ -354,6 +357,8 @@ func TestHostileVisitors(t *testing.T) {
 	require.Equal(t, []string{locked.ID}, spoof.header("X-Share-Id"))
 	require.Equal(t, []string{"http"}, spoof.header("X-Forwarded-Proto"))
 	require.Equal(t, []string{addr}, spoof.header("X-Forwarded-Host"))
+	require.Empty(t, spoof.header("X_Forwarded_For"), "underscore aliases of the edge's headers are dropped")
+	require.Empty(t, spoof.header("X_Share_Id"))
 	require.Empty(t, spoof.header("X-Real-Ip"), "other claims about the client are dropped")
 	require.Empty(t, spoof.header("Forwarded"))
 	require.Equal(t, []string{T}, spoof.header("X-Forwarded-Prefix"), "the link's own mount point, once")
