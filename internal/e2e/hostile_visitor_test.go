@@ -253,6 +253,7 @@ func TestHostileVisitors(t *testing.T) {
 		{"encoded slash and dots", "GET " + T + "/public/%2e%2e%2fadmin%2fencslash HTTP/1.1\r\nHost: h\r\n\r\n", []int{403}, false},
 		{"out of the share", "GET " + T + "/%2e%2e/%2e%2e/admin/out HTTP/1.1\r\nHost: h\r\n\r\n", []int{404}, false},
 		{"into another share", "GET /shared/" + open.Token + "/../" + locked.Token + "/admin/other HTTP/1.1\r\nHost: h\r\n\r\n", []int{403}, false},
+		{"dot segment with path parameters (Tomcat's ..;)", "GET " + T + "/public/..;x HTTP/1.1\r\nHost: h\r\n\r\n", []int{403}, false},
 		{"backslash dot segments", "GET " + T + "/public/..\\admin\\bs HTTP/1.1\r\nHost: h\r\n\r\n", []int{403}, false},
 		{"double-encoded dots stay data", "GET " + T + "/public/%252e%252e/admin HTTP/1.1\r\nHost: h\r\n\r\n", []int{403}, false},
 		{"absolute-form URI", "GET http://evil.example" + T + "/public/absolute HTTP/1.1\r\nHost: h\r\n\r\n", []int{200}, false},

@@ -10,9 +10,9 @@
 // segment and "**" any run of characters across segments ("/a/**" also matches "/a"
 // itself). Methods are case-insensitive; allowing GET allows HEAD.
 //
-// Paths with dot segments ("/a/../b"), backslashes or percent-encoded dots, slashes or
-// backslashes are refused unless "/**" is allowed: the service might resolve them differently
-// from the pattern.
+// Paths with dot segments ("/a/../b", also with path parameters: "/a/..;/b"), backslashes,
+// NUL bytes or percent-encoded dots, slashes or backslashes are refused unless "/**" is
+// allowed: the service might resolve them differently from the pattern.
 package allowpaths
 
 import (
@@ -138,12 +138,12 @@ func Handle(r *plugin.Request) plugin.Result {
 
 // suspicious reports paths whose meaning may differ between the pattern and the service.
 func suspicious(p []byte) bool {
-	if bytes.IndexByte(p, '.') < 0 && bytes.IndexByte(p, '%') < 0 && bytes.IndexByte(p, '\\') < 0 {
+	if bytes.IndexByte(p, '.') < 0 && bytes.IndexByte(p, '%') < 0 && bytes.IndexByte(p, '\\') < 0 && bytes.IndexByte(p, 0) < 0 {
 		return false // the usual case, without a byte loop in Wasm
 	}
 	for i := 0; i < len(p); i++ {
 		switch p[i] {
-		case '\\':
+		case '\\', 0: // a NUL ends the path for services in C
 			return true
 		case '%':
 			if i+2 < len(p) {
@@ -153,9 +153,10 @@ func suspicious(p []byte) bool {
 				}
 			}
 		case '.':
-			// a "." or ".." segment
-			if (i == 0 || p[i-1] == '/') && (i+1 == len(p) || p[i+1] == '/' ||
-				(p[i+1] == '.' && (i+2 == len(p) || p[i+2] == '/'))) {
+			// a "." or ".." segment, also with path parameters ("..;x"):
+			// Tomcat, Jetty and Spring drop them before resolving dots
+			if (i == 0 || p[i-1] == '/') && (i+1 == len(p) || p[i+1] == '/' || p[i+1] == ';' ||
+				(p[i+1] == '.' && (i+2 == len(p) || p[i+2] == '/' || p[i+2] == ';'))) {
 				return true
 			}
 		}

@@ -74,6 +74,21 @@ func TestHandle(t *testing.T) {
 			t.Errorf("prefix patterns, GET %s: %+v", tc.path, res)
 		}
 	}
+	// Dot segments with path parameters: Tomcat, Jetty and Spring drop
+	// ";..." from each segment before resolving dots, so /api/..;/admin is
+	// /admin to them (fasthttp keeps "..;" as a name). A NUL ends the path
+	// for services in C (and old PHP): /api/x%00/../../admin.
+	for _, p := range []string{"/api/..;/admin", "/api/..;x=1/admin", "/api/.;/x", "/api/..;", "/api/x\x00.html", "/api/x\x00"} {
+		res := plugintest.Run(Handle, `{"paths":["/api","/docs/**","/api/*.html"]}`, plugintest.Request{Method: "GET", Path: p})
+		if res.Action == plugintest.Allow {
+			t.Errorf("GET %q allowed: a service may resolve it outside the pattern", p)
+		}
+	}
+	for _, p := range []string{"/api/a;b", "/api/...;/x", "/api/x;.."} {
+		if res := plugintest.Run(Handle, `{"paths":["/api"]}`, plugintest.Request{Method: "GET", Path: p}); res.Action != plugintest.Allow {
+			t.Errorf("GET %q refused: %+v", p, res)
+		}
+	}
 	// "/" alone is the root page, as it always was: read as a prefix it
 	// would open every path of the links made with it.
 	if res := plugintest.Run(Handle, `{"paths":["/"]}`, plugintest.Request{Method: "GET", Path: "/"}); res.Action != plugintest.Allow {
