@@ -8,7 +8,9 @@
 // only, as it always did (every path is "/**"): read as a prefix it would have opened every
 // path of the links made with it. In a glob "*" matches any run of characters within one
 // segment and "**" any run of characters across segments ("/a/**" also matches "/a"
-// itself). Methods are case-insensitive; allowing GET allows HEAD.
+// itself). Methods are case-insensitive; allowing GET allows HEAD. A method override
+// (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override, a _method query parameter),
+// which many frameworks act on instead of a POST's method, must name an allowed method too.
 //
 // Paths with dot segments ("/a/../b", also with path parameters: "/a/..;/b"), backslashes,
 // NUL bytes or percent-encoded dots, slashes or backslashes are refused unless "/**" is
@@ -19,6 +21,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/privateconnect/pc/plugins/builtin/internal/envelope"
@@ -107,7 +110,7 @@ func Handle(r *plugin.Request) plugin.Result {
 				break
 			}
 		}
-		if !ok {
+		if !ok || !c.overridesAllowed(r) {
 			return envelope.Deny(403, "This path or method is not allowed for this share link")
 		}
 	}
@@ -134,6 +137,58 @@ func Handle(r *plugin.Request) plugin.Result {
 		}
 	}
 	return envelope.Deny(403, "This path or method is not allowed for this share link")
+}
+
+// overrideHeaders name the method a framework acts on instead of the request's: Rails
+// (Rack::MethodOverride), Express's method-override, Symfony and Laravel, ASP.NET Core
+// and OData honour one of these (or a _method parameter) on a POST.
+var overrideHeaders = [...]string{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"}
+
+// overridesAllowed reports whether every method override of the request (a header of
+// overrideHeaders, a _method query parameter) names an allowed method: with POST allowed
+// and DELETE not, "POST ...?_method=DELETE" is a DELETE to a Laravel service. (A _method
+// field of a form body is out of a plugin's sight.)
+func (c *compiled) overridesAllowed(r *plugin.Request) bool {
+	for _, h := range overrideHeaders {
+		if v, ok := r.AppendHeader(method[:0], h); ok && !c.allowed(bytes.TrimSpace(v)) {
+			return false
+		}
+	}
+	q := r.AppendQuery(path[:0])
+	if bytes.IndexByte(q, 'm') < 0 && bytes.IndexByte(q, 'M') < 0 && bytes.IndexByte(q, '%') < 0 {
+		return true // no "method" in it, plainly or encoded
+	}
+	for len(q) > 0 {
+		var kv []byte
+		if i := bytes.IndexByte(q, '&'); i >= 0 {
+			kv, q = q[:i], q[i+1:]
+		} else {
+			kv, q = q, nil
+		}
+		k, v, _ := bytes.Cut(kv, []byte("="))
+		key, err := url.QueryUnescape(string(k))
+		if err != nil {
+			return false
+		}
+		// PHP reads " method", ".method" and "[method" as "_method".
+		if len(key) == len("_method") && strings.ContainsRune("_ .[", rune(key[0])) && strings.EqualFold(key[1:], "method") {
+			val, err := url.QueryUnescape(string(v))
+			if err != nil || !c.allowed([]byte(strings.TrimSpace(val))) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// allowed reports whether m (any case) is an allowed method.
+func (c *compiled) allowed(m []byte) bool {
+	for _, want := range c.methods {
+		if len(m) == len(want) && strings.EqualFold(string(m), want) {
+			return true
+		}
+	}
+	return false
 }
 
 // suspicious reports paths whose meaning may differ between the pattern and the service.

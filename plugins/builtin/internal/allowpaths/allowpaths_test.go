@@ -74,6 +74,28 @@ func TestHandle(t *testing.T) {
 			t.Errorf("prefix patterns, GET %s: %+v", tc.path, res)
 		}
 	}
+	// A method override must name an allowed method too.
+	for _, tc := range []struct {
+		query   string
+		headers map[string]string
+		allow   bool
+	}{
+		{"", map[string]string{"X-HTTP-Method-Override": "DELETE"}, false},
+		{"", map[string]string{"x-http-method": "put"}, false},
+		{"", map[string]string{"X-Method-Override": "DELETE, POST"}, false},
+		{"", map[string]string{"X-HTTP-Method-Override": "post"}, true},
+		{"_method=DELETE", nil, false},
+		{"a=1&%5Fmethod=delete", nil, false},
+		{".method=PUT", nil, false},
+		{"_METHOD=PUT", nil, false},
+		{"_method=GET&x=y", nil, true},
+		{"methods=DELETE&my_method=DELETE", nil, true},
+	} {
+		res := plugintest.Run(Handle, cfg, plugintest.Request{Method: "POST", Path: "/public/x", Query: tc.query, Headers: tc.headers})
+		if (res.Action == plugintest.Allow) != tc.allow {
+			t.Errorf("POST ?%s %v: %+v, want allowed %v", tc.query, tc.headers, res, tc.allow)
+		}
+	}
 	// Dot segments with path parameters: Tomcat, Jetty and Spring drop
 	// ";..." from each segment before resolving dots, so /api/..;/admin is
 	// /admin to them (fasthttp keeps "..;" as a name). A NUL ends the path
