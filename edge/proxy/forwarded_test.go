@@ -115,10 +115,10 @@ func TestUnderscoreAliasesDropped(t *testing.T) {
 		"X_Forwarded_For: 6.6.6.6\r\nX_Share_Id: evil\r\nx_forwarded_proto: https\r\nX-Forwarded_Host: evil.example\r\n" +
 		"X_Real_Ip: 6.6.6.6\r\nX_User: admin\r\nX_Internal: 1\r\n" +
 		"X_Api_Token: forged\r\nX-Api-Token: checked\r\n" +
-		"Api_Key: k\r\nX_Custom: 1\r\n\r\n"
+		"X_HTTP_Method_Override: DELETE\r\nApi_Key: k\r\nX_Custom: 1\r\n\r\n"
 	got := forwardRaw(t, raw, &Edits{SetRequest: [][2]string{{"X-User", "bob"}}, RemoveRequest: []string{"X-Internal"}})
 	for _, name := range []string{"X_forwarded_for", "X_share_id", "X_forwarded_proto", "X-Forwarded_host",
-		"X_real_ip", "X_user", "X_internal", "X_api_token"} {
+		"X_real_ip", "X_user", "X_internal", "X_api_token", "X_http_method_override"} {
 		if v := got.Header[name]; len(v) > 0 {
 			t.Errorf("%s reached the service: %q", name, v)
 		}

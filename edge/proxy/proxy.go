@@ -911,6 +911,9 @@ func dropUnderscoreAliases(h *fasthttp.RequestHeader, edits *Edits) {
 		for _, n := range edgeHeaders {
 			drop[i] = drop[i] || dashFold(u, n)
 		}
+		for _, n := range methodOverrides {
+			drop[i] = drop[i] || dashFold(u, n)
+		}
 		for _, e := range edits.SetRequest {
 			drop[i] = drop[i] || dashFold(u, e[0])
 		}
@@ -932,6 +935,11 @@ func dropUnderscoreAliases(h *fasthttp.RequestHeader, edits *Edits) {
 		}
 	}
 }
+
+// methodOverrides name the method many frameworks act on for a POST; the
+// allow-paths built-in checks them against allowedMethods by these names,
+// so their underscore spellings (PHP's HTTP_X_HTTP_METHOD_OVERRIDE) go.
+var methodOverrides = []string{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"}
 
 // dashFold reports whether header names a and b are the same once case is
 // folded and '_' read as '-'.
