@@ -1415,6 +1415,14 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 	}
 	req := fasthttp.AcquireRequest()
 	p.prepareRequest(ctx, req, tg, clientIP, edits, true)
+	// The upgrade the policy let through, alone: isWebSocket read the
+	// first Upgrade line, and a service may read another (Hypercorn takes
+	// the last: "Upgrade: websocket" then "Upgrade: h2c" switched it to
+	// HTTP/2, whose requests then went past the policy).
+	req.Header.Del(fasthttp.HeaderUpgrade)
+	req.Header.Set(fasthttp.HeaderUpgrade, "websocket")
+	req.Header.Del(fasthttp.HeaderConnection)
+	req.Header.Set(fasthttp.HeaderConnection, "Upgrade")
 	bw := bufio.NewWriter(conn)
 	err = req.Header.Write(bw)
 	if err == nil {
@@ -1479,6 +1487,13 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", int64(len(resp.Body())))
 		return
 	}
+	if !switchesToWebSocket(&rh) {
+		// A switch to another protocol (h2c) would pipe the visitor to a
+		// service speaking it, past the policy for every request after.
+		conn.Close()
+		fail(fasthttp.StatusBadGateway, msgBadResponse)
+		return
+	}
 	_ = conn.SetReadDeadline(time.Time{})
 	edits.scratch = rewriteHead(&rh, &tg, edits.scratch)
 	edits.applyResponse(&rh)
@@ -1517,6 +1532,21 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		defer p.live.add(liveKey(share, svcID), raw)()
 		_, out = tunnel.Pipe(&hijacked{Conn: c, served: served}, up)
 	})
+}
+
+// switchesToWebSocket reports whether a 101 names the WebSocket protocol,
+// and it alone, in its Upgrade header.
+func switchesToWebSocket(h *fasthttp.ResponseHeader) bool {
+	ups := h.PeekAll(fasthttp.HeaderUpgrade)
+	if len(ups) == 0 {
+		return false
+	}
+	for _, u := range ups {
+		if !bytes.EqualFold(bytes.TrimSpace(u), strWebsocket) {
+			return false
+		}
+	}
+	return true
 }
 
 // hijacked is the visitor's connection of a WebSocket as Pipe needs it.
