@@ -129,3 +129,25 @@ func TestUnderscoreAliasesDropped(t *testing.T) {
 		}
 	}
 }
+
+// Claims of another scheme or another request URL are dropped: services
+// behind IIS (and older Symfony, Zend) route X-Original-Url instead of the
+// path the policy checked; Rack and Werkzeug take X-Forwarded-Ssl: on for
+// https whatever the edge's X-Forwarded-Proto says.
+func TestClaimsOfAnotherURLDropped(t *testing.T) {
+	claims := []string{"X-Original-URL", "X-Rewrite-URL", "X-Original-URI", "X-Forwarded-Uri", "X-Forwarded-Path",
+		"X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Url-Scheme", "Front-End-Https"}
+	raw := "GET /shared/tok/public/x HTTP/1.1\r\nHost: edge.example\r\n"
+	for _, c := range claims {
+		raw += c + ": /admin\r\n" + c + ": on\r\n"
+	}
+	got := forwardRaw(t, raw+"\r\n", &Edits{})
+	for _, c := range claims {
+		if v := got.Header.Values(c); len(v) > 0 {
+			t.Errorf("%s reached the service: %q", c, v)
+		}
+	}
+	if got.URL.Path != "/public/x" {
+		t.Errorf("path %q", got.URL.Path)
+	}
+}

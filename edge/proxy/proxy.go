@@ -862,9 +862,15 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 // edgeHeaders are removed from a visitor's request, every line of them:
 // those the edge sets itself (X-Forwarded-*, X-Share-Id), and other claims
 // about the client (its address, the link's mount point), of which the
-// edge's X-Forwarded-For is the only one a service gets.
+// edge's X-Forwarded-For is the only one a service gets; claims of another
+// scheme (Rack and Werkzeug take X-Forwarded-Ssl: on for https whatever
+// X-Forwarded-Proto says) and of another request URL, which services
+// behind IIS, older Symfony and Zend read instead of the request line: the
+// policy checked the path of the request line.
 var edgeHeaders = []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Share-Id",
-	"Forwarded", "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Cf-Connecting-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix"}
+	"Forwarded", "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "Cf-Connecting-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix",
+	"X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Url-Scheme", "Front-End-Https",
+	"X-Original-Url", "X-Rewrite-Url", "X-Original-Uri", "X-Forwarded-Uri", "X-Forwarded-Path"}
 
 // sessionCookiePrefix names the share-session cookies the password built-in
 // sets ("pc_s_<share id>", Path=/): a browser sends them to every share of the
