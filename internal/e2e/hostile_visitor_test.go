@@ -312,6 +312,9 @@ func TestHostileVisitors(t *testing.T) {
 	// CGI-style servers read X_Forwarded_For as X-Forwarded-For.
 	req.Header["X_Forwarded_For"] = []string{"6.6.6.6"}
 	req.Header["X_Share_Id"] = []string{"someone-else-3"}
+	// Claims of another request URL (IIS-style rewrites) or scheme.
+	req.Header.Set("X-Original-URL", "/admin")
+	req.Header.Set("X-Forwarded-Ssl", "on")
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()
@@ -360,6 +363,8 @@ func TestHostileVisitors(t *testing.T) {
 	require.Equal(t, []string{addr}, spoof.header("X-Forwarded-Host"))
 	require.Empty(t, spoof.header("X_Forwarded_For"), "underscore aliases of the edge's headers are dropped")
 	require.Empty(t, spoof.header("X_Share_Id"))
+	require.Empty(t, spoof.header("X-Original-Url"), "claims of another URL are dropped")
+	require.Empty(t, spoof.header("X-Forwarded-Ssl"))
 	require.Empty(t, spoof.header("X-Real-Ip"), "other claims about the client are dropped")
 	require.Empty(t, spoof.header("Forwarded"))
 	require.Equal(t, []string{T}, spoof.header("X-Forwarded-Prefix"), "the link's own mount point, once")
