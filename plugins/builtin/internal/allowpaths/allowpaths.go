@@ -14,7 +14,9 @@
 //
 // Paths with dot segments ("/a/../b", also with path parameters: "/a/..;/b"), backslashes,
 // NUL bytes or percent-encoded dots, slashes or backslashes are refused unless "/**" is
-// allowed: the service might resolve them differently from the pattern.
+// allowed: the service might resolve them differently from the pattern. A path with path
+// parameters (";v=1") must match both as sent and without them, as servlet containers
+// route it ("/docs/secret.json;.html" is /docs/secret.json to Tomcat).
 package allowpaths
 
 import (
@@ -118,9 +120,20 @@ func Handle(r *plugin.Request) plugin.Result {
 		return plugin.Allow()
 	}
 	p := r.AppendPath(path[:0])
-	if suspicious(p) {
+	if suspicious(p) || !c.allows(p) {
 		return envelope.Deny(403, "This path or method is not allowed for this share link")
 	}
+	if bytes.IndexByte(p, ';') >= 0 && !c.allows(withoutParams(p)) {
+		// Tomcat, Jetty and Spring drop ";..." from every segment before
+		// routing: "/docs/secret.json;.html" matches "/docs/*.html" but
+		// serves /docs/secret.json. The path must match without them too.
+		return envelope.Deny(403, "This path or method is not allowed for this share link")
+	}
+	return plugin.Allow()
+}
+
+// allows reports whether a pattern matches p.
+func (c *compiled) allows(p []byte) bool {
 	for i := range c.patterns {
 		pt := &c.patterns[i]
 		var ok bool
@@ -133,10 +146,30 @@ func Handle(r *plugin.Request) plugin.Result {
 			ok = match(pt.glob, p)
 		}
 		if ok {
-			return plugin.Allow()
+			return true
 		}
 	}
-	return envelope.Deny(403, "This path or method is not allowed for this share link")
+	return false
+}
+
+// withoutParams is p with the path parameters (";" to the end of its segment) of every
+// segment removed, as servlet containers read it. (A new slice: p is the shared buffer.)
+func withoutParams(p []byte) []byte {
+	out := make([]byte, 0, len(p))
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, ';')
+		if i < 0 {
+			return append(out, p...)
+		}
+		out = append(out, p[:i]...)
+		p = p[i:]
+		if j := bytes.IndexByte(p, '/'); j >= 0 {
+			p = p[j:]
+		} else {
+			p = nil
+		}
+	}
+	return out
 }
 
 // overrideHeaders name the method a framework acts on instead of the request's: Rails

@@ -106,6 +106,26 @@ func TestHandle(t *testing.T) {
 			t.Errorf("GET %q allowed: a service may resolve it outside the pattern", p)
 		}
 	}
+	// A path must match as sent and also with its path parameters dropped,
+	// as servlet containers route it: "/docs/secret.json;.html" is
+	// /docs/secret.json to them.
+	for _, tc := range []struct {
+		path  string
+		allow bool
+	}{
+		{"/docs/secret.json;.html", false},
+		{"/docs/a.html;jsessionid=1", false}, // no match as sent (as before)
+		{"/docs/a;v=2.html", false},          // /docs/a to a servlet container
+		{"/docs;x/a.html", false},
+		{"/other;/docs/a.html", false},
+		{"/pub/a;b/c", true},
+		{"/pub/a.html;x", true},
+	} {
+		res := plugintest.Run(Handle, `{"paths":["/docs/*.html","/pub"]}`, plugintest.Request{Method: "GET", Path: tc.path})
+		if (res.Action == plugintest.Allow) != tc.allow {
+			t.Errorf("GET %q: %+v, want allowed %v", tc.path, res, tc.allow)
+		}
+	}
 	for _, p := range []string{"/api/a;b", "/api/...;/x", "/api/x;.."} {
 		if res := plugintest.Run(Handle, `{"paths":["/api"]}`, plugintest.Request{Method: "GET", Path: p}); res.Action != plugintest.Allow {
 			t.Errorf("GET %q refused: %+v", p, res)
