@@ -851,12 +851,33 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 	}
 	stripSessionCookies(&out.Header, edits)
 	dropUnderscoreAliases(&out.Header, edits)
+	hasBody := false
 	if ctx.Request.IsBodyStream() {
 		edits.body = visitorBody{r: ctx.RequestBodyStream(), limit: p.cfg.MaxBodyBytes}
 		out.SetBodyStream(&edits.body, in.Header.ContentLength())
+		hasBody = in.Header.ContentLength() != 0
 	} else if body := in.Body(); len(body) > 0 {
 		out.SetBodyRaw(body)
+		hasBody = true
 	}
+	if hasBody && ignoredBody(in.Header.Method()) {
+		// Servers that read no body they have no use for (Python's
+		// http.server in HTTP/1.1 mode) parse the next request from it:
+		// the body of a GET, which the policy never read as a request,
+		// would run as one on a kept-alive stream. The service closes
+		// after this request instead, unread body and all.
+		out.Header.SetConnectionClose()
+	}
+}
+
+// ignoredBody reports whether a request of method m usually has no body,
+// so that a service may well not read one.
+func ignoredBody(m []byte) bool {
+	switch string(m) {
+	case fasthttp.MethodPost, fasthttp.MethodPut, fasthttp.MethodPatch:
+		return false
+	}
+	return true
 }
 
 // edgeHeaders are removed from a visitor's request, every line of them:
