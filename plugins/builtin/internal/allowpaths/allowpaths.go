@@ -193,11 +193,7 @@ func (c *compiled) overridesAllowed(r *plugin.Request) bool {
 	}
 	for len(q) > 0 {
 		var kv []byte
-		if i := bytes.IndexByte(q, '&'); i >= 0 {
-			kv, q = q[:i], q[i+1:]
-		} else {
-			kv, q = q, nil
-		}
+		kv, q, _ = bytes.Cut(q, []byte("&"))
 		k, v, _ := bytes.Cut(kv, []byte("="))
 		key, err := url.QueryUnescape(string(k))
 		if err != nil {

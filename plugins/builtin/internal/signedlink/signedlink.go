@@ -64,11 +64,7 @@ var buf, qbuf [4096]byte
 func param(q []byte, name string) (v []byte, ok bool) {
 	for len(q) > 0 {
 		var kv []byte
-		if i := bytes.IndexByte(q, '&'); i >= 0 {
-			kv, q = q[:i], q[i+1:]
-		} else {
-			kv, q = q, nil
-		}
+		kv, q, _ = bytes.Cut(q, []byte("&"))
 		if len(kv) > len(name) && kv[len(name)] == '=' && string(kv[:len(name)]) == name {
 			if ok {
 				return nil, false // repeated
