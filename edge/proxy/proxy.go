@@ -1433,6 +1433,14 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		WriteError(ctx, status, msg)
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
 	}
+	if cl := ctx.Request.Header.ContentLength(); cl > 0 || cl == -1 { // -1: chunked (-2: none)
+		// A handshake is a GET without a body: its Content-Length would
+		// have gone to the service without the body, the service waiting
+		// for bytes that were the visitor's first frames.
+		ctx.SetConnectionClose()
+		fail(fasthttp.StatusBadRequest, "A WebSocket upgrade has no body")
+		return
+	}
 	id, _ := uuid.Parse(tg.svc.ID)
 	conn, err := sess.OpenStream(tunnel.KindHTTP, id, clientIP)
 	if err != nil {

@@ -17,7 +17,8 @@ import (
 )
 
 // TestUpgradeToAnotherProtocol: a WebSocket upgrade reaches the service as
-// a WebSocket upgrade only, and a 101 to anything else is refused. The
+// a WebSocket upgrade only, and a 101 to anything else is refused; an
+// upgrade with a body is refused. The
 // service here reads the Upgrade header as Hypercorn does (its last line
 // wins, and "h2c" switches the connection to HTTP/2, with no Connection
 // check): the edge, which saw "websocket" on the first line, forwarded
@@ -96,6 +97,20 @@ func TestUpgradeToAnotherProtocol(t *testing.T) {
 	// A 101 to another protocol than the one asked for is not relayed.
 	status, _, _ = upgrade("/public/always-h2c", "Upgrade: websocket")
 	require.Equal(t, http.StatusBadGateway, status)
+
+	// An upgrade with a body is refused: the service would have waited
+	// for its bytes, which were the visitor's first frames.
+	c2, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c2.Close()
+	_, err = io.WriteString(c2, "GET "+T+"/public/ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 5\r\n\r\nhello")
+	require.NoError(t, err)
+	_ = c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c2), nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
 
 	time.Sleep(300 * time.Millisecond)
 	mu.Lock()
