@@ -50,7 +50,7 @@ func newMetrics(s *Server) *metrics {
 	m.sampledOut = prometheus.NewCounter(prometheus.CounterOpts{Name: "pc_edge_access_logs_sampled_out_total",
 		Help: "Access logs not sent because the edge served more requests a second than its access log rate (the share statistics count them)."})
 	m.statsDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "pc_edge_share_stats_dropped_total",
-		Help: "Requests left out of the share statistics because 200,000 share-minutes were waiting to be reported."})
+		Help: "Requests left out of the share statistics and share uses because 200,000 share-minutes were waiting to be reported."})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}

@@ -14,9 +14,8 @@ import (
 const (
 	maxPendingLogs   = 10000 // at least; twice the access log rate when that is more
 	maxPendingEvents = 10000
-	maxPendingUses   = 200000 // shares with uses not yet reported (one entry per share)
 	maxPendingStats  = 200000 // share-minutes with requests not yet reported
-	maxReportItems   = 1000   // events, command results and share uses in one report
+	maxReportItems   = 1000   // events, command results and share-minutes in one report
 	// maxReportLogs bounds the access logs of one report: at most ≈ 2.8 KB
 	// each (path and user agent cut to config.MaxLogPath and
 	// MaxLogUserAgent), so a report stays under the control plane's 16 MiB
@@ -32,8 +31,9 @@ type reporter struct {
 	logs    []config.AccessLog
 	spare   []config.AccessLog // the last report's logs, emptied, for the next one
 	results []config.CommandDone
-	uses    map[string]*config.ShareUse     // every allowed request counts, logged or not
-	stats   map[statsKey]*config.ShareStats // every request counts, logged or not
+	// stats counts every request, logged or not; a report's share uses
+	// (accessCount) are derived from the share-minutes it carries.
+	stats   map[statsKey]*config.ShareStats
 	sample  sampler
 	start   time.Time // the sampler's seconds count from it (monotonic)
 	maxLogs int
@@ -144,9 +144,6 @@ func (r *reporter) commandDone(c config.CommandDone) {
 func (r *reporter) access(a config.AccessLog) {
 	now := int64(time.Since(r.start) / time.Second) // monotonic: a clock step is no burst
 	r.mu.Lock()
-	if a.Decision == "allowed" {
-		r.use(a.ShareID, 1, a.At)
-	}
 	if st := r.shareStats(a.ShareID, config.Minute(a.At), 1); st != nil {
 		st.Add(&a)
 	}
@@ -206,26 +203,6 @@ func (r *reporter) run(ctx context.Context) {
 	}
 }
 
-// use adds n allowed requests, the latest at last, to a share's uses; r.mu
-// is held.
-func (r *reporter) use(shareID string, n int64, last time.Time) {
-	u := r.uses[shareID]
-	if u == nil {
-		if len(r.uses) >= maxPendingUses {
-			return
-		}
-		if r.uses == nil {
-			r.uses = map[string]*config.ShareUse{}
-		}
-		u = &config.ShareUse{ShareID: shareID}
-		r.uses[shareID] = u
-	}
-	u.Allowed += n
-	if last.After(u.Last) {
-		u.Last = last
-	}
-}
-
 // last sends what is pending as the edge stops: the backlog first, in as
 // many reports as it takes (each carries at most maxReportItems events,
 // command results, share uses and share-minutes) while the control plane
@@ -267,14 +244,6 @@ func (r *reporter) flush(ctx context.Context) (more bool) {
 		fails = append(fails, *f)
 	}
 	r.fails = nil
-	uses := []config.ShareUse{} // [], not null: this edge counts uses
-	for id, u := range r.uses {
-		if len(uses) == maxReportItems {
-			break
-		}
-		uses = append(uses, *u)
-		delete(r.uses, id)
-	}
 	stats := []config.ShareStats{} // [], not null: this edge counts requests
 	for k, st := range r.stats {
 		if len(stats) == maxReportItems {
@@ -283,8 +252,9 @@ func (r *reporter) flush(ctx context.Context) (more bool) {
 		stats = append(stats, *st)
 		delete(r.stats, k)
 	}
-	more = split || len(r.events) > 0 || len(r.results) > 0 || len(r.uses) > 0 || len(r.stats) > 0
+	more = split || len(r.events) > 0 || len(r.results) > 0 || len(r.stats) > 0
 	r.mu.Unlock()
+	uses := usesOf(stats)
 	t := r.s.sync.Table()
 	rep := &config.Report{EdgeVersion: Version, Instance: r.s.sync.Instance(), ConfigEpoch: t.Epoch, ConfigVersion: t.Version,
 		Agents: r.s.registry.Connected(), Events: events, AccessLogs: logs, Dropped: r.dropped.Swap(0),
@@ -298,10 +268,7 @@ func (r *reporter) flush(ctx context.Context) (more bool) {
 		if len(r.results)+len(results) <= maxPendingEvents {
 			r.results = append(results, r.results...)
 		}
-		for _, u := range uses { // counted in the next report
-			r.use(u.ShareID, u.Allowed, u.Last)
-		}
-		for i := range stats {
+		for i := range stats { // counted in the next report
 			if st := r.shareStats(stats[i].ShareID, stats[i].Minute, stats[i].Allowed+stats[i].Denied); st != nil {
 				st.Merge(&stats[i])
 			}
@@ -328,4 +295,28 @@ func (r *reporter) flush(ctx context.Context) (more bool) {
 	}
 	r.mu.Unlock()
 	return more
+}
+
+// usesOf sums a report's share-minutes into its share uses: the allowed
+// requests of each share and the latest of them.
+func usesOf(stats []config.ShareStats) []config.ShareUse {
+	uses := []config.ShareUse{} // [], not null: this edge counts uses
+	at := map[string]int{}      // share → index in uses
+	for i := range stats {
+		st := &stats[i]
+		if st.Allowed == 0 {
+			continue
+		}
+		j, ok := at[st.ShareID]
+		if !ok {
+			j = len(uses)
+			at[st.ShareID] = j
+			uses = append(uses, config.ShareUse{ShareID: st.ShareID})
+		}
+		uses[j].Allowed += st.Allowed
+		if st.LastAllowed.After(uses[j].Last) {
+			uses[j].Last = st.LastAllowed
+		}
+	}
+	return uses
 }

@@ -121,6 +121,9 @@ type ShareStats struct {
 	Latency       LatencyHistogram `json:"latency"`
 	First         time.Time        `json:"firstAccessAt"` // access time of the earliest request
 	Last          time.Time        `json:"lastAccessAt"`  // and of the latest
+	// LastAllowed is the access time of the latest allowed request: the
+	// edge's share uses (Report.Uses) are derived from its statistics.
+	LastAllowed time.Time `json:"-"`
 }
 
 // Minute is the Unix minute of t, the key of [ShareStats].
@@ -132,6 +135,9 @@ func (s *ShareStats) Add(a *AccessLog) {
 		s.Allowed++
 		s.AllowedBytes += a.BytesOut
 		s.AllowedStatus = addCount(s.AllowedStatus, a.StatusCode, 1)
+		if a.At.After(s.LastAllowed) {
+			s.LastAllowed = a.At
+		}
 	} else {
 		s.Denied++
 		s.DeniedBytes += a.BytesOut
@@ -163,6 +169,9 @@ func (s *ShareStats) Merge(o *ShareStats) {
 	}
 	s.Latency.Merge(&o.Latency)
 	s.seen(o.First, o.Last)
+	if o.LastAllowed.After(s.LastAllowed) {
+		s.LastAllowed = o.LastAllowed
+	}
 }
 
 func (s *ShareStats) seen(first, last time.Time) {
