@@ -650,7 +650,8 @@ type hopScan struct {
 	names [2048]byte
 	ends  [64]int
 	n     int
-	full  bool // more names than fit: delete these, then scan again
+	full  bool     // more names than fit: delete these, then scan again
+	also  []string // more names to remove in the same pass (any case)
 }
 
 const maxHopTokens = 32
@@ -708,6 +709,11 @@ func (s *hopScan) isHop(k []byte, keepUpgrade bool) bool {
 			return true
 		}
 	}
+	for _, h := range s.also {
+		if len(h) == len(k) && bytes.EqualFold(k, []byte(h)) {
+			return true
+		}
+	}
 	return false
 }
 
@@ -721,12 +727,13 @@ func (s *hopScan) at(i int) []byte {
 }
 
 // stripHop removes the hop-by-hop headers of a forwarded request (hopScan)
-// but Connection. It and stripHopResponse are the same few lines for two
+// but Connection, and every line of edgeHeaders (those the edge sets or
+// refuses from a visitor). It and stripHopResponse are the same few lines for two
 // types: through an interface or a type parameter the iterators' closures
 // escape (17-20 more allocations per request in TestSharePathAllocations).
 func stripHop(h *fasthttp.RequestHeader, keepUpgrade bool) {
 	for range 4 {
-		var s hopScan
+		s := hopScan{also: edgeHeaders}
 		for k, v := range h.All() {
 			s.conn(k, v)
 		}
@@ -782,17 +789,13 @@ var (
 func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, tg target, clientIP string, edits *Edits, keepUpgrade bool) {
 	in := &ctx.Request
 	in.Header.CopyTo(&out.Header)
-	// hopHeaders, those Connection names and every Proxy-*; then
-	// Connection itself (kept on a WebSocket upgrade).
+	// hopHeaders, those Connection names, every Proxy-* and every line of
+	// edgeHeaders, in one pass (fasthttp's Set replaces the first line of
+	// a name only: a visitor's second X-Share-Id or X-Forwarded-Proto went
+	// on behind the edge's, and services that read the last or the joined
+	// value took it); then Connection itself (kept on a WebSocket upgrade).
 	stripHop(&out.Header, keepUpgrade)
 	delConnection(&out.Header, keepUpgrade)
-	// Every line of the headers the edge sets: fasthttp's Set replaces the
-	// first line of a name only, and a visitor's second X-Share-Id or
-	// X-Forwarded-Proto went on behind the edge's (services that read the
-	// last or the joined value took it).
-	for _, h := range edgeHeaders {
-		out.Header.Del(h)
-	}
 	// The header setters copy: one scratch buffer (pooled with edits)
 	// serves each value in turn.
 	var b []byte
