@@ -29,9 +29,9 @@ var version = "dev"
 
 const defaultControlURL = "http://127.0.0.1:3001"
 
-// defaultTimeout bounds each call to the control plane (--timeout), as
-// the agent's calls at its start (setupTimeout): a control plane that
-// accepts connections but never answers is reported instead of waited for.
+// defaultTimeout bounds each call to the control plane (--timeout), the
+// agent's calls at its start included: a control plane that accepts
+// connections but never answers is reported instead of waited for.
 const defaultTimeout = 20 * time.Second
 
 // defaultStatePath is the agent identity state file of --state.
@@ -54,9 +54,6 @@ type app struct {
 	// controlRetry paces the calls of a running agent to a control plane
 	// that could not be reached (registration, token rotation).
 	controlRetry time.Duration
-	// setupTimeout bounds each call an agent makes to the control plane
-	// at start (and when it comes back).
-	setupTimeout time.Duration
 
 	// Global flags.
 	apiKey    string
@@ -65,7 +62,7 @@ type app struct {
 	logFormat string
 	logLevel  string
 	jsonOut   bool
-	timeout   time.Duration // --timeout: bounds each call to the control plane
+	timeout   time.Duration // --timeout: bounds each call to the control plane (the agent's too)
 
 	// raw is the data payload of the last API answer, printed by --json.
 	raw json.RawMessage
@@ -84,7 +81,6 @@ func newApp(stdout, stderr io.Writer, getenv func(string) (string, bool)) *app {
 		pollInterval: 2 * time.Second,
 		minRenewWait: time.Minute,
 		controlRetry: 10 * time.Second,
-		setupTimeout: 20 * time.Second,
 		runAgent: func(ctx context.Context, cfg agent.Config) error {
 			ag, err := agent.New(cfg)
 			if err != nil {
@@ -446,11 +442,7 @@ func (a *app) printError(cmd *cobra.Command, err error) int {
 		case ue.Timeout() || errors.Is(err, context.DeadlineExceeded):
 			// Not Go's "context deadline exceeded (Client.Timeout exceeded
 			// while awaiting headers)".
-			within := a.httpClient.Timeout
-			if !strings.Contains(ue.Err.Error(), "Client.Timeout") && a.setupTimeout < within {
-				within = a.setupTimeout // an agent's setup call
-			}
-			err = fmt.Errorf("the control plane at %s did not answer within %s (set --timeout or PC_TIMEOUT to wait longer)", a.control, within)
+			err = fmt.Errorf("the control plane at %s did not answer within %s (set --timeout or PC_TIMEOUT to wait longer)", a.control, a.timeout)
 		case notHTTP(ue.Err):
 			// Something that does not speak HTTP (an edge's tunnel listener
 			// greets with its own protocol): Go's error quotes its bytes.

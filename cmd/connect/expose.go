@@ -76,7 +76,7 @@ func (a *app) exposeCmd() *cobra.Command {
 				if !cmd.Flags().Changed("protocol") {
 					sendProto = ""
 				}
-				sctx, cancel := context.WithTimeout(ctx, a.setupTimeout) // as identity's calls
+				sctx, cancel := context.WithTimeout(ctx, a.timeout) // as identity's calls
 				svc, created, err = c.RegisterService(sctx, client.RegisterServiceRequest{
 					AgentID: st.AgentID, Name: name, TargetHost: host, TargetPort: port, Protocol: sendProto, IsPublic: public,
 				})
@@ -171,7 +171,7 @@ func (af *agentFlags) pinTargets(c *client.Client, agentID string, targets []str
 // with target first, and saves the services in the state file (for a start
 // without the control plane).
 func (a *app) registeredTargets(ctx context.Context, c *client.Client, st *agentState, target string) []string {
-	ctx, cancel := context.WithTimeout(ctx, a.setupTimeout) // as identity's calls
+	ctx, cancel := context.WithTimeout(ctx, a.timeout) // as identity's calls
 	defer cancel()
 	svcs, err := agentServices(ctx, c, st.AgentID)
 	if err != nil {

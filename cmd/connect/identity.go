@@ -137,7 +137,7 @@ func (a *app) identity(ctx context.Context, c *client.Client, name, label string
 	}
 	// A control plane that does not answer (a host that drops packets)
 	// must not hold the start for the HTTP client's two minutes per call.
-	cctx, cancel := context.WithTimeout(ctx, a.setupTimeout)
+	cctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
 	switch {
 	case st == nil:
@@ -405,7 +405,7 @@ func (a *app) watchDeleted(ctx context.Context, c *client.Client, ls *liveState,
 		}
 		last = a.now()
 		st := ls.get()
-		cctx, cancel := context.WithTimeout(ctx, a.setupTimeout)
+		cctx, cancel := context.WithTimeout(ctx, a.timeout)
 		_, err := c.AgentHeartbeat(cctx, st.AgentID, st.Token)
 		cancel()
 		if client.IsStatus(err, http.StatusUnauthorized) {
@@ -494,7 +494,7 @@ func (a *app) keepIdentity(ctx context.Context, c *client.Client, ls *liveState,
 // was away at its start and refreshes the saved edges and services.
 func (a *app) reconnectControl(ctx context.Context, c *client.Client, ls *liveState) error {
 	st := ls.get()
-	cctx, cancel := context.WithTimeout(ctx, a.setupTimeout)
+	cctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
 	if _, err := c.RegisterAgent(cctx, client.RegisterAgentRequest{AgentID: st.AgentID, Token: st.Token, Name: st.Name, Label: st.Label}); err != nil {
 		return err
@@ -515,7 +515,7 @@ func (a *app) reconnectControl(ctx context.Context, c *client.Client, ls *liveSt
 // rotateLive rotates the running agent's token and saves it.
 func (a *app) rotateLive(ctx context.Context, c *client.Client, ls *liveState) error {
 	st := ls.get()
-	cctx, cancel := context.WithTimeout(ctx, a.setupTimeout)
+	cctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
 	if err := a.rotate(cctx, c, &st); err != nil {
 		return err

@@ -33,7 +33,7 @@ func (a *app) upCmd() *cobra.Command {
 			}
 			var svcs []client.Service
 			if offline == nil {
-				sctx, cancel := context.WithTimeout(ctx, a.setupTimeout) // as identity's calls
+				sctx, cancel := context.WithTimeout(ctx, a.timeout) // as identity's calls
 				svcs, err = agentServices(sctx, c, st.AgentID)
 				cancel()
 				switch {

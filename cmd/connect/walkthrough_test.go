@@ -134,7 +134,8 @@ func silentControl(t *testing.T) string {
 }
 
 // TestAdminCommandTimeout: a control plane that never answers is reported
-// after --timeout (PC_TIMEOUT), 20 s by default, in a plain sentence.
+// after --timeout (PC_TIMEOUT), 20 s by default, in a plain sentence, for
+// an admin command as for an agent's start.
 func TestAdminCommandTimeout(t *testing.T) {
 	assert.Equal(t, 20*time.Second, newApp(io.Discard, io.Discard, func(string) (string, bool) { return "", false }).httpClient.Timeout)
 	url := silentControl(t)
@@ -157,8 +158,16 @@ func TestAdminCommandTimeout(t *testing.T) {
 		assert.Less(t, time.Since(start), 10*time.Second)
 		assert.Equal(t, "error: the control plane at "+url+" did not answer "+tc.want+" (set --timeout or PC_TIMEOUT to wait longer)\n", errOut)
 	}
+	// An agent's calls at its start take --timeout too.
 	h := newHarness(t)
-	_, errOut, code := h.run("services", "ls", "--timeout", "0s")
+	h.env["PC_CONTROL_URL"] = url
+	start := time.Now()
+	_, errOut, code := h.run("expose", "localhost:3000", "--timeout", "300ms")
+	assert.Equal(t, 1, code, errOut)
+	assert.Less(t, time.Since(start), 10*time.Second)
+	assert.Contains(t, errOut, "did not answer within 300ms")
+	h = newHarness(t)
+	_, errOut, code = h.run("services", "ls", "--timeout", "0s")
 	assert.Equal(t, 2, code, errOut)
 	assert.Contains(t, errOut, "--timeout must be more than 0")
 }
