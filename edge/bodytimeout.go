@@ -137,11 +137,6 @@ func (c *bodyConn) setArmed(t time.Time) {
 	}
 }
 
-// connWriter writes to the TCP connection through bodyConn's deadline.
-type connWriter struct{ c *bodyConn }
-
-func (w connWriter) Write(p []byte) (int, error) { return w.c.Write(p) }
-
 func (c *bodyConn) Read(p []byte) (int, error) {
 	if !c.body {
 		return c.Conn.Read(p)
@@ -185,7 +180,7 @@ func (c *bodyConn) SetDeadline(t time.Time) error {
 // through a pooled buffer: the TCP connection's own ReadFrom cannot splice
 // from a response body and would allocate 32 KiB per answer.
 func (c *bodyConn) ReadFrom(r io.Reader) (int64, error) {
-	return tunnel.CopyPooled(connWriter{c}, r)
+	return tunnel.CopyPooled(c, r) // which writes through c.Write (not back into ReadFrom)
 }
 
 // NetConn is the TCP connection (edge/proxy's tcpConn finds it as under

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/privateconnect/pc/internal/syncbuf"
+	"github.com/privateconnect/pc/internal/testnet"
 	"github.com/privateconnect/pc/internal/tunnel"
 	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
@@ -518,6 +519,35 @@ func TestReachStopsWhenTheServiceIsGone(t *testing.T) {
 		t.Fatal("reach went on")
 	}
 	assert.Contains(t, stderr.String(), "no such service")
+}
+
+// One failed accept (EMFILE) does not end a reach: it retries, as the
+// edge's tunnel ports do, and the next connection is served.
+func TestReachAcceptsAfterEMFILE(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ln := &testnet.FailingListener{Listener: raw, N: 2}
+	a := newHarness(t).app(io.Discard, io.Discard)
+	a.log = slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- a.forward(ctx, ln, func(context.Context) (net.Conn, error) {
+			svc, peer := testnet.Pair(t)
+			go func() { _, _ = peer.Write([]byte("hi")); peer.Close() }()
+			return svc, nil
+		})
+	}()
+	c, err := net.Dial("tcp", raw.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	b, err := io.ReadAll(c)
+	require.NoError(t, err)
+	assert.Equal(t, "hi", string(b))
+	assert.GreaterOrEqual(t, ln.Calls.Load(), int32(3), "the two failures and the accept")
+	cancel()
+	require.NoError(t, <-done)
 }
 
 // A token is rotated 72 h before it expires, or in the last third of a

@@ -195,6 +195,8 @@ func (a *app) forward(ctx context.Context, ln net.Listener, dial func(context.Co
 	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// One EMFILE must not end the listener: the edge's ports retry the same way.
+	b := tunnel.AcceptBackoff{Log: a.log, What: "reach listener " + ln.Addr().String()}
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -204,8 +206,12 @@ func (a *app) forward(ctx context.Context, ln net.Listener, dial func(context.Co
 				}
 				return nil
 			}
+			if b.Retry(err) {
+				continue
+			}
 			return err
 		}
+		b.Accepted()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -162,10 +162,10 @@ func accessRecordOf(edgeID string, l *config.AccessLog) store.AccessRecord {
 	if l.Decision != "allowed" {
 		decision = "denied"
 	}
-	return store.AccessRecord{ID: uuid.NewString(), ShareID: l.ShareID, EdgeID: edgeID, At: at, IP: truncate(l.IP, 64),
-		UserAgent: truncate(l.UserAgent, config.MaxLogUserAgent), Method: truncate(l.Method, 16), Path: truncate(config.LogPath(l.Path), config.MaxLogPath),
+	return store.AccessRecord{ID: uuid.NewString(), ShareID: l.ShareID, EdgeID: edgeID, At: at, IP: config.Cut(l.IP, 64),
+		UserAgent: config.Cut(l.UserAgent, config.MaxLogUserAgent), Method: config.Cut(l.Method, 16), Path: config.Cut(config.LogPath(l.Path), config.MaxLogPath),
 		StatusCode: l.StatusCode, LatencyMs: max(l.LatencyMs, 0), BytesOut: max(l.BytesOut, 0), Decision: decision,
-		DeniedBy: truncate(l.DeniedBy, 100)}
+		DeniedBy: config.Cut(l.DeniedBy, 100)}
 }
 
 type accessLogView struct {

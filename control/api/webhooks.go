@@ -206,8 +206,8 @@ func (a *API) pluginFailures(ctx context.Context, edgeID string, fs []config.Plu
 			if at.IsZero() {
 				at = apiTime(time.Now())
 			}
-			data := map[string]any{"pluginId": truncate(f.PluginID, 100), "shareId": sh.ID, "serviceId": sh.ServiceID, "edgeId": edgeID,
-				"error": truncate(f.Error, 1000), "count": max(f.Count, 1), "at": at}
+			data := map[string]any{"pluginId": config.Cut(f.PluginID, 100), "shareId": sh.ID, "serviceId": sh.ServiceID, "edgeId": edgeID,
+				"error": config.Cut(f.Error, 1000), "count": max(f.Count, 1), "at": at}
 			if err := a.emit(tx, sh.WorkspaceID, webhooks.PluginFailed, data); err != nil {
 				return err
 			}
@@ -217,13 +217,6 @@ func (a *API) pluginFailures(ctx context.Context, edgeID string, fs []config.Plu
 	if err != nil {
 		a.log.Warn("plugin.failed events not stored", "edge", edgeID, "err", err)
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
 
 // Handlers.

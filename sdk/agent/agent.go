@@ -718,7 +718,6 @@ func (a *Agent) othersAccepting(addr string) int {
 	return n
 }
 
-// emit queues an event for OnEvent (deliverEvents).
 // logEvent logs the record of an event emitted with it: at level, or at
 // debug when OnEvent takes the events (the caller reports them; a second
 // line for each would say it twice).
@@ -729,6 +728,7 @@ func (a *Agent) logEvent(level slog.Level, msg string, args ...any) {
 	a.log.Log(context.Background(), level, msg, args...)
 }
 
+// emit queues an event for OnEvent (deliverEvents).
 func (a *Agent) emit(e Event) {
 	if a.cfg.OnEvent == nil {
 		return

@@ -195,6 +195,9 @@ func (c *compiled) overridesAllowed(r *plugin.Request) bool {
 		var kv []byte
 		kv, q, _ = bytes.Cut(q, []byte("&"))
 		k, v, _ := bytes.Cut(kv, []byte("="))
+		if len(k) < len("_method") && bytes.IndexByte(k, '%') < 0 {
+			continue // no "_method", nothing to unescape: no copy for the usual short keys
+		}
 		key, err := url.QueryUnescape(string(k))
 		if err != nil {
 			return false
