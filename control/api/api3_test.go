@@ -656,6 +656,57 @@ func TestShareStatsCountEveryRequest(t *testing.T) {
 	assert.Equal(t, float64(401), st["denied"])
 }
 
+// TestReportChunksCountOnce: a share whose logs span several storage
+// transactions (more than accessChunk) between two other shares' is stored
+// whole and counted once: from the edge's statistics when the report has
+// them (which go with the first chunk only), from every chunk's records
+// when it has none.
+func TestReportChunksCountOnce(t *testing.T) {
+	h := newHarness(t)
+	_, edgeTok := h.edge("e1")
+	svcID, _ := h.service(h.admin, "svc")
+	var ids []string
+	for _, name := range []string{"before", "big", "after"} {
+		ids = append(ids, h.must(201, "POST", "/v1/services/"+svcID+"/shares", h.admin, map[string]any{"name": name}).data()["id"].(string))
+	}
+	at := time.Now().UTC().Add(-3 * time.Minute).Truncate(time.Minute)
+	logsOf := func(id string, n int) []any {
+		out := make([]any, n)
+		for i := range out {
+			out[i] = map[string]any{"shareId": id, "at": at.Add(time.Duration(i) * time.Millisecond), "ip": "192.0.2.1", "method": "GET",
+				"path": "/", "statusCode": 200, "latencyMs": 1, "bytesOut": 1, "decision": "allowed"}
+		}
+		return out
+	}
+	const big = 1200 // over two of accessChunk (500)
+	var logs []any
+	logs = append(logs, logsOf(ids[0], 3)...)
+	logs = append(logs, logsOf(ids[1], big)...)
+	logs = append(logs, logsOf(ids[2], 4)...)
+	stats := []any{}
+	for i, n := range []int64{3, 5000, 4} {
+		stats = append(stats, map[string]any{"shareId": ids[i], "minute": at.Unix() / 60, "allowed": n,
+			"latency": map[string]any{"counts": map[string]int64{"1": n}}})
+	}
+	requests := func(id string) float64 {
+		return h.must(200, "GET", "/v1/shares/"+id+"/stats", h.admin, nil).data()["requests"].(float64)
+	}
+	h.report(edgeTok, nil, map[string]any{"accessLogs": logs, "shareStats": stats})
+	assert.Equal(t, []float64{3, 5000, 4}, []float64{requests(ids[0]), requests(ids[1]), requests(ids[2])}, "the edge's counts, once")
+	// An edge that sends no statistics: every chunk's records count.
+	h.report(edgeTok, nil, map[string]any{"accessLogs": logs})
+	assert.Equal(t, []float64{6, 5000 + big, 8}, []float64{requests(ids[0]), requests(ids[1]), requests(ids[2])}, "the records, once")
+	n := 0
+	for cursor := ""; ; {
+		r := h.must(200, "GET", "/v1/shares/"+ids[1]+"/logs?limit=500&cursor="+cursor, h.admin, nil)
+		n += len(r.list())
+		if cursor = r.Header.Get("X-Next-Cursor"); cursor == "" {
+			break
+		}
+	}
+	assert.Equal(t, 2*big, n, "every record stored")
+}
+
 // failMinutesKV fails, while on, every write of a share's per-minute
 // statistics: the access-log transaction of a report fails, the rest of
 // the report does not.

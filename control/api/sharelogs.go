@@ -40,14 +40,14 @@ func (a *API) recordAccess(ctx context.Context, edgeID string, logs []config.Acc
 		recs  []store.AccessRecord
 		stats []config.ShareStats
 	}
-	counted := stats != nil
+	edgeCounts := stats != nil // else each chunk's records are counted (store.AccessBatch)
 	order := []string{}
 	byShare := map[string]*work{}
 	get := func(id string) *work {
 		w := byShare[id]
 		if w == nil {
 			w = &work{}
-			if counted {
+			if edgeCounts {
 				w.stats = []config.ShareStats{} // not nil: do not count the records
 			}
 			byShare[id] = w
@@ -94,7 +94,7 @@ func (a *API) recordAccess(ctx context.Context, edgeID string, logs []config.Acc
 			b := store.AccessBatch{ShareID: order[0], Records: w.recs, Stats: w.stats}
 			if len(w.recs) > accessChunk { // the rest of the records next time, without the statistics
 				b.Records, w.recs = w.recs[:accessChunk], w.recs[accessChunk:]
-				if counted {
+				if edgeCounts {
 					w.stats = []config.ShareStats{}
 				}
 			} else {
@@ -104,11 +104,11 @@ func (a *API) recordAccess(ctx context.Context, edgeID string, logs []config.Acc
 			cost += len(b.Records) + statsWeight*len(b.Stats)
 		}
 		now := time.Now().UTC()
-		stored, unknown, logsIn, counted := 0, 0, 0, int64(0)
+		stored, unknown, logsIn, requests := 0, 0, 0, int64(0)
 		for i := range chunk {
 			logsIn += len(chunk[i].Records)
 			for j := range chunk[i].Stats {
-				counted += chunk[i].Stats[j].Allowed + chunk[i].Stats[j].Denied
+				requests += chunk[i].Stats[j].Allowed + chunk[i].Stats[j].Denied
 			}
 		}
 		err := a.kv.Update(ctx, func(tx store.Tx) error {
@@ -143,7 +143,7 @@ func (a *API) recordAccess(ctx context.Context, edgeID string, logs []config.Acc
 		if err != nil {
 			a.log.Warn("access logs not stored", "edge", edgeID, "logs", logsIn, "err", err)
 			a.metrics.accessDropped.WithLabelValues("store").Add(float64(logsIn))
-			a.metrics.statsDropped.Add(float64(counted))
+			a.metrics.statsDropped.Add(float64(requests))
 			continue
 		}
 		if unknown > 0 {
