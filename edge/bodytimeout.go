@@ -3,10 +3,8 @@ package edge
 import (
 	"errors"
 	"io"
-	"math"
 	"net"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/privateconnect/pc/internal/connset"
@@ -59,12 +57,16 @@ func (l *bodyListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	bc := &bodyConn{Conn: c, l: l}
+	bc := newBodyConn(c, l)
 	if !l.conns.Add(bc) { // the drain is over
 		c.Close()
 		return nil, net.ErrClosed
 	}
 	return bc, nil
+}
+
+func newBodyConn(c net.Conn, l *bodyListener) *bodyConn {
+	return &bodyConn{Conn: c, l: l, write: tunnel.WriteTimer{D: l.write, Every: l.write / 2}}
 }
 
 // bodyConn is a share listener's TCP connection whose reads of a request
@@ -75,28 +77,28 @@ type bodyConn struct {
 	net.Conn
 	l    *bodyListener
 	body bool // a body is being read: each Read sets its deadline first
-	// armed is when the write deadline set last (unix ns) has only half of
-	// VisitorWriteTimeout left: a write after it sets a new one. Atomic: a
-	// WebSocket's frames may be written from more than one goroutine.
-	armed atomic.Int64
+	// write moves the write deadline: VisitorWriteTimeout from now when the
+	// one set last has half of it left, or after progress.
+	write tunnel.WriteTimer
 }
 
-// Writes to the visitor are timed by progress too: a write that moves no
-// byte for VisitorWriteTimeout fails, and fasthttp (or the WebSocket relay)
-// closes the connection. A visitor that stops reading an answer would
-// otherwise hold its stream's window of the agent session's shared receive
-// buffer for as long as it liked, and a few such visitors stop every stream
-// of that agent (smux stops reading a session whose buffer is full). The
-// deadline moves at most every half timeout, so a write costs a clock read,
-// and a quiet event stream is not cut when it next writes.
-// A write that times out having moved some bytes goes on under a fresh
-// deadline (a slow reader is not a stalled one).
 // Close closes the connection and forgets it.
 func (c *bodyConn) Close() error {
 	c.l.conns.Remove(c)
 	return c.Conn.Close()
 }
 
+// Write: writes to the visitor are timed by progress too. A write that
+// moves no byte for VisitorWriteTimeout fails, and fasthttp (or the
+// WebSocket relay) closes the connection. A visitor that stops reading an
+// answer would otherwise hold its stream's window of the agent session's
+// shared receive buffer for as long as it liked, and a few such visitors
+// stop every stream of that agent (smux stops reading a session whose
+// buffer is full). The deadline moves at most every half timeout, so a
+// write costs a clock read, and a quiet event stream is not cut when it
+// next writes. A write that times out having moved some bytes goes on under
+// a fresh deadline (a slow reader is not a stalled one). A deadline set from
+// above (SetWriteDeadline, SetDeadline) stands until it is cleared.
 func (c *bodyConn) Write(p []byte) (int, error) {
 	if c.l.write <= 0 {
 		return c.Conn.Write(p)
@@ -104,37 +106,13 @@ func (c *bodyConn) Write(p []byte) (int, error) {
 	return tunnel.WriteWithProgress(c.Conn, p, c.armWrite)
 }
 
-// armedByCaller in armed: a deadline set from above (SetWriteDeadline)
-// stands until it is cleared; writes do not move it.
-const armedByCaller = math.MaxInt64
-
-// armWrite sets the write deadline before a write: when the one set last
-// is past half its time, or again (after progress: a whole timeout for the
-// rest), unless the caller set its own.
-func (c *bodyConn) armWrite(again bool) {
-	a := c.armed.Load()
-	now := time.Now()
-	if a == armedByCaller || (!again && now.UnixNano() < a) {
-		return
-	}
-	if c.Conn.SetWriteDeadline(now.Add(c.l.write)) == nil {
-		c.armed.Store(now.Add(c.l.write / 2).UnixNano())
-	}
-}
+func (c *bodyConn) armWrite(again bool) { c.write.Arm(c.Conn, again) }
 
 // SetWriteDeadline sets t. A zero t hands the deadline back to the writes'
 // progress; any other stands until it is cleared.
 func (c *bodyConn) SetWriteDeadline(t time.Time) error {
-	c.setArmed(t)
+	c.write.Set(t)
 	return c.Conn.SetWriteDeadline(t)
-}
-
-func (c *bodyConn) setArmed(t time.Time) {
-	if t.IsZero() {
-		c.armed.Store(0)
-	} else {
-		c.armed.Store(armedByCaller)
-	}
 }
 
 func (c *bodyConn) Read(p []byte) (int, error) {
@@ -168,7 +146,7 @@ func (c *bodyConn) SetReadDeadline(t time.Time) error {
 // SetDeadline ends a body's timing (a hijack clears every deadline).
 func (c *bodyConn) SetDeadline(t time.Time) error {
 	c.body = false
-	c.setArmed(t)
+	c.write.Set(t)
 	return c.Conn.SetDeadline(t)
 }
 

@@ -18,11 +18,17 @@ import (
 // end of it, and the count of stalls reported.
 func bodyPair(t *testing.T, stall time.Duration) (*bodyConn, net.Conn, *atomic.Int32) {
 	t.Helper()
+	return bodyPairWrites(t, stall, 0)
+}
+
+// bodyPairWrites is bodyPair with writes timed by progress (write).
+func bodyPairWrites(t *testing.T, stall, write time.Duration) (*bodyConn, net.Conn, *atomic.Int32) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
 	var stalls atomic.Int32
-	bl := &bodyListener{Listener: ln, stall: stall, stalled: func(net.Addr) { stalls.Add(1) }}
+	bl := &bodyListener{Listener: ln, stall: stall, stalled: func(net.Addr) { stalls.Add(1) }, write: write}
 	visitor, err := net.Dial("tcp", ln.Addr().String())
 	require.NoError(t, err)
 	t.Cleanup(func() { visitor.Close() })
@@ -139,8 +145,7 @@ func TestBodyTimeoutDefault(t *testing.T) {
 // set from above (a hijack's clearing) is followed by a fresh one.
 func TestBodyConnTimesWritesByProgress(t *testing.T) {
 	const timeout = 200 * time.Millisecond
-	c, visitor, _ := bodyPair(t, time.Minute)
-	c.l.write = timeout
+	c, visitor, _ := bodyPairWrites(t, time.Minute, timeout)
 	_, err := c.Write([]byte("event 1"))
 	require.NoError(t, err)
 	time.Sleep(2 * timeout) // quiet, longer than the timeout
@@ -200,7 +205,7 @@ func TestWritesTimedByProgress(t *testing.T) {
 	const timeout = 50 * time.Millisecond
 	big := make([]byte, 16<<10) // 160 ms at 1 KiB / 10 ms: three timeouts
 	slow := &slowConn{}
-	c := &bodyConn{Conn: slow, l: &bodyListener{write: timeout}}
+	c := newBodyConn(slow, &bodyListener{write: timeout})
 	n, err := c.Write(big)
 	require.NoError(t, err)
 	require.Equal(t, len(big), n)

@@ -3,9 +3,11 @@ package tunnel
 import (
 	"errors"
 	"io"
+	"math"
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -128,16 +130,58 @@ func IsTimeout(err error) bool {
 // peer that stopped reading (or is gone without a word) cannot pin the
 // copy forever. Progress is any byte: a write that times out having moved
 // some goes on with the rest under a new deadline, so a slow reader is
-// not taken for a stalled one.
-func StallTimeout(c net.Conn, d time.Duration) net.Conn { return &stallConn{Conn: c, d: d} }
+// not taken for a stalled one. The deadline moves at most every d/8 (a
+// write costs a clock read, not a timer reset): a stall fails after 7/8 d
+// to d.
+func StallTimeout(c net.Conn, d time.Duration) net.Conn {
+	return &stallConn{Conn: c, t: WriteTimer{D: d, Every: d / 8}}
+}
 
 type stallConn struct {
 	net.Conn
-	d time.Duration
+	t WriteTimer
 }
 
-func (c *stallConn) Write(p []byte) (int, error) {
-	return WriteWithProgress(c.Conn, p, func(bool) { _ = c.Conn.SetWriteDeadline(time.Now().Add(c.d)) })
+func (c *stallConn) Write(p []byte) (int, error) { return WriteWithProgress(c.Conn, p, c.arm) }
+
+func (c *stallConn) arm(again bool) { c.t.Arm(c.Conn, again) }
+
+// WriteTimer moves a connection's write deadline for WriteWithProgress: to
+// D from now when the one set last is Every old, or again after progress
+// (a whole D for the rest), never over a deadline a caller set (Set). Safe
+// for concurrent writers (a WebSocket's frames).
+type WriteTimer struct {
+	D, Every time.Duration
+	// armed is when (unix ns) a write next moves the deadline, or
+	// callerSet.
+	armed atomic.Int64
+}
+
+// callerSet in WriteTimer.armed: a deadline set from above stands until it
+// is cleared; writes do not move it.
+const callerSet = math.MaxInt64
+
+// Arm sets c's write deadline before a write, when due.
+func (w *WriteTimer) Arm(c net.Conn, again bool) {
+	a := w.armed.Load()
+	now := time.Now()
+	if a == callerSet || (!again && now.UnixNano() < a) {
+		return
+	}
+	if c.SetWriteDeadline(now.Add(w.D)) == nil {
+		w.armed.Store(now.Add(w.Every).UnixNano())
+	}
+}
+
+// Set records a deadline a caller set on the connection: a zero t hands
+// the deadline back to the writes' progress, any other stands until it is
+// cleared.
+func (w *WriteTimer) Set(t time.Time) {
+	if t.IsZero() {
+		w.armed.Store(0)
+	} else {
+		w.armed.Store(callerSet)
+	}
 }
 
 // WriteWithProgress writes p to c, calling arm before each write to set its
