@@ -250,8 +250,10 @@ func (l *liveState) get() agentState {
 }
 
 // update changes the state and saves it, under the lock of the state
-// file's writes: the services a second expose added to the file meanwhile
-// (mergeService) are kept.
+// file's writes. Every write of the file takes that lock and this one
+// writes the whole state, so the file's services are the current ones: a
+// second expose's added or re-targeted service (mergeService) is kept, not
+// written back over with this process's older copy.
 func (l *liveState) update(f func(st *agentState)) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -261,11 +263,7 @@ func (l *liveState) update(f func(st *agentState)) error {
 	}
 	defer unlock()
 	if disk, err := loadState(l.path); err == nil && disk != nil && disk.AgentID == l.st.AgentID {
-		for _, sv := range disk.Services {
-			if !slices.ContainsFunc(l.st.Services, func(s savedService) bool { return s.ID == sv.ID || s.Name == sv.Name }) {
-				l.st.Services = append(l.st.Services, sv)
-			}
-		}
+		l.st.Services = disk.Services
 	}
 	f(l.st)
 	return saveState(l.path, l.st)

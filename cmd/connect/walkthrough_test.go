@@ -339,6 +339,10 @@ func TestJoiningExposeSavesItsService(t *testing.T) {
 		out, errOut, code := h.run("expose", "localhost:5432", "--name", "db")
 		require.Equal(t, 0, code, errOut)
 		joined = out
+		// web re-targeted by a second expose: the running agent's next
+		// save keeps the new target (it wrote its own copy back).
+		_, errOut, code = h.run("expose", "localhost:4000", "--name", "web")
+		require.Equal(t, 0, code, errOut)
 		// The running agent saves the file after that (its edge list).
 		cfg.OnEdges([]string{"127.0.0.1:7070", "tls://new:7443"})
 		return nil
@@ -351,6 +355,6 @@ func TestJoiningExposeSavesItsService(t *testing.T) {
 	for _, s := range st.Services {
 		names = append(names, s.Name+"="+strconv.Itoa(s.TargetPort))
 	}
-	assert.ElementsMatch(t, []string{"web=3000", "db=5432"}, names)
+	assert.ElementsMatch(t, []string{"web=4000", "db=5432"}, names)
 	assert.Len(t, st.Edges, 2)
 }
