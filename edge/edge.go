@@ -186,9 +186,8 @@ func (c *Config) validate() ([]netip.Prefix, error) {
 	if c.Token == "" {
 		return nil, errors.New("edge: an edge token is required (POST /v1/edges or `connect edges add`)")
 	}
-	u, err := url.Parse(c.ControlURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || strings.HasSuffix(u.Host, ":") ||
-		u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+	u, ok := config.ControlURL(c.ControlURL)
+	if !ok {
 		return nil, fmt.Errorf("edge: control URL %q: want the control plane's http:// or https:// address, e.g. http://127.0.0.1:3001", c.ControlURL)
 	}
 	if c.ControlTLS != nil && u.Scheme != "https" {

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/privateconnect/pc/internal/cliconf"
+	"github.com/privateconnect/pc/internal/config"
 	"github.com/privateconnect/pc/internal/devcert"
 	"github.com/privateconnect/pc/sdk/agent"
 	"github.com/privateconnect/pc/sdk/client"
@@ -250,9 +251,7 @@ func leaf(use, short, example string, minArgs, maxArgs int, run func(cmd *cobra.
 // trims the whitespace around the key (a key read from a file ends with a
 // newline): otherwise Go's URL or header errors would say it, confusingly.
 func (a *app) checkControlAndKey() error {
-	u, err := url.Parse(a.control)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || strings.HasSuffix(u.Host, ":") ||
-		u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+	if _, ok := config.ControlURL(a.control); !ok {
 		return usageErrorf("--control %q: want the control plane's http:// or https:// address, e.g. %s (also PC_CONTROL_URL)", a.control, defaultControlURL)
 	}
 	a.apiKey = strings.TrimSpace(a.apiKey)

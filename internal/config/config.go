@@ -39,6 +39,7 @@ package config
 
 import (
 	"encoding/json"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -316,6 +317,18 @@ type CommandDone struct {
 	OK        bool            `json:"ok"`
 	Result    json.RawMessage `json:"result,omitempty"`
 	Error     string          `json:"error,omitempty"`
+}
+
+// ControlURL parses the address of a control plane's API: http:// or
+// https://, a host, and nothing a client would misread (user info, a
+// query, a fragment, an empty port). Edges and connect check it alike.
+func ControlURL(s string) (*url.URL, bool) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || strings.HasSuffix(u.Host, ":") ||
+		u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, false
+	}
+	return u, true
 }
 
 // Longest path and user agent an access log keeps (edges cut them so, and
