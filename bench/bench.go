@@ -24,7 +24,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -162,14 +161,14 @@ func (o *Options) validate() error {
 		}
 	}
 	if o.PlotFile != "" {
-		switch strings.ToLower(filepath.Ext(o.PlotFile)) {
-		case ".svg":
-		case ".png":
+		png, err := plotPNG(o.PlotFile)
+		if err != nil {
+			return err
+		}
+		if png {
 			if err := pngConverter(); err != nil {
 				return err
 			}
-		default:
-			return fmt.Errorf("--plot %s: the chart is written as .svg or .png", o.PlotFile)
 		}
 	}
 	return nil

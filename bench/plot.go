@@ -34,17 +34,30 @@ const (
 	colWarn   = "#d29922"
 )
 
-// WritePlotFile writes the chart (.svg, or .png through a converter).
-func (rep *Report) WritePlotFile(path string) error {
-	var buf bytes.Buffer
-	rep.WritePlot(&buf)
+// plotPNG reports whether a chart file is a PNG (.png) rather than an SVG
+// (.svg); any other name is an error.
+func plotPNG(path string) (bool, error) {
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".png":
-		return svgToPNG(buf.Bytes(), path)
+		return true, nil
 	case ".svg":
-		return os.WriteFile(path, buf.Bytes(), 0o644)
+		return false, nil
 	}
-	return fmt.Errorf("--plot %s: the chart is written as .svg or .png", path)
+	return false, fmt.Errorf("--plot %s: the chart is written as .svg or .png", path)
+}
+
+// WritePlotFile writes the chart (.svg, or .png through a converter).
+func (rep *Report) WritePlotFile(path string) error {
+	png, err := plotPNG(path)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	rep.WritePlot(&buf)
+	if png {
+		return svgToPNG(buf.Bytes(), path)
+	}
+	return os.WriteFile(path, buf.Bytes(), 0o644)
 }
 
 func svgToPNG(svg []byte, path string) error {
