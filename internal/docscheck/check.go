@@ -1,7 +1,9 @@
 package docscheck
 
 import (
+	"encoding/json"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -103,6 +105,27 @@ func near(name string, fams map[string]*dto.MetricFamily) string {
 	sort.Strings(out)
 	return " (it has " + strings.Join(out, ", ") + ")"
 }
+
+// APIPaths reads an OpenAPI document into the paths RouteErrors takes:
+// each path, its parameters written {}, to its methods (upper case).
+func APIPaths(doc []byte) (map[string][]string, error) {
+	var d struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(doc, &d); err != nil {
+		return nil, err
+	}
+	paths := map[string][]string{}
+	for p, ops := range d.Paths {
+		p = openAPIParam.ReplaceAllString(p, "{}")
+		for method := range ops {
+			paths[p] = append(paths[p], strings.ToUpper(method))
+		}
+	}
+	return paths, nil
+}
+
+var openAPIParam = regexp.MustCompile(`\{[^}]*\}`)
 
 // RouteErrors holds the route mentions against the API's routes: paths
 // maps each path, parameters written {} ("/v1/shares/{}"), to its methods.
