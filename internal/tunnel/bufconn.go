@@ -1,11 +1,12 @@
 package tunnel
 
 import (
-	"github.com/xtaci/smux"
 	"net"
 	"os"
 	"sync"
 	"sync/atomic"
+
+	"github.com/xtaci/smux"
 )
 
 // Buffered wraps the connection under an smux session so that frames cost
