@@ -907,3 +907,51 @@ func TestReleasedSubdomainStaysWithItsWorkspace(t *testing.T) {
 	r := h.must(201, "POST", "/v1/services/register", h.admin, map[string]any{"agentId": agentA, "name": "gone", "targetHost": "h", "targetPort": 1, "isPublic": true})
 	assert.Equal(t, "http://gone.localhost:8080", r.data()["publicUrl"])
 }
+
+// TestRepeatedReportCountsOnce: an edge sends a report again, with the same
+// id, when it did not hear the answer; the control plane counts it once
+// (share uses, statistics, access logs), another id again, and a report
+// without an id (edges before them) every time it comes.
+func TestRepeatedReportCountsOnce(t *testing.T) {
+	h := newHarness(t)
+	_, edgeTok := h.edge("e1")
+	svcID, _ := h.service(h.admin, "svc")
+	shareID := h.must(201, "POST", "/v1/services/"+svcID+"/shares", h.admin, map[string]any{"name": "s"}).data()["id"].(string)
+	at := time.Now().UTC().Add(-time.Minute)
+	report := func(id string) {
+		t.Helper()
+		rep := map[string]any{
+			"accessLogs": []any{map[string]any{"shareId": shareID, "at": at, "ip": "192.0.2.1", "method": "GET", "path": "/",
+				"statusCode": 200, "latencyMs": 1, "bytesOut": 1, "decision": "allowed"}},
+			"shareStats": []any{map[string]any{"shareId": shareID, "minute": at.Unix() / 60, "allowed": 7, "denied": 2,
+				"latency": map[string]any{"counts": map[string]int64{"1": 9}}}},
+			"shareUses": []any{map[string]any{"shareId": shareID, "allowed": 7, "last": at}},
+		}
+		if id != "" {
+			rep["reportId"] = id
+		}
+		h.report(edgeTok, nil, rep)
+	}
+	check := func(uses, requests float64, logs int) {
+		t.Helper()
+		assert.Equal(t, uses, h.must(200, "GET", "/v1/shares/"+shareID, h.admin, nil).data()["accessCount"], "accessCount")
+		assert.Equal(t, requests, h.must(200, "GET", "/v1/shares/"+shareID+"/stats", h.admin, nil).data()["requests"], "requests")
+		assert.Len(t, h.must(200, "GET", "/v1/shares/"+shareID+"/logs", h.admin, nil).list(), logs, "logs")
+	}
+	report("R1")
+	report("R1")
+	check(7, 9, 1)
+	assert.Equal(t, float64(2), value(scrape(t, h), "pc_control_edge_report_parts_repeated_total", nil), "uses and access logs")
+	report("R2")
+	check(14, 18, 2)
+	report("")
+	report("")
+	check(28, 36, 4)
+
+	for _, id := range []string{"a/b", strings.Repeat("x", 65), "é"} {
+		r := h.req("POST", "/v1/edges/report", "", map[string]any{"reportId": id, "configEpoch": "", "configVersion": 0, "agents": nil},
+			"Authorization", "Bearer "+edgeTok)
+		h.assertError(r, 400)
+		assert.Contains(t, string(r.Raw), `"field":"reportId"`)
+	}
+}

@@ -265,6 +265,7 @@ func (a *API) edgeReport(c *call) (any, error) {
 		return nil, jsonError(err)
 	}
 	var v validator
+	v.check(r.ID == "" || config.ValidReportID(r.ID), "reportId", "must be 1 to 64 letters, digits, '-' or '_'")
 	for i, ev := range r.Events {
 		v.oneOf(ev.Event, "events["+strconv.Itoa(i)+"].event", config.EventConnected, config.EventDisconnected, config.EventRejected)
 	}
@@ -281,6 +282,7 @@ func (a *API) edgeReport(c *call) (any, error) {
 		},
 		AgentEventsTx: a.agentEventsTx,
 		CommandDone:   a.commandDone,
+		Repeated:      a.metrics.reportRepeated.Inc,
 	})
 	if err != nil {
 		return nil, err

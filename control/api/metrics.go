@@ -22,8 +22,10 @@ type metrics struct {
 	accessStored  prometheus.Counter
 	accessDropped *prometheus.CounterVec
 	statsDropped  prometheus.Counter // requests whose share statistics were not stored
-	edgeDropped   *prometheus.CounterVec
-	handler       fasthttp.RequestHandler
+	// reportRepeated counts report parts skipped as already applied.
+	reportRepeated prometheus.Counter
+	edgeDropped    *prometheus.CounterVec
+	handler        fasthttp.RequestHandler
 }
 
 // storeSizer is implemented by stores that can report their size on disk
@@ -55,12 +57,14 @@ func newMetrics(a *API) *metrics {
 	}
 	m.statsDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "pc_control_share_stats_dropped_total",
 		Help: "Requests edges counted in share statistics that were not stored (a failed write)."})
+	m.reportRepeated = prometheus.NewCounter(prometheus.CounterOpts{Name: "pc_control_edge_report_parts_repeated_total",
+		Help: "Parts of edge reports sent again after they were applied (an answer lost), skipped so that they count once."})
 	m.edgeDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pc_control_edge_report_dropped_total",
 		Help: "Access logs edges reported as dropped before they reached the control plane, by edge id."}, []string{"edge"})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.accessStored, m.accessDropped, m.statsDropped, m.edgeDropped,
+	m.reg.MustRegister(m.requests, m.latency, m.accessStored, m.accessDropped, m.statsDropped, m.reportRepeated, m.edgeDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("pc_control_config_version", "Current config version.", func() float64 { return float64(a.hub.Version()) }),
 		gauge("pc_control_edge_streams", "Open edge config streams.", func() float64 { return float64(a.hub.Subscribers()) }),

@@ -3,10 +3,12 @@ package api
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/privateconnect/pc/control/push"
 	"github.com/privateconnect/pc/control/store"
 	"github.com/privateconnect/pc/internal/config"
 )
@@ -31,7 +33,11 @@ const statsWeight = 4
 // chunk (its logs counted in pc_control_access_logs_dropped_total) without
 // failing the report (the requests its statistics counted in
 // pc_control_share_stats_dropped_total).
-func (a *API) recordAccess(ctx context.Context, edgeID string, logs []config.AccessLog, stats []config.ShareStats) {
+//
+// Chunk n is part "access/<n>" of the report (once): a report sent again
+// after its answer was lost skips the chunks stored the first time. The
+// chunks are cut the same way each time the same report comes.
+func (a *API) recordAccess(ctx context.Context, once push.ReportOnce, edgeID string, logs []config.AccessLog, stats []config.ShareStats) {
 	if len(logs) == 0 && len(stats) == 0 {
 		return
 	}
@@ -80,7 +86,7 @@ func (a *API) recordAccess(ctx context.Context, edgeID string, logs []config.Acc
 		a.log.Warn("edge report: share statistics ignored", "edge", edgeID, "entries", bad, "last", why)
 	}
 	refs := map[string]*shareRef{} // nil: unknown share
-	for len(order) > 0 {
+	for n := 0; len(order) > 0; n++ {
 		// The next chunk: whole shares while they fit, a share's records
 		// beyond accessChunk alone in chunks of their own.
 		var chunk []store.AccessBatch
@@ -111,8 +117,13 @@ func (a *API) recordAccess(ctx context.Context, edgeID string, logs []config.Acc
 				requests += chunk[i].Stats[j].Allowed + chunk[i].Stats[j].Denied
 			}
 		}
+		part, repeated := "access/"+strconv.Itoa(n), false
 		err := a.kv.Update(ctx, func(tx store.Tx) error {
 			stored, unknown = 0, 0
+			first, err := once.Claim(tx, part)
+			if repeated = !first; err != nil || repeated {
+				return err
+			}
 			for i := range chunk {
 				b := chunk[i] // a copy: a retried transaction starts afresh
 				ref, seen := refs[b.ShareID]
@@ -144,6 +155,9 @@ func (a *API) recordAccess(ctx context.Context, edgeID string, logs []config.Acc
 			a.log.Warn("access logs not stored", "edge", edgeID, "logs", logsIn, "err", err)
 			a.metrics.accessDropped.WithLabelValues("store").Add(float64(logsIn))
 			a.metrics.statsDropped.Add(float64(requests))
+			continue
+		}
+		if repeated {
 			continue
 		}
 		if unknown > 0 {
@@ -290,9 +304,10 @@ func (a *API) shareStats(c *call) (any, error) {
 // readable once the edge's report returned), the edge's dropped count, and
 // plugin failures.
 func (a *API) reportMonitoring(c *call, r *config.Report) {
-	a.recordAccess(c.ctx, c.edge.ID, r.AccessLogs, r.Stats)
+	once := push.NewReportOnce(c.edge.ID, r.ID, a.metrics.reportRepeated.Inc)
+	a.recordAccess(c.ctx, once, c.edge.ID, r.AccessLogs, r.Stats)
 	if r.Dropped > 0 {
 		a.metrics.edgeDropped.WithLabelValues(c.edge.ID).Add(float64(r.Dropped))
 	}
-	a.pluginFailures(c.ctx, c.edge.ID, r.PluginFailures)
+	a.pluginFailures(c.ctx, once, c.edge.ID, r.PluginFailures)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/valyala/fasthttp"
 
+	"github.com/privateconnect/pc/control/push"
 	"github.com/privateconnect/pc/control/store"
 	"github.com/privateconnect/pc/control/webhooks"
 	"github.com/privateconnect/pc/internal/config"
@@ -185,7 +186,7 @@ func (a *API) agentEventsTx(tx store.Tx, evs []store.AuditEvent) error {
 const maxPluginFailures = 100
 
 // pluginFailures raises plugin.failed for the failures an edge reported.
-func (a *API) pluginFailures(ctx context.Context, edgeID string, fs []config.PluginFailure) {
+func (a *API) pluginFailures(ctx context.Context, once push.ReportOnce, edgeID string, fs []config.PluginFailure) {
 	if len(fs) == 0 {
 		return
 	}
@@ -194,6 +195,9 @@ func (a *API) pluginFailures(ctx context.Context, edgeID string, fs []config.Plu
 		fs = fs[:maxPluginFailures]
 	}
 	err := a.kv.Update(ctx, func(tx store.Tx) error {
+		if first, err := once.Claim(tx, "failures"); err != nil || !first {
+			return err
+		}
 		for _, f := range fs {
 			sh, err := store.LookupShare(tx, f.ShareID)
 			if errors.Is(err, store.ErrNotFound) {

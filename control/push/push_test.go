@@ -737,7 +737,7 @@ func TestInChunksReturnsOnlyCommitted(t *testing.T) {
 		items[i] = i
 	}
 	var ran int
-	got, err := inChunks(ctx, kv, items, func(_ store.Tx, chunk []int) ([]int, error) {
+	got, err := inChunks(ctx, kv, ReportOnce{}.part(""), items, func(_ store.Tx, chunk []int) ([]int, error) {
 		ran += len(chunk)
 		return chunk, nil
 	})
@@ -746,10 +746,51 @@ func TestInChunksReturnsOnlyCommitted(t *testing.T) {
 	require.Equal(t, 2*reportChunk, ran, "no chunk after the failed one")
 
 	kv = &failingKV{KV: memstore.New()}
-	got, err = inChunks(ctx, kv, items, func(_ store.Tx, chunk []int) ([]int, error) { return chunk, nil })
+	got, err = inChunks(ctx, kv, ReportOnce{}.part(""), items, func(_ store.Tx, chunk []int) ([]int, error) { return chunk, nil })
 	require.NoError(t, err)
 	require.Equal(t, items, got)
 	require.Equal(t, 3, kv.calls, "one transaction per chunk")
+}
+
+// A report sent again with the same id has each chunk applied once: the
+// chunks an earlier sending committed are skipped (and counted as
+// repeated), the rest applied; another part name or report id, or none,
+// is applied again.
+func TestInChunksAppliesAReportOnce(t *testing.T) {
+	kv := &failingKV{KV: memstore.New(), n: 2}
+	items := make([]int, 2*reportChunk+5)
+	for i := range items {
+		items[i] = i
+	}
+	var ran []int
+	apply := func(_ store.Tx, chunk []int) ([]int, error) {
+		ran = append(ran, chunk...)
+		return chunk, nil
+	}
+	repeated := 0
+	once := NewReportOnce("edge-1", "R1", func() { repeated++ })
+	_, err := inChunks(ctx, kv, once.part("uses"), items, apply)
+	require.EqualError(t, err, "commit failed")
+	ran = nil
+	got, err := inChunks(ctx, kv, once.part("uses"), items, apply) // the edge sends it again
+	require.NoError(t, err)
+	require.Equal(t, items[reportChunk:], got, "the chunks the first sending did not commit")
+	require.Equal(t, items[reportChunk:], ran)
+	require.Equal(t, 1, repeated)
+
+	ran = nil
+	got, err = inChunks(ctx, kv, once.part("uses"), items, apply) // answered, but the answer was lost
+	require.NoError(t, err)
+	require.Empty(t, got)
+	require.Empty(t, ran, "every chunk applied already")
+	require.Equal(t, 4, repeated)
+
+	for _, o := range []chunked{once.part("results"), NewReportOnce("edge-2", "R1", nil).part("uses"),
+		NewReportOnce("edge-1", "R2", nil).part("uses"), ReportOnce{}.part("uses")} {
+		got, err = inChunks(ctx, kv, o, items, func(_ store.Tx, chunk []int) ([]int, error) { return chunk, nil })
+		require.NoError(t, err)
+		require.Equal(t, items, got, "%+v", o)
+	}
 }
 
 // A second process of an edge (another instance) takes the stream over: the

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,6 +32,9 @@ type ReportHooks struct {
 	AgentEventsTx func(tx store.Tx, evs []store.AuditEvent) error
 	// CommandDone is called for every command a report completed.
 	CommandDone func(cmd store.Command)
+	// Repeated is called for every part of a report skipped because an
+	// earlier sending of it was applied (its answer was lost).
+	Repeated func()
 }
 
 // Report applies an edge report: the edge's liveness and applied version,
@@ -54,14 +58,15 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 	// The API gives times to the millisecond (edges send theirs to the
 	// nanosecond).
 	now := time.Now().UTC().Truncate(time.Millisecond)
+	var traces []config.AgentEvent // not the edge's: no part of its report
 	for _, a := range appeared {
 		if !seen[a] {
-			events = append(events, config.AgentEvent{AgentID: a, Event: config.EventConnected, At: now})
+			traces = append(traces, config.AgentEvent{AgentID: a, Event: config.EventConnected, At: now})
 		}
 	}
 	for _, a := range gone {
 		if !seen[a] {
-			events = append(events, config.AgentEvent{AgentID: a, Event: config.EventDisconnected, At: now})
+			traces = append(traces, config.AgentEvent{AgentID: a, Event: config.EventDisconnected, At: now})
 		}
 	}
 	counts := map[string]*shareCount{}
@@ -96,19 +101,27 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 	// Badger bounds a transaction's size, and a burst of agent events (an
 	// edge whose thousands of agents reconnect) must not fail every report.
 	// A report that fails part-way has its earlier chunks committed; the
-	// edge sends it again, so what it carries is applied at least once.
-	stored, err := inChunks(ctx, h.kv, events, func(tx store.Tx, chunk []config.AgentEvent) ([]store.AuditEvent, error) {
+	// edge sends it again with the same id, and each chunk is applied
+	// once (store.ClaimReportPart).
+	once := NewReportOnce(edgeID, r.ID, hooks.Repeated)
+	applyEvents := func(tx store.Tx, chunk []config.AgentEvent) ([]store.AuditEvent, error) {
 		return applyAgentEvents(tx, edgeID, chunk, now, hooks)
-	})
+	}
+	stored, err := inChunks(ctx, h.kv, once.part("events"), events, applyEvents)
+	if err == nil {
+		var more []store.AuditEvent
+		more, err = inChunks(ctx, h.kv, ReportOnce{}.part(""), traces, applyEvents)
+		stored = append(stored, more...)
+	}
 	var usedUp []Ref
 	var done []store.Command
 	if err == nil {
-		usedUp, err = inChunks(ctx, h.kv, slices.Sorted(maps.Keys(counts)), func(tx store.Tx, chunk []string) ([]Ref, error) {
+		usedUp, err = inChunks(ctx, h.kv, once.part("uses"), slices.Sorted(maps.Keys(counts)), func(tx store.Tx, chunk []string) ([]Ref, error) {
 			return h.countAccess(tx, chunk, counts)
 		})
 	}
 	if err == nil {
-		done, err = inChunks(ctx, h.kv, r.CommandResult, func(tx store.Tx, chunk []config.CommandDone) ([]store.Command, error) {
+		done, err = inChunks(ctx, h.kv, once.part("results"), r.CommandResult, func(tx store.Tx, chunk []config.CommandDone) ([]store.Command, error) {
 			return applyCommandResults(tx, chunk, now)
 		})
 	}
@@ -141,14 +154,52 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 // report stored in one transaction.
 const reportChunk = 200
 
+// ReportOnce claims the parts of one edge report (config.Report.ID) in the
+// transactions that apply them, so that a report sent again is applied
+// once: a part an earlier sending committed is skipped. Without an id every
+// part is applied.
+type ReportOnce struct {
+	edge, id string
+	repeated func()
+}
+
+// NewReportOnce is the claims of edge's report id; repeated (optional) is
+// called for every part skipped.
+func NewReportOnce(edgeID, reportID string, repeated func()) ReportOnce {
+	return ReportOnce{edge: edgeID, id: reportID, repeated: repeated}
+}
+
+// Claim reports whether tx applies the report's part (the first to).
+func (o ReportOnce) Claim(tx store.Tx, part string) (bool, error) {
+	first, err := store.ClaimReportPart(tx, o.edge, o.id, part)
+	if err == nil && !first && o.repeated != nil {
+		o.repeated()
+	}
+	return first, err
+}
+
+// chunked names the parts of one list of a report: its chunk n is
+// part "<name>/<n>".
+type chunked struct {
+	once ReportOnce
+	name string
+}
+
+func (o ReportOnce) part(name string) chunked { return chunked{o, name} }
+
 // inChunks applies items in transactions of at most reportChunk, in order,
-// until one fails, and returns what the committed ones returned.
-func inChunks[T, R any](ctx context.Context, kv store.KV, items []T, apply func(tx store.Tx, chunk []T) ([]R, error)) ([]R, error) {
+// until one fails, and returns what the committed ones returned. A chunk
+// that an earlier sending of the report applied is skipped.
+func inChunks[T, R any](ctx context.Context, kv store.KV, part chunked, items []T, apply func(tx store.Tx, chunk []T) ([]R, error)) ([]R, error) {
 	var out []R
 	for start := 0; start < len(items); start += reportChunk {
 		chunk := items[start:min(start+reportChunk, len(items))]
 		var got []R
 		err := kv.Update(ctx, func(tx store.Tx) error {
+			got = nil
+			if first, err := part.once.Claim(tx, part.name+"/"+strconv.Itoa(start/reportChunk)); err != nil || !first {
+				return err
+			}
 			var err error
 			got, err = apply(tx, chunk)
 			return err

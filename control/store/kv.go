@@ -25,6 +25,7 @@
 //	edge/<id>, idx/edgename/<name>, idx/edgetok/<sha256>
 //	wasm/<sha256>, wasmref/<sha256>/<ws>/<id>   plugin modules, stored once (plugins.go)
 //	meta/<name>                     control-plane metadata (config version, settings)
+//	rpt/<edge>/<report>/<part>      parts of an edge report applied (expires: ReportMemory)
 //
 // Uniqueness (names, ports, subdomains, token hashes) is enforced by these
 // index keys inside the same transaction as the record. Values are JSON.

@@ -38,6 +38,7 @@
 package config
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"net/url"
 	"strings"
@@ -225,6 +226,12 @@ type Settings struct {
 
 // Report is what an edge posts to the control plane.
 type Report struct {
+	// ID names what the report counts (events, logs, statistics, uses,
+	// command results, plugin failures): an edge sends a report the
+	// control plane did not answer again with the same ID, and the control
+	// plane applies each part of it once. Edges before it send none, and
+	// their reports are applied as often as they come.
+	ID          string `json:"reportId,omitempty"`
 	EdgeVersion string `json:"edgeVersion,omitempty"` // software version
 	// Instance is the edge process that sends the report (the config
 	// stream's "instance"; see MsgReplaced).
@@ -260,6 +267,24 @@ type Report struct {
 	// after its drain): the control plane takes it offline at once
 	// instead of after the offline window that covers a lost stream.
 	Stopping bool `json:"stopping,omitempty"`
+}
+
+// NewReportID is a fresh Report.ID: 26 random base32 characters.
+func NewReportID() string { return rand.Text() }
+
+// ValidReportID reports whether id may name a report: 1 to 64 letters,
+// digits, '-' or '_' (it is part of a store key).
+func ValidReportID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // ShareUse is one share's allowed requests on an edge between two reports.

@@ -2,6 +2,8 @@ package storetest
 
 import (
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -378,4 +380,38 @@ func testActivity(t *testing.T, kv store.KV) {
 		assert.ErrorIs(t, err, store.ErrNotFound)
 		return nil
 	}))
+}
+
+// testReportParts: of transactions claiming the same part of a report at
+// once, exactly one is first (the others conflict, retry and find the
+// mark); another part, edge or report id is a claim of its own, and a
+// report without an id is applied every time.
+func testReportParts(t *testing.T, kv store.KV) {
+	const n = 8
+	var wg sync.WaitGroup
+	var firsts atomic.Int32
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var first bool
+			assert.NoError(t, kv.Update(ctx, func(tx store.Tx) error {
+				var err error
+				first, err = store.ClaimReportPart(tx, "e1", "R1", "uses/0")
+				return err
+			}))
+			if first {
+				firsts.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, int32(1), firsts.Load(), "claims of one part that were first")
+	for _, c := range [][3]string{{"e1", "R1", "uses/1"}, {"e2", "R1", "uses/0"}, {"e1", "R2", "uses/0"}, {"e1", "", "uses/0"}, {"e1", "", "uses/0"}} {
+		update(t, kv, func(tx store.Tx) error {
+			first, err := store.ClaimReportPart(tx, c[0], c[1], c[2])
+			require.True(t, first, "%q", c)
+			return err
+		})
+	}
 }

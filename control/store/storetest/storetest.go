@@ -40,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) store.KV) {
 		{"Edges", testEdges},
 		{"AuditMessagesCommands", testActivity},
 		{"Plugins", testPlugins},
+		{"ReportPartsClaimedOnce", testReportParts},
 		{"ClosedStoreIsUnavailable", testClosed},
 	}
 	for _, tc := range tests {
