@@ -2,11 +2,14 @@ package edge
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/privateconnect/pc/edge/configsync"
 	"github.com/privateconnect/pc/internal/config"
 )
 
@@ -45,6 +48,11 @@ type reporter struct {
 	// stopping marks the reports sent once the edge has drained
 	// (config.Report.Stopping): the control plane takes it offline at once.
 	stopping atomic.Bool
+	// unacked is the last report when the control plane did not answer
+	// it: sent again, with its id and what it counts, before anything
+	// newer, so that the control plane counts it once (config.Report.ID).
+	// Only flush touches it (one at a time).
+	unacked *config.Report
 }
 
 func newReporter(s *Server) *reporter {
@@ -216,17 +224,70 @@ func (r *reporter) last() {
 	r.flush(context.Background())
 }
 
-// flush sends what is pending; on failure the events, the share uses and
-// the share statistics are kept for the next try (bounded) and the access
-// logs are counted as dropped. It reports whether the control plane took
-// the report and more is pending (a backlog beyond one report).
+// flush sends what is pending; a report the control plane does not answer
+// is sent again, with the same id and content, until it does (or refuses
+// it: a 4xx answer), newer events, logs and statistics waiting (bounded)
+// behind it. It reports whether the control plane took the report and more
+// is pending (a backlog beyond one report).
 func (r *reporter) flush(ctx context.Context) (more bool) {
+	rep := r.unacked
+	if rep == nil {
+		rep = r.take()
+	}
+	// What describes the edge now is sent fresh each time.
+	t := r.s.sync.Table()
+	rep.EdgeVersion, rep.Instance, rep.ConfigEpoch, rep.ConfigVersion = Version, r.s.sync.Instance(), t.Epoch, t.Version
+	rep.Agents, rep.Connections, rep.Stopping = r.s.registry.Connected(), r.s.conns.list(), r.stopping.Load()
+	rep.Dropped = r.dropped.Swap(0)
+	err := r.s.sync.Report(ctx, rep)
+	r.unacked = nil
+	if err != nil {
+		r.s.log.Debug("report failed", "err", err)
+		r.dropped.Add(rep.Dropped)
+		if !refused(err) {
+			r.unacked = rep
+			return false
+		}
+		// Refused: sending it again would not change the answer, and
+		// nothing newer could go out behind it.
+		r.s.log.Warn("report refused by the control plane: its access logs and statistics are dropped", "err", err)
+		r.dropped.Add(int64(len(rep.AccessLogs)))
+		r.s.metrics.dropped.Add(float64(len(rep.AccessLogs)))
+		for i := range rep.Stats {
+			r.s.metrics.statsDropped.Add(float64(rep.Stats[i].Allowed + rep.Stats[i].Denied))
+		}
+	}
+	// The report is sent (or given up): its log buffer, grown to the
+	// last second's traffic, takes the next second's logs instead of a
+	// new slice growing again from nothing.
+	logs := rep.AccessLogs
+	clear(logs[:cap(logs)]) // a split's rest was copied out
 	r.mu.Lock()
+	if r.logs == nil {
+		r.logs = logs[:0]
+	} else {
+		r.spare = logs[:0]
+	}
+	more = len(r.logs) >= maxReportLogs || len(r.events) > 0 || len(r.results) > 0 || len(r.stats) > 0
+	r.mu.Unlock()
+	if more {
+		select { // the rest of the backlog, at once
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
+	return more
+}
+
+// take moves what is pending into a new report: at most maxReportLogs
+// access logs and maxReportItems events, command results and share-minutes.
+func (r *reporter) take() *config.Report {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	events, logs, results := r.events, r.logs, r.results
 	r.events, r.logs, r.results = nil, r.spare, nil
 	r.spare = nil
-	split := len(logs) > maxReportLogs
-	if split { // the rest goes in the next report, sent at once
+	if len(logs) > maxReportLogs { // the rest goes in the next report, sent at once
 		r.logs = append(r.logs, logs[maxReportLogs:]...)
 		logs = logs[:maxReportLogs]
 	}
@@ -252,49 +313,16 @@ func (r *reporter) flush(ctx context.Context) (more bool) {
 		stats = append(stats, *st)
 		delete(r.stats, k)
 	}
-	more = split || len(r.events) > 0 || len(r.results) > 0 || len(r.stats) > 0
-	r.mu.Unlock()
-	uses := usesOf(stats)
-	t := r.s.sync.Table()
-	rep := &config.Report{EdgeVersion: Version, Instance: r.s.sync.Instance(), ConfigEpoch: t.Epoch, ConfigVersion: t.Version,
-		Agents: r.s.registry.Connected(), Events: events, AccessLogs: logs, Dropped: r.dropped.Swap(0),
-		Connections: r.s.conns.list(), CommandResult: results, PluginFailures: fails, Uses: uses, Stats: stats, Stopping: r.stopping.Load()}
-	if err := r.s.sync.Report(ctx, rep); err != nil {
-		r.s.log.Debug("report failed", "err", err)
-		r.mu.Lock()
-		if len(r.events)+len(events) <= maxPendingEvents {
-			r.events = append(events, r.events...)
-		}
-		if len(r.results)+len(results) <= maxPendingEvents {
-			r.results = append(results, r.results...)
-		}
-		for i := range stats { // counted in the next report
-			if st := r.shareStats(stats[i].ShareID, stats[i].Minute, stats[i].Allowed+stats[i].Denied); st != nil {
-				st.Merge(&stats[i])
-			}
-		}
-		r.mu.Unlock()
-		r.dropped.Add(int64(len(logs)) + rep.Dropped)
-		r.s.metrics.dropped.Add(float64(len(logs)))
-		more = false
-	} else if more {
-		select { // the rest of the backlog, at once
-		case r.kick <- struct{}{}:
-		default:
-		}
-	}
-	// The report is sent (or given up): its log buffer, grown to the
-	// last second's traffic, takes the next second's logs instead of a
-	// new slice growing again from nothing.
-	clear(logs[:cap(logs)]) // a split's rest was copied out
-	r.mu.Lock()
-	if r.logs == nil {
-		r.logs = logs[:0]
-	} else {
-		r.spare = logs[:0]
-	}
-	r.mu.Unlock()
-	return more
+	return &config.Report{ID: config.NewReportID(), Events: events, AccessLogs: logs, CommandResult: results,
+		PluginFailures: fails, Uses: usesOf(stats), Stats: stats}
+}
+
+// refused tells an answer that sending the same report again cannot
+// change (a 4xx status but 408 and 429) from a failure to reach or to
+// hear from the control plane.
+func refused(err error) bool {
+	var se *configsync.StatusError
+	return errors.As(err, &se) && se.Code/100 == 4 && se.Code != http.StatusRequestTimeout && se.Code != http.StatusTooManyRequests
 }
 
 // usesOf sums a report's share-minutes into its share uses: the allowed

@@ -65,15 +65,16 @@ func (k *reportSink) reports() ([]config.Report, []string) {
 
 // TestReporterDeliversEveryLogOnce: each report carries exactly the logs
 // recorded since the previous one, in order, while the reporter reuses the
-// last report's buffer; a report the control plane refuses counts its logs
-// as dropped and the next one is unaffected. Share uses and statistics
-// count every request, beyond the log buffer's bound too, and survive a
-// refused report.
+// last report's buffer; a report the control plane fails to answer is sent
+// again, the same (id, logs, uses, statistics), before the next one. Share
+// uses and statistics count every request, beyond the log buffer's bound
+// too. Every report the control plane took has an id of its own.
 func TestReporterDeliversEveryLogOnce(t *testing.T) {
 	var mu sync.Mutex
 	var got [][]config.AccessLog
 	var uses []map[string]int64
 	var counted []map[string][2]int64 // share → allowed, denied
+	var ids, failedIDs []string
 	fail := false
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var rep config.Report
@@ -83,9 +84,11 @@ func TestReporterDeliversEveryLogOnce(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		if fail {
+			failedIDs = append(failedIDs, rep.ID)
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
 		}
+		ids = append(ids, rep.ID)
 		got = append(got, rep.AccessLogs)
 		u := map[string]int64{}
 		for _, x := range rep.Uses {
@@ -121,18 +124,27 @@ func TestReporterDeliversEveryLogOnce(t *testing.T) {
 	for _, n := range []int{300, 50, 700, 0, 10} {
 		want = append(want, round(n))
 	}
-	wantUses := []int64{300, 50, 700, 0, 10, 40 + 25, maxPendingLogs, 0}
+	wantUses := []int64{300, 50, 700, 0, 10, 40, 25, maxPendingLogs, 0}
 	mu.Lock()
 	fail = true
 	mu.Unlock()
-	round(40)
-	if d := r.dropped.Load(); d != 80 {
-		t.Fatalf("dropped = %d after a refused report of 80 logs, want 80", d)
+	want = append(want, round(40))
+	if r.flush(context.Background()) {
+		t.Fatal("more pending after a failed report")
+	}
+	if d := r.dropped.Load(); d != 0 {
+		t.Fatalf("dropped = %d after an unanswered report of 80 logs, want 0: they are sent again", d)
 	}
 	mu.Lock()
 	fail = false
 	mu.Unlock()
-	r.dropped.Store(0)
+	r.access(config.AccessLog{ShareID: "late", StatusCode: 200, Decision: "allowed"}) // after the unanswered report
+	if !r.flush(context.Background()) {
+		t.Fatal("the report sent again, then nothing more pending")
+	}
+	r.flush(context.Background())
+	wantUses = slices.Insert(wantUses, 6, 0)
+	want = append(want, nil) // the late request's report
 	want = append(want, round(25))
 	// Beyond the log buffer: the logs are a sample, the uses are all there.
 	// A report carries at most maxReportLogs logs: the rest go in the
@@ -152,7 +164,19 @@ func TestReporterDeliversEveryLogOnce(t *testing.T) {
 	if len(got) != len(want) {
 		t.Fatalf("%d reports, want %d", len(got), len(want))
 	}
+	if len(failedIDs) != 2 || failedIDs[0] != ids[5] || failedIDs[1] != ids[5] {
+		t.Fatalf("failed report ids %q, want twice the id of the report taken next (%q)", failedIDs, ids[5])
+	}
+	if len(slices.Compact(slices.Sorted(slices.Values(ids)))) != len(ids) || slices.Contains(ids, "") {
+		t.Fatalf("report ids %q: want each its own", ids)
+	}
 	for i := range want {
+		if i == 6 { // the late request, alone
+			if len(got[i]) != 1 || got[i][0].ShareID != "late" {
+				t.Fatalf("report %d: logs %+v, want the late request's", i, got[i])
+			}
+			continue
+		}
 		if len(got[i]) != 2*len(want[i]) {
 			t.Fatalf("report %d: %d logs, want %d", i, len(got[i]), 2*len(want[i]))
 		}
@@ -327,18 +351,32 @@ func TestSamplerAfterTheClockStepsBack(t *testing.T) {
 	}
 }
 
-// TestReporterCountsStatisticsItCannotKeep: when a refused report's share
-// statistics no longer fit (the pending share-minutes filled up while it was
-// sent), every request they counted is counted in
-// pc_edge_share_stats_dropped_total, not one per share-minute.
-func TestReporterCountsStatisticsItCannotKeep(t *testing.T) {
+// TestReporterRetriesOrDropsAReport: a report the control plane does not
+// answer (503) keeps its share statistics, though the pending share-minutes
+// filled up meanwhile, and is sent again the same before the newer ones; a
+// report it refuses (400) is not sent again, and every request its
+// statistics counted is counted in pc_edge_share_stats_dropped_total.
+func TestReporterRetriesOrDropsAReport(t *testing.T) {
 	var r *reporter
 	at := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		// New share-minutes arrive while the report is on its way.
-		r.access(config.AccessLog{ShareID: "b", At: at, StatusCode: 200, Decision: "allowed"})
-		r.access(config.AccessLog{ShareID: "c", At: at, StatusCode: 200, Decision: "allowed"})
-		http.Error(w, "no", http.StatusServiceUnavailable)
+	var mu sync.Mutex
+	status := []int{http.StatusServiceUnavailable, http.StatusOK, http.StatusOK, http.StatusBadRequest, http.StatusOK}
+	var reps []config.Report
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var rep config.Report
+		if err := json.NewDecoder(req.Body).Decode(&rep); err != nil {
+			t.Errorf("report: %v", err)
+		}
+		mu.Lock()
+		code := status[len(reps)]
+		reps = append(reps, rep)
+		mu.Unlock()
+		if len(reps) == 1 { // new share-minutes arrive while the report is on its way
+			r.access(config.AccessLog{ShareID: "b", At: at, StatusCode: 200, Decision: "allowed"})
+			r.access(config.AccessLog{ShareID: "c", At: at, StatusCode: 200, Decision: "allowed"})
+			r.access(config.AccessLog{ShareID: "d", At: at, StatusCode: 200, Decision: "allowed"}) // does not fit
+		}
+		w.WriteHeader(code)
 	}))
 	defer srv.Close()
 	r = reporterTo(t, srv.URL)
@@ -346,9 +384,41 @@ func TestReporterCountsStatisticsItCannotKeep(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		r.access(config.AccessLog{ShareID: "a", At: at, StatusCode: 200, Decision: "allowed"})
 	}
+	allowed := func(rep config.Report) map[string]int64 {
+		m := map[string]int64{}
+		for _, st := range rep.Stats {
+			m[st.ShareID] += st.Allowed
+		}
+		return m
+	}
+	r.flush(context.Background()) // 503
+	if got := counterValue(t, r.s.metrics.statsDropped); got != 1 {
+		t.Fatalf("pc_edge_share_stats_dropped_total %v, want the 1 request of share d", got)
+	}
+	if !r.flush(context.Background()) { // the same again, taken; b and c wait
+		t.Fatal("nothing pending after the report sent again")
+	}
+	r.flush(context.Background()) // b and c
+	for i := 0; i < 7; i++ {
+		r.access(config.AccessLog{ShareID: "e", At: at, StatusCode: 200, Decision: "allowed"})
+	}
+	r.flush(context.Background()) // 400
+	r.access(config.AccessLog{ShareID: "f", At: at, StatusCode: 200, Decision: "allowed"})
 	r.flush(context.Background())
-	if got := counterValue(t, r.s.metrics.statsDropped); got != 5 {
-		t.Fatalf("pc_edge_share_stats_dropped_total %v, want the 5 requests of the share-minute that no longer fit", got)
+	if len(reps) != 5 {
+		t.Fatalf("%d reports, want 5", len(reps))
+	}
+	for i, want := range []map[string]int64{{"a": 5}, {"a": 5}, {"b": 1, "c": 1}, {"e": 7}, {"f": 1}} {
+		if got := allowed(reps[i]); !maps.Equal(got, want) {
+			t.Fatalf("report %d: allowed %v, want %v", i, got, want)
+		}
+	}
+	if reps[0].ID != reps[1].ID || reps[1].ID == reps[2].ID || reps[3].ID == reps[4].ID {
+		t.Fatalf("report ids %q %q %q %q %q: want the unanswered one sent again the same, then new ones",
+			reps[0].ID, reps[1].ID, reps[2].ID, reps[3].ID, reps[4].ID)
+	}
+	if got := counterValue(t, r.s.metrics.statsDropped); got != 1+7 {
+		t.Fatalf("pc_edge_share_stats_dropped_total %v, want 8 (share d, then the refused report's 7)", got)
 	}
 }
 
