@@ -1,18 +1,21 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +25,7 @@ import (
 	"github.com/privateconnect/pc/control"
 	"github.com/privateconnect/pc/control/webhooks"
 	"github.com/privateconnect/pc/edge"
+	"github.com/privateconnect/pc/internal/config"
 	"github.com/privateconnect/pc/internal/testenv"
 	"github.com/privateconnect/pc/sdk/client"
 )
@@ -418,4 +422,65 @@ func TestGrafanaDashboardMetrics(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestLostReportAnswersCountOnce: the control plane stores an edge's report
+// but its answer is lost (the connection drops), twice; the edge sends the
+// report again until it hears the answer, and every request is still
+// counted once in the statistics, accessCount and the logs.
+func TestLostReportAnswersCountOnce(t *testing.T) {
+	var target atomic.Pointer[url.URL]
+	var lose, lost atomic.Int32 // answers still to lose, lost
+	lose.Store(2)
+	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(target.Load()) }, FlushInterval: -1}
+	lossy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/edges/report" && lose.Load() > 0 {
+			body, err := io.ReadAll(r.Body)
+			require.NoError(t, err)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			var rep config.Report
+			require.NoError(t, json.Unmarshal(body, &rep))
+			if len(rep.Stats) > 0 && lose.Add(-1) >= 0 {
+				defer lost.Add(1)
+				rec := httptest.NewRecorder()
+				rp.ServeHTTP(rec, r) // stored by the control plane...
+				require.Equal(t, 200, rec.Code, rec.Body.String())
+				panic(http.ErrAbortHandler) // ...and its answer never reaches the edge
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(lossy.Close) // after the edge's config stream through it ended
+	env := testenv.New(t, testenv.Options{Edge: func(c *edge.Config) {
+		u, err := url.Parse(c.ControlURL)
+		require.NoError(t, err)
+		target.Store(u)
+		c.ControlURL = lossy.URL
+	}})
+	ctx := context.Background()
+	org := origin(t)
+	_, svc := env.ExposeAgent("lossy", "web", org.URL)
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	const n = 40
+	for i := 0; i < n; i++ {
+		resp, err := http.Get(sh.ShareURL + "/x")
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		require.Equal(t, 200, resp.StatusCode)
+	}
+	require.Eventually(t, func() bool {
+		stats, err := env.Client.ShareStats(ctx, sh.ID)
+		return err == nil && stats.Requests >= n && lost.Load() == 2
+	}, 15*time.Second, 20*time.Millisecond, "the statistics and two lost answers")
+	time.Sleep(1500 * time.Millisecond) // a report sent again after the last loss would count here
+	stats, err := env.Client.ShareStats(ctx, sh.ID)
+	require.NoError(t, err)
+	assert.EqualValues(t, n, stats.Requests)
+	got, err := env.Client.GetShare(ctx, sh.ID)
+	require.NoError(t, err)
+	assert.EqualValues(t, n, got.AccessCount)
+	logs, _, err := env.Client.ListShareLogs(ctx, sh.ID, client.ListOptions{Limit: 200}, client.ShareLogFilter{})
+	require.NoError(t, err)
+	assert.Len(t, logs, n)
 }
