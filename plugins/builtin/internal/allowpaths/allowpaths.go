@@ -26,6 +26,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/privateconnect/pc/internal/pathguard"
 	"github.com/privateconnect/pc/plugins/builtin/internal/envelope"
 	"github.com/privateconnect/pc/sdk/plugin"
 )
@@ -224,13 +225,19 @@ func (c *compiled) allowed(m []byte) bool {
 }
 
 // suspicious reports paths whose meaning may differ between the pattern and the service.
+// A NUL and dot segments with path parameters ("..;x") are [pathguard.Exploit]'s, which
+// the edge refuses for every share before the chain runs: Tomcat, Jetty and Spring drop
+// ";..." before resolving dots, and a NUL ends the path for services in C.
 func suspicious(p []byte) bool {
 	if bytes.IndexByte(p, '.') < 0 && bytes.IndexByte(p, '%') < 0 && bytes.IndexByte(p, '\\') < 0 && bytes.IndexByte(p, 0) < 0 {
 		return false // the usual case, without a byte loop in Wasm
 	}
+	if pathguard.Exploit(p) {
+		return true
+	}
 	for i := 0; i < len(p); i++ {
 		switch p[i] {
-		case '\\', 0: // a NUL ends the path for services in C
+		case '\\':
 			return true
 		case '%':
 			if i+2 < len(p) {
@@ -240,10 +247,9 @@ func suspicious(p []byte) bool {
 				}
 			}
 		case '.':
-			// a "." or ".." segment, also with path parameters ("..;x"):
-			// Tomcat, Jetty and Spring drop them before resolving dots
-			if (i == 0 || p[i-1] == '/') && (i+1 == len(p) || p[i+1] == '/' || p[i+1] == ';' ||
-				(p[i+1] == '.' && (i+2 == len(p) || p[i+2] == '/' || p[i+2] == ';'))) {
+			// a "." or ".." segment (with path parameters: pathguard.Exploit)
+			if (i == 0 || p[i-1] == '/') && (i+1 == len(p) || p[i+1] == '/' ||
+				(p[i+1] == '.' && (i+2 == len(p) || p[i+2] == '/'))) {
 				return true
 			}
 		}
