@@ -15,6 +15,7 @@ import (
 	"github.com/privateconnect/pc/edge/routes"
 	"github.com/privateconnect/pc/edge/tunnels"
 	"github.com/privateconnect/pc/internal/config"
+	"github.com/privateconnect/pc/internal/pathguard"
 )
 
 func tokenHash(tok string) string {
@@ -85,6 +86,18 @@ func FuzzShareRequest(f *testing.F) {
 			if bytes.ContainsAny(k, "\r\n\x00") || bytes.ContainsAny(v, "\r\n\x00") {
 				t.Fatalf("control byte in response header %q: %q", k, v)
 			}
+		}
+		if pathguard.Exploit(ctx.Path()) {
+			// A NUL or a dot segment with path parameters: refused, on a
+			// share or service that exists, before anything else of it.
+			if status != fasthttp.StatusBadRequest && status != fasthttp.StatusNotFound &&
+				status != fasthttp.StatusPermanentRedirect && status != fasthttp.StatusGone && status != fasthttp.StatusServiceUnavailable {
+				t.Fatalf("%q host %q: status %d %s, want 400 (or the share's own refusal)", uri, host, status, body)
+			}
+			if strings.Contains(body, "its agent is not connected") {
+				t.Fatalf("%q host %q (path %q) reached the share", uri, host, path)
+			}
+			return
 		}
 		viaHost := h == "tok-live.s.example" || h == "pub.p.example"
 		live := strings.Contains(body, "its agent is not connected")

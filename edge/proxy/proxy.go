@@ -24,6 +24,7 @@ import (
 	"github.com/privateconnect/pc/edge/routes"
 	"github.com/privateconnect/pc/edge/tunnels"
 	"github.com/privateconnect/pc/internal/config"
+	"github.com/privateconnect/pc/internal/pathguard"
 	"github.com/privateconnect/pc/internal/tunnel"
 	"github.com/valyala/fasthttp"
 )
@@ -223,6 +224,16 @@ func (p *Proxy) admit(ctx *fasthttp.RequestCtx, t *routes.Table, start time.Time
 		}
 		WriteError(ctx, status, msg)
 		p.logAccess(ctx, tg.share, start, clientIP, "denied", "", 0)
+		return tg, nil, false
+	}
+	if pathguard.Exploit(ctx.Path()) {
+		// A NUL or a dot segment with path parameters ("/a/..;/b", also
+		// sent as %2e%2e%3b: the path is decoded here) exists only to
+		// make the service resolve another path than the one the policy
+		// chain judged (Tomcat, Jetty and Spring read "..;" as ".."). No
+		// client sends one: refused for every share, before any plugin.
+		WriteError(ctx, fasthttp.StatusBadRequest, "Malformed request")
+		p.logAccess(ctx, tg.share, start, clientIP, "denied", "path", 0)
 		return tg, nil, false
 	}
 	if m := ctx.Method(); string(m) == fasthttp.MethodConnect || string(m) == fasthttp.MethodTrace {
