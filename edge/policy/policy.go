@@ -419,14 +419,23 @@ func chainOf(sh *routes.Share) []plugins.Attachment {
 
 // evalState is the per-request scratch, pooled.
 type evalState struct {
-	req plugins.Request
-	dec plugins.Decision
-	ctx *fasthttp.RequestCtx
+	req   plugins.Request
+	dec   plugins.Decision
+	ctx   *fasthttp.RequestCtx
+	edits *proxy.Edits
 }
 
 var statePool = sync.Pool{New: func() any {
 	st := &evalState{}
-	st.req.Header = func(name string) (string, bool) { return headerValue(&st.ctx.Request.Header, name) }
+	st.req.Header = func(name string) (string, bool) {
+		// The request the service gets: a header the edge strips (hop-by-hop)
+		// or sets itself (X-Forwarded-For, X-Share-Id, ...) is absent, never
+		// the visitor's value (proxy.Edits.Hidden).
+		if st.edits.Hidden(&st.ctx.Request.Header, name) {
+			return "", false
+		}
+		return headerValue(&st.ctx.Request.Header, name)
+	}
 	return st
 }}
 
@@ -477,7 +486,7 @@ func (e *Engine) Check(ctx *fasthttp.RequestCtx, sh *routes.Share, path []byte, 
 		e.awaitLoads(chain)
 	}
 	st := statePool.Get().(*evalState)
-	st.ctx = ctx
+	st.ctx, st.edits = ctx, out
 	st.req.Method = b2s(ctx.Method())
 	st.req.Path = b2s(path)
 	st.req.Query = b2s(ctx.URI().QueryString())
@@ -514,7 +523,7 @@ func (e *Engine) Check(ctx *fasthttp.RequestCtx, sh *routes.Share, path []byte, 
 		// Internal causes stay in the logs: the visitor gets the error envelope.
 		v = &proxy.Verdict{Status: status, DeniedBy: d.PluginID}
 	}
-	st.ctx = nil
+	st.ctx, st.edits = nil, nil
 	st.req = plugins.Request{Header: st.req.Header}
 	statePool.Put(st)
 	return v

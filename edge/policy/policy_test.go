@@ -41,12 +41,18 @@ func allowWasm(t *testing.T, tag string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return append(b, tagSection(t, tag)...)
+}
+
+// tagSection is a custom section holding tag, the test's name and the time.
+func tagSection(t *testing.T, tag string) []byte {
+	t.Helper()
 	tag = t.Name() + "/" + tag + "/" + time.Now().String()
 	payload := append([]byte{1, 't'}, tag...)
 	if len(payload) > 127 {
 		t.Fatal("tag too long for a one-byte LEB128 size")
 	}
-	return append(append(b, 0, byte(len(payload))), payload...)
+	return append([]byte{0, byte(len(payload))}, payload...)
 }
 
 // trapWasm is allowWasm whose handle_request traps (unreachable).
@@ -534,5 +540,89 @@ func TestBreakerSettings(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// headerWasm is a guest that reports one request header: its config is a
+// JSON string naming the header; handle_request answers RESPOND 418 with the
+// header's value as the body, or ALLOW when get_header finds none:
+//
+//	(module
+//	  (import "policy" "get_config" (func $get_config (param i32 i32) (result i32)))
+//	  (import "policy" "get_header" (func $get_header (param i32 i32 i32 i32) (result i32)))
+//	  (import "policy" "respond" (func $respond (param i32 i32 i32)))
+//	  (memory (export "memory") 1)
+//	  (func (export "policy_abi_version") (result i32) (i32.const 1))
+//	  (func (export "handle_request") (result i32) (local $n i32)
+//	    (local.set $n (call $get_header (i32.const 1) (i32.sub (call $get_config (i32.const 0) (i32.const 1024)) (i32.const 2))
+//	      (i32.const 1024) (i32.const 4096)))
+//	    (if (i32.lt_s (local.get $n) (i32.const 0)) (then (return (i32.const 0))))
+//	    (call $respond (i32.const 418) (i32.const 1024) (local.get $n))
+//	    (i32.const 1)))
+//
+// with allowWasm's custom section of tag.
+func headerWasm(t *testing.T, tag string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString("0061736d0100000001190460027f7f017f60047f7f7f7f017f60037f7f7f006000017f023a0306706f6c6963790a6765745f636f6e6669" +
+		"67000006706f6c6963790a6765745f686561646572000106706f6c69637907726573706f6e64000203030203030503010001073003066d656d6f72790200" +
+		"12706f6c6963795f6162695f76657273696f6e00030e68616e646c655f7265717565737400040a3802040041010b3101017f41014100418008100041026b" +
+		"418008418020100121002000410048044041000f0b41a2034180082000100241010b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, tagSection(t, tag)...)
+}
+
+// TestPluginsSeeTheForwardedHeaders: a custom plugin's get_header judges the
+// request the service gets. The visitor's lines of a header the edge strips
+// (hop-by-hop, those Connection names, Proxy-*) or sets itself
+// (X-Forwarded-For, X-Share-Id, ...) are absent, not the visitor's forged
+// value: an IP allowlist on X-Forwarded-For let any visitor in, though the
+// service gets the edge's X-Forwarded-For. Other headers are seen as sent.
+func TestPluginsSeeTheForwardedHeaders(t *testing.T) {
+	m := &modules{}
+	sum := m.add(headerWasm(t, "h"))
+	e := newEngine(t, m, nil)
+	headers := map[string]string{ // name asked → the value the plugin must see ("" absent)
+		"X-Forwarded-For": "", "x-forwarded-for": "", "X-Real-IP": "", "Forwarded": "", "X-Share-Id": "",
+		"X-Forwarded-Proto": "", "X-Forwarded-Host": "", "X-Original-URL": "", "X_Forwarded_For": "",
+		"X-Secret": "", "Keep-Alive": "", "Proxy-Authorization": "", "Proxy-Foo": "", "TE": "", "Connection": "",
+		"X_User": "", "X-User": "alice", "Authorization": "Bearer t", "X-Other": "1", "X_Custom": "c",
+	}
+	tok := sha256.Sum256([]byte("s"))
+	snap := &config.Snapshot{Plugins: []config.Plugin{{ID: "hdr", Name: "hdr", SHA256: sum}}}
+	var names []string
+	for name := range headers {
+		id := "s-" + name
+		tok = sha256.Sum256([]byte(id))
+		snap.Shares = append(snap.Shares, config.Share{ID: id, ServiceID: "v", TokenHash: hex.EncodeToString(tok[:]),
+			Plugins: []config.PluginAttachment{{PluginID: "hdr", Config: []byte(fmt.Sprintf("%q", name))}}})
+		names = append(names, name)
+	}
+	tb, err := routes.Build(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Sync(tb)
+	waitFor(t, "the plugin loaded", func() bool { return loaded(e, "hdr") })
+	raw := "GET /x HTTP/1.1\r\nHost: edge\r\nConnection: X-Secret, keep-alive\r\n" +
+		"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\nX-Real-IP: 10.0.0.1\r\nForwarded: for=10.0.0.1\r\n" +
+		"X-Share-Id: other\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: admin.internal\r\nX-Original-URL: /admin\r\n" +
+		"X_Forwarded_For: 10.0.0.1\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic x\r\n" +
+		"Proxy-Foo: 1\r\nTE: trailers\r\nX_User: admin\r\nX-User: alice\r\nAuthorization: Bearer t\r\n" +
+		"X-Other: 1\r\nX_Custom: c\r\n\r\n"
+	for _, name := range names {
+		var rc fasthttp.RequestCtx
+		if err := rc.Request.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+			t.Fatal(err)
+		}
+		sh, _ := tb.ShareByID("s-" + name)
+		v := e.Check(&rc, sh, []byte("/x"), "192.0.2.1", &proxy.Edits{})
+		switch want := headers[name]; {
+		case want == "" && v != nil:
+			t.Errorf("get_header(%q) = %q (status %d), want absent", name, v.Body, v.Status)
+		case want != "" && (v == nil || v.Status != 418 || string(v.Body) != want):
+			t.Errorf("get_header(%q): verdict %+v, want %q", name, v, want)
+		}
 	}
 }

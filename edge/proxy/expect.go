@@ -24,7 +24,7 @@ import (
 func (p *Proxy) Expect(ctx *fasthttp.RequestCtx) int {
 	start := time.Now()
 	clientIP := p.clientIP(ctx)
-	tg, _, ok := p.admit(ctx, p.cfg.Table(), start, clientIP)
+	tg, _, ok := p.admit(ctx, p.cfg.Table(), start, clientIP, nil)
 	if !ok {
 		return ctx.Response.StatusCode()
 	}

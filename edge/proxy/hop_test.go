@@ -30,7 +30,7 @@ func hostileHead() *fasthttp.RequestHeader {
 // when each pass re-read every Connection token for every header.)
 func TestStripHopHostileHead(t *testing.T) {
 	h := hostileHead()
-	stripHop(h, false)
+	stripHop(h, false, nil)
 	n := 0
 	for k := range h.All() {
 		if strings.HasPrefix(strings.ToLower(string(k)), "proxy-") {
@@ -63,6 +63,6 @@ func BenchmarkStripHopHostile(b *testing.B) {
 		b.StopTimer()
 		h := hostileHead()
 		b.StartTimer()
-		stripHop(h, false)
+		stripHop(h, false, nil)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/google/uuid"
 	"github.com/privateconnect/pc/edge/routes"
@@ -50,6 +51,7 @@ type Edits struct {
 	SetResponse   [][2]string
 
 	rate        rateInfo    // set by the per-share limit
+	head        headInfo    // the visitor's head as the hop-by-hop scan reads it (Hidden)
 	scratch     []byte      // reused by prepareRequest
 	body        visitorBody // wraps a streamed request body (prepareRequest)
 	cookieNames []string    // reused by stripSessionCookies
@@ -86,6 +88,72 @@ func (e *Edits) Reset() {
 	e.SetRequest, e.RemoveRequest, e.SetResponse = e.SetRequest[:0], e.RemoveRequest[:0], e.SetResponse[:0]
 	e.rate = rateInfo{}
 	e.body = visitorBody{}
+	e.head = headInfo{}
+}
+
+// headInfo is what Handler learns of the visitor's head in admit's pass over
+// its names (tokenNames), for the policy chain's view of it (Hidden) and the
+// hop-by-hop strip of the forwarded request (stripHop), which then need no
+// pass of their own to find the Connection tokens.
+type headInfo struct {
+	conn    connTokens
+	read    bool // conn and upgrade are set
+	upgrade bool // a WebSocket upgrade: Connection and Upgrade go on
+}
+
+// read fills i from h, when Handler did not (Hidden outside Handler).
+func (i *headInfo) readFrom(h *fasthttp.RequestHeader) {
+	if i.read {
+		return
+	}
+	for k, v := range h.All() {
+		i.conn.conn(k, v)
+	}
+	i.upgrade, i.read = isWebSocketHead(h), true
+}
+
+// Hidden reports whether the service never gets the visitor's lines of
+// header name (h is the visitor's head), so that the policy chain must not
+// judge them: get_header answers such a header absent (plugin-abi-v1.md:
+// plugins judge the request the service gets). Hidden are the hop-by-hop
+// headers (hopHeaders in any case, every Proxy-*, those the Connection
+// header names, Connection itself but on a WebSocket upgrade), every name of
+// edgeHeaders, the edge's own included: X-Forwarded-For, X-Forwarded-Host,
+// X-Forwarded-Proto, X-Forwarded-Prefix and X-Share-Id reach the service with
+// the edge's value, which a plugin has from get_client_ip, get_host and
+// get_share_id, and a visitor's value under those names must never be read
+// as the edge's; and a name with '_' that dropUnderscoreAliases removes
+// whatever the chain edits (an alias of those, of a method override, or of
+// another header of h). Free of allocations; a pass over h only for a name
+// with '_' (or when Handler did not read the head).
+func (e *Edits) Hidden(h *fasthttp.RequestHeader, name string) bool {
+	e.head.readFrom(h)
+	k := unsafe.Slice(unsafe.StringData(name), len(name)) // read only
+	if bytes.EqualFold(k, strConnection) {
+		return !e.head.upgrade
+	}
+	if isHop(k, e.head.upgrade, e.head.conn.toks[:e.head.conn.nt], edgeHeaders) {
+		return true
+	}
+	if strings.IndexByte(name, '_') < 0 {
+		return false
+	}
+	for _, n := range edgeHeaders {
+		if dashFold(name, n) {
+			return true
+		}
+	}
+	for _, n := range methodOverrides {
+		if dashFold(name, n) {
+			return true
+		}
+	}
+	for hk := range h.All() {
+		if bytes.IndexByte(hk, '_') < 0 && dashFold(name, hk) {
+			return true
+		}
+	}
+	return false
 }
 
 // rateInfo is the per-share limit's state for the X-RateLimit headers.
@@ -206,8 +274,8 @@ type target struct {
 // the agent is online (before the rate limit and the policy chain). When
 // one fails it writes the answer, records the access, and returns false.
 // Handler and Expect (a 100-continue decided before the body) share it.
-func (p *Proxy) admit(ctx *fasthttp.RequestCtx, t *routes.Table, start time.Time, clientIP string) (target, *tunnels.Session, bool) {
-	if !tokenNames(&ctx.Request.Header) {
+func (p *Proxy) admit(ctx *fasthttp.RequestCtx, t *routes.Table, start time.Time, clientIP string, head *headInfo) (target, *tunnels.Session, bool) {
+	if !tokenNames(&ctx.Request.Header, head) {
 		// The edge would forward the name as sent: Python's http.server
 		// ends the head at such a line, dropping the edge's headers after
 		// it (X-Forwarded-For, X-Share-Id, a plugin's). Refused, as a
@@ -266,13 +334,13 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 	t := p.cfg.Table()
 	clientIP := p.clientIP(ctx)
 
-	tg, sess, ok := p.admit(ctx, t, start, clientIP)
+	edits := editsPool.Get().(*Edits)
+	defer func() { edits.Reset(); editsPool.Put(edits) }()
+	tg, sess, ok := p.admit(ctx, t, start, clientIP, &edits.head)
 	if !ok {
 		return
 	}
 	share := tg.share
-	edits := editsPool.Get().(*Edits)
-	defer func() { edits.Reset(); editsPool.Put(edits) }()
 	var uses *atomic.Int64 // the share's use counter, when it has maxUses
 	if share != nil {
 		if !p.allowRate(ctx, t, share, edits) {
@@ -309,7 +377,7 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 		p.usedUp(ctx, share, start, clientIP)
 		return
 	}
-	if isWebSocket(ctx) {
+	if edits.head.upgrade {
 		p.websocket(ctx, sess, tg, clientIP, edits, start)
 		return
 	}
@@ -317,14 +385,21 @@ func (p *Proxy) Handler(ctx *fasthttp.RequestCtx) {
 }
 
 // tokenNames reports whether every header name of h is an RFC 9110 token
-// (fasthttp's parser lets a space inside a name through).
-func tokenNames(h *fasthttp.RequestHeader) bool {
-	for k := range h.All() {
+// (fasthttp's parser lets a space inside a name through). In the same pass
+// it reads the Connection tokens into head, when not nil (Handler's Edits).
+func tokenNames(h *fasthttp.RequestHeader, head *headInfo) bool {
+	for k, v := range h.All() {
 		for _, c := range k {
 			if !isTokenChar[c] {
 				return false
 			}
 		}
+		if head != nil {
+			head.conn.conn(k, v)
+		}
+	}
+	if head != nil {
+		head.upgrade, head.read = isWebSocketHead(h), true
 	}
 	return true
 }
@@ -591,9 +666,9 @@ func (p *Proxy) trusted(a netip.Addr) bool {
 	return false
 }
 
-func isWebSocket(ctx *fasthttp.RequestCtx) bool {
-	return bytes.EqualFold(ctx.Request.Header.Peek(fasthttp.HeaderUpgrade), strWebsocket) &&
-		ctx.Request.Header.ConnectionUpgrade()
+// isWebSocketHead reports whether h asks for a WebSocket upgrade.
+func isWebSocketHead(h *fasthttp.RequestHeader) bool {
+	return bytes.EqualFold(h.Peek(fasthttp.HeaderUpgrade), strWebsocket) && h.ConnectionUpgrade()
 }
 
 // httpClient returns the session's pooled HTTP client for a service: its
@@ -656,8 +731,7 @@ var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy
 // named beyond them goes on, as any header of its sender would), the names
 // in one pass, copied (the head changes as they are deleted).
 type hopScan struct {
-	toks  [maxHopTokens][]byte
-	nt    int
+	connTokens
 	names [2048]byte
 	ends  [64]int
 	n     int
@@ -667,9 +741,16 @@ type hopScan struct {
 
 const maxHopTokens = 32
 
+// connTokens are the tokens of a head's Connection lines, the first
+// maxHopTokens of them.
+type connTokens struct {
+	toks [maxHopTokens][]byte
+	nt   int
+}
+
 // conn reads the tokens of a Connection header.
-func (s *hopScan) conn(k, v []byte) {
-	if !bytes.EqualFold(k, strConnection) {
+func (s *connTokens) conn(k, v []byte) {
+	if len(k) != len(strConnection) || !bytes.EqualFold(k, strConnection) {
 		return
 	}
 	for len(v) > 0 && s.nt < maxHopTokens {
@@ -688,7 +769,7 @@ func (s *hopScan) conn(k, v []byte) {
 
 // name records k when it is hop-by-hop.
 func (s *hopScan) name(k []byte, keepUpgrade bool) {
-	if s.full || !s.isHop(k, keepUpgrade) {
+	if s.full || !isHop(k, keepUpgrade, s.toks[:s.nt], s.also) {
 		return
 	}
 	from := 0
@@ -703,7 +784,9 @@ func (s *hopScan) name(k []byte, keepUpgrade bool) {
 	s.n++
 }
 
-func (s *hopScan) isHop(k []byte, keepUpgrade bool) bool {
+// isHop reports whether header k is hop-by-hop, given the Connection tokens
+// toks, or one of also.
+func isHop(k []byte, keepUpgrade bool, toks [][]byte, also []string) bool {
 	if bytes.EqualFold(k, strConnection) || (keepUpgrade && bytes.EqualFold(k, strUpgrade)) {
 		return false // the callers remove Connection (or keep it) themselves
 	}
@@ -715,12 +798,12 @@ func (s *hopScan) isHop(k []byte, keepUpgrade bool) bool {
 			return true
 		}
 	}
-	for _, t := range s.toks[:s.nt] {
+	for _, t := range toks {
 		if bytes.EqualFold(t, k) {
 			return true
 		}
 	}
-	for _, h := range s.also {
+	for _, h := range also {
 		if len(h) == len(k) && bytes.EqualFold(k, []byte(h)) {
 			return true
 		}
@@ -739,14 +822,20 @@ func (s *hopScan) at(i int) []byte {
 
 // stripHop removes the hop-by-hop headers of a forwarded request (hopScan)
 // but Connection, and every line of edgeHeaders (those the edge sets or
-// refuses from a visitor). It and stripHopResponse are the same few lines for two
-// types: through an interface or a type parameter the iterators' closures
-// escape (17-20 more allocations per request in TestSharePathAllocations).
-func stripHop(h *fasthttp.RequestHeader, keepUpgrade bool) {
+// refuses from a visitor). known, when not nil, holds h's Connection tokens
+// already (read in admit's pass over the visitor's head, of which h is a
+// copy). It and stripHopResponse are the same few lines for two types:
+// through an interface or a type parameter the iterators' closures escape
+// (17-20 more allocations per request in TestSharePathAllocations).
+func stripHop(h *fasthttp.RequestHeader, keepUpgrade bool, known *connTokens) {
 	for range 4 {
 		s := hopScan{also: edgeHeaders}
-		for k, v := range h.All() {
-			s.conn(k, v)
+		if known != nil {
+			s.connTokens = *known
+		} else {
+			for k, v := range h.All() {
+				s.conn(k, v)
+			}
 		}
 		for k := range h.All() {
 			s.name(k, keepUpgrade)
@@ -805,7 +894,11 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, out *fasthttp.Request, 
 	// a name only: a visitor's second X-Share-Id or X-Forwarded-Proto went
 	// on behind the edge's, and services that read the last or the joined
 	// value took it); then Connection itself (kept on a WebSocket upgrade).
-	stripHop(&out.Header, keepUpgrade)
+	var known *connTokens
+	if edits.head.read {
+		known = &edits.head.conn
+	}
+	stripHop(&out.Header, keepUpgrade, known)
 	delConnection(&out.Header, keepUpgrade)
 	// The header setters copy: one scratch buffer (pooled with edits)
 	// serves each value in turn.
@@ -984,7 +1077,7 @@ var methodOverrides = []string{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Met
 
 // dashFold reports whether header names a and b are the same once case is
 // folded and '_' read as '-'.
-func dashFold(a, b string) bool {
+func dashFold[A, B ~string | ~[]byte](a A, b B) bool {
 	if len(a) != len(b) {
 		return false
 	}
