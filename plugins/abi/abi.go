@@ -66,6 +66,13 @@
 //     that name and set_request_header cancels earlier removals, so the result does not depend
 //     on the order in which the edge applies them. Edits made by a call that ends in ERROR are
 //     dropped.
+//   - On the edge, get_path and get_header describe the request the service gets. A path with a
+//     NUL or a "." or ".." segment with path parameters ("..;") never reaches a plugin (the edge
+//     answers 400). get_header answers [Missing] for a header the service never gets from the
+//     visitor: hop-by-hop headers (Connection and Upgrade but on a WebSocket upgrade, Keep-Alive,
+//     TE, Trailer, Transfer-Encoding, every Proxy-*, those Connection names) and those the edge
+//     sets itself or refuses from visitors (X-Forwarded-*, Forwarded, X-Real-Ip, X-Share-Id,
+//     X-Original-Url, ...; get_client_ip, get_host and get_share_id give the edge's values).
 //   - Header names must be HTTP tokens of at most [MaxHeaderNameLen] bytes, values at most
 //     [MaxHeaderValueLen] bytes without CR, LF or NUL; at most [MaxHeaderEdits] edits per call.
 //     Editing a connection-level header ([ForbiddenHeaders]) is not allowed. Any violation, a

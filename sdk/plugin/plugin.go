@@ -76,6 +76,8 @@ func (r *Request) ClientIP() string { return r.str(hostapi.FieldClientIP) }
 func (r *Request) ShareID() string { return r.str(hostapi.FieldShareID) }
 
 // Header returns a request header (case-insensitive name; several values joined by ", ").
+// On the edge, a header the service never gets from the visitor (hop-by-hop, X-Forwarded-*,
+// X-Share-Id, ...) is absent: see plugins/README.md, "What a plugin sees".
 func (r *Request) Header(name string) (string, bool) {
 	b, ok := r.h.AppendHeader(r.scratch[:0], name)
 	return string(b), ok
