@@ -117,7 +117,9 @@ func (i *headInfo) readFrom(h *fasthttp.RequestHeader) {
 // judge them: get_header answers such a header absent (plugin-abi-v1.md:
 // plugins judge the request the service gets). Hidden are the hop-by-hop
 // headers (hopHeaders in any case, every Proxy-*, those the Connection
-// header names, Connection itself but on a WebSocket upgrade), every name of
+// header names, Connection itself: the edge sets its own on a WebSocket
+// upgrade; Upgrade but on a WebSocket upgrade, where the visitor's lines
+// start with "websocket" and the service gets "websocket" alone), every name of
 // edgeHeaders, the edge's own included: X-Forwarded-For, X-Forwarded-Host,
 // X-Forwarded-Proto, X-Forwarded-Prefix and X-Share-Id reach the service with
 // the edge's value, which a plugin has from get_client_ip, get_host and
@@ -130,7 +132,7 @@ func (e *Edits) Hidden(h *fasthttp.RequestHeader, name string) bool {
 	e.head.readFrom(h)
 	k := unsafe.Slice(unsafe.StringData(name), len(name)) // read only
 	if bytes.EqualFold(k, strConnection) {
-		return !e.head.upgrade
+		return true
 	}
 	if isHop(k, e.head.upgrade, e.head.conn.toks[:e.head.conn.nt], edgeHeaders) {
 		return true
@@ -664,6 +666,18 @@ func (p *Proxy) trusted(a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// upgradeOnly sets the upgrade the policy let through, alone, on a prepared
+// WebSocket request: isWebSocketHead read the first Upgrade line, and a
+// service may read another (Hypercorn takes the last: "Upgrade: websocket"
+// then "Upgrade: h2c" switched it to HTTP/2, whose requests then went past
+// the policy).
+func upgradeOnly(h *fasthttp.RequestHeader) {
+	h.Del(fasthttp.HeaderUpgrade)
+	h.Set(fasthttp.HeaderUpgrade, "websocket")
+	h.Del(fasthttp.HeaderConnection)
+	h.Set(fasthttp.HeaderConnection, "Upgrade")
 }
 
 // isWebSocketHead reports whether h asks for a WebSocket upgrade.
@@ -1557,14 +1571,7 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 	}
 	req := fasthttp.AcquireRequest()
 	p.prepareRequest(ctx, req, tg, clientIP, edits, true)
-	// The upgrade the policy let through, alone: isWebSocket read the
-	// first Upgrade line, and a service may read another (Hypercorn takes
-	// the last: "Upgrade: websocket" then "Upgrade: h2c" switched it to
-	// HTTP/2, whose requests then went past the policy).
-	req.Header.Del(fasthttp.HeaderUpgrade)
-	req.Header.Set(fasthttp.HeaderUpgrade, "websocket")
-	req.Header.Del(fasthttp.HeaderConnection)
-	req.Header.Set(fasthttp.HeaderConnection, "Upgrade")
+	upgradeOnly(&req.Header)
 	bw := bufio.NewWriter(conn)
 	err = req.Header.Write(bw)
 	if err == nil {

@@ -69,7 +69,7 @@
 //   - On the edge, get_path and get_header describe the request the service gets. A path with a
 //     NUL or a "." or ".." segment with path parameters ("..;") never reaches a plugin (the edge
 //     answers 400). get_header answers [Missing] for a header the service never gets from the
-//     visitor: hop-by-hop headers (Connection and Upgrade but on a WebSocket upgrade, Keep-Alive,
+//     visitor: hop-by-hop headers (Connection, Upgrade but on a WebSocket upgrade, Keep-Alive,
 //     TE, Trailer, Transfer-Encoding, every Proxy-*, those Connection names) and those the edge
 //     sets itself or refuses from visitors (X-Forwarded-*, Forwarded, X-Real-Ip, X-Share-Id,
 //     X-Original-Url, ...; get_client_ip, get_host and get_share_id give the edge's values).
