@@ -24,7 +24,9 @@ import (
 	"io"
 	"math"
 	"os"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -324,7 +326,8 @@ func Run(ctx context.Context, opts Options, names []string) (*Report, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		res := &Result{Scenario: s.name, Description: s.desc, Target: s.target, Status: StatusOK}
+		desc := r.describe(s)
+		res := &Result{Scenario: s.name, Description: desc, Target: s.target, Status: StatusOK}
 		start := time.Now()
 		switch {
 		case setupErr != nil:
@@ -343,12 +346,12 @@ func Run(ctx context.Context, opts Options, names []string) (*Report, error) {
 				}
 				try := res
 				if i > 0 {
-					try = &Result{Scenario: s.name, Description: s.desc, Target: s.target, Status: StatusOK}
+					try = &Result{Scenario: s.name, Description: desc, Target: s.target, Status: StatusOK}
 				}
 				if runs > 1 {
-					prog.logf("▶ %s (run %d of %d) — %s", s.name, i+1, runs, s.desc)
+					prog.logf("▶ %s (run %d of %d) — %s", s.name, i+1, runs, desc)
 				} else {
-					prog.logf("▶ %s — %s", s.name, s.desc)
+					prog.logf("▶ %s — %s", s.name, desc)
 				}
 				r.runOnce(ctx, s, try)
 				tries = append(tries, try)
@@ -471,6 +474,20 @@ func (n notAvailable) Error() string { return "not available: " + n.reason }
 
 func unavailable(format string, args ...any) error {
 	return notAvailable{reason: fmt.Sprintf(format, args...)}
+}
+
+// concurrency is a description's count of connections or streams, a
+// scenario's default (r.conns).
+var concurrency = regexp.MustCompile(`\b(\d+) (connections|streams)\b`)
+
+// describe is s's description with the concurrency this run uses
+// (--connections, --quick) in place of the default.
+func (r *runner) describe(s scenario) string {
+	return concurrency.ReplaceAllStringFunc(s.desc, func(m string) string {
+		sub := concurrency.FindStringSubmatch(m)
+		def, _ := strconv.Atoi(sub[1])
+		return strconv.Itoa(r.conns(def)) + " " + sub[2]
+	})
 }
 
 // conns is the scenario's concurrency: --connections, else def (small in

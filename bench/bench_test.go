@@ -606,3 +606,30 @@ func TestInterleaveMergesSlices(t *testing.T) {
 	require.InDelta(t, 1.0, b.Procs[0].CPUSeconds, 1e-9)
 	require.InDelta(t, 30, b.Procs[0].PeakRSSMiB, 1e-9)
 }
+
+// A scenario's description names the concurrency the run uses: the
+// default, --quick's or --connections'.
+func TestDescriptionNamesTheConcurrency(t *testing.T) {
+	byName := map[string]scenario{}
+	for _, s := range registry {
+		byName[s.name] = s
+	}
+	for _, tc := range []struct {
+		opts      Options
+		scenario  string
+		want, not string
+	}{
+		{Options{}, "http-small", "64 connections", ""},
+		{Options{Connections: 8}, "http-small", "8 connections", "64"},
+		{Options{Quick: true}, "websocket-echo", "4 connections", "64"},
+		{Options{Connections: 200}, "sse", "200 streams", "64"},
+		{Options{Connections: 8}, "tcp-parallel", "100 concurrent streams", ""},
+		{Options{Connections: 8}, "api-create", "8 connections", "4 connections"},
+	} {
+		r := &runner{opts: &tc.opts}
+		got := r.describe(byName[tc.scenario])
+		if !strings.Contains(got, tc.want) || (tc.not != "" && strings.Contains(got, tc.not)) {
+			t.Errorf("%s with %+v: %q, want %q", tc.scenario, tc.opts, got, tc.want)
+		}
+	}
+}
