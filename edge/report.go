@@ -231,8 +231,11 @@ func (r *reporter) last() {
 // is pending (a backlog beyond one report).
 func (r *reporter) flush(ctx context.Context) (more bool) {
 	rep := r.unacked
+	// more: a backlog beyond this report, or (this report sent again)
+	// whatever waited behind it.
+	more = rep != nil
 	if rep == nil {
-		rep = r.take()
+		rep, more = r.take()
 	}
 	// What describes the edge now is sent fresh each time.
 	t := r.s.sync.Table()
@@ -268,7 +271,6 @@ func (r *reporter) flush(ctx context.Context) (more bool) {
 	} else {
 		r.spare = logs[:0]
 	}
-	more = len(r.logs) >= maxReportLogs || len(r.events) > 0 || len(r.results) > 0 || len(r.stats) > 0
 	r.mu.Unlock()
 	if more {
 		select { // the rest of the backlog, at once
@@ -281,13 +283,17 @@ func (r *reporter) flush(ctx context.Context) (more bool) {
 
 // take moves what is pending into a new report: at most maxReportLogs
 // access logs and maxReportItems events, command results and share-minutes.
-func (r *reporter) take() *config.Report {
+// more tells that some are left for the next report (a backlog). What
+// arrives while the report is sent waits for the next tick: a busy edge
+// reports once a second, not in a loop.
+func (r *reporter) take() (rep *config.Report, more bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	events, logs, results := r.events, r.logs, r.results
 	r.events, r.logs, r.results = nil, r.spare, nil
 	r.spare = nil
-	if len(logs) > maxReportLogs { // the rest goes in the next report, sent at once
+	split := len(logs) > maxReportLogs
+	if split { // the rest goes in the next report, sent at once
 		r.logs = append(r.logs, logs[maxReportLogs:]...)
 		logs = logs[:maxReportLogs]
 	}
@@ -313,8 +319,9 @@ func (r *reporter) take() *config.Report {
 		stats = append(stats, *st)
 		delete(r.stats, k)
 	}
+	more = split || len(r.events) > 0 || len(r.results) > 0 || len(r.stats) > 0
 	return &config.Report{ID: config.NewReportID(), Events: events, AccessLogs: logs, CommandResult: results,
-		PluginFailures: fails, Uses: usesOf(stats), Stats: stats}
+		PluginFailures: fails, Uses: usesOf(stats), Stats: stats}, more
 }
 
 // refused tells an answer that sending the same report again cannot

@@ -452,3 +452,27 @@ func TestLastReportsSendTheBacklog(t *testing.T) {
 		t.Fatalf("the last reports counted %d requests in the statistics and %d uses, want %d", stats, uses, shares)
 	}
 }
+
+// TestBusyEdgeReportsOnATick: requests that arrive while a report is on its
+// way wait for the next tick; they do not make the reporter send the next
+// report at once (a busy edge then reported in a loop, hundreds of reports
+// a second, and the control plane spent a core storing them).
+func TestBusyEdgeReportsOnATick(t *testing.T) {
+	var r *reporter
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		r.access(config.AccessLog{ShareID: "busy", StatusCode: 200, Decision: "allowed"})
+	}))
+	defer srv.Close()
+	r = reporterTo(t, srv.URL)
+	r.access(config.AccessLog{ShareID: "busy", StatusCode: 200, Decision: "allowed"})
+	for i := 0; i < 3; i++ {
+		if r.flush(context.Background()) {
+			t.Fatalf("report %d: more to send at once, while only new requests arrived", i)
+		}
+		select {
+		case <-r.kick:
+			t.Fatalf("report %d: the next report asked for at once", i)
+		default:
+		}
+	}
+}
