@@ -51,9 +51,18 @@ type reporter struct {
 	// unacked is the last report when the control plane did not answer
 	// it: sent again, with its id and what it counts, before anything
 	// newer, so that the control plane counts it once (config.Report.ID).
-	// Only flush touches it (one at a time).
-	unacked *config.Report
+	// unackedSince is when it was first sent. Only flush touches them
+	// (one at a time).
+	unacked      *config.Report
+	unackedSince time.Time
 }
+
+// retryFor is how long a report the control plane does not answer is sent
+// again, the same, before its counts go back to the pending ones under a
+// new id (requeue): long enough for a control plane's restart or upgrade,
+// short enough that a report it can never take does not hold the edge's
+// reports back for long.
+const retryFor = 5 * time.Minute
 
 func newReporter(s *Server) *reporter {
 	rate := max(s.cfg.AccessLogRate, 0)
@@ -217,18 +226,29 @@ func (r *reporter) run(ctx context.Context) {
 // takes them, for 10 s at most; then the report that says the edge stops.
 func (r *reporter) last() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	for ctx.Err() == nil && r.flush(ctx) {
+	for ctx.Err() == nil {
+		if r.flush(ctx) {
+			continue
+		}
+		if r.unacked == nil {
+			break
+		}
+		select { // not answered: again, until the deadline
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	cancel()
 	r.stopping.Store(true)
 	r.flush(context.Background())
 }
 
-// flush sends what is pending; a report the control plane does not answer
-// is sent again, with the same id and content, until it does (or refuses
-// it: a 4xx answer), newer events, logs and statistics waiting (bounded)
-// behind it. It reports whether the control plane took the report and more
-// is pending (a backlog beyond one report).
+// flush sends what is pending. A report the control plane does not answer
+// is sent again, the same (id, content, agents), until it does, newer
+// events, logs and statistics waiting (bounded) behind it; after retryFor,
+// or when the control plane refuses it as too big, its counts go back to
+// the pending ones (requeue). It reports whether the control plane took
+// the report and more is pending (a backlog beyond one report).
 func (r *reporter) flush(ctx context.Context) (more bool) {
 	rep := r.unacked
 	// more: a backlog beyond this report, or (this report sent again)
@@ -236,29 +256,30 @@ func (r *reporter) flush(ctx context.Context) (more bool) {
 	more = rep != nil
 	if rep == nil {
 		rep, more = r.take()
+		r.unackedSince = time.Now()
 	}
-	// What describes the edge now is sent fresh each time.
+	// What describes the edge process is sent fresh each time; what the
+	// report counts, and the agents its events lead to, are not.
 	t := r.s.sync.Table()
 	rep.EdgeVersion, rep.Instance, rep.ConfigEpoch, rep.ConfigVersion = Version, r.s.sync.Instance(), t.Epoch, t.Version
-	rep.Agents, rep.Connections, rep.Stopping = r.s.registry.Connected(), r.s.conns.list(), r.stopping.Load()
-	rep.Dropped = r.dropped.Swap(0)
+	rep.Stopping = r.stopping.Load()
 	err := r.s.sync.Report(ctx, rep)
 	r.unacked = nil
 	if err != nil {
 		r.s.log.Debug("report failed", "err", err)
-		r.dropped.Add(rep.Dropped)
-		if !refused(err) {
-			r.unacked = rep
-			return false
+		switch refusal(err) {
+		case refusedTooBig:
+			r.requeue(rep, "the control plane refused it as too big")
+		case refusedContent:
+			r.drop(rep, err)
+		default:
+			if time.Since(r.unackedSince) < retryFor {
+				r.unacked = rep
+				return false
+			}
+			r.requeue(rep, "not answered for "+retryFor.String())
 		}
-		// Refused: sending it again would not change the answer, and
-		// nothing newer could go out behind it.
-		r.s.log.Warn("report refused by the control plane: its access logs and statistics are dropped", "err", err)
-		r.dropped.Add(int64(len(rep.AccessLogs)))
-		r.s.metrics.dropped.Add(float64(len(rep.AccessLogs)))
-		for i := range rep.Stats {
-			r.s.metrics.statsDropped.Add(float64(rep.Stats[i].Allowed + rep.Stats[i].Denied))
-		}
+		more = false
 	}
 	// The report is sent (or given up): its log buffer, grown to the
 	// last second's traffic, takes the next second's logs instead of a
@@ -282,11 +303,13 @@ func (r *reporter) flush(ctx context.Context) (more bool) {
 }
 
 // take moves what is pending into a new report: at most maxReportLogs
-// access logs and maxReportItems events, command results and share-minutes.
-// more tells that some are left for the next report (a backlog). What
-// arrives while the report is sent waits for the next tick: a busy edge
-// reports once a second, not in a loop.
+// access logs and maxReportItems events, command results and share-minutes,
+// with the agents connected now (the list the events lead to). more tells
+// that some are left for the next report (a backlog). What arrives while
+// the report is sent waits for the next tick: a busy edge reports once a
+// second, not in a loop.
 func (r *reporter) take() (rep *config.Report, more bool) {
+	agents, conns := r.s.registry.Connected(), r.s.conns.list()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	events, logs, results := r.events, r.logs, r.results
@@ -320,16 +343,75 @@ func (r *reporter) take() (rep *config.Report, more bool) {
 		delete(r.stats, k)
 	}
 	more = split || len(r.events) > 0 || len(r.results) > 0 || len(r.stats) > 0
-	return &config.Report{ID: config.NewReportID(), Events: events, AccessLogs: logs, CommandResult: results,
-		PluginFailures: fails, Uses: usesOf(stats), Stats: stats}, more
+	return &config.Report{ID: config.NewReportID(), Agents: agents, Connections: conns, Events: events, AccessLogs: logs,
+		Dropped: r.dropped.Swap(0), CommandResult: results, PluginFailures: fails, Uses: usesOf(stats), Stats: stats}, more
 }
 
-// refused tells an answer that sending the same report again cannot
-// change (a 4xx status but 408 and 429) from a failure to reach or to
-// hear from the control plane.
-func refused(err error) bool {
+// requeue gives a report up but what it counts: its events, plugin
+// failures, statistics and dropped count go back to the pending ones
+// (bounded), for a new report with a new id; its access logs and command
+// results, the parts that can make a report too big for the control plane
+// (a result is up to 1 MiB), are dropped (logged; the logs counted). Used
+// when sending it again cannot work (too big) or has not for retryFor.
+func (r *reporter) requeue(rep *config.Report, why string) {
+	r.s.log.Warn("edge report given up: its counts go in the next report, its access logs and command results are dropped", "why", why,
+		"logs", len(rep.AccessLogs), "commandResults", len(rep.CommandResult))
+	r.mu.Lock()
+	if len(r.events)+len(rep.Events) <= maxPendingEvents {
+		r.events = append(rep.Events, r.events...)
+	}
+	for _, f := range rep.PluginFailures {
+		if r.fails == nil {
+			r.fails = map[[2]string]*config.PluginFailure{}
+		}
+		if k := [2]string{f.PluginID, f.ShareID}; r.fails[k] == nil {
+			r.fails[k] = &f
+		}
+	}
+	for i := range rep.Stats {
+		if st := r.shareStats(rep.Stats[i].ShareID, rep.Stats[i].Minute, rep.Stats[i].Allowed+rep.Stats[i].Denied); st != nil {
+			st.Merge(&rep.Stats[i])
+		}
+	}
+	r.mu.Unlock()
+	r.dropped.Add(rep.Dropped + int64(len(rep.AccessLogs)))
+	r.s.metrics.dropped.Add(float64(len(rep.AccessLogs)))
+}
+
+// drop gives a report up altogether (the control plane refused what it
+// holds): everything it counts is lost, and counted.
+func (r *reporter) drop(rep *config.Report, err error) {
+	r.s.log.Warn("edge report refused by the control plane: dropped", "err", err, "logs", len(rep.AccessLogs),
+		"events", len(rep.Events), "commandResults", len(rep.CommandResult), "shareMinutes", len(rep.Stats))
+	r.dropped.Add(rep.Dropped + int64(len(rep.AccessLogs)))
+	r.s.metrics.dropped.Add(float64(len(rep.AccessLogs)))
+	for i := range rep.Stats {
+		r.s.metrics.statsDropped.Add(float64(rep.Stats[i].Allowed + rep.Stats[i].Denied))
+	}
+}
+
+// Refusals: answers that sending the same report again cannot change.
+const (
+	notRefused     = iota
+	refusedTooBig  // 413: the counts alone fit in a report
+	refusedContent // 400, 422: the control plane will not take what it holds
+)
+
+// refusal sorts a failed report's error. Other answers (a 404 or 502 of a
+// proxy in front of a control plane being replaced, 408, 429, 5xx) and
+// errors reaching the control plane are worth a retry.
+func refusal(err error) int {
 	var se *configsync.StatusError
-	return errors.As(err, &se) && se.Code/100 == 4 && se.Code != http.StatusRequestTimeout && se.Code != http.StatusTooManyRequests
+	if !errors.As(err, &se) {
+		return notRefused
+	}
+	switch se.Code {
+	case http.StatusRequestEntityTooLarge:
+		return refusedTooBig
+	case http.StatusBadRequest, http.StatusUnprocessableEntity:
+		return refusedContent
+	}
+	return notRefused
 }
 
 // usesOf sums a report's share-minutes into its share uses: the allowed

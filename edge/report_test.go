@@ -476,3 +476,108 @@ func TestBusyEdgeReportsOnATick(t *testing.T) {
 		}
 	}
 }
+
+// TestReporterRequeues: a report the control plane refuses as too big (413),
+// or has not answered for retryFor, is given up but for what it counts: its
+// statistics go in the next report, under a new id, and its access logs
+// are dropped (counted).
+func TestReporterRequeues(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		status int
+		old    bool // first sent retryFor ago
+	}{{"too big", http.StatusRequestEntityTooLarge, false}, {"unanswered for long", http.StatusBadGateway, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var reps []config.Report
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				var rep config.Report
+				if err := json.NewDecoder(req.Body).Decode(&rep); err != nil {
+					t.Errorf("report: %v", err)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if reps = append(reps, rep); len(reps) == 1 || (tc.old && len(reps) == 2) {
+					w.WriteHeader(tc.status)
+				}
+			}))
+			defer srv.Close()
+			r := reporterTo(t, srv.URL)
+			for i := 0; i < 3; i++ {
+				r.access(config.AccessLog{ShareID: "a", StatusCode: 200, Decision: "allowed"})
+			}
+			if tc.old {
+				r.flush(context.Background()) // not answered: kept
+				r.unackedSince = time.Now().Add(-retryFor)
+			}
+			r.flush(context.Background())
+			if r.unacked != nil {
+				t.Fatal("the report is still sent again")
+			}
+			if d := r.dropped.Load(); d != 3 {
+				t.Fatalf("dropped %d, want its 3 logs", d)
+			}
+			r.access(config.AccessLog{ShareID: "a", StatusCode: 200, Decision: "allowed"})
+			r.flush(context.Background())
+			mu.Lock()
+			defer mu.Unlock()
+			last := reps[len(reps)-1]
+			if len(last.Stats) != 1 || last.Stats[0].Allowed != 4 || last.Uses[0].Allowed != 4 || len(last.AccessLogs) != 1 {
+				t.Fatalf("next report: stats %+v, uses %+v, %d logs; want the 3 requests given up and the new one counted, its log alone",
+					last.Stats, last.Uses, len(last.AccessLogs))
+			}
+			if last.ID == reps[0].ID || last.Dropped != 3 {
+				t.Fatalf("next report: id %q (first %q), dropped %d; want a new id and the 3 logs dropped", last.ID, reps[0].ID, last.Dropped)
+			}
+		})
+	}
+}
+
+// TestLastSendsWhatWaitedBehindAnUnansweredReport: as the edge stops, a
+// report the control plane did not answer is sent again until it is, then
+// what waited behind it, then the stopping report.
+func TestLastSendsWhatWaitedBehindAnUnansweredReport(t *testing.T) {
+	var mu sync.Mutex
+	status := []int{503, 503, 200, 200, 200, 200}
+	var reps []config.Report
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var rep config.Report
+		_ = json.NewDecoder(req.Body).Decode(&rep)
+		mu.Lock()
+		code := status[len(reps)]
+		reps = append(reps, rep)
+		mu.Unlock()
+		w.WriteHeader(code)
+	}))
+	defer srv.Close()
+	r := reporterTo(t, srv.URL)
+	r.access(config.AccessLog{ShareID: "a", StatusCode: 200, Decision: "allowed"})
+	r.flush(context.Background()) // 503: kept
+	r.access(config.AccessLog{ShareID: "b", StatusCode: 200, Decision: "allowed"})
+	r.last()
+	mu.Lock()
+	defer mu.Unlock()
+	var got []string
+	for _, rep := range reps {
+		for _, l := range rep.AccessLogs {
+			got = append(got, l.ShareID)
+		}
+	}
+	if want := []string{"a", "a", "a", "b"}; !slices.Equal(got, want) || !reps[len(reps)-1].Stopping {
+		t.Fatalf("logs in the reports %q, want %q, the last report stopping", got, want)
+	}
+}
+
+// TestReporterSendsTheRestOfASplitAtOnce: logs beyond one report's bound
+// go in the next report, asked for at once.
+func TestReporterSendsTheRestOfASplitAtOnce(t *testing.T) {
+	sink := newReportSink(t)
+	r := reporterTo(t, sink.srv.URL)
+	r.sample.rate, r.maxLogs = math.MaxInt64, 1<<20
+	for i := 0; i < maxReportLogs+10; i++ {
+		r.access(config.AccessLog{ShareID: "a", StatusCode: 200, Decision: "allowed"})
+	}
+	if !r.flush(context.Background()) {
+		t.Fatal("no more to send with 10 logs left behind a full report")
+	}
+}
