@@ -757,6 +757,38 @@ func TestShareStatsNotStoredAreCounted(t *testing.T) {
 	assert.Equal(t, float64(0), h.must(200, "GET", "/v1/shares/"+shareID+"/stats", h.admin, nil).data()["requests"])
 }
 
+// TestIdentifiedReportNotStoredFails: a report with an id whose access logs
+// and statistics cannot be written fails (the edge sends it again) instead
+// of dropping them; sent again once the store works, it counts once.
+func TestIdentifiedReportNotStoredFails(t *testing.T) {
+	var failing atomic.Bool
+	h := newHarness(t, func(c *control.Config) { c.Store = failMinutesKV{KV: c.Store, on: &failing} })
+	edgeID, edgeTok := h.edge("e1")
+	svcID, _ := h.service(h.admin, "svc")
+	shareID := h.must(201, "POST", "/v1/services/"+svcID+"/shares", h.admin, map[string]any{"name": "s"}).data()["id"].(string)
+	at := time.Now().UTC().Add(-time.Minute)
+	rep := map[string]any{"reportId": "R1", "configEpoch": "", "configVersion": 0, "agents": nil, "dropped": 3,
+		"accessLogs": []any{map[string]any{"shareId": shareID, "at": at, "ip": "192.0.2.1", "method": "GET", "path": "/",
+			"statusCode": 200, "latencyMs": 1, "bytesOut": 1, "decision": "allowed"}},
+		"shareStats": []any{map[string]any{"shareId": shareID, "minute": at.Unix() / 60, "allowed": 7, "denied": 2,
+			"latency": map[string]any{"counts": map[string]int64{"1": 9}}}},
+		"shareUses": []any{map[string]any{"shareId": shareID, "allowed": 7, "last": at}},
+	}
+	failing.Store(true)
+	r := h.req("POST", "/v1/edges/report", "", rep, "Authorization", "Bearer "+edgeTok)
+	assert.GreaterOrEqual(t, r.Status, 500, "%s", r.Raw)
+	failing.Store(false)
+	h.report(edgeTok, nil, rep)
+	h.report(edgeTok, nil, rep) // its answer lost: once more
+	fams := scrape(t, h)
+	assert.Equal(t, float64(0), value(fams, "pc_control_share_stats_dropped_total", nil))
+	assert.Equal(t, float64(0), value(fams, "pc_control_access_logs_dropped_total", map[string]string{"reason": "store"}))
+	assert.Equal(t, float64(3), value(fams, "pc_control_edge_report_dropped_total", map[string]string{"edge": edgeID}), "the edge's dropped count, once")
+	assert.Equal(t, float64(9), h.must(200, "GET", "/v1/shares/"+shareID+"/stats", h.admin, nil).data()["requests"])
+	assert.Equal(t, float64(7), h.must(200, "GET", "/v1/shares/"+shareID, h.admin, nil).data()["accessCount"])
+	assert.Len(t, h.must(200, "GET", "/v1/shares/"+shareID+"/logs", h.admin, nil).list(), 1)
+}
+
 // GET /v1/api-keys lists active keys: an expired one is left out, as a
 // revoked one is.
 func TestExpiredKeysAreNotListed(t *testing.T) {

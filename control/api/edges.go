@@ -287,7 +287,10 @@ func (a *API) edgeReport(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.reportMonitoring(c, &r) // access logs, drops, plugin failures (sharelogs.go)
+	// Access logs, drops, plugin failures (sharelogs.go). A failure here
+	// fails the report, after what follows: the agents it connected are
+	// not connected again when the edge sends it again.
+	merr := a.reportMonitoring(c, &r)
 	// Queued commands and messages go out when their agent connects, with
 	// a probe of its "auto" services.
 	byWS := map[string]map[string]bool{}
@@ -311,6 +314,9 @@ func (a *API) edgeReport(c *call) (any, error) {
 			return nil
 		})
 		a.hub.NotifyInbox(pending...)
+	}
+	if merr != nil {
+		return nil, merr
 	}
 	return reportResponse{ConfigEpoch: a.hub.Epoch(), ConfigVersion: a.hub.Version()}, nil
 }

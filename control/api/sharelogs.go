@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"time"
 
@@ -29,17 +30,20 @@ const statsWeight = 4
 
 // recordAccess stores the access logs and share statistics of an edge
 // report; stats nil (edges that do not count) counts the logs instead. Logs
-// and statistics of unknown shares are skipped; a storage failure drops the
-// chunk (its logs counted in pc_control_access_logs_dropped_total) without
-// failing the report (the requests its statistics counted in
-// pc_control_share_stats_dropped_total).
+// and statistics of unknown shares are skipped.
 //
 // Chunk n is part "access/<n>" of the report (once): a report sent again
 // after its answer was lost skips the chunks stored the first time. The
-// chunks are cut the same way each time the same report comes.
-func (a *API) recordAccess(ctx context.Context, once push.ReportOnce, edgeID string, logs []config.AccessLog, stats []config.ShareStats) {
+// chunks are cut the same way each time the same report comes. So a
+// storage failure fails a report that has an id, after the chunks before
+// it: the edge sends the report again and the rest is stored then. A report
+// without an id (an edge before them) would count its stored chunks again:
+// its failed chunk is dropped instead (its logs counted in
+// pc_control_access_logs_dropped_total, the requests its statistics
+// counted in pc_control_share_stats_dropped_total).
+func (a *API) recordAccess(ctx context.Context, once push.ReportOnce, edgeID string, logs []config.AccessLog, stats []config.ShareStats) error {
 	if len(logs) == 0 && len(stats) == 0 {
-		return
+		return nil
 	}
 	type shareRef struct{ ws, service string }
 	type work struct {
@@ -66,25 +70,27 @@ func (a *API) recordAccess(ctx context.Context, once push.ReportOnce, edgeID str
 		w.recs = append(w.recs, accessRecordOf(edgeID, &logs[i]))
 	}
 	// Statistics no edge counts are left out, with one warning a report:
-	// a minute more than 10 minutes ahead of this clock (it would be kept
-	// for ever and shown in every 24 hours' stats) or what Check refuses.
+	// what Check refuses, or a minute more than 10 minutes ahead of this
+	// clock (it would be kept for ever and shown in every 24 hours' stats).
+	// The latter depends on the time, so it is left out of its chunk only
+	// once the chunks are cut: the same report sent again a minute later
+	// is cut the same way, and its parts claimed the first time are the
+	// same parts.
 	latest := config.Minute(time.Now().Add(10 * time.Minute))
 	bad, why := 0, ""
 	for i := range stats {
-		err := stats[i].Check()
-		if err == nil && stats[i].Minute > latest {
-			err = errors.New("minute in the future")
-		}
-		if err != nil {
+		if err := stats[i].Check(); err != nil {
 			bad, why = bad+1, err.Error()
 			continue
 		}
 		w := get(stats[i].ShareID)
 		w.stats = append(w.stats, stats[i])
 	}
-	if bad > 0 {
-		a.log.Warn("edge report: share statistics ignored", "edge", edgeID, "entries", bad, "last", why)
-	}
+	defer func() {
+		if bad > 0 {
+			a.log.Warn("edge report: share statistics ignored", "edge", edgeID, "entries", bad, "last", why)
+		}
+	}()
 	refs := map[string]*shareRef{} // nil: unknown share
 	for n := 0; len(order) > 0; n++ {
 		// The next chunk: whole shares while they fit, a share's records
@@ -108,6 +114,14 @@ func (a *API) recordAccess(ctx context.Context, once push.ReportOnce, edgeID str
 			}
 			chunk = append(chunk, b)
 			cost += len(b.Records) + statsWeight*len(b.Stats)
+		}
+		for i := range chunk {
+			future := func(st config.ShareStats) bool { return st.Minute > latest }
+			if slices.ContainsFunc(chunk[i].Stats, future) {
+				kept := slices.DeleteFunc(slices.Clone(chunk[i].Stats), future)
+				bad, why = bad+len(chunk[i].Stats)-len(kept), "minute in the future"
+				chunk[i].Stats = kept
+			}
 		}
 		now := time.Now().UTC()
 		stored, unknown, logsIn, requests := 0, 0, 0, int64(0)
@@ -151,6 +165,10 @@ func (a *API) recordAccess(ctx context.Context, once push.ReportOnce, edgeID str
 			}
 			return nil
 		})
+		if err != nil && once.Identified() {
+			a.log.Warn("access logs not stored: the edge sends them again", "edge", edgeID, "logs", logsIn, "err", err)
+			return err
+		}
 		if err != nil {
 			a.log.Warn("access logs not stored", "edge", edgeID, "logs", logsIn, "err", err)
 			a.metrics.accessDropped.WithLabelValues("store").Add(float64(logsIn))
@@ -165,6 +183,7 @@ func (a *API) recordAccess(ctx context.Context, once push.ReportOnce, edgeID str
 		}
 		a.metrics.accessStored.Add(float64(stored))
 	}
+	return nil
 }
 
 func accessRecordOf(edgeID string, l *config.AccessLog) store.AccessRecord {
@@ -299,15 +318,28 @@ func (a *API) shareStats(c *call) (any, error) {
 	return out, nil
 }
 
+// errAppliedBefore: a part of a report was applied by an earlier sending.
+var errAppliedBefore = errors.New("applied before")
+
 // reportMonitoring applies the monitoring parts of an edge report: access
 // logs and share statistics (stored before the report is answered, so logs and stats are
 // readable once the edge's report returned), the edge's dropped count, and
-// plugin failures.
-func (a *API) reportMonitoring(c *call, r *config.Report) {
+// plugin failures. An error (a storage failure, recordAccess) fails the
+// report: the edge sends it again.
+func (a *API) reportMonitoring(c *call, r *config.Report) error {
 	once := push.NewReportOnce(c.edge.ID, r.ID, a.metrics.reportRepeated.Inc)
-	a.recordAccess(c.ctx, once, c.edge.ID, r.AccessLogs, r.Stats)
-	if r.Dropped > 0 {
+	err := a.recordAccess(c.ctx, once, c.edge.ID, r.AccessLogs, r.Stats)
+	if r.Dropped > 0 && (!once.Identified() || a.kv.Update(c.ctx, func(tx store.Tx) error {
+		first, err := once.Claim(tx, "dropped")
+		if err == nil && !first {
+			err = errAppliedBefore
+		}
+		return err
+	}) == nil) {
 		a.metrics.edgeDropped.WithLabelValues(c.edge.ID).Add(float64(r.Dropped))
 	}
-	a.pluginFailures(c.ctx, once, c.edge.ID, r.PluginFailures)
+	if err == nil {
+		a.pluginFailures(c.ctx, once, c.edge.ID, r.PluginFailures)
+	}
+	return err
 }

@@ -20,7 +20,8 @@ import (
 // ReportHooks receive the parts of edge reports that other subsystems own.
 // Each is optional and is called after the report is applied.
 type ReportHooks struct {
-	// AccessLogs receives each report's access logs (share logs and stats).
+	// AccessLogs receives each report's access logs (share logs and stats);
+	// a report an edge sends again (its answer lost) hands them again.
 	AccessLogs func(edgeID string, logs []config.AccessLog)
 	// AgentEvent is called for every stored agent connection event, after
 	// the report's transaction committed.
@@ -168,6 +169,10 @@ type ReportOnce struct {
 func NewReportOnce(edgeID, reportID string, repeated func()) ReportOnce {
 	return ReportOnce{edge: edgeID, id: reportID, repeated: repeated}
 }
+
+// Identified reports whether the report has an id: sending it again is
+// then safe.
+func (o ReportOnce) Identified() bool { return o.id != "" }
 
 // Claim reports whether tx applies the report's part (the first to).
 func (o ReportOnce) Claim(tx store.Tx, part string) (bool, error) {
