@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -55,6 +56,10 @@ type reporter struct {
 	// (one at a time).
 	unacked      *config.Report
 	unackedSince time.Time
+	lastErr      error // of the last report sent, nil when taken
+	// lastFor bounds the reports sent as the edge stops (last); tests
+	// shorten it.
+	lastFor time.Duration
 }
 
 // retryFor is how long a report the control plane does not answer is sent
@@ -67,7 +72,7 @@ const retryFor = 5 * time.Minute
 func newReporter(s *Server) *reporter {
 	rate := max(s.cfg.AccessLogRate, 0)
 	return &reporter{s: s, kick: make(chan struct{}, 1), sample: sampler{rate: int64(rate)}, start: time.Now(),
-		maxLogs: max(maxPendingLogs, 2*rate), maxStats: maxPendingStats}
+		maxLogs: max(maxPendingLogs, 2*rate), maxStats: maxPendingStats, lastFor: 10 * time.Second}
 }
 
 type statsKey struct {
@@ -223,17 +228,19 @@ func (r *reporter) run(ctx context.Context) {
 // last sends what is pending as the edge stops: the backlog first, in as
 // many reports as it takes (each carries at most maxReportItems events,
 // command results, share uses and share-minutes) while the control plane
-// takes them, for 10 s at most; then the report that says the edge stops.
+// takes them, for lastFor (10 s) at most, a report not answered by a busy
+// control plane sent again meanwhile; then the report that says the edge
+// stops.
 func (r *reporter) last() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), r.lastFor)
 	for ctx.Err() == nil {
 		if r.flush(ctx) {
 			continue
 		}
-		if r.unacked == nil {
+		if r.unacked == nil || !busy(r.lastErr) {
 			break
 		}
-		select { // not answered: again, until the deadline
+		select { // not answered by a busy control plane: again, until the deadline
 		case <-ctx.Done():
 		case <-time.After(200 * time.Millisecond):
 		}
@@ -264,7 +271,7 @@ func (r *reporter) flush(ctx context.Context) (more bool) {
 	rep.EdgeVersion, rep.Instance, rep.ConfigEpoch, rep.ConfigVersion = Version, r.s.sync.Instance(), t.Epoch, t.Version
 	rep.Stopping = r.stopping.Load()
 	err := r.s.sync.Report(ctx, rep)
-	r.unacked = nil
+	r.unacked, r.lastErr = nil, err
 	if err != nil {
 		r.s.log.Debug("report failed", "err", err)
 		switch refusal(err) {
@@ -388,6 +395,19 @@ func (r *reporter) drop(rep *config.Report, err error) {
 	for i := range rep.Stats {
 		r.s.metrics.statsDropped.Add(float64(rep.Stats[i].Allowed + rep.Stats[i].Denied))
 	}
+}
+
+// busy tells a failure of a control plane that is there but did not answer
+// in time or in full (a 5xx, 408, 429, a timeout) from one that is not
+// there, or not the edge's (refused connections, TLS, 401, 404): as the
+// edge stops, only the former is worth trying again.
+func busy(err error) bool {
+	var se *configsync.StatusError
+	if errors.As(err, &se) {
+		return se.Code >= 500 || se.Code == http.StatusRequestTimeout || se.Code == http.StatusTooManyRequests
+	}
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // Refusals: answers that sending the same report again cannot change.

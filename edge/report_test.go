@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -579,5 +580,39 @@ func TestReporterSendsTheRestOfASplitAtOnce(t *testing.T) {
 	}
 	if !r.flush(context.Background()) {
 		t.Fatal("no more to send with 10 logs left behind a full report")
+	}
+}
+
+// TestLastGivesUpAtOnceWithoutAControlPlane: as the edge stops, a report is
+// sent again only to a control plane that is there but busy (5xx); one that
+// refuses the connection or the edge's token, or is something else, ends
+// the last reports at once (pcd edge with bad settings exits fast).
+func TestLastGivesUpAtOnceWithoutAControlPlane(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String()
+	ln.Close()
+	status := func(code int) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(code) }))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	for _, tc := range []struct {
+		name, url string
+		fast      bool
+	}{{"refused connection", closed, true}, {"401", status(401), true}, {"404", status(404), true}, {"503", status(503), false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := reporterTo(t, tc.url)
+			r.lastFor = 2 * time.Second
+			r.access(config.AccessLog{ShareID: "a", StatusCode: 200, Decision: "allowed"})
+			r.flush(context.Background())
+			start := time.Now()
+			r.last()
+			if took := time.Since(start); (took < time.Second) != tc.fast {
+				t.Fatalf("last() took %v (fast: %v)", took, tc.fast)
+			}
+		})
 	}
 }
