@@ -368,8 +368,17 @@ func TestCachedSnapshotThenCatchUp(t *testing.T) {
 	ch3, _ := stream(t, h, "", 0)
 	m = nextData(t, ch3)
 	require.Equal(t, config.MsgSnapshot, m.Type)
-	assert.Equal(t, h.Version(), m.Version, "a fresh snapshot")
+	assert.Greater(t, m.Version, first.Version+12, "a fresh snapshot, not the cached one out of the ring's reach")
 	assert.Len(t, m.Snapshot.Shares, 3)
+	if m.Version < h.Version() {
+		// The stream stopped just before, still ending as the six were
+		// published, fell behind the ring and cached a snapshot at the
+		// version then (seen under a loaded make test): the catch-up
+		// follows it.
+		m = nextData(t, ch3)
+		require.Equal(t, config.MsgChanges, m.Type)
+		assert.Equal(t, h.Version(), m.Version)
+	}
 }
 
 // slowView is the real store whose next View, once armed, waits for a
