@@ -21,6 +21,10 @@ type Request struct {
 	Host     string
 	ClientIP string // text form, IPv4 or IPv6
 	ShareID  string
+	// Tenant is the share's workspace: the rate_limit store accounts its
+	// counters to it, so that one workspace's keys never evict another's
+	// (the built-ins are one plugin for all). Empty: the plugin's.
+	Tenant string
 	// Header looks a request header up, case-insensitively; several values joined by ", ".
 	// Nil means no headers.
 	Header func(name string) (string, bool)

@@ -12,11 +12,14 @@ import (
 // Keys are stored as 64-bit maphash values under a per-process random seed, so a lookup does
 // not allocate and a guest cannot engineer collisions. Memory is bounded: each of the shards
 // holds at most maxKeys/shards entries; expired entries are swept every 10 s and when a shard
-// is full; if it is still full, an entry of the plugin holding the most entries of the shard
-// is evicted. The store is shared by the plugins of every workspace: a plugin that calls
-// rate_limit with ever new keys evicts its own counters, never those of a plugin holding fewer
-// (which would reset another workspace's limits: the ABI says plugins cannot touch each
-// other's counters).
+// is full; if it is still full, an entry of the owner holding the most entries of the shard
+// is evicted. The store is shared by the plugins of every workspace: a workspace whose plugins
+// call rate_limit with ever new keys evicts its own counters, never those of a workspace
+// holding fewer (which would reset another workspace's limits: the ABI says plugins cannot
+// touch each other's counters). The owner is the share's workspace (Request.Tenant), not the
+// plugin: the built-ins are one plugin for every workspace, so one workspace flooding its own
+// rate-limited share evicted others' built-in counters, the password built-in's guess limit
+// among them. Without a tenant (tests, plugintest) the owner is the plugin.
 type rateLimiter struct {
 	perShard int
 	shards   [rlShards]rlShard
@@ -27,12 +30,12 @@ const rlShards = 64
 type rlShard struct {
 	mu  sync.Mutex
 	m   map[uint64]rlEntry
-	per map[string]int // entries of m per plugin id
+	per map[string]int // entries of m per owner
 	_   [32]byte       // keep shards on separate cache lines
 }
 
 type rlEntry struct {
-	plugin string // the plugin id the counter belongs to
+	owner  string // the workspace (or plugin) the counter belongs to
 	start  int64  // start of the current fixed window, ms, aligned to a multiple of window
 	window int64  // ms
 	curr   int64
@@ -63,7 +66,8 @@ func rlHash(seed maphash.Seed, pluginID string, window int64, key []byte) uint64
 
 // allow counts one event for key and reports whether it is within limit events per window
 // (sliding). Denied events are not counted.
-func (rl *rateLimiter) allow(seed maphash.Seed, pluginID string, key []byte, limit, window, nowMs int64) bool {
+// owner is whom the counter is accounted to for eviction (evictLocked).
+func (rl *rateLimiter) allow(seed maphash.Seed, pluginID, owner string, key []byte, limit, window, nowMs int64) bool {
 	if limit <= 0 {
 		return false
 	}
@@ -76,11 +80,11 @@ func (rl *rateLimiter) allow(seed maphash.Seed, pluginID string, key []byte, lim
 		if len(sh.m) >= rl.perShard {
 			sh.sweepLocked(nowMs)
 			if len(sh.m) >= rl.perShard {
-				sh.evictLocked(pluginID)
+				sh.evictLocked(owner)
 			}
 		}
-		e = rlEntry{plugin: pluginID, start: start, window: window}
-		sh.per[pluginID]++
+		e = rlEntry{owner: owner, start: start, window: window}
+		sh.per[owner]++
 	} else if e.start != start {
 		if start-e.start == window {
 			e.prev = e.curr
@@ -106,13 +110,13 @@ func (rl *rateLimiter) allow(seed maphash.Seed, pluginID string, key []byte, lim
 func (sh *rlShard) sweepLocked(nowMs int64) {
 	for k, e := range sh.m {
 		if nowMs >= e.start+2*e.window {
-			sh.deleteLocked(k, e.plugin)
+			sh.deleteLocked(k, e.owner)
 		}
 	}
 }
 
-// evictLocked removes one entry of the plugin holding the most entries of
-// the shard (the inserting plugin's own when it holds as many as any).
+// evictLocked removes one entry of the owner holding the most entries of
+// the shard (the inserting owner's own when it holds as many as any).
 func (sh *rlShard) evictLocked(inserting string) {
 	victim, most := inserting, sh.per[inserting]
 	for p, n := range sh.per {
@@ -124,7 +128,7 @@ func (sh *rlShard) evictLocked(inserting string) {
 		return
 	}
 	for k, e := range sh.m {
-		if e.plugin == victim {
+		if e.owner == victim {
 			sh.deleteLocked(k, victim)
 			return
 		}

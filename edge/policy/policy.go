@@ -492,7 +492,7 @@ func (e *Engine) Check(ctx *fasthttp.RequestCtx, sh *routes.Share, path []byte, 
 	st.req.Query = b2s(ctx.URI().QueryString())
 	st.req.Host = b2s(ctx.Host())
 	st.req.ClientIP = clientIP
-	st.req.ShareID = sh.ID
+	st.req.ShareID, st.req.Tenant = sh.ID, sh.WorkspaceID
 	e.host.EvaluateInto(context.Background(), chain, &st.req, &st.dec)
 	d := &st.dec
 	var v *proxy.Verdict
