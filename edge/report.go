@@ -25,6 +25,10 @@ const (
 	// MaxLogUserAgent), so a report stays under the control plane's 16 MiB
 	// body limit whatever the access log rate.
 	maxReportLogs = 5000
+	// maxReportResultBytes bounds the command results of one report (each
+	// up to 1 MiB; one goes whatever its size): with the logs, a report
+	// stays under the control plane's 16 MiB body limit.
+	maxReportResultBytes = 1 << 20
 )
 
 // reporter batches agent events and access logs to the control plane.
@@ -333,8 +337,15 @@ func (r *reporter) take() (rep *config.Report, more bool) {
 	if len(events) > maxReportItems {
 		events, r.events = events[:maxReportItems:maxReportItems], events[maxReportItems:]
 	}
-	if len(results) > maxReportItems {
-		results, r.results = results[:maxReportItems:maxReportItems], results[maxReportItems:]
+	n, size := 0, 0
+	for n < len(results) && n < maxReportItems {
+		if size += len(results[n].Result) + len(results[n].Error); size > maxReportResultBytes && n > 0 {
+			break
+		}
+		n++
+	}
+	if n < len(results) {
+		results, r.results = results[:n:n], results[n:]
 	}
 	var fails []config.PluginFailure
 	for _, f := range r.fails {
@@ -354,18 +365,20 @@ func (r *reporter) take() (rep *config.Report, more bool) {
 		Dropped: r.dropped.Swap(0), CommandResult: results, PluginFailures: fails, Uses: usesOf(stats), Stats: stats}, more
 }
 
-// requeue gives a report up but what it counts: its events, plugin
-// failures, statistics and dropped count go back to the pending ones
-// (bounded), for a new report with a new id; its access logs and command
-// results, the parts that can make a report too big for the control plane
-// (a result is up to 1 MiB), are dropped (logged; the logs counted). Used
-// when sending it again cannot work (too big) or has not for retryFor.
+// requeue gives a report up but what it counts: its events, command
+// results, plugin failures, statistics and dropped count go back to the
+// pending ones (bounded), for a new report with a new id; its access logs,
+// the bulk of a report, are dropped (counted). Used when sending it again
+// cannot work (too big) or has not for retryFor.
 func (r *reporter) requeue(rep *config.Report, why string) {
-	r.s.log.Warn("edge report given up: its counts go in the next report, its access logs and command results are dropped", "why", why,
-		"logs", len(rep.AccessLogs), "commandResults", len(rep.CommandResult))
+	r.s.log.Warn("edge report given up: its counts go in the next report, its access logs are dropped", "why", why,
+		"logs", len(rep.AccessLogs))
 	r.mu.Lock()
 	if len(r.events)+len(rep.Events) <= maxPendingEvents {
 		r.events = append(rep.Events, r.events...)
+	}
+	if len(r.results)+len(rep.CommandResult) <= maxPendingEvents {
+		r.results = append(rep.CommandResult, r.results...)
 	}
 	for _, f := range rep.PluginFailures {
 		if r.fails == nil {

@@ -616,3 +616,33 @@ func TestLastGivesUpAtOnceWithoutAControlPlane(t *testing.T) {
 		})
 	}
 }
+
+// TestReporterBoundsCommandResultBytes: command results (up to 1 MiB each)
+// go out at most maxReportResultBytes a report (one whatever its size), the
+// rest in the next ones at once, in order: ten of 1 MiB made a 10 MiB
+// report, and a thousand one the control plane refuses.
+func TestReporterBoundsCommandResultBytes(t *testing.T) {
+	sink := newReportSink(t)
+	r := reporterTo(t, sink.srv.URL)
+	big := json.RawMessage(`"` + strings.Repeat("x", 1<<20-2) + `"`)
+	for i := 0; i < 10; i++ {
+		r.commandDone(config.CommandDone{CommandID: fmt.Sprint("c", i), OK: true, Result: big})
+	}
+	for r.flush(context.Background()) {
+	}
+	reps, _ := sink.reports()
+	var ids []string
+	for i, rep := range reps {
+		size := 0
+		for _, c := range rep.CommandResult {
+			size += len(c.Result)
+			ids = append(ids, c.CommandID)
+		}
+		if size > maxReportResultBytes {
+			t.Fatalf("report %d: %d bytes of command results", i, size)
+		}
+	}
+	if want := []string{"c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"}; !slices.Equal(ids, want) || len(reps) != 10 {
+		t.Fatalf("%d reports carried %q, want 10 (one each) carrying %q", len(reps), ids, want)
+	}
+}

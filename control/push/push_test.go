@@ -2,6 +2,7 @@ package push
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -866,4 +867,33 @@ func TestStreamOfADeletedEdgeEnds(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("the stream of a deleted edge did not end")
 	}
+}
+
+// TestInChunksWeighsCommandResults: command results are up to 1 MiB each,
+// and Badger refuses a transaction of more than 15% of its memtable (1.2 MB
+// here): weighed chunks hold at most maxChunkBytes (one big item alone), so
+// three results of 700 KB are stored, in three transactions, where one
+// chunk of them failed its report for ever.
+func TestInChunksWeighsCommandResults(t *testing.T) {
+	kv, err := badgerstore.Open(badgerstore.Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	defer kv.Close()
+	big := bytes.Repeat([]byte("x"), 700<<10)
+	items := []int{0, 1, 2}
+	put := func(tx store.Tx, chunk []int) ([]int, error) {
+		for _, i := range chunk {
+			if err := tx.Put([]byte(fmt.Sprint("cmd/", i)), big); err != nil {
+				return nil, err
+			}
+		}
+		return chunk, nil
+	}
+	_, err = inChunks(ctx, kv, ReportOnce{}.part("results"), items, put)
+	require.Error(t, err, "three results of 700 KB in one transaction (the test's premise)")
+	calls := 0
+	weighed := NewReportOnce("edge-1", "R1", nil).part("results").weighed(func(any) int { calls++; return len(big) })
+	got, err := inChunks(ctx, kv, weighed, items, put)
+	require.NoError(t, err)
+	require.Equal(t, items, got)
+	require.Positive(t, calls)
 }

@@ -122,7 +122,8 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 		})
 	}
 	if err == nil {
-		done, err = inChunks(ctx, h.kv, once.part("results"), r.CommandResult, func(tx store.Tx, chunk []config.CommandDone) ([]store.Command, error) {
+		results := once.part("results").weighed(func(c any) int { return len(c.(config.CommandDone).Result) + len(c.(config.CommandDone).Error) })
+		done, err = inChunks(ctx, h.kv, results, r.CommandResult, func(tx store.Tx, chunk []config.CommandDone) ([]store.Command, error) {
 			return applyCommandResults(tx, chunk, now)
 		})
 	}
@@ -184,25 +185,46 @@ func (o ReportOnce) Claim(tx store.Tx, part string) (bool, error) {
 }
 
 // chunked names the parts of one list of a report: its chunk n is
-// part "<name>/<n>".
+// part "<name>/<n>". size, when set, weighs an item in bytes: a chunk then
+// also ends before maxChunkBytes (with one item at least).
 type chunked struct {
 	once ReportOnce
 	name string
+	size func(any) int
 }
 
-func (o ReportOnce) part(name string) chunked { return chunked{o, name} }
+// maxChunkBytes bounds the bytes of a chunk's items when they are weighed
+// (command results, up to 1 MiB each): Badger refuses a transaction of
+// more than 15% of its memtable (1.2 MB with 8 MiB), and two results of
+// 700 KB in one chunk failed their report for ever.
+const maxChunkBytes = 512 << 10
+
+// weighed is c with items weighed by size.
+func (c chunked) weighed(size func(any) int) chunked { c.size = size; return c }
+
+func (o ReportOnce) part(name string) chunked { return chunked{once: o, name: name} }
 
 // inChunks applies items in transactions of at most reportChunk, in order,
 // until one fails, and returns what the committed ones returned. A chunk
 // that an earlier sending of the report applied is skipped.
 func inChunks[T, R any](ctx context.Context, kv store.KV, part chunked, items []T, apply func(tx store.Tx, chunk []T) ([]R, error)) ([]R, error) {
 	var out []R
-	for start := 0; start < len(items); start += reportChunk {
-		chunk := items[start:min(start+reportChunk, len(items))]
+	for n, start := 0, 0; start < len(items); n++ {
+		end := min(start+reportChunk, len(items))
+		if part.size != nil {
+			sum := 0
+			for i := start; i < end; i++ {
+				if sum += part.size(items[i]); sum > maxChunkBytes && i > start {
+					end = i // the loop ends here
+				}
+			}
+		}
+		chunk := items[start:end]
+		start = end
 		var got []R
 		err := kv.Update(ctx, func(tx store.Tx) error {
 			got = nil
-			if first, err := part.once.Claim(tx, part.name+"/"+strconv.Itoa(start/reportChunk)); err != nil || !first {
+			if first, err := part.once.Claim(tx, part.name+"/"+strconv.Itoa(n)); err != nil || !first {
 				return err
 			}
 			var err error
