@@ -40,7 +40,13 @@ type reportSink struct {
 	raw  []string
 }
 
-func newReportSink(t *testing.T) *reportSink {
+func newReportSink(t *testing.T) *reportSink { return newAnsweringSink(t, nil) }
+
+// newAnsweringSink is a reportSink that answers the n-th report it gets
+// (from 0; every one is kept) with the status answer(n) returns, nil: 200.
+// answer runs in the handler, before the answer (while the report is on
+// its way, for the edge).
+func newAnsweringSink(t *testing.T, answer func(n int) int) *reportSink {
 	k := &reportSink{}
 	k.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var b strings.Builder
@@ -49,9 +55,13 @@ func newReportSink(t *testing.T) *reportSink {
 			t.Errorf("report: %v", err)
 		}
 		k.mu.Lock()
+		n := len(k.reps)
 		k.reps = append(k.reps, rep)
 		k.raw = append(k.raw, b.String())
 		k.mu.Unlock()
+		if answer != nil {
+			w.WriteHeader(answer(n))
+		}
 	}))
 	t.Cleanup(k.srv.Close)
 	return k
@@ -360,27 +370,16 @@ func TestSamplerAfterTheClockStepsBack(t *testing.T) {
 func TestReporterRetriesOrDropsAReport(t *testing.T) {
 	var r *reporter
 	at := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
-	var mu sync.Mutex
 	status := []int{http.StatusServiceUnavailable, http.StatusOK, http.StatusOK, http.StatusBadRequest, http.StatusOK}
-	var reps []config.Report
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		var rep config.Report
-		if err := json.NewDecoder(req.Body).Decode(&rep); err != nil {
-			t.Errorf("report: %v", err)
-		}
-		mu.Lock()
-		code := status[len(reps)]
-		reps = append(reps, rep)
-		mu.Unlock()
-		if len(reps) == 1 { // new share-minutes arrive while the report is on its way
+	sink := newAnsweringSink(t, func(n int) int {
+		if n == 0 { // new share-minutes arrive while the report is on its way
 			r.access(config.AccessLog{ShareID: "b", At: at, StatusCode: 200, Decision: "allowed"})
 			r.access(config.AccessLog{ShareID: "c", At: at, StatusCode: 200, Decision: "allowed"})
 			r.access(config.AccessLog{ShareID: "d", At: at, StatusCode: 200, Decision: "allowed"}) // does not fit
 		}
-		w.WriteHeader(code)
-	}))
-	defer srv.Close()
-	r = reporterTo(t, srv.URL)
+		return status[n]
+	})
+	r = reporterTo(t, sink.srv.URL)
 	r.maxStats = 2
 	for i := 0; i < 5; i++ {
 		r.access(config.AccessLog{ShareID: "a", At: at, StatusCode: 200, Decision: "allowed"})
@@ -406,6 +405,7 @@ func TestReporterRetriesOrDropsAReport(t *testing.T) {
 	r.flush(context.Background()) // 400
 	r.access(config.AccessLog{ShareID: "f", At: at, StatusCode: 200, Decision: "allowed"})
 	r.flush(context.Background())
+	reps, _ := sink.reports()
 	if len(reps) != 5 {
 		t.Fatalf("%d reports, want 5", len(reps))
 	}
@@ -489,21 +489,13 @@ func TestReporterRequeues(t *testing.T) {
 		old    bool // first sent retryFor ago
 	}{{"too big", http.StatusRequestEntityTooLarge, false}, {"unanswered for long", http.StatusBadGateway, true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			var mu sync.Mutex
-			var reps []config.Report
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-				var rep config.Report
-				if err := json.NewDecoder(req.Body).Decode(&rep); err != nil {
-					t.Errorf("report: %v", err)
+			sink := newAnsweringSink(t, func(n int) int {
+				if n == 0 || (tc.old && n == 1) {
+					return tc.status
 				}
-				mu.Lock()
-				defer mu.Unlock()
-				if reps = append(reps, rep); len(reps) == 1 || (tc.old && len(reps) == 2) {
-					w.WriteHeader(tc.status)
-				}
-			}))
-			defer srv.Close()
-			r := reporterTo(t, srv.URL)
+				return http.StatusOK
+			})
+			r := reporterTo(t, sink.srv.URL)
 			for i := 0; i < 3; i++ {
 				r.access(config.AccessLog{ShareID: "a", StatusCode: 200, Decision: "allowed"})
 			}
@@ -520,8 +512,7 @@ func TestReporterRequeues(t *testing.T) {
 			}
 			r.access(config.AccessLog{ShareID: "a", StatusCode: 200, Decision: "allowed"})
 			r.flush(context.Background())
-			mu.Lock()
-			defer mu.Unlock()
+			reps, _ := sink.reports()
 			last := reps[len(reps)-1]
 			if len(last.Stats) != 1 || last.Stats[0].Allowed != 4 || last.Uses[0].Allowed != 4 || len(last.AccessLogs) != 1 {
 				t.Fatalf("next report: stats %+v, uses %+v, %d logs; want the 3 requests given up and the new one counted, its log alone",
@@ -538,26 +529,14 @@ func TestReporterRequeues(t *testing.T) {
 // report the control plane did not answer is sent again until it is, then
 // what waited behind it, then the stopping report.
 func TestLastSendsWhatWaitedBehindAnUnansweredReport(t *testing.T) {
-	var mu sync.Mutex
 	status := []int{503, 503, 200, 200, 200, 200}
-	var reps []config.Report
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		var rep config.Report
-		_ = json.NewDecoder(req.Body).Decode(&rep)
-		mu.Lock()
-		code := status[len(reps)]
-		reps = append(reps, rep)
-		mu.Unlock()
-		w.WriteHeader(code)
-	}))
-	defer srv.Close()
-	r := reporterTo(t, srv.URL)
+	sink := newAnsweringSink(t, func(n int) int { return status[n] })
+	r := reporterTo(t, sink.srv.URL)
 	r.access(config.AccessLog{ShareID: "a", StatusCode: 200, Decision: "allowed"})
 	r.flush(context.Background()) // 503: kept
 	r.access(config.AccessLog{ShareID: "b", StatusCode: 200, Decision: "allowed"})
 	r.last()
-	mu.Lock()
-	defer mu.Unlock()
+	reps, _ := sink.reports()
 	var got []string
 	for _, rep := range reps {
 		for _, l := range rep.AccessLogs {
@@ -594,11 +573,7 @@ func TestLastGivesUpAtOnceWithoutAControlPlane(t *testing.T) {
 	}
 	closed := "http://" + ln.Addr().String()
 	ln.Close()
-	status := func(code int) string {
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(code) }))
-		t.Cleanup(srv.Close)
-		return srv.URL
-	}
+	status := func(code int) string { return newAnsweringSink(t, func(int) int { return code }).srv.URL }
 	for _, tc := range []struct {
 		name, url string
 		fast      bool

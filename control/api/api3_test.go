@@ -733,15 +733,23 @@ func (t failMinutesTx) PutTTL(k, v []byte, ttl time.Duration) error {
 	return t.Tx.PutTTL(k, v, ttl)
 }
 
-// TestShareStatsNotStoredAreCounted: a report whose statistics cannot be
-// written is still taken (the edge does not send it again), and the
-// requests they counted and the logs are counted as dropped.
-func TestShareStatsNotStoredAreCounted(t *testing.T) {
-	var failing atomic.Bool
-	h := newHarness(t, func(c *control.Config) { c.Store = failMinutesKV{KV: c.Store, on: &failing} })
-	_, edgeTok := h.edge("e1")
+// failingMinutes is a harness whose writes of share statistics fail while
+// failing is on, an edge (id, token) and a share.
+func failingMinutes(t *testing.T) (h *harness, failing *atomic.Bool, edgeID, edgeTok, shareID string) {
+	failing = new(atomic.Bool)
+	h = newHarness(t, func(c *control.Config) { c.Store = failMinutesKV{KV: c.Store, on: failing} })
+	edgeID, edgeTok = h.edge("e1")
 	svcID, _ := h.service(h.admin, "svc")
-	shareID := h.must(201, "POST", "/v1/services/"+svcID+"/shares", h.admin, map[string]any{"name": "s"}).data()["id"].(string)
+	shareID = h.must(201, "POST", "/v1/services/"+svcID+"/shares", h.admin, map[string]any{"name": "s"}).data()["id"].(string)
+	return h, failing, edgeID, edgeTok, shareID
+}
+
+// TestShareStatsNotStoredAreCounted: a report without an id (an edge before
+// them) whose statistics cannot be written is still taken (sending it again
+// would count its stored parts twice), and the requests they counted and
+// the logs are counted as dropped.
+func TestShareStatsNotStoredAreCounted(t *testing.T) {
+	h, failing, _, edgeTok, shareID := failingMinutes(t)
 	at := time.Now().UTC().Add(-time.Minute)
 	failing.Store(true)
 	h.report(edgeTok, nil, map[string]any{
@@ -761,11 +769,7 @@ func TestShareStatsNotStoredAreCounted(t *testing.T) {
 // and statistics cannot be written fails (the edge sends it again) instead
 // of dropping them; sent again once the store works, it counts once.
 func TestIdentifiedReportNotStoredFails(t *testing.T) {
-	var failing atomic.Bool
-	h := newHarness(t, func(c *control.Config) { c.Store = failMinutesKV{KV: c.Store, on: &failing} })
-	edgeID, edgeTok := h.edge("e1")
-	svcID, _ := h.service(h.admin, "svc")
-	shareID := h.must(201, "POST", "/v1/services/"+svcID+"/shares", h.admin, map[string]any{"name": "s"}).data()["id"].(string)
+	h, failing, edgeID, edgeTok, shareID := failingMinutes(t)
 	at := time.Now().UTC().Add(-time.Minute)
 	rep := map[string]any{"reportId": "R1", "configEpoch": "", "configVersion": 0, "agents": nil, "dropped": 3,
 		"accessLogs": []any{map[string]any{"shareId": shareID, "at": at, "ip": "192.0.2.1", "method": "GET", "path": "/",
