@@ -280,6 +280,13 @@ func (r *reporter) flush(ctx context.Context) (more bool) {
 		r.s.log.Debug("report failed", "err", err)
 		switch refusal(err) {
 		case refusedTooBig:
+			if len(rep.AccessLogs) == 0 && len(rep.CommandResult) > 0 {
+				// Only the results (at most maxReportResultBytes) make it
+				// too big for something in front of the control plane:
+				// sending them again would be refused again.
+				r.s.log.Warn("edge report refused as too big: its command results are dropped", "commandResults", len(rep.CommandResult))
+				rep.CommandResult = nil
+			}
 			r.requeue(rep, "the control plane refused it as too big")
 		case refusedContent:
 			r.drop(rep, err)

@@ -621,3 +621,28 @@ func TestReporterBoundsCommandResultBytes(t *testing.T) {
 		t.Fatalf("%d reports carried %q, want 10 (one each) carrying %q", len(reps), ids, want)
 	}
 }
+
+// TestTooBigResultsAreNotSentForEver: a report refused as too big (413)
+// that has no access logs to shed is too big for its command results (a
+// proxy's body limit in front of the control plane): they are dropped, the
+// rest of what it counts goes in the next report.
+func TestTooBigResultsAreNotSentForEver(t *testing.T) {
+	sink := newAnsweringSink(t, func(n int) int {
+		if n == 0 {
+			return http.StatusRequestEntityTooLarge
+		}
+		return http.StatusOK
+	})
+	r := reporterTo(t, sink.srv.URL)
+	r.commandDone(config.CommandDone{CommandID: "c1", OK: true, Result: json.RawMessage(`"big"`)})
+	r.event(config.AgentEvent{AgentID: "ag1", Event: config.EventConnected})
+	r.flush(context.Background())
+	r.flush(context.Background())
+	reps, _ := sink.reports()
+	if len(reps) != 2 {
+		t.Fatalf("%d reports, want 2", len(reps))
+	}
+	if len(reps[1].CommandResult) != 0 || len(reps[1].Events) != 1 {
+		t.Fatalf("the second report: %d command results and %d events, want none and the event", len(reps[1].CommandResult), len(reps[1].Events))
+	}
+}

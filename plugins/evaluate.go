@@ -22,8 +22,8 @@ type Request struct {
 	ClientIP string // text form, IPv4 or IPv6
 	ShareID  string
 	// Tenant is the share's workspace: the rate_limit store accounts its
-	// counters to it, so that one workspace's keys never evict another's
-	// (the built-ins are one plugin for all). Empty: the plugin's.
+	// counters to it and the plugin, so that one workspace's keys never
+	// evict another's (the built-ins are one plugin for all).
 	Tenant string
 	// Header looks a request header up, case-insensitively; several values joined by ", ".
 	// Nil means no headers.

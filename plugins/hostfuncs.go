@@ -178,11 +178,7 @@ func (h *Host) hostFuncs() []hostFunc {
 			if window <= 0 || window > abi.MaxRateLimitWindowMs {
 				panic(errRateWindow)
 			}
-			owner := in.req.Tenant
-			if owner == "" {
-				owner = in.p.pl.id
-			}
-			ok := h.limiter.allow(h.seed, in.p.pl.id, owner, key, int64(limit), int64(window), time.Now().UnixMilli())
+			ok := h.limiter.allow(h.seed, in.p.pl.id, in.req.Tenant, key, int64(limit), int64(window), time.Now().UnixMilli())
 			if ok {
 				stack[0] = 1
 			} else {

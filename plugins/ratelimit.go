@@ -12,14 +12,15 @@ import (
 // Keys are stored as 64-bit maphash values under a per-process random seed, so a lookup does
 // not allocate and a guest cannot engineer collisions. Memory is bounded: each of the shards
 // holds at most maxKeys/shards entries; expired entries are swept every 10 s and when a shard
-// is full; if it is still full, an entry of the owner holding the most entries of the shard
-// is evicted. The store is shared by the plugins of every workspace: a workspace whose plugins
-// call rate_limit with ever new keys evicts its own counters, never those of a workspace
-// holding fewer (which would reset another workspace's limits: the ABI says plugins cannot
-// touch each other's counters). The owner is the share's workspace (Request.Tenant), not the
-// plugin: the built-ins are one plugin for every workspace, so one workspace flooding its own
-// rate-limited share evicted others' built-in counters, the password built-in's guess limit
-// among them. Without a tenant (tests, plugintest) the owner is the plugin.
+// is full; if it is still full, an entry is evicted from the workspace holding the most entries
+// of the shard (Request.Tenant), and within it from the plugin holding the most. The store is
+// shared by the plugins of every workspace: a workspace whose plugins call rate_limit with ever
+// new keys evicts its own counters, never those of a workspace holding fewer (which would reset
+// another workspace's limits: the ABI says plugins cannot touch each other's counters), and
+// within a workspace a plugin flooding with keys a visitor chooses (a header's values) evicts
+// its own, not the password built-in's guess limit. Accounting by plugin alone was not enough:
+// the built-ins are one plugin for every workspace, so one workspace flooding its own
+// rate-limited share evicted others' built-in counters.
 type rateLimiter struct {
 	perShard int
 	shards   [rlShards]rlShard
@@ -28,16 +29,20 @@ type rateLimiter struct {
 const rlShards = 64
 
 type rlShard struct {
-	mu  sync.Mutex
-	m   map[uint64]rlEntry
-	per map[string]int // entries of m per owner
-	_   [32]byte       // keep shards on separate cache lines
+	mu        sync.Mutex
+	m         map[uint64]rlEntry
+	per       map[rlOwner]int // entries of m per owner
+	perTenant map[string]int  // entries of m per workspace
+	_         [32]byte        // keep shards on separate cache lines
 }
 
+// rlOwner is whom a counter is accounted to for eviction.
+type rlOwner struct{ tenant, plugin string }
+
 type rlEntry struct {
-	owner  string // the workspace (or plugin) the counter belongs to
-	start  int64  // start of the current fixed window, ms, aligned to a multiple of window
-	window int64  // ms
+	owner  rlOwner // the workspace and plugin the counter belongs to
+	start  int64   // start of the current fixed window, ms, aligned to a multiple of window
+	window int64   // ms
 	curr   int64
 	prev   int64
 }
@@ -46,7 +51,8 @@ func newRateLimiter(maxKeys int) *rateLimiter {
 	rl := &rateLimiter{perShard: max(1, maxKeys/rlShards)}
 	for i := range rl.shards {
 		rl.shards[i].m = make(map[uint64]rlEntry)
-		rl.shards[i].per = make(map[string]int)
+		rl.shards[i].per = make(map[rlOwner]int)
+		rl.shards[i].perTenant = make(map[string]int)
 	}
 	return rl
 }
@@ -66,8 +72,10 @@ func rlHash(seed maphash.Seed, pluginID string, window int64, key []byte) uint64
 
 // allow counts one event for key and reports whether it is within limit events per window
 // (sliding). Denied events are not counted.
-// owner is whom the counter is accounted to for eviction (evictLocked).
-func (rl *rateLimiter) allow(seed maphash.Seed, pluginID, owner string, key []byte, limit, window, nowMs int64) bool {
+// tenant is the share's workspace, whom the counter is accounted to for eviction with the
+// plugin (evictLocked).
+func (rl *rateLimiter) allow(seed maphash.Seed, pluginID, tenant string, key []byte, limit, window, nowMs int64) bool {
+	owner := rlOwner{tenant, pluginID}
 	if limit <= 0 {
 		return false
 	}
@@ -85,6 +93,7 @@ func (rl *rateLimiter) allow(seed maphash.Seed, pluginID, owner string, key []by
 		}
 		e = rlEntry{owner: owner, start: start, window: window}
 		sh.per[owner]++
+		sh.perTenant[tenant]++
 	} else if e.start != start {
 		if start-e.start == window {
 			e.prev = e.curr
@@ -115,17 +124,27 @@ func (sh *rlShard) sweepLocked(nowMs int64) {
 	}
 }
 
-// evictLocked removes one entry of the owner holding the most entries of
-// the shard (the inserting owner's own when it holds as many as any).
-func (sh *rlShard) evictLocked(inserting string) {
-	victim, most := inserting, sh.per[inserting]
-	for p, n := range sh.per {
+// evictLocked removes one entry of the workspace holding the most entries
+// of the shard, of its plugin holding the most (the inserting workspace's
+// and plugin's own when they hold as many as any).
+func (sh *rlShard) evictLocked(inserting rlOwner) {
+	tenant, most := inserting.tenant, sh.perTenant[inserting.tenant]
+	for t, n := range sh.perTenant {
 		if n > most {
-			victim, most = p, n
+			tenant, most = t, n
 		}
 	}
 	if most == 0 {
 		return
+	}
+	victim, most := inserting, -1
+	if tenant == inserting.tenant {
+		most = sh.per[inserting]
+	}
+	for o, n := range sh.per {
+		if o.tenant == tenant && n > most {
+			victim, most = o, n
+		}
 	}
 	for k, e := range sh.m {
 		if e.owner == victim {
@@ -135,12 +154,17 @@ func (sh *rlShard) evictLocked(inserting string) {
 	}
 }
 
-func (sh *rlShard) deleteLocked(k uint64, plugin string) {
+func (sh *rlShard) deleteLocked(k uint64, o rlOwner) {
 	delete(sh.m, k)
-	if n := sh.per[plugin] - 1; n > 0 {
-		sh.per[plugin] = n
+	if n := sh.per[o] - 1; n > 0 {
+		sh.per[o] = n
 	} else {
-		delete(sh.per, plugin)
+		delete(sh.per, o)
+	}
+	if n := sh.perTenant[o.tenant] - 1; n > 0 {
+		sh.perTenant[o.tenant] = n
+	} else {
+		delete(sh.perTenant, o.tenant)
 	}
 }
 

@@ -18,9 +18,12 @@ func TestRateLimitFloodKeepsOtherPluginsCounters(t *testing.T) {
 	for _, tc := range []struct {
 		name                                       string
 		victimPlugin, victim, floodPlugin, flooder string
+		floodPlugins                               int // the flood spread over this many plugins
 	}{
-		{"two plugins, no workspace", "plugin-a", "plugin-a", "plugin-b", "plugin-b"},
-		{"one built-in, two workspaces", "builtin:bundle", "ws-a", "builtin:bundle", "ws-b"},
+		{"two plugins, no workspace", "plugin-a", "", "plugin-b", "", 1},
+		{"one built-in, two workspaces", "builtin:bundle", "ws-a", "builtin:bundle", "ws-b", 1},
+		{"a workspace's plugin and its built-in", "builtin:bundle", "ws-a", "plg_custom", "ws-a", 1},
+		{"a flood spread over 100 plugins of a workspace", "builtin:bundle", "ws-a", "plg_", "ws-b", 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const maxKeys = 64 * 16
@@ -42,7 +45,11 @@ func TestRateLimitFloodKeepsOtherPluginsCounters(t *testing.T) {
 			}
 			// Another owner floods the store with new keys, many times its size.
 			for i := range 20 * maxKeys {
-				rl.allow(seed, tc.floodPlugin, tc.flooder, fmt.Appendf(nil, "flood-%d", i), 1000, window, now+1)
+				plugin := tc.floodPlugin
+				if tc.floodPlugins > 1 {
+					plugin = fmt.Sprint(plugin, i%tc.floodPlugins)
+				}
+				rl.allow(seed, plugin, tc.flooder, fmt.Appendf(nil, "flood-%d", i), 1000, window, now+1)
 			}
 			reset := 0
 			for i, k := range victims {
@@ -52,7 +59,7 @@ func TestRateLimitFloodKeepsOtherPluginsCounters(t *testing.T) {
 				}
 			}
 			if reset > 0 {
-				t.Fatalf("%d of %d counters of %s were reset by %s's keys", reset, len(victims), tc.victim, tc.flooder)
+				t.Fatalf("%d of %d counters of %s/%s were reset by %s/%s's keys", reset, len(victims), tc.victim, tc.victimPlugin, tc.flooder, tc.floodPlugin)
 			}
 			// The flooding owner still gets counters of its own (its oldest are
 			// evicted, not refused).

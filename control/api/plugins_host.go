@@ -370,6 +370,9 @@ func (a *API) testPlugin(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The control plane's one plugin host serves every workspace: a dry
+	// run's rate_limit counters are its workspace's, keyed apart.
+	preq.Tenant, preq.ShareID = c.ws, "dry-run:"+c.ws
 	cfg := attachmentConfig(req.Config)
 	if cfg == nil {
 		return nil, invalidField("config", "must be an object")

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -869,18 +870,21 @@ func TestStreamOfADeletedEdgeEnds(t *testing.T) {
 	}
 }
 
-// TestInChunksWeighsCommandResults: command results are up to 1 MiB each,
-// and Badger refuses a transaction of more than 15% of its memtable (1.2 MB
-// here): weighed chunks hold at most maxChunkBytes (one big item alone), so
-// three results of 700 KB are stored, in three transactions, where one
-// chunk of them failed its report for ever.
-func TestInChunksWeighsCommandResults(t *testing.T) {
+// TestInChunksStoresCommandResultsAlone: command results are up to 1 MiB
+// each (more once JSON-escaped, beside params of up to 4 MiB), and Badger
+// refuses a transaction of more than 15% of its memtable (1.2 MB here):
+// three results of 700 KB fail in one transaction, and are stored one a
+// transaction, each its own part of the report (a second sending skips
+// them all).
+func TestInChunksStoresCommandResultsAlone(t *testing.T) {
 	kv, err := badgerstore.Open(badgerstore.Options{Dir: t.TempDir()})
 	require.NoError(t, err)
 	defer kv.Close()
-	big := bytes.Repeat([]byte("x"), 700<<10)
+	big := bytes.Repeat([]byte("<"), 700<<10)
 	items := []int{0, 1, 2}
+	var chunks [][]int
 	put := func(tx store.Tx, chunk []int) ([]int, error) {
+		chunks = append(chunks, slices.Clone(chunk))
 		for _, i := range chunk {
 			if err := tx.Put([]byte(fmt.Sprint("cmd/", i)), big); err != nil {
 				return nil, err
@@ -890,10 +894,15 @@ func TestInChunksWeighsCommandResults(t *testing.T) {
 	}
 	_, err = inChunks(ctx, kv, ReportOnce{}.part("results"), items, put)
 	require.Error(t, err, "three results of 700 KB in one transaction (the test's premise)")
-	calls := 0
-	weighed := NewReportOnce("edge-1", "R1", nil).part("results").weighed(func(any) int { calls++; return len(big) })
-	got, err := inChunks(ctx, kv, weighed, items, put)
+	once := NewReportOnce("edge-1", "R1", nil)
+	chunks = nil
+	got, err := inChunks(ctx, kv, once.part("results").alone(), items, put)
 	require.NoError(t, err)
 	require.Equal(t, items, got)
-	require.Positive(t, calls)
+	require.Equal(t, [][]int{{0}, {1}, {2}}, chunks, "one result a transaction")
+	chunks = nil
+	got, err = inChunks(ctx, kv, once.part("results").alone(), items, put)
+	require.NoError(t, err)
+	require.Empty(t, got)
+	require.Empty(t, chunks, "each result claimed by the first sending")
 }

@@ -122,8 +122,7 @@ func (h *Hub) Report(ctx context.Context, edgeID string, r *config.Report, hooks
 		})
 	}
 	if err == nil {
-		results := once.part("results").weighed(func(c any) int { return len(c.(config.CommandDone).Result) + len(c.(config.CommandDone).Error) })
-		done, err = inChunks(ctx, h.kv, results, r.CommandResult, func(tx store.Tx, chunk []config.CommandDone) ([]store.Command, error) {
+		done, err = inChunks(ctx, h.kv, once.part("results").alone(), r.CommandResult, func(tx store.Tx, chunk []config.CommandDone) ([]store.Command, error) {
 			return applyCommandResults(tx, chunk, now)
 		})
 	}
@@ -185,40 +184,35 @@ func (o ReportOnce) Claim(tx store.Tx, part string) (bool, error) {
 }
 
 // chunked names the parts of one list of a report: its chunk n is
-// part "<name>/<n>". size, when set, weighs an item in bytes: a chunk then
-// also ends before maxChunkBytes (with one item at least).
+// part "<name>/<n>". max, when set, is the most items of a chunk instead of
+// reportChunk.
 type chunked struct {
 	once ReportOnce
 	name string
-	size func(any) int
+	max  int
 }
 
-// maxChunkBytes bounds the bytes of a chunk's items when they are weighed
-// (command results, up to 1 MiB each): Badger refuses a transaction of
-// more than 15% of its memtable (1.2 MB with 8 MiB), and two results of
-// 700 KB in one chunk failed their report for ever.
-const maxChunkBytes = 512 << 10
-
-// weighed is c with items weighed by size.
-func (c chunked) weighed(size func(any) int) chunked { c.size = size; return c }
-
 func (o ReportOnce) part(name string) chunked { return chunked{once: o, name: name} }
+
+// alone is c with one item a transaction: command results (an agent answers
+// with up to 1 MiB, the command's params are up to 4 MiB, and JSON escaping
+// grows both) do not fit several in one Badger transaction (at most 15% of
+// the 8 MiB memtable; two of 700 KB failed their report for ever), while
+// one always does (a value of 1 MiB or more is stored in the value log).
+// Results are few: a transaction each costs nothing.
+func (c chunked) alone() chunked { c.max = 1; return c }
 
 // inChunks applies items in transactions of at most reportChunk, in order,
 // until one fails, and returns what the committed ones returned. A chunk
 // that an earlier sending of the report applied is skipped.
 func inChunks[T, R any](ctx context.Context, kv store.KV, part chunked, items []T, apply func(tx store.Tx, chunk []T) ([]R, error)) ([]R, error) {
 	var out []R
+	size := reportChunk
+	if part.max > 0 {
+		size = part.max
+	}
 	for n, start := 0, 0; start < len(items); n++ {
-		end := min(start+reportChunk, len(items))
-		if part.size != nil {
-			sum := 0
-			for i := start; i < end; i++ {
-				if sum += part.size(items[i]); sum > maxChunkBytes && i > start {
-					end = i // the loop ends here
-				}
-			}
-		}
+		end := min(start+size, len(items))
 		chunk := items[start:end]
 		start = end
 		var got []R
