@@ -577,7 +577,7 @@ func TestLastGivesUpAtOnceWithoutAControlPlane(t *testing.T) {
 	for _, tc := range []struct {
 		name, url string
 		fast      bool
-	}{{"refused connection", closed, true}, {"401", status(401), true}, {"404", status(404), true}, {"503", status(503), false}} {
+	}{{"refused connection", closed, true}, {"401", status(401), true}, {"404", status(404), true}, {"503", status(503), false}, {"429", status(429), false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := reporterTo(t, tc.url)
 			r.lastFor = 2 * time.Second

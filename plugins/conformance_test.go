@@ -14,6 +14,7 @@ import (
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -339,3 +340,35 @@ func (k *keySet) es256(msg string, der bool) []byte {
 }
 
 func (k *keySet) eddsa(msg string) []byte { return ed25519.Sign(k.ed, []byte(msg)) }
+
+// TestRateLimitCountersStayWithTheirWorkspace: one plugin (as the built-ins
+// are) attached to shares of two workspaces; the second floods the store
+// with new keys, many times its size, and the first's counters, at their
+// limit, stay there: the host accounts them to Request.Tenant.
+func TestRateLimitCountersStayWithTheirWorkspace(t *testing.T) {
+	const maxKeys = 64 * 16 // room for the victim's 64 keys in every shard
+	h, _ := loadEcho(t, Config{RateLimitMaxKeys: maxKeys})
+	ctx := context.Background()
+	at := func(tenant, path string) string {
+		req := testRequest()
+		req.Tenant, req.Path = tenant, path
+		d := h.Evaluate(ctx, []Attachment{op("L")}, req)
+		require.Equal(t, Respond, d.Action, "%v", d.Err)
+		return string(d.Body)
+	}
+	for i := range 64 {
+		for range 3 {
+			at("ws-a", fmt.Sprint("/victim-", i))
+		}
+	}
+	for i := range 20 * maxKeys {
+		at("ws-b", fmt.Sprint("/flood-", i))
+	}
+	reset := 0
+	for i := range 64 {
+		if at("ws-a", fmt.Sprint("/victim-", i)) == "1" {
+			reset++
+		}
+	}
+	assert.Zero(t, reset, "counters of ws-a reset by ws-b's keys")
+}
