@@ -131,13 +131,8 @@ func (a *API) recordAccess(ctx context.Context, once push.ReportOnce, edgeID str
 				requests += chunk[i].Stats[j].Allowed + chunk[i].Stats[j].Denied
 			}
 		}
-		part, repeated := "access/"+strconv.Itoa(n), false
-		err := a.kv.Update(ctx, func(tx store.Tx) error {
+		applied, err := once.Do(ctx, a.kv, "access/"+strconv.Itoa(n), func(tx store.Tx) error {
 			stored, unknown = 0, 0
-			first, err := once.Claim(tx, part)
-			if repeated = !first; err != nil || repeated {
-				return err
-			}
 			for i := range chunk {
 				b := chunk[i] // a copy: a retried transaction starts afresh
 				ref, seen := refs[b.ShareID]
@@ -175,7 +170,7 @@ func (a *API) recordAccess(ctx context.Context, once push.ReportOnce, edgeID str
 			a.metrics.statsDropped.Add(float64(requests))
 			continue
 		}
-		if repeated {
+		if !applied {
 			continue
 		}
 		if unknown > 0 {
@@ -318,9 +313,6 @@ func (a *API) shareStats(c *call) (any, error) {
 	return out, nil
 }
 
-// errAppliedBefore: a part of a report was applied by an earlier sending.
-var errAppliedBefore = errors.New("applied before")
-
 // reportMonitoring applies the monitoring parts of an edge report: access
 // logs and share statistics (stored before the report is answered, so logs and stats are
 // readable once the edge's report returned), the edge's dropped count, and
@@ -329,14 +321,10 @@ var errAppliedBefore = errors.New("applied before")
 func (a *API) reportMonitoring(c *call, r *config.Report) error {
 	once := push.NewReportOnce(c.edge.ID, r.ID, a.metrics.reportRepeated.Inc)
 	err := a.recordAccess(c.ctx, once, c.edge.ID, r.AccessLogs, r.Stats)
-	if r.Dropped > 0 && (!once.Identified() || a.kv.Update(c.ctx, func(tx store.Tx) error {
-		first, err := once.Claim(tx, "dropped")
-		if err == nil && !first {
-			err = errAppliedBefore
+	if r.Dropped > 0 {
+		if applied, derr := once.Do(c.ctx, a.kv, "dropped", nil); derr == nil && applied {
+			a.metrics.edgeDropped.WithLabelValues(c.edge.ID).Add(float64(r.Dropped))
 		}
-		return err
-	}) == nil) {
-		a.metrics.edgeDropped.WithLabelValues(c.edge.ID).Add(float64(r.Dropped))
 	}
 	if err == nil {
 		a.pluginFailures(c.ctx, once, c.edge.ID, r.PluginFailures)

@@ -194,10 +194,7 @@ func (a *API) pluginFailures(ctx context.Context, once push.ReportOnce, edgeID s
 		a.log.Warn("edge report: plugin failures over the limit", "edge", edgeID, "dropped", len(fs)-maxPluginFailures)
 		fs = fs[:maxPluginFailures]
 	}
-	err := a.kv.Update(ctx, func(tx store.Tx) error {
-		if first, err := once.Claim(tx, "failures"); err != nil || !first {
-			return err
-		}
+	_, err := once.Do(ctx, a.kv, "failures", func(tx store.Tx) error {
 		for _, f := range fs {
 			sh, err := store.LookupShare(tx, f.ShareID)
 			if errors.Is(err, store.ErrNotFound) {

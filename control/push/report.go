@@ -174,13 +174,25 @@ func NewReportOnce(edgeID, reportID string, repeated func()) ReportOnce {
 // then safe.
 func (o ReportOnce) Identified() bool { return o.id != "" }
 
-// Claim reports whether tx applies the report's part (the first to).
-func (o ReportOnce) Claim(tx store.Tx, part string) (bool, error) {
-	first, err := store.ClaimReportPart(tx, o.edge, o.id, part)
-	if err == nil && !first && o.repeated != nil {
+// Do applies one part of the report in one transaction with its claim
+// (store.ClaimReportPart): apply (nil: nothing but the claim) runs only
+// when no earlier sending applied the part. It reports whether apply ran
+// and committed; a part skipped is counted (repeated) once committed.
+func (o ReportOnce) Do(ctx context.Context, kv store.KV, part string, apply func(tx store.Tx) error) (applied bool, err error) {
+	err = kv.Update(ctx, func(tx store.Tx) error {
+		first, err := store.ClaimReportPart(tx, o.edge, o.id, part)
+		if applied = first; err != nil || !first || apply == nil {
+			return err
+		}
+		return apply(tx)
+	})
+	if err != nil {
+		return false, err
+	}
+	if !applied && o.repeated != nil {
 		o.repeated()
 	}
-	return first, err
+	return applied, nil
 }
 
 // chunked names the parts of one list of a report: its chunk n is
@@ -216,11 +228,7 @@ func inChunks[T, R any](ctx context.Context, kv store.KV, part chunked, items []
 		chunk := items[start:end]
 		start = end
 		var got []R
-		err := kv.Update(ctx, func(tx store.Tx) error {
-			got = nil
-			if first, err := part.once.Claim(tx, part.name+"/"+strconv.Itoa(n)); err != nil || !first {
-				return err
-			}
+		applied, err := part.once.Do(ctx, kv, part.name+"/"+strconv.Itoa(n), func(tx store.Tx) error {
 			var err error
 			got, err = apply(tx, chunk)
 			return err
@@ -228,7 +236,9 @@ func inChunks[T, R any](ctx context.Context, kv store.KV, part chunked, items []
 		if err != nil {
 			return out, err
 		}
-		out = append(out, got...)
+		if applied { // else got may hold an attempt a conflict undid
+			out = append(out, got...)
+		}
 	}
 	return out, nil
 }
