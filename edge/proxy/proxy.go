@@ -137,9 +137,14 @@ func (e *Edits) Hidden(h *fasthttp.RequestHeader, name string) bool {
 	if isHop(k, e.head.upgrade, e.head.conn.toks[:e.head.conn.nt], edgeHeaders) {
 		return true
 	}
-	if strings.IndexByte(name, '_') < 0 {
-		return false
-	}
+	return strings.IndexByte(name, '_') >= 0 && underscoreAlias(h, name)
+}
+
+// underscoreAlias reports whether a header name with '_' names, read with
+// '-' for '_', one of edgeHeaders, a method override, or another header of
+// h (one without '_'): CGI-style servers read them as the same header
+// (dropUnderscoreAliases).
+func underscoreAlias(h *fasthttp.RequestHeader, name string) bool {
 	for _, n := range edgeHeaders {
 		if dashFold(name, n) {
 			return true
@@ -1054,31 +1059,15 @@ func dropUnderscoreAliases(h *fasthttp.RequestHeader, edits *Edits) {
 	if len(under) == 0 {
 		return
 	}
-	drop := make([]bool, len(under))
-	for i, u := range under {
-		for _, n := range edgeHeaders {
-			drop[i] = drop[i] || dashFold(u, n)
-		}
-		for _, n := range methodOverrides {
-			drop[i] = drop[i] || dashFold(u, n)
-		}
+	for _, u := range under { // a name without '_' decides: deleting u changes none of them
+		drop := underscoreAlias(h, u)
 		for _, e := range edits.SetRequest {
-			drop[i] = drop[i] || dashFold(u, e[0])
+			drop = drop || dashFold(u, e[0])
 		}
 		for _, n := range edits.RemoveRequest {
-			drop[i] = drop[i] || dashFold(u, n)
+			drop = drop || dashFold(u, n)
 		}
-	}
-	for k := range h.All() {
-		if bytes.IndexByte(k, '_') >= 0 {
-			continue
-		}
-		for i, u := range under {
-			drop[i] = drop[i] || dashFold(u, string(k))
-		}
-	}
-	for i, u := range under {
-		if drop[i] {
+		if drop {
 			h.Del(u)
 		}
 	}
