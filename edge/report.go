@@ -241,7 +241,7 @@ func (r *reporter) last() {
 		if r.flush(ctx) {
 			continue
 		}
-		if r.unacked == nil || !busy(r.lastErr) {
+		if r.unacked == nil || failureOf(r.lastErr) != failBusy {
 			break
 		}
 		select { // not answered by a busy control plane: again, until the deadline
@@ -278,8 +278,8 @@ func (r *reporter) flush(ctx context.Context) (more bool) {
 	r.unacked, r.lastErr = nil, err
 	if err != nil {
 		r.s.log.Debug("report failed", "err", err)
-		switch refusal(err) {
-		case refusedTooBig:
+		switch failureOf(err) {
+		case failTooBig:
 			if len(rep.AccessLogs) == 0 && len(rep.CommandResult) > 0 {
 				// Only the results (at most maxReportResultBytes) make it
 				// too big for something in front of the control plane:
@@ -288,7 +288,7 @@ func (r *reporter) flush(ctx context.Context) (more bool) {
 				rep.CommandResult = nil
 			}
 			r.requeue(rep, "the control plane refused it as too big")
-		case refusedContent:
+		case failRefused:
 			r.drop(rep, err)
 		default:
 			if time.Since(r.unackedSince) < retryFor {
@@ -401,6 +401,12 @@ func (r *reporter) requeue(rep *config.Report, why string) {
 		}
 	}
 	r.mu.Unlock()
+	r.dropLogs(rep)
+}
+
+// dropLogs counts a given-up report's access logs as dropped, and puts its
+// dropped count back for the next report.
+func (r *reporter) dropLogs(rep *config.Report) {
 	r.dropped.Add(rep.Dropped + int64(len(rep.AccessLogs)))
 	r.s.metrics.dropped.Add(float64(len(rep.AccessLogs)))
 }
@@ -410,48 +416,40 @@ func (r *reporter) requeue(rep *config.Report, why string) {
 func (r *reporter) drop(rep *config.Report, err error) {
 	r.s.log.Warn("edge report refused by the control plane: dropped", "err", err, "logs", len(rep.AccessLogs),
 		"events", len(rep.Events), "commandResults", len(rep.CommandResult), "shareMinutes", len(rep.Stats))
-	r.dropped.Add(rep.Dropped + int64(len(rep.AccessLogs)))
-	r.s.metrics.dropped.Add(float64(len(rep.AccessLogs)))
+	r.dropLogs(rep)
 	for i := range rep.Stats {
 		r.s.metrics.statsDropped.Add(float64(rep.Stats[i].Allowed + rep.Stats[i].Denied))
 	}
 }
 
-// busy tells a failure of a control plane that is there but did not answer
-// in time or in full (a 5xx, 408, 429, a timeout) from one that is not
-// there, or not the edge's (refused connections, TLS, 401, 404): as the
-// edge stops, only the former is worth trying again.
-func busy(err error) bool {
-	var se *configsync.StatusError
-	if errors.As(err, &se) {
-		return se.Code >= 500 || se.Code == http.StatusRequestTimeout || se.Code == http.StatusTooManyRequests
-	}
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
-}
-
-// Refusals: answers that sending the same report again cannot change.
+// Kinds of a failed report (failureOf).
 const (
-	notRefused     = iota
-	refusedTooBig  // 413: the counts alone fit in a report
-	refusedContent // 400, 422: the control plane will not take what it holds
+	failOther   = iota // unreachable, TLS, 401, a proxy's 404 or 502: worth a retry, not as the edge stops
+	failBusy           // 5xx, 408, 429, a timeout: the control plane is there; worth a retry at any time
+	failTooBig         // 413: its counts alone fit in a report
+	failRefused        // 400, 422: the control plane will not take what it holds
 )
 
-// refusal sorts a failed report's error. Other answers (a 404 or 502 of a
-// proxy in front of a control plane being replaced, 408, 429, 5xx) and
-// errors reaching the control plane are worth a retry.
-func refusal(err error) int {
+// failureOf sorts a failed report's error: what sending the same report
+// again can change (failOther, failBusy) from what it cannot.
+func failureOf(err error) int {
 	var se *configsync.StatusError
-	if !errors.As(err, &se) {
-		return notRefused
+	if errors.As(err, &se) {
+		switch code := se.Code; {
+		case code == http.StatusRequestEntityTooLarge:
+			return failTooBig
+		case code == http.StatusBadRequest || code == http.StatusUnprocessableEntity:
+			return failRefused
+		case code >= 500 || code == http.StatusRequestTimeout || code == http.StatusTooManyRequests:
+			return failBusy
+		}
+		return failOther
 	}
-	switch se.Code {
-	case http.StatusRequestEntityTooLarge:
-		return refusedTooBig
-	case http.StatusBadRequest, http.StatusUnprocessableEntity:
-		return refusedContent
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		return failBusy
 	}
-	return notRefused
+	return failOther
 }
 
 // usesOf sums a report's share-minutes into its share uses: the allowed
