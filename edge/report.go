@@ -391,8 +391,10 @@ func (r *reporter) requeue(rep *config.Report, why string) {
 		if r.fails == nil {
 			r.fails = map[[2]string]*config.PluginFailure{}
 		}
-		if k := [2]string{f.PluginID, f.ShareID}; r.fails[k] == nil {
-			r.fails[k] = &f
+		if g := r.fails[[2]string{f.PluginID, f.ShareID}]; g != nil {
+			g.Count += f.Count // g is the later: its error and time stay
+		} else {
+			r.fails[[2]string{f.PluginID, f.ShareID}] = &f
 		}
 	}
 	for i := range rep.Stats {

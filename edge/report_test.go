@@ -646,3 +646,21 @@ func TestTooBigResultsAreNotSentForEver(t *testing.T) {
 		t.Fatalf("the second report: %d command results and %d events, want none and the event", len(reps[1].CommandResult), len(reps[1].Events))
 	}
 }
+
+// TestRequeueKeepsPluginFailureCounts: a report given up puts its plugin
+// failures back; one the next report already holds for the same plugin and
+// share keeps its count and adds the given-up one's.
+func TestRequeueKeepsPluginFailureCounts(t *testing.T) {
+	sink := newAnsweringSink(t, nil)
+	r := reporterTo(t, sink.srv.URL)
+	r.pluginFailed("p1", "s1", nil)
+	r.pluginFailed("p1", "s1", nil)
+	rep, _ := r.take()
+	r.pluginFailed("p1", "s1", nil)
+	r.requeue(rep, "test")
+	r.flush(context.Background())
+	reps, _ := sink.reports()
+	if len(reps) != 1 || len(reps[0].PluginFailures) != 1 || reps[0].PluginFailures[0].Count != 3 {
+		t.Fatalf("reports %+v, want one plugin failure counted 3 times", reps)
+	}
+}
