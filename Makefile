@@ -27,7 +27,7 @@ run: build
 test: build wat
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	# Allocation pins skip under -race (it changes the counts): run them without.
-	$(GO) test -count=1 -run 'Alloc' ./plugins/ ./bench/ ./internal/tunnel/
+	$(GO) test -count=1 -run 'Alloc' ./plugins/ ./plugins/builtin/ ./bench/ ./internal/tunnel/
 
 # A faster loop while developing.
 test-short: plugins

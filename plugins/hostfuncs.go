@@ -283,6 +283,9 @@ var commonHeaders = func() map[string]string {
 		"X-Forwarded-Proto", "X-Real-Ip", "X-Request-Id", "X-Share-Id", "X-User",
 		"Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options",
 		"Strict-Transport-Security", "Referrer-Policy", "Vary",
+		// The method overrides the allow-paths built-in reads on every request
+		// whose methods are restricted.
+		"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override",
 	} {
 		m[s] = s
 		lower := []byte(s)

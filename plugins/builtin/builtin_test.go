@@ -415,6 +415,28 @@ func BenchmarkDefaultChainBundle(b *testing.B) {
 	bench(b, Bundle(chain), benchReq)
 }
 
+// TestDefaultChainAllocs pins the host's side of the default chain (allow-paths with
+// methods, ip-allow, rate-limit, one bundle call) at no allocation: every header name the
+// built-ins ask for is interned (headerName), and trusted modules spawn no wazero goroutine.
+// A name missing from the interned ones costs an allocation per request (the method
+// overrides allow-paths reads cost three before they were added).
+func TestDefaultChainAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts differ under -race")
+	}
+	h := host(t)
+	ctx := context.Background()
+	chain := Bundle(Chain(SharePolicy{AllowedPaths: []string{"/public/**", "/api/**"}, AllowedMethods: []string{"GET", "POST"},
+		AllowedIPs: []string{"10.0.0.0/8"}, RateLimitPerMin: 1_000_000_000}))
+	req := *benchReq
+	req.Method = "POST" // a method that frameworks override: the override headers are read
+	var d plugins.Decision
+	h.EvaluateInto(ctx, chain, &req, &d)
+	require.Equal(t, plugins.Allow, d.Action, "%v", d.Err)
+	allocs := testing.AllocsPerRun(200, func() { h.EvaluateInto(ctx, chain, &req, &d) })
+	assert.Zero(t, allocs)
+}
+
 func TestBundleFusesRunsOfBuiltins(t *testing.T) {
 	require.Equal(t, sdkplugin.MaxSteps, maxBundleSteps)
 	custom := plugins.Attachment{PluginID: "plg_custom", Config: []byte(`{}`)}
