@@ -91,9 +91,21 @@ func TestHandle(t *testing.T) {
 		{"_method=GET&x=y", nil, true},
 		{"methods=DELETE&my_method=DELETE", nil, true},
 	} {
-		res := plugintest.Run(Handle, cfg, plugintest.Request{Method: "POST", Path: "/public/x", Query: tc.query, Headers: tc.headers})
-		if (res.Action == plugintest.Allow) != tc.allow {
-			t.Errorf("POST ?%s %v: %+v, want allowed %v", tc.query, tc.headers, res, tc.allow)
+		for _, m := range []string{"POST", "PATCH"} {
+			res := plugintest.Run(Handle, `{"paths":["/public/**"],"methods":["GET","POST","PATCH"]}`,
+				plugintest.Request{Method: m, Path: "/public/x", Query: tc.query, Headers: tc.headers})
+			if (res.Action == plugintest.Allow) != tc.allow {
+				t.Errorf("%s ?%s %v: %+v, want allowed %v", m, tc.query, tc.headers, res, tc.allow)
+			}
+		}
+		// GET and HEAD are never overridden by the frameworks (a GET acted on as a
+		// DELETE would make every link a cross-site DELETE): not read, so not refused.
+		for _, m := range []string{"GET", "HEAD"} {
+			res := plugintest.Run(Handle, `{"paths":["/public/**"],"methods":["GET","POST","PATCH"]}`,
+				plugintest.Request{Method: m, Path: "/public/x", Query: tc.query, Headers: tc.headers})
+			if res.Action != plugintest.Allow {
+				t.Errorf("%s ?%s %v: %+v, want allowed (overrides of %s are not read)", m, tc.query, tc.headers, res, m)
+			}
 		}
 	}
 	// Dot segments with path parameters: Tomcat, Jetty and Spring drop
