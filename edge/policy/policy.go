@@ -58,6 +58,9 @@ type Config struct {
 	// and 30 s).
 	BreakerThreshold int
 	BreakerBackoff   time.Duration
+	// RateLimitMaxKeys bounds the rate_limit counters of every plugin
+	// (plugins.Config; default 262144).
+	RateLimitMaxKeys int
 }
 
 // Engine evaluates share policies.
@@ -100,7 +103,8 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		loaded: map[string]string{}, failed: map[string]string{}, wanted: map[string]config.Plugin{}, detached: map[string]time.Time{},
 		pending: map[string]chan struct{}{}, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	hcfg := plugins.Config{Logger: log.With("component", "plugins"), PoolSize: cfg.PoolSize,
-		BreakerThreshold: cfg.BreakerThreshold, BreakerBackoff: cfg.BreakerBackoff, FailOpenUnloaded: e.failOpen}
+		BreakerThreshold: cfg.BreakerThreshold, BreakerBackoff: cfg.BreakerBackoff, RateLimitMaxKeys: cfg.RateLimitMaxKeys,
+		FailOpenUnloaded: e.failOpen}
 	if cfg.CacheDir != "" {
 		hcfg.CacheDir = filepath.Join(cfg.CacheDir, "compiled")
 	}

@@ -626,3 +626,57 @@ func TestPluginsSeeTheForwardedHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestRateLimitCountersStayWithTheShareWorkspace: the engine names the share's workspace to
+// the plugin host (plugins.Request.Tenant), by which a full rate_limit store evicts. Two
+// workspaces' shares run the one rate-limit built-in keyed on a header; the second floods
+// the store with new keys. The first's counters must survive: without the workspace, both
+// are the built-in's entries, and the flood evicts the first's (64 of 64 here).
+func TestRateLimitCountersStayWithTheShareWorkspace(t *testing.T) {
+	const maxKeys = 64 * 16 // room for the victim's 64 keys in every shard
+	e := newEngine(t, &modules{}, func(c *Config) { c.RateLimitMaxKeys = maxKeys })
+	rl := []config.PluginAttachment{{PluginID: "builtin:rate-limit", Config: []byte(`{"limit":1,"windowSeconds":600,"key":"header:X-K"}`)}}
+	snap := &config.Snapshot{}
+	for _, ws := range []string{"victim", "flood"} {
+		tok := sha256.Sum256([]byte(ws))
+		snap.Shares = append(snap.Shares, config.Share{ID: ws, WorkspaceID: "ws-" + ws, ServiceID: "v",
+			TokenHash: hex.EncodeToString(tok[:]), Plugins: rl})
+	}
+	tb, err := routes.Build(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Sync(tb)
+	status := func(share, key string) int {
+		sh, _ := tb.ShareByID(share)
+		var rc fasthttp.RequestCtx
+		rc.Request.SetRequestURI("/x")
+		rc.Request.Header.Set("X-K", key)
+		v := e.Check(&rc, sh, []byte("/x"), "192.0.2.1", &proxy.Edits{})
+		if v == nil {
+			return 200
+		}
+		return v.Status
+	}
+	for i := range 64 {
+		if s := status("victim", fmt.Sprint("v", i)); s != 200 {
+			t.Fatalf("victim's first request %d: %d", i, s)
+		}
+	}
+	for i := range 20 * maxKeys {
+		status("flood", fmt.Sprint("f", i))
+	}
+	reset := 0
+	for i := range 64 {
+		switch s := status("victim", fmt.Sprint("v", i)); s {
+		case 200:
+			reset++
+		case 429:
+		default:
+			t.Fatalf("victim's second request %d: %d", i, s)
+		}
+	}
+	if reset > 0 {
+		t.Errorf("%d of 64 of the victim workspace's counters reset by another workspace's keys", reset)
+	}
+}
