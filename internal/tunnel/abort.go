@@ -116,6 +116,10 @@ func (c *AbortConn) Abort() {
 	_ = c.Close()
 }
 
+// onlyReader hides a stream's WriteTo, so that a drain reads it through
+// io.Discard's buffer.
+type onlyReader struct{ io.Reader }
+
 // drain reads and drops what the stream still carries until the peer
 // closes it (or abortGrace passes), then closes it.
 func (c *AbortConn) drain() {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/privateconnect/pc/internal/testnet"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"github.com/valyala/fasthttp"
 	"github.com/xtaci/smux"
 )
@@ -198,5 +199,48 @@ func TestIsTimeout(t *testing.T) {
 		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, false},
 	} {
 		assert.Equal(t, tc.want, IsTimeout(tc.err), "%v", tc.err)
+	}
+}
+
+// scriptReader returns its chunks one per Read (cut to the caller's
+// buffer), recording the size of each buffer it is given.
+type scriptReader struct {
+	chunks []int
+	bufs   []int
+}
+
+func (r *scriptReader) Read(p []byte) (int, error) {
+	r.bufs = append(r.bufs, len(p))
+	if len(r.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := min(r.chunks[0], len(p))
+	r.chunks = r.chunks[1:]
+	return n, nil
+}
+
+// TestCopySizesItsBuffer: a raw TCP tunnel's copy (Pipe) reads through a
+// small buffer until a read fills it, then through one a smux frame long,
+// and back to a small one when a read fits a small one again, so that an
+// idle connection's copies hold 8 KiB each; an HTTP stream's (CopyPooled)
+// keeps 32 KiB.
+func TestCopySizesItsBuffer(t *testing.T) {
+	chunks := []int{100, smallCopy, bulkCopy, 30000, 5000, smallCopy, 1}
+	total := 0
+	for _, c := range chunks {
+		total += c
+	}
+	r := &scriptReader{chunks: chunks}
+	n, err := copySized(io.Discard, r, smallCopy, bulkCopy)
+	require.NoError(t, err)
+	assert.EqualValues(t, total, n)
+	assert.Equal(t, []int{smallCopy, smallCopy, bulkCopy, bulkCopy, bulkCopy, smallCopy, bulkCopy, smallCopy}, r.bufs)
+	assert.Equal(t, bulkCopy, SmuxConfig().MaxFrameSize, "a raw TCP copy's read is one frame")
+
+	r = &scriptReader{chunks: chunks}
+	_, err = CopyPooled(io.Discard, r)
+	require.NoError(t, err)
+	for _, b := range r.bufs {
+		require.Equal(t, httpCopy, b, "%v", r.bufs)
 	}
 }
