@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/privateconnect/pc/edge/configsync"
 	"github.com/privateconnect/pc/internal/config"
+	"github.com/privateconnect/pc/internal/tunnel"
 )
 
 // Bounds of the report buffers: the request path never blocks on them.
@@ -426,7 +426,7 @@ func (r *reporter) drop(rep *config.Report, err error) {
 
 // Kinds of a failed report (failureOf).
 const (
-	failOther   = iota // unreachable, TLS, 401, a proxy's 404 or 502: worth a retry, not as the edge stops
+	failOther   = iota // unreachable, TLS, 401, a proxy's 404: worth a retry, not as the edge stops
 	failBusy           // 5xx, 408, 429, a timeout: the control plane is there; worth a retry at any time
 	failTooBig         // 413: its counts alone fit in a report
 	failRefused        // 400, 422: the control plane will not take what it holds
@@ -447,8 +447,7 @@ func failureOf(err error) int {
 		}
 		return failOther
 	}
-	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+	if tunnel.IsTimeout(err) { // the client's deadline, a network timeout
 		return failBusy
 	}
 	return failOther

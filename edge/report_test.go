@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -10,12 +11,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/privateconnect/pc/edge/configsync"
 	"github.com/privateconnect/pc/internal/config"
 )
 
@@ -662,5 +665,33 @@ func TestRequeueKeepsPluginFailureCounts(t *testing.T) {
 	reps, _ := sink.reports()
 	if len(reps) != 1 || len(reps[0].PluginFailures) != 1 || reps[0].PluginFailures[0].Count != 3 {
 		t.Fatalf("reports %+v, want one plugin failure counted 3 times", reps)
+	}
+}
+
+// TestFailureOf: how a failed report is sorted decides whether it is sent
+// again (and as the edge stops), requeued or dropped.
+func TestFailureOf(t *testing.T) {
+	status := func(code int) error { return fmt.Errorf("report: %w", &configsync.StatusError{Code: code}) }
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{status(http.StatusRequestEntityTooLarge), failTooBig},
+		{status(http.StatusBadRequest), failRefused},
+		{status(http.StatusUnprocessableEntity), failRefused},
+		{status(http.StatusInternalServerError), failBusy},
+		{status(http.StatusBadGateway), failBusy},
+		{status(http.StatusServiceUnavailable), failBusy},
+		{status(http.StatusRequestTimeout), failBusy},
+		{status(http.StatusTooManyRequests), failBusy},
+		{status(http.StatusUnauthorized), failOther},
+		{status(http.StatusNotFound), failOther},
+		{context.DeadlineExceeded, failBusy},
+		{fmt.Errorf("post: %w", &net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}), failBusy},
+		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, failOther},
+	} {
+		if got := failureOf(tc.err); got != tc.want {
+			t.Errorf("failureOf(%v) = %d, want %d", tc.err, got, tc.want)
+		}
 	}
 }
