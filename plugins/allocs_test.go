@@ -20,6 +20,7 @@ func TestEvaluateAllocs(t *testing.T) {
 	require.NoError(t, h.Load(context.Background(), "min", wat(t, "minimal"), ModuleOptions{}))
 	require.NoError(t, h.Load(context.Background(), "echo", wat(t, "echo"), ModuleOptions{}))
 	require.NoError(t, h.Load(context.Background(), "trusted", wat(t, "minimal"), ModuleOptions{Trusted: true}))
+	require.NoError(t, h.Load(context.Background(), "trusted-echo", wat(t, "echo"), ModuleOptions{Trusted: true}))
 	ctx := context.Background()
 	req := testRequest()
 	var d Decision
@@ -30,7 +31,9 @@ func TestEvaluateAllocs(t *testing.T) {
 		{[]Attachment{{PluginID: "min"}}, 4},
 		{[]Attachment{{PluginID: "trusted"}}, 0}, // no termination checks: no wazero goroutine
 		{[]Attachment{{PluginID: "min"}, {PluginID: "min"}, {PluginID: "min"}}, 12},
-		{[]Attachment{op("H")}, 4}, // reads a header (a common name: interned)
+		{[]Attachment{op("H")}, 4}, // reads a header
+		// Reads a header of any name (X-Token): get_header does not copy the name.
+		{[]Attachment{{PluginID: "trusted-echo", Config: []byte(`"H"`)}}, 0},
 		{[]Attachment{op("R")}, 6}, // respond + a response header (two strings)
 	} {
 		h.EvaluateInto(ctx, tc.chain, req, &d)

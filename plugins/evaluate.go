@@ -26,7 +26,8 @@ type Request struct {
 	// evict another's (the built-ins are one plugin for all).
 	Tenant string
 	// Header looks a request header up, case-insensitively; several values joined by ", ".
-	// Nil means no headers.
+	// Nil means no headers. name is valid during the call only (it is a view of the guest's
+	// memory): Header must not keep it.
 	Header func(name string) (string, bool)
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -133,7 +134,9 @@ func (h *Host) hostFuncs() []hostFunc {
 				stack[0] = missing
 				return
 			}
-			v, ok := in.req.Header(headerName(name))
+			// A view of the guest's bytes, not a copy: Header keeps no name
+			// (Request.Header), and the guest does not run during the call.
+			v, ok := in.req.Header(unsafe.String(unsafe.SliceData(name), len(name)))
 			if !ok {
 				stack[0] = missing
 				return
@@ -266,7 +269,8 @@ func (in *instance) edit(mod api.Module, kind editKind, stack []uint64) {
 	in.edits = append(in.edits, headerEdit{kind: kind, name: ns, value: string(value)})
 }
 
-// headerName returns name as a string, without allocating for common header names.
+// headerName returns name as a string to keep (a header edit's), without allocating for
+// common header names.
 func headerName(b []byte) string {
 	if s, ok := commonHeaders[string(b)]; ok {
 		return s
@@ -283,9 +287,6 @@ var commonHeaders = func() map[string]string {
 		"X-Forwarded-Proto", "X-Real-Ip", "X-Request-Id", "X-Share-Id", "X-User",
 		"Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options",
 		"Strict-Transport-Security", "Referrer-Policy", "Vary",
-		// The method overrides the allow-paths built-in reads on every request
-		// whose methods are restricted.
-		"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override",
 	} {
 		m[s] = s
 		lower := []byte(s)

@@ -416,10 +416,9 @@ func BenchmarkDefaultChainBundle(b *testing.B) {
 }
 
 // TestDefaultChainAllocs pins the host's side of the default chain (allow-paths with
-// methods, ip-allow, rate-limit, one bundle call) at no allocation: every header name the
-// built-ins ask for is interned (headerName), and trusted modules spawn no wazero goroutine.
-// A name missing from the interned ones costs an allocation per request (the method
-// overrides allow-paths reads cost three before they were added).
+// methods, ip-allow, rate-limit, one bundle call) at no allocation: get_header looks a name
+// up without copying it out of the guest (the method overrides allow-paths reads cost three
+// allocations a request when it did), and trusted modules spawn no wazero goroutine.
 func TestDefaultChainAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts differ under -race")
