@@ -77,6 +77,7 @@ func (a *API) recordAccess(ctx context.Context, once push.ReportOnce, edgeID str
 	// is cut the same way, and its parts claimed the first time are the
 	// same parts.
 	latest := config.Minute(time.Now().Add(10 * time.Minute))
+	future := func(st config.ShareStats) bool { return st.Minute > latest }
 	bad, why := 0, ""
 	for i := range stats {
 		if err := stats[i].Check(); err != nil {
@@ -116,7 +117,6 @@ func (a *API) recordAccess(ctx context.Context, once push.ReportOnce, edgeID str
 			cost += len(b.Records) + statsWeight*len(b.Stats)
 		}
 		for i := range chunk {
-			future := func(st config.ShareStats) bool { return st.Minute > latest }
 			if slices.ContainsFunc(chunk[i].Stats, future) {
 				kept := slices.DeleteFunc(slices.Clone(chunk[i].Stats), future)
 				bad, why = bad+len(chunk[i].Stats)-len(kept), "minute in the future"
