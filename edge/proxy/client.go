@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -20,8 +21,10 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// httpClient returns the session's pooled HTTP client for a service: its
-// connections are tunnel streams.
+// httpClient returns the session's pool of tunnel streams to a service.
+// fasthttp's HostClient keeps the pool (Dial, idle streams, MaxConns) and
+// its buffers; the exchange on a stream is the edge's own (exchange), so
+// that the edge knows which stream carries which request.
 func (p *Proxy) httpClient(sess *tunnels.Session, svc *config.Service) (*fasthttp.HostClient, error) {
 	if v, ok := sess.Clients.Load(svc.ID); ok {
 		return v.(*fasthttp.HostClient), nil
@@ -37,69 +40,225 @@ func (p *Proxy) httpClient(sess *tunnels.Session, svc *config.Service) (*fasthtt
 			if err != nil {
 				return nil, err
 			}
-			fc := &firstByteConn{Conn: c}
-			fc.addr = streamAddr{Addr: c.RemoteAddr(), c: fc}
-			return fc, nil
+			return &firstByteConn{Conn: c}, nil
 		},
-		Transport: refusedNoRetry{},
-		// With firstByteConn, ReadTimeout bounds the wait for the first
-		// byte of each response only.
-		ReadTimeout:                   p.cfg.UpstreamTimeout,
-		MaxConns:                      1024,
-		MaxIdleConnDuration:           10 * time.Second,
-		StreamResponseBody:            true,
-		DisableHeaderNamesNormalizing: true,
-		DisablePathNormalizing:        true,
-		NoDefaultUserAgentHeader:      true,
-		ReadBufferSize:                16 << 10,
-		WriteBufferSize:               16 << 10,
-		MaxIdemponentCallAttempts:     2,
-		RetryIfErr: func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
-			// Retry idempotent requests (and body-less ones) once on a stale
-			// pooled stream; never re-send a streamed body, never wait twice
-			// for a service that did not answer.
-			if tunnel.IsTimeout(err) {
-				return false, false
-			}
-			return false, attempts < 2 && !req.IsBodyStream() && (req.Header.IsGet() || req.Header.IsHead() || len(req.Body()) == 0)
-		},
+		MaxConns:            1024,
+		MaxIdleConnDuration: 10 * time.Second,
+		ReadBufferSize:      16 << 10,
+		WriteBufferSize:     16 << 10,
 	}
 	v, _ := sess.Clients.LoadOrStore(svc.ID, hc)
 	return v.(*fasthttp.HostClient), nil
 }
 
-// firstByteConn is a tunnel stream whose read deadline, set by the HTTP
-// client before it reads a response, lasts until the first byte arrives: it
-// bounds the service's time to answer, never a response already streaming.
+// exchange sends req on a stream of hc's pool and reads the head of the
+// answer into resp (its body streamed: resp.StreamBody). A body still to
+// read comes back with the stream it is on: read it from the returned
+// upstreamBody and end it, which gives the stream back to the pool when the
+// body was read to its end and closes it otherwise. nil: the answer is
+// whole and its stream already back.
+//
+// While the service has not answered, the visitor's connection is watched
+// (every hangupCheck, firstByteConn): a visitor that hangs up ends the
+// exchange with errVisitorGone and the stream is closed, which makes the
+// agent close its connection to the service, instead of both waiting out
+// the upstream timeout. nil visitor: not watched.
+//
+// A request on a pooled stream that turns out stale (written or read in
+// vain: the agent closed it while idle) is sent once more on another, if it
+// has no streamed body and is a GET, a HEAD or body-less; never after a
+// timeout (the service got it and did not answer).
+func (p *Proxy) exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, visitor net.Conn) (*upstreamBody, error) {
+	req.URI().DisablePathNormalizing = true
+	// Asked before the first attempt: writing a body stream closes it.
+	again := !req.IsBodyStream() && (req.Header.IsGet() || req.Header.IsHead() || len(req.Body()) == 0)
+	for attempt := 1; ; attempt++ {
+		resp.Reset()
+		resp.StreamBody = true
+		body, retry, err := p.roundTrip(hc, req, resp, visitor)
+		if err == nil {
+			return body, nil
+		}
+		if !retry || !again || attempt == 2 || tunnel.IsTimeout(err) {
+			if err == io.EOF {
+				err = fasthttp.ErrConnectionClosed
+			}
+			return nil, err
+		}
+	}
+}
+
+// hangupCheck is how often a visitor waiting for a service's answer is
+// checked for a hang-up.
+var hangupCheck = time.Second
+
+// roundTrip is one attempt of exchange; retry: the stream may have been
+// stale.
+func (p *Proxy) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, visitor net.Conn) (*upstreamBody, bool, error) {
+	cc, err := hc.AcquireConn(0, req.ConnectionClose())
+	if err != nil {
+		return nil, false, err
+	}
+	c := cc.Conn().(*firstByteConn)
+	if c.done == nil {
+		// Once per stream: the pool's handle (cc) stays the stream's for
+		// its life.
+		c.done = func(reuse bool) {
+			if reuse {
+				hc.ReleaseConn(cc)
+			} else {
+				hc.CloseConn(cc)
+			}
+		}
+	}
+	bw := hc.AcquireWriter(c)
+	err = req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	hc.ReleaseWriter(bw)
+	if err != nil {
+		c.done(false)
+		return nil, true, err
+	}
+	now := time.Now()
+	c.arm(now, now.Add(p.cfg.UpstreamTimeout), visitor)
+	if req.Header.IsHead() {
+		resp.SkipBody = true
+	}
+	resp.Header.DisableNormalizing()
+	br := hc.AcquireReader(c)
+	err = resp.ReadLimitBody(br, 0)
+	c.visitor = nil
+	if err != nil {
+		hc.ReleaseReader(br)
+		c.done(false)
+		switch {
+		case c.refused:
+			return nil, false, errBadResponse
+		case c.gone:
+			return nil, false, errVisitorGone
+		}
+		return nil, true, err
+	}
+	reuse := !req.ConnectionClose() && !resp.ConnectionClose()
+	if rs := resp.BodyStream(); rs != nil {
+		// A body read to the connection's end (no length, not chunked)
+		// leaves nothing to reuse.
+		n := resp.Header.ContentLength()
+		c.body = upstreamBody{c: c, hc: hc, r: rs, br: br, left: max(n, -1), reuse: reuse && n != -2}
+		return &c.body, false, nil
+	}
+	hc.ReleaseReader(br)
+	c.done(reuse)
+	return nil, false, nil
+}
+
+// errVisitorGone ends an exchange whose visitor hung up before the answer.
+var errVisitorGone = errors.New("proxy: the visitor hung up before the service answered")
+
+// StatusVisitorGone is the status recorded (access log, metrics) for a
+// request whose visitor hung up before the service answered: nginx's 499
+// "client closed request". No visitor receives it.
+const StatusVisitorGone = 499
+
+// upstreamBody is the body of an answer still on its stream.
+type upstreamBody struct {
+	c     *firstByteConn // nil once ended
+	hc    *fasthttp.HostClient
+	r     io.Reader // fasthttp's reader of the body, over br
+	br    *bufio.Reader
+	left  int  // bytes of a Content-Length body not read yet; -1: no length
+	whole bool // read to its end: the stream is at the next answer
+	reuse bool // the stream may carry another request once whole
+}
+
+func (b *upstreamBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if b.left >= 0 {
+		b.left -= n
+	}
+	// A Content-Length body cut short also ends in io.EOF: it is whole
+	// only with every byte read.
+	b.whole = b.left == 0 || (b.left < 0 && err == io.EOF)
+	return n, err
+}
+
+// end gives the stream back to the pool, or closes it when the body was not
+// read to its end (its rest would be the next answer's start). Once; the
+// body must not be used after.
+func (b *upstreamBody) end() {
+	c := b.c
+	if c == nil {
+		return
+	}
+	b.c = nil
+	b.hc.ReleaseReader(b.br)
+	c.done(b.reuse && (b.whole || b.left == 0))
+}
+
+// firstByteConn is a tunnel stream of the HTTP client. While the service
+// has not answered (armed by exchange), its reads have a deadline, the
+// upstream timeout, lifted by the first byte: it bounds the service's time
+// to answer, never a response already streaming; and a visitor that hangs
+// up meanwhile ends the wait (visitorGone, checked every hangupCheck).
 //
 // It also watches the start of each response (sniff) for a 101 Switching
 // Protocols: the client skips interim responses (100, 103...) but takes a
-// 101 for a final, body-less one and puts the stream back in its pool at
-// once, with whatever the service sends next unread; the next request on
+// 101 for a final, body-less one and would put the stream back in its pool
+// at once, with whatever the service sends next unread; the next request on
 // the stream would get it as its response (another visitor's body and
 // cookies). No request the edge forwards here asks for an upgrade
 // (WebSockets do not use this client), so the read of such a response
-// fails (errBadResponse): the client closes the stream instead.
+// fails (errBadResponse): the stream is closed instead.
 type firstByteConn struct {
 	net.Conn
 	armed atomic.Bool
-	addr  streamAddr
 
-	// Used by the stream's holder only (the client, then the body's
-	// reader), one after the other.
-	sniff   bool   // watching a response's start (armed with the deadline)
-	head    []byte // the bytes watched, while they leave the answer open
-	refused bool   // a read failed with errBadResponse
+	// Used by the stream's holder only (exchange, then the body's reader),
+	// one after the other.
+	sniff    bool   // watching a response's start (armed with the deadline)
+	head     []byte // the bytes watched, while they leave the answer open
+	refused  bool   // a read failed with errBadResponse
+	deadline time.Time
+	visitor  net.Conn // watched for a hang-up while armed; nil: not watched
+	gone     bool     // a read failed with errVisitorGone
+	body     upstreamBody
+	done     func(reuse bool) // back to the pool, or closed
 }
 
-func (c *firstByteConn) SetReadDeadline(t time.Time) error {
-	c.armed.Store(!t.IsZero())
-	c.sniff, c.head = !t.IsZero(), nil
-	return c.Conn.SetReadDeadline(t)
+// arm sets the wait for an answer's first byte: until deadline, watching
+// visitor (unless nil).
+func (c *firstByteConn) arm(now, deadline time.Time, visitor net.Conn) {
+	c.sniff, c.head, c.refused, c.gone = true, nil, false, false
+	c.deadline, c.visitor = deadline, visitor
+	c.armed.Store(true)
+	_ = c.Conn.SetReadDeadline(c.wake(now))
+}
+
+// wake is when an armed read next stops waiting: at the deadline, or
+// sooner to check on the visitor.
+func (c *firstByteConn) wake(now time.Time) time.Time {
+	if t := now.Add(hangupCheck); c.visitor != nil && t.Before(c.deadline) {
+		return t
+	}
+	return c.deadline
 }
 
 func (c *firstByteConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
+	for n == 0 && c.visitor != nil && c.armed.Load() && tunnel.IsTimeout(err) {
+		now := time.Now()
+		if !now.Before(c.deadline) {
+			break // the upstream timeout
+		}
+		if visitorGone(c.visitor) {
+			c.gone = true
+			return 0, errVisitorGone
+		}
+		_ = c.Conn.SetReadDeadline(c.wake(now))
+		n, err = c.Conn.Read(b)
+	}
 	if n > 0 && c.armed.CompareAndSwap(true, false) {
 		_ = c.Conn.SetReadDeadline(time.Time{})
 	}
@@ -188,29 +347,6 @@ func finalIsSwitch(head []byte) (switched, known bool) {
 			return s == fasthttp.StatusSwitchingProtocols, true
 		}
 	}
-}
-
-// streamAddr is a tunnel stream's RemoteAddr; a response keeps the address
-// of the stream it came from (fasthttp.Response.RemoteAddr), which leads
-// refusedNoRetry to the stream.
-type streamAddr struct {
-	net.Addr
-	c *firstByteConn
-}
-
-func (c *firstByteConn) RemoteAddr() net.Addr { return &c.addr }
-
-// refusedNoRetry is the HTTP client's transport: a request whose response
-// firstByteConn refused fails with errBadResponse and is not sent again (the
-// client would take the failed read for a stale stream and retry).
-type refusedNoRetry struct{}
-
-func (refusedNoRetry) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
-	retry, err := fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
-	if a, ok := resp.RemoteAddr().(*streamAddr); ok && err != nil && a.c.refused {
-		return false, errBadResponse
-	}
-	return retry, err
 }
 
 // errBadResponse fails a response the edge does not relay.

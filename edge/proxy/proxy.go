@@ -1185,10 +1185,20 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	p.prepareRequest(ctx, req, tg, clientIP, edits, false)
-	err = hc.Do(req, resp)
+	body, err := p.exchange(hc, req, resp, rawConn(ctx.Conn()))
 	fasthttp.ReleaseRequest(req)
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
+		if errors.Is(err, errVisitorGone) {
+			// Nobody to answer: recorded as nginx does (499, "client
+			// closed request"); nothing is sent (a half-closed visitor
+			// could still read it), the connection is closed.
+			ctx.SetStatusCode(StatusVisitorGone)
+			p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
+			ctx.HijackSetNoResponse(true)
+			ctx.Hijack(func(net.Conn) {})
+			return false
+		}
 		status, msg := upstreamError(err)
 		if edits.body.err != nil {
 			// The request body could not be read from the visitor: the
@@ -1212,6 +1222,9 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 		// A 101 to a request that asked for no upgrade (firstByteConn
 		// fails those before the client pools the stream): never relayed,
 		// the visitor would wait for a protocol that does not come.
+		if body != nil {
+			body.end()
+		}
 		fasthttp.ReleaseResponse(resp)
 		WriteError(ctx, fasthttp.StatusBadGateway, msgBadResponse)
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
@@ -1222,18 +1235,18 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 	ctx.SetStatusCode(status)
 	if ctx.IsHead() || status == fasthttp.StatusNotModified || status == fasthttp.StatusNoContent {
 		ctx.Response.SkipBody = true
-		if resp.IsBodyStream() {
-			_ = resp.CloseBodyStream()
+		if body != nil {
+			body.end()
 		}
 		fasthttp.ReleaseResponse(resp)
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
 		return false
 	}
-	if n := resp.Header.ContentLength(); resp.IsBodyStream() && n >= 0 && n <= smallBody {
+	if n := resp.Header.ContentLength(); body != nil && n >= 0 && n <= smallBody {
 		// A small body of known length: copy it now and free the stream,
 		// cheaper than streaming it through fasthttp's body writer.
-		_, err := io.CopyN(ctx.Response.BodyWriter(), resp.BodyStream(), int64(n))
-		_ = resp.CloseBodyStream()
+		_, err := io.CopyN(ctx.Response.BodyWriter(), body, int64(n))
+		body.end()
 		fasthttp.ReleaseResponse(resp)
 		if err != nil {
 			// None of the service's head goes with the error (its
@@ -1246,8 +1259,8 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", int64(n))
 		return false
 	}
-	if resp.IsBodyStream() {
-		body := &streamBody{resp: resp, r: resp.BodyStream(), p: p, keep: p.keepsAccess(tg.share)}
+	if body != nil {
+		body := &streamBody{resp: resp, r: body, p: p, keep: p.keepsAccess(tg.share)}
 		if body.keep {
 			// Recorded at the end, for its bytes; its latency is the time
 			// to its head, as for every request (an event stream's hours
@@ -1274,10 +1287,9 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 		}
 		return true
 	}
-	ctx.SetBody(resp.Body())
-	n := int64(len(resp.Body()))
+	// No body stream: the answer had no body (its head said so).
 	fasthttp.ReleaseResponse(resp)
-	p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", n)
+	p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
 	return false
 }
 
@@ -1285,7 +1297,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 // which releases the upstream response and records the access.
 type streamBody struct {
 	resp   *fasthttp.Response
-	r      io.Reader
+	r      *upstreamBody
 	n      int64
 	p      *Proxy
 	keep   bool             // the request is recorded (keepsAccess)
@@ -1305,7 +1317,7 @@ func (b *streamBody) Close() error {
 		if b.unlive != nil {
 			b.unlive()
 		}
-		_ = b.resp.CloseBodyStream()
+		b.r.end()
 		fasthttp.ReleaseResponse(b.resp)
 		if b.keep {
 			b.rec.BytesOut = b.n
