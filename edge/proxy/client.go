@@ -129,14 +129,14 @@ func (p *Proxy) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *
 	resp.Header.DisableNormalizing()
 	br := hc.AcquireReader(c)
 	err = resp.ReadLimitBody(br, 0)
-	c.visitor = nil
+	c.watch.visitor = nil
 	if err != nil {
 		hc.ReleaseReader(br)
 		c.done(false)
 		switch {
 		case c.refused:
 			return nil, false, errBadResponse
-		case c.gone:
+		case c.watch.gone:
 			return nil, false, errVisitorGone
 		}
 		return nil, true, err
@@ -217,46 +217,28 @@ type firstByteConn struct {
 
 	// Used by the stream's holder only (exchange, then the body's reader),
 	// one after the other.
-	sniff    bool   // watching a response's start (armed with the deadline)
-	head     []byte // the bytes watched, while they leave the answer open
-	refused  bool   // a read failed with errBadResponse
-	deadline time.Time
-	visitor  net.Conn // watched for a hang-up while armed; nil: not watched
-	gone     bool     // a read failed with errVisitorGone
-	body     upstreamBody
-	done     func(reuse bool) // back to the pool, or closed
+	sniff   bool        // watching a response's start (armed with the deadline)
+	head    []byte      // the bytes watched, while they leave the answer open
+	refused bool        // a read failed with errBadResponse
+	watch   hangupWatch // while armed
+	body    upstreamBody
+	done    func(reuse bool) // back to the pool, or closed
 }
 
 // arm sets the wait for an answer's first byte: until deadline, watching
 // visitor (unless nil).
 func (c *firstByteConn) arm(now, deadline time.Time, visitor net.Conn) {
-	c.sniff, c.head, c.refused, c.gone = true, nil, false, false
-	c.deadline, c.visitor = deadline, visitor
+	c.sniff, c.head, c.refused = true, nil, false
+	c.watch.start(c.Conn, now, deadline, visitor)
 	c.armed.Store(true)
-	_ = c.Conn.SetReadDeadline(c.wake(now))
-}
-
-// wake is when an armed read next stops waiting: at the deadline, or
-// sooner to check on the visitor.
-func (c *firstByteConn) wake(now time.Time) time.Time {
-	if t := now.Add(hangupCheck); c.visitor != nil && t.Before(c.deadline) {
-		return t
-	}
-	return c.deadline
 }
 
 func (c *firstByteConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	for n == 0 && c.visitor != nil && c.armed.Load() && tunnel.IsTimeout(err) {
-		now := time.Now()
-		if !now.Before(c.deadline) {
-			break // the upstream timeout
-		}
-		if visitorGone(c.visitor) {
-			c.gone = true
-			return 0, errVisitorGone
-		}
-		_ = c.Conn.SetReadDeadline(c.wake(now))
+	var n int
+	var err error
+	if c.armed.Load() {
+		n, err = c.watch.read(c.Conn, b)
+	} else {
 		n, err = c.Conn.Read(b)
 	}
 	if n > 0 && c.armed.CompareAndSwap(true, false) {
@@ -268,6 +250,58 @@ func (c *firstByteConn) Read(b []byte) (int, error) {
 	}
 	return n, err
 }
+
+// hangupWatch is a wait for a service's answer on a stream that watches the
+// visitor meanwhile: the stream's read deadline wakes the read every
+// hangupCheck to check on the visitor (visitorGone), until the deadline.
+type hangupWatch struct {
+	deadline time.Time
+	visitor  net.Conn // nil: not watched (set nil to stop watching)
+	gone     bool     // a read failed with errVisitorGone
+}
+
+// start sets the wait on c: until deadline, watching visitor (unless nil).
+func (w *hangupWatch) start(c net.Conn, now, deadline time.Time, visitor net.Conn) {
+	w.deadline, w.visitor, w.gone = deadline, visitor, false
+	_ = c.SetReadDeadline(w.wake(now))
+}
+
+// wake is when a read next stops waiting: at the deadline, or sooner to
+// check on the visitor.
+func (w *hangupWatch) wake(now time.Time) time.Time {
+	if t := now.Add(hangupCheck); w.visitor != nil && t.Before(w.deadline) {
+		return t
+	}
+	return w.deadline
+}
+
+// read reads from c, waking to check on the visitor: it ends with data, an
+// error, the deadline's timeout, or errVisitorGone.
+func (w *hangupWatch) read(c net.Conn, b []byte) (int, error) {
+	n, err := c.Read(b)
+	for n == 0 && w.visitor != nil && tunnel.IsTimeout(err) {
+		now := time.Now()
+		if !now.Before(w.deadline) {
+			break // the upstream timeout
+		}
+		if visitorGone(w.visitor) {
+			w.gone = true
+			return 0, errVisitorGone
+		}
+		_ = c.SetReadDeadline(w.wake(now))
+		n, err = c.Read(b)
+	}
+	return n, err
+}
+
+// watchedConn is a stream whose reads watch the visitor (the answer to a
+// WebSocket upgrade).
+type watchedConn struct {
+	net.Conn
+	watch hangupWatch
+}
+
+func (c *watchedConn) Read(b []byte) (int, error) { return c.watch.read(c.Conn, b) }
 
 // maxInterimHead bounds the interim responses watched before a final one.
 const maxInterimHead = 64 << 10

@@ -1190,13 +1190,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
 		if errors.Is(err, errVisitorGone) {
-			// Nobody to answer: recorded as nginx does (499, "client
-			// closed request"); nothing is sent (a half-closed visitor
-			// could still read it), the connection is closed.
-			ctx.SetStatusCode(StatusVisitorGone)
-			p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
-			ctx.HijackSetNoResponse(true)
-			ctx.Hijack(func(net.Conn) {})
+			p.visitorGone(ctx, tg.share, start, clientIP)
 			return false
 		}
 		status, msg := upstreamError(err)
@@ -1378,14 +1372,21 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 			fail(fasthttp.StatusBadGateway, "The service did not accept the WebSocket upgrade")
 		}
 	}
-	br := bufio.NewReader(conn)
-	var rh fasthttp.ResponseHeader
 	// The service has the upstream timeout to answer the upgrade, as any
-	// request (here for the whole head: nothing of it goes out before).
-	_ = conn.SetReadDeadline(time.Now().Add(p.cfg.UpstreamTimeout))
+	// request (here for the whole head: nothing of it goes out before);
+	// a visitor who hangs up meanwhile ends the wait.
+	wc := &watchedConn{Conn: conn}
+	now := time.Now()
+	wc.watch.start(conn, now, now.Add(p.cfg.UpstreamTimeout), rawConn(ctx.Conn()))
+	br := bufio.NewReader(wc)
+	var rh fasthttp.ResponseHeader
 	for interim := 0; ; interim++ {
 		if err := rh.Read(br); err != nil {
 			conn.Close()
+			if wc.watch.gone {
+				p.visitorGone(ctx, tg.share, start, clientIP)
+				return
+			}
 			readFailed(err)
 			return
 		}
@@ -1401,6 +1402,7 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 			return
 		}
 	}
+	wc.watch.visitor = nil // answered
 	if rh.StatusCode() != fasthttp.StatusSwitchingProtocols {
 		// Not upgraded: relay the answer as a normal response, read whole
 		// (1 MiB at most) within another upstream timeout: a service that
@@ -1465,6 +1467,17 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 		defer p.live.add(liveKey(share, svcID), raw)()
 		_, out = tunnel.Pipe(&hijacked{Conn: c, served: served}, up)
 	})
+}
+
+// visitorGone ends a request whose visitor hung up before the service
+// answered: recorded as nginx does (499, "client closed request"); nothing
+// is sent (a half-closed visitor could still read it), the connection is
+// closed.
+func (p *Proxy) visitorGone(ctx *fasthttp.RequestCtx, share *routes.Share, start time.Time, clientIP string) {
+	ctx.SetStatusCode(StatusVisitorGone)
+	p.logAccess(ctx, share, start, clientIP, "allowed", "", 0)
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(net.Conn) {})
 }
 
 // switchesToWebSocket reports whether a 101 names the WebSocket protocol,

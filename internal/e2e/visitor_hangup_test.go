@@ -25,7 +25,8 @@ import (
 // its connection, and the service's request is cancelled within a couple of
 // seconds, not at the upstream timeout (30 s here). A half-close counts as a
 // hang-up, as it does for nginx and Go's own server; the half-closed visitor
-// reads no answer, only the end of the connection. The requests given up
+// reads no answer, only the end of the connection. The same holds for a
+// WebSocket upgrade the service has not answered. The requests given up
 // are recorded with 499, and the share goes on serving.
 func TestVisitorHangsUpBeforeTheAnswer(t *testing.T) {
 	env := testenv.New(t, testenv.Options{Edge: func(c *edge.Config) { c.UpstreamTimeout = 30 * time.Second }})
@@ -57,12 +58,17 @@ func TestVisitorHangsUpBeforeTheAnswer(t *testing.T) {
 		{"/closed", func(c *net.TCPConn) { _ = c.Close() }},
 		{"/reset", func(c *net.TCPConn) { _ = c.SetLinger(0); _ = c.Close() }},
 		{"/half-closed", func(c *net.TCPConn) { _ = c.CloseWrite() }},
+		{"/websocket", func(c *net.TCPConn) { _ = c.Close() }}, // an upgrade the service does not answer
 	} {
 		t.Run(tc.path[1:], func(t *testing.T) {
 			c, err := net.Dial("tcp", u.Host)
 			require.NoError(t, err)
 			defer c.Close()
-			_, err = fmt.Fprintf(c, "GET %s%s HTTP/1.1\r\nHost: %s\r\n\r\n", u.Path, tc.path, u.Host)
+			upgrade := ""
+			if tc.path == "/websocket" {
+				upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+			}
+			_, err = fmt.Fprintf(c, "GET %s%s HTTP/1.1\r\nHost: %s\r\n%s\r\n", u.Path, tc.path, u.Host, upgrade)
 			require.NoError(t, err)
 			select {
 			case p := <-arrived:
@@ -104,9 +110,9 @@ func TestVisitorHangsUpBeforeTheAnswer(t *testing.T) {
 		}
 		return out
 	}
-	require.Eventually(t, func() bool { return len(logs()) >= 4 }, 10*time.Second, 50*time.Millisecond, "access logs")
+	require.Eventually(t, func() bool { return len(logs()) >= 5 }, 10*time.Second, 50*time.Millisecond, "access logs")
 	got := logs()
-	for _, p := range []string{"/closed", "/reset", "/half-closed"} {
+	for _, p := range []string{"/closed", "/reset", "/half-closed", "/websocket"} {
 		require.Equal(t, proxy.StatusVisitorGone, got[p], "%s: %v", p, got)
 	}
 	require.Equal(t, http.StatusOK, got["/ok"])
