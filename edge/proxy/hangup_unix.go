@@ -1,4 +1,4 @@
-//go:build unix
+//go:build unix && !linux
 
 package proxy
 
@@ -12,10 +12,9 @@ import (
 // under TLS and PROXY protocol, rawConn) is at its end with nothing left to
 // read, or was reset, or was closed by the edge (a cut). Checked as nginx
 // does, with a peek that takes nothing from the connection. A half-close
-// counts, as for nginx and Go's net/http server, and so does one behind
-// pipelined requests the edge has already read (as for Go's server: the
-// socket is at its end). A TLS visitor that sent close_notify before
-// hanging up is not seen (the alert is data); it waits for the upstream
+// counts, as for nginx and Go's net/http server. Bytes still unread hide
+// the end (Linux does better: hangup_linux.go), so a TLS visitor that sent
+// close_notify before hanging up is not seen and waits for the upstream
 // timeout as before.
 func visitorGone(c net.Conn) bool {
 	sc, ok := c.(syscall.Conn)

@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"testing"
 	"time"
 
@@ -116,4 +118,48 @@ func TestVisitorHangsUpBeforeTheAnswer(t *testing.T) {
 		require.Equal(t, proxy.StatusVisitorGone, got[p], "%s: %v", p, got)
 	}
 	require.Equal(t, http.StatusOK, got["/ok"])
+}
+
+// TestVisitorHangsUpOverTLS: a TLS visitor's close sends close_notify before
+// its FIN; the alert is data the edge has not read, and the hang-up is seen
+// all the same (Linux: the FIN behind it is polled).
+func TestVisitorHangsUpOverTLS(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("elsewhere a peek sees the alert, not the FIN behind it")
+	}
+	env := testenv.New(t, testenv.Options{TLS: true, Edge: func(c *edge.Config) { c.UpstreamTimeout = 30 * time.Second }})
+	arrived := make(chan struct{}, 1)
+	cancelled := make(chan struct{}, 1)
+	org := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select {
+		case <-r.Context().Done():
+			cancelled <- struct{}{}
+		case <-time.After(time.Minute):
+		}
+	}))
+	t.Cleanup(org.Close)
+	_, svc := env.ExposeAgent("a", "web", org.URL)
+	sh := env.Share(svc.ID, client.CreateShareRequest{})
+	u, err := url.Parse(sh.ShareURL)
+	require.NoError(t, err)
+	c, err := tls.Dial("tcp", env.Edges[0].HTTPAddr(), env.ClientTLS())
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = fmt.Fprintf(c, "GET %s/slow HTTP/1.1\r\nHost: %s\r\n\r\n", u.Path, u.Host)
+	require.NoError(t, err)
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not reach the service")
+	}
+	gone := time.Now()
+	require.NoError(t, c.Close()) // close_notify, then FIN
+	select {
+	case <-cancelled:
+		t.Logf("the service's request was cancelled %v after the hang-up", time.Since(gone).Round(time.Millisecond))
+		require.Less(t, time.Since(gone), 5*time.Second)
+	case <-time.After(15 * time.Second):
+		t.Fatal("the service still works for a TLS visitor who hung up")
+	}
 }
