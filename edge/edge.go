@@ -82,8 +82,8 @@ type Config struct {
 	AccessLogRate  int
 	ReportInterval time.Duration // default 1 s
 	DrainTimeout   time.Duration // default 15 s
-	// UpstreamTimeout bounds the wait for the first byte of a service's
-	// response (default 100 s): past it the visitor gets 504.
+	// UpstreamTimeout bounds the wait for the head of a service's response
+	// (default 100 s): past it the visitor gets 504.
 	UpstreamTimeout time.Duration
 	// HeaderTimeout is how long a visitor has to send a request's head, the
 	// request line and headers (default 30 s): counted from the connection's

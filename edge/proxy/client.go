@@ -64,9 +64,11 @@ func (p *Proxy) httpClient(sess *tunnels.Session, svc *config.Service) (*fasthtt
 // agent close its connection to the service, instead of both waiting out
 // the upstream timeout. nil visitor: not watched.
 //
-// A request on a pooled stream that turns out stale (written or read in
-// vain: the agent closed it while idle) is sent once more on another, if it
-// has no streamed body and is a GET, a HEAD or body-less; never after a
+// A request on a stream from the pool that turns out stale (written in
+// vain, or read to its end before any byte of an answer: the agent or the
+// service closed it while idle) is sent once more on another, if it has no
+// streamed body and is a GET, a HEAD or body-less; never on a new stream
+// (the service may have acted on it: as Go's http.Transport), never after a
 // timeout (the service got it and did not answer).
 func (p *Proxy) exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, visitor net.Conn) (*upstreamBody, error) {
 	req.URI().DisablePathNormalizing = true
@@ -100,6 +102,8 @@ func (p *Proxy) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *
 		return nil, false, err
 	}
 	c := cc.Conn().(*firstByteConn)
+	reused := c.used
+	c.used = true
 	if c.done == nil {
 		// Once per stream: the pool's handle (cc) stays the stream's for
 		// its life.
@@ -119,7 +123,7 @@ func (p *Proxy) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *
 	hc.ReleaseWriter(bw)
 	if err != nil {
 		c.done(false)
-		return nil, true, err
+		return nil, reused, err
 	}
 	now := time.Now()
 	c.arm(now, now.Add(p.cfg.UpstreamTimeout), visitor)
@@ -129,7 +133,7 @@ func (p *Proxy) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *
 	resp.Header.DisableNormalizing()
 	br := hc.AcquireReader(c)
 	err = resp.ReadLimitBody(br, 0)
-	c.watch.visitor = nil
+	c.disarm()
 	if err != nil {
 		hc.ReleaseReader(br)
 		c.done(false)
@@ -139,7 +143,7 @@ func (p *Proxy) roundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *
 		case c.watch.gone:
 			return nil, false, errVisitorGone
 		}
-		return nil, true, err
+		return nil, reused && !c.answered, err
 	}
 	reuse := !req.ConnectionClose() && !resp.ConnectionClose()
 	if rs := resp.BodyStream(); rs != nil {
@@ -197,11 +201,12 @@ func (b *upstreamBody) end() {
 	c.done(b.reuse && (b.whole || b.left == 0))
 }
 
-// firstByteConn is a tunnel stream of the HTTP client. While the service
-// has not answered (armed by exchange), its reads have a deadline, the
-// upstream timeout, lifted by the first byte: it bounds the service's time
-// to answer, never a response already streaming; and a visitor that hangs
-// up meanwhile ends the wait (visitorGone, checked every hangupCheck).
+// firstByteConn is a tunnel stream of the HTTP client. Until the head of
+// the service's final answer is read (armed by exchange; interim answers
+// such as 103 Early Hints do not end it), its reads have a deadline, the
+// upstream timeout: it bounds the service's time to answer, never a
+// response already streaming; and a visitor that hangs up meanwhile ends
+// the wait (visitorGone, checked every hangupCheck).
 //
 // It also watches the start of each response (sniff) for a 101 Switching
 // Protocols: the client skips interim responses (100, 103...) but takes a
@@ -217,18 +222,20 @@ type firstByteConn struct {
 
 	// Used by the stream's holder only (exchange, then the body's reader),
 	// one after the other.
-	sniff   bool        // watching a response's start (armed with the deadline)
-	head    []byte      // the bytes watched, while they leave the answer open
-	refused bool        // a read failed with errBadResponse
-	watch   hangupWatch // while armed
-	body    upstreamBody
-	done    func(reuse bool) // back to the pool, or closed
+	sniff    bool        // watching a response's start (armed with the deadline)
+	head     []byte      // the bytes watched, while they leave the answer open
+	refused  bool        // a read failed with errBadResponse
+	answered bool        // a byte of the answer arrived (since arm)
+	used     bool        // it carried an exchange before (from the pool)
+	watch    hangupWatch // while armed
+	body     upstreamBody
+	done     func(reuse bool) // back to the pool, or closed
 }
 
-// arm sets the wait for an answer's first byte: until deadline, watching
-// visitor (unless nil).
+// arm sets the wait for an answer: until deadline, watching visitor
+// (unless nil).
 func (c *firstByteConn) arm(now, deadline time.Time, visitor net.Conn) {
-	c.sniff, c.head, c.refused = true, nil, false
+	c.sniff, c.head, c.refused, c.answered = true, nil, false, false
 	c.watch.start(c.Conn, now, deadline, visitor)
 	c.armed.Store(true)
 }
@@ -241,14 +248,22 @@ func (c *firstByteConn) Read(b []byte) (int, error) {
 	} else {
 		n, err = c.Conn.Read(b)
 	}
-	if n > 0 && c.armed.CompareAndSwap(true, false) {
-		_ = c.Conn.SetReadDeadline(time.Time{})
-	}
-	if n > 0 && c.sniff && c.switches(b[:n]) {
-		c.refused = true
-		return 0, errBadResponse
+	if n > 0 {
+		c.answered = true
+		if c.sniff && c.switches(b[:n]) {
+			c.refused = true
+			return 0, errBadResponse
+		}
 	}
 	return n, err
+}
+
+// disarm ends the wait armed for an answer: its head is read (or failed).
+func (c *firstByteConn) disarm() {
+	c.watch.visitor = nil
+	if c.armed.CompareAndSwap(true, false) {
+		_ = c.Conn.SetReadDeadline(time.Time{})
+	}
 }
 
 // hangupWatch is a wait for a service's answer on a stream that watches the

@@ -15,15 +15,17 @@ import (
 	"github.com/privateconnect/pc/internal/tunnel"
 )
 
-// pipeClient is a pool of one-answer streams: each stream's far end reads a
-// request's head, writes answer and, when hangUp, closes.
-func pipeClient(t *testing.T, answer string, hangUp bool) *fasthttp.HostClient {
+// pipeClient is a pool of streams whose far end reads a request's head and
+// writes answer; a stream's next requests get the next answers, if given.
+// The far end closes after its hangUpAfter-th answer (0: never).
+func pipeClient(t *testing.T, hangUpAfter int, answer string, next ...string) *fasthttp.HostClient {
 	return &fasthttp.HostClient{
 		Addr: "service",
 		Dial: func(string) (net.Conn, error) {
 			near, far := net.Pipe()
 			go func() {
 				br := bufio.NewReader(far)
+				answer, next, n := answer, next, 0
 				for {
 					line, err := br.ReadString('\n')
 					if err != nil {
@@ -32,9 +34,13 @@ func pipeClient(t *testing.T, answer string, hangUp bool) *fasthttp.HostClient {
 					if line != "\r\n" {
 						continue
 					}
-					if _, err := io.WriteString(far, answer); err != nil || hangUp {
+					n++
+					if _, err := io.WriteString(far, answer); err != nil || n == hangUpAfter {
 						far.Close()
 						return
+					}
+					if len(next) > 0 {
+						answer, next = next[0], next[1:]
 					}
 				}
 			}()
@@ -71,7 +77,11 @@ func TestExchangePoolsOnlyWholeAnswers(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			p := &Proxy{cfg: Config{UpstreamTimeout: 5 * time.Second}}
-			hc := pipeClient(t, tc.answer, tc.hangUp)
+			hangUp := 0
+			if tc.hangUp {
+				hangUp = 1
+			}
+			hc := pipeClient(t, hangUp, tc.answer)
 			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 			defer fasthttp.ReleaseRequest(req)
 			defer fasthttp.ReleaseResponse(resp)
@@ -98,37 +108,59 @@ func TestExchangePoolsOnlyWholeAnswers(t *testing.T) {
 	}
 }
 
-// TestExchangeRetriesOnlyWhatItMay: a request on a stream the agent closed
-// while it idled is sent again on a new one when it is safe (GET, or no
-// body); a request with a body, buffered or streamed, is not sent twice.
+// TestExchangeRetriesOnlyWhatItMay: a request on a pooled stream the far
+// end closed while it idled is sent again on a new one when it is safe
+// (GET, or no body); a request with a body, buffered or streamed, is not
+// sent twice, and neither is one whose new stream fails or whose answer had
+// begun (the service may have acted on it).
 func TestExchangeRetriesOnlyWhatItMay(t *testing.T) {
 	for _, tc := range []struct {
-		method, body string
-		stream       bool // the body streams from the visitor
-		again        bool
+		name, method, body string
+		stream             bool // the body streams from the visitor
+		fresh              bool // the stream that fails is new, not pooled
+		cut                bool // the pooled stream fails amid an answer
+		again              bool
 	}{
-		{"GET", "", false, true},
-		{"DELETE", "", false, true},
-		{"POST", "data", false, false},
-		{"PUT", "data", true, false},
+		{"GET", "GET", "", false, false, false, true},
+		{"DELETE", "DELETE", "", false, false, false, true},
+		{"POST", "POST", "data", false, false, false, false},
+		{"PUT streamed", "PUT", "data", true, false, false, false},
+		{"GET on a new stream the service drops", "GET", "", false, true, false, false},
+		{"GET cut amid the answer", "GET", "", false, false, true, false},
 	} {
-		t.Run(tc.method, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			p := &Proxy{cfg: Config{UpstreamTimeout: 5 * time.Second}}
-			dials := 0
-			hc := pipeClient(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false)
+			const ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+			hc := pipeClient(t, 0, ok)
+			switch {
+			case tc.fresh:
+				hc = pipeClient(t, 1, "") // takes the request, drops the stream
+			case tc.cut:
+				hc = pipeClient(t, 2, ok, "HTTP/1.1 200 OK\r\nContent-Le") // and drops it
+			}
+			var streams []*firstByteConn
 			dial := hc.Dial
 			hc.Dial = func(addr string) (net.Conn, error) {
-				dials++
 				c, err := dial(addr)
-				if dials == 1 {
-					c.(*firstByteConn).Conn.Close() // stale: it fails its first use
-				}
+				streams = append(streams, c.(*firstByteConn))
 				return c, err
 			}
 			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 			defer fasthttp.ReleaseRequest(req)
 			defer fasthttp.ReleaseResponse(resp)
 			req.SetRequestURI("http://service/x")
+			if !tc.fresh {
+				// A first request leaves its stream in the pool, then the
+				// stream dies there.
+				body, err := p.exchange(hc, req, resp, nil)
+				require.NoError(t, err)
+				_, _ = io.ReadAll(body)
+				body.end()
+				require.Equal(t, 1, hc.IdleConnsCount())
+				if !tc.cut {
+					streams[0].Conn.Close()
+				}
+			}
 			req.Header.SetMethod(tc.method)
 			if tc.stream {
 				req.SetBodyStream(strings.NewReader(tc.body), -1)
@@ -138,11 +170,11 @@ func TestExchangeRetriesOnlyWhatItMay(t *testing.T) {
 			body, err := p.exchange(hc, req, resp, nil)
 			if !tc.again {
 				require.Error(t, err)
-				require.Equal(t, 1, dials)
+				require.Len(t, streams, 1, "not sent again")
 				return
 			}
 			require.NoError(t, err)
-			require.Equal(t, 2, dials)
+			require.Len(t, streams, 2, "sent again on a new stream")
 			b, _ := io.ReadAll(body)
 			body.end()
 			require.Equal(t, "ok", string(b))
@@ -150,10 +182,10 @@ func TestExchangeRetriesOnlyWhatItMay(t *testing.T) {
 	}
 }
 
-// TestExchangeWatchesTheVisitor: while the service has not answered, a
-// visitor that hangs up ends the exchange at the next check
-// (errVisitorGone, the stream closed); a visitor still there waits for the
-// upstream timeout, which is not retried.
+// TestExchangeWatchesTheVisitor: until the head of the service's answer is
+// whole (an interim answer is not the answer), a visitor that hangs up ends
+// the exchange at the next check (errVisitorGone, the stream closed); a
+// visitor still there waits for the upstream timeout, which is not retried.
 func TestExchangeWatchesTheVisitor(t *testing.T) {
 	defer func(d time.Duration) { hangupCheck = d }(hangupCheck)
 	hangupCheck = 20 * time.Millisecond
@@ -168,22 +200,39 @@ func TestExchangeWatchesTheVisitor(t *testing.T) {
 		t.Cleanup(func() { v.Close(); e.Close() })
 		return e, v
 	}
+	gone := func(err error) bool { return errors.Is(err, errVisitorGone) }
+	const hints = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
 	for _, tc := range []struct {
-		name string
-		hang func(net.Conn)
-		want func(error) bool
+		name   string
+		answer string // all the service sends
+		hang   func(net.Conn)
+		want   func(error) bool
 	}{
-		{"closes", func(c net.Conn) { c.Close() }, func(err error) bool { return errors.Is(err, errVisitorGone) }},
-		{"half-closes", func(c net.Conn) { _ = c.(*net.TCPConn).CloseWrite() }, func(err error) bool { return errors.Is(err, errVisitorGone) }},
-		{"resets", func(c net.Conn) { _ = c.(*net.TCPConn).SetLinger(0); c.Close() }, func(err error) bool { return errors.Is(err, errVisitorGone) }},
-		{"stays", func(net.Conn) {}, tunnel.IsTimeout},
+		{"closes", "", func(c net.Conn) { c.Close() }, gone},
+		{"half-closes", "", func(c net.Conn) { _ = c.(*net.TCPConn).CloseWrite() }, gone},
+		{"resets", "", func(c net.Conn) { _ = c.(*net.TCPConn).SetLinger(0); c.Close() }, gone},
+		{"stays", "", func(net.Conn) {}, tunnel.IsTimeout},
+		{"closes after early hints", hints, func(c net.Conn) { c.Close() }, gone},
+		{"stays after early hints", hints, func(net.Conn) {}, tunnel.IsTimeout},
+		{"closes amid the head", "HTTP/1.1 200 OK\r\nContent-Le", func(c net.Conn) { c.Close() }, gone},
+		{"stays amid the head", "HTTP/1.1 200 OK\r\nContent-Le", func(net.Conn) {}, tunnel.IsTimeout},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := &Proxy{cfg: Config{UpstreamTimeout: 600 * time.Millisecond}}
 			dials := 0
-			hc := pipeClient(t, "", false) // never answers
+			streams := make(chan net.Conn, 2)
+			hc := pipeClient(t, 0, tc.answer)
 			dial := hc.Dial
-			hc.Dial = func(addr string) (net.Conn, error) { dials++; return dial(addr) }
+			hc.Dial = func(addr string) (net.Conn, error) {
+				dials++
+				c, err := dial(addr)
+				streams <- c
+				return c, err
+			}
+			// A wait nothing ends (no deadline, no watch) fails the test
+			// rather than hanging it.
+			stuck := time.AfterFunc(5*time.Second, func() { (<-streams).Close() })
+			defer stuck.Stop()
 			edgeSide, visitor := visitorPair()
 			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 			defer fasthttp.ReleaseRequest(req)
@@ -193,6 +242,7 @@ func TestExchangeWatchesTheVisitor(t *testing.T) {
 			start := time.Now()
 			_, err := p.exchange(hc, req, resp, edgeSide)
 			took := time.Since(start)
+			require.Less(t, took, 4*time.Second, "the wait ended by itself")
 			require.True(t, tc.want(err), "%v", err)
 			require.Equal(t, 1, dials, "not sent twice")
 			require.Zero(t, hc.ConnsCount(), "the stream is closed")

@@ -212,7 +212,7 @@ type Config struct {
 	// OnAccess receives one record per request (must not block).
 	OnAccess func(config.AccessLog)
 	Logger   *slog.Logger
-	// UpstreamTimeout bounds the wait for the first byte of the service's
+	// UpstreamTimeout bounds the wait for the head of the service's
 	// response (default 100 s, as Cloudflare's origin timeout); past it the
 	// visitor gets 504 and the tunnel stream is closed. A response that
 	// has started is never cut (server-sent events stream for hours).
