@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -40,7 +39,7 @@ func (p *Proxy) httpClient(sess *tunnels.Session, svc *config.Service) (*fasthtt
 			if err != nil {
 				return nil, err
 			}
-			return &firstByteConn{Conn: c}, nil
+			return &firstByteConn{watchedConn: watchedConn{Conn: c}}, nil
 		},
 		MaxConns:            1024,
 		MaxIdleConnDuration: 10 * time.Second,
@@ -70,24 +69,23 @@ func (p *Proxy) httpClient(sess *tunnels.Session, svc *config.Service) (*fasthtt
 // streamed body and is a GET, a HEAD or body-less; never on a new stream
 // (the service may have acted on it: as Go's http.Transport), never after a
 // timeout (the service got it and did not answer).
+//
+// resp must be fresh (fasthttp.AcquireResponse).
 func (p *Proxy) exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, visitor net.Conn) (*upstreamBody, error) {
 	req.URI().DisablePathNormalizing = true
 	// Asked before the first attempt: writing a body stream closes it.
 	again := !req.IsBodyStream() && (req.Header.IsGet() || req.Header.IsHead() || len(req.Body()) == 0)
-	for attempt := 1; ; attempt++ {
+	resp.StreamBody = true
+	body, retry, err := p.roundTrip(hc, req, resp, visitor)
+	if err != nil && retry && again && !tunnel.IsTimeout(err) {
 		resp.Reset()
 		resp.StreamBody = true
-		body, retry, err := p.roundTrip(hc, req, resp, visitor)
-		if err == nil {
-			return body, nil
-		}
-		if !retry || !again || attempt == 2 || tunnel.IsTimeout(err) {
-			if err == io.EOF {
-				err = fasthttp.ErrConnectionClosed
-			}
-			return nil, err
-		}
+		body, _, err = p.roundTrip(hc, req, resp, visitor)
 	}
+	if err == io.EOF {
+		err = fasthttp.ErrConnectionClosed
+	}
+	return body, err
 }
 
 // hangupCheck is how often a visitor waiting for a service's answer is
@@ -173,7 +171,7 @@ type upstreamBody struct {
 	r     io.Reader // fasthttp's reader of the body, over br
 	br    *bufio.Reader
 	left  int  // bytes of a Content-Length body not read yet; -1: no length
-	whole bool // read to its end: the stream is at the next answer
+	eof   bool // a body of no length (chunked) was read to its end
 	reuse bool // the stream may carry another request once whole
 }
 
@@ -181,16 +179,16 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	if b.left >= 0 {
 		b.left -= n
+	} else if err == io.EOF {
+		b.eof = true
 	}
-	// A Content-Length body cut short also ends in io.EOF: it is whole
-	// only with every byte read.
-	b.whole = b.left == 0 || (b.left < 0 && err == io.EOF)
 	return n, err
 }
 
 // end gives the stream back to the pool, or closes it when the body was not
-// read to its end (its rest would be the next answer's start). Once; the
-// body must not be used after.
+// read to its end (its rest would be the next answer's start; a
+// Content-Length body cut short also ends in io.EOF, so it is whole only
+// with every byte read). Once; the body must not be used after.
 func (b *upstreamBody) end() {
 	c := b.c
 	if c == nil {
@@ -198,7 +196,7 @@ func (b *upstreamBody) end() {
 	}
 	b.c = nil
 	b.hc.ReleaseReader(b.br)
-	c.done(b.reuse && (b.whole || b.left == 0))
+	c.done(b.reuse && (b.left == 0 || b.eof))
 }
 
 // firstByteConn is a tunnel stream of the HTTP client. Until the head of
@@ -217,17 +215,15 @@ func (b *upstreamBody) end() {
 // (WebSockets do not use this client), so the read of such a response
 // fails (errBadResponse): the stream is closed instead.
 type firstByteConn struct {
-	net.Conn
-	armed atomic.Bool
+	watchedConn // the stream, watching the visitor while armed
 
 	// Used by the stream's holder only (exchange, then the body's reader),
 	// one after the other.
-	sniff    bool        // watching a response's start (armed with the deadline)
-	head     []byte      // the bytes watched, while they leave the answer open
-	refused  bool        // a read failed with errBadResponse
-	answered bool        // a byte of the answer arrived (since arm)
-	used     bool        // it carried an exchange before (from the pool)
-	watch    hangupWatch // while armed
+	sniff    bool   // watching a response's start (armed with the deadline)
+	head     []byte // the bytes watched, while they leave the answer open
+	refused  bool   // a read failed with errBadResponse
+	answered bool   // a byte of the answer arrived (since arm)
+	used     bool   // it carried an exchange before (from the pool)
 	body     upstreamBody
 	done     func(reuse bool) // back to the pool, or closed
 }
@@ -237,17 +233,10 @@ type firstByteConn struct {
 func (c *firstByteConn) arm(now, deadline time.Time, visitor net.Conn) {
 	c.sniff, c.head, c.refused, c.answered = true, nil, false, false
 	c.watch.start(c.Conn, now, deadline, visitor)
-	c.armed.Store(true)
 }
 
 func (c *firstByteConn) Read(b []byte) (int, error) {
-	var n int
-	var err error
-	if c.armed.Load() {
-		n, err = c.watch.read(c.Conn, b)
-	} else {
-		n, err = c.Conn.Read(b)
-	}
+	n, err := c.watchedConn.Read(b)
 	if n > 0 {
 		c.answered = true
 		if c.sniff && c.switches(b[:n]) {
@@ -261,9 +250,7 @@ func (c *firstByteConn) Read(b []byte) (int, error) {
 // disarm ends the wait armed for an answer: its head is read (or failed).
 func (c *firstByteConn) disarm() {
 	c.watch.visitor = nil
-	if c.armed.CompareAndSwap(true, false) {
-		_ = c.Conn.SetReadDeadline(time.Time{})
-	}
+	_ = c.Conn.SetReadDeadline(time.Time{})
 }
 
 // hangupWatch is a wait for a service's answer on a stream that watches the
@@ -309,8 +296,8 @@ func (w *hangupWatch) read(c net.Conn, b []byte) (int, error) {
 	return n, err
 }
 
-// watchedConn is a stream whose reads watch the visitor (the answer to a
-// WebSocket upgrade).
+// watchedConn is a stream whose reads watch the visitor while it waits for
+// an answer (watch.start; watch.visitor nil: plain reads).
 type watchedConn struct {
 	net.Conn
 	watch hangupWatch
