@@ -1185,7 +1185,8 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	p.prepareRequest(ctx, req, tg, clientIP, edits, false)
-	body, err := p.exchange(hc, req, resp, rawConn(ctx.Conn()))
+	visitor := rawConn(ctx.Conn())
+	body, err := p.exchange(hc, req, resp, visitor)
 	fasthttp.ReleaseRequest(req)
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
@@ -1215,10 +1216,8 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 	if resp.StatusCode() < 200 {
 		// A 101 to a request that asked for no upgrade (firstByteConn
 		// fails those before the client pools the stream): never relayed,
-		// the visitor would wait for a protocol that does not come.
-		if body != nil {
-			body.end()
-		}
+		// the visitor would wait for a protocol that does not come. (No
+		// body: 1xx answers have none.)
 		fasthttp.ReleaseResponse(resp)
 		WriteError(ctx, fasthttp.StatusBadGateway, msgBadResponse)
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
@@ -1227,16 +1226,15 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 	status := resp.StatusCode()
 	relayHead(ctx, &resp.Header, &tg, edits)
 	ctx.SetStatusCode(status)
-	if ctx.IsHead() || status == fasthttp.StatusNotModified || status == fasthttp.StatusNoContent {
+	if body == nil {
+		// No body: the answer to a HEAD, a 204 or a 304 (every other
+		// answer's body streams, if only an empty one).
 		ctx.Response.SkipBody = true
-		if body != nil {
-			body.end()
-		}
 		fasthttp.ReleaseResponse(resp)
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
 		return false
 	}
-	if n := resp.Header.ContentLength(); body != nil && n >= 0 && n <= smallBody {
+	if n := resp.Header.ContentLength(); n >= 0 && n <= smallBody {
 		// A small body of known length: copy it now and free the stream,
 		// cheaper than streaming it through fasthttp's body writer.
 		_, err := io.CopyN(ctx.Response.BodyWriter(), body, int64(n))
@@ -1253,38 +1251,32 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg targ
 		p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", int64(n))
 		return false
 	}
-	if body != nil {
-		body := &streamBody{resp: resp, r: body, p: p, keep: p.keepsAccess(tg.share)}
-		if body.keep {
-			// Recorded at the end, for its bytes; its latency is the time
-			// to its head, as for every request (an event stream's hours
-			// would swamp the latency histogram).
-			body.rec = p.newAccess(tg.share, start, time.Since(start), clientIP, status, "allowed", "", 0, ctx)
-		}
-		// Cut by closing the visitor's connection: fasthttp's next write
-		// fails and it closes the body (closing the body here, while its
-		// goroutine reads it, would release the response under it).
-		body.unlive = p.live.add(liveKey(tg.share, tg.svc.ID), rawConn(ctx.Conn()))
-		n := resp.Header.ContentLength()
-		if n < 0 {
-			n = -1
-		}
-		ctx.SetBodyStream(body, n)
-		// The head of a large body (over smallBody) or of an event stream
-		// goes out as soon as the service's does, not with the first 16 KiB
-		// of body: an event stream's first event may be long coming, and a
-		// large body cut short shows as a truncated answer rather than an
-		// empty reply. (Not for other chunked answers, often small: one more
-		// write each.)
-		if n >= 0 || bytes.HasPrefix(resp.Header.ContentType(), strEventStream) {
-			ctx.Response.ImmediateHeaderFlush = true
-		}
-		return true
+	sb := &streamBody{resp: resp, r: body, p: p, keep: p.keepsAccess(tg.share)}
+	if sb.keep {
+		// Recorded at the end, for its bytes; its latency is the time
+		// to its head, as for every request (an event stream's hours
+		// would swamp the latency histogram).
+		sb.rec = p.newAccess(tg.share, start, time.Since(start), clientIP, status, "allowed", "", 0, ctx)
 	}
-	// No body stream: the answer had no body (its head said so).
-	fasthttp.ReleaseResponse(resp)
-	p.logAccess(ctx, tg.share, start, clientIP, "allowed", "", 0)
-	return false
+	// Cut by closing the visitor's connection: fasthttp's next write
+	// fails and it closes the body (closing the body here, while its
+	// goroutine reads it, would release the response under it).
+	sb.unlive = p.live.add(liveKey(tg.share, tg.svc.ID), visitor)
+	n := resp.Header.ContentLength()
+	if n < 0 {
+		n = -1
+	}
+	ctx.SetBodyStream(sb, n)
+	// The head of a large body (over smallBody) or of an event stream
+	// goes out as soon as the service's does, not with the first 16 KiB
+	// of body: an event stream's first event may be long coming, and a
+	// large body cut short shows as a truncated answer rather than an
+	// empty reply. (Not for other chunked answers, often small: one more
+	// write each.)
+	if n >= 0 || bytes.HasPrefix(resp.Header.ContentType(), strEventStream) {
+		ctx.Response.ImmediateHeaderFlush = true
+	}
+	return true
 }
 
 // streamBody relays the upstream body; fasthttp closes it after writing,
@@ -1377,7 +1369,9 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 	// a visitor who hangs up meanwhile ends the wait.
 	wc := &watchedConn{Conn: conn}
 	now := time.Now()
-	wc.watch.start(conn, now, now.Add(p.cfg.UpstreamTimeout), rawConn(ctx.Conn()))
+	served := ctx.Conn()
+	raw := rawConn(served)
+	wc.watch.start(conn, now, now.Add(p.cfg.UpstreamTimeout), raw)
 	br := bufio.NewReader(wc)
 	var rh fasthttp.ResponseHeader
 	for interim := 0; ; interim++ {
@@ -1441,11 +1435,9 @@ func (p *Proxy) websocket(ctx *fasthttp.RequestCtx, sess *tunnels.Session, tg ta
 	if keep {
 		rec = p.newAccess(tg.share, start, time.Since(start), clientIP, fasthttp.StatusSwitchingProtocols, "allowed", "", 0, ctx)
 	}
-	// The visitor's own connection, for a cut: closing the conn handed to
-	// the hijack handler does nothing (fasthttp keeps it until the handler
-	// returns).
-	served := ctx.Conn()
-	raw := rawConn(served)
+	// The visitor's own connection (raw) is the one to close for a cut:
+	// closing the conn handed to the hijack handler does nothing (fasthttp
+	// keeps it until the handler returns).
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
 		var out int64
