@@ -547,7 +547,7 @@ func SmuxConfig() *smux.Config {
 	c.Version = 2
 	c.KeepAliveInterval = 7 * time.Second
 	c.KeepAliveTimeout = 15 * time.Second
-	c.MaxFrameSize = 64<<10 - 1 // the most smux takes; a bulk copy's read (bigCopy) is one frame
+	c.MaxFrameSize = 64<<10 - 1 // the most smux takes; a bulk copy's read (bulkCopy) is one frame
 	c.MaxReceiveBuffer = 8 << 20
 	c.MaxStreamBuffer = 2 << 20
 	return c
