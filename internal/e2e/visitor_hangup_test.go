@@ -88,7 +88,8 @@ func (s *slowService) hangUp(t *testing.T, c net.Conn, path, head string, hang f
 // as it does for nginx and Go's own server; the half-closed visitor reads
 // no answer, only the end of the connection. The same holds for a WebSocket
 // upgrade the service has not answered. The requests given up are recorded
-// with 499, and the share goes on serving.
+// with 499 (access log and pc_edge_requests_total), and the share goes on
+// serving.
 func TestVisitorHangsUpBeforeTheAnswer(t *testing.T) {
 	s := newSlowService(t, testenv.Options{})
 	const upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -135,6 +136,9 @@ func TestVisitorHangsUpBeforeTheAnswer(t *testing.T) {
 		require.Equal(t, proxy.StatusVisitorGone, got[p], "%s: %v", p, got)
 	}
 	require.Equal(t, http.StatusOK, got["/ok"])
+
+	fams := scrapeMetrics(t, "http://"+s.env.Edges[0].AdminAddr()+"/metrics")
+	require.Equal(t, 4.0, metricValue(fams, "pc_edge_requests_total", map[string]string{"share": s.share.ID, "status": "499"}))
 }
 
 // TestVisitorHangsUpOverTLS: a TLS visitor's close sends close_notify before
